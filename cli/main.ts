@@ -1,0 +1,32 @@
+import { parseArgs } from 'node:util';
+
+// Entry point of the `edge` command: one sub-command per module under cli/.
+
+const USAGE = `usage: edge <command> [options]
+
+commands:
+  dev [DIR]     run a local control plane with NATS, install the CRDs and apply the
+                manifests in DIR (default: examples/); Ctrl-C stops everything
+  help          show this text
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'dev': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+      if (values.help) { process.stdout.write(USAGE); return 0; }
+      const { runDev } = await import('./dev.js');
+      return runDev({ dir: positionals[0] ?? 'examples' });
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`edge: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './meta.js';
+export * from './edgeworker.js';
+export * from './durableactor.js';
+export * from './crd.js';

@@ -1,0 +1,60 @@
+import { z } from 'zod';
+
+// Shared building blocks of the edge.isolates.dev API. Patterns are the Kubernetes ones so
+// the apiserver and the runtime agree on what a valid name is.
+
+export const GROUP = 'edge.isolates.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+/** RFC 1123 label: object names we use inside NATS keys, region names, ConfigMap keys of ours. */
+export const DNS_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
+/** RFC 1123 subdomain: names of Kubernetes objects we only refer to (ConfigMaps, Secrets). */
+export const DNS_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+/** A JavaScript identifier: binding names become `env.<name>`, class names are exports. */
+export const JS_IDENTIFIER_PATTERN = '^[A-Za-z_$][A-Za-z0-9_$]*$';
+/** ConfigMap and Secret data keys. */
+export const DATA_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
+
+export const dnsLabel = () => z.string().min(1).max(63).regex(new RegExp(DNS_LABEL_PATTERN));
+export const dnsSubdomain = () => z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN));
+export const jsIdentifier = () => z.string().min(1).max(64).regex(new RegExp(JS_IDENTIFIER_PATTERN));
+export const dataKey = () => z.string().min(1).max(253).regex(new RegExp(DATA_KEY_PATTERN));
+export const regionName = () => dnsLabel().describe('A region: the value of topology.kubernetes.io/region on its Nodes.');
+
+/** The subset of ObjectMeta the project reads; the rest passes through untouched. */
+export const ObjectMetaSchema = z.looseObject({
+  name: z.string(),
+  namespace: z.string().optional(),
+  uid: z.string().optional(),
+  generation: z.number().int().optional(),
+  resourceVersion: z.string().optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+  finalizers: z.array(z.string()).optional(),
+  deletionTimestamp: z.string().optional(),
+});
+export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
+
+/** metav1.Condition, as the apiserver validates it elsewhere. */
+export const ConditionSchema = z.object({
+  type: z.string().min(1).max(316).regex(/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$/),
+  status: z.enum(['True', 'False', 'Unknown']),
+  observedGeneration: z.number().int().min(0).optional(),
+  lastTransitionTime: z.string().meta({ format: 'date-time' }),
+  reason: z.string().min(1).max(1024).regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
+  message: z.string().max(32768),
+});
+export type Condition = z.infer<typeof ConditionSchema>;
+
+export const conditionList = () =>
+  z.array(ConditionSchema).max(16).meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
+
+/** A CEL rule the generator copies into the CRD as x-kubernetes-validations. */
+export interface CelRule {
+  rule: string;
+  message: string;
+  fieldPath?: string;
+  reason?: 'FieldValueInvalid' | 'FieldValueForbidden' | 'FieldValueRequired' | 'FieldValueDuplicate';
+}
+export const cel = (...rules: CelRule[]) => ({ 'x-kubernetes-validations': rules });

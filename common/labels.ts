@@ -1,0 +1,19 @@
+// The one place for the label, annotation and finalizer keys the operator, the agents and
+// the manifests share.
+
+/** Standard Kubernetes topology label: the region a Node belongs to. */
+export const REGION_LABEL = 'topology.kubernetes.io/region';
+/** Standard Kubernetes topology label: the zone a Node belongs to. */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+/** Which pool a Node is in: `isolate` (runs the node agent) or `gpu` (runs inference pods). */
+export const POOL_LABEL = 'edge.isolates.dev/pool';
+export const POOL_ISOLATE = 'isolate';
+export const POOL_GPU = 'gpu';
+/** The taint GPU-pool nodes carry, tolerated by inference pods only. */
+export const GPU_TAINT_KEY = 'nvidia.com/gpu';
+/** Finalizer the operator puts on CRs so NATS state is removed before the CR goes away. */
+export const FINALIZER = 'edge.isolates.dev/cleanup';
+/** Label on everything the operator creates, naming the worker it belongs to. */
+export const WORKER_LABEL = 'edge.isolates.dev/worker';
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY = 'edge-isolates';

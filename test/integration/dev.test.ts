@@ -1,0 +1,54 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { kubectl } from '../harness/kubectl.js';
+import { waitFor } from '../harness/ports.js';
+import { REPO_ROOT } from '../harness/tools.js';
+
+const alive = (pid: number) => {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+};
+const childPids = (pid: number): number[] => {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+  } catch { return []; }
+};
+
+describe('edge dev', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-dev-examples-'));
+  cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('starts the control plane, applies the examples and stops cleanly on SIGINT', async () => {
+    const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'dev', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await waitFor('edge dev to be ready', async () => {
+        if (child.exitCode !== null) throw new Error(`edge dev exited early:\n${out}`);
+        return out.includes('Ctrl-C stops everything');
+      }, 120_000, 100);
+      const kubeconfig = /^kubeconfig\s+(\S+)$/m.exec(out)?.[1];
+      expect(kubeconfig).toBeTruthy();
+      const got = await kubectl(kubeconfig!, ['get', 'edgeworkers,durableactors', '-o', 'name']);
+      expect(got.stdout.split('\n').filter(Boolean).sort()).toEqual([
+        'durableactor.edge.isolates.dev/counters',
+        'edgeworker.edge.isolates.dev/counter',
+        'edgeworker.edge.isolates.dev/hello',
+      ]);
+      const pids = childPids(child.pid!);
+      expect(pids.length).toBeGreaterThanOrEqual(3);
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      const left = pids.filter(alive).map((p) => `${p} ${execFileSync('ps', ['-o', 'stat=,args=', '-p', String(p)], { encoding: 'utf8' }).trim()}`);
+      expect(left).toEqual([]);
+      expect(out).toContain('nothing left running');
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});

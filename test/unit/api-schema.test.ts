@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { EdgeWorkerSpecSchema, DurableActorSpecSchema, buildCrd, EDGE_WORKER } from '../../common/api/index.js';
+
+// The zod schemas are used at runtime by the operator; these checks pin the runtime view
+// to what the CRD says (the integration test checks the apiserver agrees).
+
+describe('EdgeWorker spec schema', () => {
+  it('fills the same defaults the CRD declares', () => {
+    const spec = EdgeWorkerSpecSchema.parse({ source: { inline: 'export default {}' } });
+    expect(spec.placement).toEqual({ minWarmIsolates: 1 });
+    expect(spec.limits).toEqual({ cpuMsPerRequest: 50, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30000 });
+  });
+
+  it('refuses a route whose path does not start with /', () => {
+    const r = EdgeWorkerSpecSchema.safeParse({ source: { inline: 'x' }, routes: [{ host: 'a.example.com', pathPrefix: 'api' }] });
+    expect(r.success).toBe(false);
+    expect(z.prettifyError(r.error!)).toContain('routes[0].pathPrefix');
+  });
+
+  it('emits a structural schema: no additionalProperties beside properties, no $schema', () => {
+    const text = JSON.stringify(buildCrd(EDGE_WORKER));
+    expect(text).not.toContain('$schema');
+    expect(text).not.toContain('"additionalProperties":false');
+    expect(text).toContain('x-kubernetes-validations');
+  });
+});
+
+describe('DurableActor spec schema', () => {
+  it('defaults idle timeout and storage size', () => {
+    const spec = DurableActorSpecSchema.parse({ workerRef: { name: 'chat' }, className: 'ChatRoom' });
+    expect(spec.idleTimeoutSeconds).toBe(60);
+    expect(spec.storage.maxBytesPerActor).toBe(10 * 1024 * 1024);
+  });
+});
