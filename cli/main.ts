@@ -5,6 +5,8 @@ import { parseArgs } from 'node:util';
 const USAGE = `usage: edge <command> [options]
 
 commands:
+  agent         run a node agent serving the EdgeWorker manifests of a directory
+                (edge agent --help)
   dev [DIR]     run a local control plane with NATS, install the CRDs and apply the
                 manifests in DIR (default: examples/); Ctrl-C stops everything
   help          show this text
@@ -18,6 +20,10 @@ export async function main(argv: string[]): Promise<number> {
       if (values.help) { process.stdout.write(USAGE); return 0; }
       const { runDev } = await import('./dev.js');
       return runDev({ dir: positionals[0] ?? 'examples' });
+    }
+    case 'agent': {
+      const { runAgent } = await import('./agent.js');
+      return runAgent(rest);
     }
     case undefined:
     case 'help':

@@ -1,0 +1,166 @@
+import type { Logger } from '../common/log.js';
+import { errorMessage } from '../common/log.js';
+import type { DesiredStateSource, DesiredWorker } from './desired-state.js';
+import { HttpFront } from './http-front.js';
+import { IsolatePool } from './isolate-pool.js';
+import { AgentMetrics } from './metrics.js';
+import { Router } from './router.js';
+import { WorkerHost } from './worker-host.js';
+import type { IsolateHooks } from './worker-isolate.js';
+
+// The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
+// and swaps versions without dropping requests (the new version is loaded first; the old
+// one finishes what it has and is then disposed).
+
+export interface AgentOptions {
+  source: DesiredStateSource;
+  log: Logger;
+  maxBodyBytes?: number;
+  /** Pre-warmed isolates kept ready for new workers. */
+  poolSize?: number;
+  maxIsolatesPerWorker?: number;
+  idleIsolateMs?: number;
+  /** Labels on every metric (region, node). */
+  metricLabels?: Record<string, string>;
+}
+
+export type WorkerState =
+  | { key: string; digest: string; state: 'ready'; isolates: number }
+  | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
+
+interface Served { desired: DesiredWorker; host: WorkerHost }
+
+export class Agent {
+  readonly metrics: AgentMetrics;
+  readonly front: HttpFront;
+  private readonly pool: IsolatePool;
+  private readonly served = new Map<string, Served>();
+  private readonly errors = new Map<string, { digest: string; error: string }>();
+  private router = Router.build<WorkerHost>([]);
+  private applying: Promise<void> = Promise.resolve();
+  private initialLoad = false;
+  private stopped = false;
+  private readonly hooks: IsolateHooks;
+  /** Console output of workers, for `edge logs` and tests. */
+  readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
+
+  constructor(private readonly opts: AgentOptions) {
+    this.metrics = new AgentMetrics(opts.metricLabels);
+    this.pool = new IsolatePool({
+      size: opts.poolSize ?? 4,
+      defaultMemoryMiB: 128,
+      onChange: (n) => this.metrics.poolSize.set(n),
+    });
+    const workerLog = opts.log.child({ source: 'worker' });
+    this.hooks = {
+      onLog: (worker, level, message) => {
+        const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';
+        workerLog[lvl](message, { worker, console: level });
+        for (const l of this.consoleListeners) l(worker, level, message);
+      },
+      onDispose: (worker, reason) => {
+        this.metrics.disposals.inc({ worker, reason });
+        if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
+      },
+    };
+    this.front = new HttpFront({
+      resolve: (host, path) => this.router.match(host, path)?.target,
+      log: opts.log,
+      metrics: this.metrics,
+      maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
+    });
+  }
+
+  get ready(): boolean { return this.initialLoad && !this.stopped; }
+
+  async start(listenPort: number, listenHost = '127.0.0.1'): Promise<number> {
+    await this.pool.start();
+    const port = await this.front.listen(listenPort, listenHost);
+    await this.opts.source.start((workers) => { this.applying = this.applying.then(() => this.apply(workers)); });
+    await this.applying;
+    this.initialLoad = true;
+    return port;
+  }
+
+  /** Converges the served set on the desired one. Level-triggered: safe to call again. */
+  private async apply(workers: DesiredWorker[]): Promise<void> {
+    if (this.stopped) return;
+    const wanted = new Map(workers.map((w) => [w.key, w]));
+    const starts: Promise<void>[] = [];
+    for (const w of workers) {
+      const cur = this.served.get(w.key);
+      if (cur && cur.desired.def.digest === w.def.digest) {
+        cur.desired = w; // routes may have changed without touching the isolates
+        this.errors.delete(w.key);
+        continue;
+      }
+      if (this.errors.get(w.key)?.digest === w.def.digest) continue; // known-bad version
+      starts.push(this.startVersion(w, cur));
+    }
+    await Promise.all(starts);
+    for (const [key, cur] of this.served) {
+      if (!wanted.has(key)) {
+        this.served.delete(key);
+        void cur.host.drain();
+        this.opts.log.info('worker removed', { worker: key });
+      }
+    }
+    for (const key of [...this.errors.keys()]) if (!wanted.has(key)) this.errors.delete(key);
+    this.rebuildRouter();
+  }
+
+  private async startVersion(w: DesiredWorker, previous: Served | undefined): Promise<void> {
+    const host = new WorkerHost(w.def, {
+      pool: this.pool,
+      hooks: this.hooks,
+      log: this.opts.log,
+      minWarm: w.spec.placement.minWarmIsolates,
+      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? 4, w.spec.placement.minWarmIsolates),
+      idleMs: this.opts.idleIsolateMs ?? 60_000,
+      onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
+      onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
+    });
+    try {
+      await host.start();
+    } catch (err) {
+      // The previous version, if any, keeps serving.
+      this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
+      this.metrics.bundleErrors.inc({ worker: w.key });
+      this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: errorMessage(err), previous: previous?.desired.def.digest });
+      return;
+    }
+    this.errors.delete(w.key);
+    this.served.set(w.key, { desired: w, host });
+    this.rebuildRouter();
+    this.opts.log.info(previous ? 'worker updated' : 'worker loaded', { worker: w.key, digest: w.def.digest, isolates: host.isolates });
+    if (previous) void previous.host.drain();
+  }
+
+  private rebuildRouter(): void {
+    this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.spec.routes ?? [], target: s.host })));
+    for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
+    this.metrics.workersLoaded.set(this.served.size);
+  }
+
+  /** Per-worker state, for /status and for reporting readiness upstream. */
+  status(): WorkerState[] {
+    const out: WorkerState[] = [];
+    for (const [key, s] of this.served) {
+      const err = this.errors.get(key);
+      if (err) out.push({ key, digest: err.digest, state: 'error', error: err.error, servingDigest: s.desired.def.digest });
+      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates });
+    }
+    for (const [key, err] of this.errors) if (!this.served.has(key)) out.push({ key, digest: err.digest, state: 'error', error: err.error });
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.opts.source.stop();
+    await this.front.close();
+    for (const s of this.served.values()) s.host.dispose();
+    this.served.clear();
+    this.pool.close();
+  }
+}

@@ -1,0 +1,129 @@
+import { z } from 'zod';
+
+// The boundary between the agent (host) and the Workers API shim inside each isolate.
+// Everything that crosses it is a copy of plain data; the only functions the isolate
+// ever holds are the narrow host callbacks below, captured in the shim's closure by
+// `__edgeInstall` and never reachable from user code.
+//
+// Life of an isolate:
+//  1. The shim bundle (node-agent/shim/, bundled by shim-bundle.ts) runs once at
+//     snapshot time. It defines the Web APIs on globalThis and the functions named in
+//     SHIM_GLOBALS. It calls no host callback at top level (none exist in a snapshot).
+//  2. For each isolate made from the snapshot, before any user code runs, the host takes
+//     References to the SHIM_GLOBALS functions and then calls
+//     `__edgeInstall(callbacks)` with HostCallbacks (ivm.Callback functions). The shim
+//     keeps the callbacks in its closure and deletes every `__edge*` global, so user code
+//     can reach neither the callbacks nor the entry points.
+//  3. The host compiles and evaluates the worker's ES module, then calls
+//     `init(namespace, env, options)` (the `__edgeInit` reference) with the module
+//     namespace object and the plain-data WorkerEnv. The shim builds `env`, freezes the
+//     platform's intrinsics and Web API globals (so tampering cannot leak into the next
+//     request), and returns the names of the handlers the default export has
+//     (`["fetch"]`, ...), or throws a message saying what is wrong with the module.
+//  4. Per request: `dispatch(id, request)` returns a Promise of DispatchResponse. A body
+//     passed as "stream" is fed with `pushBody(id, chunk)` calls ending with
+//     `pushBody(id, null)` (or `cancel(id, reason)` when the client goes away); a response
+//     body of "stream" is read with `pullBody(id)` until it resolves with null.
+//     `settle(id)` resolves once every ctx.waitUntil promise of that request has settled
+//     and forgets the request.
+//
+// Entry points (all take and return copies):
+//   __edgeInstall(callbacks: HostCallbacks): void
+//   __edgeInit(namespace: ModuleNamespace, env: WorkerEnv, options: InitOptions): string[]
+//   __edgeDispatch(id: number, request: DispatchRequest): Promise<DispatchResponse>
+//   __edgePushBody(id: number, chunk: ArrayBuffer | null): void
+//   __edgePullBody(id: number): Promise<ArrayBuffer | null>
+//   __edgeCancel(id: number, reason: string): void
+//   __edgeSettle(id: number): Promise<void>
+
+export const SHIM_GLOBALS = [
+  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle',
+] as const;
+
+/** Header list in order, names lower-cased by the sender; duplicates allowed. */
+export const HeaderListSchema = z.array(z.tuple([z.string(), z.string()]));
+
+/** What the isolate may ask the host for. All synchronous unless noted. */
+export interface HostCallbacks {
+  /** console.* output: level is log|info|warn|error|debug; message already formatted. */
+  log(level: string, message: string): void;
+  /** n cryptographically random bytes (n <= 65536, as getRandomValues allows). */
+  randomBytes(n: number): ArrayBuffer;
+  /** WHATWG URL parsing by the host's URL implementation; null when invalid. */
+  parseURL(input: string, base?: string): UrlRecord | null;
+  /** Applies a URL setter (`pathname`, `search`, `host`...) and returns the new record. */
+  setURL(href: string, property: string, value: string): UrlRecord;
+  /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
+  digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
+  /** Async: resolves after `ms` milliseconds (setTimeout/setInterval are built on it). */
+  sleep(ms: number): Promise<void>;
+  /**
+   * A subrequest (the isolate's `fetch`), performed by the host and counted against
+   * limits.subrequests. Async: resolves with the whole response (bodies are buffered up
+   * to the agent's subrequest body limit). Rejects with a message when refused.
+   */
+  fetch(request: SubrequestInit): Promise<SubrequestResult>;
+}
+
+export const UrlRecordSchema = z.object({
+  href: z.string(), origin: z.string(), protocol: z.string(), username: z.string(), password: z.string(),
+  host: z.string(), hostname: z.string(), port: z.string(), pathname: z.string(), search: z.string(), hash: z.string(),
+});
+export type UrlRecord = z.infer<typeof UrlRecordSchema>;
+
+export const SubrequestInitSchema = z.object({
+  url: z.string(),
+  method: z.string(),
+  headers: HeaderListSchema,
+  body: z.instanceof(ArrayBuffer).nullable(),
+  redirect: z.enum(['follow', 'manual', 'error']).default('follow'),
+});
+export type SubrequestInit = z.infer<typeof SubrequestInitSchema>;
+
+export interface SubrequestResult {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  url: string;
+  redirected: boolean;
+  body: ArrayBuffer;
+}
+
+/** env as plain data; the shim turns it into the `env` object the handler sees. */
+export interface WorkerEnv {
+  /** vars and resolved secrets: env.NAME is a string. */
+  text: Record<string, string>;
+}
+
+export interface InitOptions {
+  workerName: string;
+}
+
+/** What `__edgeDispatch` receives for one request. */
+export interface DispatchRequest {
+  url: string;
+  method: string;
+  headers: [string, string][];
+  /**
+   * The body: null when there is none, an ArrayBuffer when the host passes it whole,
+   * or "stream" when the host will feed it with pushBody(chunk) calls and a final
+   * pushBody(null).
+   */
+  body: ArrayBuffer | null | 'stream';
+  /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
+  clientAddress?: string;
+}
+
+/**
+ * What the `__edgeDispatch` promise resolves with. `body` is null (no body), an
+ * ArrayBuffer (the whole body, when the response was built from a string, buffer or
+ * FormData-free source the shim already holds), or "stream": the host then calls
+ * `pullBody(id)` until it resolves with null. A handler that throws or returns a
+ * non-Response rejects the promise with an Error whose message says so.
+ */
+export interface DispatchResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: ArrayBuffer | null | 'stream';
+}

@@ -1,0 +1,243 @@
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../common/log.js';
+import { errorMessage } from '../common/log.js';
+import type { DispatchRequest } from './bridge.js';
+import type { AgentMetrics } from './metrics.js';
+import type { WorkerHost } from './worker-host.js';
+import { WorkerHostClosedError } from './worker-host.js';
+import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from './worker-isolate.js';
+
+// The agent's public HTTP server: routes each request by Host and path to a worker,
+// streams bodies in and out of the worker's isolate, and turns every failure into a
+// response that says what happened without exposing the worker's internals.
+
+export interface HttpFrontOptions {
+  /** Finds the current version of the worker for a request; undefined = no route. */
+  resolve(host: string, path: string): WorkerHost | undefined;
+  log: Logger;
+  metrics: AgentMetrics;
+  /** Largest request body accepted (413 above). */
+  maxBodyBytes: number;
+}
+
+/** Bodies up to this size are read whole and passed in one copy; larger ones stream. */
+const INLINE_BODY_BYTES = 64 * 1024;
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+const rayId = () => randomBytes(8).toString('hex');
+
+function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
+  if (res.headersSent) { res.destroy(); return; }
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+async function readWhole(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new HttpError(413, `request body is over the ${limit}-byte limit`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+export class HttpFront {
+  readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly opts: HttpFrontOptions) {
+    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => {
+      void this.handle(req, res);
+    });
+    this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    // Malformed HTTP never reaches a worker: answer 400 and close, as the parser wants.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      opts.log.warn('malformed HTTP request', { code: err.code, error: err.message });
+      if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
+        const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 12\r\n\r\nbad request\n`);
+      } else {
+        socket.destroy();
+      }
+    });
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    this.server.listen(port, host);
+    await once(this.server, 'listening');
+    const addr = this.server.address();
+    if (addr === null || typeof addr === 'string') throw new Error('HTTP front has no TCP address');
+    return addr.port;
+  }
+
+  async close(): Promise<void> {
+    this.server.close();
+    for (const s of this.sockets) s.destroy();
+    if (this.server.listening) await once(this.server, 'close');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const hostHeader = req.headers.host ?? '';
+    const rawUrl = req.url ?? '/';
+    const path = rawUrl.split('?', 1)[0] ?? '/';
+    let worker = this.opts.resolve(hostHeader, path);
+    if (!worker) {
+      this.opts.metrics.requests.inc({ worker: '', status: 404 });
+      plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
+      req.resume();
+      return;
+    }
+    const name = worker.def.name;
+    const finish = (status: number) => {
+      this.opts.metrics.requests.inc({ worker: name, status });
+      this.opts.metrics.requestDuration.observe({ worker: name }, (performance.now() - started) / 1000);
+    };
+    try {
+      const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+      if (declared !== undefined && declared > this.opts.maxBodyBytes) {
+        throw new HttpError(413, `request body of ${declared} bytes is over the ${this.opts.maxBodyBytes}-byte limit`);
+      }
+      const hasBody = (declared !== undefined && declared > 0) || req.headers['transfer-encoding'] !== undefined;
+      const streamBody = hasBody && (declared === undefined || declared > INLINE_BODY_BYTES);
+      const inline = hasBody && !streamBody ? await readWhole(req, this.opts.maxBodyBytes) : null;
+
+      const headers: [string, string][] = [];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        const k = req.rawHeaders[i]!.toLowerCase();
+        if (!HOP_BY_HOP.has(k)) headers.push([k, req.rawHeaders[i + 1]!]);
+      }
+      const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
+      const dreq: DispatchRequest = {
+        url: `${proto}://${hostHeader || 'localhost'}${rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`}`,
+        method: req.method ?? 'GET',
+        headers,
+        body: streamBody ? 'stream' : inline && inline.length > 0 ? inline.buffer.slice(inline.byteOffset, inline.byteOffset + inline.length) as ArrayBuffer : null,
+        clientAddress: req.socket.remoteAddress,
+      };
+
+      // A version swap can close the host between routing and acquiring: retry once on
+      // the version now routed, so no request fails because of a deploy.
+      let iso: WorkerIsolate;
+      try {
+        iso = await worker.acquire();
+      } catch (err) {
+        if (!(err instanceof WorkerHostClosedError)) throw err;
+        worker = this.opts.resolve(hostHeader, path);
+        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostHeader}" and path "${path}"`);
+        iso = await worker.acquire();
+      }
+      const host = worker;
+      let id: number | undefined;
+      try {
+        const call = iso.begin(dreq);
+        id = call.id;
+        if (streamBody) this.pumpRequestBody(req, iso, call.id);
+        const response = await call.response;
+        const outHeaders: string[] = [];
+        for (const [k, v] of response.headers) {
+          if (!HOP_BY_HOP.has(k) && k !== 'content-length') outHeaders.push(k, v);
+        }
+        const noBody = req.method === 'HEAD' || response.status === 204 || response.status === 304;
+        if (response.body === null || response.body === 'stream') {
+          res.writeHead(response.status, response.statusText || undefined, response.body === null ? [...outHeaders, 'content-length', '0'] : outHeaders);
+        } else {
+          res.writeHead(response.status, response.statusText || undefined, [...outHeaders, 'content-length', String(response.body.byteLength)]);
+        }
+        finish(response.status);
+        if (response.body === 'stream') {
+          await this.pumpResponseBody(res, iso, call.id, noBody);
+        } else if (response.body !== null && !noBody) {
+          res.end(Buffer.from(response.body));
+        } else {
+          res.end();
+        }
+      } finally {
+        if (id !== undefined) await iso.finish(id);
+        host.release(iso);
+      }
+    } catch (err) {
+      this.fail(res, name, err, finish);
+      req.resume();
+    }
+  }
+
+  /** Feeds a streamed request body into the isolate, enforcing the size limit. */
+  private pumpRequestBody(req: IncomingMessage, iso: WorkerIsolate, id: number): void {
+    // The shim queues chunks in the request's ReadableStream until the handler reads them.
+    void (async () => {
+      let size = 0;
+      try {
+        for await (const chunk of req as AsyncIterable<Buffer>) {
+          size += chunk.length;
+          if (size > this.opts.maxBodyBytes) {
+            iso.cancel(id, `request body is over the ${this.opts.maxBodyBytes}-byte limit`);
+            req.destroy();
+            return;
+          }
+          iso.pushBody(id, chunk);
+        }
+        iso.pushBody(id, null);
+      } catch (err) {
+        iso.cancel(id, `client aborted the request body: ${errorMessage(err)}`);
+      }
+    })();
+  }
+
+  private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {
+    let clientGone = false;
+    const onClose = () => { if (!res.writableFinished) clientGone = true; };
+    res.once('close', onClose);
+    try {
+      for (;;) {
+        if (clientGone) { iso.cancel(id, 'client closed the connection'); return; }
+        const chunk = await iso.pullBody(id);
+        if (chunk === null) break;
+        if (discard) continue;
+        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      }
+      res.end();
+    } catch (err) {
+      // Headers are gone already: the only honest signal left is a truncated response.
+      this.opts.log.warn('response body stream failed', { worker: iso.def.name, error: errorMessage(err) });
+      res.destroy();
+    } finally {
+      res.off('close', onClose);
+    }
+  }
+
+  private fail(res: ServerResponse, worker: string, err: unknown, finish: (status: number) => void): void {
+    const ray = rayId();
+    let status = 500;
+    let body: string;
+    if (err instanceof HttpError) {
+      status = err.status;
+      body = `${err.message}\n`;
+    } else if (err instanceof WorkerLimitError) {
+      status = err.reason === 'wall' ? 504 : 503;
+      body = `${err.message}; the isolate was replaced (ray ${ray})\n`;
+      this.opts.log.warn('worker exceeded a limit', { worker, reason: err.reason, ray });
+    } else if (err instanceof BundleError) {
+      status = 503;
+      body = `worker ${worker} failed to load (ray ${ray})\n`;
+      this.opts.log.error('worker failed to load', { worker, error: err.message, ray });
+    } else if (err instanceof WorkerScriptError) {
+      body = `worker ${worker} threw an exception (ray ${ray})\n`;
+      this.opts.log.error('worker threw an exception', { worker, error: err.message, ray });
+    } else {
+      body = `internal error in the edge agent (ray ${ray})\n`;
+      this.opts.log.error('agent error while handling a request', { worker, error: errorMessage(err), ray });
+    }
+    finish(status);
+    plain(res, status, body, { 'x-edge-ray': ray });
+  }
+}

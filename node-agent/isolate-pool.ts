@@ -1,0 +1,132 @@
+import ivm from 'isolated-vm';
+import type { SHIM_GLOBALS, HostCallbacks } from './bridge.js';
+import { shimSource } from './shim-bundle.js';
+
+// Pre-warmed isolates. Each is made from a V8 snapshot that already holds the Workers API
+// shim, has its context created and its host callbacks installed, so placing a worker
+// in one only has to compile the worker's module. The pool refills in the background.
+
+export type EntryPoint = (typeof SHIM_GLOBALS)[number];
+
+/** Host-side state a pooled isolate's callbacks consult; set when a worker takes it. */
+export interface IsolateOwner {
+  callbacks(): HostCallbacks;
+}
+
+export interface WarmIsolate {
+  isolate: ivm.Isolate;
+  context: ivm.Context;
+  entry: Record<Exclude<EntryPoint, '__edgeInstall'>, ivm.Reference<(...args: unknown[]) => unknown>>;
+  memoryMiB: number;
+  /** Who the callbacks act for; null while pooled. */
+  owner: { current: IsolateOwner | null };
+}
+
+let snapshot: ivm.ExternalCopy<ArrayBuffer> | undefined;
+function shimSnapshot(): ivm.ExternalCopy<ArrayBuffer> {
+  snapshot ??= ivm.Isolate.createSnapshot([{ code: shimSource(), filename: 'edge-shim.js' }]);
+  return snapshot;
+}
+
+const unowned = (name: string) => () => { throw new Error(`host callback ${name} called by an isolate no worker owns`); };
+
+function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, ivm.Callback> {
+  const cb = <K extends keyof HostCallbacks>(name: K) => (...args: Parameters<HostCallbacks[K]>) => {
+    const target = owner.current?.callbacks()[name] ?? unowned(name);
+    return (target as (...a: unknown[]) => unknown)(...args);
+  };
+  return {
+    log: new ivm.Callback(cb('log')),
+    randomBytes: new ivm.Callback(cb('randomBytes')),
+    parseURL: new ivm.Callback(cb('parseURL')),
+    setURL: new ivm.Callback(cb('setURL')),
+    digest: new ivm.Callback(cb('digest')),
+    sleep: new ivm.Callback(cb('sleep'), { async: true }),
+    fetch: new ivm.Callback(cb('fetch'), { async: true }),
+  };
+}
+
+/** Makes one ready isolate: snapshot, context, entry points, callbacks. */
+export function warmIsolate(memoryMiB: number): WarmIsolate {
+  const isolate = new ivm.Isolate({ memoryLimit: memoryMiB, snapshot: shimSnapshot() });
+  try {
+    const context = isolate.createContextSync();
+    const global = context.global;
+    const ref = (name: EntryPoint) => {
+      const r = global.getSync(name, { reference: true }) as ivm.Reference<(...args: unknown[]) => unknown>;
+      if (r.typeof !== 'function') throw new Error(`the shim snapshot has no ${name}`);
+      return r;
+    };
+    const install = ref('__edgeInstall');
+    const entry = {
+      __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'), __edgePushBody: ref('__edgePushBody'),
+      __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
+    };
+    const owner: WarmIsolate['owner'] = { current: null };
+    install.applySync(undefined, [callbacksFor(owner)], { arguments: { copy: true } });
+    install.release();
+    return { isolate, context, entry, memoryMiB, owner };
+  } catch (err) {
+    if (!isolate.isDisposed) isolate.dispose();
+    throw err;
+  }
+}
+
+export interface IsolatePoolOptions {
+  /** Ready isolates kept for the default memory limit. */
+  size: number;
+  defaultMemoryMiB: number;
+  onChange?: (ready: number) => void;
+}
+
+export class IsolatePool {
+  private readonly ready: WarmIsolate[] = [];
+  private refilling = false;
+  private closed = false;
+
+  constructor(private readonly opts: IsolatePoolOptions) {}
+
+  get size(): number { return this.ready.length; }
+
+  /** Builds the snapshot and fills the pool; resolves when it is full. */
+  async start(): Promise<void> {
+    shimSnapshot();
+    while (!this.closed && this.ready.length < this.opts.size) {
+      this.ready.push(warmIsolate(this.opts.defaultMemoryMiB));
+      this.opts.onChange?.(this.ready.length);
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** A ready isolate with this memory limit: from the pool when it has one, else made now. */
+  take(memoryMiB: number): { warm: WarmIsolate; fromPool: boolean } {
+    if (memoryMiB === this.opts.defaultMemoryMiB) {
+      const warm = this.ready.pop();
+      if (warm) {
+        this.opts.onChange?.(this.ready.length);
+        this.refill();
+        return { warm, fromPool: true };
+      }
+    }
+    return { warm: warmIsolate(memoryMiB), fromPool: false };
+  }
+
+  private refill(): void {
+    if (this.refilling || this.closed) return;
+    this.refilling = true;
+    // One isolate per macrotask, so refilling never holds up requests for long.
+    const step = () => {
+      if (this.closed || this.ready.length >= this.opts.size) { this.refilling = false; return; }
+      this.ready.push(warmIsolate(this.opts.defaultMemoryMiB));
+      this.opts.onChange?.(this.ready.length);
+      setImmediate(step);
+    };
+    setImmediate(step);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.ready.splice(0)) if (!w.isolate.isDisposed) w.isolate.dispose();
+    this.opts.onChange?.(0);
+  }
+}

@@ -1,0 +1,33 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+// The agent's Prometheus metrics, one registry per agent so several agents can run in one
+// process (tests). Units are in the names.
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'worker' | 'status'>;
+  readonly requestDuration: Histogram<'worker'>;
+  readonly poolSize: Gauge;
+  readonly workerIsolates: Gauge<'worker'>;
+  readonly coldStarts: Counter<'worker'>;
+  readonly disposals: Counter<'worker' | 'reason'>;
+  readonly workersLoaded: Gauge;
+  readonly bundleErrors: Counter<'worker'>;
+
+  constructor(labels: Record<string, string> = {}) {
+    this.registry.setDefaultLabels(labels);
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'edge_requests_total', help: 'Requests answered, by worker and HTTP status.', labelNames: ['worker', 'status'], registers });
+    this.requestDuration = new Histogram({
+      name: 'edge_request_duration_seconds', help: 'Time from request to response headers, by worker.', labelNames: ['worker'], registers,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    });
+    this.poolSize = new Gauge({ name: 'edge_isolate_pool_ready', help: 'Pre-warmed isolates waiting for a worker.', registers });
+    this.workerIsolates = new Gauge({ name: 'edge_worker_isolates', help: 'Isolates loaded with a worker, by worker.', labelNames: ['worker'], registers });
+    this.coldStarts = new Counter({ name: 'edge_cold_starts_total', help: 'Requests that had to load the worker into an isolate first.', labelNames: ['worker'], registers });
+    this.disposals = new Counter({ name: 'edge_isolate_disposals_total', help: 'Isolates disposed, by worker and reason (cpu, memory, wall, crash, idle, replaced, shutdown).', labelNames: ['worker', 'reason'], registers });
+    this.workersLoaded = new Gauge({ name: 'edge_workers_loaded', help: 'Worker versions currently served.', registers });
+    this.bundleErrors = new Counter({ name: 'edge_bundle_errors_total', help: 'Worker versions refused because their module did not load.', labelNames: ['worker'], registers });
+    collectDefaultMetrics({ register: this.registry, prefix: 'edge_agent_' });
+  }
+}

@@ -1,0 +1,27 @@
+// The host callbacks (see node-agent/bridge.ts, HostCallbacks). They exist only after
+// __edgeInstall has run in an isolate made from the snapshot; calling one before that
+// (at snapshot time) is a bug in the shim.
+const callbacks = {};
+
+const missing = (name) => () => {
+  throw new Error(`edge-isolates shim: host callback ${name} used before __edgeInstall`);
+};
+
+export const host = {
+  log: missing('log'),
+  randomBytes: missing('randomBytes'),
+  parseURL: missing('parseURL'),
+  setURL: missing('setURL'),
+  digest: missing('digest'),
+  sleep: missing('sleep'),
+  fetch: missing('fetch'),
+};
+
+export function setHost(cbs) {
+  for (const name of Object.keys(host)) {
+    if (typeof cbs[name] !== 'function') throw new Error(`edge-isolates shim: host callback ${name} is missing`);
+    callbacks[name] = cbs[name];
+    host[name] = cbs[name];
+  }
+  Object.freeze(host);
+}

@@ -1,0 +1,160 @@
+// The Workers runtime inside each isolate: the entry points the host calls (see
+// node-agent/bridge.ts for the protocol) on top of the Web APIs in ./web/.
+// This file runs at snapshot time: it must not call a host callback at top level.
+import { setHost, host } from './host.js';
+import { installWebApis, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
+
+const g = globalThis;
+installWebApis(g);
+
+// Captured before any user code runs, so a worker replacing globals cannot change how
+// its own requests are dispatched.
+const ResponseCtor = g.Response;
+const ReadableStreamCtor = g.ReadableStream;
+const UInt8 = Uint8Array;
+const freeze = Object.freeze;
+const defineProperty = Object.defineProperty;
+const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+const PromiseCtor = Promise;
+const allSettled = Promise.allSettled.bind(Promise);
+
+const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
+
+let workerName = '(uninitialized)';
+let entry = null;
+let env = null;
+/** Per request: the request body's stream controller, the response body's reader, waitUntil promises. */
+const live = new Map();
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (typeof value !== 'object') return typeof value;
+  const name = value.constructor && value.constructor.name;
+  return name ? `a ${name}` : 'an object';
+}
+
+function logError(prefix, err) {
+  try {
+    host.log('error', `${prefix}: ${err && err.stack ? err.stack : String(err)}`);
+  } catch {
+    // logging must never break a request
+  }
+}
+
+/** Freezes the platform's own objects so one request cannot change what the next sees. */
+function freezePlatform() {
+  for (const name of PLATFORM_GLOBALS) {
+    const desc = getOwnPropertyDescriptor(g, name);
+    if (!desc) continue;
+    const value = desc.value;
+    if (typeof value === 'function') {
+      freeze(value);
+      if (value.prototype) freeze(value.prototype);
+    } else if (value !== null && typeof value === 'object') {
+      freeze(value);
+      for (const inner of Object.values(value)) {
+        if (inner !== null && (typeof inner === 'object' || typeof inner === 'function')) freeze(inner);
+      }
+    }
+    if (desc.configurable) defineProperty(g, name, { value, writable: false, enumerable: desc.enumerable, configurable: false });
+  }
+}
+
+function install(callbacks) {
+  setHost(callbacks);
+  for (const name of ENTRY_POINTS) delete g[name];
+}
+
+function init(namespace, envData, options) {
+  workerName = String(options.workerName);
+  const def = namespace.default;
+  const handlers = [];
+  if (def !== null && (typeof def === 'object' || typeof def === 'function')) {
+    for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') handlers.push(k);
+  }
+  entry = def;
+  env = freeze({ ...envData.text });
+  freezePlatform();
+  return handlers;
+}
+
+async function dispatch(id, req) {
+  const state = { feed: null, reader: null, waitUntil: [] };
+  live.set(id, state);
+  let body = null;
+  if (req.body === 'stream') {
+    body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });
+  } else if (req.body) {
+    body = new UInt8(req.body);
+  }
+  const headers = req.headers;
+  if (req.clientAddress) headers.push(['cf-connecting-ip', req.clientAddress]);
+  const request = makeRequest({ url: req.url, method: req.method, headers, body });
+  const ctx = freeze({
+    waitUntil(promise) {
+      state.waitUntil.push(PromiseCtor.resolve(promise).catch((err) => logError(`worker ${workerName}: ctx.waitUntil promise rejected`, err)));
+    },
+    passThroughOnException() {},
+  });
+  if (!entry || typeof entry.fetch !== 'function') {
+    throw new Error(`worker ${workerName} has no fetch handler: export default { async fetch(request, env, ctx) { ... } }`);
+  }
+  const res = await entry.fetch(request, env, ctx);
+  if (!(res instanceof ResponseCtor)) {
+    throw new TypeError(`worker ${workerName}: the fetch handler returned ${describe(res)}, not a Response`);
+  }
+  const { status, statusText, headers: outHeaders } = responseParts(res);
+  const out = bodyOf(res);
+  if (out === null) return { status, statusText, headers: outHeaders, body: null };
+  if (out instanceof UInt8) {
+    return { status, statusText, headers: outHeaders, body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
+  }
+  state.reader = out.getReader();
+  return { status, statusText, headers: outHeaders, body: 'stream' };
+}
+
+function pushBody(id, chunk) {
+  const state = live.get(id);
+  if (!state || !state.feed) return;
+  if (chunk === null) state.feed.close();
+  else state.feed.enqueue(new UInt8(chunk));
+}
+
+async function pullBody(id) {
+  const state = live.get(id);
+  if (!state || !state.reader) return null;
+  for (;;) {
+    const { done, value } = await state.reader.read();
+    if (done) return null;
+    if (!(value instanceof UInt8)) {
+      throw new TypeError(`worker ${workerName}: a response body stream produced ${describe(value)}; chunks must be Uint8Array`);
+    }
+    if (value.byteLength === 0) continue;
+    return value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength);
+  }
+}
+
+function cancel(id, reason) {
+  const state = live.get(id);
+  if (!state) return;
+  const err = new Error(String(reason));
+  try { if (state.feed) state.feed.error(err); } catch { /* already closed */ }
+  if (state.reader) state.reader.cancel(err).catch(() => {});
+}
+
+async function settle(id) {
+  const state = live.get(id);
+  if (!state) return;
+  // waitUntil may be called again while earlier promises settle.
+  for (let seen = 0; seen < state.waitUntil.length;) {
+    const batch = state.waitUntil.slice(seen);
+    seen = state.waitUntil.length;
+    await allSettled(batch);
+  }
+  live.delete(id);
+}
+
+const exported = { __edgeInstall: install, __edgeInit: init, __edgeDispatch: dispatch, __edgePushBody: pushBody, __edgePullBody: pullBody, __edgeCancel: cancel, __edgeSettle: settle };
+for (const name of ENTRY_POINTS) {
+  defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
+}

@@ -1,0 +1,171 @@
+import type { Logger } from '../common/log.js';
+import { errorMessage } from '../common/log.js';
+import type { IsolatePool } from './isolate-pool.js';
+import { WorkerIsolate, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
+
+// One version of one worker, served by a set of isolates that grows with concurrency (up
+// to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
+// at a time; requests beyond maxIsolates wait in order.
+
+export interface WorkerHostOptions {
+  pool: IsolatePool;
+  hooks: IsolateHooks;
+  log: Logger;
+  /** Isolates kept loaded even when idle (spec.placement.minWarmIsolates). */
+  minWarm: number;
+  maxIsolates: number;
+  /** Idle isolates above minWarm are disposed after this long. */
+  idleMs: number;
+  onColdStart?: (worker: string) => void;
+  onIsolates?: (worker: string, count: number) => void;
+}
+
+export class WorkerHostClosedError extends Error {}
+
+export class WorkerHost {
+  private readonly idle: WorkerIsolate[] = [];
+  private readonly all = new Set<WorkerIsolate>();
+  private loading = 0;
+  private readonly waiters: { resolve: (w: WorkerIsolate) => void; reject: (e: Error) => void }[] = [];
+  private closed = false;
+  private reaper: NodeJS.Timeout | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
+
+  get isolates(): number { return this.all.size; }
+  get busy(): number { return this.all.size - this.idle.length; }
+
+  /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
+  async start(): Promise<void> {
+    const loads: Promise<WorkerIsolate>[] = [];
+    for (let i = 0; i < this.opts.minWarm; i++) loads.push(this.load());
+    const results = await Promise.allSettled(loads);
+    for (const r of results) if (r.status === 'fulfilled') this.putIdle(r.value);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      this.close();
+      throw failed.reason;
+    }
+    this.reaper = setInterval(() => this.reapIdle(), Math.max(1000, this.opts.idleMs / 2));
+    this.reaper.unref();
+  }
+
+  private async load(): Promise<WorkerIsolate> {
+    this.loading += 1;
+    try {
+      const { warm } = this.opts.pool.take(this.def.limits.memoryMiB);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks);
+      this.all.add(w);
+      this.opts.onIsolates?.(this.def.name, this.all.size);
+      return w;
+    } finally {
+      this.loading -= 1;
+    }
+  }
+
+  /** An isolate for one request: an idle one, a newly loaded one, or the next one freed. */
+  async acquire(): Promise<WorkerIsolate> {
+    if (this.closed) throw new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} is shutting down`);
+    for (;;) {
+      const w = this.idle.pop();
+      if (!w) break;
+      if (!w.dead) return w;
+      this.forget(w);
+    }
+    if (this.all.size + this.loading < this.opts.maxIsolates) {
+      this.opts.onColdStart?.(this.def.name);
+      return this.load();
+    }
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** Gives an isolate back after its request (and its waitUntil work) finished. */
+  release(w: WorkerIsolate): void {
+    if (w.dead) {
+      this.forget(w);
+      this.replaceDead();
+      return;
+    }
+    const next = this.waiters.shift();
+    if (next && !this.closed) { next.resolve(w); return; }
+    this.putIdle(w);
+  }
+
+  private putIdle(w: WorkerIsolate): void {
+    if (this.closed) { w.dispose('replaced'); this.forget(w); return; }
+    this.idle.push(w);
+    this.checkDrained();
+  }
+
+  private forget(w: WorkerIsolate): void {
+    this.all.delete(w);
+    const i = this.idle.indexOf(w);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.opts.onIsolates?.(this.def.name, this.all.size);
+    this.checkDrained();
+  }
+
+  /** A dead isolate freed a slot: a waiting request gets a fresh one, or keep minWarm. */
+  private replaceDead(): void {
+    if (this.closed) return;
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      this.opts.onColdStart?.(this.def.name);
+      this.load().then(waiter.resolve, (err: unknown) => waiter.reject(err instanceof Error ? err : new Error(String(err))));
+      return;
+    }
+    if (this.all.size + this.loading < this.opts.minWarm) {
+      this.load().then((w) => this.putIdle(w), (err: unknown) => {
+        this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: errorMessage(err) });
+      });
+    }
+  }
+
+  private reapIdle(): void {
+    const now = performance.now();
+    // Oldest-used first; keep minWarm.
+    this.idle.sort((a, b) => b.lastUsed - a.lastUsed);
+    while (this.all.size > this.opts.minWarm && this.idle.length > 0) {
+      const oldest = this.idle[this.idle.length - 1]!;
+      if (now - oldest.lastUsed < this.opts.idleMs) break;
+      this.idle.pop();
+      oldest.dispose('idle');
+      this.forget(oldest);
+    }
+  }
+
+  private checkDrained(): void {
+    if (this.closed && this.drained && this.idle.length === this.all.size) {
+      for (const w of this.idle.splice(0)) { w.dispose('replaced'); this.all.delete(w); }
+      this.opts.onIsolates?.(this.def.name, 0);
+      this.drained();
+      this.drained = undefined;
+    }
+  }
+
+  /** Stops taking requests, lets in-flight ones finish, then disposes every isolate. */
+  drain(): Promise<void> {
+    this.close();
+    return new Promise((resolve) => {
+      this.drained = resolve;
+      this.checkDrained();
+    });
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reaper) clearInterval(this.reaper);
+    const err = new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} was replaced`);
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  /** Disposes everything now (agent shutdown). */
+  dispose(): void {
+    this.close();
+    for (const w of this.all) w.dispose('shutdown');
+    this.all.clear();
+    this.idle.length = 0;
+  }
+}

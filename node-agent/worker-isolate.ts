@@ -1,0 +1,227 @@
+import type { DispatchRequest, DispatchResponse, HostCallbacks, WorkerEnv } from './bridge.js';
+import type { Limits } from '../common/api/index.js';
+import { hostCallbacks } from './host-callbacks.js';
+import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
+
+// One worker's module loaded into one isolate, running one request at a time. It enforces
+// the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
+// the memory limit (V8's, set on the isolate); crossing one disposes the isolate and the
+// request fails with a WorkerLimitError naming the limit.
+
+export type LimitReason = 'cpu' | 'memory' | 'wall';
+export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown';
+
+export class WorkerLimitError extends Error {
+  constructor(readonly worker: string, readonly reason: LimitReason, limits: Limits) {
+    const what = {
+      cpu: `its CPU limit (${limits.cpuMsPerRequest} ms per request)`,
+      memory: `its memory limit (${limits.memoryMiB} MiB)`,
+      wall: `its wall-time limit (${limits.wallMsPerRequest} ms per request)`,
+    }[reason];
+    super(`worker ${worker} exceeded ${what}`);
+  }
+}
+
+/** The worker's own code failed: threw, returned a non-Response, or has no handler. */
+export class WorkerScriptError extends Error {
+  constructor(readonly worker: string, message: string) { super(message); }
+}
+
+/** The module could not be compiled or evaluated, or exports no handler. */
+export class BundleError extends Error {
+  constructor(readonly worker: string, message: string) { super(`worker ${worker}: ${message}`); }
+}
+
+export interface WorkerDefinition {
+  /** namespace/name */
+  key: string;
+  name: string;
+  source: string;
+  /** sha256:<hex> of the source and the config that shapes the isolate. */
+  digest: string;
+  limits: Limits;
+  env: WorkerEnv;
+}
+
+export interface IsolateHooks {
+  onLog(worker: string, level: string, message: string): void;
+  onDispose(worker: string, reason: DisposalReason): void;
+}
+
+
+const active = new Set<WorkerIsolate>();
+let watchdog: NodeJS.Timeout | undefined;
+const WATCHDOG_MS = 5;
+
+function ensureWatchdog(): void {
+  if (watchdog) return;
+  watchdog = setInterval(() => {
+    if (active.size === 0) { clearInterval(watchdog); watchdog = undefined; return; }
+    const now = performance.now();
+    for (const w of active) w.checkBudgets(now);
+  }, WATCHDOG_MS);
+  watchdog.unref();
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class WorkerIsolate implements IsolateOwner {
+  private nextId = 1;
+  /** The request in flight: budgets are measured from its start. */
+  private inflight: { id: number; cpuStart: bigint; wallStart: number; subrequests: number } | undefined;
+  private killedFor: LimitReason | undefined;
+  private disposed = false;
+  private readonly cbs: HostCallbacks;
+  readonly createdAt = performance.now();
+  lastUsed = performance.now();
+
+  private constructor(readonly def: WorkerDefinition, private readonly warm: WarmIsolate, private readonly hooks: IsolateHooks) {
+    this.cbs = hostCallbacks({
+      workerName: def.name,
+      onLog: (level, message) => hooks.onLog(def.name, level, message),
+      countSubrequest: () => {
+        const r = this.inflight;
+        if (!r) throw new Error(`worker ${def.name}: fetch outside a request`);
+        r.subrequests += 1;
+        if (r.subrequests > def.limits.subrequests) {
+          throw new Error(`worker ${def.name} exceeded its subrequest limit (${def.limits.subrequests} per request)`);
+        }
+      },
+    });
+  }
+
+  callbacks(): HostCallbacks { return this.cbs; }
+
+  /** Loads the worker's module into a warm isolate; throws BundleError when it cannot. */
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks): Promise<WorkerIsolate> {
+    const w = new WorkerIsolate(def, warm, hooks);
+    warm.owner.current = w;
+    try {
+      const module = await warm.isolate.compileModule(def.source, { filename: `worker:${def.name}.js` })
+        .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`); });
+      await module.instantiate(warm.context, (specifier) => {
+        throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports)`);
+      }).catch((err: unknown) => { throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err)); });
+      // Top-level code runs under the CPU budget too: a module that spins at load is refused.
+      await module.evaluate({ timeout: Math.max(def.limits.cpuMsPerRequest, 1000) })
+        .catch((err: unknown) => { throw new BundleError(def.name, `threw while loading: ${errorText(err)}`); });
+      const handlers = await warm.entry.__edgeInit.apply(undefined, [module.namespace.derefInto(), def.env, { workerName: def.name }], {
+        arguments: { copy: true }, result: { copy: true }, timeout: 1000,
+      }) as string[];
+      if (!handlers.includes('fetch')) {
+        throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
+      }
+      return w;
+    } catch (err) {
+      w.dispose('crash');
+      throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err));
+    }
+  }
+
+  get dead(): boolean { return this.disposed || this.warm.isolate.isDisposed; }
+  get busy(): boolean { return this.inflight !== undefined; }
+
+  /** Called by the watchdog. */
+  checkBudgets(now: number): void {
+    const r = this.inflight;
+    if (!r || this.dead) return;
+    const cpuMs = Number(this.warm.isolate.cpuTime - r.cpuStart) / 1e6;
+    if (cpuMs > this.def.limits.cpuMsPerRequest) this.kill('cpu');
+    else if (now - r.wallStart > this.def.limits.wallMsPerRequest) this.kill('wall');
+  }
+
+  private kill(reason: LimitReason): void {
+    this.killedFor = reason;
+    this.dispose(reason);
+  }
+
+  /** Maps a failure of a call into the isolate onto what happened. */
+  private failure(err: unknown): Error {
+    if (this.killedFor) return new WorkerLimitError(this.def.name, this.killedFor, this.def.limits);
+    const msg = errorText(err);
+    if (/disposed during execution due to memory limit/.test(msg) || (this.warm.isolate.isDisposed && /memory/i.test(msg))) {
+      this.killedFor = 'memory';
+      this.dispose('memory');
+      return new WorkerLimitError(this.def.name, 'memory', this.def.limits);
+    }
+    if (this.warm.isolate.isDisposed) {
+      this.dispose('crash');
+      return new WorkerScriptError(this.def.name, `worker ${this.def.name}: its isolate died: ${msg}`);
+    }
+    return new WorkerScriptError(this.def.name, msg);
+  }
+
+  /**
+   * Starts a request and returns its id at once (so a streamed body can be pushed while
+   * the handler runs) with the promise of its response. The isolate stays busy until
+   * finish(id) is called.
+   */
+  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse> } {
+    if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
+    if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
+    const id = this.nextId++;
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0 };
+    active.add(this);
+    ensureWatchdog();
+    const response = (this.warm.entry.__edgeDispatch.apply(undefined, [id, req], {
+      arguments: { copy: true }, result: { promise: true, copy: true },
+    }) as Promise<DispatchResponse>).catch((err: unknown) => { throw this.failure(err); });
+    return { id, response };
+  }
+
+  /** begin() and wait for the response. */
+  async dispatch(req: DispatchRequest): Promise<{ id: number; response: DispatchResponse }> {
+    const { id, response } = this.begin(req);
+    return { id, response: await response };
+  }
+
+  pushBody(id: number, chunk: Uint8Array | null): void {
+    if (this.dead || this.inflight?.id !== id) return;
+    const ab = chunk === null ? null : chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength);
+    this.warm.entry.__edgePushBody.applyIgnored(undefined, [id, ab], { arguments: { copy: true } });
+  }
+
+  async pullBody(id: number): Promise<Uint8Array | null> {
+    try {
+      const ab = await this.warm.entry.__edgePullBody.apply(undefined, [id], {
+        arguments: { copy: true }, result: { promise: true, copy: true },
+      }) as ArrayBuffer | null;
+      return ab === null ? null : new Uint8Array(ab);
+    } catch (err) {
+      throw this.failure(err);
+    }
+  }
+
+  cancel(id: number, reason: string): void {
+    if (this.dead) return;
+    this.warm.entry.__edgeCancel.applyIgnored(undefined, [id, reason], { arguments: { copy: true } });
+  }
+
+  /** Waits for the request's ctx.waitUntil work, then frees the isolate for the next request. */
+  async finish(id: number): Promise<void> {
+    try {
+      if (!this.dead) {
+        await this.warm.entry.__edgeSettle.apply(undefined, [id], { arguments: { copy: true }, result: { promise: true } });
+      }
+    } catch (err) {
+      if (!this.dead) this.hooks.onLog(this.def.name, 'error', `settling request failed: ${errorText(this.failure(err).message)}`);
+    } finally {
+      if (this.inflight?.id === id) this.inflight = undefined;
+      active.delete(this);
+      this.lastUsed = performance.now();
+    }
+  }
+
+  dispose(reason: DisposalReason): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    active.delete(this);
+    this.warm.owner.current = null;
+    if (!this.warm.isolate.isDisposed) {
+      try { this.warm.isolate.dispose(); } catch { /* already gone */ }
+    }
+    this.hooks.onDispose(this.def.name, reason);
+  }
+}
