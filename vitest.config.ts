@@ -11,6 +11,11 @@ export default defineConfig({
         test: { name: 'unit', include: ['test/unit/**/*.test.ts'] },
       },
       {
+        // The node agent on its own: real isolates, real HTTP on loopback, no control plane.
+        extends: true,
+        test: { name: 'agent', include: ['test/agent/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 60_000 },
+      },
+      {
         extends: true,
         test: {
           name: 'integration',

@@ -141,8 +141,11 @@ export class HttpFront {
       try {
         const call = iso.begin(dreq);
         id = call.id;
-        if (streamBody) this.pumpRequestBody(req, iso, call.id);
-        const response = await call.response;
+        const body = streamBody ? this.pumpRequestBody(req, iso, call.id) : undefined;
+        const response = await call.response.catch((err: unknown) => {
+          throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
+        });
+        if (body?.tooLarge) throw new HttpError(413, body.tooLarge);
         const outHeaders: string[] = [];
         for (const [k, v] of response.headers) {
           if (!HOP_BY_HOP.has(k) && k !== 'content-length') outHeaders.push(k, v);
@@ -171,17 +174,21 @@ export class HttpFront {
     }
   }
 
-  /** Feeds a streamed request body into the isolate, enforcing the size limit. */
-  private pumpRequestBody(req: IncomingMessage, iso: WorkerIsolate, id: number): void {
-    // The shim queues chunks in the request's ReadableStream until the handler reads them.
+  /**
+   * Feeds a streamed request body into the isolate, enforcing the size limit. Past the
+   * limit the worker's stream errors and the request is answered 413 (unless the worker
+   * already answered without reading the body).
+   */
+  private pumpRequestBody(req: IncomingMessage, iso: WorkerIsolate, id: number): { tooLarge?: string } {
+    const state: { tooLarge?: string } = {};
     void (async () => {
       let size = 0;
       try {
         for await (const chunk of req as AsyncIterable<Buffer>) {
           size += chunk.length;
           if (size > this.opts.maxBodyBytes) {
-            iso.cancel(id, `request body is over the ${this.opts.maxBodyBytes}-byte limit`);
-            req.destroy();
+            state.tooLarge = `request body is over the ${this.opts.maxBodyBytes}-byte limit`;
+            iso.cancel(id, state.tooLarge);
             return;
           }
           iso.pushBody(id, chunk);
@@ -191,6 +198,7 @@ export class HttpFront {
         iso.cancel(id, `client aborted the request body: ${errorMessage(err)}`);
       }
     })();
+    return state;
   }
 
   private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {
@@ -219,9 +227,12 @@ export class HttpFront {
     const ray = rayId();
     let status = 500;
     let body: string;
+    const extra: Record<string, string> = { 'x-edge-ray': ray };
     if (err instanceof HttpError) {
       status = err.status;
       body = `${err.message}\n`;
+      // The rest of an oversized body is never read: the connection cannot be reused.
+      if (status === 413) extra.connection = 'close';
     } else if (err instanceof WorkerLimitError) {
       status = err.reason === 'wall' ? 504 : 503;
       body = `${err.message}; the isolate was replaced (ray ${ray})\n`;
@@ -238,6 +249,6 @@ export class HttpFront {
       this.opts.log.error('agent error while handling a request', { worker, error: errorMessage(err), ray });
     }
     finish(status);
-    plain(res, status, body, { 'x-edge-ray': ray });
+    plain(res, status, body, extra);
   }
 }
