@@ -31,13 +31,18 @@ import { z } from 'zod';
 //   __edgeInstall(callbacks: HostCallbacks): void
 //   __edgeInit(namespace: ModuleNamespace, env: WorkerEnv, options: InitOptions): string[]
 //   __edgeDispatch(id: number, request: DispatchRequest): Promise<DispatchResponse>
+//   __edgeStart(id, request): void; __edgePoll(id): DispatchResponse | null;
+//   __edgeWait(id): Promise<DispatchResponse>  -- the same as dispatch, split so the
+//     host can run a quick handler with two synchronous calls (applySync runs the
+//     isolate's microtasks before returning) and fall back to waiting when it is not.
 //   __edgePushBody(id: number, chunk: ArrayBuffer | null): void
 //   __edgePullBody(id: number): Promise<ArrayBuffer | null>
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
 
 export const SHIM_GLOBALS = [
-  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle',
+  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait',
+  '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle',
 ] as const;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
@@ -126,4 +131,9 @@ export interface DispatchResponse {
   statusText: string;
   headers: [string, string][];
   body: ArrayBuffer | null | 'stream';
+  /**
+   * True when the request is over inside the isolate (no streamed body, no waitUntil
+   * work): the host may skip settle(id).
+   */
+  done?: boolean;
 }

@@ -59,7 +59,8 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
     };
     const install = ref('__edgeInstall');
     const entry = {
-      __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'), __edgePushBody: ref('__edgePushBody'),
+      __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
+      __edgeStart: ref('__edgeStart'), __edgePoll: ref('__edgePoll'), __edgeWait: ref('__edgeWait'), __edgePushBody: ref('__edgePushBody'),
       __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
     };
     const owner: WarmIsolate['owner'] = { current: null };

@@ -1,7 +1,7 @@
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import type { IsolatePool } from './isolate-pool.js';
-import { WorkerIsolate, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
+import { WorkerIsolate, type DispatchMode, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
 
 // One version of one worker, served by a set of isolates that grows with concurrency (up
 // to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
@@ -30,6 +30,7 @@ export class WorkerHost {
   private closed = false;
   private reaper: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
+  private readonly mode: DispatchMode = { sync: true };
 
   constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
 
@@ -55,7 +56,7 @@ export class WorkerHost {
     this.loading += 1;
     try {
       const { warm } = this.opts.pool.take(this.def.limits.memoryMiB);
-      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, this.mode);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);
       return w;

@@ -49,6 +49,14 @@ export interface IsolateHooks {
 }
 
 
+/**
+ * How requests enter a worker's isolates; shared by all isolates of one worker version.
+ * Starts synchronous (fastest for quick handlers), drops to asynchronous for good once a
+ * handler is slow or hits a limit.
+ */
+export interface DispatchMode { sync: boolean }
+const SYNC_SLOW_MS = 2;
+
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
 const WATCHDOG_MS = 5;
@@ -70,14 +78,19 @@ function errorText(err: unknown): string {
 export class WorkerIsolate implements IsolateOwner {
   private nextId = 1;
   /** The request in flight: budgets are measured from its start. */
-  private inflight: { id: number; cpuStart: bigint; wallStart: number; subrequests: number } | undefined;
+  private inflight: { id: number; cpuStart: bigint; wallStart: number; subrequests: number; settled: boolean } | undefined;
   private killedFor: LimitReason | undefined;
   private disposed = false;
   private readonly cbs: HostCallbacks;
   readonly createdAt = performance.now();
   lastUsed = performance.now();
 
-  private constructor(readonly def: WorkerDefinition, private readonly warm: WarmIsolate, private readonly hooks: IsolateHooks) {
+  private constructor(
+    readonly def: WorkerDefinition,
+    private readonly warm: WarmIsolate,
+    private readonly hooks: IsolateHooks,
+    private readonly mode: DispatchMode,
+  ) {
     this.cbs = hostCallbacks({
       workerName: def.name,
       onLog: (level, message) => hooks.onLog(def.name, level, message),
@@ -95,8 +108,8 @@ export class WorkerIsolate implements IsolateOwner {
   callbacks(): HostCallbacks { return this.cbs; }
 
   /** Loads the worker's module into a warm isolate; throws BundleError when it cannot. */
-  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks): Promise<WorkerIsolate> {
-    const w = new WorkerIsolate(def, warm, hooks);
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = { sync: true }): Promise<WorkerIsolate> {
+    const w = new WorkerIsolate(def, warm, hooks, mode);
     warm.owner.current = w;
     try {
       const module = await warm.isolate.compileModule(def.source, { filename: `worker:${def.name}.js` })
@@ -162,13 +175,39 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0 };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: false };
     active.add(this);
     ensureWatchdog();
+    const copy = { arguments: { copy: true }, result: { copy: true } } as const;
+    if (this.mode.sync && req.body !== 'stream') {
+      // Two synchronous calls on this thread: no thread hop for a handler that answers
+      // without waiting on the host. Bounded by the CPU budget; a worker whose handler
+      // takes longer than SYNC_SLOW_MS is moved to the asynchronous path for good, so
+      // no worker can keep the agent's event loop busy.
+      const t0 = performance.now();
+      try {
+        this.warm.entry.__edgeStart.applySync(undefined, [id, req], { arguments: { copy: true }, timeout: this.def.limits.cpuMsPerRequest });
+        const r = this.warm.entry.__edgePoll.applySync(undefined, [id], copy) as DispatchResponse | null;
+        if (performance.now() - t0 > SYNC_SLOW_MS) this.mode.sync = false;
+        if (r !== null) return { id, response: Promise.resolve(this.settledIfDone(r)) };
+      } catch (err) {
+        this.mode.sync = false;
+        if (/Script execution timed out/.test(errorText(err))) this.kill('cpu');
+        return { id, response: Promise.reject(this.failure(err)) };
+      }
+      const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { ...copy, result: { promise: true, copy: true } }) as Promise<DispatchResponse>;
+      return { id, response: waiting.then((r) => this.settledIfDone(r), (err: unknown) => { throw this.failure(err); }) };
+    }
     const response = (this.warm.entry.__edgeDispatch.apply(undefined, [id, req], {
       arguments: { copy: true }, result: { promise: true, copy: true },
-    }) as Promise<DispatchResponse>).catch((err: unknown) => { throw this.failure(err); });
+    }) as Promise<DispatchResponse>).then((r) => this.settledIfDone(r), (err: unknown) => { throw this.failure(err); });
     return { id, response };
+  }
+
+  /** A response the shim reports as done needs no settle(): free the isolate now. */
+  private settledIfDone(r: DispatchResponse): DispatchResponse {
+    if (r.done && this.inflight) this.inflight.settled = true;
+    return r;
   }
 
   /** begin() and wait for the response. */
@@ -202,7 +241,7 @@ export class WorkerIsolate implements IsolateOwner {
   /** Waits for the request's ctx.waitUntil work, then frees the isolate for the next request. */
   async finish(id: number): Promise<void> {
     try {
-      if (!this.dead) {
+      if (!this.dead && !this.inflight?.settled) {
         await this.warm.entry.__edgeSettle.apply(undefined, [id], { arguments: { copy: true }, result: { promise: true } });
       }
     } catch (err) {

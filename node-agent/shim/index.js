@@ -18,7 +18,7 @@ const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
 const PromiseCtor = Promise;
 const allSettled = Promise.allSettled.bind(Promise);
 
-const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
+const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
 
 let workerName = '(uninitialized)';
 let entry = null;
@@ -105,12 +105,39 @@ async function dispatch(id, req) {
   }
   const { status, statusText, headers: outHeaders } = responseParts(res);
   const out = bodyOf(res);
-  if (out === null) return { status, statusText, headers: outHeaders, body: null };
-  if (out instanceof UInt8) {
-    return { status, statusText, headers: outHeaders, body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
-  }
-  state.reader = out.getReader();
-  return { status, statusText, headers: outHeaders, body: 'stream' };
+  let outBody = 'stream';
+  if (out === null) outBody = null;
+  else if (out instanceof UInt8) outBody = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+  else state.reader = out.getReader();
+  // Nothing left to wait for: forget the request now so the host can skip settle().
+  const done = outBody !== 'stream' && state.waitUntil.length === 0 && state.feed === null;
+  if (done) live.delete(id);
+  return { status, statusText, headers: outHeaders, body: outBody, done };
+}
+
+// The synchronous path: the host calls start() then poll() with applySync, which runs
+// the microtasks in between, so a handler that never waits on the host answers without
+// a thread hop. poll() returns null while the handler still waits; wait() then gives
+// the promise.
+const outcomes = new Map();
+function start(id, req) {
+  const p = dispatch(id, req);
+  const entry = { p, done: false, value: undefined, error: undefined };
+  outcomes.set(id, entry);
+  p.then((v) => { entry.done = true; entry.value = v; }, (e) => { entry.done = true; entry.error = e; });
+}
+function poll(id) {
+  const entry = outcomes.get(id);
+  if (!entry || !entry.done) return null;
+  outcomes.delete(id);
+  if (entry.error !== undefined) throw entry.error;
+  return entry.value;
+}
+function wait(id) {
+  const entry = outcomes.get(id);
+  outcomes.delete(id);
+  if (!entry) throw new Error(`edge-isolates shim: no request ${id} to wait for`);
+  return entry.p;
 }
 
 function pushBody(id, chunk) {
@@ -154,7 +181,7 @@ async function settle(id) {
   live.delete(id);
 }
 
-const exported = { __edgeInstall: install, __edgeInit: init, __edgeDispatch: dispatch, __edgePushBody: pushBody, __edgePullBody: pullBody, __edgeCancel: cancel, __edgeSettle: settle };
+const exported = { __edgeInstall: install, __edgeInit: init, __edgeDispatch: dispatch, __edgeStart: start, __edgePoll: poll, __edgeWait: wait, __edgePushBody: pushBody, __edgePullBody: pullBody, __edgeCancel: cancel, __edgeSettle: settle };
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }
