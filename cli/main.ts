@@ -7,8 +7,10 @@ const USAGE = `usage: edge <command> [options]
 commands:
   agent         run a node agent serving the EdgeWorker manifests of a directory
                 (edge agent --help)
-  dev [DIR]     run a local control plane with NATS, install the CRDs and apply the
-                manifests in DIR (default: examples/); Ctrl-C stops everything
+  dev [DIR] [--port N]
+                run a local control plane with NATS, install the CRDs, apply the
+                manifests in DIR (default: examples/) and serve its workers on
+                127.0.0.1:N (default 8787); edits reload; Ctrl-C stops everything
   help          show this text
 `;
 
@@ -16,10 +18,18 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'dev': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+      const { values, positionals } = parseArgs({
+        args: rest, allowPositionals: true,
+        options: { help: { type: 'boolean', short: 'h' }, port: { type: 'string' } },
+      });
       if (values.help) { process.stdout.write(USAGE); return 0; }
+      const port = values.port === undefined ? undefined : Number(values.port);
+      if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65536)) {
+        process.stderr.write(`edge dev: --port must be a TCP port, got "${values.port}"\n`);
+        return 2;
+      }
       const { runDev } = await import('./dev.js');
-      return runDev({ dir: positionals[0] ?? 'examples' });
+      return runDev({ dir: positionals[0] ?? 'examples', port });
     }
     case 'agent': {
       const { runAgent } = await import('./agent.js');

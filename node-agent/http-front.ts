@@ -92,15 +92,14 @@ export class HttpFront {
     const path = rawUrl.split('?', 1)[0] ?? '/';
     let worker = this.opts.resolve(hostHeader, path);
     if (!worker) {
-      this.opts.metrics.requests.inc({ worker: '', status: 404 });
+      this.opts.metrics.observeRequest('', 404, undefined);
       plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
       req.resume();
       return;
     }
     const name = worker.def.name;
     const finish = (status: number) => {
-      this.opts.metrics.requests.inc({ worker: name, status });
-      this.opts.metrics.requestDuration.observe({ worker: name }, (performance.now() - started) / 1000);
+      this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
     };
     try {
       const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);

@@ -30,4 +30,20 @@ export class AgentMetrics {
     this.bundleErrors = new Counter({ name: 'edge_bundle_errors_total', help: 'Worker versions refused because their module did not load.', labelNames: ['worker'], registers });
     collectDefaultMetrics({ register: this.registry, prefix: 'edge_agent_' });
   }
+
+  // prom-client hashes the label object on every call; the hot path keeps the children.
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+  private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+
+  /** Counts one answered request and its time to response headers. */
+  observeRequest(worker: string, status: number, seconds: number | undefined): void {
+    const key = `${worker}\u0000${status}`;
+    let c = this.requestChildren.get(key);
+    if (!c) { c = this.requests.labels({ worker, status }); this.requestChildren.set(key, c); }
+    c.inc();
+    if (seconds === undefined) return;
+    let h = this.durationChildren.get(worker);
+    if (!h) { h = this.requestDuration.labels({ worker }); this.durationChildren.set(worker, h); }
+    h.observe(seconds);
+  }
 }

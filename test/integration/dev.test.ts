@@ -1,10 +1,11 @@
 import { spawn, execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { send } from '../agent/agent-harness.js';
 import { kubectl } from '../harness/kubectl.js';
-import { waitFor } from '../harness/ports.js';
+import { freePort, waitFor } from '../harness/ports.js';
 import { REPO_ROOT } from '../harness/tools.js';
 
 const alive = (pid: number) => {
@@ -21,8 +22,9 @@ describe('edge dev', () => {
   cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('starts the control plane, applies the examples and stops cleanly on SIGINT', async () => {
-    const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'dev', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  it('starts the control plane and an agent, serves the examples, reloads an edit and stops cleanly on SIGINT', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'dev', dir, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
@@ -40,6 +42,12 @@ describe('edge dev', () => {
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
       ]);
+      expect(out).toContain(`http://hello.localhost:${port}/`);
+      const hello = await send(port, 'hello.localhost', '/abc');
+      expect(await hello.text()).toBe('Hello from /abc\n');
+      const file = join(dir, 'hello.yaml');
+      writeFileSync(file, readFileSync(file, 'utf8').replace('GREETING: Hello', 'GREETING: Bonjour'));
+      await waitFor('the edited worker to answer', async () => (await (await send(port, 'hello.localhost', '/x')).text()) === 'Bonjour from /x\n', 15_000, 100);
       const pids = childPids(child.pid!);
       expect(pids.length).toBeGreaterThanOrEqual(3);
       child.kill('SIGINT');
