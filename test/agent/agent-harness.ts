@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -85,7 +86,7 @@ export function send(port: number, host: string, path: string, init: RequestInit
     req.on('error', reject);
     const body = init.body;
     if (body === undefined || body === null) req.end();
-    else if (body instanceof ReadableStream) Readable.fromWeb(body as import('node:stream/web').ReadableStream).pipe(req);
+    else if (body instanceof ReadableStream) Readable.fromWeb(body as WebReadableStream).pipe(req);
     else if (typeof body === 'string' || body instanceof Uint8Array) req.end(body);
     else reject(new Error('send(): body must be a string, Uint8Array or ReadableStream'));
   });
