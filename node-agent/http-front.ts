@@ -61,6 +61,8 @@ export class HttpFront {
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
     // Malformed HTTP never reaches a worker: answer 400 and close, as the parser wants.
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      // A client hanging up mid-request is routine (load generators do it at the end).
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return; }
       opts.log.warn('malformed HTTP request', { code: err.code, error: err.message });
       if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
         const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';

@@ -73,41 +73,61 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
   }
 }
 
+const REFILL_GAP_MS = 10;
+
 export interface IsolatePoolOptions {
   /** Ready isolates kept for the default memory limit. */
   size: number;
   defaultMemoryMiB: number;
+  /** Ready isolates kept for each other memory limit once a worker has asked for it. */
+  otherSize?: number;
   onChange?: (ready: number) => void;
 }
 
+/**
+ * Ready isolates per memory limit (V8 fixes the limit when an isolate is made): `size`
+ * for the default limit, `otherSize` for each other limit a worker has used.
+ */
 export class IsolatePool {
-  private readonly ready: WarmIsolate[] = [];
+  private readonly ready = new Map<number, WarmIsolate[]>();
   private refilling = false;
   private closed = false;
 
-  constructor(private readonly opts: IsolatePoolOptions) {}
+  constructor(private readonly opts: IsolatePoolOptions) {
+    this.ready.set(opts.defaultMemoryMiB, []);
+  }
 
-  get size(): number { return this.ready.length; }
+  /** Ready isolates across all memory limits. */
+  get size(): number {
+    let n = 0;
+    for (const list of this.ready.values()) n += list.length;
+    return n;
+  }
 
-  /** Builds the snapshot and fills the pool; resolves when it is full. */
+  private target(memoryMiB: number): number {
+    return memoryMiB === this.opts.defaultMemoryMiB ? this.opts.size : (this.opts.otherSize ?? 1);
+  }
+
+  /** Builds the snapshot and fills the default pool; resolves when it is full. */
   async start(): Promise<void> {
     shimSnapshot();
-    while (!this.closed && this.ready.length < this.opts.size) {
-      this.ready.push(warmIsolate(this.opts.defaultMemoryMiB));
-      this.opts.onChange?.(this.ready.length);
+    const list = this.ready.get(this.opts.defaultMemoryMiB)!;
+    while (!this.closed && list.length < this.opts.size) {
+      list.push(warmIsolate(this.opts.defaultMemoryMiB));
+      this.opts.onChange?.(this.size);
       await new Promise((r) => setImmediate(r));
     }
   }
 
   /** A ready isolate with this memory limit: from the pool when it has one, else made now. */
   take(memoryMiB: number): { warm: WarmIsolate; fromPool: boolean } {
-    if (memoryMiB === this.opts.defaultMemoryMiB) {
-      const warm = this.ready.pop();
-      if (warm) {
-        this.opts.onChange?.(this.ready.length);
-        this.refill();
-        return { warm, fromPool: true };
-      }
+    let list = this.ready.get(memoryMiB);
+    if (!list) { list = []; this.ready.set(memoryMiB, list); }
+    const warm = list.pop();
+    this.refill();
+    if (warm) {
+      this.opts.onChange?.(this.size);
+      return { warm, fromPool: true };
     }
     return { warm: warmIsolate(memoryMiB), fromPool: false };
   }
@@ -115,19 +135,24 @@ export class IsolatePool {
   private refill(): void {
     if (this.refilling || this.closed) return;
     this.refilling = true;
-    // One isolate per macrotask, so refilling never holds up requests for long.
+    // Making an isolate holds the event loop for ~2 ms (V8 deserializes the snapshot),
+    // so refilling waits a little and goes one isolate at a time: the request that just
+    // took an isolate is answered first.
     const step = () => {
-      if (this.closed || this.ready.length >= this.opts.size) { this.refilling = false; return; }
-      this.ready.push(warmIsolate(this.opts.defaultMemoryMiB));
-      this.opts.onChange?.(this.ready.length);
-      setImmediate(step);
+      const short = [...this.ready].find(([mem, list]) => list.length < this.target(mem));
+      if (this.closed || !short) { this.refilling = false; return; }
+      short[1].push(warmIsolate(short[0]));
+      this.opts.onChange?.(this.size);
+      setTimeout(step, REFILL_GAP_MS).unref();
     };
-    setImmediate(step);
+    setTimeout(step, REFILL_GAP_MS).unref();
   }
 
   close(): void {
     this.closed = true;
-    for (const w of this.ready.splice(0)) if (!w.isolate.isDisposed) w.isolate.dispose();
+    for (const list of this.ready.values()) {
+      for (const w of list.splice(0)) if (!w.isolate.isDisposed) w.isolate.dispose();
+    }
     this.opts.onChange?.(0);
   }
 }

@@ -56,6 +56,8 @@ export interface IsolateHooks {
  */
 export interface DispatchMode { sync: boolean }
 const SYNC_SLOW_MS = 2;
+/** Modules up to this size are compiled on the event loop (well under a millisecond). */
+const SYNC_LOAD_MAX_CHARS = 64 * 1024;
 
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
@@ -112,17 +114,33 @@ export class WorkerIsolate implements IsolateOwner {
     const w = new WorkerIsolate(def, warm, hooks, mode);
     warm.owner.current = w;
     try {
-      const module = await warm.isolate.compileModule(def.source, { filename: `worker:${def.name}.js` })
+      // A small module loads with synchronous calls (no thread hops: this is the cold
+      // path a first request waits on); a big bundle compiles off the event loop.
+      const small = def.source.length <= SYNC_LOAD_MAX_CHARS;
+      const filename = `worker:${def.name}.js`;
+      const module = await (small ? Promise.resolve().then(() => warm.isolate.compileModuleSync(def.source, { filename })) : warm.isolate.compileModule(def.source, { filename }))
         .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`); });
-      await module.instantiate(warm.context, (specifier) => {
+      const refuseImport = (specifier: string): never => {
         throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports)`);
-      }).catch((err: unknown) => { throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err)); });
-      // Top-level code runs under the CPU budget too: a module that spins at load is refused.
-      await module.evaluate({ timeout: Math.max(def.limits.cpuMsPerRequest, 1000) })
-        .catch((err: unknown) => { throw new BundleError(def.name, `threw while loading: ${errorText(err)}`); });
-      const handlers = await warm.entry.__edgeInit.apply(undefined, [module.namespace.derefInto(), def.env, { workerName: def.name }], {
-        arguments: { copy: true }, result: { copy: true }, timeout: 1000,
-      }) as string[];
+      };
+      try {
+        if (small) module.instantiateSync(warm.context, refuseImport);
+        else await module.instantiate(warm.context, refuseImport);
+      } catch (err) {
+        throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err));
+      }
+      // Top-level code runs under a CPU bound too: a module that spins at load is refused.
+      const loadTimeout = Math.max(def.limits.cpuMsPerRequest, 1000);
+      try {
+        if (small) module.evaluateSync({ timeout: loadTimeout });
+        else await module.evaluate({ timeout: loadTimeout });
+      } catch (err) {
+        throw new BundleError(def.name, `threw while loading: ${errorText(err)}`);
+      }
+      const initArgs = [module.namespace.derefInto(), def.env, { workerName: def.name }];
+      const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: 1000 } as const;
+      const handlers = (small ? warm.entry.__edgeInit.applySync(undefined, initArgs, initOpts)
+        : await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts)) as string[];
       if (!handlers.includes('fetch')) {
         throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
       }
