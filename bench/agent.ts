@@ -1,0 +1,90 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { httpRequest, isOk } from './http.js';
+import { freePort, Proc, waitUntil } from './procs.js';
+
+// Our node agent, the other peer: EdgeWorker manifests in a directory and
+// `edge agent --workers DIR --listen ... --admin ...`, ready when /readyz answers 200.
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** BENCH_EDGE_ENTRY swaps the entry script (e.g. a stub, or a built agent); default bin/edge.mjs. */
+const EDGE = process.env.BENCH_EDGE_ENTRY ? resolve(process.env.BENCH_EDGE_ENTRY) : join(ROOT, 'bin', 'edge.mjs');
+const NODE_ARGS = ['--no-node-snapshot', EDGE, 'agent'];
+
+export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number }
+
+export function manifest(w: AgentWorker): Record<string, unknown> {
+  return {
+    apiVersion: 'edge.isolates.dev/v1alpha1',
+    kind: 'EdgeWorker',
+    metadata: { name: w.name },
+    spec: {
+      compatibilityDate: '2025-01-01',
+      routes: [{ host: w.host }],
+      placement: { minWarmIsolates: w.minWarmIsolates },
+      source: { inline: w.source },
+    },
+  };
+}
+
+/** Writes the workers as multi-document YAML files of `perFile` documents each. */
+export function writeWorkerDir(dir: string, workers: AgentWorker[], perFile = 100): void {
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < workers.length; i += perFile) {
+    const docs = workers.slice(i, i + perFile).map((w) => stringify(manifest(w), { lineWidth: 0 }));
+    writeFileSync(join(dir, `workers-${String(i / perFile).padStart(3, '0')}.yaml`), docs.join('---\n'));
+  }
+}
+
+/** Null when `edge agent --help` works; otherwise why the agent cannot be benchmarked. */
+export function agentUnavailable(): Promise<string | null> {
+  return new Promise((resolveWhy) => {
+    execFile(process.execPath, [...NODE_ARGS, '--help'], { cwd: ROOT, timeout: 60_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (!err) { resolveWhy(null); return; }
+      const lines = `${stderr}${stdout}`.split('\n').map((l) => l.trim()).filter(Boolean);
+      const errors = lines.filter((l) => /error|unknown|usage/i.test(l));
+      const out = (errors.length ? errors : lines).slice(0, 3).join(' / ');
+      resolveWhy(`\`edge agent --help\` failed (${err.killed ? 'timed out' : `exit ${String(err.code)}`}): ${out}`);
+    });
+  });
+}
+
+export interface Agent { proc: Proc; port: number; adminPort: number; spawnToReadyMs: number }
+
+export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent'): Promise<Agent> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const proc = new Proc(name, process.execPath,
+    [...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`],
+    { logFile, cwd: ROOT });
+  try {
+    await waitUntil(`${name} /readyz`, () => isOk(adminPort, '/readyz'), readyTimeoutMs, proc, 25);
+  } catch (err) {
+    const tail = proc.logTail();
+    await proc.stop();
+    throw new Error(`${(err as Error).message}${tail && !(err as Error).message.includes(tail) ? `\nlast log lines:\n${tail}` : ''}`);
+  }
+  return { proc, port, adminPort, spawnToReadyMs: performance.now() - proc.spawnedAt };
+}
+
+/**
+ * Sums of the agent's Prometheus series by metric name (labels summed away), best effort:
+ * the bench only uses them as a sanity check of what it measures (e.g. isolates loaded).
+ */
+export async function agentMetricSums(adminPort: number): Promise<Record<string, number>> {
+  const sums: Record<string, number> = {};
+  try {
+    const r = await httpRequest({ port: adminPort, path: '/metrics', timeoutMs: 5000 });
+    if (r.status !== 200) return sums;
+    for (const line of r.body.split('\n')) {
+      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)/.exec(line);
+      if (!m || !m[1] || !m[2]) continue;
+      const v = Number(m[2]);
+      if (Number.isFinite(v)) sums[m[1]] = (sums[m[1]] ?? 0) + v;
+    }
+  } catch { /* metrics are optional here */ }
+  return sums;
+}

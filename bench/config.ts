@@ -1,0 +1,76 @@
+// Benchmark settings, from the environment. Every count and every wait is bounded here.
+
+export type Phase = 'warm' | 'cold' | 'memory';
+export type PeerName = 'agent' | 'workerd';
+export type LoadgenChoice = 'auto' | 'wrk' | 'autocannon';
+
+export interface BenchConfig {
+  quick: boolean;
+  /** Measured seconds of each warm load run (the same for both peers). */
+  durationS: number;
+  /** Unmeasured load before each measured run (JIT, connection setup). */
+  warmupS: number;
+  connections: number;
+  /** wrk threads (the load generator shares the machine's cores with the peer). */
+  threads: number;
+  loadgen: LoadgenChoice;
+  /** Distinct never-seen workers the agent answers a first request for. */
+  coldAgentWorkers: number;
+  /** Fresh workerd processes spawned, one worker each (workerd has no on-demand loading). */
+  coldWorkerdSpawns: number;
+  /** Pause before each agent first request, so a refilled pre-warmed pool is what is measured. */
+  coldGapMs: number;
+  /** Idle loaded workers for the memory row. */
+  memoryWorkers: number;
+  /** placement.minWarmIsolates of the agent's warm-throughput workers. */
+  agentWarmIsolates: number;
+  /** Wait after a peer reports ready before RSS is read. */
+  settleMs: number;
+  /** Upper bound on a peer getting ready (1,000 workers take a while). */
+  readyTimeoutMs: number;
+  phases: Set<Phase>;
+  peers: Set<PeerName>;
+}
+
+function num(name: string, fallback: number, min: number, max: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < min || v > max) {
+    throw new Error(`${name}=${raw}: expected a number from ${min} to ${max}`);
+  }
+  return v;
+}
+
+function list<T extends string>(name: string, all: readonly T[]): Set<T> {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return new Set(all);
+  const picked = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const p of picked) {
+    if (!(all as readonly string[]).includes(p)) throw new Error(`${name}: unknown value "${p}" (expected some of ${all.join(',')})`);
+  }
+  return new Set(picked as T[]);
+}
+
+export function loadConfig(): BenchConfig {
+  const quick = process.env.BENCH_QUICK === '1' || process.env.BENCH_QUICK === 'true';
+  const loadgen = (process.env.BENCH_LOADGEN ?? 'auto') as LoadgenChoice;
+  if (!['auto', 'wrk', 'autocannon'].includes(loadgen)) throw new Error(`BENCH_LOADGEN=${loadgen}: expected auto, wrk or autocannon`);
+  return {
+    quick,
+    durationS: num('BENCH_DURATION_S', quick ? 3 : 10, 1, 300),
+    warmupS: num('BENCH_WARMUP_S', quick ? 1 : 3, 0, 60),
+    connections: num('BENCH_CONNECTIONS', 50, 1, 1000),
+    threads: num('BENCH_THREADS', 2, 1, 64),
+    loadgen,
+    coldAgentWorkers: num('BENCH_COLD_WORKERS', quick ? 20 : 100, 1, 1000),
+    coldWorkerdSpawns: num('BENCH_COLD_WORKERD_SPAWNS', quick ? 5 : 20, 1, 200),
+    coldGapMs: num('BENCH_COLD_GAP_MS', 50, 0, 5000),
+    memoryWorkers: num('BENCH_MEMORY_WORKERS', quick ? 200 : 1000, 2, 5000),
+    agentWarmIsolates: num('BENCH_AGENT_WARM_ISOLATES', 1, 1, 64),
+    settleMs: num('BENCH_SETTLE_MS', quick ? 1000 : 2000, 0, 60000),
+    readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 240, 5, 1800) * 1000,
+    phases: list<Phase>('BENCH_ONLY', ['warm', 'cold', 'memory']),
+    peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),
+  };
+}

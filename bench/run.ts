@@ -1,0 +1,412 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
+import { loadConfig, type BenchConfig, type PeerName } from './config.js';
+import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
+import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
+import { machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
+import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
+import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, namedBody, namedSource } from './workloads.js';
+import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
+
+// `npm run bench`: the node agent against workerd on this machine, same load generator,
+// same worker sources, same connections and duration. See bench/README.md.
+
+const log = (msg: string): void => { process.stderr.write(`${msg}\n`); };
+const MiB = 1024;
+
+interface Ctx {
+  cfg: BenchConfig;
+  tmp: string;
+  tool: Loadgen;
+  wdBin: string | null;
+  /** Why a peer cannot run at all (set before the phases). */
+  down: Partial<Record<PeerName, string>>;
+  raw: Record<string, unknown>;
+  /** Things that look wrong with what was measured; printed under the table. */
+  warnings: string[];
+  seq: number;
+}
+
+function warn(ctx: Ctx, msg: string): void {
+  ctx.warnings.push(msg);
+  log(`  WARNING: ${msg}`);
+}
+
+const ISOLATES = 'edge_worker_isolates';
+const COLD_STARTS = 'edge_cold_starts_total';
+
+const errCell = (err: unknown): Cell => ({ error: err instanceof Error ? err.message : String(err) });
+
+function dir(ctx: Ctx, what: string): string {
+  const d = join(ctx.tmp, `${String(++ctx.seq).padStart(2, '0')}-${what}`);
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+/** Runs `fn` for a peer unless it was skipped or is down; failures become error cells. */
+async function forPeer<T>(ctx: Ctx, peer: PeerName, fn: () => Promise<T>): Promise<{ ok: T } | { cell: Cell }> {
+  if (!ctx.cfg.peers.has(peer)) return { cell: { skipped: 'not selected (BENCH_PEERS)' } };
+  const down = ctx.down[peer];
+  if (down) return { cell: { error: down } };
+  try {
+    return { ok: await fn() };
+  } catch (err) {
+    log(`  ${peer}: FAILED: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+    return { cell: errCell(err) };
+  }
+}
+
+function pick<T>(r: { ok: T } | { cell: Cell }, f: (v: T) => number | Cell): Cell {
+  if ('cell' in r) return r.cell;
+  const v = f(r.ok);
+  return typeof v === 'number' ? { value: v } : v;
+}
+
+// ---------------------------------------------------------------- warm throughput
+
+interface Script { key: 'hello' | 'json'; label: string; host: string; method: 'GET' | 'POST'; body?: string; reply: string }
+const SCRIPTS: Script[] = [
+  { key: 'hello', label: 'hello-world (GET)', host: 'hello.bench', method: 'GET', reply: HELLO_BODY },
+  { key: 'json', label: `JSON transform (POST ${JSON_REQUEST.length} B)`, host: 'json.bench', method: 'POST', body: JSON_REQUEST, reply: JSON_REPLY },
+];
+
+async function loadBoth(ctx: Ctx, peer: PeerName, target: (s: Script) => { port: number; host?: string }): Promise<Record<string, LoadResult>> {
+  const out: Record<string, LoadResult> = {};
+  for (const s of SCRIPTS) {
+    const t = target(s);
+    const r = await httpRequest({ port: t.port, host: t.host, method: s.method, body: s.body });
+    expectBody(`${peer} ${s.key}`, r, s.reply);
+    const spec: LoadSpec = { port: t.port, host: t.host, method: s.method, body: s.body, connections: ctx.cfg.connections, durationS: ctx.cfg.durationS, threads: ctx.cfg.threads };
+    if (ctx.cfg.warmupS > 0) await runLoad(ctx.tool, { ...spec, durationS: ctx.cfg.warmupS }, ctx.tmp);
+    const res = await runLoad(ctx.tool, spec, ctx.tmp);
+    const after = await httpRequest({ port: t.port, host: t.host, method: s.method, body: s.body });
+    expectBody(`${peer} ${s.key} after load`, after, s.reply);
+    log(`  ${peer} ${s.key}: ${Math.round(res.rps)} req/s, p50 ${res.p50Ms.toFixed(2)} ms, p99 ${res.p99Ms.toFixed(2)} ms, ${res.non2xx} non-2xx, ${res.errors} socket errors`);
+    out[s.key] = res;
+  }
+  return out;
+}
+
+async function warmPhase(ctx: Ctx): Promise<Row[]> {
+  log(`[warm] ${ctx.tool}, ${ctx.cfg.connections} connections, ${ctx.cfg.threads} threads, ${ctx.cfg.warmupS} s warm-up + ${ctx.cfg.durationS} s measured per script`);
+  const agent = await forPeer(ctx, 'agent', async () => {
+    const d = dir(ctx, 'agent-warm');
+    const workers: AgentWorker[] = [
+      { name: 'hello', host: 'hello.bench', source: HELLO_SOURCE, minWarmIsolates: ctx.cfg.agentWarmIsolates },
+      { name: 'json', host: 'json.bench', source: JSON_SOURCE, minWarmIsolates: ctx.cfg.agentWarmIsolates },
+    ];
+    writeWorkerDir(join(d, 'workers'), workers);
+    let a: Agent | undefined;
+    try {
+      a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), ctx.cfg.readyTimeoutMs);
+      const port = a.port;
+      const loads = await loadBoth(ctx, 'agent', (s) => ({ port, host: s.host }));
+      return { loads, agentMetricsAfter: pickMetrics(await agentMetricSums(a.adminPort)) };
+    } finally { await a?.proc.stop(); }
+  });
+  const workerd = await forPeer(ctx, 'workerd', async () => {
+    const d = dir(ctx, 'workerd-warm');
+    const config = capnpConfig(
+      [{ name: 'hello', source: HELLO_SOURCE }, { name: 'json', source: JSON_SOURCE }],
+      [{ name: 'hello', service: 'hello' }, { name: 'json', service: 'json' }],
+    );
+    let w: Workerd | undefined;
+    try {
+      w = await startWorkerd(ctx.wdBin ?? '', join(d, 'config.capnp'), config, ['hello', 'json'], join(d, 'workerd.log'), 60_000);
+      const ports = w.ports;
+      return { loads: await loadBoth(ctx, 'workerd', (s) => ({ port: ports.get(s.key) ?? 0, host: s.host })) };
+    } finally { await w?.proc.stop(); }
+  });
+  ctx.raw.warm = { agent: 'ok' in agent ? agent.ok : agent.cell, workerd: 'ok' in workerd ? workerd.ok : workerd.cell };
+
+  const rows: Row[] = [];
+  for (const s of SCRIPTS) {
+    const get = (r: { ok: { loads: Record<string, LoadResult> } } | { cell: Cell }, f: (l: LoadResult) => number): Cell => pick(r, (v) => {
+      const l = v.loads[s.key];
+      if (!l) return { error: 'no result' };
+      const bad = l.non2xx + l.errors;
+      if (bad > l.requests * 0.001) return { error: `${l.non2xx} non-2xx and ${l.errors} socket errors in ${l.requests} requests` };
+      return f(l);
+    });
+    rows.push({
+      metric: `warm throughput, ${s.label}`, unit: 'req/s', better: 'higher',
+      agent: get(agent, (l) => l.rps), workerd: get(workerd, (l) => l.rps),
+      floor: { text: 'ratio >= 1.0', check: (_a, ratio) => ratio !== undefined && ratio >= 1.0 },
+    });
+    rows.push({ metric: `warm latency p50, ${s.label}`, unit: 'ms', better: 'lower', agent: get(agent, (l) => l.p50Ms), workerd: get(workerd, (l) => l.p50Ms) });
+    rows.push({ metric: `warm latency p99, ${s.label}`, unit: 'ms', better: 'lower', agent: get(agent, (l) => l.p99Ms), workerd: get(workerd, (l) => l.p99Ms) });
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------- cold start
+
+async function warmBaseline(port: number, host: string | undefined, body: string, keep: ReturnType<typeof keepAliveAgent>): Promise<Summary> {
+  const ms: number[] = [];
+  for (let i = 0; i < 30; i++) {
+    const r = await httpRequest({ port, host, agent: keep });
+    expectBody('warm baseline', r, body);
+    if (i >= 10) ms.push(r.ms);
+  }
+  return summarize(ms);
+}
+
+function pickMetrics(m: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of [ISOLATES, COLD_STARTS, 'edge_isolate_pool_ready', 'edge_workers_loaded']) if (m[k] !== undefined) out[k] = m[k];
+  return out;
+}
+
+async function coldPhase(ctx: Ctx): Promise<Row[]> {
+  const { cfg } = ctx;
+  log(`[cold] agent: first request to each of ${cfg.coldAgentWorkers} unloaded workers (${cfg.coldGapMs} ms apart); workerd: ${cfg.coldWorkerdSpawns} fresh processes, spawn to first response`);
+  const agent = await forPeer(ctx, 'agent', async () => {
+    const d = dir(ctx, 'agent-cold');
+    const names = Array.from({ length: cfg.coldAgentWorkers }, (_, i) => `cold-${String(i).padStart(4, '0')}`);
+    const workers: AgentWorker[] = names.map((name) => ({ name, host: `${name}.bench`, source: namedSource(name), minWarmIsolates: 0 }));
+    workers.push({ name: 'probe', host: 'probe.bench', source: HELLO_SOURCE, minWarmIsolates: 1 });
+    writeWorkerDir(join(d, 'workers'), workers);
+    let a: Agent | undefined;
+    const keep = keepAliveAgent();
+    try {
+      a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs);
+      await sleep(cfg.settleMs);
+      const before = await agentMetricSums(a.adminPort);
+      const baseline = await warmBaseline(a.port, 'probe.bench', HELLO_BODY, keep);
+      const ms: number[] = [];
+      for (const name of names) {
+        await sleep(cfg.coldGapMs);
+        const r = await httpRequest({ port: a.port, host: `${name}.bench`, agent: keep, timeoutMs: 30_000 });
+        expectBody(`agent first request to ${name}`, r, namedBody(name));
+        ms.push(r.ms);
+      }
+      const second = await httpRequest({ port: a.port, host: `${names[0]}.bench`, agent: keep });
+      expectBody('agent second request', second, namedBody(names[0] ?? ''));
+      const after = await agentMetricSums(a.adminPort);
+      const isolatesBefore = before[ISOLATES];
+      if (isolatesBefore !== undefined && isolatesBefore > 1) warn(ctx, `agent cold: ${isolatesBefore} worker isolates loaded before the first requests (expected 1, the probe): some minWarmIsolates-0 workers were compiled at load`);
+      const coldStarts = (after[COLD_STARTS] ?? NaN) - (before[COLD_STARTS] ?? 0);
+      if (Number.isFinite(coldStarts) && coldStarts < names.length) warn(ctx, `agent cold: /metrics counted ${coldStarts} cold starts for ${names.length} first requests`);
+      const first = summarize(ms);
+      log(`  agent: first request p50 ${first.p50.toFixed(2)} ms, p99 ${first.p99.toFixed(2)} ms (warm request over the same connection: p50 ${baseline.p50.toFixed(2)} ms)`);
+      return { first, baseline, samples: ms, startToReadyMs: a.spawnToReadyMs, metricsBefore: pickMetrics(before), metricsAfter: pickMetrics(after) };
+    } finally { keep.destroy(); await a?.proc.stop(); }
+  });
+  const workerd = await forPeer(ctx, 'workerd', async () => {
+    const d = dir(ctx, 'workerd-cold');
+    const total: number[] = [];
+    const listen: number[] = [];
+    let baseline: Summary | undefined;
+    for (let i = 0; i < cfg.coldWorkerdSpawns; i++) {
+      const name = `cold-${String(i).padStart(4, '0')}`;
+      const config = capnpConfig([{ name, source: namedSource(name) }], [{ name: 'http', service: name }]);
+      let w: Workerd | undefined;
+      const keep = keepAliveAgent();
+      try {
+        w = await startWorkerd(ctx.wdBin ?? '', join(d, `${name}.capnp`), config, ['http'], join(d, `${name}.log`), 30_000, `workerd ${name}`);
+        const r = await httpRequest({ port: w.ports.get('http') ?? 0, agent: keep, timeoutMs: 30_000 });
+        const doneAt = performance.now();
+        expectBody(`workerd first response of ${name}`, r, namedBody(name));
+        total.push(doneAt - w.proc.spawnedAt);
+        listen.push(w.spawnToListenMs);
+        if (i === cfg.coldWorkerdSpawns - 1) baseline = await warmBaseline(w.ports.get('http') ?? 0, undefined, namedBody(name), keep);
+      } finally { keep.destroy(); await w?.proc.stop(); }
+    }
+    const first = summarize(total);
+    const toListen = summarize(listen);
+    log(`  workerd: spawn to first response p50 ${first.p50.toFixed(1)} ms, p99 ${first.p99.toFixed(1)} ms (spawn to listening p50 ${toListen.p50.toFixed(1)} ms)`);
+    return { first, toListen, baseline, samples: total };
+  });
+  ctx.raw.cold = {
+    agentMeasures: 'client-side time of the first request to a registered worker that was never compiled (minWarmIsolates 0), on a warm keep-alive connection',
+    workerdMeasures: 'time from spawn() of a fresh workerd process whose config holds only that worker to the end of its first response (workerd cannot load a worker on demand)',
+    gapMs: cfg.coldGapMs,
+    agent: 'ok' in agent ? agent.ok : agent.cell,
+    workerd: 'ok' in workerd ? workerd.ok : workerd.cell,
+  };
+  const n = (r: typeof agent | typeof workerd): string => ('ok' in r ? ` n=${r.ok.first.n}` : '');
+  return [
+    {
+      metric: `cold start p50 (agent: first request to an unloaded worker${n(agent)}; workerd: process spawn to first response${n(workerd)})`,
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.first.p50), workerd: pick(workerd, (v) => v.first.p50),
+      floor: { text: 'agent p50 <= 5 ms', check: (a) => a !== undefined && a <= 5 },
+    },
+    { metric: 'cold start p99 (same samples)', unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.first.p99), workerd: pick(workerd, (v) => v.first.p99) },
+    { metric: 'warm single request p50, same client (what the client adds to the cold numbers)', unit: 'ms', better: 'info', agent: pick(agent, (v) => v.baseline.p50), workerd: pick(workerd, (v) => v.baseline?.p50 ?? { error: 'not measured' }) },
+    { metric: 'workerd: process spawn to socket listening p50', unit: 'ms', better: 'info', agent: { skipped: NOT_APPLICABLE }, workerd: pick(workerd, (v) => v.toListen.p50) },
+  ];
+}
+
+// ---------------------------------------------------------------- memory
+
+interface MemResult { agentMetrics?: Record<string, number>; baseKiB: number; loadedKiB: number; touchedKiB: number; processes: number; workers: number; perWorkerIdleMiB: number; perWorkerTouchedMiB: number; loadedStartMs: number; touchFailures: number }
+
+async function touchAll(port: number, names: string[]): Promise<number> {
+  const keep = keepAliveAgent();
+  let failures = 0;
+  let firstErr = '';
+  try {
+    for (const name of names) {
+      try {
+        const r = await httpRequest({ port, host: `${name}.bench`, agent: keep, timeoutMs: 30_000 });
+        expectBody(name, r, namedBody(name));
+      } catch (err) {
+        failures++;
+        if (!firstErr) firstErr = (err as Error).message;
+        if (failures >= 20) break;
+      }
+    }
+  } finally { keep.destroy(); }
+  if (failures) throw new Error(`${failures} of ${names.length} workers did not answer as expected (first: ${firstErr})`);
+  return failures;
+}
+
+async function memoryPhase(ctx: Ctx): Promise<Row[]> {
+  const { cfg } = ctx;
+  const W = cfg.memoryWorkers;
+  const names = Array.from({ length: W }, (_, i) => `mem-${String(i).padStart(4, '0')}`);
+  log(`[memory] RSS of the whole process group: agent with ${W} idle workers (minWarmIsolates 1) vs 0; workerd with ${W} vs 1 (behind a router worker)`);
+  interface Started { proc: Proc; port: number; startMs: number; adminPort?: number }
+  const measure = async (peer: PeerName, start: (n: number, d: string) => Promise<Started>, baseWorkers: number): Promise<MemResult> => {
+    const d0 = dir(ctx, `${peer}-mem-base`);
+    const base = await start(baseWorkers, d0);
+    let baseRss: { kib: number };
+    try {
+      if (baseWorkers > 0) await touchAll(base.port, names.slice(0, baseWorkers));
+      baseRss = await settledRssKiB(base.proc, cfg.settleMs);
+    } finally { await base.proc.stop(); }
+    const d1 = dir(ctx, `${peer}-mem-loaded`);
+    const loaded = await start(W, d1);
+    try {
+      const idle = await settledRssKiB(loaded.proc, cfg.settleMs);
+      let agentMetrics: Record<string, number> | undefined;
+      if (loaded.adminPort !== undefined) {
+        agentMetrics = pickMetrics(await agentMetricSums(loaded.adminPort));
+        const isolates = agentMetrics[ISOLATES];
+        if (isolates !== undefined && isolates < W) warn(ctx, `agent memory: only ${isolates} worker isolates loaded for ${W} workers with minWarmIsolates 1 when RSS was read`);
+      }
+      log(`  ${peer}: ${W} workers ready in ${(loaded.startMs / 1000).toFixed(2)} s, RSS ${(idle.kib / MiB).toFixed(1)} MiB (base ${(baseRss.kib / MiB).toFixed(1)} MiB with ${baseWorkers})`);
+      const touchFailures = await touchAll(loaded.port, names);
+      const touched = await settledRssKiB(loaded.proc, Math.min(cfg.settleMs, 1000));
+      const added = W - baseWorkers;
+      return {
+        ...(agentMetrics ? { agentMetrics } : {}),
+        baseKiB: baseRss.kib, loadedKiB: idle.kib, touchedKiB: touched.kib, processes: idle.processes, workers: W,
+        perWorkerIdleMiB: (idle.kib - baseRss.kib) / MiB / added, perWorkerTouchedMiB: (touched.kib - baseRss.kib) / MiB / added,
+        loadedStartMs: loaded.startMs, touchFailures,
+      };
+    } finally { await loaded.proc.stop(); }
+  };
+  const agent = await forPeer(ctx, 'agent', () => measure('agent', async (n, d) => {
+    writeWorkerDir(join(d, 'workers'), names.slice(0, n).map((name) => ({ name, host: `${name}.bench`, source: namedSource(name), minWarmIsolates: 1 })));
+    const a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs);
+    return { proc: a.proc, port: a.port, adminPort: a.adminPort, startMs: a.spawnToReadyMs };
+  }, 0));
+  const workerd = await forPeer(ctx, 'workerd', () => measure('workerd', async (n, d) => {
+    const config = routedConfig(names.slice(0, n).map((name) => ({ name, source: namedSource(name) })));
+    const w = await startWorkerd(ctx.wdBin ?? '', join(d, 'config.capnp'), config, ['http'], join(d, 'workerd.log'), cfg.readyTimeoutMs);
+    return { proc: w.proc, port: w.ports.get('http') ?? 0, startMs: w.spawnToListenMs };
+  }, 1));
+  ctx.raw.memory = { agent: 'ok' in agent ? agent.ok : agent.cell, workerd: 'ok' in workerd ? workerd.ok : workerd.cell };
+  return [
+    {
+      metric: `RSS per idle loaded worker (agent: (${W} - 0 workers) / ${W}; workerd: (${W} - 1) / ${W - 1})`,
+      unit: 'MiB', better: 'lower', agent: pick(agent, (v) => v.perWorkerIdleMiB), workerd: pick(workerd, (v) => v.perWorkerIdleMiB),
+      floor: { text: 'agent <= 3 MiB', check: (a) => a !== undefined && a <= 3 },
+    },
+    { metric: 'RSS per worker after one request to each', unit: 'MiB', better: 'lower', agent: pick(agent, (v) => v.perWorkerTouchedMiB), workerd: pick(workerd, (v) => v.perWorkerTouchedMiB) },
+    { metric: 'RSS, base (agent: 0 workers; workerd: router + 1 worker)', unit: 'MiB', better: 'info', agent: pick(agent, (v) => v.baseKiB / MiB), workerd: pick(workerd, (v) => v.baseKiB / MiB) },
+    { metric: `RSS with ${W} idle workers`, unit: 'MiB', better: 'info', agent: pick(agent, (v) => v.loadedKiB / MiB), workerd: pick(workerd, (v) => v.loadedKiB / MiB) },
+    { metric: `start to ready with ${W} workers (agent: /readyz 200; workerd: socket listening)`, unit: 's', better: 'info', agent: pick(agent, (v) => v.loadedStartMs / 1000), workerd: pick(workerd, (v) => v.loadedStartMs / 1000) },
+  ];
+}
+
+// ---------------------------------------------------------------- main
+
+/** Distinct warning/error lines the peers logged (numbers blanked), with counts, per peer. */
+function logNotes(tmp: string): Record<PeerName, string[]> {
+  const counts: Record<PeerName, Map<string, number>> = { agent: new Map(), workerd: new Map() };
+  for (const d of readdirSync(tmp)) {
+    const peer: PeerName | undefined = d.includes('agent') ? 'agent' : d.includes('workerd') ? 'workerd' : undefined;
+    if (!peer) continue;
+    let files: string[];
+    try { files = readdirSync(join(tmp, d)).filter((f) => f.endsWith('.log')); } catch { continue; }
+    for (const f of files) {
+      for (const line of readFileSync(join(tmp, d, f), 'utf8').split('\n')) {
+        if (!/\b(warn|warning|error|fatal)\b/i.test(line)) continue;
+        const key = line.replace(/\d+(\.\d+)?/g, 'N').slice(0, 300);
+        counts[peer].set(key, (counts[peer].get(key) ?? 0) + 1);
+      }
+    }
+  }
+  const top = (m: Map<string, number>): string[] => [...m].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([l, n]) => `${n}x ${l}`);
+  return { agent: top(counts.agent), workerd: top(counts.workerd) };
+}
+
+function gitCommit(): string | null {
+  try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', timeout: 5000 }).trim(); } catch { return null; }
+}
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  const cfg = loadConfig();
+  const { tool, note } = pickLoadgen(cfg.loadgen);
+  if (note) log(`bench: ${note}`);
+  const tmp = mkdtempSync(join(tmpdir(), 'edge-bench-'));
+  const ctx: Ctx = { cfg, tmp, tool, wdBin: null, down: {}, raw: {}, warnings: [], seq: 0 };
+  let wdVersion: string | null = null;
+  try {
+    ctx.wdBin = workerdBinary();
+    wdVersion = workerdVersion(ctx.wdBin);
+  } catch (err) { ctx.down.workerd = `workerd unavailable: ${(err as Error).message}`; }
+  if (cfg.peers.has('agent')) {
+    const why = await agentUnavailable();
+    if (why) ctx.down.agent = `agent unavailable: ${why}`;
+  }
+  log(`bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}, ${wdVersion ?? 'no workerd'}, load generator ${tool}${cfg.quick ? ', QUICK mode' : ''}; logs in ${tmp}`);
+  for (const [peer, why] of Object.entries(ctx.down)) log(`bench: ${peer} will be reported as ERROR: ${why}`);
+  const busyBefore = await machineBusy();
+  if (busyBefore > 0.15) warn(ctx, `the machine was ${Math.round(busyBefore * 100)} % busy with other work just before the run: numbers are noisy`);
+
+  const rows: Row[] = [];
+  let crashed: unknown;
+  try {
+    if (cfg.phases.has('warm')) rows.push(...await warmPhase(ctx));
+    if (cfg.phases.has('cold')) rows.push(...await coldPhase(ctx));
+    if (cfg.phases.has('memory')) rows.push(...await memoryPhase(ctx));
+  } catch (err) {
+    crashed = err;
+    log(`bench: stopped early: ${err instanceof Error ? err.stack : String(err)}`);
+  }
+
+  const busyAfter = await machineBusy();
+  if (busyAfter > 0.15) warn(ctx, `the machine was ${Math.round(busyAfter * 100)} % busy with other work just after the run: numbers may be noisy`);
+  const evaluated = evaluate(rows);
+  const table = markdownTable(rows, evaluated);
+  const peerLogs = logNotes(tmp);
+  const notes = [
+    ...problems(rows),
+    ...ctx.warnings.map((w) => `- WARNING ${w}`),
+    ...(['agent', 'workerd'] as const).flatMap((p) => peerLogs[p].map((l) => `- ${p} logged: ${l}`)),
+  ];
+  const header = `## edge agent vs workerd (${startedAt.toISOString()}, ${cpus().length} CPUs, ${tool} ${cfg.connections} connections ${cfg.durationS} s${cfg.quick ? ', quick mode' : ''})`;
+  process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
+  const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
+  const file = writeResults({
+    startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(),
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version },
+    gitCommit: gitCommit(), workerd: wdVersion, loadgen: tool, otherCpuBusy: { before: busyBefore, after: busyAfter },
+    config: { ...cfg, phases: [...cfg.phases], peers: [...cfg.peers] },
+    jsonRequestBytes: JSON_REQUEST.length,
+    rows: evaluated, warnings: ctx.warnings, peerLogs, raw: ctx.raw, crashed: crashed === undefined ? null : String(crashed),
+  }, startedAt);
+  log(`bench: wrote ${file} and bench/results/latest.json`);
+  if (failed || process.env.BENCH_KEEP_TMP === '1') log(`bench: logs kept in ${tmp}`);
+  else rmSync(tmp, { recursive: true, force: true });
+  return failed ? 1 : 0;
+}
+
+process.exitCode = await main();

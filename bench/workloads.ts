@@ -1,0 +1,65 @@
+// The worker scripts both peers run (byte-identical sources), their request bodies and the
+// exact responses the bench checks for.
+
+export const HELLO_SOURCE = `export default { async fetch(request, env, ctx) { return new Response("hello") } }\n`;
+export const HELLO_BODY = 'hello';
+
+/** The JSON transform, as JS text: inlined into the worker and evaluated here for the expected body. */
+const TRANSFORM_JS = `function transform(order) {
+  let total = 0;
+  const lines = [];
+  for (const it of order.items) {
+    const amount = Math.round(it.qty * it.price * 100) / 100;
+    total += amount;
+    lines.push({ sku: it.sku.toUpperCase(), qty: it.qty, amount });
+  }
+  return {
+    id: order.id,
+    customer: order.customer.name.toUpperCase(),
+    country: order.customer.address.country,
+    count: lines.length,
+    total: Math.round(total * 100) / 100,
+    lines,
+    tags: order.tags.slice().sort(),
+  };
+}`;
+
+export const JSON_SOURCE = `${TRANSFORM_JS}
+export default {
+  async fetch(request, env, ctx) {
+    if (request.method !== "POST") return new Response("POST a JSON order", { status: 405 });
+    const order = await request.json();
+    return new Response(JSON.stringify(transform(order)), { headers: { "content-type": "application/json" } });
+  }
+}
+`;
+
+function makeOrder(): unknown {
+  const items = [];
+  for (let i = 0; i < 11; i++) {
+    items.push({ sku: `sku-${1000 + i * 37}-x`, name: `item number ${i}`, qty: (i % 4) + 1, price: Math.round((3.5 + i * 1.25) * 100) / 100 });
+  }
+  return {
+    id: 'ord_7f3a9c2e4b1d',
+    createdAt: '2025-01-01T12:00:00.000Z',
+    customer: { id: 'cus_42', name: 'Ada Lovelace', email: 'ada@example.com', address: { street: '12 Analytical Row', city: 'London', zip: 'N1 9GU', country: 'GB' } },
+    items,
+    tags: ['priority', 'gift', 'eu', 'returning'],
+    note: 'leave at the door',
+  };
+}
+
+/** About 1 KB of JSON (checked in the bench output). */
+export const JSON_REQUEST = JSON.stringify(makeOrder());
+
+function expectedJsonReply(): string {
+  const transform = new Function(`${TRANSFORM_JS}; return transform;`)() as (order: unknown) => unknown;
+  return JSON.stringify(transform(JSON.parse(JSON_REQUEST) as unknown));
+}
+export const JSON_REPLY = expectedJsonReply();
+
+/** A distinct script per worker, so nothing can be shared or cached between them by content. */
+export function namedSource(name: string): string {
+  return `export default { async fetch(request, env, ctx) { return new Response(${JSON.stringify(`hello from ${name}`)}) } }\n`;
+}
+export function namedBody(name: string): string { return `hello from ${name}`; }
