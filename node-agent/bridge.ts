@@ -30,11 +30,14 @@ import { z } from 'zod';
 // Entry points (all take and return copies):
 //   __edgeInstall(callbacks: HostCallbacks): void
 //   __edgeInit(namespace: ModuleNamespace, env: WorkerEnv, options: InitOptions): string[]
-//   __edgeDispatch(id: number, request: DispatchRequest): Promise<DispatchResponse>
-//   __edgeStart(id, request): void; __edgePoll(id): DispatchResponse | null;
-//   __edgeWait(id): Promise<DispatchResponse>  -- the same as dispatch, split so the
+//   __edgeDispatch(id: number, head: string, body: ArrayBuffer | null | 'stream'): Promise<WireResponse>
+//   __edgeStart(id, head, body): void; __edgePoll(id): WireResponse | null;
+//   __edgeWait(id): Promise<WireResponse>  -- the same as dispatch, split so the
 //     host can run a quick handler with two synchronous calls (applySync runs the
 //     isolate's microtasks before returning) and fall back to waiting when it is not.
+//   The request head and the response travel as strings (encodeRequestHead,
+//   decodeResponse below): crossing the boundary as a string costs a fraction of a
+//   structured-cloned object, on every request.
 //   __edgePushBody(id: number, chunk: ArrayBuffer | null): void
 //   __edgePullBody(id: number): Promise<ArrayBuffer | null>
 //   __edgeCancel(id: number, reason: string): void
@@ -136,4 +139,48 @@ export interface DispatchResponse {
    * work): the host may skip settle(id).
    */
   done?: boolean;
+}
+
+/** What the shim returns per request: see encodeResponse in node-agent/shim/index.js. */
+export type WireResponse = string | { head: string; body: ArrayBuffer };
+
+/** "method\nurl\nclientAddress(\nname\nvalue)*": HTTP allows no newline in any of them. */
+export function encodeRequestHead(req: DispatchRequest): string {
+  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}`;
+  for (const [k, v] of req.headers) {
+    if (k.includes('\n') || v.includes('\n')) throw new TypeError(`header ${JSON.stringify(k)} contains a newline`);
+    head += `\n${k}\n${v}`;
+  }
+  return head;
+}
+
+/** Inverse of the shim's encodeResponse. */
+export function decodeResponse(wire: WireResponse): DispatchResponse {
+  const text = typeof wire === 'string' ? wire : wire.head;
+  let pos = 0;
+  const next = () => {
+    const end = text.indexOf('\n', pos);
+    if (end < 0) throw new Error('malformed response from the shim');
+    const field = text.slice(pos, end);
+    pos = end + 1;
+    return field;
+  };
+  const status = Number(next());
+  const statusText = next();
+  const done = next() === '1';
+  const kind = next();
+  const count = Number(next());
+  const headers: [string, string][] = [];
+  for (let i = 0; i < count; i++) headers.push([next(), next()]);
+  let body: ArrayBuffer | null | 'stream';
+  if (kind === 'n') body = null;
+  else if (kind === 's') body = 'stream';
+  else if (kind === 'a' && typeof wire !== 'string') body = wire.body;
+  else if (kind === 'b') {
+    const rest = text.length - pos;
+    const buf = Buffer.allocUnsafeSlow(rest);
+    buf.write(text.slice(pos), 'latin1');
+    body = buf.buffer as ArrayBuffer;
+  } else throw new Error(`malformed response from the shim: body kind ${kind}`);
+  return { status, statusText, headers, body, done };
 }

@@ -1,4 +1,4 @@
-import type { DispatchRequest, DispatchResponse, HostCallbacks, WorkerEnv } from './bridge.js';
+import { decodeResponse, encodeRequestHead, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from './bridge.js';
 import type { Limits } from '../common/api/index.js';
 import { hostCallbacks } from './host-callbacks.js';
 import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
@@ -196,7 +196,12 @@ export class WorkerIsolate implements IsolateOwner {
     this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: false };
     active.add(this);
     ensureWatchdog();
-    const copy = { arguments: { copy: true }, result: { copy: true } } as const;
+    const head = encodeRequestHead(req);
+    // Strings, numbers and null pass as they are; only a body ArrayBuffer is copied.
+    const args = [id, head, req.body] as [number, string, null];
+    const argOpts = req.body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
+    const decode = (r: WireResponse) => this.settledIfDone(decodeResponse(r));
+    const failed = (err: unknown): never => { throw this.failure(err); };
     if (this.mode.sync && req.body !== 'stream') {
       // Two synchronous calls on this thread: no thread hop for a handler that answers
       // without waiting on the host. Bounded by the CPU budget; a worker whose handler
@@ -204,21 +209,21 @@ export class WorkerIsolate implements IsolateOwner {
       // no worker can keep the agent's event loop busy.
       const t0 = performance.now();
       try {
-        this.warm.entry.__edgeStart.applySync(undefined, [id, req], { arguments: { copy: true }, timeout: this.def.limits.cpuMsPerRequest });
-        const r = this.warm.entry.__edgePoll.applySync(undefined, [id], copy) as DispatchResponse | null;
+        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: this.def.limits.cpuMsPerRequest });
+        const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
         if (performance.now() - t0 > SYNC_SLOW_MS) this.mode.sync = false;
-        if (r !== null) return { id, response: Promise.resolve(this.settledIfDone(r)) };
+        if (r !== null) return { id, response: Promise.resolve(decode(r)) };
       } catch (err) {
         this.mode.sync = false;
         if (/Script execution timed out/.test(errorText(err))) this.kill('cpu');
         return { id, response: Promise.reject(this.failure(err)) };
       }
-      const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { ...copy, result: { promise: true, copy: true } }) as Promise<DispatchResponse>;
-      return { id, response: waiting.then((r) => this.settledIfDone(r), (err: unknown) => { throw this.failure(err); }) };
+      const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { result: { promise: true, copy: true } }) as Promise<WireResponse>;
+      return { id, response: waiting.then(decode, failed) };
     }
-    const response = (this.warm.entry.__edgeDispatch.apply(undefined, [id, req], {
-      arguments: { copy: true }, result: { promise: true, copy: true },
-    }) as Promise<DispatchResponse>).then((r) => this.settledIfDone(r), (err: unknown) => { throw this.failure(err); });
+    const response = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
+      ...argOpts, result: { promise: true, copy: true },
+    }) as Promise<WireResponse>).then(decode, failed);
     return { id, response };
   }
 

@@ -78,18 +78,44 @@ function init(namespace, envData, options) {
   return handlers;
 }
 
-async function dispatch(id, req) {
+/** Largest response body returned inline (as a latin1 string) with the response head. */
+const INLINE_BODY_BYTES = 64 * 1024;
+const fromCharCode = String.fromCharCode;
+
+function latin1(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 8192) out += fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+  return out;
+}
+
+/**
+ * The response on the wire (see node-agent/bridge.ts, encodeResponse/decodeResponse):
+ * one string "status\nstatusText\ndone\nkind\ncount\n(name\nvalue\n)*" followed, for
+ * kind "b", by the body as latin1; for a body over INLINE_BODY_BYTES, kind "a" and an
+ * object {head, body: ArrayBuffer}. Strings cross the isolate boundary far cheaper than
+ * structured-cloned objects, and this runs once per request.
+ */
+function encodeResponse(status, statusText, headers, kind, done, tail) {
+  let head = `${status}\n${statusText.replace(/[\r\n]/g, ' ')}\n${done ? 1 : 0}\n${kind}\n${headers.length}\n`;
+  for (let i = 0; i < headers.length; i++) head += `${headers[i][0]}\n${headers[i][1]}\n`;
+  return tail === undefined ? head : head + tail;
+}
+
+async function dispatch(id, head, reqBody) {
   const state = { feed: null, reader: null, waitUntil: [] };
   live.set(id, state);
+  // head: "method\nurl\nclientAddress(\nname\nvalue)*" (HTTP forbids newlines in all of them)
+  const parts = head.split('\n');
+  const headers = [];
+  for (let i = 3; i + 1 < parts.length; i += 2) headers.push([parts[i], parts[i + 1]]);
+  if (parts[2]) headers.push(['cf-connecting-ip', parts[2]]);
   let body = null;
-  if (req.body === 'stream') {
+  if (reqBody === 'stream') {
     body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });
-  } else if (req.body) {
-    body = new UInt8(req.body);
+  } else if (reqBody) {
+    body = new UInt8(reqBody);
   }
-  const headers = req.headers;
-  if (req.clientAddress) headers.push(['cf-connecting-ip', req.clientAddress]);
-  const request = makeRequest({ url: req.url, method: req.method, headers, body });
+  const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
   const ctx = freeze({
     waitUntil(promise) {
       state.waitUntil.push(PromiseCtor.resolve(promise).catch((err) => logError(`worker ${workerName}: ctx.waitUntil promise rejected`, err)));
@@ -105,14 +131,14 @@ async function dispatch(id, req) {
   }
   const { status, statusText, headers: outHeaders } = responseParts(res);
   const out = bodyOf(res);
-  let outBody = 'stream';
-  if (out === null) outBody = null;
-  else if (out instanceof UInt8) outBody = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-  else state.reader = out.getReader();
+  if (out !== null && !(out instanceof UInt8)) state.reader = out.getReader();
   // Nothing left to wait for: forget the request now so the host can skip settle().
-  const done = outBody !== 'stream' && state.waitUntil.length === 0 && state.feed === null;
+  const done = state.reader === null && state.waitUntil.length === 0 && state.feed === null;
   if (done) live.delete(id);
-  return { status, statusText, headers: outHeaders, body: outBody, done };
+  if (out === null) return encodeResponse(status, statusText, outHeaders, 'n', done, undefined);
+  if (state.reader !== null) return encodeResponse(status, statusText, outHeaders, 's', done, undefined);
+  if (out.byteLength <= INLINE_BODY_BYTES) return encodeResponse(status, statusText, outHeaders, 'b', done, latin1(out));
+  return { head: encodeResponse(status, statusText, outHeaders, 'a', done, undefined), body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
 }
 
 // The synchronous path: the host calls start() then poll() with applySync, which runs
@@ -120,8 +146,8 @@ async function dispatch(id, req) {
 // a thread hop. poll() returns null while the handler still waits; wait() then gives
 // the promise.
 const outcomes = new Map();
-function start(id, req) {
-  const p = dispatch(id, req);
+function start(id, head, reqBody) {
+  const p = dispatch(id, head, reqBody);
   const entry = { p, done: false, value: undefined, error: undefined };
   outcomes.set(id, entry);
   p.then((v) => { entry.done = true; entry.value = v; }, (e) => { entry.done = true; entry.error = e; });
