@@ -145,23 +145,43 @@ async function dispatch(id, head, reqBody) {
 // the microtasks in between, so a handler that never waits on the host answers without
 // a thread hop. poll() returns null while the handler still waits; wait() then gives
 // the promise.
+//
+// poll() runs on the host's event loop with no time limit, so it must not run a line of
+// worker code: it touches only intrinsics captured here (a worker may have replaced
+// Map.prototype.get) and data the shim made; a rejection is turned into a message while
+// still under start()'s time limit (a worker's error object may have hostile getters).
 const outcomes = new Map();
+const apply = Reflect.apply;
+const mapGet = Map.prototype.get;
+const mapSet = Map.prototype.set;
+const mapDelete = Map.prototype.delete;
+const ErrorCtor = Error;
+const StringCtor = String;
+
+function errorText(e) {
+  try {
+    return StringCtor(e !== null && typeof e === 'object' && typeof e.stack === 'string' ? e.stack : e);
+  } catch {
+    return 'an error that cannot be printed';
+  }
+}
+
 function start(id, head, reqBody) {
   const p = dispatch(id, head, reqBody);
   const entry = { p, done: false, value: undefined, error: undefined };
-  outcomes.set(id, entry);
-  p.then((v) => { entry.done = true; entry.value = v; }, (e) => { entry.done = true; entry.error = e; });
+  apply(mapSet, outcomes, [id, entry]);
+  p.then((v) => { entry.done = true; entry.value = v; }, (e) => { entry.done = true; entry.error = errorText(e); });
 }
 function poll(id) {
-  const entry = outcomes.get(id);
-  if (!entry || !entry.done) return null;
-  outcomes.delete(id);
-  if (entry.error !== undefined) throw entry.error;
+  const entry = apply(mapGet, outcomes, [id]);
+  if (entry === undefined || !entry.done) return null;
+  apply(mapDelete, outcomes, [id]);
+  if (entry.error !== undefined) throw new ErrorCtor(entry.error);
   return entry.value;
 }
 function wait(id) {
-  const entry = outcomes.get(id);
-  outcomes.delete(id);
+  const entry = apply(mapGet, outcomes, [id]);
+  apply(mapDelete, outcomes, [id]);
   if (!entry) throw new Error(`edge-isolates shim: no request ${id} to wait for`);
   return entry.p;
 }

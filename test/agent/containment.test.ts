@@ -26,6 +26,15 @@ describe('containment', () => {
       { name: 'throws', source: hostile('throw new Error("secret internal detail");') },
       { name: 'hangs', source: hostile('return new Promise(() => {});'), limits: { wallMsPerRequest: 300 } },
       { name: 'not-a-response', source: hostile('return "just a string";') },
+      { name: 'hostile-error', source: hostile('throw { get stack() { for (;;) {} }, get message() { for (;;) {} } };') },
+      {
+        name: 'map-trap',
+        source: hostile(`
+          const spin = function () { for (;;) {} };
+          Map.prototype.get = spin; Map.prototype.set = spin; Map.prototype.delete = spin;
+          return new Response('trapped');
+        `),
+      },
       { name: 'huge-string', source: hostile('return new Response("x".repeat(100 * 1024 * 1024));'), limits: { memoryMiB: 64, cpuMsPerRequest: 10_000 } },
       {
         name: 'escape',
@@ -134,6 +143,16 @@ describe('containment', () => {
     const r = await a.get('not-a-response.test');
     expect(r.status).toBe(500);
     expect(a.logs.some((l) => l.worker === 'default/not-a-response' && /returned string, not a Response/.test(String(l.error)))).toBe(true);
+  });
+
+  it('an error object with hostile getters or trapped intrinsics cannot hang the agent', async () => {
+    const r = await whileHealthy(() => a.get('hostile-error.test'));
+    expect(r.status).toBe(503);
+    expect(await r.text()).toContain('CPU limit');
+    // Trapping Map hurts only the worker that did it: its request runs into the CPU limit.
+    const m = await whileHealthy(() => a.get('map-trap.test'));
+    expect(m.status).toBe(503);
+    expect(await m.text()).toContain('CPU limit');
   });
 
   it('worker code cannot reach the host: no process, no require, no import, no bridge globals', async () => {
