@@ -33,6 +33,14 @@ class HttpError extends Error {
 
 const rayId = () => randomBytes(8).toString('hex');
 
+function canonicalUrl(proto: string, host: string, rawUrl: string): string {
+  try {
+    return new URL(rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`, `${proto}://${host || 'localhost'}`).href;
+  } catch {
+    throw new HttpError(400, `request target "${rawUrl}" with host "${host}" is not a valid URL`);
+  }
+}
+
 function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
   if (res.headersSent) { res.destroy(); return; }
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
@@ -119,7 +127,9 @@ export class HttpFront {
       }
       const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
       const dreq: DispatchRequest = {
-        url: `${proto}://${hostHeader || 'localhost'}${rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`}`,
+        // Serialized by the WHATWG parser here, so the shim can take it as it is instead of
+        // calling back to the host to parse it on every request.
+        url: canonicalUrl(proto, hostHeader, rawUrl),
         method: req.method ?? 'GET',
         headers,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline.buffer.slice(inline.byteOffset, inline.byteOffset + inline.length) as ArrayBuffer : null,

@@ -1,7 +1,7 @@
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import type { IsolatePool } from './isolate-pool.js';
-import { WorkerIsolate, type DispatchMode, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
+import { DispatchMode, WorkerIsolate, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
 
 // One version of one worker, served by a set of isolates that grows with concurrency (up
 // to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
@@ -30,7 +30,7 @@ export class WorkerHost {
   private closed = false;
   private reaper: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
-  private readonly mode: DispatchMode = { sync: true };
+  private readonly mode = new DispatchMode();
 
   constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
 

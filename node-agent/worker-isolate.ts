@@ -51,11 +51,21 @@ export interface IsolateHooks {
 
 /**
  * How requests enter a worker's isolates; shared by all isolates of one worker version.
- * Starts synchronous (fastest for quick handlers), drops to asynchronous for good once a
- * handler is slow or hits a limit.
+ * Starts synchronous (fastest for quick handlers: the call runs on the agent's event
+ * loop), and drops to asynchronous for good once the handler's synchronous time
+ * averages over SYNC_AVG_MS, or a single call takes over SYNC_MAX_MS, or it hits a
+ * limit; the odd garbage-collection pause does not count against it.
  */
-export interface DispatchMode { sync: boolean }
-const SYNC_SLOW_MS = 2;
+export class DispatchMode {
+  sync = true;
+  private avgMs = 0;
+  observe(ms: number): void {
+    this.avgMs = this.avgMs * 0.95 + ms * 0.05;
+    if (ms > SYNC_MAX_MS || this.avgMs > SYNC_AVG_MS) this.sync = false;
+  }
+}
+const SYNC_AVG_MS = 0.5;
+const SYNC_MAX_MS = 20;
 /** Modules up to this size are compiled on the event loop (well under a millisecond). */
 const SYNC_LOAD_MAX_CHARS = 64 * 1024;
 
@@ -110,7 +120,7 @@ export class WorkerIsolate implements IsolateOwner {
   callbacks(): HostCallbacks { return this.cbs; }
 
   /** Loads the worker's module into a warm isolate; throws BundleError when it cannot. */
-  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = { sync: true }): Promise<WorkerIsolate> {
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode()): Promise<WorkerIsolate> {
     const w = new WorkerIsolate(def, warm, hooks, mode);
     warm.owner.current = w;
     try {
@@ -211,7 +221,7 @@ export class WorkerIsolate implements IsolateOwner {
       try {
         this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: this.def.limits.cpuMsPerRequest });
         const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
-        if (performance.now() - t0 > SYNC_SLOW_MS) this.mode.sync = false;
+        this.mode.observe(performance.now() - t0);
         if (r !== null) return { id, response: Promise.resolve(decode(r)) };
       } catch (err) {
         this.mode.sync = false;
