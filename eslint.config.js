@@ -17,4 +17,10 @@ export default tseslint.config(
     files: ['**/*.mjs', '**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
+  {
+    // The isolate shim runs in a bare V8 context: no Node globals, and its own console/URL
+    // must be imported from their modules (the bundle is built before they are installed).
+    files: ['node-agent/shim/**/*.js'],
+    languageOptions: { globals: { process: 'off', console: 'off', URL: 'off' } },
+  },
 );

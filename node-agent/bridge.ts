@@ -1,3 +1,4 @@
+import type ivm from 'isolated-vm';
 import { z } from 'zod';
 
 // The boundary between the agent (host) and the Workers API shim inside each isolate.
@@ -63,15 +64,26 @@ export interface HostCallbacks {
   setURL(href: string, property: string, value: string): UrlRecord;
   /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
   digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
-  /** Async: resolves after `ms` milliseconds (setTimeout/setInterval are built on it). */
-  sleep(ms: number): Promise<void>;
+  /** Async: settles after `ms` milliseconds (setTimeout/setInterval are built on it). */
+  sleep(ms: number): HostAsync<void>;
   /**
    * A subrequest (the isolate's `fetch`), performed by the host and counted against
-   * limits.subrequests. Async: resolves with the whole response (bodies are buffered up
-   * to the agent's subrequest body limit). Rejects with a message when refused.
+   * limits.subrequests. Async: settles with the whole response (bodies are buffered up
+   * to the agent's subrequest body limit), or with an error message when refused.
    */
-  fetch(request: SubrequestInit): Promise<SubrequestResult>;
+  fetch(request: SubrequestInit): HostAsync<SubrequestResult>;
 }
+
+/**
+ * How an asynchronous host callback answers. An ivm.Callback copies its function's return
+ * value, and a Promise cannot be copied (the isolate would get "#<Promise> could not be
+ * cloned"), so sleep and fetch start their work and return a Reference to a function
+ * giving a promise of the outcome. The shim applies it with `result: { promise: true,
+ * copy: true }` and releases it. The promise never rejects (an error travels as
+ * `{ ok: false }`), so nothing on the host is left with an unhandled rejection.
+ */
+export type HostAsync<T> = ivm.Reference<() => Promise<Settled<T>>>;
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
 
 export const UrlRecordSchema = z.object({
   href: z.string(), origin: z.string(), protocol: z.string(), username: z.string(), password: z.string(),

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { HostCallbacks, SubrequestInit, SubrequestResult, UrlRecord } from './bridge.js';
+import ivm from 'isolated-vm';
+import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from './bridge.js';
 import { SubrequestInitSchema } from './bridge.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
@@ -70,6 +71,15 @@ async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
   };
 }
 
+/** See HostAsync in bridge.ts: the work is already under way; the isolate awaits its outcome. */
+function hostAsync<T>(work: Promise<T>): HostAsync<T> {
+  const outcome = work.then(
+    (value): Settled<T> => ({ ok: true, value }),
+    (err: unknown): Settled<T> => ({ ok: false, error: err instanceof Error ? err.message : String(err) }),
+  );
+  return new ivm.Reference(() => outcome);
+}
+
 export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
   return {
     log(level, message) {
@@ -102,13 +112,15 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     sleep(ms) {
       const delay = Math.min(Math.max(0, Number(ms) || 0), MAX_SLEEP_MS);
-      return new Promise<void>((r) => setTimeout(r, delay).unref());
+      return hostAsync(new Promise<void>((r) => setTimeout(r, delay).unref()));
     },
-    async fetch(raw) {
-      const parsed = SubrequestInitSchema.safeParse(raw);
-      if (!parsed.success) throw new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${parsed.error.message}`);
-      ctx.countSubrequest();
-      return doFetch(parsed.data);
+    fetch(raw) {
+      return hostAsync((async () => {
+        const parsed = SubrequestInitSchema.safeParse(raw);
+        if (!parsed.success) throw new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${parsed.error.message}`);
+        ctx.countSubrequest();
+        return doFetch(parsed.data);
+      })());
     },
   };
 }

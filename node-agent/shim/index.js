@@ -17,6 +17,9 @@ const defineProperty = Object.defineProperty;
 const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
 const PromiseCtor = Promise;
 const allSettled = Promise.allSettled.bind(Promise);
+// A worker may replace Array.prototype.push; the runtime must not depend on it.
+const arrayPush = Array.prototype.push;
+const push = (list, item) => Reflect.apply(arrayPush, list, [item]);
 
 const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
 
@@ -70,7 +73,7 @@ function init(namespace, envData, options) {
   const def = namespace.default;
   const handlers = [];
   if (def !== null && (typeof def === 'object' || typeof def === 'function')) {
-    for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') handlers.push(k);
+    for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') push(handlers, k);
   }
   entry = def;
   env = freeze({ ...envData.text });
@@ -107,8 +110,8 @@ async function dispatch(id, head, reqBody) {
   // head: "method\nurl\nclientAddress(\nname\nvalue)*" (HTTP forbids newlines in all of them)
   const parts = head.split('\n');
   const headers = [];
-  for (let i = 3; i + 1 < parts.length; i += 2) headers.push([parts[i], parts[i + 1]]);
-  if (parts[2]) headers.push(['cf-connecting-ip', parts[2]]);
+  for (let i = 3; i + 1 < parts.length; i += 2) push(headers, [parts[i], parts[i + 1]]);
+  if (parts[2]) push(headers, ['cf-connecting-ip', parts[2]]);
   let body = null;
   if (reqBody === 'stream') {
     body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });
@@ -118,7 +121,7 @@ async function dispatch(id, head, reqBody) {
   const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
   const ctx = freeze({
     waitUntil(promise) {
-      state.waitUntil.push(PromiseCtor.resolve(promise).catch((err) => logError(`worker ${workerName}: ctx.waitUntil promise rejected`, err)));
+      push(state.waitUntil, PromiseCtor.resolve(promise).catch((err) => logError(`worker ${workerName}: ctx.waitUntil promise rejected`, err)));
     },
     passThroughOnException() {},
   });

@@ -1,112 +1,92 @@
-// BOOTSTRAP VERSION: a minimal stand-in for the Web APIs so the host can be built and
-// tested; it is being replaced by the full implementation (see the contract below).
+// The Web APIs a worker sees, installed on the isolate's global object.
 //
-// Contract with ../index.js:
-//   installWebApis(g)      defines the Web API globals on g
-//   PLATFORM_GLOBALS       names of the globals installWebApis defines (frozen at init)
+// Contract with ../index.js (the runtime):
+//   installWebApis(g)      defines the Web API globals on g (at snapshot time)
+//   PLATFORM_GLOBALS       names of the globals installWebApis defines; the runtime freezes
+//                          them and their prototypes once the worker's module has loaded
 //   makeRequest({url, method, headers, body})  body: null | Uint8Array | ReadableStream
 //   bodyOf(response)       null | Uint8Array | ReadableStream (marks the body used)
-//   responseParts(response) {status, statusText, headers: [name, value][]}
-import { host } from '../host.js';
+//   responseParts(response) {status, statusText, headers: [name, value][]}, names lower-case,
+//                          sorted and combined, set-cookie one entry per cookie
+import { DOMException, platformPrototypes } from './util.js';
+import { TextDecoder, TextEncoder } from './encoding.js';
+import { atob, btoa } from './base64.js';
+import { console } from './console.js';
+import { CustomEvent, Event, EventTarget } from './event.js';
+import { AbortController, AbortSignal } from './abort.js';
+import { clearInterval, clearTimeout, queueMicrotask, setInterval, setTimeout } from './timers.js';
+import { structuredClone } from './structured-clone.js';
+import { Crypto, SubtleCrypto, crypto } from './crypto.js';
+import { URL, URLSearchParams } from './url.js';
+import { Headers, headerList } from './headers.js';
+import {
+  ByteLengthQueuingStrategy, CountQueuingStrategy, FixedLengthStream, IdentityTransformStream, ReadableStream,
+  ReadableStreamDefaultController, ReadableStreamDefaultReader, TransformStream, TransformStreamDefaultController,
+  WritableStream, WritableStreamDefaultController, WritableStreamDefaultWriter,
+} from './streams.js';
+import { TextDecoderStream, TextEncoderStream } from './text-streams.js';
+import { Blob, File } from './blob.js';
+import { FormData } from './form-data.js';
+import { Request, makeRequest } from './request.js';
+import { Response, bodyOf, responseParts } from './response.js';
+import { fetch } from './fetch.js';
 
-const enc = (s) => {
-  const out = [];
-  for (const ch of String(s)) {
-    let c = ch.codePointAt(0);
-    if (c < 0x80) out.push(c);
-    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
-    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
-    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
-  }
-  return new Uint8Array(out);
-};
-const dec = (u8) => {
-  let s = '';
-  for (let i = 0; i < u8.length;) {
-    const b = u8[i++];
-    if (b < 0x80) s += String.fromCharCode(b);
-    else if (b < 0xe0) s += String.fromCharCode(((b & 31) << 6) | (u8[i++] & 63));
-    else if (b < 0xf0) s += String.fromCharCode(((b & 15) << 12) | ((u8[i++] & 63) << 6) | (u8[i++] & 63));
-    else s += String.fromCodePoint(((b & 7) << 18) | ((u8[i++] & 63) << 12) | ((u8[i++] & 63) << 6) | (u8[i++] & 63));
-  }
-  return s;
-};
-
-class Headers {
-  #list = new Map();
-  constructor(init) {
-    if (init instanceof Headers) init = [...init];
-    else if (init && !Array.isArray(init)) init = Object.entries(init);
-    for (const [k, v] of init ?? []) this.append(k, v);
-  }
-  append(k, v) { k = String(k).toLowerCase(); const p = this.#list.get(k); this.#list.set(k, p === undefined ? String(v) : `${p}, ${v}`); }
-  set(k, v) { this.#list.set(String(k).toLowerCase(), String(v)); }
-  get(k) { return this.#list.get(String(k).toLowerCase()) ?? null; }
-  has(k) { return this.#list.has(String(k).toLowerCase()); }
-  delete(k) { this.#list.delete(String(k).toLowerCase()); }
-  *[Symbol.iterator]() { yield* [...this.#list].sort((a, b) => (a[0] < b[0] ? -1 : 1)); }
-  entries() { return this[Symbol.iterator](); }
-}
-
-const BODY = Symbol('body');
-const toBytes = (b) => {
-  if (b === null || b === undefined) return null;
-  if (typeof b === 'string') return enc(b);
-  if (b instanceof Uint8Array) return b;
-  if (b instanceof ArrayBuffer) return new Uint8Array(b);
-  return b; // a stream
+let timeOrigin = 0;
+const performance = {
+  // Taken on first use: a value read at snapshot time would be the snapshot's build time.
+  get timeOrigin() {
+    if (timeOrigin === 0) timeOrigin = Date.now();
+    return timeOrigin;
+  },
+  now() {
+    return Date.now() - performance.timeOrigin;
+  },
 };
 
-class Body {
-  async arrayBuffer() { const b = this[BODY]; this[BODY] = null; return b ? b.slice().buffer : new ArrayBuffer(0); }
-  async text() { return dec(new Uint8Array(await this.arrayBuffer())); }
-  async json() { return JSON.parse(await this.text()); }
-}
+const navigator = { userAgent: 'Cloudflare-Workers', hardwareConcurrency: 1 };
 
-class Request extends Body {
-  constructor(input, init = {}) {
-    super();
-    this.url = String(input);
-    this.method = (init.method ?? 'GET').toUpperCase();
-    this.headers = new Headers(init.headers);
-    this[BODY] = toBytes(init.body);
-  }
-}
+const CLASSES = {
+  DOMException, TextEncoder, TextDecoder, TextEncoderStream, TextDecoderStream, Event, EventTarget, CustomEvent,
+  AbortController, AbortSignal, Crypto, SubtleCrypto, URL, URLSearchParams, Headers, Request, Response, Blob, File,
+  FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
+  WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
+  ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
+};
 
-class Response extends Body {
-  constructor(body = null, init = {}) {
-    super();
-    this.status = init.status ?? 200;
-    this.statusText = init.statusText ?? '';
-    this.headers = new Headers(init.headers);
-    this[BODY] = toBytes(body);
-    if (typeof body === 'string' && !this.headers.has('content-type')) this.headers.set('content-type', 'text/plain;charset=UTF-8');
-  }
-  static json(data, init = {}) {
-    const r = new Response(JSON.stringify(data), init);
-    r.headers.set('content-type', 'application/json');
-    return r;
-  }
-}
+const GLOBALS = {
+  ...CLASSES,
+  crypto, console, performance, navigator,
+  atob, btoa, structuredClone, fetch, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask,
+};
 
-class ReadableStream {
-  constructor() { throw new Error('ReadableStream is not in the bootstrap shim'); }
-}
+export const PLATFORM_GLOBALS = Object.keys(GLOBALS);
 
-const fmt = (args) => args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
-const console = {};
-for (const level of ['log', 'info', 'warn', 'error', 'debug']) console[level] = (...args) => host.log(level, fmt(args));
-
-export const PLATFORM_GLOBALS = ['Headers', 'Request', 'Response', 'ReadableStream', 'console', 'TextEncoder', 'TextDecoder'];
+const entriesMap = (pairs) => new Map(pairs);
+const INSPECT = new Map([
+  [Headers, (h) => entriesMap(headerList(h))],
+  [URLSearchParams, (p) => entriesMap(p)],
+  [FormData, (f) => entriesMap(f)],
+  [URL, (u) => ({ href: u.href })],
+]);
 
 export function installWebApis(g) {
-  Object.assign(g, {
-    Headers, Request, Response, ReadableStream, console,
-    TextEncoder: class { encode(s) { return enc(s); } },
-    TextDecoder: class { decode(u) { return dec(u); } },
-  });
+  for (const [name, cls] of Object.entries(CLASSES)) {
+    // The bundler turns `class X` into `var X = class _X`, which would rename X.name.
+    Object.defineProperty(cls, 'name', { value: name, configurable: true });
+    Object.defineProperty(cls.prototype, Symbol.toStringTag, { value: name, configurable: true });
+    // DOMException is an Error: it clones and prints as one, not as a platform object.
+    if (cls !== DOMException) platformPrototypes.set(cls.prototype, { name, inspect: INSPECT.get(cls) });
+  }
+  for (const name of PLATFORM_GLOBALS) {
+    Object.defineProperty(g, name, { value: GLOBALS[name], writable: true, enumerable: false, configurable: true });
+  }
+  Object.defineProperty(g, 'self', { value: g, writable: true, enumerable: false, configurable: true });
 }
 
-export const makeRequest = ({ url, method, headers, body }) => new Request(url, { method, headers, body });
-export const bodyOf = (r) => { const b = r[BODY]; r[BODY] = null; return b; };
-export const responseParts = (r) => ({ status: r.status, statusText: r.statusText, headers: [...r.headers] });
+// Deliberately no warm-up of the request path here. The snapshot keeps code compiled at
+// snapshot time, and with this V8 (isolated-vm 5 on Node 20) a function that ran then
+// can misresolve variables on a path first taken after deserialization: a closure it
+// creates later throws "n is not defined" (seen with Headers.set). So at snapshot time
+// the shim only defines things; every request path compiles lazily in the isolate.
+
+export { makeRequest, bodyOf, responseParts };

@@ -1,0 +1,65 @@
+// Timers and queueMicrotask. The isolate has no event loop of its own: a timer is a
+// host.sleep() whose outcome the host delivers as a task.
+import { host } from '../host.js';
+import { reportError } from './console.js';
+import { hostOutcome, requireArgs } from './util.js';
+import { ReflectApply, SetAdd, SetDelete, SetHas } from './primordials.js';
+
+const resolvedPromise = Promise.resolve();
+const MAX_DELAY = 2147483647;
+let nextId = 1;
+/** Live timer ids; clearing one just removes it (the host's sleep runs out unobserved). */
+const live = new Set();
+
+function schedule(what, callback, ms, args, repeat) {
+  if (typeof callback !== 'function') {
+    throw new TypeError(`${what}: the callback must be a function (code strings are not evaluated)`);
+  }
+  let delay = Number(ms);
+  if (!(delay > 0)) delay = 0;
+  if (delay > MAX_DELAY) delay = MAX_DELAY;
+  const id = nextId++;
+  SetAdd(live, id);
+  const arm = () => {
+    hostOutcome(host.sleep(delay)).then(() => {
+      if (!SetHas(live, id)) return;
+      if (!repeat) SetDelete(live, id);
+      try {
+        ReflectApply(callback, undefined, args);
+      } catch (err) {
+        reportError(err);
+      }
+      if (repeat && SetHas(live, id)) arm();
+    }, () => SetDelete(live, id));
+  };
+  arm();
+  return id;
+}
+
+export function setTimeout(callback, ms = 0, ...args) {
+  return schedule('setTimeout', callback, ms, args, false);
+}
+
+export function setInterval(callback, ms = 0, ...args) {
+  return schedule('setInterval', callback, ms, args, true);
+}
+
+export function clearTimeout(id = undefined) {
+  SetDelete(live, Number(id));
+}
+
+export function clearInterval(id = undefined) {
+  SetDelete(live, Number(id));
+}
+
+export function queueMicrotask(callback) {
+  requireArgs(arguments.length, 1, 'queueMicrotask');
+  if (typeof callback !== 'function') throw new TypeError('queueMicrotask: the callback must be a function');
+  resolvedPromise.then(() => {
+    try {
+      callback();
+    } catch (err) {
+      reportError(err);
+    }
+  });
+}

@@ -1,0 +1,104 @@
+// Helpers shared by the Web API modules. Nothing here may call a host callback at load
+// time: this code runs once at snapshot time, before any isolate has callbacks.
+import { MapGet } from './primordials.js';
+
+/**
+ * Passed as the first constructor argument by the shim itself to build objects that user
+ * code may not construct (readers, controllers, signals) or that skip argument checks
+ * because their data is already trusted. Never exported to user code.
+ */
+export const INTERNAL = Symbol('edge-internal');
+
+export const isObject = (v) => v !== null && (typeof v === 'object' || typeof v === 'function');
+
+export function illegalConstructor() {
+  throw new TypeError('Illegal constructor');
+}
+
+export function requireArgs(got, needed, what) {
+  if (got < needed) throw new TypeError(`${what}: ${needed} argument${needed > 1 ? 's' : ''} required, but only ${got} present`);
+}
+
+const DOM_CODES = {
+  IndexSizeError: 1, HierarchyRequestError: 3, WrongDocumentError: 4, InvalidCharacterError: 5,
+  NoModificationAllowedError: 7, NotFoundError: 8, NotSupportedError: 9, InvalidStateError: 11,
+  SyntaxError: 12, InvalidModificationError: 13, NamespaceError: 14, InvalidAccessError: 15,
+  TypeMismatchError: 17, SecurityError: 18, NetworkError: 19, AbortError: 20, URLMismatchError: 21,
+  QuotaExceededError: 22, TimeoutError: 23, InvalidNodeTypeError: 24, DataCloneError: 25,
+};
+
+export class DOMException extends Error {
+  constructor(message = '', name = 'Error') {
+    super(String(message));
+    Object.defineProperty(this, 'name', { value: String(name), writable: true, configurable: true });
+    // The stack header was formatted during super() with the name "Error"; redo it so
+    // logs show e.g. "QuotaExceededError: ...".
+    if (typeof Error.captureStackTrace === 'function') Error.captureStackTrace(this, new.target);
+  }
+
+  get code() {
+    return DOM_CODES[this.name] ?? 0;
+  }
+}
+
+/** A view of the bytes of a BufferSource, without copying; throws TypeError otherwise. */
+export function bytesOf(source, what) {
+  if (source instanceof Uint8Array) return source;
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
+  throw new TypeError(`${what}: expected an ArrayBuffer or an ArrayBufferView`);
+}
+
+export const isBufferSource = (v) => v instanceof ArrayBuffer || ArrayBuffer.isView(v);
+
+/** A fresh ArrayBuffer holding exactly these bytes. */
+export const toArrayBuffer = (u8) => u8.buffer.slice(u8.byteOffset, u8.byteOffset + u8.byteLength);
+
+export function concatBytes(chunks, total) {
+  if (total === undefined) {
+    total = 0;
+    for (let i = 0; i < chunks.length; i++) total += chunks[i].byteLength;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    out.set(chunks[i], at);
+    at += chunks[i].byteLength;
+  }
+  return out;
+}
+
+/**
+ * Prototypes of the platform's classes, for console formatting (`inspect` shows their
+ * accessors) and structuredClone (which refuses them, as browsers do for non-serializable
+ * platform objects). Filled by ./index.js.
+ */
+export const platformPrototypes = new Map();
+
+export function platformClassOf(value) {
+  for (let p = Object.getPrototypeOf(value); p !== null; p = Object.getPrototypeOf(p)) {
+    const entry = MapGet(platformPrototypes, p);
+    if (entry) return entry;
+  }
+  return undefined;
+}
+
+export function setToStringTag(cls, tag) {
+  Object.defineProperty(cls.prototype, Symbol.toStringTag, { value: tag, configurable: true });
+}
+
+/**
+ * The outcome of an asynchronous host callback (sleep, fetch): the callback gives (a
+ * promise of) a Reference to a function returning a promise of {ok, value | error}
+ * (HostAsync in node-agent/bridge.ts), because the bridge cannot copy a Promise itself.
+ */
+export async function hostOutcome(pending) {
+  const ref = await pending;
+  try {
+    const r = await ref.apply(undefined, [], { result: { promise: true, copy: true } });
+    if (!r.ok) throw new Error(r.error);
+    return r.value;
+  } finally {
+    ref.release();
+  }
+}

@@ -1,0 +1,148 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runWorker, TestWorker } from './run-worker.js';
+
+// A local origin for subrequests: /echo answers with what it received, /redirect sends
+// to /echo, /slow answers late, /record remembers bodies posted to it.
+let server: Server;
+let origin = '';
+const recorded: string[] = [];
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    void (async () => {
+      const body = await readBody(req);
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/redirect') {
+        res.writeHead(302, { location: '/echo' }).end();
+      } else if (path === '/slow') {
+        setTimeout(() => res.end('late'), 500);
+      } else if (path === '/record') {
+        recorded.push(body);
+        res.writeHead(204).end();
+      } else {
+        res.writeHead(200, { 'content-type': 'application/json', 'x-origin': 'yes', 'set-cookie': ['a=1', 'b=2'] });
+        res.end(JSON.stringify({ method: req.method, path, test: req.headers['x-test'] ?? null, body }));
+      }
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const env = () => ({ ORIGIN: origin });
+
+describe('fetch (subrequests through the host)', () => {
+  it('sends method, headers and body, and resolves a Response with immutable headers', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const res = await fetch(env.ORIGIN + '/echo', { method: 'POST', headers: { 'X-Test': 'yes' }, body: 'payload' });
+      let immutable;
+      try { res.headers.set('x', '1'); } catch (e) { immutable = e.constructor.name; }
+      return Response.json({ status: res.status, ok: res.ok, url: res.url, redirected: res.redirected, ct: res.headers.get('content-type'),
+        cookies: res.headers.getSetCookie(), immutable, echo: await res.json() });
+    } }`, {}, { env: env() });
+    expect(JSON.parse(reply.text)).toEqual({
+      status: 200, ok: true, url: `${origin}/echo`, redirected: false, ct: 'application/json', cookies: ['a=1', 'b=2'], immutable: 'TypeError',
+      echo: { method: 'POST', path: '/echo', test: 'yes', body: 'payload' },
+    });
+  });
+
+  it('proxies: a fetched Response can be returned as it is', async () => {
+    const reply = await runWorker(`export default { fetch(request, env) { return fetch(env.ORIGIN + '/echo', request); } }`,
+      { method: 'POST', headers: [['x-test', 'passed through']], body: 'proxied' }, { env: env() });
+    expect(reply.status).toBe(200);
+    expect(reply.headers).toContainEqual(['x-origin', 'yes']);
+    expect(reply.headers.filter(([k]) => k === 'set-cookie')).toEqual([['set-cookie', 'a=1'], ['set-cookie', 'b=2']]);
+    expect(JSON.parse(reply.text)).toEqual({ method: 'POST', path: '/echo', test: 'passed through', body: 'proxied' });
+  });
+
+  it('follows redirects and reports them; redirect: manual returns the 3xx', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const followed = await fetch(new Request(env.ORIGIN + '/redirect'));
+      const manual = await fetch(env.ORIGIN + '/redirect', { redirect: 'manual' });
+      return Response.json({ url: followed.url, redirected: followed.redirected, path: (await followed.json()).path,
+        manual: [manual.status, manual.headers.get('location'), await manual.text()] });
+    } }`, {}, { env: env() });
+    expect(JSON.parse(reply.text)).toEqual({ url: `${origin}/echo`, redirected: true, path: '/echo', manual: [302, '/echo', ''] });
+  });
+
+  it('reads a ReadableStream request body fully before sending it', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const res = await fetch(env.ORIGIN + '/echo', { method: 'PUT', body: request.body });
+      return new Response((await res.json()).body);
+    } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env() });
+    expect(reply.text).toBe('streamed request body');
+  });
+
+  it('counts subrequests against limits.subrequests: the (N+1)th fails', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const results = [];
+      for (let i = 0; i < 3; i++) {
+        try { results.push((await fetch(env.ORIGIN + '/echo')).status); } catch (e) { results.push(e.constructor.name + ': ' + e.message); }
+      }
+      return Response.json(results);
+    } }`, {}, { env: env(), limits: { subrequests: 2 } });
+    const results = JSON.parse(reply.text) as unknown[];
+    expect(results.slice(0, 2)).toEqual([200, 200]);
+    expect(results[2]).toMatch(/^TypeError: fetch .* failed: worker test-worker exceeded its subrequest limit \(2 per request\)$/);
+  });
+
+  it('the subrequest budget is per request', async () => {
+    const w = await TestWorker.load(`export default { async fetch(request, env) { return new Response(String((await fetch(env.ORIGIN + '/echo')).status)); } }`,
+      { env: env(), limits: { subrequests: 1 } });
+    try {
+      expect((await w.fetch()).text).toBe('200');
+      expect((await w.fetch()).text).toBe('200');
+    } finally {
+      w.dispose();
+    }
+  });
+
+  it('rejects with TypeError on bad URLs and schemes, and with the reason when aborted', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const out = [];
+      for (const attempt of [
+        () => fetch('/relative'),
+        () => fetch('ftp://example.com/'),
+        () => fetch(env.ORIGIN + '/slow', { signal: AbortSignal.timeout(20) }),
+        () => fetch(env.ORIGIN + '/echo', { signal: AbortSignal.abort() }),
+      ]) {
+        try { await attempt(); out.push('resolved'); } catch (e) { out.push(e.constructor.name + '/' + e.name); }
+      }
+      return Response.json(out);
+    } }`, {}, { env: env() });
+    expect(JSON.parse(reply.text)).toEqual(['TypeError/TypeError', 'TypeError/TypeError', 'DOMException/TimeoutError', 'DOMException/AbortError']);
+  });
+});
+
+describe('ctx.waitUntil', () => {
+  it('keeps work going after the response until the request is finished', async () => {
+    const w = await TestWorker.load(`export default { fetch(request, env, ctx) {
+      ctx.waitUntil(new Promise((r) => setTimeout(r, 30)).then(() => fetch(env.ORIGIN + '/record', { method: 'POST', body: 'after response' })));
+      ctx.waitUntil(Promise.reject(new Error('ignored failure')));
+      return new Response('early');
+    } }`, { env: env() });
+    try {
+      recorded.length = 0;
+      const { id, response } = await w.start();
+      expect(response.status).toBe(200);
+      expect(recorded).toEqual([]);
+      await w.isolate.finish(id);
+      expect(recorded).toEqual(['after response']);
+      expect(w.logs.some((l) => l.level === 'error' && l.message.includes('ignored failure'))).toBe(true);
+    } finally {
+      w.dispose();
+    }
+  });
+});
