@@ -8,8 +8,13 @@ import { kubectl } from '../harness/kubectl.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { REPO_ROOT } from '../harness/tools.js';
 
+/** Running, not merely an exited process waiting to be reaped (a zombie is dead). */
 const alive = (pid: number) => {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    return !/^\d+ \([^)]*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 };
 const childPids = (pid: number): number[] => {
   try {
