@@ -97,7 +97,22 @@ export class HttpFront {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const hostHeader = req.headers.host ?? '';
+    // One pass over the raw headers (req.headers would build a second object per request).
+    const raw = req.rawHeaders;
+    const headers: [string, string][] = [];
+    let hostHeader = '';
+    let contentLength: string | undefined;
+    let chunked = false;
+    let proto = 'http';
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i]!.toLowerCase();
+      const v = raw[i + 1]!;
+      if (k === 'host') hostHeader = v;
+      else if (k === 'content-length') contentLength = v;
+      else if (k === 'transfer-encoding') chunked = true;
+      else if (k === 'x-forwarded-proto' && v === 'https') proto = 'https';
+      if (!HOP_BY_HOP.has(k)) headers.push([k, v]);
+    }
     const rawUrl = req.url ?? '/';
     const path = rawUrl.split('?', 1)[0] ?? '/';
     let worker = this.opts.resolve(hostHeader, path);
@@ -112,20 +127,14 @@ export class HttpFront {
       this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
     };
     try {
-      const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+      const declared = contentLength === undefined ? undefined : Number(contentLength);
       if (declared !== undefined && declared > this.opts.maxBodyBytes) {
         throw new HttpError(413, `request body of ${declared} bytes is over the ${this.opts.maxBodyBytes}-byte limit`);
       }
-      const hasBody = (declared !== undefined && declared > 0) || req.headers['transfer-encoding'] !== undefined;
+      const hasBody = (declared !== undefined && declared > 0) || chunked;
       const streamBody = hasBody && (declared === undefined || declared > INLINE_BODY_BYTES);
       const inline = hasBody && !streamBody ? await readWhole(req, this.opts.maxBodyBytes) : null;
 
-      const headers: [string, string][] = [];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) {
-        const k = req.rawHeaders[i]!.toLowerCase();
-        if (!HOP_BY_HOP.has(k)) headers.push([k, req.rawHeaders[i + 1]!]);
-      }
-      const proto = req.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http';
       const dreq: DispatchRequest = {
         // Serialized by the WHATWG parser here, so the shim can take it as it is instead of
         // calling back to the host to parse it on every request.
@@ -140,7 +149,8 @@ export class HttpFront {
       // the version now routed, so no request fails because of a deploy.
       let iso: WorkerIsolate;
       try {
-        iso = await worker.acquire();
+        // Most requests find an idle isolate: take it without a trip through a promise.
+        iso = worker.tryAcquire() ?? await worker.acquire();
       } catch (err) {
         if (!(err instanceof WorkerHostClosedError)) throw err;
         worker = this.opts.resolve(hostHeader, path);
@@ -153,7 +163,7 @@ export class HttpFront {
         const call = iso.begin(dreq);
         id = call.id;
         const body = streamBody ? this.pumpRequestBody(req, iso, call.id) : undefined;
-        const response = await call.response.catch((err: unknown) => {
+        const response = call.ready ?? await call.response.catch((err: unknown) => {
           throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
         });
         if (body?.tooLarge) throw new HttpError(413, body.tooLarge);
@@ -162,11 +172,9 @@ export class HttpFront {
           if (!HOP_BY_HOP.has(k) && k !== 'content-length') outHeaders.push(k, v);
         }
         const noBody = req.method === 'HEAD' || response.status === 204 || response.status === 304;
-        if (response.body === null || response.body === 'stream') {
-          res.writeHead(response.status, response.statusText || undefined, response.body === null ? [...outHeaders, 'content-length', '0'] : outHeaders);
-        } else {
-          res.writeHead(response.status, response.statusText || undefined, [...outHeaders, 'content-length', String(response.body.byteLength)]);
-        }
+        if (response.body === null) outHeaders.push('content-length', '0');
+        else if (response.body !== 'stream') outHeaders.push('content-length', String(response.body.byteLength));
+        res.writeHead(response.status, response.statusText || undefined, outHeaders);
         finish(response.status);
         if (response.body === 'stream') {
           await this.pumpResponseBody(res, iso, call.id, noBody);
@@ -176,7 +184,7 @@ export class HttpFront {
           res.end();
         }
       } finally {
-        if (id !== undefined) await iso.finish(id);
+        if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
         host.release(iso);
       }
     } catch (err) {

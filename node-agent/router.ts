@@ -51,7 +51,10 @@ export class Router<T> {
 
   /** hostHeader may carry a port; path is the URL path without the query. */
   match(hostHeader: string, path: string): { key: string; target: T } | undefined {
-    const host = hostHeader.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+    let host = hostHeader.toLowerCase();
+    const colon = host.lastIndexOf(':');
+    if (colon >= 0 && host.indexOf(']', colon) < 0) host = host.slice(0, colon);
+    if (host.endsWith('.')) host = host.slice(0, -1);
     const exact = Router.pick(this.exact.get(host), path);
     if (exact) return exact;
     // "*.example.com" matches a.example.com and a.b.example.com, not example.com.

@@ -65,6 +65,17 @@ export class WorkerHost {
     }
   }
 
+  /** An idle isolate, if there is one right now. */
+  tryAcquire(): WorkerIsolate | undefined {
+    if (this.closed) return undefined;
+    for (;;) {
+      const w = this.idle.pop();
+      if (!w) return undefined;
+      if (!w.dead) return w;
+      this.forget(w);
+    }
+  }
+
   /** An isolate for one request: an idle one, a newly loaded one, or the next one freed. */
   async acquire(): Promise<WorkerIsolate> {
     if (this.closed) throw new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} is shutting down`);

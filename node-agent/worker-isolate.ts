@@ -199,7 +199,7 @@ export class WorkerIsolate implements IsolateOwner {
    * the handler runs) with the promise of its response. The isolate stays busy until
    * finish(id) is called.
    */
-  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse> } {
+  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse>; ready?: DispatchResponse } {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
@@ -222,7 +222,10 @@ export class WorkerIsolate implements IsolateOwner {
         this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: this.def.limits.cpuMsPerRequest });
         const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
         this.mode.observe(performance.now() - t0);
-        if (r !== null) return { id, response: Promise.resolve(decode(r)) };
+        if (r !== null) {
+          const ready = decode(r);
+          return { id, response: Promise.resolve(ready), ready };
+        }
       } catch (err) {
         this.mode.sync = false;
         if (/Script execution timed out/.test(errorText(err))) this.kill('cpu');
@@ -269,6 +272,19 @@ export class WorkerIsolate implements IsolateOwner {
   cancel(id: number, reason: string): void {
     if (this.dead) return;
     this.warm.entry.__edgeCancel.applyIgnored(undefined, [id, reason], { arguments: { copy: true } });
+  }
+
+  /**
+   * Frees the isolate at once when the request needs no settling (the common case);
+   * false means the caller must await finish(id).
+   */
+  finishNow(id: number): boolean {
+    const r = this.inflight;
+    if (r?.id !== id || !(r.settled || this.dead)) return false;
+    this.inflight = undefined;
+    active.delete(this);
+    this.lastUsed = performance.now();
+    return true;
   }
 
   /** Waits for the request's ctx.waitUntil work, then frees the isolate for the next request. */
