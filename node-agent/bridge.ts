@@ -31,7 +31,7 @@ import { z } from 'zod';
 // Entry points (all take and return copies):
 //   __edgeInstall(callbacks: HostCallbacks): void
 //   __edgeInit(namespace: ModuleNamespace, env: WorkerEnv, options: InitOptions): string[]
-//   __edgeDispatch(id: number, head: string, body: ArrayBuffer | null | 'stream'): Promise<WireResponse>
+//   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
 //   __edgeStart(id, head, body): void; __edgePoll(id): WireResponse | null;
 //   __edgeWait(id): Promise<WireResponse>  -- the same as dispatch, split so the
 //     host can run a quick handler with two synchronous calls (applySync runs the
@@ -125,11 +125,12 @@ export interface DispatchRequest {
   method: string;
   headers: [string, string][];
   /**
-   * The body: null when there is none, an ArrayBuffer when the host passes it whole,
-   * or "stream" when the host will feed it with pushBody(chunk) calls and a final
-   * pushBody(null).
+   * The body: null when there is none, the bytes when the host passes it whole, or
+   * "stream" when the host will feed it with pushBody(chunk) calls and a final
+   * pushBody(null). (On the wire, see wireBody: a small body crosses as a latin1 string,
+   * a large one as an ArrayBuffer, a stream as the number 1.)
    */
-  body: ArrayBuffer | null | 'stream';
+  body: ArrayBuffer | Uint8Array | null | 'stream';
   /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
   clientAddress?: string;
 }
@@ -195,4 +196,18 @@ export function decodeResponse(wire: WireResponse): DispatchResponse {
     body = buf.buffer as ArrayBuffer;
   } else throw new Error(`malformed response from the shim: body kind ${kind}`);
   return { status, statusText, headers, body, done };
+}
+
+/** Body on the wire: null, a latin1 string (one char per byte), an ArrayBuffer, or 1 for "streamed". */
+export type WireBody = null | string | ArrayBuffer | 1;
+export const WIRE_STREAM = 1;
+/** Bodies up to this size cross as latin1 strings: one cheap string copy, no structured clone. */
+const LATIN1_BODY_BYTES = 64 * 1024;
+
+export function wireBody(body: DispatchRequest['body']): WireBody {
+  if (body === null) return null;
+  if (body === 'stream') return WIRE_STREAM;
+  const bytes = body instanceof Uint8Array ? body : new Uint8Array(body);
+  if (bytes.byteLength <= LATIN1_BODY_BYTES) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }

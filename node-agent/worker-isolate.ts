@@ -1,4 +1,4 @@
-import { decodeResponse, encodeRequestHead, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from './bridge.js';
+import { decodeResponse, encodeRequestHead, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from './bridge.js';
 import type { Limits } from '../common/api/index.js';
 import { hostCallbacks } from './host-callbacks.js';
 import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
@@ -207,9 +207,10 @@ export class WorkerIsolate implements IsolateOwner {
     active.add(this);
     ensureWatchdog();
     const head = encodeRequestHead(req);
-    // Strings, numbers and null pass as they are; only a body ArrayBuffer is copied.
-    const args = [id, head, req.body] as [number, string, null];
-    const argOpts = req.body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
+    // Strings, numbers and null pass as they are; only a large body's ArrayBuffer is copied.
+    const body = wireBody(req.body);
+    const args = [id, head, body] as [number, string, null];
+    const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
     const decode = (r: WireResponse) => this.settledIfDone(decodeResponse(r));
     const failed = (err: unknown): never => { throw this.failure(err); };
     if (this.mode.sync && req.body !== 'stream') {

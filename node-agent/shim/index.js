@@ -113,8 +113,12 @@ async function dispatch(id, head, reqBody) {
   for (let i = 3; i + 1 < parts.length; i += 2) push(headers, [parts[i], parts[i + 1]]);
   if (parts[2]) push(headers, ['cf-connecting-ip', parts[2]]);
   let body = null;
-  if (reqBody === 'stream') {
+  if (reqBody === 1) { // streamed: see WireBody in node-agent/bridge.ts
     body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });
+  } else if (typeof reqBody === 'string') {
+    // latin1: one char per byte (see DispatchRequest.body)
+    body = new UInt8(reqBody.length);
+    for (let i = 0; i < reqBody.length; i++) body[i] = reqBody.charCodeAt(i);
   } else if (reqBody) {
     body = new UInt8(reqBody);
   }
