@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestAgent, type TestAgent } from './agent-harness.js';
@@ -34,6 +35,19 @@ describe('containment', () => {
           Map.prototype.get = spin; Map.prototype.set = spin; Map.prototype.delete = spin;
           return new Response('trapped');
         `),
+      },
+      {
+        name: 'huge-stream',
+        // 100 MB streamed in 64 KiB chunks: it must flow through without the agent or the
+        // isolate holding it all.
+        source: hostile(`
+          let sent = 0;
+          const chunk = new Uint8Array(65536).fill(120);
+          return new Response(new ReadableStream({
+            pull(c) { if (sent >= 100 * 1024 * 1024) { c.close(); return; } c.enqueue(chunk); sent += chunk.length; },
+          }));
+        `),
+        limits: { memoryMiB: 64, cpuMsPerRequest: 20_000, wallMsPerRequest: 60_000 },
       },
       { name: 'huge-string', source: hostile('return new Response("x".repeat(100 * 1024 * 1024));'), limits: { memoryMiB: 64, cpuMsPerRequest: 10_000 } },
       {
@@ -111,6 +125,20 @@ describe('containment', () => {
     const r = await whileHealthy(() => a.get('bomb.test'));
     expect(r.status).toBe(503);
     expect(await r.text()).toMatch(/exceeded its memory limit \(32 MiB\)/);
+  });
+
+  it('a 100 MB streamed response reaches the client whole while a 64 MiB isolate serves it', async () => {
+    const received = await whileHealthy(() => new Promise<number>((resolveSize, reject) => {
+      const r = httpRequest({ host: '127.0.0.1', port: a.port, path: '/', headers: { host: 'huge-stream.test' } }, (res) => {
+        let size = 0;
+        res.on('data', (c: Buffer) => { size += c.length; });
+        res.on('end', () => resolveSize(size));
+        res.on('error', reject);
+      });
+      r.on('error', reject);
+      r.end();
+    }));
+    expect(received).toBe(100 * 1024 * 1024);
   });
 
   it('a 100 MB string body hits the memory limit instead of the agent', async () => {
