@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { type Readable } from 'node:stream';
+import { SETPRIV } from '../test/harness/process.js';
+
+export { freePort } from '../test/harness/ports.js';
 
 // Child processes of the bench: each in its own process group (detached), under
 // `setpriv --pdeathsig KILL` where there is one, logged to a file, and killed as a group
 // on stop, on error and on exit (SIGINT/SIGTERM included).
 
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 const live = new Set<Proc>();
 let hooked = false;
 
@@ -140,20 +141,6 @@ export async function settledRssKiB(proc: Proc, settleMs: number, samples = 5, i
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') { srv.close(); reject(new Error('no port from listen(0)')); return; }
-      srv.close(() => resolvePort(addr.port));
-    });
-  });
 }
 
 /** Polls `check` until true, the process dies, or `timeoutMs` passes. */

@@ -24,7 +24,7 @@ export function workerdBinary(): string {
   }
   const shim = join(ROOT, 'node_modules', '.bin', 'workerd');
   if (existsSync(shim)) return shim;
-  throw new Error('workerd is not installed: run `npm install` (it is a devDependency of this repo)');
+  throw new Error('workerd is not installed: `npm run bench` installs it (npm install --no-save workerd@1.20261117.1)');
 }
 
 export function workerdVersion(bin: string): string {

@@ -13,7 +13,8 @@ function hookExit(): void {
   process.on('exit', () => { for (const p of live) p.killNow(); });
 }
 
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+/** setpriv(1), to give a child a parent-death signal; undefined where there is none. */
+export const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 export class ManagedProcess {
   readonly child: ChildProcess;

@@ -3,7 +3,7 @@
 import { utf8Decode, utf8Encode } from './encoding.js';
 import { Blob, File, bytesOfBlob } from './blob.js';
 import { parseUrlencoded } from './url.js';
-import { concatBytes, requireArgs } from './util.js';
+import { concatBytes, mixinPairIteration, requireArgs } from './util.js';
 import { ArrayFilter, ArrayFind, ArrayFindIndex, ArrayMap, ArrayPush, ArraySome, MapGet, MapSet } from './primordials.js';
 
 const usv = (v) => String(v).toWellFormed();
@@ -70,23 +70,9 @@ export class FormData {
     }
   }
 
-  forEach(callback, thisArg = undefined) {
-    if (typeof callback !== 'function') throw new TypeError('FormData.forEach: the callback must be a function');
-    for (let i = 0; i < this.#list.length; i++) callback.call(thisArg, this.#list[i][1], this.#list[i][0], this);
+  static {
+    mixinPairIteration(this, (o) => o.#list, 'FormData');
   }
-
-  *#iterate(kind) {
-    for (let i = 0; i < this.#list.length; i++) {
-      const k = this.#list[i][0];
-      const v = this.#list[i][1];
-      yield kind === 0 ? k : kind === 1 ? v : [k, v];
-    }
-  }
-
-  keys() { return this.#iterate(0); }
-  values() { return this.#iterate(1); }
-  entries() { return this.#iterate(2); }
-  [Symbol.iterator]() { return this.#iterate(2); }
 
   static {
     listOf = (f) => f.#list;

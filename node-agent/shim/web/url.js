@@ -4,7 +4,7 @@
 // its URL's query.
 import { host } from '../host.js';
 import { utf8Decode, utf8Encode } from './encoding.js';
-import { INTERNAL, isObject, requireArgs } from './util.js';
+import { INTERNAL, isObject, mixinPairIteration, requireArgs } from './util.js';
 import { ArrayFilter, ArrayFind, ArrayFindIndex, ArrayJoin, ArrayMap, ArrayPush, ArraySome, ArraySort } from './primordials.js';
 
 const usv = (v) => String(v).toWellFormed();
@@ -227,23 +227,9 @@ export class URLSearchParams {
     this.#update();
   }
 
-  forEach(callback, thisArg = undefined) {
-    if (typeof callback !== 'function') throw new TypeError('URLSearchParams.forEach: the callback must be a function');
-    for (let i = 0; i < this.#list.length; i++) callback.call(thisArg, this.#list[i][1], this.#list[i][0], this);
+  static {
+    mixinPairIteration(this, (o) => o.#list, 'URLSearchParams');
   }
-
-  *#iterate(kind) {
-    for (let i = 0; i < this.#list.length; i++) {
-      const k = this.#list[i][0];
-      const v = this.#list[i][1];
-      yield kind === 0 ? k : kind === 1 ? v : [k, v];
-    }
-  }
-
-  keys() { return this.#iterate(0); }
-  values() { return this.#iterate(1); }
-  entries() { return this.#iterate(2); }
-  [Symbol.iterator]() { return this.#iterate(2); }
 
   toString() {
     return ArrayJoin(ArrayMap(this.#list, (e) => `${encodeComponent(e[0])}=${encodeComponent(e[1])}`), '&');

@@ -102,3 +102,33 @@ export async function hostOutcome(pending) {
     ref.release();
   }
 }
+
+/**
+ * The iteration members of a class backed by a live list of [name, value] pairs
+ * (FormData, URLSearchParams): forEach, keys, values, entries and @@iterator, defined on
+ * cls.prototype. listOf(obj) gives the object's list; the iterators walk it live, as the
+ * standards want (appending while iterating shows the new pair).
+ */
+export function mixinPairIteration(cls, listOf, what) {
+  function* iterate(list, kind) {
+    for (let i = 0; i < list.length; i++) {
+      const k = list[i][0];
+      const v = list[i][1];
+      yield kind === 0 ? k : kind === 1 ? v : [k, v];
+    }
+  }
+  const members = {
+    forEach(callback, thisArg = undefined) {
+      if (typeof callback !== 'function') throw new TypeError(`${what}.forEach: the callback must be a function`);
+      const list = listOf(this);
+      for (let i = 0; i < list.length; i++) callback.call(thisArg, list[i][1], list[i][0], this);
+    },
+    keys() { return iterate(listOf(this), 0); },
+    values() { return iterate(listOf(this), 1); },
+    entries() { return iterate(listOf(this), 2); },
+  };
+  for (const [name, fn] of Object.entries(members)) {
+    Object.defineProperty(cls.prototype, name, { value: fn, writable: true, enumerable: false, configurable: true });
+  }
+  Object.defineProperty(cls.prototype, Symbol.iterator, { value: members.entries, writable: true, enumerable: false, configurable: true });
+}
