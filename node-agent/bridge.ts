@@ -189,7 +189,11 @@ export function decodeResponse(wire: WireResponse): DispatchResponse {
   if (kind === 'n') body = null;
   else if (kind === 's') body = 'stream';
   else if (kind === 'a' && typeof wire !== 'string') body = wire.body;
-  else if (kind === 'b') {
+  else if (kind === 'u') {
+    // Text: UTF-8 as the Encoding standard does it (lone surrogates become U+FFFD).
+    const buf = Buffer.from(text.slice(pos), 'utf8');
+    body = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf.buffer as ArrayBuffer : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+  } else if (kind === 'b') {
     const rest = text.length - pos;
     const buf = Buffer.allocUnsafeSlow(rest);
     buf.write(text.slice(pos), 'latin1');

@@ -10,6 +10,7 @@ installWebApis(g);
 // Captured before any user code runs, so a worker replacing globals cannot change how
 // its own requests are dispatched.
 const ResponseCtor = g.Response;
+const encoder = new g.TextEncoder();
 const ReadableStreamCtor = g.ReadableStream;
 const UInt8 = Uint8Array;
 const freeze = Object.freeze;
@@ -94,7 +95,8 @@ function latin1(bytes) {
 /**
  * The response on the wire (see node-agent/bridge.ts, encodeResponse/decodeResponse):
  * one string "status\nstatusText\ndone\nkind\ncount\n(name\nvalue\n)*" followed, for
- * kind "b", by the body as latin1; for a body over INLINE_BODY_BYTES, kind "a" and an
+ * kind "b", by the body as latin1, for kind "u" by the body as text (the host encodes it
+ * to UTF-8); for a byte body over INLINE_BODY_BYTES, kind "a" and an
  * object {head, body: ArrayBuffer}. Strings cross the isolate boundary far cheaper than
  * structured-cloned objects, and this runs once per request.
  */
@@ -138,12 +140,19 @@ async function dispatch(id, head, reqBody) {
   }
   const { status, statusText, headers: outHeaders } = responseParts(res);
   const out = bodyOf(res);
-  if (out !== null && !(out instanceof UInt8)) state.reader = out.getReader();
+  if (out !== null && typeof out !== 'string' && !(out instanceof UInt8)) state.reader = out.getReader();
   // Nothing left to wait for: forget the request now so the host can skip settle().
   const done = state.reader === null && state.waitUntil.length === 0 && state.feed === null;
   if (done) live.delete(id);
   if (out === null) return encodeResponse(status, statusText, outHeaders, 'n', done, undefined);
   if (state.reader !== null) return encodeResponse(status, statusText, outHeaders, 's', done, undefined);
+  // A small text body goes as the string itself: the host encodes it to UTF-8 natively.
+  // A big one is encoded here, where the isolate's memory limit bounds what it can cost.
+  if (typeof out === 'string') {
+    if (out.length <= INLINE_BODY_BYTES) return encodeResponse(status, statusText, outHeaders, 'u', done, out);
+    const bytes = encoder.encode(out);
+    return { head: encodeResponse(status, statusText, outHeaders, 'a', done, undefined), body: bytes.buffer };
+  }
   if (out.byteLength <= INLINE_BODY_BYTES) return encodeResponse(status, statusText, outHeaders, 'b', done, latin1(out));
   return { head: encodeResponse(status, statusText, outHeaders, 'a', done, undefined), body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
 }

@@ -9,21 +9,41 @@ import { bytesOf, concatBytes, isBufferSource, toArrayBuffer } from './util.js';
 
 export const BODY_USED = 'Body has already been used. It can only be used once. Use tee() first if you need to read it twice.';
 
+/**
+ * A body made from a string, kept as the string until someone needs its bytes: most such
+ * bodies are only ever sent, and the host encodes UTF-8 natively far faster than JS can
+ * (and a body read back with text() or json() needs no round trip at all).
+ */
+class TextSource {
+  constructor(text) {
+    this.text = text;
+    this.bytes = null;
+  }
+}
+
+export const textSource = (text) => new TextSource(text);
+
+function bytesOfSource(source) {
+  if (!(source instanceof TextSource)) return source;
+  if (source.bytes === null) source.bytes = utf8Encode(source.text);
+  return source.bytes;
+}
+
 /** Fetch's "extract a body": { source, type } where type is the default Content-Type or null. */
 export function extractBody(init, what) {
-  if (typeof init === 'string') return { source: utf8Encode(init), type: 'text/plain;charset=UTF-8' };
+  if (typeof init === 'string') return { source: new TextSource(init), type: 'text/plain;charset=UTF-8' };
   if (isBufferSource(init)) return { source: bytesOf(init, what).slice(), type: null };
   if (isReadableStream(init)) {
     if (isLocked(init) || isDisturbed(init)) throw new TypeError(`${what}: the body ReadableStream is locked or has already been read`);
     return { source: init, type: null };
   }
-  if (init instanceof URLSearchParams) return { source: utf8Encode(init.toString()), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
+  if (init instanceof URLSearchParams) return { source: new TextSource(init.toString()), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
   if (init instanceof Blob) return { source: bytesOfBlob(init), type: init.type || null };
   if (init instanceof FormData) {
     const { bytes, type } = encodeMultipart(init);
     return { source: bytes, type };
   }
-  return { source: utf8Encode(String(init)), type: 'text/plain;charset=UTF-8' };
+  return { source: new TextSource(String(init)), type: 'text/plain;charset=UTF-8' };
 }
 
 /**
@@ -58,7 +78,7 @@ async function consume(b, what) {
   if (b.source === null) return { bytes: new Uint8Array(0), fresh: true };
   b.used = true;
   const st = streamOf(b);
-  if (st === null) return { bytes: b.source, fresh: false };
+  if (st === null) return { bytes: bytesOfSource(b.source), fresh: false };
   const { chunks, total } = await readAllChunks(st, what);
   if (chunks.length === 1) return { bytes: chunks[0], fresh: false };
   return { bytes: concatBytes(chunks, total), fresh: true };
@@ -74,7 +94,7 @@ export function mixinBody(cls, stateOf) {
       const b = stateOf(this);
       if (b.source === null) return null;
       if (isReadableStream(b.source)) return b.source;
-      if (b.stream === null) b.stream = b.used ? spentStream() : streamOfBytes(b.source);
+      if (b.stream === null) b.stream = b.used ? spentStream() : streamOfBytes(bytesOfSource(b.source));
       return b.stream;
     },
     get bodyUsed() {
@@ -89,10 +109,14 @@ export function mixinBody(cls, stateOf) {
       return fresh ? bytes : bytes.slice();
     },
     async text() {
-      return utf8Decode((await consume(stateOf(this), 'text')).bytes, true);
+      const b = stateOf(this);
+      const text = takeText(b, 'text');
+      return text !== null ? text : utf8Decode((await consume(b, 'text')).bytes, true);
     },
     async json() {
-      return JSON.parse(utf8Decode((await consume(stateOf(this), 'json')).bytes, true));
+      const b = stateOf(this);
+      const text = takeText(b, 'json');
+      return JSON.parse(text !== null ? text : utf8Decode((await consume(b, 'json')).bytes, true));
     },
     async blob() {
       const b = stateOf(this);
@@ -108,6 +132,17 @@ export function mixinBody(cls, stateOf) {
   const descriptors = Object.getOwnPropertyDescriptors(members);
   for (const d of Object.values(descriptors)) d.enumerable = false;
   Object.defineProperties(cls.prototype, descriptors);
+}
+
+/**
+ * A string body read as text: the string itself (made well-formed, as a UTF-8 round trip
+ * would), without encoding and decoding it. null when the body is not an untouched string.
+ */
+function takeText(b, what) {
+  if (!(b.source instanceof TextSource) || b.stream !== null) return null;
+  checkUsable(b, what);
+  b.used = true;
+  return b.source.text.toWellFormed();
 }
 
 /** clone(): the clone's body; byte bodies are shared (never mutated), a stream is teed. */
@@ -131,11 +166,15 @@ export function transferBody(b, headers) {
   return newBody(b.source, headers);
 }
 
-/** The body for the runtime: null, a Uint8Array or a ReadableStream; marks it used. */
+/**
+ * The body for the runtime: null, a string (a body made from text, not yet encoded: the
+ * host encodes it to UTF-8), a Uint8Array or a ReadableStream; marks it used.
+ */
 export function takeBody(b, what) {
   if (b.source === null) return null;
   checkUsable(b, what);
   b.used = true;
+  if (b.source instanceof TextSource) return b.source.bytes ?? b.source.text;
   return b.source;
 }
 

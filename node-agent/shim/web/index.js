@@ -5,7 +5,8 @@
 //   PLATFORM_GLOBALS       names of the globals installWebApis defines; the runtime freezes
 //                          them and their prototypes once the worker's module has loaded
 //   makeRequest({url, method, headers, body})  body: null | Uint8Array | ReadableStream
-//   bodyOf(response)       null | Uint8Array | ReadableStream (marks the body used)
+//   bodyOf(response)       null | string | Uint8Array | ReadableStream (marks the body
+//                          used; a string is a text body the host encodes to UTF-8)
 //   responseParts(response) {status, statusText, headers: [name, value][]}, names lower-case,
 //                          sorted and combined, set-cookie one entry per cookie
 import { DOMException, platformPrototypes } from './util.js';

@@ -1,8 +1,7 @@
 // Response.
 import { host } from '../host.js';
 import { Headers, appendHeader, copyHeaders, hasHeader, headerList, sortAndCombine, trustedHeaders } from './headers.js';
-import { cloneBody, extractBody, mixinBody, newBody, takeBody } from './body.js';
-import { utf8Encode } from './encoding.js';
+import { cloneBody, extractBody, mixinBody, newBody, takeBody, textSource } from './body.js';
 import { INTERNAL, isObject } from './util.js';
 import { ArrayIncludes } from './primordials.js';
 
@@ -103,7 +102,7 @@ export class Response {
     if (text === undefined) throw new TypeError('Response.json: the data cannot be serialized as JSON');
     const r = new Response(null, init);
     if (ArrayIncludes(NULL_BODY_STATUSES, r.#status)) throw new TypeError(`Response with null body status ${r.#status} cannot have a body`);
-    r.#body = newBody(utf8Encode(text), r.#headers);
+    r.#body = newBody(textSource(text), r.#headers);
     if (!hasHeader(r.#headers, 'content-type')) appendHeader(r.#headers, 'content-type', 'application/json');
     return r;
   }
