@@ -228,9 +228,12 @@ export class WorkerIsolate implements IsolateOwner {
           return { id, response: Promise.resolve(ready), ready };
         }
       } catch (err) {
-        this.mode.sync = false;
+        // A handler that throws is the worker's business (a 500); one that hit a limit
+        // on the event loop must never get the chance again.
         if (/Script execution timed out/.test(errorText(err))) this.kill('cpu');
-        return { id, response: Promise.reject(this.failure(err)) };
+        const failure = this.failure(err);
+        if (failure instanceof WorkerLimitError) this.mode.sync = false;
+        return { id, response: Promise.reject(failure) };
       }
       const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { result: { promise: true, copy: true } }) as Promise<WireResponse>;
       return { id, response: waiting.then(decode, failed) };
