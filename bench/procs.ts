@@ -1,102 +1,25 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
-import { type Readable } from 'node:stream';
-import { SETPRIV } from '../test/harness/process.js';
+import { readFileSync, readdirSync } from 'node:fs';
+import { killAllManaged, type ManagedProcess } from '../test/harness/process.js';
 
 export { freePort } from '../test/harness/ports.js';
 
-// Child processes of the bench: each in its own process group (detached), under
-// `setpriv --pdeathsig KILL` where there is one, logged to a file, and killed as a group
-// on stop, on error and on exit (SIGINT/SIGTERM included).
+// Child processes of the bench are the harness's ManagedProcess: each in its own process
+// group under `setpriv --pdeathsig KILL`, logged to a file, killed as a group on stop,
+// on error and on exit; the bench also kills them on SIGINT/SIGTERM/SIGHUP.
 
-const live = new Set<Proc>();
-let hooked = false;
+export { ManagedProcess as Proc, type SpawnOptions } from '../test/harness/process.js';
+type Proc = ManagedProcess;
 
-function hookExit(): void {
-  if (hooked) return;
-  hooked = true;
-  process.on('exit', () => { for (const p of live) p.killNow(); });
+let signalsHooked = false;
+export function killChildrenOnSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
-      for (const p of live) p.killNow();
-      process.stderr.write(`\nbench: ${sig}, killed ${live.size} child process group(s)\n`);
+      const n = killAllManaged();
+      process.stderr.write(`\nbench: ${sig}, killed ${n} child process group(s)\n`);
       process.exit(130);
     });
-  }
-}
-
-export interface SpawnOptions {
-  logFile: string;
-  env?: NodeJS.ProcessEnv;
-  cwd?: string;
-  /** Open a pipe as the child's fd 3 (workerd's --control-fd=3). */
-  controlPipe?: boolean;
-}
-
-export class Proc {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  /** performance.now() just before spawn(). */
-  readonly spawnedAt: number;
-  private readonly exited: Promise<void>;
-  private exitInfo: string | undefined;
-
-  constructor(readonly name: string, bin: string, args: string[], private readonly opts: SpawnOptions) {
-    hookExit();
-    const fd = openSync(opts.logFile, 'a');
-    const [cmd, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', bin, ...args]] : [bin, args];
-    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', fd, fd];
-    if (opts.controlPipe) stdio.push('pipe');
-    this.spawnedAt = performance.now();
-    this.child = spawn(cmd, argv, { detached: true, stdio, env: opts.env ?? process.env, cwd: opts.cwd });
-    closeSync(fd);
-    if (this.child.pid === undefined) throw new Error(`${name}: spawn ${bin} failed`);
-    this.pid = this.child.pid;
-    live.add(this);
-    this.exited = new Promise((resolveExit) => {
-      this.child.once('exit', (code, signal) => {
-        this.exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-        live.delete(this);
-        resolveExit();
-      });
-      this.child.once('error', (err) => { this.exitInfo = `spawn error ${err.message}`; live.delete(this); resolveExit(); });
-    });
-  }
-
-  get running(): boolean { return this.exitInfo === undefined; }
-
-  /** The readable end of the child's fd 3, when spawned with controlPipe. */
-  get control(): Readable {
-    const s = this.child.stdio[3];
-    if (!s || !('read' in s)) throw new Error(`${this.name}: no control pipe`);
-    return s as Readable;
-  }
-
-  logTail(lines = 25): string {
-    try { return readFileSync(this.opts.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n'); } catch { return ''; }
-  }
-
-  /** Throws (with the log tail) when the process has exited. */
-  assertRunning(): void {
-    if (!this.running) throw new Error(`${this.name} exited (${this.exitInfo}); last log lines:\n${this.logTail()}`);
-  }
-
-  /** Resolves when the process exits; the promise never rejects. */
-  whenExited(): Promise<void> { return this.exited; }
-
-  killNow(): void {
-    if (!this.running) return;
-    try { process.kill(-this.pid, 'SIGKILL'); } catch { /* group already gone */ }
-  }
-
-  /** SIGTERM to the group, SIGKILL after graceMs; resolves once the process is gone (bounded). */
-  async stop(graceMs = 3000): Promise<void> {
-    if (!this.running) return;
-    try { process.kill(-this.pid, 'SIGTERM'); } catch { /* gone */ }
-    const kill = setTimeout(() => this.killNow(), graceMs);
-    const giveUp = new Promise<void>((r) => setTimeout(r, graceMs + 3000).unref());
-    await Promise.race([this.exited, giveUp]);
-    clearTimeout(kill);
   }
 }
 

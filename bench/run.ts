@@ -6,7 +6,7 @@ import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Age
 import { loadConfig, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
-import { machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
+import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
 import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
 import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, namedBody, namedSource } from './workloads.js';
 import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
@@ -409,4 +409,5 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
+killChildrenOnSignals();
 process.exitCode = await main();

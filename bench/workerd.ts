@@ -112,7 +112,7 @@ export async function startWorkerd(bin: string, configPath: string, configText: 
   try {
     await new Promise<void>((resolveListen, reject) => {
       timer = setTimeout(() => reject(new Error(`${name}: sockets not listening after ${timeoutMs} ms; log:\n${proc.logTail()}`)), timeoutMs);
-      void proc.whenExited().then(() => reject(new Error(`${name} exited before listening; log:\n${proc.logTail()}`)));
+      void proc.wait().then(() => reject(new Error(`${name} exited before listening; log:\n${proc.logTail()}`)));
       lines.on('line', (line) => {
         try {
           const msg = JSON.parse(line) as { event?: string; socket?: string; port?: number };

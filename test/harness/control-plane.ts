@@ -122,7 +122,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       '--initial-cluster', `harness=http://127.0.0.1:${etcdPeer}`,
       // Test data is thrown away: fsync only slows every apiserver write.
       '--unsafe-no-fsync', '--log-level', 'warn',
-    ], join(dir, 'etcd.log'));
+    ], { logFile: join(dir, 'etcd.log') });
     processes.push(etcd);
 
     let nats: ManagedProcess | undefined;
@@ -130,7 +130,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       nats = new ManagedProcess('nats-server', natsBin, [
         '-a', '127.0.0.1', '-p', String(natsPort), '-m', String(natsMon),
         '-js', '-sd', join(dir, 'nats'), '-n', 'harness',
-      ], join(dir, 'nats.log'));
+      ], { logFile: join(dir, 'nats.log') });
       processes.push(nats);
     }
 
@@ -161,7 +161,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       '--disable-admission-plugins=ServiceAccount',
       '--enable-priority-and-fairness=false',
       '--v=0',
-    ], join(dir, 'kube-apiserver.log'));
+    ], { logFile: join(dir, 'kube-apiserver.log') });
     processes.push(apiserver);
 
     const caPem = readFileSync(ca, 'utf8');
