@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../common/log.js';
-import { Agent } from '../node-agent/agent.js';
+import { Agent, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/agent.js';
 import { startAdminServer } from '../node-agent/admin-server.js';
 import { DirectorySource } from '../node-agent/desired-state.js';
 
@@ -30,7 +30,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       admin: { type: 'string', default: '127.0.0.1:9090' },
       'max-body-mb': { type: 'string', default: '100' },
       'pool-size': { type: 'string', default: '4' },
-      'max-isolates-per-worker': { type: 'string', default: '4' },
+      'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -12,6 +12,13 @@ import type { IsolateHooks } from './worker-isolate.js';
 // and swaps versions without dropping requests (the new version is loaded first; the old
 // one finishes what it has and is then disposed).
 
+/**
+ * Each isolate runs one request at a time (so a request's CPU time is exactly the
+ * isolate's), so a worker waiting on subrequests needs an isolate per request in flight.
+ * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
+ */
+export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
+
 export interface AgentOptions {
   source: DesiredStateSource;
   log: Logger;
@@ -115,7 +122,7 @@ export class Agent {
       hooks: this.hooks,
       log: this.opts.log,
       minWarm: w.spec.placement.minWarmIsolates,
-      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? 4, w.spec.placement.minWarmIsolates),
+      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.spec.placement.minWarmIsolates),
       idleMs: this.opts.idleIsolateMs ?? 60_000,
       onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
