@@ -18,6 +18,8 @@ import type { IsolateHooks } from './worker-isolate.js';
  * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
  */
 export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
+/** Requests that may queue for a busy worker before the agent answers 503. */
+export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 
 export interface AgentOptions {
   source: DesiredStateSource;
@@ -26,6 +28,7 @@ export interface AgentOptions {
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
   maxIsolatesPerWorker?: number;
+  maxQueuedPerWorker?: number;
   idleIsolateMs?: number;
   /** Labels on every metric (region, node). */
   metricLabels?: Record<string, string>;
@@ -124,6 +127,7 @@ export class Agent {
       minWarm: w.spec.placement.minWarmIsolates,
       maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.spec.placement.minWarmIsolates),
       idleMs: this.opts.idleIsolateMs ?? 60_000,
+      maxQueued: this.opts.maxQueuedPerWorker ?? DEFAULT_MAX_QUEUED_PER_WORKER,
       onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
     });

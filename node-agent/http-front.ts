@@ -7,7 +7,7 @@ import { errorMessage } from '../common/log.js';
 import type { DispatchRequest } from './bridge.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkerHost } from './worker-host.js';
-import { WorkerHostClosedError } from './worker-host.js';
+import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from './worker-isolate.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
@@ -261,6 +261,11 @@ export class HttpFront {
       body = `${err.message}\n`;
       // The rest of an oversized body is never read: the connection cannot be reused.
       if (status === 413) extra.connection = 'close';
+    } else if (err instanceof WorkerOverloadedError) {
+      status = 503;
+      body = `${err.message} (ray ${ray})\n`;
+      extra['retry-after'] = '1';
+      this.opts.log.warn('worker overloaded', { worker, ray });
     } else if (err instanceof WorkerLimitError) {
       status = err.reason === 'wall' ? 504 : 503;
       body = `${err.message}; the isolate was replaced (ray ${ray})\n`;

@@ -16,11 +16,20 @@ export interface WorkerHostOptions {
   maxIsolates: number;
   /** Idle isolates above minWarm are disposed after this long. */
   idleMs: number;
+  /** Requests that may wait for a busy isolate; past that a request is refused at once. */
+  maxQueued: number;
   onColdStart?: (worker: string) => void;
   onIsolates?: (worker: string, count: number) => void;
 }
 
 export class WorkerHostClosedError extends Error {}
+
+/** Every isolate is busy and the queue is full: the request is refused (503). */
+export class WorkerOverloadedError extends Error {
+  constructor(readonly worker: string, queued: number) {
+    super(`worker ${worker} is overloaded: all its isolates are busy and ${queued} requests are already waiting`);
+  }
+}
 
 export class WorkerHost {
   private readonly idle: WorkerIsolate[] = [];
@@ -89,6 +98,7 @@ export class WorkerHost {
       this.opts.onColdStart?.(this.def.name);
       return this.load();
     }
+    if (this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 

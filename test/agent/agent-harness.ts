@@ -48,12 +48,15 @@ export interface TestAgent {
   stop(): Promise<void>;
 }
 
-export async function startTestAgent(workers: WorkerSpecInput[], opts: { maxBodyBytes?: number } = {}): Promise<TestAgent> {
+export async function startTestAgent(
+  workers: WorkerSpecInput[],
+  opts: { maxBodyBytes?: number; maxIsolatesPerWorker?: number; maxQueuedPerWorker?: number } = {},
+): Promise<TestAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-test-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
   const logs: LogFields[] = [];
   const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const agent = new Agent({ source: new DirectorySource(dir, log), log, poolSize: 2, maxBodyBytes: opts.maxBodyBytes });
+  const agent = new Agent({ source: new DirectorySource(dir, log), log, poolSize: 2, ...opts });
   const port = await agent.start(0);
   const url = `http://127.0.0.1:${port}`;
   return {

@@ -1,6 +1,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../harness/ports.js';
 import { startTestAgent, type TestAgent } from './agent-harness.js';
 
 // A worker waiting on subrequests serves many requests at once: the upstream below only
@@ -35,5 +36,44 @@ describe('concurrency of one worker', () => {
   it(`keeps ${RELEASE_AT} requests waiting on subrequests in flight at once`, async () => {
     const replies = await Promise.all(Array.from({ length: RELEASE_AT }, () => a.get('proxy.test').then(async (r) => `${r.status} ${await r.text()}`)));
     expect(replies).toEqual(Array(RELEASE_AT).fill(`200 released with ${RELEASE_AT} waiting`));
+  });
+});
+
+describe('a worker with every isolate busy and a full queue', () => {
+  const held: ServerResponse[] = [];
+  const upstream = createServer((_req, res) => { held.push(res); });
+  let a: TestAgent;
+
+  beforeAll(async () => {
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const port = (upstream.address() as AddressInfo).port;
+    a = await startTestAgent([{
+      name: 'slow',
+      source: `export default { async fetch() { const r = await fetch('http://127.0.0.1:${port}/'); return new Response(await r.text()); } }`,
+      limits: { subrequests: 1, wallMsPerRequest: 20_000 },
+    }], { maxIsolatesPerWorker: 1, maxQueuedPerWorker: 2 });
+  });
+  afterAll(async () => {
+    for (const r of held.splice(0)) r.end('test over');
+    upstream.close();
+    await a?.stop();
+  });
+
+  it('refuses the request past the queue with a 503 and serves the queued ones once it frees up', async () => {
+    const first = a.get('slow.test');
+    await waitFor('the first request to reach the upstream', async () => held.length === 1, 5000, 10);
+    const queued = [a.get('slow.test'), a.get('slow.test')];
+    await new Promise((r) => setTimeout(r, 100));
+    const refused = await a.get('slow.test');
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(await refused.text()).toMatch(/^worker default\/slow is overloaded: all its isolates are busy and 2 requests are already waiting \(ray [0-9a-f]+\)/);
+    // Each request reaches the upstream in turn once the one before it is answered.
+    for (let answered = 0; answered < 3; answered++) {
+      await waitFor('a request at the upstream', async () => held.length === 1, 5000, 10);
+      held.shift()!.end(`answer ${answered}`);
+    }
+    expect(await Promise.all([first, ...queued].map(async (p) => `${(await p).status} ${await (await p).text()}`)))
+      .toEqual(['200 answer 0', '200 answer 1', '200 answer 2']);
   });
 });
