@@ -120,16 +120,16 @@ export class IsolatePool {
   }
 
   /** A ready isolate with this memory limit: from the pool when it has one, else made now. */
-  take(memoryMiB: number): { warm: WarmIsolate; fromPool: boolean } {
+  take(memoryMiB: number): WarmIsolate {
     let list = this.ready.get(memoryMiB);
     if (!list) { list = []; this.ready.set(memoryMiB, list); }
     const warm = list.pop();
     this.refill();
     if (warm) {
       this.opts.onChange?.(this.size);
-      return { warm, fromPool: true };
+      return warm;
     }
-    return { warm: warmIsolate(memoryMiB), fromPool: false };
+    return warmIsolate(memoryMiB);
   }
 
   private refill(): void {

@@ -44,7 +44,6 @@ export class WorkerHost {
   constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
 
   get isolates(): number { return this.all.size; }
-  get busy(): number { return this.all.size - this.idle.length; }
 
   /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
   async start(): Promise<void> {
@@ -64,7 +63,7 @@ export class WorkerHost {
   private async load(): Promise<WorkerIsolate> {
     this.loading += 1;
     try {
-      const { warm } = this.opts.pool.take(this.def.limits.memoryMiB);
+      const warm = this.opts.pool.take(this.def.limits.memoryMiB);
       const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, this.mode);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);

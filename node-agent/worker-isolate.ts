@@ -250,11 +250,6 @@ export class WorkerIsolate implements IsolateOwner {
     return r;
   }
 
-  /** begin() and wait for the response. */
-  async dispatch(req: DispatchRequest): Promise<{ id: number; response: DispatchResponse }> {
-    const { id, response } = this.begin(req);
-    return { id, response: await response };
-  }
 
   pushBody(id: number, chunk: Uint8Array | null): void {
     if (this.dead || this.inflight?.id !== id) return;
@@ -285,10 +280,14 @@ export class WorkerIsolate implements IsolateOwner {
   finishNow(id: number): boolean {
     const r = this.inflight;
     if (r?.id !== id || !(r.settled || this.dead)) return false;
+    this.free();
+    return true;
+  }
+
+  private free(): void {
     this.inflight = undefined;
     active.delete(this);
     this.lastUsed = performance.now();
-    return true;
   }
 
   /** Waits for the request's ctx.waitUntil work, then frees the isolate for the next request. */
@@ -298,11 +297,9 @@ export class WorkerIsolate implements IsolateOwner {
         await this.warm.entry.__edgeSettle.apply(undefined, [id], { arguments: { copy: true }, result: { promise: true } });
       }
     } catch (err) {
-      if (!this.dead) this.hooks.onLog(this.def.name, 'error', `settling request failed: ${errorText(this.failure(err).message)}`);
+      if (!this.dead) this.hooks.onLog(this.def.name, 'error', `settling request failed: ${this.failure(err).message}`);
     } finally {
-      if (this.inflight?.id === id) this.inflight = undefined;
-      active.delete(this);
-      this.lastUsed = performance.now();
+      if (this.inflight?.id === id) this.free();
     }
   }
 

@@ -23,7 +23,7 @@ describe('dispatch mode', () => {
 
   it('keeps a worker that throws on the synchronous path', async () => {
     const mode = new DispatchMode();
-    const w = await WorkerIsolate.load(def(`export default { async fetch(r) { if (r.url.endsWith('/boom')) throw new Error('boom'); return new Response('ok'); } }`), pool.take(64).warm, hooks, mode);
+    const w = await WorkerIsolate.load(def(`export default { async fetch(r) { if (r.url.endsWith('/boom')) throw new Error('boom'); return new Response('ok'); } }`), pool.take(64), hooks, mode);
     for (let i = 0; i < 20; i++) expect((await run(w)).status).toBe(200);
     await expect(run(w, 'http://mode.test/boom')).rejects.toBeInstanceOf(WorkerScriptError);
     expect((await run(w)).status).toBe(200);
@@ -33,7 +33,7 @@ describe('dispatch mode', () => {
 
   it('moves a worker that runs out of CPU on the event loop to the asynchronous path for good', async () => {
     const mode = new DispatchMode();
-    const w = await WorkerIsolate.load(def(`export default { async fetch(r) { if (r.url.endsWith('/spin')) for (;;) {} return new Response('ok'); } }`), pool.take(64).warm, hooks, mode);
+    const w = await WorkerIsolate.load(def(`export default { async fetch(r) { if (r.url.endsWith('/spin')) for (;;) {} return new Response('ok'); } }`), pool.take(64), hooks, mode);
     expect((await run(w)).status).toBe(200);
     expect(mode.sync).toBe(true);
     await expect(run(w, 'http://mode.test/spin')).rejects.toBeInstanceOf(WorkerLimitError);

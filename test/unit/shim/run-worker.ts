@@ -66,7 +66,7 @@ export class TestWorker {
     };
     const logs: LogLine[] = [];
     const disposals: string[] = [];
-    const isolate = await WorkerIsolate.load(def, p.take(def.limits.memoryMiB).warm, {
+    const isolate = await WorkerIsolate.load(def, p.take(def.limits.memoryMiB), {
       onLog: (_worker, level, message) => logs.push({ level, message }),
       onDispose: (_worker, reason) => disposals.push(reason),
     });
