@@ -10,61 +10,54 @@ import { startTestAgent, type TestAgent } from './agent-harness.js';
 
 const RELEASE_AT = 12;
 
-describe('concurrency of one worker', () => {
-  const waiting: ServerResponse[] = [];
-  const upstream = createServer((_req, res) => {
-    waiting.push(res);
-    if (waiting.length >= RELEASE_AT) for (const r of waiting.splice(0)) r.end(`released with ${RELEASE_AT} waiting`);
-  });
-  let a: TestAgent;
-
+/**
+ * A loopback upstream that keeps every request it gets in `held` (the test decides when
+ * to answer), and an agent whose worker `name` fetches it for each request.
+ */
+function proxyToHeldUpstream(name: string, agentOpts: Parameters<typeof startTestAgent>[1] = {}, onHeld = (_held: ServerResponse[]) => {}) {
+  const held: ServerResponse[] = [];
+  const upstream = createServer((_req, res) => { held.push(res); onHeld(held); });
+  const ctx = { held, agent: undefined as TestAgent | undefined };
   beforeAll(async () => {
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
     const port = (upstream.address() as AddressInfo).port;
-    a = await startTestAgent([{
-      name: 'proxy',
+    ctx.agent = await startTestAgent([{
+      name,
       source: `export default { async fetch() { const r = await fetch('http://127.0.0.1:${port}/'); return new Response(await r.text()); } }`,
       limits: { subrequests: 1, wallMsPerRequest: 20_000 },
-    }]);
+    }], agentOpts);
   });
   afterAll(async () => {
-    for (const r of waiting.splice(0)) r.end('test over');
+    for (const r of held.splice(0)) r.end('test over');
     upstream.close();
-    await a?.stop();
+    await ctx.agent?.stop();
+  });
+  return ctx;
+}
+
+describe('concurrency of one worker', () => {
+  // The upstream answers only once RELEASE_AT requests wait on it together.
+  const ctx = proxyToHeldUpstream('proxy', {}, (held) => {
+    if (held.length >= RELEASE_AT) for (const r of held.splice(0)) r.end(`released with ${RELEASE_AT} waiting`);
   });
 
   it(`keeps ${RELEASE_AT} requests waiting on subrequests in flight at once`, async () => {
-    const replies = await Promise.all(Array.from({ length: RELEASE_AT }, () => a.get('proxy.test').then(async (r) => `${r.status} ${await r.text()}`)));
+    const replies = await Promise.all(Array.from({ length: RELEASE_AT }, () => ctx.agent!.get('proxy.test').then(async (r) => `${r.status} ${await r.text()}`)));
     expect(replies).toEqual(Array(RELEASE_AT).fill(`200 released with ${RELEASE_AT} waiting`));
   });
 });
 
 describe('a worker with every isolate busy and a full queue', () => {
-  const held: ServerResponse[] = [];
-  const upstream = createServer((_req, res) => { held.push(res); });
-  let a: TestAgent;
-
-  beforeAll(async () => {
-    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
-    const port = (upstream.address() as AddressInfo).port;
-    a = await startTestAgent([{
-      name: 'slow',
-      source: `export default { async fetch() { const r = await fetch('http://127.0.0.1:${port}/'); return new Response(await r.text()); } }`,
-      limits: { subrequests: 1, wallMsPerRequest: 20_000 },
-    }], { maxIsolatesPerWorker: 1, maxQueuedPerWorker: 2 });
-  });
-  afterAll(async () => {
-    for (const r of held.splice(0)) r.end('test over');
-    upstream.close();
-    await a?.stop();
-  });
+  const ctx = proxyToHeldUpstream('slow', { maxIsolatesPerWorker: 1, maxQueuedPerWorker: 2 });
+  const held = ctx.held;
+  const get = () => ctx.agent!.get('slow.test');
 
   it('refuses the request past the queue with a 503 and serves the queued ones once it frees up', async () => {
-    const first = a.get('slow.test');
+    const first = get();
     await waitFor('the first request to reach the upstream', async () => held.length === 1, 5000, 10);
-    const queued = [a.get('slow.test'), a.get('slow.test')];
+    const queued = [get(), get()];
     await new Promise((r) => setTimeout(r, 100));
-    const refused = await a.get('slow.test');
+    const refused = await get();
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
     expect(await refused.text()).toMatch(/^worker default\/slow is overloaded: all its isolates are busy and 2 requests are already waiting \(ray [0-9a-f]+\)/);
