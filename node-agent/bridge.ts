@@ -17,9 +17,10 @@ import { z } from 'zod';
 //     can reach neither the callbacks nor the entry points.
 //  3. The host compiles and evaluates the worker's ES module, then calls
 //     `init(namespace, env, options)` (the `__edgeInit` reference) with the module
-//     namespace object and the plain-data WorkerEnv. The shim builds `env`, freezes the
-//     platform's intrinsics and Web API globals (so tampering cannot leak into the next
-//     request), and returns the names of the handlers the default export has
+//     namespace object and the plain-data env (isolateEnv(WorkerEnv): the ai bindings'
+//     server URLs stay on the host). The shim builds `env`, freezes the platform's
+//     intrinsics and Web API globals (so tampering cannot leak into the next request),
+//     and returns the names of the handlers the default export has
 //     (`["fetch"]`, ...), or throws a message saying what is wrong with the module.
 //  4. Per request: `dispatch(id, request)` returns a Promise of DispatchResponse. A body
 //     passed as "stream" is fed with `pushBody(id, chunk)` calls ending with
@@ -30,7 +31,7 @@ import { z } from 'zod';
 //
 // Entry points (all take and return copies):
 //   __edgeInstall(callbacks: HostCallbacks): void
-//   __edgeInit(namespace: ModuleNamespace, env: WorkerEnv, options: InitOptions): string[]
+//   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
 //   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
 //   __edgeStart(id, head, body): void; __edgePoll(id): WireResponse | null;
 //   __edgeWait(id): Promise<WireResponse>  -- the same as dispatch, split so the
@@ -72,14 +73,41 @@ export interface HostCallbacks {
    * to the agent's subrequest body limit), or with an error message when refused.
    */
   fetch(request: SubrequestInit): HostAsync<SubrequestResult>;
+  /**
+   * env.<binding>.run(model, inputs) of an `ai` binding (see node-agent/ai-binding.ts),
+   * counted against limits.subrequests. `inputsJson` is the worker's inputs as JSON
+   * (Workers AI text-generation shape). Async: settles with the whole answer, or for
+   * `stream: true` with a handle once the model server has answered 2xx, read with
+   * aiRead; or with an error message naming the binding (never the server's address).
+   */
+  aiRun(binding: string, model: string, inputsJson: string): HostAsync<AiRunResult>;
+  /** Async: the next bytes of a streamed answer in Cloudflare's SSE format, or null at the end (the handle is then freed). */
+  aiRead(handle: number): HostAsync<ArrayBuffer | null>;
+  /** The worker cancelled a streamed answer: the host aborts the upstream request and frees the handle. */
+  aiCancel(handle: number): void;
 }
+
+export interface AiUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** What aiRun settles with: the whole answer, or a stream handle for aiRead/aiCancel. */
+export type AiRunResult =
+  | { kind: 'whole'; response: string; usage?: AiUsage }
+  | { kind: 'stream'; handle: number };
+
+/** aiRun's arguments as the isolate passes them. */
+export const AiRunArgsSchema = z.tuple([z.string().min(1).max(256), z.string().max(1024), z.string()]);
+export const AiHandleSchema = z.number().int().min(1);
 
 /**
  * How an asynchronous host callback answers. An ivm.Callback copies its function's return
  * value, and a Promise cannot be copied (the isolate would get "#<Promise> could not be
- * cloned"), so sleep and fetch start their work and return a Reference to a function
- * giving a promise of the outcome. The shim applies it with `result: { promise: true,
- * copy: true }` and releases it. The promise never rejects (an error travels as
+ * cloned"), so sleep, fetch, aiRun and aiRead start their work and return a Reference to
+ * a function giving a promise of the outcome. The shim applies it with
+ * `result: { promise: true, copy: true }` and releases it. The promise never rejects (an error travels as
  * `{ ok: false }`), so nothing on the host is left with an unhandled rejection.
  */
 export type HostAsync<T> = ivm.Reference<() => Promise<Settled<T>>>;
@@ -113,6 +141,24 @@ export interface SubrequestResult {
 export interface WorkerEnv {
   /** vars and resolved secrets: env.NAME is a string. */
   text: Record<string, string>;
+  /**
+   * ai bindings: binding name -> the model its server serves and the base URL of the
+   * region's OpenAI-compatible model server (e.g. `http://ai-x.ns.svc.cluster.local:8000`).
+   * Host-side only: the isolate gets isolateEnv(env), which holds the model, never the URL.
+   */
+  ai?: Record<string, { model: string; url: string }>;
+}
+
+/** What `__edgeInit` receives: the WorkerEnv less what the worker must not see (ai server URLs). */
+export interface IsolateEnv {
+  text: Record<string, string>;
+  ai: Record<string, { model: string }>;
+}
+
+export function isolateEnv(env: WorkerEnv): IsolateEnv {
+  const ai: Record<string, { model: string }> = {};
+  for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
+  return { text: env.text, ai };
 }
 
 export interface InitOptions {

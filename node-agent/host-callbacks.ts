@@ -1,7 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
+import type { z } from 'zod';
 import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from './bridge.js';
-import { SubrequestInitSchema } from './bridge.js';
+import { AiHandleSchema, AiRunArgsSchema, SubrequestInitSchema } from './bridge.js';
+import type { AiCalls } from './ai-binding.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
@@ -29,9 +31,16 @@ export interface CallbackContext {
   onLog(level: string, message: string): void;
   /** Called before each subrequest; throws when the request's budget is spent. */
   countSubrequest(): void;
+  /** The isolate's ai calls (env.<binding>.run), bound to the worker's ai bindings. */
+  ai: AiCalls;
 }
 
 export class SubrequestError extends Error {}
+
+/** A zod error as one line: "messages.0.role: Invalid option ...; max_tokens: Too small ...". */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues.slice(0, 5).map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+}
 
 async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
   const url = new URL(init.url);
@@ -121,6 +130,24 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
         ctx.countSubrequest();
         return doFetch(parsed.data);
       })());
+    },
+    aiRun(binding, model, inputsJson) {
+      return hostAsync((async () => {
+        const args = AiRunArgsSchema.safeParse([binding, model, inputsJson]);
+        if (!args.success) throw new TypeError(`ai: malformed run() call from worker ${ctx.workerName}: ${describeIssues(args.error)}`);
+        return ctx.ai.run(args.data[0], args.data[1], args.data[2], () => ctx.countSubrequest());
+      })());
+    },
+    aiRead(handle) {
+      return hostAsync((async () => {
+        const h = AiHandleSchema.safeParse(handle);
+        if (!h.success) throw new TypeError(`ai: malformed stream handle from worker ${ctx.workerName}`);
+        return ctx.ai.read(h.data);
+      })());
+    },
+    aiCancel(handle) {
+      const h = AiHandleSchema.safeParse(handle);
+      if (h.success) ctx.ai.cancel(h.data);
     },
   };
 }

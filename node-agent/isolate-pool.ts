@@ -43,6 +43,9 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     digest: new ivm.Callback(cb('digest')),
     sleep: new ivm.Callback(cb('sleep'), { async: true }),
     fetch: new ivm.Callback(cb('fetch'), { async: true }),
+    aiRun: new ivm.Callback(cb('aiRun'), { async: true }),
+    aiRead: new ivm.Callback(cb('aiRead'), { async: true }),
+    aiCancel: new ivm.Callback(cb('aiCancel')),
   };
 }
 

@@ -1,5 +1,6 @@
-import { decodeResponse, encodeRequestHead, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from './bridge.js';
+import { decodeResponse, encodeRequestHead, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from './bridge.js';
 import type { Limits } from '../common/api/index.js';
+import { AiCalls } from './ai-binding.js';
 import { hostCallbacks } from './host-callbacks.js';
 import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
 
@@ -94,6 +95,8 @@ export class WorkerIsolate implements IsolateOwner {
   private killedFor: LimitReason | undefined;
   private disposed = false;
   private readonly cbs: HostCallbacks;
+  /** env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes. */
+  private readonly ai: AiCalls;
   readonly createdAt = performance.now();
   lastUsed = performance.now();
 
@@ -103,12 +106,14 @@ export class WorkerIsolate implements IsolateOwner {
     private readonly hooks: IsolateHooks,
     private readonly mode: DispatchMode,
   ) {
+    this.ai = new AiCalls(def.env.ai ?? {});
     this.cbs = hostCallbacks({
       workerName: def.name,
+      ai: this.ai,
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
-        if (!r) throw new Error(`worker ${def.name}: fetch outside a request`);
+        if (!r) throw new Error(`worker ${def.name}: subrequest (fetch, ai run) outside a request`);
         r.subrequests += 1;
         if (r.subrequests > def.limits.subrequests) {
           throw new Error(`worker ${def.name} exceeded its subrequest limit (${def.limits.subrequests} per request)`);
@@ -147,7 +152,8 @@ export class WorkerIsolate implements IsolateOwner {
       } catch (err) {
         throw new BundleError(def.name, `threw while loading: ${errorText(err)}`);
       }
-      const initArgs = [module.namespace.derefInto(), def.env, { workerName: def.name }];
+      // The isolate gets the env less what the worker must not see (ai server URLs).
+      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), { workerName: def.name }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: 1000 } as const;
       const handlers = (small ? warm.entry.__edgeInit.applySync(undefined, initArgs, initOpts)
         : await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts)) as string[];
@@ -285,6 +291,8 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   private free(): void {
+    // Nothing a request started outlives it: an ai stream it left open is aborted.
+    this.ai.closeAll();
     this.inflight = undefined;
     active.delete(this);
     this.lastUsed = performance.now();
@@ -307,6 +315,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.disposed) return;
     this.disposed = true;
     active.delete(this);
+    this.ai.closeAll(true);
     this.warm.owner.current = null;
     if (!this.warm.isolate.isDisposed) {
       try { this.warm.isolate.dispose(); } catch { /* already gone */ }

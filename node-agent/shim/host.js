@@ -15,6 +15,9 @@ export const host = {
   digest: missing('digest'),
   sleep: missing('sleep'),
   fetch: missing('fetch'),
+  aiRun: missing('aiRun'),
+  aiRead: missing('aiRead'),
+  aiCancel: missing('aiCancel'),
 };
 
 export function setHost(cbs) {

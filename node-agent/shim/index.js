@@ -3,6 +3,7 @@
 // This file runs at snapshot time: it must not call a host callback at top level.
 import { setHost, host } from './host.js';
 import { installWebApis, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
+import { aiBinding } from './ai.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -77,7 +78,10 @@ function init(namespace, envData, options) {
     for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') push(handlers, k);
   }
   entry = def;
-  env = freeze({ ...envData.text });
+  const bindings = { ...envData.text };
+  // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
+  for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));
+  env = freeze(bindings);
   freezePlatform();
   return handlers;
 }

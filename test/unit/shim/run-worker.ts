@@ -1,5 +1,5 @@
 import type { Limits } from '../../../common/api/index.js';
-import type { DispatchRequest, DispatchResponse } from '../../../node-agent/bridge.js';
+import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/bridge.js';
 import { IsolatePool } from '../../../node-agent/isolate-pool.js';
 import { WorkerIsolate, type WorkerDefinition } from '../../../node-agent/worker-isolate.js';
 
@@ -49,6 +49,8 @@ export interface LoadOptions {
   name?: string;
   limits?: Partial<Limits>;
   env?: Record<string, string>;
+  /** ai bindings: name -> { model, url of an OpenAI-compatible server }. */
+  ai?: WorkerEnv['ai'];
 }
 
 export const bytes = (b: string | Uint8Array): Uint8Array => (typeof b === 'string' ? new TextEncoder().encode(b) : b);
@@ -62,7 +64,7 @@ export class TestWorker {
     const name = opts.name ?? 'test-worker';
     const def: WorkerDefinition = {
       key: `test/${name}`, name, source, digest: 'sha256:test',
-      limits: { ...TEST_LIMITS, ...opts.limits }, env: { text: opts.env ?? {} },
+      limits: { ...TEST_LIMITS, ...opts.limits }, env: { text: opts.env ?? {}, ...(opts.ai ? { ai: opts.ai } : {}) },
     };
     const logs: LogLine[] = [];
     const disposals: string[] = [];

@@ -1,0 +1,91 @@
+// `ai` bindings: env.<name> is a frozen object with run(model, inputs, options?), shaped
+// like Cloudflare Workers AI's text generation. The isolate knows a binding by its name
+// and model only; the host (node-agent/ai-binding.ts) holds the model server's address,
+// makes the call, counts it against limits.subrequests and translates both ways.
+//
+//   await env.AI.run('llama-3.1-8b', { messages: [{ role: 'user', content: 'hi' }] })
+//     -> { response: '...', usage: { prompt_tokens, completion_tokens, total_tokens } }
+//   await env.AI.run('llama-3.1-8b', { prompt: 'hi', stream: true })
+//     -> ReadableStream of bytes: `data: {"response":"<token>"}\n\n` per token, then
+//        `data: {"response":"","usage":{...}}\n\n` (when the server reports usage) and
+//        `data: [DONE]\n\n`. Bytes arrive as the server sends its tokens; cancelling the
+//        stream aborts the server's request.
+//
+// Runs at snapshot time: nothing here calls a host callback until run() is called.
+import { host } from './host.js';
+import { hostOutcome } from './web/util.js';
+import { ReadableStream } from './web/streams.js';
+
+const stringify = JSON.stringify;
+const freeze = Object.freeze;
+const isArray = Array.isArray;
+const UInt8 = Uint8Array;
+const ErrorCtor = Error;
+const TypeErrorCtor = TypeError;
+const StringCtor = String;
+
+function messageOf(err) {
+  try {
+    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
+  } catch {
+    return 'an error that cannot be printed';
+  }
+}
+
+/** The streamed answer: pulls translated bytes from the host one chunk at a time. */
+function answerStream(handle) {
+  let open = true;
+  return new ReadableStream({
+    async pull(controller) {
+      let chunk;
+      try {
+        chunk = await hostOutcome(host.aiRead(handle));
+      } catch (err) {
+        if (!open) return;
+        open = false;
+        controller.error(new ErrorCtor(messageOf(err)));
+        return;
+      }
+      if (!open) return;
+      if (chunk === null) {
+        open = false;
+        controller.close();
+      } else {
+        controller.enqueue(new UInt8(chunk));
+      }
+    },
+    cancel() {
+      if (!open) return;
+      open = false;
+      host.aiCancel(handle);
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** env.<name> for an ai binding serving `model`. */
+export function aiBinding(name, model) {
+  const what = `env.${name}.run()`;
+  async function run(requested, inputs, options = undefined) {
+    if (typeof requested !== 'string') throw new TypeErrorCtor(`${what}: the first argument must be the model name (a string)`);
+    if (requested !== model) {
+      throw new ErrorCtor(`${what}: model "${requested}" is not served by this binding; env.${name} serves "${model}"`);
+    }
+    if (inputs === null || typeof inputs !== 'object' || isArray(inputs)) {
+      throw new TypeErrorCtor(`${what}: inputs must be an object such as { messages: [{ role: 'user', content: '...' }] } or { prompt: '...' }`);
+    }
+    // options (gateway, returnRawResponse, ...) have no meaning here and are ignored.
+    if (options !== undefined && options !== null && typeof options !== 'object') {
+      throw new TypeErrorCtor(`${what}: options must be an object`);
+    }
+    let json;
+    try {
+      json = stringify(inputs);
+    } catch (err) {
+      throw new TypeErrorCtor(`${what}: inputs cannot be serialized as JSON: ${messageOf(err)}`);
+    }
+    const answer = await hostOutcome(host.aiRun(name, requested, json));
+    if (answer.kind === 'stream') return answerStream(answer.handle);
+    return answer.usage === undefined ? { response: answer.response } : { response: answer.response, usage: answer.usage };
+  }
+  return freeze({ run });
+}
