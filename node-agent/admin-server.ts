@@ -1,31 +1,13 @@
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { startAdminServer as start } from '../common/admin-server.js';
 import type { Agent } from './agent.js';
 
-// The agent's admin port, separate from user traffic: /metrics, /healthz, /readyz and
-// /status (the per-worker state as JSON).
+// The agent's admin port: /metrics, /healthz, /readyz and /status (the per-worker state as JSON).
 
-export async function startAdminServer(agent: Agent, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0];
-    const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-    };
-    if (req.method !== 'GET' && req.method !== 'HEAD') { send(405, 'method not allowed\n'); return; }
-    switch (path) {
-      case '/healthz': send(200, 'ok\n'); return;
-      case '/readyz': if (agent.ready) send(200, 'ready\n'); else send(503, 'loading workers\n'); return;
-      case '/status': send(200, `${JSON.stringify({ ready: agent.ready, workers: agent.status() })}\n`, 'application/json'); return;
-      case '/metrics':
-        agent.metrics.registry.metrics().then((text) => send(200, text, agent.metrics.registry.contentType), (err: unknown) => send(500, `${String(err)}\n`));
-        return;
-      default: send(404, 'not found: try /metrics, /healthz, /readyz or /status\n');
-    }
-  });
-  server.listen(port, host);
-  await once(server, 'listening');
-  const addr = server.address();
-  if (addr === null || typeof addr === 'string') throw new Error('admin server has no TCP address');
-  return { server, port: addr.port };
+export function startAdminServer(agent: Agent, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
+  return start({
+    registry: agent.metrics.registry,
+    notReady: () => (agent.ready ? undefined : 'loading workers'),
+    status: () => ({ ready: agent.ready, workers: agent.status() }),
+  }, port, host);
 }
