@@ -17,3 +17,14 @@ export const FINALIZER = 'edge.isolates.dev/cleanup';
 export const WORKER_LABEL = 'edge.isolates.dev/worker';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'edge-isolates';
+/** Standard Kubernetes app labels on what the operator creates. */
+export const APP_NAME_LABEL = 'app.kubernetes.io/name';
+export const APP_INSTANCE_LABEL = 'app.kubernetes.io/instance';
+/** `app.kubernetes.io/name` of the GPU inference Deployments, Services and pods of `ai` bindings. */
+export const INFERENCE_APP = 'edge-inference';
+/** The `ai` binding an inference object serves (label value; the exact name is in the annotation of the same key). */
+export const AI_BINDING_LABEL = 'edge.isolates.dev/ai-binding';
+/** The region an object the operator creates serves (Nodes carry REGION_LABEL instead). */
+export const SERVES_REGION_LABEL = 'edge.isolates.dev/region';
+/** Hash of the spec the operator last wrote, so a change it made (removed fields included) is seen. */
+export const SPEC_HASH_ANNOTATION = 'edge.isolates.dev/spec-hash';
