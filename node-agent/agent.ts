@@ -124,8 +124,8 @@ export class Agent {
       pool: this.pool,
       hooks: this.hooks,
       log: this.opts.log,
-      minWarm: w.spec.placement.minWarmIsolates,
-      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.spec.placement.minWarmIsolates),
+      minWarm: w.minWarmIsolates,
+      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.minWarmIsolates),
       idleMs: this.opts.idleIsolateMs ?? 60_000,
       maxQueued: this.opts.maxQueuedPerWorker ?? DEFAULT_MAX_QUEUED_PER_WORKER,
       onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
@@ -148,7 +148,7 @@ export class Agent {
   }
 
   private rebuildRouter(): void {
-    this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.spec.routes ?? [], target: s.host })));
+    this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
   }

@@ -4,7 +4,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../common/api/index.js';
+import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec, type Route } from '../common/api/index.js';
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import type { WorkerDefinition } from './worker-isolate.js';
@@ -16,7 +16,9 @@ import type { WorkerDefinition } from './worker-isolate.js';
 export interface DesiredWorker {
   /** namespace/name */
   key: string;
-  spec: EdgeWorkerSpec;
+  routes: Route[];
+  /** Isolates kept compiled and ready (spec.placement.minWarmIsolates). */
+  minWarmIsolates: number;
   def: WorkerDefinition;
 }
 
@@ -131,7 +133,7 @@ export class DirectorySource implements DesiredStateSource {
         }
         const env = { text };
         out.push({
-          key, spec,
+          key, routes: spec.routes ?? [], minWarmIsolates: spec.placement.minWarmIsolates,
           def: { key, name: key, source, limits: spec.limits, env, digest: versionDigest(source, spec, env) },
         });
       } catch (err) {

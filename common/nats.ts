@@ -1,0 +1,159 @@
+import { connect, type ConnectionOptions, type KV, type NatsConnection, type ObjectStore } from 'nats';
+import { z } from 'zod';
+import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
+import { regionName } from './api/meta.js';
+
+// The one place for the NATS layout (DESIGN.md section 5): bucket names, key shapes,
+// subjects and the schemas of every value that crosses NATS. Both the operator and the
+// agents import this; every value read from NATS is parsed with these schemas.
+
+/** KV: `<namespace>.<name>` -> WorkerConfig, written by the operator's leader. */
+export const WORKERS_BUCKET = 'edge-workers';
+/** Object store: bundle source bytes, named by their sha256 digest. */
+export const BUNDLES_BUCKET = 'edge-bundles';
+/** KV: `<region>.<agent>` -> Presence, refreshed by each agent. */
+export const AGENTS_BUCKET = 'edge-agents';
+/** KV: `<region>.<agent>` -> AgentReport, written by each agent when its workers change. */
+export const AGENT_REPORTS_BUCKET = 'edge-agent-reports';
+
+/**
+ * The server drops presence keys not refreshed for this long; liveness itself is judged
+ * by readers against each agent's own `ttlMs` (see PresenceSchema), so this only
+ * garbage-collects the keys of agents that died without deleting theirs.
+ */
+export const PRESENCE_GC_MS = 60_000;
+export const DEFAULT_PRESENCE_TTL_MS = 5_000;
+
+export const SUBJECTS = {
+  /** An agent's report changed: `edge.agent.status.<region>.<agent>` (payload: AgentReport). */
+  agentStatus: (region: string, agent: string) => `edge.agent.status.${region}.${agentToken(agent)}`,
+  agentStatusAll: 'edge.agent.status.>',
+  /** Actor routing and migration events (issue 5). */
+  route: (region: string) => `edge.route.${region}`,
+  actorMigrate: (region: string) => `edge.actor.migrate.${region}`,
+} as const;
+
+/** NATS key and subject tokens cannot hold '.', '*', '>' or spaces. */
+const agentToken = (agent: string) => agent.replace(/[^A-Za-z0-9_-]/g, '_');
+
+export const workerKey = (namespace: string, name: string) => `${namespace}.${name}`;
+/** Inverse of workerKey: namespaces and EdgeWorker names are DNS labels, so no dots. */
+export function parseWorkerKey(key: string): { namespace: string; name: string } | undefined {
+  const m = /^([a-z0-9-]+)\.([a-z0-9-]+)$/.exec(key);
+  return m ? { namespace: m[1]!, name: m[2]! } : undefined;
+}
+export const agentKey = (region: string, agent: string) => `${region}.${agentToken(agent)}`;
+
+const sha256Digest = () => z.string().regex(/^sha256:[a-f0-9]{64}$/);
+
+/** Where one AI binding's model server lives in one region. */
+export const AiServiceRefSchema = z.object({
+  service: z.string().min(1),
+  namespace: z.string().min(1),
+  port: z.number().int().min(1).max(65_535),
+});
+
+export const WorkerConfigSchema = z.object({
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  uid: z.string(),
+  generation: z.number().int().min(0),
+  /** Identity of what the isolates run (bundle, limits, env); agents report readiness per version. */
+  version: sha256Digest(),
+  /** Object-store name of the bundle. */
+  bundleDigest: sha256Digest(),
+  /** Regions the worker is placed in. */
+  regions: z.array(regionName()),
+  routes: z.array(RouteSchema),
+  limits: LimitsSchema,
+  minWarmIsolates: z.number().int().min(0),
+  compatibilityDate: z.string().optional(),
+  env: z.object({
+    /** vars and resolved secrets. */
+    text: z.record(z.string(), z.string()),
+    ai: z.record(z.string(), z.object({
+      model: z.string(),
+      /** region -> the Service of that region's model server. */
+      services: z.record(z.string(), AiServiceRefSchema),
+    })),
+  }),
+});
+export type WorkerConfig = z.infer<typeof WorkerConfigSchema>;
+
+export const PresenceSchema = z.object({
+  agent: z.string().min(1),
+  node: z.string().min(1),
+  region: regionName(),
+  /** Base URL other agents use to reach this agent's HTTP front. */
+  address: z.string().url(),
+  /** The agent is considered gone when no refresh arrived for this long. */
+  ttlMs: z.number().int().min(100),
+  startedAt: z.string(),
+  /** True while the agent drains (SIGTERM): it takes no new actors. */
+  draining: z.boolean().default(false),
+  load: z.object({ workers: z.number().int().min(0), inflight: z.number().int().min(0) }).optional(),
+});
+export type Presence = z.infer<typeof PresenceSchema>;
+
+export const WorkerReportSchema = z.object({
+  /** The version this agent tried last. */
+  version: z.string(),
+  state: z.enum(['ready', 'error']),
+  error: z.string().optional(),
+  /** When state is error: the version still serving, if any. */
+  servingVersion: z.string().optional(),
+});
+export type WorkerReport = z.infer<typeof WorkerReportSchema>;
+
+export const AgentReportSchema = z.object({
+  agent: z.string().min(1),
+  region: regionName(),
+  /** Bumped on every change, so a reader can tell an old report from a new one. */
+  seq: z.number().int().min(0),
+  /** `<namespace>.<name>` (workerKey) -> what this agent has for that worker. */
+  workers: z.record(z.string(), WorkerReportSchema),
+});
+export type AgentReport = z.infer<typeof AgentReportSchema>;
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+export const encodeJson = (v: unknown): Uint8Array => enc.encode(JSON.stringify(v));
+/** Parses a NATS payload with a schema; the error names what was being read. */
+export function decodeJson<T extends z.ZodType>(schema: T, data: Uint8Array, what: string): z.infer<T> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(dec.decode(data));
+  } catch (err) {
+    throw new Error(`${what}: not JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) throw new Error(`${what}: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+export interface EdgeBuckets {
+  workers: KV;
+  bundles: ObjectStore;
+  agents: KV;
+  reports: KV;
+}
+
+/**
+ * Opens (creating when missing) the buckets with the one configuration everyone uses, so
+ * the first of operator or agent to start creates them and the others bind.
+ */
+export async function openBuckets(nc: NatsConnection): Promise<EdgeBuckets> {
+  const js = nc.jetstream();
+  const [workers, bundles, agents, reports] = await Promise.all([
+    js.views.kv(WORKERS_BUCKET, { history: 1 }),
+    js.views.os(BUNDLES_BUCKET),
+    js.views.kv(AGENTS_BUCKET, { history: 1, ttl: PRESENCE_GC_MS }),
+    js.views.kv(AGENT_REPORTS_BUCKET, { history: 1 }),
+  ]);
+  return { workers, bundles, agents, reports };
+}
+
+/** Connects with the reconnect behaviour every long-running component wants. */
+export function connectNats(url: string, name: string, extra: Partial<ConnectionOptions> = {}): Promise<NatsConnection> {
+  return connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, pingInterval: 5_000, ...extra });
+}
