@@ -5,8 +5,9 @@ import { parseArgs } from 'node:util';
 const USAGE = `usage: edge <command> [options]
 
 commands:
-  agent         run a node agent serving the EdgeWorker manifests of a directory
-                (edge agent --help)
+  agent         run a node agent: the workers of a directory, or those the operator
+                placed in its region (edge agent --help)
+  operator      run the operator (edge operator --help)
   dev [DIR] [--port N]
                 run a local control plane with NATS, install the CRDs, apply the
                 manifests in DIR (default: examples/) and serve its workers on
@@ -34,6 +35,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'agent': {
       const { runAgent } = await import('./agent.js');
       return runAgent(rest);
+    }
+    case 'operator': {
+      const { runOperator } = await import('./operator.js');
+      return runOperator(rest);
     }
     case undefined:
     case 'help':

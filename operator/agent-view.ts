@@ -1,0 +1,134 @@
+import type { KvEntry, QueuedIterator } from 'nats';
+import type { Logger } from '../common/log.js';
+import { errorMessage } from '../common/log.js';
+import {
+  AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
+} from '../common/nats.js';
+
+// The operator's view of the agents, rebuilt from NATS on every start (the watches replay
+// the buckets), so a restarted operator knows exactly what the last one knew.
+//
+// Liveness is judged on the local clock, the way client-go's leader election does:
+// an agent is live until ttlMs passes with no refresh *seen here*. Entries replayed at
+// start count as seen at start, so a restart delays noticing a dead agent by one TTL but
+// never declares a live one dead because of clock skew between machines.
+
+export type ViewChange = { all: true } | { all: false; workers: Set<string> };
+
+interface Live { presence: Presence; lastSeen: number }
+
+export class AgentView {
+  private readonly live = new Map<string, Live>();
+  private readonly reports = new Map<string, AgentReport>();
+  private watches: QueuedIterator<KvEntry>[] = [];
+  private sweeper: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<(c: ViewChange) => void>();
+
+  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger) {}
+
+  onChange(cb: (c: ViewChange) => void): void { this.listeners.add(cb); }
+
+  async start(): Promise<void> {
+    const watchBucket = async (kv: EdgeBuckets['agents'], apply: (e: KvEntry) => void): Promise<void> => {
+      let initialized!: () => void;
+      const ready = new Promise<void>((r) => { initialized = r; });
+      const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
+      this.watches.push(w);
+      void (async () => { for await (const e of w) apply(e); })()
+        .catch((err: unknown) => this.log.error('agent watch ended', { error: errorMessage(err) }));
+      await ready;
+    };
+    await watchBucket(this.buckets.agents, (e) => this.applyPresence(e));
+    await watchBucket(this.buckets.reports, (e) => this.applyReport(e));
+    this.sweeper = setInterval(() => this.sweep(), 200);
+  }
+
+  private emit(c: ViewChange): void {
+    for (const l of this.listeners) l(c);
+  }
+
+  private applyPresence(e: KvEntry): void {
+    if (e.operation !== 'PUT') {
+      if (this.live.delete(e.key)) this.emit({ all: true });
+      return;
+    }
+    try {
+      const presence = decodeJson(PresenceSchema, e.value, `agent presence ${e.key}`);
+      const known = this.live.has(e.key);
+      this.live.set(e.key, { presence, lastSeen: Date.now() });
+      if (!known) this.emit({ all: true });
+    } catch (err) {
+      this.log.warn('ignoring unreadable agent presence', { key: e.key, error: errorMessage(err) });
+    }
+  }
+
+  private applyReport(e: KvEntry): void {
+    const before = this.reports.get(e.key);
+    let after: AgentReport | undefined;
+    if (e.operation === 'PUT') {
+      try {
+        after = decodeJson(AgentReportSchema, e.value, `agent report ${e.key}`);
+      } catch (err) {
+        this.log.warn('ignoring unreadable agent report', { key: e.key, error: errorMessage(err) });
+        return;
+      }
+      this.reports.set(e.key, after);
+    } else {
+      this.reports.delete(e.key);
+    }
+    const changed = new Set<string>();
+    for (const k of new Set([...Object.keys(before?.workers ?? {}), ...Object.keys(after?.workers ?? {})])) {
+      if (JSON.stringify(before?.workers[k]) !== JSON.stringify(after?.workers[k])) changed.add(k);
+    }
+    if (changed.size > 0) this.emit({ all: false, workers: changed });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    let gone = false;
+    for (const [key, l] of this.live) {
+      if (now - l.lastSeen > l.presence.ttlMs) {
+        this.live.delete(key);
+        gone = true;
+        this.log.info('agent presence expired', { agent: l.presence.agent, region: l.presence.region });
+      }
+    }
+    if (gone) this.emit({ all: true });
+  }
+
+  /** Live agents, by region. */
+  agents(region?: string): Presence[] {
+    return [...this.live.values()].map((l) => l.presence).filter((p) => region === undefined || p.region === region);
+  }
+
+  /** What each live agent of a region says about one worker (workerKey form). */
+  reportsFor(worker: string, region: string): { agent: string; report: WorkerReport | undefined }[] {
+    const out: { agent: string; report: WorkerReport | undefined }[] = [];
+    for (const [key, l] of this.live) {
+      if (l.presence.region !== region) continue;
+      out.push({ agent: l.presence.agent, report: this.reports.get(key)?.workers[worker] });
+    }
+    return out;
+  }
+
+  private readonly staleSince = new Map<string, number>();
+
+  /** Reports of agents absent for over `graceMs`: the leader deletes them. */
+  staleReportKeys(graceMs: number): string[] {
+    const now = Date.now();
+    const out: string[] = [];
+    for (const k of this.reports.keys()) {
+      if (this.live.has(k)) { this.staleSince.delete(k); continue; }
+      const since = this.staleSince.get(k) ?? now;
+      this.staleSince.set(k, since);
+      if (now - since > graceMs) out.push(k);
+    }
+    for (const k of [...this.staleSince.keys()]) if (!this.reports.has(k)) this.staleSince.delete(k);
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    for (const w of this.watches) w.stop();
+  }
+}

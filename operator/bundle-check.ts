@@ -1,0 +1,37 @@
+import ivm from 'isolated-vm';
+
+// The operator compiles every new bundle before publishing it, so a syntax error becomes
+// `Ready=False, reason=BundleInvalid` with V8's message and never reaches an agent (whose
+// previous version keeps serving). Compiling runs no user code. What only shows when the
+// module runs (a throw at top level, no default export) is caught by the agents, which
+// report it back the same way.
+
+const CHECK_MEMORY_MIB = 64;
+/** Bundles already checked, by digest: null when fine, else the message. */
+const cache = new Map<string, string | null>();
+const MAX_CACHED = 10_000;
+let isolate: ivm.Isolate | undefined;
+
+/** Returns undefined when the bundle compiles as a single module, else what is wrong. */
+export async function checkBundle(digest: string, source: string, filename: string): Promise<string | undefined> {
+  const known = cache.get(digest);
+  if (known !== undefined) return known ?? undefined;
+  if (!isolate || isolate.isDisposed) isolate = new ivm.Isolate({ memoryLimit: CHECK_MEMORY_MIB });
+  let problem: string | null = null;
+  try {
+    const module = await isolate.compileModule(source, { filename });
+    const imports = module.dependencySpecifiers;
+    if (imports.length > 0) problem = `imports "${imports[0]}", but a worker must be a single bundled module (no imports)`;
+    module.release();
+  } catch (err) {
+    problem = `does not compile: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  if (cache.size >= MAX_CACHED) cache.delete(cache.keys().next().value!);
+  cache.set(digest, problem);
+  return problem ?? undefined;
+}
+
+export function disposeBundleChecker(): void {
+  if (isolate && !isolate.isDisposed) isolate.dispose();
+  isolate = undefined;
+}

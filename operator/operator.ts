@@ -1,0 +1,254 @@
+import type { Server } from 'node:http';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { NatsConnection } from 'nats';
+import {
+  DurableActorSchema, EdgeWorkerSchema, GROUP, VERSION, type DurableActor, type EdgeWorker,
+} from '../common/api/index.js';
+import { startAdminServer } from '../common/admin-server.js';
+import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import type { Logger } from '../common/log.js';
+import { errorMessage } from '../common/log.js';
+import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
+import { AgentView } from './agent-view.js';
+import { disposeBundleChecker } from './bundle-check.js';
+import { DA_PLURAL, DurableActorReconciler } from './durableactor-reconciler.js';
+import { EdgeWorkerReconciler, PLURAL } from './edgeworker-reconciler.js';
+import { EventRecorder } from './events.js';
+import { Informer, type KubeObject } from './informer.js';
+import { KubeClient } from './kube-client.js';
+import { LeaderElector } from './leader-election.js';
+import { OperatorMetrics } from './metrics.js';
+import type { NodeInfo } from './placement.js';
+import { RefWatcher } from './ref-watcher.js';
+import { WorkerStore } from './worker-store.js';
+import { WorkQueue } from './workqueue.js';
+
+// `edge operator`: leader election first; only the leader starts the informers, the work
+// queue and the reconcilers. Everything it knows at start it reads back from the
+// apiserver and NATS, so a restart anywhere converges to the same state.
+
+export const DEFAULT_AI_IMAGE = 'vllm/vllm-openai:v0.11.0';
+
+export interface OperatorOptions {
+  kc: KubeConfig;
+  natsUrl: string;
+  identity: string;
+  log: Logger;
+  leaseNamespace: string;
+  leaseName?: string;
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+  defaultAiImage?: string;
+  /** Reconciles run at once (for different objects). */
+  concurrency?: number;
+  /** Everything is reconciled again this often, whatever the events said. */
+  resyncMs?: number;
+  /** Called when leadership is lost; the CLI exits so a fresh process starts clean. */
+  onLostLeadership?: () => void;
+}
+
+const ewKey = (ns: string, name: string) => `ew/${ns}/${name}`;
+const daKey = (ns: string, name: string) => `da/${ns}/${name}`;
+
+interface NodeObject extends KubeObject { metadata: KubeObject['metadata'] & { labels?: Record<string, string> }; spec?: { unschedulable?: boolean } }
+
+export class Operator {
+  readonly metrics: OperatorMetrics;
+  private readonly client: KubeClient;
+  private nc: NatsConnection | undefined;
+  private buckets: EdgeBuckets | undefined;
+  private elector: LeaderElector | undefined;
+  private admin: Server | undefined;
+  private leading: Promise<void> | undefined;
+  private stopping = false;
+  private readonly cleanups: (() => Promise<void> | void)[] = [];
+  private synced = false;
+
+  constructor(private readonly opts: OperatorOptions) {
+    this.metrics = new OperatorMetrics();
+    this.client = new KubeClient(opts.kc);
+  }
+
+  get isLeader(): boolean { return this.elector?.isLeader ?? false; }
+  /** Leader with every cache synced and the first full reconcile queued. */
+  get isActive(): boolean { return this.isLeader && this.synced; }
+
+  async start(adminPort = 0, adminHost = '127.0.0.1'): Promise<number> {
+    this.nc = await connectNats(this.opts.natsUrl, `edge-operator ${this.opts.identity}`);
+    this.buckets = await openBuckets(this.nc);
+    const port = await this.startAdmin(adminPort, adminHost);
+    this.elector = new LeaderElector({
+      kc: this.opts.kc,
+      namespace: this.opts.leaseNamespace,
+      name: this.opts.leaseName ?? 'edge-isolates-operator',
+      identity: this.opts.identity,
+      leaseDurationMs: this.opts.leaseDurationMs ?? 15_000,
+      renewDeadlineMs: this.opts.renewDeadlineMs ?? 10_000,
+      retryPeriodMs: this.opts.retryPeriodMs ?? 2_000,
+      log: this.opts.log.child({ component: 'leader-election' }),
+      onStartedLeading: () => {
+        this.metrics.leader.set(1);
+        this.leading = this.lead().catch((err: unknown) => {
+          this.opts.log.error('controllers failed to start', { error: errorMessage(err) });
+          this.opts.onLostLeadership?.();
+        });
+      },
+      onStoppedLeading: () => {
+        this.metrics.leader.set(0);
+        if (this.stopping) return;
+        this.opts.log.error('lost leadership; stopping', { identity: this.opts.identity });
+        this.opts.onLostLeadership?.();
+      },
+      onNewLeader: (leader: string) => this.opts.log.info('leader', { leader, me: leader === this.opts.identity }),
+    });
+    await this.elector.start();
+    return port;
+  }
+
+  private async lead(): Promise<void> {
+    const { kc, log } = this.opts;
+    const buckets = this.buckets!;
+    const queue = new WorkQueue({ name: 'operator', log, onMetrics: (e) => this.metrics.observeQueue(e) });
+    const workers = new Informer<EdgeWorker>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, log, name: 'edgeworkers',
+      parse: (raw) => EdgeWorkerSchema.parse(raw),
+    });
+    const actors = new Informer<DurableActor>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${DA_PLURAL}`, log, name: 'durableactors',
+      parse: (raw) => DurableActorSchema.parse(raw),
+    });
+    const nodes = new Informer<NodeObject>({ kc, path: '/api/v1/nodes', log, name: 'nodes' });
+    const deployments = new Informer<KubeObject>({
+      kc, path: '/apis/apps/v1/deployments', log, name: 'inference-deployments',
+      labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
+    });
+    const agents = new AgentView(buckets, log);
+    const store = new WorkerStore(buckets, log);
+    const events = new EventRecorder(this.client, this.opts.identity, log);
+    const nodeInfos = (): NodeInfo[] => nodes.list().map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {}, unschedulable: n.spec?.unschedulable }));
+    const ewReconciler = new EdgeWorkerReconciler({
+      kc, client: this.client, agents, events, log, store,
+      getWorker: (ns, name) => workers.get(ns, name),
+      nodes: nodeInfos,
+      defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
+    });
+    const daReconciler = new DurableActorReconciler({
+      client: this.client, events, log,
+      getActor: (ns, name) => actors.get(ns, name),
+      getWorker: (ns, name) => workers.get(ns, name),
+      nodes: nodeInfos,
+    });
+    const refs = new RefWatcher(kc, log, (key) => queue.add(`ew/${key}`));
+
+    const enqueueAll = () => {
+      for (const w of workers.list()) queue.add(ewKey(w.metadata.namespace ?? 'default', w.metadata.name));
+      for (const a of actors.list()) queue.add(daKey(a.metadata.namespace ?? 'default', a.metadata.name));
+    };
+    const onWorker = (w: EdgeWorker, old?: EdgeWorker) => {
+      const ns = w.metadata.namespace ?? 'default';
+      // Our own status writes come back as updates; only a spec or lifecycle change needs work.
+      if (old && old.metadata.generation === w.metadata.generation && old.metadata.deletionTimestamp === w.metadata.deletionTimestamp
+        && JSON.stringify(old.metadata.finalizers) === JSON.stringify(w.metadata.finalizers)) return;
+      queue.add(ewKey(ns, w.metadata.name));
+      for (const a of actors.list(ns)) if (a.spec.workerRef.name === w.metadata.name) queue.add(daKey(ns, a.metadata.name));
+      refs.update(workers.list());
+    };
+    workers.on('add', (w) => onWorker(w));
+    workers.on('update', (w, old) => onWorker(w, old));
+    workers.on('delete', (w) => onWorker(w));
+    const onActor = (a: DurableActor, old?: DurableActor) => {
+      if (old && old.metadata.generation === a.metadata.generation) return;
+      queue.add(daKey(a.metadata.namespace ?? 'default', a.metadata.name));
+    };
+    actors.on('add', (a) => onActor(a));
+    actors.on('update', (a, old) => onActor(a, old));
+    actors.on('delete', (a) => onActor(a));
+    const onNode = (n: NodeObject, old?: NodeObject) => {
+      if (old && JSON.stringify(old.metadata.labels) === JSON.stringify(n.metadata.labels)) return;
+      if (this.synced) enqueueAll();
+    };
+    nodes.on('add', (n) => onNode(n));
+    nodes.on('update', (n, old) => onNode(n, old));
+    nodes.on('delete', (n) => onNode(n));
+    const onDeployment = (d: KubeObject) => {
+      const worker = (d.metadata.labels as Record<string, string> | undefined)?.[WORKER_LABEL];
+      if (worker && d.metadata.namespace) queue.add(ewKey(d.metadata.namespace, worker));
+    };
+    deployments.on('add', onDeployment);
+    deployments.on('update', onDeployment);
+    deployments.on('delete', onDeployment);
+    agents.onChange((c) => {
+      if (!this.synced) return;
+      if (c.all) { for (const w of workers.list()) queue.add(ewKey(w.metadata.namespace ?? 'default', w.metadata.name)); return; }
+      for (const k of c.workers) {
+        const parsed = parseWorkerKey(k);
+        if (parsed) queue.add(ewKey(parsed.namespace, parsed.name));
+      }
+    });
+
+    this.cleanups.push(() => queue.shutDown(), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
+    await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.load()]);
+    refs.update(workers.list());
+    this.synced = true;
+    enqueueAll();
+    // Configs in NATS whose EdgeWorker is gone (deleted while no leader ran): reconcile
+    // them too, which removes them.
+    for (const k of store.keys()) {
+      const p = parseWorkerKey(k);
+      if (p && !workers.get(p.namespace, p.name)) queue.add(ewKey(p.namespace, p.name));
+    }
+    log.info('controllers started', { workers: workers.list().length, actors: actors.list().length, nodes: nodes.list().length });
+
+    const housekeeping = setInterval(() => {
+      void (async () => {
+        const swept = await store.sweep();
+        if (swept > 0) log.info('deleted unused bundles', { count: swept });
+        for (const k of agents.staleReportKeys(60_000)) await buckets.reports.delete(k);
+        const perRegion = new Map<string, number>();
+        for (const p of agents.agents()) perRegion.set(p.region, (perRegion.get(p.region) ?? 0) + 1);
+        this.metrics.agentsLive.reset();
+        for (const [region, n] of perRegion) this.metrics.agentsLive.set({ region }, n);
+        let ready = 0;
+        for (const w of workers.list()) if (w.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True') ready++;
+        this.metrics.workers.set({ ready: 'true' }, ready);
+        this.metrics.workers.set({ ready: 'false' }, workers.list().length - ready);
+      })().catch((err: unknown) => log.warn('housekeeping failed', { error: errorMessage(err) }));
+    }, 30_000);
+    const resync = setInterval(enqueueAll, this.opts.resyncMs ?? 300_000);
+    this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
+
+    void queue.run(this.opts.concurrency ?? 4, async (key) => {
+      const [kind, ns, name] = key.split('/') as [string, string, string];
+      try {
+        if (kind === 'ew') await ewReconciler.reconcile(ns, name);
+        else if (kind === 'da') await daReconciler.reconcile(ns, name);
+      } catch (err) {
+        log.warn('reconcile failed; will retry', { kind, object: `${ns}/${name}`, error: errorMessage(err) });
+        throw err;
+      }
+    });
+  }
+
+  private async startAdmin(port: number, host: string): Promise<number> {
+    const { server, port: bound } = await startAdminServer({
+      registry: this.metrics.registry,
+      // A follower is ready too: it is up and waiting for the Lease.
+      notReady: () => (this.nc && !this.nc.isClosed() ? undefined : 'not connected to NATS'),
+      status: () => ({ identity: this.opts.identity, leader: this.isLeader, active: this.isActive }),
+    }, port, host);
+    this.admin = server;
+    return bound;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const c of this.cleanups.splice(0).reverse()) await c();
+    await this.leading;
+    await this.elector?.release();
+    this.admin?.close();
+    await this.nc?.drain().catch(() => undefined);
+    disposeBundleChecker();
+  }
+}
