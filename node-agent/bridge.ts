@@ -1,5 +1,6 @@
 import type ivm from 'isolated-vm';
 import { z } from 'zod';
+import type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord } from './actor-binding.js';
 
 // The boundary between the agent (host) and the Workers API shim inside each isolate.
 // Everything that crosses it is a copy of plain data; the only functions the isolate
@@ -44,10 +45,19 @@ import { z } from 'zod';
 //   __edgePullBody(id: number): Promise<ArrayBuffer | null>
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
+//   __edgeActor(op: 'construct' | 'alarm' | 'gate', arg): Promise<{ reset: string | null; error: string | null }>
+//     -- actor isolates only (InitOptions.actor): see node-agent/actor-isolate.ts.
+//   __edgeSocketEvent(socket: number, type: 'message' | 'close', data: string | ArrayBuffer | null,
+//     code: number, reason: string): Promise<void>  -- an event for the server end of a
+//     WebSocketPair whose client end a response handed to the host (see
+//     node-agent/isolate-sockets.ts); `socket` is the shim's number for it (the "w<n>"
+//     of the response). Resolves once the promises its listeners returned have settled.
+//     The host runs it like a request: one at a time, under the same budgets.
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait',
-  '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle',
+  '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
+  '__edgeSocketEvent',
 ] as const;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
@@ -85,6 +95,29 @@ export interface HostCallbacks {
   aiRead(handle: number): HostAsync<ArrayBuffer | null>;
   /** The worker cancelled a streamed answer: the host aborts the upstream request and frees the handle. */
   aiCancel(handle: number): void;
+  /**
+   * env.<actor binding>.idFromName(value) / newUniqueId() / idFromString(value), and the
+   * check get(id) makes for an id made by another binding: the id (and the name for
+   * 'name'), or a TypeError when the id is not one of the binding's namespace. The
+   * DurableActor's uid stays on the host (node-agent/actor-binding.ts).
+   */
+  actorId(binding: string, kind: ActorIdKind, value: string | null): ActorIdRecord;
+  /**
+   * stub.fetch() of an actor binding, counted against limits.subrequests; `name` is the
+   * id's name when it was made by idFromName (checked by the host). Async: settles with the
+   * buffered response of the actor, or an error message naming the binding.
+   */
+  actorFetch(binding: string, id: string, name: string | null, request: ActorFetchInit): HostAsync<ActorFetchResult>;
+  /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
+  storage(op: string, a?: unknown, b?: unknown): unknown;
+  /**
+   * A message sent on the server end of a WebSocketPair whose client end the host holds
+   * (`socket`: the shim's number for it): text as a string, binary as an ArrayBuffer.
+   * Throws when it is over the agent's message size limit.
+   */
+  socketSend(socket: number, data: string | ArrayBuffer): void;
+  /** That server end closed (or answered the client's close). */
+  socketClose(socket: number, code: number, reason: string): void;
 }
 
 export interface AiUsage {
@@ -147,22 +180,42 @@ export interface WorkerEnv {
    * Host-side only: the isolate gets isolateEnv(env), which holds the model, never the URL.
    */
   ai?: Record<string, { model: string; url: string }>;
+  /**
+   * actor namespace bindings: binding name -> the DurableActor (Kubernetes namespace,
+   * name) and its metadata.uid, the key its ids are made with. Host-side only: the
+   * isolate gets the binding names.
+   */
+  actors?: Record<string, { namespace: string; actor: string; uid: string }>;
 }
 
 /** What `__edgeInit` receives: the WorkerEnv less what the worker must not see (ai server URLs). */
 export interface IsolateEnv {
   text: Record<string, string>;
   ai: Record<string, { model: string }>;
+  /** actor binding names */
+  actors: string[];
 }
 
 export function isolateEnv(env: WorkerEnv): IsolateEnv {
   const ai: Record<string, { model: string }> = {};
   for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
-  return { text: env.text, ai };
+  return { text: env.text, ai, actors: Object.keys(env.actors ?? {}) };
 }
 
 export interface InitOptions {
   workerName: string;
+  /** Set for an actor isolate: the exported class to instantiate and the actor's id. */
+  actor?: ActorInitOptions;
+}
+
+export interface ActorInitOptions {
+  className: string;
+  /** 64 hex */
+  id: string;
+  /** The name the id was made from, when known (state.id.name). */
+  name?: string;
+  /** How long a blockConcurrencyWhile callback may run before the actor is reset. */
+  blockTimeoutMs: number;
 }
 
 /** What `__edgeDispatch` receives for one request. */
@@ -198,6 +251,12 @@ export interface DispatchResponse {
    * work): the host may skip settle(id).
    */
   done?: boolean;
+  /**
+   * A 101 answer to a WebSocket upgrade: the SocketRegistry id of the client end of the
+   * worker's WebSocketPair (a HostSocket; see node-agent/sockets.ts). decodeResponse
+   * yields the shim's own number; WorkerIsolate turns it into the registry id.
+   */
+  webSocket?: number;
 }
 
 /** What the shim returns per request: see encodeResponse in node-agent/shim/index.js. */
@@ -232,6 +291,9 @@ export function decodeResponse(wire: WireResponse): DispatchResponse {
   const headers: [string, string][] = [];
   for (let i = 0; i < count; i++) headers.push([next(), next()]);
   let body: ArrayBuffer | null | 'stream';
+  if (kind.charCodeAt(0) === 119 /* w<socket>: a 101 with a WebSocket, no body */) {
+    return { status, statusText, headers, body: null, done, webSocket: Number(kind.slice(1)) };
+  }
   if (kind === 'n') body = null;
   else if (kind === 's') body = 'stream';
   else if (kind === 'a' && typeof wire !== 'string') body = wire.body;

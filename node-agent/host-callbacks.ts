@@ -4,6 +4,8 @@ import type { z } from 'zod';
 import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from './bridge.js';
 import { AiHandleSchema, AiRunArgsSchema, SubrequestInitSchema } from './bridge.js';
 import type { AiCalls } from './ai-binding.js';
+import type { ActorCalls } from './actor-binding.js';
+import { storageCall, type ActorStorage } from './actor-storage.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
@@ -33,6 +35,18 @@ export interface CallbackContext {
   countSubrequest(): void;
   /** The isolate's ai calls (env.<binding>.run), bound to the worker's ai bindings. */
   ai: AiCalls;
+  /** The isolate's actor bindings (ids, stub.fetch through the agent's ActorRouter). */
+  actors: ActorCalls;
+  /** An actor isolate's state.storage; null in a worker isolate. */
+  storage: ActorStorage | null;
+  /** The isolate's WebSockets (server ends bridged to the host): see isolate-sockets.ts. */
+  sockets?: SocketCalls;
+}
+
+/** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
+export interface SocketCalls {
+  send(socket: number, data: unknown): void;
+  close(socket: number, code: unknown, reason: unknown): void;
 }
 
 export class SubrequestError extends Error {}
@@ -148,6 +162,22 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     aiCancel(handle) {
       const h = AiHandleSchema.safeParse(handle);
       if (h.success) ctx.ai.cancel(h.data);
+    },
+    actorId(binding, kind, value) {
+      return ctx.actors.id(binding, kind, value);
+    },
+    actorFetch(binding, id, name, request) {
+      return hostAsync(ctx.actors.fetch(binding, id, name, request, () => ctx.countSubrequest()));
+    },
+    storage(op, a, b) {
+      return storageCall(ctx.storage, op, a, b);
+    },
+    socketSend(socket, data) {
+      if (!ctx.sockets) throw new Error(`worker ${ctx.workerName}: WebSockets are not available here`);
+      ctx.sockets.send(Number(socket), data);
+    },
+    socketClose(socket, code, reason) {
+      ctx.sockets?.close(Number(socket), code, reason);
     },
   };
 }

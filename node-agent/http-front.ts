@@ -1,10 +1,12 @@
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
-import type { DispatchRequest } from './bridge.js';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { DispatchRequest, DispatchResponse } from './bridge.js';
+import { bridge, fromWebSocket, type HostSocket, type SocketRegistry } from './sockets.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkerHost } from './worker-host.js';
 import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
@@ -21,6 +23,21 @@ export interface HttpFrontOptions {
   metrics: AgentMetrics;
   /** Largest request body accepted (413 above). */
   maxBodyBytes: number;
+  /** The agent's sockets: a worker's 101 response names the client end of its WebSocketPair here. */
+  sockets: SocketRegistry;
+}
+
+/** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
+interface Upgrade { socket: Socket; head: Buffer }
+
+/** Why a WebSocket handshake request is malformed (ws would refuse it the same way), or undefined. */
+function handshakeProblem(req: IncomingMessage): string | undefined {
+  if (req.method !== 'GET') return `a WebSocket upgrade must be a GET request, not ${req.method ?? ''}`;
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !/^[+/0-9A-Za-z]{22}==$/.test(key)) return 'a WebSocket upgrade needs a valid Sec-WebSocket-Key header';
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return 'a WebSocket upgrade needs Sec-WebSocket-Version: 13';
+  return undefined;
 }
 
 /** Bodies up to this size are read whole and passed in one copy; larger ones stream. */
@@ -70,12 +87,29 @@ function readWhole(req: IncomingMessage, limit: number): Promise<Buffer> {
 export class HttpFront {
   readonly server: Server;
   private readonly sockets = new Set<Socket>();
+  /** Completes WebSocket handshakes the worker accepted (its messages are bounded by the registry's limit). */
+  private readonly wss: WebSocketServer;
+  private readonly webSockets = new Set<WebSocket>();
+  /** The handshake being completed (handleUpgrade calls back synchronously): the worker's headers and subprotocol. */
+  private upgrading: { req: IncomingMessage; headers: string[]; protocol: string | undefined } | undefined;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => {
       void this.handle(req, res);
     });
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    this.wss = new WebSocketServer({
+      noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: opts.sockets.maxMessageBytes,
+      // Workers: the worker picks the subprotocol by setting Sec-WebSocket-Protocol on its 101.
+      handleProtocols: (offered, req) => {
+        const chosen = this.upgrading?.req === req ? this.upgrading.protocol : undefined;
+        return chosen !== undefined && offered.has(chosen) ? chosen : false;
+      },
+    });
+    this.wss.on('headers', (headers, req) => {
+      if (this.upgrading?.req === req) headers.push(...this.upgrading.headers);
+    });
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrade(req, socket, head));
     // Malformed HTTP never reaches a worker: answer 400 and close, as the parser wants.
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       // A client hanging up mid-request is routine (load generators do it at the end).
@@ -100,11 +134,58 @@ export class HttpFront {
 
   async close(): Promise<void> {
     this.server.close();
+    for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
     for (const s of this.sockets) s.destroy();
     if (this.server.listening) await once(this.server, 'close');
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /**
+   * A request with an Upgrade header. A WebSocket handshake is routed and dispatched like
+   * any request; when the worker answers 101 with a WebSocket, the handshake is completed
+   * and the connection bridged to the client end of the worker's pair. Any other answer
+   * (or any other kind of upgrade) is written as a plain response and the connection closed.
+   */
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on('error', () => { /* the connection is closed; whoever uses it sees that */ });
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.once('finish', () => { res.detachSocket(socket); socket.end(); });
+    const webSocket = (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
+    const problem = webSocket ? handshakeProblem(req) : undefined;
+    if (problem) {
+      this.opts.metrics.observeRequest('', 400, undefined);
+      plain(res, 400, `${problem}\n`);
+      return;
+    }
+    void this.handle(req, res, webSocket ? { socket, head } : undefined);
+  }
+
+  /** Completes the handshake of an upgrade the worker accepted, and joins the connection to the worker's socket. */
+  private acceptWebSocket(req: IncomingMessage, res: ServerResponse, up: Upgrade, socket: HostSocket, response: DispatchResponse): void {
+    res.detachSocket(up.socket);
+    const headers: string[] = [];
+    let protocol: string | undefined;
+    for (const [k, v] of response.headers) {
+      if (k === 'sec-websocket-protocol') protocol = v;
+      else if (!HOP_BY_HOP.has(k) && k !== 'content-length' && !k.startsWith('sec-websocket-')) headers.push(`${k}: ${v}`);
+    }
+    let accepted = false;
+    this.upgrading = { req, headers, protocol };
+    try {
+      this.wss.handleUpgrade(req, up.socket, up.head, (ws) => {
+        accepted = true;
+        this.webSockets.add(ws);
+        ws.once('close', () => this.webSockets.delete(ws));
+        bridge(socket, fromWebSocket(ws));
+      });
+    } finally {
+      this.upgrading = undefined;
+    }
+    if (!accepted) socket.close(1006, 'the WebSocket handshake with the client failed');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, upgrade?: Upgrade): Promise<void> {
     const started = performance.now();
     // One pass over the raw headers (req.headers would build a second object per request).
     const raw = req.rawHeaders;
@@ -120,7 +201,8 @@ export class HttpFront {
       else if (k === 'content-length') contentLength = v;
       else if (k === 'transfer-encoding') chunked = true;
       else if (k === 'x-forwarded-proto' && v === 'https') proto = 'https';
-      if (!HOP_BY_HOP.has(k)) headers.push([k, v]);
+      // A WebSocket handshake shows the worker its Upgrade and Connection headers, as on Workers.
+      if (!HOP_BY_HOP.has(k) || (upgrade !== undefined && (k === 'upgrade' || k === 'connection'))) headers.push([k, v]);
     }
     const rawUrl = req.url ?? '/';
     const path = rawUrl.split('?', 1)[0] ?? '/';
@@ -176,6 +258,16 @@ export class HttpFront {
           throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
         });
         if (body?.tooLarge) throw new HttpError(413, body.tooLarge);
+        if (response.webSocket !== undefined) {
+          const socket = this.opts.sockets.get(response.webSocket);
+          if (upgrade && socket) {
+            this.acceptWebSocket(req, res, upgrade, socket, response);
+            finish(101);
+            return;
+          }
+          socket?.close(1011, 'the request was not a WebSocket upgrade');
+          throw new WorkerScriptError(name, `worker ${name} answered 101 with a WebSocket to a request that is not a WebSocket upgrade`);
+        }
         const outHeaders: string[] = [];
         for (const [k, v] of response.headers) {
           if (!HOP_BY_HOP.has(k) && k !== 'content-length') outHeaders.push(k, v);

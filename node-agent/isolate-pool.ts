@@ -46,6 +46,11 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     aiRun: new ivm.Callback(cb('aiRun'), { async: true }),
     aiRead: new ivm.Callback(cb('aiRead'), { async: true }),
     aiCancel: new ivm.Callback(cb('aiCancel')),
+    actorId: new ivm.Callback(cb('actorId')),
+    actorFetch: new ivm.Callback(cb('actorFetch'), { async: true }),
+    storage: new ivm.Callback(cb('storage')),
+    socketSend: new ivm.Callback(cb('socketSend')),
+    socketClose: new ivm.Callback(cb('socketClose')),
   };
 }
 
@@ -65,6 +70,8 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
       __edgeStart: ref('__edgeStart'), __edgePoll: ref('__edgePoll'), __edgeWait: ref('__edgeWait'), __edgePushBody: ref('__edgePushBody'),
       __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
+      __edgeActor: ref('__edgeActor'),
+      __edgeSocketEvent: ref('__edgeSocketEvent'),
     };
     const owner: WarmIsolate['owner'] = { current: null };
     install.applySync(undefined, [callbacksFor(owner)], { arguments: { copy: true } });

@@ -1,11 +1,25 @@
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import type { IsolatePool } from './isolate-pool.js';
-import { DispatchMode, WorkerIsolate, type IsolateHooks, type WorkerDefinition } from './worker-isolate.js';
+import { DispatchMode, WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from './worker-isolate.js';
+import type { SocketEvent } from './isolate-sockets.js';
 
 // One version of one worker, served by a set of isolates that grows with concurrency (up
 // to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
 // at a time; requests beyond maxIsolates wait in order.
+//
+// WebSocket events for an isolate (its sockets' messages and closes) take turns with
+// requests: they queue per isolate and run while the isolate is not serving a request,
+// a batch at a time, so a chatty socket cannot starve the requests waiting for it. An
+// isolate with open sockets is never reaped as idle, and after a version swap it stays
+// (serving only its sockets' events) until they are all closed.
+
+/** Bytes of socket messages one isolate may have waiting; past that, the socket sending more is closed with 1013. */
+const MAX_QUEUED_EVENT_BYTES = 16 * 1024 * 1024;
+/** Socket events run back to back before a waiting request gets the isolate. */
+const EVENT_BATCH = 64;
+
+interface QueuedEvent { socketId: number; event: SocketEvent; bytes: number }
 
 export interface WorkerHostOptions {
   pool: IsolatePool;
@@ -40,6 +54,12 @@ export class WorkerHost {
   private reaper: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
   private readonly mode = new DispatchMode();
+  /** Socket events waiting, per isolate (an entry exists only while some wait). */
+  private readonly events = new Map<WorkerIsolate, { queue: QueuedEvent[]; bytes: number }>();
+  private readonly socketOwner: SocketOwner = {
+    socketEvent: (w, socketId, event) => this.socketEvent(w, socketId, event),
+    socketsClosed: () => this.checkDrained(),
+  };
 
   constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
 
@@ -65,6 +85,7 @@ export class WorkerHost {
     try {
       const warm = this.opts.pool.take(this.def.limits.memoryMiB);
       const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, this.mode);
+      w.setSocketOwner(this.socketOwner);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);
       return w;
@@ -104,19 +125,73 @@ export class WorkerHost {
   /** Gives an isolate back after its request (and its waitUntil work) finished. */
   release(w: WorkerIsolate): void {
     if (w.dead) {
+      this.events.delete(w);
       this.forget(w);
       this.replaceDead();
       return;
     }
+    if (this.events.has(w)) { this.runEvents(w); return; }
     const next = this.waiters.shift();
     if (next && !this.closed) { next.resolve(w); return; }
     this.putIdle(w);
   }
 
   private putIdle(w: WorkerIsolate): void {
-    if (this.closed) { w.dispose('replaced'); this.forget(w); return; }
+    // A replaced version keeps an isolate with open sockets (parked: no request reaches it).
+    if (this.closed && w.openSockets === 0) { w.dispose('replaced'); this.forget(w); return; }
     this.idle.push(w);
     this.checkDrained();
+  }
+
+  /** A socket event for one of this version's isolates: queued, and run now if the isolate is idle. */
+  private socketEvent(w: WorkerIsolate, socketId: number, event: SocketEvent): void {
+    if (w.dead) return;
+    let pending = this.events.get(w);
+    if (!pending) { pending = { queue: [], bytes: 0 }; this.events.set(w, pending); }
+    const bytes = event.type === 'message' ? (typeof event.data === 'string' ? event.data.length : event.data.byteLength) : 0;
+    if (bytes > 0 && pending.bytes + bytes > MAX_QUEUED_EVENT_BYTES) {
+      // Closes are always queued, so the isolate still hears the client's answer to this.
+      w.closeSocket(socketId, 1013, 'the worker is not keeping up with incoming messages');
+      return;
+    }
+    pending.queue.push({ socketId, event, bytes });
+    pending.bytes += bytes;
+    const i = this.idle.indexOf(w);
+    if (i >= 0) {
+      this.idle.splice(i, 1);
+      this.runEvents(w);
+    }
+  }
+
+  /** Runs a batch of the isolate's waiting socket events (it is taken: not idle, no request). */
+  private runEvents(w: WorkerIsolate): void {
+    void (async () => {
+      const pending = this.events.get(w);
+      for (let n = 0; pending && pending.queue.length > 0 && n < EVENT_BATCH && !w.dead; n++) {
+        const { socketId, event, bytes } = pending.queue.shift()!;
+        pending.bytes -= bytes;
+        try {
+          await w.deliver(socketId, event);
+        } catch (err) {
+          if (err instanceof WorkerLimitError) this.opts.log.warn('worker exceeded a limit in a WebSocket event', { worker: this.def.name, reason: err.reason, error: err.message });
+          else this.opts.log.error('WebSocket event failed', { worker: this.def.name, error: errorMessage(err) });
+        }
+      }
+      if (w.dead || pending?.queue.length === 0) this.events.delete(w);
+      this.afterEvents(w);
+    })();
+  }
+
+  private afterEvents(w: WorkerIsolate): void {
+    if (w.dead) {
+      this.forget(w);
+      this.replaceDead();
+      return;
+    }
+    const next = this.closed ? undefined : this.waiters.shift();
+    if (next) { next.resolve(w); return; }
+    if (this.events.has(w)) { this.runEvents(w); return; }
+    this.putIdle(w);
   }
 
   private forget(w: WorkerIsolate): void {
@@ -145,24 +220,32 @@ export class WorkerHost {
 
   private reapIdle(): void {
     const now = performance.now();
-    // Oldest-used first; keep minWarm.
+    // Oldest-used first; keep minWarm; an isolate with open sockets stays until they close.
     this.idle.sort((a, b) => b.lastUsed - a.lastUsed);
-    while (this.all.size > this.opts.minWarm && this.idle.length > 0) {
-      const oldest = this.idle[this.idle.length - 1]!;
-      if (now - oldest.lastUsed < this.opts.idleMs) break;
-      this.idle.pop();
-      oldest.dispose('idle');
-      this.forget(oldest);
+    for (let i = this.idle.length - 1; i >= 0 && this.all.size > this.opts.minWarm; i--) {
+      const w = this.idle[i]!;
+      if (now - w.lastUsed < this.opts.idleMs) break;
+      if (w.openSockets > 0) continue;
+      this.idle.splice(i, 1);
+      w.dispose('idle');
+      this.forget(w);
     }
   }
 
   private checkDrained(): void {
-    if (this.closed && this.drained && this.idle.length === this.all.size) {
-      for (const w of this.idle.splice(0)) { w.dispose('replaced'); this.all.delete(w); }
-      this.opts.onIsolates?.(this.def.name, 0);
-      this.drained();
-      this.drained = undefined;
+    if (!this.closed || !this.drained) return;
+    // Idle isolates of a replaced version go now, except those whose sockets are still open.
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const w = this.idle[i]!;
+      if (w.openSockets > 0 && !w.dead) continue;
+      this.idle.splice(i, 1);
+      w.dispose('replaced');
+      this.all.delete(w);
     }
+    if (this.all.size > 0) return;
+    this.opts.onIsolates?.(this.def.name, 0);
+    this.drained();
+    this.drained = undefined;
   }
 
   /** Stops taking requests, lets in-flight ones finish, then disposes every isolate. */
@@ -188,5 +271,6 @@ export class WorkerHost {
     for (const w of this.all) w.dispose('shutdown');
     this.all.clear();
     this.idle.length = 0;
+    this.events.clear();
   }
 }

@@ -2,7 +2,12 @@ import { decodeResponse, encodeRequestHead, isolateEnv, wireBody, type DispatchR
 import type { Limits } from '../common/api/index.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks } from './host-callbacks.js';
+import { ActorCalls, type ActorRouter } from './actor-binding.js';
+import type { ActorStorage } from './actor-storage.js';
+import type { ActorInitOptions } from './bridge.js';
 import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
+import { IsolateSockets, type SocketEvent } from './isolate-sockets.js';
+import { SocketRegistry } from './sockets.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -10,7 +15,7 @@ import type { IsolateOwner, WarmIsolate } from './isolate-pool.js';
 // request fails with a WorkerLimitError naming the limit.
 
 export type LimitReason = 'cpu' | 'memory' | 'wall';
-export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown';
+export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown' | 'reset';
 
 export class WorkerLimitError extends Error {
   constructor(readonly worker: string, readonly reason: LimitReason, limits: Limits) {
@@ -44,9 +49,31 @@ export interface WorkerDefinition {
   env: WorkerEnv;
 }
 
+/** An actor isolate (see actor-isolate.ts): the exported class, the actor's id, its storage. */
+export interface ActorMode extends ActorInitOptions {
+  storage: ActorStorage;
+}
+
 export interface IsolateHooks {
   onLog(worker: string, level: string, message: string): void;
   onDispose(worker: string, reason: DisposalReason): void;
+  /** Where env.<actor binding>.get(id).fetch() calls go (the agent's actor router); without one they fail. */
+  actorRouter?: ActorRouter;
+  /** The agent's sockets; WebSockets the isolate accepts are registered here (default: a registry of its own). */
+  sockets?: SocketRegistry;
+}
+
+/**
+ * Whoever runs an isolate's socket events: a WorkerHost for plain workers, an actor's
+ * input gate for actors. Events run user code, so they are never run beside a request:
+ * the owner queues them and calls deliver(socketId, event) for each, in order, whenever
+ * the isolate is not busy.
+ */
+export interface SocketOwner {
+  /** An event for one of the isolate's sockets (socketId: its SocketRegistry id). */
+  socketEvent(isolate: WorkerIsolate, socketId: number, event: SocketEvent): void;
+  /** The isolate's last open socket is over (it may now be reaped, or disposed after a version swap). */
+  socketsClosed?(isolate: WorkerIsolate): void;
 }
 
 
@@ -97,6 +124,9 @@ export class WorkerIsolate implements IsolateOwner {
   private readonly cbs: HostCallbacks;
   /** env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes. */
   private readonly ai: AiCalls;
+  /** WebSockets whose server end is in this isolate. */
+  private readonly sockets: IsolateSockets;
+  private socketOwner: SocketOwner | undefined;
   readonly createdAt = performance.now();
   lastUsed = performance.now();
 
@@ -105,11 +135,20 @@ export class WorkerIsolate implements IsolateOwner {
     private readonly warm: WarmIsolate,
     private readonly hooks: IsolateHooks,
     private readonly mode: DispatchMode,
+    private readonly actor?: ActorMode,
   ) {
     this.ai = new AiCalls(def.env.ai ?? {});
+    this.sockets = new IsolateSockets(hooks.sockets ?? new SocketRegistry(), def.name, (socket, event) => {
+      if (this.dead) return;
+      if (this.socketOwner) this.socketOwner.socketEvent(this, socket.id, event);
+      else hooks.onLog(def.name, 'error', `a WebSocket event arrived for an isolate nobody runs events for; socket ${socket.id} dropped it`);
+    }, () => this.socketOwner?.socketsClosed?.(this));
     this.cbs = hostCallbacks({
       workerName: def.name,
       ai: this.ai,
+      actors: new ActorCalls(def.env.actors, hooks.actorRouter, def.name),
+      storage: actor?.storage ?? null,
+      sockets: this.sockets,
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
@@ -124,9 +163,33 @@ export class WorkerIsolate implements IsolateOwner {
 
   callbacks(): HostCallbacks { return this.cbs; }
 
+  /**
+   * Actor isolates (see actor-isolate.ts): runs `__edgeActor(op, arg)` as an event, under
+   * the same CPU and wall budgets as a request; the isolate is busy until it settles.
+   * Rejects like a request (WorkerLimitError, WorkerScriptError) when the call fails.
+   */
+  async actorEvent(op: 'construct' | 'alarm' | 'gate', arg: unknown): Promise<{ reset: string | null; error: string | null }> {
+    if (!this.actor) throw new Error(`worker ${this.def.name}: not an actor isolate`);
+    if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
+    if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
+    const id = this.nextId++;
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true };
+    active.add(this);
+    ensureWatchdog();
+    try {
+      return await this.warm.entry.__edgeActor.apply(undefined, [op, arg], {
+        arguments: { copy: true }, result: { promise: true, copy: true },
+      }) as { reset: string | null; error: string | null };
+    } catch (err) {
+      throw this.failure(err);
+    } finally {
+      if (this.inflight?.id === id) this.free();
+    }
+  }
+
   /** Loads the worker's module into a warm isolate; throws BundleError when it cannot. */
-  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode()): Promise<WorkerIsolate> {
-    const w = new WorkerIsolate(def, warm, hooks, mode);
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode(), actor?: ActorMode): Promise<WorkerIsolate> {
+    const w = new WorkerIsolate(def, warm, hooks, mode, actor);
     warm.owner.current = w;
     try {
       // A small module loads with synchronous calls (no thread hops: this is the cold
@@ -153,11 +216,12 @@ export class WorkerIsolate implements IsolateOwner {
         throw new BundleError(def.name, `threw while loading: ${errorText(err)}`);
       }
       // The isolate gets the env less what the worker must not see (ai server URLs).
-      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), { workerName: def.name }];
+      const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs };
+      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: 1000 } as const;
       const handlers = (small ? warm.entry.__edgeInit.applySync(undefined, initArgs, initOpts)
         : await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts)) as string[];
-      if (!handlers.includes('fetch')) {
+      if (!actor && !handlers.includes('fetch')) {
         throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
       }
       return w;
@@ -217,7 +281,7 @@ export class WorkerIsolate implements IsolateOwner {
     const body = wireBody(req.body);
     const args = [id, head, body] as [number, string, null];
     const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
-    const decode = (r: WireResponse) => this.settledIfDone(decodeResponse(r));
+    const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
     if (this.mode.sync && req.body !== 'stream') {
       // Two synchronous calls on this thread: no thread hop for a handler that answers
@@ -248,6 +312,57 @@ export class WorkerIsolate implements IsolateOwner {
       ...argOpts, result: { promise: true, copy: true },
     }) as Promise<WireResponse>).then(decode, failed);
     return { id, response };
+  }
+
+  /** A 101 carries the shim's number for its socket: outside the isolate it goes by its registry id. */
+  private withSocket(r: DispatchResponse): DispatchResponse {
+    if (r.webSocket !== undefined) {
+      const socket = this.sockets.forLocal(r.webSocket);
+      if (!socket) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: its response names a WebSocket that is already closed`);
+      r.webSocket = socket.id;
+    }
+    return r;
+  }
+
+  /** Sets who runs this isolate's socket events (see SocketOwner). */
+  setSocketOwner(owner: SocketOwner): void { this.socketOwner = owner; }
+
+  /**
+   * Closes a socket from the host's side, as if the worker had: its client sees the close,
+   * and the worker hears the client's answer as the socket's close event.
+   */
+  closeSocket(socketId: number, code: number, reason: string): void {
+    this.sockets.get(socketId)?.closedByIsolate(code, reason);
+  }
+
+  /** WebSockets whose server end is in this isolate and not over yet: while any is, the isolate must be kept. */
+  get openSockets(): number { return this.sockets.size; }
+
+  /**
+   * Runs one socket event in the isolate (the listeners, and the promises they return),
+   * under the same CPU and wall budgets as a request. The isolate must not be busy: the
+   * owner serializes events with requests. Rejects with a WorkerLimitError when the
+   * event hit a limit (the isolate is then disposed, closing its sockets with 1011).
+   */
+  async deliver(socketId: number, event: SocketEvent): Promise<void> {
+    const socket = this.sockets.get(socketId);
+    if (!socket || this.dead) return;
+    if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy; socket events wait for the request in flight`);
+    const id = this.nextId++;
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true };
+    active.add(this);
+    ensureWatchdog();
+    const args = event.type === 'message'
+      ? [socket.local, 'message', typeof event.data === 'string' ? event.data : event.data.buffer.slice(event.data.byteOffset, event.data.byteOffset + event.data.byteLength), 0, '']
+      : [socket.local, 'close', null, event.code, event.reason];
+    try {
+      await this.warm.entry.__edgeSocketEvent.apply(undefined, args, { arguments: { copy: true }, result: { promise: true } });
+    } catch (err) {
+      throw this.failure(err);
+    } finally {
+      if (event.type === 'close') this.sockets.closeDelivered(socket);
+      if (this.inflight?.id === id) this.free();
+    }
   }
 
   /** A response the shim reports as done needs no settle(): free the isolate now. */
@@ -316,6 +431,8 @@ export class WorkerIsolate implements IsolateOwner {
     this.disposed = true;
     active.delete(this);
     this.ai.closeAll(true);
+    // Nothing is left to answer the isolate's WebSockets: their clients see them close.
+    this.sockets.closeAll(reason === 'shutdown' ? 1001 : 1011, reason === 'shutdown' ? 'the edge agent is shutting down' : `the worker's isolate was disposed (${reason})`);
     this.warm.owner.current = null;
     if (!this.warm.isolate.isDisposed) {
       try { this.warm.isolate.dispose(); } catch { /* already gone */ }

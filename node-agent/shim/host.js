@@ -18,6 +18,11 @@ export const host = {
   aiRun: missing('aiRun'),
   aiRead: missing('aiRead'),
   aiCancel: missing('aiCancel'),
+  actorId: missing('actorId'),
+  actorFetch: missing('actorFetch'),
+  storage: missing('storage'),
+  socketSend: missing('socketSend'),
+  socketClose: missing('socketClose'),
 };
 
 export function setHost(cbs) {

@@ -4,6 +4,9 @@
 import { setHost, host } from './host.js';
 import { installWebApis, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
 import { aiBinding } from './ai.js';
+import { actorNamespace, actorInit, actorEvent } from './durable.js';
+import { takeResponseSocket } from './web/response.js';
+import { socketEvent } from './web/websocket.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -24,6 +27,7 @@ const arrayPush = Array.prototype.push;
 const push = (list, item) => Reflect.apply(arrayPush, list, [item]);
 
 const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
+ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
 let entry = null;
@@ -81,7 +85,16 @@ function init(namespace, envData, options) {
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
   for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));
+  // actor bindings arrive as names: the DurableActor's uid never enters the isolate.
+  for (const name of envData.actors ?? []) bindings[name] = actorNamespace(String(name));
   env = freeze(bindings);
+  if (options.actor) {
+    // An actor isolate: requests go to the instance of the exported class (see durable.js).
+    const actor = actorInit(namespace, options.actor, env, workerName);
+    entry = actor.adapter;
+    freezePlatform();
+    return actor.handlers;
+  }
   freezePlatform();
   return handlers;
 }
@@ -143,11 +156,14 @@ async function dispatch(id, head, reqBody) {
     throw new TypeError(`worker ${workerName}: the fetch handler returned ${describe(res)}, not a Response`);
   }
   const { status, statusText, headers: outHeaders } = responseParts(res);
+  // A 101 hands the client end of its WebSocketPair to the host (kind "w<id>", no body).
+  const socket = takeResponseSocket(res);
   const out = bodyOf(res);
   if (out !== null && typeof out !== 'string' && !(out instanceof UInt8)) state.reader = out.getReader();
   // Nothing left to wait for: forget the request now so the host can skip settle().
   const done = state.reader === null && state.waitUntil.length === 0 && state.feed === null;
   if (done) live.delete(id);
+  if (socket !== null) return encodeResponse(status, statusText, outHeaders, `w${socket}`, done, undefined);
   if (out === null) return encodeResponse(status, statusText, outHeaders, 'n', done, undefined);
   if (state.reader !== null) return encodeResponse(status, statusText, outHeaders, 's', done, undefined);
   // A small text body goes as the string itself: the host encodes it to UTF-8 natively.
@@ -248,6 +264,10 @@ async function settle(id) {
 }
 
 const exported = { __edgeInstall: install, __edgeInit: init, __edgeDispatch: dispatch, __edgeStart: start, __edgePoll: poll, __edgeWait: wait, __edgePushBody: pushBody, __edgePullBody: pullBody, __edgeCancel: cancel, __edgeSettle: settle };
+// Actor isolates: __edgeActor(op, arg), see node-agent/shim/durable.js.
+ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeActor';
+exported.__edgeActor = actorEvent;
+exported.__edgeSocketEvent = socketEvent;
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }

@@ -50,7 +50,7 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: { maxBodyBytes?: number; maxIsolatesPerWorker?: number; maxQueuedPerWorker?: number } = {},
+  opts: { maxBodyBytes?: number; maxIsolatesPerWorker?: number; maxQueuedPerWorker?: number; maxWebSocketMessageBytes?: number } = {},
 ): Promise<TestAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-test-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));

@@ -7,6 +7,22 @@ import { ArrayFindIndex, ArrayPush, ArraySlice, ArraySome, ArraySplice, MapGet, 
 let beginDispatch;
 let endDispatch;
 let stopped;
+/** While set, the promises listeners return are collected here (see collectListenerResults). */
+let collector = null;
+
+/**
+ * Runs fn, collecting the promises that event listeners return meanwhile: the runtime
+ * waits for them before it counts a WebSocket event as handled.
+ */
+export function collectListenerResults(list, fn) {
+  const previous = collector;
+  collector = list;
+  try {
+    fn();
+  } finally {
+    collector = previous;
+  }
+}
 
 export class Event {
   #type;
@@ -128,8 +144,8 @@ export class EventTarget {
           if (l.removed) continue;
           if (l.once) this.removeEventListener(event.type, l.callback, { capture: l.capture });
           try {
-            if (typeof l.callback === 'function') l.callback.call(this, event);
-            else l.callback.handleEvent(event);
+            const result = typeof l.callback === 'function' ? l.callback.call(this, event) : l.callback.handleEvent(event);
+            if (collector !== null && isObject(result) && typeof result.then === 'function') ArrayPush(collector, result);
           } catch (err) {
             reportError(err);
           }

@@ -31,6 +31,7 @@ import { FormData } from './form-data.js';
 import { Request, makeRequest } from './request.js';
 import { Response, bodyOf, responseParts } from './response.js';
 import { fetch } from './fetch.js';
+import { CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair } from './websocket.js';
 
 let timeOrigin = 0;
 const performance = {
@@ -52,6 +53,7 @@ const CLASSES = {
   FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
   WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
   ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
+  WebSocket, WebSocketPair, MessageEvent, CloseEvent, ErrorEvent,
 };
 
 const GLOBALS = {

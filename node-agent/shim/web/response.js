@@ -4,6 +4,7 @@ import { Headers, appendHeader, copyHeaders, hasHeader, headerList, sortAndCombi
 import { cloneBody, extractBody, mixinBody, newBody, takeBody, textSource } from './body.js';
 import { INTERNAL, isObject } from './util.js';
 import { ArrayIncludes } from './primordials.js';
+import { checkResponseSocket, transferToHost } from './websocket.js';
 
 export const NULL_BODY_STATUSES = [101, 103, 204, 205, 304];
 const REDIRECT_STATUSES = [301, 302, 303, 307, 308];
@@ -17,6 +18,7 @@ function unsignedShort(v) {
 
 let partsOf;
 let bodyOfResponse;
+let socketOf;
 
 export class Response {
   #status;
@@ -26,6 +28,7 @@ export class Response {
   #url;
   #redirected;
   #body;
+  #webSocket = null;
 
   constructor(body = null, init = undefined) {
     if (body === INTERNAL) {
@@ -36,12 +39,21 @@ export class Response {
       this.#url = init.url;
       this.#redirected = init.redirected;
       this.#body = init.body;
+      this.#webSocket = init.webSocket ?? null;
       return;
     }
     if (init !== undefined && init !== null && !isObject(init)) throw new TypeError('Response: init must be an object');
     const o = init ?? {};
     const status = o.status === undefined ? 200 : unsignedShort(o.status);
-    if (status < 200 || status > 599) throw new RangeError(`Response: status must be in the range 200 to 599, not ${String(o.status)}`);
+    // Workers: a WebSocket upgrade is answered 101 with the client end of a WebSocketPair.
+    const webSocket = o.webSocket ?? null;
+    if (webSocket !== null) {
+      checkResponseSocket(webSocket);
+      if (status !== 101) throw new RangeError(`Response: a Response with a webSocket must have status 101, not ${String(o.status ?? 200)}`);
+    } else if (status === 101) {
+      throw new RangeError('Response: status 101 needs a webSocket (the client end of a WebSocketPair)');
+    }
+    if (status !== 101 && (status < 200 || status > 599)) throw new RangeError(`Response: status must be in the range 200 to 599, not ${String(o.status)}`);
     const statusText = o.statusText === undefined ? '' : String(o.statusText);
     if (!REASON_PHRASE.test(statusText)) throw new TypeError('Response: statusText has characters not allowed in a reason phrase');
     const headers = new Headers(o.headers);
@@ -59,6 +71,7 @@ export class Response {
     this.#url = '';
     this.#redirected = false;
     this.#body = newBody(source, headers);
+    this.#webSocket = webSocket;
   }
 
   get type() { return this.#type; }
@@ -68,14 +81,14 @@ export class Response {
   get ok() { return this.#status >= 200 && this.#status <= 299; }
   get statusText() { return this.#statusText; }
   get headers() { return this.#headers; }
-  /** Workers' WebSocket upgrade slot; upgrades are not supported here. */
-  get webSocket() { return null; }
+  /** The client end of a WebSocketPair this 101 response hands to the client, or null. */
+  get webSocket() { return this.#webSocket; }
 
   clone() {
     const headers = copyHeaders(this.#headers);
     return new Response(INTERNAL, {
       status: this.#status, statusText: this.#statusText, headers, type: this.#type, url: this.#url, redirected: this.#redirected,
-      body: cloneBody(this.#body, headers, 'Response.clone'),
+      body: cloneBody(this.#body, headers, 'Response.clone'), webSocket: this.#webSocket,
     });
   }
 
@@ -110,6 +123,7 @@ export class Response {
   static {
     partsOf = (r) => ({ status: r.#status, statusText: r.#statusText, headers: sortAndCombine(headerList(r.#headers)) });
     bodyOfResponse = (r) => r.#body;
+    socketOf = (r) => r.#webSocket;
   }
 }
 
@@ -123,6 +137,15 @@ export function fetchedResponse({ status, statusText, headers, url, redirected, 
 
 /** For the runtime: status line and headers, sorted and combined (set-cookie kept apart). */
 export const responseParts = (r) => partsOf(r);
+
+/**
+ * For the runtime: hands the response's WebSocket (the client end) to the host and
+ * returns the host's number for the server end, or null when the response has none.
+ */
+export function takeResponseSocket(r) {
+  const ws = socketOf(r);
+  return ws === null ? null : transferToHost(ws);
+}
 
 /** For the runtime: null | Uint8Array | ReadableStream; marks the body used. */
 export const bodyOf = (r) => takeBody(bodyOfResponse(r), 'the worker returned a Response whose body');

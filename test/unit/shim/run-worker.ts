@@ -2,6 +2,7 @@ import type { Limits } from '../../../common/api/index.js';
 import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/bridge.js';
 import { IsolatePool } from '../../../node-agent/isolate-pool.js';
 import { WorkerIsolate, type WorkerDefinition } from '../../../node-agent/worker-isolate.js';
+import { SocketRegistry, type HostSocket } from '../../../node-agent/sockets.js';
 
 // Runs worker code in real isolates made from the shim snapshot, through the same host
 // classes the agent uses (IsolatePool, WorkerIsolate, host callbacks).
@@ -51,13 +52,44 @@ export interface LoadOptions {
   env?: Record<string, string>;
   /** ai bindings: name -> { model, url of an OpenAI-compatible server }. */
   ai?: WorkerEnv['ai'];
+  /** WebSocket message size limit (SocketRegistry's). */
+  maxMessageBytes?: number;
 }
 
 export const bytes = (b: string | Uint8Array): Uint8Array => (typeof b === 'string' ? new TextEncoder().encode(b) : b);
 const arrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 
 export class TestWorker {
-  private constructor(readonly isolate: WorkerIsolate, readonly logs: LogLine[], readonly disposals: string[]) {}
+  /** Socket events run one at a time, each once no request is in flight (as WorkerHost runs them). */
+  private events: Promise<void> = Promise.resolve();
+  /** Errors socket events ended with (limits). */
+  readonly eventErrors: string[] = [];
+
+  private constructor(readonly isolate: WorkerIsolate, readonly logs: LogLine[], readonly disposals: string[], readonly sockets: SocketRegistry) {
+    isolate.setSocketOwner({
+      socketEvent: (iso, socketId, event) => {
+        this.events = this.events.then(async () => {
+          while (iso.busy && !iso.dead) await new Promise((r) => setTimeout(r, 1));
+          await iso.deliver(socketId, event).catch((err: unknown) => { this.eventErrors.push(err instanceof Error ? err.message : String(err)); });
+        });
+      },
+    });
+  }
+
+  /** The client end a 101 response handed out (DispatchResponse.webSocket). */
+  socket(id: number | undefined): HostSocket {
+    const s = id === undefined ? undefined : this.sockets.get(id);
+    if (!s) throw new Error(`no socket ${String(id)} in the registry`);
+    return s;
+  }
+
+  /** Resolves once every socket event queued so far has run. */
+  async idle(): Promise<void> {
+    for (let seen: Promise<void> | undefined; seen !== this.events;) {
+      seen = this.events;
+      await seen;
+    }
+  }
 
   static async load(source: string, opts: LoadOptions = {}): Promise<TestWorker> {
     const p = await sharedPool();
@@ -68,11 +100,13 @@ export class TestWorker {
     };
     const logs: LogLine[] = [];
     const disposals: string[] = [];
+    const sockets = new SocketRegistry(opts.maxMessageBytes === undefined ? {} : { maxMessageBytes: opts.maxMessageBytes });
     const isolate = await WorkerIsolate.load(def, p.take(def.limits.memoryMiB), {
       onLog: (_worker, level, message) => logs.push({ level, message }),
       onDispose: (_worker, reason) => disposals.push(reason),
+      sockets,
     });
-    return new TestWorker(isolate, logs, disposals);
+    return new TestWorker(isolate, logs, disposals, sockets);
   }
 
   /** Starts a request; with `chunks`, pushes them all (and the end) right after dispatching. */
