@@ -13,6 +13,10 @@ export const WORKERS_BUCKET = 'edge-workers';
 export const BUNDLES_BUCKET = 'edge-bundles';
 /** KV: `<region>.<agent>` -> Presence, refreshed by each agent. */
 export const AGENTS_BUCKET = 'edge-agents';
+/** KV: `<namespace>.<name>` -> ActorConfig (a DurableActor), written by the operator's leader. */
+export const ACTORS_BUCKET = 'edge-actors';
+/** KV: `<namespace>.<actor>.<id>` -> ActorAlarm: alarms set by actors, so they fire even when the actor is not in memory. */
+export const ACTOR_ALARMS_BUCKET = 'edge-actor-alarms';
 /** KV: `<region>.<agent>` -> AgentReport, written by each agent when its workers change. */
 export const AGENT_REPORTS_BUCKET = 'edge-agent-reports';
 
@@ -31,6 +35,30 @@ export const SUBJECTS = {
   /** Actor routing and migration events (issue 5). */
   route: (region: string) => `edge.route.${region}`,
   actorMigrate: (region: string) => `edge.actor.migrate.${region}`,
+} as const;
+
+/**
+ * JetStream stream holding every actor's durable log (node-agent/actor-log.ts): file
+ * storage, no age limit, rollup headers (snapshots) and direct get (loads) allowed.
+ */
+export const ACTORS_STREAM = 'EDGE_ACTORS';
+/**
+ * Actor log subjects. `namespace` and `actor` are DNS labels and `id` 64 lowercase hex,
+ * so each is one subject token; `gen` is a snapshot generation (16 lowercase hex).
+ */
+export const ACTOR_SUBJECTS = {
+  /** Every subject of ACTORS_STREAM. */
+  stream: ['edge.actor.log.>', 'edge.actor.snap.>'],
+  /** One actor's log: claims, commits, releases and snapshot markers, in order. */
+  log: (namespace: string, actor: string, id: string) => `edge.actor.log.${namespace}.${actor}.${id}`,
+  /** The chunks of one snapshot generation of one actor (the marker on the log names the generation). */
+  snapshot: (namespace: string, actor: string, id: string, gen: string) => `edge.actor.snap.${namespace}.${actor}.${id}.${gen}`,
+  /** Every snapshot generation of one actor (a purge filter). */
+  snapshotAll: (namespace: string, actor: string, id: string) => `edge.actor.snap.${namespace}.${actor}.${id}.*`,
+  /** Every actor's log of one DurableActor (a purge filter). */
+  logAllOf: (namespace: string, actor: string) => `edge.actor.log.${namespace}.${actor}.*`,
+  /** Every actor's snapshots of one DurableActor (a purge filter). */
+  snapshotAllOf: (namespace: string, actor: string) => `edge.actor.snap.${namespace}.${actor}.>`,
 } as const;
 
 /** NATS key and subject tokens cannot hold '.', '*', '>' or spaces. */
@@ -71,6 +99,8 @@ export const WorkerConfigSchema = z.object({
   env: z.object({
     /** vars and resolved secrets. */
     text: z.record(z.string(), z.string()),
+    /** Durable Object namespace bindings: binding -> the DurableActor (uid keys its ids). */
+    actors: z.record(z.string(), z.object({ namespace: z.string(), actor: z.string(), uid: z.string() })).default({}),
     ai: z.record(z.string(), z.object({
       model: z.string(),
       /** region -> the Service of that region's model server. */
@@ -80,12 +110,39 @@ export const WorkerConfigSchema = z.object({
 });
 export type WorkerConfig = z.infer<typeof WorkerConfigSchema>;
 
+export const ActorConfigSchema = z.object({
+  namespace: z.string().min(1),
+  name: z.string().min(1),
+  /** The DurableActor's uid: the key ids are derived with, so ids never collide across CRs. */
+  uid: z.string().min(1),
+  generation: z.number().int().min(0),
+  className: z.string().min(1),
+  /** The EdgeWorker (same namespace) whose bundle exports the class. */
+  worker: z.string().min(1),
+  region: regionName(),
+  idleTimeoutSeconds: z.number().int().min(1),
+  maxBytesPerActor: z.number().int().min(1),
+});
+export type ActorConfig = z.infer<typeof ActorConfigSchema>;
+
+export const ActorAlarmSchema = z.object({
+  namespace: z.string(),
+  actor: z.string(),
+  id: z.string().regex(/^[0-9a-f]{64}$/),
+  region: regionName(),
+  /** Epoch milliseconds. */
+  time: z.number(),
+});
+export type ActorAlarm = z.infer<typeof ActorAlarmSchema>;
+
 export const PresenceSchema = z.object({
   agent: z.string().min(1),
   node: z.string().min(1),
   region: regionName(),
-  /** Base URL other agents use to reach this agent's HTTP front. */
+  /** Base URL of this agent's HTTP front (user traffic). */
   address: z.string().url(),
+  /** Base URL of this agent's peer port: actor calls forwarded by other agents. */
+  peerAddress: z.string().url().optional(),
   /** The agent is considered gone when no refresh arrived for this long. */
   ttlMs: z.number().int().min(100),
   startedAt: z.string(),
@@ -112,6 +169,8 @@ export const AgentReportSchema = z.object({
   seq: z.number().int().min(0),
   /** `<namespace>.<name>` (workerKey) -> what this agent has for that worker. */
   workers: z.record(z.string(), WorkerReportSchema),
+  /** `<namespace>.<name>` of a DurableActor -> actors active on this agent. */
+  actors: z.record(z.string(), z.object({ active: z.number().int().min(0) })).default({}),
 });
 export type AgentReport = z.infer<typeof AgentReportSchema>;
 
@@ -133,6 +192,8 @@ export function decodeJson<T extends z.ZodType>(schema: T, data: Uint8Array, wha
 
 export interface EdgeBuckets {
   workers: KV;
+  actors: KV;
+  alarms: KV;
   bundles: ObjectStore;
   agents: KV;
   reports: KV;
@@ -144,13 +205,15 @@ export interface EdgeBuckets {
  */
 export async function openBuckets(nc: NatsConnection): Promise<EdgeBuckets> {
   const js = nc.jetstream();
-  const [workers, bundles, agents, reports] = await Promise.all([
+  const [workers, actors, alarms, bundles, agents, reports] = await Promise.all([
     js.views.kv(WORKERS_BUCKET, { history: 1 }),
+    js.views.kv(ACTORS_BUCKET, { history: 1 }),
+    js.views.kv(ACTOR_ALARMS_BUCKET, { history: 1 }),
     js.views.os(BUNDLES_BUCKET),
     js.views.kv(AGENTS_BUCKET, { history: 1, ttl: PRESENCE_GC_MS }),
     js.views.kv(AGENT_REPORTS_BUCKET, { history: 1 }),
   ]);
-  return { workers, bundles, agents, reports };
+  return { workers, actors, alarms, bundles, agents, reports };
 }
 
 /** Connects with the reconnect behaviour every long-running component wants. */
