@@ -1,6 +1,11 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory';
+export type Phase = 'warm' | 'cold' | 'memory' | 'op-create' | 'op-scale';
+export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'op-create', 'op-scale'];
+/** The phases that run workerd (the operator phases have no peer). */
+export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory'];
+/** BENCH_ONLY shorthands. */
+const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory'] };
 export type PeerName = 'agent' | 'workerd';
 export type LoadgenChoice = 'auto' | 'wrk' | 'autocannon';
 
@@ -28,6 +33,16 @@ export interface BenchConfig {
   settleMs: number;
   /** Upper bound on a peer getting ready (1,000 workers take a while). */
   readyTimeoutMs: number;
+  /** Operator, create to first response: EdgeWorkers created one after another. */
+  opCreateWorkers: number;
+  /** Operator, create to first response: pause between polls of the agent. */
+  opPollMs: number;
+  /** Operator at scale: EdgeWorkers created in one go, then deleted. */
+  opScaleWorkers: number;
+  /** Operator at scale: POSTs (and DELETEs) in flight at once. */
+  opConcurrency: number;
+  /** Operator phases: longest wait for any one step (all Ready, all deleted, one first response). */
+  opTimeoutMs: number;
   phases: Set<Phase>;
   peers: Set<PeerName>;
 }
@@ -42,12 +57,14 @@ function num(name: string, fallback: number, min: number, max: number): number {
   return v;
 }
 
-function list<T extends string>(name: string, all: readonly T[]): Set<T> {
+function list<T extends string>(name: string, all: readonly T[], aliases: Record<string, T[]> = {}): Set<T> {
   const raw = process.env[name];
   if (raw === undefined || raw.trim() === '') return new Set(all);
-  const picked = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const picked = raw.split(',').map((s) => s.trim()).filter(Boolean).flatMap((p) => aliases[p] ?? [p]);
   for (const p of picked) {
-    if (!(all as readonly string[]).includes(p)) throw new Error(`${name}: unknown value "${p}" (expected some of ${all.join(',')})`);
+    if (!(all as readonly string[]).includes(p)) {
+      throw new Error(`${name}: unknown value "${p}" (expected some of ${[...all, ...Object.keys(aliases)].join(',')})`);
+    }
   }
   return new Set(picked as T[]);
 }
@@ -70,7 +87,12 @@ export function loadConfig(): BenchConfig {
     agentWarmIsolates: num('BENCH_AGENT_WARM_ISOLATES', 1, 1, 64),
     settleMs: num('BENCH_SETTLE_MS', quick ? 1000 : 2000, 0, 60000),
     readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 240, 5, 1800) * 1000,
-    phases: list<Phase>('BENCH_ONLY', ['warm', 'cold', 'memory']),
+    opCreateWorkers: num('BENCH_OP_CREATE_WORKERS', 20, 1, 500),
+    opPollMs: num('BENCH_OP_POLL_MS', 5, 1, 1000),
+    opScaleWorkers: num('BENCH_OP_WORKERS', quick ? 200 : 1000, 1, 10_000),
+    opConcurrency: num('BENCH_OP_CONCURRENCY', 16, 1, 256),
+    opTimeoutMs: num('BENCH_OP_TIMEOUT_S', 300, 5, 3600) * 1000,
+    phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES),
     peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),
   };
 }

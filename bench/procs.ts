@@ -82,7 +82,8 @@ export async function waitUntil(what: string, check: () => Promise<boolean>, tim
   }
 }
 
-function cpuTimes(): { busy: number; total: number } {
+/** Machine-wide CPU ticks from /proc/stat: busy (not idle or iowait) and total, summed over all CPUs. */
+export function cpuTimes(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
   const v = line.trim().split(/\s+/).slice(1).map(Number);
   const total = v.reduce((a, b) => a + b, 0);
@@ -98,4 +99,26 @@ export async function machineBusy(ms = 1000): Promise<number> {
     const b = cpuTimes();
     return b.total > a.total ? (b.busy - a.busy) / (b.total - a.total) : 0;
   } catch { return 0; }
+}
+
+/** utime + stime of one process (all its threads) in clock ticks, the unit of /proc/stat; undefined once it is gone. */
+export function processCpuTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // fields after "(comm)": state(3) ... utime(14) stime(15)
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]);
+  } catch { return undefined; }
+}
+
+/** VmRSS and VmHWM (peak RSS) in KiB of one process, and its command name; undefined once it is gone. */
+export function processMemKiB(pid: number): { rss: number; hwm: number; comm: string } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    const hwm = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
+    const comm = /^Name:\s+(.*)$/m.exec(status);
+    if (!rss || !hwm) return undefined;
+    return { rss: Number(rss[1]), hwm: Number(hwm[1]), comm: comm?.[1]?.trim() ?? '?' };
+  } catch { return undefined; }
 }

@@ -3,16 +3,18 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
-import { loadConfig, type BenchConfig, type PeerName } from './config.js';
+import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
+import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.js';
 import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
 import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
 import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, namedBody, namedSource } from './workloads.js';
 import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
 
 // `npm run bench`: the node agent against workerd on this machine, same load generator,
-// same worker sources, same connections and duration. See bench/README.md.
+// same worker sources, same connections and duration; then the operator on its own (no
+// peer has a control plane). See bench/README.md.
 
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`); };
 const MiB = 1024;
@@ -327,23 +329,37 @@ async function memoryPhase(ctx: Ctx): Promise<Row[]> {
 // ---------------------------------------------------------------- main
 
 /** Distinct warning/error lines the peers logged (numbers blanked), with counts, per peer. */
-function logNotes(tmp: string): Record<PeerName, string[]> {
-  const counts: Record<PeerName, Map<string, number>> = { agent: new Map(), workerd: new Map() };
+type LogSource = PeerName | 'operator';
+const LOG_SOURCES: readonly LogSource[] = ['agent', 'workerd', 'operator'];
+
+function logNotes(tmp: string): Record<LogSource, string[]> {
+  const counts: Record<LogSource, Map<string, number>> = { agent: new Map(), workerd: new Map(), operator: new Map() };
+  const scan = (source: LogSource, file: string): void => {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (!/\b(warn|warning|error|fatal)\b/i.test(line)) continue;
+      // Numbers and timestamps blanked, so repeats of one message count together.
+      const key = line.replace(/"(time|ts)":"[^"]*"/g, '').replace(/\d+(\.\d+)?/g, 'N').slice(0, 300);
+      counts[source].set(key, (counts[source].get(key) ?? 0) + 1);
+    }
+  };
   for (const d of readdirSync(tmp)) {
+    let files: string[];
+    if (d.includes('-op-')) {
+      // An operator phase: the cluster's logs; only the agent's and the operator's are ours.
+      try { files = readdirSync(join(tmp, d, 'cluster')); } catch { continue; }
+      for (const f of files) {
+        const source: LogSource | undefined = f.startsWith('agent-') ? 'agent' : f.startsWith('bench-operator') ? 'operator' : undefined;
+        if (source && f.endsWith('.log')) scan(source, join(tmp, d, 'cluster', f));
+      }
+      continue;
+    }
     const peer: PeerName | undefined = d.includes('agent') ? 'agent' : d.includes('workerd') ? 'workerd' : undefined;
     if (!peer) continue;
-    let files: string[];
     try { files = readdirSync(join(tmp, d)).filter((f) => f.endsWith('.log')); } catch { continue; }
-    for (const f of files) {
-      for (const line of readFileSync(join(tmp, d, f), 'utf8').split('\n')) {
-        if (!/\b(warn|warning|error|fatal)\b/i.test(line)) continue;
-        const key = line.replace(/\d+(\.\d+)?/g, 'N').slice(0, 300);
-        counts[peer].set(key, (counts[peer].get(key) ?? 0) + 1);
-      }
-    }
+    for (const f of files) scan(peer, join(tmp, d, f));
   }
   const top = (m: Map<string, number>): string[] => [...m].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([l, n]) => `${n}x ${l}`);
-  return { agent: top(counts.agent), workerd: top(counts.workerd) };
+  return { agent: top(counts.agent), workerd: top(counts.workerd), operator: top(counts.operator) };
 }
 
 function gitCommit(): string | null {
@@ -358,10 +374,13 @@ async function main(): Promise<number> {
   const tmp = mkdtempSync(join(tmpdir(), 'edge-bench-'));
   const ctx: Ctx = { cfg, tmp, tool, wdBin: null, down: {}, raw: {}, warnings: [], seq: 0 };
   let wdVersion: string | null = null;
-  try {
-    ctx.wdBin = workerdBinary();
-    wdVersion = workerdVersion(ctx.wdBin);
-  } catch (err) { ctx.down.workerd = `workerd unavailable: ${(err as Error).message}`; }
+  const peerPhases = PEER_PHASES.some((p) => cfg.phases.has(p));
+  if (peerPhases && cfg.peers.has('workerd')) {
+    try {
+      ctx.wdBin = workerdBinary();
+      wdVersion = workerdVersion(ctx.wdBin);
+    } catch (err) { ctx.down.workerd = `workerd unavailable: ${(err as Error).message}`; }
+  }
   if (cfg.peers.has('agent')) {
     const why = await agentUnavailable();
     if (why) ctx.down.agent = `agent unavailable: ${why}`;
@@ -377,6 +396,12 @@ async function main(): Promise<number> {
     if (cfg.phases.has('warm')) rows.push(...await warmPhase(ctx));
     if (cfg.phases.has('cold')) rows.push(...await coldPhase(ctx));
     if (cfg.phases.has('memory')) rows.push(...await memoryPhase(ctx));
+    const opCtx: OpCtx = {
+      cfg, raw: ctx.raw, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+      down: ctx.down.agent, skip: cfg.peers.has('agent') ? undefined : 'not selected (BENCH_PEERS has no agent)',
+    };
+    if (cfg.phases.has('op-create')) rows.push(...await operatorCreatePhase(opCtx));
+    if (cfg.phases.has('op-scale')) rows.push(...await operatorScalePhase(opCtx));
   } catch (err) {
     crashed = err;
     log(`bench: stopped early: ${err instanceof Error ? err.stack : String(err)}`);
@@ -390,9 +415,10 @@ async function main(): Promise<number> {
   const notes = [
     ...problems(rows),
     ...ctx.warnings.map((w) => `- WARNING ${w}`),
-    ...(['agent', 'workerd'] as const).flatMap((p) => peerLogs[p].map((l) => `- ${p} logged: ${l}`)),
+    ...LOG_SOURCES.flatMap((p) => peerLogs[p].map((l) => `- ${p} logged: ${l}`)),
   ];
-  const header = `## edge agent vs workerd (${startedAt.toISOString()}, ${cpus().length} CPUs, ${tool} ${cfg.connections} connections ${cfg.durationS} s${cfg.quick ? ', quick mode' : ''})`;
+  const what = peerPhases ? `edge agent vs workerd${cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ', and the operator' : ''}` : 'edge operator';
+  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
   process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
   const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
   const file = writeResults({
