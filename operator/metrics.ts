@@ -35,9 +35,8 @@ export class OperatorMetrics {
   }
 
   observeQueue(e: WorkQueueMetricsEvent): void {
-    if (e.kind === 'add') this.queueDepth.set(e.depth);
-    else if (e.kind === 'retry') this.queueRetries.inc();
-    else {
+    if (e.kind === 'retry') this.queueRetries.inc();
+    else if (e.kind === 'done') {
       this.queueWait.observe(e.waitMs / 1000);
       const kind = e.key.split('/', 1)[0]!;
       this.reconciles.inc({ kind, result: e.ok ? 'ok' : 'error' });
