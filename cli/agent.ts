@@ -10,6 +10,10 @@ import { connectNats, DEFAULT_PRESENCE_TTL_MS, openBuckets, type EdgeBuckets } f
 import { DirectorySource, type DesiredStateSource } from '../node-agent/desired-state.js';
 import { NatsSource } from '../node-agent/nats-source.js';
 import { AgentPresence } from '../node-agent/presence.js';
+import { ActorRuntime } from '../node-agent/actor-runtime.js';
+import { startPeerServer } from '../node-agent/peer-server.js';
+import { AgentView } from '../common/agent-view.js';
+import type { Server } from 'node:http';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
 // (following the operator).
@@ -17,13 +21,17 @@ import { AgentPresence } from '../node-agent/presence.js';
 export const AGENT_USAGE = `usage: edge agent (--workers DIR | --nats URL --region R --node N)
                   [--listen HOST:PORT] [--admin HOST:PORT] [--advertise URL]
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
+                  [--peer-listen HOST:PORT] [--peer-advertise URL]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
+                  [--max-ws-message-kb N]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes).
 With --nats, serves the workers the operator placed in region R, announces itself
 (presence with a TTL) and reports per-worker readiness. Requests are routed by Host
 header and path prefix. /metrics, /healthz, /readyz and /status are on the admin port.
 
+--peer-listen: the port other agents forward actor calls to (keep it off the user-facing
+network; $EDGE_PEER_TOKEN, when set, must be the same on every agent).
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
 {port} and {binding} are substituted (default
 http://{service}.{namespace}.svc.cluster.local:{port}).
@@ -44,12 +52,15 @@ export async function runAgent(argv: string[]): Promise<number> {
       region: { type: 'string' },
       node: { type: 'string' },
       'agent-name': { type: 'string' },
+      'peer-listen': { type: 'string', default: '127.0.0.1:0' },
+      'peer-advertise': { type: 'string' },
       advertise: { type: 'string' },
       'presence-ttl-ms': { type: 'string', default: String(DEFAULT_PRESENCE_TTL_MS) },
       'ai-url-template': { type: 'string' },
       listen: { type: 'string', default: '127.0.0.1:8080' },
       admin: { type: 'string', default: '127.0.0.1:9090' },
       'max-body-mb': { type: 'string', default: '100' },
+      'max-ws-message-kb': { type: 'string', default: '1024' },
       'pool-size': { type: 'string', default: '4' },
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
       help: { type: 'boolean', short: 'h' },
@@ -89,30 +100,69 @@ export async function runAgent(argv: string[]): Promise<number> {
     log,
     metricLabels: values.region ? { region: values.region, node: values.node! } : undefined,
     maxBodyBytes: num('--max-body-mb', values['max-body-mb']) * 1024 * 1024,
+    maxWebSocketMessageBytes: num('--max-ws-message-kb', values['max-ws-message-kb']) * 1024,
     poolSize: num('--pool-size', values['pool-size']),
     maxIsolatesPerWorker: num('--max-isolates-per-worker', values['max-isolates-per-worker']),
   });
-  const adminServer = await startAdminServer(agent, admin.port, admin.host);
-  const port = await agent.start(listen.port, listen.host);
+  const agentName = values['agent-name'] ?? values.node ?? 'standalone';
   let presence: AgentPresence | undefined;
+  let runtime: ActorRuntime | undefined;
+  let view: AgentView | undefined;
+  let peerServer: Server | undefined;
+  let peerUrl: string | undefined;
+  if (nc && buckets) {
+    // Actors: the ring of this region, the durable log, and the peer port other agents forward to.
+    view = new AgentView(buckets, log, { reports: false });
+    await view.start();
+    const token = process.env.EDGE_PEER_TOKEN || undefined;
+    runtime = new ActorRuntime({
+      agent: agentName, region: values.region!, nc, buckets, view, log, pool: agent.pool, hooks: agent.hooks, peerToken: token,
+      workerDefinition: (key) => agent.workerDefinition(key),
+      onActiveChange: () => { void presence?.report(); },
+    });
+    agent.hooks.actorRouter = runtime.isolateRouter;
+    agent.versionListeners.add((key) => runtime!.workerChanged(key));
+    await runtime.start();
+    const peer = hostPort('--peer-listen', values['peer-listen']);
+    const started = await startPeerServer(runtime.router, log, peer.port, peer.host, token);
+    peerServer = started.server;
+    peerUrl = values['peer-advertise'] ?? `http://${peer.host === '0.0.0.0' ? '127.0.0.1' : peer.host}:${started.port}`;
+  }
+  const adminServer = await startAdminServer(agent, admin.port, admin.host, () => ({ actors: runtime?.host.keys() ?? [] }));
+  const port = await agent.start(listen.port, listen.host);
   if (nc && buckets) {
     presence = new AgentPresence({
       nc, buckets, log,
-      agent: values['agent-name'] ?? values.node!, node: values.node!, region: values.region!,
+      agent: agentName, node: values.node!, region: values.region!,
       address: values.advertise ?? `http://${listen.host}:${port}`,
+      ...(peerUrl ? { peerAddress: peerUrl } : {}),
       ttlMs: num('--presence-ttl-ms', values['presence-ttl-ms']),
       status: () => agent.status(),
+      actors: () => runtime?.host.counts() ?? {},
     });
     await presence.start();
   }
   log.info('agent listening', { http: `http://${listen.host}:${port}`, admin: `http://${admin.host}:${adminServer.port}`, workers: values.workers ?? values.nats });
-  await new Promise<void>((resolveStop) => {
-    const stop = () => resolveStop();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+  const signal = await new Promise<string>((resolveStop) => {
+    process.once('SIGINT', () => resolveStop('SIGINT'));
+    process.once('SIGTERM', () => resolveStop('SIGTERM'));
   });
-  log.info('agent stopping');
+  log.info('agent stopping', { signal });
+  if (presence && runtime) {
+    // Drain: tell the region first (its rings drop this agent), then finish what is in
+    // flight and hand every actor over.
+    await presence.drain();
+    await new Promise((r) => setTimeout(r, 100));
+    const moved = await runtime.drain();
+    log.info('actors handed over', { actors: moved });
+    // Calls still on their way here are answered 421 (go elsewhere) until every agent's
+    // ring has dropped this one.
+    await new Promise((r) => setTimeout(r, 1000));
+  }
   await presence?.stop();
+  await runtime?.stop();
+  await view?.stop();
+  peerServer?.close();
   await agent.stop();
   await nc?.drain();
   adminServer.server.close();

@@ -1,19 +1,20 @@
 import type { KvEntry, QueuedIterator } from 'nats';
-import type { Logger } from '../common/log.js';
-import { errorMessage } from '../common/log.js';
+import type { Logger } from './log.js';
+import { errorMessage } from './log.js';
 import {
   AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
-} from '../common/nats.js';
+} from './nats.js';
 
-// The operator's view of the agents, rebuilt from NATS on every start (the watches replay
-// the buckets), so a restarted operator knows exactly what the last one knew.
+// A view of the agents (presence, and optionally their per-worker reports), rebuilt from
+// NATS on every start (the watches replay the buckets), so a restarted operator knows
+// exactly what the last one knew. Agents use it too, for the actor hash ring.
 //
 // Liveness is judged on the local clock, the way client-go's leader election does:
 // an agent is live until ttlMs passes with no refresh *seen here*. Entries replayed at
 // start count as seen at start, so a restart delays noticing a dead agent by one TTL but
 // never declares a live one dead because of clock skew between machines.
 
-export type ViewChange = { all: true } | { all: false; workers: Set<string> };
+export type ViewChange = { all: true } | { all: false; workers: Set<string>; actors: Set<string> };
 
 interface Live { presence: Presence; lastSeen: number }
 
@@ -24,7 +25,7 @@ export class AgentView {
   private sweeper: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(c: ViewChange) => void>();
 
-  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger) {}
+  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger, private readonly opts: { reports?: boolean } = {}) {}
 
   onChange(cb: (c: ViewChange) => void): void { this.listeners.add(cb); }
 
@@ -39,7 +40,7 @@ export class AgentView {
       await ready;
     };
     await watchBucket(this.buckets.agents, (e) => this.applyPresence(e));
-    await watchBucket(this.buckets.reports, (e) => this.applyReport(e));
+    if (this.opts.reports !== false) await watchBucket(this.buckets.reports, (e) => this.applyReport(e));
     this.sweeper = setInterval(() => this.sweep(), 200);
   }
 
@@ -54,9 +55,9 @@ export class AgentView {
     }
     try {
       const presence = decodeJson(PresenceSchema, e.value, `agent presence ${e.key}`);
-      const known = this.live.has(e.key);
+      const known = this.live.get(e.key);
       this.live.set(e.key, { presence, lastSeen: Date.now() });
-      if (!known) this.emit({ all: true });
+      if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address) this.emit({ all: true });
     } catch (err) {
       this.log.warn('ignoring unreadable agent presence', { key: e.key, error: errorMessage(err) });
     }
@@ -77,10 +78,14 @@ export class AgentView {
       this.reports.delete(e.key);
     }
     const changed = new Set<string>();
+    const changedActors = new Set<string>();
     for (const k of new Set([...Object.keys(before?.workers ?? {}), ...Object.keys(after?.workers ?? {})])) {
       if (JSON.stringify(before?.workers[k]) !== JSON.stringify(after?.workers[k])) changed.add(k);
     }
-    if (changed.size > 0) this.emit({ all: false, workers: changed });
+    for (const k of new Set([...Object.keys(before?.actors ?? {}), ...Object.keys(after?.actors ?? {})])) {
+      if (before?.actors[k]?.active !== after?.actors[k]?.active) changedActors.add(k);
+    }
+    if (changed.size > 0 || changedActors.size > 0) this.emit({ all: false, workers: changed, actors: changedActors });
   }
 
   private sweep(): void {
@@ -112,6 +117,16 @@ export class AgentView {
   }
 
   private readonly staleSince = new Map<string, number>();
+
+  /** Active actor counts of one DurableActor (`<namespace>.<name>`) on the live agents of a region. */
+  reportsForActors(actor: string, region: string): { agent: string; active: number }[] {
+    const out: { agent: string; active: number }[] = [];
+    for (const [key, l] of this.live) {
+      if (l.presence.region !== region) continue;
+      out.push({ agent: l.presence.agent, active: this.reports.get(key)?.actors[actor]?.active ?? 0 });
+    }
+    return out;
+  }
 
   /** Reports of agents absent for over `graceMs`: the leader deletes them. */
   staleReportKeys(graceMs: number): string[] {

@@ -4,10 +4,10 @@ import type { Agent } from './agent.js';
 
 // The agent's admin port: /metrics, /healthz, /readyz and /status (the per-worker state as JSON).
 
-export function startAdminServer(agent: Agent, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
+export function startAdminServer(agent: Agent, port: number, host = '127.0.0.1', extra?: () => Record<string, unknown>): Promise<{ server: Server; port: number }> {
   return start({
     registry: agent.metrics.registry,
     notReady: () => (agent.ready ? undefined : 'loading workers'),
-    status: () => ({ ready: agent.ready, workers: agent.status() }),
+    status: () => ({ ready: agent.ready, workers: agent.status(), ...extra?.() }),
   }, port, host);
 }

@@ -5,8 +5,9 @@ import { HttpFront } from './http-front.js';
 import { IsolatePool } from './isolate-pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from './sockets.js';
 import { WorkerHost } from './worker-host.js';
-import type { IsolateHooks } from './worker-isolate.js';
+import type { IsolateHooks, WorkerDefinition } from './worker-isolate.js';
 
 // The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
 // and swaps versions without dropping requests (the new version is loaded first; the old
@@ -32,6 +33,8 @@ export interface AgentOptions {
   idleIsolateMs?: number;
   /** Labels on every metric (region, node). */
   metricLabels?: Record<string, string>;
+  /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
+  maxWebSocketMessageBytes?: number;
 }
 
 export type WorkerState =
@@ -43,14 +46,18 @@ interface Served { desired: DesiredWorker; host: WorkerHost }
 export class Agent {
   readonly metrics: AgentMetrics;
   readonly front: HttpFront;
-  private readonly pool: IsolatePool;
+  readonly pool: IsolatePool;
   private readonly served = new Map<string, Served>();
   private readonly errors = new Map<string, { digest: string; error: string }>();
   private router = Router.build<WorkerHost>([]);
   private applying: Promise<void> = Promise.resolve();
   private initialLoad = false;
   private stopped = false;
-  private readonly hooks: IsolateHooks;
+  readonly hooks: IsolateHooks;
+  /** Told the key of a worker whose served version changed (actors restart on new code). */
+  readonly versionListeners = new Set<(key: string) => void>();
+  /** Open WebSockets of this agent's isolates. */
+  readonly sockets: SocketRegistry;
   /** Console output of workers, for `edge logs` and tests. */
   readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
 
@@ -62,7 +69,9 @@ export class Agent {
       onChange: (n) => this.metrics.poolSize.set(n),
     });
     const workerLog = opts.log.child({ source: 'worker' });
+    this.sockets = new SocketRegistry({ maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
     this.hooks = {
+      sockets: this.sockets,
       onLog: (worker, level, message) => {
         const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';
         workerLog[lvl](message, { worker, console: level });
@@ -78,6 +87,7 @@ export class Agent {
       log: opts.log,
       metrics: this.metrics,
       maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
+      sockets: this.sockets,
     });
   }
 
@@ -112,6 +122,7 @@ export class Agent {
       if (!wanted.has(key)) {
         this.served.delete(key);
         void cur.host.drain();
+        for (const l of this.versionListeners) l(key);
         this.opts.log.info('worker removed', { worker: key });
       }
     }
@@ -143,6 +154,7 @@ export class Agent {
     this.errors.delete(w.key);
     this.served.set(w.key, { desired: w, host });
     this.rebuildRouter();
+    for (const l of this.versionListeners) l(w.key);
     this.opts.log.info(previous ? 'worker updated' : 'worker loaded', { worker: w.key, digest: w.def.digest, isolates: host.isolates });
     if (previous) void previous.host.drain();
   }
@@ -151,6 +163,11 @@ export class Agent {
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
+  }
+
+  /** The definition of the version of a worker (`namespace/name`) served now. */
+  workerDefinition(key: string): WorkerDefinition | undefined {
+    return this.served.get(key)?.desired.def;
   }
 
   /** Per-worker state, for /status and for reporting readiness upstream. */

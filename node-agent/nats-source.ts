@@ -98,7 +98,7 @@ export class NatsSource implements DesiredStateSource {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
-          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: { text: cfg.env.text, ai: this.aiEnv(cfg) } },
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: { text: cfg.env.text, ai: this.aiEnv(cfg), actors: cfg.env.actors } },
         };
         this.lastGood.set(key, w);
         out.push(w);

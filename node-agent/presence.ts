@@ -17,9 +17,13 @@ export interface PresenceOptions {
   node: string;
   region: string;
   address: string;
+  /** Base URL of the peer port (actor calls forwarded by other agents). */
+  peerAddress?: string;
   ttlMs: number;
   log: Logger;
   status(): WorkerState[];
+  /** Actors active per DurableActor (`<namespace>.<name>`). */
+  actors?(): Record<string, { active: number }>;
   load?(): { workers: number; inflight: number };
   /** How often the worker states are compared with the last report. */
   reportEveryMs?: number;
@@ -55,6 +59,7 @@ export class AgentPresence {
   private presence(): Presence {
     return {
       agent: this.opts.agent, node: this.opts.node, region: this.opts.region, address: this.opts.address,
+      ...(this.opts.peerAddress ? { peerAddress: this.opts.peerAddress } : {}),
       ttlMs: this.opts.ttlMs, startedAt: this.startedAt, draining: this.draining, load: this.opts.load?.(),
     };
   }
@@ -80,9 +85,10 @@ export class AgentPresence {
           ? { version: s.digest, state: 'ready' }
           : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
       }
-      const body = JSON.stringify(workers);
+      const actors = this.opts.actors?.() ?? {};
+      const body = JSON.stringify([workers, actors]);
       if (body === this.lastReport) return;
-      const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers };
+      const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers, actors };
       try {
         await this.opts.buckets.reports.put(this.key, encodeJson(report));
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));

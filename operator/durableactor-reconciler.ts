@@ -1,31 +1,74 @@
-import { API_VERSION, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../common/api/index.js';
+import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../common/api/index.js';
+import type { AgentView } from '../common/agent-view.js';
+import { FINALIZER } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
+import { decodeJson, encodeJson, ActorConfigSchema, workerKey, type ActorConfig, type EdgeBuckets } from '../common/nats.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventRecorder } from './events.js';
 import { crPath, isConflict, isNotFound, type KubeClient } from './kube-client.js';
 import { regionsOf, type NodeInfo } from './placement.js';
 
-// The DurableActor reconciler: resolves the region an actor class lives in and checks
-// what it refers to. The actor runtime on the agents (single activation, storage,
-// migration) is issue 5; until it lands, Ready says so instead of pretending.
+// The DurableActor reconciler: resolves the region an actor class lives in, publishes the
+// class's config to KV `edge-actors` (the agents of that region host its actors), and
+// reports readiness and the number of active actors. Deleting the CR deletes the actors'
+// durable state (the finalizer runs purgeActorData first).
 
 export const DA_PLURAL = 'durableactors';
 
 export interface DurableActorDeps {
   client: KubeClient;
+  buckets: EdgeBuckets;
+  agents: AgentView;
   events: EventRecorder;
   log: Logger;
   getActor(namespace: string, name: string): DurableActor | undefined;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
   nodes(): NodeInfo[];
+  /** Removes every actor's storage of one DurableActor. */
+  purgeActorData(namespace: string, name: string): Promise<void>;
 }
 
 export class DurableActorReconciler {
   constructor(private readonly d: DurableActorDeps) {}
 
   async reconcile(namespace: string, name: string): Promise<void> {
+    const key = workerKey(namespace, name);
     const da = this.d.getActor(namespace, name);
-    if (!da || da.metadata.deletionTimestamp) return;
+    if (!da) {
+      await this.removeConfig(key);
+      return;
+    }
+    if (da.metadata.deletionTimestamp) {
+      if (!(da.metadata.finalizers ?? []).includes(FINALIZER)) return;
+      await this.removeConfig(key);
+      await this.d.purgeActorData(namespace, name);
+      const rest = (da.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
+      try {
+        await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name), {
+          patch: 'merge', body: { metadata: { finalizers: rest.length > 0 ? rest : null, resourceVersion: da.metadata.resourceVersion } },
+        });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      this.d.log.info('durable actor deleted with its storage', { actor: `${namespace}/${name}` });
+      return;
+    }
+    let current = da;
+    if (!(da.metadata.finalizers ?? []).includes(FINALIZER)) {
+      current = DurableActorSchema.parse(await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name), {
+        patch: 'merge', body: { metadata: { finalizers: [...(da.metadata.finalizers ?? []), FINALIZER], resourceVersion: da.metadata.resourceVersion } },
+      }));
+    }
+    await this.converge(current);
+  }
+
+  private async removeConfig(key: string): Promise<void> {
+    const e = await this.d.buckets.actors.get(key);
+    if (e && e.operation === 'PUT') await this.d.buckets.actors.purge(key);
+  }
+
+  private async converge(da: DurableActor): Promise<void> {
+    const { namespace = 'default', name } = da.metadata;
     const generation = da.metadata.generation ?? 0;
     const worker = this.d.getWorker(namespace, da.spec.workerRef.name);
     const regions = regionsOf(this.d.nodes());
@@ -38,11 +81,32 @@ export class DurableActorReconciler {
     else if ((regions.get(region)?.isolate.length ?? 0) === 0) placed = { type: 'Placed', status: 'False', reason: 'RegionUnavailable', message: `no isolate nodes in ${region}` };
     else if (!workerRegions.includes(region)) placed = { type: 'Placed', status: 'False', reason: 'WorkerNotInRegion', message: `EdgeWorker ${da.spec.workerRef.name} is not placed in ${region} (it runs in ${workerRegions.join(', ') || 'no region'})` };
     else placed = { type: 'Placed', status: 'True', reason: 'Placed', message: `actors of class ${da.spec.className} live in ${region}` };
-    const ready: ConditionInput = { type: 'Ready', status: 'False', reason: 'ActorRuntimeUnavailable', message: 'this version of the agents does not run actors yet' };
+
+    const key = workerKey(namespace, name);
+    if (placed.status === 'True' && region) {
+      const cfg: ActorConfig = {
+        namespace, name, uid: da.metadata.uid ?? '', generation, className: da.spec.className, worker: da.spec.workerRef.name,
+        region, idleTimeoutSeconds: da.spec.idleTimeoutSeconds, maxBytesPerActor: da.spec.storage.maxBytesPerActor,
+      };
+      const e = await this.d.buckets.actors.get(key);
+      let cur: ActorConfig | undefined;
+      if (e && e.operation === 'PUT') { try { cur = decodeJson(ActorConfigSchema, e.value, key); } catch { cur = undefined; } }
+      if (JSON.stringify(cur) !== JSON.stringify(cfg)) await this.d.buckets.actors.put(key, encodeJson(cfg));
+    }
+
+    const agents = region ? this.d.agents.agents(region).filter((a) => !a.draining) : [];
+    const workerReady = worker?.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    let ready: ConditionInput;
+    if (placed.status !== 'True') ready = { type: 'Ready', status: 'False', reason: placed.reason, message: placed.message };
+    else if (!workerReady) ready = { type: 'Ready', status: 'False', reason: 'WorkerNotReady', message: `EdgeWorker ${da.spec.workerRef.name} is not Ready` };
+    else if (agents.length === 0) ready = { type: 'Ready', status: 'False', reason: 'NoAgents', message: `no live agent in ${region}` };
+    else ready = { type: 'Ready', status: 'True', reason: 'Serving', message: `${agents.length} agent(s) in ${region} host ${da.spec.className} actors` };
+    let active = 0;
+    if (region) for (const r of this.d.agents.reportsForActors(key, region)) active += r.active;
 
     const wanted = [ready, placed].map((c) => ({ ...c, observedGeneration: generation }));
     const conditions = setConditions(da.status?.conditions, wanted, new Date());
-    const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: da.status?.activeActors ?? 0 };
+    const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: active };
     if (JSON.stringify(status) === JSON.stringify(da.status ?? {})) return;
     try {
       await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name, 'status'), { patch: 'merge', body: { status } });
@@ -52,7 +116,8 @@ export class DurableActorReconciler {
     }
     const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
     for (const c of transitions(da.status?.conditions, conditions)) {
-      if (c.type === 'Placed') void this.d.events.record(obj, c.status === 'True' ? 'Normal' : 'Warning', c.reason, c.message);
+      const warn = c.status === 'False' && c.reason !== 'WorkerNotReady';
+      void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
     }
   }
 }

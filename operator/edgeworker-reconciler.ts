@@ -2,13 +2,13 @@ import { createHash } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import {
-  API_VERSION, EdgeWorkerSchema, type Condition, type EdgeWorker, type EdgeWorkerStatus,
+  API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../common/api/index.js';
 import { FINALIZER } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { workerKey, type WorkerConfig } from '../common/nats.js';
 import type { WorkerStore } from './worker-store.js';
-import type { AgentView } from './agent-view.js';
+import type { AgentView } from '../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventRecorder } from './events.js';
@@ -30,6 +30,7 @@ export interface EdgeWorkerDeps {
   events: EventRecorder;
   log: Logger;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
+  getActor(namespace: string, name: string): DurableActor | undefined;
   nodes(): NodeInfo[];
   defaultAiImage: string;
   store: WorkerStore;
@@ -77,7 +78,11 @@ export class EdgeWorkerReconciler {
   private async finalize(ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     if (!(ew.metadata.finalizers ?? []).includes(FINALIZER)) return;
-    await deleteInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' });
+    // Only a worker that has (or had published) ai bindings owns inference objects.
+    const published = this.d.store.get(workerKey(namespace, name));
+    if ((ew.spec.bindings?.ai ?? []).length > 0 || Object.keys(published?.env.ai ?? {}).length > 0 || !published) {
+      await deleteInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' });
+    }
     await this.removeNatsState(namespace, name);
     const rest = (ew.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     try {
@@ -164,7 +169,13 @@ export class EdgeWorkerReconciler {
           .map((r) => `${b.name} in ${r}`));
       }
 
-      const env = { text: { ...spec.bindings?.vars, ...secrets }, ai: aiEnv };
+      const actors: WorkerConfig['env']['actors'] = {};
+      for (const b of spec.bindings?.actors ?? []) {
+        const da = this.d.getActor(namespace, b.actor);
+        if (!da?.metadata.uid) throw new NotServable('ActorNotFound', `spec.bindings.actors ${b.name}: DurableActor ${namespace}/${b.actor} not found`);
+        actors[b.name] = { namespace, actor: b.actor, uid: da.metadata.uid };
+      }
+      const env = { text: { ...spec.bindings?.vars, ...secrets }, actors, ai: aiEnv };
       const version = sha256(JSON.stringify({ bundleDigest, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates }));
       const cfg: WorkerConfig = {
         namespace, name, uid: ew.metadata.uid ?? '', generation: ew.metadata.generation ?? 0,
@@ -255,7 +266,8 @@ export class EdgeWorkerReconciler {
   private emitEvents(ew: EdgeWorker, before: Condition[] | undefined, after: Condition[]): void {
     const obj = { apiVersion: API_VERSION, kind: 'EdgeWorker', name: ew.metadata.name, namespace: ew.metadata.namespace ?? 'default', uid: ew.metadata.uid };
     for (const c of transitions(before, after)) {
-      if (c.type === 'Degraded' && c.status === 'False' && !before) continue;
+      // A worker rolling out is short of agents for a moment: not worth an Event each time.
+      if ((c.type === 'Degraded' && c.status === 'False') || c.reason === 'AgentsNotReady' || c.reason === 'NotFullyAvailable') continue;
       const warn = (c.type === 'Degraded' && c.status === 'True') || (c.type !== 'Degraded' && c.status === 'False' && c.reason !== 'AgentsNotReady');
       void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
     }

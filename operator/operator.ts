@@ -9,7 +9,8 @@ import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js'
 import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
-import { AgentView } from './agent-view.js';
+import { AgentView } from '../common/agent-view.js';
+import { ActorLog } from '../node-agent/actor-log.js';
 import { disposeBundleChecker } from './bundle-check.js';
 import { DA_PLURAL, DurableActorReconciler } from './durableactor-reconciler.js';
 import { EdgeWorkerReconciler, PLURAL } from './edgeworker-reconciler.js';
@@ -109,7 +110,10 @@ export class Operator {
   private async lead(): Promise<void> {
     const { kc, log } = this.opts;
     const buckets = this.buckets!;
-    const queue = new WorkQueue({ name: 'operator', log, onMetrics: (e) => this.metrics.observeQueue(e) });
+    const queue: WorkQueue = new WorkQueue({
+      name: 'operator', log,
+      onMetrics: (e) => { this.metrics.observeQueue(e); this.metrics.queueDepth.set(queue.len); },
+    });
     const workers = new Informer<EdgeWorker>({
       kc, path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, log, name: 'edgeworkers',
       parse: (raw) => EdgeWorkerSchema.parse(raw),
@@ -126,15 +130,21 @@ export class Operator {
     const agents = new AgentView(buckets, log);
     const store = new WorkerStore(buckets, log);
     const events = new EventRecorder(this.client, this.opts.identity, log);
+    let actorLog: Promise<ActorLog> | undefined;
     const nodeInfos = (): NodeInfo[] => nodes.list().map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {}, unschedulable: n.spec?.unschedulable }));
     const ewReconciler = new EdgeWorkerReconciler({
       kc, client: this.client, agents, events, log, store,
       getWorker: (ns, name) => workers.get(ns, name),
+      getActor: (ns, name) => actors.get(ns, name),
       nodes: nodeInfos,
       defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
     });
     const daReconciler = new DurableActorReconciler({
-      client: this.client, events, log,
+      client: this.client, events, log, buckets, agents,
+      purgeActorData: async (ns, name) => {
+        actorLog ??= ActorLog.open({ nc: this.nc!, log });
+        await (await actorLog).purgeNamespace(ns, name);
+      },
       getActor: (ns, name) => actors.get(ns, name),
       getWorker: (ns, name) => workers.get(ns, name),
       nodes: nodeInfos,
@@ -147,19 +157,26 @@ export class Operator {
     };
     const onWorker = (w: EdgeWorker, old?: EdgeWorker) => {
       const ns = w.metadata.namespace ?? 'default';
+      // DurableActors follow their worker's readiness, so they hear of status changes too.
+      for (const a of actors.list(ns)) if (a.spec.workerRef.name === w.metadata.name) queue.add(daKey(ns, a.metadata.name));
       // Our own status writes come back as updates; only a spec or lifecycle change needs work.
       if (old && old.metadata.generation === w.metadata.generation && old.metadata.deletionTimestamp === w.metadata.deletionTimestamp
         && JSON.stringify(old.metadata.finalizers) === JSON.stringify(w.metadata.finalizers)) return;
       queue.add(ewKey(ns, w.metadata.name));
-      for (const a of actors.list(ns)) if (a.spec.workerRef.name === w.metadata.name) queue.add(daKey(ns, a.metadata.name));
       refs.update(workers.list());
     };
     workers.on('add', (w) => onWorker(w));
     workers.on('update', (w, old) => onWorker(w, old));
     workers.on('delete', (w) => onWorker(w));
     const onActor = (a: DurableActor, old?: DurableActor) => {
-      if (old && old.metadata.generation === a.metadata.generation) return;
-      queue.add(daKey(a.metadata.namespace ?? 'default', a.metadata.name));
+      if (old && old.metadata.generation === a.metadata.generation && old.metadata.deletionTimestamp === a.metadata.deletionTimestamp
+        && JSON.stringify(old.metadata.finalizers) === JSON.stringify(a.metadata.finalizers)) return;
+      const ns = a.metadata.namespace ?? 'default';
+      queue.add(daKey(ns, a.metadata.name));
+      // Workers binding this class resolve its uid.
+      for (const w of workers.list(ns)) {
+        if ((w.spec.bindings?.actors ?? []).some((b) => b.actor === a.metadata.name)) queue.add(ewKey(ns, w.metadata.name));
+      }
     };
     actors.on('add', (a) => onActor(a));
     actors.on('update', (a, old) => onActor(a, old));
@@ -180,10 +197,14 @@ export class Operator {
     deployments.on('delete', onDeployment);
     agents.onChange((c) => {
       if (!this.synced) return;
-      if (c.all) { for (const w of workers.list()) queue.add(ewKey(w.metadata.namespace ?? 'default', w.metadata.name)); return; }
+      if (c.all) { enqueueAll(); return; }
       for (const k of c.workers) {
         const parsed = parseWorkerKey(k);
         if (parsed) queue.add(ewKey(parsed.namespace, parsed.name));
+      }
+      for (const k of c.actors) {
+        const parsed = parseWorkerKey(k);
+        if (parsed) queue.add(daKey(parsed.namespace, parsed.name));
       }
     });
 

@@ -14,7 +14,7 @@ import { REPO_ROOT } from './tools.js';
 
 export const EDGE_BIN = join(REPO_ROOT, 'bin/edge.mjs');
 
-export interface AgentProc { region: string; node: string; port: number; admin: number; proc: ManagedProcess; url: string }
+export interface AgentProc { region: string; node: string; port: number; admin: number; peer: number; proc: ManagedProcess; url: string }
 export interface OperatorProc { identity: string; admin: number; proc: ManagedProcess }
 export interface ModelServer { region: string; port: number; url: string; proc: ManagedProcess }
 
@@ -23,6 +23,8 @@ export interface EdgeClusterOptions {
   /** Regions that get Node objects but no agent process. */
   regionsWithoutAgents?: string[];
   presenceTtlMs?: number;
+  /** Agents (and isolate Nodes) per region; default 1. Nodes are `isolate-<region>` or `isolate-<region>-<i>`. */
+  agentsPerRegion?: number;
   /** Start a fake OpenAI-compatible server per region serving this model. */
   aiModel?: string;
   leaseDurationMs?: number;
@@ -43,7 +45,11 @@ export class EdgeCluster {
       await installCrds(cp.kubeConfig);
       await c.createNodes();
       if (opts.aiModel) await Promise.all(opts.regions.map((r) => c.startModelServer(r, opts.aiModel!)));
-      await Promise.all(opts.regions.filter((r) => !(opts.regionsWithoutAgents ?? []).includes(r)).map((r) => c.startAgent(r, `isolate-${r}`)));
+      const starts: Promise<AgentProc>[] = [];
+      for (const r of opts.regions.filter((x) => !(opts.regionsWithoutAgents ?? []).includes(x))) {
+        for (const node of c.isolateNodes(r)) starts.push(c.startAgent(r, node));
+      }
+      await Promise.all(starts);
     } catch (err) {
       await c.stop();
       throw err;
@@ -53,11 +59,18 @@ export class EdgeCluster {
 
   get kubeConfig() { return this.cp.kubeConfig; }
 
+  isolateNodes(region: string): string[] {
+    const n = this.opts.agentsPerRegion ?? 1;
+    return n === 1 ? [`isolate-${region}`] : Array.from({ length: n }, (_, i) => `isolate-${region}-${i}`);
+  }
+
   private async createNodes(): Promise<void> {
     const core = this.cp.kubeConfig.makeApiClient(CoreV1Api);
     const gpuTaint: V1Taint = { key: GPU_TAINT_KEY, value: 'present', effect: 'NoSchedule' };
     for (const r of this.opts.regions) {
-      await core.createNode({ body: { metadata: { name: `isolate-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } });
+      for (const node of this.isolateNodes(r)) {
+        await core.createNode({ body: { metadata: { name: node, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } });
+      }
       await core.createNode({ body: { metadata: { name: `gpu-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_GPU } }, spec: { taints: [gpuTaint] } } });
     }
   }
@@ -77,17 +90,17 @@ export class EdgeCluster {
   }
 
   async startAgent(region: string, node: string): Promise<AgentProc> {
-    const [port, admin] = await Promise.all([freePort(), freePort()]);
+    const [port, admin, peer] = await Promise.all([freePort(), freePort(), freePort()]);
     const model = this.models.get(region);
     const args = [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', this.cp.natsUrl, '--region', region, '--node', node,
-      '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--presence-ttl-ms', String(this.opts.presenceTtlMs ?? 1000),
+      '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', `127.0.0.1:${peer}`, '--presence-ttl-ms', String(this.opts.presenceTtlMs ?? 1000),
       '--pool-size', '2',
       ...(model ? ['--ai-url-template', model.url] : []),
     ];
     const proc = new ManagedProcess(`agent-${node}`, process.execPath, args, { logFile: this.log(`agent-${node}-${this.seq++}`), cwd: REPO_ROOT });
     await waitFor(`agent ${node} /readyz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/readyz`)).ok; }, 60_000, 100);
-    const a = { region, node, port, admin, proc, url: `http://127.0.0.1:${port}` };
+    const a = { region, node, port, admin, peer, proc, url: `http://127.0.0.1:${port}` };
     this.agents.push(a);
     return a;
   }

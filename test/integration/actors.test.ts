@@ -1,0 +1,235 @@
+import { readFileSync } from 'node:fs';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Condition } from '../../common/api/index.js';
+import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { EdgeCluster, get, type AgentProc } from '../harness/edge-cluster.js';
+import { waitFor } from '../harness/ports.js';
+
+// DurableActors on three agents of one region, with the real operator, NATS and
+// processes: the invariants of DESIGN.md section 6 under load, SIGKILL, SIGTERM and
+// SIGSTOP. Every increment carries a token the actor records with the count it produced,
+// so "lost" and "applied twice" are both visible in the actor's own storage.
+
+const NS = 'act';
+const REGION = 'eu-west';
+
+const WORKER = `
+export class Counter {
+  constructor(state) { this.state = state; }
+  async fetch(request) {
+    const url = new URL(request.url);
+    const s = this.state.storage;
+    switch (url.pathname) {
+      case '/inc': {
+        const n = ((await s.get('count')) ?? 0) + 1;
+        await s.put({ count: n, ['op:' + url.searchParams.get('t') + ':' + n]: 1 });
+        return new Response(String(n));
+      }
+      case '/slowinc': {
+        // The write is made, then the request waits before it ends (and commits).
+        const n = ((await s.get('count')) ?? 0) + 1;
+        await s.put({ count: n, ['op:' + url.searchParams.get('t') + ':' + n]: 1 });
+        await new Promise((r) => setTimeout(r, Number(url.searchParams.get('ms'))));
+        return new Response(String(n));
+      }
+      case '/dump': {
+        const ops = await s.list({ prefix: 'op:' });
+        return Response.json({ count: (await s.get('count')) ?? 0, ops: [...ops.keys()] });
+      }
+      case '/arm':
+        await s.setAlarm(Date.now() + Number(url.searchParams.get('ms')));
+        return new Response('armed');
+      case '/alarms':
+        return Response.json({ fired: (await s.get('fired')) ?? 0, alarm: await s.getAlarm() });
+      default:
+        return new Response('no such route', { status: 404 });
+    }
+  }
+  async alarm() {
+    await this.state.storage.put('fired', ((await this.state.storage.get('fired')) ?? 0) + 1);
+  }
+}
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const id = env.COUNTERS.idFromName(url.searchParams.get('actor') ?? 'c1');
+    if (url.pathname === '/id') return new Response(id.toString());
+    return env.COUNTERS.get(id).fetch(request);
+  },
+};`;
+
+interface Outcome { token: string; ok: boolean; agent: string; error?: string }
+
+describe('DurableActors across three agents', () => {
+  let cluster: EdgeCluster;
+  let kube: KubeClient;
+  let seq = 0;
+
+  const live = () => cluster.agents.filter((a) => a.proc.running);
+  const call = (a: AgentProc, path: string) => get(a, 'counter.test', path);
+  const idOf = async (actor: string) => (await call(live()[0]!, `/id?actor=${actor}`)).text;
+  async function ownerOf(actor: string): Promise<AgentProc> {
+    const id = await idOf(actor);
+    let owner: AgentProc | undefined;
+    await waitFor(`an agent hosting ${actor}`, async () => {
+      for (const a of live()) {
+        const st = (await (await fetch(`http://127.0.0.1:${a.admin}/status`)).json()) as { actors: string[] };
+        if (st.actors.includes(`${NS}/counters/${id}`)) { owner = a; return true; }
+      }
+      return false;
+    }, 10_000, 100);
+    return owner!;
+  }
+  async function dump(actor: string): Promise<{ count: number; ops: string[] }> {
+    let out: { count: number; ops: string[] } | undefined;
+    await waitFor(`dump of ${actor}`, async () => {
+      const r = await call(live()[0]!, `/dump?actor=${actor}`);
+      if (r.status !== 200) return false;
+      out = JSON.parse(r.text) as { count: number; ops: string[] };
+      return true;
+    }, 20_000, 100);
+    return out!;
+  }
+  /** Runs `clients` sequential clients per target agent until `stop()` says so. */
+  function hammer(actor: string, targets: () => AgentProc[], clients: number) {
+    const outcomes: Outcome[] = [];
+    let running = true;
+    const loops = targets().flatMap((a) => Array.from({ length: clients }, async () => {
+      while (running && a.proc.running) {
+        const token = `${a.node}-${seq++}`;
+        try {
+          const r = await call(a, `/inc?actor=${actor}&t=${token}`);
+          outcomes.push({ token, ok: r.status === 200, agent: a.node, ...(r.status === 200 ? {} : { error: `${r.status} ${r.text.slice(0, 200)}` }) });
+        } catch (err) {
+          outcomes.push({ token, ok: false, agent: a.node, error: String(err) });
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    }));
+    return { outcomes, stop: async () => { running = false; await Promise.all(loops); } };
+  }
+  /** The invariants: every acknowledged increment is there exactly once; nothing applied twice. */
+  async function checkExact(actor: string, outcomes: Outcome[]): Promise<void> {
+    const { count, ops } = await dump(actor);
+    const byToken = new Map<string, number>();
+    for (const op of ops) {
+      const token = op.split(':')[1]!;
+      byToken.set(token, (byToken.get(token) ?? 0) + 1);
+    }
+    const twice = [...byToken].filter(([, n]) => n > 1);
+    expect(twice, 'increments applied twice').toEqual([]);
+    const acked = outcomes.filter((o) => o.ok);
+    const lost = acked.filter((o) => !byToken.has(o.token));
+    expect(lost, 'acknowledged increments lost').toEqual([]);
+    // Every applied increment was either acknowledged or failed (unknown outcome): none from nowhere.
+    expect(ops.length).toBe(count);
+    expect(count).toBeGreaterThanOrEqual(acked.length);
+    expect(count).toBeLessThanOrEqual(outcomes.length);
+  }
+
+  beforeAll(async () => {
+    cluster = await EdgeCluster.start({ regions: [REGION], agentsPerRegion: 3, presenceTtlMs: 1000 });
+    kube = new KubeClient(cluster.kubeConfig);
+    await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
+    await cluster.startOperator('operator');
+    const post = (plural: string, kind: string, name: string, spec: Record<string, unknown>) => kube.request('POST', crPath(plural, NS), {
+      body: { apiVersion: 'edge.isolates.dev/v1alpha1', kind, metadata: { name, namespace: NS }, spec }, query: { fieldValidation: 'Strict' },
+    });
+    await post('durableactors', 'DurableActor', 'counters', { workerRef: { name: 'counter' }, className: 'Counter', locationHint: REGION, idleTimeoutSeconds: 300 });
+    await post('edgeworkers', 'EdgeWorker', 'counter', {
+      source: { inline: WORKER }, routes: [{ host: 'counter.test' }], limits: { cpuMsPerRequest: 500 },
+      bindings: { actors: [{ name: 'COUNTERS', actor: 'counters' }] },
+    });
+    const ready = async (plural: string, name: string) => {
+      const o = await kube.request<{ metadata: { generation: number }; status?: { observedGeneration?: number; conditions?: Condition[] } }>('GET', crPath(plural, NS, name));
+      return o.status?.observedGeneration === o.metadata.generation && o.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    };
+    await waitFor('worker and actor class Ready', async () => (await ready('edgeworkers', 'counter')) && (await ready('durableactors', 'counters')), 60_000, 200);
+  }, 300_000);
+
+  afterAll(async () => { await cluster?.stop(); });
+
+  it('counts exactly under concurrent clients on all three agents', async () => {
+    const h = hammer('c1', live, 4);
+    await waitFor('300 increments', async () => h.outcomes.length >= 300, 60_000, 50);
+    await h.stop();
+    expect(h.outcomes.filter((o) => !o.ok)).toEqual([]);
+    await checkExact('c1', h.outcomes);
+    expect((await dump('c1')).count).toBe(h.outcomes.length);
+  });
+
+  it('loses no acknowledged increment when the owner is killed with SIGKILL mid-traffic', async () => {
+    await call(live()[0]!, '/inc?actor=k1&t=warmup');
+    const owner = await ownerOf('k1');
+    const h = hammer('k1', () => live().filter((a) => a !== owner), 3);
+    await waitFor('traffic before the kill', async () => h.outcomes.filter((o) => o.ok).length >= 50, 30_000, 20);
+    owner.proc.killNow();
+    await owner.proc.wait();
+    const before = h.outcomes.length;
+    await waitFor('traffic after the kill', async () => h.outcomes.slice(before).filter((o) => o.ok).length >= 100, 60_000, 50);
+    await h.stop();
+    await checkExact('k1', [{ token: 'warmup', ok: true, agent: '' }, ...h.outcomes]);
+    await cluster.startAgent(REGION, owner.node);
+  });
+
+  it('loses nothing when the owner drains on SIGTERM: in-flight calls finish, actors move', async () => {
+    await call(live()[0]!, '/inc?actor=d1&t=warmup');
+    const owner = await ownerOf('d1');
+    const h = hammer('d1', () => live().filter((a) => a !== owner), 3);
+    await waitFor('traffic before the drain', async () => h.outcomes.filter((o) => o.ok).length >= 50, 30_000, 20);
+    const before = h.outcomes.length;
+    await owner.proc.stop(10_000);
+    await waitFor('traffic after the drain', async () => h.outcomes.slice(before).filter((o) => o.ok).length >= 100, 60_000, 50);
+    await h.stop();
+    // A drain hands over cleanly: callers on the other agents see no failure at all.
+    expect(h.outcomes.filter((o) => !o.ok)).toEqual([]);
+    await checkExact('d1', [{ token: 'warmup', ok: true, agent: '' }, ...h.outcomes]);
+    await cluster.startAgent(REGION, owner.node);
+  });
+
+  it('fences a paused owner: after SIGSTOP and takeover, its write is refused and the count stays exact', async () => {
+    await call(live()[0]!, '/inc?actor=s1&t=warmup');
+    const owner = await ownerOf('s1');
+    const others = live().filter((a) => a !== owner);
+    // A request that is inside the actor on its owner, with its write made but not yet
+    // committed, when the owner is paused.
+    const stale = call(others[0]!, '/slowinc?actor=s1&t=stale&ms=1500')
+      .then((r) => ({ token: 'stale', ok: r.status === 200, agent: others[0]!.node }), () => ({ token: 'stale', ok: false, agent: others[0]!.node }));
+    await new Promise((r) => setTimeout(r, 300));
+    owner.proc.signal('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 2500)); // presence TTL 1 s: the others drop it from their rings
+    const outcomes: Outcome[] = [{ token: 'warmup', ok: true, agent: '' }];
+    for (let i = 0; i < 20; i++) {
+      const a = others[i % others.length]!;
+      const r = await call(a, `/inc?actor=s1&t=after-${i}`);
+      outcomes.push({ token: `after-${i}`, ok: r.status === 200, agent: a.node });
+    }
+    expect(outcomes.filter((o) => !o.ok)).toEqual([]);
+    owner.proc.signal('SIGCONT');
+    outcomes.push(await stale);
+    // The woken owner's commit carried its old claim: the log refused it.
+    await waitFor('the woken owner logs the fenced write', async () => /actor write fenced/.test(readFileSync(owner.proc.logFile, 'utf8')), 20_000, 100);
+    await checkExact('s1', outcomes);
+  });
+
+  it('fires alarms once per set, and at least once when the owner dies before they fire', async () => {
+    for (const [i, name] of ['a1', 'a2', 'a3'].entries()) {
+      expect((await call(live()[i % live().length]!, `/arm?actor=${name}&ms=500`)).text).toBe('armed');
+    }
+    await new Promise((r) => setTimeout(r, 3000));
+    for (const name of ['a1', 'a2', 'a3']) {
+      expect(JSON.parse((await call(live()[0]!, `/alarms?actor=${name}`)).text)).toEqual({ fired: 1, alarm: null });
+    }
+
+    await call(live()[0]!, '/arm?actor=a9&ms=3000');
+    const owner = await ownerOf('a9');
+    owner.proc.killNow();
+    await owner.proc.wait();
+    await waitFor('alarm fired on the new owner', async () => {
+      const r = await call(live()[0]!, '/alarms?actor=a9');
+      return r.status === 200 && (JSON.parse(r.text) as { fired: number }).fired >= 1;
+    }, 20_000, 200);
+    await cluster.startAgent(REGION, owner.node);
+  });
+});
