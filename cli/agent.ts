@@ -116,7 +116,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     await view.start();
     const token = process.env.EDGE_PEER_TOKEN || undefined;
     runtime = new ActorRuntime({
-      agent: agentName, region: values.region!, nc, buckets, view, log, pool: agent.pool, hooks: agent.hooks, peerToken: token,
+      agent: agentName, region: values.region!, nc, buckets, view, log, pool: agent.pool, hooks: agent.hooks, sockets: agent.sockets, peerToken: token,
       workerDefinition: (key) => agent.workerDefinition(key),
       onActiveChange: () => { void presence?.report(); },
     });

@@ -35,6 +35,8 @@ export const SUBJECTS = {
   /** Actor routing and migration events (issue 5). */
   route: (region: string) => `edge.route.${region}`,
   actorMigrate: (region: string) => `edge.actor.migrate.${region}`,
+  /** One direction of a WebSocket between two agents: `in` towards the actor, `out` towards the client. */
+  socket: (sid: string, dir: 'in' | 'out') => `edge.ws.${sid}.${dir}`,
 } as const;
 
 /**

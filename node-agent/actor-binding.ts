@@ -86,6 +86,8 @@ export class ActorCalls {
     bindings: Record<string, ActorTarget> | undefined,
     private readonly router: ActorRouter | undefined,
     private readonly workerName: string,
+    /** Told the registry id of each WebSocket an actor hands this isolate (so it may return it). */
+    private readonly grantSocket: (id: number) => void = () => undefined,
   ) {
     for (const [name, target] of Object.entries(bindings ?? {})) {
       this.bindings.set(name, { target: { namespace: target.namespace, actor: target.actor, uid: target.uid }, ids: new ActorIds(target.uid) });
@@ -149,7 +151,10 @@ export class ActorCalls {
       throw new RangeError(`${what}: the actor's response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
     }
     const out: ActorFetchResult = { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
-    if (res.webSocket !== undefined) out.webSocket = res.webSocket;
+    if (res.webSocket !== undefined) {
+      this.grantSocket(res.webSocket);
+      out.webSocket = res.webSocket;
+    }
     return out;
   }
 }

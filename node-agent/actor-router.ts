@@ -1,7 +1,10 @@
+import type { NatsConnection } from 'nats';
 import type { Logger } from '../common/log.js';
 import type { ActorConfig } from '../common/nats.js';
 import type { ActorHost } from './actor-host.js';
 import { actorKey, type ActorRing } from './actor-ring.js';
+import { NatsSocket } from './nats-socket.js';
+import { bridge, type SocketRegistry } from './sockets.js';
 import { forwardToPeer, NotHereError, PeerUnreachableError, type PeerHandler, type PeerRequest, type PeerResponse } from './peer-server.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
@@ -20,6 +23,9 @@ export interface ActorRouterOptions {
   log: Logger;
   config(namespace: string, actor: string): ActorConfig | undefined;
   peerToken?: string;
+  /** For WebSockets between agents. */
+  nc?: NatsConnection;
+  sockets?: SocketRegistry;
   /** How long a call may wait for the ring to name a reachable owner. */
   routeTimeoutMs?: number;
 }
@@ -46,8 +52,29 @@ export class ActorRouter implements PeerHandler {
     const cfg = this.opts.config(namespace, actor);
     if (!cfg) throw new NotHereError(`DurableActor ${namespace}/${actor} is not known here`);
     const owner = this.opts.ring.owner(cfg.region, actorKey(namespace, actor, id));
-    if (owner && owner.agent !== this.opts.agent && hops < MAX_HOPS) return this.route(cfg, id, req, hops);
-    return this.opts.host.call(cfg, id, req);
+    const res = owner && owner.agent !== this.opts.agent && hops < MAX_HOPS ? await this.route(cfg, id, req, hops) : await this.opts.host.call(cfg, id, req);
+    return this.socketOut(res);
+  }
+
+  /** A WebSocket accepted here for a client on another agent: carry it over NATS. */
+  private socketOut(res: PeerResponse): PeerResponse {
+    if (res.webSocket === undefined) return res;
+    const local = this.opts.sockets?.get(res.webSocket);
+    if (!local || !this.opts.nc) throw new Error('the actor accepted a WebSocket this agent cannot carry');
+    const remote = NatsSocket.accept(this.opts.nc);
+    bridge(local, remote);
+    this.opts.sockets!.delete(res.webSocket);
+    const { webSocket: _, ...rest } = res;
+    return { ...rest, webSocketSid: remote.sid };
+  }
+
+  /** The other end of socketOut, on the client's agent. */
+  private socketIn(res: PeerResponse): PeerResponse {
+    if (!res.webSocketSid) return res;
+    if (!this.opts.nc || !this.opts.sockets) throw new Error('an actor answered with a WebSocket this agent cannot carry');
+    const s = NatsSocket.connect(this.opts.nc, res.webSocketSid);
+    const { webSocketSid: _, ...rest } = res;
+    return { ...rest, webSocket: this.opts.sockets.register(s) };
   }
 
   private async route(cfg: ActorConfig, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
@@ -64,7 +91,9 @@ export class ActorRouter implements PeerHandler {
       try {
         if (owner.agent === this.opts.agent) return await this.opts.host.call(cfg, id, req);
         if (!owner.peerAddress) { last = `agent ${owner.agent} has no peer address`; continue; }
-        return await forwardToPeer(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
+        const res = await forwardToPeer(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
+        // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
+        return hops === 0 ? this.socketIn(res) : res;
       } catch (err) {
         if (err instanceof NotHereError || err instanceof PeerUnreachableError) { last = err.message; continue; }
         throw err;

@@ -13,6 +13,7 @@ import { ActorRing, actorKey } from './actor-ring.js';
 import { ActorRouter, ActorUnavailableError } from './actor-router.js';
 import { ActorStorage } from './actor-storage.js';
 import type { IsolatePool } from './isolate-pool.js';
+import type { SocketRegistry } from './sockets.js';
 import type { IsolateHooks, WorkerDefinition } from './worker-isolate.js';
 
 // Everything an agent needs to host DurableActors, wired together: the DurableActor
@@ -28,6 +29,8 @@ export interface ActorRuntimeOptions {
   log: Logger;
   pool: IsolatePool;
   hooks: IsolateHooks;
+  /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
+  sockets: SocketRegistry;
   /** The served version of a worker (`namespace/name`), if this agent serves it. */
   workerDefinition(key: string): WorkerDefinition | undefined;
   peerToken?: string;
@@ -72,8 +75,7 @@ export class ActorRuntime {
       factory: {
         storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: `${cfg.namespace}/${cfg.name}` }),
         instance: async (cfg, id, storage) => {
-          const key = `${cfg.namespace}/${cfg.worker}`;
-          const worker = opts.workerDefinition(key);
+          const worker = opts.workerDefinition(`${cfg.namespace}/${cfg.worker}`);
           if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
           const warm = opts.pool.take(worker.limits.memoryMiB);
           const inst = await ActorIsolate.activate(
@@ -81,13 +83,23 @@ export class ActorRuntime {
             { id, storage: storage as ActorStorage },
             warm, opts.hooks,
           );
-          this.versions.set(actorKey(cfg.namespace, cfg.name, id), worker.digest);
+          const key = actorKey(cfg.namespace, cfg.name, id);
+          this.versions.set(key, worker.digest);
+          // Socket messages run through the actor's input gate like requests, and what
+          // their handlers write is committed the same way.
+          inst.isolate.setSocketOwner({
+            socketEvent: (iso, socketId, event) => {
+              this.host.withActor(key, () => iso.deliver(socketId, event)).catch((err: unknown) => {
+                opts.log.warn('actor socket event failed', { actor: key, error: errorMessage(err) });
+              });
+            },
+          });
           return inst;
         },
       },
     });
     this.router = new ActorRouter({
-      agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken,
+      agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken, nc: opts.nc, sockets: opts.sockets,
       config: (ns, actor) => this.config(ns, actor),
     });
     this.alarms = new ActorAlarms({

@@ -18,7 +18,16 @@ const MAX_PEER_BODY = 32 * 1024 * 1024;
 const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
 
 export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
-export interface PeerResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
+export interface PeerResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  /** A WebSocket the actor accepted, by this agent's registry id. */
+  webSocket?: number;
+  /** Between agents: the NATS socket id carrying that WebSocket. */
+  webSocketSid?: string;
+}
 
 /** The request was not run: the caller may route it again. */
 export class NotHereError extends Error {}
@@ -74,6 +83,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, {
         'x-edge-headers': JSON.stringify(out.headers),
         'x-edge-status': String(out.status),
+        ...(out.webSocketSid ? { 'x-edge-websocket': out.webSocketSid } : {}),
         'content-length': out.body.byteLength,
       });
       res.end(out.body);
@@ -114,7 +124,8 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         const fwdStatus = Number(res.headers['x-edge-status'] ?? status);
         let headers: [string, string][] = [];
         try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }
-        resolve({ status: fwdStatus, statusText: res.statusMessage ?? '', headers, body: payload });
+        const sid = res.headers['x-edge-websocket'];
+        resolve({ status: fwdStatus, statusText: res.statusMessage ?? '', headers, body: payload, ...(typeof sid === 'string' ? { webSocketSid: sid } : {}) });
       });
     });
     // A pooled socket is already connected: the request may reach the peer at once.

@@ -127,6 +127,8 @@ export class WorkerIsolate implements IsolateOwner {
   /** WebSockets whose server end is in this isolate. */
   private readonly sockets: IsolateSockets;
   private socketOwner: SocketOwner | undefined;
+  /** Sockets actors handed this isolate (by registry id): the only foreign ones it may return. */
+  private readonly grantedSockets = new Set<number>();
   readonly createdAt = performance.now();
   lastUsed = performance.now();
 
@@ -146,7 +148,7 @@ export class WorkerIsolate implements IsolateOwner {
     this.cbs = hostCallbacks({
       workerName: def.name,
       ai: this.ai,
-      actors: new ActorCalls(def.env.actors, hooks.actorRouter, def.name),
+      actors: new ActorCalls(def.env.actors, hooks.actorRouter, def.name, (id) => this.grantedSockets.add(id)),
       storage: actor?.storage ?? null,
       sockets: this.sockets,
       onLog: (level, message) => hooks.onLog(def.name, level, message),
@@ -316,7 +318,11 @@ export class WorkerIsolate implements IsolateOwner {
 
   /** A 101 carries the shim's number for its socket: outside the isolate it goes by its registry id. */
   private withSocket(r: DispatchResponse): DispatchResponse {
-    if (r.webSocket !== undefined) {
+    if (r.webSocket !== undefined && r.webSocket < 0) {
+      // A socket an actor accepted, passed on as it is.
+      if (!this.grantedSockets.delete(-r.webSocket)) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: its response names a WebSocket it was not given`);
+      r.webSocket = -r.webSocket;
+    } else if (r.webSocket !== undefined) {
       const socket = this.sockets.forLocal(r.webSocket);
       if (!socket) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: its response names a WebSocket that is already closed`);
       r.webSocket = socket.id;

@@ -23,7 +23,8 @@
 import { host } from './host.js';
 import { DOMException, INTERNAL, hostOutcome, platformClassOf, toArrayBuffer } from './web/util.js';
 import { Request, requestBody } from './web/request.js';
-import { NULL_BODY_STATUSES, fetchedResponse } from './web/response.js';
+import { NULL_BODY_STATUSES, Response, fetchedResponse } from './web/response.js';
+import { foreignSocket } from './web/websocket.js';
 import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
 import { ArrayIncludes, ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
@@ -126,7 +127,11 @@ class DurableObjectStub {
           headers: ArrayMap(headerList(request.headers), (e) => [e[0], e[1]]),
           body: bytes === null ? null : toArrayBuffer(bytes),
         }));
-        // result.webSocket (a socket handle) is for the WebSocket support to pick up.
+        // The actor accepted a WebSocket: the client end comes back as a host socket the
+        // worker returns in its own 101 response.
+        if (result.webSocket !== undefined) {
+          return new Response(null, { status: 101, statusText: result.statusText, headers: result.headers, webSocket: foreignSocket(result.webSocket) });
+        }
         const noBody = ArrayIncludes(NULL_BODY_STATUSES, result.status) || request.method === 'HEAD';
         return fetchedResponse({
           status: result.status,

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition } from '../../common/api/index.js';
@@ -50,9 +51,27 @@ export class Counter {
     await this.state.storage.put('fired', ((await this.state.storage.get('fired')) ?? 0) + 1);
   }
 }
+export class ChatRoom {
+  constructor(state) { this.state = state; this.sessions = new Set(); }
+  async fetch(request) {
+    if (request.headers.get('Upgrade') !== 'websocket') return new Response('expected a WebSocket', { status: 426 });
+    const [client, server] = Object.values(new WebSocketPair());
+    server.accept();
+    this.sessions.add(server);
+    server.addEventListener('message', async (e) => {
+      const n = ((await this.state.storage.get('messages')) ?? 0) + 1;
+      await this.state.storage.put('messages', n);
+      for (const s of this.sessions) { try { s.send(n + ' ' + e.data); } catch {} }
+    });
+    server.addEventListener('close', () => this.sessions.delete(server));
+    server.send('welcome');
+    return new Response(null, { status: 101, webSocket: client });
+  }
+}
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
+    if (url.pathname === '/chat') return env.ROOMS.get(env.ROOMS.idFromName(url.searchParams.get('room'))).fetch(request);
     const id = env.COUNTERS.idFromName(url.searchParams.get('actor') ?? 'c1');
     if (url.pathname === '/id') return new Response(id.toString());
     return env.COUNTERS.get(id).fetch(request);
@@ -137,15 +156,16 @@ describe('DurableActors across three agents', () => {
       body: { apiVersion: 'edge.isolates.dev/v1alpha1', kind, metadata: { name, namespace: NS }, spec }, query: { fieldValidation: 'Strict' },
     });
     await post('durableactors', 'DurableActor', 'counters', { workerRef: { name: 'counter' }, className: 'Counter', locationHint: REGION, idleTimeoutSeconds: 300 });
+    await post('durableactors', 'DurableActor', 'rooms', { workerRef: { name: 'counter' }, className: 'ChatRoom', locationHint: REGION, idleTimeoutSeconds: 2 });
     await post('edgeworkers', 'EdgeWorker', 'counter', {
       source: { inline: WORKER }, routes: [{ host: 'counter.test' }], limits: { cpuMsPerRequest: 500 },
-      bindings: { actors: [{ name: 'COUNTERS', actor: 'counters' }] },
+      bindings: { actors: [{ name: 'COUNTERS', actor: 'counters' }, { name: 'ROOMS', actor: 'rooms' }] },
     });
     const ready = async (plural: string, name: string) => {
       const o = await kube.request<{ metadata: { generation: number }; status?: { observedGeneration?: number; conditions?: Condition[] } }>('GET', crPath(plural, NS, name));
       return o.status?.observedGeneration === o.metadata.generation && o.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
     };
-    await waitFor('worker and actor class Ready', async () => (await ready('edgeworkers', 'counter')) && (await ready('durableactors', 'counters')), 60_000, 200);
+    await waitFor('worker and actor classes Ready', async () => (await ready('edgeworkers', 'counter')) && (await ready('durableactors', 'counters')) && (await ready('durableactors', 'rooms')), 60_000, 200);
   }, 300_000);
 
   afterAll(async () => { await cluster?.stop(); });
@@ -231,5 +251,44 @@ describe('DurableActors across three agents', () => {
       return r.status === 200 && (JSON.parse(r.text) as { fired: number }).fired >= 1;
     }, 20_000, 200);
     await cluster.startAgent(REGION, owner.node);
+  });
+
+  it('runs a chat room: three WebSocket clients on different agents see every message', async () => {
+    const agents = live();
+    expect(agents.length).toBe(3);
+    const clients = agents.map((a) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${a.port}/chat?room=lobby`, [], { headers: { host: 'counter.test' } });
+      const got: string[] = [];
+      ws.on('message', (d) => got.push(d.toString()));
+      return { ws, got, opened: new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); }) };
+    });
+    await Promise.all(clients.map((c) => c.opened));
+    await waitFor('welcome on every socket', async () => clients.every((c) => c.got.includes('welcome')), 10_000, 50);
+    for (const [i, c] of clients.entries()) c.ws.send(`hello from ${i}`);
+    await waitFor('every message on every socket', async () => clients.every((c) => c.got.length >= 4), 10_000, 50);
+    for (const c of clients) {
+      const msgs = c.got.filter((m) => m !== 'welcome');
+      expect(msgs.map((m) => m.split(' ')[0]).sort()).toEqual(['1', '2', '3']);
+      expect(msgs.map((m) => m.slice(m.indexOf(' ') + 1)).sort()).toEqual(['hello from 0', 'hello from 1', 'hello from 2']);
+    }
+    // Every client saw the messages in the same order: the actor ran one event at a time.
+    const order = clients.map((c) => c.got.filter((m) => m !== 'welcome').join('|'));
+    expect(new Set(order).size).toBe(1);
+    await Promise.all(clients.map((c) => new Promise<void>((resolve) => { c.ws.once('close', () => resolve()); c.ws.close(1000, 'bye'); })));
+
+    // With its sockets closed the room is evicted after idleTimeoutSeconds (2 s); its
+    // storage stays, and the next connection reactivates it.
+    const hosting = async () => {
+      const lists = await Promise.all(live().map(async (a) => ((await (await fetch(`http://127.0.0.1:${a.admin}/status`)).json()) as { actors: string[] }).actors));
+      return lists.flat().filter((k) => k.startsWith(`${NS}/rooms/`)).length;
+    };
+    await waitFor('the idle room evicted', async () => (await hosting()) === 0, 15_000, 200);
+    const again = new WebSocket(`ws://127.0.0.1:${agents[0]!.port}/chat?room=lobby`, [], { headers: { host: 'counter.test' } });
+    const got: string[] = [];
+    again.on('message', (d) => got.push(d.toString()));
+    await new Promise<void>((resolve, reject) => { again.once('open', () => resolve()); again.once('error', reject); });
+    again.send('back');
+    await waitFor('the reactivated room answers', async () => got.includes('4 back'), 10_000, 50);
+    again.close(1000, 'bye');
   });
 });

@@ -102,6 +102,7 @@ let checkFree;
 let transfer;
 let hostEvent;
 let join;
+let makeForeign;
 
 export class WebSocket extends EventTarget {
   #accepted = false;
@@ -111,6 +112,11 @@ export class WebSocket extends EventTarget {
   #hostId = 0;
   /** This end was handed to the runtime in a Response. */
   #transferred = false;
+  /**
+   * For an end the host made (the client end of a socket an actor accepted, possibly on
+   * another agent): the host's registry id. It can only be returned in a Response.
+   */
+  #foreign = 0;
   #closedOut = false;
   #closedIn = false;
   /** Events that arrived and are not dispatched yet (all of them until accept()). */
@@ -160,6 +166,7 @@ export class WebSocket extends EventTarget {
   }
 
   accept() {
+    if (this.#foreign !== 0) throw new TypeError('WebSocket.accept(): this socket is connected to a Durable Object; return it in a Response (new Response(null, { status: 101, webSocket }))');
     if (this.#transferred) throw new TypeError('WebSocket.accept(): this end was returned in a Response; accept the other end of the WebSocketPair');
     if (this.#accepted) return;
     this.#accepted = true;
@@ -263,11 +270,14 @@ export class WebSocket extends EventTarget {
     join = (a, b) => { a.#peer = b; b.#peer = a; };
     checkFree = (ws) => {
       if (ws.#transferred) throw new TypeError('This WebSocket was already returned in a Response.');
+      if (ws.#foreign !== 0) return;
       if (ws.#accepted) throw new TypeError("Can't return a WebSocket in a Response after calling accept() on it; return the other end of the WebSocketPair.");
       if (ws.#peer === null) throw new TypeError('This WebSocket is not one end of a WebSocketPair.');
     };
     transfer = (client) => {
       checkFree(client);
+      // The host already has this one: a negative number names it by its registry id.
+      if (client.#foreign !== 0) { client.#transferred = true; return -client.#foreign; }
       const server = client.#peer;
       const id = nextHostId++;
       client.#transferred = true;
@@ -290,6 +300,7 @@ export class WebSocket extends EventTarget {
       return id;
     };
     hostEvent = (ws, event) => ws.#arrive(event, true);
+    makeForeign = (id) => { const ws = new WebSocket(INTERNAL); ws.#foreign = id; return ws; };
   }
 }
 
@@ -309,6 +320,9 @@ export class WebSocketPair {
 }
 
 export { isWebSocket };
+
+/** For the runtime: the client end of a socket the host holds (an actor's), by registry id. */
+export const foreignSocket = (id) => makeForeign(id);
 
 /** Validates a Response's webSocket option (the end must still be free to hand out). */
 export function checkResponseSocket(ws) {
