@@ -21,7 +21,7 @@ import type { Server } from 'node:http';
 export const AGENT_USAGE = `usage: edge agent (--workers DIR | --nats URL --region R --node N)
                   [--listen HOST:PORT] [--admin HOST:PORT] [--advertise URL]
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
-                  [--peer-listen HOST:PORT] [--peer-advertise URL]
+                  [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N]
 
@@ -32,6 +32,8 @@ header and path prefix. /metrics, /healthz, /readyz and /status are on the admin
 
 --peer-listen: the port other agents forward actor calls to (keep it off the user-facing
 network; $EDGE_PEER_TOKEN, when set, must be the same on every agent).
+--actor-log-replicas: JetStream replicas for actor state when this agent creates the
+stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
 {port} and {binding} are substituted (default
 http://{service}.{namespace}.svc.cluster.local:{port}).
@@ -54,6 +56,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'agent-name': { type: 'string' },
       'peer-listen': { type: 'string', default: '127.0.0.1:0' },
       'peer-advertise': { type: 'string' },
+      'actor-log-replicas': { type: 'string', default: '1' },
       advertise: { type: 'string' },
       'presence-ttl-ms': { type: 'string', default: String(DEFAULT_PRESENCE_TTL_MS) },
       'ai-url-template': { type: 'string' },
@@ -118,6 +121,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     runtime = new ActorRuntime({
       agent: agentName, region: values.region!, nc, buckets, view, log, pool: agent.pool, hooks: agent.hooks, sockets: agent.sockets, peerToken: token,
       workerDefinition: (key) => agent.workerDefinition(key),
+      logReplicas: num('--actor-log-replicas', values['actor-log-replicas']),
       onActiveChange: () => { void presence?.report(); },
     });
     agent.hooks.actorRouter = runtime.isolateRouter;

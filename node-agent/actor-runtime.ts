@@ -34,6 +34,8 @@ export interface ActorRuntimeOptions {
   /** The served version of a worker (`namespace/name`), if this agent serves it. */
   workerDefinition(key: string): WorkerDefinition | undefined;
   peerToken?: string;
+  /** JetStream replicas of the actor log stream, when this agent is the one creating it. */
+  logReplicas?: number;
   onActiveChange?(): void;
 }
 
@@ -65,7 +67,7 @@ export class ActorRuntime {
 
   async start(): Promise<void> {
     const { opts } = this;
-    const durable = await ActorLog.open({ nc: opts.nc, log: opts.log });
+    const durable = await ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 });
     this.host = new ActorHost({
       agent: opts.agent,
       log: opts.log,
