@@ -88,8 +88,16 @@ export class AgentView {
     if (changed.size > 0 || changedActors.size > 0) this.emit({ all: false, workers: changed, actors: changedActors });
   }
 
+  private lastSweep = Date.now();
+
   private sweep(): void {
     const now = Date.now();
+    // This process was stopped or its event loop stalled (SIGSTOP, a long GC): refreshes
+    // that arrived meanwhile are still queued, so judge nobody on that gap.
+    if (now - this.lastSweep > 1000) {
+      for (const l of this.live.values()) l.lastSeen = Math.max(l.lastSeen, now);
+    }
+    this.lastSweep = now;
     let gone = false;
     for (const [key, l] of this.live) {
       if (now - l.lastSeen > l.presence.ttlMs) {

@@ -53,7 +53,11 @@ export class ActorRouter implements PeerHandler {
     if (!cfg) throw new NotHereError(`DurableActor ${namespace}/${actor} is not known here`);
     const owner = this.opts.ring.owner(cfg.region, actorKey(namespace, actor, id));
     const res = owner && owner.agent !== this.opts.agent && hops < MAX_HOPS ? await this.route(cfg, id, req, hops) : await this.opts.host.call(cfg, id, req);
-    return this.socketOut(res);
+    const out = this.socketOut(res);
+    // The socket's subscription must be on the server before the other agent, told its
+    // id by this answer, says hello or sends the first message.
+    if (out.webSocketSid) await this.opts.nc!.flush();
+    return out;
   }
 
   /** A WebSocket accepted here for a client on another agent: carry it over NATS. */
