@@ -30,6 +30,15 @@ export interface EdgeClusterOptions {
   leaseDurationMs?: number;
 }
 
+export interface StartOperatorOptions {
+  /** Kubeconfig the operator uses (default: the harness admin's). */
+  kubeconfig?: string;
+  /** Namespace of its Lease (default `default`). */
+  leaseNamespace?: string;
+  /** Name of its Lease (default: the operator's own default). */
+  leaseName?: string;
+}
+
 export class EdgeCluster {
   readonly agents: AgentProc[] = [];
   readonly operators: OperatorProc[] = [];
@@ -105,12 +114,18 @@ export class EdgeCluster {
     return a;
   }
 
-  async startOperator(identity = `operator-${this.seq}`): Promise<OperatorProc> {
+  /**
+   * Starts `edge operator`. By default it runs as the harness admin with its Lease in
+   * `default`; `kubeconfig` gives it other credentials (a ServiceAccount token), and
+   * `leaseNamespace`/`leaseName` the Lease its RBAC allows.
+   */
+  async startOperator(identity = `operator-${this.seq}`, opts: StartOperatorOptions = {}): Promise<OperatorProc> {
     const admin = await freePort();
     const lease = this.opts.leaseDurationMs ?? 2000;
     const proc = new ManagedProcess(identity, process.execPath, [
-      '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', this.cp.kubeconfigPath,
-      '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', 'default',
+      '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', opts.kubeconfig ?? this.cp.kubeconfigPath,
+      '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', opts.leaseNamespace ?? 'default',
+      ...(opts.leaseName ? ['--lease-name', opts.leaseName] : []),
       '--lease-duration-ms', String(lease), '--renew-deadline-ms', String(Math.floor(lease * 0.75)), '--retry-period-ms', String(Math.floor(lease / 8)),
       '--ai-image', 'example.test/model-server:1',
     ], { logFile: this.log(`${identity}-${this.seq++}`), cwd: REPO_ROOT });

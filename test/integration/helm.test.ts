@@ -1,27 +1,27 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { helm, preparedChart } from '../harness/chart.js';
 import { sharedControlPlane } from '../harness/shared.js';
-import { REPO_ROOT, toolPath } from '../harness/tools.js';
 
-const run = promisify(execFile);
-const chart = join(REPO_ROOT, 'charts/edge-isolates');
+// helm itself (built from source) against the harness apiserver, with the chart's defaults.
+// The chart in detail: chart-template, chart-install and chart-rbac.test.ts.
 
 describe('helm (built from source) against the harness apiserver', () => {
   const { kubeconfigPath } = sharedControlPlane();
-  const helm = (...args: string[]) => run(toolPath('helm'), args, { env: { ...process.env, KUBECONFIG: kubeconfigPath, HELM_CACHE_HOME: join(REPO_ROOT, 'node_modules/.cache/helm') } });
+  // The chart with its NATS dependency in charts/, as `helm dependency build` leaves it.
+  const chart = preparedChart();
+  afterAll(() => chart.cleanup());
 
   it('lints the chart with no warnings', async () => {
-    const { stdout } = await helm('lint', '--strict', chart);
+    const { stdout } = await helm(['lint', '--strict', chart.dir]);
     expect(stdout).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
     expect(stdout).not.toMatch(/\[WARNING\]/);
   });
 
   it('installs the chart: the apiserver reports a real version, so kubeVersion checks pass', async () => {
-    const { stdout } = await helm('install', 'edge', chart, '--namespace', 'default', '--skip-crds', '--wait', '--timeout', '60s');
+    // No --wait: no controller-manager or kubelet runs here, so the operator's pods never exist.
+    const { stdout } = await helm(['install', 'edge', chart.dir, '--namespace', 'default', '--skip-crds', '--timeout', '60s'], kubeconfigPath);
     expect(stdout).toMatch(/STATUS: deployed/);
-    const { stdout: list } = await helm('list', '--namespace', 'default', '-o', 'json');
+    const { stdout: list } = await helm(['list', '--namespace', 'default', '-o', 'json'], kubeconfigPath);
     expect(JSON.parse(list)).toEqual([expect.objectContaining({ name: 'edge', status: 'deployed' })]);
   });
 });

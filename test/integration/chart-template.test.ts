@@ -1,0 +1,243 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../harness/tools.js';
+import {
+  CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
+  preparedChart, render, type K8sObject, type Rule,
+} from '../harness/chart.js';
+
+// The chart without a cluster: helm lint, helm template of the three example values files,
+// the values schema refusing wrong values with a message, and the security settings of
+// every pod. (Installing it, and running the operator with its RBAC: chart-install and
+// chart-rbac.test.ts.)
+
+interface Container {
+  name: string; args?: string[]; image: string;
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  securityContext?: Record<string, unknown>; resources?: Record<string, unknown>; volumeMounts?: { name: string; mountPath: string }[];
+}
+interface PodSpec {
+  containers: Container[]; securityContext?: Record<string, unknown>; automountServiceAccountToken?: boolean; serviceAccountName?: string;
+  nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[]; volumes?: { name: string; emptyDir?: unknown }[];
+}
+type Workload = K8sObject & { spec: { replicas?: number; template: { metadata: { labels: Record<string, string> }; spec: PodSpec } } };
+
+const names = (objs: K8sObject[]) => objs.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+const byKind = <T extends K8sObject = K8sObject>(objs: K8sObject[], kind: string) => objs.filter((o) => o.kind === kind) as T[];
+const one = <T extends K8sObject = K8sObject>(objs: K8sObject[], kind: string, name: string): T => {
+  const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
+  if (!o) throw new Error(`no ${kind}/${name} in ${names(objs).join(', ')}`);
+  return o as T;
+};
+const arg = (c: Container, flag: string) => c.args?.find((a) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
+
+/** Objects every install has, whatever the regions. */
+const BASE = [
+  'ClusterRole/edge-isolates-operator', 'ClusterRoleBinding/edge-isolates-operator',
+  'Deployment/edge-isolates-operator', 'PodDisruptionBudget/edge-isolates-operator',
+  'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
+  'Service/edge-isolates-operator-metrics', 'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',
+];
+const perRegion = (r: string) => [`DaemonSet/edge-isolates-agent-${r}`, `PodDisruptionBudget/edge-isolates-agent-${r}`, `Service/edge-isolates-agent-${r}`];
+
+/** What every pod of the chart must have: non-root, read-only root, no capabilities, seccomp. */
+function expectRestricted(w: Workload): void {
+  const pod = w.spec.template.spec;
+  expect(pod.securityContext, `${w.kind}/${w.metadata.name} pod securityContext`).toMatchObject({
+    runAsNonRoot: true, runAsUser: 10001, runAsGroup: 10001, seccompProfile: { type: 'RuntimeDefault' },
+  });
+  for (const c of pod.containers) {
+    expect(c.securityContext, `${w.metadata.name}/${c.name}`).toEqual({
+      allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true,
+      capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
+    });
+    // Read-only root: /tmp (tsx's compile cache) is an emptyDir.
+    expect(c.volumeMounts).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
+    expect(c.resources).toHaveProperty('requests');
+  }
+  expect(pod.volumes).toContainEqual(expect.objectContaining({ name: 'tmp', emptyDir: expect.anything() as unknown }));
+}
+
+describe('the Helm chart, rendered', () => {
+  const chart = preparedChart();
+  afterAll(() => chart.cleanup());
+
+  it('declares the official NATS chart as a conditional dependency', () => {
+    expect(chartYaml().dependencies).toEqual([
+      { name: 'nats', version: expect.stringMatching(/^\^1\./) as unknown, repository: 'https://nats-io.github.io/k8s/helm/charts/', condition: 'nats.enabled' },
+    ]);
+  });
+
+  it('lints with no warnings, with its defaults and with each example', async () => {
+    for (const values of [[], ...EXAMPLES.map((e) => [examplePath(e)])]) {
+      const { stdout } = await helm(['lint', '--strict', chart.dir, ...values.flatMap((v) => ['-f', v])]);
+      expect(stdout, values.join(' ') || 'defaults').toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+      expect(stdout).not.toMatch(/\[(WARNING|ERROR)\]/);
+    }
+  });
+
+  it('lints from the repository with only the dependency to build missing (what `helm dependency build` fixes)', async () => {
+    const { stdout } = await helm(['lint', CHART_DIR]);
+    expect(stdout.match(/\[(WARNING|ERROR)\].*/g)).toEqual([
+      expect.stringMatching(/^\[WARNING\] .*: chart directory is missing these dependencies: nats$/) as unknown,
+    ]);
+  });
+
+  it('one region: the operator, one agent DaemonSet and Service, NATS from the NATS chart', async () => {
+    const objs = await render(chart.dir, { values: [examplePath('one-region')] });
+    expect(names(objs)).toEqual([
+      ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics',
+    ].sort());
+    for (const o of objs) {
+      if (o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding') expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('edge-system');
+      expect(o.metadata.labels).toMatchObject({ 'app.kubernetes.io/instance': 'edge-isolates', 'app.kubernetes.io/managed-by': 'Helm' });
+    }
+    const op = one<Workload>(objs, 'Deployment', 'edge-isolates-operator');
+    expect(op.spec.replicas).toBe(2);
+    const c = op.spec.template.spec.containers[0]!;
+    expect(c.image).toBe('edge-isolates/operator:0.1.0');
+    expect(arg(c, 'nats')).toBe('nats://edge-isolates-nats.edge-system.svc.cluster.local:4222');
+    expect(arg(c, 'identity')).toBe('$(POD_NAME)');
+    expect(arg(c, 'lease-namespace')).toBe('$(POD_NAMESPACE)');
+    expect(arg(c, 'lease-name')).toBe('edge-isolates-operator');
+    expect(op.spec.template.spec.serviceAccountName).toBe('edge-isolates-operator');
+    expect(op.spec.template.spec.automountServiceAccountToken).toBe(true);
+
+    const ds = one<Workload>(objs, 'DaemonSet', 'edge-isolates-agent-eu-west');
+    const pod = ds.spec.template.spec;
+    expect(pod.nodeSelector).toEqual({ 'topology.kubernetes.io/region': 'eu-west', 'edge.isolates.dev/pool': 'isolate' });
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.serviceAccountName).toBe('edge-isolates-agent');
+    const a = pod.containers[0]!;
+    expect(a.image).toBe('edge-isolates/agent:0.1.0');
+    expect(a.args?.[0]).toBe('agent');
+    expect(Object.fromEntries(['nats', 'region', 'node', 'listen', 'admin', 'peer-listen', 'peer-advertise', 'advertise'].map((f) => [f, arg(a, f)]))).toEqual({
+      nats: 'nats://edge-isolates-nats.edge-system.svc.cluster.local:4222', region: 'eu-west', node: '$(NODE_NAME)',
+      listen: '0.0.0.0:8080', admin: '0.0.0.0:9090', 'peer-listen': '0.0.0.0:8081',
+      'peer-advertise': 'http://$(POD_IP):8081', advertise: 'http://$(POD_IP):8080',
+    });
+    expect(a.env?.find((e) => e.name === 'EDGE_PEER_TOKEN')?.valueFrom?.secretKeyRef).toEqual({ name: 'edge-isolates-peer-token', key: 'token' });
+    const secret = one<K8sObject & { data: Record<string, string> }>(objs, 'Secret', 'edge-isolates-peer-token');
+    expect(Buffer.from(secret.data.token!, 'base64').toString()).toMatch(/^[A-Za-z0-9]{48}$/);
+
+    // The region's Service exposes the http port only (the peer port stays on pod IPs).
+    const svc = one<K8sObject & { spec: { type: string; selector: Record<string, string>; ports: { port: number; targetPort: string }[] } }>(objs, 'Service', 'edge-isolates-agent-eu-west');
+    expect(svc.spec).toMatchObject({ type: 'ClusterIP', ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }] });
+    expect(ds.spec.template.metadata.labels).toMatchObject(svc.spec.selector);
+    expect(byKind(objs, 'ServiceMonitor')).toEqual([]);
+
+    for (const w of [op, ds]) expectRestricted(w);
+    for (const sa of byKind<K8sObject & { automountServiceAccountToken?: boolean }>(objs, 'ServiceAccount')) expect(sa.automountServiceAccountToken).toBe(false);
+  });
+
+  it('three regions: a DaemonSet, Service and PDB each, with the region\'s own selector, tolerations and resources', async () => {
+    const objs = await render(chart.dir, { values: [examplePath('three-regions')] });
+    const regions = ['eu-west', 'us-east', 'ap-south'];
+    expect(names(objs)).toEqual([
+      ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
+    ].sort());
+    const pods = Object.fromEntries(regions.map((r) => [r, one<Workload>(objs, 'DaemonSet', `edge-isolates-agent-${r}`).spec.template.spec]));
+    expect(pods['ap-south']!.nodeSelector).toEqual({
+      'topology.kubernetes.io/region': 'ap-south', 'edge.isolates.dev/pool': 'isolate', 'node.kubernetes.io/instance-type': 'c6i.2xlarge',
+    });
+    expect(pods['ap-south']!.tolerations).toEqual([{ key: 'dedicated', operator: 'Equal', value: 'batch', effect: 'NoSchedule' }]);
+    expect(pods['eu-west']!.tolerations).toBeUndefined();
+    expect(pods['us-east']!.containers[0]!.resources).toEqual({ requests: { cpu: '1', memory: '1Gi' }, limits: { memory: '8Gi' } });
+    expect(pods['eu-west']!.containers[0]!.resources).toEqual({ requests: { cpu: '500m', memory: '512Mi' }, limits: { memory: '4Gi' } });
+    for (const r of regions) {
+      expect(arg(pods[r]!.containers[0]!, 'region')).toBe(r);
+      const svc = one<K8sObject & { spec: Record<string, unknown> }>(objs, 'Service', `edge-isolates-agent-${r}`);
+      expect(svc.spec).toMatchObject({ type: 'LoadBalancer', externalTrafficPolicy: 'Local', selector: { 'edge.isolates.dev/region': r } });
+      expectRestricted(one<Workload>(objs, 'DaemonSet', `edge-isolates-agent-${r}`));
+    }
+    expect(one(objs, 'Service', 'edge-isolates-agent-eu-west').metadata.annotations).toEqual({ 'example.com/region': 'eu-west' });
+    const sm = one<K8sObject & { spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] } }>(objs, 'ServiceMonitor', 'edge-isolates');
+    expect(sm.metadata.labels).toMatchObject({ release: 'prometheus' });
+    expect(sm.spec.endpoints).toEqual([expect.objectContaining({ port: 'metrics', path: '/metrics' })]);
+    // It selects both metrics Services, and they name their port "metrics".
+    const metricsServices = byKind<K8sObject & { spec: { ports: { name: string }[] } }>(objs, 'Service')
+      .filter((s) => Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => s.metadata.labels?.[k] === v));
+    expect(names(metricsServices)).toEqual(['Service/edge-isolates-agent-metrics', 'Service/edge-isolates-operator-metrics']);
+    for (const s of metricsServices) expect(s.spec.ports.map((p) => p.name)).toEqual(['metrics']);
+  });
+
+  it('external NATS: the URL given, no NATS objects, an existing peer-token Secret', async () => {
+    const objs = await render(chart.dir, { values: [examplePath('external-nats')] });
+    expect(names(objs)).toEqual([...BASE, ...perRegion('eu-west'), ...perRegion('us-east'), 'Service/edge-isolates-agent-metrics'].sort());
+    for (const w of [...byKind<Workload>(objs, 'DaemonSet'), ...byKind<Workload>(objs, 'Deployment')]) {
+      expect(arg(w.spec.template.spec.containers[0]!, 'nats')).toBe('nats://nats.messaging.svc.cluster.local:4222');
+      if (w.kind === 'DaemonSet') {
+        expect(w.spec.template.spec.containers[0]!.env?.find((e) => e.name === 'EDGE_PEER_TOKEN')?.valueFrom?.secretKeyRef)
+          .toEqual({ name: 'edge-peer-token', key: 'token' });
+      }
+    }
+  });
+
+  it('grants the operator exactly the permissions its code uses, and the agents none', async () => {
+    const objs = await render(chart.dir, { values: [examplePath('one-region')] });
+    const cr = one<K8sObject & { rules: Rule[] }>(objs, 'ClusterRole', 'edge-isolates-operator');
+    expect(flattenRules(cr.rules)).toEqual(OPERATOR_CLUSTER_PERMISSIONS);
+    const role = one<K8sObject & { rules: Rule[] }>(objs, 'Role', 'edge-isolates-operator-leader-election');
+    expect(flattenRules(role.rules)).toEqual(operatorLeasePermissions('edge-isolates-operator'));
+    for (const b of [...byKind(objs, 'ClusterRoleBinding'), ...byKind(objs, 'RoleBinding')] as (K8sObject & { subjects: unknown[] })[]) {
+      expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: 'edge-isolates-operator', namespace: 'edge-system' }]);
+    }
+  });
+
+  it('names objects after the release, and follows the NATS chart\'s naming', async () => {
+    const objs = await render(chart.dir, { release: 'prod', namespace: 'edge', set: ['regions[0].name=eu-west'] });
+    expect(names(objs)).toContain('DaemonSet/prod-edge-isolates-agent-eu-west');
+    const op = one<Workload>(objs, 'Deployment', 'prod-edge-isolates-operator');
+    expect(arg(op.spec.template.spec.containers[0]!, 'nats')).toBe('nats://prod-nats.edge.svc.cluster.local:4222');
+    expect(arg(op.spec.template.spec.containers[0]!, 'lease-name')).toBe('prod-edge-isolates-operator');
+    const natsRelease = await render(chart.dir, { release: 'edge-nats', set: ['clusterDomain=corp.internal'] });
+    expect(arg(one<Workload>(natsRelease, 'Deployment', 'edge-nats-edge-isolates-operator').spec.template.spec.containers[0]!, 'nats'))
+      .toBe('nats://edge-nats.edge-system.svc.corp.internal:4222');
+  });
+
+  it('drops the operator\'s PodDisruptionBudget when one replica would make it block every drain', async () => {
+    const objs = await render(chart.dir, { set: ['operator.replicas=1', 'regions[0].name=eu-west'] });
+    expect(names(byKind(objs, 'PodDisruptionBudget'))).toEqual(['PodDisruptionBudget/edge-isolates-agent-eu-west']);
+    const off = await render(chart.dir, { set: ['podDisruptionBudget.enabled=false', 'regions[0].name=eu-west'] });
+    expect(byKind(off, 'PodDisruptionBudget')).toEqual([]);
+  });
+
+  it('ships the generated CRDs, identical to crds/', async () => {
+    const objs = await render(chart.dir, { includeCrds: true });
+    const crds = byKind(objs, 'CustomResourceDefinition');
+    const files = readdirSync(join(REPO_ROOT, 'crds')).filter((f) => f.endsWith('.yaml')).sort();
+    expect(crds.map((c) => `${c.metadata.name}.yaml`).sort()).toEqual(files);
+    for (const f of files) {
+      expect(readFileSync(join(CHART_DIR, 'crds', f), 'utf8')).toBe(readFileSync(join(REPO_ROOT, 'crds', f), 'utf8'));
+      expect(crds.find((c) => `${c.metadata.name}.yaml` === f)).toEqual(parse(readFileSync(join(REPO_ROOT, 'crds', f), 'utf8')));
+    }
+  });
+
+  it('kind-e2e.sh installs agents in exactly the regions of kind-config.yaml', () => {
+    const script = readFileSync(join(REPO_ROOT, 'scripts/kind-e2e.sh'), 'utf8');
+    const inScript = /^REGIONS=\(([^)]*)\)/m.exec(script)?.[1]?.trim().split(/\s+/).sort();
+    const kind = parse(readFileSync(join(REPO_ROOT, 'kind-config.yaml'), 'utf8')) as { nodes: { labels?: Record<string, string> }[] };
+    const inKind = [...new Set(kind.nodes.map((n) => n.labels?.['topology.kubernetes.io/region']).filter(Boolean))].sort();
+    expect(inScript).toEqual(inKind);
+    expect(script).toContain('--config kind-config.yaml');
+  });
+
+  it.each([
+    [['regions[0].name=EU West'], /at '\/regions\/0\/name': 'EU West' does not match pattern/],
+    [['regions[0].nodeSelektor.x=y', 'regions[0].name=eu-west'], /at '\/regions\/0': additional properties 'nodeSelektor' not allowed/],
+    [['operator.replicas=two'], /at '\/operator\/replicas': got string, want integer/],
+    [['operator.replicas=0'], /at '\/operator\/replicas': minimum: got 0, want 1/],
+    [['nats.enabled=false'], /at '\/nats\/url': minLength: got 0, want 1/],
+    [['nats.url=http://nats:4222'], /at '\/nats\/url': 'http:\/\/nats:4222' does not match pattern/],
+    [['agent.service.type=Ingress'], /at '\/agent\/service\/type': value must be one of 'ClusterIP', 'NodePort', 'LoadBalancer'/],
+    [['agent.ports.http=70000'], /at '\/agent\/ports\/http': maximum: got 70,000, want 65,535/],
+    [['image.pullPolicy=Sometimes'], /at '\/image\/pullPolicy': value must be one of/],
+    [['agent.resources.limits.memory=lots'], /at '\/agent\/resources\/limits\/memory'/],
+    [['securityContext.runAsUser=0'], /at '\/securityContext\/runAsUser': minimum: got 0, want 1/],
+    [['regions[0].name=eu-west', 'regions[1].name=eu-west'], /region "eu-west" is listed twice/],
+  ])('refuses %j with a message naming the value', async (set, message) => {
+    await expect(render(chart.dir, { set })).rejects.toThrow(message);
+  });
+});
