@@ -30,8 +30,19 @@ export class ActorId {
 }
 
 /** The ids of one DurableActor (one actor namespace). Pure apart from newUniqueId's randomness. */
+/** Ids computed or checked recently, per namespace: a hot actor costs no HMAC per call. */
+const CACHE_ENTRIES = 4096;
+
+function remember<K, V>(m: Map<K, V>, k: K, v: V): V {
+  if (m.size >= CACHE_ENTRIES) m.delete(m.keys().next().value as K);
+  m.set(k, v);
+  return v;
+}
+
 export class ActorIds {
   private readonly uid: string;
+  private readonly byName = new Map<string, string>();
+  private readonly valid = new Map<string, true>();
 
   constructor(uid: string) {
     if (typeof uid !== 'string' || uid.length === 0) throw new TypeError('ActorIds: the DurableActor uid must be a non-empty string');
@@ -51,8 +62,13 @@ export class ActorIds {
     if (typeof name !== 'string') throw new TypeError('an actor name must be a string');
     const size = Buffer.byteLength(name, 'utf8');
     if (size > MAX_ACTOR_NAME_BYTES) throw new TypeError(`the name is ${size} bytes long; the limit is ${MAX_ACTOR_NAME_BYTES} bytes (UTF-8)`);
+    const known = this.byName.get(name);
+    if (known !== undefined) return new ActorId(known, name);
     const body = createHmac('sha256', this.uid).update(`edge-isolates/actor-name\0${name}`).digest().subarray(0, BODY_BYTES).toString('hex');
-    return this.withTag(body, name);
+    const id = this.withTag(body, name);
+    remember(this.byName, name, id.hex);
+    remember(this.valid, id.hex, true);
+    return id;
   }
 
   newUniqueId(): ActorId {
@@ -63,10 +79,13 @@ export class ActorIds {
   owns(hex: string): boolean {
     if (typeof hex !== 'string' || hex.length !== ACTOR_ID_HEX_LENGTH) return false;
     const id = hex.toLowerCase();
+    if (this.valid.has(id)) return true;
     if (!HEX_ID.test(id)) return false;
     const body = id.slice(0, BODY_BYTES * 2);
     const expected = Buffer.from(this.tag(body), 'hex');
-    return timingSafeEqual(expected, Buffer.from(id.slice(BODY_BYTES * 2), 'hex'));
+    const ok = timingSafeEqual(expected, Buffer.from(id.slice(BODY_BYTES * 2), 'hex'));
+    if (ok) remember(this.valid, id, true);
+    return ok;
   }
 
   /**

@@ -208,6 +208,8 @@ export class ActorIsolate {
    * 'write-failed', ...) as 'reset'.
    */
   dispose(reason: DisposalReason | string): void {
-    this.isolate.dispose(DISPOSAL_REASONS.has(reason) ? reason as DisposalReason : reason === 'drain' ? 'shutdown' : 'reset');
+    // Planned hand-overs are not failures: they must not read as resets in the logs.
+    const planned = reason === 'idle' || reason === 'ring-change' || reason === 'new-version' || reason === 'deleted';
+    this.isolate.dispose(DISPOSAL_REASONS.has(reason) ? reason as DisposalReason : reason === 'drain' ? 'shutdown' : planned ? 'replaced' : 'reset');
   }
 }
