@@ -1,9 +1,9 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'op-create' | 'op-scale';
-export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'op-create', 'op-scale'];
+export type Phase = 'warm' | 'cold' | 'memory' | 'op-create' | 'op-scale' | 'actors';
+export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'op-create', 'op-scale', 'actors'];
 /** The phases that run workerd (the operator phases have no peer). */
-export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory'];
+export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors'];
 /** BENCH_ONLY shorthands. */
 const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory'] };
 export type PeerName = 'agent' | 'workerd';
@@ -43,6 +43,18 @@ export interface BenchConfig {
   opConcurrency: number;
   /** Operator phases: longest wait for any one step (all Ready, all deleted, one first response). */
   opTimeoutMs: number;
+  /** Actors: measured sequential calls per path (same agent, forwarded, workerd). */
+  actorCalls: number;
+  /** Actors: unmeasured calls just before each measured series. */
+  actorWarmupCalls: number;
+  /** Actors: agents (processes) in the one region. */
+  actorAgents: number;
+  /** Actors: actors activated before the busiest agent is killed (and, in a second round, drained). */
+  actorRecoveryActors: number;
+  /** Actors: pause between polls of one actor while waiting for it to answer again. */
+  actorPollMs: number;
+  /** Actors: longest wait for all actors of the killed agent to answer again. */
+  actorRecoveryTimeoutMs: number;
   phases: Set<Phase>;
   peers: Set<PeerName>;
 }
@@ -92,6 +104,12 @@ export function loadConfig(): BenchConfig {
     opScaleWorkers: num('BENCH_OP_WORKERS', quick ? 200 : 1000, 1, 10_000),
     opConcurrency: num('BENCH_OP_CONCURRENCY', 16, 1, 256),
     opTimeoutMs: num('BENCH_OP_TIMEOUT_S', 300, 5, 3600) * 1000,
+    actorCalls: num('BENCH_ACTOR_CALLS', quick ? 300 : 2000, 10, 100_000),
+    actorWarmupCalls: num('BENCH_ACTOR_WARMUP_CALLS', quick ? 50 : 200, 0, 100_000),
+    actorAgents: num('BENCH_ACTOR_AGENTS', 3, 2, 8),
+    actorRecoveryActors: num('BENCH_ACTOR_RECOVERY_ACTORS', quick ? 30 : 50, 3, 1000),
+    actorPollMs: num('BENCH_ACTOR_POLL_MS', 10, 1, 1000),
+    actorRecoveryTimeoutMs: num('BENCH_ACTOR_TIMEOUT_S', 30, 5, 600) * 1000,
     phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES),
     peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),
   };

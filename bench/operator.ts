@@ -233,10 +233,10 @@ class MemTracker {
   }
 }
 
-interface CpuWindow { seconds: number; machineBusyFraction: number; byProcess: Record<string, number>; otherWorkCpuS: number }
+export interface CpuWindow { seconds: number; machineBusyFraction: number; byProcess: Record<string, number>; otherWorkCpuS: number }
 
 /** CPU seconds each of our processes used over a window, and what the rest of the machine used. */
-function cpuWindow(procs: Record<string, number>): () => CpuWindow {
+export function cpuWindow(procs: Record<string, number>): () => CpuWindow {
   const hz = 100; // USER_HZ: /proc/stat and /proc/PID/stat count in the same ticks
   const m0 = cpuTimes();
   const t0 = performance.now();

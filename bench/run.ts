@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { actorsPhase } from './actors.js';
 import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
@@ -14,7 +15,8 @@ import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion,
 
 // `npm run bench`: the node agent against workerd on this machine, same load generator,
 // same worker sources, same connections and duration; then the operator on its own (no
-// peer has a control plane). See bench/README.md.
+// peer has a control plane); then actors, a cluster of agents against workerd's Durable
+// Objects. See bench/README.md.
 
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`); };
 const MiB = 1024;
@@ -344,7 +346,7 @@ function logNotes(tmp: string): Record<LogSource, string[]> {
   };
   for (const d of readdirSync(tmp)) {
     let files: string[];
-    if (d.includes('-op-')) {
+    if (d.includes('-op-') || d.endsWith('-act-cluster')) {
       // An operator phase: the cluster's logs; only the agent's and the operator's are ours.
       try { files = readdirSync(join(tmp, d, 'cluster')); } catch { continue; }
       for (const f of files) {
@@ -402,6 +404,13 @@ async function main(): Promise<number> {
     };
     if (cfg.phases.has('op-create')) rows.push(...await operatorCreatePhase(opCtx));
     if (cfg.phases.has('op-scale')) rows.push(...await operatorScalePhase(opCtx));
+    if (cfg.phases.has('actors')) {
+      const side = (peer: PeerName): { down?: string; skip?: string } => (cfg.peers.has(peer) ? (ctx.down[peer] ? { down: ctx.down[peer] } : {}) : { skip: 'not selected (BENCH_PEERS)' });
+      rows.push(...await actorsPhase({
+        cfg, raw: ctx.raw, tool: ctx.tool, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+        agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
+      }));
+    }
   } catch (err) {
     crashed = err;
     log(`bench: stopped early: ${err instanceof Error ? err.stack : String(err)}`);
@@ -417,7 +426,12 @@ async function main(): Promise<number> {
     ...ctx.warnings.map((w) => `- WARNING ${w}`),
     ...LOG_SOURCES.flatMap((p) => peerLogs[p].map((l) => `- ${p} logged: ${l}`)),
   ];
-  const what = peerPhases ? `edge agent vs workerd${cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ', and the operator' : ''}` : 'edge operator';
+  const parts = [
+    ...(['warm', 'cold', 'memory'] as const).some((p) => cfg.phases.has(p)) ? ['edge agent vs workerd'] : [],
+    ...cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ['the operator'] : [],
+    ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
+  ];
+  const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
   const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
   process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
   const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
