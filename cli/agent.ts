@@ -12,6 +12,7 @@ import { NatsSource } from '../node-agent/nats-source.js';
 import { AgentPresence } from '../node-agent/presence.js';
 import { ActorRuntime } from '../node-agent/actor-runtime.js';
 import { startPeerServer } from '../node-agent/peer-server.js';
+import { ConsoleStream } from '../node-agent/console-stream.js';
 import { AgentView } from '../common/agent-view.js';
 import type { Server } from 'node:http';
 
@@ -27,7 +28,8 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR | --nats URL --regi
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes).
 With --nats, serves the workers the operator placed in region R, announces itself
-(presence with a TTL) and reports per-worker readiness. Requests are routed by Host
+(presence with a TTL), reports per-worker readiness and publishes each worker's console
+output for \`edge logs\` (NATS subject edge.logs.<namespace>.<name>). Requests are routed by Host
 header and path prefix. /metrics, /healthz, /readyz and /status are on the admin port.
 
 --peer-listen: the port other agents forward actor calls to (keep it off the user-facing
@@ -113,7 +115,11 @@ export async function runAgent(argv: string[]): Promise<number> {
   let view: AgentView | undefined;
   let peerServer: Server | undefined;
   let peerUrl: string | undefined;
+  let consoleStream: ConsoleStream | undefined;
   if (nc && buckets) {
+    consoleStream = new ConsoleStream({ nc, region: values.region!, node: values.node!, log });
+    await consoleStream.start();
+    agent.consoleListeners.add(consoleStream.listener);
     // Actors: the ring of this region, the durable log, and the peer port other agents forward to.
     view = new AgentView(buckets, log, { reports: false });
     await view.start();
@@ -168,6 +174,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   await view?.stop();
   peerServer?.close();
   await agent.stop();
+  if (consoleStream) { agent.consoleListeners.delete(consoleStream.listener); consoleStream.stop(); }
   await nc?.drain();
   adminServer.server.close();
   return 0;

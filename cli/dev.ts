@@ -1,113 +1,331 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { createLogger } from '../common/log.js';
-import { Agent } from '../node-agent/agent.js';
-import { startAdminServer } from '../node-agent/admin-server.js';
-import { DirectorySource } from '../node-agent/desired-state.js';
-import { freePort } from '../test/harness/ports.js';
-import { startControlPlane } from '../test/harness/control-plane.js';
-import { installCrds } from '../test/harness/crds.js';
-import { kubectl } from '../test/harness/kubectl.js';
+import { KubeClient } from '../operator/kube-client.js';
+import {
+  actorReadiness, clearDevState, listCrs, TERMINAL_REASONS, workerReadiness, writeDevState,
+  type DevState, type DurableActorObj, type EdgeWorkerObj, type Readiness,
+} from './cluster-client.js';
+import { EDGE_BIN, LocalCluster } from './local/cluster.js';
+import { kubectl } from './local/kubectl.js';
+import { killAllManaged } from './local/process.js';
+import { buildTools } from './local/tools.js';
 
-// `edge dev`: the local system on loopback: the control plane (etcd, kube-apiserver,
-// NATS with JetStream) with the CRDs installed and the manifests of DIR applied, and a
-// node agent serving the EdgeWorkers of DIR straight from the directory (reloading on
-// every edit). The operator and per-region agents fed over NATS replace that agent as
-// they land.
+// `edge dev [DIR]`: the whole system on loopback as real processes (cli/local/cluster.ts:
+// control plane, NATS, operator, an agent per simulated region), the manifests of DIR
+// applied with kubectl, re-applied when a file changes, everything stopped on Ctrl-C.
 
-export interface DevOptions { dir: string; port?: number }
+export interface DevOptions {
+  dir: string;
+  /** HTTP port of the first region's agent; the next regions get the next ports (taken ones: any free port). */
+  port?: number;
+  regions?: string[];
+}
 
-/** `<host> <pathPrefix>` of every EdgeWorker route in DIR, for the banner. */
-function routesIn(dir: string): string[] {
-  const out: string[] = [];
-  for (const f of readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort()) {
-    for (const doc of parseAllDocuments(readFileSync(join(dir, f), 'utf8'))) {
-      const o = doc.toJSON() as { kind?: string; spec?: { routes?: { host: string; pathPrefix?: string }[] } } | null;
-      if (o?.kind !== 'EdgeWorker') continue;
-      for (const r of o.spec?.routes ?? []) out.push(`${r.host}${r.pathPrefix ?? '/'}`);
-    }
+export const DEV_REGIONS = ['eu-west', 'us-east', 'ap-south'];
+export const DEV_FIELD_MANAGER = 'edge-dev';
+const MANIFEST = /\.(ya?ml|json)$/;
+
+const say = (msg: string) => process.stderr.write(`[edge dev] ${msg}\n`);
+
+interface ObjRef { apiVersion: string; kind: string; namespace: string; name: string }
+const refKey = (o: ObjRef) => `${o.kind}/${o.namespace}/${o.name}`;
+const kindGroup = (o: ObjRef) => {
+  const slash = o.apiVersion.indexOf('/');
+  return `${o.kind.toLowerCase()}${slash < 0 ? '' : `.${o.apiVersion.slice(0, slash)}`}`;
+};
+const short = (o: ObjRef) => `${o.kind === 'EdgeWorker' ? 'worker' : o.kind === 'DurableActor' ? 'actor' : o.kind.toLowerCase()} ${o.namespace === 'default' ? '' : `${o.namespace}/`}${o.name}`;
+
+/** The objects the manifests of DIR declare, by file; undefined for a file that does not parse. */
+function readManifests(dir: string): Map<string, ObjRef[] | undefined> {
+  const out = new Map<string, ObjRef[] | undefined>();
+  for (const f of readdirSync(dir).filter((n) => MANIFEST.test(n)).sort()) {
+    try {
+      const refs: ObjRef[] = [];
+      for (const doc of parseAllDocuments(readFileSync(join(dir, f), 'utf8'))) {
+        if (doc.errors.length > 0) throw doc.errors[0];
+        const o = doc.toJSON() as { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string } } | null;
+        if (!o?.kind || !o.metadata?.name) continue;
+        refs.push({ apiVersion: o.apiVersion ?? 'v1', kind: o.kind, namespace: o.metadata.namespace ?? 'default', name: o.metadata.name });
+      }
+      out.set(f, refs);
+    } catch { out.set(f, undefined); }
   }
   return out;
 }
 
-/** 8787 like wrangler dev when it is free, else any free port. */
-async function agentPort(wanted: number | undefined): Promise<number> {
-  if (wanted !== undefined) return wanted;
-  const { createServer } = await import('node:net');
-  const free = await new Promise<boolean>((r) => {
-    const s = createServer().once('error', () => r(false)).listen(8787, '127.0.0.1', () => s.close(() => r(true)));
-  });
-  return free ? 8787 : freePort();
+interface Item { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; resourceVersion: string; generation?: number } }
+
+/** The objects of `kubectl ... -o json` output: a List, one object, or nothing. */
+function parseItems(stdout: string): Item[] {
+  try {
+    const out = JSON.parse(stdout || '{}') as Partial<Item> & { items?: Item[] };
+    return out.kind === 'List' ? out.items ?? [] : out.metadata ? [out as Item] : [];
+  } catch { return []; }
 }
 
-const say = (msg: string) => process.stderr.write(`[edge dev] ${msg}\n`);
+/** Applies DIR with kubectl (server-side) and says what changed; deletes what left the files. */
+class Applier {
+  private versions = new Map<string, string>();
+  private declared = new Map<string, ObjRef>();
+
+  constructor(private readonly dir: string, private readonly kubeconfig: string) {}
+
+  /** The objects as the apiserver has them now (those that exist). */
+  private async read(refs: ObjRef[]): Promise<Item[]> {
+    const byNs = new Map<string, string[]>();
+    for (const o of refs) byNs.set(o.namespace, [...(byNs.get(o.namespace) ?? []), `${kindGroup(o)}/${o.name}`]);
+    const out: Item[] = [];
+    for (const [ns, names] of byNs) {
+      const g = await kubectl(this.kubeconfig, ['get', '-n', ns, '--ignore-not-found', '-o', 'json', ...names]);
+      out.push(...parseItems(g.stdout));
+    }
+    return out;
+  }
+
+  /** Returns the EdgeWorkers and DurableActors that changed (created or their spec updated). */
+  async apply(initial: boolean): Promise<ObjRef[]> {
+    const files = readManifests(this.dir);
+    const r = await kubectl(this.kubeconfig, [
+      'apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '-f', this.dir, '-o', 'json',
+    ]);
+    let items = parseItems(r.stdout);
+    if (r.code !== 0) {
+      say(`kubectl apply found problems (fix the file and save it again):\n${r.stderr.trimEnd().replace(/^/gm, '  ')}`);
+      // kubectl prints nothing when any object failed: read what the others are now.
+      items = await this.read([...files.values()].flatMap((refs) => refs ?? []));
+    }
+    const changed: ObjRef[] = [];
+    for (const it of items) {
+      const ref = { apiVersion: it.apiVersion, kind: it.kind, namespace: it.metadata.namespace ?? 'default', name: it.metadata.name };
+      const k = refKey(ref);
+      // generation moves only with the spec (status writes move resourceVersion too).
+      const version = it.metadata.generation !== undefined ? `g${it.metadata.generation}` : `rv${it.metadata.resourceVersion}`;
+      const before = this.versions.get(k);
+      this.versions.set(k, version);
+      if (before === version) continue;
+      changed.push(ref);
+      if (!initial) say(`${before === undefined ? 'created' : 'updated'} ${short(ref)}${it.metadata.generation ? ` (generation ${it.metadata.generation})` : ''}`);
+    }
+    // Objects whose manifest was removed from DIR are deleted, unless a file does not parse
+    // (a half-saved edit must not delete anything).
+    if (![...files.values()].includes(undefined)) {
+      const now = new Map<string, ObjRef>();
+      for (const refs of files.values()) for (const o of refs ?? []) now.set(refKey(o), o);
+      for (const [k, o] of this.declared) {
+        if (now.has(k)) continue;
+        const d = await kubectl(this.kubeconfig, ['delete', '--ignore-not-found', '--wait=false', '-n', o.namespace, `${kindGroup(o)}/${o.name}`]);
+        say(d.code === 0 ? `deleted ${short(o)} (its manifest is gone from ${this.dir})` : `deleting ${short(o)} failed: ${d.stderr.trim()}`);
+        this.versions.delete(k);
+      }
+      this.declared = now;
+    } else if (this.declared.size === 0) {
+      for (const refs of files.values()) for (const o of refs ?? []) this.declared.set(refKey(o), o);
+    }
+    return changed.filter((o) => o.kind === 'EdgeWorker' || o.kind === 'DurableActor');
+  }
+}
+
+interface Snapshot { workers: EdgeWorkerObj[]; actors: DurableActorObj[] }
+
+async function snapshot(kube: KubeClient): Promise<Snapshot> {
+  const [workers, actors] = await Promise.all([listCrs<EdgeWorkerObj>(kube, 'edgeworkers'), listCrs<DurableActorObj>(kube, 'durableactors')]);
+  return { workers, actors };
+}
+
+function readinessOf(s: Snapshot, o: ObjRef): Readiness | undefined {
+  const match = (m: { name: string; namespace: string }) => m.name === o.name && m.namespace === o.namespace;
+  if (o.kind === 'EdgeWorker') { const w = s.workers.find((x) => match(x.metadata)); return w && workerReadiness(w); }
+  const d = s.actors.find((x) => match(x.metadata));
+  return d && actorReadiness(d);
+}
+
+/**
+ * Waits until each object is Ready or refused for good, printing one line per object as
+ * it settles (and, every 10 s, what is still pending). Never throws: dev keeps running.
+ */
+async function settle(kube: KubeClient, objs: ObjRef[], timeoutMs: number, abort: () => boolean): Promise<void> {
+  const pending = new Map(objs.map((o) => [refKey(o), o]));
+  const t0 = Date.now();
+  let lastNote = t0;
+  const refusedSince = new Map<string, number>();
+  while (pending.size > 0) {
+    let s: Snapshot;
+    try { s = await snapshot(kube); } catch (err) { say(`reading status failed: ${(err as Error).message}`); return; }
+    for (const [k, o] of pending) {
+      const r = readinessOf(s, o);
+      if (!r?.current) continue;
+      const name = short(o).padEnd(18);
+      if (r.ready) {
+        say(`  ready    ${name} ${r.where}`);
+        pending.delete(k);
+      } else if (TERMINAL_REASONS.has(r.reason)) {
+        // Objects applied together refer to each other (a worker binds an actor class that
+        // names the worker): give the operator a moment before calling it final.
+        const since = refusedSince.get(k) ?? Date.now();
+        refusedSince.set(k, since);
+        if (r.reason === 'BundleInvalid' || Date.now() - since > 8000) {
+          say(`  refused  ${name} ${r.reason}: ${r.message}`);
+          pending.delete(k);
+        }
+      } else refusedSince.delete(k);
+    }
+    if (pending.size === 0 || abort()) return;
+    if (Date.now() - t0 > timeoutMs) {
+      for (const o of pending.values()) { const r = readinessOf(s, o); say(`  not ready ${short(o)}: ${r ? `${r.reason} ${r.message}` : 'no status'}`); }
+      return;
+    }
+    if (Date.now() - lastNote > 10_000) {
+      lastNote = Date.now();
+      say(`  waiting for ${[...pending.values()].map((o) => short(o)).join(', ')}...`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function routeLines(s: Snapshot, cluster: LocalCluster): string[] {
+  const rows: [string, string, string][] = [];
+  const workers = [...s.workers].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  for (const w of workers) {
+    const placed = new Set((w.status?.regions ?? []).map((r) => r.name));
+    const agents = cluster.agents.filter((a) => placed.has(a.region));
+    const port = agents[0]?.port ?? cluster.agents[0]!.port;
+    const where = agents.length > 0
+      ? agents.map((a) => `${a.region} :${a.port}`).join(', ') + (workerReadiness(w).ready ? '' : ' (not ready: see edge status)')
+      : 'not placed (see edge status)';
+    (w.spec.routes ?? []).forEach((r, i) => {
+      const path = r.pathPrefix ?? '/';
+      const host = r.host.replace(/^\*\./, 'any.');
+      const url = host.endsWith('.localhost') ? `http://${host}:${port}${path}` : `curl -H 'Host: ${host}' http://127.0.0.1:${port}${path}`;
+      rows.push([i === 0 ? w.metadata.name : '', url, i === 0 ? where : '']);
+    });
+  }
+  const w0 = Math.max(0, ...rows.map((r) => r[0].length));
+  const w1 = Math.max(0, ...rows.map((r) => r[1].length));
+  return rows.map(([n, u, where]) => `  ${n.padEnd(w0)}  ${u.padEnd(w1)}  ${where}`.trimEnd());
+}
+
+function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: number): string {
+  const cp = cluster.cp;
+  const edgeCmd = relative(process.cwd(), EDGE_BIN).startsWith('..') ? EDGE_BIN : relative(process.cwd(), EDGE_BIN);
+  const rw = Math.max('operator'.length, ...cluster.agents.map((a) => a.region.length));
+  return [
+    '',
+    `edge dev: ${cluster.agents.length} regions, ${cluster.processes.length} processes, ready in ${(startedMs / 1000).toFixed(1)} s`,
+    '',
+    `workers in ${relative(process.cwd(), dir).startsWith('..') ? dir : relative(process.cwd(), dir) || '.'} (save a file there and it is re-applied), and the regions they run in:`,
+    ...routeLines(s, cluster),
+    '',
+    'regions (each agent serves the workers placed in its region on its port):',
+    ...cluster.agents.map((a) => `  ${a.region.padEnd(rw)}  ${a.url}   metrics http://127.0.0.1:${a.admin}/metrics`),
+    `  ${'operator'.padEnd(rw)}  metrics http://127.0.0.1:${cluster.operator!.admin}/metrics`,
+    `  env.AI calls go to a stand-in model server per region: it echoes the prompt (no GPU here)`,
+    '',
+    `kubeconfig      ${cp.kubeconfigPath}`,
+    `NATS            ${cp.natsUrl}`,
+    `kube-apiserver  ${cp.apiserverUrl}`,
+    `logs            ${cp.dir}/*.log`,
+    '',
+    'try:',
+    `  export KUBECONFIG=${cp.kubeconfigPath}`,
+    '  kubectl get ew,da',
+    `  ${edgeCmd} status`,
+    `  ${edgeCmd} logs ${s.workers.some((w) => w.metadata.name === 'chat') ? 'chat' : s.workers[0]?.metadata.name ?? 'NAME'} -f`,
+    `  ${edgeCmd} deploy my-worker.js`,
+    '',
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n');
+}
+
+function hasKubectl(): boolean {
+  return spawnSync('kubectl', ['version', '--client'], { stdio: 'ignore' }).status === 0;
+}
 
 export async function runDev(opts: DevOptions): Promise<number> {
+  const t0 = performance.now();
   const dir = resolve(opts.dir);
-  if (!existsSync(dir)) { say(`no such directory: ${dir}`); return 2; }
-  say('starting etcd, kube-apiserver and nats-server (building them first if missing)...');
-  const cp = await startControlPlane();
-  let agent: Agent | undefined;
-  let adminClose: (() => void) | undefined;
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    say('stopping...');
-    await agent?.stop();
-    adminClose?.();
-    await cp.stop();
-    say('stopped; nothing left running');
-  };
-  try {
-    say(`control plane ready in ${cp.startMs} ms`);
-    await installCrds(cp.kubeConfig);
-    say('CRDs installed');
-    const applied = await kubectl(cp.kubeconfigPath, ['apply', '-n', 'default', '-f', dir]);
-    if (applied.code !== 0) {
-      say(`applying ${dir} failed:\n${applied.stderr}`);
-      await stop();
-      return 1;
-    }
-    process.stdout.write(applied.stdout);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) { say(`no such directory: ${dir}`); return 2; }
+  if (!hasKubectl()) { say('kubectl is not on PATH: edge dev applies the manifests with it'); return 1; }
+  const regions = opts.regions ?? DEV_REGIONS;
+  const first = opts.port ?? 8787;
 
-    const log = createLogger({ component: 'agent' });
-    agent = new Agent({ source: new DirectorySource(dir, log), log, metricLabels: { region: 'local' } });
-    const admin = await startAdminServer(agent, await freePort());
-    adminClose = () => admin.server.close();
-    const port = await agent.start(await agentPort(opts.port));
-    const routes = routesIn(dir).map((r) => {
-      const [host, ...path] = r.split('/');
-      return `  http://${host}:${port}/${path.join('/')}` + (host!.endsWith('.localhost') ? '' : `   (curl -H 'Host: ${host}' http://127.0.0.1:${port}/${path.join('/')})`);
+  let cluster: LocalCluster | undefined;
+  let watcher: FSWatcher | undefined;
+  let stopping: Promise<void> | undefined;
+  let starting = true;
+  const stop = () => {
+    stopping ??= (async () => {
+      say('stopping...');
+      watcher?.close();
+      clearDevState();
+      await cluster?.stop();
+      say('stopped; nothing left running');
+    })();
+    return stopping;
+  };
+  let signalled = false;
+  let release: () => void = () => {};
+  const stopped = new Promise<void>((r) => { release = r; });
+  const onSignal = (sig: string) => {
+    if (signalled) {
+      say(`${sig} again: killing everything now`);
+      killAllManaged();
+      process.exit(130);
+    }
+    signalled = true;
+    if (starting) say(`${sig}: stopping once the current start-up step ends (again to kill everything now)`);
+    release();
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+
+  try {
+    await buildTools(['etcd', 'kube-apiserver', 'nats-server'], say);
+    if (signalled) return 0;
+    cluster = await LocalCluster.start({
+      regions, ports: regions.map((_, i) => first + i), modelTokenDelayMs: 30, progress: say,
     });
-    process.stdout.write([
-      '',
-      'workers (edit a file in the directory and it reloads):',
-      ...routes,
-      '',
-      `agent metrics   http://127.0.0.1:${admin.port}/metrics`,
-      `agent status    http://127.0.0.1:${admin.port}/status`,
-      `kube-apiserver  ${cp.apiserverUrl}`,
-      `NATS            ${cp.natsUrl}`,
-      `kubeconfig      ${cp.kubeconfigPath}`,
-      '',
-      'try:',
-      `  export KUBECONFIG=${cp.kubeconfigPath}`,
-      '  kubectl get edgeworkers,durableactors',
-      '',
-      'Ctrl-C stops everything.',
-      '',
-    ].join('\n'));
+    if (signalled) { await stop(); return 0; }
+    const kube = new KubeClient(cluster.kubeConfig);
+    const applier = new Applier(dir, cluster.cp.kubeconfigPath);
+    say(`applying the manifests in ${dir}...`);
+    const applied = await applier.apply(true);
+    await settle(kube, applied, 90_000, () => signalled);
+    if (signalled) { await stop(); return 0; }
+
+    const cp = cluster.cp;
+    const state: DevState = {
+      pid: process.pid, startedAt: new Date().toISOString(), dir, kubeconfig: cp.kubeconfigPath, natsUrl: cp.natsUrl, apiserverUrl: cp.apiserverUrl,
+      agents: cluster.agents.map((a) => ({ region: a.region, node: a.node, url: a.url, port: a.port, metrics: `http://127.0.0.1:${a.admin}/metrics` })),
+      operatorMetrics: `http://127.0.0.1:${cluster.operator!.admin}/metrics`,
+    };
+    writeDevState(state);
+    process.stdout.write(banner(cluster, await snapshot(kube), dir, performance.now() - t0));
+    starting = false;
+
+    // Hot reload: re-apply on every change (debounced), one apply at a time.
+    let timer: NodeJS.Timeout | undefined;
+    let running: Promise<void> = Promise.resolve();
+    const reapply = () => {
+      running = running.then(async () => {
+        if (stopping) return;
+        const changed = await applier.apply(false);
+        if (changed.length > 0 && !stopping) await settle(kube, changed, 60_000, () => stopping !== undefined);
+      }).catch((err: unknown) => { say(`re-applying failed: ${(err as Error).message}`); });
+    };
+    watcher = watch(dir, (_event, file) => {
+      if (file && !MANIFEST.test(String(file))) return;
+      clearTimeout(timer);
+      timer = setTimeout(reapply, 200);
+    });
   } catch (err) {
     say(`failed: ${err instanceof Error ? err.message : String(err)}`);
     await stop();
     return 1;
   }
-  await new Promise<void>((resolveStop) => {
-    const onSignal = () => { void stop().then(resolveStop); };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
-  });
+  await stopped;
+  await stop();
   return 0;
 }

@@ -37,7 +37,34 @@ export const SUBJECTS = {
   actorMigrate: (region: string) => `edge.actor.migrate.${region}`,
   /** One direction of a WebSocket between two agents: `in` towards the actor, `out` towards the client. */
   socket: (sid: string, dir: 'in' | 'out') => `edge.ws.${sid}.${dir}`,
+  /** Console output of one worker (and of its actors), from every agent: `edge.logs.<namespace>.<name>` (payload: LogLine). */
+  logs: (namespace: string, name: string) => `edge.logs.${namespace}.${name}`,
+  logsAll: 'edge.logs.>',
 } as const;
+
+/**
+ * JetStream stream keeping the last minutes of workers' console output (SUBJECTS.logs),
+ * so `edge logs` can show recent lines: memory storage, bounded by age, count per worker
+ * and bytes. Agents publish plain NATS messages; the stream captures them.
+ */
+export const LOGS_STREAM = 'EDGE_LOGS';
+export const LOGS_MAX_AGE_MS = 15 * 60_000;
+export const LOGS_MAX_PER_WORKER = 1000;
+export const LOGS_MAX_BYTES = 64 * 1024 * 1024;
+
+/** One console line of a worker, as `edge logs` prints it. */
+export const LogLineSchema = z.object({
+  /** ISO time the agent saw the line. */
+  ts: z.string(),
+  /** The console method: log, info, warn, error, debug. */
+  level: z.string(),
+  message: z.string(),
+  region: z.string(),
+  node: z.string(),
+  /** `<namespace>/<name>`. */
+  worker: z.string(),
+});
+export type LogLine = z.infer<typeof LogLineSchema>;
 
 /**
  * JetStream stream holding every actor's durable log (node-agent/actor-log.ts): file

@@ -14,10 +14,12 @@ export class KubeError extends Error {
 export const isNotFound = (err: unknown) => err instanceof KubeError && err.code === 404;
 export const isConflict = (err: unknown) => err instanceof KubeError && err.code === 409;
 
-export type PatchType = 'merge' | 'json';
+/** `apply`: server-side apply (the body is the applied configuration, JSON being YAML). */
+export type PatchType = 'merge' | 'json' | 'apply';
 const PATCH_CONTENT_TYPE: Record<PatchType, string> = {
   merge: 'application/merge-patch+json',
   json: 'application/json-patch+json',
+  apply: 'application/apply-patch+yaml',
 };
 
 export interface RequestOptions {

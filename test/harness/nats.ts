@@ -1,4 +1,4 @@
-import { request as httpRequest } from 'node:http';
+import { httpOk } from '../../cli/local/control-plane.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,14 +36,6 @@ export interface StartNatsOptions {
   keepDir?: boolean;
 }
 
-function httpOk(url: string): Promise<boolean> {
-  return new Promise((resolveOk) => {
-    const req = httpRequest(url, { timeout: 1000 }, (res) => { res.resume(); resolveOk(res.statusCode === 200); });
-    req.on('error', () => resolveOk(false));
-    req.on('timeout', () => { req.destroy(); resolveOk(false); });
-    req.end();
-  });
-}
 
 export async function startNats(opts: StartNatsOptions = {}): Promise<TestNats> {
   const bin = toolPath('nats-server');

@@ -1,12 +1,19 @@
-import { spawn, execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
 import { send } from '../agent/agent-harness.js';
 import { kubectl } from '../harness/kubectl.js';
 import { freePort, waitFor } from '../harness/ports.js';
 import { REPO_ROOT } from '../harness/tools.js';
+
+// `edge dev` as a user runs it, on a fresh copy of examples/: the whole system as real
+// processes (control plane, NATS, operator, an agent per region), every example answering,
+// an edit re-applied, and Ctrl-C leaving nothing behind.
+
+const EDGE = join(REPO_ROOT, 'bin/edge.mjs');
 
 /** Running, not merely an exited process waiting to be reaped (a zombie is dead). */
 const alive = (pid: number) => {
@@ -16,20 +23,57 @@ const alive = (pid: number) => {
     return false;
   }
 };
-const childPids = (pid: number): number[] => {
-  try {
-    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-  } catch { return []; }
+
+/** Every descendant of `root` (children, their children, ...), from /proc. */
+function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(d)]);
+    } catch { /* gone */ }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => { for (const c of children.get(p) ?? []) { out.push(c); walk(c); } };
+  walk(root);
+  return out;
+}
+
+const describePid = (p: number) => {
+  try { return `${p} ${execFileSync('ps', ['-o', 'stat=,args=', '-p', String(p)], { encoding: 'utf8' }).trim()}`; } catch { return `${p} (gone)`; }
 };
 
-describe('edge dev', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-dev-examples-'));
-  cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+function wsOpen(port: number, path: string): Promise<{ ws: WebSocket; got: Record<string, unknown>[] }> {
+  return new Promise((resolveOpen, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`, [], { headers: { host: 'chat.localhost' } });
+    const got: Record<string, unknown>[] = [];
+    ws.on('message', (d) => got.push(JSON.parse(String(d)) as Record<string, unknown>));
+    ws.once('open', () => resolveOpen({ ws, got }));
+    ws.once('error', reject);
+  });
+}
 
-  it('starts the control plane and an agent, serves the examples, reloads an edit and stops cleanly on SIGINT', async () => {
+describe('edge dev', () => {
+  const work = mkdtempSync(join(tmpdir(), 'edge-dev-test-'));
+  const dir = join(work, 'examples');
+  cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
+  const state = join(work, 'dev.json');
+  const env = { ...process.env, EDGE_DEV_STATE: state };
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  const edge = (args: string[]) => {
+    try {
+      return { code: 0, out: execFileSync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 30_000 }) };
+    } catch (err) {
+      const e = err as { status: number; stdout: string; stderr: string };
+      return { code: e.status, out: `${e.stdout}${e.stderr}` };
+    }
+  };
+
+  it('runs three regions with the operator, serves every example, re-applies edits and stops cleanly on SIGINT', async () => {
     const port = await freePort();
-    const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'dev', dir, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--no-node-snapshot', EDGE, 'dev', dir, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
@@ -38,30 +82,111 @@ describe('edge dev', () => {
       await waitFor('edge dev to be ready', async () => {
         if (child.exitCode !== null) throw new Error(`edge dev exited early:\n${out}`);
         return out.includes('Ctrl-C stops everything');
-      }, 120_000, 100);
+      }, 180_000, 100);
+      // Progress while it started, then the banner.
+      expect(out).toMatch(/control plane ready/);
+      expect(out).toMatch(/agent isolate-us-east ready on/);
+      expect(out).toMatch(/operator ready/);
       const kubeconfig = /^kubeconfig\s+(\S+)$/m.exec(out)?.[1];
       expect(kubeconfig).toBeTruthy();
+      expect(out).toMatch(/^NATS\s+nats:\/\/127\.0\.0\.1:\d+$/m);
+      expect(out).toContain(`export KUBECONFIG=${kubeconfig}`);
+      const portOf = (region: string) => {
+        const m = new RegExp(`^  ${region}\\s+http://127\\.0\\.0\\.1:(\\d+)\\s+metrics (http://\\S+/metrics)$`, 'm').exec(out);
+        expect(m, `banner line for ${region}`).toBeTruthy();
+        return { port: Number(m![1]), metrics: m![2]! };
+      };
+      const eu = portOf('eu-west');
+      const us = portOf('us-east');
+      const ap = portOf('ap-south');
+      expect(eu.port).toBe(port);
+      expect(out).toContain(`http://hello.localhost:${port}/`);
+      expect((await fetch(eu.metrics)).status).toBe(200);
+
+      // The manifests are in the apiserver, and Ready.
       const got = await kubectl(kubeconfig!, ['get', 'edgeworkers,durableactors', '-o', 'name']);
       expect(got.stdout.split('\n').filter(Boolean).sort()).toEqual([
         'durableactor.edge.isolates.dev/counters',
+        'durableactor.edge.isolates.dev/rooms',
+        'edgeworker.edge.isolates.dev/ai',
+        'edgeworker.edge.isolates.dev/api',
+        'edgeworker.edge.isolates.dev/chat',
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
       ]);
-      expect(out).toContain(`http://hello.localhost:${port}/`);
-      const hello = await send(port, 'hello.localhost', '/abc');
-      expect(await hello.text()).toBe('Hello from /abc\n');
-      const file = join(dir, 'hello.yaml');
-      writeFileSync(file, readFileSync(file, 'utf8').replace('GREETING: Hello', 'GREETING: Bonjour'));
-      await waitFor('the edited worker to answer', async () => (await (await send(port, 'hello.localhost', '/x')).text()) === 'Bonjour from /x\n', 15_000, 100);
-      const pids = childPids(child.pid!);
-      expect(pids.length).toBeGreaterThanOrEqual(3);
+      const status = edge(['status']);
+      expect(status.code).toBe(0);
+      expect(status.out).toMatch(/^default\s+hello\s+True\s+(?=.*ap-south 1\/1)(?=.*eu-west 1\/1)(?=.*us-east 1\/1)/m);
+      expect(status.out).toMatch(/^default\s+rooms\s+ChatRoom\s+chat\s+us-east\s+True/m);
+
+      // hello world, in every region.
+      for (const p of [eu, us, ap]) expect(await (await send(p.port, 'hello.localhost', '/abc')).text()).toBe('Hello from /abc\n');
+
+      // The JSON API and its router.
+      const items = await send(us.port, 'api.localhost', '/api/items?tag=tea');
+      expect(items.status).toBe(200);
+      expect(((await items.json()) as { count: number }).count).toBe(2);
+      expect(((await (await send(ap.port, 'api.localhost', '/api/items/3')).json()) as { name: string }).name).toBe('sencha');
+      const created = await send(eu.port, 'api.localhost', '/api/items', { method: 'POST', body: JSON.stringify({ name: 'mocha', price: 3.9 }) });
+      expect(created.status).toBe(201);
+      expect(created.headers.get('location')).toMatch(/^\/api\/items\/[0-9a-f-]{36}$/);
+      expect((await send(eu.port, 'api.localhost', '/api/items', { method: 'POST', body: '{"name":""}' })).status).toBe(400);
+      const put = await send(eu.port, 'api.localhost', '/api/items', { method: 'PUT' });
+      expect(put.status).toBe(405);
+      expect(put.headers.get('allow')).toBe('GET, POST');
+      expect((await send(eu.port, 'api.localhost', '/api/nope')).status).toBe(404);
+
+      // The counter actor keeps its count, also when called from another region; it is not placed in ap-south.
+      const count = async (p: number) => ((await (await send(p, 'counter.localhost', '/apples')).json()) as { value: number }).value;
+      const first = await count(eu.port);
+      expect(await count(us.port)).toBe(first + 1);
+      expect(await count(eu.port)).toBe(first + 2);
+      expect((await send(ap.port, 'counter.localhost', '/apples')).status).toBe(404);
+
+      // The chat page, and a WebSocket round trip through the room actor from two regions.
+      const page = await send(ap.port, 'chat.localhost', '/');
+      expect(page.headers.get('content-type')).toContain('text/html');
+      expect(await page.text()).toContain('<title>edge chat</title>');
+      const alice = await wsOpen(eu.port, '/ws?room=test&name=alice');
+      const bob = await wsOpen(ap.port, '/ws?room=test&name=bob');
+      await waitFor('bob joined, seen by alice', async () => alice.got.some((m) => m.type === 'joined' && m.name === 'bob'), 15_000, 50);
+      alice.ws.send('hi bob');
+      await waitFor('bob got the message', async () => bob.got.some((m) => m.type === 'message' && m.text === 'hi bob' && m.name === 'alice'), 15_000, 50);
+      alice.ws.close();
+      bob.ws.close();
+      const history = (await (await send(us.port, 'chat.localhost', '/history?room=test')).json()) as { text: string }[];
+      expect(history.map((m) => m.text)).toEqual(['hi bob']);
+      // Its console output reaches `edge logs`.
+      await waitFor('edge logs chat shows who joined', async () => /us-east\/isolate-us-east log\s+bob joined room test/.test(edge(['logs', 'chat']).out), 15_000, 500);
+
+      // env.AI, streamed from the region's own (stand-in) model server.
+      const ai = await send(us.port, 'ai.localhost', '/?prompt=hello+there');
+      expect(ai.status).toBe(200);
+      expect(await ai.text()).toBe('[stand-in model, us-east] echo: hello there\n');
+
+      // An edit is re-applied and served; a broken edit is refused while the last good version serves.
+      const hello = join(dir, 'hello.yaml');
+      writeFileSync(hello, readFileSync(hello, 'utf8').replace('GREETING: Hello', 'GREETING: Bonjour'));
+      await waitFor('the edited worker to answer', async () => (await (await send(ap.port, 'hello.localhost', '/x')).text()) === 'Bonjour from /x\n', 60_000, 200);
+      await waitFor('the reload reported', async () => /updated worker hello \(generation 2\)/.test(out) && /ready\s+worker hello/.test(out.slice(out.indexOf('updated worker hello'))), 30_000, 100);
+      const api = join(dir, 'api.yaml');
+      writeFileSync(api, readFileSync(api, 'utf8').replace('const ITEMS = [', 'const ITEMS = [[['));
+      await waitFor('the broken edit refused', async () => /refused\s+worker api\s+BundleInvalid: .*does not compile/.test(out), 60_000, 100);
+      expect((await send(eu.port, 'api.localhost', '/api/items/1')).status).toBe(200);
+
+      // Ctrl-C: everything stops, nothing is left.
+      const pids = descendants(child.pid!);
+      expect(pids.length).toBeGreaterThanOrEqual(7);
+      const tmp = dirname(kubeconfig!);
+      expect(existsSync(state)).toBe(true);
       child.kill('SIGINT');
       expect(await exited).toBe(0);
-      const left = pids.filter(alive).map((p) => `${p} ${execFileSync('ps', ['-o', 'stat=,args=', '-p', String(p)], { encoding: 'utf8' }).trim()}`);
-      expect(left).toEqual([]);
+      expect(pids.filter(alive).map(describePid)).toEqual([]);
       expect(out).toContain('nothing left running');
+      expect(existsSync(tmp)).toBe(false);
+      expect(existsSync(state)).toBe(false);
     } finally {
       child.kill('SIGKILL');
     }
-  });
+  }, 400_000);
 });

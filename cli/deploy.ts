@@ -1,0 +1,270 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, extname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { build, formatMessages, type Message } from 'esbuild';
+import { stringify } from 'yaml';
+import {
+  API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
+} from '../common/api/index.js';
+import { MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import { crPath, isNotFound, KubeClient, KubeError } from '../operator/kube-client.js';
+import {
+  resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
+} from './cluster-client.js';
+
+// `edge deploy FILE.js`: bundle a worker with esbuild, put it in an EdgeWorker (inline, or
+// a ConfigMap when it is bigger than an inline source may be), server-side apply it, and
+// wait until every placed region serves the new version.
+
+export const DEPLOY_USAGE = `usage: edge deploy FILE.js [--name NAME] [--namespace NS] [--regions a,b]
+                   [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
+                   [--ai BINDING=MODEL]... [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
+                   [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
+                   [--no-wait] [--timeout SECONDS] [--dry-run]
+
+Bundles FILE.js and what it imports with esbuild (ES module, es2022, no Node built-ins),
+then creates or updates the EdgeWorker NAME (default: the file's name) with server-side
+apply. A bundle over ${MAX_INLINE_SOURCE_BYTES} bytes goes in ConfigMap NAME-bundle (key worker.js)
+instead of inline. Then it waits until the new version is Ready, printing each region's
+ready/desired agents; when the operator refuses it (BundleInvalid, SourceNotFound, ...)
+it prints why and exits 1.
+
+  --route HOST[/PATH]   repeatable; default NAME.localhost
+  --regions a,b         default: every region with isolate nodes
+  --var KEY=VALUE       env.KEY (repeatable)
+  --actor B=DA          env.B is the DurableActor DA of the namespace (repeatable)
+  --ai B=MODEL          env.B.run(MODEL, ...) on the regions' GPU model servers (repeatable)
+  --no-bundle           upload FILE as it is (it must not import anything)
+  --dry-run             print the objects it would apply, as YAML, and stop
+  --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
+  --namespace NS        default: the kubeconfig context's namespace, else default
+`;
+
+const FIELD_MANAGER = 'edge-deploy';
+/** etcd and the apiserver cap a ConfigMap's data at 1 MiB. */
+const MAX_CONFIGMAP_BYTES = 1024 * 1024 - 1024;
+const CONFIGMAP_KEY = 'worker.js';
+
+class UsageError extends Error {}
+
+function pairs(flag: string, values: string[] | undefined, keyPattern?: RegExp): [string, string][] {
+  return (values ?? []).map((v) => {
+    const i = v.indexOf('=');
+    if (i <= 0) throw new UsageError(`${flag} must be KEY=VALUE, got "${v}"`);
+    const k = v.slice(0, i);
+    if (keyPattern && !keyPattern.test(k)) throw new UsageError(`${flag}: "${k}" is not a JavaScript identifier (it becomes env.${k})`);
+    return [k, v.slice(i + 1)];
+  });
+}
+
+function defaultName(file: string): string {
+  return basename(file, extname(file)).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'worker';
+}
+
+/** esbuild's bundle of `file`, or its errors formatted for a terminal. */
+export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
+  try {
+    const out = await build({
+      entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
+      mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
+      minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
+    });
+    return { code: out.outputFiles[0]?.text ?? '' };
+  } catch (err) {
+    const messages = (err as { errors?: Message[] }).errors;
+    if (!messages?.length) throw err;
+    const text = (await formatMessages(messages, { kind: 'error', color: Boolean(process.stderr.isTTY) })).join('');
+    const builtin = messages.some((m) => /Could not resolve "(node:|fs"|path"|crypto"|http)/.test(m.text));
+    return { errors: text + (builtin ? 'Node built-ins do not exist in a worker: use the Web APIs (fetch, crypto.subtle, URL, streams).\n' : '') };
+  }
+}
+
+export async function runDeploy(argv: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv, allowPositionals: true,
+      options: {
+        name: { type: 'string' }, namespace: { type: 'string', short: 'n' }, regions: { type: 'string' },
+        route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
+        actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true },
+        'compatibility-date': { type: 'string' }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
+        minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
+        'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`edge deploy: ${(err as Error).message}\n\n${DEPLOY_USAGE}`);
+    return 2;
+  }
+  if (values.help) { process.stdout.write(DEPLOY_USAGE); return 0; }
+  const fail = (msg: string, code = 1) => { process.stderr.write(`edge deploy: ${msg}\n`); return code; };
+
+  let spec: EdgeWorkerSpec | Record<string, unknown>;
+  let name: string;
+  let code: string;
+  let timeoutS: number;
+  try {
+    if (positionals.length !== 1) throw new UsageError('give one FILE.js');
+    const file = resolve(positionals[0]!);
+    if (!existsSync(file)) return fail(`no such file: ${file}`, 2);
+    name = values.name ?? defaultName(file);
+    if (!new RegExp(DNS_LABEL_PATTERN).test(name) || name.length > 63) throw new UsageError(`--name must be a DNS label (lower case letters, digits, '-'), got "${name}"`);
+    const regions = values.regions?.split(',').map((r) => r.trim()).filter(Boolean);
+    for (const r of regions ?? []) if (!new RegExp(DNS_LABEL_PATTERN).test(r)) throw new UsageError(`--regions: "${r}" is not a region name`);
+    const routes = (values.route ?? [`${name}.localhost`]).map((r) => {
+      const slash = r.indexOf('/');
+      return slash < 0 ? { host: r.toLowerCase() } : { host: r.slice(0, slash).toLowerCase(), pathPrefix: r.slice(slash) };
+    });
+    const ident = new RegExp(JS_IDENTIFIER_PATTERN);
+    const vars = pairs('--var', values.var, ident);
+    const actors = pairs('--actor', values.actor, ident);
+    const ai = pairs('--ai', values.ai, ident);
+    const int = (flag: string, v: string | undefined) => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} must be a whole number, got "${v}"`);
+      return n;
+    };
+    timeoutS = int('--timeout', values.timeout) ?? 120;
+    const cpuMs = int('--cpu-ms', values['cpu-ms']);
+    const minWarm = int('--min-warm', values['min-warm']);
+
+    if (values['no-bundle']) code = readFileSync(file, 'utf8');
+    else {
+      const b = await bundleWorker(file, { minify: values.minify ?? false });
+      if ('errors' in b) { process.stderr.write(b.errors); return fail(`bundling ${positionals[0]} failed; nothing was deployed`); }
+      code = b.code;
+    }
+    if (code.trim() === '') return fail(`${positionals[0]} bundles to nothing`);
+    spec = {
+      source: { inline: '' },
+      routes,
+      ...(regions || minWarm !== undefined ? { placement: { ...(regions ? { regions } : {}), ...(minWarm !== undefined ? { minWarmIsolates: minWarm } : {}) } } : {}),
+      ...(values['compatibility-date'] ? { compatibilityDate: values['compatibility-date'] } : {}),
+      ...(cpuMs !== undefined ? { limits: { cpuMsPerRequest: cpuMs, wallMsPerRequest: Math.max(30_000, cpuMs) } } : {}),
+      ...(vars.length || actors.length || ai.length ? {
+        bindings: {
+          ...(vars.length ? { vars: Object.fromEntries(vars) } : {}),
+          ...(actors.length ? { actors: actors.map(([n, actor]) => ({ name: n, actor })) } : {}),
+          ...(ai.length ? { ai: ai.map(([n, model]) => ({ name: n, model })) } : {}),
+        },
+      } : {}),
+    };
+  } catch (err) {
+    if (err instanceof UsageError) { process.stderr.write(`edge deploy: ${err.message}\n\n${DEPLOY_USAGE}`); return 2; }
+    throw err;
+  }
+
+  const bytes = Buffer.byteLength(code);
+  const big = bytes > MAX_INLINE_SOURCE_BYTES;
+  if (bytes > MAX_CONFIGMAP_BYTES) {
+    return fail(`the bundle is ${bytes} bytes; a ConfigMap holds at most ${MAX_CONFIGMAP_BYTES} (try --minify, or load large data at run time with fetch)`);
+  }
+  const cmName = `${name}-bundle`;
+
+  let target;
+  try { target = resolveCluster(values.kubeconfig); } catch (err) { if (!values['dry-run']) return fail((err as Error).message); }
+  const namespace = values.namespace ?? target?.namespace ?? 'default';
+  const ew = {
+    apiVersion: API_VERSION, kind: 'EdgeWorker', metadata: { name, namespace },
+    spec: { ...spec, source: big ? { configMapRef: { name: cmName, key: CONFIGMAP_KEY } } : { inline: code } },
+  };
+  const cm = {
+    apiVersion: 'v1', kind: 'ConfigMap',
+    metadata: { name: cmName, namespace, labels: { [MANAGED_BY_LABEL]: FIELD_MANAGER, [WORKER_LABEL]: name } },
+    data: { [CONFIGMAP_KEY]: code },
+  };
+  if (values['dry-run']) {
+    process.stdout.write((big ? [cm, ew] : [ew]).map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
+    return 0;
+  }
+
+  if (!target) return 1;
+  const kube = new KubeClient(target.kc);
+  const say = (s: string) => process.stdout.write(`${s}\n`);
+  say(`bundled ${positionals[0]}: ${bytes} bytes${big ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored in ConfigMap ${namespace}/${cmName})` : ''}`);
+  const cmPath = `/api/v1/namespaces/${namespace}/configmaps/${cmName}`;
+  const apply = { fieldManager: FIELD_MANAGER, force: 'true', fieldValidation: 'Strict' };
+  let applied: EdgeWorkerObj;
+  try {
+    if (big) await kube.request('PATCH', cmPath, { patch: 'apply', body: cm, query: apply });
+    applied = await kube.request<EdgeWorkerObj>('PATCH', crPath('edgeworkers', namespace, name), { patch: 'apply', body: ew, query: apply });
+    if (big) {
+      // Owned by the worker, so deleting the worker deletes its bundle.
+      await kube.request('PATCH', cmPath, {
+        patch: 'merge',
+        body: { metadata: { ownerReferences: [{ apiVersion: API_VERSION, kind: 'EdgeWorker', name, uid: applied.metadata.uid, controller: false, blockOwnerDeletion: false }] } },
+      });
+    } else {
+      // A bundle that shrank back under the limit leaves its old ConfigMap behind: remove it when it is ours.
+      try {
+        const old = await kube.request<{ metadata: { labels?: Record<string, string> } }>('GET', cmPath);
+        if (old.metadata.labels?.[MANAGED_BY_LABEL] === FIELD_MANAGER) await kube.request('DELETE', cmPath);
+      } catch (err) { if (!isNotFound(err)) throw err; }
+    }
+  } catch (err) {
+    if (err instanceof KubeError) return fail(`the apiserver refused it: ${err.message.replace(/^PATCH \S+: \d+ /, '')}`);
+    throw err;
+  }
+  say(`${applied.metadata.generation === 1 ? 'created' : 'applied'} EdgeWorker ${namespace}/${name} (generation ${applied.metadata.generation}) via ${target.from}`);
+  if (values['no-wait']) return 0;
+  return waitReady(kube, namespace, name, applied.metadata.generation, timeoutS * 1000, target.dev, say);
+}
+
+/** Polls the worker until its current generation is Ready (0), refused (1) or the time is up (1). */
+async function waitReady(kube: KubeClient, namespace: string, name: string, generation: number, timeoutMs: number, dev: DevState | undefined, say: (s: string) => void): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  let terminalSince: { reason: string; at: number } | undefined;
+  let w: EdgeWorkerObj | undefined;
+  for (;;) {
+    try {
+      w = await kube.request<EdgeWorkerObj>('GET', crPath('edgeworkers', namespace, name));
+    } catch (err) {
+      if (!(err instanceof KubeError) || Date.now() > deadline) throw err;
+    }
+    if (w && w.metadata.generation !== generation) {
+      say(`${namespace}/${name} changed again (generation ${w.metadata.generation}) while waiting; not waiting for it`);
+      return 1;
+    }
+    const r = w ? workerReadiness(w) : undefined;
+    if (r?.current) {
+      const line = `  ${r.where || 'no regions yet'}  ${r.ready ? 'Ready' : r.reason}`;
+      if (line !== last) { say(line); last = line; }
+      if (r.ready) {
+        say(`${name} is Ready: ${r.message} (bundle ${w!.status?.bundleDigest?.slice(0, 19) ?? '?'})`);
+        for (const u of urls(w!, dev)) say(`  ${u}`);
+        return 0;
+      }
+      // BundleInvalid is final for this version; a missing reference may be a moment away
+      // from existing (watch lag), so give it a few seconds.
+      if (TERMINAL_REASONS.has(r.reason)) {
+        if (terminalSince?.reason !== r.reason) terminalSince = { reason: r.reason, at: Date.now() };
+        if (r.reason === 'BundleInvalid' || Date.now() - terminalSince.at > 5000) {
+          process.stderr.write(`edge deploy: ${namespace}/${name} is not Ready: ${r.reason}: ${r.message}\n`);
+          return 1;
+        }
+      } else terminalSince = undefined;
+    }
+    if (Date.now() > deadline) {
+      process.stderr.write(`edge deploy: ${namespace}/${name} not Ready after ${Math.round(timeoutMs / 1000)} s: ${r ? `${r.reason}: ${r.message}` : 'no status'}\n`);
+      return 1;
+    }
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+/** Where to reach the worker: through `edge dev`'s agents when it is the cluster. */
+function urls(w: EdgeWorkerObj, dev: DevState | undefined): string[] {
+  const regions = (w.status?.regions ?? []).filter((r) => r.readyAgents > 0).map((r) => r.name);
+  const agent = dev?.agents.find((a) => regions.includes(a.region));
+  if (!agent) return [];
+  return (w.spec.routes ?? []).map((r) => {
+    const path = r.pathPrefix ?? '/';
+    return r.host.endsWith('.localhost')
+      ? `http://${r.host}:${agent.port}${path}`
+      : `curl -H 'Host: ${r.host.replace(/^\*\./, 'x.')}' http://127.0.0.1:${agent.port}${path}`;
+  });
+}

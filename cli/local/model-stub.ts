@@ -1,0 +1,296 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+// A STAND-IN for a model server: a small OpenAI-compatible server (the subset vLLM serves
+// that the agent's `ai` binding uses) that generates nothing; it echoes. `edge dev` runs
+// one per region so `env.AI` answers without a GPU, and the tests use it to see which
+// region's server answered. Its completions are deterministic and carry its label:
+//   "[<label>] echo: <last user message>"   (chat)
+//   "[<label>] echo: <prompt>"              (completions)
+// split into word tokens ("[eu-west] ", "echo: ", "hello ", "world"); max_tokens cuts the
+// list (finish_reason "length"). Streamed tokens go out tokenDelayMs apart, each in its
+// own write, so a test can see the first token arrive before the last one is sent.
+//
+// In-process:
+//   const ai = await startOpenAiServer({ model: 'llama-3.1-8b', label: 'eu-west', tokenDelayMs: 50 });
+//   ai.url                 http://127.0.0.1:<port>
+//   ai.requests            every request, as it happens (see RecordedRequest)
+//   ai.failure = { status: 500, body: '...' }   answer every completion with this until reset to null
+//   await ai.close()
+// As a process (also as test/fixtures/openai-server.ts):
+//   node --import tsx cli/local/model-stub.ts --port 0 --model M --label eu-west [--host 127.0.0.1] [--token-delay-ms 0]
+//   prints "listening <url>" on stdout once it listens; SIGTERM or SIGINT stops it.
+//
+// Routes: GET /health (200), GET /v1/models, POST /v1/chat/completions, POST /v1/completions
+// (stream and non-stream; stream_options.include_usage adds a usage chunk before [DONE]).
+// A wrong model or a malformed body is answered 400 with an OpenAI-style error object;
+// model ANY_MODEL ('*') serves whatever model a request names.
+
+/** As `model`: answer for any model name. */
+export const ANY_MODEL = '*';
+
+export interface OpenAiServerOptions {
+  /** The one model this server serves (ANY_MODEL: every model). */
+  model: string;
+  /** Appears in every completion: "[label] echo: ...". */
+  label: string;
+  /** Pause between streamed tokens (default 0). */
+  tokenDelayMs?: number;
+  host?: string;
+  port?: number;
+}
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  /** The parsed JSON body (undefined when there was none or it did not parse). */
+  body: unknown;
+  stream: boolean;
+  status: number;
+  /** The completion's tokens, when one was generated. */
+  tokens: string[];
+  /** performance.now() when each streamed token was written. */
+  tokenSentAt: number[];
+  /** The whole response was written. */
+  finished: boolean;
+  /** The client closed the connection before the response was complete. */
+  closedEarly: boolean;
+}
+
+export interface OpenAiServer {
+  url: string;
+  port: number;
+  requests: RecordedRequest[];
+  /** When set, every completion request is answered with this status and body. */
+  failure: { status: number; body?: string; contentType?: string } | null;
+  close(): Promise<void>;
+}
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+interface ChatMessage { role: string; content: string }
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function words(text: string): number {
+  return text.split(/\s+/).filter(Boolean).length;
+}
+
+/** Word tokens whose concatenation is the text. */
+function tokenize(text: string): string[] {
+  return text.match(/\S+\s*/g) ?? [];
+}
+
+class BadRequest extends Error {
+  constructor(message: string, readonly code = 'invalid_request_error') { super(message); }
+}
+
+interface Completion {
+  chat: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+  tokens: string[];
+  finishReason: 'stop' | 'length';
+  promptTokens: number;
+}
+
+function parseCompletion(chat: boolean, body: unknown, model: string, label: string): Completion {
+  if (!isRecord(body)) throw new BadRequest('the body must be a JSON object');
+  if (model !== ANY_MODEL && body.model !== model) {
+    throw new BadRequest(`The model \`${String(body.model)}\` does not exist; this server serves ${model}.`, 'model_not_found');
+  }
+  let text: string;
+  let promptTokens: number;
+  if (chat) {
+    const messages = body.messages;
+    if (!Array.isArray(messages) || messages.length === 0) throw new BadRequest('messages must be a non-empty array');
+    const ok = messages.every((m): m is ChatMessage => isRecord(m) && typeof m.role === 'string' && typeof m.content === 'string');
+    if (!ok) throw new BadRequest('each message needs a string role and a string content');
+    const lastUser = [...messages].reverse().find((m) => m.role === 'user');
+    text = `[${label}] echo: ${lastUser?.content ?? ''}`;
+    promptTokens = messages.reduce((n, m) => n + words(m.content), 0);
+  } else {
+    if (typeof body.prompt !== 'string') throw new BadRequest('prompt must be a string');
+    text = `[${label}] echo: ${body.prompt}`;
+    promptTokens = words(body.prompt);
+  }
+  if (body.stream !== undefined && typeof body.stream !== 'boolean') throw new BadRequest('stream must be a boolean');
+  const maxTokens = body.max_tokens;
+  if (maxTokens !== undefined && maxTokens !== null && !(Number.isInteger(maxTokens) && (maxTokens as number) > 0)) {
+    throw new BadRequest('max_tokens must be a positive integer');
+  }
+  let tokens = tokenize(text);
+  let finishReason: Completion['finishReason'] = 'stop';
+  if (typeof maxTokens === 'number' && tokens.length > maxTokens) {
+    tokens = tokens.slice(0, maxTokens);
+    finishReason = 'length';
+  }
+  const includeUsage = isRecord(body.stream_options) && body.stream_options.include_usage === true;
+  return { chat, stream: body.stream === true, includeUsage, tokens, finishReason, promptTokens };
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_BODY_BYTES) throw new BadRequest(`the body is over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+function json(res: ServerResponse, status: number, value: unknown): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+}
+
+export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<OpenAiServer> {
+  const { model, label } = opts;
+  const tokenDelayMs = opts.tokenDelayMs ?? 0;
+  const requests: RecordedRequest[] = [];
+  let seq = 0;
+  const timers = new Set<NodeJS.Timeout>();
+  const sleep = (ms: number) => new Promise<void>((resolve) => {
+    const t = setTimeout(() => { timers.delete(t); resolve(); }, ms);
+    timers.add(t);
+  });
+
+  const state: { failure: OpenAiServer['failure'] } = { failure: null };
+  const server = createServer((req, res) => {
+    const rec: RecordedRequest = {
+      method: req.method ?? 'GET', path: new URL(req.url ?? '/', 'http://x').pathname, body: undefined, stream: false,
+      status: 0, tokens: [], tokenSentAt: [], finished: false, closedEarly: false,
+    };
+    requests.push(rec);
+    res.on('finish', () => { rec.finished = true; });
+    res.on('close', () => { if (!res.writableFinished) rec.closedEarly = true; });
+    const answer = (status: number, value: unknown) => { rec.status = status; json(res, status, value); };
+    void (async () => {
+      try {
+        if (rec.method === 'GET' && rec.path === '/health') {
+          rec.status = 200;
+          res.writeHead(200, { 'content-length': 0 }).end();
+          return;
+        }
+        if (rec.method === 'GET' && rec.path === '/v1/models') {
+          answer(200, { object: 'list', data: [{ id: model === ANY_MODEL ? 'any' : model, object: 'model', created: 0, owned_by: `edge-isolates-test/${label}`, max_model_len: 8192 }] });
+          return;
+        }
+        const chat = rec.path === '/v1/chat/completions';
+        if (rec.method !== 'POST' || (!chat && rec.path !== '/v1/completions')) {
+          answer(404, { object: 'error', error: { message: `no route ${rec.method} ${rec.path}`, type: 'not_found', code: 404 } });
+          return;
+        }
+        const raw = await readBody(req);
+        try {
+          rec.body = JSON.parse(raw.toString('utf8'));
+        } catch {
+          throw new BadRequest('the body is not valid JSON');
+        }
+        const c = parseCompletion(chat, rec.body, model, label);
+        rec.stream = c.stream;
+        if (state.failure) {
+          const f = state.failure;
+          rec.status = f.status;
+          res.writeHead(f.status, { 'content-type': f.contentType ?? 'application/json' }).end(f.body ?? '');
+          return;
+        }
+        rec.tokens = c.tokens;
+        const id = `${chat ? 'chatcmpl' : 'cmpl'}-${label}-${++seq}`;
+        const created = Math.floor(Date.now() / 1000);
+        const object = chat ? 'chat.completion' : 'text_completion';
+        const usage = { prompt_tokens: c.promptTokens, completion_tokens: c.tokens.length, total_tokens: c.promptTokens + c.tokens.length };
+        if (!c.stream) {
+          const text = c.tokens.join('');
+          const choice = chat
+            ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: c.finishReason, logprobs: null }
+            : { index: 0, text, finish_reason: c.finishReason, logprobs: null };
+          answer(200, { id, object, created, model, choices: [choice], usage });
+          return;
+        }
+        rec.status = 200;
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.flushHeaders();
+        const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
+        const send = (value: unknown) => { res.write(`data: ${JSON.stringify(value)}\n\n`); };
+        const choice = (token: string | null, finish: string | null) => (chat
+          ? { index: 0, delta: token === null ? {} : { content: token }, finish_reason: finish, logprobs: null }
+          : { index: 0, text: token ?? '', finish_reason: finish, logprobs: null });
+        if (chat) send({ id, object: chunkObject, created, model, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] });
+        for (const token of c.tokens) {
+          if (tokenDelayMs > 0) await sleep(tokenDelayMs);
+          if (res.destroyed) return;
+          send({ id, object: chunkObject, created, model, choices: [choice(token, null)] });
+          rec.tokenSentAt.push(performance.now());
+        }
+        send({ id, object: chunkObject, created, model, choices: [choice(null, c.finishReason)] });
+        if (c.includeUsage) send({ id, object: chunkObject, created, model, choices: [], usage });
+        res.end('data: [DONE]\n\n');
+      } catch (err) {
+        if (res.headersSent) { res.destroy(); return; }
+        if (err instanceof BadRequest) answer(400, { object: 'error', error: { message: err.message, type: 'BadRequestError', code: err.code } });
+        else answer(500, { object: 'error', error: { message: String(err), type: 'InternalServerError' } });
+      }
+    })();
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => { server.off('error', reject); resolve(); });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    requests,
+    get failure() { return state.failure; },
+    set failure(f) { state.failure = f; },
+    async close() {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+/** Runs the server as a process (argv: --model M --label L [--port 0] [--host H] [--token-delay-ms N]). */
+export async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: '0' },
+      host: { type: 'string', default: '127.0.0.1' },
+      model: { type: 'string' },
+      label: { type: 'string' },
+      'token-delay-ms': { type: 'string', default: '0' },
+    },
+    strict: true,
+  });
+  if (!values.model || !values.label) {
+    process.stderr.write('usage: model-stub.ts --model M --label L [--port 0] [--host 127.0.0.1] [--token-delay-ms 0]\n');
+    process.exit(2);
+  }
+  const server = await startOpenAiServer({
+    model: values.model, label: values.label, host: values.host,
+    port: Number(values.port), tokenDelayMs: Number(values['token-delay-ms']),
+  });
+  process.stdout.write(`listening ${server.url}\n`);
+  const stop = () => { void server.close().then(() => process.exit(0)); };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`model-stub: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
