@@ -94,6 +94,8 @@ export class DispatchMode {
 }
 const SYNC_AVG_MS = 0.5;
 const SYNC_MAX_MS = 20;
+/** The wall-time bound of a synchronous dispatch: room for preemption above the CPU budget. */
+const syncTimeoutMs = (cpuMs: number) => Math.max(cpuMs * 3, cpuMs + 50);
 /** Modules up to this size are compiled on the event loop (well under a millisecond). */
 const SYNC_LOAD_MAX_CHARS = 64 * 1024;
 
@@ -292,7 +294,10 @@ export class WorkerIsolate implements IsolateOwner {
       // no worker can keep the agent's event loop busy.
       const t0 = performance.now();
       try {
-        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: this.def.limits.cpuMsPerRequest });
+        // V8's timeout is wall time, and on a loaded machine the thread can be preempted
+        // in the middle of a quick handler: the bound leaves room above the CPU budget so
+        // only a handler that really spins is killed for it.
+        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: syncTimeoutMs(this.def.limits.cpuMsPerRequest) });
         const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
         this.mode.observe(performance.now() - t0);
         if (r !== null) {
