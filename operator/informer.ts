@@ -1,7 +1,6 @@
-import { request as httpRequest } from 'node:http';
-import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { errorMessage, type Logger } from '../common/log.js';
+import { KubeClient, KubeError } from './kube-client.js';
 
 // A list+watch cache in the manner of client-go's reflector and informer, on raw JSON.
 //
@@ -16,9 +15,8 @@ import { errorMessage, type Logger } from '../common/log.js';
 // until stop(). The resourceVersion only advances for events that were handled, so
 // nothing is skipped across reconnects.
 //
-// The LIST uses node:https with the agent from KubeConfig.applyToHTTPSOptions: Node's
-// global fetch ignores `agent`, so it would not trust the cluster CA nor send client
-// certificates from the kubeconfig.
+// The LIST goes through KubeClient (raw JSON over node:https with the kubeconfig's
+// credentials; Node's global fetch would ignore the agent carrying the cluster CA).
 
 export interface KubeObject {
   apiVersion?: string;
@@ -74,18 +72,6 @@ export interface InformerStats {
   rejected: number;
 }
 
-/** A non-2xx answer from the apiserver; `statusCode` is the HTTP (or watch Status) code. */
-export class KubeApiError extends Error {
-  constructor(
-    readonly statusCode: number,
-    readonly reason: string | undefined,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'KubeApiError';
-  }
-}
-
 interface ListResult {
   items: unknown[];
   resourceVersion: string;
@@ -119,7 +105,7 @@ function rawResourceVersion(raw: unknown): string | undefined {
 
 /** The HTTP status an error from client-node's Watch (or from this module) carries, if any. */
 export function statusCodeOf(err: unknown): number | undefined {
-  if (err instanceof KubeApiError) return err.statusCode;
+  if (err instanceof KubeError) return err.code;
   if (!isRecord(err)) return undefined;
   // Watch sets `statusCode` on a non-200 answer; ApiException from the typed API uses `code`
   // (Node's system errors also have a `code`, but a string one).
@@ -147,12 +133,15 @@ export class Informer<T extends KubeObject> {
   private readonly initialBackoffMs: number;
   private readonly maxBackoffMs: number;
 
+  private readonly client: KubeClient;
+
   constructor(opts: InformerOptions<T>) {
     this.opts = opts;
     this.name = opts.name;
     this.log = opts.log.child({ informer: opts.name });
     this.initialBackoffMs = opts.backoff?.initialMs ?? 250;
     this.maxBackoffMs = opts.backoff?.maxMs ?? 10_000;
+    this.client = new KubeClient(opts.kc);
     if (!opts.path.startsWith('/')) throw new Error(`informer ${opts.name}: path must start with '/', got '${opts.path}'`);
   }
 
@@ -300,7 +289,7 @@ export class Informer<T extends KubeObject> {
       if (this.opts.fieldSelector) q.set('fieldSelector', this.opts.fieldSelector);
       let page: unknown;
       try {
-        page = await this.getJson(`${this.opts.path}?${q.toString()}`);
+        page = await this.getJson(q);
       } catch (err) {
         // A continue token outlives etcd compaction only so long; client-go's pager then
         // falls back to one unpaged LIST, and so does this.
@@ -335,44 +324,9 @@ export class Informer<T extends KubeObject> {
     }
   }
 
-  private async getJson(pathAndQuery: string): Promise<unknown> {
-    const cluster = this.opts.kc.getCurrentCluster();
-    if (!cluster) throw new Error(`informer ${this.name}: kubeconfig has no current cluster`);
-    // Plain concatenation, like client-node's Watch: the server URL may carry a path prefix.
-    const url = new URL(cluster.server + pathAndQuery);
-    const reqOpts: RequestOptions = {};
-    await this.opts.kc.applyToHTTPSOptions(reqOpts);
-    const timeoutMs = this.opts.listTimeoutMs ?? 60_000;
-    const signal = AbortSignal.any([this.stopController.signal, AbortSignal.timeout(timeoutMs)]);
-    const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
-    const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = send(url, {
-        ...reqOpts,
-        method: 'GET',
-        headers: { ...reqOpts.headers, accept: 'application/json' },
-        signal,
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
-      req.on('error', (err) => reject(new Error(`GET ${url.pathname}${url.search}: ${errorMessage(err)}`)));
-      req.end();
-    });
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body);
-    } catch {
-      if (status < 200 || status >= 300) throw new KubeApiError(status, undefined, `GET ${url.pathname}${url.search}: HTTP ${status}: ${body.slice(0, 200)}`);
-      throw new Error(`GET ${url.pathname}${url.search}: answer is not JSON: ${body.slice(0, 200)}`);
-    }
-    if (status < 200 || status >= 300) {
-      const reason = isRecord(parsed) && typeof parsed.reason === 'string' ? parsed.reason : undefined;
-      const message = isRecord(parsed) && typeof parsed.message === 'string' ? parsed.message : body.slice(0, 200);
-      throw new KubeApiError(status, reason, `GET ${url.pathname}${url.search}: HTTP ${status}${reason ? ` ${reason}` : ''}: ${message}`);
-    }
-    return parsed;
+  private getJson(query: URLSearchParams): Promise<unknown> {
+    const signal = AbortSignal.any([this.stopController.signal, AbortSignal.timeout(this.opts.listTimeoutMs ?? 60_000)]);
+    return this.client.request('GET', this.opts.path, { query: Object.fromEntries(query), signal, timeoutMs: this.opts.listTimeoutMs ?? 60_000 });
   }
 
   /** One WATCH request from the last resourceVersion, until it closes, fails or is stopped. */
@@ -438,7 +392,7 @@ export class Informer<T extends KubeObject> {
       if (code === 410) return { kind: 'gone' };
       const reason = isRecord(raw) && typeof raw.reason === 'string' ? raw.reason : undefined;
       const message = isRecord(raw) && typeof raw.message === 'string' ? raw.message : JSON.stringify(raw);
-      return { kind: 'error', err: new KubeApiError(code, reason, `watch ${this.opts.path}: ERROR event ${code}${reason ? ` ${reason}` : ''}: ${message}`) };
+      return { kind: 'error', err: new KubeError(code, reason ?? String(code), `watch ${this.opts.path}: ERROR event ${code}${reason ? ` ${reason}` : ''}: ${message}`) };
     }
     const rv = rawResourceVersion(raw);
     if (type === 'BOOKMARK') {

@@ -26,6 +26,10 @@ export interface RequestOptions {
   body?: unknown;
   query?: Record<string, string>;
   patch?: PatchType;
+  /** Gives up (rejecting) when aborted. */
+  signal?: AbortSignal;
+  /** Default 30 s. */
+  timeoutMs?: number;
 }
 
 export class KubeClient {
@@ -55,14 +59,15 @@ export class KubeClient {
       headers['content-length'] = String(Buffer.byteLength(payload));
     }
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, ...(secure ? { agent: this.agent } : {}) }, (res) => {
+      const req = (secure ? httpsRequest : httpRequest)(url, { method, headers, signal: opts.signal, ...(secure ? { agent: this.agent } : {}) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       });
-      req.setTimeout(30_000, () => req.destroy(new Error(`${method} ${path}: no answer from the apiserver in 30 s`)));
-      req.on('error', reject);
+      const timeoutMs = opts.timeoutMs ?? 30_000;
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${path}: no answer from the apiserver in ${timeoutMs / 1000} s`)));
+      req.on('error', (err) => reject(new Error(`${method} ${path}: ${err.message}`)));
       req.end(payload);
     });
     let json: unknown;
