@@ -23,11 +23,11 @@
 import { host } from './host.js';
 import { DOMException, INTERNAL, hostOutcome, platformClassOf, toArrayBuffer } from './web/util.js';
 import { Request, requestBody } from './web/request.js';
-import { NULL_BODY_STATUSES, Response, fetchedResponse } from './web/response.js';
+import { Response, fetchedResponse } from './web/response.js';
 import { foreignSocket } from './web/websocket.js';
 import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
-import { ArrayIncludes, ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
+import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 
 const freeze = Object.freeze;
 const stringify = JSON.stringify;
@@ -132,15 +132,7 @@ class DurableObjectStub {
         if (result.webSocket !== undefined) {
           return new Response(null, { status: 101, statusText: result.statusText, headers: result.headers, webSocket: foreignSocket(result.webSocket) });
         }
-        const noBody = ArrayIncludes(NULL_BODY_STATUSES, result.status) || request.method === 'HEAD';
-        return fetchedResponse({
-          status: result.status,
-          statusText: result.statusText,
-          headers: result.headers,
-          url: request.url,
-          redirected: false,
-          body: noBody ? null : new Uint8Array(result.body),
-        });
+        return fetchedResponse({ ...result, url: request.url, redirected: false }, request.method);
       },
     });
     freeze(this);

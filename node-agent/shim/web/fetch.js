@@ -2,11 +2,11 @@
 // limits.subrequests) with the whole request body and whole response body copied over.
 import { host } from '../host.js';
 import { Request, requestBody, requestSignal } from './request.js';
-import { NULL_BODY_STATUSES, fetchedResponse } from './response.js';
+import { fetchedResponse } from './response.js';
 import { headerList } from './headers.js';
 import { bodyBytes } from './body.js';
 import { hostOutcome, toArrayBuffer } from './util.js';
-import { ArrayIncludes, ArrayMap } from './primordials.js';
+import { ArrayMap } from './primordials.js';
 
 function untilAborted(promise, signal) {
   return new Promise((resolve, reject) => {
@@ -45,13 +45,5 @@ export async function fetch(input, init = undefined) {
     }
     throw new TypeError(`fetch ${url} failed: ${err instanceof Error ? err.message : String(err)}`);
   }
-  const noBody = ArrayIncludes(NULL_BODY_STATUSES, result.status) || request.method === 'HEAD';
-  return fetchedResponse({
-    status: result.status,
-    statusText: result.statusText,
-    headers: result.headers,
-    url: result.url,
-    redirected: result.redirected,
-    body: noBody ? null : new Uint8Array(result.body),
-  });
+  return fetchedResponse(result, request.method);
 }

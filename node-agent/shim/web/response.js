@@ -129,10 +129,14 @@ export class Response {
 
 mixinBody(Response, (r) => bodyOfResponse(r));
 
-/** A subrequest's response: immutable headers, as in Workers. */
-export function fetchedResponse({ status, statusText, headers, url, redirected, body }) {
+/**
+ * A subrequest's response from the host's buffered result: immutable headers, as in
+ * Workers, and no body for a null-body status or a HEAD request.
+ */
+export function fetchedResponse({ status, statusText, headers, url, redirected, body }, method) {
   const h = trustedHeaders(headers, 'immutable');
-  return new Response(INTERNAL, { status, statusText, headers: h, type: 'default', url, redirected, body: newBody(body, h) });
+  const noBody = ArrayIncludes(NULL_BODY_STATUSES, status) || method === 'HEAD';
+  return new Response(INTERNAL, { status, statusText, headers: h, type: 'default', url, redirected, body: newBody(noBody ? null : new Uint8Array(body), h) });
 }
 
 /** For the runtime: status line and headers, sorted and combined (set-cookie kept apart). */
