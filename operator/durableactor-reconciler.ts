@@ -1,11 +1,11 @@
 import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../common/api/index.js';
 import type { AgentView } from '../common/agent-view.js';
-import { FINALIZER } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { decodeJson, encodeJson, ActorConfigSchema, workerKey, type ActorConfig, type EdgeBuckets } from '../common/nats.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventRecorder } from './events.js';
-import { crPath, isConflict, isNotFound, type KubeClient } from './kube-client.js';
+import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from './cr-writes.js';
+import type { KubeClient } from './kube-client.js';
 import { regionsOf, type NodeInfo } from './placement.js';
 
 // The DurableActor reconciler: resolves the region an actor class lives in, publishes the
@@ -39,27 +39,14 @@ export class DurableActorReconciler {
       return;
     }
     if (da.metadata.deletionTimestamp) {
-      if (!(da.metadata.finalizers ?? []).includes(FINALIZER)) return;
+      if (!hasFinalizer(da)) return;
       await this.removeConfig(key);
       await this.d.purgeActorData(namespace, name);
-      const rest = (da.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-      try {
-        await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name), {
-          patch: 'merge', body: { metadata: { finalizers: rest.length > 0 ? rest : null, resourceVersion: da.metadata.resourceVersion } },
-        });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
+      await removeFinalizer(this.d.client, DA_PLURAL, da);
       this.d.log.info('durable actor deleted with its storage', { actor: `${namespace}/${name}` });
       return;
     }
-    let current = da;
-    if (!(da.metadata.finalizers ?? []).includes(FINALIZER)) {
-      current = DurableActorSchema.parse(await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name), {
-        patch: 'merge', body: { metadata: { finalizers: [...(da.metadata.finalizers ?? []), FINALIZER], resourceVersion: da.metadata.resourceVersion } },
-      }));
-    }
-    await this.converge(current);
+    await this.converge(await ensureFinalizer(this.d.client, DA_PLURAL, da, (raw: unknown) => DurableActorSchema.parse(raw)));
   }
 
   private async removeConfig(key: string): Promise<void> {
@@ -108,12 +95,7 @@ export class DurableActorReconciler {
     const conditions = setConditions(da.status?.conditions, wanted, new Date());
     const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: active };
     if (JSON.stringify(status) === JSON.stringify(da.status ?? {})) return;
-    try {
-      await this.d.client.request('PATCH', crPath(DA_PLURAL, namespace, name, 'status'), { patch: 'merge', body: { status } });
-    } catch (err) {
-      if (isNotFound(err) || isConflict(err)) return;
-      throw err;
-    }
+    if (!(await writeStatus(this.d.client, DA_PLURAL, da, status))) return;
     const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
     for (const c of transitions(da.status?.conditions, conditions)) {
       const warn = c.status === 'False' && c.reason !== 'WorkerNotReady';

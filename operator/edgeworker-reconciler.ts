@@ -4,7 +4,6 @@ import { z } from 'zod';
 import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../common/api/index.js';
-import { FINALIZER } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { workerKey, type WorkerConfig } from '../common/nats.js';
 import type { WorkerStore } from './worker-store.js';
@@ -13,7 +12,8 @@ import { checkBundle } from './bundle-check.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventRecorder } from './events.js';
 import { deleteInference, reconcileInference } from './inference.js';
-import { crPath, isConflict, isNotFound, type KubeClient } from './kube-client.js';
+import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from './cr-writes.js';
+import { isNotFound, type KubeClient } from './kube-client.js';
 import { place, regionsOf, type NodeInfo } from './placement.js';
 
 // The EdgeWorker reconciler: reads the CR (from the informer cache), the Nodes and the
@@ -61,38 +61,19 @@ export class EdgeWorkerReconciler {
       await this.finalize(ew);
       return;
     }
-    const current = await this.ensureFinalizer(ew);
-    await this.converge(current);
-  }
-
-  private async ensureFinalizer(ew: EdgeWorker): Promise<EdgeWorker> {
-    const finalizers = ew.metadata.finalizers ?? [];
-    if (finalizers.includes(FINALIZER)) return ew;
-    const updated = await this.d.client.request('PATCH', crPath(PLURAL, ew.metadata.namespace, ew.metadata.name), {
-      patch: 'merge',
-      body: { metadata: { finalizers: [...finalizers, FINALIZER], resourceVersion: ew.metadata.resourceVersion } },
-    });
-    return EdgeWorkerSchema.parse(updated);
+    await this.converge(await ensureFinalizer(this.d.client, PLURAL, ew, (raw: unknown) => EdgeWorkerSchema.parse(raw)));
   }
 
   private async finalize(ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
-    if (!(ew.metadata.finalizers ?? []).includes(FINALIZER)) return;
+    if (!hasFinalizer(ew)) return;
     // Only a worker that has (or had published) ai bindings owns inference objects.
     const published = this.d.store.get(workerKey(namespace, name));
     if ((ew.spec.bindings?.ai ?? []).length > 0 || Object.keys(published?.env.ai ?? {}).length > 0 || !published) {
       await deleteInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' });
     }
     await this.removeNatsState(namespace, name);
-    const rest = (ew.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
-    try {
-      await this.d.client.request('PATCH', crPath(PLURAL, namespace, name), {
-        patch: 'merge',
-        body: { metadata: { finalizers: rest.length > 0 ? rest : null, resourceVersion: ew.metadata.resourceVersion } },
-      });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    await removeFinalizer(this.d.client, PLURAL, ew);
     this.d.log.info('worker deleted; NATS state removed', { worker: `${namespace}/${name}` });
   }
 
@@ -193,10 +174,10 @@ export class EdgeWorkerReconciler {
       notServable = err;
     }
 
-    await this.writeStatus(ew, placement, published, notServable, aiDegraded);
+    await this.updateStatus(ew, placement, published, notServable, aiDegraded);
   }
 
-  private async writeStatus(
+  private async updateStatus(
     ew: EdgeWorker,
     placement: ReturnType<typeof place>,
     published: WorkerConfig | undefined,
@@ -254,12 +235,7 @@ export class EdgeWorkerReconciler {
       regions,
     };
     if (JSON.stringify(status) === JSON.stringify(ew.status ?? {})) return;
-    try {
-      await this.d.client.request('PATCH', crPath(PLURAL, namespace, name, 'status'), { patch: 'merge', body: { status } });
-    } catch (err) {
-      if (isNotFound(err) || isConflict(err)) return; // deleted meanwhile, or the next event brings the newer object
-      throw err;
-    }
+    if (!(await writeStatus(this.d.client, PLURAL, ew, status))) return;
     this.emitEvents(ew, ew.status?.conditions, conditions);
   }
 
