@@ -1,7 +1,7 @@
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { crPath, KubeClient } from '../operator/kube-client.js';
+import { crPath, KubeClient } from '../operator/runtime/kube-client.js';
 import { EdgeCluster, type AgentProc, type OperatorProc } from '../test/harness/edge-cluster.js';
 import { agentMetricSums } from './agent.js';
 import type { BenchConfig } from './config.js';

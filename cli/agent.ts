@@ -2,17 +2,17 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../common/log.js';
-import { Agent, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/agent.js';
+import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
 import { startAdminServer } from '../node-agent/admin-server.js';
 import type { NatsConnection } from 'nats';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { connectNats, DEFAULT_PRESENCE_TTL_MS, openBuckets, type EdgeBuckets } from '../common/nats.js';
-import { DirectorySource, type DesiredStateSource } from '../node-agent/desired-state.js';
-import { NatsSource } from '../node-agent/nats-source.js';
-import { AgentPresence } from '../node-agent/presence.js';
-import { ActorRuntime } from '../node-agent/actor-runtime.js';
-import { startPeerServer } from '../node-agent/peer-server.js';
-import { ConsoleStream } from '../node-agent/console-stream.js';
+import { DirectorySource, type DesiredStateSource } from '../node-agent/control/desired-state.js';
+import { NatsSource } from '../node-agent/control/nats-source.js';
+import { AgentPresence } from '../node-agent/control/presence.js';
+import { ActorRuntime } from '../node-agent/actors/runtime.js';
+import { startPeerServer } from '../node-agent/peer/peer-server.js';
+import { ConsoleStream } from '../node-agent/control/console-stream.js';
 import { AgentView } from '../common/agent-view.js';
 import type { Server } from 'node:http';
 
@@ -100,7 +100,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       ...(template ? { aiUrl: (ref, binding) => template.replaceAll('{service}', ref.service).replaceAll('{namespace}', ref.namespace).replaceAll('{port}', String(ref.port)).replaceAll('{binding}', binding) } : {}),
     });
   }
-  const agent = new Agent({
+  const agent = new WorkerServer({
     source,
     log,
     metricLabels: values.region ? { region: values.region, node: values.node! } : undefined,

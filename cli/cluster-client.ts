@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Condition } from '../common/api/index.js';
-import { crPath, type KubeClient } from '../operator/kube-client.js';
+import { crPath, type KubeClient } from '../operator/runtime/kube-client.js';
 
 // What `edge deploy`, `edge status` and `edge logs` share: finding the cluster (flags,
 // $KUBECONFIG, or the one `edge dev` is running, remembered in a small state file) and

@@ -7,7 +7,7 @@ import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
 } from '../common/api/index.js';
 import { MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
-import { crPath, isNotFound, KubeClient, KubeError } from '../operator/kube-client.js';
+import { crPath, isNotFound, KubeClient, KubeError } from '../operator/runtime/kube-client.js';
 import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
 } from './cluster-client.js';

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { KubeClient } from '../operator/kube-client.js';
+import { KubeClient } from '../operator/runtime/kube-client.js';
 import {
   actorReadiness, clearDevState, listCrs, TERMINAL_REASONS, workerReadiness, writeDevState,
   type DevState, type DurableActorObj, type EdgeWorkerObj, type Readiness,

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { KubeClient } from '../operator/kube-client.js';
+import { KubeClient } from '../operator/runtime/kube-client.js';
 import {
   actorReadiness, age, listCrs, resolveCluster, table, workerReadiness, type DurableActorObj, type EdgeWorkerObj,
 } from './cluster-client.js';

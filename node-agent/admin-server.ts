@@ -1,10 +1,10 @@
 import type { Server } from 'node:http';
 import { startAdminServer as start } from '../common/admin-server.js';
-import type { Agent } from './agent.js';
+import type { WorkerServer } from './serving/worker-server.js';
 
 // The agent's admin port: /metrics, /healthz, /readyz and /status (the per-worker state as JSON).
 
-export function startAdminServer(agent: Agent, port: number, host = '127.0.0.1', extra?: () => Record<string, unknown>): Promise<{ server: Server; port: number }> {
+export function startAdminServer(agent: WorkerServer, port: number, host = '127.0.0.1', extra?: () => Record<string, unknown>): Promise<{ server: Server; port: number }> {
   return start({
     registry: agent.metrics.registry,
     notReady: () => (agent.ready ? undefined : 'loading workers'),

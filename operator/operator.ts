@@ -10,19 +10,19 @@ import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
 import { AgentView } from '../common/agent-view.js';
-import { ActorLog } from '../node-agent/actor-log.js';
-import { disposeBundleChecker } from './bundle-check.js';
-import { DA_PLURAL, DurableActorReconciler } from './durableactor-reconciler.js';
-import { EdgeWorkerReconciler, PLURAL } from './edgeworker-reconciler.js';
-import { EventRecorder } from './events.js';
-import { Informer, type KubeObject } from './informer.js';
-import { KubeClient } from './kube-client.js';
-import { LeaderElector } from './leader-election.js';
-import { OperatorMetrics } from './metrics.js';
-import type { NodeInfo } from './placement.js';
-import { RefWatcher } from './ref-watcher.js';
-import { WorkerStore } from './worker-store.js';
-import { WorkQueue } from './workqueue.js';
+import { ActorLog } from '../node-agent/actors/log.js';
+import { disposeBundleChecker } from './controllers/bundle-check.js';
+import { DA_PLURAL, DurableActorReconciler } from './controllers/durableactor.js';
+import { EdgeWorkerReconciler, PLURAL } from './controllers/edgeworker.js';
+import { EventRecorder } from './runtime/events.js';
+import { Informer, type KubeObject } from './runtime/informer.js';
+import { KubeClient } from './runtime/kube-client.js';
+import { LeaderElector } from './runtime/leader-election.js';
+import { OperatorMetrics } from './runtime/metrics.js';
+import type { NodeInfo } from './controllers/placement.js';
+import { RefWatcher } from './controllers/ref-watcher.js';
+import { WorkerStore } from './controllers/worker-store.js';
+import { WorkQueue } from './runtime/workqueue.js';
 
 // `edge operator`: leader election first; only the leader starts the informers, the work
 // queue and the reconcilers. Everything it knows at start it reads back from the

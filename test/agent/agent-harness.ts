@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createLogger, type LogFields } from '../../common/log.js';
-import { Agent } from '../../node-agent/agent.js';
-import { DirectorySource } from '../../node-agent/desired-state.js';
+import { WorkerServer } from '../../node-agent/serving/worker-server.js';
+import { DirectorySource } from '../../node-agent/control/desired-state.js';
 
 // An in-process agent serving a temp directory of manifests, for tests that need to look
 // inside (logs, metrics) while sending real HTTP to it on loopback.
@@ -38,7 +38,7 @@ export function workerManifest(w: WorkerSpecInput): string {
 }
 
 export interface TestAgent {
-  agent: Agent;
+  agent: WorkerServer;
   url: string;
   port: number;
   dir: string;
@@ -56,7 +56,7 @@ export async function startTestAgent(
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
   const logs: LogFields[] = [];
   const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const agent = new Agent({ source: new DirectorySource(dir, log), log, poolSize: 2, ...opts });
+  const agent = new WorkerServer({ source: new DirectorySource(dir, log), log, poolSize: 2, ...opts });
   const port = await agent.start(0);
   const url = `http://127.0.0.1:${port}`;
   return {

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { IsolatePool } from '../../node-agent/isolate-pool.js';
-import { DispatchMode, WorkerIsolate, WorkerLimitError, WorkerScriptError, type WorkerDefinition } from '../../node-agent/worker-isolate.js';
+import { IsolatePool } from '../../node-agent/isolate/pool.js';
+import { DispatchMode, WorkerIsolate, WorkerLimitError, WorkerScriptError, type WorkerDefinition } from '../../node-agent/isolate/worker-isolate.js';
 
 // Which path a worker's requests take: quick handlers stay on the synchronous path
 // (thrown errors included), a worker that hits a limit leaves it for good.

@@ -3,7 +3,7 @@ import WebSocket from 'ws';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition } from '../../common/api/index.js';
-import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { EdgeCluster, get, type AgentProc } from '../harness/edge-cluster.js';
 import { waitFor } from '../harness/ports.js';
 

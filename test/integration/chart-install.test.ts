@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KubeClient } from '../../operator/kube-client.js';
+import { KubeClient } from '../../operator/runtime/kube-client.js';
 import { examplePath, helm, preparedChart } from '../harness/chart.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 

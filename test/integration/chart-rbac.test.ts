@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition, EdgeWorker } from '../../common/api/index.js';
 import { FINALIZER, REGION_LABEL } from '../../common/labels.js';
 import { openBuckets, workerKey, type EdgeBuckets } from '../../common/nats.js';
-import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { kubeconfigYaml } from '../harness/control-plane.js';
 import { EdgeCluster, get, type OperatorProc } from '../harness/edge-cluster.js';
 import { OPERATOR_CLUSTER_PERMISSIONS, flattenRules, helm, operatorLeasePermissions, preparedChart, type Rule } from '../harness/chart.js';

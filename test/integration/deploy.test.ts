@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_INLINE_SOURCE_BYTES } from '../../common/api/index.js';
-import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { EdgeCluster, get } from '../harness/edge-cluster.js';
 import { REPO_ROOT } from '../harness/tools.js';
 

@@ -6,7 +6,7 @@ import { AiBindingSchema, API_VERSION, GROUP, VERSION } from '../../common/api/i
 import { SPEC_HASH_ANNOTATION, WORKER_LABEL } from '../../common/labels.js';
 import {
   deleteInference, inferenceName, inferenceSelector, reconcileInference, type AiBinding, type InferenceWorker,
-} from '../../operator/inference.js';
+} from '../../operator/controllers/inference.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 // The inference Deployments and Services against a real apiserver: what it stores is what

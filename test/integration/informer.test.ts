@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../common/log.js';
-import { Informer, type InformerOptions, type KubeObject } from '../../operator/informer.js';
+import { Informer, type InformerOptions, type KubeObject } from '../../operator/runtime/informer.js';
 import { waitFor } from '../harness/ports.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 

@@ -2,7 +2,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { CoordinationV1Api, KubeConfig, V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/log.js';
-import { LeaderElector, type LeaderElectionOptions } from '../../operator/leader-election.js';
+import { LeaderElector, type LeaderElectionOptions } from '../../operator/runtime/leader-election.js';
 import { waitFor } from '../harness/ports.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EdgeWorker } from '../../common/api/index.js';
 import { FINALIZER } from '../../common/labels.js';
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
-import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { EdgeCluster, get, type OperatorProc } from '../harness/edge-cluster.js';
 import { waitFor } from '../harness/ports.js';
 

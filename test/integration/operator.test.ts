@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition, EdgeWorker } from '../../common/api/index.js';
 import { FINALIZER, GPU_TAINT_KEY, POOL_GPU, POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
 import { openBuckets, workerKey, type EdgeBuckets } from '../../common/nats.js';
-import { crPath, KubeClient } from '../../operator/kube-client.js';
+import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { EdgeCluster, get } from '../harness/edge-cluster.js';
 import { waitFor } from '../harness/ports.js';
 

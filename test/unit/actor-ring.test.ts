@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AgentView, ViewChange } from '../../common/agent-view.js';
 import type { Presence } from '../../common/nats.js';
-import { ActorRing, actorKey } from '../../node-agent/actor-ring.js';
+import { ActorRing, actorKey } from '../../node-agent/actors/ring.js';
 
 // The ring on its own: even spread thanks to virtual nodes, minimal movement when an
 // agent leaves, draining agents excluded, regions independent.

@@ -8,7 +8,7 @@ import {
 import {
   DEFAULT_INFERENCE_IMAGE, desiredInference, inferenceName, inferenceSelector, needsUpdate,
   type AiBinding, type DesiredDeployment, type DesiredService,
-} from '../../operator/inference.js';
+} from '../../operator/controllers/inference.js';
 
 const worker = { name: 'chat', namespace: 'team-a', uid: '0b0c6f0e-1111-2222-3333-444455556666' };
 const opts = { defaultImage: DEFAULT_INFERENCE_IMAGE };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
-import { setConditions, transitions } from '../../operator/conditions.js';
-import { place, regionsOf, type NodeInfo } from '../../operator/placement.js';
+import { setConditions, transitions } from '../../operator/controllers/conditions.js';
+import { place, regionsOf, type NodeInfo } from '../../operator/controllers/placement.js';
 
 const node = (name: string, region: string | undefined, pool: string | undefined): NodeInfo => ({
   name, labels: { ...(region ? { [REGION_LABEL]: region } : {}), ...(pool ? { [POOL_LABEL]: pool } : {}) },

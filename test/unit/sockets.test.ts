@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bridge, closeReason, isWireCloseCode, socketPair, SocketRegistry, type HostSocket, type SocketData } from '../../node-agent/sockets.js';
+import { bridge, closeReason, isWireCloseCode, socketPair, SocketRegistry, type HostSocket, type SocketData } from '../../node-agent/sockets/sockets.js';
 
 // HostSocket plumbing: the in-memory pair and bridge(), which a later piece uses to carry
 // an actor's sockets between agents.

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { WorkQueue, type WorkQueueMetricsEvent } from '../../operator/workqueue.js';
+import { WorkQueue, type WorkQueueMetricsEvent } from '../../operator/runtime/workqueue.js';
 
 // The queue's contract is what makes reconcilers safe to write naively: one worker per key
 // at a time, no lost re-adds, per-key backoff. Tests drive the handlers with explicit

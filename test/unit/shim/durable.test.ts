@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { ActorId, ActorIds } from '../../../node-agent/actor-id.js';
-import { ActorIsolate, ActorResetError, type ActorDefinition } from '../../../node-agent/actor-isolate.js';
-import { ActorStorage, ActorStorageFullError, compareKeys, decodeValue } from '../../../node-agent/actor-storage.js';
-import type { HostCallbacks } from '../../../node-agent/bridge.js';
-import { BundleError, WorkerLimitError, WorkerScriptError } from '../../../node-agent/worker-isolate.js';
+import { ActorId, ActorIds } from '../../../node-agent/bindings/actor-id.js';
+import { ActorIsolate, ActorResetError, type ActorDefinition } from '../../../node-agent/actors/isolate.js';
+import { ActorStorage, ActorStorageFullError, compareKeys, decodeValue } from '../../../node-agent/bindings/actor-storage.js';
+import type { HostCallbacks } from '../../../node-agent/abi/bridge.js';
+import { BundleError, WorkerLimitError, WorkerScriptError } from '../../../node-agent/isolate/worker-isolate.js';
 import { activate, actorPool, applyOps, BoundWorker, emptyState, FakeActorHost, request, testHooks, text, workerDef } from './run-actor.js';
 
 // Durable-Object-style actors in real isolates: ids, the namespace binding and stubs,

@@ -1,11 +1,11 @@
 import type { Limits } from '../../../common/api/index.js';
-import type { ActorState, StorageOp } from '../../../node-agent/actor-ops.js';
-import type { ActorCallOptions, ActorRequest, ActorResponse, ActorRouter, ActorTarget } from '../../../node-agent/actor-binding.js';
-import { ActorIsolate, type ActorDefinition } from '../../../node-agent/actor-isolate.js';
-import { ActorStorage } from '../../../node-agent/actor-storage.js';
-import type { WorkerEnv } from '../../../node-agent/bridge.js';
-import { IsolatePool } from '../../../node-agent/isolate-pool.js';
-import { WorkerIsolate, type IsolateHooks, type WorkerDefinition } from '../../../node-agent/worker-isolate.js';
+import type { ActorState, StorageOp } from '../../../node-agent/bindings/actor-ops.js';
+import type { ActorCallOptions, ActorRequest, ActorResponse, ActorRouter, ActorTarget } from '../../../node-agent/bindings/actor-binding.js';
+import { ActorIsolate, type ActorDefinition } from '../../../node-agent/actors/isolate.js';
+import { ActorStorage } from '../../../node-agent/bindings/actor-storage.js';
+import type { WorkerEnv } from '../../../node-agent/abi/bridge.js';
+import { IsolatePool } from '../../../node-agent/isolate/pool.js';
+import { WorkerIsolate, type IsolateHooks, type WorkerDefinition } from '../../../node-agent/isolate/worker-isolate.js';
 
 // Actors in real isolates for the unit tests: ActorIsolate activations over ActorStorage,
 // a worker with actor bindings (WorkerIsolate), and FakeActorHost, an in-process test

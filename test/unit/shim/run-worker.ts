@@ -1,8 +1,8 @@
 import type { Limits } from '../../../common/api/index.js';
-import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/bridge.js';
-import { IsolatePool } from '../../../node-agent/isolate-pool.js';
-import { WorkerIsolate, type WorkerDefinition } from '../../../node-agent/worker-isolate.js';
-import { SocketRegistry, type HostSocket } from '../../../node-agent/sockets.js';
+import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/abi/bridge.js';
+import { IsolatePool } from '../../../node-agent/isolate/pool.js';
+import { WorkerIsolate, type WorkerDefinition } from '../../../node-agent/isolate/worker-isolate.js';
+import { SocketRegistry, type HostSocket } from '../../../node-agent/sockets/sockets.js';
 
 // Runs worker code in real isolates made from the shim snapshot, through the same host
 // classes the agent uses (IsolatePool, WorkerIsolate, host callbacks).

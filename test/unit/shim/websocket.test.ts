@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { HostSocket, SocketData } from '../../../node-agent/sockets.js';
+import type { HostSocket, SocketData } from '../../../node-agent/sockets/sockets.js';
 import { evaluate, evaluateError, TestWorker } from './run-worker.js';
 
 // WebSocketPair, WebSocket, MessageEvent/CloseEvent and 101 responses in real isolates;

@@ -1,0 +1,325 @@
+import type ivm from 'isolated-vm';
+import { z } from 'zod';
+import type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord } from '../bindings/actor-binding.js';
+
+// The boundary between the agent (host) and the Workers API shim inside each isolate.
+// Everything that crosses it is a copy of plain data; the only functions the isolate
+// ever holds are the narrow host callbacks below, captured in the shim's closure by
+// `__edgeInstall` and never reachable from user code.
+//
+// Life of an isolate:
+//  1. The shim bundle (node-agent/shim/, bundled by shim-bundle.ts) runs once at
+//     snapshot time. It defines the Web APIs on globalThis and the functions named in
+//     SHIM_GLOBALS. It calls no host callback at top level (none exist in a snapshot).
+//  2. For each isolate made from the snapshot, before any user code runs, the host takes
+//     References to the SHIM_GLOBALS functions and then calls
+//     `__edgeInstall(callbacks)` with HostCallbacks (ivm.Callback functions). The shim
+//     keeps the callbacks in its closure and deletes every `__edge*` global, so user code
+//     can reach neither the callbacks nor the entry points.
+//  3. The host compiles and evaluates the worker's ES module, then calls
+//     `init(namespace, env, options)` (the `__edgeInit` reference) with the module
+//     namespace object and the plain-data env (isolateEnv(WorkerEnv): the ai bindings'
+//     server URLs stay on the host). The shim builds `env`, freezes the platform's
+//     intrinsics and Web API globals (so tampering cannot leak into the next request),
+//     and returns the names of the handlers the default export has
+//     (`["fetch"]`, ...), or throws a message saying what is wrong with the module.
+//  4. Per request: `dispatch(id, request)` returns a Promise of DispatchResponse. A body
+//     passed as "stream" is fed with `pushBody(id, chunk)` calls ending with
+//     `pushBody(id, null)` (or `cancel(id, reason)` when the client goes away); a response
+//     body of "stream" is read with `pullBody(id)` until it resolves with null.
+//     `settle(id)` resolves once every ctx.waitUntil promise of that request has settled
+//     and forgets the request.
+//
+// Entry points (all take and return copies):
+//   __edgeInstall(callbacks: HostCallbacks): void
+//   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
+//   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
+//   __edgeStart(id, head, body): void; __edgePoll(id): WireResponse | null;
+//   __edgeWait(id): Promise<WireResponse>  -- the same as dispatch, split so the
+//     host can run a quick handler with two synchronous calls (applySync runs the
+//     isolate's microtasks before returning) and fall back to waiting when it is not.
+//   The request head and the response travel as strings (encodeRequestHead,
+//   decodeResponse below): crossing the boundary as a string costs a fraction of a
+//   structured-cloned object, on every request.
+//   __edgePushBody(id: number, chunk: ArrayBuffer | null): void
+//   __edgePullBody(id: number): Promise<ArrayBuffer | null>
+//   __edgeCancel(id: number, reason: string): void
+//   __edgeSettle(id: number): Promise<void>
+//   __edgeActor(op: 'construct' | 'alarm' | 'gate', arg): Promise<{ reset: string | null; error: string | null }>
+//     -- actor isolates only (InitOptions.actor): see node-agent/actor-isolate.ts.
+//   __edgeSocketEvent(socket: number, type: 'message' | 'close', data: string | ArrayBuffer | null,
+//     code: number, reason: string): Promise<void>  -- an event for the server end of a
+//     WebSocketPair whose client end a response handed to the host (see
+//     node-agent/isolate-sockets.ts); `socket` is the shim's number for it (the "w<n>"
+//     of the response). Resolves once the promises its listeners returned have settled.
+//     The host runs it like a request: one at a time, under the same budgets.
+
+export const SHIM_GLOBALS = [
+  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait',
+  '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
+  '__edgeSocketEvent',
+] as const;
+
+/** Header list in order, names lower-cased by the sender; duplicates allowed. */
+export const HeaderListSchema = z.array(z.tuple([z.string(), z.string()]));
+
+/** What the isolate may ask the host for. All synchronous unless noted. */
+export interface HostCallbacks {
+  /** console.* output: level is log|info|warn|error|debug; message already formatted. */
+  log(level: string, message: string): void;
+  /** n cryptographically random bytes (n <= 65536, as getRandomValues allows). */
+  randomBytes(n: number): ArrayBuffer;
+  /** WHATWG URL parsing by the host's URL implementation; null when invalid. */
+  parseURL(input: string, base?: string): UrlRecord | null;
+  /** Applies a URL setter (`pathname`, `search`, `host`...) and returns the new record. */
+  setURL(href: string, property: string, value: string): UrlRecord;
+  /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
+  digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
+  /** Async: settles after `ms` milliseconds (setTimeout/setInterval are built on it). */
+  sleep(ms: number): HostAsync<void>;
+  /**
+   * A subrequest (the isolate's `fetch`), performed by the host and counted against
+   * limits.subrequests. Async: settles with the whole response (bodies are buffered up
+   * to the agent's subrequest body limit), or with an error message when refused.
+   */
+  fetch(request: SubrequestInit): HostAsync<SubrequestResult>;
+  /**
+   * env.<binding>.run(model, inputs) of an `ai` binding (see node-agent/ai-binding.ts),
+   * counted against limits.subrequests. `inputsJson` is the worker's inputs as JSON
+   * (Workers AI text-generation shape). Async: settles with the whole answer, or for
+   * `stream: true` with a handle once the model server has answered 2xx, read with
+   * aiRead; or with an error message naming the binding (never the server's address).
+   */
+  aiRun(binding: string, model: string, inputsJson: string): HostAsync<AiRunResult>;
+  /** Async: the next bytes of a streamed answer in Cloudflare's SSE format, or null at the end (the handle is then freed). */
+  aiRead(handle: number): HostAsync<ArrayBuffer | null>;
+  /** The worker cancelled a streamed answer: the host aborts the upstream request and frees the handle. */
+  aiCancel(handle: number): void;
+  /**
+   * env.<actor binding>.idFromName(value) / newUniqueId() / idFromString(value), and the
+   * check get(id) makes for an id made by another binding: the id (and the name for
+   * 'name'), or a TypeError when the id is not one of the binding's namespace. The
+   * DurableActor's uid stays on the host (node-agent/actor-binding.ts).
+   */
+  actorId(binding: string, kind: ActorIdKind, value: string | null): ActorIdRecord;
+  /**
+   * stub.fetch() of an actor binding, counted against limits.subrequests; `name` is the
+   * id's name when it was made by idFromName (checked by the host). Async: settles with the
+   * buffered response of the actor, or an error message naming the binding.
+   */
+  actorFetch(binding: string, id: string, name: string | null, request: ActorFetchInit): HostAsync<ActorFetchResult>;
+  /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
+  storage(op: string, a?: unknown, b?: unknown): unknown;
+  /**
+   * A message sent on the server end of a WebSocketPair whose client end the host holds
+   * (`socket`: the shim's number for it): text as a string, binary as an ArrayBuffer.
+   * Throws when it is over the agent's message size limit.
+   */
+  socketSend(socket: number, data: string | ArrayBuffer): void;
+  /** That server end closed (or answered the client's close). */
+  socketClose(socket: number, code: number, reason: string): void;
+}
+
+export interface AiUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** What aiRun settles with: the whole answer, or a stream handle for aiRead/aiCancel. */
+export type AiRunResult =
+  | { kind: 'whole'; response: string; usage?: AiUsage }
+  | { kind: 'stream'; handle: number };
+
+/** aiRun's arguments as the isolate passes them. */
+export const AiRunArgsSchema = z.tuple([z.string().min(1).max(256), z.string().max(1024), z.string()]);
+export const AiHandleSchema = z.number().int().min(1);
+
+/**
+ * How an asynchronous host callback answers. An ivm.Callback copies its function's return
+ * value, and a Promise cannot be copied (the isolate would get "#<Promise> could not be
+ * cloned"), so sleep, fetch, aiRun and aiRead start their work and return a Reference to
+ * a function giving a promise of the outcome. The shim applies it with
+ * `result: { promise: true, copy: true }` and releases it. The promise never rejects (an error travels as
+ * `{ ok: false }`), so nothing on the host is left with an unhandled rejection.
+ */
+export type HostAsync<T> = ivm.Reference<() => Promise<Settled<T>>>;
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
+
+export const UrlRecordSchema = z.object({
+  href: z.string(), origin: z.string(), protocol: z.string(), username: z.string(), password: z.string(),
+  host: z.string(), hostname: z.string(), port: z.string(), pathname: z.string(), search: z.string(), hash: z.string(),
+});
+export type UrlRecord = z.infer<typeof UrlRecordSchema>;
+
+export const SubrequestInitSchema = z.object({
+  url: z.string(),
+  method: z.string(),
+  headers: HeaderListSchema,
+  body: z.instanceof(ArrayBuffer).nullable(),
+  redirect: z.enum(['follow', 'manual', 'error']).default('follow'),
+});
+export type SubrequestInit = z.infer<typeof SubrequestInitSchema>;
+
+export interface SubrequestResult {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  url: string;
+  redirected: boolean;
+  body: ArrayBuffer;
+}
+
+/** env as plain data; the shim turns it into the `env` object the handler sees. */
+export interface WorkerEnv {
+  /** vars and resolved secrets: env.NAME is a string. */
+  text: Record<string, string>;
+  /**
+   * ai bindings: binding name -> the model its server serves and the base URL of the
+   * region's OpenAI-compatible model server (e.g. `http://ai-x.ns.svc.cluster.local:8000`).
+   * Host-side only: the isolate gets isolateEnv(env), which holds the model, never the URL.
+   */
+  ai?: Record<string, { model: string; url: string }>;
+  /**
+   * actor namespace bindings: binding name -> the DurableActor (Kubernetes namespace,
+   * name) and its metadata.uid, the key its ids are made with. Host-side only: the
+   * isolate gets the binding names.
+   */
+  actors?: Record<string, { namespace: string; actor: string; uid: string }>;
+}
+
+/** What `__edgeInit` receives: the WorkerEnv less what the worker must not see (ai server URLs). */
+export interface IsolateEnv {
+  text: Record<string, string>;
+  ai: Record<string, { model: string }>;
+  /** actor binding names */
+  actors: string[];
+}
+
+export function isolateEnv(env: WorkerEnv): IsolateEnv {
+  const ai: Record<string, { model: string }> = {};
+  for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
+  return { text: env.text, ai, actors: Object.keys(env.actors ?? {}) };
+}
+
+export interface InitOptions {
+  workerName: string;
+  /** Set for an actor isolate: the exported class to instantiate and the actor's id. */
+  actor?: ActorInitOptions;
+}
+
+export interface ActorInitOptions {
+  className: string;
+  /** 64 hex */
+  id: string;
+  /** The name the id was made from, when known (state.id.name). */
+  name?: string;
+  /** How long a blockConcurrencyWhile callback may run before the actor is reset. */
+  blockTimeoutMs: number;
+}
+
+/** What `__edgeDispatch` receives for one request. */
+export interface DispatchRequest {
+  url: string;
+  method: string;
+  headers: [string, string][];
+  /**
+   * The body: null when there is none, the bytes when the host passes it whole, or
+   * "stream" when the host will feed it with pushBody(chunk) calls and a final
+   * pushBody(null). (On the wire, see wireBody: a small body crosses as a latin1 string,
+   * a large one as an ArrayBuffer, a stream as the number 1.)
+   */
+  body: ArrayBuffer | Uint8Array | null | 'stream';
+  /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
+  clientAddress?: string;
+}
+
+/**
+ * What the `__edgeDispatch` promise resolves with. `body` is null (no body), an
+ * ArrayBuffer (the whole body, when the response was built from a string, buffer or
+ * FormData-free source the shim already holds), or "stream": the host then calls
+ * `pullBody(id)` until it resolves with null. A handler that throws or returns a
+ * non-Response rejects the promise with an Error whose message says so.
+ */
+export interface DispatchResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: ArrayBuffer | null | 'stream';
+  /**
+   * True when the request is over inside the isolate (no streamed body, no waitUntil
+   * work): the host may skip settle(id).
+   */
+  done?: boolean;
+  /**
+   * A 101 answer to a WebSocket upgrade: the SocketRegistry id of the client end of the
+   * worker's WebSocketPair (a HostSocket; see node-agent/sockets.ts). decodeResponse
+   * yields the shim's own number; WorkerIsolate turns it into the registry id.
+   */
+  webSocket?: number;
+}
+
+/** What the shim returns per request: see encodeResponse in node-agent/shim/index.js. */
+export type WireResponse = string | { head: string; body: ArrayBuffer };
+
+/** "method\nurl\nclientAddress(\nname\nvalue)*": HTTP allows no newline in any of them. */
+export function encodeRequestHead(req: DispatchRequest): string {
+  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}`;
+  for (const [k, v] of req.headers) {
+    if (k.includes('\n') || v.includes('\n')) throw new TypeError(`header ${JSON.stringify(k)} contains a newline`);
+    head += `\n${k}\n${v}`;
+  }
+  return head;
+}
+
+/** Inverse of the shim's encodeResponse. */
+export function decodeResponse(wire: WireResponse): DispatchResponse {
+  const text = typeof wire === 'string' ? wire : wire.head;
+  let pos = 0;
+  const next = () => {
+    const end = text.indexOf('\n', pos);
+    if (end < 0) throw new Error('malformed response from the shim');
+    const field = text.slice(pos, end);
+    pos = end + 1;
+    return field;
+  };
+  const status = Number(next());
+  const statusText = next();
+  const done = next() === '1';
+  const kind = next();
+  const count = Number(next());
+  const headers: [string, string][] = [];
+  for (let i = 0; i < count; i++) headers.push([next(), next()]);
+  let body: ArrayBuffer | null | 'stream';
+  if (kind.charCodeAt(0) === 119 /* w<socket>: a 101 with a WebSocket, no body */) {
+    return { status, statusText, headers, body: null, done, webSocket: Number(kind.slice(1)) };
+  }
+  if (kind === 'n') body = null;
+  else if (kind === 's') body = 'stream';
+  else if (kind === 'a' && typeof wire !== 'string') body = wire.body;
+  else if (kind === 'u') {
+    // Text: UTF-8 as the Encoding standard does it (lone surrogates become U+FFFD).
+    const buf = Buffer.from(text.slice(pos), 'utf8');
+    body = buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength ? buf.buffer as ArrayBuffer : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+  } else if (kind === 'b') {
+    const rest = text.length - pos;
+    const buf = Buffer.allocUnsafeSlow(rest);
+    buf.write(text.slice(pos), 'latin1');
+    body = buf.buffer as ArrayBuffer;
+  } else throw new Error(`malformed response from the shim: body kind ${kind}`);
+  return { status, statusText, headers, body, done };
+}
+
+/** Body on the wire: null, a latin1 string (one char per byte), an ArrayBuffer, or 1 for "streamed". */
+export type WireBody = null | string | ArrayBuffer | 1;
+export const WIRE_STREAM = 1;
+/** Bodies up to this size cross as latin1 strings: one cheap string copy, no structured clone. */
+const LATIN1_BODY_BYTES = 64 * 1024;
+
+export function wireBody(body: DispatchRequest['body']): WireBody {
+  if (body === null) return null;
+  if (body === 'stream') return WIRE_STREAM;
+  const bytes = body instanceof Uint8Array ? body : new Uint8Array(body);
+  if (bytes.byteLength <= LATIN1_BODY_BYTES) return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+}

@@ -1,0 +1,120 @@
+import type { KvEntry, QueuedIterator } from 'nats';
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import type { ActorHost } from './host.js';
+import { actorKey, type ActorRing } from './ring.js';
+
+// Alarms of actors, fired by whichever agent owns the actor when the time comes, whether
+// or not the actor is in memory: the owner writes the alarm into the actor's log (the
+// truth) and into KV `edge-actor-alarms` (the index every agent watches). Each agent
+// keeps timers for the alarms of the actors the ring gives it, and re-plans when the ring
+// changes, so an alarm survives its owner draining or dying: at least once.
+// A failing alarm() is retried with exponential backoff from 2 s, up to 6 retries.
+
+export const ALARM_FIRST_RETRY_MS = 2_000;
+export const ALARM_MAX_RETRIES = 6;
+
+const alarmKey = (namespace: string, actor: string, id: string) => `${namespace}.${actor}.${id}`;
+
+export interface ActorAlarmsOptions {
+  agent: string;
+  buckets: EdgeBuckets;
+  ring: ActorRing;
+  host: ActorHost;
+  log: Logger;
+  config(namespace: string, actor: string): ActorConfig | undefined;
+}
+
+export class ActorAlarms {
+  private readonly alarms = new Map<string, ActorAlarm>();
+  private readonly timers = new Map<string, { time: number; timer: NodeJS.Timeout }>();
+  private readonly retries = new Map<string, number>();
+  private watch: QueuedIterator<KvEntry> | undefined;
+  private stopped = false;
+
+  constructor(private readonly opts: ActorAlarmsOptions) {
+    opts.ring.onChange(() => this.replanAll());
+  }
+
+  async start(): Promise<void> {
+    let ready!: () => void;
+    const synced = new Promise<void>((r) => { ready = r; });
+    this.watch = await this.opts.buckets.alarms.watch({ key: '>', initializedFn: () => ready() });
+    void (async () => {
+      for await (const e of this.watch!) {
+        if (e.operation !== 'PUT') { this.alarms.delete(e.key); this.plan(e.key); continue; }
+        try {
+          this.alarms.set(e.key, decodeJson(ActorAlarmSchema, e.value, `actor alarm ${e.key}`));
+        } catch (err) {
+          this.opts.log.warn('ignoring unreadable actor alarm', { key: e.key, error: errorMessage(err) });
+          continue;
+        }
+        this.plan(e.key);
+      }
+    })().catch((err: unknown) => this.opts.log.error('actor alarm watch ended', { error: errorMessage(err) }));
+    await synced;
+  }
+
+  /** Called by the actor host after a commit that set or cleared an alarm. */
+  record(config: ActorConfig, id: string, time: number | null): void {
+    const key = alarmKey(config.namespace, config.name, id);
+    const current = this.alarms.get(key);
+    if (time === null ? !current : current?.time === time) return;
+    const write = time === null
+      ? this.opts.buckets.alarms.purge(key)
+      : this.opts.buckets.alarms.put(key, encodeJson({ namespace: config.namespace, actor: config.name, id, region: config.region, time } satisfies ActorAlarm)).then(() => undefined);
+    write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: errorMessage(err) }));
+  }
+
+  private replanAll(): void {
+    for (const key of new Set([...this.alarms.keys(), ...this.timers.keys()])) this.plan(key);
+  }
+
+  private mine(a: ActorAlarm): boolean {
+    return this.opts.ring.owner(a.region, actorKey(a.namespace, a.actor, a.id))?.agent === this.opts.agent;
+  }
+
+  private plan(key: string): void {
+    const a = this.alarms.get(key);
+    const t = this.timers.get(key);
+    if (!a || !this.mine(a) || this.stopped) {
+      if (t) { clearTimeout(t.timer); this.timers.delete(key); }
+      return;
+    }
+    if (t && t.time === a.time) return;
+    if (t) clearTimeout(t.timer);
+    const retry = this.retries.get(key) ?? 0;
+    const delay = Math.max(0, a.time - Date.now()) + (retry > 0 ? ALARM_FIRST_RETRY_MS * 2 ** (retry - 1) : 0);
+    const timer = setTimeout(() => { void this.fire(key, a); }, Math.min(delay, 2 ** 31 - 1));
+    this.timers.set(key, { time: a.time, timer });
+  }
+
+  private async fire(key: string, a: ActorAlarm): Promise<void> {
+    this.timers.delete(key);
+    const cfg = this.opts.config(a.namespace, a.actor);
+    if (!cfg || this.stopped) return;
+    const retry = this.retries.get(key) ?? 0;
+    try {
+      await this.opts.host.alarm(cfg, a.id, a.time, retry);
+      this.retries.delete(key);
+    } catch (err) {
+      if (retry >= ALARM_MAX_RETRIES) {
+        this.opts.log.error('actor alarm failed after every retry; giving up', { actor: key, retries: retry, error: errorMessage(err) });
+        this.retries.delete(key);
+        return;
+      }
+      this.retries.set(key, retry + 1);
+      this.opts.log.warn('actor alarm failed; retrying', { actor: key, retry: retry + 1, error: errorMessage(err) });
+      // Force a re-plan with the backoff even though the time is unchanged.
+      this.plan(key);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watch?.stop();
+    for (const t of this.timers.values()) clearTimeout(t.timer);
+    this.timers.clear();
+  }
+}

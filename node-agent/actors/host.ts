@@ -1,0 +1,305 @@
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import type { ActorConfig } from '../../common/nats.js';
+import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../bindings/actor-ops.js';
+import { ActorResetError } from './isolate.js';
+import { actorKey } from './ring.js';
+import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/peer-server.js';
+
+// The actors this agent hosts. Each live actor (an activation) has its own isolate, its
+// storage in memory and its claim on the actor's durable log. Requests, alarms and socket
+// events run one at a time in arrival order (the input gate). A request's writes are
+// committed to the log in one fenced write when it ends, and its response is released
+// only once that write is durable (the output gate): if the write is refused because
+// another agent claimed the actor meanwhile, the response is discarded and the actor
+// deactivated here, so a stale owner can never have a write acknowledged.
+
+/** The durable log, as actor-log.ts provides it. */
+export interface ActorLogPort {
+  load(addr: ActorAddress): Promise<{ state: ActorState; lastSeq: number; owner: { agent: string; epoch: number } | null }>;
+  claim(addr: ActorAddress, agent: string, lastSeq: number, prevEpoch: number): Promise<{ epoch: number; seq: number }>;
+  commit(addr: ActorAddress, epoch: number, expectedSeq: number, ops: StorageOp[]): Promise<number>;
+  release(addr: ActorAddress, agent: string, epoch: number, expectedSeq: number): Promise<number>;
+  compact(addr: ActorAddress, epoch: number, expectedSeq: number, state: ActorState, agent?: string): Promise<{ seq: number }>;
+}
+
+/** The storage an actor isolate reads and writes (actor-storage.ts). */
+export interface ActorStoragePort {
+  /** Clears the alarm when it is still `time` (alarm() ran and did not set a new one). */
+  clearAlarmIf(time: number): void;
+  takePending(): StorageOp[];
+  discardPending(): void;
+  snapshot(): ActorState;
+  readonly alarm: number | null;
+}
+
+/** A running actor instance in its isolate. */
+export interface ActorInstancePort {
+  fetch(req: PeerRequest): Promise<PeerResponse>;
+  alarm(retryCount: number): Promise<void>;
+  dispose(reason: string): void;
+  readonly dead: boolean;
+  /** Open WebSockets accepted by the actor: it stays active while any is open. */
+  readonly openSockets: number;
+}
+
+/** Builds an activation's storage and instance; the agent wires it to the isolate machinery. */
+export interface ActorFactory {
+  storage(state: ActorState, config: ActorConfig): ActorStoragePort;
+  instance(config: ActorConfig, id: string, storage: ActorStoragePort): Promise<ActorInstancePort>;
+}
+
+export { ActorResetError } from './isolate.js';
+
+export interface ActorHostOptions {
+  agent: string;
+  log: Logger;
+  durable: ActorLogPort;
+  factory: ActorFactory;
+  /** Compact an actor's log after this many commits. */
+  compactEvery?: number;
+  onActiveChange?(): void;
+  /** Alarm index: where an alarm of an actor not in memory is remembered. */
+  onAlarmSet?(config: ActorConfig, id: string, time: number | null): void;
+}
+
+type Task<T> = () => Promise<T>;
+
+class Activation {
+  private queue: Promise<unknown> = Promise.resolve();
+  private pending = 0;
+  lastUsed = Date.now();
+  commits = 0;
+  closed = false;
+
+  constructor(
+    readonly config: ActorConfig,
+    readonly addr: ActorAddress,
+    readonly key: string,
+    readonly storage: ActorStoragePort,
+    readonly instance: ActorInstancePort,
+    public epoch: number,
+    public seq: number,
+  ) {}
+
+  get busy(): boolean { return this.pending > 0; }
+
+  /** The input gate: one task at a time, in arrival order. */
+  run<T>(task: Task<T>): Promise<T> {
+    this.pending += 1;
+    const next = this.queue.then(task);
+    this.queue = next.catch(() => undefined).finally(() => { this.pending -= 1; this.lastUsed = Date.now(); });
+    return next;
+  }
+
+  idle(): Promise<unknown> { return this.queue; }
+}
+
+export class ActorHost {
+  private readonly active = new Map<string, Activation>();
+  private readonly activating = new Map<string, Promise<Activation>>();
+  private sweeper: NodeJS.Timeout | undefined;
+  private draining = false;
+
+  constructor(private readonly opts: ActorHostOptions) {
+    this.sweeper = setInterval(() => this.evictIdle(), 1000);
+    this.sweeper.unref();
+  }
+
+  /** Active actors per DurableActor (`<namespace>.<name>`), for the agent's report. */
+  counts(): Record<string, { active: number }> {
+    const out: Record<string, { active: number }> = {};
+    for (const a of this.active.values()) {
+      const k = `${a.config.namespace}.${a.config.name}`;
+      out[k] = { active: (out[k]?.active ?? 0) + 1 };
+    }
+    return out;
+  }
+
+  get size(): number { return this.active.size; }
+  isActive(key: string): boolean { return this.active.has(key); }
+  keys(): string[] { return [...this.active.keys()]; }
+
+  /** Runs one request on the actor, activating it here if needed. */
+  async call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse> {
+    if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    const act = await this.activation(config, id);
+    return act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      let res: PeerResponse;
+      try {
+        res = await act.instance.fetch(req);
+      } catch (err) {
+        // The actor's code did not finish cleanly: whatever it wrote is dropped with it.
+        act.storage.discardPending();
+        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, 'reset', false);
+        throw err;
+      }
+      await this.commit(act);
+      return res;
+    });
+  }
+
+  /**
+   * Runs the actor's alarm() handler for the alarm set for `time` (the caller retries with
+   * backoff on failure). Returns false when the alarm is no longer set for that time.
+   */
+  async alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
+    if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    const act = await this.activation(config, id);
+    return act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      if (act.storage.alarm !== time) return false;
+      try {
+        await act.instance.alarm(retryCount);
+      } catch (err) {
+        act.storage.discardPending();
+        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, 'reset', false);
+        throw err;
+      }
+      act.storage.clearAlarmIf(time);
+      await this.commit(act);
+      return true;
+    });
+  }
+
+  /** Activates an actor without a request (it just moved here). */
+  async prewarm(config: ActorConfig, id: string): Promise<void> {
+    if (this.draining) return;
+    await this.activation(config, id);
+  }
+
+  /** Runs a task (a socket event) through the actor's input gate, committing what it wrote. */
+  async withActor(key: string, task: () => Promise<void>): Promise<void> {
+    const act = this.active.get(key);
+    if (!act) throw new NotHereError(`actor ${key} is not active here`);
+    await act.run(async () => {
+      try { await task(); } catch (err) { act.storage.discardPending(); throw err; }
+      await this.commit(act);
+    });
+  }
+
+  private async commit(act: Activation): Promise<void> {
+    const ops = act.storage.takePending();
+    if (ops.length === 0) return;
+    try {
+      act.seq = await this.opts.durable.commit(act.addr, act.epoch, act.seq, ops);
+    } catch (err) {
+      act.storage.discardPending();
+      if (err instanceof FencedError) {
+        this.opts.log.warn('actor write fenced: another agent owns it now; deactivating', { actor: act.key, epoch: act.epoch });
+        await this.deactivate(act, 'fenced', false);
+        throw new NotHereError(`actor ${act.key} moved to another agent`);
+      }
+      // The write's fate is unknown to us: restart the actor from the log.
+      await this.deactivate(act, 'write-failed', false);
+      throw new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`);
+    }
+    act.commits += 1;
+    for (const op of ops) if (op.op === 'alarm') this.scheduleAlarm(act, op.time);
+    if (act.commits % (this.opts.compactEvery ?? 200) === 0) {
+      try {
+        act.seq = (await this.opts.durable.compact(act.addr, act.epoch, act.seq, act.storage.snapshot(), this.opts.agent)).seq;
+      } catch (err) {
+        this.opts.log.warn('actor log compaction failed', { actor: act.key, error: errorMessage(err) });
+      }
+    }
+  }
+
+  private scheduleAlarm(act: Activation, time: number | null): void {
+    this.opts.onAlarmSet?.(act.config, act.addr.id, time);
+  }
+
+  private activation(config: ActorConfig, id: string): Promise<Activation> {
+    const key = actorKey(config.namespace, config.name, id);
+    const cur = this.active.get(key);
+    if (cur && !cur.closed && !cur.instance.dead) return Promise.resolve(cur);
+    let p = this.activating.get(key);
+    if (!p) {
+      p = this.activate(config, id, key).finally(() => this.activating.delete(key));
+      this.activating.set(key, p);
+    }
+    return p;
+  }
+
+  private async activate(config: ActorConfig, id: string, key: string): Promise<Activation> {
+    const addr: ActorAddress = { namespace: config.namespace, actor: config.name, id };
+    // The log may move between reading it and claiming it (the previous owner's release
+    // or last commit landing): read again and retry a few times before giving the call back.
+    let loaded: Awaited<ReturnType<ActorLogPort['load']>> | undefined;
+    let claim: { epoch: number; seq: number } | undefined;
+    for (let attempt = 0; !claim; attempt++) {
+      loaded = await this.opts.durable.load(addr);
+      try {
+        claim = await this.opts.durable.claim(addr, this.opts.agent, loaded.lastSeq, loaded.owner?.epoch ?? 0);
+      } catch (err) {
+        if (!(err instanceof FencedError)) throw err;
+        if (attempt >= 3) throw new NotHereError(`actor ${key}: another agent keeps claiming it`);
+        await new Promise((r) => setTimeout(r, 10 * (attempt + 1)));
+      }
+    }
+    if (!loaded) throw new Error('unreachable');
+    const storage = this.opts.factory.storage(loaded.state, config);
+    const instance = await this.opts.factory.instance(config, id, storage);
+    const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq);
+    this.active.set(key, act);
+    // The alarm index may have missed the last set (an owner killed between its commit and
+    // the index write): the log is the truth, so re-announce it.
+    this.opts.onAlarmSet?.(config, id, loaded.state.alarm);
+    this.opts.onActiveChange?.();
+    // Writes made by the constructor (blockConcurrencyWhile) are committed before any request.
+    await act.run(() => this.commit(act));
+    this.opts.log.debug('actor activated', { actor: key, epoch: claim.epoch });
+    return act;
+  }
+
+  /**
+   * Stops hosting an actor: waits for what is queued, disposes the isolate and, when
+   * `release` is set, writes a release record so the next owner's claim needs no wait.
+   */
+  private async deactivate(act: Activation, reason: string, release: boolean): Promise<void> {
+    if (act.closed) return;
+    act.closed = true;
+    if (this.active.get(act.key) === act) this.active.delete(act.key);
+    act.instance.dispose(reason);
+    this.opts.onActiveChange?.();
+    if (release) {
+      try {
+        await this.opts.durable.release(act.addr, this.opts.agent, act.epoch, act.seq);
+      } catch (err) {
+        // Someone claimed it already: nothing to release.
+        if (!(err instanceof FencedError)) this.opts.log.warn('actor release failed', { actor: act.key, error: errorMessage(err) });
+      }
+    }
+    this.opts.log.debug('actor deactivated', { actor: act.key, reason });
+  }
+
+  /** Gracefully hands an actor over: finishes what is queued, then releases it. */
+  async handOver(key: string, reason: string): Promise<void> {
+    const act = this.active.get(key);
+    if (!act) return;
+    await act.idle();
+    await this.deactivate(act, reason, true);
+  }
+
+  private evictIdle(): void {
+    const now = Date.now();
+    for (const act of this.active.values()) {
+      if (act.busy || act.instance.openSockets > 0) continue;
+      if (now - act.lastUsed > act.config.idleTimeoutSeconds * 1000) void this.handOver(act.key, 'idle');
+    }
+  }
+
+  /** Drain (SIGTERM): refuse new calls, finish in-flight ones, release every actor. */
+  async drain(): Promise<string[]> {
+    this.draining = true;
+    const keys = this.keys();
+    await Promise.all(keys.map((k) => this.handOver(k, 'drain')));
+    return keys;
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    for (const act of [...this.active.values()]) await this.deactivate(act, 'shutdown', false);
+  }
+}

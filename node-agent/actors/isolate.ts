@@ -1,0 +1,215 @@
+import type { ActorRequest, ActorResponse } from '../bindings/actor-binding.js';
+import { MAX_ACTOR_BODY_BYTES } from '../bindings/actor-binding.js';
+import type { ActorStorage } from '../bindings/actor-storage.js';
+import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
+import type { WarmIsolate } from '../isolate/pool.js';
+import {
+  DispatchMode, WorkerIsolate, WorkerScriptError,
+  type DisposalReason, type IsolateHooks, type WorkerDefinition,
+} from '../isolate/worker-isolate.js';
+
+// One actor activation in one isolate: the DurableActor's worker bundle loaded in actor
+// mode, `new namespace[className](state, env)` constructed, and events delivered to the
+// instance one at a time (the isolate runs one event at a time, like a worker's; the
+// host's input gate orders them). Built on WorkerIsolate: the same limits watchdog (CPU
+// and wall budgets per event, memory limit), dispose, and request dispatch (streamed or
+// whole bodies, the synchronous fast path for quick handlers).
+//
+// Life of an activation (the actor host drives it):
+//   const a = await ActorIsolate.activate(def, { id, name?, storage }, pool.take(mem), hooks)
+//       resolves once the constructor ran and every blockConcurrencyWhile it started has
+//       settled: nothing may be delivered before. Commit storage.takePending() next (the
+//       constructor may have written).
+//   per request:  await a.fetch(req) (buffered), or a.begin(req) ... a.finish(id) (streamed);
+//                 then commit storage.takePending(); release the response only after.
+//   per alarm:    await a.alarm({ retryCount, isRetry }); then commit.
+//   a.dispose(reason) when evicted.
+// Any rejection: drop the event's writes (storage.discardPending()). When the error is an
+// ActorResetError, or a.dead is true (a limit was hit), the isolate is gone: the actor must
+// be activated afresh (from its committed state) for the next event.
+
+const DISPOSAL_REASONS = new Set<string>(['cpu', 'memory', 'wall', 'crash', 'idle', 'replaced', 'shutdown', 'reset'] satisfies DisposalReason[]);
+
+/** How long a blockConcurrencyWhile callback may run before the actor is reset (Durable Objects' 30 s). */
+export const BLOCK_CONCURRENCY_TIMEOUT_MS = 30_000;
+
+/**
+ * The actor must be reset: a blockConcurrencyWhile callback threw or did not settle in
+ * time. The isolate is already disposed when this is thrown; the host drops the actor's
+ * uncommitted writes (storage.discardPending()) and activates it afresh for the next event.
+ */
+export class ActorResetError extends Error {
+  constructor(readonly actor: string, readonly id: string, readonly reason: string) {
+    super(`actor ${actor} ${id} was reset: ${reason}`);
+  }
+}
+
+/** A DurableActor's class in a worker bundle. */
+export interface ActorDefinition {
+  /**
+   * The EdgeWorker version whose bundle exports the class: its source, limits (per event:
+   * CPU, wall, subrequests; memory per isolate) and env (vars, secrets, ai and actor
+   * bindings), which is the actor's env. Its `name` labels logs and errors.
+   */
+  worker: WorkerDefinition;
+  className: string;
+  /** "<namespace>/<DurableActor name>", for messages. */
+  actor: string;
+  /** Default BLOCK_CONCURRENCY_TIMEOUT_MS. */
+  blockConcurrencyTimeoutMs?: number;
+}
+
+/** Which actor an activation is, and its storage (built by the host from the committed state). */
+export interface ActorActivation {
+  /** 64 hex */
+  id: string;
+  /** The name the id was made from, when known: state.id.name. */
+  name?: string;
+  storage: ActorStorage;
+}
+
+export interface AlarmInfo {
+  /** 0 on the first run of an alarm, then 1, 2, ... */
+  retryCount: number;
+  /** Default: retryCount > 0. */
+  isRetry?: boolean;
+}
+
+export class ActorIsolate {
+  private constructor(
+    readonly def: ActorDefinition,
+    readonly id: string,
+    readonly storage: ActorStorage,
+    /** The worker isolate in actor mode (for socket events: deliver(), setSocketOwner()). */
+    readonly isolate: WorkerIsolate,
+  ) {}
+
+  /**
+   * Loads the bundle in actor mode, constructs the instance and waits for the
+   * blockConcurrencyWhile work its constructor started. Rejects with a BundleError (the
+   * class is not exported, or not a class; the bundle does not load), a WorkerScriptError
+   * (the constructor threw), an ActorResetError (a blockConcurrencyWhile callback threw or
+   * timed out) or a WorkerLimitError; the isolate is disposed in every case.
+   */
+  static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode()): Promise<ActorIsolate> {
+    const w = await WorkerIsolate.load(def.worker, warm, hooks, mode, {
+      className: def.className,
+      id: activation.id,
+      name: activation.name,
+      blockTimeoutMs: def.blockConcurrencyTimeoutMs ?? BLOCK_CONCURRENCY_TIMEOUT_MS,
+      storage: activation.storage,
+    });
+    const a = new ActorIsolate(def, activation.id, activation.storage, w);
+    try {
+      const r = await w.actorEvent('construct', null);
+      if (r.error !== null) throw new WorkerScriptError(def.worker.name, `actor ${def.actor} ${a.id}: ${r.error}`);
+      a.checkReset(r.reset);
+    } catch (err) {
+      a.dispose('crash');
+      throw err;
+    }
+    return a;
+  }
+
+  get dead(): boolean { return this.isolate.dead; }
+  get busy(): boolean { return this.isolate.busy; }
+  get lastUsed(): number { return this.isolate.lastUsed; }
+
+  private checkReset(reason: string | null): void {
+    if (reason === null) return;
+    this.dispose('reset');
+    throw new ActorResetError(this.def.actor, this.id, reason);
+  }
+
+  /**
+   * Starts a request (see WorkerIsolate.begin); the isolate is busy until finish(id).
+   * The response may come before the request is over: finish(id) says when it is.
+   */
+  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse>; ready?: DispatchResponse } {
+    return this.isolate.begin(req);
+  }
+
+  pushBody(id: number, chunk: Uint8Array | null): void { this.isolate.pushBody(id, chunk); }
+  pullBody(id: number): Promise<Uint8Array | null> { return this.isolate.pullBody(id); }
+  cancel(id: number, reason: string): void { this.isolate.cancel(id, reason); }
+
+  /**
+   * Ends a request: waits for its ctx.waitUntil / state.waitUntil work and the
+   * blockConcurrencyWhile callbacks it started (the next event must not be delivered
+   * before), then frees the isolate. Rejects with ActorResetError when one of those
+   * callbacks threw or timed out, or when the isolate died meanwhile (a limit).
+   */
+  async finish(id: number): Promise<void> {
+    if (this.isolate.finishNow(id)) return;
+    await this.isolate.finish(id);
+    if (this.dead) throw new ActorResetError(this.def.actor, this.id, 'its isolate was disposed while the request finished (a limit was hit)');
+    const r = await this.isolate.actorEvent('gate', null);
+    this.checkReset(r.reset);
+  }
+
+  /**
+   * A whole request with buffered bodies (what an ActorRouter call carries). Rejects with
+   * a WorkerScriptError when the handler throws or returns no Response, WorkerLimitError,
+   * or ActorResetError; the request is over (finished) when it settles either way.
+   */
+  async fetch(req: ActorRequest): Promise<ActorResponse> {
+    const { id, response } = this.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body });
+    let out: ActorResponse;
+    try {
+      const res = await response;
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      if (res.body === 'stream') {
+        for (let c = await this.pullBody(id); c !== null; c = await this.pullBody(id)) {
+          size += c.byteLength;
+          if (size > MAX_ACTOR_BODY_BYTES) {
+            this.cancel(id, 'response body over the limit');
+            throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: its response body is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+          }
+          chunks.push(c);
+        }
+      } else if (res.body !== null) {
+        chunks.push(new Uint8Array(res.body));
+      }
+      out = { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+      const webSocket = (res as { webSocket?: number }).webSocket;
+      if (webSocket !== undefined) out.webSocket = webSocket;
+    } catch (err) {
+      // The request failed; a reset found while ending it (thrown by finish) is the bigger news.
+      await this.finish(id);
+      throw err;
+    }
+    await this.finish(id);
+    return out;
+  }
+
+  /**
+   * Runs the instance's alarm() handler. The alarm is cleared first (getAlarm() in the
+   * handler gives null, and setAlarm() there sets the next one), so on success storage
+   * holds the next alarm or null; on failure, discardPending() restores the one that
+   * fired, for a retry. Rejects with WorkerScriptError (alarm() threw, or the class has
+   * none), WorkerLimitError or ActorResetError.
+   */
+  async alarm(info: AlarmInfo | number = { retryCount: 0 }): Promise<void> {
+    const retryCount = typeof info === 'number' ? info : info.retryCount;
+    const isRetry = typeof info === 'number' ? info > 0 : (info.isRetry ?? info.retryCount > 0);
+    this.storage.setAlarm(null);
+    const r = await this.isolate.actorEvent('alarm', { retryCount, isRetry });
+    this.checkReset(r.reset);
+    if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
+  }
+
+  /** WebSockets accepted by the actor and still open (the actor stays active while any is). */
+  get openSockets(): number { return this.isolate.openSockets; }
+
+  /**
+   * Disposes the isolate. Reasons other than a DisposalReason are the host's own words:
+   * 'drain' counts as 'shutdown' (sockets close with 1001), anything else ('fenced',
+   * 'write-failed', ...) as 'reset'.
+   */
+  dispose(reason: DisposalReason | string): void {
+    // Planned hand-overs are not failures: they must not read as resets in the logs.
+    const planned = reason === 'idle' || reason === 'ring-change' || reason === 'new-version' || reason === 'deleted';
+    this.isolate.dispose(DISPOSAL_REASONS.has(reason) ? reason as DisposalReason : reason === 'drain' ? 'shutdown' : planned ? 'replaced' : 'reset');
+  }
+}

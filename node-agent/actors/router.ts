@@ -1,0 +1,107 @@
+import type { NatsConnection } from 'nats';
+import type { Logger } from '../../common/log.js';
+import type { ActorConfig } from '../../common/nats.js';
+import type { ActorHost } from './host.js';
+import { actorKey, type ActorRing } from './ring.js';
+import { NatsSocket } from '../sockets/nats-socket.js';
+import { bridge, type SocketRegistry } from '../sockets/sockets.js';
+import { forwardToPeer, NotHereError, PeerUnreachableError, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/peer-server.js';
+
+// Gets an actor call to the agent that owns the actor, from any agent: the ring of the
+// DurableActor's region names the owner; the call runs here when that is us, else it is
+// forwarded to the owner's peer port. A call is retried only when it certainly did not run
+// (the owner said 421, or it could not be reached at all), so retries never apply a
+// request twice; while the ring settles (an agent joined, drains or died) that can take a
+// few rounds.
+
+export interface ActorTarget { namespace: string; actor: string; uid: string }
+
+export interface ActorRouterOptions {
+  agent: string;
+  ring: ActorRing;
+  host: ActorHost;
+  log: Logger;
+  config(namespace: string, actor: string): ActorConfig | undefined;
+  peerToken?: string;
+  /** For WebSockets between agents. */
+  nc?: NatsConnection;
+  sockets?: SocketRegistry;
+  /** How long a call may wait for the ring to name a reachable owner. */
+  routeTimeoutMs?: number;
+}
+
+/** Forwarding stops after this many agent-to-agent hops; a call then runs where it is. */
+const MAX_HOPS = 3;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class ActorUnavailableError extends Error {}
+
+export class ActorRouter implements PeerHandler {
+  constructor(private readonly opts: ActorRouterOptions) {}
+
+  /** A worker's `stub.fetch()`. */
+  async fetch(target: ActorTarget, id: string, req: PeerRequest): Promise<PeerResponse> {
+    const cfg = this.opts.config(target.namespace, target.actor);
+    if (!cfg) throw new ActorUnavailableError(`DurableActor ${target.namespace}/${target.actor} is not available`);
+    if (cfg.uid !== target.uid) throw new ActorUnavailableError(`DurableActor ${target.namespace}/${target.actor} was re-created; ids of the old one are void`);
+    return this.route(cfg, id, req, 0);
+  }
+
+  /** A call forwarded by another agent. */
+  async call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
+    const cfg = this.opts.config(namespace, actor);
+    if (!cfg) throw new NotHereError(`DurableActor ${namespace}/${actor} is not known here`);
+    const owner = this.opts.ring.owner(cfg.region, actorKey(namespace, actor, id));
+    const res = owner && owner.agent !== this.opts.agent && hops < MAX_HOPS ? await this.route(cfg, id, req, hops) : await this.opts.host.call(cfg, id, req);
+    const out = this.socketOut(res);
+    // The socket's subscription must be on the server before the other agent, told its
+    // id by this answer, says hello or sends the first message.
+    if (out.webSocketSid) await this.opts.nc!.flush();
+    return out;
+  }
+
+  /** A WebSocket accepted here for a client on another agent: carry it over NATS. */
+  private socketOut(res: PeerResponse): PeerResponse {
+    if (res.webSocket === undefined) return res;
+    const local = this.opts.sockets?.get(res.webSocket);
+    if (!local || !this.opts.nc) throw new Error('the actor accepted a WebSocket this agent cannot carry');
+    const remote = NatsSocket.accept(this.opts.nc);
+    bridge(local, remote);
+    this.opts.sockets!.delete(res.webSocket);
+    const { webSocket: _, ...rest } = res;
+    return { ...rest, webSocketSid: remote.sid };
+  }
+
+  /** The other end of socketOut, on the client's agent. */
+  private socketIn(res: PeerResponse): PeerResponse {
+    if (!res.webSocketSid) return res;
+    if (!this.opts.nc || !this.opts.sockets) throw new Error('an actor answered with a WebSocket this agent cannot carry');
+    const s = NatsSocket.connect(this.opts.nc, res.webSocketSid);
+    const { webSocketSid: _, ...rest } = res;
+    return { ...rest, webSocket: this.opts.sockets.register(s) };
+  }
+
+  private async route(cfg: ActorConfig, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
+    const key = actorKey(cfg.namespace, cfg.name, id);
+    const deadline = Date.now() + (this.opts.routeTimeoutMs ?? 10_000);
+    let last = '';
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0) {
+        if (Date.now() > deadline) throw new ActorUnavailableError(`actor ${key}: no owner could take the call (${last})`);
+        await sleep(Math.min(25 * attempt, 200));
+      }
+      const owner = this.opts.ring.owner(cfg.region, key);
+      if (!owner) { last = `no live agent in ${cfg.region}`; continue; }
+      try {
+        if (owner.agent === this.opts.agent) return await this.opts.host.call(cfg, id, req);
+        if (!owner.peerAddress) { last = `agent ${owner.agent} has no peer address`; continue; }
+        const res = await forwardToPeer(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
+        // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
+        return hops === 0 ? this.socketIn(res) : res;
+      } catch (err) {
+        if (err instanceof NotHereError || err instanceof PeerUnreachableError) { last = err.message; continue; }
+        throw err;
+      }
+    }
+  }
+}

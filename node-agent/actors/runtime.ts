@@ -1,0 +1,200 @@
+import type { KvEntry, NatsConnection, QueuedIterator, Subscription } from 'nats';
+import { z } from 'zod';
+import type { AgentView } from '../../common/agent-view.js';
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { ActorConfigSchema, decodeJson, encodeJson, SUBJECTS, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import { ActorAlarms } from './alarms.js';
+import type { ActorRouter as IsolateActorRouter } from '../bindings/actor-binding.js';
+import { ActorHost } from './host.js';
+import { ActorIsolate } from './isolate.js';
+import { ActorLog } from './log.js';
+import { ActorRing, actorKey } from './ring.js';
+import { ActorRouter, ActorUnavailableError } from './router.js';
+import { ActorStorage } from '../bindings/actor-storage.js';
+import type { IsolatePool } from '../isolate/pool.js';
+import type { SocketRegistry } from '../sockets/sockets.js';
+import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
+
+// Everything an agent needs to host DurableActors, wired together: the DurableActor
+// configs (KV `edge-actors`), the ring of its region, the actor host on the durable log,
+// the router workers' stubs go through, alarms, and migration on drain.
+
+export interface ActorRuntimeOptions {
+  agent: string;
+  region: string;
+  nc: NatsConnection;
+  buckets: EdgeBuckets;
+  view: AgentView;
+  log: Logger;
+  pool: IsolatePool;
+  hooks: IsolateHooks;
+  /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
+  sockets: SocketRegistry;
+  /** The served version of a worker (`namespace/name`), if this agent serves it. */
+  workerDefinition(key: string): WorkerDefinition | undefined;
+  peerToken?: string;
+  /** JetStream replicas of the actor log stream, when this agent is the one creating it. */
+  logReplicas?: number;
+  onActiveChange?(): void;
+}
+
+const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
+
+export class ActorRuntime {
+  readonly ring: ActorRing;
+  host!: ActorHost;
+  router!: ActorRouter;
+  private alarms!: ActorAlarms;
+  private readonly configs = new Map<string, ActorConfig>();
+  private watch: QueuedIterator<KvEntry> | undefined;
+  private migrations: Subscription | undefined;
+  /** Worker version each active actor was started from: a new version restarts the actor. */
+  private readonly versions = new Map<string, string>();
+
+  constructor(private readonly opts: ActorRuntimeOptions) {
+    this.ring = new ActorRing(opts.view);
+  }
+
+  config(namespace: string, actor: string): ActorConfig | undefined {
+    return this.configs.get(`${namespace}/${actor}`);
+  }
+
+  /** What workers' isolates call for `env.<binding>.get(id).fetch()`. */
+  get isolateRouter(): IsolateActorRouter {
+    return { fetch: (target, id, req) => this.router.fetch(target, id, req) };
+  }
+
+  async start(): Promise<void> {
+    const { opts } = this;
+    const durable = await ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 });
+    this.host = new ActorHost({
+      agent: opts.agent,
+      log: opts.log,
+      durable,
+      onActiveChange: () => opts.onActiveChange?.(),
+      onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
+      factory: {
+        storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: `${cfg.namespace}/${cfg.name}` }),
+        instance: async (cfg, id, storage) => {
+          const worker = opts.workerDefinition(`${cfg.namespace}/${cfg.worker}`);
+          if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
+          const warm = opts.pool.take(worker.limits.memoryMiB);
+          const inst = await ActorIsolate.activate(
+            { worker, className: cfg.className, actor: `${cfg.namespace}/${cfg.name}` },
+            { id, storage: storage as ActorStorage },
+            warm, opts.hooks,
+          );
+          const key = actorKey(cfg.namespace, cfg.name, id);
+          this.versions.set(key, worker.digest);
+          // Socket messages run through the actor's input gate like requests, and what
+          // their handlers write is committed the same way.
+          inst.isolate.setSocketOwner({
+            socketEvent: (iso, socketId, event) => {
+              this.host.withActor(key, () => iso.deliver(socketId, event)).catch((err: unknown) => {
+                opts.log.warn('actor socket event failed', { actor: key, error: errorMessage(err) });
+              });
+            },
+          });
+          return inst;
+        },
+      },
+    });
+    this.router = new ActorRouter({
+      agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken, nc: opts.nc, sockets: opts.sockets,
+      config: (ns, actor) => this.config(ns, actor),
+    });
+    this.alarms = new ActorAlarms({
+      agent: opts.agent, buckets: opts.buckets, ring: this.ring, host: this.host, log: opts.log,
+      config: (ns, actor) => this.config(ns, actor),
+    });
+
+    let ready!: () => void;
+    const synced = new Promise<void>((r) => { ready = r; });
+    this.watch = await opts.buckets.actors.watch({ key: '>', initializedFn: () => ready() });
+    void (async () => {
+      for await (const e of this.watch!) this.applyConfig(e);
+    })().catch((err: unknown) => opts.log.error('actor config watch ended', { error: errorMessage(err) }));
+    await synced;
+    await this.alarms.start();
+
+    // Ring changes: actors that now belong elsewhere are handed over once idle.
+    this.ring.onChange(() => {
+      for (const key of this.host.keys()) {
+        const [ns, actor, id] = key.split('/') as [string, string, string];
+        const cfg = this.config(ns, actor);
+        if (!cfg || this.ring.owner(cfg.region, actorKey(ns, actor, id))?.agent !== opts.agent) void this.host.handOver(key, 'ring-change');
+      }
+    });
+    // Another agent drained: activate at once the actors that come to us.
+    this.migrations = opts.nc.subscribe(SUBJECTS.actorMigrate(opts.region), {
+      callback: (_err, msg) => {
+        try {
+          const m = decodeJson(MigrationSchema, msg.data, 'actor migration');
+          if (m.from === opts.agent) return;
+          for (const a of m.actors) void this.prewarm(a.namespace, a.actor, a.id);
+        } catch (err) {
+          opts.log.warn('ignoring bad migration event', { error: errorMessage(err) });
+        }
+      },
+    });
+  }
+
+  private applyConfig(e: KvEntry): void {
+    const key = e.key.replace('.', '/');
+    if (e.operation !== 'PUT') {
+      this.configs.delete(key);
+      for (const k of this.host.keys()) if (k.startsWith(`${key}/`)) void this.host.handOver(k, 'deleted');
+      return;
+    }
+    try {
+      const cfg = decodeJson(ActorConfigSchema, e.value, `actor config ${e.key}`);
+      this.configs.set(`${cfg.namespace}/${cfg.name}`, cfg);
+    } catch (err) {
+      this.opts.log.warn('ignoring unreadable actor config', { key: e.key, error: errorMessage(err) });
+    }
+  }
+
+  /** A worker's version changed: actors running its old code restart on the next call. */
+  workerChanged(workerKey: string): void {
+    for (const key of this.host.keys()) {
+      const [ns, actor] = key.split('/') as [string, string];
+      const cfg = this.config(ns, actor);
+      if (!cfg || `${cfg.namespace}/${cfg.worker}` !== workerKey) continue;
+      const def = this.opts.workerDefinition(workerKey);
+      if (!def || this.versions.get(key) !== def.digest) void this.host.handOver(key, 'new-version');
+    }
+  }
+
+  private async prewarm(namespace: string, actor: string, id: string): Promise<void> {
+    const cfg = this.config(namespace, actor);
+    if (!cfg || this.ring.owner(cfg.region, actorKey(namespace, actor, id))?.agent !== this.opts.agent) return;
+    try {
+      await this.host.prewarm(cfg, id);
+    } catch (err) {
+      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: errorMessage(err) });
+    }
+  }
+
+  /**
+   * SIGTERM: the agent already says it is draining (so the rings of the region no longer
+   * include it); finish in-flight calls, release every actor, and tell the region which
+   * actors moved so their new owners activate them at once.
+   */
+  async drain(): Promise<number> {
+    const keys = await this.host.drain();
+    if (keys.length > 0) {
+      const actors = keys.map((k) => { const [namespace, actor, id] = k.split('/') as [string, string, string]; return { namespace, actor, id }; });
+      this.opts.nc.publish(SUBJECTS.actorMigrate(this.opts.region), encodeJson({ from: this.opts.agent, actors }));
+      await this.opts.nc.flush();
+    }
+    return keys.length;
+  }
+
+  async stop(): Promise<void> {
+    this.migrations?.unsubscribe();
+    this.watch?.stop();
+    await this.alarms?.stop();
+    await this.host?.stop();
+  }
+}

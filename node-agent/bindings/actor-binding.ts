@@ -1,0 +1,160 @@
+import { z } from 'zod';
+import { ActorIds } from './actor-id.js';
+import { HeaderListSchema } from '../abi/bridge.js';
+
+// The host side of actor namespace bindings (env.<binding> for a DurableActor, see
+// node-agent/shim/durable.js). The isolate knows a binding by its name only: ids are
+// computed here (the DurableActor's uid never enters the isolate) and stub.fetch() calls
+// go to the ActorRouter the agent injects (IsolateHooks.actorRouter), which finds the
+// actor's one activation (on this agent or another) and returns its buffered response.
+
+/** The DurableActor a binding names: its Kubernetes namespace and name, and its metadata.uid (the id key). */
+export interface ActorTarget {
+  namespace: string;
+  actor: string;
+  uid: string;
+}
+
+/** One stub.fetch() request, body buffered. */
+export interface ActorRequest {
+  url: string;
+  method: string;
+  headers: [string, string][];
+  body: Uint8Array | null;
+}
+
+/** The actor's response, body buffered. `webSocket`: a socket handle (defined by the WebSocket support; not passed on yet). */
+export interface ActorResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  webSocket?: number;
+}
+
+export interface ActorCallOptions {
+  /** The name the id was made from (idFromName), checked against the id: the activation's state.id.name. */
+  name?: string;
+}
+
+/**
+ * Implemented by the agent's actor router: delivers a request to the actor `id` (64
+ * lowercase hex, checked to belong to `target`) of `target`, wherever it lives, and
+ * settles with its buffered response; a rejection's message reaches the caller's
+ * stub.fetch() (prefixed with the binding), so it must not carry addresses.
+ */
+export interface ActorRouter {
+  fetch(target: ActorTarget, id: string, req: ActorRequest, opts?: ActorCallOptions): Promise<ActorResponse>;
+}
+
+export type ActorIdKind = 'name' | 'unique' | 'string';
+
+/** What the actorId callback returns to the isolate. */
+export interface ActorIdRecord {
+  id: string;
+  name?: string;
+}
+
+/** stub.fetch()'s request as the isolate passes it. */
+export const ActorFetchInitSchema = z.object({
+  url: z.string().max(64 * 1024),
+  method: z.string().min(1).max(64),
+  headers: HeaderListSchema,
+  body: z.instanceof(ArrayBuffer).nullable(),
+});
+export type ActorFetchInit = z.infer<typeof ActorFetchInitSchema>;
+
+/** What actorFetch settles with (like SubrequestResult, without url/redirected). */
+export interface ActorFetchResult {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: ArrayBuffer;
+  webSocket?: number;
+}
+
+/** Bodies to and from an actor are buffered; this bounds each (the fetch subrequest limit). */
+export const MAX_ACTOR_BODY_BYTES = 32 * 1024 * 1024;
+
+const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+
+/** One isolate's actor bindings (WorkerEnv.actors) and the router their stubs call. */
+export class ActorCalls {
+  private readonly bindings = new Map<string, { target: ActorTarget; ids: ActorIds }>();
+
+  constructor(
+    bindings: Record<string, ActorTarget> | undefined,
+    private readonly router: ActorRouter | undefined,
+    private readonly workerName: string,
+    /** Told the registry id of each WebSocket an actor hands this isolate (so it may return it). */
+    private readonly grantSocket: (id: number) => void = () => undefined,
+  ) {
+    for (const [name, target] of Object.entries(bindings ?? {})) {
+      this.bindings.set(name, { target: { namespace: target.namespace, actor: target.actor, uid: target.uid }, ids: new ActorIds(target.uid) });
+    }
+  }
+
+  private binding(name: unknown): { target: ActorTarget; ids: ActorIds } {
+    const b = typeof name === 'string' ? this.bindings.get(name) : undefined;
+    if (!b) throw new TypeError(`worker ${this.workerName} has no actor binding ${String(name)}`);
+    return b;
+  }
+
+  /** The actorId callback: an id of the binding's namespace, or a TypeError saying why not (never naming the uid). */
+  id(binding: unknown, kind: unknown, value: unknown): ActorIdRecord {
+    const { ids } = this.binding(binding);
+    switch (kind as ActorIdKind) {
+      case 'name': {
+        const id = ids.idFromName(String(value));
+        return { id: id.hex, name: id.name! };
+      }
+      case 'unique': return { id: ids.newUniqueId().hex };
+      case 'string': return { id: ids.idFromString(value as string).hex };
+      default: throw new TypeError(`actorId: unknown kind ${String(kind)}`);
+    }
+  }
+
+  /**
+   * The actorFetch callback's work: checks the id belongs to the binding's namespace,
+   * counts a subrequest, and calls the router. Errors say what failed, naming the
+   * binding; the router's own messages are passed on, so they must not carry addresses.
+   */
+  async fetch(binding: unknown, id: unknown, name: unknown, raw: unknown, countSubrequest: () => void): Promise<ActorFetchResult> {
+    const what = `env.${String(binding)}.get(id).fetch()`;
+    const b = this.binding(binding);
+    if (typeof id !== 'string' || !b.ids.owns(id)) throw new TypeError(`${what}: the id is not an id of this actor namespace`);
+    const hex = id.toLowerCase();
+    const parsed = ActorFetchInitSchema.safeParse(raw);
+    if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
+    const init = parsed.data;
+    if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+      throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+    }
+    // A name travels only when it really is the id's name.
+    const opts: ActorCallOptions = {};
+    if (typeof name === 'string' && b.ids.idFromName(name).hex === hex) opts.name = name;
+    try {
+      countSubrequest();
+    } catch (err) {
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (!this.router) throw new Error(`${what}: actors are not available on this agent`);
+    let res: ActorResponse;
+    try {
+      res = await this.router.fetch(b.target, hex, {
+        url: init.url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null,
+      }, opts);
+    } catch (err) {
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+      throw new RangeError(`${what}: the actor's response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+    }
+    const out: ActorFetchResult = { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
+    if (res.webSocket !== undefined) {
+      this.grantSocket(res.webSocket);
+      out.webSocket = res.webSocket;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,183 @@
+import { createHash, randomBytes } from 'node:crypto';
+import ivm from 'isolated-vm';
+import type { z } from 'zod';
+import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from '../abi/bridge.js';
+import { AiHandleSchema, AiRunArgsSchema, SubrequestInitSchema } from '../abi/bridge.js';
+import type { AiCalls } from './ai-binding.js';
+import type { ActorCalls } from './actor-binding.js';
+import { storageCall, type ActorStorage } from './actor-storage.js';
+
+// The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
+// own set, bound to the worker (for logs) and to the request in flight (for the
+// subrequest budget). Inputs come from untrusted code: every one is checked here.
+
+const DIGESTS: Record<string, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+const URL_SETTERS = new Set(['href', 'protocol', 'username', 'password', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']);
+const MAX_RANDOM_BYTES = 65_536;
+/** Subrequest response bodies are buffered; this bounds what one may hold. */
+export const MAX_SUBREQUEST_BODY_BYTES = 32 * 1024 * 1024;
+const MAX_SLEEP_MS = 24 * 3600 * 1000;
+
+const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+
+function urlRecord(u: URL): UrlRecord {
+  return {
+    href: u.href, origin: u.origin, protocol: u.protocol, username: u.username, password: u.password,
+    host: u.host, hostname: u.hostname, port: u.port, pathname: u.pathname, search: u.search, hash: u.hash,
+  };
+}
+
+export interface CallbackContext {
+  workerName: string;
+  /** console output of the worker. */
+  onLog(level: string, message: string): void;
+  /** Called before each subrequest; throws when the request's budget is spent. */
+  countSubrequest(): void;
+  /** The isolate's ai calls (env.<binding>.run), bound to the worker's ai bindings. */
+  ai: AiCalls;
+  /** The isolate's actor bindings (ids, stub.fetch through the agent's ActorRouter). */
+  actors: ActorCalls;
+  /** An actor isolate's state.storage; null in a worker isolate. */
+  storage: ActorStorage | null;
+  /** The isolate's WebSockets (server ends bridged to the host): see isolate-sockets.ts. */
+  sockets?: SocketCalls;
+}
+
+/** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
+export interface SocketCalls {
+  send(socket: number, data: unknown): void;
+  close(socket: number, code: unknown, reason: unknown): void;
+}
+
+export class SubrequestError extends Error {}
+
+/** A zod error as one line: "messages.0.role: Invalid option ...; max_tokens: Too small ...". */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues.slice(0, 5).map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+}
+
+async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
+  const url = new URL(init.url);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new SubrequestError(`fetch: only http: and https: URLs can be fetched, not ${url.protocol}`);
+  }
+  const res = await fetch(url, {
+    method: init.method,
+    headers: init.headers,
+    body: init.body && init.method !== 'GET' && init.method !== 'HEAD' ? Buffer.from(init.body) : undefined,
+    redirect: init.redirect,
+  });
+  const declared = Number(res.headers.get('content-length') ?? '0');
+  if (declared > MAX_SUBREQUEST_BODY_BYTES) {
+    await res.body?.cancel();
+    throw new SubrequestError(`fetch ${url.href}: response body of ${declared} bytes is over the ${MAX_SUBREQUEST_BODY_BYTES}-byte subrequest limit`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (res.body) {
+    for await (const chunk of res.body) {
+      size += chunk.byteLength;
+      if (size > MAX_SUBREQUEST_BODY_BYTES) {
+        await res.body.cancel();
+        throw new SubrequestError(`fetch ${url.href}: response body is over the ${MAX_SUBREQUEST_BODY_BYTES}-byte subrequest limit`);
+      }
+      chunks.push(chunk);
+    }
+  }
+  return {
+    status: res.status,
+    statusText: res.statusText,
+    headers: [...res.headers],
+    url: res.url,
+    redirected: res.redirected,
+    body: toArrayBuffer(Buffer.concat(chunks)),
+  };
+}
+
+/** See HostAsync in bridge.ts: the work is already under way; the isolate awaits its outcome. */
+function hostAsync<T>(work: Promise<T>): HostAsync<T> {
+  const outcome = work.then(
+    (value): Settled<T> => ({ ok: true, value }),
+    (err: unknown): Settled<T> => ({ ok: false, error: err instanceof Error ? err.message : String(err) }),
+  );
+  return new ivm.Reference(() => outcome);
+}
+
+export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
+  return {
+    log(level, message) {
+      ctx.onLog(String(level), String(message));
+    },
+    randomBytes(n) {
+      if (!Number.isInteger(n) || n < 0 || n > MAX_RANDOM_BYTES) {
+        throw new RangeError(`getRandomValues: ${n} bytes requested; the limit is ${MAX_RANDOM_BYTES}`);
+      }
+      return toArrayBuffer(randomBytes(n));
+    },
+    parseURL(input, base) {
+      try {
+        return urlRecord(base === undefined ? new URL(String(input)) : new URL(String(input), String(base)));
+      } catch {
+        return null;
+      }
+    },
+    setURL(href, property, value) {
+      if (!URL_SETTERS.has(property)) throw new TypeError(`URL has no settable property ${String(property)}`);
+      const u = new URL(String(href));
+      (u as unknown as Record<string, string>)[property] = String(value);
+      return urlRecord(u);
+    },
+    digest(algorithm, data) {
+      const alg = DIGESTS[String(algorithm).toUpperCase()];
+      if (!alg) throw new Error(`crypto.subtle.digest: unsupported algorithm ${String(algorithm)}`);
+      if (!(data instanceof ArrayBuffer)) throw new TypeError('crypto.subtle.digest: data must be an ArrayBuffer');
+      return toArrayBuffer(createHash(alg).update(new Uint8Array(data)).digest());
+    },
+    sleep(ms) {
+      const delay = Math.min(Math.max(0, Number(ms) || 0), MAX_SLEEP_MS);
+      return hostAsync(new Promise<void>((r) => setTimeout(r, delay).unref()));
+    },
+    fetch(raw) {
+      return hostAsync((async () => {
+        const parsed = SubrequestInitSchema.safeParse(raw);
+        if (!parsed.success) throw new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${parsed.error.message}`);
+        ctx.countSubrequest();
+        return doFetch(parsed.data);
+      })());
+    },
+    aiRun(binding, model, inputsJson) {
+      return hostAsync((async () => {
+        const args = AiRunArgsSchema.safeParse([binding, model, inputsJson]);
+        if (!args.success) throw new TypeError(`ai: malformed run() call from worker ${ctx.workerName}: ${describeIssues(args.error)}`);
+        return ctx.ai.run(args.data[0], args.data[1], args.data[2], () => ctx.countSubrequest());
+      })());
+    },
+    aiRead(handle) {
+      return hostAsync((async () => {
+        const h = AiHandleSchema.safeParse(handle);
+        if (!h.success) throw new TypeError(`ai: malformed stream handle from worker ${ctx.workerName}`);
+        return ctx.ai.read(h.data);
+      })());
+    },
+    aiCancel(handle) {
+      const h = AiHandleSchema.safeParse(handle);
+      if (h.success) ctx.ai.cancel(h.data);
+    },
+    actorId(binding, kind, value) {
+      return ctx.actors.id(binding, kind, value);
+    },
+    actorFetch(binding, id, name, request) {
+      return hostAsync(ctx.actors.fetch(binding, id, name, request, () => ctx.countSubrequest()));
+    },
+    storage(op, a, b) {
+      return storageCall(ctx.storage, op, a, b);
+    },
+    socketSend(socket, data) {
+      if (!ctx.sockets) throw new Error(`worker ${ctx.workerName}: WebSockets are not available here`);
+      ctx.sockets.send(Number(socket), data);
+    },
+    socketClose(socket, code, reason) {
+      ctx.sockets?.close(Number(socket), code, reason);
+    },
+  };
+}

@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import type { KvEntry, QueuedIterator } from 'nats';
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
+import type { DesiredStateSource, DesiredWorker } from './desired-state.js';
+
+// Desired state from the operator, over NATS (`edge agent --nats`): the KV bucket of
+// worker configs, and bundles from the object store by digest. The agent never talks to
+// the kube-apiserver; everything it needs (sources, secrets, AI endpoints) the operator
+// resolved before publishing.
+
+export interface AiServiceRef { service: string; namespace: string; port: number }
+
+export interface NatsSourceOptions {
+  buckets: EdgeBuckets;
+  /** This agent's region: only workers placed here are served. */
+  region: string;
+  log: Logger;
+  /** How this agent reaches a model server's Service (cluster DNS by default). */
+  aiUrl?: (ref: AiServiceRef, binding: string) => string;
+}
+
+export const DEFAULT_AI_URL = (ref: AiServiceRef) => `http://${ref.service}.${ref.namespace}.svc.cluster.local:${ref.port}`;
+
+/** Retry delay for a bundle that could not be fetched (the operator writes bundles before configs, so this is rare). */
+const BUNDLE_RETRY_MS = 1_000;
+
+export class NatsSource implements DesiredStateSource {
+  private readonly configs = new Map<string, WorkerConfig>();
+  private readonly bundles = new Map<string, string>();
+  /** What was last handed to the agent per worker, kept when a new bundle cannot be fetched yet. */
+  private readonly lastGood = new Map<string, DesiredWorker>();
+  private watch: QueuedIterator<KvEntry> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private building = Promise.resolve();
+  private stopped = false;
+
+  constructor(private readonly opts: NatsSourceOptions) {}
+
+  async start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void> {
+    let initialized!: () => void;
+    const ready = new Promise<void>((r) => { initialized = r; });
+    this.watch = await this.opts.buckets.workers.watch({ key: '>', initializedFn: () => initialized() });
+    let synced = false;
+    void (async () => {
+      for await (const e of this.watch!) {
+        this.applyEntry(e);
+        if (synced) this.schedule(onUpdate);
+      }
+    })().catch((err: unknown) => this.opts.log.error('worker config watch ended', { error: errorMessage(err) }));
+    await ready;
+    synced = true;
+    await this.rebuild(onUpdate);
+  }
+
+  private applyEntry(e: KvEntry): void {
+    if (e.operation !== 'PUT') { this.configs.delete(e.key); return; }
+    try {
+      const cfg = decodeJson(WorkerConfigSchema, e.value, `worker config ${e.key}`);
+      this.configs.set(e.key, cfg);
+    } catch (err) {
+      // Keep what was there: a config we cannot read must not take a running worker down.
+      this.opts.log.error('ignoring unreadable worker config', { key: e.key, error: errorMessage(err) });
+    }
+  }
+
+  private schedule(onUpdate: (workers: DesiredWorker[]) => void, delayMs = 20): void {
+    if (this.timer || this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.rebuild(onUpdate);
+    }, delayMs);
+  }
+
+  private rebuild(onUpdate: (workers: DesiredWorker[]) => void): Promise<void> {
+    this.building = this.building.then(async () => {
+      if (this.stopped) return;
+      const { workers, retry } = await this.build();
+      if (this.stopped) return;
+      onUpdate(workers);
+      if (retry) this.schedule(onUpdate, BUNDLE_RETRY_MS);
+    });
+    return this.building;
+  }
+
+  private async build(): Promise<{ workers: DesiredWorker[]; retry: boolean }> {
+    const out: DesiredWorker[] = [];
+    const wanted = new Set<string>();
+    let retry = false;
+    for (const cfg of this.configs.values()) {
+      if (!cfg.regions.includes(this.opts.region)) continue;
+      const key = `${cfg.namespace}/${cfg.name}`;
+      wanted.add(key);
+      try {
+        const source = await this.bundle(cfg);
+        const w: DesiredWorker = {
+          key,
+          routes: cfg.routes,
+          minWarmIsolates: cfg.minWarmIsolates,
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: { text: cfg.env.text, ai: this.aiEnv(cfg), actors: cfg.env.actors } },
+        };
+        this.lastGood.set(key, w);
+        out.push(w);
+      } catch (err) {
+        retry = true;
+        this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: errorMessage(err) });
+        const prev = this.lastGood.get(key);
+        if (prev) out.push(prev);
+      }
+    }
+    for (const k of [...this.lastGood.keys()]) if (!wanted.has(k)) this.lastGood.delete(k);
+    const live = new Set([...this.configs.values()].map((c) => c.bundleDigest));
+    for (const d of [...this.bundles.keys()]) if (!live.has(d)) this.bundles.delete(d);
+    return { workers: out, retry };
+  }
+
+  private aiEnv(cfg: WorkerConfig): Record<string, { model: string; url: string }> {
+    const ai: Record<string, { model: string; url: string }> = {};
+    const toUrl = this.opts.aiUrl ?? DEFAULT_AI_URL;
+    for (const [binding, b] of Object.entries(cfg.env.ai)) {
+      const ref = b.services[this.opts.region];
+      // Placement puts a worker only where its model servers are; a missing ref means the
+      // operator has not created this region's Service yet, and calls fail with a clear error.
+      ai[binding] = { model: b.model, url: ref ? toUrl(ref, binding) : '' };
+    }
+    return ai;
+  }
+
+  private async bundle(cfg: WorkerConfig): Promise<string> {
+    const cached = this.bundles.get(cfg.bundleDigest);
+    if (cached !== undefined) return cached;
+    const bytes = await this.opts.buckets.bundles.getBlob(cfg.bundleDigest);
+    if (bytes === null) throw new Error(`bundle ${cfg.bundleDigest} is not in the object store`);
+    const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    if (actual !== cfg.bundleDigest) throw new Error(`bundle ${cfg.bundleDigest} has digest ${actual}`);
+    const source = new TextDecoder().decode(bytes);
+    this.bundles.set(cfg.bundleDigest, source);
+    return source;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.watch?.stop();
+    await this.building;
+  }
+}

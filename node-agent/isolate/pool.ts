@@ -1,0 +1,168 @@
+import ivm from 'isolated-vm';
+import type { SHIM_GLOBALS, HostCallbacks } from '../abi/bridge.js';
+import { shimSource } from './shim-bundle.js';
+
+// Pre-warmed isolates. Each is made from a V8 snapshot that already holds the Workers API
+// shim, has its context created and its host callbacks installed, so placing a worker
+// in one only has to compile the worker's module. The pool refills in the background.
+
+export type EntryPoint = (typeof SHIM_GLOBALS)[number];
+
+/** Host-side state a pooled isolate's callbacks consult; set when a worker takes it. */
+export interface IsolateOwner {
+  callbacks(): HostCallbacks;
+}
+
+export interface WarmIsolate {
+  isolate: ivm.Isolate;
+  context: ivm.Context;
+  entry: Record<Exclude<EntryPoint, '__edgeInstall'>, ivm.Reference<(...args: unknown[]) => unknown>>;
+  memoryMiB: number;
+  /** Who the callbacks act for; null while pooled. */
+  owner: { current: IsolateOwner | null };
+}
+
+let snapshot: ivm.ExternalCopy<ArrayBuffer> | undefined;
+function shimSnapshot(): ivm.ExternalCopy<ArrayBuffer> {
+  snapshot ??= ivm.Isolate.createSnapshot([{ code: shimSource(), filename: 'edge-shim.js' }]);
+  return snapshot;
+}
+
+const unowned = (name: string) => () => { throw new Error(`host callback ${name} called by an isolate no worker owns`); };
+
+function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, ivm.Callback> {
+  const cb = <K extends keyof HostCallbacks>(name: K) => (...args: Parameters<HostCallbacks[K]>) => {
+    const target = owner.current?.callbacks()[name] ?? unowned(name);
+    return (target as (...a: unknown[]) => unknown)(...args);
+  };
+  return {
+    log: new ivm.Callback(cb('log')),
+    randomBytes: new ivm.Callback(cb('randomBytes')),
+    parseURL: new ivm.Callback(cb('parseURL')),
+    setURL: new ivm.Callback(cb('setURL')),
+    digest: new ivm.Callback(cb('digest')),
+    sleep: new ivm.Callback(cb('sleep'), { async: true }),
+    fetch: new ivm.Callback(cb('fetch'), { async: true }),
+    aiRun: new ivm.Callback(cb('aiRun'), { async: true }),
+    aiRead: new ivm.Callback(cb('aiRead'), { async: true }),
+    aiCancel: new ivm.Callback(cb('aiCancel')),
+    actorId: new ivm.Callback(cb('actorId')),
+    actorFetch: new ivm.Callback(cb('actorFetch'), { async: true }),
+    storage: new ivm.Callback(cb('storage')),
+    socketSend: new ivm.Callback(cb('socketSend')),
+    socketClose: new ivm.Callback(cb('socketClose')),
+  };
+}
+
+/** Makes one ready isolate: snapshot, context, entry points, callbacks. */
+export function warmIsolate(memoryMiB: number): WarmIsolate {
+  const isolate = new ivm.Isolate({ memoryLimit: memoryMiB, snapshot: shimSnapshot() });
+  try {
+    const context = isolate.createContextSync();
+    const global = context.global;
+    const ref = (name: EntryPoint) => {
+      const r = global.getSync(name, { reference: true }) as ivm.Reference<(...args: unknown[]) => unknown>;
+      if (r.typeof !== 'function') throw new Error(`the shim snapshot has no ${name}`);
+      return r;
+    };
+    const install = ref('__edgeInstall');
+    const entry = {
+      __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
+      __edgeStart: ref('__edgeStart'), __edgePoll: ref('__edgePoll'), __edgeWait: ref('__edgeWait'), __edgePushBody: ref('__edgePushBody'),
+      __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
+      __edgeActor: ref('__edgeActor'),
+      __edgeSocketEvent: ref('__edgeSocketEvent'),
+    };
+    const owner: WarmIsolate['owner'] = { current: null };
+    install.applySync(undefined, [callbacksFor(owner)], { arguments: { copy: true } });
+    install.release();
+    return { isolate, context, entry, memoryMiB, owner };
+  } catch (err) {
+    if (!isolate.isDisposed) isolate.dispose();
+    throw err;
+  }
+}
+
+const REFILL_GAP_MS = 10;
+
+export interface IsolatePoolOptions {
+  /** Ready isolates kept for the default memory limit. */
+  size: number;
+  defaultMemoryMiB: number;
+  /** Ready isolates kept for each other memory limit once a worker has asked for it. */
+  otherSize?: number;
+  onChange?: (ready: number) => void;
+}
+
+/**
+ * Ready isolates per memory limit (V8 fixes the limit when an isolate is made): `size`
+ * for the default limit, `otherSize` for each other limit a worker has used.
+ */
+export class IsolatePool {
+  private readonly ready = new Map<number, WarmIsolate[]>();
+  private refilling = false;
+  private closed = false;
+
+  constructor(private readonly opts: IsolatePoolOptions) {
+    this.ready.set(opts.defaultMemoryMiB, []);
+  }
+
+  /** Ready isolates across all memory limits. */
+  get size(): number {
+    let n = 0;
+    for (const list of this.ready.values()) n += list.length;
+    return n;
+  }
+
+  private target(memoryMiB: number): number {
+    return memoryMiB === this.opts.defaultMemoryMiB ? this.opts.size : (this.opts.otherSize ?? 1);
+  }
+
+  /** Builds the snapshot and fills the default pool; resolves when it is full. */
+  async start(): Promise<void> {
+    shimSnapshot();
+    const list = this.ready.get(this.opts.defaultMemoryMiB)!;
+    while (!this.closed && list.length < this.opts.size) {
+      list.push(warmIsolate(this.opts.defaultMemoryMiB));
+      this.opts.onChange?.(this.size);
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /** A ready isolate with this memory limit: from the pool when it has one, else made now. */
+  take(memoryMiB: number): WarmIsolate {
+    let list = this.ready.get(memoryMiB);
+    if (!list) { list = []; this.ready.set(memoryMiB, list); }
+    const warm = list.pop();
+    this.refill();
+    if (warm) {
+      this.opts.onChange?.(this.size);
+      return warm;
+    }
+    return warmIsolate(memoryMiB);
+  }
+
+  private refill(): void {
+    if (this.refilling || this.closed) return;
+    this.refilling = true;
+    // Making an isolate holds the event loop for ~2 ms (V8 deserializes the snapshot),
+    // so refilling waits a little and goes one isolate at a time: the request that just
+    // took an isolate is answered first.
+    const step = () => {
+      const short = [...this.ready].find(([mem, list]) => list.length < this.target(mem));
+      if (this.closed || !short) { this.refilling = false; return; }
+      short[1].push(warmIsolate(short[0]));
+      this.opts.onChange?.(this.size);
+      setTimeout(step, REFILL_GAP_MS).unref();
+    };
+    setTimeout(step, REFILL_GAP_MS).unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const list of this.ready.values()) {
+      for (const w of list.splice(0)) if (!w.isolate.isDisposed) w.isolate.dispose();
+    }
+    this.opts.onChange?.(0);
+  }
+}

@@ -1,0 +1,137 @@
+import { once } from 'node:events';
+import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import { z } from 'zod';
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { HeaderListSchema } from '../abi/bridge.js';
+
+// Agent-to-agent calls for actors, on a port of their own (never the user-facing one, so a
+// client cannot address an actor directly). A call carries the request as the worker made
+// it; the answer is the actor's response once its writes are durable.
+//
+// Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
+// answer a caller may retry, because anything else may have run the actor's code.
+
+export const PEER_PATH = '/actors/';
+export const MISDIRECTED = 421;
+const MAX_PEER_BODY = 32 * 1024 * 1024;
+const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
+
+export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface PeerResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  /** A WebSocket the actor accepted, by this agent's registry id. */
+  webSocket?: number;
+  /** Between agents: the NATS socket id carrying that WebSocket. */
+  webSocketSid?: string;
+}
+
+/** The request was not run: the caller may route it again. */
+export class NotHereError extends Error {}
+
+export interface PeerHandler {
+  /** Runs an actor call; throws NotHereError when this agent does not take it. */
+  call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse>;
+}
+
+const PathSchema = z.tuple([z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[0-9a-f]{64}$/)]);
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > limit) throw new Error(`body over ${limit} bytes`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token?: string): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    const fail = (status: number, msg: string) => {
+      // A 421 usually means this agent is handing actors over: let the caller's pooled
+      // connection go, so its next call does not race this agent's exit.
+      res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === MISDIRECTED ? { connection: 'close' } : {}) });
+      res.end(`${msg}\n`);
+    };
+    void (async () => {
+      if (token && req.headers['x-edge-peer-token'] !== token) { fail(401, 'peer token required'); return; }
+      const url = req.url ?? '';
+      if (req.method !== 'POST' || !url.startsWith(PEER_PATH)) { fail(404, 'not a peer endpoint'); return; }
+      const parts = PathSchema.safeParse(url.slice(PEER_PATH.length).split('/'));
+      if (!parts.success) { fail(400, 'expected /actors/<namespace>/<actor>/<id>'); return; }
+      const headers = HeaderListSchema.safeParse(JSON.parse(String(req.headers['x-edge-headers'] ?? '[]')));
+      const target = String(req.headers['x-edge-url'] ?? '');
+      const method = String(req.headers['x-edge-method'] ?? 'GET');
+      if (!headers.success || !/^https?:\/\//.test(target)) { fail(400, 'malformed forwarded request'); return; }
+      const body = await readBody(req, MAX_PEER_BODY);
+      const [ns, actor, id] = parts.data;
+      const hops = Number(req.headers['x-edge-hops'] ?? '0') || 0;
+      let out: PeerResponse;
+      try {
+        out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
+      } catch (err) {
+        if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
+        log.warn('forwarded actor call failed', { actor: `${ns}/${actor}/${id}`, error: errorMessage(err) });
+        fail(500, errorMessage(err));
+        return;
+      }
+      res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, {
+        'x-edge-headers': JSON.stringify(out.headers),
+        'x-edge-status': String(out.status),
+        ...(out.webSocketSid ? { 'x-edge-websocket': out.webSocketSid } : {}),
+        'content-length': out.body.byteLength,
+      });
+      res.end(out.body);
+    })().catch((err: unknown) => { if (!res.headersSent) fail(400, errorMessage(err)); else res.destroy(); });
+  });
+  server.keepAliveTimeout = 30_000;
+  server.listen(port, host);
+  await once(server, 'listening');
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('peer server has no TCP address');
+  return { server, port: addr.port };
+}
+
+/** Connecting failed before anything was sent: safe to retry elsewhere. */
+export class PeerUnreachableError extends Error {}
+
+/** Forwards an actor call to another agent's peer port. */
+export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string): Promise<PeerResponse> {
+  const url = new URL(`${PEER_PATH}${namespace}/${actor}/${id}`, peerAddress);
+  const body = req.body ?? new Uint8Array(0);
+  return new Promise((resolve, reject) => {
+    let sent = false;
+    const r = httpRequest(url, {
+      method: 'POST',
+      agent: peerAgent,
+      headers: {
+        'x-edge-url': req.url, 'x-edge-method': req.method, 'x-edge-headers': JSON.stringify(req.headers), 'x-edge-hops': String(hops),
+        'content-length': body.byteLength, ...(token ? { 'x-edge-peer-token': token } : {}),
+      },
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const status = res.statusCode ?? 502;
+        const payload = Buffer.concat(chunks);
+        if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
+        const fwdStatus = Number(res.headers['x-edge-status'] ?? status);
+        let headers: [string, string][] = [];
+        try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }
+        const sid = res.headers['x-edge-websocket'];
+        resolve({ status: fwdStatus, statusText: res.statusMessage ?? '', headers, body: payload, ...(typeof sid === 'string' ? { webSocketSid: sid } : {}) });
+      });
+    });
+    // A pooled socket is already connected: the request may reach the peer at once.
+    r.on('socket', (s) => { if (s.connecting) s.once('connect', () => { sent = true; }); else sent = true; });
+    r.on('error', (err) => reject(sent ? err : new PeerUnreachableError(`${url.host}: ${errorMessage(err)}`)));
+    r.setTimeout(120_000, () => r.destroy(new Error(`${url.host}: no answer in 120 s`)));
+    r.end(body);
+  });
+}

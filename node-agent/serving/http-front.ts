@@ -1,0 +1,379 @@
+import { once } from 'node:events';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
+import { bridge, fromWebSocket, type HostSocket, type SocketRegistry } from '../sockets/sockets.js';
+import type { AgentMetrics } from './metrics.js';
+import type { WorkerHost } from './worker-host.js';
+import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
+import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
+
+// The agent's public HTTP server: routes each request by Host and path to a worker,
+// streams bodies in and out of the worker's isolate, and turns every failure into a
+// response that says what happened without exposing the worker's internals.
+
+export interface HttpFrontOptions {
+  /** Finds the current version of the worker for a request; undefined = no route. */
+  resolve(host: string, path: string): WorkerHost | undefined;
+  log: Logger;
+  metrics: AgentMetrics;
+  /** Largest request body accepted (413 above). */
+  maxBodyBytes: number;
+  /** The agent's sockets: a worker's 101 response names the client end of its WebSocketPair here. */
+  sockets: SocketRegistry;
+}
+
+/** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
+interface Upgrade { socket: Socket; head: Buffer }
+
+/** Why a WebSocket handshake request is malformed (ws would refuse it the same way), or undefined. */
+function handshakeProblem(req: IncomingMessage): string | undefined {
+  if (req.method !== 'GET') return `a WebSocket upgrade must be a GET request, not ${req.method ?? ''}`;
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !/^[+/0-9A-Za-z]{22}==$/.test(key)) return 'a WebSocket upgrade needs a valid Sec-WebSocket-Key header';
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') return 'a WebSocket upgrade needs Sec-WebSocket-Version: 13';
+  return undefined;
+}
+
+/** Bodies up to this size are read whole and passed in one copy; larger ones stream. */
+const INLINE_BODY_BYTES = 64 * 1024;
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+const rayId = () => randomBytes(8).toString('hex');
+
+function canonicalUrl(proto: string, host: string, rawUrl: string): string {
+  try {
+    return new URL(rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`, `${proto}://${host || 'localhost'}`).href;
+  } catch {
+    throw new HttpError(400, `request target "${rawUrl}" with host "${host}" is not a valid URL`);
+  }
+}
+
+function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
+  if (res.headersSent) { res.destroy(); return; }
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+/** Reads a (small, declared-length) body; events are far cheaper than async iteration here. */
+function readWhole(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolveBody, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off('data', onData);
+        reject(new HttpError(413, `request body is over the ${limit}-byte limit`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolveBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.once('error', reject);
+  });
+}
+
+export class HttpFront {
+  readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  /** Completes WebSocket handshakes the worker accepted (its messages are bounded by the registry's limit). */
+  private readonly wss: WebSocketServer;
+  private readonly webSockets = new Set<WebSocket>();
+  /** The handshake being completed (handleUpgrade calls back synchronously): the worker's headers and subprotocol. */
+  private upgrading: { req: IncomingMessage; headers: string[]; protocol: string | undefined } | undefined;
+
+  constructor(private readonly opts: HttpFrontOptions) {
+    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => {
+      void this.handle(req, res);
+    });
+    this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    this.wss = new WebSocketServer({
+      noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: opts.sockets.maxMessageBytes,
+      // Workers: the worker picks the subprotocol by setting Sec-WebSocket-Protocol on its 101.
+      handleProtocols: (offered, req) => {
+        const chosen = this.upgrading?.req === req ? this.upgrading.protocol : undefined;
+        return chosen !== undefined && offered.has(chosen) ? chosen : false;
+      },
+    });
+    this.wss.on('headers', (headers, req) => {
+      if (this.upgrading?.req === req) headers.push(...this.upgrading.headers);
+    });
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.upgrade(req, socket, head));
+    // Malformed HTTP never reaches a worker: answer 400 and close, as the parser wants.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      // A client hanging up mid-request is routine (load generators do it at the end).
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return; }
+      opts.log.warn('malformed HTTP request', { code: err.code, error: err.message });
+      if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
+        const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 12\r\n\r\nbad request\n`);
+      } else {
+        socket.destroy();
+      }
+    });
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    this.server.listen(port, host);
+    await once(this.server, 'listening');
+    const addr = this.server.address();
+    if (addr === null || typeof addr === 'string') throw new Error('HTTP front has no TCP address');
+    return addr.port;
+  }
+
+  async close(): Promise<void> {
+    this.server.close();
+    for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
+    for (const s of this.sockets) s.destroy();
+    if (this.server.listening) await once(this.server, 'close');
+  }
+
+  /**
+   * A request with an Upgrade header. A WebSocket handshake is routed and dispatched like
+   * any request; when the worker answers 101 with a WebSocket, the handshake is completed
+   * and the connection bridged to the client end of the worker's pair. Any other answer
+   * (or any other kind of upgrade) is written as a plain response and the connection closed.
+   */
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    socket.on('error', () => { /* the connection is closed; whoever uses it sees that */ });
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.once('finish', () => { res.detachSocket(socket); socket.end(); });
+    const webSocket = (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
+    const problem = webSocket ? handshakeProblem(req) : undefined;
+    if (problem) {
+      this.opts.metrics.observeRequest('', 400, undefined);
+      plain(res, 400, `${problem}\n`);
+      return;
+    }
+    void this.handle(req, res, webSocket ? { socket, head } : undefined);
+  }
+
+  /** Completes the handshake of an upgrade the worker accepted, and joins the connection to the worker's socket. */
+  private acceptWebSocket(req: IncomingMessage, res: ServerResponse, up: Upgrade, socket: HostSocket, response: DispatchResponse): void {
+    res.detachSocket(up.socket);
+    const headers: string[] = [];
+    let protocol: string | undefined;
+    for (const [k, v] of response.headers) {
+      if (k === 'sec-websocket-protocol') protocol = v;
+      else if (!HOP_BY_HOP.has(k) && k !== 'content-length' && !k.startsWith('sec-websocket-')) headers.push(`${k}: ${v}`);
+    }
+    let accepted = false;
+    this.upgrading = { req, headers, protocol };
+    try {
+      this.wss.handleUpgrade(req, up.socket, up.head, (ws) => {
+        accepted = true;
+        this.webSockets.add(ws);
+        ws.once('close', () => this.webSockets.delete(ws));
+        bridge(socket, fromWebSocket(ws));
+      });
+    } finally {
+      this.upgrading = undefined;
+    }
+    if (!accepted) socket.close(1006, 'the WebSocket handshake with the client failed');
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, upgrade?: Upgrade): Promise<void> {
+    const started = performance.now();
+    // One pass over the raw headers (req.headers would build a second object per request).
+    const raw = req.rawHeaders;
+    const headers: [string, string][] = [];
+    let hostHeader = '';
+    let contentLength: string | undefined;
+    let chunked = false;
+    let proto = 'http';
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i]!.toLowerCase();
+      const v = raw[i + 1]!;
+      if (k === 'host') hostHeader = v;
+      else if (k === 'content-length') contentLength = v;
+      else if (k === 'transfer-encoding') chunked = true;
+      else if (k === 'x-forwarded-proto' && v === 'https') proto = 'https';
+      // A WebSocket handshake shows the worker its Upgrade and Connection headers, as on Workers.
+      if (!HOP_BY_HOP.has(k) || (upgrade !== undefined && (k === 'upgrade' || k === 'connection'))) headers.push([k, v]);
+    }
+    const rawUrl = req.url ?? '/';
+    const path = rawUrl.split('?', 1)[0] ?? '/';
+    let worker = this.opts.resolve(hostHeader, path);
+    if (!worker) {
+      this.opts.metrics.observeRequest('', 404, undefined);
+      plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
+      req.resume();
+      return;
+    }
+    const name = worker.def.name;
+    const finish = (status: number) => {
+      this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
+    };
+    try {
+      const declared = contentLength === undefined ? undefined : Number(contentLength);
+      if (declared !== undefined && declared > this.opts.maxBodyBytes) {
+        throw new HttpError(413, `request body of ${declared} bytes is over the ${this.opts.maxBodyBytes}-byte limit`);
+      }
+      const hasBody = (declared !== undefined && declared > 0) || chunked;
+      const streamBody = hasBody && (declared === undefined || declared > INLINE_BODY_BYTES);
+      const inline = hasBody && !streamBody ? await readWhole(req, this.opts.maxBodyBytes) : null;
+
+      const dreq: DispatchRequest = {
+        // Serialized by the WHATWG parser here, so the shim can take it as it is instead of
+        // calling back to the host to parse it on every request.
+        url: canonicalUrl(proto, hostHeader, rawUrl),
+        method: req.method ?? 'GET',
+        headers,
+        body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
+        clientAddress: req.socket.remoteAddress,
+      };
+
+      // A version swap can close the host between routing and acquiring: retry once on
+      // the version now routed, so no request fails because of a deploy.
+      let iso: WorkerIsolate;
+      try {
+        // Most requests find an idle isolate: take it without a trip through a promise.
+        iso = worker.tryAcquire() ?? await worker.acquire();
+      } catch (err) {
+        if (!(err instanceof WorkerHostClosedError)) throw err;
+        worker = this.opts.resolve(hostHeader, path);
+        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostHeader}" and path "${path}"`);
+        iso = await worker.acquire();
+      }
+      const host = worker;
+      let id: number | undefined;
+      try {
+        const call = iso.begin(dreq);
+        id = call.id;
+        const body = streamBody ? this.pumpRequestBody(req, iso, call.id) : undefined;
+        const response = call.ready ?? await call.response.catch((err: unknown) => {
+          throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
+        });
+        if (body?.tooLarge) throw new HttpError(413, body.tooLarge);
+        if (response.webSocket !== undefined) {
+          const socket = this.opts.sockets.get(response.webSocket);
+          if (upgrade && socket) {
+            this.acceptWebSocket(req, res, upgrade, socket, response);
+            finish(101);
+            return;
+          }
+          socket?.close(1011, 'the request was not a WebSocket upgrade');
+          throw new WorkerScriptError(name, `worker ${name} answered 101 with a WebSocket to a request that is not a WebSocket upgrade`);
+        }
+        const outHeaders: string[] = [];
+        for (const [k, v] of response.headers) {
+          if (!HOP_BY_HOP.has(k) && k !== 'content-length') outHeaders.push(k, v);
+        }
+        const noBody = req.method === 'HEAD' || response.status === 204 || response.status === 304;
+        if (response.body === null) outHeaders.push('content-length', '0');
+        else if (response.body !== 'stream') outHeaders.push('content-length', String(response.body.byteLength));
+        res.writeHead(response.status, response.statusText || undefined, outHeaders);
+        finish(response.status);
+        if (response.body === 'stream') {
+          await this.pumpResponseBody(res, iso, call.id, noBody);
+        } else if (response.body !== null && !noBody) {
+          res.end(Buffer.from(response.body));
+        } else {
+          res.end();
+        }
+      } finally {
+        if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
+        host.release(iso);
+      }
+    } catch (err) {
+      this.fail(res, name, err, finish);
+      req.resume();
+    }
+  }
+
+  /**
+   * Feeds a streamed request body into the isolate, enforcing the size limit. Past the
+   * limit the worker's stream errors and the request is answered 413 (unless the worker
+   * already answered without reading the body).
+   */
+  private pumpRequestBody(req: IncomingMessage, iso: WorkerIsolate, id: number): { tooLarge?: string } {
+    const state: { tooLarge?: string } = {};
+    void (async () => {
+      let size = 0;
+      try {
+        for await (const chunk of req as AsyncIterable<Buffer>) {
+          size += chunk.length;
+          if (size > this.opts.maxBodyBytes) {
+            state.tooLarge = `request body is over the ${this.opts.maxBodyBytes}-byte limit`;
+            iso.cancel(id, state.tooLarge);
+            return;
+          }
+          iso.pushBody(id, chunk);
+        }
+        iso.pushBody(id, null);
+      } catch (err) {
+        iso.cancel(id, `client aborted the request body: ${errorMessage(err)}`);
+      }
+    })();
+    return state;
+  }
+
+  private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {
+    let clientGone = false;
+    const onClose = () => { if (!res.writableFinished) clientGone = true; };
+    res.once('close', onClose);
+    try {
+      for (;;) {
+        if (clientGone) { iso.cancel(id, 'client closed the connection'); return; }
+        const chunk = await iso.pullBody(id);
+        if (chunk === null) break;
+        if (discard) continue;
+        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      }
+      res.end();
+    } catch (err) {
+      // Headers are gone already: the only honest signal left is a truncated response.
+      this.opts.log.warn('response body stream failed', { worker: iso.def.name, error: errorMessage(err) });
+      res.destroy();
+    } finally {
+      res.off('close', onClose);
+    }
+  }
+
+  private fail(res: ServerResponse, worker: string, err: unknown, finish: (status: number) => void): void {
+    const ray = rayId();
+    let status = 500;
+    let body: string;
+    const extra: Record<string, string> = { 'x-edge-ray': ray };
+    if (err instanceof HttpError) {
+      status = err.status;
+      body = `${err.message}\n`;
+      // The rest of an oversized body is never read: the connection cannot be reused.
+      if (status === 413) extra.connection = 'close';
+    } else if (err instanceof WorkerOverloadedError) {
+      status = 503;
+      body = `${err.message} (ray ${ray})\n`;
+      extra['retry-after'] = '1';
+      this.opts.log.warn('worker overloaded', { worker, ray });
+    } else if (err instanceof WorkerLimitError) {
+      status = err.reason === 'wall' ? 504 : 503;
+      body = `${err.message}; the isolate was replaced (ray ${ray})\n`;
+      this.opts.log.warn('worker exceeded a limit', { worker, reason: err.reason, ray });
+    } else if (err instanceof BundleError) {
+      status = 503;
+      body = `worker ${worker} failed to load (ray ${ray})\n`;
+      this.opts.log.error('worker failed to load', { worker, error: err.message, ray });
+    } else if (err instanceof WorkerScriptError) {
+      body = `worker ${worker} threw an exception (ray ${ray})\n`;
+      this.opts.log.error('worker threw an exception', { worker, error: err.message, ray });
+    } else {
+      body = `internal error in the edge agent (ray ${ray})\n`;
+      this.opts.log.error('agent error while handling a request', { worker, error: errorMessage(err), ray });
+    }
+    finish(status);
+    plain(res, status, body, extra);
+  }
+}

@@ -1,0 +1,276 @@
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import type { IsolatePool } from '../isolate/pool.js';
+import { DispatchMode, WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import type { SocketEvent } from '../sockets/isolate-sockets.js';
+
+// One version of one worker, served by a set of isolates that grows with concurrency (up
+// to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
+// at a time; requests beyond maxIsolates wait in order.
+//
+// WebSocket events for an isolate (its sockets' messages and closes) take turns with
+// requests: they queue per isolate and run while the isolate is not serving a request,
+// a batch at a time, so a chatty socket cannot starve the requests waiting for it. An
+// isolate with open sockets is never reaped as idle, and after a version swap it stays
+// (serving only its sockets' events) until they are all closed.
+
+/** Bytes of socket messages one isolate may have waiting; past that, the socket sending more is closed with 1013. */
+const MAX_QUEUED_EVENT_BYTES = 16 * 1024 * 1024;
+/** Socket events run back to back before a waiting request gets the isolate. */
+const EVENT_BATCH = 64;
+
+interface QueuedEvent { socketId: number; event: SocketEvent; bytes: number }
+
+export interface WorkerHostOptions {
+  pool: IsolatePool;
+  hooks: IsolateHooks;
+  log: Logger;
+  /** Isolates kept loaded even when idle (spec.placement.minWarmIsolates). */
+  minWarm: number;
+  maxIsolates: number;
+  /** Idle isolates above minWarm are disposed after this long. */
+  idleMs: number;
+  /** Requests that may wait for a busy isolate; past that a request is refused at once. */
+  maxQueued: number;
+  onColdStart?: (worker: string) => void;
+  onIsolates?: (worker: string, count: number) => void;
+}
+
+export class WorkerHostClosedError extends Error {}
+
+/** Every isolate is busy and the queue is full: the request is refused (503). */
+export class WorkerOverloadedError extends Error {
+  constructor(readonly worker: string, queued: number) {
+    super(`worker ${worker} is overloaded: all its isolates are busy and ${queued} requests are already waiting`);
+  }
+}
+
+export class WorkerHost {
+  private readonly idle: WorkerIsolate[] = [];
+  private readonly all = new Set<WorkerIsolate>();
+  private loading = 0;
+  private readonly waiters: { resolve: (w: WorkerIsolate) => void; reject: (e: Error) => void }[] = [];
+  private closed = false;
+  private reaper: NodeJS.Timeout | undefined;
+  private drained: (() => void) | undefined;
+  private readonly mode = new DispatchMode();
+  /** Socket events waiting, per isolate (an entry exists only while some wait). */
+  private readonly events = new Map<WorkerIsolate, { queue: QueuedEvent[]; bytes: number }>();
+  private readonly socketOwner: SocketOwner = {
+    socketEvent: (w, socketId, event) => this.socketEvent(w, socketId, event),
+    socketsClosed: () => this.checkDrained(),
+  };
+
+  constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
+
+  get isolates(): number { return this.all.size; }
+
+  /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
+  async start(): Promise<void> {
+    const loads: Promise<WorkerIsolate>[] = [];
+    for (let i = 0; i < this.opts.minWarm; i++) loads.push(this.load());
+    const results = await Promise.allSettled(loads);
+    for (const r of results) if (r.status === 'fulfilled') this.putIdle(r.value);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      this.close();
+      throw failed.reason;
+    }
+    this.reaper = setInterval(() => this.reapIdle(), Math.max(1000, this.opts.idleMs / 2));
+    this.reaper.unref();
+  }
+
+  private async load(): Promise<WorkerIsolate> {
+    this.loading += 1;
+    try {
+      const warm = this.opts.pool.take(this.def.limits.memoryMiB);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, this.mode);
+      w.setSocketOwner(this.socketOwner);
+      this.all.add(w);
+      this.opts.onIsolates?.(this.def.name, this.all.size);
+      return w;
+    } finally {
+      this.loading -= 1;
+    }
+  }
+
+  /** An idle isolate, if there is one right now. */
+  tryAcquire(): WorkerIsolate | undefined {
+    if (this.closed) return undefined;
+    for (;;) {
+      const w = this.idle.pop();
+      if (!w) return undefined;
+      if (!w.dead) return w;
+      this.forget(w);
+    }
+  }
+
+  /** An isolate for one request: an idle one, a newly loaded one, or the next one freed. */
+  async acquire(): Promise<WorkerIsolate> {
+    if (this.closed) throw new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} is shutting down`);
+    for (;;) {
+      const w = this.idle.pop();
+      if (!w) break;
+      if (!w.dead) return w;
+      this.forget(w);
+    }
+    if (this.all.size + this.loading < this.opts.maxIsolates) {
+      this.opts.onColdStart?.(this.def.name);
+      return this.load();
+    }
+    if (this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** Gives an isolate back after its request (and its waitUntil work) finished. */
+  release(w: WorkerIsolate): void {
+    if (w.dead) {
+      this.events.delete(w);
+      this.forget(w);
+      this.replaceDead();
+      return;
+    }
+    if (this.events.has(w)) { this.runEvents(w); return; }
+    const next = this.waiters.shift();
+    if (next && !this.closed) { next.resolve(w); return; }
+    this.putIdle(w);
+  }
+
+  private putIdle(w: WorkerIsolate): void {
+    // A replaced version keeps an isolate with open sockets (parked: no request reaches it).
+    if (this.closed && w.openSockets === 0) { w.dispose('replaced'); this.forget(w); return; }
+    this.idle.push(w);
+    this.checkDrained();
+  }
+
+  /** A socket event for one of this version's isolates: queued, and run now if the isolate is idle. */
+  private socketEvent(w: WorkerIsolate, socketId: number, event: SocketEvent): void {
+    if (w.dead) return;
+    let pending = this.events.get(w);
+    if (!pending) { pending = { queue: [], bytes: 0 }; this.events.set(w, pending); }
+    const bytes = event.type === 'message' ? (typeof event.data === 'string' ? event.data.length : event.data.byteLength) : 0;
+    if (bytes > 0 && pending.bytes + bytes > MAX_QUEUED_EVENT_BYTES) {
+      // Closes are always queued, so the isolate still hears the client's answer to this.
+      w.closeSocket(socketId, 1013, 'the worker is not keeping up with incoming messages');
+      return;
+    }
+    pending.queue.push({ socketId, event, bytes });
+    pending.bytes += bytes;
+    const i = this.idle.indexOf(w);
+    if (i >= 0) {
+      this.idle.splice(i, 1);
+      this.runEvents(w);
+    }
+  }
+
+  /** Runs a batch of the isolate's waiting socket events (it is taken: not idle, no request). */
+  private runEvents(w: WorkerIsolate): void {
+    void (async () => {
+      const pending = this.events.get(w);
+      for (let n = 0; pending && pending.queue.length > 0 && n < EVENT_BATCH && !w.dead; n++) {
+        const { socketId, event, bytes } = pending.queue.shift()!;
+        pending.bytes -= bytes;
+        try {
+          await w.deliver(socketId, event);
+        } catch (err) {
+          if (err instanceof WorkerLimitError) this.opts.log.warn('worker exceeded a limit in a WebSocket event', { worker: this.def.name, reason: err.reason, error: err.message });
+          else this.opts.log.error('WebSocket event failed', { worker: this.def.name, error: errorMessage(err) });
+        }
+      }
+      if (w.dead || pending?.queue.length === 0) this.events.delete(w);
+      this.afterEvents(w);
+    })();
+  }
+
+  private afterEvents(w: WorkerIsolate): void {
+    if (w.dead) {
+      this.forget(w);
+      this.replaceDead();
+      return;
+    }
+    const next = this.closed ? undefined : this.waiters.shift();
+    if (next) { next.resolve(w); return; }
+    if (this.events.has(w)) { this.runEvents(w); return; }
+    this.putIdle(w);
+  }
+
+  private forget(w: WorkerIsolate): void {
+    this.all.delete(w);
+    const i = this.idle.indexOf(w);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.opts.onIsolates?.(this.def.name, this.all.size);
+    this.checkDrained();
+  }
+
+  /** A dead isolate freed a slot: a waiting request gets a fresh one, or keep minWarm. */
+  private replaceDead(): void {
+    if (this.closed) return;
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      this.opts.onColdStart?.(this.def.name);
+      this.load().then(waiter.resolve, (err: unknown) => waiter.reject(err instanceof Error ? err : new Error(String(err))));
+      return;
+    }
+    if (this.all.size + this.loading < this.opts.minWarm) {
+      this.load().then((w) => this.putIdle(w), (err: unknown) => {
+        this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: errorMessage(err) });
+      });
+    }
+  }
+
+  private reapIdle(): void {
+    const now = performance.now();
+    // Oldest-used first; keep minWarm; an isolate with open sockets stays until they close.
+    this.idle.sort((a, b) => b.lastUsed - a.lastUsed);
+    for (let i = this.idle.length - 1; i >= 0 && this.all.size > this.opts.minWarm; i--) {
+      const w = this.idle[i]!;
+      if (now - w.lastUsed < this.opts.idleMs) break;
+      if (w.openSockets > 0) continue;
+      this.idle.splice(i, 1);
+      w.dispose('idle');
+      this.forget(w);
+    }
+  }
+
+  private checkDrained(): void {
+    if (!this.closed || !this.drained) return;
+    // Idle isolates of a replaced version go now, except those whose sockets are still open.
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const w = this.idle[i]!;
+      if (w.openSockets > 0 && !w.dead) continue;
+      this.idle.splice(i, 1);
+      w.dispose('replaced');
+      this.all.delete(w);
+    }
+    if (this.all.size > 0) return;
+    this.opts.onIsolates?.(this.def.name, 0);
+    this.drained();
+    this.drained = undefined;
+  }
+
+  /** Stops taking requests, lets in-flight ones finish, then disposes every isolate. */
+  drain(): Promise<void> {
+    this.close();
+    return new Promise((resolve) => {
+      this.drained = resolve;
+      this.checkDrained();
+    });
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reaper) clearInterval(this.reaper);
+    const err = new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} was replaced`);
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  /** Disposes everything now (agent shutdown). */
+  dispose(): void {
+    this.close();
+    for (const w of this.all) w.dispose('shutdown');
+    this.all.clear();
+    this.idle.length = 0;
+    this.events.clear();
+  }
+}

@@ -1,0 +1,194 @@
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import type { DesiredStateSource, DesiredWorker } from '../control/desired-state.js';
+import { HttpFront } from './http-front.js';
+import { IsolatePool } from '../isolate/pool.js';
+import { AgentMetrics } from './metrics.js';
+import { Router } from './router.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
+import { WorkerHost } from './worker-host.js';
+import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
+
+// The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
+// and swaps versions without dropping requests (the new version is loaded first; the old
+// one finishes what it has and is then disposed).
+
+/**
+ * Each isolate runs one request at a time (so a request's CPU time is exactly the
+ * isolate's), so a worker waiting on subrequests needs an isolate per request in flight.
+ * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
+ */
+export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
+/** Requests that may queue for a busy worker before the agent answers 503. */
+export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
+
+export interface WorkerServerOptions {
+  source: DesiredStateSource;
+  log: Logger;
+  maxBodyBytes?: number;
+  /** Pre-warmed isolates kept ready for new workers. */
+  poolSize?: number;
+  maxIsolatesPerWorker?: number;
+  maxQueuedPerWorker?: number;
+  idleIsolateMs?: number;
+  /** Labels on every metric (region, node). */
+  metricLabels?: Record<string, string>;
+  /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
+  maxWebSocketMessageBytes?: number;
+}
+
+export type WorkerState =
+  | { key: string; digest: string; state: 'ready'; isolates: number }
+  | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
+
+interface Served { desired: DesiredWorker; host: WorkerHost }
+
+export class WorkerServer {
+  readonly metrics: AgentMetrics;
+  readonly front: HttpFront;
+  readonly pool: IsolatePool;
+  private readonly served = new Map<string, Served>();
+  private readonly errors = new Map<string, { digest: string; error: string }>();
+  private router = Router.build<WorkerHost>([]);
+  private applying: Promise<void> = Promise.resolve();
+  private initialLoad = false;
+  private stopped = false;
+  readonly hooks: IsolateHooks;
+  /** Told the key of a worker whose served version changed (actors restart on new code). */
+  readonly versionListeners = new Set<(key: string) => void>();
+  /** Open WebSockets of this agent's isolates. */
+  readonly sockets: SocketRegistry;
+  /** Console output of workers, for `edge logs` and tests. */
+  readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
+
+  constructor(private readonly opts: WorkerServerOptions) {
+    this.metrics = new AgentMetrics(opts.metricLabels);
+    this.pool = new IsolatePool({
+      size: opts.poolSize ?? 4,
+      defaultMemoryMiB: 128,
+      onChange: (n) => this.metrics.poolSize.set(n),
+    });
+    const workerLog = opts.log.child({ source: 'worker' });
+    this.sockets = new SocketRegistry({ maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
+    this.hooks = {
+      sockets: this.sockets,
+      onLog: (worker, level, message) => {
+        const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';
+        workerLog[lvl](message, { worker, console: level });
+        for (const l of this.consoleListeners) l(worker, level, message);
+      },
+      onDispose: (worker, reason) => {
+        this.metrics.disposals.inc({ worker, reason });
+        if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
+      },
+    };
+    this.front = new HttpFront({
+      resolve: (host, path) => this.router.match(host, path)?.target,
+      log: opts.log,
+      metrics: this.metrics,
+      maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
+      sockets: this.sockets,
+    });
+  }
+
+  get ready(): boolean { return this.initialLoad && !this.stopped; }
+
+  async start(listenPort: number, listenHost = '127.0.0.1'): Promise<number> {
+    await this.pool.start();
+    const port = await this.front.listen(listenPort, listenHost);
+    await this.opts.source.start((workers) => { this.applying = this.applying.then(() => this.apply(workers)); });
+    await this.applying;
+    this.initialLoad = true;
+    return port;
+  }
+
+  /** Converges the served set on the desired one. Level-triggered: safe to call again. */
+  private async apply(workers: DesiredWorker[]): Promise<void> {
+    if (this.stopped) return;
+    const wanted = new Map(workers.map((w) => [w.key, w]));
+    const starts: Promise<void>[] = [];
+    for (const w of workers) {
+      const cur = this.served.get(w.key);
+      if (cur && cur.desired.def.digest === w.def.digest) {
+        cur.desired = w; // routes may have changed without touching the isolates
+        this.errors.delete(w.key);
+        continue;
+      }
+      if (this.errors.get(w.key)?.digest === w.def.digest) continue; // known-bad version
+      starts.push(this.startVersion(w, cur));
+    }
+    await Promise.all(starts);
+    for (const [key, cur] of this.served) {
+      if (!wanted.has(key)) {
+        this.served.delete(key);
+        void cur.host.drain();
+        for (const l of this.versionListeners) l(key);
+        this.opts.log.info('worker removed', { worker: key });
+      }
+    }
+    for (const key of [...this.errors.keys()]) if (!wanted.has(key)) this.errors.delete(key);
+    this.rebuildRouter();
+  }
+
+  private async startVersion(w: DesiredWorker, previous: Served | undefined): Promise<void> {
+    const host = new WorkerHost(w.def, {
+      pool: this.pool,
+      hooks: this.hooks,
+      log: this.opts.log,
+      minWarm: w.minWarmIsolates,
+      maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.minWarmIsolates),
+      idleMs: this.opts.idleIsolateMs ?? 60_000,
+      maxQueued: this.opts.maxQueuedPerWorker ?? DEFAULT_MAX_QUEUED_PER_WORKER,
+      onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
+      onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
+    });
+    try {
+      await host.start();
+    } catch (err) {
+      // The previous version, if any, keeps serving.
+      this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
+      this.metrics.bundleErrors.inc({ worker: w.key });
+      this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: errorMessage(err), previous: previous?.desired.def.digest });
+      return;
+    }
+    this.errors.delete(w.key);
+    this.served.set(w.key, { desired: w, host });
+    this.rebuildRouter();
+    for (const l of this.versionListeners) l(w.key);
+    this.opts.log.info(previous ? 'worker updated' : 'worker loaded', { worker: w.key, digest: w.def.digest, isolates: host.isolates });
+    if (previous) void previous.host.drain();
+  }
+
+  private rebuildRouter(): void {
+    this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
+    for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
+    this.metrics.workersLoaded.set(this.served.size);
+  }
+
+  /** The definition of the version of a worker (`namespace/name`) served now. */
+  workerDefinition(key: string): WorkerDefinition | undefined {
+    return this.served.get(key)?.desired.def;
+  }
+
+  /** Per-worker state, for /status and for reporting readiness upstream. */
+  status(): WorkerState[] {
+    const out: WorkerState[] = [];
+    for (const [key, s] of this.served) {
+      const err = this.errors.get(key);
+      if (err) out.push({ key, digest: err.digest, state: 'error', error: err.error, servingDigest: s.desired.def.digest });
+      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates });
+    }
+    for (const [key, err] of this.errors) if (!this.served.has(key)) out.push({ key, digest: err.digest, state: 'error', error: err.error });
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.opts.source.stop();
+    await this.front.close();
+    for (const s of this.served.values()) s.host.dispose();
+    this.served.clear();
+    this.pool.close();
+  }
+}

@@ -1,0 +1,26 @@
+import type { Condition } from '../../common/api/index.js';
+
+// metav1.Condition bookkeeping: lastTransitionTime moves only when status flips, so a
+// reconcile that finds nothing new writes nothing new.
+
+export type ConditionInput = Omit<Condition, 'lastTransitionTime'>;
+
+export function setConditions(existing: Condition[] | undefined, wanted: ConditionInput[], now: Date): Condition[] {
+  const byType = new Map((existing ?? []).map((c) => [c.type, c]));
+  return wanted.map((w) => {
+    const cur = byType.get(w.type);
+    const lastTransitionTime = cur && cur.status === w.status ? cur.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, 'Z');
+    return { ...w, lastTransitionTime };
+  });
+}
+
+/** The conditions whose status or reason differ from before: what deserves an Event. */
+export function transitions(before: Condition[] | undefined, after: Condition[]): Condition[] {
+  const prev = new Map((before ?? []).map((c) => [c.type, c]));
+  return after.filter((c) => {
+    const p = prev.get(c.type);
+    return !p || p.status !== c.status || p.reason !== c.reason;
+  });
+}
+
+export const findCondition = (list: Condition[] | undefined, type: string) => list?.find((c) => c.type === type);

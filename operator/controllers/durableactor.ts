@@ -1,0 +1,105 @@
+import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../../common/api/index.js';
+import type { AgentView } from '../../common/agent-view.js';
+import type { Logger } from '../../common/log.js';
+import { decodeJson, encodeJson, ActorConfigSchema, workerKey, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import { setConditions, transitions, type ConditionInput } from './conditions.js';
+import type { EventRecorder } from '../runtime/events.js';
+import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
+import type { KubeClient } from '../runtime/kube-client.js';
+import { regionsOf, type NodeInfo } from './placement.js';
+
+// The DurableActor reconciler: resolves the region an actor class lives in, publishes the
+// class's config to KV `edge-actors` (the agents of that region host its actors), and
+// reports readiness and the number of active actors. Deleting the CR deletes the actors'
+// durable state (the finalizer runs purgeActorData first).
+
+export const DA_PLURAL = 'durableactors';
+
+export interface DurableActorDeps {
+  client: KubeClient;
+  buckets: EdgeBuckets;
+  agents: AgentView;
+  events: EventRecorder;
+  log: Logger;
+  getActor(namespace: string, name: string): DurableActor | undefined;
+  getWorker(namespace: string, name: string): EdgeWorker | undefined;
+  nodes(): NodeInfo[];
+  /** Removes every actor's storage of one DurableActor. */
+  purgeActorData(namespace: string, name: string): Promise<void>;
+}
+
+export class DurableActorReconciler {
+  constructor(private readonly d: DurableActorDeps) {}
+
+  async reconcile(namespace: string, name: string): Promise<void> {
+    const key = workerKey(namespace, name);
+    const da = this.d.getActor(namespace, name);
+    if (!da) {
+      await this.removeConfig(key);
+      return;
+    }
+    if (da.metadata.deletionTimestamp) {
+      if (!hasFinalizer(da)) return;
+      await this.removeConfig(key);
+      await this.d.purgeActorData(namespace, name);
+      await removeFinalizer(this.d.client, DA_PLURAL, da);
+      this.d.log.info('durable actor deleted with its storage', { actor: `${namespace}/${name}` });
+      return;
+    }
+    await this.converge(await ensureFinalizer(this.d.client, DA_PLURAL, da, (raw: unknown) => DurableActorSchema.parse(raw)));
+  }
+
+  private async removeConfig(key: string): Promise<void> {
+    const e = await this.d.buckets.actors.get(key);
+    if (e && e.operation === 'PUT') await this.d.buckets.actors.purge(key);
+  }
+
+  private async converge(da: DurableActor): Promise<void> {
+    const { namespace = 'default', name } = da.metadata;
+    const generation = da.metadata.generation ?? 0;
+    const worker = this.d.getWorker(namespace, da.spec.workerRef.name);
+    const regions = regionsOf(this.d.nodes());
+    const workerRegions = worker?.spec.placement.regions ?? [...regions.keys()].filter((r) => (regions.get(r)?.isolate.length ?? 0) > 0).sort();
+    const region = da.spec.locationHint ?? workerRegions[0];
+
+    let placed: ConditionInput;
+    if (!worker) placed = { type: 'Placed', status: 'False', reason: 'WorkerNotFound', message: `spec.workerRef: EdgeWorker ${namespace}/${da.spec.workerRef.name} not found` };
+    else if (!region) placed = { type: 'Placed', status: 'False', reason: 'NoRegions', message: 'no region has isolate nodes' };
+    else if ((regions.get(region)?.isolate.length ?? 0) === 0) placed = { type: 'Placed', status: 'False', reason: 'RegionUnavailable', message: `no isolate nodes in ${region}` };
+    else if (!workerRegions.includes(region)) placed = { type: 'Placed', status: 'False', reason: 'WorkerNotInRegion', message: `EdgeWorker ${da.spec.workerRef.name} is not placed in ${region} (it runs in ${workerRegions.join(', ') || 'no region'})` };
+    else placed = { type: 'Placed', status: 'True', reason: 'Placed', message: `actors of class ${da.spec.className} live in ${region}` };
+
+    const key = workerKey(namespace, name);
+    if (placed.status === 'True' && region) {
+      const cfg: ActorConfig = {
+        namespace, name, uid: da.metadata.uid ?? '', generation, className: da.spec.className, worker: da.spec.workerRef.name,
+        region, idleTimeoutSeconds: da.spec.idleTimeoutSeconds, maxBytesPerActor: da.spec.storage.maxBytesPerActor,
+      };
+      const e = await this.d.buckets.actors.get(key);
+      let cur: ActorConfig | undefined;
+      if (e && e.operation === 'PUT') { try { cur = decodeJson(ActorConfigSchema, e.value, key); } catch { cur = undefined; } }
+      if (JSON.stringify(cur) !== JSON.stringify(cfg)) await this.d.buckets.actors.put(key, encodeJson(cfg));
+    }
+
+    const agents = region ? this.d.agents.agents(region).filter((a) => !a.draining) : [];
+    const workerReady = worker?.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    let ready: ConditionInput;
+    if (placed.status !== 'True') ready = { type: 'Ready', status: 'False', reason: placed.reason, message: placed.message };
+    else if (!workerReady) ready = { type: 'Ready', status: 'False', reason: 'WorkerNotReady', message: `EdgeWorker ${da.spec.workerRef.name} is not Ready` };
+    else if (agents.length === 0) ready = { type: 'Ready', status: 'False', reason: 'NoAgents', message: `no live agent in ${region}` };
+    else ready = { type: 'Ready', status: 'True', reason: 'Serving', message: `${agents.length} agent(s) in ${region} host ${da.spec.className} actors` };
+    let active = 0;
+    if (region) for (const r of this.d.agents.reportsForActors(key, region)) active += r.active;
+
+    const wanted = [ready, placed].map((c) => ({ ...c, observedGeneration: generation }));
+    const conditions = setConditions(da.status?.conditions, wanted, new Date());
+    const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: active };
+    if (JSON.stringify(status) === JSON.stringify(da.status ?? {})) return;
+    if (!(await writeStatus(this.d.client, DA_PLURAL, da, status))) return;
+    const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
+    for (const c of transitions(da.status?.conditions, conditions)) {
+      const warn = c.status === 'False' && c.reason !== 'WorkerNotReady';
+      void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
+    }
+  }
+}

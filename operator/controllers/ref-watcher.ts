@@ -1,0 +1,73 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { EdgeWorker } from '../../common/api/index.js';
+import type { Logger } from '../../common/log.js';
+import { Informer, type KubeObject } from '../runtime/informer.js';
+
+// Watches only the ConfigMaps and Secrets that EdgeWorkers reference: one namespaced
+// watch per kind, only in namespaces that have references, keeping metadata only (the
+// reconciler reads the data fresh when it needs it, so no secret sits in this cache).
+
+type Kind = 'configmaps' | 'secrets';
+
+export function referencesOf(ew: EdgeWorker): { kind: Kind; name: string }[] {
+  const out: { kind: Kind; name: string }[] = [];
+  if (ew.spec.source.configMapRef) out.push({ kind: 'configmaps', name: ew.spec.source.configMapRef.name });
+  for (const s of ew.spec.bindings?.secrets ?? []) out.push({ kind: 'secrets', name: s.secretKeyRef.name });
+  return out;
+}
+
+const metadataOnly = (raw: unknown): KubeObject | undefined => {
+  const m = (raw as { metadata?: { name?: unknown; namespace?: unknown; resourceVersion?: unknown; uid?: unknown } } | null)?.metadata;
+  if (!m || typeof m.name !== 'string') return undefined;
+  return { metadata: { name: m.name, namespace: typeof m.namespace === 'string' ? m.namespace : undefined, resourceVersion: typeof m.resourceVersion === 'string' ? m.resourceVersion : undefined, uid: typeof m.uid === 'string' ? m.uid : undefined } };
+};
+
+export class RefWatcher {
+  /** `${kind}/${namespace}/${name}` -> worker keys (ns/name) referencing it. */
+  private refs = new Map<string, Set<string>>();
+  private readonly informers = new Map<string, Informer<KubeObject>>();
+
+  constructor(
+    private readonly kc: KubeConfig,
+    private readonly log: Logger,
+    private readonly enqueue: (workerKey: string) => void,
+  ) {}
+
+  /** Recomputes the references from the current EdgeWorkers and starts/stops watches to match. */
+  update(workers: EdgeWorker[]): void {
+    const refs = new Map<string, Set<string>>();
+    const namespaces = new Set<string>();
+    for (const ew of workers) {
+      const ns = ew.metadata.namespace ?? 'default';
+      for (const r of referencesOf(ew)) {
+        const k = `${r.kind}/${ns}/${r.name}`;
+        let set = refs.get(k);
+        if (!set) { set = new Set(); refs.set(k, set); }
+        set.add(`${ns}/${ew.metadata.name}`);
+        namespaces.add(`${r.kind}/${ns}`);
+      }
+    }
+    this.refs = refs;
+    for (const key of namespaces) {
+      if (this.informers.has(key)) continue;
+      const [kind, ns] = key.split('/') as [Kind, string];
+      const inf = new Informer<KubeObject>({ kc: this.kc, path: `/api/v1/namespaces/${ns}/${kind}`, parse: metadataOnly, log: this.log, name: `${kind} in ${ns}` });
+      const touched = (obj: KubeObject) => {
+        for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`) ?? []) this.enqueue(w);
+      };
+      inf.on('add', touched);
+      inf.on('update', touched);
+      inf.on('delete', touched);
+      this.informers.set(key, inf);
+      void inf.start();
+    }
+    for (const [key, inf] of this.informers) {
+      if (!namespaces.has(key)) { this.informers.delete(key); void inf.stop(); }
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.informers.values()].map((i) => i.stop()));
+    this.informers.clear();
+  }
+}

@@ -1,0 +1,111 @@
+import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
+import { decodeJson, encodeJson, WorkerConfigSchema, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
+
+// The leader's writes to NATS: worker configs in KV and bundles in the object store.
+// Only the leader writes here, so an index of which worker uses which bundle, loaded
+// from the KV bucket when leadership starts and updated as we write, is exact; bundle
+// deletion decides on it. Operations on one digest run one at a time, so a bundle is
+// never deleted between another worker's check that it exists and its config landing.
+
+export class WorkerStore {
+  /** workerKey -> config as published. */
+  private readonly index = new Map<string, WorkerConfig>();
+  /** Digests a reconcile is about to publish: counted as used. */
+  private readonly pending = new Map<string, number>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger) {}
+
+  /** Loads every published config (the bucket is the state; nothing else survives a restart). */
+  async load(): Promise<void> {
+    this.index.clear();
+    let done!: () => void;
+    const synced = new Promise<void>((r) => { done = r; });
+    const w = await this.buckets.workers.watch({ key: '>', initializedFn: () => done() });
+    const consume = (async () => {
+      for await (const e of w) {
+        if (e.operation !== 'PUT') { this.index.delete(e.key); continue; }
+        try { this.index.set(e.key, decodeJson(WorkerConfigSchema, e.value, `worker config ${e.key}`)); } catch (err) {
+          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key: e.key, error: errorMessage(err) });
+        }
+      }
+    })();
+    await synced;
+    w.stop();
+    await consume;
+  }
+
+  get(key: string): WorkerConfig | undefined { return this.index.get(key); }
+  keys(): string[] { return [...this.index.keys()]; }
+
+  private withLock<T>(digest: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(digest) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(digest, tail);
+    void tail.then(() => { if (this.locks.get(digest) === tail) this.locks.delete(digest); });
+    return next;
+  }
+
+  private used(digest: string): boolean {
+    if ((this.pending.get(digest) ?? 0) > 0) return true;
+    for (const c of this.index.values()) if (c.bundleDigest === digest) return true;
+    return false;
+  }
+
+  /** Publishes a config (and its bundle) unless it is already what KV holds. Returns true when written. */
+  async publish(key: string, cfg: WorkerConfig, source: string): Promise<boolean> {
+    const prev = this.index.get(key);
+    if (prev && JSON.stringify(prev) === JSON.stringify(cfg)) return false;
+    const d = cfg.bundleDigest;
+    this.pending.set(d, (this.pending.get(d) ?? 0) + 1);
+    try {
+      await this.withLock(d, async () => {
+        const info = await this.buckets.bundles.info(d);
+        // A deleted object still has info (with deleted set): it must be uploaded again.
+        if (!info || info.deleted) {
+          await this.buckets.bundles.putBlob({ name: d, description: `EdgeWorker bundle (${key})` }, new TextEncoder().encode(source));
+        }
+      });
+      await this.buckets.workers.put(key, encodeJson(cfg));
+      this.index.set(key, cfg);
+    } finally {
+      const n = (this.pending.get(d) ?? 1) - 1;
+      if (n > 0) this.pending.set(d, n); else this.pending.delete(d);
+    }
+    if (prev && prev.bundleDigest !== d) await this.dropIfUnused(prev.bundleDigest);
+    return true;
+  }
+
+  /** Removes a worker's config and, when no other worker uses it, its bundle. */
+  async remove(key: string): Promise<boolean> {
+    const existing = await this.buckets.workers.get(key);
+    const had = this.index.get(key);
+    if ((!existing || existing.operation !== 'PUT') && !had) return false;
+    await this.buckets.workers.purge(key);
+    this.index.delete(key);
+    if (had) await this.dropIfUnused(had.bundleDigest);
+    return true;
+  }
+
+  private dropIfUnused(digest: string): Promise<void> {
+    return this.withLock(digest, async () => {
+      if (this.used(digest)) return;
+      await this.buckets.bundles.delete(digest).catch((err: unknown) => {
+        this.log.warn('could not delete unused bundle', { bundle: digest, error: errorMessage(err) });
+      });
+    });
+  }
+
+  /** Deletes bundles no config refers to (left by a leader that died mid-way). */
+  async sweep(): Promise<number> {
+    let n = 0;
+    for (const info of await this.buckets.bundles.list()) {
+      if (info.deleted || this.used(info.name)) continue;
+      await this.dropIfUnused(info.name);
+      n++;
+    }
+    return n;
+  }
+}
