@@ -10,7 +10,7 @@ import type { Logger } from '../common/log.js';
 import { errorMessage } from '../common/log.js';
 import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
 import { AgentView } from '../common/agent-view.js';
-import { ActorLog } from '../node-agent/actors/log.js';
+import { ActorLog } from '../common/actor-log.js';
 import { disposeBundleChecker } from './controllers/bundle-check.js';
 import { DA_PLURAL, DurableActorReconciler } from './controllers/durableactor.js';
 import { EdgeWorkerReconciler, PLURAL } from './controllers/edgeworker.js';

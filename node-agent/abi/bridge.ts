@@ -1,6 +1,5 @@
 import type ivm from 'isolated-vm';
 import { z } from 'zod';
-import type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord } from '../bindings/actor-binding.js';
 
 // The boundary between the agent (host) and the Workers API shim inside each isolate.
 // Everything that crosses it is a copy of plain data; the only functions the isolate
@@ -62,6 +61,36 @@ export const SHIM_GLOBALS = [
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
 export const HeaderListSchema = z.array(z.tuple([z.string(), z.string()]));
+
+/** Subrequest response bodies (fetch, ai, actor calls) are buffered; this bounds what one may hold. */
+export const MAX_SUBREQUEST_BODY_BYTES = 32 * 1024 * 1024;
+
+export type ActorIdKind = 'name' | 'unique' | 'string';
+
+/** What the actorId callback returns to the isolate. */
+export interface ActorIdRecord {
+  id: string;
+  name?: string;
+}
+
+/** stub.fetch()'s request as the isolate passes it. */
+export const ActorFetchInitSchema = z.object({
+  url: z.string().max(64 * 1024),
+  method: z.string().min(1).max(64),
+  headers: HeaderListSchema,
+  body: z.instanceof(ArrayBuffer).nullable(),
+});
+export type ActorFetchInit = z.infer<typeof ActorFetchInitSchema>;
+
+/** What actorFetch settles with (like SubrequestResult, without url/redirected). */
+export interface ActorFetchResult {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: ArrayBuffer;
+  webSocket?: number;
+}
+
 
 /** What the isolate may ask the host for. All synchronous unless noted. */
 export interface HostCallbacks {

@@ -1,10 +1,10 @@
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
-import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../bindings/actor-ops.js';
+import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../common/actor-ops.js';
 import { ActorResetError } from './isolate.js';
 import { actorKey } from './ring.js';
-import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/peer-server.js';
+import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket

@@ -1,4 +1,5 @@
-import type { ActorRequest, ActorResponse } from '../bindings/actor-binding.js';
+import { hostBindings } from '../bindings/host-bindings.js';
+import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
 import { MAX_ACTOR_BODY_BYTES } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
@@ -68,6 +69,12 @@ export interface ActorActivation {
   storage: ActorStorage;
 }
 
+/** An actor isolate's hooks: its bindings are built here, around its storage. */
+export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
+  /** Where the actor's own env.<actor binding>.get(id).fetch() calls go. */
+  actorRouter?: ActorRouter;
+};
+
 export interface AlarmInfo {
   /** 0 on the first run of an alarm, then 1, 2, ... */
   retryCount: number;
@@ -91,13 +98,14 @@ export class ActorIsolate {
    * (the constructor threw), an ActorResetError (a blockConcurrencyWhile callback threw or
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
-  static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode()): Promise<ActorIsolate> {
-    const w = await WorkerIsolate.load(def.worker, warm, hooks, mode, {
+  static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks, mode: DispatchMode = new DispatchMode()): Promise<ActorIsolate> {
+    const { actorRouter, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}) });
+    const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, mode, {
       className: def.className,
       id: activation.id,
       name: activation.name,
       blockTimeoutMs: def.blockConcurrencyTimeoutMs ?? BLOCK_CONCURRENCY_TIMEOUT_MS,
-      storage: activation.storage,
     });
     const a = new ActorIsolate(def, activation.id, activation.storage, w);
     try {

@@ -5,7 +5,8 @@ import type { ActorHost } from './host.js';
 import { actorKey, type ActorRing } from './ring.js';
 import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
-import { forwardToPeer, NotHereError, PeerUnreachableError, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/peer-server.js';
+import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
+import { NotHereError, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
 // DurableActor's region names the owner; the call runs here when that is us, else it is

@@ -8,7 +8,7 @@ import { ActorAlarms } from './alarms.js';
 import type { ActorRouter as IsolateActorRouter } from '../bindings/actor-binding.js';
 import { ActorHost } from './host.js';
 import { ActorIsolate } from './isolate.js';
-import { ActorLog } from './log.js';
+import { ActorLog } from '../../common/actor-log.js';
 import { ActorRing, actorKey } from './ring.js';
 import { ActorRouter, ActorUnavailableError } from './router.js';
 import { ActorStorage } from '../bindings/actor-storage.js';
@@ -28,7 +28,8 @@ export interface ActorRuntimeOptions {
   view: AgentView;
   log: Logger;
   pool: IsolatePool;
-  hooks: IsolateHooks;
+  /** The agent's isolate hooks (logs, disposals, sockets); actors get their own bindings. */
+  hooks: Omit<IsolateHooks, 'bindings'>;
   /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
   sockets: SocketRegistry;
   /** The served version of a worker (`namespace/name`), if this agent serves it. */
@@ -83,7 +84,7 @@ export class ActorRuntime {
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: `${cfg.namespace}/${cfg.name}` },
             { id, storage: storage as ActorStorage },
-            warm, opts.hooks,
+            warm, { ...opts.hooks, actorRouter: this.isolateRouter },
           );
           const key = actorKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);

@@ -1,6 +1,7 @@
-import { z } from 'zod';
 import { ActorIds } from './actor-id.js';
-import { HeaderListSchema } from '../abi/bridge.js';
+import { ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
+
+export type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord };
 
 // The host side of actor namespace bindings (env.<binding> for a DurableActor, see
 // node-agent/shim/durable.js). The isolate knows a binding by its name only: ids are
@@ -45,32 +46,6 @@ export interface ActorCallOptions {
  */
 export interface ActorRouter {
   fetch(target: ActorTarget, id: string, req: ActorRequest, opts?: ActorCallOptions): Promise<ActorResponse>;
-}
-
-export type ActorIdKind = 'name' | 'unique' | 'string';
-
-/** What the actorId callback returns to the isolate. */
-export interface ActorIdRecord {
-  id: string;
-  name?: string;
-}
-
-/** stub.fetch()'s request as the isolate passes it. */
-export const ActorFetchInitSchema = z.object({
-  url: z.string().max(64 * 1024),
-  method: z.string().min(1).max(64),
-  headers: HeaderListSchema,
-  body: z.instanceof(ArrayBuffer).nullable(),
-});
-export type ActorFetchInit = z.infer<typeof ActorFetchInitSchema>;
-
-/** What actorFetch settles with (like SubrequestResult, without url/redirected). */
-export interface ActorFetchResult {
-  status: number;
-  statusText: string;
-  headers: [string, string][];
-  body: ArrayBuffer;
-  webSocket?: number;
 }
 
 /** Bodies to and from an actor are buffered; this bounds each (the fetch subrequest limit). */

@@ -1,5 +1,5 @@
 import { DefaultDeserializer, serialize } from 'node:v8';
-import type { ActorState, StorageOp } from './actor-ops.js';
+import type { ActorState, StorageOp } from '../../common/actor-ops.js';
 
 // One actor activation's storage, in memory on the host: what `state.storage` in the
 // isolate reads and writes through the synchronous `storage` host callback (see

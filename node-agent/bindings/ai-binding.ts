@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { AiRunResult, AiUsage, WorkerEnv } from '../abi/bridge.js';
-import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES, describeIssues } from './host-callbacks.js';
+import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES } from '../abi/bridge.js';
+import { describeIssues } from '../../common/errors.js';
 
 // The host side of `ai` bindings: env.<name>.run(model, inputs) in the isolate becomes
 // one call to the region's OpenAI-compatible model server (vLLM-style), made here.

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
-import type { z } from 'zod';
+import { describeIssues } from '../../common/errors.js';
 import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from '../abi/bridge.js';
-import { AiHandleSchema, AiRunArgsSchema, SubrequestInitSchema } from '../abi/bridge.js';
+import { AiHandleSchema, AiRunArgsSchema, MAX_SUBREQUEST_BODY_BYTES, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
@@ -14,8 +14,6 @@ import { storageCall, type ActorStorage } from './actor-storage.js';
 const DIGESTS: Record<string, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const URL_SETTERS = new Set(['href', 'protocol', 'username', 'password', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']);
 const MAX_RANDOM_BYTES = 65_536;
-/** Subrequest response bodies are buffered; this bounds what one may hold. */
-export const MAX_SUBREQUEST_BODY_BYTES = 32 * 1024 * 1024;
 const MAX_SLEEP_MS = 24 * 3600 * 1000;
 
 const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
@@ -50,11 +48,6 @@ export interface SocketCalls {
 }
 
 export class SubrequestError extends Error {}
-
-/** A zod error as one line: "messages.0.role: Invalid option ...; max_tokens: Too small ...". */
-export function describeIssues(error: z.ZodError): string {
-  return error.issues.slice(0, 5).map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
-}
 
 async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
   const url = new URL(init.url);

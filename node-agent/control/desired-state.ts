@@ -4,29 +4,14 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec, type Route } from '../../common/api/index.js';
+import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
+import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
-// Where the agent learns which workers to serve. The agent only sees DesiredStateSource;
-// this file has the directory-backed one (`edge agent --workers DIR`), the operator's
-// NATS-backed one plugs in behind the same interface.
-
-export interface DesiredWorker {
-  /** namespace/name */
-  key: string;
-  routes: Route[];
-  /** Isolates kept compiled and ready (spec.placement.minWarmIsolates). */
-  minWarmIsolates: number;
-  def: WorkerDefinition;
-}
-
-export interface DesiredStateSource {
-  /** Calls onUpdate with the whole desired set now and whenever it changes. */
-  start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void>;
-  stop(): Promise<void>;
-}
+// The directory-backed DesiredStateSource (`edge agent --workers DIR`); the operator's
+// NATS-backed one (nats-source.ts) plugs in behind the same interface (serving/desired.ts).
 
 const sha256 = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
 

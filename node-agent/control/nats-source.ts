@@ -3,7 +3,7 @@ import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
-import type { DesiredStateSource, DesiredWorker } from './desired-state.js';
+import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
 // Desired state from the operator, over NATS (`edge agent --nats`): the KV bucket of
 // worker configs, and bundles from the object store by digest. The agent never talks to

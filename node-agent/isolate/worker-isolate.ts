@@ -1,9 +1,5 @@
 import { decodeResponse, encodeRequestHead, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
-import { AiCalls } from '../bindings/ai-binding.js';
-import { hostCallbacks } from '../bindings/host-callbacks.js';
-import { ActorCalls, type ActorRouter } from '../bindings/actor-binding.js';
-import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
 import type { IsolateOwner, WarmIsolate } from './pool.js';
 import { IsolateSockets, type SocketEvent } from '../sockets/isolate-sockets.js';
@@ -49,16 +45,42 @@ export interface WorkerDefinition {
   env: WorkerEnv;
 }
 
-/** An actor isolate (see actor-isolate.ts): the exported class, the actor's id, its storage. */
-export interface ActorMode extends ActorInitOptions {
-  storage: ActorStorage;
+/** An actor isolate (see actors/isolate.ts): the exported class and the actor's id. */
+export type ActorMode = ActorInitOptions;
+
+/**
+ * What the isolate core is handed to serve one isolate's host callbacks: the host side of
+ * env.*, fetch and state.storage lives in bindings/, built by the embedder (the agent, an
+ * actor activation, a test), so this layer never constructs a binding (workerd's
+ * workerd-api.h seam).
+ */
+export interface BindingContext {
+  def: WorkerDefinition;
+  /** console output of the worker. */
+  onLog(level: string, message: string): void;
+  /** Called before each subrequest; throws when the request's budget is spent. */
+  countSubrequest(): void;
+  /** The isolate's WebSockets (server ends bridged to the host). */
+  sockets: IsolateSockets;
+  /** A socket an actor handed this isolate: the only foreign one its response may return. */
+  grantSocket(registryId: number): void;
 }
+
+export interface IsolateBindings {
+  callbacks: HostCallbacks;
+  /** The request in flight ended: nothing it started may outlive it. */
+  requestEnded(): void;
+  /** The isolate is gone. */
+  dispose(): void;
+}
+
+export type BindingsFactory = (ctx: BindingContext) => IsolateBindings;
 
 export interface IsolateHooks {
   onLog(worker: string, level: string, message: string): void;
   onDispose(worker: string, reason: DisposalReason): void;
-  /** Where env.<actor binding>.get(id).fetch() calls go (the agent's actor router); without one they fail. */
-  actorRouter?: ActorRouter;
+  /** Builds each isolate's host callbacks (bindings/hostBindings in the agent). */
+  bindings: BindingsFactory;
   /** The agent's sockets; WebSockets the isolate accepts are registered here (default: a registry of its own). */
   sockets?: SocketRegistry;
 }
@@ -124,8 +146,8 @@ export class WorkerIsolate implements IsolateOwner {
   private killedFor: LimitReason | undefined;
   private disposed = false;
   private readonly cbs: HostCallbacks;
-  /** env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes. */
-  private readonly ai: AiCalls;
+  /** The host side of env.* for this isolate: told when a request ends and when the isolate goes. */
+  private readonly bindings: IsolateBindings;
   /** WebSockets whose server end is in this isolate. */
   private readonly sockets: IsolateSockets;
   private socketOwner: SocketOwner | undefined;
@@ -141,18 +163,15 @@ export class WorkerIsolate implements IsolateOwner {
     private readonly mode: DispatchMode,
     private readonly actor?: ActorMode,
   ) {
-    this.ai = new AiCalls(def.env.ai ?? {});
     this.sockets = new IsolateSockets(hooks.sockets ?? new SocketRegistry(), def.name, (socket, event) => {
       if (this.dead) return;
       if (this.socketOwner) this.socketOwner.socketEvent(this, socket.id, event);
       else hooks.onLog(def.name, 'error', `a WebSocket event arrived for an isolate nobody runs events for; socket ${socket.id} dropped it`);
     }, () => this.socketOwner?.socketsClosed?.(this));
-    this.cbs = hostCallbacks({
-      workerName: def.name,
-      ai: this.ai,
-      actors: new ActorCalls(def.env.actors, hooks.actorRouter, def.name, (id) => this.grantedSockets.add(id)),
-      storage: actor?.storage ?? null,
+    this.bindings = hooks.bindings({
+      def,
       sockets: this.sockets,
+      grantSocket: (id) => this.grantedSockets.add(id),
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
@@ -163,6 +182,7 @@ export class WorkerIsolate implements IsolateOwner {
         }
       },
     });
+    this.cbs = this.bindings.callbacks;
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
@@ -418,7 +438,7 @@ export class WorkerIsolate implements IsolateOwner {
 
   private free(): void {
     // Nothing a request started outlives it: an ai stream it left open is aborted.
-    this.ai.closeAll();
+    this.bindings.requestEnded();
     this.inflight = undefined;
     active.delete(this);
     this.lastUsed = performance.now();
@@ -441,7 +461,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.disposed) return;
     this.disposed = true;
     active.delete(this);
-    this.ai.closeAll(true);
+    this.bindings.dispose();
     // Nothing is left to answer the isolate's WebSockets: their clients see them close.
     this.sockets.closeAll(reason === 'shutdown' ? 1001 : 1011, reason === 'shutdown' ? 'the edge agent is shutting down' : `the worker's isolate was disposed (${reason})`);
     this.warm.owner.current = null;

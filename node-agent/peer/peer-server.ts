@@ -4,38 +4,13 @@ import { z } from 'zod';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { HeaderListSchema } from '../abi/bridge.js';
+import { MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
 
-// Agent-to-agent calls for actors, on a port of their own (never the user-facing one, so a
-// client cannot address an actor directly). A call carries the request as the worker made
-// it; the answer is the actor's response once its writes are durable.
-//
-// Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
-// answer a caller may retry, because anything else may have run the actor's code.
+// The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
+// forward here, and a pooled client for forwarding.
 
-export const PEER_PATH = '/actors/';
-export const MISDIRECTED = 421;
 const MAX_PEER_BODY = 32 * 1024 * 1024;
 const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
-
-export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
-export interface PeerResponse {
-  status: number;
-  statusText: string;
-  headers: [string, string][];
-  body: Uint8Array;
-  /** A WebSocket the actor accepted, by this agent's registry id. */
-  webSocket?: number;
-  /** Between agents: the NATS socket id carrying that WebSocket. */
-  webSocketSid?: string;
-}
-
-/** The request was not run: the caller may route it again. */
-export class NotHereError extends Error {}
-
-export interface PeerHandler {
-  /** Runs an actor call; throws NotHereError when this agent does not take it. */
-  call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse>;
-}
 
 const PathSchema = z.tuple([z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[0-9a-f]{64}$/)]);
 
@@ -50,8 +25,25 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token?: string): Promise<{ server: Server; port: number }> {
+export interface PeerServer {
+  server: Server;
+  port: number;
+  /**
+   * Resolves once no forwarded call is in flight and none arrived for quietMs (or after
+   * maxMs): a draining agent waits for this instead of a fixed time, so calls other
+   * agents routed here before their rings dropped it are answered.
+   */
+  quiet(quietMs: number, maxMs: number): Promise<void>;
+  close(): void;
+}
+
+export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token?: string): Promise<PeerServer> {
+  let inflight = 0;
+  let lastCallAt = 0;
   const server = createServer((req, res) => {
+    inflight += 1;
+    lastCallAt = performance.now();
+    res.once('close', () => { inflight -= 1; lastCallAt = performance.now(); });
     const fail = (status: number, msg: string) => {
       // A 421 usually means this agent is handing actors over: let the caller's pooled
       // connection go, so its next call does not race this agent's exit.
@@ -94,7 +86,13 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
   await once(server, 'listening');
   const addr = server.address();
   if (addr === null || typeof addr === 'string') throw new Error('peer server has no TCP address');
-  return { server, port: addr.port };
+  const quiet = async (quietMs: number, maxMs: number) => {
+    const until = performance.now() + maxMs;
+    while (performance.now() < until && (inflight > 0 || performance.now() - lastCallAt < quietMs)) {
+      await new Promise((r) => setTimeout(r, Math.min(50, quietMs)));
+    }
+  };
+  return { server, port: addr.port, quiet, close: () => { server.close(); } };
 }
 
 /** Connecting failed before anything was sent: safe to retry elsewhere. */

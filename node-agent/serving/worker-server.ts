@@ -1,13 +1,13 @@
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
-import type { DesiredStateSource, DesiredWorker } from '../control/desired-state.js';
+import type { DesiredStateSource, DesiredWorker } from './desired.js';
 import { HttpFront } from './http-front.js';
 import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
 import { WorkerHost } from './worker-host.js';
-import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
+import type { BindingsFactory, IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
 
 // The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
 // and swaps versions without dropping requests (the new version is loaded first; the old
@@ -25,6 +25,8 @@ export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 export interface WorkerServerOptions {
   source: DesiredStateSource;
   log: Logger;
+  /** Builds each isolate's host side of env.* and fetch (bindings/hostBindings). */
+  bindings: BindingsFactory;
   maxBodyBytes?: number;
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
@@ -71,6 +73,7 @@ export class WorkerServer {
     const workerLog = opts.log.child({ source: 'worker' });
     this.sockets = new SocketRegistry({ maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
     this.hooks = {
+      bindings: opts.bindings,
       sockets: this.sockets,
       onLog: (worker, level, message) => {
         const lvl = level === 'error' ? 'error' : level === 'warn' ? 'warn' : level === 'debug' ? 'debug' : 'info';

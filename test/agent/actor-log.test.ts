@@ -4,10 +4,10 @@ import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../common/log.js';
 import { ACTOR_SUBJECTS, ACTORS_STREAM } from '../../common/nats.js';
-import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../node-agent/bindings/actor-ops.js';
+import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../common/actor-ops.js';
 import {
   ActorLog, ActorLogCorruptError, ActorWriteTooLargeError, actorName, applyOps, encodeCommit, stateBytes, type ActorLogOptions,
-} from '../../node-agent/actors/log.js';
+} from '../../common/actor-log.js';
 import { startNats, type TestNats } from '../harness/nats.js';
 
 // The durable, fenced actor log against a real nats-server with JetStream (file store in

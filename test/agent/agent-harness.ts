@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createLogger, type LogFields } from '../../common/log.js';
+import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
 import { WorkerServer } from '../../node-agent/serving/worker-server.js';
 import { DirectorySource } from '../../node-agent/control/desired-state.js';
 
@@ -56,7 +57,7 @@ export async function startTestAgent(
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
   const logs: LogFields[] = [];
   const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const agent = new WorkerServer({ source: new DirectorySource(dir, log), log, poolSize: 2, ...opts });
+  const agent = new WorkerServer({ source: new DirectorySource(dir, log), log, bindings: hostBindings(), poolSize: 2, ...opts });
   const port = await agent.start(0);
   const url = `http://127.0.0.1:${port}`;
   return {

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
 import { IsolatePool } from '../../node-agent/isolate/pool.js';
 import { DispatchMode, WorkerIsolate, WorkerLimitError, WorkerScriptError, type WorkerDefinition } from '../../node-agent/isolate/worker-isolate.js';
 
@@ -6,7 +7,7 @@ import { DispatchMode, WorkerIsolate, WorkerLimitError, WorkerScriptError, type 
 // (thrown errors included), a worker that hits a limit leaves it for good.
 
 const pool = new IsolatePool({ size: 0, defaultMemoryMiB: 64 });
-const hooks = { onLog: () => {}, onDispose: () => {} };
+const hooks = { onLog: () => {}, onDispose: () => {}, bindings: hostBindings() };
 const def = (source: string): WorkerDefinition => ({
   key: 'default/mode', name: 'default/mode', digest: 'sha256:x', env: { text: {} }, source,
   limits: { cpuMsPerRequest: 50, memoryMiB: 64, subrequests: 1, wallMsPerRequest: 5000 },

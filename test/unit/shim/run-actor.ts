@@ -1,7 +1,8 @@
 import type { Limits } from '../../../common/api/index.js';
-import type { ActorState, StorageOp } from '../../../node-agent/bindings/actor-ops.js';
+import type { ActorState, StorageOp } from '../../../common/actor-ops.js';
 import type { ActorCallOptions, ActorRequest, ActorResponse, ActorRouter, ActorTarget } from '../../../node-agent/bindings/actor-binding.js';
-import { ActorIsolate, type ActorDefinition } from '../../../node-agent/actors/isolate.js';
+import { ActorIsolate, type ActorDefinition, type ActorHooks } from '../../../node-agent/actors/isolate.js';
+import { hostBindings } from '../../../node-agent/bindings/host-bindings.js';
 import { ActorStorage } from '../../../node-agent/bindings/actor-storage.js';
 import type { WorkerEnv } from '../../../node-agent/abi/bridge.js';
 import { IsolatePool } from '../../../node-agent/isolate/pool.js';
@@ -29,7 +30,7 @@ export interface Logs {
   disposals: string[];
 }
 
-export function testHooks(router?: ActorRouter): IsolateHooks & Logs {
+export function testHooks(router?: ActorRouter): IsolateHooks & ActorHooks & Logs {
   const lines: Logs['lines'] = [];
   const disposals: string[] = [];
   return {
@@ -37,6 +38,7 @@ export function testHooks(router?: ActorRouter): IsolateHooks & Logs {
     disposals,
     onLog: (_w, level, message) => lines.push({ level, message }),
     onDispose: (_w, reason) => disposals.push(reason),
+    bindings: hostBindings(router ? { actorRouter: router } : {}),
     ...(router ? { actorRouter: router } : {}),
   };
 }

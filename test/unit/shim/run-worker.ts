@@ -1,5 +1,6 @@
 import type { Limits } from '../../../common/api/index.js';
 import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/abi/bridge.js';
+import { hostBindings } from '../../../node-agent/bindings/host-bindings.js';
 import { IsolatePool } from '../../../node-agent/isolate/pool.js';
 import { WorkerIsolate, type WorkerDefinition } from '../../../node-agent/isolate/worker-isolate.js';
 import { SocketRegistry, type HostSocket } from '../../../node-agent/sockets/sockets.js';
@@ -105,6 +106,7 @@ export class TestWorker {
       onLog: (_worker, level, message) => logs.push({ level, message }),
       onDispose: (_worker, reason) => disposals.push(reason),
       sockets,
+      bindings: hostBindings(),
     });
     return new TestWorker(isolate, logs, disposals, sockets);
   }

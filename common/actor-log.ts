@@ -6,9 +6,9 @@ import {
   type NatsConnection, type NatsError, type PurgeOpts, type StreamConfig, type StreamInfo,
 } from 'nats';
 import { z } from 'zod';
-import { errorMessage, type Logger } from '../../common/log.js';
-import { ACTOR_SUBJECTS, ACTORS_STREAM } from '../../common/nats.js';
-import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../bindings/actor-ops.js';
+import { errorMessage, type Logger } from './log.js';
+import { ACTOR_SUBJECTS, ACTORS_STREAM } from './nats.js';
+import { FencedError, type ActorAddress, type ActorState, type StorageOp } from './actor-ops.js';
 
 // The durable, fenced log of each actor, on JetStream (DESIGN.md sections 5 and 6).
 //

@@ -1,0 +1,29 @@
+// Agent-to-agent calls for actors, on a port of their own (never the user-facing one, so a
+// client cannot address an actor directly). A call carries the request as the worker made
+// it; the answer is the actor's response once its writes are durable.
+//
+// Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
+// answer a caller may retry, because anything else may have run the actor's code.
+
+export const PEER_PATH = '/actors/';
+export const MISDIRECTED = 421;
+
+export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface PeerResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  /** A WebSocket the actor accepted, by this agent's registry id. */
+  webSocket?: number;
+  /** Between agents: the NATS socket id carrying that WebSocket. */
+  webSocketSid?: string;
+}
+
+/** The request was not run: the caller may route it again. */
+export class NotHereError extends Error {}
+
+export interface PeerHandler {
+  /** Runs an actor call; throws NotHereError when this agent does not take it. */
+  call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse>;
+}
