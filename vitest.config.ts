@@ -8,7 +8,8 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: 'unit', include: ['test/unit/**/*.test.ts'] },
+        // Real isolates and ESLint's import graph run in unit tests too; on two busy cores 5 s is tight.
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'], testTimeout: 30_000 },
       },
       {
         // The node agent on its own: real isolates, real HTTP on loopback, no control plane.
