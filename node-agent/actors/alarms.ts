@@ -3,7 +3,8 @@ import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import type { ActorHost } from './host.js';
-import { actorKey, type ActorRing } from './ring.js';
+import { actorInstanceKey, alarmKey } from '../../common/keys.js';
+import type { ActorRing } from './ring.js';
 
 // Alarms of actors, fired by whichever agent owns the actor when the time comes, whether
 // or not the actor is in memory: the owner writes the alarm into the actor's log (the
@@ -14,8 +15,6 @@ import { actorKey, type ActorRing } from './ring.js';
 
 export const ALARM_FIRST_RETRY_MS = 2_000;
 export const ALARM_MAX_RETRIES = 6;
-
-const alarmKey = (namespace: string, actor: string, id: string) => `${namespace}.${actor}.${id}`;
 
 export interface ActorAlarmsOptions {
   agent: string;
@@ -72,7 +71,7 @@ export class ActorAlarms {
   }
 
   private mine(a: ActorAlarm): boolean {
-    return this.opts.ring.owner(a.region, actorKey(a.namespace, a.actor, a.id))?.agent === this.opts.agent;
+    return this.opts.ring.owner(a.region, actorInstanceKey(a.namespace, a.actor, a.id))?.agent === this.opts.agent;
   }
 
   private plan(key: string): void {

@@ -10,8 +10,6 @@ import type { Presence } from '../../common/nats.js';
 /** Points per agent on the ring (ketama uses 4 per vnode, so 160 points). */
 const VNODES = 40;
 
-export const actorKey = (namespace: string, actor: string, id: string) => `${namespace}/${actor}/${id}`;
-
 export class ActorRing {
   private rings = new Map<string, { ring: HashRing; agents: Map<string, Presence> }>();
   private readonly listeners = new Set<() => void>();

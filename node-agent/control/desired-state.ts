@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
+import { workerRef } from '../../common/keys.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
@@ -93,7 +94,7 @@ export class DirectorySource implements DesiredStateSource {
     const out: DesiredWorker[] = [];
     for (const doc of docs.filter((d) => d.kind === 'EdgeWorker' && d.apiVersion === API_VERSION)) {
       const ns = nsOf(doc);
-      const key = `${ns}/${doc.metadata.name}`;
+      const key = workerRef(ns, doc.metadata.name);
       const parsed = EdgeWorkerSchema.safeParse(doc);
       if (!parsed.success) {
         this.log.error('invalid EdgeWorker manifest; not served', { worker: key, error: z.prettifyError(parsed.error) });

@@ -3,6 +3,7 @@ import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
+import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
 // Desired state from the operator, over NATS (`edge agent --nats`): the KV bucket of
@@ -90,7 +91,7 @@ export class NatsSource implements DesiredStateSource {
     let retry = false;
     for (const cfg of this.configs.values()) {
       if (!cfg.regions.includes(this.opts.region)) continue;
-      const key = `${cfg.namespace}/${cfg.name}`;
+      const key = workerRef(cfg.namespace, cfg.name);
       wanted.add(key);
       try {
         const source = await this.bundle(cfg);

@@ -5,7 +5,9 @@ import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
-import { workerKey, type WorkerConfig } from '../../common/nats.js';
+import type { WorkerConfig } from '../../common/nats.js';
+import { workerKey, workerRef } from '../../common/keys.js';
+import { ConditionReasons as R, ConditionTypes as T, type ConditionReason } from '../../common/reasons.js';
 import type { WorkerStore } from './worker-store.js';
 import type { AgentView } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
@@ -40,7 +42,7 @@ const sha256 = (data: string | Uint8Array) => `sha256:${createHash('sha256').upd
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
 class NotServable extends Error {
-  constructor(readonly reason: string, message: string) { super(message); }
+  constructor(readonly reason: ConditionReason, message: string) { super(message); }
 }
 
 const SecretSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
@@ -74,12 +76,12 @@ export class EdgeWorkerReconciler {
     }
     await this.removeNatsState(namespace, name);
     await removeFinalizer(this.d.client, PLURAL, ew);
-    this.d.log.info('worker deleted; NATS state removed', { worker: `${namespace}/${name}` });
+    this.d.log.info('worker deleted; NATS state removed', { worker: workerRef(namespace, name) });
   }
 
   private async removeNatsState(namespace: string, name: string): Promise<void> {
     if (await this.d.store.remove(workerKey(namespace, name))) {
-      this.d.log.info('worker config removed from NATS', { worker: `${namespace}/${name}` });
+      this.d.log.info('worker config removed from NATS', { worker: workerRef(namespace, name) });
     }
   }
 
@@ -91,7 +93,7 @@ export class EdgeWorkerReconciler {
     const cm = await this.getObject(`/api/v1/namespaces/${namespace}/configmaps/${ref.name}`, ConfigMapSchema);
     const text = cm?.data?.[ref.key];
     if (text === undefined) {
-      throw new NotServable('SourceNotFound', cm
+      throw new NotServable(R.SourceNotFound, cm
         ? `spec.source.configMapRef: ConfigMap ${namespace}/${ref.name} has no key "${ref.key}"`
         : `spec.source.configMapRef: ConfigMap ${namespace}/${ref.name} not found`);
     }
@@ -105,7 +107,7 @@ export class EdgeWorkerReconciler {
       const secret = await this.getObject(`/api/v1/namespaces/${namespace}/secrets/${s.secretKeyRef.name}`, SecretSchema);
       const raw = secret?.data?.[s.secretKeyRef.key];
       if (raw === undefined) {
-        throw new NotServable('SecretNotFound', secret
+        throw new NotServable(R.SecretNotFound, secret
           ? `spec.bindings.secrets ${s.name}: Secret ${namespace}/${s.secretKeyRef.name} has no key "${s.secretKeyRef.key}"`
           : `spec.bindings.secrets ${s.name}: Secret ${namespace}/${s.secretKeyRef.name} not found`);
       }
@@ -138,7 +140,7 @@ export class EdgeWorkerReconciler {
       const secrets = await this.resolveSecrets(ew);
       const bundleDigest = sha256(source);
       const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`);
-      if (problem) throw new NotServable('BundleInvalid', `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
+      if (problem) throw new NotServable(R.BundleInvalid, `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
 
       // Model servers first: the config we publish points at their Services.
       let aiEnv: WorkerConfig['env']['ai'] = {};
@@ -153,7 +155,7 @@ export class EdgeWorkerReconciler {
       const actors: WorkerConfig['env']['actors'] = {};
       for (const b of spec.bindings?.actors ?? []) {
         const da = this.d.getActor(namespace, b.actor);
-        if (!da?.metadata.uid) throw new NotServable('ActorNotFound', `spec.bindings.actors ${b.name}: DurableActor ${namespace}/${b.actor} not found`);
+        if (!da?.metadata.uid) throw new NotServable(R.ActorNotFound, `spec.bindings.actors ${b.name}: DurableActor ${namespace}/${b.actor} not found`);
         actors[b.name] = { namespace, actor: b.actor, uid: da.metadata.uid };
       }
       const env = { text: { ...spec.bindings?.vars, ...secrets }, actors, ai: aiEnv };
@@ -166,7 +168,7 @@ export class EdgeWorkerReconciler {
         env,
       };
       if (await this.d.store.publish(key, cfg, source)) {
-        this.d.log.info('worker config published', { worker: `${namespace}/${name}`, version, regions: cfg.regions });
+        this.d.log.info('worker config published', { worker: workerRef(namespace, name), version, regions: cfg.regions });
       }
       published = cfg;
     } catch (err) {
@@ -201,18 +203,18 @@ export class EdgeWorkerReconciler {
       : [];
 
     const placed: ConditionInput = placement.placed.length === 0
-      ? { type: 'Placed', status: 'False', reason: 'NoRegions', message: placement.missing.length > 0 ? `no isolate nodes in the requested regions: ${placement.missing.join(', ')}` : 'no region has isolate nodes' }
+      ? { type: T.Placed, status: 'False', reason: R.NoRegions, message: placement.missing.length > 0 ? `no isolate nodes in the requested regions: ${placement.missing.join(', ')}` : 'no region has isolate nodes' }
       : placement.missing.length > 0
-        ? { type: 'Placed', status: 'False', reason: 'RegionUnavailable', message: `no isolate nodes in ${placement.missing.join(', ')}; placed in ${placement.placed.join(', ')}` }
-        : { type: 'Placed', status: 'True', reason: 'Placed', message: `placed in ${placement.placed.join(', ')}` };
+        ? { type: T.Placed, status: 'False', reason: R.RegionUnavailable, message: `no isolate nodes in ${placement.missing.join(', ')}; placed in ${placement.placed.join(', ')}` }
+        : { type: T.Placed, status: 'True', reason: R.Placed, message: `placed in ${placement.placed.join(', ')}` };
 
     const progress = regions.map((r) => `${r.name} ${r.readyAgents}/${r.desiredAgents}`).join(', ');
     let ready: ConditionInput;
-    if (notServable) ready = { type: 'Ready', status: 'False', reason: notServable.reason, message: notServable.message };
-    else if (agentErrors.length > 0) ready = { type: 'Ready', status: 'False', reason: 'BundleInvalid', message: agentErrors.join('; ') };
-    else if (regions.length === 0) ready = { type: 'Ready', status: 'False', reason: 'NoRegions', message: placed.message };
-    else if (regions.every((r) => r.readyAgents > 0)) ready = { type: 'Ready', status: 'True', reason: 'Serving', message: `serving in ${progress} agents` };
-    else ready = { type: 'Ready', status: 'False', reason: 'AgentsNotReady', message: `waiting for agents: ${progress}` };
+    if (notServable) ready = { type: T.Ready, status: 'False', reason: notServable.reason, message: notServable.message };
+    else if (agentErrors.length > 0) ready = { type: T.Ready, status: 'False', reason: R.BundleInvalid, message: agentErrors.join('; ') };
+    else if (regions.length === 0) ready = { type: T.Ready, status: 'False', reason: R.NoRegions, message: placed.message };
+    else if (regions.every((r) => r.readyAgents > 0)) ready = { type: T.Ready, status: 'True', reason: R.Serving, message: `serving in ${progress} agents` };
+    else ready = { type: T.Ready, status: 'False', reason: R.AgentsNotReady, message: `waiting for agents: ${progress}` };
 
     const problems: string[] = [];
     if (placement.missing.length > 0) problems.push(`no isolate nodes in ${placement.missing.join(', ')}`);
@@ -223,8 +225,8 @@ export class EdgeWorkerReconciler {
     if (placement.missingGpu.length > 0) problems.push(`no GPU nodes for inference in ${placement.missingGpu.join(', ')}`);
     if (aiDegraded.length > 0) problems.push(`model servers not ready: ${aiDegraded.join(', ')}`);
     const degraded: ConditionInput = problems.length > 0
-      ? { type: 'Degraded', status: 'True', reason: notServable?.reason ?? (agentErrors.length > 0 ? 'BundleInvalid' : placement.missing.length > 0 ? 'RegionUnavailable' : 'NotFullyAvailable'), message: problems.join('; ') }
-      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'serving on every agent of every placed region' };
+      ? { type: T.Degraded, status: 'True', reason: notServable?.reason ?? (agentErrors.length > 0 ? R.BundleInvalid : placement.missing.length > 0 ? R.RegionUnavailable : R.NotFullyAvailable), message: problems.join('; ') }
+      : { type: T.Degraded, status: 'False', reason: R.AsExpected, message: 'serving on every agent of every placed region' };
 
     const wanted = [ready, placed, degraded].map((c) => ({ ...c, observedGeneration: generation }));
     const conditions = setConditions(ew.status?.conditions, wanted, new Date());
@@ -243,8 +245,8 @@ export class EdgeWorkerReconciler {
     const obj = { apiVersion: API_VERSION, kind: 'EdgeWorker', name: ew.metadata.name, namespace: ew.metadata.namespace ?? 'default', uid: ew.metadata.uid };
     for (const c of transitions(before, after)) {
       // A worker rolling out is short of agents for a moment: not worth an Event each time.
-      if ((c.type === 'Degraded' && c.status === 'False') || c.reason === 'AgentsNotReady' || c.reason === 'NotFullyAvailable') continue;
-      const warn = (c.type === 'Degraded' && c.status === 'True') || (c.type !== 'Degraded' && c.status === 'False' && c.reason !== 'AgentsNotReady');
+      if ((c.type === T.Degraded && c.status === 'False') || c.reason === R.AgentsNotReady || c.reason === R.NotFullyAvailable) continue;
+      const warn = (c.type === T.Degraded && c.status === 'True') || (c.type !== T.Degraded && c.status === 'False' && c.reason !== R.AgentsNotReady);
       void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
     }
   }
