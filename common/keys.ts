@@ -1,4 +1,5 @@
 import type { ActorAddress } from './actor-ops.js';
+import { EdgeError } from './errors.js';
 
 // Every string key the system builds from names, and its inverse, in one place: KV keys
 // (the shapes are wire format, read by every agent and the operator of any version still
@@ -11,10 +12,9 @@ import type { ActorAddress } from './actor-ops.js';
 // inside a part; actor ids are 64 lowercase hex.
 
 /** A key that does not have the shape its parser expects. */
-export class MalformedKeyError extends Error {
+export class MalformedKeyError extends EdgeError {
   constructor(readonly kind: string, readonly key: string, readonly expected: string) {
-    super(`malformed ${kind} ${JSON.stringify(key)}: expected ${expected}`);
-    this.name = 'MalformedKeyError';
+    super(`malformed ${kind} ${JSON.stringify(key)}: expected ${expected}`, { context: { key } });
   }
 }
 

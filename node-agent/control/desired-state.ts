@@ -6,7 +6,6 @@ import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { workerRef } from '../../common/keys.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
@@ -48,7 +47,7 @@ export class DirectorySource implements DesiredStateSource {
     this.watcher = watch(this.dir, () => {
       if (this.timer) clearTimeout(this.timer);
       this.timer = setTimeout(() => {
-        this.load().then(onUpdate, (err: unknown) => this.log.error('reloading workers failed', { dir: this.dir, error: errorMessage(err) }));
+        this.load().then(onUpdate, (err: unknown) => this.log.error('reloading workers failed', { dir: this.dir, error: err }));
       }, 100);
     });
   }
@@ -75,7 +74,7 @@ export class DirectorySource implements DesiredStateSource {
         }
         this.lastGood.set(f, docs);
       } catch (err) {
-        this.log.error('manifest file does not parse; keeping its last good version', { file: join(this.dir, f), error: errorMessage(err) });
+        this.log.error('manifest file does not parse; keeping its last good version', { file: join(this.dir, f), error: err });
       }
     }
     return [...this.lastGood.values()].flat();
@@ -123,7 +122,7 @@ export class DirectorySource implements DesiredStateSource {
           def: { key, name: key, source, limits: spec.limits, env, digest: versionDigest(source, spec, env) },
         });
       } catch (err) {
-        this.log.error('EdgeWorker cannot be served', { worker: key, error: errorMessage(err) });
+        this.log.error('EdgeWorker cannot be served', { worker: key, error: err });
       }
     }
     return out;

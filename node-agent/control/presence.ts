@@ -1,6 +1,5 @@
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { encodeJson, SUBJECTS, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport } from '../../common/nats.js';
 import { agentKey, parseOrSkip, parseWorkerRef, workerKey } from '../../common/keys.js';
 import type { WorkerState } from '../serving/worker-server.js';
@@ -68,7 +67,7 @@ export class AgentPresence {
       try {
         await this.opts.buckets.agents.put(this.key, encodeJson(this.presence()));
       } catch (err) {
-        this.opts.log.warn('presence refresh failed', { key: this.key, error: errorMessage(err) });
+        this.opts.log.warn('presence refresh failed', { key: this.key, error: err });
       }
     });
     return this.writing;
@@ -95,7 +94,7 @@ export class AgentPresence {
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));
         this.lastReport = body;
       } catch (err) {
-        this.opts.log.warn('worker report failed; will retry', { key: this.key, error: errorMessage(err) });
+        this.opts.log.warn('worker report failed; will retry', { key: this.key, error: err });
       }
     });
     return this.writing;
