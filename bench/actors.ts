@@ -2,6 +2,7 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
+import { actorInstanceKey } from '../common/keys.js';
 import { ActorIds } from '../node-agent/bindings/actor-id.js';
 import { crPath, KubeClient } from '../operator/runtime/kube-client.js';
 import { EdgeCluster, type AgentProc } from '../test/harness/edge-cluster.js';
@@ -209,7 +210,7 @@ function clusterPids(c: Cluster): Record<string, number> {
   for (const p of c.cluster.cp.processes) pids[p.name] = p.pid;
   return pids;
 }
-const actorKeyOf = (c: Cluster, name: string): string => `${NS}/${DA}/${c.ids.idFromName(name).hex}`;
+const actorKeyOf = (c: Cluster, name: string): string => actorInstanceKey(NS, DA, c.ids.idFromName(name).hex);
 
 /** Which live agent hosts each named actor now (from every agent's admin /status `actors`). */
 async function owners(c: Cluster, names: string[]): Promise<Map<string, AgentProc>> {

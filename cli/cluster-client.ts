@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Condition } from '../common/api/index.js';
+import { ConditionReasons as R, ConditionTypes, type ConditionReason, type ConditionType } from '../common/reasons.js';
 import { crPath, type KubeClient } from '../operator/runtime/kube-client.js';
 
 // What `edge deploy`, `edge status` and `edge logs` share: finding the cluster (flags,
@@ -91,10 +92,14 @@ export async function listCrs<T>(kube: KubeClient, plural: string, namespace?: s
   return (await kube.request<{ items: T[] }>('GET', crPath(plural, namespace))).items;
 }
 
-export const conditionOf = (o: { status?: { conditions?: Condition[] } }, type: string) => o.status?.conditions?.find((c) => c.type === type);
+export const conditionOf = (o: { status?: { conditions?: Condition[] } }, type: ConditionType) => o.status?.conditions?.find((c) => c.type === type);
 
 /** Reasons after which waiting longer does not help: the spec (or what it refers to) must change. */
-export const TERMINAL_REASONS = new Set(['BundleInvalid', 'SourceNotFound', 'SecretNotFound', 'ActorNotFound', 'NoRegions', 'WorkerNotFound', 'WorkerNotInRegion', 'RegionUnavailable']);
+export const TERMINAL_REASONS: ReadonlySet<string> = new Set<ConditionReason>([
+  R.BundleInvalid, R.SourceNotFound, R.SecretNotFound, R.ActorNotFound, R.NoRegions, R.WorkerNotFound, R.WorkerNotInRegion, R.RegionUnavailable,
+]);
+/** Not an operator reason: what the CLI shows while the status is not about the current spec yet. */
+export const PENDING = 'Pending';
 
 export interface Readiness {
   /** The status is about the current spec (observedGeneration == generation). */
@@ -107,24 +112,24 @@ export interface Readiness {
 }
 
 export function workerReadiness(ew: EdgeWorkerObj): Readiness {
-  const r = conditionOf(ew, 'Ready');
+  const r = conditionOf(ew, ConditionTypes.Ready);
   const current = ew.status?.observedGeneration === ew.metadata.generation;
   return {
     current,
     ready: current && r?.status === 'True',
-    reason: current ? (r?.reason ?? 'Pending') : 'Pending',
+    reason: current ? (r?.reason ?? PENDING) : PENDING,
     message: current ? (r?.message ?? '') : 'the operator has not seen this version yet',
     where: (ew.status?.regions ?? []).map((x) => `${x.name} ${x.readyAgents}/${x.desiredAgents}`).join(', '),
   };
 }
 
 export function actorReadiness(da: DurableActorObj): Readiness {
-  const r = conditionOf(da, 'Ready');
+  const r = conditionOf(da, ConditionTypes.Ready);
   const current = da.status?.observedGeneration === da.metadata.generation;
   return {
     current,
     ready: current && r?.status === 'True',
-    reason: current ? (r?.reason ?? 'Pending') : 'Pending',
+    reason: current ? (r?.reason ?? PENDING) : PENDING,
     message: current ? (r?.message ?? '') : 'the operator has not seen this version yet',
     where: da.status?.region ?? da.spec.locationHint ?? '',
   };

@@ -7,6 +7,7 @@ import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
 } from '../common/api/index.js';
 import { MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import { ConditionReasons } from '../common/reasons.js';
 import { crPath, isNotFound, KubeClient, KubeError } from '../operator/runtime/kube-client.js';
 import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
@@ -243,7 +244,7 @@ async function waitReady(kube: KubeClient, namespace: string, name: string, gene
       // from existing (watch lag), so give it a few seconds.
       if (TERMINAL_REASONS.has(r.reason)) {
         if (terminalSince?.reason !== r.reason) terminalSince = { reason: r.reason, at: Date.now() };
-        if (r.reason === 'BundleInvalid' || Date.now() - terminalSince.at > 5000) {
+        if (r.reason === ConditionReasons.BundleInvalid || Date.now() - terminalSince.at > 5000) {
           process.stderr.write(`edge deploy: ${namespace}/${name} is not Ready: ${r.reason}: ${r.message}\n`);
           return 1;
         }

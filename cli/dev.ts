@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { ConditionReasons } from '../common/reasons.js';
 import { KubeClient } from '../operator/runtime/kube-client.js';
 import {
   actorReadiness, clearDevState, listCrs, TERMINAL_REASONS, workerReadiness, writeDevState,
@@ -165,7 +166,7 @@ async function settle(kube: KubeClient, objs: ObjRef[], timeoutMs: number, abort
         // names the worker): give the operator a moment before calling it final.
         const since = refusedSince.get(k) ?? Date.now();
         refusedSince.set(k, since);
-        if (r.reason === 'BundleInvalid' || Date.now() - since > 8000) {
+        if (r.reason === ConditionReasons.BundleInvalid || Date.now() - since > 8000) {
           say(`  refused  ${name} ${r.reason}: ${r.message}`);
           pending.delete(k);
         }

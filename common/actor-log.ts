@@ -10,6 +10,7 @@ import { errorMessage, type Logger } from './log.js';
 import { ACTOR_SUBJECTS, ACTORS_STREAM } from './nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from './actor-ops.js';
 import { EdgeError } from './errors.js';
+import { actorInstanceKeyOf, isActorId, isDnsLabel } from './keys.js';
 
 // The durable, fenced log of each actor, on JetStream (DESIGN.md sections 5 and 6).
 //
@@ -113,14 +114,14 @@ export interface ActorLogOptions {
 /** A commit whose record does not fit in one NATS message: nothing was written. */
 export class ActorWriteTooLargeError extends EdgeError {
   constructor(readonly address: ActorAddress, readonly bytes: number, readonly limit: number) {
-    super(`actor ${actorName(address)}: the writes of this request take ${bytes} bytes encoded, over the ${limit}-byte limit of one commit (NATS max_payload ${limit + PUBLISH_HEADROOM}); nothing was written`, { context: { actor: actorName(address) } });
+    super(`actor ${actorInstanceKeyOf(address)}: the writes of this request take ${bytes} bytes encoded, over the ${limit}-byte limit of one commit (NATS max_payload ${limit + PUBLISH_HEADROOM}); nothing was written`, { context: { actor: actorInstanceKeyOf(address) } });
   }
 }
 
 /** A record in the log that cannot be read back. */
 export class ActorLogCorruptError extends EdgeError {
   constructor(readonly address: ActorAddress, readonly seq: number, detail: string, options?: ErrorOptions) {
-    super(`actor ${actorName(address)}: log record at stream sequence ${seq} is corrupt: ${detail}`, { ...options, context: { actor: actorName(address) } });
+    super(`actor ${actorInstanceKeyOf(address)}: log record at stream sequence ${seq} is corrupt: ${detail}`, { ...options, context: { actor: actorInstanceKeyOf(address) } });
   }
 }
 
@@ -131,16 +132,12 @@ export class ActorLogCorruptError extends EdgeError {
  */
 export class ActorLogUnavailableError extends EdgeError {
   constructor(readonly address: ActorAddress, readonly operation: string, readonly maybeWritten: boolean, cause: unknown) {
-    super(`actor ${actorName(address)}: ${operation} failed: NATS JetStream unavailable (${errorMessage(cause)})${maybeWritten ? '; the write may or may not have been stored' : ''}`, { cause, context: { actor: actorName(address) } });
+    super(`actor ${actorInstanceKeyOf(address)}: ${operation} failed: NATS JetStream unavailable (${errorMessage(cause)})${maybeWritten ? '; the write may or may not have been stored' : ''}`, { cause, context: { actor: actorInstanceKeyOf(address) } });
   }
 }
 
-export const actorName = (a: ActorAddress) => `${a.namespace}/${a.actor}/${a.id}`;
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const ACTOR_ID = /^[0-9a-f]{64}$/;
 function checkAddress(a: ActorAddress): void {
-  if (!DNS_LABEL.test(a.namespace) || !DNS_LABEL.test(a.actor) || !ACTOR_ID.test(a.id)) {
+  if (!isDnsLabel(a.namespace) || !isDnsLabel(a.actor) || !isActorId(a.id)) {
     throw new Error(`invalid actor address ${JSON.stringify(a)}: namespace and actor must be DNS labels and id 64 lowercase hex`);
   }
 }
@@ -513,7 +510,7 @@ export class ActorLog {
     if (agent === undefined) {
       const { owner, lastSeq } = await this.readLog(addr);
       if (lastSeq !== expectedSeq || !owner || owner.epoch !== epoch) {
-        throw new FencedError(addr, `actor ${actorName(addr)}: snapshot at epoch ${epoch} expected the log at sequence ${expectedSeq} but it is at ${lastSeq} with owner epoch ${owner?.epoch ?? 'none'}`,
+        throw new FencedError(addr, `actor ${actorInstanceKeyOf(addr)}: snapshot at epoch ${epoch} expected the log at sequence ${expectedSeq} but it is at ${lastSeq} with owner epoch ${owner?.epoch ?? 'none'}`,
           { write: 'snapshot', epoch, expectedSeq, actualSeq: lastSeq });
       }
       agent = owner.agent;
@@ -549,14 +546,14 @@ export class ActorLog {
       // outcome: the marker may have landed, and then these chunks are the actor's state.
       if (err instanceof FencedError) {
         await this.purge(addr, { filter: subject })
-          .catch((e: unknown) => this.log.warn('actor snapshot: dropping unreferenced chunks failed', { actor: actorName(addr), gen, error: e }));
+          .catch((e: unknown) => this.log.warn('actor snapshot: dropping unreferenced chunks failed', { actor: actorInstanceKeyOf(addr), gen, error: e }));
       }
       throw err;
     }
     // Older generations (and chunks of snapshots that never got a marker) all precede
     // this generation's first chunk.
     await this.purge(addr, { filter: ACTOR_SUBJECTS.snapshotAll(addr.namespace, addr.actor, addr.id), seq: firstChunkSeq })
-      .catch((e: unknown) => this.log.warn('actor snapshot: purging older generations failed (the next compaction retries)', { actor: actorName(addr), gen, error: e }));
+      .catch((e: unknown) => this.log.warn('actor snapshot: purging older generations failed (the next compaction retries)', { actor: actorInstanceKeyOf(addr), gen, error: e }));
     return { seq, gen, chunks, bytes: blob.byteLength, firstChunkSeq };
   }
 
@@ -626,7 +623,7 @@ export class ActorLog {
 
   /** Deletes every actor of one DurableActor (the CR was deleted). */
   async purgeNamespace(namespace: string, actor: string): Promise<number> {
-    if (!DNS_LABEL.test(namespace) || !DNS_LABEL.test(actor)) throw new Error(`invalid DurableActor ${namespace}/${actor}: both must be DNS labels`);
+    if (!isDnsLabel(namespace) || !isDnsLabel(actor)) throw new Error(`invalid DurableActor ${namespace}/${actor}: both must be DNS labels`);
     const what = { namespace, actor, id: '*' };
     const [a, b] = await Promise.all([
       this.purge(what, { filter: ACTOR_SUBJECTS.logAllOf(namespace, actor) }),
@@ -669,7 +666,7 @@ export class ActorLog {
           // writer bug worth a log line, not a reason to refuse the actor's data.
           if (!warned && (!owner || owner.epoch !== rec.epoch || owner.released)) {
             warned = true;
-            this.log.warn('actor log: commit epoch does not match its owner', { actor: actorName(addr), seq, epoch: rec.epoch, owner: owner ?? undefined });
+            this.log.warn('actor log: commit epoch does not match its owner', { actor: actorInstanceKeyOf(addr), seq, epoch: rec.epoch, owner: owner ?? undefined });
           }
           break;
       }
@@ -782,22 +779,22 @@ export class ActorLog {
           if (ambiguous) {
             const landed = await this.findOwnWrite(addr, subject, expectedSeq, data);
             if (landed > 0) {
-              this.log.info('actor log: an unacknowledged write had landed', { actor: actorName(addr), write, seq: landed });
+              this.log.info('actor log: an unacknowledged write had landed', { actor: actorInstanceKeyOf(addr), write, seq: landed });
               return landed;
             }
           }
           throw new FencedError(addr,
-            `actor ${actorName(addr)}: ${write} at epoch ${epoch} refused: it expected the log to end at sequence ${expectedSeq} but it ends at ${actual < 0 ? 'a later one' : actual} (another owner claimed the actor, or it was purged)`,
+            `actor ${actorInstanceKeyOf(addr)}: ${write} at epoch ${epoch} refused: it expected the log to end at sequence ${expectedSeq} but it ends at ${actual < 0 ? 'a later one' : actual} (another owner claimed the actor, or it was purged)`,
             { write, epoch, expectedSeq, ...(actual >= 0 ? { actualSeq: actual } : {}) });
         }
         if (!isTransient(err)) {
           const api = apiErrorOf(err);
-          if (api) throw new Error(`actor ${actorName(addr)}: ${write} refused by JetStream: ${api.description ?? api.code}`);
+          if (api) throw new Error(`actor ${actorInstanceKeyOf(addr)}: ${write} refused by JetStream: ${api.description ?? api.code}`);
           throw err;
         }
         ambiguous = true;
         if (Date.now() >= deadline) throw new ActorLogUnavailableError(addr, write, true, err);
-        this.log.warn('actor log: write not acknowledged, retrying', { actor: actorName(addr), write, attempt, error: err });
+        this.log.warn('actor log: write not acknowledged, retrying', { actor: actorInstanceKeyOf(addr), write, attempt, error: err });
         await sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }
@@ -818,7 +815,7 @@ export class ActorLog {
       } catch (err) {
         if (!isTransient(err)) throw err;
         if (Date.now() >= deadline) throw new ActorLogUnavailableError(addr, what, maybeWritten, err);
-        this.log.warn('actor log: NATS unavailable, retrying', { actor: actorName(addr), what, attempt, error: err });
+        this.log.warn('actor log: NATS unavailable, retrying', { actor: actorInstanceKeyOf(addr), what, attempt, error: err });
         await sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }

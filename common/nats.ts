@@ -2,22 +2,23 @@ import { connect, type ConnectionOptions, type KV, type NatsConnection, type Obj
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
 import { regionName } from './api/meta.js';
+import { agentToken } from './keys.js';
 
-// The one place for the NATS layout (DESIGN.md section 5): bucket names, key shapes,
-// subjects and the schemas of every value that crosses NATS. Both the operator and the
+// The one place for the NATS layout (DESIGN.md section 5): bucket names, subjects and the
+// schemas of every value that crosses NATS (the key shapes are in keys.ts). Both the operator and the
 // agents import this; every value read from NATS is parsed with these schemas.
 
-/** KV: `<namespace>.<name>` -> WorkerConfig, written by the operator's leader. */
+/** KV: workerKey `<namespace>.<name>` -> WorkerConfig, written by the operator's leader. */
 export const WORKERS_BUCKET = 'edge-workers';
 /** Object store: bundle source bytes, named by their sha256 digest. */
 export const BUNDLES_BUCKET = 'edge-bundles';
-/** KV: `<region>.<agent>` -> Presence, refreshed by each agent. */
+/** KV: agentKey `<region>.<agent>` -> Presence, refreshed by each agent. */
 export const AGENTS_BUCKET = 'edge-agents';
-/** KV: `<namespace>.<name>` -> ActorConfig (a DurableActor), written by the operator's leader. */
+/** KV: actorClassKey `<namespace>.<name>` -> ActorConfig (a DurableActor), written by the operator's leader. */
 export const ACTORS_BUCKET = 'edge-actors';
-/** KV: `<namespace>.<actor>.<id>` -> ActorAlarm: alarms set by actors, so they fire even when the actor is not in memory. */
+/** KV: alarmKey `<namespace>.<actor>.<id>` -> ActorAlarm: alarms set by actors, so they fire even when the actor is not in memory. */
 export const ACTOR_ALARMS_BUCKET = 'edge-actor-alarms';
-/** KV: `<region>.<agent>` -> AgentReport, written by each agent when its workers change. */
+/** KV: agentKey `<region>.<agent>` -> AgentReport, written by each agent when its workers change. */
 export const AGENT_REPORTS_BUCKET = 'edge-agent-reports';
 
 /**
@@ -61,7 +62,7 @@ export const LogLineSchema = z.object({
   message: z.string(),
   region: z.string(),
   node: z.string(),
-  /** `<namespace>/<name>`. */
+  /** `<namespace>/<name>` (workerRef). */
   worker: z.string(),
 });
 export type LogLine = z.infer<typeof LogLineSchema>;
@@ -89,17 +90,6 @@ export const ACTOR_SUBJECTS = {
   /** Every actor's snapshots of one DurableActor (a purge filter). */
   snapshotAllOf: (namespace: string, actor: string) => `edge.actor.snap.${namespace}.${actor}.>`,
 } as const;
-
-/** NATS key and subject tokens cannot hold '.', '*', '>' or spaces. */
-const agentToken = (agent: string) => agent.replace(/[^A-Za-z0-9_-]/g, '_');
-
-export const workerKey = (namespace: string, name: string) => `${namespace}.${name}`;
-/** Inverse of workerKey: namespaces and EdgeWorker names are DNS labels, so no dots. */
-export function parseWorkerKey(key: string): { namespace: string; name: string } | undefined {
-  const m = /^([a-z0-9-]+)\.([a-z0-9-]+)$/.exec(key);
-  return m ? { namespace: m[1]!, name: m[2]! } : undefined;
-}
-export const agentKey = (region: string, agent: string) => `${region}.${agentToken(agent)}`;
 
 const sha256Digest = () => z.string().regex(/^sha256:[a-f0-9]{64}$/);
 
@@ -198,7 +188,7 @@ export const AgentReportSchema = z.object({
   seq: z.number().int().min(0),
   /** `<namespace>.<name>` (workerKey) -> what this agent has for that worker. */
   workers: z.record(z.string(), WorkerReportSchema),
-  /** `<namespace>.<name>` of a DurableActor -> actors active on this agent. */
+  /** `<namespace>.<name>` (actorClassKey) of a DurableActor -> actors active on this agent. */
   actors: z.record(z.string(), z.object({ active: z.number().int().min(0) })).default({}),
 });
 export type AgentReport = z.infer<typeof AgentReportSchema>;

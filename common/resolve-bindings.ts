@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { AiBinding, EdgeWorkerSpec } from './api/index.js';
+import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
+import { ConditionReasons } from './reasons.js';
 
 // The one path from an EdgeWorker's spec to what its isolates are given: the module source
 // (inline or from a ConfigMap) and env (vars, Secret values, DurableActor uids, model-server
@@ -15,15 +17,14 @@ export type AiServiceRef = ResolvedEnv['ai'][string]['services'][string];
 
 /** The Ready=False reasons a spec that cannot be resolved gets. */
 export const RESOLVE_REASONS = {
-  SourceNotFound: 'SourceNotFound',
-  SecretNotFound: 'SecretNotFound',
-  ActorNotFound: 'ActorNotFound',
+  SourceNotFound: ConditionReasons.SourceNotFound,
+  SecretNotFound: ConditionReasons.SecretNotFound,
+  ActorNotFound: ConditionReasons.ActorNotFound,
 } as const;
 export type ResolveReason = (typeof RESOLVE_REASONS)[keyof typeof RESOLVE_REASONS];
 
 /** A reference in the spec names something that is not there; the message starts with the field. */
-export class BindingResolutionError extends Error {
-  override readonly name = 'BindingResolutionError';
+export class BindingResolutionError extends EdgeError {
   constructor(
     readonly reason: ResolveReason,
     /** The spec field holding the reference, e.g. `spec.bindings.secrets`. */
@@ -32,7 +33,7 @@ export class BindingResolutionError extends Error {
     readonly binding: string | undefined,
     what: string,
   ) {
-    super(`${field}${binding === undefined ? '' : ` ${binding}`}: ${what}`);
+    super(`${field}${binding === undefined ? '' : ` ${binding}`}: ${what}`, binding === undefined ? {} : { context: { binding } });
   }
 }
 

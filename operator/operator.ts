@@ -7,7 +7,11 @@ import {
 import { startAdminServer } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
-import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
+import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
+import {
+  actorClassRef, parseActorClassKey, parseActorClassRef, parseOrSkip, parseWorkerKey, parseWorkerRef, workerRef,
+} from '../common/keys.js';
+import { ConditionTypes } from '../common/reasons.js';
 import { AgentView } from '../common/agent-view.js';
 import { ActorLog } from '../common/actor-log.js';
 import { disposeBundleChecker } from './controllers/bundle-check.js';
@@ -48,8 +52,11 @@ export interface OperatorOptions {
   onLostLeadership?: () => void;
 }
 
-const ewKey = (ns: string, name: string) => `ew/${ns}/${name}`;
-const daKey = (ns: string, name: string) => `da/${ns}/${name}`;
+// Work queue items: a kind prefix and the object's ref.
+const EW = 'ew/';
+const DA = 'da/';
+const ewKey = (ns: string, name: string) => `${EW}${workerRef(ns, name)}`;
+const daKey = (ns: string, name: string) => `${DA}${actorClassRef(ns, name)}`;
 
 interface NodeObject extends KubeObject { metadata: KubeObject['metadata'] & { labels?: Record<string, string> }; spec?: { unschedulable?: boolean } }
 
@@ -148,7 +155,7 @@ export class Operator {
       getWorker: (ns, name) => workers.get(ns, name),
       nodes: nodeInfos,
     });
-    const refs = new RefWatcher(kc, log, (key) => queue.add(`ew/${key}`));
+    const refs = new RefWatcher(kc, log, (ref) => queue.add(`${EW}${ref}`));
 
     const enqueueAll = () => {
       for (const w of workers.list()) queue.add(ewKey(w.metadata.namespace ?? 'default', w.metadata.name));
@@ -197,12 +204,13 @@ export class Operator {
     agents.onChange((c) => {
       if (!this.synced) return;
       if (c.all) { enqueueAll(); return; }
+      // Report keys are written by agents: a malformed one names nothing to reconcile.
       for (const k of c.workers) {
-        const parsed = parseWorkerKey(k);
+        const parsed = parseOrSkip(parseWorkerKey, k);
         if (parsed) queue.add(ewKey(parsed.namespace, parsed.name));
       }
       for (const k of c.actors) {
-        const parsed = parseWorkerKey(k);
+        const parsed = parseOrSkip(parseActorClassKey, k);
         if (parsed) queue.add(daKey(parsed.namespace, parsed.name));
       }
     });
@@ -215,7 +223,7 @@ export class Operator {
     // Configs in NATS whose EdgeWorker is gone (deleted while no leader ran): reconcile
     // them too, which removes them.
     for (const k of store.keys()) {
-      const p = parseWorkerKey(k);
+      const p = parseOrSkip(parseWorkerKey, k);
       if (p && !workers.get(p.namespace, p.name)) queue.add(ewKey(p.namespace, p.name));
     }
     log.info('controllers started', { workers: workers.list().length, actors: actors.list().length, nodes: nodes.list().length });
@@ -230,7 +238,7 @@ export class Operator {
         this.metrics.agentsLive.reset();
         for (const [region, n] of perRegion) this.metrics.agentsLive.set({ region }, n);
         let ready = 0;
-        for (const w of workers.list()) if (w.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True') ready++;
+        for (const w of workers.list()) if (w.status?.conditions?.find((c) => c.type === ConditionTypes.Ready)?.status === 'True') ready++;
         this.metrics.workers.set({ ready: 'true' }, ready);
         this.metrics.workers.set({ ready: 'false' }, workers.list().length - ready);
       })().catch((err: unknown) => log.warn('housekeeping failed', { error: err }));
@@ -239,12 +247,13 @@ export class Operator {
     this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
 
     void queue.run(this.opts.concurrency ?? 4, async (key) => {
-      const [kind, ns, name] = key.split('/') as [string, string, string];
+      const isWorker = key.startsWith(EW);
+      const ref = key.slice((isWorker ? EW : DA).length);
       try {
-        if (kind === 'ew') await ewReconciler.reconcile(ns, name);
-        else if (kind === 'da') await daReconciler.reconcile(ns, name);
+        if (isWorker) { const w = parseWorkerRef(ref); await ewReconciler.reconcile(w.namespace, w.name); }
+        else { const a = parseActorClassRef(ref); await daReconciler.reconcile(a.namespace, a.name); }
       } catch (err) {
-        log.warn('reconcile failed; will retry', { kind, object: `${ns}/${name}`, error: err });
+        log.warn('reconcile failed; will retry', { kind: isWorker ? 'ew' : 'da', object: ref, error: err });
         throw err;
       }
     });

@@ -2,7 +2,8 @@ import type { KV, KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig } from '../../common/nats.js';
 import type { ActorRunner } from './host.js';
-import { actorKey, type ActorRingPort } from './ring.js';
+import { actorInstanceKey, alarmKey } from '../../common/keys.js';
+import type { ActorRingPort } from './ring.js';
 
 // Alarms of actors, fired by whichever agent owns the actor when the time comes, whether
 // or not the actor is in memory: the owner writes the alarm into the actor's log (the
@@ -13,8 +14,6 @@ import { actorKey, type ActorRingPort } from './ring.js';
 
 export const ALARM_FIRST_RETRY_MS = 2_000;
 export const ALARM_MAX_RETRIES = 6;
-
-const alarmKey = (namespace: string, actor: string, id: string) => `${namespace}.${actor}.${id}`;
 
 /** What the alarms use of KV `edge-actor-alarms` (EdgeBuckets.alarms). */
 export type AlarmIndexPort = Pick<KV, 'watch' | 'put' | 'purge'>;
@@ -74,7 +73,7 @@ export class ActorAlarms {
   }
 
   private mine(a: ActorAlarm): boolean {
-    return this.opts.ring.owner(a.region, actorKey(a.namespace, a.actor, a.id))?.agent === this.opts.agent;
+    return this.opts.ring.owner(a.region, actorInstanceKey(a.namespace, a.actor, a.id))?.agent === this.opts.agent;
   }
 
   private plan(key: string): void {

@@ -3,7 +3,8 @@ import { errorMessage } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../common/actor-ops.js';
 import { ActorResetError } from './isolate.js';
-import { actorKey } from './ring.js';
+import { actorClassKey, actorInstanceKey } from '../../common/keys.js';
+import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
@@ -37,7 +38,7 @@ export interface ActorStoragePort {
 export interface ActorInstancePort {
   fetch(req: PeerRequest): Promise<PeerResponse>;
   alarm(retryCount: number): Promise<void>;
-  dispose(reason: string): void;
+  dispose(reason: ActorDeactivationReason): void;
   readonly dead: boolean;
   /** Open WebSockets accepted by the actor: it stays active while any is open. */
   readonly openSockets: number;
@@ -112,11 +113,11 @@ export class ActorHost implements ActorRunner {
     this.sweeper.unref();
   }
 
-  /** Active actors per DurableActor (`<namespace>.<name>`), for the agent's report. */
+  /** Active actors per DurableActor (actorClassKey), for the agent's report. */
   counts(): Record<string, { active: number }> {
     const out: Record<string, { active: number }> = {};
     for (const a of this.active.values()) {
-      const k = `${a.config.namespace}.${a.config.name}`;
+      const k = actorClassKey(a.config.namespace, a.config.name);
       out[k] = { active: (out[k]?.active ?? 0) + 1 };
     }
     return out;
@@ -138,7 +139,7 @@ export class ActorHost implements ActorRunner {
       } catch (err) {
         // The actor's code did not finish cleanly: whatever it wrote is dropped with it.
         act.storage.discardPending();
-        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, 'reset', false);
+        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
         throw err;
       }
       await this.commit(act);
@@ -160,7 +161,7 @@ export class ActorHost implements ActorRunner {
         await act.instance.alarm(retryCount);
       } catch (err) {
         act.storage.discardPending();
-        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, 'reset', false);
+        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
         throw err;
       }
       act.storage.clearAlarmIf(time);
@@ -194,11 +195,11 @@ export class ActorHost implements ActorRunner {
       act.storage.discardPending();
       if (err instanceof FencedError) {
         this.opts.log.warn('actor write fenced: another agent owns it now; deactivating', { actor: act.key, epoch: act.epoch });
-        await this.deactivate(act, 'fenced', false);
+        await this.deactivate(act, Why.Fenced, false);
         throw new NotHereError(`actor ${act.key} moved to another agent`);
       }
       // The write's fate is unknown to us: restart the actor from the log.
-      await this.deactivate(act, 'write-failed', false);
+      await this.deactivate(act, Why.WriteFailed, false);
       throw new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`, { cause: err });
     }
     act.commits += 1;
@@ -217,7 +218,7 @@ export class ActorHost implements ActorRunner {
   }
 
   private activation(config: ActorConfig, id: string): Promise<Activation> {
-    const key = actorKey(config.namespace, config.name, id);
+    const key = actorInstanceKey(config.namespace, config.name, id);
     const cur = this.active.get(key);
     if (cur && !cur.closed && !cur.instance.dead) return Promise.resolve(cur);
     let p = this.activating.get(key);
@@ -263,7 +264,7 @@ export class ActorHost implements ActorRunner {
    * Stops hosting an actor: waits for what is queued, disposes the isolate and, when
    * `release` is set, writes a release record so the next owner's claim needs no wait.
    */
-  private async deactivate(act: Activation, reason: string, release: boolean): Promise<void> {
+  private async deactivate(act: Activation, reason: ActorDeactivationReason, release: boolean): Promise<void> {
     if (act.closed) return;
     act.closed = true;
     if (this.active.get(act.key) === act) this.active.delete(act.key);
@@ -281,7 +282,7 @@ export class ActorHost implements ActorRunner {
   }
 
   /** Gracefully hands an actor over: finishes what is queued, then releases it. */
-  async handOver(key: string, reason: string): Promise<void> {
+  async handOver(key: string, reason: ActorDeactivationReason): Promise<void> {
     const act = this.active.get(key);
     if (!act) return;
     await act.idle();
@@ -292,7 +293,7 @@ export class ActorHost implements ActorRunner {
     const now = Date.now();
     for (const act of this.active.values()) {
       if (act.busy || act.instance.openSockets > 0) continue;
-      if (now - act.lastUsed > act.config.idleTimeoutSeconds * 1000) void this.handOver(act.key, 'idle');
+      if (now - act.lastUsed > act.config.idleTimeoutSeconds * 1000) void this.handOver(act.key, Why.Idle);
     }
   }
 
@@ -300,12 +301,12 @@ export class ActorHost implements ActorRunner {
   async drain(): Promise<string[]> {
     this.draining = true;
     const keys = this.keys();
-    await Promise.all(keys.map((k) => this.handOver(k, 'drain')));
+    await Promise.all(keys.map((k) => this.handOver(k, Why.Drain)));
     return keys;
   }
 
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
-    for (const act of [...this.active.values()]) await this.deactivate(act, 'shutdown', false);
+    for (const act of [...this.active.values()]) await this.deactivate(act, Why.Shutdown, false);
   }
 }

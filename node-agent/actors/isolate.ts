@@ -9,6 +9,7 @@ import {
   type DisposalReason, type IsolateHooks, type WorkerDefinition,
 } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
+import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 
 // One actor activation in one isolate: the DurableActor's worker bundle loaded in actor
 // mode, `new namespace[className](state, env)` constructed, and events delivered to the
@@ -31,6 +32,19 @@ import { EdgeError } from '../../common/errors.js';
 // be activated afresh (from its committed state) for the next event.
 
 const DISPOSAL_REASONS = new Set<string>(['cpu', 'memory', 'wall', 'crash', 'idle', 'replaced', 'shutdown', 'reset'] satisfies DisposalReason[]);
+/** Planned hand-overs are not failures: they must not read as resets in the logs. */
+const PLANNED = new Set<string>([Why.Idle, Why.RingChange, Why.NewVersion, Why.Deleted] satisfies ActorDeactivationReason[]);
+
+/**
+ * The isolate's disposal reason for a host's deactivation reason: 'drain' counts as
+ * 'shutdown' (sockets close with 1001), the other planned hand-overs as 'replaced',
+ * anything else ('fenced', 'write-failed') as 'reset'.
+ */
+export function disposalReasonOf(reason: DisposalReason | ActorDeactivationReason): DisposalReason {
+  if (DISPOSAL_REASONS.has(reason)) return reason as DisposalReason;
+  if (reason === Why.Drain) return 'shutdown';
+  return PLANNED.has(reason) ? 'replaced' : 'reset';
+}
 
 /** How long a blockConcurrencyWhile callback may run before the actor is reset (Durable Objects' 30 s). */
 export const BLOCK_CONCURRENCY_TIMEOUT_MS = 30_000;
@@ -211,14 +225,8 @@ export class ActorIsolate {
   /** WebSockets accepted by the actor and still open (the actor stays active while any is). */
   get openSockets(): number { return this.isolate.openSockets; }
 
-  /**
-   * Disposes the isolate. Reasons other than a DisposalReason are the host's own words:
-   * 'drain' counts as 'shutdown' (sockets close with 1001), anything else ('fenced',
-   * 'write-failed', ...) as 'reset'.
-   */
-  dispose(reason: DisposalReason | string): void {
-    // Planned hand-overs are not failures: they must not read as resets in the logs.
-    const planned = reason === 'idle' || reason === 'ring-change' || reason === 'new-version' || reason === 'deleted';
-    this.isolate.dispose(DISPOSAL_REASONS.has(reason) ? reason as DisposalReason : reason === 'drain' ? 'shutdown' : planned ? 'replaced' : 'reset');
+  /** Disposes the isolate; the host's deactivation reasons map as disposalReasonOf says. */
+  dispose(reason: DisposalReason | ActorDeactivationReason): void {
+    this.isolate.dispose(disposalReasonOf(reason));
   }
 }

@@ -10,8 +10,6 @@ import type { Presence } from '../../common/nats.js';
 /** Points per agent on the ring (ketama uses 4 per vnode, so 160 points). */
 const VNODES = 40;
 
-export const actorKey = (namespace: string, actor: string, id: string) => `${namespace}/${actor}/${id}`;
-
 /** What the router and the alarms ask of the ring. */
 export interface ActorRingPort {
   /** The agent that should host the actor, or undefined when the region has no live agent. */

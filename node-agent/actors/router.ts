@@ -2,7 +2,8 @@ import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
 import type { ActorRunner } from './host.js';
-import { actorKey, type ActorRingPort } from './ring.js';
+import { actorInstanceKey } from '../../common/keys.js';
+import type { ActorRingPort } from './ring.js';
 import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
@@ -59,7 +60,7 @@ export class ActorRouter implements PeerHandler {
   async call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
     const cfg = this.opts.config(namespace, actor);
     if (!cfg) throw new NotHereError(`DurableActor ${namespace}/${actor} is not known here`);
-    const owner = this.opts.ring.owner(cfg.region, actorKey(namespace, actor, id));
+    const owner = this.opts.ring.owner(cfg.region, actorInstanceKey(namespace, actor, id));
     const res = owner && owner.agent !== this.opts.agent && hops < MAX_HOPS ? await this.route(cfg, id, req, hops) : await this.opts.host.call(cfg, id, req);
     const out = this.socketOut(res);
     // The socket's subscription must be on the server before the other agent, told its
@@ -90,7 +91,7 @@ export class ActorRouter implements PeerHandler {
   }
 
   private async route(cfg: ActorConfig, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
-    const key = actorKey(cfg.namespace, cfg.name, id);
+    const key = actorInstanceKey(cfg.namespace, cfg.name, id);
     const deadline = Date.now() + (this.opts.routeTimeoutMs ?? 10_000);
     let last = '';
     for (let attempt = 0; ; attempt++) {

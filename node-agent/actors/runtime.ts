@@ -8,7 +8,11 @@ import type { ActorRouter as IsolateActorRouter } from '../bindings/actor-bindin
 import { ActorHost } from './host.js';
 import { ActorIsolate } from './isolate.js';
 import { ActorLog } from '../../common/actor-log.js';
-import { ActorRing, actorKey } from './ring.js';
+import {
+  actorClassPrefix, actorClassRef, actorInstanceKey, parseActorClassKey, parseActorInstanceKey, parseOrSkip, workerRef,
+} from '../../common/keys.js';
+import { ActorDeactivationReasons as Why } from '../../common/reasons.js';
+import { ActorRing } from './ring.js';
 import { ActorRouter, ActorUnavailableError } from './router.js';
 import { ActorStorage } from '../bindings/actor-storage.js';
 import type { IsolatePool } from '../isolate/pool.js';
@@ -31,7 +35,7 @@ export interface ActorRuntimeOptions {
   hooks: Omit<IsolateHooks, 'bindings'>;
   /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
   sockets: SocketRegistry;
-  /** The served version of a worker (`namespace/name`), if this agent serves it. */
+  /** The served version of a worker (its workerRef), if this agent serves it. */
   workerDefinition(key: string): WorkerDefinition | undefined;
   peerToken?: string;
   /** JetStream replicas of the actor log stream, when this agent is the one creating it. */
@@ -57,7 +61,7 @@ export class ActorRuntime {
   }
 
   config(namespace: string, actor: string): ActorConfig | undefined {
-    return this.configs.get(`${namespace}/${actor}`);
+    return this.configs.get(actorClassRef(namespace, actor));
   }
 
   /** What workers' isolates call for `env.<binding>.get(id).fetch()`. */
@@ -75,17 +79,17 @@ export class ActorRuntime {
       onActiveChange: () => opts.onActiveChange?.(),
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
-        storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: `${cfg.namespace}/${cfg.name}` }),
+        storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
         instance: async (cfg, id, storage) => {
-          const worker = opts.workerDefinition(`${cfg.namespace}/${cfg.worker}`);
+          const worker = opts.workerDefinition(workerRef(cfg.namespace, cfg.worker));
           if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
           const warm = opts.pool.take(worker.limits.memoryMiB);
           const inst = await ActorIsolate.activate(
-            { worker, className: cfg.className, actor: `${cfg.namespace}/${cfg.name}` },
+            { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
             { id, storage: storage as ActorStorage },
             warm, { ...opts.hooks, actorRouter: this.isolateRouter },
           );
-          const key = actorKey(cfg.namespace, cfg.name, id);
+          const key = actorInstanceKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);
           // Socket messages run through the actor's input gate like requests, and what
           // their handlers write is committed the same way.
@@ -121,9 +125,9 @@ export class ActorRuntime {
     // Ring changes: actors that now belong elsewhere are handed over once idle.
     this.ring.onChange(() => {
       for (const key of this.host.keys()) {
-        const [ns, actor, id] = key.split('/') as [string, string, string];
-        const cfg = this.config(ns, actor);
-        if (!cfg || this.ring.owner(cfg.region, actorKey(ns, actor, id))?.agent !== opts.agent) void this.host.handOver(key, 'ring-change');
+        const a = parseActorInstanceKey(key);
+        const cfg = this.config(a.namespace, a.actor);
+        if (!cfg || this.ring.owner(cfg.region, key)?.agent !== opts.agent) void this.host.handOver(key, Why.RingChange);
       }
     });
     // Another agent drained: activate at once the actors that come to us.
@@ -141,38 +145,42 @@ export class ActorRuntime {
   }
 
   private applyConfig(e: KvEntry): void {
-    const key = e.key.replace('.', '/');
     if (e.operation !== 'PUT') {
-      this.configs.delete(key);
-      for (const k of this.host.keys()) if (k.startsWith(`${key}/`)) void this.host.handOver(k, 'deleted');
+      // A key of another shape never held a config this agent could have taken.
+      const gone = parseOrSkip(parseActorClassKey, e.key);
+      if (!gone) return;
+      this.configs.delete(actorClassRef(gone.namespace, gone.name));
+      const prefix = actorClassPrefix(gone.namespace, gone.name);
+      for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
       return;
     }
     try {
       const cfg = decodeJson(ActorConfigSchema, e.value, `actor config ${e.key}`);
-      this.configs.set(`${cfg.namespace}/${cfg.name}`, cfg);
+      this.configs.set(actorClassRef(cfg.namespace, cfg.name), cfg);
     } catch (err) {
       this.opts.log.warn('ignoring unreadable actor config', { key: e.key, error: err });
     }
   }
 
-  /** A worker's version changed: actors running its old code restart on the next call. */
-  workerChanged(workerKey: string): void {
+  /** A worker's version changed (`ref` a workerRef): actors running its old code restart on the next call. */
+  workerChanged(ref: string): void {
     for (const key of this.host.keys()) {
-      const [ns, actor] = key.split('/') as [string, string];
-      const cfg = this.config(ns, actor);
-      if (!cfg || `${cfg.namespace}/${cfg.worker}` !== workerKey) continue;
-      const def = this.opts.workerDefinition(workerKey);
-      if (!def || this.versions.get(key) !== def.digest) void this.host.handOver(key, 'new-version');
+      const a = parseActorInstanceKey(key);
+      const cfg = this.config(a.namespace, a.actor);
+      if (!cfg || workerRef(cfg.namespace, cfg.worker) !== ref) continue;
+      const def = this.opts.workerDefinition(ref);
+      if (!def || this.versions.get(key) !== def.digest) void this.host.handOver(key, Why.NewVersion);
     }
   }
 
   private async prewarm(namespace: string, actor: string, id: string): Promise<void> {
     const cfg = this.config(namespace, actor);
-    if (!cfg || this.ring.owner(cfg.region, actorKey(namespace, actor, id))?.agent !== this.opts.agent) return;
+    const key = actorInstanceKey(namespace, actor, id);
+    if (!cfg || this.ring.owner(cfg.region, key)?.agent !== this.opts.agent) return;
     try {
       await this.host.prewarm(cfg, id);
     } catch (err) {
-      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: err });
+      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: key, error: err });
     }
   }
 
@@ -184,7 +192,7 @@ export class ActorRuntime {
   async drain(): Promise<number> {
     const keys = await this.host.drain();
     if (keys.length > 0) {
-      const actors = keys.map((k) => { const [namespace, actor, id] = k.split('/') as [string, string, string]; return { namespace, actor, id }; });
+      const actors = keys.map(parseActorInstanceKey);
       this.opts.nc.publish(SUBJECTS.actorMigrate(this.opts.region), encodeJson({ from: this.opts.agent, actors }));
       await this.opts.nc.flush();
     }

@@ -3,6 +3,7 @@ import type { Logger } from '../../common/log.js';
 import {
   encodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_BYTES, LOGS_MAX_PER_WORKER, LOGS_STREAM, SUBJECTS, type LogLine,
 } from '../../common/nats.js';
+import { parseOrSkip, parseWorkerRef, type ObjectRef } from '../../common/keys.js';
 
 // Workers' console output on NATS, for `edge logs`: every line a worker (or one of its
 // actors) writes goes to `edge.logs.<namespace>.<name>` as a LogLine, and the EDGE_LOGS
@@ -56,10 +57,10 @@ export class ConsoleStream {
     }
   }
 
-  /** For Agent.consoleListeners: `worker` is `<namespace>/<name>`. */
+  /** For Agent.consoleListeners: `worker` is its workerRef. */
   readonly listener = (worker: string, level: string, message: string): void => {
-    const slash = worker.indexOf('/');
-    if (slash < 0) return;
+    const ref = parseOrSkip(parseWorkerRef, worker);
+    if (!ref) return;
     const now = Date.now();
     let b = this.buckets.get(worker);
     if (!b) { b = { tokens: BURST, at: now, dropped: 0 }; this.buckets.set(worker, b); }
@@ -70,12 +71,12 @@ export class ConsoleStream {
     if (b.dropped > 0) {
       const n = b.dropped;
       b.dropped = 0;
-      this.publish(worker, slash, 'warn', `[edge] ${n} console line${n === 1 ? '' : 's'} dropped on ${this.opts.node} (over ${RATE_PER_S} lines/s)`);
+      this.publish(worker, ref, 'warn', `[edge] ${n} console line${n === 1 ? '' : 's'} dropped on ${this.opts.node} (over ${RATE_PER_S} lines/s)`);
     }
-    this.publish(worker, slash, level, message);
+    this.publish(worker, ref, level, message);
   };
 
-  private publish(worker: string, slash: number, level: string, message: string): void {
+  private publish(worker: string, ref: ObjectRef, level: string, message: string): void {
     let text = message;
     if (text.length > MAX_LOG_MESSAGE_BYTES / 4 && Buffer.byteLength(text) > MAX_LOG_MESSAGE_BYTES) {
       const cut = Buffer.from(text).subarray(0, MAX_LOG_MESSAGE_BYTES).toString('utf8');
@@ -83,7 +84,7 @@ export class ConsoleStream {
     }
     const line: LogLine = { ts: new Date().toISOString(), level, message: text, region: this.opts.region, node: this.opts.node, worker };
     try {
-      this.opts.nc.publish(SUBJECTS.logs(worker.slice(0, slash), worker.slice(slash + 1)), encodeJson(line));
+      this.opts.nc.publish(SUBJECTS.logs(ref.namespace, ref.name), encodeJson(line));
     } catch {
       // Closed or draining connection: the agent's own log still has the line.
     }

@@ -8,6 +8,7 @@ import { API_VERSION, EdgeWorkerSchema, type AiBinding } from '../../common/api/
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import { resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup } from '../../common/resolve-bindings.js';
+import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
@@ -144,7 +145,7 @@ export class DirectorySource implements DesiredStateSource {
     const out: DesiredWorker[] = [];
     for (const doc of docs.filter((d) => d.kind === 'EdgeWorker' && d.apiVersion === API_VERSION)) {
       const ns = nsOf(doc);
-      const key = `${ns}/${doc.metadata.name}`;
+      const key = workerRef(ns, doc.metadata.name);
       const parsed = EdgeWorkerSchema.safeParse(doc);
       if (!parsed.success) {
         this.log.error('invalid EdgeWorker manifest; not served', { worker: key, error: z.prettifyError(parsed.error) });

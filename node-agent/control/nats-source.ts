@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
+import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
@@ -89,7 +90,7 @@ export class NatsSource implements DesiredStateSource {
     let retry = false;
     for (const cfg of this.configs.values()) {
       if (!cfg.regions.includes(this.opts.region)) continue;
-      const key = `${cfg.namespace}/${cfg.name}`;
+      const key = workerRef(cfg.namespace, cfg.name);
       wanted.add(key);
       try {
         const source = await this.bundle(cfg);

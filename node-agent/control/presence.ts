@@ -1,8 +1,7 @@
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
-import {
-  agentKey, encodeJson, SUBJECTS, workerKey, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
-} from '../../common/nats.js';
+import { encodeJson, SUBJECTS, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport } from '../../common/nats.js';
+import { agentKey, parseOrSkip, parseWorkerRef, workerKey } from '../../common/keys.js';
 import type { WorkerState } from '../serving/worker-server.js';
 
 // The agent's side of "what is happening": presence (refreshed every ttl/3, so readers
@@ -21,7 +20,7 @@ export interface PresenceOptions {
   ttlMs: number;
   log: Logger;
   status(): WorkerState[];
-  /** Actors active per DurableActor (`<namespace>.<name>`). */
+  /** Actors active per DurableActor (actorClassKey). */
   actors?(): Record<string, { active: number }>;
   load?(): { workers: number; inflight: number };
   /** How often the worker states are compared with the last report. */
@@ -79,8 +78,10 @@ export class AgentPresence {
     this.writing = this.writing.then(async () => {
       const workers: Record<string, WorkerReport> = {};
       for (const s of this.opts.status()) {
-        const [ns, name] = s.key.split('/', 2) as [string, string];
-        workers[workerKey(ns, name)] = s.state === 'ready'
+        // Served from NATS configs, whose names are DNS labels; a throw here would stall every later write.
+        const w = parseOrSkip(parseWorkerRef, s.key);
+        if (!w) continue;
+        workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
           ? { version: s.digest, state: 'ready' }
           : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
       }

@@ -1,8 +1,8 @@
 import { once } from 'node:events';
 import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import { z } from 'zod';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
+import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
 import { HeaderListSchema } from '../abi/bridge.js';
 import { MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
@@ -12,8 +12,6 @@ import { EdgeError } from '../../common/errors.js';
 
 const MAX_PEER_BODY = 32 * 1024 * 1024;
 const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
-
-const PathSchema = z.tuple([z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[a-z0-9-]+$/), z.string().regex(/^[0-9a-f]{64}$/)]);
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -55,21 +53,21 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       if (token && req.headers['x-edge-peer-token'] !== token) { fail(401, 'peer token required'); return; }
       const url = req.url ?? '';
       if (req.method !== 'POST' || !url.startsWith(PEER_PATH)) { fail(404, 'not a peer endpoint'); return; }
-      const parts = PathSchema.safeParse(url.slice(PEER_PATH.length).split('/'));
-      if (!parts.success) { fail(400, 'expected /actors/<namespace>/<actor>/<id>'); return; }
+      const addr = parseOrSkip(parseActorInstanceKey, url.slice(PEER_PATH.length));
+      if (!addr) { fail(400, 'expected /actors/<namespace>/<actor>/<id>'); return; }
       const headers = HeaderListSchema.safeParse(JSON.parse(String(req.headers['x-edge-headers'] ?? '[]')));
       const target = String(req.headers['x-edge-url'] ?? '');
       const method = String(req.headers['x-edge-method'] ?? 'GET');
       if (!headers.success || !/^https?:\/\//.test(target)) { fail(400, 'malformed forwarded request'); return; }
       const body = await readBody(req, MAX_PEER_BODY);
-      const [ns, actor, id] = parts.data;
+      const { namespace: ns, actor, id } = addr;
       const hops = Number(req.headers['x-edge-hops'] ?? '0') || 0;
       let out: PeerResponse;
       try {
         out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
-        log.warn('forwarded actor call failed', { actor: `${ns}/${actor}/${id}`, error: err });
+        log.warn('forwarded actor call failed', { actor: actorInstanceKey(ns, actor, id), error: err });
         fail(500, errorMessage(err));
         return;
       }
@@ -101,7 +99,7 @@ export class PeerUnreachableError extends EdgeError {}
 
 /** Forwards an actor call to another agent's peer port. */
 export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string): Promise<PeerResponse> {
-  const url = new URL(`${PEER_PATH}${namespace}/${actor}/${id}`, peerAddress);
+  const url = new URL(`${PEER_PATH}${actorInstanceKey(namespace, actor, id)}`, peerAddress);
   const body = req.body ?? new Uint8Array(0);
   return new Promise((resolve, reject) => {
     let sent = false;

@@ -1,9 +1,11 @@
 import type { Condition } from '../../common/api/index.js';
+import type { ConditionReason, ConditionType } from '../../common/reasons.js';
 
 // metav1.Condition bookkeeping: lastTransitionTime moves only when status flips, so a
 // reconcile that finds nothing new writes nothing new.
 
-export type ConditionInput = Omit<Condition, 'lastTransitionTime'>;
+/** What a reconciler wants: only the types and reasons of common/reasons.ts. */
+export type ConditionInput = Omit<Condition, 'lastTransitionTime' | 'type' | 'reason'> & { type: ConditionType; reason: ConditionReason };
 
 export function setConditions(existing: Condition[] | undefined, wanted: ConditionInput[], now: Date): Condition[] {
   const byType = new Map((existing ?? []).map((c) => [c.type, c]));

@@ -1,7 +1,9 @@
 import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../../common/api/index.js';
 import type { AgentView } from '../../common/agent-view.js';
 import type { Logger } from '../../common/log.js';
-import { decodeJson, encodeJson, ActorConfigSchema, workerKey, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import { decodeJson, encodeJson, ActorConfigSchema, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import { actorClassKey, actorClassRef } from '../../common/keys.js';
+import { ConditionReasons as R, ConditionTypes as T } from '../../common/reasons.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventRecorder } from '../runtime/events.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
@@ -32,7 +34,7 @@ export class DurableActorReconciler {
   constructor(private readonly d: DurableActorDeps) {}
 
   async reconcile(namespace: string, name: string): Promise<void> {
-    const key = workerKey(namespace, name);
+    const key = actorClassKey(namespace, name);
     const da = this.d.getActor(namespace, name);
     if (!da) {
       await this.removeConfig(key);
@@ -43,7 +45,7 @@ export class DurableActorReconciler {
       await this.removeConfig(key);
       await this.d.purgeActorData(namespace, name);
       await removeFinalizer(this.d.client, DA_PLURAL, da);
-      this.d.log.info('durable actor deleted with its storage', { actor: `${namespace}/${name}` });
+      this.d.log.info('durable actor deleted with its storage', { actor: actorClassRef(namespace, name) });
       return;
     }
     await this.converge(await ensureFinalizer(this.d.client, DA_PLURAL, da, (raw: unknown) => DurableActorSchema.parse(raw)));
@@ -63,13 +65,13 @@ export class DurableActorReconciler {
     const region = da.spec.locationHint ?? workerRegions[0];
 
     let placed: ConditionInput;
-    if (!worker) placed = { type: 'Placed', status: 'False', reason: 'WorkerNotFound', message: `spec.workerRef: EdgeWorker ${namespace}/${da.spec.workerRef.name} not found` };
-    else if (!region) placed = { type: 'Placed', status: 'False', reason: 'NoRegions', message: 'no region has isolate nodes' };
-    else if ((regions.get(region)?.isolate.length ?? 0) === 0) placed = { type: 'Placed', status: 'False', reason: 'RegionUnavailable', message: `no isolate nodes in ${region}` };
-    else if (!workerRegions.includes(region)) placed = { type: 'Placed', status: 'False', reason: 'WorkerNotInRegion', message: `EdgeWorker ${da.spec.workerRef.name} is not placed in ${region} (it runs in ${workerRegions.join(', ') || 'no region'})` };
-    else placed = { type: 'Placed', status: 'True', reason: 'Placed', message: `actors of class ${da.spec.className} live in ${region}` };
+    if (!worker) placed = { type: T.Placed, status: 'False', reason: R.WorkerNotFound, message: `spec.workerRef: EdgeWorker ${namespace}/${da.spec.workerRef.name} not found` };
+    else if (!region) placed = { type: T.Placed, status: 'False', reason: R.NoRegions, message: 'no region has isolate nodes' };
+    else if ((regions.get(region)?.isolate.length ?? 0) === 0) placed = { type: T.Placed, status: 'False', reason: R.RegionUnavailable, message: `no isolate nodes in ${region}` };
+    else if (!workerRegions.includes(region)) placed = { type: T.Placed, status: 'False', reason: R.WorkerNotInRegion, message: `EdgeWorker ${da.spec.workerRef.name} is not placed in ${region} (it runs in ${workerRegions.join(', ') || 'no region'})` };
+    else placed = { type: T.Placed, status: 'True', reason: R.Placed, message: `actors of class ${da.spec.className} live in ${region}` };
 
-    const key = workerKey(namespace, name);
+    const key = actorClassKey(namespace, name);
     if (placed.status === 'True' && region) {
       const cfg: ActorConfig = {
         namespace, name, uid: da.metadata.uid ?? '', generation, className: da.spec.className, worker: da.spec.workerRef.name,
@@ -82,12 +84,12 @@ export class DurableActorReconciler {
     }
 
     const agents = region ? this.d.agents.agents(region).filter((a) => !a.draining) : [];
-    const workerReady = worker?.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    const workerReady = worker?.status?.conditions?.find((c) => c.type === T.Ready)?.status === 'True';
     let ready: ConditionInput;
-    if (placed.status !== 'True') ready = { type: 'Ready', status: 'False', reason: placed.reason, message: placed.message };
-    else if (!workerReady) ready = { type: 'Ready', status: 'False', reason: 'WorkerNotReady', message: `EdgeWorker ${da.spec.workerRef.name} is not Ready` };
-    else if (agents.length === 0) ready = { type: 'Ready', status: 'False', reason: 'NoAgents', message: `no live agent in ${region}` };
-    else ready = { type: 'Ready', status: 'True', reason: 'Serving', message: `${agents.length} agent(s) in ${region} host ${da.spec.className} actors` };
+    if (placed.status !== 'True') ready = { type: T.Ready, status: 'False', reason: placed.reason, message: placed.message };
+    else if (!workerReady) ready = { type: T.Ready, status: 'False', reason: R.WorkerNotReady, message: `EdgeWorker ${da.spec.workerRef.name} is not Ready` };
+    else if (agents.length === 0) ready = { type: T.Ready, status: 'False', reason: R.NoAgents, message: `no live agent in ${region}` };
+    else ready = { type: T.Ready, status: 'True', reason: R.Serving, message: `${agents.length} agent(s) in ${region} host ${da.spec.className} actors` };
     let active = 0;
     if (region) for (const r of this.d.agents.reportsForActors(key, region)) active += r.active;
 
@@ -98,7 +100,7 @@ export class DurableActorReconciler {
     if (!(await writeStatus(this.d.client, DA_PLURAL, da, status))) return;
     const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
     for (const c of transitions(da.status?.conditions, conditions)) {
-      const warn = c.status === 'False' && c.reason !== 'WorkerNotReady';
+      const warn = c.status === 'False' && c.reason !== R.WorkerNotReady;
       void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
     }
   }

@@ -4,7 +4,9 @@ import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
-import { workerKey, type WorkerConfig } from '../../common/nats.js';
+import type { WorkerConfig } from '../../common/nats.js';
+import { workerKey, workerRef } from '../../common/keys.js';
+import { ConditionReasons as R, ConditionTypes as T, type ConditionReason } from '../../common/reasons.js';
 import {
   BindingResolutionError, resolveEnv, resolveSource, sha256Digest, workerVersion, type BindingLookup,
 } from '../../common/resolve-bindings.js';
@@ -41,7 +43,7 @@ export interface EdgeWorkerDeps {
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
 class NotServable extends EdgeError {
-  constructor(readonly reason: string, message: string) { super(message); }
+  constructor(readonly reason: ConditionReason, message: string) { super(message); }
 }
 
 const SecretSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
@@ -75,12 +77,12 @@ export class EdgeWorkerReconciler {
     }
     await this.removeNatsState(namespace, name);
     await removeFinalizer(this.d.client, PLURAL, ew);
-    this.d.log.info('worker deleted; NATS state removed', { worker: `${namespace}/${name}` });
+    this.d.log.info('worker deleted; NATS state removed', { worker: workerRef(namespace, name) });
   }
 
   private async removeNatsState(namespace: string, name: string): Promise<void> {
     if (await this.d.store.remove(workerKey(namespace, name))) {
-      this.d.log.info('worker config removed from NATS', { worker: `${namespace}/${name}` });
+      this.d.log.info('worker config removed from NATS', { worker: workerRef(namespace, name) });
     }
   }
 
@@ -138,7 +140,7 @@ export class EdgeWorkerReconciler {
       const bundleDigest = sha256Digest(source);
       // Before the bindings: a bundle that does not compile should not start model servers.
       const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`);
-      if (problem) throw new NotServable('BundleInvalid', `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
+      if (problem) throw new NotServable(R.BundleInvalid, `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
       const env = await resolveEnv(namespace, name, spec, lookup);
       const version = workerVersion(bundleDigest, spec, env);
       const cfg: WorkerConfig = {
@@ -149,7 +151,7 @@ export class EdgeWorkerReconciler {
         env,
       };
       if (await this.d.store.publish(key, cfg, source)) {
-        this.d.log.info('worker config published', { worker: `${namespace}/${name}`, version, regions: cfg.regions });
+        this.d.log.info('worker config published', { worker: workerRef(namespace, name), version, regions: cfg.regions });
       }
       published = cfg;
     } catch (err) {
@@ -185,18 +187,18 @@ export class EdgeWorkerReconciler {
       : [];
 
     const placed: ConditionInput = placement.placed.length === 0
-      ? { type: 'Placed', status: 'False', reason: 'NoRegions', message: placement.missing.length > 0 ? `no isolate nodes in the requested regions: ${placement.missing.join(', ')}` : 'no region has isolate nodes' }
+      ? { type: T.Placed, status: 'False', reason: R.NoRegions, message: placement.missing.length > 0 ? `no isolate nodes in the requested regions: ${placement.missing.join(', ')}` : 'no region has isolate nodes' }
       : placement.missing.length > 0
-        ? { type: 'Placed', status: 'False', reason: 'RegionUnavailable', message: `no isolate nodes in ${placement.missing.join(', ')}; placed in ${placement.placed.join(', ')}` }
-        : { type: 'Placed', status: 'True', reason: 'Placed', message: `placed in ${placement.placed.join(', ')}` };
+        ? { type: T.Placed, status: 'False', reason: R.RegionUnavailable, message: `no isolate nodes in ${placement.missing.join(', ')}; placed in ${placement.placed.join(', ')}` }
+        : { type: T.Placed, status: 'True', reason: R.Placed, message: `placed in ${placement.placed.join(', ')}` };
 
     const progress = regions.map((r) => `${r.name} ${r.readyAgents}/${r.desiredAgents}`).join(', ');
     let ready: ConditionInput;
-    if (notServable) ready = { type: 'Ready', status: 'False', reason: notServable.reason, message: notServable.message };
-    else if (agentErrors.length > 0) ready = { type: 'Ready', status: 'False', reason: 'BundleInvalid', message: agentErrors.join('; ') };
-    else if (regions.length === 0) ready = { type: 'Ready', status: 'False', reason: 'NoRegions', message: placed.message };
-    else if (regions.every((r) => r.readyAgents > 0)) ready = { type: 'Ready', status: 'True', reason: 'Serving', message: `serving in ${progress} agents` };
-    else ready = { type: 'Ready', status: 'False', reason: 'AgentsNotReady', message: `waiting for agents: ${progress}` };
+    if (notServable) ready = { type: T.Ready, status: 'False', reason: notServable.reason, message: notServable.message };
+    else if (agentErrors.length > 0) ready = { type: T.Ready, status: 'False', reason: R.BundleInvalid, message: agentErrors.join('; ') };
+    else if (regions.length === 0) ready = { type: T.Ready, status: 'False', reason: R.NoRegions, message: placed.message };
+    else if (regions.every((r) => r.readyAgents > 0)) ready = { type: T.Ready, status: 'True', reason: R.Serving, message: `serving in ${progress} agents` };
+    else ready = { type: T.Ready, status: 'False', reason: R.AgentsNotReady, message: `waiting for agents: ${progress}` };
 
     const problems: string[] = [];
     if (placement.missing.length > 0) problems.push(`no isolate nodes in ${placement.missing.join(', ')}`);
@@ -207,8 +209,8 @@ export class EdgeWorkerReconciler {
     if (placement.missingGpu.length > 0) problems.push(`no GPU nodes for inference in ${placement.missingGpu.join(', ')}`);
     if (aiDegraded.length > 0) problems.push(`model servers not ready: ${aiDegraded.join(', ')}`);
     const degraded: ConditionInput = problems.length > 0
-      ? { type: 'Degraded', status: 'True', reason: notServable?.reason ?? (agentErrors.length > 0 ? 'BundleInvalid' : placement.missing.length > 0 ? 'RegionUnavailable' : 'NotFullyAvailable'), message: problems.join('; ') }
-      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'serving on every agent of every placed region' };
+      ? { type: T.Degraded, status: 'True', reason: notServable?.reason ?? (agentErrors.length > 0 ? R.BundleInvalid : placement.missing.length > 0 ? R.RegionUnavailable : R.NotFullyAvailable), message: problems.join('; ') }
+      : { type: T.Degraded, status: 'False', reason: R.AsExpected, message: 'serving on every agent of every placed region' };
 
     const wanted = [ready, placed, degraded].map((c) => ({ ...c, observedGeneration: generation }));
     const conditions = setConditions(ew.status?.conditions, wanted, new Date());
@@ -227,8 +229,8 @@ export class EdgeWorkerReconciler {
     const obj = { apiVersion: API_VERSION, kind: 'EdgeWorker', name: ew.metadata.name, namespace: ew.metadata.namespace ?? 'default', uid: ew.metadata.uid };
     for (const c of transitions(before, after)) {
       // A worker rolling out is short of agents for a moment: not worth an Event each time.
-      if ((c.type === 'Degraded' && c.status === 'False') || c.reason === 'AgentsNotReady' || c.reason === 'NotFullyAvailable') continue;
-      const warn = (c.type === 'Degraded' && c.status === 'True') || (c.type !== 'Degraded' && c.status === 'False' && c.reason !== 'AgentsNotReady');
+      if ((c.type === T.Degraded && c.status === 'False') || c.reason === R.AgentsNotReady || c.reason === R.NotFullyAvailable) continue;
+      const warn = (c.type === T.Degraded && c.status === 'True') || (c.type !== T.Degraded && c.status === 'False' && c.reason !== R.AgentsNotReady);
       void this.d.events.record(obj, warn ? 'Warning' : 'Normal', c.reason, `${c.type}=${c.status}: ${c.message}`);
     }
   }

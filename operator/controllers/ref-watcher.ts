@@ -1,6 +1,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { EdgeWorker } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
+import { workerRef } from '../../common/keys.js';
 import { Informer, type KubeObject } from '../runtime/informer.js';
 
 // Watches only the ConfigMaps and Secrets that EdgeWorkers reference: one namespaced
@@ -23,34 +24,34 @@ const metadataOnly = (raw: unknown): KubeObject | undefined => {
 };
 
 export class RefWatcher {
-  /** `${kind}/${namespace}/${name}` -> worker keys (ns/name) referencing it. */
+  /** `${kind}/${namespace}/${name}` -> refs (workerRef) of the workers referencing it. */
   private refs = new Map<string, Set<string>>();
   private readonly informers = new Map<string, Informer<KubeObject>>();
 
   constructor(
     private readonly kc: KubeConfig,
     private readonly log: Logger,
-    private readonly enqueue: (workerKey: string) => void,
+    private readonly enqueue: (workerRef: string) => void,
   ) {}
 
   /** Recomputes the references from the current EdgeWorkers and starts/stops watches to match. */
   update(workers: EdgeWorker[]): void {
     const refs = new Map<string, Set<string>>();
-    const namespaces = new Set<string>();
+    /** `${kind}/${namespace}` -> what to watch. */
+    const namespaces = new Map<string, { kind: Kind; ns: string }>();
     for (const ew of workers) {
       const ns = ew.metadata.namespace ?? 'default';
       for (const r of referencesOf(ew)) {
         const k = `${r.kind}/${ns}/${r.name}`;
         let set = refs.get(k);
         if (!set) { set = new Set(); refs.set(k, set); }
-        set.add(`${ns}/${ew.metadata.name}`);
-        namespaces.add(`${r.kind}/${ns}`);
+        set.add(workerRef(ns, ew.metadata.name));
+        namespaces.set(`${r.kind}/${ns}`, { kind: r.kind, ns });
       }
     }
     this.refs = refs;
-    for (const key of namespaces) {
+    for (const [key, { kind, ns }] of namespaces) {
       if (this.informers.has(key)) continue;
-      const [kind, ns] = key.split('/') as [Kind, string];
       const inf = new Informer<KubeObject>({ kc: this.kc, path: `/api/v1/namespaces/${ns}/${kind}`, parse: metadataOnly, log: this.log, name: `${kind} in ${ns}` });
       const touched = (obj: KubeObject) => {
         for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`) ?? []) this.enqueue(w);

@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../common/log.js';
 import { ACTOR_SUBJECTS, ACTORS_STREAM } from '../../common/nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../common/actor-ops.js';
+import { actorInstanceKeyOf } from '../../common/keys.js';
 import {
-  ActorLog, ActorLogCorruptError, ActorWriteTooLargeError, actorName, applyOps, encodeCommit, stateBytes, type ActorLogOptions,
+  ActorLog, ActorLogCorruptError, ActorWriteTooLargeError, applyOps, encodeCommit, stateBytes, type ActorLogOptions,
 } from '../../common/actor-log.js';
 import { startNats, type TestNats } from '../harness/nats.js';
 
@@ -146,7 +147,7 @@ describe('actor log on JetStream', () => {
     const fenced = err as FencedError;
     expect(fenced.address).toEqual(addr);
     expect(fenced.details).toEqual({ write: 'commit', epoch: 1, expectedSeq: s1, actualSeq: b.seq });
-    expect(fenced.message).toContain(actorName(addr));
+    expect(fenced.message).toContain(actorInstanceKeyOf(addr));
     expect(fenced.message).toContain(`sequence ${s1}`);
 
     const l = await log2.load(addr);
@@ -330,7 +331,7 @@ describe('actor log on JetStream', () => {
     const e = err as ActorWriteTooLargeError;
     expect(e.bytes).toBe(encodeCommit(own.epoch, huge).byteLength);
     expect(e.limit).toBe(log.maxCommitBytes);
-    expect(e.message).toMatch(new RegExp(`actor ${actorName(addr)}: .* ${e.bytes} bytes encoded, over the ${e.limit}-byte limit .* nothing was written`));
+    expect(e.message).toMatch(new RegExp(`actor ${actorInstanceKeyOf(addr)}: .* ${e.bytes} bytes encoded, over the ${e.limit}-byte limit .* nothing was written`));
     expect(await log.lastSequence(addr)).toBe(s);
     // The owner's sequence is unchanged: its next (smaller) commit goes through.
     const s2 = await log.commit(addr, own.epoch, s, [huge[0]!]);
@@ -358,7 +359,7 @@ describe('actor log on JetStream', () => {
       const err = await rejection(log.load(addr));
       expect(err, why).toBeInstanceOf(ActorLogCorruptError);
       expect((err as ActorLogCorruptError).seq).toBe(seq);
-      expect((err as Error).message).toContain(`actor ${actorName(addr)}: log record at stream sequence ${seq} is corrupt`);
+      expect((err as Error).message).toContain(`actor ${actorInstanceKeyOf(addr)}: log record at stream sequence ${seq} is corrupt`);
       expect((err as Error).message).toContain(why);
     }
   });

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EdgeWorker } from '../../common/api/index.js';
 import { FINALIZER } from '../../common/labels.js';
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
+import { workerKey } from '../../common/keys.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { EdgeCluster, get, type OperatorProc } from '../harness/edge-cluster.js';
 import { waitFor } from '../harness/ports.js';
@@ -37,7 +38,7 @@ describe('operator restarts and leader failover', () => {
     return keys.sort();
   };
   async function assertNothingDuplicated(names: string[]): Promise<void> {
-    expect(await kvKeys()).toEqual(names.map((n) => `${NS}.${n}`).sort());
+    expect(await kvKeys()).toEqual(names.map((n) => workerKey(NS, n)).sort());
     const items = await list();
     for (const w of items) expect(w.metadata.finalizers).toEqual([FINALIZER]);
     const digests = new Set(items.map((w) => w.status?.bundleDigest));

@@ -6,7 +6,7 @@ import type { ActorConfig } from '../../common/nats.js';
 import { ActorHost, ActorResetError, type ActorHostOptions } from '../../node-agent/actors/host.js';
 import { FakeActorFactory, textOf, textRequest, textResponse, type FakeActorCode } from '../../node-agent/actors/fake/actor.js';
 import { FakeActorLog } from '../../node-agent/actors/fake/log.js';
-import { actorKey } from '../../node-agent/actors/ring.js';
+import { actorInstanceKey } from '../../common/keys.js';
 import { NotHereError } from '../../node-agent/peer/protocol.js';
 
 // ActorHost on its own, over an in-memory fenced log and actors made of test functions:
@@ -20,7 +20,7 @@ const idOf = (n: number) => n.toString(16).padStart(64, '0');
 const A = idOf(1);
 const B = idOf(2);
 const addr = (id: string): ActorAddress => ({ namespace: config.namespace, actor: config.name, id });
-const keyOf = (id: string) => actorKey(config.namespace, config.name, id);
+const keyOf = (id: string) => actorInstanceKey(config.namespace, config.name, id);
 
 /** A counter actor: each request adds one to `count` (and writes it), then answers with it. */
 const counter: FakeActorCode = {

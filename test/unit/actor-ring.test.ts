@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { AgentView, ViewChange } from '../../common/agent-view.js';
 import type { Presence } from '../../common/nats.js';
-import { ActorRing, actorKey } from '../../node-agent/actors/ring.js';
+import { ActorRing } from '../../node-agent/actors/ring.js';
+import { actorInstanceKey } from '../../common/keys.js';
 
 // The ring on its own: even spread thanks to virtual nodes, minimal movement when an
 // agent leaves, draining agents excluded, regions independent.
@@ -20,7 +21,7 @@ const presence = (agent: string, region = 'eu-west', draining = false): Presence
   agent, node: agent, region, address: `http://${agent}.test:8080`, ttlMs: 1000, startedAt: '2026-01-01T00:00:00Z', draining,
 });
 
-const keys = Array.from({ length: 30_000 }, (_, i) => actorKey('ns', 'rooms', i.toString(16).padStart(64, '0')));
+const keys = Array.from({ length: 30_000 }, (_, i) => actorInstanceKey('ns', 'rooms', i.toString(16).padStart(64, '0')));
 
 describe('actor ring', () => {
   it('spreads actors evenly over the agents of a region', () => {
