@@ -1,19 +1,18 @@
 import { createHash } from 'node:crypto';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
-import type { Logger } from '../../common/log.js';
 import { workerKey, type WorkerConfig } from '../../common/nats.js';
-import type { WorkerStore } from './worker-store.js';
-import type { AgentView } from '../../common/agent-view.js';
+import type { WorkerConfigs } from './worker-store.js';
+import type { AgentReports } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
 import { setConditions, transitions, type ConditionInput } from './conditions.js';
-import type { EventRecorder } from '../runtime/events.js';
-import { deleteInference, reconcileInference } from './inference.js';
+import type { EventSink } from '../runtime/events.js';
+import { InvalidInference, type Inference } from './inference.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
-import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
+import { isNotFound, type KubeApi } from '../runtime/kube-client.js';
+import { TerminalError, type ObjectKey, type ReconcileContext, type Reconciler, type Result } from '../runtime/controller.js';
 import { place, regionsOf, type NodeInfo } from './placement.js';
 
 // The EdgeWorker reconciler: reads the CR (from the informer cache), the Nodes and the
@@ -24,16 +23,15 @@ import { place, regionsOf, type NodeInfo } from './placement.js';
 export const PLURAL = 'edgeworkers';
 
 export interface EdgeWorkerDeps {
-  kc: KubeConfig;
-  client: KubeClient;
-  agents: AgentView;
-  events: EventRecorder;
-  log: Logger;
+  client: KubeApi;
+  agents: AgentReports;
+  events: EventSink;
+  inference: Inference;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
   getActor(namespace: string, name: string): DurableActor | undefined;
   nodes(): NodeInfo[];
   defaultAiImage: string;
-  store: WorkerStore;
+  store: WorkerConfigs;
 }
 
 const sha256 = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -46,40 +44,41 @@ class NotServable extends Error {
 const SecretSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
 const ConfigMapSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
 
-export class EdgeWorkerReconciler {
+export class EdgeWorkerReconciler implements Reconciler {
   constructor(private readonly d: EdgeWorkerDeps) {}
 
-  async reconcile(namespace: string, name: string): Promise<void> {
+  async reconcile(ctx: ReconcileContext, { namespace, name }: ObjectKey): Promise<Result> {
     const ew = this.d.getWorker(namespace, name);
     if (!ew) {
       // Gone without our finalizer running (created and deleted while no leader ran, or the
       // finalizer was removed by hand): remove what may be left of it.
-      await this.removeNatsState(namespace, name);
-      return;
+      await this.removeNatsState(ctx, namespace, name);
+      return {};
     }
     if (ew.metadata.deletionTimestamp) {
-      await this.finalize(ew);
-      return;
+      await this.finalize(ctx, ew);
+      return {};
     }
-    await this.converge(await ensureFinalizer(this.d.client, PLURAL, ew, (raw: unknown) => EdgeWorkerSchema.parse(raw)));
+    await this.converge(ctx, await ensureFinalizer(this.d.client, PLURAL, ew, (raw: unknown) => EdgeWorkerSchema.parse(raw)));
+    return {};
   }
 
-  private async finalize(ew: EdgeWorker): Promise<void> {
+  private async finalize(ctx: ReconcileContext, ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     if (!hasFinalizer(ew)) return;
     // Only a worker that has (or had published) ai bindings owns inference objects.
     const published = this.d.store.get(workerKey(namespace, name));
     if ((ew.spec.bindings?.ai ?? []).length > 0 || Object.keys(published?.env.ai ?? {}).length > 0 || !published) {
-      await deleteInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' });
+      await this.d.inference.delete({ name, namespace, uid: ew.metadata.uid ?? '' });
     }
-    await this.removeNatsState(namespace, name);
+    await this.removeNatsState(ctx, namespace, name);
     await removeFinalizer(this.d.client, PLURAL, ew);
-    this.d.log.info('worker deleted; NATS state removed', { worker: `${namespace}/${name}` });
+    ctx.log.info('worker deleted; NATS state removed', { worker: `${namespace}/${name}` });
   }
 
-  private async removeNatsState(namespace: string, name: string): Promise<void> {
+  private async removeNatsState(ctx: ReconcileContext, namespace: string, name: string): Promise<void> {
     if (await this.d.store.remove(workerKey(namespace, name))) {
-      this.d.log.info('worker config removed from NATS', { worker: `${namespace}/${name}` });
+      ctx.log.info('worker config removed from NATS', { worker: `${namespace}/${name}` });
     }
   }
 
@@ -123,7 +122,7 @@ export class EdgeWorkerReconciler {
     }
   }
 
-  private async converge(ew: EdgeWorker): Promise<void> {
+  private async converge(ctx: ReconcileContext, ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     const key = workerKey(namespace, name);
     const spec = ew.spec;
@@ -143,7 +142,11 @@ export class EdgeWorkerReconciler {
       // Model servers first: the config we publish points at their Services.
       let aiEnv: WorkerConfig['env']['ai'] = {};
       if (aiBindings.length > 0 || Object.keys(published?.env.ai ?? {}).length > 0) {
-        const inf = await reconcileInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' }, aiBindings, placement.placed, { defaultImage: this.d.defaultAiImage });
+        const inf = await this.d.inference.reconcile({ name, namespace, uid: ew.metadata.uid ?? '' }, aiBindings, placement.placed, { defaultImage: this.d.defaultAiImage })
+          .catch((err: unknown) => {
+            // Only a change to the spec can fix these, and a spec change is an event.
+            throw err instanceof InvalidInference ? new TerminalError(`ai bindings: ${err.message}`, { cause: err }) : err;
+          });
         aiEnv = Object.fromEntries(aiBindings.map((b) => [b.name, { model: b.model, services: inf.refs[b.name] ?? {} }]));
         aiDegraded = aiBindings.flatMap((b) => placement.placed
           .filter((r) => (inf.ready[b.name]?.[r]?.readyReplicas ?? 0) < 1)
@@ -166,7 +169,7 @@ export class EdgeWorkerReconciler {
         env,
       };
       if (await this.d.store.publish(key, cfg, source)) {
-        this.d.log.info('worker config published', { worker: `${namespace}/${name}`, version, regions: cfg.regions });
+        ctx.log.info('worker config published', { worker: `${namespace}/${name}`, version, regions: cfg.regions });
       }
       published = cfg;
     } catch (err) {

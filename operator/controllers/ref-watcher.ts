@@ -2,6 +2,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { EdgeWorker } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { Informer, type KubeObject } from '../runtime/informer.js';
+import { objectKeyOf, type ObjectKey } from '../runtime/controller.js';
 
 // Watches only the ConfigMaps and Secrets that EdgeWorkers reference: one namespaced
 // watch per kind, only in namespaces that have references, keeping metadata only (the
@@ -23,27 +24,27 @@ const metadataOnly = (raw: unknown): KubeObject | undefined => {
 };
 
 export class RefWatcher {
-  /** `${kind}/${namespace}/${name}` -> worker keys (ns/name) referencing it. */
-  private refs = new Map<string, Set<string>>();
+  /** `${kind}/${namespace}/${name}` -> the workers referencing it, by `ns/name`. */
+  private refs = new Map<string, Map<string, ObjectKey>>();
   private readonly informers = new Map<string, Informer<KubeObject>>();
 
   constructor(
     private readonly kc: KubeConfig,
     private readonly log: Logger,
-    private readonly enqueue: (workerKey: string) => void,
+    private readonly enqueue: (worker: ObjectKey) => void,
   ) {}
 
   /** Recomputes the references from the current EdgeWorkers and starts/stops watches to match. */
   update(workers: EdgeWorker[]): void {
-    const refs = new Map<string, Set<string>>();
+    const refs = new Map<string, Map<string, ObjectKey>>();
     const namespaces = new Set<string>();
     for (const ew of workers) {
       const ns = ew.metadata.namespace ?? 'default';
       for (const r of referencesOf(ew)) {
         const k = `${r.kind}/${ns}/${r.name}`;
         let set = refs.get(k);
-        if (!set) { set = new Set(); refs.set(k, set); }
-        set.add(`${ns}/${ew.metadata.name}`);
+        if (!set) { set = new Map(); refs.set(k, set); }
+        set.set(`${ns}/${ew.metadata.name}`, objectKeyOf(ew));
         namespaces.add(`${r.kind}/${ns}`);
       }
     }
@@ -53,7 +54,7 @@ export class RefWatcher {
       const [kind, ns] = key.split('/') as [Kind, string];
       const inf = new Informer<KubeObject>({ kc: this.kc, path: `/api/v1/namespaces/${ns}/${kind}`, parse: metadataOnly, log: this.log, name: `${kind} in ${ns}` });
       const touched = (obj: KubeObject) => {
-        for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`) ?? []) this.enqueue(w);
+        for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`)?.values() ?? []) this.enqueue(w);
       };
       inf.on('add', touched);
       inf.on('update', touched);
