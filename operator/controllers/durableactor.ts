@@ -2,7 +2,7 @@ import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorSt
 import type { AgentReports } from '../../common/agent-view.js';
 import type { KvStore } from '../../common/kv-store.js';
 import { decodeJson, encodeJson, ActorConfigSchema, workerKey, type ActorConfig } from '../../common/nats.js';
-import { setConditions, transitions, type ConditionInput } from './conditions.js';
+import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventSink } from '../runtime/events.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
 import type { KubeApi } from '../runtime/kube-client.js';
@@ -96,7 +96,7 @@ export class DurableActorReconciler implements Reconciler {
     const wanted = [ready, placed].map((c) => ({ ...c, observedGeneration: generation }));
     const conditions = setConditions(da.status?.conditions, wanted, new Date());
     const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: active };
-    if (JSON.stringify(status) === JSON.stringify(da.status ?? {})) return;
+    if (sameStatus(status, da.status)) return;
     if (!(await writeStatus(this.d.client, DA_PLURAL, da, status))) return;
     const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
     for (const c of transitions(da.status?.conditions, conditions)) {
