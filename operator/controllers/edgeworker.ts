@@ -7,9 +7,9 @@ import { workerKey, type WorkerConfig } from '../../common/nats.js';
 import type { WorkerConfigs } from './worker-store.js';
 import type { AgentReports } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
-import { setConditions, transitions, type ConditionInput } from './conditions.js';
+import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventSink } from '../runtime/events.js';
-import { InvalidInference, type Inference } from './inference.js';
+import { InvalidInference, type Inference, type InferenceResult } from './inference.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
 import { isNotFound, type KubeApi } from '../runtime/kube-client.js';
 import { TerminalError, type ObjectKey, type ReconcileContext, type Reconciler, type Result } from '../runtime/controller.js';
@@ -142,11 +142,14 @@ export class EdgeWorkerReconciler implements Reconciler {
       // Model servers first: the config we publish points at their Services.
       let aiEnv: WorkerConfig['env']['ai'] = {};
       if (aiBindings.length > 0 || Object.keys(published?.env.ai ?? {}).length > 0) {
-        const inf = await this.d.inference.reconcile({ name, namespace, uid: ew.metadata.uid ?? '' }, aiBindings, placement.placed, { defaultImage: this.d.defaultAiImage })
-          .catch((err: unknown) => {
-            // Only a change to the spec can fix these, and a spec change is an event.
-            throw err instanceof InvalidInference ? new TerminalError(`ai bindings: ${err.message}`, { cause: err }) : err;
-          });
+        let inf: InferenceResult;
+        try {
+          inf = await this.d.inference.reconcile({ name, namespace, uid: ew.metadata.uid ?? '' }, aiBindings, placement.placed, { defaultImage: this.d.defaultAiImage });
+        } catch (err) {
+          // Only a change to the spec can fix these, and a spec change is an event.
+          if (err instanceof InvalidInference) throw new TerminalError(`ai bindings: ${err.message}`, { cause: err });
+          throw err;
+        }
         aiEnv = Object.fromEntries(aiBindings.map((b) => [b.name, { model: b.model, services: inf.refs[b.name] ?? {} }]));
         aiDegraded = aiBindings.flatMap((b) => placement.placed
           .filter((r) => (inf.ready[b.name]?.[r]?.readyReplicas ?? 0) < 1)
@@ -237,7 +240,7 @@ export class EdgeWorkerReconciler implements Reconciler {
       conditions,
       regions,
     };
-    if (JSON.stringify(status) === JSON.stringify(ew.status ?? {})) return;
+    if (sameStatus(status, ew.status)) return;
     if (!(await writeStatus(this.d.client, PLURAL, ew, status))) return;
     this.emitEvents(ew, ew.status?.conditions, conditions);
   }

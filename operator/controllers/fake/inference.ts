@@ -13,7 +13,9 @@ export class FakeInference implements Inference {
 
   reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult> {
     this.calls.push(`reconcile ${worker.namespace}/${worker.name} ${bindings.map((b) => b.name).join(',')} in ${regions.join(',')}`);
-    const want = desiredInference(worker, bindings, regions, opts);
+    let want: ReturnType<typeof desiredInference>;
+    // The real one is async: invalid input rejects, it does not throw.
+    try { want = desiredInference(worker, bindings, regions, opts); } catch (err) { return Promise.reject(err as Error); }
     const ready: InferenceResult['ready'] = {};
     for (const b of bindings) {
       ready[b.name] = Object.fromEntries(Object.keys(want.refs[b.name] ?? {}).map((r) => [r, { readyReplicas: this.ready.get(`${b.name}/${r}`) ?? 0, replicas: b.replicasPerRegion }]));
