@@ -43,7 +43,7 @@ export interface OperatorOptions {
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
   defaultAiImage?: string;
-  /** Reconciles run at once (for different objects). */
+  /** Reconciles each controller runs at once (always for different objects). */
   concurrency?: number;
   /** Everything is reconciled again this often, whatever the events said. */
   resyncMs?: number;
