@@ -1,3 +1,4 @@
+import { EdgeError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { InformerEventType } from './informer.js';
 import { WorkQueue, type WorkQueueMetricsEvent, type WorkResult } from './workqueue.js';
@@ -33,12 +34,7 @@ export interface Reconciler {
 }
 
 /** A failure that retrying cannot fix (only a change to the object can): logged, not retried. */
-export class TerminalError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+export class TerminalError extends EdgeError {}
 
 /** The event side of an informer. */
 export interface EventSource<T> {
@@ -148,7 +144,8 @@ export class Controller<T extends Namespaced> {
       return requeueAfter !== undefined && requeueAfter > 0 ? { requeueAfter } : undefined;
     } catch (err) {
       if (!(err instanceof TerminalError)) throw err;
-      log.error('reconcile failed; not retrying until the object changes', { error: err, cause: err.cause });
+      // The logger writes the error's class, its cause chain and its stack.
+      log.error('reconcile failed; not retrying until the object changes', { error: err });
       return { terminal: true };
     }
   }

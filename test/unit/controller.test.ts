@@ -87,7 +87,8 @@ describe('Controller', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({
       controller: 'things', object: 'ns/a',
-      error: 'ai bindings: worker name "a.b" is not a DNS label', cause: 'root cause here',
+      error: 'ai bindings: worker name "a.b" is not a DNS label', errorClass: 'TerminalError',
+      errorCauses: [{ class: 'RangeError', message: 'root cause here' }],
     });
     // Counted as a failure, but nothing was scheduled again.
     expect(metrics.filter((e) => e.kind === 'retry')).toHaveLength(0);
