@@ -154,3 +154,6 @@ export class AgentView {
     for (const w of this.watches) w.stop();
   }
 }
+
+/** What the reconcilers read of the view; common/fake/agent-view.ts is an in-memory one. */
+export type AgentReports = Pick<AgentView, 'agents' | 'reportsFor' | 'reportsForActors'>;

@@ -9,7 +9,7 @@ import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js'
 import type { Logger } from '../common/log.js';
 import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
 import {
-  actorClassRef, parseActorClassKey, parseActorClassRef, parseOrSkip, parseWorkerKey, parseWorkerRef, workerRef,
+  parseActorClassKey, parseOrSkip, parseWorkerKey,
 } from '../common/keys.js';
 import { ConditionTypes } from '../common/reasons.js';
 import { AgentView } from '../common/agent-view.js';
@@ -25,7 +25,9 @@ import { OperatorMetrics } from './runtime/metrics.js';
 import type { NodeInfo } from './controllers/placement.js';
 import { RefWatcher } from './controllers/ref-watcher.js';
 import { WorkerStore } from './controllers/worker-store.js';
-import { WorkQueue } from './runtime/workqueue.js';
+import type { WorkQueueMetricsEvent } from './runtime/workqueue.js';
+import { Controller, objectKeyOf } from './runtime/controller.js';
+import { clusterInference } from './controllers/inference.js';
 
 // `edge operator`: leader election first; only the leader starts the informers, the work
 // queue and the reconcilers. Everything it knows at start it reads back from the
@@ -44,7 +46,7 @@ export interface OperatorOptions {
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
   defaultAiImage?: string;
-  /** Reconciles run at once (for different objects). */
+  /** Reconciles each controller runs at once (always for different objects). */
   concurrency?: number;
   /** Everything is reconciled again this often, whatever the events said. */
   resyncMs?: number;
@@ -52,13 +54,14 @@ export interface OperatorOptions {
   onLostLeadership?: () => void;
 }
 
-// Work queue items: a kind prefix and the object's ref.
-const EW = 'ew/';
-const DA = 'da/';
-const ewKey = (ns: string, name: string) => `${EW}${workerRef(ns, name)}`;
-const daKey = (ns: string, name: string) => `${DA}${actorClassRef(ns, name)}`;
-
 interface NodeObject extends KubeObject { metadata: KubeObject['metadata'] & { labels?: Record<string, string> }; spec?: { unschedulable?: boolean } }
+
+interface Lifecycle { metadata: { generation?: number; deletionTimestamp?: string; finalizers?: string[] } }
+/** Our own status writes come back as updates; only a spec or lifecycle change needs work. */
+const specOrLifecycleChanged = (obj: Lifecycle, old?: Lifecycle) => !old
+  || old.metadata.generation !== obj.metadata.generation || old.metadata.deletionTimestamp !== obj.metadata.deletionTimestamp
+  || JSON.stringify(old.metadata.finalizers) !== JSON.stringify(obj.metadata.finalizers);
+const labelsChanged = (n: KubeObject, old?: KubeObject) => !old || JSON.stringify(old.metadata.labels) !== JSON.stringify(n.metadata.labels);
 
 export class Operator {
   readonly metrics: OperatorMetrics;
@@ -71,6 +74,7 @@ export class Operator {
   private stopping = false;
   private readonly cleanups: (() => Promise<void> | void)[] = [];
   private synced = false;
+  private controllers: { queueLength: number }[] = [];
 
   constructor(private readonly opts: OperatorOptions) {
     this.metrics = new OperatorMetrics();
@@ -116,10 +120,6 @@ export class Operator {
   private async lead(): Promise<void> {
     const { kc, log } = this.opts;
     const buckets = this.buckets!;
-    const queue: WorkQueue = new WorkQueue({
-      name: 'operator', log,
-      onMetrics: (e) => { this.metrics.observeQueue(e); this.metrics.queueDepth.set(queue.len); },
-    });
     const workers = new Informer<EdgeWorker>({
       kc, path: `/apis/${GROUP}/${VERSION}/${PLURAL}`, log, name: 'edgeworkers',
       parse: (raw) => EdgeWorkerSchema.parse(raw),
@@ -138,93 +138,83 @@ export class Operator {
     const events = new EventRecorder(this.client, this.opts.identity, log);
     let actorLog: Promise<ActorLog> | undefined;
     const nodeInfos = (): NodeInfo[] => nodes.list().map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {}, unschedulable: n.spec?.unschedulable }));
-    const ewReconciler = new EdgeWorkerReconciler({
-      kc, client: this.client, agents, events, log, store,
-      getWorker: (ns, name) => workers.get(ns, name),
-      getActor: (ns, name) => actors.get(ns, name),
-      nodes: nodeInfos,
-      defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
-    });
-    const daReconciler = new DurableActorReconciler({
-      client: this.client, events, log, buckets, agents,
-      purgeActorData: async (ns, name) => {
-        actorLog ??= ActorLog.open({ nc: this.nc!, log });
-        await (await actorLog).purgeNamespace(ns, name);
-      },
-      getActor: (ns, name) => actors.get(ns, name),
-      getWorker: (ns, name) => workers.get(ns, name),
-      nodes: nodeInfos,
-    });
-    const refs = new RefWatcher(kc, log, (ref) => queue.add(`${EW}${ref}`));
 
-    const enqueueAll = () => {
-      for (const w of workers.list()) queue.add(ewKey(w.metadata.namespace ?? 'default', w.metadata.name));
-      for (const a of actors.list()) queue.add(daKey(a.metadata.namespace ?? 'default', a.metadata.name));
+    const controllers = {
+      ew: new Controller<EdgeWorker>({
+        name: 'edgeworker', log, concurrency: this.opts.concurrency ?? 4, onMetrics: (e) => this.observeQueue(e),
+        reconciler: new EdgeWorkerReconciler({
+          client: this.client, agents, events, store, inference: clusterInference(kc),
+          getWorker: (ns, name) => workers.get(ns, name),
+          getActor: (ns, name) => actors.get(ns, name),
+          nodes: nodeInfos,
+          defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
+        }),
+      }),
+      da: new Controller<DurableActor>({
+        name: 'durableactor', log, concurrency: this.opts.concurrency ?? 4, onMetrics: (e) => this.observeQueue(e),
+        reconciler: new DurableActorReconciler({
+          client: this.client, events, actorConfigs: buckets.actors, agents,
+          purgeActorData: async (ns, name) => {
+            actorLog ??= ActorLog.open({ nc: this.nc!, log });
+            await (await actorLog).purgeNamespace(ns, name);
+          },
+          getActor: (ns, name) => actors.get(ns, name),
+          getWorker: (ns, name) => workers.get(ns, name),
+          nodes: nodeInfos,
+        }),
+      }),
     };
-    const onWorker = (w: EdgeWorker, old?: EdgeWorker) => {
-      const ns = w.metadata.namespace ?? 'default';
-      // DurableActors follow their worker's readiness, so they hear of status changes too.
-      for (const a of actors.list(ns)) if (a.spec.workerRef.name === w.metadata.name) queue.add(daKey(ns, a.metadata.name));
-      // Our own status writes come back as updates; only a spec or lifecycle change needs work.
-      if (old && old.metadata.generation === w.metadata.generation && old.metadata.deletionTimestamp === w.metadata.deletionTimestamp
-        && JSON.stringify(old.metadata.finalizers) === JSON.stringify(w.metadata.finalizers)) return;
-      queue.add(ewKey(ns, w.metadata.name));
-      refs.update(workers.list());
-    };
-    workers.on('add', (w) => onWorker(w));
-    workers.on('update', (w, old) => onWorker(w, old));
-    workers.on('delete', (w) => onWorker(w));
-    const onActor = (a: DurableActor, old?: DurableActor) => {
-      if (old && old.metadata.generation === a.metadata.generation && old.metadata.deletionTimestamp === a.metadata.deletionTimestamp
-        && JSON.stringify(old.metadata.finalizers) === JSON.stringify(a.metadata.finalizers)) return;
-      const ns = a.metadata.namespace ?? 'default';
-      queue.add(daKey(ns, a.metadata.name));
+    this.controllers = Object.values(controllers);
+    const { ew, da } = controllers;
+    const refs = new RefWatcher(kc, log, (key) => ew.enqueue(key));
+    // Placement follows Node labels: a change re-queues everything (once the caches are whole).
+    const allOnNodeChange = <T extends KubeObject>(c: Controller<T>, list: () => T[]) =>
+      c.watch(nodes, () => (this.synced ? list().map(objectKeyOf) : []), labelsChanged);
+
+    ew.watchFor(workers, specOrLifecycleChanged)
       // Workers binding this class resolve its uid.
-      for (const w of workers.list(ns)) {
-        if ((w.spec.bindings?.actors ?? []).some((b) => b.actor === a.metadata.name)) queue.add(ewKey(ns, w.metadata.name));
-      }
-    };
-    actors.on('add', (a) => onActor(a));
-    actors.on('update', (a, old) => onActor(a, old));
-    actors.on('delete', (a) => onActor(a));
-    const onNode = (n: NodeObject, old?: NodeObject) => {
-      if (old && JSON.stringify(old.metadata.labels) === JSON.stringify(n.metadata.labels)) return;
-      if (this.synced) enqueueAll();
-    };
-    nodes.on('add', (n) => onNode(n));
-    nodes.on('update', (n, old) => onNode(n, old));
-    nodes.on('delete', (n) => onNode(n));
-    const onDeployment = (d: KubeObject) => {
-      const worker = (d.metadata.labels as Record<string, string> | undefined)?.[WORKER_LABEL];
-      if (worker && d.metadata.namespace) queue.add(ewKey(d.metadata.namespace, worker));
-    };
-    deployments.on('add', onDeployment);
-    deployments.on('update', onDeployment);
-    deployments.on('delete', onDeployment);
+      .watch(actors, (a) => workers.list(a.metadata.namespace ?? 'default')
+        .filter((w) => (w.spec.bindings?.actors ?? []).some((b) => b.actor === a.metadata.name))
+        .map(objectKeyOf), specOrLifecycleChanged)
+      .watch(deployments, (d) => {
+        const worker = (d.metadata.labels as Record<string, string> | undefined)?.[WORKER_LABEL];
+        return worker && d.metadata.namespace ? [{ namespace: d.metadata.namespace, name: worker }] : [];
+      });
+    allOnNodeChange(ew, () => workers.list());
+    // DurableActors follow their worker's readiness, so any change of it counts, status included.
+    da.watchFor(actors, specOrLifecycleChanged)
+      .watch(workers, (w) => actors.list(w.metadata.namespace ?? 'default')
+        .filter((a) => a.spec.workerRef.name === w.metadata.name)
+        .map(objectKeyOf));
+    allOnNodeChange(da, () => actors.list());
+    for (const event of ['add', 'update', 'delete'] as const) {
+      workers.on(event, (w, old) => { if (specOrLifecycleChanged(w, old)) refs.update(workers.list()); });
+    }
     agents.onChange((c) => {
       if (!this.synced) return;
-      if (c.all) { enqueueAll(); return; }
+      if (c.all) { ew.enqueueAll(); da.enqueueAll(); return; }
       // Report keys are written by agents: a malformed one names nothing to reconcile.
       for (const k of c.workers) {
         const parsed = parseOrSkip(parseWorkerKey, k);
-        if (parsed) queue.add(ewKey(parsed.namespace, parsed.name));
+        if (parsed) ew.enqueue(parsed);
       }
       for (const k of c.actors) {
         const parsed = parseOrSkip(parseActorClassKey, k);
-        if (parsed) queue.add(daKey(parsed.namespace, parsed.name));
+        if (parsed) da.enqueue(parsed);
       }
     });
 
-    this.cleanups.push(() => queue.shutDown(), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
+    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
     await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.load()]);
     refs.update(workers.list());
     this.synced = true;
-    enqueueAll();
+    ew.enqueueAll();
+    da.enqueueAll();
     // Configs in NATS whose EdgeWorker is gone (deleted while no leader ran): reconcile
     // them too, which removes them.
     for (const k of store.keys()) {
       const p = parseOrSkip(parseWorkerKey, k);
-      if (p && !workers.get(p.namespace, p.name)) queue.add(ewKey(p.namespace, p.name));
+      if (p && !workers.get(p.namespace, p.name)) ew.enqueue(p);
     }
     log.info('controllers started', { workers: workers.list().length, actors: actors.list().length, nodes: nodes.list().length });
 
@@ -243,20 +233,16 @@ export class Operator {
         this.metrics.workers.set({ ready: 'false' }, workers.list().length - ready);
       })().catch((err: unknown) => log.warn('housekeeping failed', { error: err }));
     }, 30_000);
-    const resync = setInterval(enqueueAll, this.opts.resyncMs ?? 300_000);
+    const resync = setInterval(() => { ew.enqueueAll(); da.enqueueAll(); }, this.opts.resyncMs ?? 300_000);
     this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
 
-    void queue.run(this.opts.concurrency ?? 4, async (key) => {
-      const isWorker = key.startsWith(EW);
-      const ref = key.slice((isWorker ? EW : DA).length);
-      try {
-        if (isWorker) { const w = parseWorkerRef(ref); await ewReconciler.reconcile(w.namespace, w.name); }
-        else { const a = parseActorClassRef(ref); await daReconciler.reconcile(a.namespace, a.name); }
-      } catch (err) {
-        log.warn('reconcile failed; will retry', { kind: isWorker ? 'ew' : 'da', object: ref, error: err });
-        throw err;
-      }
-    });
+    ew.start();
+    da.start();
+  }
+
+  private observeQueue(e: WorkQueueMetricsEvent): void {
+    this.metrics.observeQueue(e);
+    this.metrics.queueDepth.set(this.controllers.reduce((n, c) => n + c.queueLength, 0));
   }
 
   private async startAdmin(port: number, host: string): Promise<number> {

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { Condition } from '../../common/api/index.js';
 import type { ConditionReason, ConditionType } from '../../common/reasons.js';
 
@@ -26,3 +27,11 @@ export function transitions(before: Condition[] | undefined, after: Condition[])
 }
 
 export const findCondition = (list: Condition[] | undefined, type: string) => list?.find((c) => c.type === type);
+
+/**
+ * Whether a computed status equals the one the object has. Not JSON.stringify: the cached
+ * object's keys come back in the schema's order, which is not the order the status was built
+ * in, and every reconcile would then rewrite an unchanged status.
+ */
+export const sameStatus = (computed: unknown, current: unknown): boolean =>
+  isDeepStrictEqual(JSON.parse(JSON.stringify(computed)) as unknown, JSON.parse(JSON.stringify(current ?? {})) as unknown);

@@ -1,13 +1,14 @@
 import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../../common/api/index.js';
-import type { AgentView } from '../../common/agent-view.js';
-import type { Logger } from '../../common/log.js';
-import { decodeJson, encodeJson, ActorConfigSchema, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
+import type { AgentReports } from '../../common/agent-view.js';
+import type { KvStore } from '../../common/kv-store.js';
+import { decodeJson, encodeJson, ActorConfigSchema, type ActorConfig } from '../../common/nats.js';
 import { actorClassKey, actorClassRef } from '../../common/keys.js';
 import { ConditionReasons as R, ConditionTypes as T } from '../../common/reasons.js';
-import { setConditions, transitions, type ConditionInput } from './conditions.js';
-import type { EventRecorder } from '../runtime/events.js';
+import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';
+import type { EventSink } from '../runtime/events.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
-import type { KubeClient } from '../runtime/kube-client.js';
+import type { KubeApi } from '../runtime/kube-client.js';
+import type { ObjectKey, ReconcileContext, Reconciler, Result } from '../runtime/controller.js';
 import { regionsOf, type NodeInfo } from './placement.js';
 
 // The DurableActor reconciler: resolves the region an actor class lives in, publishes the
@@ -18,11 +19,11 @@ import { regionsOf, type NodeInfo } from './placement.js';
 export const DA_PLURAL = 'durableactors';
 
 export interface DurableActorDeps {
-  client: KubeClient;
-  buckets: EdgeBuckets;
-  agents: AgentView;
-  events: EventRecorder;
-  log: Logger;
+  client: KubeApi;
+  /** KV `edge-actors`: one config per DurableActor. */
+  actorConfigs: KvStore;
+  agents: AgentReports;
+  events: EventSink;
   getActor(namespace: string, name: string): DurableActor | undefined;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
   nodes(): NodeInfo[];
@@ -30,30 +31,31 @@ export interface DurableActorDeps {
   purgeActorData(namespace: string, name: string): Promise<void>;
 }
 
-export class DurableActorReconciler {
+export class DurableActorReconciler implements Reconciler {
   constructor(private readonly d: DurableActorDeps) {}
 
-  async reconcile(namespace: string, name: string): Promise<void> {
+  async reconcile(ctx: ReconcileContext, { namespace, name }: ObjectKey): Promise<Result> {
     const key = actorClassKey(namespace, name);
     const da = this.d.getActor(namespace, name);
     if (!da) {
       await this.removeConfig(key);
-      return;
+      return {};
     }
     if (da.metadata.deletionTimestamp) {
-      if (!hasFinalizer(da)) return;
+      if (!hasFinalizer(da)) return {};
       await this.removeConfig(key);
       await this.d.purgeActorData(namespace, name);
       await removeFinalizer(this.d.client, DA_PLURAL, da);
-      this.d.log.info('durable actor deleted with its storage', { actor: actorClassRef(namespace, name) });
-      return;
+      ctx.log.info('durable actor deleted with its storage', { actor: actorClassRef(namespace, name) });
+      return {};
     }
     await this.converge(await ensureFinalizer(this.d.client, DA_PLURAL, da, (raw: unknown) => DurableActorSchema.parse(raw)));
+    return {};
   }
 
   private async removeConfig(key: string): Promise<void> {
-    const e = await this.d.buckets.actors.get(key);
-    if (e && e.operation === 'PUT') await this.d.buckets.actors.purge(key);
+    const e = await this.d.actorConfigs.get(key);
+    if (e && e.operation === 'PUT') await this.d.actorConfigs.purge(key);
   }
 
   private async converge(da: DurableActor): Promise<void> {
@@ -77,10 +79,10 @@ export class DurableActorReconciler {
         namespace, name, uid: da.metadata.uid ?? '', generation, className: da.spec.className, worker: da.spec.workerRef.name,
         region, idleTimeoutSeconds: da.spec.idleTimeoutSeconds, maxBytesPerActor: da.spec.storage.maxBytesPerActor,
       };
-      const e = await this.d.buckets.actors.get(key);
+      const e = await this.d.actorConfigs.get(key);
       let cur: ActorConfig | undefined;
       if (e && e.operation === 'PUT') { try { cur = decodeJson(ActorConfigSchema, e.value, key); } catch { cur = undefined; } }
-      if (JSON.stringify(cur) !== JSON.stringify(cfg)) await this.d.buckets.actors.put(key, encodeJson(cfg));
+      if (JSON.stringify(cur) !== JSON.stringify(cfg)) await this.d.actorConfigs.put(key, encodeJson(cfg));
     }
 
     const agents = region ? this.d.agents.agents(region).filter((a) => !a.draining) : [];
@@ -96,7 +98,7 @@ export class DurableActorReconciler {
     const wanted = [ready, placed].map((c) => ({ ...c, observedGeneration: generation }));
     const conditions = setConditions(da.status?.conditions, wanted, new Date());
     const status: DurableActorStatus = { observedGeneration: generation, conditions, ...(region ? { region } : {}), activeActors: active };
-    if (JSON.stringify(status) === JSON.stringify(da.status ?? {})) return;
+    if (sameStatus(status, da.status)) return;
     if (!(await writeStatus(this.d.client, DA_PLURAL, da, status))) return;
     const obj = { apiVersion: API_VERSION, kind: 'DurableActor', name, namespace, uid: da.metadata.uid };
     for (const c of transitions(da.status?.conditions, conditions)) {

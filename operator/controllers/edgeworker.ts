@@ -1,23 +1,22 @@
-import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
-import type { Logger } from '../../common/log.js';
 import type { WorkerConfig } from '../../common/nats.js';
 import { workerKey, workerRef } from '../../common/keys.js';
 import { ConditionReasons as R, ConditionTypes as T, type ConditionReason } from '../../common/reasons.js';
 import {
   BindingResolutionError, resolveEnv, resolveSource, sha256Digest, workerVersion, type BindingLookup,
 } from '../../common/resolve-bindings.js';
-import type { WorkerStore } from './worker-store.js';
-import type { AgentView } from '../../common/agent-view.js';
+import type { WorkerConfigs } from './worker-store.js';
+import type { AgentReports } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
-import { setConditions, transitions, type ConditionInput } from './conditions.js';
-import type { EventRecorder } from '../runtime/events.js';
-import { deleteInference, reconcileInference } from './inference.js';
+import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';
+import type { EventSink } from '../runtime/events.js';
+import { InvalidInference, type Inference, type InferenceResult } from './inference.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
-import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
+import { isNotFound, type KubeApi } from '../runtime/kube-client.js';
+import { TerminalError, type ObjectKey, type ReconcileContext, type Reconciler, type Result } from '../runtime/controller.js';
 import { place, regionsOf, type NodeInfo } from './placement.js';
 import { EdgeError } from '../../common/errors.js';
 
@@ -29,16 +28,15 @@ import { EdgeError } from '../../common/errors.js';
 export const PLURAL = 'edgeworkers';
 
 export interface EdgeWorkerDeps {
-  kc: KubeConfig;
-  client: KubeClient;
-  agents: AgentView;
-  events: EventRecorder;
-  log: Logger;
+  client: KubeApi;
+  agents: AgentReports;
+  events: EventSink;
+  inference: Inference;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
   getActor(namespace: string, name: string): DurableActor | undefined;
   nodes(): NodeInfo[];
   defaultAiImage: string;
-  store: WorkerStore;
+  store: WorkerConfigs;
 }
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
@@ -49,40 +47,41 @@ class NotServable extends EdgeError {
 const SecretSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
 const ConfigMapSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
 
-export class EdgeWorkerReconciler {
+export class EdgeWorkerReconciler implements Reconciler {
   constructor(private readonly d: EdgeWorkerDeps) {}
 
-  async reconcile(namespace: string, name: string): Promise<void> {
+  async reconcile(ctx: ReconcileContext, { namespace, name }: ObjectKey): Promise<Result> {
     const ew = this.d.getWorker(namespace, name);
     if (!ew) {
       // Gone without our finalizer running (created and deleted while no leader ran, or the
       // finalizer was removed by hand): remove what may be left of it.
-      await this.removeNatsState(namespace, name);
-      return;
+      await this.removeNatsState(ctx, namespace, name);
+      return {};
     }
     if (ew.metadata.deletionTimestamp) {
-      await this.finalize(ew);
-      return;
+      await this.finalize(ctx, ew);
+      return {};
     }
-    await this.converge(await ensureFinalizer(this.d.client, PLURAL, ew, (raw: unknown) => EdgeWorkerSchema.parse(raw)));
+    await this.converge(ctx, await ensureFinalizer(this.d.client, PLURAL, ew, (raw: unknown) => EdgeWorkerSchema.parse(raw)));
+    return {};
   }
 
-  private async finalize(ew: EdgeWorker): Promise<void> {
+  private async finalize(ctx: ReconcileContext, ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     if (!hasFinalizer(ew)) return;
     // Only a worker that has (or had published) ai bindings owns inference objects.
     const published = this.d.store.get(workerKey(namespace, name));
     if ((ew.spec.bindings?.ai ?? []).length > 0 || Object.keys(published?.env.ai ?? {}).length > 0 || !published) {
-      await deleteInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' });
+      await this.d.inference.delete({ name, namespace, uid: ew.metadata.uid ?? '' });
     }
-    await this.removeNatsState(namespace, name);
+    await this.removeNatsState(ctx, namespace, name);
     await removeFinalizer(this.d.client, PLURAL, ew);
-    this.d.log.info('worker deleted; NATS state removed', { worker: workerRef(namespace, name) });
+    ctx.log.info('worker deleted; NATS state removed', { worker: workerRef(namespace, name) });
   }
 
-  private async removeNatsState(namespace: string, name: string): Promise<void> {
+  private async removeNatsState(ctx: ReconcileContext, namespace: string, name: string): Promise<void> {
     if (await this.d.store.remove(workerKey(namespace, name))) {
-      this.d.log.info('worker config removed from NATS', { worker: workerRef(namespace, name) });
+      ctx.log.info('worker config removed from NATS', { worker: workerRef(namespace, name) });
     }
   }
 
@@ -107,7 +106,14 @@ export class EdgeWorkerReconciler {
         // Model servers first: the config we publish points at their Services. A worker that
         // had ai bindings and has none now still goes through, so its model servers are removed.
         if (bindings.length === 0 && Object.keys(published?.env.ai ?? {}).length === 0) return {};
-        const inf = await reconcileInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' }, bindings, placed, { defaultImage: this.d.defaultAiImage });
+        let inf: InferenceResult;
+        try {
+          inf = await this.d.inference.reconcile({ name, namespace, uid: ew.metadata.uid ?? '' }, bindings, placed, { defaultImage: this.d.defaultAiImage });
+        } catch (err) {
+          // Only a change to the spec can fix these, and a spec change is an event.
+          if (err instanceof InvalidInference) throw new TerminalError(`ai bindings: ${err.message}`, { cause: err });
+          throw err;
+        }
         onModelServers(bindings.flatMap((b) => placed
           .filter((r) => (inf.ready[b.name]?.[r]?.readyReplicas ?? 0) < 1)
           .map((r) => `${b.name} in ${r}`)));
@@ -125,7 +131,7 @@ export class EdgeWorkerReconciler {
     }
   }
 
-  private async converge(ew: EdgeWorker): Promise<void> {
+  private async converge(ctx: ReconcileContext, ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     const key = workerKey(namespace, name);
     const spec = ew.spec;
@@ -151,7 +157,7 @@ export class EdgeWorkerReconciler {
         env,
       };
       if (await this.d.store.publish(key, cfg, source)) {
-        this.d.log.info('worker config published', { worker: workerRef(namespace, name), version, regions: cfg.regions });
+        ctx.log.info('worker config published', { worker: workerRef(namespace, name), version, regions: cfg.regions });
       }
       published = cfg;
     } catch (err) {
@@ -220,7 +226,7 @@ export class EdgeWorkerReconciler {
       conditions,
       regions,
     };
-    if (JSON.stringify(status) === JSON.stringify(ew.status ?? {})) return;
+    if (sameStatus(status, ew.status)) return;
     if (!(await writeStatus(this.d.client, PLURAL, ew, status))) return;
     this.emitEvents(ew, ew.status?.conditions, conditions);
   }

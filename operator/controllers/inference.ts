@@ -3,6 +3,7 @@ import {
   ApiException, AppsV1Api, CoreV1Api,
   type KubeConfig, type V1Deployment, type V1DeploymentSpec, type V1ObjectMeta, type V1Service, type V1ServiceSpec,
 } from '@kubernetes/client-node';
+import { EdgeError } from '../../common/errors.js';
 import { API_VERSION, type AiBinding } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
@@ -51,6 +52,23 @@ export type DesiredService = V1Service & {
   spec: V1ServiceSpec;
 };
 
+/** The input cannot describe valid objects (a name that is no DNS label, a binding twice): no retry fixes it. */
+export class InvalidInference extends EdgeError {}
+
+/** A worker's model servers as the EdgeWorker reconciler drives them; fake/inference.ts records the calls. */
+export interface Inference {
+  reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult>;
+  delete(worker: { name: string; namespace: string; uid?: string }): Promise<{ deleted: string[] }>;
+}
+
+/** The Inference of a real cluster: Deployments and Services through the apiserver. */
+export function clusterInference(kc: KubeConfig): Inference {
+  return {
+    reconcile: (worker, bindings, regions, opts) => reconcileInference(kc, worker, bindings, regions, opts),
+    delete: (worker) => deleteInference(kc, worker),
+  };
+}
+
 export interface DesiredInference {
   deployments: DesiredDeployment[];
   services: DesiredService[];
@@ -98,14 +116,14 @@ export function desiredInference(
   worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
 ): DesiredInference {
   if (!DNS_LABEL.test(worker.name) || worker.name.length > 63) {
-    throw new Error(`worker name ${JSON.stringify(worker.name)} is not a DNS label`);
+    throw new InvalidInference(`worker name ${JSON.stringify(worker.name)} is not a DNS label`);
   }
   for (const r of regions) {
-    if (r === '' || r.length > 63 || !LABEL_VALUE.test(r)) throw new Error(`region ${JSON.stringify(r)} is not a label value`);
+    if (r === '' || r.length > 63 || !LABEL_VALUE.test(r)) throw new InvalidInference(`region ${JSON.stringify(r)} is not a label value`);
   }
   const seen = new Set<string>();
   for (const b of bindings) {
-    if (seen.has(b.name)) throw new Error(`ai binding ${JSON.stringify(b.name)} appears twice`);
+    if (seen.has(b.name)) throw new InvalidInference(`ai binding ${JSON.stringify(b.name)} appears twice`);
     seen.add(b.name);
   }
   const uniqueRegions = [...new Set(regions)].sort();

@@ -3,6 +3,7 @@ import type { EdgeWorker } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { workerRef } from '../../common/keys.js';
 import { Informer, type KubeObject } from '../runtime/informer.js';
+import { objectKeyOf, type ObjectKey } from '../runtime/controller.js';
 
 // Watches only the ConfigMaps and Secrets that EdgeWorkers reference: one namespaced
 // watch per kind, only in namespaces that have references, keeping metadata only (the
@@ -24,19 +25,19 @@ const metadataOnly = (raw: unknown): KubeObject | undefined => {
 };
 
 export class RefWatcher {
-  /** `${kind}/${namespace}/${name}` -> refs (workerRef) of the workers referencing it. */
-  private refs = new Map<string, Set<string>>();
+  /** `${kind}/${namespace}/${name}` -> the workers referencing it, by `ns/name`. */
+  private refs = new Map<string, Map<string, ObjectKey>>();
   private readonly informers = new Map<string, Informer<KubeObject>>();
 
   constructor(
     private readonly kc: KubeConfig,
     private readonly log: Logger,
-    private readonly enqueue: (workerRef: string) => void,
+    private readonly enqueue: (worker: ObjectKey) => void,
   ) {}
 
   /** Recomputes the references from the current EdgeWorkers and starts/stops watches to match. */
   update(workers: EdgeWorker[]): void {
-    const refs = new Map<string, Set<string>>();
+    const refs = new Map<string, Map<string, ObjectKey>>();
     /** `${kind}/${namespace}` -> what to watch. */
     const namespaces = new Map<string, { kind: Kind; ns: string }>();
     for (const ew of workers) {
@@ -44,8 +45,8 @@ export class RefWatcher {
       for (const r of referencesOf(ew)) {
         const k = `${r.kind}/${ns}/${r.name}`;
         let set = refs.get(k);
-        if (!set) { set = new Set(); refs.set(k, set); }
-        set.add(workerRef(ns, ew.metadata.name));
+        if (!set) { set = new Map(); refs.set(k, set); }
+        set.set(workerRef(ns, ew.metadata.name), objectKeyOf(ew));
         namespaces.set(`${r.kind}/${ns}`, { kind: r.kind, ns });
       }
     }
@@ -54,7 +55,7 @@ export class RefWatcher {
       if (this.informers.has(key)) continue;
       const inf = new Informer<KubeObject>({ kc: this.kc, path: `/api/v1/namespaces/${ns}/${kind}`, parse: metadataOnly, log: this.log, name: `${kind} in ${ns}` });
       const touched = (obj: KubeObject) => {
-        for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`) ?? []) this.enqueue(w);
+        for (const w of this.refs.get(`${kind}/${ns}/${obj.metadata.name}`)?.values() ?? []) this.enqueue(w);
       };
       inf.on('add', touched);
       inf.on('update', touched);

@@ -108,3 +108,6 @@ export class WorkerStore {
     return n;
   }
 }
+
+/** What the EdgeWorker reconciler needs of the store; fake/worker-store.ts is an in-memory one. */
+export type WorkerConfigs = Pick<WorkerStore, 'get' | 'publish' | 'remove'>;

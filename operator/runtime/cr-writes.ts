@@ -1,5 +1,5 @@
 import { FINALIZER } from '../../common/labels.js';
-import { crPath, isConflict, isNotFound, type KubeClient } from './kube-client.js';
+import { crPath, isConflict, isNotFound, type KubeApi } from './kube-client.js';
 
 // The writes both reconcilers make to their own custom resources: the cleanup finalizer
 // (merge patches carrying the resourceVersion read, so another writer's finalizers are
@@ -8,7 +8,7 @@ import { crPath, isConflict, isNotFound, type KubeClient } from './kube-client.j
 interface Meta { name: string; namespace?: string; resourceVersion?: string; finalizers?: string[] }
 
 /** Adds the finalizer when missing; returns the object as the apiserver has it after. */
-export async function ensureFinalizer<T extends { metadata: Meta }>(client: KubeClient, plural: string, obj: T, parse: (raw: unknown) => T): Promise<T> {
+export async function ensureFinalizer<T extends { metadata: Meta }>(client: KubeApi, plural: string, obj: T, parse: (raw: unknown) => T): Promise<T> {
   const finalizers = obj.metadata.finalizers ?? [];
   if (finalizers.includes(FINALIZER)) return obj;
   return parse(await client.request('PATCH', crPath(plural, obj.metadata.namespace, obj.metadata.name), {
@@ -18,7 +18,7 @@ export async function ensureFinalizer<T extends { metadata: Meta }>(client: Kube
 }
 
 /** Removes the finalizer (the cleanup is done); an object already gone is fine. */
-export async function removeFinalizer(client: KubeClient, plural: string, obj: { metadata: Meta }): Promise<void> {
+export async function removeFinalizer(client: KubeApi, plural: string, obj: { metadata: Meta }): Promise<void> {
   const rest = (obj.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
   try {
     await client.request('PATCH', crPath(plural, obj.metadata.namespace, obj.metadata.name), {
@@ -36,7 +36,7 @@ export const hasFinalizer = (obj: { metadata: Meta }) => (obj.metadata.finalizer
  * Writes the status subresource. Returns false when the object was deleted meanwhile or
  * changed under us (its next event brings the newer object and another reconcile).
  */
-export async function writeStatus(client: KubeClient, plural: string, obj: { metadata: Meta }, status: unknown): Promise<boolean> {
+export async function writeStatus(client: KubeApi, plural: string, obj: { metadata: Meta }, status: unknown): Promise<boolean> {
   try {
     await client.request('PATCH', crPath(plural, obj.metadata.namespace, obj.metadata.name, 'status'), { patch: 'merge', body: { status } });
     return true;

@@ -1,5 +1,5 @@
 import type { Logger } from '../../common/log.js';
-import type { KubeClient } from './kube-client.js';
+import type { KubeApi } from './kube-client.js';
 
 // Kubernetes Events on our objects (`kubectl describe ew NAME` shows them). Best effort:
 // an Event that cannot be written is logged, never retried into a reconcile failure.
@@ -14,8 +14,13 @@ export interface InvolvedObject {
 
 export const REPORTING_COMPONENT = 'edge.isolates.dev/operator';
 
-export class EventRecorder {
-  constructor(private readonly client: KubeClient, private readonly instance: string, private readonly log: Logger) {}
+/** Where reconcilers report what happened to an object; fake/events.ts keeps them in a list. */
+export interface EventSink {
+  record(obj: InvolvedObject, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void>;
+}
+
+export class EventRecorder implements EventSink {
+  constructor(private readonly client: KubeApi, private readonly instance: string, private readonly log: Logger) {}
 
   async record(obj: InvolvedObject, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const now = new Date().toISOString();

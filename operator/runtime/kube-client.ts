@@ -33,7 +33,15 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
-export class KubeClient {
+/**
+ * What reconcilers, status writes and Events need of the apiserver: one raw JSON request.
+ * KubeClient is the real one; operator/runtime/fake/kube-api.ts keeps objects in memory.
+ */
+export interface KubeApi {
+  request<T = unknown>(method: string, path: string, opts?: RequestOptions): Promise<T>;
+}
+
+export class KubeClient implements KubeApi {
   private readonly server: URL;
   private agent: Agent | undefined;
 

@@ -38,7 +38,8 @@ export class OperatorMetrics {
     if (e.kind === 'retry') this.queueRetries.inc();
     else if (e.kind === 'done') {
       this.queueWait.observe(e.waitMs / 1000);
-      const kind = e.key.split('/', 1)[0]!;
+      // One queue per controller: the queue names the kind.
+      const kind = e.queue;
       this.reconciles.inc({ kind, result: e.ok ? 'ok' : 'error' });
       this.reconcileDuration.observe({ kind }, e.workMs / 1000);
     }

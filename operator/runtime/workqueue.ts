@@ -39,9 +39,9 @@ export interface WorkQueueStats {
   adds: number;
   /** addRateLimited() calls (explicit or from a failed handler). */
   retries: number;
-  /** Handler runs that resolved. */
+  /** Handler runs that resolved (not counting `terminal` results). */
   succeeded: number;
-  /** Handler runs that threw or rejected. */
+  /** Handler runs that threw or rejected, or resolved `terminal`. */
   failed: number;
   /** Sum of handler run times in ms (divide by succeeded + failed for a mean). */
   processingMsTotal: number;
@@ -49,7 +49,18 @@ export interface WorkQueueStats {
   processingMsMax: number;
 }
 
-export type WorkHandler = (key: string) => Promise<void>;
+/**
+ * What a handler may ask of the queue besides the default (resolved: done, backoff reset;
+ * thrown: re-added with backoff). The controller's reconcile result maps onto it.
+ */
+export interface WorkResult {
+  /** Process the key again this long from now (its backoff is reset as on success). */
+  requeueAfter?: number;
+  /** The run failed but retrying cannot help: counted as failed, not re-added. */
+  terminal?: boolean;
+}
+
+export type WorkHandler = (key: string) => Promise<void | WorkResult>;
 
 export class WorkQueue {
   readonly name: string;
@@ -160,7 +171,9 @@ export class WorkQueue {
 
   /**
    * Starts `concurrency` workers that run `handler` for each key: a resolved handler
-   * forgets the key's backoff, a rejected one re-adds it rate-limited. The promise resolves
+   * forgets the key's backoff (and re-adds the key after `requeueAfter` when it asks), one
+   * resolving `terminal` forgets it too but counts as failed, a rejected one re-adds it
+   * rate-limited. The promise resolves
    * when every worker has stopped after shutDown(); it never rejects.
    */
   run(concurrency: number, handler: WorkHandler): Promise<void> {
@@ -207,14 +220,23 @@ export class WorkQueue {
       this.addedAt.delete(key);
       const start = performance.now();
       let ok = true;
+      let result: WorkResult | undefined;
       try {
-        await handler(key);
+        result = (await handler(key)) ?? undefined;
       } catch (err) {
         ok = false;
         this.log?.warn('reconcile failed; retrying with backoff', { key, error: err, requeues: this.numRequeues(key) + 1 });
       }
       const workMs = performance.now() - start;
-      if (ok) { this.counters.succeeded++; this.forget(key); } else { this.counters.failed++; this.addRateLimited(key); }
+      if (!ok) { this.counters.failed++; this.addRateLimited(key); } else if (result?.terminal) {
+        ok = false;
+        this.counters.failed++;
+        this.forget(key);
+      } else {
+        this.counters.succeeded++;
+        this.forget(key);
+        if (result?.requeueAfter !== undefined && result.requeueAfter > 0) this.addAfter(key, result.requeueAfter);
+      }
       this.counters.processingMsTotal += workMs;
       this.counters.processingMsMax = Math.max(this.counters.processingMsMax, workMs);
       // A key re-added while it ran got a fresh addedAt; keep that one for its next run.

@@ -1,0 +1,46 @@
+import type { AgentReports } from '../agent-view.js';
+import type { AgentReport, Presence, WorkerReport } from '../nats.js';
+
+// Live agents and their reports, set by the test: no presence TTL, no NATS. An agent is
+// live from setAgent until removeAgent.
+
+export class FakeAgentView implements AgentReports {
+  private readonly live = new Map<string, Presence>();
+  private readonly reports = new Map<string, AgentReport>();
+
+  setAgent(p: Presence): void { this.live.set(p.agent, p); }
+  removeAgent(agent: string): void { this.live.delete(agent); }
+
+  /** Sets what `agent` says about one worker (workerKey form). */
+  setWorkerReport(agent: string, worker: string, report: WorkerReport): void {
+    const r = this.reportOf(agent);
+    r.workers[worker] = report;
+  }
+
+  /** Sets how many actors of one DurableActor (workerKey form) are active on `agent`. */
+  setActiveActors(agent: string, actor: string, active: number): void {
+    this.reportOf(agent).actors[actor] = { active };
+  }
+
+  agents(region?: string): Presence[] {
+    return [...this.live.values()].filter((p) => region === undefined || p.region === region);
+  }
+
+  reportsFor(worker: string, region: string): { agent: string; report: WorkerReport | undefined }[] {
+    return this.agents(region).map((p) => ({ agent: p.agent, report: this.reports.get(p.agent)?.workers[worker] }));
+  }
+
+  reportsForActors(actor: string, region: string): { agent: string; active: number }[] {
+    return this.agents(region).map((p) => ({ agent: p.agent, active: this.reports.get(p.agent)?.actors[actor]?.active ?? 0 }));
+  }
+
+  private reportOf(agent: string): AgentReport {
+    let r = this.reports.get(agent);
+    if (!r) {
+      r = { agent, region: this.live.get(agent)?.region ?? 'unknown', seq: 0, workers: {}, actors: {} };
+      this.reports.set(agent, r);
+    }
+    r.seq++;
+    return r;
+  }
+}
