@@ -5,9 +5,9 @@ import { dirname, join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
 import { send } from '../agent/agent-harness.js';
-import { kubectl } from '../harness/kubectl.js';
-import { freePort, waitFor } from '../harness/ports.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { kubectl } from '../../cli/local/kubectl.js';
+import { freePort, waitFor } from '../../cli/local/ports.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 // `edge dev` as a user runs it, on a fresh copy of examples/: the whole system as real
 // processes (control plane, NATS, operator, an agent per region), every example answering,
