@@ -5,7 +5,7 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { actorInstanceKey } from '../common/keys.js';
 import { ActorIds } from '../node-agent/bindings/actor-id.js';
 import { crPath, KubeClient } from '../operator/runtime/kube-client.js';
-import { EdgeCluster, type AgentProc } from '../test/harness/edge-cluster.js';
+import { LocalCluster, QUICK_FAILOVER, type LocalAgent } from '../cli/local/cluster.js';
 import type { BenchConfig } from './config.js';
 import { cpuWindow, type CpuWindow } from './operator.js';
 import { httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
@@ -145,11 +145,11 @@ function cpuNote(ctx: ActorCtx, what: string, r: SeqResult): void {
 
 // ---------------------------------------------------------------- edge-isolates cluster
 
-interface Cluster { cluster: EdgeCluster; kube: KubeClient; ids: ActorIds }
+interface Cluster { cluster: LocalCluster; kube: KubeClient; ids: ActorIds }
 
 async function startCluster(cfg: BenchConfig): Promise<Cluster> {
   const t0 = performance.now();
-  const cluster = await EdgeCluster.start({ regions: [REGION], agentsPerRegion: cfg.actorAgents, presenceTtlMs: PRESENCE_TTL_MS });
+  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: cfg.actorAgents, presenceTtlMs: PRESENCE_TTL_MS });
   try {
     const kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
@@ -200,7 +200,7 @@ async function startCluster(cfg: BenchConfig): Promise<Cluster> {
   }
 }
 
-const live = (c: Cluster): AgentProc[] => c.cluster.agents.filter((a) => a.proc.running);
+const live = (c: Cluster): LocalAgent[] => c.cluster.agents.filter((a) => a.proc.running);
 
 /** Pids of the cluster's running processes, by name, for CPU accounting. */
 function clusterPids(c: Cluster): Record<string, number> {
@@ -213,9 +213,9 @@ function clusterPids(c: Cluster): Record<string, number> {
 const actorKeyOf = (c: Cluster, name: string): string => actorInstanceKey(NS, DA, c.ids.idFromName(name).hex);
 
 /** Which live agent hosts each named actor now (from every agent's admin /status `actors`). */
-async function owners(c: Cluster, names: string[]): Promise<Map<string, AgentProc>> {
+async function owners(c: Cluster, names: string[]): Promise<Map<string, LocalAgent>> {
   const byKey = new Map(names.map((n) => [actorKeyOf(c, n), n]));
-  const out = new Map<string, AgentProc>();
+  const out = new Map<string, LocalAgent>();
   for (const a of live(c)) {
     const r = await httpRequest({ port: a.admin, path: '/status', timeoutMs: 10_000 });
     if (r.status !== 200) throw new Error(`agent ${a.node} /status answered ${r.status}`);
@@ -237,7 +237,7 @@ interface Counts { last: Map<string, number>; unknown: Map<string, number> }
  * the previous acknowledged count + 1, up to the number of calls since whose outcome is
  * unknown (they failed, but may have run).
  */
-async function callActor(counts: Counts, agent: AgentProc, name: string, timeoutMs: number): Promise<{ ok: boolean; status: number | string }> {
+async function callActor(counts: Counts, agent: LocalAgent, name: string, timeoutMs: number): Promise<{ ok: boolean; status: number | string }> {
   let status: number | string;
   try {
     const r = await httpRequest({ port: agent.port, host: HOST, path: `/?name=${encodeURIComponent(name)}`, timeoutMs });
@@ -262,7 +262,7 @@ async function callActor(counts: Counts, agent: AgentProc, name: string, timeout
 }
 
 /** Activates every named actor (one call each, spread over the live agents) and returns where each one lives. */
-async function activate(c: Cluster, counts: Counts, names: string[]): Promise<Map<string, AgentProc>> {
+async function activate(c: Cluster, counts: Counts, names: string[]): Promise<Map<string, LocalAgent>> {
   const deadline = performance.now() + 60_000;
   let prev = '';
   for (let round = 0; ; round++) {
@@ -401,7 +401,7 @@ interface EdgeResult {
   term?: RecoveryResult | { error: string };
 }
 
-function copyLogs(cluster: EdgeCluster, dest: string): void {
+function copyLogs(cluster: LocalCluster, dest: string): void {
   try {
     mkdirSync(dest, { recursive: true });
     for (const f of readdirSync(cluster.cp.dir)) if (f.endsWith('.log')) copyFileSync(join(cluster.cp.dir, f), join(dest, f));

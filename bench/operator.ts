@@ -2,7 +2,7 @@ import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { crPath, KubeClient } from '../operator/runtime/kube-client.js';
-import { EdgeCluster, type AgentProc, type OperatorProc } from '../test/harness/edge-cluster.js';
+import { LocalCluster, QUICK_FAILOVER, type LocalAgent, type LocalOperator } from '../cli/local/cluster.js';
 import { agentMetricSums } from './agent.js';
 import type { BenchConfig } from './config.js';
 import { httpRequest, summarize, type Summary } from './http.js';
@@ -11,7 +11,7 @@ import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
 import { namedBody, namedSource } from './workloads.js';
 
 // The operator phases (issue 4). There is no peer: workerd has no control plane, so its
-// column says "not applicable". Everything runs in an EdgeCluster from the test harness:
+// column says "not applicable". Everything runs in an LocalCluster from the test harness:
 // a real etcd + kube-apiserver + nats-server, labelled Node objects, one `edge agent --nats`
 // and one `edge operator`, all real processes on loopback; the bench talks to them the way
 // a user does (kube API for EdgeWorkers, HTTP with a Host header for the agent).
@@ -77,9 +77,9 @@ async function pool<T>(items: T[], limit: number, fn: (item: T, i: number) => Pr
   if (failed !== undefined) throw failed;
 }
 
-async function startCluster(ctx: OpCtx, what: string): Promise<{ cluster: EdgeCluster; kube: KubeClient; agent: AgentProc; op: OperatorProc }> {
+async function startCluster(ctx: OpCtx, what: string): Promise<{ cluster: LocalCluster; kube: KubeClient; agent: LocalAgent; op: LocalOperator }> {
   const t0 = performance.now();
-  const cluster = await EdgeCluster.start({ regions: [REGION] });
+  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION] });
   try {
     const kube = new KubeClient(cluster.kubeConfig);
     await kube.request('POST', '/api/v1/namespaces', { body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } } });
@@ -100,20 +100,20 @@ async function startCluster(ctx: OpCtx, what: string): Promise<{ cluster: EdgeCl
 }
 
 /** Copies the cluster's logs into the bench dir (the cluster's own temp dir goes at stop). */
-function keepLogs(cluster: EdgeCluster, dest: string): void {
+function keepLogs(cluster: LocalCluster, dest: string): void {
   try {
     mkdirSync(dest, { recursive: true });
     for (const f of readdirSync(cluster.cp.dir)) if (f.endsWith('.log')) copyFileSync(join(cluster.cp.dir, f), join(dest, f));
   } catch (err) { log(`  could not copy the cluster logs: ${(err as Error).message}`); }
 }
 
-async function stopCluster(cluster: EdgeCluster, dest: string): Promise<void> {
+async function stopCluster(cluster: LocalCluster, dest: string): Promise<void> {
   keepLogs(cluster, dest);
   await cluster.stop();
 }
 
 /** Selected operator series from /metrics (summed over labels), for the JSON record and the log. */
-async function operatorMetrics(op: OperatorProc): Promise<Record<string, number>> {
+async function operatorMetrics(op: LocalOperator): Promise<Record<string, number>> {
   const all = await agentMetricSums(op.admin);
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(all)) {
@@ -123,7 +123,7 @@ async function operatorMetrics(op: OperatorProc): Promise<Record<string, number>
 }
 
 /** Polls the agent over fresh connections until it answers 200 with `body`; ms from `t0` to the end of that response. */
-async function firstOk(agent: AgentProc, host: string, body: string, t0: number, pollMs: number, timeoutMs: number, proc: Proc): Promise<{ ms: number; polls: number }> {
+async function firstOk(agent: LocalAgent, host: string, body: string, t0: number, pollMs: number, timeoutMs: number, proc: Proc): Promise<{ ms: number; polls: number }> {
   let polls = 0;
   let last = '';
   for (;;) {

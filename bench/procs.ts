@@ -1,13 +1,13 @@
 import { readFileSync, readdirSync } from 'node:fs';
-import { killAllManaged, type ManagedProcess } from '../test/harness/process.js';
+import { killAllManaged, type ManagedProcess } from '../cli/local/process.js';
 
-export { freePort } from '../test/harness/ports.js';
+export { freePort } from '../cli/local/ports.js';
 
-// Child processes of the bench are the harness's ManagedProcess: each in its own process
+// Child processes of the bench are cli/local's ManagedProcess: each in its own process
 // group under `setpriv --pdeathsig KILL`, logged to a file, killed as a group on stop,
 // on error and on exit; the bench also kills them on SIGINT/SIGTERM/SIGHUP.
 
-export { ManagedProcess as Proc, type SpawnOptions } from '../test/harness/process.js';
+export { ManagedProcess as Proc, type SpawnOptions } from '../cli/local/process.js';
 type Proc = ManagedProcess;
 
 let signalsHooked = false;

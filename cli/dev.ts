@@ -220,7 +220,7 @@ function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: numb
     '',
     'regions (each agent serves the workers placed in its region on its port):',
     ...cluster.agents.map((a) => `  ${a.region.padEnd(rw)}  ${a.url}   metrics http://127.0.0.1:${a.admin}/metrics`),
-    `  ${'operator'.padEnd(rw)}  metrics http://127.0.0.1:${cluster.operator!.admin}/metrics`,
+    `  ${'operator'.padEnd(rw)}  metrics http://127.0.0.1:${cluster.operators[0]!.admin}/metrics`,
     `  env.AI calls go to a stand-in model server per region: it echoes the prompt (no GPU here)`,
     '',
     `kubeconfig      ${cp.kubeconfigPath}`,
@@ -286,7 +286,9 @@ export async function runDev(opts: DevOptions): Promise<number> {
     await buildTools(['etcd', 'kube-apiserver', 'nats-server'], say);
     if (signalled) return 0;
     cluster = await LocalCluster.start({
-      regions, ports: regions.map((_, i) => first + i), modelTokenDelayMs: 30, progress: say,
+      regions, ports: regions.map((_, i) => first + i), fieldManager: DEV_FIELD_MANAGER, progress: say,
+      operator: { identity: 'edge-dev' },
+      models: { label: (r) => `stand-in model, ${r}`, tokenDelayMs: 30 },
     });
     if (signalled) { await stop(); return 0; }
     const kube = new KubeClient(cluster.kubeConfig);
@@ -300,7 +302,7 @@ export async function runDev(opts: DevOptions): Promise<number> {
     const state: DevState = {
       pid: process.pid, startedAt: new Date().toISOString(), dir, kubeconfig: cp.kubeconfigPath, natsUrl: cp.natsUrl, apiserverUrl: cp.apiserverUrl,
       agents: cluster.agents.map((a) => ({ region: a.region, node: a.node, url: a.url, port: a.port, metrics: `http://127.0.0.1:${a.admin}/metrics` })),
-      operatorMetrics: `http://127.0.0.1:${cluster.operator!.admin}/metrics`,
+      operatorMetrics: `http://127.0.0.1:${cluster.operators[0]!.admin}/metrics`,
     };
     writeDevState(state);
     process.stdout.write(banner(cluster, await snapshot(kube), dir, performance.now() - t0));

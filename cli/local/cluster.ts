@@ -9,28 +9,72 @@ import { freePort, waitFor } from './ports.js';
 import { ManagedProcess } from './process.js';
 import { REPO_ROOT } from './tools.js';
 
-// The whole system on loopback for `edge dev`, every piece a real process: the control
-// plane (etcd, kube-apiserver, nats-server with JetStream) with the CRDs installed, Node
-// objects for each region (an isolate node and a tainted GPU node), one `edge agent --nats`
-// per region and one `edge operator`. There is no GPU and no kubelet: each region gets a
-// stand-in model server (cli/local/model-stub.ts, in this process) that `env.AI` reaches
+// The whole system on loopback, every piece a real process: the control plane (etcd,
+// kube-apiserver, nats-server with JetStream) with the CRDs installed, Node objects for each
+// region (isolate nodes and a tainted GPU node), `edge agent --nats` processes per region and
+// `edge operator` processes. There is no GPU and no kubelet: with `models`, each region gets
+// a stand-in model server (cli/local/model-stub.ts, in this process) that `env.AI` reaches
 // through the agents' --ai-url-template; it echoes, it does not generate.
-// (test/harness/edge-cluster.ts starts the same shape for the tests, with more knobs.)
+//
+// The one starter for `edge dev` (cli/dev.ts), the integration tests and bench/: each cluster
+// has a control plane of its own, because the operator acts on every object it can see.
+// Every process is a ManagedProcess (`proc`), so a test can SIGKILL or SIGSTOP it and read
+// its log (`proc.logFile`); all logs are in `cp.dir` (kept with EDGE_KEEP_TMP=1).
 
 export const EDGE_BIN = join(REPO_ROOT, 'bin/edge.mjs');
 
 export interface LocalAgent { region: string; node: string; port: number; admin: number; peer: number; url: string; proc: ManagedProcess }
-export interface LocalOperator { admin: number; proc: ManagedProcess }
+export interface LocalOperator { identity: string; admin: number; proc: ManagedProcess }
+
+export interface ModelStubOptions {
+  /** The model each region's server serves (default ANY_MODEL: whatever a request names). */
+  model?: string;
+  /** The label in its completions, "[label] echo: ..." (default: the region). */
+  label?: (region: string) => string;
+  /** Pause between streamed tokens. */
+  tokenDelayMs?: number;
+}
+
+export interface StartOperatorOptions {
+  /** Kubeconfig the operator uses (default: the control plane's admin). */
+  kubeconfig?: string;
+  /** Namespace of its Lease (default `default`). */
+  leaseNamespace?: string;
+  /** Name of its Lease (default: the operator's own default). */
+  leaseName?: string;
+  /** More `edge operator` flags. */
+  args?: string[];
+}
 
 export interface LocalClusterOptions {
   regions: string[];
-  /** HTTP port wanted for each region's agent (same order); one that is taken is replaced by a free one. */
+  /** Agents (and isolate Nodes) per region; default 1. Nodes are `isolate-<region>`, or `isolate-<region>-<i>` when more than one. */
+  agentsPerRegion?: number;
+  /** HTTP port wanted for each agent (regions in order, then nodes); one that is taken is replaced by a free one. Default: free ports. */
   ports?: number[];
-  /** Pause between streamed tokens of the stand-in model servers. */
-  modelTokenDelayMs?: number;
+  /** The agents' --presence-ttl-ms (default: the agent's own). */
+  presenceTtlMs?: number;
+  /** The operators' Lease duration; renew deadline and retry period follow from it (default: the operator's own). */
+  leaseDurationMs?: number;
+  /** More `edge agent` flags, for every agent. */
+  agentArgs?: string[];
+  /** Start one operator with this identity along with the agents; without it, call startOperator() when wanted. */
+  operator?: { identity: string } & StartOperatorOptions;
+  /** A stand-in model server per region (none without it). */
+  models?: ModelStubOptions;
+  /** Field manager of the CRDs' server-side apply (default `edge-isolates`). */
+  fieldManager?: string;
+  /** Keep the control plane's temp dir (logs, data) after stop; also when EDGE_KEEP_TMP=1. */
+  keepDir?: boolean;
   /** Progress lines while it starts. */
   progress?: (line: string) => void;
 }
+
+/**
+ * For tests and the bench: a dead agent leaves its region's rings in a second and a dead
+ * operator's Lease is taken over in two, where the production defaults take many times that.
+ */
+export const QUICK_FAILOVER = { presenceTtlMs: 1000, leaseDurationMs: 2000 } as const satisfies Partial<LocalClusterOptions>;
 
 /** True when nothing listens on 127.0.0.1:port. */
 export function portFree(port: number): Promise<boolean> {
@@ -41,10 +85,15 @@ export function portFree(port: number): Promise<boolean> {
 
 const secs = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
+/** How long an agent or an operator gets from spawn to ready (a loaded 2-core machine is slow to load TypeScript). */
+const READY_TIMEOUT_MS = 90_000;
+
 export class LocalCluster {
   readonly agents: LocalAgent[] = [];
-  operator: LocalOperator | undefined;
+  readonly operators: LocalOperator[] = [];
   readonly models = new Map<string, OpenAiServer>();
+  /** Starts per log name, so a restarted process writes a log of its own. */
+  private readonly logs = new Map<string, number>();
   private stopping: Promise<void> | undefined;
 
   private constructor(readonly cp: ControlPlane, readonly opts: LocalClusterOptions) {}
@@ -53,34 +102,38 @@ export class LocalCluster {
     const say = opts.progress ?? (() => {});
     const t0 = performance.now();
     say('starting etcd, kube-apiserver and nats-server...');
-    const cp = await startControlPlane();
+    const cp = await startControlPlane({ keepDir: opts.keepDir });
     say(`control plane ready (${secs(t0)})`);
     const c = new LocalCluster(cp, opts);
     try {
       const t1 = performance.now();
+      const models = opts.models;
       await Promise.all([
-        installCrds(cp.kubeConfig, 'edge-dev'),
+        installCrds(cp.kubeConfig, opts.fieldManager),
         c.createNodes(),
-        ...opts.regions.map(async (r) => {
-          c.models.set(r, await startOpenAiServer({ model: ANY_MODEL, label: `stand-in model, ${r}`, tokenDelayMs: opts.modelTokenDelayMs ?? 0 }));
-        }),
+        ...(models ? opts.regions.map(async (r) => {
+          c.models.set(r, await startOpenAiServer({ model: models.model ?? ANY_MODEL, label: models.label?.(r) ?? r, tokenDelayMs: models.tokenDelayMs ?? 0 }));
+        }) : []),
       ]);
-      say(`CRDs installed, Nodes labelled for ${opts.regions.join(', ')}, stand-in model servers up (${secs(t1)})`);
-      const ports = await c.pickPorts();
-      say(`starting ${opts.regions.length} agents and the operator...`);
+      say(`CRDs installed, Nodes labelled for ${opts.regions.join(', ')}${models ? ', stand-in model servers up' : ''} (${secs(t1)})`);
+      const nodes = opts.regions.flatMap((region) => c.isolateNodes(region).map((node) => ({ region, node })));
+      const ports = await c.pickPorts(nodes.length);
+      say(`starting ${nodes.length} agents${opts.operator ? ' and the operator' : ''}...`);
+      const operator = opts.operator;
       await Promise.all([
-        ...opts.regions.map(async (r, i) => {
+        ...nodes.map(async ({ region, node }, i) => {
           const t = performance.now();
-          const a = await c.startAgent(r, ports[i]!);
+          const a = await c.startAgent(region, node, ports[i]);
           say(`  agent ${a.node} ready on ${a.url} (${secs(t)})`);
         }),
-        (async () => {
+        ...(operator ? [(async () => {
           const t = performance.now();
-          await c.startOperator();
+          await c.launchOperator('operator', operator.identity, operator);
           say(`  operator ready (${secs(t)})`);
-        })(),
+        })()] : []),
       ]);
-      c.agents.sort((a, b) => opts.regions.indexOf(a.region) - opts.regions.indexOf(b.region));
+      const order = nodes.map((n) => n.node);
+      c.agents.sort((a, b) => order.indexOf(a.node) - order.indexOf(b.node));
     } catch (err) {
       await c.stop();
       throw err;
@@ -90,9 +143,15 @@ export class LocalCluster {
 
   get kubeConfig() { return this.cp.kubeConfig; }
 
-  private async pickPorts(): Promise<number[]> {
+  /** The isolate Node names of a region. */
+  isolateNodes(region: string): string[] {
+    const n = this.opts.agentsPerRegion ?? 1;
+    return n === 1 ? [`isolate-${region}`] : Array.from({ length: n }, (_, i) => `isolate-${region}-${i}`);
+  }
+
+  private async pickPorts(n: number): Promise<number[]> {
     const out: number[] = [];
-    for (const [i] of this.opts.regions.entries()) {
+    for (let i = 0; i < n; i++) {
       const wanted = this.opts.ports?.[i];
       out.push(wanted !== undefined && wanted > 0 && !out.includes(wanted) && (await portFree(wanted)) ? wanted : await freePort());
     }
@@ -103,49 +162,91 @@ export class LocalCluster {
     const core = this.cp.kubeConfig.makeApiClient(CoreV1Api);
     const gpuTaint: V1Taint = { key: GPU_TAINT_KEY, value: 'present', effect: 'NoSchedule' };
     await Promise.all(this.opts.regions.flatMap((r) => [
-      core.createNode({ body: { metadata: { name: `isolate-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } }),
+      ...this.isolateNodes(r).map((node) => core.createNode({ body: { metadata: { name: node, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } })),
       core.createNode({ body: { metadata: { name: `gpu-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_GPU } }, spec: { taints: [gpuTaint] } } }),
     ]));
   }
 
-  private log(name: string): string { return join(this.cp.dir, `${name}.log`); }
+  /** `<name>.log` the first time, `<name>.<n>.log` for the n-th start under the same name. */
+  private logFile(name: string): string {
+    const n = (this.logs.get(name) ?? 0) + 1;
+    this.logs.set(name, n);
+    return join(this.cp.dir, n === 1 ? `${name}.log` : `${name}.${n}.log`);
+  }
 
-  private async startAgent(region: string, port: number): Promise<LocalAgent> {
-    const node = `isolate-${region}`;
-    const [admin, peer] = await Promise.all([freePort(), freePort()]);
+  /**
+   * Starts an agent for `node` (one of isolateNodes(region); again after it was killed, to
+   * bring it back) and waits until it is ready. `port` is its HTTP port (default: a free one).
+   */
+  async startAgent(region: string, node: string, port?: number): Promise<LocalAgent> {
+    const [http, admin, peer] = await Promise.all([port ?? freePort(), freePort(), freePort()]);
     const model = this.models.get(region);
-    const proc = new ManagedProcess(`agent-${region}`, process.execPath, [
+    const name = `agent-${node.replace(/^isolate-/, '')}`;
+    const proc = new ManagedProcess(name, process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', this.cp.natsUrl, '--region', region, '--node', node,
-      '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', `127.0.0.1:${peer}`,
+      '--listen', `127.0.0.1:${http}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', `127.0.0.1:${peer}`,
       '--pool-size', '2',
+      ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
       ...(model ? ['--ai-url-template', model.url] : []),
-    ], { logFile: this.log(`agent-${region}`), cwd: REPO_ROOT });
-    await waitFor(`agent ${node} /readyz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/readyz`)).ok; }, 90_000, 100);
-    const a = { region, node, port, admin, peer, proc, url: `http://127.0.0.1:${port}` };
+      ...(this.opts.agentArgs ?? []),
+    ], { logFile: this.logFile(name), cwd: REPO_ROOT });
+    const a = { region, node, port: http, admin, peer, proc, url: `http://127.0.0.1:${http}` };
+    // Listed before it is ready, so stop() takes it down when it never gets there.
     this.agents.push(a);
+    await waitFor(`agent ${node} /readyz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/readyz`)).ok; }, READY_TIMEOUT_MS, 100);
     return a;
   }
 
-  private async startOperator(): Promise<LocalOperator> {
+  /**
+   * Starts `edge operator` as `identity` and waits until it is healthy (not until it leads:
+   * see operatorStatus). By default it runs as the control plane's admin with its Lease in
+   * `default`; `kubeconfig` gives it other credentials (a ServiceAccount token), and
+   * `leaseNamespace`/`leaseName` the Lease its RBAC allows.
+   */
+  startOperator(identity: string, opts: StartOperatorOptions = {}): Promise<LocalOperator> {
+    return this.launchOperator(identity, identity, opts);
+  }
+
+  private async launchOperator(name: string, identity: string, opts: StartOperatorOptions): Promise<LocalOperator> {
     const admin = await freePort();
-    const proc = new ManagedProcess('operator', process.execPath, [
-      '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', this.cp.kubeconfigPath,
-      '--admin', `127.0.0.1:${admin}`, '--identity', 'edge-dev', '--lease-namespace', 'default',
-    ], { logFile: this.log('operator'), cwd: REPO_ROOT });
-    await waitFor('operator /healthz', async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/healthz`)).ok; }, 90_000, 100);
-    this.operator = { admin, proc };
-    return this.operator;
+    const lease = this.opts.leaseDurationMs;
+    const proc = new ManagedProcess(name, process.execPath, [
+      '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', opts.kubeconfig ?? this.cp.kubeconfigPath,
+      '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', opts.leaseNamespace ?? 'default',
+      ...(opts.leaseName ? ['--lease-name', opts.leaseName] : []),
+      ...(lease !== undefined
+        ? ['--lease-duration-ms', String(lease), '--renew-deadline-ms', String(Math.floor(lease * 0.75)), '--retry-period-ms', String(Math.floor(lease / 8))]
+        : []),
+      ...(opts.args ?? []),
+    ], { logFile: this.logFile(name), cwd: REPO_ROOT });
+    const o = { identity, admin, proc };
+    this.operators.push(o);
+    await waitFor(`${name} /healthz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/healthz`)).ok; }, READY_TIMEOUT_MS, 100);
+    return o;
+  }
+
+  /** The operator's /status, or undefined when it is not running or does not answer. */
+  async operatorStatus(o: LocalOperator): Promise<{ leader: boolean; active: boolean } | undefined> {
+    if (!o.proc.running) return undefined;
+    try { return (await (await fetch(`http://127.0.0.1:${o.admin}/status`)).json()) as { leader: boolean; active: boolean }; } catch { return undefined; }
+  }
+
+  /** A running agent of the region. */
+  agent(region: string): LocalAgent {
+    const a = this.agents.find((x) => x.region === region && x.proc.running);
+    if (!a) throw new Error(`no running agent in ${region}`);
+    return a;
   }
 
   /** Every process this cluster runs, for the banner and the checks. */
   get processes(): ManagedProcess[] {
-    return [...this.cp.processes, ...this.agents.map((a) => a.proc), ...(this.operator ? [this.operator.proc] : [])];
+    return [...this.cp.processes, ...this.agents.map((a) => a.proc), ...this.operators.map((o) => o.proc)];
   }
 
-  /** The operator first (so it writes nothing more), then the agents (they drain), then the rest. */
+  /** The operators first (so they write nothing more), then the agents (they drain), then the rest. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      await this.operator?.proc.stop(5000);
+      await Promise.all(this.operators.map((o) => o.proc.stop(5000)));
       await Promise.all(this.agents.map((a) => a.proc.stop(8000)));
       await Promise.all([...this.models.values()].map((m) => m.close()));
       await this.cp.stop();

@@ -20,7 +20,7 @@ import { EdgeError } from '../../common/errors.js';
 //   ai.requests            every request, as it happens (see RecordedRequest)
 //   ai.failure = { status: 500, body: '...' }   answer every completion with this until reset to null
 //   await ai.close()
-// As a process (also as test/fixtures/openai-server.ts):
+// As a process:
 //   node --import tsx cli/local/model-stub.ts --port 0 --model M --label eu-west [--host 127.0.0.1] [--token-delay-ms 0]
 //   prints "listening <url>" on stdout once it listens; SIGTERM or SIGINT stops it.
 //

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, waitFor } from '../harness/ports.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { freePort, waitFor } from '../../cli/local/ports.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 import { send, workerManifest } from './agent-harness.js';
 
 // The `edge agent` binary over real HTTP: routing by Host and path prefix, reloading when

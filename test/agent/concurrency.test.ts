@@ -1,7 +1,7 @@
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { startTestAgent, type TestAgent } from './agent-harness.js';
 
 // A worker waiting on subrequests serves many requests at once: the upstream below only

@@ -8,7 +8,7 @@ import { inferenceName } from '../../common/model-servers.js';
 import { Agent } from '../../node-agent/agent.js';
 import { DirectorySource, STANDALONE_REGION, standaloneActorUid } from '../../node-agent/control/desired-state.js';
 import type { DesiredWorker } from '../../node-agent/serving/desired.js';
-import { startOpenAiServer, type OpenAiServer } from '../fixtures/openai-server.js';
+import { startOpenAiServer, type OpenAiServer } from '../../cli/local/model-stub.js';
 import { send } from './agent-harness.js';
 
 // `edge agent --workers DIR` resolves bindings as the operator does (common/resolve-bindings.ts):

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { startTestAgent, workerManifest, type TestAgent } from './agent-harness.js';
 
 // Swapping a worker's version drops nothing: a request in flight on the old version

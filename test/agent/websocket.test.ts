@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { startTestAgent, workerManifest, type TestAgent } from './agent-harness.js';
 
 // WebSockets through the agent, with a real `ws` client on loopback: the worker answers

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
-import { REPO_ROOT, toolPath, toolVersions } from './tools.js';
+import { REPO_ROOT, toolPath, toolVersions } from '../../cli/local/tools.js';
 
 // The Helm chart in tests: helm (built from source by scripts/tools.sh), the chart made
 // ready the way `helm dependency build` would, and its rendered objects.

@@ -1,6 +1,6 @@
 import type { TestProject } from 'vitest/node';
-import { startControlPlane, type ControlPlane } from './control-plane.js';
-import { installCrds } from './crds.js';
+import { startControlPlane, type ControlPlane } from '../../cli/local/control-plane.js';
+import { installCrds } from '../../cli/local/crds.js';
 
 // One real control plane (etcd + kube-apiserver + nats-server) shared by the integration
 // test files; each file works in namespaces of its own. Torn down even when tests fail.

@@ -2,9 +2,9 @@ import { httpOk } from '../../cli/local/control-plane.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManagedProcess } from './process.js';
-import { freePort, waitFor } from './ports.js';
-import { toolPath } from './tools.js';
+import { ManagedProcess } from '../../cli/local/process.js';
+import { freePort, waitFor } from '../../cli/local/ports.js';
+import { toolPath } from '../../cli/local/tools.js';
 
 // One nats-server with JetStream on loopback, for tests that need NATS without a whole
 // control plane. The port and the store dir stay the same across kill9()/restart(), so

@@ -4,8 +4,9 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition } from '../../common/api/index.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
-import { EdgeCluster, get, type AgentProc } from '../harness/edge-cluster.js';
-import { waitFor } from '../harness/ports.js';
+import { LocalCluster, QUICK_FAILOVER, type LocalAgent } from '../../cli/local/cluster.js';
+import { get } from '../harness/http.js';
+import { waitFor } from '../../cli/local/ports.js';
 
 // DurableActors on three agents of one region, with the real operator, NATS and
 // processes: the invariants of DESIGN.md section 6 under load, SIGKILL, SIGTERM and
@@ -81,16 +82,16 @@ export default {
 interface Outcome { token: string; ok: boolean; agent: string; error?: string }
 
 describe('DurableActors across three agents', () => {
-  let cluster: EdgeCluster;
+  let cluster: LocalCluster;
   let kube: KubeClient;
   let seq = 0;
 
   const live = () => cluster.agents.filter((a) => a.proc.running);
-  const call = (a: AgentProc, path: string) => get(a, 'counter.test', path);
+  const call = (a: LocalAgent, path: string) => get(a, 'counter.test', path);
   const idOf = async (actor: string) => (await call(live()[0]!, `/id?actor=${actor}`)).text;
-  async function ownerOf(actor: string): Promise<AgentProc> {
+  async function ownerOf(actor: string): Promise<LocalAgent> {
     const id = await idOf(actor);
-    let owner: AgentProc | undefined;
+    let owner: LocalAgent | undefined;
     await waitFor(`an agent hosting ${actor}`, async () => {
       for (const a of live()) {
         const st = (await (await fetch(`http://127.0.0.1:${a.admin}/status`)).json()) as { actors: string[] };
@@ -111,7 +112,7 @@ describe('DurableActors across three agents', () => {
     return out!;
   }
   /** Runs `clients` sequential clients per target agent until `stop()` says so. */
-  function hammer(actor: string, targets: () => AgentProc[], clients: number) {
+  function hammer(actor: string, targets: () => LocalAgent[], clients: number) {
     const outcomes: Outcome[] = [];
     let running = true;
     const loops = targets().flatMap((a) => Array.from({ length: clients }, async () => {
@@ -148,7 +149,7 @@ describe('DurableActors across three agents', () => {
   }
 
   beforeAll(async () => {
-    cluster = await EdgeCluster.start({ regions: [REGION], agentsPerRegion: 3, presenceTtlMs: 1000 });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: 3 });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
     await cluster.startOperator('operator');

@@ -6,9 +6,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import {
   API_VERSION, DurableActorSpecSchema, EdgeWorkerSpecSchema, GROUP, VERSION,
 } from '../../common/api/index.js';
-import { kubectl } from '../harness/kubectl.js';
+import { kubectl } from '../../cli/local/kubectl.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 // The API is enforced by the real apiserver: valid objects round-trip unchanged, invalid
 // ones are refused with a message naming the field. Clients use strict field validation

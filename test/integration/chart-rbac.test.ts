@@ -8,10 +8,11 @@ import { FINALIZER, REGION_LABEL } from '../../common/labels.js';
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
 import { workerKey } from '../../common/keys.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
-import { kubeconfigYaml } from '../harness/control-plane.js';
-import { EdgeCluster, get, type OperatorProc } from '../harness/edge-cluster.js';
+import { kubeconfigYaml } from '../../cli/local/control-plane.js';
+import { LocalCluster, QUICK_FAILOVER, type LocalOperator } from '../../cli/local/cluster.js';
+import { get } from '../harness/http.js';
 import { OPERATOR_CLUSTER_PERMISSIONS, flattenRules, helm, operatorLeasePermissions, preparedChart, type Rule } from '../harness/chart.js';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 
 // The chart's RBAC is enough, and no more: the chart is installed into an edge cluster's own
 // apiserver, `edge operator` runs with a token of the chart's operator ServiceAccount (made
@@ -33,11 +34,11 @@ const describeAttrs = (a: Attrs) => `${a.verb} ${a.group ? `${a.group}/` : ''}${
 interface RulesReview { status: { resourceRules: Rule[]; nonResourceRules: { verbs: string[]; nonResourceURLs: string[] }[]; incomplete: boolean } }
 
 describe('the chart\'s operator ServiceAccount runs the operator', () => {
-  let cluster: EdgeCluster;
+  let cluster: LocalCluster;
   let admin: KubeClient;
   let nc: NatsConnection;
   let buckets: EdgeBuckets;
-  let operator: OperatorProc;
+  let operator: LocalOperator;
   const chart = preparedChart();
 
   const read = (name: string) => admin.request<EdgeWorker>('GET', crPath('edgeworkers', NS, name));
@@ -93,11 +94,11 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
   }
 
   beforeAll(async () => {
-    cluster = await EdgeCluster.start({ regions: ['eu-west', 'us-east'], aiModel: MODEL, presenceTtlMs: 1000 });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: ['eu-west', 'us-east'], models: { model: MODEL } });
     admin = new KubeClient(cluster.kubeConfig);
     const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
     for (const name of [RELEASE_NS, NS]) await core.createNamespace({ body: { metadata: { name } } });
-    // The CRDs are in already (EdgeCluster applies crds/, which the chart's crds/ equals).
+    // The CRDs are in already (LocalCluster applies crds/, which the chart's crds/ equals).
     const { stdout } = await helm([
       'install', 'edge-isolates', chart.dir, '--namespace', RELEASE_NS, '--skip-crds',
       '--set', 'nats.enabled=false', '--set', `nats.url=${cluster.cp.natsUrl}`,

@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../harness/tools.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 import {
   CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
   preparedChart, render, type K8sObject, type Rule,

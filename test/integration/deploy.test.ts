@@ -6,8 +6,9 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_INLINE_SOURCE_BYTES } from '../../common/api/index.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
-import { EdgeCluster, get } from '../harness/edge-cluster.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { LocalCluster, QUICK_FAILOVER } from '../../cli/local/cluster.js';
+import { get } from '../harness/http.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 // `edge deploy`, `edge status` and `edge logs` against a real control plane with the
 // operator and an agent (one region), as a user runs them: files on disk, the binary.
@@ -18,7 +19,7 @@ const EDGE = join(REPO_ROOT, 'bin/edge.mjs');
 interface Run { code: number; stdout: string; stderr: string }
 
 describe('edge deploy', () => {
-  let cluster: EdgeCluster;
+  let cluster: LocalCluster;
   let kube: KubeClient;
   const work = mkdtempSync(join(tmpdir(), 'edge-deploy-test-'));
   const file = (name: string, text: string) => { const p = join(work, name); mkdirSync(join(p, '..'), { recursive: true }); writeFileSync(p, text); return p; };
@@ -33,7 +34,7 @@ describe('edge deploy', () => {
   type EW = { metadata: { uid: string; generation: number }; spec: { source: { inline?: string; configMapRef?: { name: string; key: string } } } };
 
   beforeAll(async () => {
-    cluster = await EdgeCluster.start({ regions: ['eu-west'] });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: ['eu-west'] });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
     await cluster.startOperator('operator');

@@ -1,19 +1,21 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
 import { send } from '../agent/agent-harness.js';
-import { kubectl } from '../harness/kubectl.js';
-import { freePort, waitFor } from '../harness/ports.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { kubectl } from '../../cli/local/kubectl.js';
+import { freePort, waitFor } from '../../cli/local/ports.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 // `edge dev` as a user runs it, on a fresh copy of examples/: the whole system as real
 // processes (control plane, NATS, operator, an agent per region), every example answering,
 // an edit re-applied, and Ctrl-C leaving nothing behind.
 
 const EDGE = join(REPO_ROOT, 'bin/edge.mjs');
+const execFileAsync = promisify(execFile);
 
 /** Running, not merely an exited process waiting to be reaped (a zombie is dead). */
 const alive = (pid: number) => {
@@ -62,12 +64,15 @@ describe('edge dev', () => {
   const env = { ...process.env, EDGE_DEV_STATE: state };
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  const edge = (args: string[]) => {
+  // Asynchronous: a blocked event loop would not see an agent close an idle keep-alive
+  // connection, and the next request on it would fail with "socket hang up".
+  const edge = async (args: string[]) => {
     try {
-      return { code: 0, out: execFileSync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 30_000 }) };
+      const r = await execFileAsync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+      return { code: 0, out: r.stdout };
     } catch (err) {
-      const e = err as { status: number; stdout: string; stderr: string };
-      return { code: e.status, out: `${e.stdout}${e.stderr}` };
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, out: `${e.stdout}${e.stderr}` };
     }
   };
 
@@ -114,7 +119,7 @@ describe('edge dev', () => {
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
       ]);
-      const status = edge(['status']);
+      const status = await edge(['status']);
       expect(status.code).toBe(0);
       expect(status.out).toMatch(/^default\s+hello\s+True\s+(?=.*ap-south 1\/1)(?=.*eu-west 1\/1)(?=.*us-east 1\/1)/m);
       expect(status.out).toMatch(/^default\s+rooms\s+ChatRoom\s+chat\s+us-east\s+True/m);
@@ -157,7 +162,7 @@ describe('edge dev', () => {
       const history = (await (await send(us.port, 'chat.localhost', '/history?room=test')).json()) as { text: string }[];
       expect(history.map((m) => m.text)).toEqual(['hi bob']);
       // Its console output reaches `edge logs`.
-      await waitFor('edge logs chat shows who joined', async () => /us-east\/isolate-us-east log\s+bob joined room test/.test(edge(['logs', 'chat']).out), 15_000, 500);
+      await waitFor('edge logs chat shows who joined', async () => /us-east\/isolate-us-east log\s+bob joined room test/.test((await edge(['logs', 'chat'])).out), 15_000, 500);
 
       // env.AI, streamed from the region's own (stand-in) model server.
       const ai = await send(us.port, 'ai.localhost', '/?prompt=hello+there');

@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { AuthorizationV1Api, CoreV1Api, VersionApi } from '@kubernetes/client-node';
 import { connect } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControlPlane, type ControlPlane } from '../harness/control-plane.js';
-import { toolVersions } from '../harness/tools.js';
+import { startControlPlane, type ControlPlane } from '../../cli/local/control-plane.js';
+import { toolVersions } from '../../cli/local/tools.js';
 
 // The harness itself: a control plane of its own (not the shared one), so stopping it can
 // be checked for leftovers.

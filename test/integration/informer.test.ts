@@ -3,7 +3,7 @@ import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1ConfigMa
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger, type Logger } from '../../common/log.js';
 import { Informer, type InformerOptions, type KubeObject } from '../../operator/runtime/informer.js';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 // The informer against the real apiserver (list, watch, server-closed watches, paging,

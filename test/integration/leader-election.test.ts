@@ -3,7 +3,7 @@ import { CoordinationV1Api, KubeConfig, V1MicroTime, type V1Lease } from '@kuber
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/log.js';
 import { LeaderElector, type LeaderElectionOptions } from '../../operator/runtime/leader-election.js';
-import { waitFor } from '../harness/ports.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 // Leader election against the real apiserver, several electors in one process with short

@@ -6,8 +6,9 @@ import { FINALIZER } from '../../common/labels.js';
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
 import { workerKey } from '../../common/keys.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
-import { EdgeCluster, get, type OperatorProc } from '../harness/edge-cluster.js';
-import { waitFor } from '../harness/ports.js';
+import { LocalCluster, QUICK_FAILOVER, type LocalOperator } from '../../cli/local/cluster.js';
+import { get } from '../harness/http.js';
+import { waitFor } from '../../cli/local/ports.js';
 
 // Invariant 5: the operator is level-triggered and idempotent. Kill it in the middle of
 // reconciling a batch and start it again; run two replicas and kill the leader. The state
@@ -21,7 +22,7 @@ const COUNT = 40;
 const source = (i: number) => `export default { async fetch() { return new Response('worker ${i % 10}'); } };`;
 
 describe('operator restarts and leader failover', () => {
-  let cluster: EdgeCluster;
+  let cluster: LocalCluster;
   let kube: KubeClient;
   let nc: NatsConnection;
   let buckets: EdgeBuckets;
@@ -53,7 +54,7 @@ describe('operator restarts and leader failover', () => {
   }
 
   beforeAll(async () => {
-    cluster = await EdgeCluster.start({ regions: REGIONS, presenceTtlMs: 1000, leaseDurationMs: 2000 });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
     nc = await connect({ servers: cluster.cp.natsUrl });
@@ -110,8 +111,8 @@ describe('operator restarts and leader failover', () => {
     const coord = cluster.kubeConfig.makeApiClient(CoordinationV1Api);
     const holder = async () => (await coord.readNamespacedLease({ namespace: 'default', name: 'edge-isolates-operator' })).spec?.holderIdentity;
     const leaderId = await holder();
-    const leader = operators.find((o) => o.identity === leaderId) as OperatorProc;
-    const follower = operators.find((o) => o.identity !== leaderId) as OperatorProc;
+    const leader = operators.find((o) => o.identity === leaderId) as LocalOperator;
+    const follower = operators.find((o) => o.identity !== leaderId) as LocalOperator;
     expect(leader).toBeDefined();
     expect(follower.identity).toBe(op3.identity);
     const transitionsBefore = (await coord.readNamespacedLease({ namespace: 'default', name: 'edge-isolates-operator' })).spec?.leaseTransitions ?? 0;

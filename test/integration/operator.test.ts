@@ -6,8 +6,9 @@ import { FINALIZER, GPU_TAINT_KEY, POOL_GPU, POOL_LABEL, REGION_LABEL } from '..
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
 import { workerKey } from '../../common/keys.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
-import { EdgeCluster, get } from '../harness/edge-cluster.js';
-import { waitFor } from '../harness/ports.js';
+import { LocalCluster, QUICK_FAILOVER } from '../../cli/local/cluster.js';
+import { get } from '../harness/http.js';
+import { waitFor } from '../../cli/local/ports.js';
 
 // The operator end to end: a control plane, Nodes in three regions, an `edge agent --nats`
 // process per region, fake model servers, and `edge operator`. Everything a user does
@@ -25,7 +26,7 @@ function worker(name: string, spec: Record<string, unknown>): Record<string, unk
 }
 
 describe('edge operator with agents in three regions', () => {
-  let cluster: EdgeCluster;
+  let cluster: LocalCluster;
   let kube: KubeClient;
   let nc: NatsConnection;
   let buckets: EdgeBuckets;
@@ -45,7 +46,7 @@ describe('edge operator with agents in three regions', () => {
   }
 
   beforeAll(async () => {
-    cluster = await EdgeCluster.start({ regions: REGIONS, aiModel: MODEL, presenceTtlMs: 1000 });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS, models: { model: MODEL } });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
     nc = await connect({ servers: cluster.cp.natsUrl });

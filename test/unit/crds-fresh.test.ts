@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderCrdFiles } from '../../scripts/crd-files.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 describe('generated CRDs', () => {
   const files = renderCrdFiles();

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { GPU_TAINT_KEY, POOL_GPU, POOL_ISOLATE, POOL_LABEL, REGION_LABEL, ZONE_LABEL } from '../../common/labels.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 
 interface KindNode {
   role: string;

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { startOpenAiServer, type OpenAiServer } from '../../fixtures/openai-server.js';
+import { startOpenAiServer, type OpenAiServer } from '../../../cli/local/model-stub.js';
 import { evaluate, TestWorker, WorkerThrew, type LoadOptions } from './run-worker.js';
 
 // env.AI (an `ai` binding) against a local OpenAI-compatible server: the isolate sees a
@@ -303,9 +303,9 @@ describe('env.AI.run with stream: true', () => {
   });
 });
 
-describe('the OpenAI-compatible fixture as a process', () => {
+describe('the stand-in model server as a process', () => {
   it('prints "listening <url>" and serves /health, /v1/models and completions', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/openai-server.ts', '--port', '0', '--model', 'm-1', '--label', 'us-east'],
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/local/model-stub.ts', '--port', '0', '--model', 'm-1', '--label', 'us-east'],
       { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       const lines = createInterface({ input: child.stdout });
