@@ -1,17 +1,46 @@
-import { buildSync } from 'esbuild';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type * as Esbuild from 'esbuild';
 
 // The Workers API shim (node-agent/shim/) bundled into one classic script, the form
-// ivm.Isolate.createSnapshot takes. Bundled once per process.
+// ivm.Isolate.createSnapshot takes. `npm run build` writes the bundle beside the compiled
+// copy of this module (dist/node-agent/isolate/), so a built agent reads one file and
+// neither loads esbuild nor keeps its service process alive; esbuild is a devDependency and
+// is absent from the images. Run from the sources (tsx: tests, `edge dev` from a checkout
+// without a build) there is no such file and the shim is bundled here, once per process.
 
-const SHIM_ENTRY = join(dirname(fileURLToPath(import.meta.url)), '../shim/index.js');
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const SHIM_ENTRY = join(HERE, '../shim/index.js');
+/** The prebuilt bundle's file name, next to this module. */
+export const SHIM_BUNDLE_FILE = 'shim.bundle.js';
 let cached: string | undefined;
 
+export class ShimBundleError extends Error {
+  override name = 'ShimBundleError';
+}
+
 export function shimSource(): string {
-  if (cached !== undefined) return cached;
+  cached ??= prebuiltShim() ?? bundleShim(SHIM_ENTRY);
+  return cached;
+}
+
+function prebuiltShim(): string | undefined {
+  try {
+    return readFileSync(join(HERE, SHIM_BUNDLE_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** esbuild's bundle of the shim whose entry is `entry` (scripts/build.mjs passes the sources'). */
+export function bundleShim(entry: string = SHIM_ENTRY): string {
+  // Required here, not imported at the top: the built agent must load without esbuild.
+  const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof Esbuild;
   const out = buildSync({
-    entryPoints: [SHIM_ENTRY],
+    entryPoints: [entry],
     bundle: true,
     format: 'iife',
     platform: 'neutral',
@@ -23,7 +52,6 @@ export function shimSource(): string {
     logLevel: 'silent',
   });
   const file = out.outputFiles[0];
-  if (!file) throw new Error(`bundling the Workers API shim (${SHIM_ENTRY}) produced no output`);
-  cached = file.text;
-  return cached;
+  if (!file) throw new ShimBundleError(`bundling the Workers API shim (${entry}) produced no output`);
+  return file.text;
 }
