@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { buildSync } from 'esbuild';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -24,8 +25,9 @@ if (r.status !== 0) {
   process.exit(1);
 }
 
-const shim = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
-writeFileSync(join(out, 'node-agent/isolate', shim.SHIM_BUNDLE_FILE), shim.bundleShim(join(ROOT, 'node-agent/shim/index.js')));
+const { SHIM_BUILD_OPTIONS, SHIM_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
+const bundled = buildSync({ ...SHIM_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/index.js')] });
+writeFileSync(join(out, 'node-agent/isolate', SHIM_BUNDLE_FILE), bundled.outputFiles[0].text);
 
 const stamp = join(out, '.built');
 closeSync(openSync(stamp, 'w'));

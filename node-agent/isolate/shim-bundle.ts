@@ -12,7 +12,7 @@ import type * as Esbuild from 'esbuild';
 // without a build) there is no such file and the shim is bundled here, once per process.
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-export const SHIM_ENTRY = join(HERE, '../shim/index.js');
+const SHIM_ENTRY = join(HERE, '../shim/index.js');
 /** The prebuilt bundle's file name, next to this module. */
 export const SHIM_BUNDLE_FILE = 'shim.bundle.js';
 let cached: string | undefined;
@@ -35,23 +35,23 @@ function prebuiltShim(): string | undefined {
   }
 }
 
-/** esbuild's bundle of the shim whose entry is `entry` (scripts/build.mjs passes the sources'). */
-export function bundleShim(entry: string = SHIM_ENTRY): string {
+/** How the shim is bundled, here and by scripts/build.mjs (which adds the entry point). */
+export const SHIM_BUILD_OPTIONS = {
+  bundle: true,
+  format: 'iife',
+  platform: 'neutral',
+  target: 'es2022',
+  write: false,
+  legalComments: 'none',
+  // Smaller source means a smaller snapshot for every isolate; names stay readable.
+  minifyWhitespace: true,
+  logLevel: 'silent',
+} as const satisfies Esbuild.BuildOptions;
+
+function bundleShim(entry: string): string {
   // Required here, not imported at the top: the built agent must load without esbuild.
   const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof Esbuild;
-  const out = buildSync({
-    entryPoints: [entry],
-    bundle: true,
-    format: 'iife',
-    platform: 'neutral',
-    target: 'es2022',
-    write: false,
-    legalComments: 'none',
-    // Smaller source means a smaller snapshot for every isolate; names stay readable.
-    minifyWhitespace: true,
-    logLevel: 'silent',
-  });
-  const file = out.outputFiles[0];
+  const file = buildSync({ ...SHIM_BUILD_OPTIONS, entryPoints: [entry] }).outputFiles[0];
   if (!file) throw new ShimBundleError(`bundling the Workers API shim (${entry}) produced no output`);
   return file.text;
 }
