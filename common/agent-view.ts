@@ -1,6 +1,5 @@
 import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from './log.js';
-import { errorMessage } from './log.js';
 import {
   AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
 } from './nats.js';
@@ -36,7 +35,7 @@ export class AgentView {
       const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
       this.watches.push(w);
       void (async () => { for await (const e of w) apply(e); })()
-        .catch((err: unknown) => this.log.error('agent watch ended', { error: errorMessage(err) }));
+        .catch((err: unknown) => this.log.error('agent watch ended', { error: err }));
       await ready;
     };
     await watchBucket(this.buckets.agents, (e) => this.applyPresence(e));
@@ -59,7 +58,7 @@ export class AgentView {
       this.live.set(e.key, { presence, lastSeen: Date.now() });
       if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address) this.emit({ all: true });
     } catch (err) {
-      this.log.warn('ignoring unreadable agent presence', { key: e.key, error: errorMessage(err) });
+      this.log.warn('ignoring unreadable agent presence', { key: e.key, error: err });
     }
   }
 
@@ -70,7 +69,7 @@ export class AgentView {
       try {
         after = decodeJson(AgentReportSchema, e.value, `agent report ${e.key}`);
       } catch (err) {
-        this.log.warn('ignoring unreadable agent report', { key: e.key, error: errorMessage(err) });
+        this.log.warn('ignoring unreadable agent report', { key: e.key, error: err });
         return;
       }
       this.reports.set(e.key, after);

@@ -2,7 +2,6 @@ import type { KvEntry, NatsConnection, QueuedIterator, Subscription } from 'nats
 import { z } from 'zod';
 import type { AgentView } from '../../common/agent-view.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { ActorConfigSchema, decodeJson, encodeJson, SUBJECTS, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import { ActorAlarms } from './alarms.js';
 import type { ActorRouter as IsolateActorRouter } from '../bindings/actor-binding.js';
@@ -93,7 +92,7 @@ export class ActorRuntime {
           inst.isolate.setSocketOwner({
             socketEvent: (iso, socketId, event) => {
               this.host.withActor(key, () => iso.deliver(socketId, event)).catch((err: unknown) => {
-                opts.log.warn('actor socket event failed', { actor: key, error: errorMessage(err) });
+                opts.log.warn('actor socket event failed', { actor: key, error: err });
               });
             },
           });
@@ -115,7 +114,7 @@ export class ActorRuntime {
     this.watch = await opts.buckets.actors.watch({ key: '>', initializedFn: () => ready() });
     void (async () => {
       for await (const e of this.watch!) this.applyConfig(e);
-    })().catch((err: unknown) => opts.log.error('actor config watch ended', { error: errorMessage(err) }));
+    })().catch((err: unknown) => opts.log.error('actor config watch ended', { error: err }));
     await synced;
     await this.alarms.start();
 
@@ -135,7 +134,7 @@ export class ActorRuntime {
           if (m.from === opts.agent) return;
           for (const a of m.actors) void this.prewarm(a.namespace, a.actor, a.id);
         } catch (err) {
-          opts.log.warn('ignoring bad migration event', { error: errorMessage(err) });
+          opts.log.warn('ignoring bad migration event', { error: err });
         }
       },
     });
@@ -152,7 +151,7 @@ export class ActorRuntime {
       const cfg = decodeJson(ActorConfigSchema, e.value, `actor config ${e.key}`);
       this.configs.set(`${cfg.namespace}/${cfg.name}`, cfg);
     } catch (err) {
-      this.opts.log.warn('ignoring unreadable actor config', { key: e.key, error: errorMessage(err) });
+      this.opts.log.warn('ignoring unreadable actor config', { key: e.key, error: err });
     }
   }
 
@@ -173,7 +172,7 @@ export class ActorRuntime {
     try {
       await this.host.prewarm(cfg, id);
     } catch (err) {
-      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: errorMessage(err) });
+      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: err });
     }
   }
 

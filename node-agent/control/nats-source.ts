@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
@@ -48,7 +47,7 @@ export class NatsSource implements DesiredStateSource {
         this.applyEntry(e);
         if (synced) this.schedule(onUpdate);
       }
-    })().catch((err: unknown) => this.opts.log.error('worker config watch ended', { error: errorMessage(err) }));
+    })().catch((err: unknown) => this.opts.log.error('worker config watch ended', { error: err }));
     await ready;
     synced = true;
     await this.rebuild(onUpdate);
@@ -61,7 +60,7 @@ export class NatsSource implements DesiredStateSource {
       this.configs.set(e.key, cfg);
     } catch (err) {
       // Keep what was there: a config we cannot read must not take a running worker down.
-      this.opts.log.error('ignoring unreadable worker config', { key: e.key, error: errorMessage(err) });
+      this.opts.log.error('ignoring unreadable worker config', { key: e.key, error: err });
     }
   }
 
@@ -104,7 +103,7 @@ export class NatsSource implements DesiredStateSource {
         out.push(w);
       } catch (err) {
         retry = true;
-        this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: errorMessage(err) });
+        this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: err });
         const prev = this.lastGood.get(key);
         if (prev) out.push(prev);
       }

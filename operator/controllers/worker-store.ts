@@ -1,5 +1,4 @@
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { decodeJson, encodeJson, WorkerConfigSchema, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
 
 // The leader's writes to NATS: worker configs in KV and bundles in the object store.
@@ -27,7 +26,7 @@ export class WorkerStore {
       for await (const e of w) {
         if (e.operation !== 'PUT') { this.index.delete(e.key); continue; }
         try { this.index.set(e.key, decodeJson(WorkerConfigSchema, e.value, `worker config ${e.key}`)); } catch (err) {
-          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key: e.key, error: errorMessage(err) });
+          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key: e.key, error: err });
         }
       }
     })();
@@ -93,7 +92,7 @@ export class WorkerStore {
     return this.withLock(digest, async () => {
       if (this.used(digest)) return;
       await this.buckets.bundles.delete(digest).catch((err: unknown) => {
-        this.log.warn('could not delete unused bundle', { bundle: digest, error: errorMessage(err) });
+        this.log.warn('could not delete unused bundle', { bundle: digest, error: err });
       });
     });
   }
