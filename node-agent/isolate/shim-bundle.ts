@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as Esbuild from 'esbuild';
+import { EdgeError } from '../../common/errors.js';
 
 // The Workers API shim (node-agent/shim/) bundled into one classic script, the form
 // ivm.Isolate.createSnapshot takes. `npm run build` writes the bundle beside the compiled
@@ -17,9 +18,7 @@ const SHIM_ENTRY = join(HERE, '../shim/index.js');
 export const SHIM_BUNDLE_FILE = 'shim.bundle.js';
 let cached: string | undefined;
 
-export class ShimBundleError extends Error {
-  override name = 'ShimBundleError';
-}
+export class ShimBundleError extends EdgeError {}
 
 export function shimSource(): string {
   cached ??= prebuiltShim() ?? bundleShim(SHIM_ENTRY);
