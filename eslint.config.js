@@ -43,6 +43,12 @@ const zones = [
   },
   { target: './operator/operator.ts', from: ['./node-agent', './cli', ...NOT_PRODUCTION], message: why('operator/', 'common/ and operator/') },
   { target: './cli', from: NOT_PRODUCTION, message: why('cli/', 'common/, node-agent/, operator/ and cli/') },
+  {
+    // The in-memory fakes beside the interfaces are for tests (and for each other) only.
+    target: ['./common/**', './operator/**', './cli/**', './node-agent/*.ts', './node-agent/*/*.ts'],
+    from: ['./node-agent/*/fake/**'],
+    message: 'a fake/ folder is for tests only (see docs/testing.md)',
+  },
 ];
 
 export default tseslint.config(

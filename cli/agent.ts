@@ -6,18 +6,24 @@ import { createLogger } from '../common/log.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
 import { Agent, type AgentConfig } from '../node-agent/agent.js';
 import { DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
+import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
 // (following the operator). This file only parses flags; node-agent/agent.ts builds the agent.
 
-export const AGENT_USAGE = `usage: edge agent (--workers DIR | --nats URL --region R --node N)
+export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --nats URL --region R --node N)
                   [--listen HOST:PORT] [--admin HOST:PORT] [--advertise URL]
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N]
 
-With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes).
+With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
+ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
+bindings as the operator would. An ai binding reaches the model server the operator would
+run for it in region R (default ${STANDALONE_REGION}), through --ai-url-template (a template without
+{service} sends every ai binding to one server). There is no actor runtime without NATS:
+env.<actor binding> is there, and its calls fail saying so.
 With --nats, serves the workers the operator placed in region R, announces itself
 (presence with a TTL), reports per-worker readiness and publishes each worker's console
 output for \`edge logs\` (NATS subject edge.logs.<namespace>.<name>). Requests are routed by Host
@@ -79,7 +85,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (values.workers) {
     const dir = resolve(values.workers);
     if (!existsSync(dir)) { process.stderr.write(`edge agent: no such directory: ${dir}\n`); return 2; }
-    source = { kind: 'directory', dir };
+    source = { kind: 'directory', dir, ...(values.region ? { region: values.region } : {}) };
   } else {
     source = { kind: 'nats', url: values.nats!, region: values.region!, node: values.node! };
   }

@@ -7,8 +7,9 @@ import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
 import { ConsoleStream } from './control/console-stream.js';
 import { DirectorySource } from './control/desired-state.js';
-import { NatsSource, type AiServiceRef } from './control/nats-source.js';
+import { NatsSource } from './control/nats-source.js';
 import { AgentPresence } from './control/presence.js';
+import { aiUrlFromTemplate } from './control/worker-env.js';
 import { startPeerServer, type PeerServer } from './peer/peer-server.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
@@ -21,8 +22,11 @@ export interface HostPort { host: string; port: number }
 
 export interface AgentConfig {
   log: Logger;
-  /** Standalone (a directory of manifests) or following the operator over NATS. */
-  source: { kind: 'directory'; dir: string } | { kind: 'nats'; url: string; region: string; node: string };
+  /**
+   * Standalone (a directory of manifests; region only names the model-server Services ai
+   * bindings reach, default STANDALONE_REGION) or following the operator over NATS.
+   */
+  source: { kind: 'directory'; dir: string; region?: string } | { kind: 'nats'; url: string; region: string; node: string };
   agentName: string;
   listen: HostPort;
   admin: HostPort;
@@ -85,18 +89,17 @@ export class Agent {
     let nc: NatsConnection | undefined;
     let buckets: EdgeBuckets | undefined;
     let source: DesiredStateSource;
+    const aiUrl = aiUrlFromTemplate(cfg.aiUrlTemplate);
     if (cfg.source.kind === 'directory') {
-      source = new DirectorySource(cfg.source.dir, log);
+      source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
       nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}`);
       buckets = await openBuckets(nc);
-      const template = cfg.aiUrlTemplate;
-      source = new NatsSource({
-        buckets, region: cfg.source.region, log,
-        ...(template ? { aiUrl: (ref: AiServiceRef, binding: string) => expandAiUrl(template, ref, binding) } : {}),
-      });
+      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl });
     }
-    // Workers' env.<actor binding> calls reach the actor runtime, built below (NATS mode only).
+    // Workers' env.<actor binding> calls reach the actor runtime, built below (NATS mode
+    // only: the runtime needs the ring and the fenced log). In directory mode the bindings
+    // are still there and their calls fail naming the binding.
     let runtime: ActorRuntime | undefined;
     const server = new WorkerServer({
       source,
@@ -195,11 +198,6 @@ export class Agent {
     })();
     return this.stopping;
   }
-}
-
-function expandAiUrl(template: string, ref: AiServiceRef, binding: string): string {
-  return template.replaceAll('{service}', ref.service).replaceAll('{namespace}', ref.namespace)
-    .replaceAll('{port}', String(ref.port)).replaceAll('{binding}', binding);
 }
 
 async function waitFor(cond: () => boolean, maxMs: number): Promise<void> {

@@ -151,3 +151,4 @@ export type EdgeWorkerStatus = z.infer<typeof EdgeWorkerStatusSchema>;
 export type EdgeWorker = z.infer<typeof EdgeWorkerSchema>;
 export type Route = z.infer<typeof RouteSchema>;
 export type Limits = z.infer<typeof LimitsSchema>;
+export type AiBinding = z.infer<typeof AiBindingSchema>;

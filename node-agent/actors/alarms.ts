@@ -1,8 +1,8 @@
-import type { KvEntry, QueuedIterator } from 'nats';
+import type { KV, KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
-import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
-import type { ActorHost } from './host.js';
-import { actorKey, type ActorRing } from './ring.js';
+import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig } from '../../common/nats.js';
+import type { ActorRunner } from './host.js';
+import { actorKey, type ActorRingPort } from './ring.js';
 
 // Alarms of actors, fired by whichever agent owns the actor when the time comes, whether
 // or not the actor is in memory: the owner writes the alarm into the actor's log (the
@@ -16,11 +16,14 @@ export const ALARM_MAX_RETRIES = 6;
 
 const alarmKey = (namespace: string, actor: string, id: string) => `${namespace}.${actor}.${id}`;
 
+/** What the alarms use of KV `edge-actor-alarms` (EdgeBuckets.alarms). */
+export type AlarmIndexPort = Pick<KV, 'watch' | 'put' | 'purge'>;
+
 export interface ActorAlarmsOptions {
   agent: string;
-  buckets: EdgeBuckets;
-  ring: ActorRing;
-  host: ActorHost;
+  index: AlarmIndexPort;
+  ring: ActorRingPort;
+  host: ActorRunner;
   log: Logger;
   config(namespace: string, actor: string): ActorConfig | undefined;
 }
@@ -39,7 +42,7 @@ export class ActorAlarms {
   async start(): Promise<void> {
     let ready!: () => void;
     const synced = new Promise<void>((r) => { ready = r; });
-    this.watch = await this.opts.buckets.alarms.watch({ key: '>', initializedFn: () => ready() });
+    this.watch = await this.opts.index.watch({ key: '>', initializedFn: () => ready() });
     void (async () => {
       for await (const e of this.watch!) {
         if (e.operation !== 'PUT') { this.alarms.delete(e.key); this.plan(e.key); continue; }
@@ -61,8 +64,8 @@ export class ActorAlarms {
     const current = this.alarms.get(key);
     if (time === null ? !current : current?.time === time) return;
     const write = time === null
-      ? this.opts.buckets.alarms.purge(key)
-      : this.opts.buckets.alarms.put(key, encodeJson({ namespace: config.namespace, actor: config.name, id, region: config.region, time } satisfies ActorAlarm)).then(() => undefined);
+      ? this.opts.index.purge(key)
+      : this.opts.index.put(key, encodeJson({ namespace: config.namespace, actor: config.name, id, region: config.region, time } satisfies ActorAlarm)).then(() => undefined);
     write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: err }));
   }
 

@@ -51,6 +51,12 @@ export interface ActorFactory {
 
 export { ActorResetError } from './isolate.js';
 
+/** What the router and the alarms need of the host: run a call or an alarm on an actor here. */
+export interface ActorRunner {
+  call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse>;
+  alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean>;
+}
+
 export interface ActorHostOptions {
   agent: string;
   log: Logger;
@@ -95,7 +101,7 @@ class Activation {
   idle(): Promise<unknown> { return this.queue; }
 }
 
-export class ActorHost {
+export class ActorHost implements ActorRunner {
   private readonly active = new Map<string, Activation>();
   private readonly activating = new Map<string, Promise<Activation>>();
   private sweeper: NodeJS.Timeout | undefined;

@@ -12,7 +12,15 @@ const VNODES = 40;
 
 export const actorKey = (namespace: string, actor: string, id: string) => `${namespace}/${actor}/${id}`;
 
-export class ActorRing {
+/** What the router and the alarms ask of the ring. */
+export interface ActorRingPort {
+  /** The agent that should host the actor, or undefined when the region has no live agent. */
+  owner(region: string, key: string): Presence | undefined;
+  /** Called after the owners may have changed (an agent joined, left or began draining). */
+  onChange(cb: () => void): void;
+}
+
+export class ActorRing implements ActorRingPort {
   private rings = new Map<string, { ring: HashRing; agents: Map<string, Presence> }>();
   private readonly listeners = new Set<() => void>();
 

@@ -1,12 +1,12 @@
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
-import type { ActorHost } from './host.js';
-import { actorKey, type ActorRing } from './ring.js';
+import type { ActorRunner } from './host.js';
+import { actorKey, type ActorRingPort } from './ring.js';
 import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
-import { NotHereError, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import { NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
@@ -20,8 +20,8 @@ export interface ActorTarget { namespace: string; actor: string; uid: string }
 
 export interface ActorRouterOptions {
   agent: string;
-  ring: ActorRing;
-  host: ActorHost;
+  ring: ActorRingPort;
+  host: ActorRunner;
   log: Logger;
   config(namespace: string, actor: string): ActorConfig | undefined;
   peerToken?: string;
@@ -30,6 +30,8 @@ export interface ActorRouterOptions {
   sockets?: SocketRegistry;
   /** How long a call may wait for the ring to name a reachable owner. */
   routeTimeoutMs?: number;
+  /** The agent-to-agent transport (default: HTTP to the owner's peer port). */
+  forward?: PeerForwarder;
 }
 
 /** Forwarding stops after this many agent-to-agent hops; a call then runs where it is. */
@@ -39,7 +41,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class ActorUnavailableError extends EdgeError {}
 
 export class ActorRouter implements PeerHandler {
-  constructor(private readonly opts: ActorRouterOptions) {}
+  private readonly forward: PeerForwarder;
+
+  constructor(private readonly opts: ActorRouterOptions) {
+    this.forward = opts.forward ?? forwardToPeer;
+  }
 
   /** A worker's `stub.fetch()`. */
   async fetch(target: ActorTarget, id: string, req: PeerRequest): Promise<PeerResponse> {
@@ -97,7 +103,7 @@ export class ActorRouter implements PeerHandler {
       try {
         if (owner.agent === this.opts.agent) return await this.opts.host.call(cfg, id, req);
         if (!owner.peerAddress) { last = `agent ${owner.agent} has no peer address`; continue; }
-        const res = await forwardToPeer(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
+        const res = await this.forward(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
         // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
         return hops === 0 ? this.socketIn(res) : res;
       } catch (err) {

@@ -105,7 +105,7 @@ export class ActorRuntime {
       config: (ns, actor) => this.config(ns, actor),
     });
     this.alarms = new ActorAlarms({
-      agent: opts.agent, buckets: opts.buckets, ring: this.ring, host: this.host, log: opts.log,
+      agent: opts.agent, index: opts.buckets.alarms, ring: this.ring, host: this.host, log: opts.log,
       config: (ns, actor) => this.config(ns, actor),
     });
 

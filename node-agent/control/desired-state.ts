@@ -4,42 +4,101 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
+import { API_VERSION, EdgeWorkerSchema, type AiBinding } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
-import type { WorkerDefinition } from '../isolate/worker-isolate.js';
+import { modelServerRef } from '../../common/model-servers.js';
+import { resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup } from '../../common/resolve-bindings.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
+import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
 // The directory-backed DesiredStateSource (`edge agent --workers DIR`); the operator's
 // NATS-backed one (nats-source.ts) plugs in behind the same interface (serving/desired.ts).
+// Both resolve bindings the same way (common/resolve-bindings.ts): here the lookups are
+// answered from the manifests in the directory.
 
-const sha256 = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+/** The region a directory-mode agent takes when given none: it only names model-server Services. */
+export const STANDALONE_REGION = 'standalone';
 
-/** Identity of a worker version: whatever changes what its isolates run. */
-export function versionDigest(source: string, spec: EdgeWorkerSpec, env: WorkerDefinition['env']): string {
-  return sha256(JSON.stringify({ source, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates }));
+export interface DirectorySourceOptions {
+  /**
+   * The region whose model-server Services ai bindings reach, under the names the operator
+   * gives them (common/model-servers.ts). Default STANDALONE_REGION.
+   */
+  region?: string;
+  /** How to reach a model server's Service (the agent's --ai-url-template; cluster DNS by default). */
+  aiUrl?: AiUrl;
 }
 
 const KeyedSchema = z.looseObject({
   apiVersion: z.string(),
   kind: z.string(),
-  metadata: z.looseObject({ name: z.string(), namespace: z.string().optional() }),
+  metadata: z.looseObject({ name: z.string(), namespace: z.string().optional(), uid: z.string().optional() }),
   data: z.record(z.string(), z.string()).optional(),
   stringData: z.record(z.string(), z.string()).optional(),
 });
 
 type Doc = z.infer<typeof KeyedSchema>;
 
+const nsOf = (d: Doc) => d.metadata.namespace ?? 'default';
+
 /**
- * Reads EdgeWorker manifests (and the ConfigMaps and Secrets they reference) from the
- * YAML/JSON files of a directory, and reloads when the directory changes. A file that
- * does not parse keeps its last good content, so a bad edit never stops a running worker.
+ * A DurableActor written by hand has no metadata.uid; its ids are keyed by one derived
+ * from its namespace and name instead, so they stay valid across restarts and on every
+ * agent serving the same directory.
+ */
+export function standaloneActorUid(namespace: string, name: string): string {
+  const h = createHash('sha256').update(`edge-isolates/standalone-durable-actor\0${namespace}/${name}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** BindingLookup over the manifests of a directory. */
+class ManifestLookup implements BindingLookup {
+  constructor(private readonly docs: readonly Doc[], private readonly region: string) {}
+
+  private find(apiVersion: string, kind: string, namespace: string, name: string): Doc | undefined {
+    return this.docs.find((d) => d.kind === kind && d.apiVersion === apiVersion && nsOf(d) === namespace && d.metadata.name === name);
+  }
+
+  configMap(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    const cm = this.find('v1', 'ConfigMap', namespace, name);
+    return Promise.resolve(cm && { ...cm.data, ...cm.stringData });
+  }
+
+  secret(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    const secret = this.find('v1', 'Secret', namespace, name);
+    if (!secret) return Promise.resolve(undefined);
+    const data = Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+    // As the apiserver does: stringData wins over data.
+    return Promise.resolve({ ...data, ...secret.stringData });
+  }
+
+  durableActorUid(namespace: string, name: string): Promise<string | undefined> {
+    const da = this.find(API_VERSION, 'DurableActor', namespace, name);
+    return Promise.resolve(da && (da.metadata.uid ?? standaloneActorUid(namespace, name)));
+  }
+
+  aiServices(namespace: string, worker: string, bindings: readonly AiBinding[]): Promise<Record<string, Record<string, AiServiceRef>>> {
+    return Promise.resolve(Object.fromEntries(bindings.map((b) => [b.name, { [this.region]: modelServerRef(namespace, worker, b.name, this.region) }])));
+  }
+}
+
+/**
+ * Reads EdgeWorker manifests (and the ConfigMaps, Secrets and DurableActors they
+ * reference) from the YAML/JSON files of a directory, and reloads when the directory
+ * changes. A file that does not parse keeps its last good content, so a bad edit never
+ * stops a running worker.
  */
 export class DirectorySource implements DesiredStateSource {
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly lastGood = new Map<string, Doc[]>();
+  private readonly region: string;
+  private readonly aiUrl: AiUrl;
 
-  constructor(private readonly dir: string, private readonly log: Logger) {}
+  constructor(private readonly dir: string, private readonly log: Logger, opts: DirectorySourceOptions = {}) {
+    this.region = opts.region ?? STANDALONE_REGION;
+    this.aiUrl = opts.aiUrl ?? aiUrlFromTemplate();
+  }
 
   async start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void> {
     onUpdate(await this.load());
@@ -81,14 +140,7 @@ export class DirectorySource implements DesiredStateSource {
 
   private async load(): Promise<DesiredWorker[]> {
     const docs = await this.readDocs();
-    const nsOf = (d: Doc) => d.metadata.namespace ?? 'default';
-    const lookup = (kind: string, ns: string, name: string) => docs.find((d) => d.kind === kind && d.apiVersion === 'v1' && nsOf(d) === ns && d.metadata.name === name);
-    const dataOf = (d: Doc, key: string): string | undefined => {
-      if (d.stringData?.[key] !== undefined) return d.stringData[key];
-      const raw = d.data?.[key];
-      if (raw === undefined) return undefined;
-      return d.kind === 'Secret' ? Buffer.from(raw, 'base64').toString('utf8') : raw;
-    };
+    const lookup = new ManifestLookup(docs, this.region);
     const out: DesiredWorker[] = [];
     for (const doc of docs.filter((d) => d.kind === 'EdgeWorker' && d.apiVersion === API_VERSION)) {
       const ns = nsOf(doc);
@@ -100,28 +152,17 @@ export class DirectorySource implements DesiredStateSource {
       }
       const spec = parsed.data.spec;
       try {
-        let source = spec.source.inline;
-        if (source === undefined && spec.source.configMapRef) {
-          const { name, key: dataKey } = spec.source.configMapRef;
-          const cm = lookup('ConfigMap', ns, name);
-          source = cm ? dataOf(cm, dataKey) : undefined;
-          if (source === undefined) throw new Error(`spec.source.configMapRef: ConfigMap ${ns}/${name} key ${dataKey} not found in ${this.dir}`);
-        }
-        if (source === undefined) throw new Error('spec.source has neither inline nor configMapRef');
-        const text: Record<string, string> = { ...spec.bindings?.vars };
-        for (const s of spec.bindings?.secrets ?? []) {
-          const secret = lookup('Secret', ns, s.secretKeyRef.name);
-          const value = secret ? dataOf(secret, s.secretKeyRef.key) : undefined;
-          if (value === undefined) throw new Error(`spec.bindings.secrets ${s.name}: Secret ${ns}/${s.secretKeyRef.name} key ${s.secretKeyRef.key} not found in ${this.dir}`);
-          text[s.name] = value;
-        }
-        const env = { text };
+        const { source, env } = await resolveWorker(ns, doc.metadata.name, spec, lookup);
         out.push({
           key, routes: spec.routes ?? [], minWarmIsolates: spec.placement.minWarmIsolates,
-          def: { key, name: key, source, limits: spec.limits, env, digest: versionDigest(source, spec, env) },
+          def: {
+            key, name: key, source, limits: spec.limits,
+            env: isolateWorkerEnv(env, this.region, this.aiUrl),
+            digest: workerVersion(sha256Digest(source), spec, env),
+          },
         });
       } catch (err) {
-        this.log.error('EdgeWorker cannot be served', { worker: key, error: err });
+        this.log.error('EdgeWorker cannot be served', { worker: key, dir: this.dir, error: err });
       }
     }
     return out;

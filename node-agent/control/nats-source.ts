@@ -3,13 +3,12 @@ import type { KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
+import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
 // Desired state from the operator, over NATS (`edge agent --nats`): the KV bucket of
 // worker configs, and bundles from the object store by digest. The agent never talks to
 // the kube-apiserver; everything it needs (sources, secrets, AI endpoints) the operator
-// resolved before publishing.
-
-export interface AiServiceRef { service: string; namespace: string; port: number }
+// resolved before publishing (common/resolve-bindings.ts).
 
 export interface NatsSourceOptions {
   buckets: EdgeBuckets;
@@ -17,10 +16,8 @@ export interface NatsSourceOptions {
   region: string;
   log: Logger;
   /** How this agent reaches a model server's Service (cluster DNS by default). */
-  aiUrl?: (ref: AiServiceRef, binding: string) => string;
+  aiUrl?: AiUrl;
 }
-
-export const DEFAULT_AI_URL = (ref: AiServiceRef) => `http://${ref.service}.${ref.namespace}.svc.cluster.local:${ref.port}`;
 
 /** Retry delay for a bundle that could not be fetched (the operator writes bundles before configs, so this is rare). */
 const BUNDLE_RETRY_MS = 1_000;
@@ -34,8 +31,11 @@ export class NatsSource implements DesiredStateSource {
   private timer: NodeJS.Timeout | undefined;
   private building = Promise.resolve();
   private stopped = false;
+  private readonly aiUrl: AiUrl;
 
-  constructor(private readonly opts: NatsSourceOptions) {}
+  constructor(private readonly opts: NatsSourceOptions) {
+    this.aiUrl = opts.aiUrl ?? aiUrlFromTemplate();
+  }
 
   async start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void> {
     let initialized!: () => void;
@@ -97,7 +97,7 @@ export class NatsSource implements DesiredStateSource {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
-          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: { text: cfg.env.text, ai: this.aiEnv(cfg), actors: cfg.env.actors } },
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: isolateWorkerEnv(cfg.env, this.opts.region, this.aiUrl) },
         };
         this.lastGood.set(key, w);
         out.push(w);
@@ -112,18 +112,6 @@ export class NatsSource implements DesiredStateSource {
     const live = new Set([...this.configs.values()].map((c) => c.bundleDigest));
     for (const d of [...this.bundles.keys()]) if (!live.has(d)) this.bundles.delete(d);
     return { workers: out, retry };
-  }
-
-  private aiEnv(cfg: WorkerConfig): Record<string, { model: string; url: string }> {
-    const ai: Record<string, { model: string; url: string }> = {};
-    const toUrl = this.opts.aiUrl ?? DEFAULT_AI_URL;
-    for (const [binding, b] of Object.entries(cfg.env.ai)) {
-      const ref = b.services[this.opts.region];
-      // Placement puts a worker only where its model servers are; a missing ref means the
-      // operator has not created this region's Service yet, and calls fail with a clear error.
-      ai[binding] = { model: b.model, url: ref ? toUrl(ref, binding) : '' };
-    }
-    return ai;
   }
 
   private async bundle(cfg: WorkerConfig): Promise<string> {

@@ -25,6 +25,13 @@ export interface PeerResponse {
 /** The request was not run: the caller may route it again. */
 export class NotHereError extends EdgeError {}
 
+/**
+ * Sends a call to another agent's peer port (peer-server.ts does it over HTTP). Rejects
+ * with NotHereError when the peer answered 421, with PeerUnreachableError when nothing
+ * was sent; any other failure leaves open whether the call ran.
+ */
+export type PeerForwarder = (peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string) => Promise<PeerResponse>;
+
 export interface PeerHandler {
   /** Runs an actor call; throws NotHereError when this agent does not take it. */
   call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse>;

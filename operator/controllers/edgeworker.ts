@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import {
@@ -6,6 +5,9 @@ import {
 } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { workerKey, type WorkerConfig } from '../../common/nats.js';
+import {
+  BindingResolutionError, resolveEnv, resolveSource, sha256Digest, workerVersion, type BindingLookup,
+} from '../../common/resolve-bindings.js';
 import type { WorkerStore } from './worker-store.js';
 import type { AgentView } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
@@ -36,8 +38,6 @@ export interface EdgeWorkerDeps {
   defaultAiImage: string;
   store: WorkerStore;
 }
-
-const sha256 = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
 class NotServable extends EdgeError {
@@ -84,35 +84,34 @@ export class EdgeWorkerReconciler {
     }
   }
 
-  private async resolveSource(ew: EdgeWorker): Promise<string> {
-    const { namespace = 'default' } = ew.metadata;
-    const src = ew.spec.source;
-    if (src.inline !== undefined) return src.inline;
-    const ref = src.configMapRef!;
-    const cm = await this.getObject(`/api/v1/namespaces/${namespace}/configmaps/${ref.name}`, ConfigMapSchema);
-    const text = cm?.data?.[ref.key];
-    if (text === undefined) {
-      throw new NotServable('SourceNotFound', cm
-        ? `spec.source.configMapRef: ConfigMap ${namespace}/${ref.name} has no key "${ref.key}"`
-        : `spec.source.configMapRef: ConfigMap ${namespace}/${ref.name} not found`);
-    }
-    return text;
-  }
-
-  private async resolveSecrets(ew: EdgeWorker): Promise<Record<string, string>> {
-    const { namespace = 'default' } = ew.metadata;
-    const out: Record<string, string> = {};
-    for (const s of ew.spec.bindings?.secrets ?? []) {
-      const secret = await this.getObject(`/api/v1/namespaces/${namespace}/secrets/${s.secretKeyRef.name}`, SecretSchema);
-      const raw = secret?.data?.[s.secretKeyRef.key];
-      if (raw === undefined) {
-        throw new NotServable('SecretNotFound', secret
-          ? `spec.bindings.secrets ${s.name}: Secret ${namespace}/${s.secretKeyRef.name} has no key "${s.secretKeyRef.key}"`
-          : `spec.bindings.secrets ${s.name}: Secret ${namespace}/${s.secretKeyRef.name} not found`);
-      }
-      out[s.name] = Buffer.from(raw, 'base64').toString('utf8');
-    }
-    return out;
+  /**
+   * Answers the resolver from the apiserver (ConfigMaps, Secrets), the informer cache
+   * (DurableActors) and the model servers it converges; onModelServers is told which of
+   * them are not ready.
+   */
+  private lookup(ew: EdgeWorker, placed: string[], published: WorkerConfig | undefined, onModelServers: (notReady: string[]) => void): BindingLookup {
+    return {
+      configMap: async (namespace, name) => {
+        const cm = await this.getObject(`/api/v1/namespaces/${namespace}/configmaps/${name}`, ConfigMapSchema);
+        return cm && (cm.data ?? {});
+      },
+      secret: async (namespace, name) => {
+        const secret = await this.getObject(`/api/v1/namespaces/${namespace}/secrets/${name}`, SecretSchema);
+        if (!secret) return undefined;
+        return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+      },
+      durableActorUid: (namespace, name) => Promise.resolve(this.d.getActor(namespace, name)?.metadata.uid),
+      aiServices: async (namespace, name, bindings) => {
+        // Model servers first: the config we publish points at their Services. A worker that
+        // had ai bindings and has none now still goes through, so its model servers are removed.
+        if (bindings.length === 0 && Object.keys(published?.env.ai ?? {}).length === 0) return {};
+        const inf = await reconcileInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' }, bindings, placed, { defaultImage: this.d.defaultAiImage });
+        onModelServers(bindings.flatMap((b) => placed
+          .filter((r) => (inf.ready[b.name]?.[r]?.readyReplicas ?? 0) < 1)
+          .map((r) => `${b.name} in ${r}`)));
+        return inf.refs;
+      },
+    };
   }
 
   private async getObject<T extends z.ZodType>(path: string, schema: T): Promise<z.infer<T> | undefined> {
@@ -128,37 +127,20 @@ export class EdgeWorkerReconciler {
     const { namespace = 'default', name } = ew.metadata;
     const key = workerKey(namespace, name);
     const spec = ew.spec;
-    const aiBindings = spec.bindings?.ai ?? [];
-    const placement = place(spec.placement.regions, regionsOf(this.d.nodes()), aiBindings.length > 0);
+    const placement = place(spec.placement.regions, regionsOf(this.d.nodes()), (spec.bindings?.ai ?? []).length > 0);
     let published = this.d.store.get(key);
 
     let notServable: NotServable | undefined;
     let aiDegraded: string[] = [];
     try {
-      const source = await this.resolveSource(ew);
-      const secrets = await this.resolveSecrets(ew);
-      const bundleDigest = sha256(source);
+      const lookup = this.lookup(ew, placement.placed, published, (notReady) => { aiDegraded = notReady; });
+      const source = await resolveSource(namespace, spec, lookup);
+      const bundleDigest = sha256Digest(source);
+      // Before the bindings: a bundle that does not compile should not start model servers.
       const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`);
       if (problem) throw new NotServable('BundleInvalid', `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
-
-      // Model servers first: the config we publish points at their Services.
-      let aiEnv: WorkerConfig['env']['ai'] = {};
-      if (aiBindings.length > 0 || Object.keys(published?.env.ai ?? {}).length > 0) {
-        const inf = await reconcileInference(this.d.kc, { name, namespace, uid: ew.metadata.uid ?? '' }, aiBindings, placement.placed, { defaultImage: this.d.defaultAiImage });
-        aiEnv = Object.fromEntries(aiBindings.map((b) => [b.name, { model: b.model, services: inf.refs[b.name] ?? {} }]));
-        aiDegraded = aiBindings.flatMap((b) => placement.placed
-          .filter((r) => (inf.ready[b.name]?.[r]?.readyReplicas ?? 0) < 1)
-          .map((r) => `${b.name} in ${r}`));
-      }
-
-      const actors: WorkerConfig['env']['actors'] = {};
-      for (const b of spec.bindings?.actors ?? []) {
-        const da = this.d.getActor(namespace, b.actor);
-        if (!da?.metadata.uid) throw new NotServable('ActorNotFound', `spec.bindings.actors ${b.name}: DurableActor ${namespace}/${b.actor} not found`);
-        actors[b.name] = { namespace, actor: b.actor, uid: da.metadata.uid };
-      }
-      const env = { text: { ...spec.bindings?.vars, ...secrets }, actors, ai: aiEnv };
-      const version = sha256(JSON.stringify({ bundleDigest, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates }));
+      const env = await resolveEnv(namespace, name, spec, lookup);
+      const version = workerVersion(bundleDigest, spec, env);
       const cfg: WorkerConfig = {
         namespace, name, uid: ew.metadata.uid ?? '', generation: ew.metadata.generation ?? 0,
         version, bundleDigest, regions: placement.placed, routes: spec.routes ?? [], limits: spec.limits,
@@ -171,8 +153,9 @@ export class EdgeWorkerReconciler {
       }
       published = cfg;
     } catch (err) {
-      if (!(err instanceof NotServable)) throw err;
-      notServable = err;
+      if (err instanceof BindingResolutionError) notServable = new NotServable(err.reason, err.message);
+      else if (err instanceof NotServable) notServable = err;
+      else throw err;
     }
 
     await this.updateStatus(ew, placement, published, notServable, aiDegraded);

@@ -3,12 +3,13 @@ import {
   ApiException, AppsV1Api, CoreV1Api,
   type KubeConfig, type V1Deployment, type V1DeploymentSpec, type V1ObjectMeta, type V1Service, type V1ServiceSpec,
 } from '@kubernetes/client-node';
-import type { z } from 'zod';
-import { API_VERSION, type AiBindingSchema } from '../../common/api/index.js';
+import { API_VERSION, type AiBinding } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
   POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL,
 } from '../../common/labels.js';
+import type { AiServiceRef } from '../../common/resolve-bindings.js';
+import { HASH_CHARS, INFERENCE_PORT, inferenceName, modelServerRef, shortHash } from '../../common/model-servers.js';
 
 // GPU inference for a worker's `ai` bindings: for each binding and each region the worker is
 // placed in, one Deployment of a model server (vLLM's OpenAI-compatible server by default) on
@@ -24,22 +25,18 @@ import {
 // removals included (a binding going from 1 GPU to 0 drops the limit); the field comparison
 // sees someone else's edits (a hand `kubectl scale`) and puts them back.
 
-export type AiBinding = z.infer<typeof AiBindingSchema>;
+export type { AiBinding };
 
 /** The image when a binding names none; the chart passes its own value as opts.defaultImage. */
 export const DEFAULT_INFERENCE_IMAGE = 'vllm/vllm-openai:v0.11.0';
-/** The port the model server listens on (container and Service). */
-export const INFERENCE_PORT = 8000;
 /** Who the writes are attributed to in managedFields. */
 export const FIELD_MANAGER = 'edge-isolates';
 
 const CONTAINER = 'server';
-const HASH_CHARS = 8;
-const MAX_NAME = 63;
 
 export interface InferenceWorker { name: string; namespace: string; uid: string }
 export interface InferenceOptions { defaultImage: string }
-export interface InferenceRef { service: string; namespace: string; port: number }
+export type InferenceRef = AiServiceRef;
 /** binding name -> region -> value. */
 export type PerBindingRegion<T> = Record<string, Record<string, T>>;
 
@@ -75,33 +72,6 @@ export interface InferenceResult {
 
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-function shortHash(...parts: string[]): string {
-  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, HASH_CHARS);
-}
-
-/** Lower case, anything outside [a-z0-9] becomes '-', runs of '-' collapse, no '-' at the ends. */
-function sanitize(s: string): string {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
-}
-
-/**
- * The name of the Deployment and the Service of one binding in one region: a DNS-1035 label
- * (Service names must start with a letter), at most 63 characters, `<worker>-<binding>-<region>`
- * sanitised and cut to fit, then `-<hash>` of the exact (worker, binding, region).
- *
- * The hash is always there: lower-casing loses information for the usual binding names
- * (`AI` and `ai` are two bindings), and joining with '-' does too, because worker and region
- * names contain '-' themselves (worker `chat-app` binding `ai` region `eu`, and worker `chat`
- * binding `app` region `ai-eu`, would both read `chat-app-ai-eu`).
- */
-export function inferenceName(worker: string, binding: string, region: string): string {
-  const hash = shortHash(worker, binding, region);
-  let base = [worker, binding, region].map(sanitize).filter((s) => s !== '').join('-');
-  if (!/^[a-z]/.test(base)) base = `ai-${base}`;
-  base = base.slice(0, MAX_NAME - 1 - HASH_CHARS).replace(/-+$/, '');
-  return `${base}-${hash}`;
-}
 
 /** A label value for a name that may not be one (binding names may hold '$' or start with '_'). */
 function labelValue(s: string): string {
@@ -147,7 +117,7 @@ export function desiredInference(
       const name = inferenceName(worker.name, b.name, region);
       out.deployments.push(withHash(deployment(worker, b, region, name, opts)));
       out.services.push(withHash(service(worker, b, region, name)));
-      refs[region] = { service: name, namespace: worker.namespace, port: INFERENCE_PORT };
+      refs[region] = modelServerRef(worker.namespace, worker.name, b.name, region);
     }
   }
   return out;

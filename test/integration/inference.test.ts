@@ -5,8 +5,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { AiBindingSchema, API_VERSION, GROUP, VERSION } from '../../common/api/index.js';
 import { SPEC_HASH_ANNOTATION, WORKER_LABEL } from '../../common/labels.js';
 import {
-  deleteInference, inferenceName, inferenceSelector, reconcileInference, type AiBinding, type InferenceWorker,
+  deleteInference, inferenceSelector, reconcileInference, type AiBinding, type InferenceWorker,
 } from '../../operator/controllers/inference.js';
+import { inferenceName } from '../../common/model-servers.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 // The inference Deployments and Services against a real apiserver: what it stores is what

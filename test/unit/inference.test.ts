@@ -6,9 +6,10 @@ import {
   POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL,
 } from '../../common/labels.js';
 import {
-  DEFAULT_INFERENCE_IMAGE, desiredInference, inferenceName, inferenceSelector, needsUpdate,
+  DEFAULT_INFERENCE_IMAGE, desiredInference, inferenceSelector, needsUpdate,
   type AiBinding, type DesiredDeployment, type DesiredService,
 } from '../../operator/controllers/inference.js';
+import { inferenceName } from '../../common/model-servers.js';
 
 const worker = { name: 'chat', namespace: 'team-a', uid: '0b0c6f0e-1111-2222-3333-444455556666' };
 const opts = { defaultImage: DEFAULT_INFERENCE_IMAGE };

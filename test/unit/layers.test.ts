@@ -41,6 +41,13 @@ describe('layer rules', { timeout: 60_000 }, () => {
     expect(await lintAs('node-agent/isolate/probe.ts', "import type { KubeConfig } from '@kubernetes/client-node';\nexport type K = KubeConfig;\n")).toEqual([]);
   });
 
+  it('refuse production code importing a fake/ folder; fakes and tests may', async () => {
+    expect((await lintAs('node-agent/actors/probe.ts', "import { FakeActorLog } from './fake/log.js';\nexport const l = FakeActorLog;\n")).join()).toMatch(/no-restricted-paths: .*fake\/ folder is for tests only/);
+    expect((await lintAs('node-agent/probe.ts', "import { FakePeers } from './peer/fake/peers.js';\nexport const p = FakePeers;\n")).join()).toMatch(/no-restricted-paths/);
+    expect(await lintAs('node-agent/actors/fake/probe.ts', "import { FakeActorLog } from './log.js';\nexport const l = FakeActorLog;\n")).toEqual([]);
+    expect(await lintAs('test/unit/probe.ts', "import { FakeActorLog } from '../../node-agent/actors/fake/log.js';\nexport const l = FakeActorLog;\n")).toEqual([]);
+  });
+
   it('the cycle check fails on a cycle, type-only imports included', () => {
     const dir = mkdtempSync(join(tmpdir(), 'edge-cycle-'));
     writeFileSync(join(dir, 'a.ts'), "import type { B } from './b.js';\nexport interface A { b?: B }\n");

@@ -1,0 +1,126 @@
+import { createHash } from 'node:crypto';
+import type { AiBinding, EdgeWorkerSpec } from './api/index.js';
+import type { WorkerConfig } from './nats.js';
+
+// The one path from an EdgeWorker's spec to what its isolates are given: the module source
+// (inline or from a ConfigMap) and env (vars, Secret values, DurableActor uids, model-server
+// Services). The operator resolves against the apiserver and publishes the result to NATS;
+// `edge agent --workers DIR` resolves against the manifests in DIR. Both hand this code a
+// BindingLookup, so a binding kind cannot be served in one mode and dropped in the other.
+
+/** Resolved env, as the operator publishes it (WorkerConfig.env) and the agents turn into isolate env. */
+export type ResolvedEnv = WorkerConfig['env'];
+/** Where one ai binding's model server is reached in one region. */
+export type AiServiceRef = ResolvedEnv['ai'][string]['services'][string];
+
+/** The Ready=False reasons a spec that cannot be resolved gets. */
+export const RESOLVE_REASONS = {
+  SourceNotFound: 'SourceNotFound',
+  SecretNotFound: 'SecretNotFound',
+  ActorNotFound: 'ActorNotFound',
+} as const;
+export type ResolveReason = (typeof RESOLVE_REASONS)[keyof typeof RESOLVE_REASONS];
+
+/** A reference in the spec names something that is not there; the message starts with the field. */
+export class BindingResolutionError extends Error {
+  override readonly name = 'BindingResolutionError';
+  constructor(
+    readonly reason: ResolveReason,
+    /** The spec field holding the reference, e.g. `spec.bindings.secrets`. */
+    readonly field: string,
+    /** The binding's name (env.<binding>), for binding lists. */
+    readonly binding: string | undefined,
+    what: string,
+  ) {
+    super(`${field}${binding === undefined ? '' : ` ${binding}`}: ${what}`);
+  }
+}
+
+/**
+ * What the resolver asks of the world. Objects live in the EdgeWorker's namespace;
+ * undefined means "not there". Only aiServices may have effects (the operator creates the
+ * model servers it names): it is asked once per resolve, with every ai binding of the spec,
+ * even none, so it can also remove what no binding needs any more.
+ */
+export interface BindingLookup {
+  /** A ConfigMap's data. */
+  configMap(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** A Secret's values, decoded (not base64). */
+  secret(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** A DurableActor's metadata.uid: the key its actor ids are made with. */
+  durableActorUid(namespace: string, name: string): Promise<string | undefined>;
+  /** binding name -> region -> the Service of that region's model server. */
+  aiServices(namespace: string, worker: string, bindings: readonly AiBinding[]): Promise<Record<string, Record<string, AiServiceRef>>>;
+}
+
+export interface ResolvedWorker {
+  source: string;
+  env: ResolvedEnv;
+}
+
+/** The module source: inline, or one key of a ConfigMap. */
+export async function resolveSource(namespace: string, spec: EdgeWorkerSpec, lookup: BindingLookup): Promise<string> {
+  const src = spec.source;
+  if (src.inline !== undefined) return src.inline;
+  const ref = src.configMapRef;
+  // The CRD's CEL rule makes this unreachable in a cluster; a manifest in a directory is not validated by it.
+  if (!ref) throw new BindingResolutionError(RESOLVE_REASONS.SourceNotFound, 'spec.source', undefined, 'neither inline nor configMapRef is set');
+  const cm = await lookup.configMap(namespace, ref.name);
+  const text = cm?.[ref.key];
+  if (text === undefined) {
+    throw new BindingResolutionError(RESOLVE_REASONS.SourceNotFound, 'spec.source.configMapRef', undefined, cm
+      ? `ConfigMap ${namespace}/${ref.name} has no key "${ref.key}"`
+      : `ConfigMap ${namespace}/${ref.name} not found`);
+  }
+  return text;
+}
+
+/**
+ * Every binding of the spec, in the order secrets, ai, actors (model servers take minutes
+ * to start, so the operator asks for them before it waits on a DurableActor).
+ */
+export async function resolveEnv(namespace: string, worker: string, spec: EdgeWorkerSpec, lookup: BindingLookup): Promise<ResolvedEnv> {
+  const bindings = spec.bindings ?? {};
+  const text: Record<string, string> = { ...bindings.vars };
+  for (const s of bindings.secrets ?? []) {
+    const { name, key } = s.secretKeyRef;
+    const secret = await lookup.secret(namespace, name);
+    const value = secret?.[key];
+    if (value === undefined) {
+      throw new BindingResolutionError(RESOLVE_REASONS.SecretNotFound, 'spec.bindings.secrets', s.name, secret
+        ? `Secret ${namespace}/${name} has no key "${key}"`
+        : `Secret ${namespace}/${name} not found`);
+    }
+    text[s.name] = value;
+  }
+
+  const aiBindings = bindings.ai ?? [];
+  const services = await lookup.aiServices(namespace, worker, aiBindings);
+  // A binding without a Service in some region is still published: the agents there fail its calls with a clear error.
+  const ai: ResolvedEnv['ai'] = Object.fromEntries(aiBindings.map((b) => [b.name, { model: b.model, services: services[b.name] ?? {} }]));
+
+  const actors: ResolvedEnv['actors'] = {};
+  for (const b of bindings.actors ?? []) {
+    const uid = await lookup.durableActorUid(namespace, b.actor);
+    if (!uid) throw new BindingResolutionError(RESOLVE_REASONS.ActorNotFound, 'spec.bindings.actors', b.name, `DurableActor ${namespace}/${b.actor} not found`);
+    actors[b.name] = { namespace, actor: b.actor, uid };
+  }
+  return { text, actors, ai };
+}
+
+export async function resolveWorker(namespace: string, worker: string, spec: EdgeWorkerSpec, lookup: BindingLookup): Promise<ResolvedWorker> {
+  const source = await resolveSource(namespace, spec, lookup);
+  return { source, env: await resolveEnv(namespace, worker, spec, lookup) };
+}
+
+export const sha256Digest = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+/**
+ * Identity of a worker version: whatever changes what its isolates run. Agents report
+ * readiness per version, and a new version is loaded beside the old one.
+ */
+export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: ResolvedEnv): string {
+  return sha256Digest(JSON.stringify({
+    bundleDigest, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates,
+  }));
+}

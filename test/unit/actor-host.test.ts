@@ -1,0 +1,284 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { ActorAddress } from '../../common/actor-ops.js';
+import { FencedError } from '../../common/actor-ops.js';
+import { createLogger, type LogFields } from '../../common/log.js';
+import type { ActorConfig } from '../../common/nats.js';
+import { ActorHost, ActorResetError, type ActorHostOptions } from '../../node-agent/actors/host.js';
+import { FakeActorFactory, textOf, textRequest, textResponse, type FakeActorCode } from '../../node-agent/actors/fake/actor.js';
+import { FakeActorLog } from '../../node-agent/actors/fake/log.js';
+import { actorKey } from '../../node-agent/actors/ring.js';
+import { NotHereError } from '../../node-agent/peer/protocol.js';
+
+// ActorHost on its own, over an in-memory fenced log and actors made of test functions:
+// single activation, the input gate, the output gate, fencing, resets and drain.
+
+const config: ActorConfig = {
+  namespace: 'ns', name: 'rooms', uid: 'uid-1', generation: 1, className: 'Room', worker: 'chat',
+  region: 'eu-west', idleTimeoutSeconds: 30, maxBytesPerActor: 1 << 20,
+};
+const idOf = (n: number) => n.toString(16).padStart(64, '0');
+const A = idOf(1);
+const B = idOf(2);
+const addr = (id: string): ActorAddress => ({ namespace: config.namespace, actor: config.name, id });
+const keyOf = (id: string) => actorKey(config.namespace, config.name, id);
+
+/** A counter actor: each request adds one to `count` (and writes it), then answers with it. */
+const counter: FakeActorCode = {
+  fetch(req, actor) {
+    if (new URL(req.url).pathname === '/read') return textResponse(200, actor.storage.get('count') ?? '0');
+    const n = Number(actor.storage.get('count') ?? '0') + 1;
+    actor.storage.put('count', String(n));
+    return textResponse(200, String(n));
+  },
+};
+
+function deferred() {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => { resolve = r; });
+  return { promise, resolve };
+}
+
+/** Whether the promise has settled after every pending microtask and short timer ran. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  p.then(() => { done = true; }, () => { done = true; });
+  await new Promise((r) => setImmediate(r));
+  return done;
+}
+
+const hosts: ActorHost[] = [];
+afterEach(async () => {
+  vi.useRealTimers();
+  for (const h of hosts.splice(0)) await h.stop();
+});
+
+function setup(code: FakeActorCode = counter, opts: Partial<ActorHostOptions> = {}) {
+  const durable = new FakeActorLog();
+  const factory = new FakeActorFactory(code);
+  const lines: LogFields[] = [];
+  const alarmsSet: { id: string; time: number | null }[] = [];
+  const host = new ActorHost({
+    agent: 'agent-a',
+    log: createLogger({}, (l) => { lines.push(JSON.parse(l) as LogFields); }, 'debug'),
+    durable,
+    factory,
+    onAlarmSet: (_cfg, id, time) => { alarmsSet.push({ id, time }); },
+    ...opts,
+  });
+  hosts.push(host);
+  return { host, durable, factory, lines, alarmsSet };
+}
+
+describe('actor host', () => {
+  it('activates an actor once, however many calls arrive together', async () => {
+    const { host, durable, factory } = setup();
+    const answers = await Promise.all(Array.from({ length: 5 }, () => host.call(config, A, textRequest('/inc', 'POST'))));
+    await host.call(config, B, textRequest('/inc', 'POST'));
+    expect(answers.map(textOf).sort()).toEqual(['1', '2', '3', '4', '5']);
+    expect(factory.of(A)).toHaveLength(1);
+    expect(factory.of(B)).toHaveLength(1);
+    expect(durable.records(addr(A)).filter((r) => r.kind === 'claim')).toHaveLength(1);
+    expect(host.keys().sort()).toEqual([keyOf(A), keyOf(B)]);
+  });
+
+  it('runs one request at a time, in arrival order (the input gate), and commits each in that order', async () => {
+    const events: string[] = [];
+    const gates = new Map<string, ReturnType<typeof deferred>>();
+    const { host, durable } = setup({
+      async fetch(req, actor) {
+        const path = new URL(req.url).pathname;
+        events.push(`start ${path}`);
+        await gates.get(path)!.promise;
+        actor.storage.put('last', path);
+        events.push(`end ${path}`);
+        return textResponse(200, path);
+      },
+    });
+    for (const p of ['/a', '/b', '/c']) gates.set(p, deferred());
+    const calls = ['/a', '/b', '/c'].map((p) => host.call(config, A, textRequest(p)));
+    await settled(calls[0]!);
+    expect(events).toEqual(['start /a']);
+    // Released out of order: /c and /b still wait for /a.
+    gates.get('/c')!.resolve();
+    gates.get('/b')!.resolve();
+    await settled(calls[2]!);
+    expect(events).toEqual(['start /a']);
+    gates.get('/a')!.resolve();
+    expect((await Promise.all(calls)).map(textOf)).toEqual(['/a', '/b', '/c']);
+    expect(events).toEqual(['start /a', 'end /a', 'start /b', 'end /b', 'start /c', 'end /c']);
+    const commits = durable.records(addr(A)).flatMap((r) => (r.kind === 'commit' ? r.ops : []));
+    expect(commits.map((op) => (op.op === 'put' ? new TextDecoder().decode(op.value) : op.op))).toEqual(['/a', '/b', '/c']);
+  });
+
+  it('releases a response only once its writes are durable (the output gate)', async () => {
+    const { host, durable } = setup();
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    const call = host.call(config, A, textRequest('/inc', 'POST'));
+    expect(await settled(call)).toBe(false);
+    expect(durable.records(addr(A)).some((r) => r.kind === 'commit')).toBe(false);
+    held.resolve();
+    expect(textOf(await call)).toBe('1');
+    expect(durable.records(addr(A)).filter((r) => r.kind === 'commit')).toHaveLength(1);
+  });
+
+  it('discards the response of a failed commit and restarts the actor from the log', async () => {
+    const { host, durable, factory } = setup();
+    expect(textOf(await host.call(config, A, textRequest('/inc', 'POST')))).toBe('1');
+    durable.hook = (write) => { if (write === 'commit') throw new Error('nats: timeout'); };
+    await expect(host.call(config, A, textRequest('/inc', 'POST'))).rejects.toThrow(/storage write failed: nats: timeout/);
+    expect(factory.of(A)[0]!.disposedAs).toBe('write-failed');
+    expect(host.isActive(keyOf(A))).toBe(false);
+    durable.hook = undefined;
+    // The new activation starts from the log, where the failed write never landed.
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+    expect(factory.of(A)).toHaveLength(2);
+  });
+
+  it('drops the activation of a superseded owner: its write is fenced and never acknowledged', async () => {
+    const { host, durable, factory, lines } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const taken = await durable.steal(addr(A), 'agent-b');
+    const refused = host.call(config, A, textRequest('/inc', 'POST'));
+    await expect(refused).rejects.toBeInstanceOf(NotHereError);
+    await expect(refused).rejects.toThrow(/moved to another agent/);
+    expect(durable.fenced).toEqual([expect.objectContaining({ write: 'commit', epoch: 1 })]);
+    // Nothing of the stale owner after the new owner's claim.
+    expect(durable.records(addr(A)).filter((r) => r.seq > taken.seq)).toEqual([]);
+    expect(factory.of(A)[0]!.disposedAs).toBe('fenced');
+    expect(host.isActive(keyOf(A))).toBe(false);
+    expect(lines.some((l) => l.level === 'warn' && String(l.msg).includes('fenced'))).toBe(true);
+    // Asked again (the ring sent the call back), it claims the actor over the other owner's epoch.
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+    expect(durable.records(addr(A)).at(-1)).toMatchObject({ kind: 'claim', agent: 'agent-a', epoch: taken.epoch + 1 });
+  });
+
+  it("drops the writes of a request whose code failed, and resets the actor only when it was reset", async () => {
+    let fail: Error | undefined;
+    const { host, durable, factory } = setup({
+      fetch(req, actor) {
+        if (new URL(req.url).pathname === '/read') return textResponse(200, actor.storage.get('count') ?? '0');
+        actor.storage.put('count', String(Number(actor.storage.get('count') ?? '0') + 1));
+        if (fail) throw fail;
+        return textResponse(200, 'ok');
+      },
+    });
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    fail = new TypeError('boom');
+    await expect(host.call(config, A, textRequest('/inc', 'POST'))).rejects.toThrow('boom');
+    expect(factory.of(A)).toHaveLength(1);
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+    expect(durable.records(addr(A)).filter((r) => r.kind === 'commit')).toHaveLength(1);
+
+    fail = new ActorResetError(`${config.namespace}/${config.name}`, A, 'exceeded its memory limit');
+    await expect(host.call(config, A, textRequest('/inc', 'POST'))).rejects.toBeInstanceOf(ActorResetError);
+    expect(factory.of(A)[0]!.disposedAs).toBe('reset');
+    fail = undefined;
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+    expect(factory.of(A)).toHaveLength(2);
+  });
+
+  it('drain refuses new calls, lets in-flight ones finish and releases every actor', async () => {
+    const gate = deferred();
+    const { host, durable, factory } = setup({
+      async fetch(req, actor) {
+        if (new URL(req.url).pathname === '/slow') await gate.promise;
+        actor.storage.put('seen', req.url);
+        return textResponse(200, 'done');
+      },
+    });
+    await host.call(config, B, textRequest('/fast'));
+    const inflight = host.call(config, A, textRequest('/slow'));
+    await settled(inflight);
+    const drained = host.drain();
+    await expect(host.call(config, B, textRequest('/fast'))).rejects.toBeInstanceOf(NotHereError);
+    await expect(host.call(config, idOf(3), textRequest('/fast'))).rejects.toBeInstanceOf(NotHereError);
+    expect(await settled(drained)).toBe(false);
+    gate.resolve();
+    expect(textOf(await inflight)).toBe('done');
+    expect((await drained).sort()).toEqual([keyOf(A), keyOf(B)]);
+    for (const id of [A, B]) {
+      const recs = durable.records(addr(id));
+      expect(recs.at(-1)).toMatchObject({ kind: 'release', agent: 'agent-a' });
+      expect(recs.at(-2)).toMatchObject({ kind: 'commit' });
+      expect(factory.of(id)[0]!.disposedAs).toBe('drain');
+    }
+    expect(factory.of(idOf(3))).toHaveLength(0);
+    expect(host.size).toBe(0);
+  });
+
+  it('runs an alarm only while it is set for that time, clears it and commits', async () => {
+    const T = Date.UTC(2026, 0, 1);
+    const { host, durable, factory, alarmsSet } = setup({
+      fetch(_req, actor) { actor.storage.setAlarm(T); return textResponse(200, 'set'); },
+      alarm(_retry, actor) { actor.storage.put('rang', 'yes'); },
+    });
+    await host.call(config, A, textRequest('/set'));
+    expect(alarmsSet).toEqual([{ id: A, time: null }, { id: A, time: T }]);
+    expect(await host.alarm(config, A, T + 1, 0)).toBe(false);
+    expect(factory.of(A)[0]!.alarms).toEqual([]);
+    expect(await host.alarm(config, A, T, 2)).toBe(true);
+    expect(factory.of(A)[0]!.alarms).toEqual([2]);
+    expect(alarmsSet.at(-1)).toEqual({ id: A, time: null });
+    const last = durable.records(addr(A)).at(-1);
+    expect(last).toMatchObject({ kind: 'commit' });
+    expect(last?.kind === 'commit' && last.ops.map((o) => o.op)).toEqual(['put', 'alarm']);
+    expect((await durable.load(addr(A))).state.alarm).toBeNull();
+  });
+
+  it('re-announces the alarm the log holds when an actor activates', async () => {
+    const T = Date.UTC(2026, 0, 2);
+    const { durable } = setup();
+    const { epoch, seq } = await durable.claim(addr(A), 'agent-old', 0, 0);
+    await durable.commit(addr(A), epoch, seq, [{ op: 'alarm', time: T }]);
+    const { host, alarmsSet } = setup(counter, { durable });
+    await host.call(config, A, textRequest('/read'));
+    expect(alarmsSet).toEqual([{ id: A, time: T }]);
+  });
+
+  it("commits the constructor's writes before the first request runs", async () => {
+    const { host, durable } = setup({
+      construct(actor) { actor.storage.put('count', '41'); },
+      fetch: counter.fetch!,
+    });
+    expect(textOf(await host.call(config, A, textRequest('/inc', 'POST')))).toBe('42');
+    const commits = durable.records(addr(A)).filter((r) => r.kind === 'commit');
+    expect(commits).toHaveLength(2);
+    expect(commits[0]!.kind === 'commit' && new TextDecoder().decode((commits[0]!.ops[0] as { value: Uint8Array }).value)).toBe('41');
+  });
+
+  it('compacts the log every compactEvery commits and keeps writing after the snapshot', async () => {
+    const { host, durable } = setup(counter, { compactEvery: 2 });
+    for (let i = 0; i < 5; i++) await host.call(config, A, textRequest('/inc', 'POST'));
+    const recs = durable.records(addr(A));
+    expect(recs[0]).toMatchObject({ kind: 'snapshot', agent: 'agent-a' });
+    expect(durable.fenced).toEqual([]);
+    expect(new TextDecoder().decode((await durable.load(addr(A))).state.values.get('count'))).toBe('5');
+  });
+
+  it('retries a claim that raced another writer, and gives the call back when it keeps losing', async () => {
+    const { host, durable, factory } = setup();
+    let races = 2;
+    durable.hook = (write, a) => {
+      if (write === 'claim' && races-- > 0) throw new FencedError(a, 'the log moved on');
+    };
+    expect(textOf(await host.call(config, A, textRequest('/inc', 'POST')))).toBe('1');
+    races = 10;
+    await expect(host.call(config, B, textRequest('/inc', 'POST'))).rejects.toBeInstanceOf(NotHereError);
+    expect(factory.of(B)).toHaveLength(0);
+  });
+
+  it('hands over an actor idle for longer than its idle timeout, unless it holds a WebSocket', async () => {
+    vi.useFakeTimers();
+    const { host, durable, factory } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    await host.call(config, B, textRequest('/inc', 'POST'));
+    factory.of(B)[0]!.openSockets = 1;
+    await vi.advanceTimersByTimeAsync((config.idleTimeoutSeconds - 1) * 1000);
+    expect(host.keys().sort()).toEqual([keyOf(A), keyOf(B)]);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(host.keys()).toEqual([keyOf(B)]);
+    expect(factory.of(A)[0]!.disposedAs).toBe('idle');
+    expect(durable.records(addr(A)).at(-1)).toMatchObject({ kind: 'release', agent: 'agent-a' });
+  });
+});
