@@ -72,6 +72,20 @@ export default tseslint.config(
     },
   },
   {
+    // The agent's code path (cli/agent.ts, node-agent/, common/) loads no client-node, so the
+    // agent image ships without it; nor esbuild or tsx, devDependencies absent from the images
+    // (the shim is prebuilt by `npm run build`). Types are erased, so they may be imported.
+    // test/agent/built-agent.test.ts runs the built agent with all three removed.
+    files: ['cli/agent.ts', 'node-agent/**/*.ts', 'common/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        paths: ['@kubernetes/client-node', 'esbuild', 'tsx'].map((name) => ({
+          name, allowTypeImports: true, message: 'not on the agent\'s code path: the agent image has no client-node, esbuild or tsx (docs/architecture.md)',
+        })),
+      }],
+    },
+  },
+  {
     files: ['**/*.mjs', '**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

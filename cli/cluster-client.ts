@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { Condition } from '../common/api/index.js';
 import { ConditionReasons as R, ConditionTypes, type ConditionReason, type ConditionType } from '../common/reasons.js';
 import { crPath, type KubeClient } from '../operator/runtime/kube-client.js';
@@ -56,7 +56,10 @@ export function readDevState(): DevState | undefined {
 export interface ClusterTarget { kc: KubeConfig; from: string; namespace: string; dev: DevState | undefined }
 
 /** --kubeconfig, else $KUBECONFIG, else the running `edge dev`, else ~/.kube/config. */
-export function resolveCluster(flag: string | undefined): ClusterTarget {
+export async function resolveCluster(flag: string | undefined): Promise<ClusterTarget> {
+  // client-node takes about as long to load as the rest of the CLI: only the commands that
+  // talk to the apiserver pay for it, after their flags parsed (so not `--help`, nor `edge logs`).
+  const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
   const dev = readDevState();
   let from: string;

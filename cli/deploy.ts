@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { build, formatMessages, type Message } from 'esbuild';
+import type { Message } from 'esbuild';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
@@ -65,6 +65,8 @@ function defaultName(file: string): string {
 
 /** esbuild's bundle of `file`, or its errors formatted for a terminal. */
 export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
+  // Loaded here: esbuild is a devDependency (only deploy and dev bundle; the images have none).
+  const { build, formatMessages } = await import('esbuild');
   try {
     const out = await build({
       entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
@@ -167,7 +169,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
   const cmName = `${name}-bundle`;
 
   let target;
-  try { target = resolveCluster(values.kubeconfig); } catch (err) { if (!values['dry-run']) return fail((err as Error).message); }
+  try { target = await resolveCluster(values.kubeconfig); } catch (err) { if (!values['dry-run']) return fail((err as Error).message); }
   const namespace = values.namespace ?? target?.namespace ?? 'default';
   const ew = {
     apiVersion: API_VERSION, kind: 'EdgeWorker', metadata: { name, namespace },

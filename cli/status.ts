@@ -25,7 +25,7 @@ export async function runStatus(argv: string[]): Promise<number> {
   }
   if (values.help) { process.stdout.write(STATUS_USAGE); return 0; }
   let target;
-  try { target = resolveCluster(values.kubeconfig); } catch (err) {
+  try { target = await resolveCluster(values.kubeconfig); } catch (err) {
     process.stderr.write(`edge status: ${(err as Error).message}\n`);
     return 1;
   }

@@ -1,14 +1,21 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // Where the real components built by scripts/tools.sh live. Versions are read from
 // tools/versions.env, the one place they are pinned.
 
-/** The repository root (this file is cli/local/tools.ts). */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/**
+ * The repository root: the nearest folder above this module with a package.json, two up from
+ * cli/local/tools.ts and three from its build (dist/cli/local/tools.js).
+ */
+export const REPO_ROOT = ((): string => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+})();
 
 export type Tool = 'kube-apiserver' | 'etcd' | 'nats-server' | 'helm';
 const VERSION_VARS: Record<Tool, string> = {

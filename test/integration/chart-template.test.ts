@@ -53,7 +53,7 @@ function expectRestricted(w: Workload): void {
       allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true,
       capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' },
     });
-    // Read-only root: /tmp (tsx's compile cache) is an emptyDir.
+    // Read-only root: /tmp (os.tmpdir()) is an emptyDir.
     expect(c.volumeMounts).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
     expect(c.resources).toHaveProperty('requests');
   }

@@ -33,6 +33,14 @@ describe('layer rules', { timeout: 60_000 }, () => {
     expect(await lintAs('node-agent/serving/probe.ts', "import { IsolatePool } from '../isolate/pool.js';\nexport const p = IsolatePool;\n")).toEqual([]);
   });
 
+  it('keep client-node, esbuild and tsx off the agent\'s code path (the agent image has none), types allowed', async () => {
+    const clientNode = "import { KubeConfig } from '@kubernetes/client-node';\nexport const k = KubeConfig;\n";
+    expect((await lintAs('node-agent/serving/probe.ts', clientNode)).join()).toMatch(/no-restricted-imports: .*not on the agent's code path/);
+    expect((await lintAs('common/probe.ts', "import { build } from 'esbuild';\nexport const b = build;\n")).join()).toMatch(/no-restricted-imports/);
+    expect((await lintAs('cli/agent-probe.ts', clientNode)).join()).not.toMatch(/no-restricted-imports/);
+    expect(await lintAs('node-agent/isolate/probe.ts', "import type { KubeConfig } from '@kubernetes/client-node';\nexport type K = KubeConfig;\n")).toEqual([]);
+  });
+
   it('refuse production code importing a fake/ folder; fakes and tests may', async () => {
     expect((await lintAs('node-agent/actors/probe.ts', "import { FakeActorLog } from './fake/log.js';\nexport const l = FakeActorLog;\n")).join()).toMatch(/no-restricted-paths: .*fake\/ folder is for tests only/);
     expect((await lintAs('node-agent/probe.ts', "import { FakePeers } from './peer/fake/peers.js';\nexport const p = FakePeers;\n")).join()).toMatch(/no-restricted-paths/);
