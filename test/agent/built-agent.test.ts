@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, waitFor } from '../harness/ports.js';
-import { REPO_ROOT } from '../harness/tools.js';
+import { freePort, waitFor } from '../../cli/local/ports.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 import { send, workerManifest } from './agent-harness.js';
 
 // `npm run build`, then the agent as its image holds it: package.json, bin/, dist/ and
