@@ -1,4 +1,4 @@
-import type { KvEntry, KvOperation, KvWatchOptions, QueuedIterator } from 'nats';
+import type { KvEntry, KvWatchOptions, QueuedIterator } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { followBucket, type WatchableBucket } from '../../common/kv-follower.js';
 import { createLogger } from '../../common/log.js';
@@ -13,7 +13,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 function entry(key: string, value: string | null, revision: number): KvEntry {
-  const operation: KvOperation = value === null ? 'DEL' : 'PUT';
+  const operation: KvEntry['operation'] = value === null ? 'DEL' : 'PUT';
   const bytes = enc.encode(value ?? '');
   return {
     bucket: 'scripted', key, value: bytes, created: new Date(), revision, delta: 0, operation, length: bytes.length,
