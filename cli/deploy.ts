@@ -11,6 +11,7 @@ import { crPath, isNotFound, KubeClient, KubeError } from '../operator/runtime/k
 import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
 } from './cluster-client.js';
+import { EdgeError } from '../common/errors.js';
 
 // `edge deploy FILE.js`: bundle a worker with esbuild, put it in an EdgeWorker (inline, or
 // a ConfigMap when it is bigger than an inline source may be), server-side apply it, and
@@ -45,7 +46,7 @@ const FIELD_MANAGER = 'edge-deploy';
 const MAX_CONFIGMAP_BYTES = 1024 * 1024 - 1024;
 const CONFIGMAP_KEY = 'worker.js';
 
-class UsageError extends Error {}
+class UsageError extends EdgeError {}
 
 function pairs(flag: string, values: string[] | undefined, keyPattern?: RegExp): [string, string][] {
   return (values ?? []).map((v) => {

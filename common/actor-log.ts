@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { errorMessage, type Logger } from './log.js';
 import { ACTOR_SUBJECTS, ACTORS_STREAM } from './nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from './actor-ops.js';
+import { EdgeError } from './errors.js';
 
 // The durable, fenced log of each actor, on JetStream (DESIGN.md sections 5 and 6).
 //
@@ -110,18 +111,16 @@ export interface ActorLogOptions {
 }
 
 /** A commit whose record does not fit in one NATS message: nothing was written. */
-export class ActorWriteTooLargeError extends Error {
+export class ActorWriteTooLargeError extends EdgeError {
   constructor(readonly address: ActorAddress, readonly bytes: number, readonly limit: number) {
-    super(`actor ${actorName(address)}: the writes of this request take ${bytes} bytes encoded, over the ${limit}-byte limit of one commit (NATS max_payload ${limit + PUBLISH_HEADROOM}); nothing was written`);
-    this.name = 'ActorWriteTooLargeError';
+    super(`actor ${actorName(address)}: the writes of this request take ${bytes} bytes encoded, over the ${limit}-byte limit of one commit (NATS max_payload ${limit + PUBLISH_HEADROOM}); nothing was written`, { context: { actor: actorName(address) } });
   }
 }
 
 /** A record in the log that cannot be read back. */
-export class ActorLogCorruptError extends Error {
-  constructor(readonly address: ActorAddress, readonly seq: number, detail: string) {
-    super(`actor ${actorName(address)}: log record at stream sequence ${seq} is corrupt: ${detail}`);
-    this.name = 'ActorLogCorruptError';
+export class ActorLogCorruptError extends EdgeError {
+  constructor(readonly address: ActorAddress, readonly seq: number, detail: string, options?: ErrorOptions) {
+    super(`actor ${actorName(address)}: log record at stream sequence ${seq} is corrupt: ${detail}`, { ...options, context: { actor: actorName(address) } });
   }
 }
 
@@ -130,10 +129,9 @@ export class ActorLogCorruptError extends Error {
  * whether the message may have reached the server (its outcome is unknown): the caller
  * must treat the write as failed and reload the actor before serving it again.
  */
-export class ActorLogUnavailableError extends Error {
+export class ActorLogUnavailableError extends EdgeError {
   constructor(readonly address: ActorAddress, readonly operation: string, readonly maybeWritten: boolean, cause: unknown) {
-    super(`actor ${actorName(address)}: ${operation} failed: NATS JetStream unavailable (${errorMessage(cause)})${maybeWritten ? '; the write may or may not have been stored' : ''}`);
-    this.name = 'ActorLogUnavailableError';
+    super(`actor ${actorName(address)}: ${operation} failed: NATS JetStream unavailable (${errorMessage(cause)})${maybeWritten ? '; the write may or may not have been stored' : ''}`, { cause, context: { actor: actorName(address) } });
   }
 }
 
@@ -253,7 +251,7 @@ function unframe(data: Uint8Array): { kind: number; meta: unknown; body: Uint8Ar
   try {
     meta = JSON.parse(textDecoder.decode(data.subarray(HEADER_BYTES, HEADER_BYTES + metaLength)));
   } catch (err) {
-    throw new Error(`${KIND_NAMES[kind] ?? `kind ${kind}`} meta is not JSON: ${errorMessage(err)}`);
+    throw new Error(`${KIND_NAMES[kind] ?? `kind ${kind}`} meta is not JSON: ${errorMessage(err)}`, { cause: err });
   }
   return { kind, meta, body: data.subarray(HEADER_BYTES + metaLength) };
 }
@@ -387,7 +385,7 @@ function isTransient(err: unknown): boolean {
   const code = natsCodeOf(err);
   return code === 'TIMEOUT' || code === '503' || code === 'DISCONNECT' || code === 'REQUEST_ERROR' || code === 'CONNECTION_REFUSED';
 }
-class TransientError extends Error {}
+class TransientError extends EdgeError {}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
@@ -435,7 +433,7 @@ export class ActorLog {
         if (this.connected) for (const wake of [...this.onReconnect]) wake();
       }
     } catch (err) {
-      this.log.warn('actor log: connection status stream ended', { error: errorMessage(err) });
+      this.log.warn('actor log: connection status stream ended', { error: err });
     }
   }
 
@@ -551,14 +549,14 @@ export class ActorLog {
       // outcome: the marker may have landed, and then these chunks are the actor's state.
       if (err instanceof FencedError) {
         await this.purge(addr, { filter: subject })
-          .catch((e: unknown) => this.log.warn('actor snapshot: dropping unreferenced chunks failed', { actor: actorName(addr), gen, error: errorMessage(e) }));
+          .catch((e: unknown) => this.log.warn('actor snapshot: dropping unreferenced chunks failed', { actor: actorName(addr), gen, error: e }));
       }
       throw err;
     }
     // Older generations (and chunks of snapshots that never got a marker) all precede
     // this generation's first chunk.
     await this.purge(addr, { filter: ACTOR_SUBJECTS.snapshotAll(addr.namespace, addr.actor, addr.id), seq: firstChunkSeq })
-      .catch((e: unknown) => this.log.warn('actor snapshot: purging older generations failed (the next compaction retries)', { actor: actorName(addr), gen, error: errorMessage(e) }));
+      .catch((e: unknown) => this.log.warn('actor snapshot: purging older generations failed (the next compaction retries)', { actor: actorName(addr), gen, error: e }));
     return { seq, gen, chunks, bytes: blob.byteLength, firstChunkSeq };
   }
 
@@ -659,7 +657,7 @@ export class ActorLog {
       try {
         rec = decodeLogRecord(data);
       } catch (err) {
-        throw new ActorLogCorruptError(addr, seq, errorMessage(err));
+        throw new ActorLogCorruptError(addr, seq, errorMessage(err), { cause: err });
       }
       records[i] = { seq, size: data.byteLength, rec };
       switch (rec.kind) {
@@ -693,7 +691,7 @@ export class ActorLog {
         chunk = parseMeta(ChunkMeta, u.meta, u.kind);
         body = u.body;
       } catch (err) {
-        throw new ActorLogCorruptError(addr, seq, `snapshot chunk: ${errorMessage(err)}`);
+        throw new ActorLogCorruptError(addr, seq, `snapshot chunk: ${errorMessage(err)}`, { cause: err });
       }
       if (chunk.gen !== m.gen || chunk.index >= m.chunks) throw new ActorLogCorruptError(addr, seq, `snapshot chunk ${chunk.index} of generation ${chunk.gen} does not belong to the marker at ${markerSeq}`);
       parts[chunk.index] = body;
@@ -706,7 +704,7 @@ export class ActorLog {
     try {
       return decodeState(blob);
     } catch (err) {
-      throw new ActorLogCorruptError(addr, markerSeq, `snapshot ${m.gen}: ${errorMessage(err)}`);
+      throw new ActorLogCorruptError(addr, markerSeq, `snapshot ${m.gen}: ${errorMessage(err)}`, { cause: err });
     }
   }
 
@@ -799,7 +797,7 @@ export class ActorLog {
         }
         ambiguous = true;
         if (Date.now() >= deadline) throw new ActorLogUnavailableError(addr, write, true, err);
-        this.log.warn('actor log: write not acknowledged, retrying', { actor: actorName(addr), write, attempt, error: errorMessage(err) });
+        this.log.warn('actor log: write not acknowledged, retrying', { actor: actorName(addr), write, attempt, error: err });
         await sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }
@@ -820,7 +818,7 @@ export class ActorLog {
       } catch (err) {
         if (!isTransient(err)) throw err;
         if (Date.now() >= deadline) throw new ActorLogUnavailableError(addr, what, maybeWritten, err);
-        this.log.warn('actor log: NATS unavailable, retrying', { actor: actorName(addr), what, attempt, error: errorMessage(err) });
+        this.log.warn('actor log: NATS unavailable, retrying', { actor: actorName(addr), what, attempt, error: err });
         await sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }

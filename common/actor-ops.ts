@@ -2,6 +2,8 @@
 // piece when the request ends (the output gate). Shared by the storage the isolate sees
 // (actor-storage.ts) and the durable log (actor-log.ts).
 
+import { EdgeError } from './errors.js';
+
 /** Values are V8-serialized (structured clone), exactly as node:v8 serialize() writes them. */
 export type StorageOp =
   | { op: 'put'; key: string; value: Uint8Array }
@@ -24,8 +26,10 @@ export interface ActorState {
 }
 
 /** A write refused because another owner claimed the actor since: the caller must stop serving it. */
-export class FencedError extends Error {
-  constructor(readonly address: ActorAddress, message: string, readonly details?: FencedDetails) { super(message); }
+export class FencedError extends EdgeError {
+  constructor(readonly address: ActorAddress, message: string, readonly details?: FencedDetails) {
+    super(message, { context: { actor: `${address.namespace}/${address.actor}/${address.id}` } });
+  }
 }
 
 /** What a fenced write expected and what the log held (actor-log.ts fills these in). */

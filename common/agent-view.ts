@@ -1,6 +1,5 @@
 import { followBucket, type BucketFollower } from './kv-follower.js';
 import type { Logger } from './log.js';
-import { errorMessage } from './log.js';
 import {
   AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
 } from './nats.js';
@@ -55,7 +54,7 @@ export class AgentView {
       this.live.set(key, { presence, lastSeen: Date.now() });
       if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address) this.emit({ all: true });
     } catch (err) {
-      this.log.warn('ignoring unreadable agent presence', { key, error: errorMessage(err) });
+      this.log.warn('ignoring unreadable agent presence', { key, error: err });
     }
   }
 
@@ -67,7 +66,7 @@ export class AgentView {
       try {
         after = decodeJson(AgentReportSchema, value, `agent report ${key}`);
       } catch (err) {
-        this.log.warn('ignoring unreadable agent report', { key, error: errorMessage(err) });
+        this.log.warn('ignoring unreadable agent report', { key, error: err });
         return;
       }
       this.reports.set(key, after);

@@ -1,5 +1,6 @@
 import { ErrorCode, NatsError, type KV, type KvEntry, type QueuedIterator } from 'nats';
-import { errorMessage, type Logger } from './log.js';
+import { EdgeError } from './errors.js';
+import type { Logger } from './log.js';
 
 // Following a KV bucket, the NATS counterpart of operator/runtime/informer.ts: deliver
 // the bucket's current values, say when they have all been applied, then deliver every
@@ -61,10 +62,9 @@ export interface BucketFollower {
   stop(): Promise<void>;
 }
 
-export class BucketFollowerStoppedError extends Error {
+export class BucketFollowerStoppedError extends EdgeError {
   constructor(bucket: string, cause?: unknown) {
-    super(`following KV bucket ${bucket}: stopped before its current values were applied`, { cause });
-    this.name = 'BucketFollowerStoppedError';
+    super(`following KV bucket ${bucket}: stopped before its current values were applied`, { cause, context: { bucket } });
   }
 }
 
@@ -142,7 +142,7 @@ class Follower implements BucketFollower {
           this.failInitial(new BucketFollowerStoppedError(this.opts.name, err));
           break;
         }
-        this.log.warn('KV watch failed; watching again', { error: errorMessage(err), retryInMs: backoffMs });
+        this.log.warn('KV watch failed; watching again', { error: err, retryInMs: backoffMs });
       }
       // A watch that got through its list proves the bucket is reachable; one that fails
       // at once, repeatedly, must not turn into a hot loop.
@@ -206,7 +206,7 @@ class Follower implements BucketFollower {
     try {
       this.handler.put(e.key, e.value);
     } catch (err) {
-      this.log.error('KV handler failed on a put', { key: e.key, error: errorMessage(err) });
+      this.log.error('KV handler failed on a put', { key: e.key, error: err });
     }
   }
 
@@ -215,7 +215,7 @@ class Follower implements BucketFollower {
     try {
       this.handler.delete(key);
     } catch (err) {
-      this.log.error('KV handler failed on a delete', { key, error: errorMessage(err) });
+      this.log.error('KV handler failed on a delete', { key, error: err });
     }
   }
 

@@ -212,7 +212,7 @@ export function decodeJson<T extends z.ZodType>(schema: T, data: Uint8Array, wha
   try {
     raw = JSON.parse(dec.decode(data));
   } catch (err) {
-    throw new Error(`${what}: not JSON: ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(`${what}: not JSON: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new Error(`${what}: ${z.prettifyError(parsed.error)}`);

@@ -7,7 +7,6 @@ import {
 import { startAdminServer } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
-import { errorMessage } from '../common/log.js';
 import { connectNats, openBuckets, parseWorkerKey, type EdgeBuckets } from '../common/nats.js';
 import { AgentView } from '../common/agent-view.js';
 import { ActorLog } from '../common/actor-log.js';
@@ -91,7 +90,7 @@ export class Operator {
       onStartedLeading: () => {
         this.metrics.leader.set(1);
         this.leading = this.lead().catch((err: unknown) => {
-          this.opts.log.error('controllers failed to start', { error: errorMessage(err) });
+          this.opts.log.error('controllers failed to start', { error: err });
           this.opts.onLostLeadership?.();
         });
       },
@@ -234,7 +233,7 @@ export class Operator {
         for (const w of workers.list()) if (w.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True') ready++;
         this.metrics.workers.set({ ready: 'true' }, ready);
         this.metrics.workers.set({ ready: 'false' }, workers.list().length - ready);
-      })().catch((err: unknown) => log.warn('housekeeping failed', { error: errorMessage(err) }));
+      })().catch((err: unknown) => log.warn('housekeeping failed', { error: err }));
     }, 30_000);
     const resync = setInterval(enqueueAll, this.opts.resyncMs ?? 300_000);
     this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
@@ -245,7 +244,7 @@ export class Operator {
         if (kind === 'ew') await ewReconciler.reconcile(ns, name);
         else if (kind === 'da') await daReconciler.reconcile(ns, name);
       } catch (err) {
-        log.warn('reconcile failed; will retry', { kind, object: `${ns}/${name}`, error: errorMessage(err) });
+        log.warn('reconcile failed; will retry', { kind, object: `${ns}/${name}`, error: err });
         throw err;
       }
     });

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { EdgeError } from '../../common/errors.js';
 
 // A STAND-IN for a model server: a small OpenAI-compatible server (the subset vLLM serves
 // that the agent's `ai` binding uses) that generates nothing; it echoes. `edge dev` runs
@@ -85,7 +86,7 @@ function tokenize(text: string): string[] {
   return text.match(/\S+\s*/g) ?? [];
 }
 
-class BadRequest extends Error {
+class BadRequest extends EdgeError {
   constructor(message: string, readonly code = 'invalid_request_error') { super(message); }
 }
 

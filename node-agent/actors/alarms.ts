@@ -1,6 +1,5 @@
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import type { ActorHost } from './host.js';
 import { actorKey, type ActorRing } from './ring.js';
@@ -43,7 +42,7 @@ export class ActorAlarms {
         try {
           this.alarms.set(key, decodeJson(ActorAlarmSchema, value, `actor alarm ${key}`));
         } catch (err) {
-          this.opts.log.warn('ignoring unreadable actor alarm', { key, error: errorMessage(err) });
+          this.opts.log.warn('ignoring unreadable actor alarm', { key, error: err });
           return;
         }
         this.plan(key);
@@ -61,7 +60,7 @@ export class ActorAlarms {
     const write = time === null
       ? this.opts.buckets.alarms.purge(key)
       : this.opts.buckets.alarms.put(key, encodeJson({ namespace: config.namespace, actor: config.name, id, region: config.region, time } satisfies ActorAlarm)).then(() => undefined);
-    write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: errorMessage(err) }));
+    write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: err }));
   }
 
   private replanAll(): void {
@@ -97,12 +96,12 @@ export class ActorAlarms {
       this.retries.delete(key);
     } catch (err) {
       if (retry >= ALARM_MAX_RETRIES) {
-        this.opts.log.error('actor alarm failed after every retry; giving up', { actor: key, retries: retry, error: errorMessage(err) });
+        this.opts.log.error('actor alarm failed after every retry; giving up', { actor: key, retries: retry, error: err });
         this.retries.delete(key);
         return;
       }
       this.retries.set(key, retry + 1);
-      this.opts.log.warn('actor alarm failed; retrying', { actor: key, retry: retry + 1, error: errorMessage(err) });
+      this.opts.log.warn('actor alarm failed; retrying', { actor: key, retry: retry + 1, error: err });
       // Force a re-plan with the backoff even though the time is unchanged.
       this.plan(key);
     }

@@ -193,7 +193,7 @@ export class ActorHost {
       }
       // The write's fate is unknown to us: restart the actor from the log.
       await this.deactivate(act, 'write-failed', false);
-      throw new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`);
+      throw new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`, { cause: err });
     }
     act.commits += 1;
     for (const op of ops) if (op.op === 'alarm') this.scheduleAlarm(act, op.time);
@@ -201,7 +201,7 @@ export class ActorHost {
       try {
         act.seq = (await this.opts.durable.compact(act.addr, act.epoch, act.seq, act.storage.snapshot(), this.opts.agent)).seq;
       } catch (err) {
-        this.opts.log.warn('actor log compaction failed', { actor: act.key, error: errorMessage(err) });
+        this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });
       }
     }
   }
@@ -268,7 +268,7 @@ export class ActorHost {
         await this.opts.durable.release(act.addr, this.opts.agent, act.epoch, act.seq);
       } catch (err) {
         // Someone claimed it already: nothing to release.
-        if (!(err instanceof FencedError)) this.opts.log.warn('actor release failed', { actor: act.key, error: errorMessage(err) });
+        if (!(err instanceof FencedError)) this.opts.log.warn('actor release failed', { actor: act.key, error: err });
       }
     }
     this.opts.log.debug('actor deactivated', { actor: act.key, reason });

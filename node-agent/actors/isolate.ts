@@ -8,6 +8,7 @@ import {
   DispatchMode, WorkerIsolate, WorkerScriptError,
   type DisposalReason, type IsolateHooks, type WorkerDefinition,
 } from '../isolate/worker-isolate.js';
+import { EdgeError } from '../../common/errors.js';
 
 // One actor activation in one isolate: the DurableActor's worker bundle loaded in actor
 // mode, `new namespace[className](state, env)` constructed, and events delivered to the
@@ -39,9 +40,9 @@ export const BLOCK_CONCURRENCY_TIMEOUT_MS = 30_000;
  * time. The isolate is already disposed when this is thrown; the host drops the actor's
  * uncommitted writes (storage.discardPending()) and activates it afresh for the next event.
  */
-export class ActorResetError extends Error {
+export class ActorResetError extends EdgeError {
   constructor(readonly actor: string, readonly id: string, readonly reason: string) {
-    super(`actor ${actor} ${id} was reset: ${reason}`);
+    super(`actor ${actor} ${id} was reset: ${reason}`, { context: { actor: `${actor}/${id}` } });
   }
 }
 

@@ -7,6 +7,7 @@ import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
 import { NotHereError, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import { EdgeError } from '../../common/errors.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
 // DurableActor's region names the owner; the call runs here when that is us, else it is
@@ -35,7 +36,7 @@ export interface ActorRouterOptions {
 const MAX_HOPS = 3;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export class ActorUnavailableError extends Error {}
+export class ActorUnavailableError extends EdgeError {}
 
 export class ActorRouter implements PeerHandler {
   constructor(private readonly opts: ActorRouterOptions) {}

@@ -3,7 +3,6 @@ import { z } from 'zod';
 import type { AgentView } from '../../common/agent-view.js';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { ActorConfigSchema, decodeJson, encodeJson, SUBJECTS, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import { ActorAlarms } from './alarms.js';
 import type { ActorRouter as IsolateActorRouter } from '../bindings/actor-binding.js';
@@ -94,7 +93,7 @@ export class ActorRuntime {
           inst.isolate.setSocketOwner({
             socketEvent: (iso, socketId, event) => {
               this.host.withActor(key, () => iso.deliver(socketId, event)).catch((err: unknown) => {
-                opts.log.warn('actor socket event failed', { actor: key, error: errorMessage(err) });
+                opts.log.warn('actor socket event failed', { actor: key, error: err });
               });
             },
           });
@@ -134,7 +133,7 @@ export class ActorRuntime {
           if (m.from === opts.agent) return;
           for (const a of m.actors) void this.prewarm(a.namespace, a.actor, a.id);
         } catch (err) {
-          opts.log.warn('ignoring bad migration event', { error: errorMessage(err) });
+          opts.log.warn('ignoring bad migration event', { error: err });
         }
       },
     });
@@ -151,7 +150,7 @@ export class ActorRuntime {
       const cfg = decodeJson(ActorConfigSchema, value, `actor config ${kvKey}`);
       this.configs.set(`${cfg.namespace}/${cfg.name}`, cfg);
     } catch (err) {
-      this.opts.log.warn('ignoring unreadable actor config', { key: kvKey, error: errorMessage(err) });
+      this.opts.log.warn('ignoring unreadable actor config', { key: kvKey, error: err });
     }
   }
 
@@ -172,7 +171,7 @@ export class ActorRuntime {
     try {
       await this.host.prewarm(cfg, id);
     } catch (err) {
-      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: errorMessage(err) });
+      this.opts.log.debug('prewarm after migration failed; the next call activates it', { actor: actorKey(namespace, actor, id), error: err });
     }
   }
 

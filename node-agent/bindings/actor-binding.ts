@@ -111,7 +111,7 @@ export class ActorCalls {
     try {
       countSubrequest();
     } catch (err) {
-      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (!this.router) throw new Error(`${what}: actors are not available on this agent`);
     let res: ActorResponse;
@@ -120,7 +120,7 @@ export class ActorCalls {
         url: init.url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null,
       }, opts);
     } catch (err) {
-      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
       throw new RangeError(`${what}: the actor's response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);

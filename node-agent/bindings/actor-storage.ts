@@ -1,5 +1,6 @@
 import { DefaultDeserializer, serialize } from 'node:v8';
 import type { ActorState, StorageOp } from '../../common/actor-ops.js';
+import { EdgeError } from '../../common/errors.js';
 
 // One actor activation's storage, in memory on the host: what `state.storage` in the
 // isolate reads and writes through the synchronous `storage` host callback (see
@@ -24,8 +25,11 @@ export const MAX_KEY_BYTES = 2048;
 export const MAX_VALUE_BYTES = 128 * 1024;
 export const MAX_BATCH_KEYS = 128;
 
-/** A write that would take the actor over spec.storage.maxBytesPerActor. */
-export class ActorStorageFullError extends RangeError {}
+/**
+ * A write that would take the actor over spec.storage.maxBytesPerActor. The worker sees a
+ * RangeError: storageCall converts it at the isolate boundary.
+ */
+export class ActorStorageFullError extends EdgeError {}
 
 export interface ListOptions {
   /** First key (inclusive). Not with startAfter. */
@@ -171,7 +175,7 @@ export class ActorStorage {
     try {
       bytes = encodeValue(value);
     } catch (err) {
-      throw new TypeError(`storage.put: the value for key ${JSON.stringify(key.slice(0, 100))} cannot be serialized: ${err instanceof Error ? err.message : String(err)}`);
+      throw new TypeError(`storage.put: the value for key ${JSON.stringify(key.slice(0, 100))} cannot be serialized: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (bytes.byteLength > MAX_VALUE_BYTES) {
       throw new RangeError(`storage.put: values cannot be larger than ${MAX_VALUE_BYTES} bytes serialized; the value for key ${JSON.stringify(key.slice(0, 100))} is ${bytes.byteLength} bytes`);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { AiRunResult, AiUsage, WorkerEnv } from '../abi/bridge.js';
 import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES } from '../abi/bridge.js';
-import { describeIssues } from '../../common/errors.js';
+import { describeIssues, EdgeError } from '../../common/errors.js';
 
 // The host side of `ai` bindings: env.<name>.run(model, inputs) in the isolate becomes
 // one call to the region's OpenAI-compatible model server (vLLM-style), made here.
@@ -75,7 +75,7 @@ const CompletionChunkSchema = z.object({
   usage: UsageSchema.nullable().optional(),
 });
 
-export class AiError extends Error {}
+export class AiError extends EdgeError {}
 
 const encoder = new TextEncoder();
 const sse = (value: unknown): string => `data: ${JSON.stringify(value)}\n\n`;
@@ -227,7 +227,7 @@ const DRAIN_MS = 5000;
 /** What a stream needs to know about its call. */
 interface AiCallTarget {
   chat: boolean;
-  error(message: string): AiError;
+  error(message: string, cause?: unknown): AiError;
   quote(text: string): string;
 }
 
@@ -281,7 +281,7 @@ export class AiCalls {
     try {
       count();
     } catch (err) {
-      throw new AiError(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new AiError(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
 
     const chat = inputs.messages !== undefined;
@@ -299,7 +299,7 @@ export class AiCalls {
       out = out.replace(/\p{Cc}+/gu, ' ').trim();
       return out.length > MAX_QUOTED_CHARS ? `${out.slice(0, MAX_QUOTED_CHARS)}...` : out;
     };
-    const target: AiCallTarget = { chat, error: (message) => new AiError(`${what}: ${message}`), quote };
+    const target: AiCallTarget = { chat, error: (message, cause) => new AiError(`${what}: ${message}`, cause === undefined ? undefined : { cause }), quote };
 
     const { messages, prompt, stream, max_tokens, ...sampling } = inputs;
     const body = {
@@ -324,7 +324,7 @@ export class AiCalls {
     } catch (err) {
       this.pending.delete(upstream);
       if (upstream.abort.signal.aborted) throw target.error('cancelled: the request ended');
-      throw target.error(`could not reach the model server (${networkCode(err)})`);
+      throw target.error(`could not reach the model server (${networkCode(err)})`, err);
     }
     try {
       if (res.status < 200 || res.status > 299) {
@@ -359,7 +359,7 @@ export class AiCalls {
       const cancelled = upstream.abort.signal.aborted;
       upstream.abort.abort();
       if (err instanceof AiError) throw err;
-      throw target.error(cancelled ? 'cancelled: the request ended' : `reading the model server's answer failed (${networkCode(err)})`);
+      throw target.error(cancelled ? 'cancelled: the request ended' : `reading the model server's answer failed (${networkCode(err)})`, err);
     } finally {
       this.pending.delete(upstream);
     }
@@ -398,7 +398,7 @@ export class AiCalls {
       this.streams.delete(handle);
       s.close();
       if (err instanceof AiError) throw err;
-      throw s.target.error(cancelled ? 'the stream was cancelled' : `reading the model server's stream failed (${networkCode(err)})`);
+      throw s.target.error(cancelled ? 'the stream was cancelled' : `reading the model server's stream failed (${networkCode(err)})`, err);
     }
   }
 

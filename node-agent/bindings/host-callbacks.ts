@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
-import { describeIssues } from '../../common/errors.js';
+import { describeIssues, EdgeError } from '../../common/errors.js';
 import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from '../abi/bridge.js';
 import { AiHandleSchema, AiRunArgsSchema, MAX_SUBREQUEST_BODY_BYTES, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
+import { SocketLimitError } from '../sockets/isolate-sockets.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
@@ -47,7 +48,7 @@ export interface SocketCalls {
   close(socket: number, code: unknown, reason: unknown): void;
 }
 
-export class SubrequestError extends Error {}
+export class SubrequestError extends EdgeError {}
 
 async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
   const url = new URL(init.url);
@@ -167,7 +168,13 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     socketSend(socket, data) {
       if (!ctx.sockets) throw new Error(`worker ${ctx.workerName}: WebSockets are not available here`);
-      ctx.sockets.send(Number(socket), data);
+      try {
+        ctx.sockets.send(Number(socket), data);
+      } catch (err) {
+        // isolated-vm passes built-in error types on, not subclasses.
+        if (err instanceof SocketLimitError) throw new RangeError(err.message);
+        throw err;
+      }
     },
     socketClose(socket, code, reason) {
       ctx.sockets?.close(Number(socket), code, reason);

@@ -1,6 +1,5 @@
 import { RetentionPolicy, StorageType, DiscardPolicy, nanos, type NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import {
   encodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_BYTES, LOGS_MAX_PER_WORKER, LOGS_STREAM, SUBJECTS, type LogLine,
 } from '../../common/nats.js';
@@ -53,7 +52,7 @@ export class ConsoleStream {
         });
       }
     } catch (err) {
-      this.opts.log.warn('no log stream: `edge logs` shows only lines that arrive while it runs', { stream: LOGS_STREAM, error: errorMessage(err) });
+      this.opts.log.warn('no log stream: `edge logs` shows only lines that arrive while it runs', { stream: LOGS_STREAM, error: err });
     }
   }
 

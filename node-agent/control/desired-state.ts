@@ -6,7 +6,6 @@ import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
 import { API_VERSION, EdgeWorkerSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
@@ -47,7 +46,7 @@ export class DirectorySource implements DesiredStateSource {
     this.watcher = watch(this.dir, () => {
       if (this.timer) clearTimeout(this.timer);
       this.timer = setTimeout(() => {
-        this.load().then(onUpdate, (err: unknown) => this.log.error('reloading workers failed', { dir: this.dir, error: errorMessage(err) }));
+        this.load().then(onUpdate, (err: unknown) => this.log.error('reloading workers failed', { dir: this.dir, error: err }));
       }, 100);
     });
   }
@@ -74,7 +73,7 @@ export class DirectorySource implements DesiredStateSource {
         }
         this.lastGood.set(f, docs);
       } catch (err) {
-        this.log.error('manifest file does not parse; keeping its last good version', { file: join(this.dir, f), error: errorMessage(err) });
+        this.log.error('manifest file does not parse; keeping its last good version', { file: join(this.dir, f), error: err });
       }
     }
     return [...this.lastGood.values()].flat();
@@ -122,7 +121,7 @@ export class DirectorySource implements DesiredStateSource {
           def: { key, name: key, source, limits: spec.limits, env, digest: versionDigest(source, spec, env) },
         });
       } catch (err) {
-        this.log.error('EdgeWorker cannot be served', { worker: key, error: errorMessage(err) });
+        this.log.error('EdgeWorker cannot be served', { worker: key, error: err });
       }
     }
     return out;

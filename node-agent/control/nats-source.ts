@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
@@ -55,7 +54,7 @@ export class NatsSource implements DesiredStateSource {
       this.configs.set(key, cfg);
     } catch (err) {
       // Keep what was there: a config we cannot read must not take a running worker down.
-      this.opts.log.error('ignoring unreadable worker config', { key, error: errorMessage(err) });
+      this.opts.log.error('ignoring unreadable worker config', { key, error: err });
     }
   }
 
@@ -98,7 +97,7 @@ export class NatsSource implements DesiredStateSource {
         out.push(w);
       } catch (err) {
         retry = true;
-        this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: errorMessage(err) });
+        this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: err });
         const prev = this.lastGood.get(key);
         if (prev) out.push(prev);
       }

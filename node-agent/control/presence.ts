@@ -1,6 +1,5 @@
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import {
   agentKey, encodeJson, SUBJECTS, workerKey, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
 } from '../../common/nats.js';
@@ -69,7 +68,7 @@ export class AgentPresence {
       try {
         await this.opts.buckets.agents.put(this.key, encodeJson(this.presence()));
       } catch (err) {
-        this.opts.log.warn('presence refresh failed', { key: this.key, error: errorMessage(err) });
+        this.opts.log.warn('presence refresh failed', { key: this.key, error: err });
       }
     });
     return this.writing;
@@ -94,7 +93,7 @@ export class AgentPresence {
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));
         this.lastReport = body;
       } catch (err) {
-        this.opts.log.warn('worker report failed; will retry', { key: this.key, error: errorMessage(err) });
+        this.opts.log.warn('worker report failed; will retry', { key: this.key, error: err });
       }
     });
     return this.writing;

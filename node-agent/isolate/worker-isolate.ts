@@ -4,6 +4,7 @@ import type { ActorInitOptions } from '../abi/bridge.js';
 import type { IsolateOwner, WarmIsolate } from './pool.js';
 import { IsolateSockets, type SocketEvent } from '../sockets/isolate-sockets.js';
 import { SocketRegistry } from '../sockets/sockets.js';
+import { EdgeError } from '../../common/errors.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -13,25 +14,25 @@ import { SocketRegistry } from '../sockets/sockets.js';
 export type LimitReason = 'cpu' | 'memory' | 'wall';
 export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown' | 'reset';
 
-export class WorkerLimitError extends Error {
+export class WorkerLimitError extends EdgeError {
   constructor(readonly worker: string, readonly reason: LimitReason, limits: Limits) {
     const what = {
       cpu: `its CPU limit (${limits.cpuMsPerRequest} ms per request)`,
       memory: `its memory limit (${limits.memoryMiB} MiB)`,
       wall: `its wall-time limit (${limits.wallMsPerRequest} ms per request)`,
     }[reason];
-    super(`worker ${worker} exceeded ${what}`);
+    super(`worker ${worker} exceeded ${what}`, { context: { worker } });
   }
 }
 
 /** The worker's own code failed: threw, returned a non-Response, or has no handler. */
-export class WorkerScriptError extends Error {
-  constructor(readonly worker: string, message: string) { super(message); }
+export class WorkerScriptError extends EdgeError {
+  constructor(readonly worker: string, message: string) { super(message, { context: { worker } }); }
 }
 
 /** The module could not be compiled or evaluated, or exports no handler. */
-export class BundleError extends Error {
-  constructor(readonly worker: string, message: string) { super(`worker ${worker}: ${message}`); }
+export class BundleError extends EdgeError {
+  constructor(readonly worker: string, message: string, options?: ErrorOptions) { super(`worker ${worker}: ${message}`, { ...options, context: { worker } }); }
 }
 
 export interface WorkerDefinition {
@@ -221,7 +222,7 @@ export class WorkerIsolate implements IsolateOwner {
       const small = def.source.length <= SYNC_LOAD_MAX_CHARS;
       const filename = `worker:${def.name}.js`;
       const module = await (small ? Promise.resolve().then(() => warm.isolate.compileModuleSync(def.source, { filename })) : warm.isolate.compileModule(def.source, { filename }))
-        .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`); });
+        .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
       const refuseImport = (specifier: string): never => {
         throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports)`);
       };
@@ -229,7 +230,7 @@ export class WorkerIsolate implements IsolateOwner {
         if (small) module.instantiateSync(warm.context, refuseImport);
         else await module.instantiate(warm.context, refuseImport);
       } catch (err) {
-        throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err));
+        throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }
       // Top-level code runs under a CPU bound too: a module that spins at load is refused.
       const loadTimeout = Math.max(def.limits.cpuMsPerRequest, 1000);
@@ -237,7 +238,7 @@ export class WorkerIsolate implements IsolateOwner {
         if (small) module.evaluateSync({ timeout: loadTimeout });
         else await module.evaluate({ timeout: loadTimeout });
       } catch (err) {
-        throw new BundleError(def.name, `threw while loading: ${errorText(err)}`);
+        throw new BundleError(def.name, `threw while loading: ${errorText(err)}`, { cause: err });
       }
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs };
@@ -251,7 +252,7 @@ export class WorkerIsolate implements IsolateOwner {
       return w;
     } catch (err) {
       w.dispose('crash');
-      throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err));
+      throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
     }
   }
 

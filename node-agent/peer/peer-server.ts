@@ -5,6 +5,7 @@ import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { HeaderListSchema } from '../abi/bridge.js';
 import { MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
+import { EdgeError } from '../../common/errors.js';
 
 // The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
 // forward here, and a pooled client for forwarding.
@@ -68,7 +69,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
         out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
-        log.warn('forwarded actor call failed', { actor: `${ns}/${actor}/${id}`, error: errorMessage(err) });
+        log.warn('forwarded actor call failed', { actor: `${ns}/${actor}/${id}`, error: err });
         fail(500, errorMessage(err));
         return;
       }
@@ -96,7 +97,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
 }
 
 /** Connecting failed before anything was sent: safe to retry elsewhere. */
-export class PeerUnreachableError extends Error {}
+export class PeerUnreachableError extends EdgeError {}
 
 /** Forwards an actor call to another agent's peer port. */
 export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string): Promise<PeerResponse> {
@@ -128,7 +129,7 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
     });
     // A pooled socket is already connected: the request may reach the peer at once.
     r.on('socket', (s) => { if (s.connecting) s.once('connect', () => { sent = true; }); else sent = true; });
-    r.on('error', (err) => reject(sent ? err : new PeerUnreachableError(`${url.host}: ${errorMessage(err)}`)));
+    r.on('error', (err) => reject(sent ? err : new PeerUnreachableError(`${url.host}: ${errorMessage(err)}`, { cause: err })));
     r.setTimeout(120_000, () => r.destroy(new Error(`${url.host}: no answer in 120 s`)));
     r.end(body);
   });

@@ -5,6 +5,8 @@
 // Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
 // answer a caller may retry, because anything else may have run the actor's code.
 
+import { EdgeError } from '../../common/errors.js';
+
 export const PEER_PATH = '/actors/';
 export const MISDIRECTED = 421;
 
@@ -21,7 +23,7 @@ export interface PeerResponse {
 }
 
 /** The request was not run: the caller may route it again. */
-export class NotHereError extends Error {}
+export class NotHereError extends EdgeError {}
 
 export interface PeerHandler {
   /** Runs an actor call; throws NotHereError when this agent does not take it. */

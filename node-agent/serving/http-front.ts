@@ -11,6 +11,7 @@ import type { AgentMetrics } from './metrics.js';
 import type { WorkerHost } from './worker-host.js';
 import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
+import { EdgeError } from '../../common/errors.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -44,7 +45,7 @@ function handshakeProblem(req: IncomingMessage): string | undefined {
 const INLINE_BODY_BYTES = 64 * 1024;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
 
-class HttpError extends Error {
+class HttpError extends EdgeError {
   constructor(readonly status: number, message: string) { super(message); }
 }
 
@@ -114,7 +115,7 @@ export class HttpFront {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       // A client hanging up mid-request is routine (load generators do it at the end).
       if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return; }
-      opts.log.warn('malformed HTTP request', { code: err.code, error: err.message });
+      opts.log.warn('malformed HTTP request', { code: err.code, error: err });
       if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
         const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
         socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 12\r\n\r\nbad request\n`);
@@ -336,7 +337,7 @@ export class HttpFront {
       res.end();
     } catch (err) {
       // Headers are gone already: the only honest signal left is a truncated response.
-      this.opts.log.warn('response body stream failed', { worker: iso.def.name, error: errorMessage(err) });
+      this.opts.log.warn('response body stream failed', { worker: iso.def.name, error: err });
       res.destroy();
     } finally {
       res.off('close', onClose);
@@ -365,13 +366,13 @@ export class HttpFront {
     } else if (err instanceof BundleError) {
       status = 503;
       body = `worker ${worker} failed to load (ray ${ray})\n`;
-      this.opts.log.error('worker failed to load', { worker, error: err.message, ray });
+      this.opts.log.error('worker failed to load', { worker, error: err, ray });
     } else if (err instanceof WorkerScriptError) {
       body = `worker ${worker} threw an exception (ray ${ray})\n`;
-      this.opts.log.error('worker threw an exception', { worker, error: err.message, ray });
+      this.opts.log.error('worker threw an exception', { worker, error: err, ray });
     } else {
       body = `internal error in the edge agent (ray ${ray})\n`;
-      this.opts.log.error('agent error while handling a request', { worker, error: errorMessage(err), ray });
+      this.opts.log.error('agent error while handling a request', { worker, error: err, ray });
     }
     finish(status);
     plain(res, status, body, extra);

@@ -1,8 +1,8 @@
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import type { IsolatePool } from '../isolate/pool.js';
 import { DispatchMode, WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { SocketEvent } from '../sockets/isolate-sockets.js';
+import { EdgeError } from '../../common/errors.js';
 
 // One version of one worker, served by a set of isolates that grows with concurrency (up
 // to maxIsolates) and shrinks back to minWarm when idle. Each isolate runs one request
@@ -36,12 +36,12 @@ export interface WorkerHostOptions {
   onIsolates?: (worker: string, count: number) => void;
 }
 
-export class WorkerHostClosedError extends Error {}
+export class WorkerHostClosedError extends EdgeError {}
 
 /** Every isolate is busy and the queue is full: the request is refused (503). */
-export class WorkerOverloadedError extends Error {
+export class WorkerOverloadedError extends EdgeError {
   constructor(readonly worker: string, queued: number) {
-    super(`worker ${worker} is overloaded: all its isolates are busy and ${queued} requests are already waiting`);
+    super(`worker ${worker} is overloaded: all its isolates are busy and ${queued} requests are already waiting`, { context: { worker } });
   }
 }
 
@@ -173,8 +173,8 @@ export class WorkerHost {
         try {
           await w.deliver(socketId, event);
         } catch (err) {
-          if (err instanceof WorkerLimitError) this.opts.log.warn('worker exceeded a limit in a WebSocket event', { worker: this.def.name, reason: err.reason, error: err.message });
-          else this.opts.log.error('WebSocket event failed', { worker: this.def.name, error: errorMessage(err) });
+          if (err instanceof WorkerLimitError) this.opts.log.warn('worker exceeded a limit in a WebSocket event', { worker: this.def.name, reason: err.reason, error: err });
+          else this.opts.log.error('WebSocket event failed', { worker: this.def.name, error: err });
         }
       }
       if (w.dead || pending?.queue.length === 0) this.events.delete(w);
@@ -213,7 +213,7 @@ export class WorkerHost {
     }
     if (this.all.size + this.loading < this.opts.minWarm) {
       this.load().then((w) => this.putIdle(w), (err: unknown) => {
-        this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: errorMessage(err) });
+        this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: err });
       });
     }
   }

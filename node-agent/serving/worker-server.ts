@@ -151,7 +151,7 @@ export class WorkerServer {
       // The previous version, if any, keeps serving.
       this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
       this.metrics.bundleErrors.inc({ worker: w.key });
-      this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: errorMessage(err), previous: previous?.desired.def.digest });
+      this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: err, previous: previous?.desired.def.digest });
       return;
     }
     this.errors.delete(w.key);

@@ -1,4 +1,5 @@
 import { BaseHostSocket, closeReason, type SocketData, type SocketRegistry } from './sockets.js';
+import { EdgeError } from '../../common/errors.js';
 
 // The sockets of one isolate. When a worker answers an upgrade with
 // `new Response(null, { status: 101, webSocket: client })`, the client end of its
@@ -39,7 +40,12 @@ export class IsolateSocket extends BaseHostSocket {
   closedByIsolate(code: number, reason: string): void { this.emitClose(code, reason); }
 }
 
-export class SocketLimitError extends RangeError {}
+/**
+ * A message over the agent's size limit. Not a RangeError subclass: isolated-vm passes only
+ * the built-in types into an isolate, so the socketSend callback throws the RangeError the
+ * worker sees (host-callbacks.ts).
+ */
+export class SocketLimitError extends EdgeError {}
 
 /**
  * One isolate's sockets, and the host side of its socketSend/socketClose callbacks

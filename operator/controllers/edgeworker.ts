@@ -15,6 +15,7 @@ import { deleteInference, reconcileInference } from './inference.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
 import { isNotFound, type KubeClient } from '../runtime/kube-client.js';
 import { place, regionsOf, type NodeInfo } from './placement.js';
+import { EdgeError } from '../../common/errors.js';
 
 // The EdgeWorker reconciler: reads the CR (from the informer cache), the Nodes and the
 // agents' reports, and converges NATS (config in KV, bundle in the object store), the
@@ -39,7 +40,7 @@ export interface EdgeWorkerDeps {
 const sha256 = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
-class NotServable extends Error {
+class NotServable extends EdgeError {
   constructor(readonly reason: string, message: string) { super(message); }
 }
 

@@ -1,6 +1,5 @@
 import { followBucket } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import { decodeJson, encodeJson, WorkerConfigSchema, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
 
 // The leader's writes to NATS: worker configs in KV and bundles in the object store.
@@ -26,7 +25,7 @@ export class WorkerStore {
     const f = followBucket(this.buckets.workers, {
       put: (key, value) => {
         try { this.index.set(key, decodeJson(WorkerConfigSchema, value, `worker config ${key}`)); } catch (err) {
-          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key, error: errorMessage(err) });
+          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key, error: err });
         }
       },
       delete: (key) => { this.index.delete(key); },
@@ -95,7 +94,7 @@ export class WorkerStore {
     return this.withLock(digest, async () => {
       if (this.used(digest)) return;
       await this.buckets.bundles.delete(digest).catch((err: unknown) => {
-        this.log.warn('could not delete unused bundle', { bundle: digest, error: errorMessage(err) });
+        this.log.warn('could not delete unused bundle', { bundle: digest, error: err });
       });
     });
   }

@@ -1,5 +1,4 @@
 import type { Logger } from '../../common/log.js';
-import { errorMessage } from '../../common/log.js';
 import type { KubeClient } from './kube-client.js';
 
 // Kubernetes Events on our objects (`kubectl describe ew NAME` shows them). Best effort:
@@ -38,7 +37,7 @@ export class EventRecorder {
     try {
       await this.client.request('POST', `/api/v1/namespaces/${obj.namespace}/events`, { body });
     } catch (err) {
-      this.log.warn('could not record event', { object: `${obj.kind} ${obj.namespace}/${obj.name}`, reason, error: errorMessage(err) });
+      this.log.warn('could not record event', { object: `${obj.kind} ${obj.namespace}/${obj.name}`, reason, error: err });
     }
   }
 }

@@ -1,5 +1,5 @@
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
-import { errorMessage, type Logger } from '../../common/log.js';
+import type { Logger } from '../../common/log.js';
 import { KubeClient, KubeError } from './kube-client.js';
 
 // A list+watch cache in the manner of client-go's reflector and informer, on raw JSON.
@@ -230,7 +230,7 @@ export class Informer<T extends KubeObject> {
         if (this.stopped) break;
         this.counters.errors++;
         this.log.warn(needList ? 'list failed; retrying' : 'watch failed; retrying', {
-          path: this.opts.path, error: errorMessage(err), status: statusCodeOf(err), retryInMs: backoffMs,
+          path: this.opts.path, error: err, status: statusCodeOf(err), retryInMs: backoffMs,
         });
       }
       await this.sleep(backoffMs);
@@ -371,7 +371,7 @@ export class Informer<T extends KubeObject> {
           outcome = this.handleWatchEvent(type, obj);
         } catch (err) {
           // Watch swallows exceptions thrown by this callback; surface them.
-          this.log.error('handling a watch event failed', { type, object: describeRaw(obj), error: errorMessage(err) });
+          this.log.error('handling a watch event failed', { type, object: describeRaw(obj), error: err });
         }
         if (outcome) finish(outcome);
       }, (err: unknown) => {
@@ -437,7 +437,7 @@ export class Informer<T extends KubeObject> {
       else if (isKubeObject(raw)) obj = raw as T;
     } catch (err) {
       this.counters.rejected++;
-      this.log.warn('object rejected by parse; skipped', { object: describeRaw(raw), error: errorMessage(err) });
+      this.log.warn('object rejected by parse; skipped', { object: describeRaw(raw), error: err });
       return undefined;
     }
     if (obj === undefined) {
@@ -455,7 +455,7 @@ export class Informer<T extends KubeObject> {
         obj = this.opts.transform(obj);
       } catch (err) {
         this.counters.rejected++;
-        this.log.warn('transform threw; object skipped', { object: describeRaw(raw), error: errorMessage(err) });
+        this.log.warn('transform threw; object skipped', { object: describeRaw(raw), error: err });
         return undefined;
       }
     }
@@ -468,7 +468,7 @@ export class Informer<T extends KubeObject> {
       try {
         cb(obj, old);
       } catch (err) {
-        this.log.error('informer handler threw', { event, object: this.key(obj), error: errorMessage(err) });
+        this.log.error('informer handler threw', { event, object: this.key(obj), error: err });
       }
     }
   }

@@ -2,12 +2,13 @@ import { request as httpRequest } from 'node:http';
 import { Agent, request as httpsRequest, type RequestOptions as RequestOptionsHttps } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../../common/api/index.js';
+import { EdgeError } from '../../common/errors.js';
 
 // Raw JSON requests to the kube-apiserver for our own kinds. client-node's typed clients
 // round-trip objects of known kinds through camelCase models; for custom resources we
 // want the JSON exactly as the apiserver has it, and control over the patch content type.
 
-export class KubeError extends Error {
+export class KubeError extends EdgeError {
   constructor(readonly code: number, readonly reason: string, message: string) { super(message); }
 }
 
@@ -67,7 +68,7 @@ export class KubeClient {
       });
       const timeoutMs = opts.timeoutMs ?? 30_000;
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} ${path}: no answer from the apiserver in ${timeoutMs / 1000} s`)));
-      req.on('error', (err) => reject(new Error(`${method} ${path}: ${err.message}`)));
+      req.on('error', (err) => reject(new Error(`${method} ${path}: ${err.message}`, { cause: err })));
       req.end(payload);
     });
     let json: unknown;

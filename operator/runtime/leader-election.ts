@@ -144,7 +144,7 @@ export class LeaderElector {
     const first = new Promise<void>((resolve) => { firstAttempt = resolve; });
     this.loop = this.run(firstAttempt).catch((err: unknown) => {
       // run() handles its own errors; reaching here is a bug, and must not leave a leader behind.
-      this.log.error('leader election loop crashed', { error: errorMessage(err) });
+      this.log.error('leader election loop crashed', { error: err });
       this.loseLeadership('election loop crashed');
       firstAttempt();
     });
@@ -222,7 +222,7 @@ export class LeaderElector {
     try {
       this.opts.onStartedLeading();
     } catch (err) {
-      this.log.error('onStartedLeading threw', { error: errorMessage(err) });
+      this.log.error('onStartedLeading threw', { error: err });
     }
   }
 
@@ -249,7 +249,7 @@ export class LeaderElector {
     try {
       this.opts.onStoppedLeading();
     } catch (err) {
-      this.log.error('onStoppedLeading threw', { error: errorMessage(err) });
+      this.log.error('onStoppedLeading threw', { error: err });
     }
   }
 
@@ -365,7 +365,7 @@ export class LeaderElector {
       try {
         this.opts.onNewLeader?.(rec.holder);
       } catch (err) {
-        this.log.error('onNewLeader threw', { error: errorMessage(err) });
+        this.log.error('onNewLeader threw', { error: err });
       }
     }
   }

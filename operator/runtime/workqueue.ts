@@ -1,4 +1,4 @@
-import { errorMessage, type Logger } from '../../common/log.js';
+import type { Logger } from '../../common/log.js';
 
 // A rate-limited work queue with client-go's workqueue semantics, so reconcilers can be
 // written the controller-runtime way: events only enqueue keys, a key is never reconciled
@@ -211,7 +211,7 @@ export class WorkQueue {
         await handler(key);
       } catch (err) {
         ok = false;
-        this.log?.warn('reconcile failed; retrying with backoff', { key, error: errorMessage(err), requeues: this.numRequeues(key) + 1 });
+        this.log?.warn('reconcile failed; retrying with backoff', { key, error: err, requeues: this.numRequeues(key) + 1 });
       }
       const workMs = performance.now() - start;
       if (ok) { this.counters.succeeded++; this.forget(key); } else { this.counters.failed++; this.addRateLimited(key); }
@@ -229,7 +229,7 @@ export class WorkQueue {
     try {
       this.onMetrics(event);
     } catch (err) {
-      this.log?.error('workqueue metrics hook threw', { error: errorMessage(err), event: event.kind });
+      this.log?.error('workqueue metrics hook threw', { error: err, event: event.kind });
     }
   }
 }

@@ -15,7 +15,7 @@ async function lintAs(filePath: string, code: string): Promise<string[]> {
   return (result?.messages ?? []).map((m) => `${m.ruleId}: ${m.message}`);
 }
 
-describe('layer rules', () => {
+describe('layer rules', { timeout: 60_000 }, () => {
   it('refuse an import that points up a layer, naming what the folder may import', async () => {
     const msgs = await lintAs('node-agent/isolate/probe.ts', "import { Router } from '../serving/router.js';\nexport const r = Router;\n");
     expect(msgs.join('\n')).toMatch(/no-restricted-paths: .*node-agent\/isolate\/ may import only common\/, node-agent\/abi\/, node-agent\/sockets\//);

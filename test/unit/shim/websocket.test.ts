@@ -194,7 +194,7 @@ const ECHO = `
       server.addEventListener('message', async (e) => {
         if (e.data === 'bye') { server.close(4000, 'bye to you'); return; }
         if (e.data === 'spin') for (;;) {}
-        if (e.data === 'big') { try { server.send('x'.repeat(2000)); } catch (err) { server.send('refused: ' + err.message); } return; }
+        if (e.data === 'big') { try { server.send('x'.repeat(2000)); } catch (err) { server.send('refused: ' + err.constructor.name + ': ' + err.message); } return; }
         if (e.data === 'slow') { await new Promise((r) => setTimeout(r, 20)); server.send('slow done'); return; }
         server.send(typeof e.data === 'string' ? 'echo:' + e.data : e.data);
       });
@@ -258,7 +258,7 @@ describe('a socket handed to the host', () => {
     const c = await connect(w);
     c.socket.send('big');
     await w.idle();
-    expect(c.messages.map(text)).toEqual(['welcome', 'refused: WebSocket.send: the message is 2000 bytes; the limit is 1000']);
+    expect(c.messages.map(text)).toEqual(['welcome', 'refused: RangeError: WebSocket.send: the message is 2000 bytes; the limit is 1000']);
   });
 
   it('an event that burns its CPU budget disposes the isolate and closes its sockets with 1011', async () => {
