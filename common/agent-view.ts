@@ -1,4 +1,4 @@
-import type { KvEntry, QueuedIterator } from 'nats';
+import { followBucket, type BucketFollower } from './kv-follower.js';
 import type { Logger } from './log.js';
 import {
   AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
@@ -20,7 +20,7 @@ interface Live { presence: Presence; lastSeen: number }
 export class AgentView {
   private readonly live = new Map<string, Live>();
   private readonly reports = new Map<string, AgentReport>();
-  private watches: QueuedIterator<KvEntry>[] = [];
+  private followers: BucketFollower[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(c: ViewChange) => void>();
 
@@ -29,17 +29,13 @@ export class AgentView {
   onChange(cb: (c: ViewChange) => void): void { this.listeners.add(cb); }
 
   async start(): Promise<void> {
-    const watchBucket = async (kv: EdgeBuckets['agents'], apply: (e: KvEntry) => void): Promise<void> => {
-      let initialized!: () => void;
-      const ready = new Promise<void>((r) => { initialized = r; });
-      const w = await kv.watch({ key: '>', initializedFn: () => initialized() });
-      this.watches.push(w);
-      void (async () => { for await (const e of w) apply(e); })()
-        .catch((err: unknown) => this.log.error('agent watch ended', { error: err }));
-      await ready;
+    const follow = (kv: EdgeBuckets['agents'], name: string, put: (key: string, value: Uint8Array) => void, del: (key: string) => void): Promise<void> => {
+      const f = followBucket(kv, { put, delete: del }, { log: this.log, name });
+      this.followers.push(f);
+      return f.initial;
     };
-    await watchBucket(this.buckets.agents, (e) => this.applyPresence(e));
-    if (this.opts.reports !== false) await watchBucket(this.buckets.reports, (e) => this.applyReport(e));
+    await follow(this.buckets.agents, 'agents', (k, v) => this.applyPresence(k, v), (k) => this.removePresence(k));
+    if (this.opts.reports !== false) await follow(this.buckets.reports, 'agent-reports', (k, v) => this.applyReport(k, v), (k) => this.applyReport(k, undefined));
     this.sweeper = setInterval(() => this.sweep(), 200);
   }
 
@@ -47,34 +43,35 @@ export class AgentView {
     for (const l of this.listeners) l(c);
   }
 
-  private applyPresence(e: KvEntry): void {
-    if (e.operation !== 'PUT') {
-      if (this.live.delete(e.key)) this.emit({ all: true });
-      return;
-    }
+  private removePresence(key: string): void {
+    if (this.live.delete(key)) this.emit({ all: true });
+  }
+
+  private applyPresence(key: string, value: Uint8Array): void {
     try {
-      const presence = decodeJson(PresenceSchema, e.value, `agent presence ${e.key}`);
-      const known = this.live.get(e.key);
-      this.live.set(e.key, { presence, lastSeen: Date.now() });
+      const presence = decodeJson(PresenceSchema, value, `agent presence ${key}`);
+      const known = this.live.get(key);
+      this.live.set(key, { presence, lastSeen: Date.now() });
       if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address) this.emit({ all: true });
     } catch (err) {
-      this.log.warn('ignoring unreadable agent presence', { key: e.key, error: err });
+      this.log.warn('ignoring unreadable agent presence', { key, error: err });
     }
   }
 
-  private applyReport(e: KvEntry): void {
-    const before = this.reports.get(e.key);
+  /** A report written (`value`) or deleted (undefined). */
+  private applyReport(key: string, value: Uint8Array | undefined): void {
+    const before = this.reports.get(key);
     let after: AgentReport | undefined;
-    if (e.operation === 'PUT') {
+    if (value !== undefined) {
       try {
-        after = decodeJson(AgentReportSchema, e.value, `agent report ${e.key}`);
+        after = decodeJson(AgentReportSchema, value, `agent report ${key}`);
       } catch (err) {
-        this.log.warn('ignoring unreadable agent report', { key: e.key, error: err });
+        this.log.warn('ignoring unreadable agent report', { key, error: err });
         return;
       }
-      this.reports.set(e.key, after);
+      this.reports.set(key, after);
     } else {
-      this.reports.delete(e.key);
+      this.reports.delete(key);
     }
     const changed = new Set<string>();
     const changedActors = new Set<string>();
@@ -151,7 +148,7 @@ export class AgentView {
 
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
-    for (const w of this.watches) w.stop();
+    await Promise.all(this.followers.map((f) => f.stop()));
   }
 }
 

@@ -1,4 +1,5 @@
-import type { KV, KvEntry, QueuedIterator } from 'nats';
+import type { KV } from 'nats';
+import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
 import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig } from '../../common/nats.js';
 import type { ActorRunner } from './host.js';
@@ -31,7 +32,7 @@ export class ActorAlarms {
   private readonly alarms = new Map<string, ActorAlarm>();
   private readonly timers = new Map<string, { time: number; timer: NodeJS.Timeout }>();
   private readonly retries = new Map<string, number>();
-  private watch: QueuedIterator<KvEntry> | undefined;
+  private follower: BucketFollower | undefined;
   private stopped = false;
 
   constructor(private readonly opts: ActorAlarmsOptions) {
@@ -39,22 +40,19 @@ export class ActorAlarms {
   }
 
   async start(): Promise<void> {
-    let ready!: () => void;
-    const synced = new Promise<void>((r) => { ready = r; });
-    this.watch = await this.opts.index.watch({ key: '>', initializedFn: () => ready() });
-    void (async () => {
-      for await (const e of this.watch!) {
-        if (e.operation !== 'PUT') { this.alarms.delete(e.key); this.plan(e.key); continue; }
+    this.follower = followBucket(this.opts.index, {
+      put: (key, value) => {
         try {
-          this.alarms.set(e.key, decodeJson(ActorAlarmSchema, e.value, `actor alarm ${e.key}`));
+          this.alarms.set(key, decodeJson(ActorAlarmSchema, value, `actor alarm ${key}`));
         } catch (err) {
-          this.opts.log.warn('ignoring unreadable actor alarm', { key: e.key, error: err });
-          continue;
+          this.opts.log.warn('ignoring unreadable actor alarm', { key, error: err });
+          return;
         }
-        this.plan(e.key);
-      }
-    })().catch((err: unknown) => this.opts.log.error('actor alarm watch ended', { error: err }));
-    await synced;
+        this.plan(key);
+      },
+      delete: (key) => { this.alarms.delete(key); this.plan(key); },
+    }, { log: this.opts.log, name: 'actor-alarms' });
+    await this.follower.initial;
   }
 
   /** Called by the actor host after a commit that set or cleared an alarm. */
@@ -114,7 +112,7 @@ export class ActorAlarms {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.watch?.stop();
+    await this.follower?.stop();
     for (const t of this.timers.values()) clearTimeout(t.timer);
     this.timers.clear();
   }

@@ -1,6 +1,7 @@
-import type { KvEntry, NatsConnection, QueuedIterator, Subscription } from 'nats';
+import type { NatsConnection, Subscription } from 'nats';
 import { z } from 'zod';
 import type { AgentView } from '../../common/agent-view.js';
+import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
 import { ActorConfigSchema, decodeJson, encodeJson, SUBJECTS, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import { ActorAlarms } from './alarms.js';
@@ -51,7 +52,7 @@ export class ActorRuntime {
   router!: ActorRouter;
   private alarms!: ActorAlarms;
   private readonly configs = new Map<string, ActorConfig>();
-  private watch: QueuedIterator<KvEntry> | undefined;
+  private follower: BucketFollower | undefined;
   private migrations: Subscription | undefined;
   /** Worker version each active actor was started from: a new version restarts the actor. */
   private readonly versions = new Map<string, string>();
@@ -113,13 +114,11 @@ export class ActorRuntime {
       config: (ns, actor) => this.config(ns, actor),
     });
 
-    let ready!: () => void;
-    const synced = new Promise<void>((r) => { ready = r; });
-    this.watch = await opts.buckets.actors.watch({ key: '>', initializedFn: () => ready() });
-    void (async () => {
-      for await (const e of this.watch!) this.applyConfig(e);
-    })().catch((err: unknown) => opts.log.error('actor config watch ended', { error: err }));
-    await synced;
+    this.follower = followBucket(opts.buckets.actors, {
+      put: (key, value) => this.applyConfig(key, value),
+      delete: (key) => this.removeConfig(key),
+    }, { log: opts.log, name: 'actors' });
+    await this.follower.initial;
     await this.alarms.start();
 
     // Ring changes: actors that now belong elsewhere are handed over once idle.
@@ -144,21 +143,21 @@ export class ActorRuntime {
     });
   }
 
-  private applyConfig(e: KvEntry): void {
-    if (e.operation !== 'PUT') {
-      // A key of another shape never held a config this agent could have taken.
-      const gone = parseOrSkip(parseActorClassKey, e.key);
-      if (!gone) return;
-      this.configs.delete(actorClassRef(gone.namespace, gone.name));
-      const prefix = actorClassPrefix(gone.namespace, gone.name);
-      for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
-      return;
-    }
+  private removeConfig(kvKey: string): void {
+    // A key of another shape never held a config this agent could have taken.
+    const gone = parseOrSkip(parseActorClassKey, kvKey);
+    if (!gone) return;
+    this.configs.delete(actorClassRef(gone.namespace, gone.name));
+    const prefix = actorClassPrefix(gone.namespace, gone.name);
+    for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
+  }
+
+  private applyConfig(kvKey: string, value: Uint8Array): void {
     try {
-      const cfg = decodeJson(ActorConfigSchema, e.value, `actor config ${e.key}`);
+      const cfg = decodeJson(ActorConfigSchema, value, `actor config ${kvKey}`);
       this.configs.set(actorClassRef(cfg.namespace, cfg.name), cfg);
     } catch (err) {
-      this.opts.log.warn('ignoring unreadable actor config', { key: e.key, error: err });
+      this.opts.log.warn('ignoring unreadable actor config', { key: kvKey, error: err });
     }
   }
 
@@ -201,7 +200,7 @@ export class ActorRuntime {
 
   async stop(): Promise<void> {
     this.migrations?.unsubscribe();
-    this.watch?.stop();
+    await this.follower?.stop();
     await this.alarms?.stop();
     await this.host?.stop();
   }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { KvEntry, QueuedIterator } from 'nats';
+import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
 import { workerRef } from '../../common/keys.js';
@@ -28,7 +28,7 @@ export class NatsSource implements DesiredStateSource {
   private readonly bundles = new Map<string, string>();
   /** What was last handed to the agent per worker, kept when a new bundle cannot be fetched yet. */
   private readonly lastGood = new Map<string, DesiredWorker>();
-  private watch: QueuedIterator<KvEntry> | undefined;
+  private follower: BucketFollower | undefined;
   private timer: NodeJS.Timeout | undefined;
   private building = Promise.resolve();
   private stopped = false;
@@ -39,29 +39,23 @@ export class NatsSource implements DesiredStateSource {
   }
 
   async start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void> {
-    let initialized!: () => void;
-    const ready = new Promise<void>((r) => { initialized = r; });
-    this.watch = await this.opts.buckets.workers.watch({ key: '>', initializedFn: () => initialized() });
     let synced = false;
-    void (async () => {
-      for await (const e of this.watch!) {
-        this.applyEntry(e);
-        if (synced) this.schedule(onUpdate);
-      }
-    })().catch((err: unknown) => this.opts.log.error('worker config watch ended', { error: err }));
-    await ready;
+    this.follower = followBucket(this.opts.buckets.workers, {
+      put: (key, value) => { this.applyConfig(key, value); if (synced) this.schedule(onUpdate); },
+      delete: (key) => { this.configs.delete(key); if (synced) this.schedule(onUpdate); },
+    }, { log: this.opts.log, name: 'workers' });
+    await this.follower.initial;
     synced = true;
     await this.rebuild(onUpdate);
   }
 
-  private applyEntry(e: KvEntry): void {
-    if (e.operation !== 'PUT') { this.configs.delete(e.key); return; }
+  private applyConfig(key: string, value: Uint8Array): void {
     try {
-      const cfg = decodeJson(WorkerConfigSchema, e.value, `worker config ${e.key}`);
-      this.configs.set(e.key, cfg);
+      const cfg = decodeJson(WorkerConfigSchema, value, `worker config ${key}`);
+      this.configs.set(key, cfg);
     } catch (err) {
       // Keep what was there: a config we cannot read must not take a running worker down.
-      this.opts.log.error('ignoring unreadable worker config', { key: e.key, error: err });
+      this.opts.log.error('ignoring unreadable worker config', { key, error: err });
     }
   }
 
@@ -130,7 +124,7 @@ export class NatsSource implements DesiredStateSource {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.watch?.stop();
+    await this.follower?.stop();
     await this.building;
   }
 }

@@ -1,3 +1,4 @@
+import { followBucket } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
 import { decodeJson, encodeJson, WorkerConfigSchema, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
 
@@ -19,20 +20,21 @@ export class WorkerStore {
   /** Loads every published config (the bucket is the state; nothing else survives a restart). */
   async load(): Promise<void> {
     this.index.clear();
-    let done!: () => void;
-    const synced = new Promise<void>((r) => { done = r; });
-    const w = await this.buckets.workers.watch({ key: '>', initializedFn: () => done() });
-    const consume = (async () => {
-      for await (const e of w) {
-        if (e.operation !== 'PUT') { this.index.delete(e.key); continue; }
-        try { this.index.set(e.key, decodeJson(WorkerConfigSchema, e.value, `worker config ${e.key}`)); } catch (err) {
-          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key: e.key, error: err });
+    // Only the current values: from here on this leader is the only writer, and keeps the
+    // index as it writes.
+    const f = followBucket(this.buckets.workers, {
+      put: (key, value) => {
+        try { this.index.set(key, decodeJson(WorkerConfigSchema, value, `worker config ${key}`)); } catch (err) {
+          this.log.warn('unreadable worker config in KV; it will be rewritten or removed', { key, error: err });
         }
-      }
-    })();
-    await synced;
-    w.stop();
-    await consume;
+      },
+      delete: (key) => { this.index.delete(key); },
+    }, { log: this.log, name: 'workers' });
+    try {
+      await f.initial;
+    } finally {
+      await f.stop();
+    }
   }
 
   get(key: string): WorkerConfig | undefined { return this.index.get(key); }
