@@ -67,7 +67,8 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       'import-x/no-restricted-paths': ['error', { zones }],
-      // Type-only imports count too: a cycle of types is still a knot a newcomer must untie.
+      // import-x skips type-only imports by design; `npm run check:cycles` (dpdm) catches
+      // those too, since a cycle of types is still a knot a newcomer must untie.
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
     },
   },
@@ -82,6 +83,18 @@ export default tseslint.config(
         paths: ['@kubernetes/client-node', 'esbuild', 'tsx'].map((name) => ({
           name, allowTypeImports: true, message: 'not on the agent\'s code path: the agent image has no client-node, esbuild or tsx (docs/architecture.md)',
         })),
+      }],
+    },
+  },
+  {
+    // A KV bucket is read through followBucket (common/kv-follower.ts), which restarts a
+    // broken watch and re-lists; a bare kv.watch() stops following silently when it throws.
+    files: ['common/**/*.ts', 'node-agent/**/*.ts', 'operator/**/*.ts', 'cli/**/*.ts'],
+    ignores: ['common/kv-follower.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', {
+        selector: "CallExpression[callee.type='MemberExpression'][callee.property.name='watch'][arguments.0.type='ObjectExpression']",
+        message: 'read a KV bucket with followBucket() from common/kv-follower.ts, not kv.watch() (docs/architecture.md)',
       }],
     },
   },

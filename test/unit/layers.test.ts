@@ -48,6 +48,12 @@ describe('layer rules', { timeout: 60_000 }, () => {
     expect(await lintAs('test/unit/probe.ts', "import { FakeActorLog } from '../../node-agent/actors/fake/log.js';\nexport const l = FakeActorLog;\n")).toEqual([]);
   });
 
+  it('refuse a bare kv.watch() outside the KV follower', async () => {
+    const code = "import type { KV } from 'nats';\nexport const w = (kv: KV) => kv.watch({ key: '>' });\n";
+    expect((await lintAs('node-agent/control/probe.ts', code)).join()).toMatch(/no-restricted-syntax: read a KV bucket with followBucket/);
+    expect(await lintAs('common/kv-follower.ts', code)).not.toContainEqual(expect.stringMatching(/no-restricted-syntax/));
+  });
+
   it('the cycle check fails on a cycle, type-only imports included', () => {
     const dir = mkdtempSync(join(tmpdir(), 'edge-cycle-'));
     writeFileSync(join(dir, 'a.ts'), "import type { B } from './b.js';\nexport interface A { b?: B }\n");
