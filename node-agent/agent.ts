@@ -85,6 +85,20 @@ export class Agent {
    * this agent serves.
    */
   static async start(cfg: AgentConfig): Promise<Agent> {
+    // What has started so far, undone in reverse when a later step fails, so a failed start
+    // leaves no port, connection or timer behind.
+    const undo: (() => unknown)[] = [];
+    try {
+      return await Agent.startSteps(cfg, undo);
+    } catch (err) {
+      for (const step of undo.reverse()) {
+        try { await step(); } catch { /* best effort: the start error is the one to report */ }
+      }
+      throw err;
+    }
+  }
+
+  private static async startSteps(cfg: AgentConfig, undo: (() => unknown)[]): Promise<Agent> {
     const { log } = cfg;
     let nc: NatsConnection | undefined;
     let buckets: EdgeBuckets | undefined;
@@ -94,6 +108,8 @@ export class Agent {
       source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
       nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}`);
+      const conn = nc;
+      undo.push(() => conn.close());
       buckets = await openBuckets(nc);
       source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl });
     }
@@ -101,6 +117,8 @@ export class Agent {
     // only: the runtime needs the ring and the fenced log). In directory mode the bindings
     // are still there and their calls fail naming the binding.
     let runtime: ActorRuntime | undefined;
+    // Told when an actor activates or goes, so the region's reports follow at once.
+    let presence: AgentPresence | undefined;
     const server = new WorkerServer({
       source,
       log,
@@ -111,17 +129,20 @@ export class Agent {
       poolSize: cfg.poolSize,
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
     });
+    // Its pool holds warm isolates from here on (stop is safe before start).
+    undo.push(() => server.stop());
 
     let nats: Omit<NatsParts, 'presence'> | undefined;
     if (nc && buckets && cfg.source.kind === 'nats') {
       const { region, node } = cfg.source;
       const consoleStream = new ConsoleStream({ nc, region, node, log });
       await consoleStream.start();
+      undo.push(() => consoleStream.stop());
       server.consoleListeners.add(consoleStream.listener);
       // Actors: the ring of this region, the durable log, and the peer port other agents forward to.
       const view = new AgentView(buckets, log, { reports: false });
       await view.start();
-      let presence: AgentPresence | undefined;
+      undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
         pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken,
@@ -132,18 +153,21 @@ export class Agent {
       const rt = runtime;
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
+      undo.push(() => rt.stop());
       const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken);
+      undo.push(() => peer.close());
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
 
     const admin = await startAdminServer(server, cfg.admin.port, cfg.admin.host, () => ({ actors: runtime?.host.keys() ?? [] }));
+    undo.push(() => admin.server.close());
     const port = await server.start(cfg.listen.port, cfg.listen.host);
 
     let parts: NatsParts | undefined;
     if (nats) {
       const rt = nats.runtime;
       const peerUrl = cfg.peerAdvertise ?? `http://${cfg.peerListen.host === '0.0.0.0' ? '127.0.0.1' : cfg.peerListen.host}:${nats.peer.port}`;
-      const presence = new AgentPresence({
+      presence = new AgentPresence({
         nc: nats.nc, buckets: nats.buckets, log,
         agent: cfg.agentName, node: nats.node, region: nats.region,
         address: cfg.advertise ?? `http://${cfg.listen.host}:${port}`,
@@ -153,6 +177,8 @@ export class Agent {
         actors: () => rt.host.counts(),
       });
       parts = { ...nats, presence };
+      const p = presence;
+      undo.push(() => p.stop());
       await presence.start();
     }
     const agent = new Agent(cfg, server, port, admin.port, admin.server, parts);
