@@ -1,4 +1,5 @@
 import type { ActorAddress } from './actor-ops.js';
+import { DNS_LABEL_PATTERN } from './api/meta.js';
 import { EdgeError } from './errors.js';
 
 // Every string key the system builds from names, and its inverse, in one place: KV keys
@@ -23,30 +24,33 @@ export interface ObjectRef { namespace: string; name: string }
 /** An agent as its presence and report keys name it: `agent` is the token form (agentToken). */
 export interface AgentRef { region: string; agent: string }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const ACTOR_ID = /^[0-9a-f]{64}$/;
+const DNS_LABEL = new RegExp(DNS_LABEL_PATTERN);
+/** An actor id's string form (bindings/actor-id.ts makes them). */
+export const ACTOR_ID_PATTERN = /^[0-9a-f]{64}$/;
 /** A NATS key or subject token: no '.', '*', '>' or spaces. */
 const TOKEN = /^[A-Za-z0-9_-]+$/;
 
-export const isDnsLabel = (s: string): boolean => DNS_LABEL.test(s);
-export const isActorId = (s: string): boolean => ACTOR_ID.test(s);
+/** An RFC 1123 label: the API's pattern and its 63-character bound. */
+export const isDnsLabel = (s: string): boolean => s.length <= 63 && DNS_LABEL.test(s);
+export const isActorId = (s: string): boolean => ACTOR_ID_PATTERN.test(s);
+const isToken = (s: string): boolean => TOKEN.test(s);
 
 /** NATS key and subject tokens cannot hold '.', '*', '>' or spaces: an agent name in one. */
 export const agentToken = (agent: string): string => agent.replace(/[^A-Za-z0-9_-]/g, '_');
 
-function parts(kind: string, key: string, sep: string, tests: readonly RegExp[], expected: string): string[] {
+function parts(kind: string, key: string, sep: string, tests: readonly ((s: string) => boolean)[], expected: string): string[] {
   const p = key.split(sep);
-  if (p.length !== tests.length || p.some((s, i) => !tests[i]!.test(s))) throw new MalformedKeyError(kind, key, expected);
+  if (p.length !== tests.length || p.some((s, i) => !tests[i]!(s))) throw new MalformedKeyError(kind, key, expected);
   return p;
 }
 
 function objectRefOf(kind: string, key: string, sep: string): ObjectRef {
-  const [namespace, name] = parts(kind, key, sep, [DNS_LABEL, DNS_LABEL], `<namespace>${sep}<name>, both DNS labels`);
+  const [namespace, name] = parts(kind, key, sep, [isDnsLabel, isDnsLabel], `<namespace>${sep}<name>, both DNS labels`);
   return { namespace: namespace!, name: name! };
 }
 
 function addressOf(kind: string, key: string, sep: string): ActorAddress {
-  const [namespace, actor, id] = parts(kind, key, sep, [DNS_LABEL, DNS_LABEL, ACTOR_ID], `<namespace>${sep}<actor>${sep}<id>: DNS labels and 64 lowercase hex`);
+  const [namespace, actor, id] = parts(kind, key, sep, [isDnsLabel, isDnsLabel, isActorId], `<namespace>${sep}<actor>${sep}<id>: DNS labels and 64 lowercase hex`);
   return { namespace: namespace!, actor: actor!, id: id! };
 }
 
@@ -83,7 +87,7 @@ export const parseAlarmKey = (key: string): ActorAddress => addressOf('alarm key
 /** `<region>.<agent token>`: an agent's key in KV `edge-agents` and `edge-agent-reports`. */
 export const agentKey = (region: string, agent: string): string => `${region}.${agentToken(agent)}`;
 export function parseAgentKey(key: string): AgentRef {
-  const [region, agent] = parts('agent key', key, '.', [DNS_LABEL, TOKEN], '<region>.<agent>: a DNS label and a NATS token');
+  const [region, agent] = parts('agent key', key, '.', [isDnsLabel, isToken], '<region>.<agent>: a DNS label and a NATS token');
   return { region: region!, agent: agent! };
 }
 

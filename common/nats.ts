@@ -2,7 +2,7 @@ import { connect, type ConnectionOptions, type KV, type NatsConnection, type Obj
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
 import { regionName } from './api/meta.js';
-import { agentToken } from './keys.js';
+import { ACTOR_ID_PATTERN, agentToken } from './keys.js';
 
 // The one place for the NATS layout (DESIGN.md section 5): bucket names, subjects and the
 // schemas of every value that crosses NATS (the key shapes are in keys.ts). Both the operator and the
@@ -147,7 +147,7 @@ export type ActorConfig = z.infer<typeof ActorConfigSchema>;
 export const ActorAlarmSchema = z.object({
   namespace: z.string(),
   actor: z.string(),
-  id: z.string().regex(/^[0-9a-f]{64}$/),
+  id: z.string().regex(ACTOR_ID_PATTERN),
   region: regionName(),
   /** Epoch milliseconds. */
   time: z.number(),

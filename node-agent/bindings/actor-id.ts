@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isActorId } from '../../common/keys.js';
 
 // Actor ids: 64 lowercase hex characters, namespaced to one DurableActor by its
 // metadata.uid (the per-CR key; it never enters an isolate).
@@ -18,7 +19,6 @@ const BODY_BYTES = 24;
 const TAG_BYTES = 8;
 /** idFromName refuses names longer than this many UTF-8 bytes. */
 export const MAX_ACTOR_NAME_BYTES = 4096;
-const HEX_ID = /^[0-9a-f]{64}$/;
 
 /** One actor's id; `name` is set for ids made by idFromName. */
 export class ActorId {
@@ -80,7 +80,7 @@ export class ActorIds {
     if (typeof hex !== 'string' || hex.length !== ACTOR_ID_HEX_LENGTH) return false;
     const id = hex.toLowerCase();
     if (this.valid.has(id)) return true;
-    if (!HEX_ID.test(id)) return false;
+    if (!isActorId(id)) return false;
     const body = id.slice(0, BODY_BYTES * 2);
     const expected = Buffer.from(this.tag(body), 'hex');
     const ok = timingSafeEqual(expected, Buffer.from(id.slice(BODY_BYTES * 2), 'hex'));
@@ -96,7 +96,7 @@ export class ActorIds {
   idFromString(hex: string): ActorId {
     if (typeof hex !== 'string') throw new TypeError('an actor id must be a string');
     const id = hex.toLowerCase();
-    if (!HEX_ID.test(id)) {
+    if (!isActorId(id)) {
       const shown = hex.length > 80 ? `${JSON.stringify(hex.slice(0, 80))}...` : JSON.stringify(hex);
       throw new TypeError(`${shown} is not an actor id (an id is ${ACTOR_ID_HEX_LENGTH} hexadecimal characters)`);
     }

@@ -4,6 +4,7 @@ import {
   type KubeConfig, type V1Deployment, type V1DeploymentSpec, type V1ObjectMeta, type V1Service, type V1ServiceSpec,
 } from '@kubernetes/client-node';
 import { EdgeError } from '../../common/errors.js';
+import { isDnsLabel } from '../../common/keys.js';
 import { API_VERSION, type AiBinding } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
@@ -89,7 +90,6 @@ export interface InferenceResult {
 // Names and labels
 
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 /** A label value for a name that may not be one (binding names may hold '$' or start with '_'). */
 function labelValue(s: string): string {
@@ -115,7 +115,7 @@ export function inferenceSelector(workerName: string): string {
 export function desiredInference(
   worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
 ): DesiredInference {
-  if (!DNS_LABEL.test(worker.name) || worker.name.length > 63) {
+  if (!isDnsLabel(worker.name)) {
     throw new InvalidInference(`worker name ${JSON.stringify(worker.name)} is not a DNS label`);
   }
   for (const r of regions) {
