@@ -26,6 +26,18 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        // Issue 12's attacks, each against the real agent, operator, NATS and apiserver: the
+        // attacker gets an error or loses its own isolate, a healthy neighbour keeps answering.
+        extends: true,
+        test: {
+          name: 'security',
+          include: ['test/security/**/*.test.ts'],
+          globalSetup: ['test/harness/global-setup.ts'],
+          testTimeout: 90_000,
+          hookTimeout: 180_000,
+        },
+      },
     ],
   },
 });

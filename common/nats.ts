@@ -1,6 +1,7 @@
 import { connect, type ConnectionOptions, type KV, type NatsConnection, type ObjectStore } from 'nats';
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
+import { EgressPolicySchema } from './api/policy.js';
 import { regionName } from './api/meta.js';
 import { ACTOR_ID_PATTERN, agentToken } from './keys.js';
 
@@ -115,6 +116,8 @@ export const WorkerConfigSchema = z.object({
   limits: LimitsSchema,
   minWarmIsolates: z.number().int().min(0),
   compatibilityDate: z.string().optional(),
+  /** The admin's egress policy for the worker's namespace (absent: DEFAULT_EGRESS_POLICY). */
+  egress: EgressPolicySchema.optional(),
   env: z.object({
     /** vars and resolved secrets. */
     text: z.record(z.string(), z.string()),
