@@ -104,8 +104,15 @@ export interface HostCallbacks {
   setURL(href: string, property: string, value: string): UrlRecord;
   /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
   digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
-  /** Async: settles after `ms` milliseconds (setTimeout/setInterval are built on it). */
-  sleep(ms: number): HostAsync<void>;
+  /**
+   * Async: settles with true after `ms` milliseconds (setTimeout/setInterval are built on
+   * it), or with false once timerCancel(id) is called or the isolate is disposed. `id` is
+   * the shim's number for the timer, unique in the isolate. Throws a RangeError when the
+   * isolate already holds MAX_PENDING_TIMERS (bindings/host-timers.ts) pending timers.
+   */
+  sleep(ms: number, id: number): HostAsync<boolean>;
+  /** clearTimeout/clearInterval: the host drops the timer at once. */
+  timerCancel(id: number): void;
   /**
    * A subrequest (the isolate's `fetch`), performed by the host and counted against
    * limits.subrequests. Async: settles with the whole response (bodies are buffered up

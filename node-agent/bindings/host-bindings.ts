@@ -3,6 +3,7 @@ import { ActorCalls, type ActorRouter } from './actor-binding.js';
 import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks } from './host-callbacks.js';
+import { HostTimers } from './host-timers.js';
 
 // The one place that builds the host side of an isolate's env.*, fetch and state.storage:
 // the agent hands this factory to the isolate core (isolate/ never constructs a binding).
@@ -18,6 +19,7 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
   return (ctx) => {
     // env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes.
     const ai = new AiCalls(ctx.def.env.ai ?? {});
+    const timers = new HostTimers(ctx.def.name);
     const callbacks = hostCallbacks({
       workerName: ctx.def.name,
       ai,
@@ -26,7 +28,8 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
       sockets: ctx.sockets,
       onLog: ctx.onLog,
       countSubrequest: ctx.countSubrequest,
+      timers,
     });
-    return { callbacks, requestEnded: () => ai.closeAll(), dispose: () => ai.closeAll(true) };
+    return { callbacks, requestEnded: () => ai.closeAll(), dispose: () => { ai.closeAll(true); timers.close(); } };
   };
 }

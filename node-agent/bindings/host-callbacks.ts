@@ -7,6 +7,7 @@ import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
+import { TimerLimitError, type HostTimers } from './host-timers.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
@@ -15,7 +16,6 @@ import { SocketLimitError } from '../sockets/isolate-sockets.js';
 const DIGESTS: Record<string, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const URL_SETTERS = new Set(['href', 'protocol', 'username', 'password', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']);
 const MAX_RANDOM_BYTES = 65_536;
-const MAX_SLEEP_MS = 24 * 3600 * 1000;
 
 const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 
@@ -40,6 +40,8 @@ export interface CallbackContext {
   storage: ActorStorage | null;
   /** The isolate's WebSockets (server ends bridged to the host): see isolate-sockets.ts. */
   sockets?: SocketCalls;
+  /** The isolate's pending timers (setTimeout/setInterval), capped and cancelled with it. */
+  timers: HostTimers;
 }
 
 /** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
@@ -127,9 +129,17 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
       if (!(data instanceof ArrayBuffer)) throw new TypeError('crypto.subtle.digest: data must be an ArrayBuffer');
       return toArrayBuffer(createHash(alg).update(new Uint8Array(data)).digest());
     },
-    sleep(ms) {
-      const delay = Math.min(Math.max(0, Number(ms) || 0), MAX_SLEEP_MS);
-      return hostAsync(new Promise<void>((r) => setTimeout(r, delay).unref()));
+    sleep(ms, id) {
+      try {
+        return hostAsync(ctx.timers.sleep(Number(id), Number(ms)));
+      } catch (err) {
+        // isolated-vm passes built-in error types on, not subclasses.
+        if (err instanceof TimerLimitError) throw new RangeError(err.message);
+        throw err;
+      }
+    },
+    timerCancel(id) {
+      ctx.timers.cancel(Number(id));
     },
     fetch(raw) {
       return hostAsync((async () => {

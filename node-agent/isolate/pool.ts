@@ -1,6 +1,7 @@
 import ivm from 'isolated-vm';
 import type { SHIM_GLOBALS, HostCallbacks } from '../abi/bridge.js';
 import { shimSource } from './shim-bundle.js';
+import { EdgeError } from '../../common/errors.js';
 
 // Pre-warmed isolates. Each is made from a V8 snapshot that already holds the Workers API
 // shim, has its context created and its host callbacks installed, so placing a worker
@@ -22,10 +23,41 @@ export interface WarmIsolate {
   owner: { current: IsolateOwner | null };
 }
 
+/** The shim snapshot is unfit to make isolates from (see checkSnapshot). */
+export class SnapshotError extends EdgeError {}
+
 let snapshot: ivm.ExternalCopy<ArrayBuffer> | undefined;
 function shimSnapshot(): ivm.ExternalCopy<ArrayBuffer> {
-  snapshot ??= ivm.Isolate.createSnapshot([{ code: shimSource(), filename: 'edge-shim.js' }]);
+  if (!snapshot) {
+    const made = ivm.Isolate.createSnapshot([{ code: shimSource(), filename: 'edge-shim.js' }]);
+    checkSnapshot(made);
+    snapshot = made;
+  }
   return snapshot;
+}
+
+/**
+ * Refuses a snapshot that holds an ArrayBuffer backing store (a typed array over 64 bytes
+ * made at the shim's top level). `new ivm.Isolate({ snapshot })` deserializes the snapshot's
+ * context before it enters the new isolate, so the backing store is allocated by the new
+ * isolate's LimitedAllocator while the *agent's* isolate is V8's current one; its Check()
+ * (isolated-vm 5.0.4 src/isolate/allocator_nortti.cc:54, `Isolate::GetCurrent()`) weighs
+ * the agent's heap against the new isolate's memoryLimit, refuses the allocation once the
+ * agent's heap is larger than that limit, and V8 aborts the process
+ * (`Check failed: (backing_store) != nullptr`). With no backing store in the snapshot the
+ * allocator is never called there. A snapshot made at start-up is probed while the
+ * agent's heap is small, so this check itself is safe.
+ */
+function checkSnapshot(made: ivm.ExternalCopy<ArrayBuffer>): void {
+  const probe = new ivm.Isolate({ memoryLimit: 8, snapshot: made });
+  try {
+    const external = probe.getHeapStatisticsSync().externally_allocated_size;
+    if (external > 0) {
+      throw new SnapshotError(`the Workers API shim snapshot holds ${external} bytes of ArrayBuffer backing stores; every new isolate would allocate them before isolated-vm counts its memory correctly, which can abort the agent. Make typed arrays over 64 bytes in node-agent/shim/ lazily, not at the top level.`);
+    }
+  } finally {
+    probe.dispose();
+  }
 }
 
 const unowned = (name: string) => () => { throw new Error(`host callback ${name} called by an isolate no worker owns`); };
@@ -41,7 +73,9 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     parseURL: new ivm.Callback(cb('parseURL')),
     setURL: new ivm.Callback(cb('setURL')),
     digest: new ivm.Callback(cb('digest')),
-    sleep: new ivm.Callback(cb('sleep'), { async: true }),
+    // Synchronous, so a setTimeout over the isolate's timer cap throws at the call.
+    sleep: new ivm.Callback(cb('sleep')),
+    timerCancel: new ivm.Callback(cb('timerCancel')),
     fetch: new ivm.Callback(cb('fetch'), { async: true }),
     aiRun: new ivm.Callback(cb('aiRun'), { async: true }),
     aiRead: new ivm.Callback(cb('aiRead'), { async: true }),

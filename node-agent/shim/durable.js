@@ -27,6 +27,7 @@ import { Response, fetchedResponse } from './web/response.js';
 import { foreignSocket } from './web/websocket.js';
 import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
+import { sleep } from './web/timers.js';
 import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 
 const freeze = Object.freeze;
@@ -435,7 +436,8 @@ function blockConcurrencyWhile(callback, timeoutMs) {
   }
   let expired = false;
   const timeout = new PromiseCtor((_resolve, reject) => {
-    hostOutcome(host.sleep(timeoutMs)).then(() => {
+    sleep(timeoutMs).then((fired) => {
+      if (!fired) return;
       expired = true;
       reject(new ErrorCtor(`state.blockConcurrencyWhile(): the callback did not settle within ${timeoutMs / 1000} s`));
     }, noop);

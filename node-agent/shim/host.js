@@ -14,6 +14,7 @@ export const host = {
   setURL: missing('setURL'),
   digest: missing('digest'),
   sleep: missing('sleep'),
+  timerCancel: missing('timerCancel'),
   fetch: missing('fetch'),
   aiRun: missing('aiRun'),
   aiRead: missing('aiRead'),

@@ -2,7 +2,10 @@
 import { DOMException, requireArgs } from './util.js';
 
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-const VALUES = new Uint8Array(128);
+// A plain array, not a Uint8Array: a typed array over 64 bytes made at the shim's top level
+// would sit in the V8 snapshot as an ArrayBuffer backing store, which every new isolate
+// allocates in a way that could abort the agent (see checkSnapshot in isolate/pool.ts).
+const VALUES = new Array(128).fill(0);
 for (let i = 0; i < 64; i++) VALUES[ALPHABET.charCodeAt(i)] = i;
 
 export function btoa(data) {

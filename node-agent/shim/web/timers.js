@@ -8,8 +8,21 @@ import { ReflectApply, SetAdd, SetDelete, SetHas } from './primordials.js';
 const resolvedPromise = Promise.resolve();
 const MAX_DELAY = 2147483647;
 let nextId = 1;
-/** Live timer ids; clearing one just removes it (the host's sleep runs out unobserved). */
+/** Live timer ids; clearing one removes it and cancels the host's timer. */
 const live = new Set();
+
+/**
+ * A host timer of `ms` for the timer `id`: resolves true when it fires, false when it was
+ * cancelled. Throws (a RangeError from the host) when the isolate holds too many timers.
+ */
+function hostSleep(ms, id) {
+  return hostOutcome(host.sleep(ms, id));
+}
+
+/** A one-shot wait for shim internals (blockConcurrencyWhile's deadline); not cancellable. */
+export function sleep(ms) {
+  return hostSleep(ms, nextId++);
+}
 
 function schedule(what, callback, ms, args, repeat) {
   if (typeof callback !== 'function') {
@@ -19,20 +32,27 @@ function schedule(what, callback, ms, args, repeat) {
   if (!(delay > 0)) delay = 0;
   if (delay > MAX_DELAY) delay = MAX_DELAY;
   const id = nextId++;
-  SetAdd(live, id);
   const arm = () => {
-    hostOutcome(host.sleep(delay)).then(() => {
-      if (!SetHas(live, id)) return;
+    hostSleep(delay, id).then((fired) => {
+      if (!fired || !SetHas(live, id)) return;
       if (!repeat) SetDelete(live, id);
       try {
         ReflectApply(callback, undefined, args);
       } catch (err) {
         reportError(err);
       }
-      if (repeat && SetHas(live, id)) arm();
+      if (repeat && SetHas(live, id)) {
+        try {
+          arm();
+        } catch (err) {
+          SetDelete(live, id);
+          reportError(err);
+        }
+      }
     }, () => SetDelete(live, id));
   };
   arm();
+  SetAdd(live, id);
   return id;
 }
 
@@ -45,11 +65,12 @@ export function setInterval(callback, ms = 0, ...args) {
 }
 
 export function clearTimeout(id = undefined) {
-  SetDelete(live, Number(id));
+  const n = Number(id);
+  if (SetDelete(live, n)) host.timerCancel(n);
 }
 
 export function clearInterval(id = undefined) {
-  SetDelete(live, Number(id));
+  clearTimeout(id);
 }
 
 export function queueMicrotask(callback) {
