@@ -11,7 +11,11 @@ import { EdgeError } from '../../common/errors.js';
 // the memory limit (V8's, set on the isolate); crossing one disposes the isolate and the
 // request fails with a WorkerLimitError naming the limit.
 
-export type LimitReason = 'cpu' | 'memory' | 'wall';
+/**
+ * 'sync': a request on the synchronous fast path ran past SYNC_TIMEOUT_MS (see
+ * DispatchMode); its isolate is reset and the worker leaves that path for good.
+ */
+export type LimitReason = 'cpu' | 'memory' | 'wall' | 'sync';
 export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown' | 'reset';
 
 export class WorkerLimitError extends EdgeError {
@@ -20,6 +24,7 @@ export class WorkerLimitError extends EdgeError {
       cpu: `its CPU limit (${limits.cpuMsPerRequest} ms per request)`,
       memory: `its memory limit (${limits.memoryMiB} MiB)`,
       wall: `its wall-time limit (${limits.wallMsPerRequest} ms per request)`,
+      sync: `the ${SYNC_TIMEOUT_MS} ms bound of the synchronous fast path, which its earlier requests had always kept to; its isolate was reset and it now takes the asynchronous path (retrying is safe)`,
     }[reason];
     super(`worker ${worker} exceeded ${what}`, { context: { worker } });
   }
@@ -102,25 +107,62 @@ export interface SocketOwner {
 
 /**
  * How requests enter a worker's isolates; shared by all isolates of one worker version.
- * Starts synchronous (fastest for quick handlers: the call runs on the agent's event
- * loop), and drops to asynchronous for good once the handler's synchronous time
- * averages over SYNC_AVG_MS, or a single call takes over SYNC_MAX_MS, or it hits a
- * limit; the odd garbage-collection pause does not count against it.
+ * Tenant code runs on the agent's event loop only on the synchronous fast path, and only
+ * once it has proven quick: a version starts asynchronous (isolated-vm's threads; a
+ * tenant can spin there until its own CPU limit without holding anyone else up), moves to
+ * the synchronous path after PROMOTE_AFTER requests in a row that each used under
+ * PROVEN_CPU_MS of CPU, and leaves it for good once its synchronous time averages over
+ * SYNC_AVG_MS, a single call takes over SYNC_MAX_MS, or it hits a limit. A synchronous
+ * call is cut at SYNC_TIMEOUT_MS whatever the tenant's cpuMsPerRequest, so a worker that
+ * turns slow after proving quick holds the event loop once, for a few milliseconds.
  */
 export class DispatchMode {
-  sync = true;
+  sync = false;
+  private demoted = false;
+  private quick = 0;
   private avgMs = 0;
+  /** The CPU time an asynchronous request used in the isolate. */
+  observeAsync(cpuMs: number): void {
+    if (this.sync || this.demoted) return;
+    if (cpuMs > PROVEN_CPU_MS) { this.quick = 0; return; }
+    this.quick += 1;
+    if (this.quick >= PROMOTE_AFTER) this.sync = true;
+  }
+  /** The wall time a synchronous call held the event loop. */
   observe(ms: number): void {
     this.avgMs = this.avgMs * 0.95 + ms * 0.05;
-    if (ms > SYNC_MAX_MS || this.avgMs > SYNC_AVG_MS) this.sync = false;
+    if (ms > SYNC_MAX_MS || this.avgMs > SYNC_AVG_MS) this.demote();
+  }
+  /** Asynchronous for good. */
+  demote(): void {
+    this.sync = false;
+    this.demoted = true;
   }
 }
+/** Quick requests in a row before a worker may run on the event loop. */
+const PROMOTE_AFTER = 32;
+/** What "quick" means for those requests: CPU time in the isolate. */
+const PROVEN_CPU_MS = 1;
 const SYNC_AVG_MS = 0.5;
-const SYNC_MAX_MS = 20;
-/** The wall-time bound of a synchronous dispatch: room for preemption above the CPU budget. */
-const syncTimeoutMs = (cpuMs: number) => Math.max(cpuMs * 3, cpuMs + 50);
-/** Modules up to this size are compiled on the event loop (well under a millisecond). */
-const SYNC_LOAD_MAX_CHARS = 64 * 1024;
+const SYNC_MAX_MS = 2;
+/**
+ * The wall-time bound of one synchronous call, whatever the tenant's limits: V8
+ * terminates the call, the request fails (WorkerLimitError 'sync') and the isolate is
+ * reset. Wall time on a loaded machine includes preemption, so this leaves room above
+ * SYNC_MAX_MS; a proven-quick handler takes ~0.02 ms.
+ */
+export const SYNC_TIMEOUT_MS = 5;
+
+/**
+ * Workers' limit on a worker's startup (its module's top level, the global scope): 1 s of
+ * CPU, as on Cloudflare (developers.cloudflare.com/workers/platform/limits, "Worker
+ * startup time"). Fixed rather than the tenant's cpuMsPerRequest (up to 30 s) because
+ * startup is not a request the tenant is billed for, and a version that cannot start in a
+ * second is refused before it serves anything. It runs off the event loop either way.
+ */
+export const STARTUP_CPU_MS = 1000;
+/** Startup's wall-time bound: a top level awaiting a timer that never fires is refused too. */
+export const STARTUP_WALL_MS = 10_000;
 
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
@@ -140,10 +182,20 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+interface Inflight {
+  id: number;
+  cpuStart: bigint;
+  wallStart: number;
+  subrequests: number;
+  settled: boolean;
+  /** Set while the module loads: the startup budgets apply, and no I/O is allowed. */
+  startup?: boolean;
+}
+
 export class WorkerIsolate implements IsolateOwner {
   private nextId = 1;
   /** The request in flight: budgets are measured from its start. */
-  private inflight: { id: number; cpuStart: bigint; wallStart: number; subrequests: number; settled: boolean } | undefined;
+  private inflight: Inflight | undefined;
   private killedFor: LimitReason | undefined;
   private disposed = false;
   private readonly cbs: HostCallbacks;
@@ -177,6 +229,7 @@ export class WorkerIsolate implements IsolateOwner {
       countSubrequest: () => {
         const r = this.inflight;
         if (!r) throw new Error(`worker ${def.name}: subrequest (fetch, ai run) outside a request`);
+        if (r.startup) throw new Error(`worker ${def.name}: subrequests (fetch, ai run, actor calls) are not allowed at the top level (global scope); make them inside a handler`);
         r.subrequests += 1;
         if (r.subrequests > def.limits.subrequests) {
           throw new Error(`worker ${def.name} exceeded its subrequest limit (${def.limits.subrequests} per request)`);
@@ -212,48 +265,59 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
-  /** Loads the worker's module into a warm isolate; throws BundleError when it cannot. */
+  /**
+   * Loads the worker's module into a warm isolate; throws BundleError when it cannot.
+   * Every step that runs tenant code (evaluation, the shim's look at the exports, which may
+   * be getters or proxies) runs on isolated-vm's threads, never on the event loop, under the
+   * fixed startup budgets (STARTUP_CPU_MS, STARTUP_WALL_MS) that the watchdog enforces.
+   */
   static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode(), actor?: ActorMode): Promise<WorkerIsolate> {
     const w = new WorkerIsolate(def, warm, hooks, mode, actor);
     warm.owner.current = w;
+    w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
+    active.add(w);
+    ensureWatchdog();
     try {
-      // A small module loads with synchronous calls (no thread hops: this is the cold
-      // path a first request waits on); a big bundle compiles off the event loop.
-      const small = def.source.length <= SYNC_LOAD_MAX_CHARS;
       const filename = `worker:${def.name}.js`;
-      const module = await (small ? Promise.resolve().then(() => warm.isolate.compileModuleSync(def.source, { filename })) : warm.isolate.compileModule(def.source, { filename }))
+      const module = await warm.isolate.compileModule(def.source, { filename })
         .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
       const refuseImport = (specifier: string): never => {
         throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports)`);
       };
       try {
-        if (small) module.instantiateSync(warm.context, refuseImport);
-        else await module.instantiate(warm.context, refuseImport);
+        await module.instantiate(warm.context, refuseImport);
       } catch (err) {
         throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }
-      // Top-level code runs under a CPU bound too: a module that spins at load is refused.
-      const loadTimeout = Math.max(def.limits.cpuMsPerRequest, 1000);
       try {
-        if (small) module.evaluateSync({ timeout: loadTimeout });
-        else await module.evaluate({ timeout: loadTimeout });
+        // V8's timeout (wall time) backs up the watchdog's CPU budget.
+        await module.evaluate({ timeout: STARTUP_WALL_MS, promise: true });
       } catch (err) {
-        throw new BundleError(def.name, `threw while loading: ${errorText(err)}`, { cause: err });
+        throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
       }
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs };
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
-      const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: 1000 } as const;
-      const handlers = (small ? warm.entry.__edgeInit.applySync(undefined, initArgs, initOpts)
-        : await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts)) as string[];
+      const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
+      const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
+        throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : err;
+      }) as string[];
       if (!actor && !handlers.includes('fetch')) {
         throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
       }
+      if (w.dead) throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : 'its isolate died while loading');
+      w.free();
       return w;
     } catch (err) {
       w.dispose('crash');
       throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
     }
+  }
+
+  private startupLimitText(): string {
+    return this.killedFor === 'memory' ? `ran out of memory while loading (its limit is ${this.def.limits.memoryMiB} MiB)`
+      : this.killedFor === 'wall' ? `its top level (global scope) did not finish within ${STARTUP_WALL_MS} ms`
+        : `its top level (global scope) exceeded the startup CPU limit (${STARTUP_CPU_MS} ms)`;
   }
 
   get dead(): boolean { return this.disposed || this.warm.isolate.isDisposed; }
@@ -264,8 +328,8 @@ export class WorkerIsolate implements IsolateOwner {
     const r = this.inflight;
     if (!r || this.dead) return;
     const cpuMs = Number(this.warm.isolate.cpuTime - r.cpuStart) / 1e6;
-    if (cpuMs > this.def.limits.cpuMsPerRequest) this.kill('cpu');
-    else if (now - r.wallStart > this.def.limits.wallMsPerRequest) this.kill('wall');
+    if (cpuMs > (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest)) this.kill('cpu');
+    else if (now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
   }
 
   private kill(reason: LimitReason): void {
@@ -309,16 +373,12 @@ export class WorkerIsolate implements IsolateOwner {
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
     if (this.mode.sync && req.body !== 'stream') {
-      // Two synchronous calls on this thread: no thread hop for a handler that answers
-      // without waiting on the host. Bounded by the CPU budget; a worker whose handler
-      // takes longer than SYNC_SLOW_MS is moved to the asynchronous path for good, so
-      // no worker can keep the agent's event loop busy.
+      // Two synchronous calls on this thread: no thread hop for a handler that has proven
+      // quick (see DispatchMode). Cut at SYNC_TIMEOUT_MS whatever the tenant's limits.
       const t0 = performance.now();
+      const cpu0 = this.warm.isolate.cpuTime;
       try {
-        // V8's timeout is wall time, and on a loaded machine the thread can be preempted
-        // in the middle of a quick handler: the bound leaves room above the CPU budget so
-        // only a handler that really spins is killed for it.
-        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: syncTimeoutMs(this.def.limits.cpuMsPerRequest) });
+        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: SYNC_TIMEOUT_MS });
         const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
         this.mode.observe(performance.now() - t0);
         if (r !== null) {
@@ -326,19 +386,26 @@ export class WorkerIsolate implements IsolateOwner {
           return { id, response: Promise.resolve(ready), ready };
         }
       } catch (err) {
-        // A handler that throws is the worker's business (a 500); one that hit a limit
-        // on the event loop must never get the chance again.
-        if (/Script execution timed out/.test(errorText(err))) this.kill('cpu');
+        // A handler that throws is the worker's business (a 500); one that ran long or
+        // hit a limit on the event loop must never get the chance again.
+        if (/Script execution timed out/.test(errorText(err)) && !this.dead) {
+          const cpuMs = Number(this.warm.isolate.cpuTime - cpu0) / 1e6;
+          this.kill(cpuMs > this.def.limits.cpuMsPerRequest ? 'cpu' : 'sync');
+        }
         const failure = this.failure(err);
-        if (failure instanceof WorkerLimitError) this.mode.sync = false;
+        if (failure instanceof WorkerLimitError) this.mode.demote();
         return { id, response: Promise.reject(failure) };
       }
       const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { result: { promise: true, copy: true } }) as Promise<WireResponse>;
       return { id, response: waiting.then(decode, failed) };
     }
+    const cpuStart = this.inflight.cpuStart;
     const response = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
       ...argOpts, result: { promise: true, copy: true },
-    }) as Promise<WireResponse>).then(decode, failed);
+    }) as Promise<WireResponse>).then((r) => {
+      if (!this.dead) this.mode.observeAsync(Number(this.warm.isolate.cpuTime - cpuStart) / 1e6);
+      return decode(r);
+    }, failed);
     return { id, response };
   }
 

@@ -263,11 +263,27 @@ async function settle(id) {
   live.delete(id);
 }
 
-const exported = { __edgeInstall: install, __edgeInit: init, __edgeDispatch: dispatch, __edgeStart: start, __edgePoll: poll, __edgeWait: wait, __edgePushBody: pushBody, __edgePullBody: pullBody, __edgeCancel: cancel, __edgeSettle: settle };
+// The entry points that return a promise reject only with a plain Error whose text is made
+// here, inside the isolate and under the request's budgets: isolated-vm copies a
+// rejection's value on the host's thread, where a worker's error object with hostile
+// getters (`get stack() { for (;;) {} }`) would hold the agent's event loop forever.
+const promiseThen = Promise.prototype.then;
+const plainRejection = (e) => { throw new ErrorCtor(errorText(e)); };
+function rejectsPlainly(fn) {
+  return function () {
+    return apply(promiseThen, apply(fn, undefined, arguments), [undefined, plainRejection]);
+  };
+}
+
+const exported = {
+  __edgeInstall: install, __edgeInit: init, __edgeDispatch: rejectsPlainly(dispatch), __edgeStart: start, __edgePoll: poll,
+  __edgeWait: rejectsPlainly(wait), __edgePushBody: pushBody, __edgePullBody: rejectsPlainly(pullBody), __edgeCancel: cancel,
+  __edgeSettle: rejectsPlainly(settle),
+};
 // Actor isolates: __edgeActor(op, arg), see node-agent/shim/durable.js.
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeActor';
-exported.__edgeActor = actorEvent;
-exported.__edgeSocketEvent = socketEvent;
+exported.__edgeActor = rejectsPlainly(actorEvent);
+exported.__edgeSocketEvent = rejectsPlainly(socketEvent);
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }
