@@ -33,10 +33,9 @@ import { z } from 'zod';
 //   __edgeInstall(callbacks: HostCallbacks): void
 //   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
 //   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
-//   __edgeStart(id, head, body): void; __edgePoll(id): WireResponse | null;
-//   __edgeWait(id): Promise<WireResponse>  -- the same as dispatch, split so the
-//     host can run a quick handler with two synchronous calls (applySync runs the
-//     isolate's microtasks before returning) and fall back to waiting when it is not.
+//   Every entry point that returns a promise rejects only with a plain Error whose
+//   message the shim made inside the isolate (a worker's own error object could have
+//   getters that spin, and isolated-vm copies a rejection on the host's thread).
 //   The request head and the response travel as strings (encodeRequestHead,
 //   decodeResponse below): crossing the boundary as a string costs a fraction of a
 //   structured-cloned object, on every request.
@@ -54,8 +53,7 @@ import { z } from 'zod';
 //     The host runs it like a request: one at a time, under the same budgets.
 
 export const SHIM_GLOBALS = [
-  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait',
-  '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
+  '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
   '__edgeSocketEvent',
 ] as const;
 

@@ -5,7 +5,7 @@ import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import type { WarmIsolate } from '../isolate/pool.js';
 import {
-  DispatchMode, WorkerIsolate, WorkerScriptError,
+  WorkerIsolate, WorkerScriptError,
   type DisposalReason, type IsolateHooks, type WorkerDefinition,
 } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
@@ -113,10 +113,10 @@ export class ActorIsolate {
    * (the constructor threw), an ActorResetError (a blockConcurrencyWhile callback threw or
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
-  static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks, mode: DispatchMode = new DispatchMode()): Promise<ActorIsolate> {
+  static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
     const { actorRouter, ...isolateHooks } = hooks;
     const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}) });
-    const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, mode, {
+    const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,
       name: activation.name,
@@ -148,7 +148,7 @@ export class ActorIsolate {
    * Starts a request (see WorkerIsolate.begin); the isolate is busy until finish(id).
    * The response may come before the request is over: finish(id) says when it is.
    */
-  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse>; ready?: DispatchResponse } {
+  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse> } {
     return this.isolate.begin(req);
   }
 

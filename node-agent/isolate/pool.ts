@@ -102,7 +102,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
     const install = ref('__edgeInstall');
     const entry = {
       __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
-      __edgeStart: ref('__edgeStart'), __edgePoll: ref('__edgePoll'), __edgeWait: ref('__edgeWait'), __edgePushBody: ref('__edgePushBody'),
+      __edgePushBody: ref('__edgePushBody'),
       __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
       __edgeActor: ref('__edgeActor'),
       __edgeSocketEvent: ref('__edgeSocketEvent'),

@@ -11,11 +11,7 @@ import { EdgeError } from '../../common/errors.js';
 // the memory limit (V8's, set on the isolate); crossing one disposes the isolate and the
 // request fails with a WorkerLimitError naming the limit.
 
-/**
- * 'sync': a request on the synchronous fast path ran past SYNC_TIMEOUT_MS (see
- * DispatchMode); its isolate is reset and the worker leaves that path for good.
- */
-export type LimitReason = 'cpu' | 'memory' | 'wall' | 'sync';
+export type LimitReason = 'cpu' | 'memory' | 'wall';
 export type DisposalReason = LimitReason | 'crash' | 'idle' | 'replaced' | 'shutdown' | 'reset';
 
 export class WorkerLimitError extends EdgeError {
@@ -24,7 +20,6 @@ export class WorkerLimitError extends EdgeError {
       cpu: `its CPU limit (${limits.cpuMsPerRequest} ms per request)`,
       memory: `its memory limit (${limits.memoryMiB} MiB)`,
       wall: `its wall-time limit (${limits.wallMsPerRequest} ms per request)`,
-      sync: `the ${SYNC_TIMEOUT_MS} ms bound of the synchronous fast path, which its earlier requests had always kept to; its isolate was reset and it now takes the asynchronous path (retrying is safe)`,
     }[reason];
     super(`worker ${worker} exceeded ${what}`, { context: { worker } });
   }
@@ -105,53 +100,15 @@ export interface SocketOwner {
 }
 
 
-/**
- * How requests enter a worker's isolates; shared by all isolates of one worker version.
- * Tenant code runs on the agent's event loop only on the synchronous fast path, and only
- * once it has proven quick: a version starts asynchronous (isolated-vm's threads; a
- * tenant can spin there until its own CPU limit without holding anyone else up), moves to
- * the synchronous path after PROMOTE_AFTER requests in a row that each used under
- * PROVEN_CPU_MS of CPU, and leaves it for good once its synchronous time averages over
- * SYNC_AVG_MS, a single call takes over SYNC_MAX_MS, or it hits a limit. A synchronous
- * call is cut at SYNC_TIMEOUT_MS whatever the tenant's cpuMsPerRequest, so a worker that
- * turns slow after proving quick holds the event loop once, for a few milliseconds.
- */
-export class DispatchMode {
-  sync = false;
-  private demoted = false;
-  private quick = 0;
-  private avgMs = 0;
-  /** The CPU time an asynchronous request used in the isolate. */
-  observeAsync(cpuMs: number): void {
-    if (this.sync || this.demoted) return;
-    if (cpuMs > PROVEN_CPU_MS) { this.quick = 0; return; }
-    this.quick += 1;
-    if (this.quick >= PROMOTE_AFTER) this.sync = true;
-  }
-  /** The wall time a synchronous call held the event loop. */
-  observe(ms: number): void {
-    this.avgMs = this.avgMs * 0.95 + ms * 0.05;
-    if (ms > SYNC_MAX_MS || this.avgMs > SYNC_AVG_MS) this.demote();
-  }
-  /** Asynchronous for good. */
-  demote(): void {
-    this.sync = false;
-    this.demoted = true;
-  }
-}
-/** Quick requests in a row before a worker may run on the event loop. */
-const PROMOTE_AFTER = 32;
-/** What "quick" means for those requests: CPU time in the isolate. */
-const PROVEN_CPU_MS = 1;
-const SYNC_AVG_MS = 0.5;
-const SYNC_MAX_MS = 2;
-/**
- * The wall-time bound of one synchronous call, whatever the tenant's limits: V8
- * terminates the call, the request fails (WorkerLimitError 'sync') and the isolate is
- * reset. Wall time on a loaded machine includes preemption, so this leaves room above
- * SYNC_MAX_MS; a proven-quick handler takes ~0.02 ms.
- */
-export const SYNC_TIMEOUT_MS = 5;
+// Tenant code never runs on the agent's event loop: every call into an isolate that can
+// run worker code is asynchronous (isolated-vm's threads), so a tenant spins at most until
+// its own CPU limit without holding up anyone else. There used to be a synchronous fast
+// path for handlers that answer without waiting (two applySync calls, no thread hop). It
+// cannot be bounded: applySync first waits for the isolate's lock, and an isolate can be
+// running worker code on one of isolated-vm's threads between requests (a timer or a
+// fetch's continuation, a FinalizationRegistry callback, a WebAssembly.compile
+// continuation), so a quick handler's next request froze the event loop for as long as
+// that code spun. See docs/agent.md, "Dispatch".
 
 /**
  * Workers' limit on a worker's startup (its module's top level, the global scope): 1 s of
@@ -213,7 +170,6 @@ export class WorkerIsolate implements IsolateOwner {
     readonly def: WorkerDefinition,
     private readonly warm: WarmIsolate,
     private readonly hooks: IsolateHooks,
-    private readonly mode: DispatchMode,
     private readonly actor?: ActorMode,
   ) {
     this.sockets = new IsolateSockets(hooks.sockets ?? new SocketRegistry(), def.name, (socket, event) => {
@@ -271,8 +227,8 @@ export class WorkerIsolate implements IsolateOwner {
    * be getters or proxies) runs on isolated-vm's threads, never on the event loop, under the
    * fixed startup budgets (STARTUP_CPU_MS, STARTUP_WALL_MS) that the watchdog enforces.
    */
-  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, mode: DispatchMode = new DispatchMode(), actor?: ActorMode): Promise<WorkerIsolate> {
-    const w = new WorkerIsolate(def, warm, hooks, mode, actor);
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
+    const w = new WorkerIsolate(def, warm, hooks, actor);
     warm.owner.current = w;
     w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
     active.add(w);
@@ -358,7 +314,7 @@ export class WorkerIsolate implements IsolateOwner {
    * the handler runs) with the promise of its response. The isolate stays busy until
    * finish(id) is called.
    */
-  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse>; ready?: DispatchResponse } {
+  begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse> } {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
@@ -372,40 +328,9 @@ export class WorkerIsolate implements IsolateOwner {
     const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
-    if (this.mode.sync && req.body !== 'stream') {
-      // Two synchronous calls on this thread: no thread hop for a handler that has proven
-      // quick (see DispatchMode). Cut at SYNC_TIMEOUT_MS whatever the tenant's limits.
-      const t0 = performance.now();
-      const cpu0 = this.warm.isolate.cpuTime;
-      try {
-        this.warm.entry.__edgeStart.applySync(undefined, args, { ...argOpts, timeout: SYNC_TIMEOUT_MS });
-        const r = this.warm.entry.__edgePoll.applySync(undefined, [id], { result: { copy: true } }) as WireResponse | null;
-        this.mode.observe(performance.now() - t0);
-        if (r !== null) {
-          const ready = decode(r);
-          return { id, response: Promise.resolve(ready), ready };
-        }
-      } catch (err) {
-        // A handler that throws is the worker's business (a 500); one that ran long or
-        // hit a limit on the event loop must never get the chance again.
-        if (/Script execution timed out/.test(errorText(err)) && !this.dead) {
-          const cpuMs = Number(this.warm.isolate.cpuTime - cpu0) / 1e6;
-          this.kill(cpuMs > this.def.limits.cpuMsPerRequest ? 'cpu' : 'sync');
-        }
-        const failure = this.failure(err);
-        if (failure instanceof WorkerLimitError) this.mode.demote();
-        return { id, response: Promise.reject(failure) };
-      }
-      const waiting = this.warm.entry.__edgeWait.apply(undefined, [id], { result: { promise: true, copy: true } }) as Promise<WireResponse>;
-      return { id, response: waiting.then(decode, failed) };
-    }
-    const cpuStart = this.inflight.cpuStart;
     const response = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
       ...argOpts, result: { promise: true, copy: true },
-    }) as Promise<WireResponse>).then((r) => {
-      if (!this.dead) this.mode.observeAsync(Number(this.warm.isolate.cpuTime - cpuStart) / 1e6);
-      return decode(r);
-    }, failed);
+    }) as Promise<WireResponse>).then(decode, failed);
     return { id, response };
   }
 

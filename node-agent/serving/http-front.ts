@@ -255,7 +255,7 @@ export class HttpFront {
         const call = iso.begin(dreq);
         id = call.id;
         const body = streamBody ? this.pumpRequestBody(req, iso, call.id) : undefined;
-        const response = call.ready ?? await call.response.catch((err: unknown) => {
+        const response = await call.response.catch((err: unknown) => {
           throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
         });
         if (body?.tooLarge) throw new HttpError(413, body.tooLarge);

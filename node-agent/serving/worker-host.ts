@@ -1,6 +1,6 @@
 import type { Logger } from '../../common/log.js';
 import type { IsolatePool } from '../isolate/pool.js';
-import { DispatchMode, WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import { WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { SocketEvent } from '../sockets/isolate-sockets.js';
 import { EdgeError } from '../../common/errors.js';
 
@@ -53,7 +53,6 @@ export class WorkerHost {
   private closed = false;
   private reaper: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
-  private readonly mode = new DispatchMode();
   /** Socket events waiting, per isolate (an entry exists only while some wait). */
   private readonly events = new Map<WorkerIsolate, { queue: QueuedEvent[]; bytes: number }>();
   private readonly socketOwner: SocketOwner = {
@@ -84,7 +83,7 @@ export class WorkerHost {
     this.loading += 1;
     try {
       const warm = this.opts.pool.take(this.def.limits.memoryMiB);
-      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, this.mode);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks);
       w.setSocketOwner(this.socketOwner);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);

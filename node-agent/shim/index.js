@@ -26,7 +26,7 @@ const allSettled = Promise.allSettled.bind(Promise);
 const arrayPush = Array.prototype.push;
 const push = (list, item) => Reflect.apply(arrayPush, list, [item]);
 
-const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgeStart', '__edgePoll', '__edgeWait', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
+const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
@@ -177,20 +177,10 @@ async function dispatch(id, head, reqBody) {
   return { head: encodeResponse(status, statusText, outHeaders, 'a', done, undefined), body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
 }
 
-// The synchronous path: the host calls start() then poll() with applySync, which runs
-// the microtasks in between, so a handler that never waits on the host answers without
-// a thread hop. poll() returns null while the handler still waits; wait() then gives
-// the promise.
-//
-// poll() runs on the host's event loop with no time limit, so it must not run a line of
-// worker code: it touches only intrinsics captured here (a worker may have replaced
-// Map.prototype.get) and data the shim made; a rejection is turned into a message while
-// still under start()'s time limit (a worker's error object may have hostile getters).
-const outcomes = new Map();
+// What leaves the isolate when a call fails: text made here, inside the isolate and
+// under the request's budgets (see rejectsPlainly below). Only intrinsics captured at
+// snapshot time are used: a worker may have replaced them since.
 const apply = Reflect.apply;
-const mapGet = Map.prototype.get;
-const mapSet = Map.prototype.set;
-const mapDelete = Map.prototype.delete;
 const ErrorCtor = Error;
 const StringCtor = String;
 
@@ -200,26 +190,6 @@ function errorText(e) {
   } catch {
     return 'an error that cannot be printed';
   }
-}
-
-function start(id, head, reqBody) {
-  const p = dispatch(id, head, reqBody);
-  const entry = { p, done: false, value: undefined, error: undefined };
-  apply(mapSet, outcomes, [id, entry]);
-  p.then((v) => { entry.done = true; entry.value = v; }, (e) => { entry.done = true; entry.error = errorText(e); });
-}
-function poll(id) {
-  const entry = apply(mapGet, outcomes, [id]);
-  if (entry === undefined || !entry.done) return null;
-  apply(mapDelete, outcomes, [id]);
-  if (entry.error !== undefined) throw new ErrorCtor(entry.error);
-  return entry.value;
-}
-function wait(id) {
-  const entry = apply(mapGet, outcomes, [id]);
-  apply(mapDelete, outcomes, [id]);
-  if (!entry) throw new Error(`edge-isolates shim: no request ${id} to wait for`);
-  return entry.p;
 }
 
 function pushBody(id, chunk) {
@@ -276,9 +246,8 @@ function rejectsPlainly(fn) {
 }
 
 const exported = {
-  __edgeInstall: install, __edgeInit: init, __edgeDispatch: rejectsPlainly(dispatch), __edgeStart: start, __edgePoll: poll,
-  __edgeWait: rejectsPlainly(wait), __edgePushBody: pushBody, __edgePullBody: rejectsPlainly(pullBody), __edgeCancel: cancel,
-  __edgeSettle: rejectsPlainly(settle),
+  __edgeInstall: install, __edgeInit: init, __edgeDispatch: rejectsPlainly(dispatch), __edgePushBody: pushBody,
+  __edgePullBody: rejectsPlainly(pullBody), __edgeCancel: cancel, __edgeSettle: rejectsPlainly(settle),
 };
 // Actor isolates: __edgeActor(op, arg), see node-agent/shim/durable.js.
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeActor';
