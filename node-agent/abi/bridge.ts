@@ -30,7 +30,8 @@ import { z } from 'zod';
 //     and forgets the request.
 //
 // Entry points (all take and return copies):
-//   __edgeInstall(callbacks: HostCallbacks): void
+//   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
+//     bounds the isolate's WebAssembly memory (node-agent/shim/web/wasm.js)
 //   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
 //   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
 //   Every entry point that returns a promise rejects only with a plain Error whose

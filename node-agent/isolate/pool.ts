@@ -108,7 +108,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       __edgeSocketEvent: ref('__edgeSocketEvent'),
     };
     const owner: WarmIsolate['owner'] = { current: null };
-    install.applySync(undefined, [callbacksFor(owner)], { arguments: { copy: true } });
+    install.applySync(undefined, [callbacksFor(owner), memoryMiB], { arguments: { copy: true } });
     install.release();
     return { isolate, context, entry, memoryMiB, owner };
   } catch (err) {

@@ -7,6 +7,7 @@ import { aiBinding } from './ai.js';
 import { actorNamespace, actorInit, actorEvent } from './durable.js';
 import { takeResponseSocket } from './web/response.js';
 import { socketEvent } from './web/websocket.js';
+import { installWasmLimits } from './web/wasm.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -69,8 +70,9 @@ function freezePlatform() {
   }
 }
 
-function install(callbacks) {
+function install(callbacks, memoryMiB) {
   setHost(callbacks);
+  installWasmLimits(g, memoryMiB);
   for (const name of ENTRY_POINTS) delete g[name];
 }
 
