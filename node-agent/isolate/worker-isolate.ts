@@ -5,6 +5,7 @@ import type { IsolateOwner, WarmIsolate } from './pool.js';
 import { IsolateSockets, type SocketEvent } from '../sockets/isolate-sockets.js';
 import { SocketRegistry } from '../sockets/sockets.js';
 import { EdgeError } from '../../common/errors.js';
+import { availableParallelism } from 'node:os';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -121,6 +122,46 @@ export const STARTUP_CPU_MS = 1000;
 /** Startup's wall-time bound: a top level awaiting a timer that never fires is refused too. */
 export const STARTUP_WALL_MS = 10_000;
 
+/**
+ * Module loads running at once, agent-wide. A top level may spin for its whole startup
+ * budget on one of isolated-vm's threads, and the OS shares the cores between threads, not
+ * tenants: eleven loads of a worker that spins 950 ms at startup left the event loop one
+ * twelfth of two cores and the neighbour's throughput fell a hundredfold. Loads beyond
+ * this wait their turn, taken round-robin across workers so one tenant's queue of loads
+ * delays another tenant's cold start by one load at most.
+ */
+export const MAX_CONCURRENT_LOADS = Math.max(1, availableParallelism() - 1);
+
+class LoadGate {
+  private running = 0;
+  /** worker key -> loads waiting, in order; a Map iterates in insertion order. */
+  private readonly waiting = new Map<string, (() => void)[]>();
+
+  async acquire(worker: string): Promise<void> {
+    if (this.running < MAX_CONCURRENT_LOADS && this.waiting.size === 0) {
+      this.running += 1;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const queue = this.waiting.get(worker);
+      if (queue) queue.push(resolve);
+      else this.waiting.set(worker, [resolve]);
+    });
+  }
+
+  release(): void {
+    const next = this.waiting.entries().next();
+    if (next.done) { this.running -= 1; return; }
+    const [worker, queue] = next.value;
+    const resolve = queue.shift()!;
+    // The worker goes to the back of the rotation.
+    this.waiting.delete(worker);
+    if (queue.length > 0) this.waiting.set(worker, queue);
+    resolve();
+  }
+}
+const loads = new LoadGate();
+
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
 const WATCHDOG_MS = 5;
@@ -228,6 +269,15 @@ export class WorkerIsolate implements IsolateOwner {
    * fixed startup budgets (STARTUP_CPU_MS, STARTUP_WALL_MS) that the watchdog enforces.
    */
   static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
+    await loads.acquire(def.key);
+    try {
+      return await WorkerIsolate.loadNow(def, warm, hooks, actor);
+    } finally {
+      loads.release();
+    }
+  }
+
+  private static async loadNow(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
     const w = new WorkerIsolate(def, warm, hooks, actor);
     warm.owner.current = w;
     w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
