@@ -211,7 +211,8 @@ export class WorkerHost {
       return;
     }
     if (this.all.size + this.loading < this.opts.minWarm) {
-      this.load().then((w) => this.putIdle(w), (err: unknown) => {
+      // release(), not putIdle(): a request that arrived while this loaded is waiting for it.
+      this.load().then((w) => this.release(w), (err: unknown) => {
         this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: err });
       });
     }
