@@ -37,6 +37,10 @@ export interface WorkerServerOptions {
   metricLabels?: Record<string, string>;
   /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
   maxWebSocketMessageBytes?: number;
+  /** Bytes a worker's socket may hold for a slow client (default 8 MiB): see SocketRegistryOptions. */
+  maxWebSocketBacklogBytes?: number;
+  /** Bytes all sockets of one isolate may hold for slow clients (default 32 MiB, at most memoryMiB / 4). */
+  maxIsolateWebSocketBacklogBytes?: number;
 }
 
 export type WorkerState =
@@ -71,7 +75,18 @@ export class WorkerServer {
       onChange: (n) => this.metrics.poolSize.set(n),
     });
     const workerLog = opts.log.child({ source: 'worker' });
-    this.sockets = new SocketRegistry({ maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
+    this.sockets = new SocketRegistry({
+      maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      maxSocketBacklogBytes: opts.maxWebSocketBacklogBytes,
+      maxIsolateBacklogBytes: opts.maxIsolateWebSocketBacklogBytes,
+      observer: {
+        backlogClosed: (worker) => {
+          this.metrics.webSocketBacklogCloses.inc({ worker });
+          opts.log.warn('WebSocket closed: its client is not reading what the worker sends', { worker });
+        },
+      },
+    });
+    this.metrics.webSocketBacklogSource = () => this.sockets.backlogBytes();
     this.hooks = {
       bindings: opts.bindings,
       sockets: this.sockets,
