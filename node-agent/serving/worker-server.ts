@@ -2,6 +2,7 @@ import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { DesiredStateSource, DesiredWorker } from './desired.js';
 import { HttpFront } from './http-front.js';
+import type { SlowClientLimits } from './request-body.js';
 import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
@@ -37,6 +38,8 @@ export interface WorkerServerOptions {
   metricLabels?: Record<string, string>;
   /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
   maxWebSocketMessageBytes?: number;
+  /** Bounds on clients that send their requests slowly (DEFAULT_SLOW_CLIENT_LIMITS in request-body.ts). */
+  slowClients?: Partial<SlowClientLimits>;
   /** Bytes a worker's socket may hold for a slow client (default 8 MiB): see SocketRegistryOptions. */
   maxWebSocketBacklogBytes?: number;
   /** Bytes all sockets of one isolate may hold for slow clients (default 32 MiB, at most memoryMiB / 4). */
@@ -106,6 +109,7 @@ export class WorkerServer {
       metrics: this.metrics,
       maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
       sockets: this.sockets,
+      slowClients: opts.slowClients,
     });
   }
 
