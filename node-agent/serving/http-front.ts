@@ -3,6 +3,7 @@ import { createServer, ServerResponse, type IncomingMessage, type Server } from 
 import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
+import { errorMessage } from '../../common/log.js';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import { bridge, fromWebSocket, type HostSocket, type SocketRegistry } from '../sockets/sockets.js';
@@ -11,6 +12,7 @@ import type { WorkerHost } from './worker-host.js';
 import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
 import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimits } from './request-body.js';
+import { clientOrigin, FORWARDING_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -27,6 +29,8 @@ export interface HttpFrontOptions {
   sockets: SocketRegistry;
   /** Bounds on clients that send their request slowly (DEFAULT_SLOW_CLIENT_LIMITS). */
   slowClients?: Partial<SlowClientLimits>;
+  /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed (default: none). */
+  trustedProxies?: TrustedProxies;
 }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
@@ -46,11 +50,23 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'up
 
 const rayId = () => randomBytes(8).toString('hex');
 
-function canonicalUrl(proto: string, host: string, rawUrl: string): string {
+/** Characters that would end or change a URL's authority if a Host header carried them. */
+const NOT_A_HOST = /[/?#@\\\s]/;
+
+/**
+ * The request's URL, WHATWG-normalized (dot segments resolved, percent-encoding and host
+ * canonical), built from the Host header and an origin-form target only: "//evil/x" is a
+ * path on this host, never another host, and "/public/../admin" is "/admin" for the
+ * router and the worker alike.
+ */
+export function requestUrl(proto: string, hostHeader: string | undefined, target: string): URL {
+  const host = hostHeader ?? 'localhost';
+  if (host === '' || NOT_A_HOST.test(host)) throw new HttpError(400, `Host header "${host}" is not a host`);
+  if (!target.startsWith('/')) throw new HttpError(400, `request target "${target}" is not a path`);
   try {
-    return new URL(rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`, `${proto}://${host || 'localhost'}`).href;
+    return new URL(`${proto}://${host}${target}`);
   } catch {
-    throw new HttpError(400, `request target "${rawUrl}" with host "${host}" is not a valid URL`);
+    throw new HttpError(400, `request target "${target}" with host "${host}" is not a valid URL`);
   }
 }
 
@@ -69,12 +85,14 @@ export class HttpFront {
   /** The handshake being completed (handleUpgrade calls back synchronously): the worker's headers and subprotocol. */
   private upgrading: { req: IncomingMessage; headers: string[]; protocol: string | undefined } | undefined;
   private readonly limits: SlowClientLimits;
+  private readonly trusted: TrustedProxies;
   /** Request bodies still arriving: checked against the slow-client bounds by one timer. */
   private readonly bodies = new Set<RequestBody>();
   private readonly bodyTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.limits = { ...DEFAULT_SLOW_CLIENT_LIMITS, ...opts.slowClients };
+    this.trusted = opts.trustedProxies ?? new TrustedProxies();
     this.server = createServer({
       keepAliveTimeout: 5000,
       // Node checks headersTimeout (and requestTimeout) only every connectionsCheckingInterval
@@ -190,26 +208,55 @@ export class HttpFront {
     // One pass over the raw headers (req.headers would build a second object per request).
     const raw = req.rawHeaders;
     const headers: [string, string][] = [];
-    let hostHeader = '';
+    let hostHeader: string | undefined;
+    let hosts = 0;
     let contentLength: string | undefined;
     let chunked = false;
-    let proto = 'http';
+    const forwarded: ForwardingHeaders = {};
+    let sawForwarding = false;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i]!.toLowerCase();
       const v = raw[i + 1]!;
-      if (k === 'host') hostHeader = v;
+      if (k === 'host') { hostHeader = v; hosts += 1; }
       else if (k === 'content-length') contentLength = v;
       else if (k === 'transfer-encoding') chunked = true;
-      else if (k === 'x-forwarded-proto' && v === 'https') proto = 'https';
+      else if (FORWARDING_HEADERS.has(k)) {
+        // Set below from the connection (or, from a trusted proxy, from these).
+        sawForwarding = true;
+        if (k === 'cf-connecting-ip' || k === 'x-forwarded-for' || k === 'x-forwarded-proto') forwarded[k] = v;
+        continue;
+      }
       // A WebSocket handshake shows the worker its Upgrade and Connection headers, as on Workers.
       if (!HOP_BY_HOP.has(k) || (upgrade !== undefined && (k === 'upgrade' || k === 'connection'))) headers.push([k, v]);
     }
-    const rawUrl = req.url ?? '/';
-    const path = rawUrl.split('?', 1)[0] ?? '/';
-    let worker = this.opts.resolve(hostHeader, path);
+    const peer = req.socket.remoteAddress;
+    const origin = clientOrigin(peer, forwarded, this.trusted);
+    if (sawForwarding && this.trusted.trusts(peer)) {
+      // A trusted proxy's own headers reach the worker as it sent them (the address is CF-Connecting-IP).
+      for (let i = 0; i < raw.length; i += 2) {
+        const k = raw[i]!.toLowerCase();
+        if (FORWARDING_HEADERS.has(k) && k !== 'cf-connecting-ip' && k !== 'x-forwarded-for' && k !== 'x-forwarded-proto') headers.push([k, raw[i + 1]!]);
+      }
+    }
+    if (origin.forwardedFor !== undefined) headers.push(['x-forwarded-for', origin.forwardedFor]);
+    headers.push(['x-forwarded-proto', origin.proto]);
+    // The one URL: routed on, and given to the worker as request.url.
+    let url: URL;
+    try {
+      if (hosts > 1) throw new HttpError(400, 'a request must carry one Host header');
+      url = requestUrl(origin.proto, hostHeader, req.url ?? '/');
+    } catch (err) {
+      this.opts.metrics.observeRequest('', 400, undefined);
+      plain(res, 400, `${errorMessage(err)}\n`, { connection: 'close' });
+      req.resume();
+      return;
+    }
+    const hostname = url.hostname;
+    const path = url.pathname;
+    let worker = this.opts.resolve(hostname, path);
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
-      plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
+      plain(res, 404, `no worker is routed for host "${hostname}" and path "${path}"\n`);
       req.resume();
       return;
     }
@@ -237,11 +284,11 @@ export class HttpFront {
       const dreq: DispatchRequest = {
         // Serialized by the WHATWG parser here, so the shim can take it as it is instead of
         // calling back to the host to parse it on every request.
-        url: canonicalUrl(proto, hostHeader, rawUrl),
+        url: url.href,
         method: req.method ?? 'GET',
         headers,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
-        clientAddress: req.socket.remoteAddress,
+        clientAddress: origin.address,
       };
 
       // A version swap can close the host between routing and acquiring: retry once on
@@ -252,8 +299,8 @@ export class HttpFront {
         iso = worker.tryAcquire() ?? await worker.acquire();
       } catch (err) {
         if (!(err instanceof WorkerHostClosedError)) throw err;
-        worker = this.opts.resolve(hostHeader, path);
-        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostHeader}" and path "${path}"`);
+        worker = this.opts.resolve(hostname, path);
+        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostname}" and path "${path}"`);
         iso = await worker.acquire();
       }
       const host = worker;

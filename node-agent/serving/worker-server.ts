@@ -3,6 +3,7 @@ import { errorMessage } from '../../common/log.js';
 import type { DesiredStateSource, DesiredWorker } from './desired.js';
 import { HttpFront } from './http-front.js';
 import type { SlowClientLimits } from './request-body.js';
+import { TrustedProxies } from './trusted-proxy.js';
 import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
@@ -38,6 +39,8 @@ export interface WorkerServerOptions {
   metricLabels?: Record<string, string>;
   /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
   maxWebSocketMessageBytes?: number;
+  /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed: CIDRs, addresses or "unix" (default none). */
+  trustedProxies?: string[];
   /** Bounds on clients that send their requests slowly (DEFAULT_SLOW_CLIENT_LIMITS in request-body.ts). */
   slowClients?: Partial<SlowClientLimits>;
   /** Bytes a worker's socket may hold for a slow client (default 8 MiB): see SocketRegistryOptions. */
@@ -110,6 +113,7 @@ export class WorkerServer {
       maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
       sockets: this.sockets,
       slowClients: opts.slowClients,
+      trustedProxies: new TrustedProxies(opts.trustedProxies),
     });
   }
 

@@ -51,7 +51,7 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients'> = {},
+  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies'> = {},
 ): Promise<TestAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-test-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
