@@ -62,7 +62,7 @@ export class RequestBody {
   ) {
     req.on('data', this.onData);
     req.once('end', this.onEnd);
-    req.once('error', this.onClose);
+    req.on('error', this.onClose);
     req.once('close', this.onClose);
   }
 
