@@ -16,7 +16,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
-                  [--max-ws-message-kb N]
+                  [--max-ws-message-kb N] [--trusted-proxy CIDR]...
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -27,7 +27,8 @@ env.<actor binding> is there, and its calls fail saying so.
 With --nats, serves the workers the operator placed in region R, announces itself
 (presence with a TTL), reports per-worker readiness and publishes each worker's console
 output for \`edge logs\` (NATS subject edge.logs.<namespace>.<name>). Requests are routed by Host
-header and path prefix. /metrics, /healthz, /readyz and /status are on the admin port.
+header and path prefix. CF-Connecting-IP and X-Forwarded-* sent by a client are believed only
+from a --trusted-proxy (a CIDR, an address or "unix"; repeatable; none by default). /metrics, /healthz, /readyz and /status are on the admin port.
 
 --peer-listen: the port other agents forward actor calls to (keep it off the user-facing
 network; $EDGE_PEER_TOKEN, when set, must be the same on every agent).
@@ -63,6 +64,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       admin: { type: 'string', default: '127.0.0.1:9090' },
       'max-body-mb': { type: 'string', default: '100' },
       'max-ws-message-kb': { type: 'string', default: '1024' },
+      'trusted-proxy': { type: 'string', multiple: true },
       'pool-size': { type: 'string', default: '4' },
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
       help: { type: 'boolean', short: 'h' },
@@ -106,6 +108,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     maxWebSocketMessageBytes: num('--max-ws-message-kb', values['max-ws-message-kb']) * 1024,
     poolSize: num('--pool-size', values['pool-size']),
     maxIsolatesPerWorker: num('--max-isolates-per-worker', values['max-isolates-per-worker']),
+    trustedProxies: values['trusted-proxy'] ?? [],
   });
   const signal = await new Promise<string>((resolveStop) => {
     process.once('SIGINT', () => resolveStop('SIGINT'));

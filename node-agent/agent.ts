@@ -45,6 +45,8 @@ export interface AgentConfig {
   maxWebSocketMessageBytes: number;
   poolSize: number;
   maxIsolatesPerWorker?: number;
+  /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
+  trustedProxies?: string[];
 }
 
 /** A draining agent waits this long without a forwarded call before it lets go of its peer port. */
@@ -128,6 +130,7 @@ export class Agent {
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
       poolSize: cfg.poolSize,
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
+      trustedProxies: cfg.trustedProxies,
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());

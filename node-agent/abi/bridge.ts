@@ -148,9 +148,12 @@ export interface HostCallbacks {
   /**
    * A message sent on the server end of a WebSocketPair whose client end the host holds
    * (`socket`: the shim's number for it): text as a string, binary as an ArrayBuffer.
-   * Throws when it is over the agent's message size limit.
+   * Throws when it is over the agent's message size limit, or when the isolate's sockets
+   * already hold as many bytes for slow clients as it may. Answers false when the socket
+   * no longer carries messages (the host closed it for its backlog): later sends on it
+   * are dropped.
    */
-  socketSend(socket: number, data: string | ArrayBuffer): void;
+  socketSend(socket: number, data: string | ArrayBuffer): boolean;
   /** That server end closed (or answered the client's close). */
   socketClose(socket: number, code: number, reason: string): void;
 }

@@ -46,7 +46,8 @@ export interface CallbackContext {
 
 /** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
 export interface SocketCalls {
-  send(socket: number, data: unknown): void;
+  /** False: the socket no longer carries messages (see HostCallbacks.socketSend). */
+  send(socket: number, data: unknown): boolean;
   close(socket: number, code: unknown, reason: unknown): void;
 }
 
@@ -179,7 +180,7 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     socketSend(socket, data) {
       if (!ctx.sockets) throw new Error(`worker ${ctx.workerName}: WebSockets are not available here`);
       try {
-        ctx.sockets.send(Number(socket), data);
+        return ctx.sockets.send(Number(socket), data);
       } catch (err) {
         // isolated-vm passes built-in error types on, not subclasses.
         if (err instanceof SocketLimitError) throw new RangeError(err.message);

@@ -217,7 +217,7 @@ export class WorkerIsolate implements IsolateOwner {
       if (this.dead) return;
       if (this.socketOwner) this.socketOwner.socketEvent(this, socket.id, event);
       else hooks.onLog(def.name, 'error', `a WebSocket event arrived for an isolate nobody runs events for; socket ${socket.id} dropped it`);
-    }, () => this.socketOwner?.socketsClosed?.(this));
+    }, () => this.socketOwner?.socketsClosed?.(this), def.limits.memoryMiB);
     this.bindings = hooks.bindings({
       def,
       sockets: this.sockets,

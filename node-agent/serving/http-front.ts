@@ -11,7 +11,8 @@ import type { AgentMetrics } from './metrics.js';
 import type { WorkerHost } from './worker-host.js';
 import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
-import { EdgeError } from '../../common/errors.js';
+import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimits } from './request-body.js';
+import { clientOrigin, FORWARDING_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -26,6 +27,10 @@ export interface HttpFrontOptions {
   maxBodyBytes: number;
   /** The agent's sockets: a worker's 101 response names the client end of its WebSocketPair here. */
   sockets: SocketRegistry;
+  /** Bounds on clients that send their request slowly (DEFAULT_SLOW_CLIENT_LIMITS). */
+  slowClients?: Partial<SlowClientLimits>;
+  /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed (default: none). */
+  trustedProxies?: TrustedProxies;
 }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
@@ -41,21 +46,27 @@ function handshakeProblem(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
-/** Bodies up to this size are read whole and passed in one copy; larger ones stream. */
-const INLINE_BODY_BYTES = 64 * 1024;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
-
-class HttpError extends EdgeError {
-  constructor(readonly status: number, message: string) { super(message); }
-}
 
 const rayId = () => randomBytes(8).toString('hex');
 
-function canonicalUrl(proto: string, host: string, rawUrl: string): string {
+/** Characters that would end or change a URL's authority if a Host header carried them. */
+const NOT_A_HOST = /[/?#@\\\s]/;
+
+/**
+ * The request's URL, WHATWG-normalized (dot segments resolved, percent-encoding and host
+ * canonical), built from the Host header and an origin-form target only: "//evil/x" is a
+ * path on this host, never another host, and "/public/../admin" is "/admin" for the
+ * router and the worker alike.
+ */
+export function requestUrl(proto: string, hostHeader: string | undefined, target: string): URL {
+  const host = hostHeader ?? 'localhost';
+  if (host === '' || NOT_A_HOST.test(host)) throw new HttpError(400, `Host header "${host}" is not a host`);
+  if (!target.startsWith('/')) throw new HttpError(400, `request target "${target}" is not a path`);
   try {
-    return new URL(rawUrl.startsWith('/') ? rawUrl : `/${rawUrl}`, `${proto}://${host || 'localhost'}`).href;
+    return new URL(`${proto}://${host}${target}`);
   } catch {
-    throw new HttpError(400, `request target "${rawUrl}" with host "${host}" is not a valid URL`);
+    throw new HttpError(400, `request target "${target}" with host "${host}" is not a valid URL`);
   }
 }
 
@@ -63,26 +74,6 @@ function plain(res: ServerResponse, status: number, body: string, extra: Record<
   if (res.headersSent) { res.destroy(); return; }
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
   res.end(body);
-}
-
-/** Reads a (small, declared-length) body; events are far cheaper than async iteration here. */
-function readWhole(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolveBody, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off('data', onData);
-        reject(new HttpError(413, `request body is over the ${limit}-byte limit`));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolveBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.once('error', reject);
-  });
 }
 
 export class HttpFront {
@@ -93,11 +84,33 @@ export class HttpFront {
   private readonly webSockets = new Set<WebSocket>();
   /** The handshake being completed (handleUpgrade calls back synchronously): the worker's headers and subprotocol. */
   private upgrading: { req: IncomingMessage; headers: string[]; protocol: string | undefined } | undefined;
+  private readonly limits: SlowClientLimits;
+  private readonly trusted: TrustedProxies;
+  /** Request bodies still arriving: checked against the slow-client bounds by one timer. */
+  private readonly bodies = new Set<RequestBody>();
+  private readonly bodyTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: HttpFrontOptions) {
-    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => {
+    this.limits = { ...DEFAULT_SLOW_CLIENT_LIMITS, ...opts.slowClients };
+    this.trusted = opts.trustedProxies ?? new TrustedProxies();
+    this.server = createServer({
+      keepAliveTimeout: 5000,
+      // Node checks headersTimeout (and requestTimeout) only every connectionsCheckingInterval
+      // (30 s by default): a connection that trickles its headers, or sends nothing at all,
+      // is closed with 408 within a second of the bound instead.
+      headersTimeout: this.limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, this.limits.headersTimeoutMs),
+      // Bodies are bounded by RequestBody (idle time and minimum rate), not by a total time.
+      requestTimeout: 0,
+    }, (req, res) => {
       void this.handle(req, res);
     });
+    const sweepMs = Math.max(50, Math.min(1000, this.limits.bodyIdleTimeoutMs / 4));
+    this.bodyTimer = setInterval(() => {
+      const now = performance.now();
+      for (const b of this.bodies) b.check(now);
+    }, sweepMs);
+    this.bodyTimer.unref();
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
     this.wss = new WebSocketServer({
       noServer: true, clientTracking: false, perMessageDeflate: false, maxPayload: opts.sockets.maxMessageBytes,
@@ -115,10 +128,13 @@ export class HttpFront {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       // A client hanging up mid-request is routine (load generators do it at the end).
       if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return; }
-      opts.log.warn('malformed HTTP request', { code: err.code, error: err });
+      const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      if (timeout) opts.log.info('closed a connection that did not send its request headers in time', { timeoutMs: this.limits.headersTimeoutMs });
+      else opts.log.warn('malformed HTTP request', { code: err.code, error: err });
       if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
-        const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 12\r\n\r\nbad request\n`);
+        const status = timeout ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        const body = timeout ? 'request timeout\n' : 'bad request\n';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
       } else {
         socket.destroy();
       }
@@ -134,6 +150,7 @@ export class HttpFront {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.bodyTimer);
     this.server.close();
     for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
     for (const s of this.sockets) s.destroy();
@@ -191,26 +208,55 @@ export class HttpFront {
     // One pass over the raw headers (req.headers would build a second object per request).
     const raw = req.rawHeaders;
     const headers: [string, string][] = [];
-    let hostHeader = '';
+    let hostHeader: string | undefined;
+    let hosts = 0;
     let contentLength: string | undefined;
     let chunked = false;
-    let proto = 'http';
+    const forwarded: ForwardingHeaders = {};
+    let sawForwarding = false;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i]!.toLowerCase();
       const v = raw[i + 1]!;
-      if (k === 'host') hostHeader = v;
+      if (k === 'host') { hostHeader = v; hosts += 1; }
       else if (k === 'content-length') contentLength = v;
       else if (k === 'transfer-encoding') chunked = true;
-      else if (k === 'x-forwarded-proto' && v === 'https') proto = 'https';
+      else if (FORWARDING_HEADERS.has(k)) {
+        // Set below from the connection (or, from a trusted proxy, from these).
+        sawForwarding = true;
+        if (k === 'cf-connecting-ip' || k === 'x-forwarded-for' || k === 'x-forwarded-proto') forwarded[k] = v;
+        continue;
+      }
       // A WebSocket handshake shows the worker its Upgrade and Connection headers, as on Workers.
       if (!HOP_BY_HOP.has(k) || (upgrade !== undefined && (k === 'upgrade' || k === 'connection'))) headers.push([k, v]);
     }
-    const rawUrl = req.url ?? '/';
-    const path = rawUrl.split('?', 1)[0] ?? '/';
-    let worker = this.opts.resolve(hostHeader, path);
+    const peer = req.socket.remoteAddress;
+    const origin = clientOrigin(peer, forwarded, this.trusted);
+    if (sawForwarding && this.trusted.trusts(peer)) {
+      // A trusted proxy's own headers reach the worker as it sent them (the address is CF-Connecting-IP).
+      for (let i = 0; i < raw.length; i += 2) {
+        const k = raw[i]!.toLowerCase();
+        if (FORWARDING_HEADERS.has(k) && k !== 'cf-connecting-ip' && k !== 'x-forwarded-for' && k !== 'x-forwarded-proto') headers.push([k, raw[i + 1]!]);
+      }
+    }
+    if (origin.forwardedFor !== undefined) headers.push(['x-forwarded-for', origin.forwardedFor]);
+    headers.push(['x-forwarded-proto', origin.proto]);
+    // The one URL: routed on, and given to the worker as request.url.
+    let url: URL;
+    try {
+      if (hosts > 1) throw new HttpError(400, 'a request must carry one Host header');
+      url = requestUrl(origin.proto, hostHeader, req.url ?? '/');
+    } catch (err) {
+      this.opts.metrics.observeRequest('', 400, undefined);
+      plain(res, 400, `${errorMessage(err)}\n`, { connection: 'close' });
+      req.resume();
+      return;
+    }
+    const hostname = url.hostname;
+    const path = url.pathname;
+    let worker = this.opts.resolve(hostname, path);
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
-      plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
+      plain(res, 404, `no worker is routed for host "${hostname}" and path "${path}"\n`);
       req.resume();
       return;
     }
@@ -224,17 +270,25 @@ export class HttpFront {
         throw new HttpError(413, `request body of ${declared} bytes is over the ${this.opts.maxBodyBytes}-byte limit`);
       }
       const hasBody = (declared !== undefined && declared > 0) || chunked;
-      const streamBody = hasBody && (declared === undefined || declared > INLINE_BODY_BYTES);
-      const inline = hasBody && !streamBody ? await readWhole(req, this.opts.maxBodyBytes) : null;
+      // No isolate is taken before the body's head is here (or all of it, when it is small).
+      let body: RequestBody | undefined;
+      let head: { whole: boolean; bytes: Buffer } | undefined;
+      if (hasBody) {
+        body = new RequestBody(req, this.limits, this.opts.maxBodyBytes, (b) => this.bodies.delete(b));
+        this.bodies.add(body);
+        head = await body.head();
+      }
+      const streamBody = head !== undefined && !head.whole;
+      const inline = head?.whole ? head.bytes : null;
 
       const dreq: DispatchRequest = {
         // Serialized by the WHATWG parser here, so the shim can take it as it is instead of
         // calling back to the host to parse it on every request.
-        url: canonicalUrl(proto, hostHeader, rawUrl),
+        url: url.href,
         method: req.method ?? 'GET',
         headers,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
-        clientAddress: req.socket.remoteAddress,
+        clientAddress: origin.address,
       };
 
       // A version swap can close the host between routing and acquiring: retry once on
@@ -245,8 +299,8 @@ export class HttpFront {
         iso = worker.tryAcquire() ?? await worker.acquire();
       } catch (err) {
         if (!(err instanceof WorkerHostClosedError)) throw err;
-        worker = this.opts.resolve(hostHeader, path);
-        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostHeader}" and path "${path}"`);
+        worker = this.opts.resolve(hostname, path);
+        if (!worker) throw new HttpError(404, `no worker is routed for host "${hostname}" and path "${path}"`);
         iso = await worker.acquire();
       }
       const host = worker;
@@ -254,11 +308,11 @@ export class HttpFront {
       try {
         const call = iso.begin(dreq);
         id = call.id;
-        const body = streamBody ? this.pumpRequestBody(req, iso, call.id) : undefined;
+        if (streamBody) this.pumpRequestBody(body!, head!.bytes, iso, call.id);
         const response = await call.response.catch((err: unknown) => {
-          throw body?.tooLarge ? new HttpError(413, body.tooLarge) : err;
+          throw body?.failure ?? err;
         });
-        if (body?.tooLarge) throw new HttpError(413, body.tooLarge);
+        if (streamBody && body!.failure) throw body!.failure;
         if (response.webSocket !== undefined) {
           const socket = this.opts.sockets.get(response.webSocket);
           if (upgrade && socket) {
@@ -296,30 +350,14 @@ export class HttpFront {
   }
 
   /**
-   * Feeds a streamed request body into the isolate, enforcing the size limit. Past the
-   * limit the worker's stream errors and the request is answered 413 (unless the worker
-   * already answered without reading the body).
+   * Feeds the rest of a streamed request body into the isolate (after its head). A body
+   * that fails (over the size limit, too slow, the client gone) errors the worker's
+   * stream, and the request is answered with the body's failure (unless the worker
+   * already answered without reading it).
    */
-  private pumpRequestBody(req: IncomingMessage, iso: WorkerIsolate, id: number): { tooLarge?: string } {
-    const state: { tooLarge?: string } = {};
-    void (async () => {
-      let size = 0;
-      try {
-        for await (const chunk of req as AsyncIterable<Buffer>) {
-          size += chunk.length;
-          if (size > this.opts.maxBodyBytes) {
-            state.tooLarge = `request body is over the ${this.opts.maxBodyBytes}-byte limit`;
-            iso.cancel(id, state.tooLarge);
-            return;
-          }
-          iso.pushBody(id, chunk);
-        }
-        iso.pushBody(id, null);
-      } catch (err) {
-        iso.cancel(id, `client aborted the request body: ${errorMessage(err)}`);
-      }
-    })();
-    return state;
+  private pumpRequestBody(body: RequestBody, headBytes: Buffer, iso: WorkerIsolate, id: number): void {
+    iso.pushBody(id, headBytes);
+    body.forward((chunk) => iso.pushBody(id, chunk), (err) => iso.cancel(id, err.message));
   }
 
   private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {
@@ -352,8 +390,9 @@ export class HttpFront {
     if (err instanceof HttpError) {
       status = err.status;
       body = `${err.message}\n`;
-      // The rest of an oversized body is never read: the connection cannot be reused.
-      if (status === 413) extra.connection = 'close';
+      // The rest of an oversized or stalled body is never read: the connection cannot be reused.
+      if (status === 413 || status === 408 || status === 400) extra.connection = 'close';
+      if (status === 408) this.opts.log.info('request body too slow', { worker, reason: err.message, ray });
     } else if (err instanceof WorkerOverloadedError) {
       status = 503;
       body = `${err.message} (ray ${ray})\n`;

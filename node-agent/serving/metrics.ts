@@ -13,6 +13,10 @@ export class AgentMetrics {
   readonly disposals: Counter<'worker' | 'reason'>;
   readonly workersLoaded: Gauge;
   readonly bundleErrors: Counter<'worker'>;
+  readonly webSocketBacklog: Gauge<'worker'>;
+  readonly webSocketBacklogCloses: Counter<'worker'>;
+  /** Read when /metrics is scraped: bytes workers sent on WebSockets that wait for the network. */
+  webSocketBacklogSource: () => ReadonlyMap<string, number> = () => new Map();
 
   constructor(labels: Record<string, string> = {}) {
     this.registry.setDefaultLabels(labels);
@@ -28,6 +32,15 @@ export class AgentMetrics {
     this.disposals = new Counter({ name: 'edge_isolate_disposals_total', help: 'Isolates disposed, by worker and reason (cpu, memory, wall, crash, idle, replaced, shutdown).', labelNames: ['worker', 'reason'], registers });
     this.workersLoaded = new Gauge({ name: 'edge_workers_loaded', help: 'Worker versions currently served.', registers });
     this.bundleErrors = new Counter({ name: 'edge_bundle_errors_total', help: 'Worker versions refused because their module did not load.', labelNames: ['worker'], registers });
+    const backlogSource = () => this.webSocketBacklogSource();
+    this.webSocketBacklog = new Gauge({
+      name: 'edge_websocket_outgoing_backlog_bytes', help: 'Bytes workers sent on WebSockets that are not written to the network yet (clients reading slowly), by worker.', labelNames: ['worker'], registers,
+      collect() {
+        this.reset();
+        for (const [worker, bytes] of backlogSource()) this.set({ worker }, bytes);
+      },
+    });
+    this.webSocketBacklogCloses = new Counter({ name: 'edge_websocket_backlog_closes_total', help: 'WebSockets the agent closed because their client did not read what the worker sent (or the isolate held too much for slow clients), by worker.', labelNames: ['worker'], registers });
     collectDefaultMetrics({ register: this.registry, prefix: 'edge_agent_' });
   }
 

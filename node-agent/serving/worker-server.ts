@@ -2,6 +2,8 @@ import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { DesiredStateSource, DesiredWorker } from './desired.js';
 import { HttpFront } from './http-front.js';
+import type { SlowClientLimits } from './request-body.js';
+import { TrustedProxies } from './trusted-proxy.js';
 import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
@@ -37,6 +39,14 @@ export interface WorkerServerOptions {
   metricLabels?: Record<string, string>;
   /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
   maxWebSocketMessageBytes?: number;
+  /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed: CIDRs, addresses or "unix" (default none). */
+  trustedProxies?: string[];
+  /** Bounds on clients that send their requests slowly (DEFAULT_SLOW_CLIENT_LIMITS in request-body.ts). */
+  slowClients?: Partial<SlowClientLimits>;
+  /** Bytes a worker's socket may hold for a slow client (default 8 MiB): see SocketRegistryOptions. */
+  maxWebSocketBacklogBytes?: number;
+  /** Bytes all sockets of one isolate may hold for slow clients (default 32 MiB, at most memoryMiB / 4). */
+  maxIsolateWebSocketBacklogBytes?: number;
 }
 
 export type WorkerState =
@@ -71,7 +81,18 @@ export class WorkerServer {
       onChange: (n) => this.metrics.poolSize.set(n),
     });
     const workerLog = opts.log.child({ source: 'worker' });
-    this.sockets = new SocketRegistry({ maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES });
+    this.sockets = new SocketRegistry({
+      maxMessageBytes: opts.maxWebSocketMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      maxSocketBacklogBytes: opts.maxWebSocketBacklogBytes,
+      maxIsolateBacklogBytes: opts.maxIsolateWebSocketBacklogBytes,
+      observer: {
+        backlogClosed: (worker) => {
+          this.metrics.webSocketBacklogCloses.inc({ worker });
+          opts.log.warn('WebSocket closed: its client is not reading what the worker sends', { worker });
+        },
+      },
+    });
+    this.metrics.webSocketBacklogSource = () => this.sockets.backlogBytes();
     this.hooks = {
       bindings: opts.bindings,
       sockets: this.sockets,
@@ -91,6 +112,8 @@ export class WorkerServer {
       metrics: this.metrics,
       maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
       sockets: this.sockets,
+      slowClients: opts.slowClients,
+      trustedProxies: new TrustedProxies(opts.trustedProxies),
     });
   }
 

@@ -131,8 +131,13 @@ async function dispatch(id, head, reqBody) {
   // head: "method\nurl\nclientAddress(\nname\nvalue)*" (HTTP forbids newlines in all of them)
   const parts = head.split('\n');
   const headers = [];
-  for (let i = 3; i + 1 < parts.length; i += 2) push(headers, [parts[i], parts[i + 1]]);
-  if (parts[2]) push(headers, ['cf-connecting-ip', parts[2]]);
+  // The host's client address is THE CF-Connecting-IP: one a request carried is replaced, not appended to.
+  const client = parts[2];
+  for (let i = 3; i + 1 < parts.length; i += 2) {
+    if (client && parts[i] === 'cf-connecting-ip') continue;
+    push(headers, [parts[i], parts[i + 1]]);
+  }
+  if (client) push(headers, ['cf-connecting-ip', client]);
   let body = null;
   if (reqBody === 1) { // streamed: see WireBody in node-agent/bridge.ts
     body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });

@@ -1,4 +1,4 @@
-import { BaseHostSocket, closeReason, type SocketData, type SocketRegistry } from './sockets.js';
+import { BaseHostSocket, closeReason, type SentCallback, type SocketData, type SocketRegistry } from './sockets.js';
 import { EdgeError } from '../../common/errors.js';
 
 // The sockets of one isolate. When a worker answers an upgrade with
@@ -12,6 +12,16 @@ import { EdgeError } from '../../common/errors.js';
 // Events into the isolate run user code, so they are not run here: they go to the
 // isolate's owner (SocketOwner in worker-isolate.ts), which runs them one at a time,
 // never beside a request, with WorkerIsolate.deliver().
+//
+// What the isolate sends is host memory until the network takes it, so it is counted per
+// socket and per isolate from socketSend until the transport reports it written (the
+// SentCallback) and held to two bounds. A socket over its bound is closed: its client
+// gets 1008 behind what it has not read (and is cut off if it never reads), the worker
+// a close event 1006 saying why, and later sends on it are dropped, as workerd drops
+// sends on a socket whose outgoing pump failed. Over the isolate's bound the socket with
+// the largest backlog is closed the same way, and a send that still does not fit
+// throws (RangeError in the worker): its bytes are still held until the cut-off
+// connections are gone.
 
 export type SocketEvent =
   | { type: 'message'; data: SocketData }
@@ -21,6 +31,10 @@ export type SocketEvent =
 export class IsolateSocket extends BaseHostSocket {
   /** The registry id (set when registered). */
   id = 0;
+  /** Bytes the isolate sent on this socket that are not written to the network yet. */
+  backlog = 0;
+  /** Closed by the host for its backlog: what the isolate sends on it is dropped. */
+  overflowed = false;
 
   constructor(
     /** The shim's number for the server end. */
@@ -30,12 +44,15 @@ export class IsolateSocket extends BaseHostSocket {
     super();
   }
 
-  // The host side sends: an event for the isolate.
-  protected transmit(data: SocketData): void { this.sink(this, { type: 'message', data }); }
+  // The host side sends: an event for the isolate (whose owner bounds the queue of them).
+  protected transmit(data: SocketData, sent: SentCallback | undefined): void {
+    this.sink(this, { type: 'message', data });
+    sent?.();
+  }
   protected transmitClose(code: number, reason: string): void { this.sink(this, { type: 'close', code, reason }); }
 
   /** The isolate sent a message on the server end. */
-  fromIsolate(data: SocketData): void { this.emitMessage(data); }
+  fromIsolate(data: SocketData, sent?: SentCallback): void { this.emitMessage(data, sent); }
   /** The isolate closed the server end (or is gone). */
   closedByIsolate(code: number, reason: string): void { this.emitClose(code, reason); }
 }
@@ -56,13 +73,26 @@ export class IsolateSockets {
   private readonly byId = new Map<number, IsolateSocket>();
   /** Local ids at or below this were seen: a late call for a socket already over is ignored. */
   private highestLocal = 0;
+  /** Bytes sent on all this isolate's sockets not written to the network yet. */
+  private backlog = 0;
+  private readonly maxIsolateBacklog: number;
+  private readonly maxSocketBacklog: number;
 
   constructor(
     private readonly registry: SocketRegistry,
     private readonly workerName: string,
     private readonly onEvent: (socket: IsolateSocket, event: SocketEvent) => void,
     private readonly onAllClosed: () => void,
-  ) {}
+    /** The isolate's memory limit: its sockets' backlog is held to a quarter of it too. */
+    memoryMiB?: number,
+  ) {
+    const share = memoryMiB === undefined ? Infinity : (memoryMiB * 1024 * 1024) / 4;
+    this.maxIsolateBacklog = Math.max(Math.min(registry.maxIsolateBacklogBytes, share), registry.maxMessageBytes);
+    this.maxSocketBacklog = Math.min(registry.maxSocketBacklogBytes, this.maxIsolateBacklog);
+  }
+
+  /** Bytes this isolate's sockets hold for the network. */
+  get backlogBytes(): number { return this.backlog; }
 
   get size(): number { return this.byId.size; }
   get maxMessageBytes(): number { return this.registry.maxMessageBytes; }
@@ -85,13 +115,17 @@ export class IsolateSockets {
     return socket;
   }
 
-  /** Host callback socketSend: the isolate sent a message on a server end. */
-  send(local: number, data: unknown): void {
+  /**
+   * Host callback socketSend: the isolate sent a message on a server end. Answers false
+   * when the socket no longer carries messages (closed for its backlog): the shim then
+   * drops later sends without calling back.
+   */
+  send(local: number, data: unknown): boolean {
     let out: SocketData;
     let size: number;
     if (typeof data === 'string') {
       out = data;
-      size = data.length > this.maxMessageBytes / 3 ? Buffer.byteLength(data) : data.length;
+      size = Buffer.byteLength(data);
     } else if (data instanceof ArrayBuffer) {
       out = new Uint8Array(data);
       size = data.byteLength;
@@ -101,7 +135,55 @@ export class IsolateSockets {
     if (size > this.maxMessageBytes) {
       throw new SocketLimitError(`WebSocket.send: the message is ${size} bytes; the limit is ${this.maxMessageBytes}`);
     }
-    this.forLocal(local)?.fromIsolate(out);
+    const socket = this.forLocal(local);
+    if (!socket) return true;
+    if (socket.overflowed) return false;
+    if (!this.fits(socket, size)) return false;
+    socket.backlog += size;
+    this.backlog += size;
+    this.registry.countBacklog(this.workerName, size);
+    let held = true;
+    socket.fromIsolate(out, () => {
+      if (!held) return;
+      held = false;
+      socket.backlog -= size;
+      this.backlog -= size;
+      this.registry.countBacklog(this.workerName, -size);
+    });
+    return !socket.overflowed;
+  }
+
+  /** Whether `size` more bytes may wait on `socket`; closes what is over its bound. */
+  private fits(socket: IsolateSocket, size: number): boolean {
+    if (socket.backlog + size > this.maxSocketBacklog) {
+      this.overflow(socket, `the client is not reading: over ${this.maxSocketBacklog} bytes wait for it`);
+      return false;
+    }
+    if (this.backlog + size <= this.maxIsolateBacklog) return true;
+    // The slowest client is the one holding the most: it goes, unless what is over is held
+    // by sockets closed already (their connections are cut off soon), and then this waits.
+    let largest: IsolateSocket | undefined;
+    for (const s of this.byId.values()) {
+      if (!s.overflowed && s.backlog > 0 && (largest === undefined || s.backlog > largest.backlog)) largest = s;
+    }
+    if (largest) {
+      this.overflow(largest, `the worker's sockets hold over ${this.maxIsolateBacklog} bytes for slow clients; this one held the most`);
+      if (largest === socket) return false;
+      if (this.backlog + size <= this.maxIsolateBacklog) return true;
+    }
+    throw new SocketLimitError(`WebSocket.send: ${this.backlog} bytes this isolate sent still wait for slow clients; ${size} more would pass the limit of ${this.maxIsolateBacklog}`);
+  }
+
+  /**
+   * Closes a socket for its backlog: the client gets 1008 (the transport cuts it off if it
+   * never reads that far), the worker a close event 1006 with the reason.
+   */
+  private overflow(socket: IsolateSocket, reason: string): void {
+    if (socket.overflowed) return;
+    socket.overflowed = true;
+    this.registry.observer.backlogClosed?.(this.workerName);
+    socket.closedByIsolate(1008, closeReason(reason));
+    socket.close(1006, closeReason(reason));
   }
 
   /** Host callback socketClose: the isolate closed a server end (or answered the client's close). */
@@ -127,6 +209,8 @@ export class IsolateSockets {
     if (!this.byId.delete(socket.id)) return;
     this.byLocal.delete(socket.local);
     this.registry.delete(socket.id);
+    // Never handed to a client: what waited for one is dropped (and uncounted).
+    socket.discardPending();
     if (notify && this.byId.size === 0) this.onAllClosed();
   }
 }

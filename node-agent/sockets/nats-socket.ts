@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { NatsConnection, Subscription } from 'nats';
 import { headers as natsHeaders } from 'nats';
 import { SUBJECTS } from '../../common/nats.js';
-import { BaseHostSocket, type SocketData } from './sockets.js';
+import { BaseHostSocket, type SentCallback, type SocketData } from './sockets.js';
 
 // A WebSocket whose two ends are on different agents (the client connected to one, the
 // actor that accepted it lives on another), carried over two NATS subjects, one per
@@ -20,7 +20,7 @@ export class NatsSocket extends BaseHostSocket {
   private readonly sub: Subscription;
   private readonly out: string;
   private ready: boolean;
-  private held: { data?: SocketData; close?: { code: number; reason: string } }[] = [];
+  private held: { data?: SocketData; sent?: SentCallback; close?: { code: number; reason: string } }[] = [];
   private lastHeard = Date.now();
   private timer: NodeJS.Timeout;
 
@@ -61,7 +61,7 @@ export class NatsSocket extends BaseHostSocket {
       case 'hello':
         this.ready = true;
         for (const h of this.held.splice(0)) {
-          if (h.data !== undefined) this.transmit(h.data);
+          if (h.data !== undefined) this.transmit(h.data, h.sent);
           else if (h.close) this.transmitClose(h.close.code, h.close.reason);
         }
         return;
@@ -84,10 +84,11 @@ export class NatsSocket extends BaseHostSocket {
     if (this.ready && !this.closed) this.frame('ping', '', new Uint8Array(0));
   }
 
-  protected transmit(data: SocketData): void {
-    if (!this.ready) { this.held.push({ data }); return; }
+  protected transmit(data: SocketData, sent: SentCallback | undefined): void {
+    if (!this.ready) { this.held.push({ data, sent }); return; }
     if (typeof data === 'string') this.frame('text', '', new TextEncoder().encode(data));
     else this.frame('binary', '', data);
+    sent?.();
   }
 
   protected transmitClose(code: number, reason: string): void {

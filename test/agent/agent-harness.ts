@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createLogger, type LogFields } from '../../common/log.js';
 import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
-import { WorkerServer } from '../../node-agent/serving/worker-server.js';
+import { WorkerServer, type WorkerServerOptions } from '../../node-agent/serving/worker-server.js';
 import { DirectorySource } from '../../node-agent/control/desired-state.js';
 
 // An in-process agent serving a temp directory of manifests, for tests that need to look
@@ -51,7 +51,7 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: { maxBodyBytes?: number; maxIsolatesPerWorker?: number; maxQueuedPerWorker?: number; maxWebSocketMessageBytes?: number } = {},
+  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies'> = {},
 ): Promise<TestAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-test-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));

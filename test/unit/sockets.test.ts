@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { bridge, closeReason, isWireCloseCode, socketPair, SocketRegistry, type HostSocket, type SocketData } from '../../node-agent/sockets/sockets.js';
+import { bridge, closeReason, isWireCloseCode, socketPair, SocketRegistry, type HostSocket, type SentCallback, type SocketData } from '../../node-agent/sockets/sockets.js';
+import { IsolateSockets, SocketLimitError } from '../../node-agent/sockets/isolate-sockets.js';
 
 // HostSocket plumbing: the in-memory pair and bridge(), which a later piece uses to carry
 // an actor's sockets between agents.
@@ -88,5 +89,66 @@ describe('SocketRegistry and close frames', () => {
     expect(Buffer.byteLength(cut)).toBe(122);
     expect(cut).toBe('é'.repeat(61));
     expect(closeReason('short')).toBe('short');
+  });
+});
+
+describe('IsolateSockets: the outgoing backlog', () => {
+  /** An isolate's sockets whose client ends are joined to in-memory transports the test drains by hand. */
+  function isolateSockets(opts: { socket: number; isolate: number }) {
+    const registry = new SocketRegistry({ maxMessageBytes: 10, maxSocketBacklogBytes: opts.socket, maxIsolateBacklogBytes: opts.isolate });
+    const events: [number, string, number?][] = [];
+    const sockets = new IsolateSockets(registry, 'ns/w', (s, e) => events.push([s.local, e.type, e.type === 'close' ? e.code : undefined]), () => {});
+    const held: SentCallback[] = [];
+    const clientCloses: number[] = [];
+    const open = (local: number) => {
+      const s = sockets.forLocal(local)!;
+      s.attach({ onMessage: (_d, sent) => { if (sent) held.push(sent); }, onClose: (code) => clientCloses.push(code) });
+      return s;
+    };
+    return { registry, sockets, events, held, clientCloses, open };
+  }
+
+  it('counts bytes until the transport wrote them, and closes a socket over its bound (1008 out, 1006 in)', () => {
+    const t = isolateSockets({ socket: 20, isolate: 100 });
+    t.open(1);
+    expect(t.sockets.send(1, 'x'.repeat(10))).toBe(true);
+    expect(t.sockets.send(1, 'x'.repeat(10))).toBe(true);
+    expect(t.sockets.backlogBytes).toBe(20);
+    expect(t.registry.backlogBytes().get('ns/w')).toBe(20);
+    t.held.shift()!();
+    t.held.shift()!();
+    t.held.length = 0;
+    expect(t.sockets.backlogBytes).toBe(0);
+    expect(t.sockets.send(1, 'y'.repeat(10))).toBe(true);
+    expect(t.sockets.send(1, 'y'.repeat(10))).toBe(true);
+    expect(t.sockets.send(1, 'y')).toBe(false);
+    expect(t.clientCloses).toEqual([1008]);
+    expect(t.events).toEqual([[1, 'close', 1006]]);
+    // Later sends are dropped; what was held is released as the transport lets go of it.
+    expect(t.sockets.send(1, 'z')).toBe(false);
+    for (const sent of t.held.splice(0)) sent();
+    expect(t.sockets.backlogBytes).toBe(0);
+    expect(t.registry.backlogBytes().size).toBe(0);
+  });
+
+  it('over the isolate bound closes the socket holding the most, and a send that still does not fit throws', () => {
+    const t = isolateSockets({ socket: 100, isolate: 30 });
+    t.open(1);
+    t.open(2);
+    t.sockets.send(1, 'a'.repeat(10));
+    t.sockets.send(1, 'a'.repeat(10));
+    t.sockets.send(2, 'b'.repeat(5));
+    expect(() => t.sockets.send(2, 'b'.repeat(10))).toThrow(SocketLimitError);
+    expect(t.events).toEqual([[1, 'close', 1006]]);
+    for (const sent of t.held.splice(0)) sent();
+    expect(t.sockets.send(2, 'b'.repeat(10))).toBe(true);
+  });
+
+  it('releases what a socket never handed to a client held when the isolate lets it go', () => {
+    const t = isolateSockets({ socket: 100, isolate: 100 });
+    t.sockets.send(3, 'q'.repeat(10));
+    expect(t.sockets.backlogBytes).toBe(10);
+    t.sockets.closeAll(1011, 'gone');
+    expect(t.sockets.backlogBytes).toBe(0);
   });
 });

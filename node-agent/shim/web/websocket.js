@@ -119,6 +119,8 @@ export class WebSocket extends EventTarget {
   #foreign = 0;
   #closedOut = false;
   #closedIn = false;
+  /** The host stopped carrying this end's messages (its client fell too far behind): sends are dropped, as workerd does. */
+  #outAborted = false;
   /** Events that arrived and are not dispatched yet (all of them until accept()). */
   #queue = [];
   #flushing = false;
@@ -183,8 +185,11 @@ export class WebSocket extends EventTarget {
     if (typeof message === 'string') data = message;
     else if (isBufferSource(message)) data = toArrayBuffer(bytesOf(message, 'WebSocket.send'));
     else data = String(message);
-    if (this.#hostId !== 0) host.socketSend(this.#hostId, data);
-    else this.#toPeer({ type: 'message', data });
+    if (this.#hostId !== 0) {
+      if (!this.#outAborted && host.socketSend(this.#hostId, data) === false) this.#outAborted = true;
+    } else {
+      this.#toPeer({ type: 'message', data });
+    }
   }
 
   close(code = undefined, reason = undefined) {
