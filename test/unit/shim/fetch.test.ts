@@ -42,6 +42,8 @@ afterAll(async () => {
 });
 
 const env = () => ({ ORIGIN: origin });
+/** The local origin is loopback: the default egress policy refuses it, so these workers are allowed it explicitly. */
+const egress = () => ({ publicInternet: true, allow: [origin.replace('http://', '')] });
 
 describe('fetch (subrequests through the host)', () => {
   it('sends method, headers and body, and resolves a Response with immutable headers', async () => {
@@ -51,7 +53,7 @@ describe('fetch (subrequests through the host)', () => {
       try { res.headers.set('x', '1'); } catch (e) { immutable = e.constructor.name; }
       return Response.json({ status: res.status, ok: res.ok, url: res.url, redirected: res.redirected, ct: res.headers.get('content-type'),
         cookies: res.headers.getSetCookie(), immutable, echo: await res.json() });
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual({
       status: 200, ok: true, url: `${origin}/echo`, redirected: false, ct: 'application/json', cookies: ['a=1', 'b=2'], immutable: 'TypeError',
       echo: { method: 'POST', path: '/echo', test: 'yes', body: 'payload' },
@@ -60,7 +62,7 @@ describe('fetch (subrequests through the host)', () => {
 
   it('proxies: a fetched Response can be returned as it is', async () => {
     const reply = await runWorker(`export default { fetch(request, env) { return fetch(env.ORIGIN + '/echo', request); } }`,
-      { method: 'POST', headers: [['x-test', 'passed through']], body: 'proxied' }, { env: env() });
+      { method: 'POST', headers: [['x-test', 'passed through']], body: 'proxied' }, { env: env(), egress: egress() });
     expect(reply.status).toBe(200);
     expect(reply.headers).toContainEqual(['x-origin', 'yes']);
     expect(reply.headers.filter(([k]) => k === 'set-cookie')).toEqual([['set-cookie', 'a=1'], ['set-cookie', 'b=2']]);
@@ -73,15 +75,15 @@ describe('fetch (subrequests through the host)', () => {
       const manual = await fetch(env.ORIGIN + '/redirect', { redirect: 'manual' });
       return Response.json({ url: followed.url, redirected: followed.redirected, path: (await followed.json()).path,
         manual: [manual.status, manual.headers.get('location'), await manual.text()] });
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual({ url: `${origin}/echo`, redirected: true, path: '/echo', manual: [302, '/echo', ''] });
   });
 
-  it('reads a ReadableStream request body fully before sending it', async () => {
+  it('streams a ReadableStream request body to the origin', async () => {
     const reply = await runWorker(`export default { async fetch(request, env) {
       const res = await fetch(env.ORIGIN + '/echo', { method: 'PUT', body: request.body });
       return new Response((await res.json()).body);
-    } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env() });
+    } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env(), egress: egress() });
     expect(reply.text).toBe('streamed request body');
   });
 
@@ -92,7 +94,7 @@ describe('fetch (subrequests through the host)', () => {
         try { results.push((await fetch(env.ORIGIN + '/echo')).status); } catch (e) { results.push(e.constructor.name + ': ' + e.message); }
       }
       return Response.json(results);
-    } }`, {}, { env: env(), limits: { subrequests: 2 } });
+    } }`, {}, { env: env(), egress: egress(), limits: { subrequests: 2 } });
     const results = JSON.parse(reply.text) as unknown[];
     expect(results.slice(0, 2)).toEqual([200, 200]);
     expect(results[2]).toMatch(/^TypeError: fetch .* failed: worker test-worker exceeded its subrequest limit \(2 per request\)$/);
@@ -100,7 +102,7 @@ describe('fetch (subrequests through the host)', () => {
 
   it('the subrequest budget is per request', async () => {
     const w = await TestWorker.load(`export default { async fetch(request, env) { return new Response(String((await fetch(env.ORIGIN + '/echo')).status)); } }`,
-      { env: env(), limits: { subrequests: 1 } });
+      { env: env(), egress: egress(), limits: { subrequests: 1 } });
     try {
       expect((await w.fetch()).text).toBe('200');
       expect((await w.fetch()).text).toBe('200');
@@ -121,7 +123,7 @@ describe('fetch (subrequests through the host)', () => {
         try { await attempt(); out.push('resolved'); } catch (e) { out.push(e.constructor.name + '/' + e.name); }
       }
       return Response.json(out);
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual(['TypeError/TypeError', 'TypeError/TypeError', 'DOMException/TimeoutError', 'DOMException/AbortError']);
   });
 });
@@ -132,7 +134,7 @@ describe('ctx.waitUntil', () => {
       ctx.waitUntil(new Promise((r) => setTimeout(r, 30)).then(() => fetch(env.ORIGIN + '/record', { method: 'POST', body: 'after response' })));
       ctx.waitUntil(Promise.reject(new Error('ignored failure')));
       return new Response('early');
-    } }`, { env: env() });
+    } }`, { env: env(), egress: egress() });
     try {
       recorded.length = 0;
       const { id, response } = await w.start();
