@@ -6,6 +6,7 @@ import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
 import { DirectorySource } from './control/desired-state.js';
 import { NatsSource } from './control/nats-source.js';
@@ -46,6 +47,8 @@ export interface AgentConfig {
   adminToken?: string;
   /** Egress allowances every worker gets on top of its namespace's policy (`--egress-allow`). */
   egressAllow?: readonly string[];
+  /** How workers' fetch() looks names up (default: the system resolver); a seam for tests. */
+  resolve?: Resolver;
   presenceTtlMs: number;
   /** How to reach a model server's Service; {service}, {namespace}, {port} and {binding} are substituted. */
   aiUrlTemplate?: string;
@@ -138,7 +141,7 @@ export class Agent {
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings({ egressAllow, ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,

@@ -193,6 +193,9 @@ export class WorkerIsolate implements IsolateOwner {
 
   callbacks(): HostCallbacks { return this.cbs; }
 
+  /** Bytes the host holds for this isolate outside its heap (see IsolateBindings.hostBytes). */
+  hostBytes(): number { return this.bindings.hostBytes?.() ?? 0; }
+
   /**
    * Actor isolates (see actor-isolate.ts): runs `__edgeActor(op, arg)` as an event, under
    * the same CPU and wall budgets as a request; the isolate is busy until it settles.
