@@ -22,6 +22,14 @@ beforeAll(async () => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path === '/redirect') {
         res.writeHead(302, { location: '/echo' }).end();
+      } else if (path === '/see-other') {
+        res.writeHead(303, { location: '/echo' }).end();
+      } else if (path === '/temporary') {
+        res.writeHead(307, { location: '/echo' }).end();
+      } else if (path === '/large') {
+        // 1 MiB without a content-length: the host streams it.
+        for (let i = 0; i < 16; i++) res.write(Buffer.alloc(64 * 1024, 97 + i));
+        res.end();
       } else if (path === '/slow') {
         setTimeout(() => res.end('late'), 500);
       } else if (path === '/record') {
@@ -85,6 +93,47 @@ describe('fetch (subrequests through the host)', () => {
       return new Response((await res.json()).body);
     } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env(), egress: egress() });
     expect(reply.text).toBe('streamed request body');
+  });
+
+  it('follows redirects with Workers\' method rules: 303 drops the body, 307 re-sends a whole one, not a streamed one', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const seeOther = await (await fetch(env.ORIGIN + '/see-other', { method: 'POST', body: request.body })).json();
+      const whole = await (await fetch(env.ORIGIN + '/temporary', { method: 'PUT', body: 'again' })).json();
+      let streamed;
+      try { await fetch(env.ORIGIN + '/temporary', { method: 'PUT', body: new Response('x').body }); } catch (e) { streamed = e.message; }
+      return Response.json({ seeOther: [seeOther.method, seeOther.body], whole: [whole.method, whole.body], streamed });
+    } }`, { method: 'POST', chunks: ['a', 'b'] }, { env: env(), egress: egress() });
+    const out = JSON.parse(reply.text) as { seeOther: string[]; whole: string[]; streamed: string };
+    expect(out.seeOther).toEqual(['GET', '']);
+    expect(out.whole).toEqual(['PUT', 'again']);
+    expect(out.streamed).toMatch(/cannot follow a 307 redirect with a streamed request body/);
+  });
+
+  it('streams a large response body to the worker in pieces', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const res = await fetch(env.ORIGIN + '/large');
+      const reader = res.body.getReader();
+      let pieces = 0, bytes = 0, first = -1, last = -1;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pieces++; bytes += value.byteLength;
+        if (first < 0) first = value[0];
+        last = value[value.byteLength - 1];
+      }
+      return Response.json({ pieces, bytes, first, last });
+    } }`, {}, { env: env(), egress: egress() });
+    const out = JSON.parse(reply.text) as { pieces: number; bytes: number; first: number; last: number };
+    expect(out.bytes).toBe(1024 * 1024);
+    expect(out.pieces).toBeGreaterThan(1);
+    expect([out.first, out.last]).toEqual([97, 97 + 15]);
+  });
+
+  it('refuses a loopback origin the worker\'s policy does not allow, naming it and the policy', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      try { await fetch(env.ORIGIN + '/echo'); return new Response('reached'); } catch (e) { return new Response(e.constructor.name + ': ' + e.message); }
+    } }`, {}, { env: env() });
+    expect(reply.text).toMatch(/^TypeError: fetch http:\/\/127\.0\.0\.1:\d+\/echo failed: egress to 127\.0\.0\.1:\d+ \(loopback\) is not allowed by the egress policy of namespace "test"/);
   });
 
   it('counts subrequests against limits.subrequests: the (N+1)th fails', async () => {
