@@ -32,8 +32,8 @@ export class SubrequestError extends EdgeError {}
 const MAX_REDIRECTS = 20;
 /** Subrequests with a connection or body open at once in one isolate. */
 export const MAX_OPEN_SUBREQUESTS = 100;
-/** What a stream buffers on the host before it waits for the isolate (each way). */
-const WINDOW_BYTES = 64 * 1024;
+/** What a stream buffers on the host before it waits for the isolate (each way), beside the socket's own buffers. */
+const WINDOW_BYTES = 256 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const NULL_BODY = new Set([101, 204, 205, 304]);
 /** Request headers the host writes itself (or that only make sense hop by hop). */
@@ -223,9 +223,11 @@ export class Subrequests {
       return { ...head, body: toArrayBuffer(Buffer.concat(chunks)) };
     }
     // As fetch does: a compressed body reaches the worker decoded (its headers as sent).
-    const body: Readable = decoder ? pipeline(res, decoder, () => {}) : res;
-    o.body = body;
-    o.reader = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    // The window is what the host holds ahead of the worker's reads: each read takes all
+    // of it, so a fast reader pays few crossings and a slow one stops the server.
+    const window = new PassThrough({ highWaterMark: WINDOW_BYTES });
+    o.body = decoder ? pipeline(res, decoder, window, () => {}) : pipeline(res, window, () => {});
+    o.reader = o.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     return { ...head, body: 'stream' };
   }
 
@@ -252,8 +254,8 @@ export class Subrequests {
   /** The next chunk of a streamed response body, or null at its end (the subrequest is then forgotten). */
   read(id: number): Promise<ArrayBuffer | null> {
     const o = this.open.get(id);
-    if (!o?.reader) return Promise.reject(new SubrequestError(`fetch: subrequest ${id} has no response body open (finished, cancelled, or its request ended)`));
-    const reader = o.reader;
+    const reader = o?.reader;
+    if (!o || !reader) return Promise.reject(new SubrequestError(`fetch: subrequest ${id} has no response body open (finished, cancelled, or its request ended)`));
     const next = (o.reading ?? Promise.resolve()).then(async () => {
       if (this.open.get(id) !== o) throw new SubrequestError(`fetch: subrequest ${id} was cancelled`);
       let r: IteratorResult<Buffer>;
