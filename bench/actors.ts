@@ -217,9 +217,8 @@ async function owners(c: Cluster, names: string[]): Promise<Map<string, LocalAge
   const byKey = new Map(names.map((n) => [actorKeyOf(c, n), n]));
   const out = new Map<string, LocalAgent>();
   for (const a of live(c)) {
-    const r = await httpRequest({ port: a.admin, path: '/status', timeoutMs: 10_000 });
-    if (r.status !== 200) throw new Error(`agent ${a.node} /status answered ${r.status}`);
-    for (const k of (JSON.parse(r.body) as { actors?: string[] }).actors ?? []) {
+    const status = await c.cluster.agentStatus<{ actors?: string[] }>(a);
+    for (const k of status.actors ?? []) {
       const n = byKey.get(k);
       if (n === undefined) continue;
       const seen = out.get(n);

@@ -1,7 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
+import { parseEgressRule } from '../common/egress.js';
 import { createLogger } from '../common/log.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
 import { Agent, type AgentConfig } from '../node-agent/agent.js';
@@ -16,7 +18,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
-                  [--max-ws-message-kb N] [--trusted-proxy CIDR]...
+                  [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -31,7 +33,16 @@ header and path prefix. CF-Connecting-IP and X-Forwarded-* sent by a client are 
 from a --trusted-proxy (a CIDR, an address or "unix"; repeatable; none by default). /metrics, /healthz, /readyz and /status are on the admin port.
 
 --peer-listen: the port other agents forward actor calls to (keep it off the user-facing
-network; $EDGE_PEER_TOKEN, when set, must be the same on every agent).
+network). With --nats, $EDGE_PEER_TOKEN is required (16 characters or more, the same on
+every agent of the region); --dev-peer-token makes up a random one instead, which only
+works for a region of one agent (\`edge dev\` hands one token to all its agents).
+--admin: /metrics, /healthz, /readyz and /status; bind it where only the kubelet and
+Prometheus reach it. The full /status (every tenant's workers and live actor ids) needs
+\`Authorization: Bearer $EDGE_ADMIN_TOKEN\`; without the token it gives counts only.
+--egress-allow: a destination every worker's fetch() may reach on top of its namespace's
+egress policy (repeatable): an address, CIDR, host name or *.pattern, optionally with
+:port (e.g. 127.0.0.1:8081, 10.0.0.0/8, db.example.internal:5432). Without one, a worker
+reaches public unicast addresses only: no loopback, private, link-local or cluster ranges.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
@@ -67,6 +78,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'trusted-proxy': { type: 'string', multiple: true },
       'pool-size': { type: 'string', default: '4' },
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
+      'egress-allow': { type: 'string', multiple: true, default: [] },
+      'dev-peer-token': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -83,6 +96,15 @@ export async function runAgent(argv: string[]): Promise<number> {
     if (!Number.isFinite(n) || n < 0) throw new Error(`${flag} must be a non-negative number, got "${v}"`);
     return n;
   };
+  for (const rule of values['egress-allow']) {
+    try { parseEgressRule(rule); } catch (err) { return fail(`--egress-allow: ${(err as Error).message}`); }
+  }
+  let peerToken = process.env.EDGE_PEER_TOKEN;
+  if (values.nats && !peerToken) {
+    if (!values['dev-peer-token']) return fail('--nats needs $EDGE_PEER_TOKEN (the same on every agent of the region), or --dev-peer-token for a region of one agent');
+    peerToken = randomBytes(32).toString('base64url');
+    log.warn('peer token made up for this agent alone (--dev-peer-token): other agents of the region cannot forward actor calls to it');
+  }
   let source: AgentConfig['source'];
   if (values.workers) {
     const dir = resolve(values.workers);
@@ -100,7 +122,9 @@ export async function runAgent(argv: string[]): Promise<number> {
     peerListen: hostPort('--peer-listen', values['peer-listen']),
     ...(values.advertise ? { advertise: values.advertise } : {}),
     ...(values['peer-advertise'] ? { peerAdvertise: values['peer-advertise'] } : {}),
-    ...(process.env.EDGE_PEER_TOKEN ? { peerToken: process.env.EDGE_PEER_TOKEN } : {}),
+    ...(peerToken ? { peerToken } : {}),
+    ...(process.env.EDGE_ADMIN_TOKEN ? { adminToken: process.env.EDGE_ADMIN_TOKEN } : {}),
+    egressAllow: values['egress-allow'],
     ...(values['ai-url-template'] ? { aiUrlTemplate: values['ai-url-template'] } : {}),
     presenceTtlMs: num('--presence-ttl-ms', values['presence-ttl-ms']),
     actorLogReplicas: num('--actor-log-replicas', values['actor-log-replicas']),

@@ -1,15 +1,35 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
 // The admin port of every long-running component (agent, operator), separate from user
-// traffic: /metrics, /healthz, /readyz and /status.
+// traffic: /metrics, /healthz, /readyz and /status. Bind it where only the kubelet and
+// Prometheus reach it (the chart's NetworkPolicies); a component whose status names
+// tenants' objects gives the full /status to a bearer token only.
 
 export interface AdminHandlers {
   registry: Registry;
   /** undefined when ready, else why not (the 503 body). */
   notReady(): string | undefined;
+  /** /status in full. With `summary`, only for a caller with the bearer token. */
   status(): unknown;
+  /**
+   * /status for everyone else, when status() lists what only an operator of the cluster
+   * may read (tenants' workers, live actor ids): aggregate health only.
+   */
+  summary?(): unknown;
+  /** The bearer token that reads the full status; without one nobody does (when summary is given). */
+  statusToken?: string;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/** True when the request carries `Authorization: Bearer <token>` (compared in constant time). */
+export function bearerMatches(header: string | undefined, token: string | undefined): boolean {
+  if (!token || typeof header !== 'string') return false;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m !== null && timingSafeEqual(digest(m[1]!), digest(token));
 }
 
 export async function startAdminServer(h: AdminHandlers, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
@@ -27,7 +47,11 @@ export async function startAdminServer(h: AdminHandlers, port: number, host = '1
         if (why === undefined) send(200, 'ready\n'); else send(503, `${why}\n`);
         return;
       }
-      case '/status': send(200, `${JSON.stringify(h.status())}\n`, 'application/json'); return;
+      case '/status': {
+        const full = !h.summary || bearerMatches(req.headers.authorization, h.statusToken);
+        send(200, `${JSON.stringify(full ? h.status() : h.summary!())}\n`, 'application/json');
+        return;
+      }
       case '/metrics':
         h.registry.metrics().then((text) => send(200, text, h.registry.contentType), (err: unknown) => send(500, `${String(err)}\n`));
         return;

@@ -1,16 +1,18 @@
 import type { NatsConnection } from 'nats';
 import { AgentView } from '../common/agent-view.js';
+import { parseEgressRule } from '../common/egress.js';
 import type { Logger } from '../common/log.js';
 import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
 import { DirectorySource } from './control/desired-state.js';
 import { NatsSource } from './control/nats-source.js';
 import { AgentPresence } from './control/presence.js';
 import { aiUrlFromTemplate } from './control/worker-env.js';
-import { startPeerServer, type PeerServer } from './peer/peer-server.js';
+import { MIN_PEER_TOKEN_LENGTH, PeerTokenError, startPeerServer, type PeerServer } from './peer/peer-server.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
 
@@ -35,8 +37,18 @@ export interface AgentConfig {
   /** NATS mode: the port other agents forward actor calls to. */
   peerListen: HostPort;
   peerAdvertise?: string;
-  /** Must be the same on every agent of a region when set. */
+  /**
+   * NATS mode: the secret every agent of the region sends on, and requires of, peer calls
+   * (at least MIN_PEER_TOKEN_LENGTH characters). Required: the agent refuses to start in
+   * NATS mode without one.
+   */
   peerToken?: string;
+  /** The bearer token that reads the admin port's full /status (tenants' workers, actor ids); without one, /status gives counts only. */
+  adminToken?: string;
+  /** Egress allowances every worker gets on top of its namespace's policy (`--egress-allow`). */
+  egressAllow?: readonly string[];
+  /** How workers' fetch() looks names up (default: the system resolver); a seam for tests. */
+  resolve?: Resolver;
   presenceTtlMs: number;
   /** How to reach a model server's Service; {service}, {namespace}, {port} and {binding} are substituted. */
   aiUrlTemplate?: string;
@@ -106,6 +118,13 @@ export class Agent {
     let buckets: EdgeBuckets | undefined;
     let source: DesiredStateSource;
     const aiUrl = aiUrlFromTemplate(cfg.aiUrlTemplate);
+    // Checked before anything starts: without a token any worker or pod that reaches the
+    // peer port could run calls on any tenant's actors.
+    if (cfg.source.kind === 'nats' && (!cfg.peerToken || cfg.peerToken.length < MIN_PEER_TOKEN_LENGTH)) {
+      throw new PeerTokenError(`agent ${cfg.agentName}: NATS mode needs a peer token of at least ${MIN_PEER_TOKEN_LENGTH} characters ($EDGE_PEER_TOKEN, the same on every agent of region ${cfg.source.region})`);
+    }
+    for (const rule of cfg.egressAllow ?? []) parseEgressRule(rule);
+    const egressAllow = cfg.egressAllow ?? [];
     if (cfg.source.kind === 'directory') {
       source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
@@ -124,7 +143,7 @@ export class Agent {
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings(runtime ? { actorRouter: runtime.isolateRouter } : {})(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
@@ -148,7 +167,7 @@ export class Agent {
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
-        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken,
+        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         onActiveChange: () => { void presence?.report(); },
@@ -157,12 +176,16 @@ export class Agent {
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
       undo.push(() => rt.stop());
-      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken);
+      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken!);
       undo.push(() => peer.close());
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
 
-    const admin = await startAdminServer(server, cfg.admin.port, cfg.admin.host, () => ({ actors: runtime?.host.keys() ?? [] }));
+    const admin = await startAdminServer(server, cfg.admin.port, cfg.admin.host, {
+      extra: () => ({ actors: runtime?.host.keys() ?? [] }),
+      extraSummary: () => ({ actors: runtime?.host.keys().length ?? 0 }),
+      ...(cfg.adminToken ? { token: cfg.adminToken } : {}),
+    });
     undo.push(() => admin.server.close());
     const port = await server.start(cfg.listen.port, cfg.listen.host);
 

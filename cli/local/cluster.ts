@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CoreV1Api, type V1Taint } from '@kubernetes/client-node';
@@ -89,6 +90,13 @@ const secs = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`
 const READY_TIMEOUT_MS = 90_000;
 
 export class LocalCluster {
+  /**
+   * The secret every agent of this cluster authenticates peer calls with ($EDGE_PEER_TOKEN),
+   * made up per cluster: the peer port is never open, `edge dev` included.
+   */
+  readonly peerToken = randomBytes(32).toString('base64url');
+  /** The bearer token that reads an agent's full admin /status ($EDGE_ADMIN_TOKEN). */
+  readonly adminToken = randomBytes(32).toString('base64url');
   readonly agents: LocalAgent[] = [];
   readonly operators: LocalOperator[] = [];
   readonly models = new Map<string, OpenAiServer>();
@@ -189,7 +197,7 @@ export class LocalCluster {
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
       ...(model ? ['--ai-url-template', model.url] : []),
       ...(this.opts.agentArgs ?? []),
-    ], { logFile: this.logFile(name), cwd: REPO_ROOT });
+    ], { logFile: this.logFile(name), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: this.peerToken, EDGE_ADMIN_TOKEN: this.adminToken } });
     const a = { region, node, port: http, admin, peer, proc, url: `http://127.0.0.1:${http}` };
     // Listed before it is ready, so stop() takes it down when it never gets there.
     this.agents.push(a);
@@ -223,6 +231,13 @@ export class LocalCluster {
     this.operators.push(o);
     await waitFor(`${name} /healthz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/healthz`)).ok; }, READY_TIMEOUT_MS, 100);
     return o;
+  }
+
+  /** An agent's full admin /status (it needs the cluster's admin token). */
+  async agentStatus<T = { ready: boolean; workers: unknown[]; actors: string[] }>(a: LocalAgent): Promise<T> {
+    const res = await fetch(`http://127.0.0.1:${a.admin}/status`, { headers: { authorization: `Bearer ${this.adminToken}` } });
+    if (!res.ok) throw new Error(`agent ${a.node} /status answered ${res.status}`);
+    return (await res.json()) as T;
   }
 
   /** The operator's /status, or undefined when it is not running or does not answer. */

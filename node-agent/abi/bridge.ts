@@ -61,8 +61,16 @@ export const SHIM_GLOBALS = [
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
 export const HeaderListSchema = z.array(z.tuple([z.string(), z.string()]));
 
-/** Subrequest response bodies (fetch, ai, actor calls) are buffered; this bounds what one may hold. */
+/** ai and actor-call bodies are buffered; this bounds what one may hold (fetch streams instead). */
 export const MAX_SUBREQUEST_BODY_BYTES = 32 * 1024 * 1024;
+
+/**
+ * A fetch() request body up to this size crosses whole in SubrequestInit.body; a larger one,
+ * and any ReadableStream, is streamed with fetchWrite (the shim's fetch.js holds the same
+ * number). A response body up to this size whose length the server declared crosses whole;
+ * any other is streamed with fetchRead.
+ */
+export const SUBREQUEST_WHOLE_BODY_BYTES = 256 * 1024;
 
 export type ActorIdKind = 'name' | 'unique' | 'string';
 
@@ -113,11 +121,24 @@ export interface HostCallbacks {
   /** clearTimeout/clearInterval: the host drops the timer at once. */
   timerCancel(id: number): void;
   /**
-   * A subrequest (the isolate's `fetch`), performed by the host and counted against
-   * limits.subrequests. Async: settles with the whole response (bodies are buffered up
-   * to the agent's subrequest body limit), or with an error message when refused.
+   * A subrequest (the isolate's `fetch`), performed by the host, counted against
+   * limits.subrequests and checked against the worker's egress policy on every connection
+   * (each redirect hop included). `request.id` is the shim's number for it, unique in the
+   * isolate, naming it in the calls below. Async: settles with the status and headers once
+   * they arrive (body: whole, null, or "stream": read it with fetchRead), or with an error
+   * message when refused (naming the destination and the policy) or failed.
    */
   fetch(request: SubrequestInit): HostAsync<SubrequestResult>;
+  /**
+   * The next chunk of a subrequest's streamed request body (SubrequestInit.body === 1), or
+   * null for its end. Async: settles once the host can take more (backpressure), or with
+   * an error when the subrequest is over.
+   */
+  fetchWrite(id: number, chunk: ArrayBuffer | null): HostAsync<void>;
+  /** Async: the next bytes of a streamed response body, or null at its end (the subrequest is then forgotten). */
+  fetchRead(id: number): HostAsync<ArrayBuffer | null>;
+  /** The worker is done with the subrequest (aborted, body cancelled): the host drops its connection. */
+  fetchCancel(id: number, reason: string): void;
   /**
    * env.<binding>.run(model, inputs) of an `ai` binding (see node-agent/ai-binding.ts),
    * counted against limits.subrequests. `inputsJson` is the worker's inputs as JSON
@@ -190,11 +211,16 @@ export const UrlRecordSchema = z.object({
 });
 export type UrlRecord = z.infer<typeof UrlRecordSchema>;
 
+/** The shim's number for a subrequest (fetchWrite/fetchRead/fetchCancel name it by this). */
+export const SubrequestIdSchema = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+
 export const SubrequestInitSchema = z.object({
-  url: z.string(),
-  method: z.string(),
+  id: SubrequestIdSchema,
+  url: z.string().max(64 * 1024),
+  method: z.string().min(1).max(64),
   headers: HeaderListSchema,
-  body: z.instanceof(ArrayBuffer).nullable(),
+  /** null, the whole body (at most SUBREQUEST_WHOLE_BODY_BYTES), or 1: streamed with fetchWrite. */
+  body: z.union([z.instanceof(ArrayBuffer).refine((b) => b.byteLength <= SUBREQUEST_WHOLE_BODY_BYTES, 'a whole body this large must be streamed'), z.literal(1)]).nullable(),
   redirect: z.enum(['follow', 'manual', 'error']).default('follow'),
 });
 export type SubrequestInit = z.infer<typeof SubrequestInitSchema>;
@@ -205,7 +231,8 @@ export interface SubrequestResult {
   headers: [string, string][];
   url: string;
   redirected: boolean;
-  body: ArrayBuffer;
+  /** The whole body, none, or "stream": read it with fetchRead(id). */
+  body: ArrayBuffer | null | 'stream';
 }
 
 /** env as plain data; the shim turns it into the `env` object the handler sees. */

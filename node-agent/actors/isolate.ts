@@ -88,6 +88,8 @@ export interface ActorActivation {
 export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
   /** Where the actor's own env.<actor binding>.get(id).fetch() calls go. */
   actorRouter?: ActorRouter;
+  /** The agent's egress allowances on top of the worker's policy (HostBindingsOptions.egressAllow). */
+  egressAllow?: readonly string[];
 };
 
 export interface AlarmInfo {
@@ -114,8 +116,8 @@ export class ActorIsolate {
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
   static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
-    const { actorRouter, ...isolateHooks } = hooks;
-    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}) });
+    const { actorRouter, egressAllow, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}) });
     const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,

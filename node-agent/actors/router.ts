@@ -7,7 +7,8 @@ import type { ActorRingPort } from './ring.js';
 import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
-import { NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import { ActorIds } from '../bindings/actor-id.js';
+import { ForeignActorIdError, NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
@@ -43,6 +44,8 @@ export class ActorUnavailableError extends EdgeError {}
 
 export class ActorRouter implements PeerHandler {
   private readonly forward: PeerForwarder;
+  /** Per DurableActor uid: checks the tag of ids that arrive from other agents. */
+  private readonly ids = new Map<string, ActorIds>();
 
   constructor(private readonly opts: ActorRouterOptions) {
     this.forward = opts.forward ?? forwardToPeer;
@@ -60,6 +63,15 @@ export class ActorRouter implements PeerHandler {
   async call(namespace: string, actor: string, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
     const cfg = this.opts.config(namespace, actor);
     if (!cfg) throw new NotHereError(`DurableActor ${namespace}/${actor} is not known here`);
+    // Only ids the DurableActor's own bindings could have made: a made-up id, or one of
+    // another DurableActor, never reaches an activation or the actor log.
+    let ids = this.ids.get(cfg.uid);
+    if (!ids) {
+      if (this.ids.size >= 1024) this.ids.clear();
+      ids = new ActorIds(cfg.uid);
+      this.ids.set(cfg.uid, ids);
+    }
+    if (!ids.owns(id)) throw new ForeignActorIdError(`${id.slice(0, 80)} is not an id of DurableActor ${namespace}/${actor}`, { context: { actor: `${namespace}/${actor}` } });
     const owner = this.opts.ring.owner(cfg.region, actorInstanceKey(namespace, actor, id));
     const res = owner && owner.agent !== this.opts.agent && hops < MAX_HOPS ? await this.route(cfg, id, req, hops) : await this.opts.host.call(cfg, id, req);
     const out = this.socketOut(res);

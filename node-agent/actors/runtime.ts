@@ -39,6 +39,8 @@ export interface ActorRuntimeOptions {
   /** The served version of a worker (its workerRef), if this agent serves it. */
   workerDefinition(key: string): WorkerDefinition | undefined;
   peerToken?: string;
+  /** The agent's egress allowances, for actor isolates' fetch() as for workers'. */
+  egressAllow?: readonly string[];
   /** JetStream replicas of the actor log stream, when this agent is the one creating it. */
   logReplicas?: number;
   onActiveChange?(): void;
@@ -88,7 +90,7 @@ export class ActorRuntime {
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
             { id, storage: storage as ActorStorage },
-            warm, { ...opts.hooks, actorRouter: this.isolateRouter },
+            warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}) },
           );
           const key = actorInstanceKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);

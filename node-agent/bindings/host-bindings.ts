@@ -1,9 +1,12 @@
+import { DEFAULT_EGRESS_POLICY, type EgressPolicy } from '../../common/api/policy.js';
+import { EgressRules } from '../../common/egress.js';
 import type { BindingsFactory } from '../isolate/worker-isolate.js';
 import { ActorCalls, type ActorRouter } from './actor-binding.js';
 import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks } from './host-callbacks.js';
 import { HostTimers } from './host-timers.js';
+import { Subrequests, type Resolver } from './subrequests.js';
 
 // The one place that builds the host side of an isolate's env.*, fetch and state.storage:
 // the agent hands this factory to the isolate core (isolate/ never constructs a binding).
@@ -13,6 +16,20 @@ export interface HostBindingsOptions {
   actorRouter?: ActorRouter;
   /** An actor isolate's state.storage; absent in a worker isolate. */
   storage?: ActorStorage;
+  /**
+   * Allowances every worker gets on top of its own egress policy (the agent's
+   * --egress-allow: directory mode, `edge dev`, tests that fetch a local server).
+   */
+  egressAllow?: readonly string[];
+  /** How fetch() looks names up (default: the system resolver); a test seam. */
+  resolve?: Resolver;
+}
+
+/** The policy a worker's fetch() runs under: its namespace's, plus the agent's allowances. */
+export function egressRules(key: string, policy: EgressPolicy | undefined, extra: readonly string[] = []): EgressRules {
+  const base = policy ?? DEFAULT_EGRESS_POLICY;
+  const ns = key.includes('/') ? key.slice(0, key.indexOf('/')) : key;
+  return new EgressRules({ publicInternet: base.publicInternet, allow: [...base.allow, ...extra] }, `namespace "${ns}"`);
 }
 
 export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
@@ -20,9 +37,13 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     // env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes.
     const ai = new AiCalls(ctx.def.env.ai ?? {});
     const timers = new HostTimers(ctx.def.name);
+    const rules = egressRules(ctx.def.key, ctx.def.egress, opts.egressAllow);
+    for (const bad of rules.invalid) ctx.onLog('warn', `egress allowance ignored: ${bad.message}`);
+    const subrequests = new Subrequests({ worker: ctx.def.name, rules, ...(opts.resolve ? { resolve: opts.resolve } : {}) });
     const callbacks = hostCallbacks({
       workerName: ctx.def.name,
       ai,
+      subrequests,
       actors: new ActorCalls(ctx.def.env.actors, opts.actorRouter, ctx.def.name, ctx.grantSocket),
       storage: opts.storage ?? null,
       sockets: ctx.sockets,
@@ -30,6 +51,11 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
       countSubrequest: ctx.countSubrequest,
       timers,
     });
-    return { callbacks, requestEnded: () => ai.closeAll(), dispose: () => { ai.closeAll(true); timers.close(); } };
+    return {
+      callbacks,
+      requestEnded: () => { ai.closeAll(); subrequests.closeAll(); },
+      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); },
+      hostBytes: () => subrequests.heldBytes(),
+    };
   };
 }

@@ -1,13 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
-import { describeIssues, EdgeError } from '../../common/errors.js';
-import type { HostAsync, HostCallbacks, Settled, SubrequestInit, SubrequestResult, UrlRecord } from '../abi/bridge.js';
-import { AiHandleSchema, AiRunArgsSchema, MAX_SUBREQUEST_BODY_BYTES, SubrequestInitSchema } from '../abi/bridge.js';
+import { describeIssues } from '../../common/errors.js';
+import type { HostAsync, HostCallbacks, Settled, UrlRecord } from '../abi/bridge.js';
+import { AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
+import type { Subrequests } from './subrequests.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
@@ -36,6 +37,8 @@ export interface CallbackContext {
   ai: AiCalls;
   /** The isolate's actor bindings (ids, stub.fetch through the agent's ActorRouter). */
   actors: ActorCalls;
+  /** The isolate's fetch() subrequests, under its egress policy. */
+  subrequests: Subrequests;
   /** An actor isolate's state.storage; null in a worker isolate. */
   storage: ActorStorage | null;
   /** The isolate's WebSockets (server ends bridged to the host): see isolate-sockets.ts. */
@@ -49,46 +52,6 @@ export interface SocketCalls {
   /** False: the socket no longer carries messages (see HostCallbacks.socketSend). */
   send(socket: number, data: unknown): boolean;
   close(socket: number, code: unknown, reason: unknown): void;
-}
-
-export class SubrequestError extends EdgeError {}
-
-async function doFetch(init: SubrequestInit): Promise<SubrequestResult> {
-  const url = new URL(init.url);
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new SubrequestError(`fetch: only http: and https: URLs can be fetched, not ${url.protocol}`);
-  }
-  const res = await fetch(url, {
-    method: init.method,
-    headers: init.headers,
-    body: init.body && init.method !== 'GET' && init.method !== 'HEAD' ? Buffer.from(init.body) : undefined,
-    redirect: init.redirect,
-  });
-  const declared = Number(res.headers.get('content-length') ?? '0');
-  if (declared > MAX_SUBREQUEST_BODY_BYTES) {
-    await res.body?.cancel();
-    throw new SubrequestError(`fetch ${url.href}: response body of ${declared} bytes is over the ${MAX_SUBREQUEST_BODY_BYTES}-byte subrequest limit`);
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (res.body) {
-    for await (const chunk of res.body) {
-      size += chunk.byteLength;
-      if (size > MAX_SUBREQUEST_BODY_BYTES) {
-        await res.body.cancel();
-        throw new SubrequestError(`fetch ${url.href}: response body is over the ${MAX_SUBREQUEST_BODY_BYTES}-byte subrequest limit`);
-      }
-      chunks.push(chunk);
-    }
-  }
-  return {
-    status: res.status,
-    statusText: res.statusText,
-    headers: [...res.headers],
-    url: res.url,
-    redirected: res.redirected,
-    body: toArrayBuffer(Buffer.concat(chunks)),
-  };
 }
 
 /** See HostAsync in bridge.ts: the work is already under way; the isolate awaits its outcome. */
@@ -143,12 +106,23 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
       ctx.timers.cancel(Number(id));
     },
     fetch(raw) {
-      return hostAsync((async () => {
-        const parsed = SubrequestInitSchema.safeParse(raw);
-        if (!parsed.success) throw new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${parsed.error.message}`);
-        ctx.countSubrequest();
-        return doFetch(parsed.data);
-      })());
+      const parsed = SubrequestInitSchema.safeParse(raw);
+      if (!parsed.success) return hostAsync(Promise.reject(new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${describeIssues(parsed.error)}`)));
+      // Registered before this returns: the isolate's next call may be a fetchWrite for it.
+      return hostAsync(ctx.subrequests.start(parsed.data, () => ctx.countSubrequest()));
+    },
+    fetchWrite(id, chunk) {
+      if (!SubrequestIdSchema.safeParse(id).success || (chunk !== null && !(chunk instanceof ArrayBuffer))) {
+        return hostAsync(Promise.reject(new TypeError(`fetch: malformed body chunk from worker ${ctx.workerName}`)));
+      }
+      return hostAsync(ctx.subrequests.write(id, chunk));
+    },
+    fetchRead(id) {
+      if (!SubrequestIdSchema.safeParse(id).success) return hostAsync(Promise.reject(new TypeError(`fetch: malformed body read from worker ${ctx.workerName}`)));
+      return hostAsync(ctx.subrequests.read(id));
+    },
+    fetchCancel(id) {
+      if (SubrequestIdSchema.safeParse(id).success) ctx.subrequests.cancel(id);
     },
     aiRun(binding, model, inputsJson) {
       return hostAsync((async () => {

@@ -92,7 +92,7 @@ export class NatsSource implements DesiredStateSource {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
-          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: isolateWorkerEnv(cfg.env, this.opts.region, this.aiUrl) },
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: isolateWorkerEnv(cfg.env, this.opts.region, this.aiUrl), ...(cfg.egress ? { egress: cfg.egress } : {}) },
         };
         this.lastGood.set(key, w);
         out.push(w);

@@ -1,5 +1,6 @@
 import { decodeResponse, encodeRequestHead, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
+import type { EgressPolicy } from '../../common/api/policy.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
 import type { IsolateOwner, WarmIsolate } from './pool.js';
 import { IsolateSockets, type SocketEvent } from '../sockets/isolate-sockets.js';
@@ -45,6 +46,8 @@ export interface WorkerDefinition {
   digest: string;
   limits: Limits;
   env: WorkerEnv;
+  /** Where the worker's fetch() may connect (absent: DEFAULT_EGRESS_POLICY); enforced by the bindings. */
+  egress?: EgressPolicy;
 }
 
 /** An actor isolate (see actors/isolate.ts): the exported class and the actor's id. */
@@ -74,6 +77,8 @@ export interface IsolateBindings {
   requestEnded(): void;
   /** The isolate is gone. */
   dispose(): void;
+  /** Bytes the host holds for this isolate outside its heap (subrequest bodies in flight). */
+  hostBytes?(): number;
 }
 
 export type BindingsFactory = (ctx: BindingContext) => IsolateBindings;
@@ -237,6 +242,9 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  /** Bytes the host holds for this isolate outside its heap (see IsolateBindings.hostBytes). */
+  hostBytes(): number { return this.bindings.hostBytes?.() ?? 0; }
 
   /**
    * Actor isolates (see actor-isolate.ts): runs `__edgeActor(op, arg)` as an event, under

@@ -1,10 +1,11 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
 import { HeaderListSchema } from '../abi/bridge.js';
-import { MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
+import { ForeignActorIdError, MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
@@ -36,7 +37,24 @@ export interface PeerServer {
   close(): void;
 }
 
-export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token?: string): Promise<PeerServer> {
+/** The peer token as compared: a fixed-length digest, so timingSafeEqual applies whatever was sent. */
+const tokenDigest = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
+
+/** A peer token shorter than this is refused at start. */
+export const MIN_PEER_TOKEN_LENGTH = 16;
+
+export class PeerTokenError extends EdgeError {}
+
+/**
+ * Serves the peer API on host:port. Every call must carry `token` (x-edge-peer-token),
+ * compared in constant time; there is no unauthenticated mode.
+ */
+export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token: string): Promise<PeerServer> {
+  if (typeof token !== 'string' || token.length < MIN_PEER_TOKEN_LENGTH) {
+    throw new PeerTokenError(`the peer port needs a token of at least ${MIN_PEER_TOKEN_LENGTH} characters ($EDGE_PEER_TOKEN, the same on every agent of the region)`);
+  }
+  const expected = tokenDigest(token);
+  const authorized = (sent: string | string[] | undefined): boolean => typeof sent === 'string' && timingSafeEqual(tokenDigest(sent), expected);
   let inflight = 0;
   let lastCallAt = 0;
   const server = createServer((req, res) => {
@@ -46,11 +64,12 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
     const fail = (status: number, msg: string) => {
       // A 421 usually means this agent is handing actors over: let the caller's pooled
       // connection go, so its next call does not race this agent's exit.
-      res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === MISDIRECTED ? { connection: 'close' } : {}) });
+      // An unauthenticated caller's connection is not kept either.
+      res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', ...(status === MISDIRECTED || status === 401 ? { connection: 'close' } : {}) });
       res.end(`${msg}\n`);
     };
     void (async () => {
-      if (token && req.headers['x-edge-peer-token'] !== token) { fail(401, 'peer token required'); return; }
+      if (!authorized(req.headers['x-edge-peer-token'])) { fail(401, 'peer token required'); return; }
       const url = req.url ?? '';
       if (req.method !== 'POST' || !url.startsWith(PEER_PATH)) { fail(404, 'not a peer endpoint'); return; }
       const addr = parseOrSkip(parseActorInstanceKey, url.slice(PEER_PATH.length));
@@ -67,6 +86,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
         out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
+        if (err instanceof ForeignActorIdError) { fail(400, err.message); return; }
         log.warn('forwarded actor call failed', { actor: actorInstanceKey(ns, actor, id), error: err });
         fail(500, errorMessage(err));
         return;

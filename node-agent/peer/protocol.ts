@@ -25,6 +25,9 @@ export interface PeerResponse {
 /** The request was not run: the caller may route it again. */
 export class NotHereError extends EdgeError {}
 
+/** The call names an actor id its DurableActor never made (the HMAC tag does not check): refused with 400. */
+export class ForeignActorIdError extends EdgeError {}
+
 /**
  * Sends a call to another agent's peer port (peer-server.ts does it over HTTP). Rejects
  * with NotHereError when the peer answered 421, with PeerUnreachableError when nothing

@@ -23,7 +23,8 @@ describe('edge agent (the binary)', () => {
     const r = await send(port, host, path);
     return `${r.status} ${(await r.text()).trim()}`;
   };
-  const status = async () => (await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { ready: boolean; workers: { key: string; state: string; error?: string; digest: string; servingDigest?: string }[] };
+  const adminToken = 'admin-token-for-the-agent-binary-test';
+  const status = async () => (await (await fetch(`http://127.0.0.1:${admin}/status`, { headers: { authorization: `Bearer ${adminToken}` } })).json()) as { ready: boolean; workers: { key: string; state: string; error?: string; digest: string; servingDigest?: string }[] };
 
   beforeAll(async () => {
     writeFileSync(join(dir, 'site.yaml'), [
@@ -34,7 +35,7 @@ describe('edge agent (the binary)', () => {
     ].join('---\n'));
     writeFileSync(join(dir, 'notes.txt'), 'not a manifest');
     [port, admin] = await Promise.all([freePort(), freePort()]);
-    child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGE_ADMIN_TOKEN: adminToken } });
     child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
     await waitFor('agent /readyz', async () => {
@@ -65,6 +66,10 @@ describe('edge agent (the binary)', () => {
     const s = await status();
     expect(s.ready).toBe(true);
     expect(s.workers.map((w) => `${w.key} ${w.state}`)).toEqual(['default/api ready', 'default/api-v2 ready', 'default/site ready', 'default/wild ready']);
+    // Without the admin token: counts, no tenant's worker names.
+    const anonymous = await (await fetch(`http://127.0.0.1:${admin}/status`)).text();
+    expect(JSON.parse(anonymous)).toEqual({ ready: true, workers: { total: 4, ready: 4, error: 0 }, actors: 0 });
+    expect(anonymous).not.toContain('default/');
     const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
     expect(metrics).toMatch(/edge_requests_total\{worker="default\/site",status="200"\} [1-9]/);
     expect(metrics).toMatch(/edge_request_duration_seconds_bucket\{le="0.005",worker="default\/api"\} \d+/);

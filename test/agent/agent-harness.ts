@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createLogger, type LogFields } from '../../common/log.js';
-import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
+import { hostBindings, type HostBindingsOptions } from '../../node-agent/bindings/host-bindings.js';
 import { WorkerServer, type WorkerServerOptions } from '../../node-agent/serving/worker-server.js';
 import { DirectorySource } from '../../node-agent/control/desired-state.js';
 
@@ -51,13 +51,20 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies'> = {},
+  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies'> & {
+    /** Allowances past the default egress policy (as `edge agent --egress-allow`): a local upstream a worker fetches. */
+    egressAllow?: string[];
+    /** How workers' fetch() looks names up (default: the system's). */
+    resolve?: HostBindingsOptions['resolve'];
+  } = {},
 ): Promise<TestAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-test-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
   const logs: LogFields[] = [];
   const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const agent = new WorkerServer({ source: new DirectorySource(dir, log), log, bindings: hostBindings(), poolSize: 2, ...opts });
+  const { egressAllow, resolve, ...serverOpts } = opts;
+  const bindings = hostBindings({ ...(egressAllow ? { egressAllow } : {}), ...(resolve ? { resolve } : {}) });
+  const agent = new WorkerServer({ source: new DirectorySource(dir, log), log, bindings, poolSize: 2, ...serverOpts });
   const port = await agent.start(0);
   const url = `http://127.0.0.1:${port}`;
   return {

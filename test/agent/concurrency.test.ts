@@ -25,7 +25,7 @@ function proxyToHeldUpstream(name: string, agentOpts: Parameters<typeof startTes
       name,
       source: `export default { async fetch() { const r = await fetch('http://127.0.0.1:${port}/'); return new Response(await r.text()); } }`,
       limits: { subrequests: 1, wallMsPerRequest: 20_000 },
-    }], agentOpts);
+    }], { ...agentOpts, egressAllow: [`127.0.0.1:${port}`] });
   });
   afterAll(async () => {
     for (const r of held.splice(0)) r.end('test over');

@@ -94,7 +94,7 @@ describe('DurableActors across three agents', () => {
     let owner: LocalAgent | undefined;
     await waitFor(`an agent hosting ${actor}`, async () => {
       for (const a of live()) {
-        const st = (await (await fetch(`http://127.0.0.1:${a.admin}/status`)).json()) as { actors: string[] };
+        const st = await cluster.agentStatus(a);
         if (st.actors.includes(`${NS}/counters/${id}`)) { owner = a; return true; }
       }
       return false;
@@ -280,7 +280,7 @@ describe('DurableActors across three agents', () => {
     // With its sockets closed the room is evicted after idleTimeoutSeconds (2 s); its
     // storage stays, and the next connection reactivates it.
     const hosting = async () => {
-      const lists = await Promise.all(live().map(async (a) => ((await (await fetch(`http://127.0.0.1:${a.admin}/status`)).json()) as { actors: string[] }).actors));
+      const lists = await Promise.all(live().map(async (a) => (await cluster.agentStatus(a)).actors));
       return lists.flat().filter((k) => k.startsWith(`${NS}/rooms/`)).length;
     };
     await waitFor('the idle room evicted', async () => (await hosting()) === 0, 15_000, 200);

@@ -36,11 +36,14 @@ const arg = (c: Container, flag: string) => c.args?.find((a) => a.startsWith(`--
 /** Objects every install has, whatever the regions. */
 const BASE = [
   'ClusterRole/edge-isolates-operator', 'ClusterRoleBinding/edge-isolates-operator',
-  'Deployment/edge-isolates-operator', 'PodDisruptionBudget/edge-isolates-operator',
+  'Deployment/edge-isolates-operator', 'NetworkPolicy/edge-isolates-operator', 'PodDisruptionBudget/edge-isolates-operator',
   'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
   'Service/edge-isolates-operator-metrics', 'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',
 ];
 const perRegion = (r: string) => [`DaemonSet/edge-isolates-agent-${r}`, `PodDisruptionBudget/edge-isolates-agent-${r}`, `Service/edge-isolates-agent-${r}`];
+/** With agents, and with the NATS chart. */
+const AGENT_POLICY = 'NetworkPolicy/edge-isolates-agent';
+const NATS_POLICY = 'NetworkPolicy/edge-isolates-nats';
 
 /** What every pod of the chart must have: non-root, read-only root, no capabilities, seccomp. */
 function expectRestricted(w: Workload): void {
@@ -88,7 +91,7 @@ describe('the Helm chart, rendered', () => {
   it('one region: the operator, one agent DaemonSet and Service, NATS from the NATS chart', async () => {
     const objs = await render(chart.dir, { values: [examplePath('one-region')] });
     expect(names(objs)).toEqual([
-      ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics',
+      ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics', AGENT_POLICY, NATS_POLICY,
     ].sort());
     for (const o of objs) {
       if (o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding') expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('edge-system');
@@ -137,6 +140,7 @@ describe('the Helm chart, rendered', () => {
     const regions = ['eu-west', 'us-east', 'ap-south'];
     expect(names(objs)).toEqual([
       ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
+      AGENT_POLICY, NATS_POLICY,
     ].sort());
     const pods = Object.fromEntries(regions.map((r) => [r, one<Workload>(objs, 'DaemonSet', `edge-isolates-agent-${r}`).spec.template.spec]));
     expect(pods['ap-south']!.nodeSelector).toEqual({
@@ -165,7 +169,7 @@ describe('the Helm chart, rendered', () => {
 
   it('external NATS: the URL given, no NATS objects, an existing peer-token Secret', async () => {
     const objs = await render(chart.dir, { values: [examplePath('external-nats')] });
-    expect(names(objs)).toEqual([...BASE, ...perRegion('eu-west'), ...perRegion('us-east'), 'Service/edge-isolates-agent-metrics'].sort());
+    expect(names(objs)).toEqual([...BASE, ...perRegion('eu-west'), ...perRegion('us-east'), 'Service/edge-isolates-agent-metrics', AGENT_POLICY].sort());
     for (const w of [...byKind<Workload>(objs, 'DaemonSet'), ...byKind<Workload>(objs, 'Deployment')]) {
       expect(arg(w.spec.template.spec.containers[0]!, 'nats')).toBe('nats://nats.messaging.svc.cluster.local:4222');
       if (w.kind === 'DaemonSet') {
@@ -195,6 +199,73 @@ describe('the Helm chart, rendered', () => {
     const natsRelease = await render(chart.dir, { release: 'edge-nats', set: ['clusterDomain=corp.internal'] });
     expect(arg(one<Workload>(natsRelease, 'Deployment', 'edge-nats-edge-isolates-operator').spec.template.spec.containers[0]!, 'nats'))
       .toBe('nats://edge-nats.edge-system.svc.corp.internal:4222');
+  });
+
+  it('ships NetworkPolicies: peer port from agents only, admin ports and the NATS monitor from metricsFrom only, NATS clients and model servers from the release only', async () => {
+    const monitoring = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } };
+    const objs = await render(chart.dir, {
+      values: [examplePath('one-region')],
+      set: ['networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring', 'networkPolicy.modelServerNamespaces[0]=shop'],
+    });
+    type Peer = { podSelector?: { matchLabels: Record<string, string> }; namespaceSelector?: { matchLabels?: Record<string, string> }; ipBlock?: { cidr: string; except?: string[] } };
+    type Rule = { ports?: { port: string | number; protocol: string }[]; from?: Peer[]; to?: Peer[] };
+    type Policy = K8sObject & { spec: { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress?: Rule[]; egress?: Rule[] } };
+    const policy = (name: string, ns = 'edge-system') => {
+      const p = byKind<Policy>(objs, 'NetworkPolicy').find((o) => o.metadata.name === name && o.metadata.namespace === ns);
+      if (!p) throw new Error(`no NetworkPolicy ${ns}/${name}`);
+      return p;
+    };
+    const selects = (p: Policy, w: Workload) => Object.entries(p.spec.podSelector.matchLabels).every(([k, v]) => w.spec.template.metadata.labels[k] === v);
+    const ds = one<Workload>(objs, 'DaemonSet', 'edge-isolates-agent-eu-west');
+    const op = one<Workload>(objs, 'Deployment', 'edge-isolates-operator');
+    const agentPods = { podSelector: { matchLabels: { 'app.kubernetes.io/component': 'agent', 'app.kubernetes.io/instance': 'edge-isolates', 'app.kubernetes.io/name': 'edge-isolates' } } };
+    const operatorPods = { podSelector: { matchLabels: { 'app.kubernetes.io/component': 'operator', 'app.kubernetes.io/instance': 'edge-isolates', 'app.kubernetes.io/name': 'edge-isolates' } } };
+    const ingressOn = (p: Policy, port: string | number) => p.spec.ingress?.filter((r) => r.ports?.some((x) => x.port === port)) ?? [];
+
+    const agent = policy('edge-isolates-agent');
+    expect(selects(agent, ds) && !selects(agent, op)).toBe(true);
+    expect(agent.spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(ingressOn(agent, 'peer')).toEqual([{ ports: [{ port: 'peer', protocol: 'TCP' }], from: [agentPods] }]);
+    expect(ingressOn(agent, 'metrics')).toEqual([{ ports: [{ port: 'metrics', protocol: 'TCP' }], from: [monitoring] }]);
+    expect(ingressOn(agent, 'http')).toEqual([{ ports: [{ port: 'http', protocol: 'TCP' }] }]);
+    // Egress: public addresses only, as the agent's own policy (no metadata, cluster or node ranges).
+    const blocks = agent.spec.egress!.flatMap((r) => r.to ?? []).filter((t) => t.ipBlock).map((t) => t.ipBlock!);
+    expect(blocks.map((b) => b.cidr)).toEqual(['0.0.0.0/0', '::/0']);
+    expect(blocks[0]!.except).toEqual(expect.arrayContaining(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '127.0.0.0/8', '100.64.0.0/10']));
+    expect(blocks[1]!.except).toEqual(expect.arrayContaining(['fc00::/7', 'fe80::/10']));
+    for (const r of agent.spec.egress!) expect(r.to ?? r.ports, 'no egress rule is open to everything').toBeDefined();
+
+    const operator = policy('edge-isolates-operator');
+    expect(selects(operator, op) && !selects(operator, ds)).toBe(true);
+    expect(operator.spec.ingress).toEqual([{ ports: [{ port: 'metrics', protocol: 'TCP' }], from: [monitoring] }]);
+
+    const nats = policy('edge-isolates-nats');
+    expect(nats.spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'nats', 'app.kubernetes.io/instance': 'edge-isolates' });
+    expect(ingressOn(nats, 4222)).toEqual([{ ports: [{ port: 4222, protocol: 'TCP' }], from: [operatorPods, agentPods] }]);
+    expect(ingressOn(nats, 8222)).toEqual([{ ports: [{ port: 8222, protocol: 'TCP' }], from: [monitoring] }]);
+
+    const models = policy('edge-isolates-model-servers', 'shop');
+    expect(models.spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'edge-inference', 'app.kubernetes.io/managed-by': 'edge-isolates' });
+    expect(models.spec.ingress).toEqual([{ from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'edge-system' } }, ...agentPods }] }]);
+
+    // Without metricsFrom nobody but the node (kubelet probes) reaches an admin port or the NATS monitor.
+    const closed = await render(chart.dir, { values: [examplePath('one-region')] });
+    for (const p of byKind<Policy>(closed, 'NetworkPolicy')) {
+      for (const port of ['metrics', 8222]) expect(ingressOn(p, port), `${p.metadata.name} ${port}`).toEqual([]);
+    }
+    expect(byKind(await render(chart.dir, { values: [examplePath('one-region')], set: ['networkPolicy.enabled=false'] }), 'NetworkPolicy')).toEqual([]);
+  });
+
+  it('passes egress allowances and the admin token to the agents', async () => {
+    const objs = await render(chart.dir, {
+      values: [examplePath('one-region')],
+      set: ['agent.egressAllow[0]=10.20.0.0/16', 'agent.egressAllow[1]=db.example.internal:5432', 'agent.adminToken.existingSecret=edge-admin'],
+    });
+    const a = one<Workload>(objs, 'DaemonSet', 'edge-isolates-agent-eu-west').spec.template.spec.containers[0]!;
+    expect(a.args?.filter((x) => x.startsWith('--egress-allow='))).toEqual(['--egress-allow=10.20.0.0/16', '--egress-allow=db.example.internal:5432']);
+    expect(a.env?.find((e) => e.name === 'EDGE_ADMIN_TOKEN')?.valueFrom?.secretKeyRef).toEqual({ name: 'edge-admin', key: 'token' });
+    const plain = one<Workload>(await render(chart.dir, { values: [examplePath('one-region')] }), 'DaemonSet', 'edge-isolates-agent-eu-west');
+    expect(plain.spec.template.spec.containers[0]!.env?.map((e) => e.name)).not.toContain('EDGE_ADMIN_TOKEN');
   });
 
   it('drops the operator\'s PodDisruptionBudget when one replica would make it block every drain', async () => {

@@ -6,7 +6,8 @@ import { FakeActorRing, fakePresence } from '../../node-agent/actors/fake/ring.j
 import { FakeActorRunner } from '../../node-agent/actors/fake/runner.js';
 import { ActorRouter, ActorUnavailableError } from '../../node-agent/actors/router.js';
 import { FakePeers } from '../../node-agent/peer/fake/peers.js';
-import { NotHereError } from '../../node-agent/peer/protocol.js';
+import { ActorIds } from '../../node-agent/bindings/actor-id.js';
+import { ForeignActorIdError, NotHereError } from '../../node-agent/peer/protocol.js';
 
 // ActorRouter between agents that share a fake ring and talk through fake peer ports:
 // a call runs on the owner the ring names, and is routed again only when it certainly
@@ -17,7 +18,8 @@ const config: ActorConfig = {
   region: 'eu-west', idleTimeoutSeconds: 30, maxBytesPerActor: 1 << 20,
 };
 const target = { namespace: config.namespace, actor: config.name, uid: config.uid };
-const ID = 'ab'.repeat(32);
+/** An id the DurableActor's own bindings make (the peer path checks its tag). */
+const ID = new ActorIds(config.uid).idFromName('room-1').hex;
 const log = createLogger({}, () => undefined);
 
 afterEach(() => { vi.useRealTimers(); });
@@ -146,6 +148,17 @@ describe('actor router', () => {
     await expect(agent('a').router.fetch({ ...target, uid: 'uid-0' }, ID, textRequest('/x'))).rejects.toThrow(/re-created/);
     await expect(agent('a').router.call('ns', 'other', ID, textRequest('/x'), 1)).rejects.toBeInstanceOf(NotHereError);
     expect(agent('a').host.calls).toHaveLength(0);
+  });
+
+  it('refuses a forwarded call for an id its DurableActor never made (made up, or of another uid)', async () => {
+    const { ring, agent } = cluster(['a']);
+    ring.setOwner(agent('a').presence);
+    const madeUp = 'ab'.repeat(32);
+    const foreign = new ActorIds('uid-other').idFromName('room-1').hex;
+    await expect(agent('a').router.call('ns', 'rooms', madeUp, textRequest('/x'), 1)).rejects.toBeInstanceOf(ForeignActorIdError);
+    await expect(agent('a').router.call('ns', 'rooms', foreign, textRequest('/x'), 1)).rejects.toBeInstanceOf(ForeignActorIdError);
+    expect(agent('a').host.calls).toHaveLength(0);
+    expect(textOf(await agent('a').router.call('ns', 'rooms', ID, textRequest('/x'), 1))).toBe('ran on a');
   });
 
   it('forwards a forwarded call again while under the hop limit, then runs it where it is', async () => {

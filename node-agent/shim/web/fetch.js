@@ -1,12 +1,43 @@
 // fetch(): subrequests, performed by the host (which counts them against the worker's
-// limits.subrequests) with the whole request body and whole response body copied over.
+// limits.subrequests and checks each connection against the worker's egress policy).
+// Bodies stream both ways, so neither side holds a whole large body: a request body over
+// WHOLE_BODY_BYTES, or one that is a ReadableStream, is sent with host.fetchWrite one chunk
+// at a time (each call settles once the host can take more); a response body the host
+// does not hand over whole is read with host.fetchRead as the worker reads it.
 import { host } from '../host.js';
 import { Request, requestBody, requestSignal } from './request.js';
 import { fetchedResponse } from './response.js';
 import { headerList } from './headers.js';
-import { bodyBytes } from './body.js';
+import { takeBody } from './body.js';
+import { utf8Encode } from './encoding.js';
+import { chunkReader, ReadableStream } from './streams.js';
 import { hostOutcome, toArrayBuffer } from './util.js';
 import { ArrayMap } from './primordials.js';
+
+/** Must equal SUBREQUEST_WHOLE_BODY_BYTES in node-agent/abi/bridge.ts. */
+const WHOLE_BODY_BYTES = 256 * 1024;
+/** A byte body over WHOLE_BODY_BYTES crosses in pieces of this size. */
+const CHUNK_BYTES = 64 * 1024;
+const STREAMED = 1;
+const UInt8 = Uint8Array;
+const TypeErrorCtor = TypeError;
+const StringCtor = String;
+
+/** The host's handle of a subrequest; unique within the isolate. */
+let nextId = 1;
+
+function messageOf(err) {
+  try {
+    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
+  } catch {
+    return 'an error that cannot be printed';
+  }
+}
+
+const ignore = () => {};
+const cancelOnHost = (id, reason) => {
+  host.fetchCancel(id, reason).then(undefined, ignore);
+};
 
 function untilAborted(promise, signal) {
   return new Promise((resolve, reject) => {
@@ -22,28 +53,104 @@ function untilAborted(promise, signal) {
   });
 }
 
+/**
+ * Sends a streamed request body to the host: the chunks of a ReadableStream, or of a byte
+ * body too large to cross whole. Each write waits for the host, which is the backpressure.
+ * When the host refuses a write (the subrequest failed, or a redirect dropped the body)
+ * the pump stops and cancels the source; the fetch itself reports any failure. When the
+ * source fails, the subrequest is cancelled.
+ */
+async function pump(id, source) {
+  const reader = source instanceof UInt8 ? null : chunkReader(source, 'fetch');
+  let at = 0;
+  for (;;) {
+    let chunk;
+    try {
+      if (reader === null) {
+        chunk = at < source.byteLength ? source.subarray(at, at + CHUNK_BYTES) : null;
+        at += CHUNK_BYTES;
+      } else {
+        chunk = await reader.next();
+      }
+    } catch (err) {
+      cancelOnHost(id, `the request body failed: ${messageOf(err)}`);
+      return;
+    }
+    if (chunk !== null && chunk.byteLength === 0) continue;
+    try {
+      await hostOutcome(host.fetchWrite(id, chunk === null ? null : toArrayBuffer(chunk)));
+    } catch (err) {
+      reader?.cancel(err);
+      return;
+    }
+    if (chunk === null) return;
+  }
+}
+
+/** A response body the host streams: pulled one chunk at a time as the worker reads. */
+function responseStream(id, signal) {
+  let open = true;
+  return new ReadableStream({
+    async pull(controller) {
+      let chunk;
+      try {
+        chunk = await hostOutcome(host.fetchRead(id));
+      } catch (err) {
+        if (!open) return;
+        open = false;
+        controller.error(signal?.aborted ? signal.reason : new TypeErrorCtor(`reading the response body failed: ${messageOf(err)}`));
+        return;
+      }
+      if (!open) return;
+      if (chunk === null) {
+        open = false;
+        controller.close();
+      } else {
+        controller.enqueue(new UInt8(chunk));
+      }
+    },
+    cancel() {
+      if (!open) return;
+      open = false;
+      cancelOnHost(id, 'the response body was cancelled');
+    },
+  }, { highWaterMark: 0 });
+}
+
 export async function fetch(input, init = undefined) {
   const request = new Request(input, init);
   const signal = requestSignal(request);
   if (signal?.aborted) throw signal.reason;
-  const bytes = await bodyBytes(requestBody(request), 'fetch');
+  let source = takeBody(requestBody(request), 'fetch');
+  if (typeof source === 'string') source = utf8Encode(source);
+  const whole = source instanceof UInt8 && source.byteLength <= WHOLE_BODY_BYTES;
   const url = request.url;
+  const id = nextId++;
   const pending = hostOutcome(host.fetch({
+    id,
     url,
     method: request.method,
     headers: ArrayMap(headerList(request.headers), (e) => [e[0], e[1]]),
-    body: bytes === null ? null : toArrayBuffer(bytes),
+    body: source === null ? null : whole ? toArrayBuffer(source) : STREAMED,
     redirect: request.redirect,
   }));
+  if (source !== null && !whole) pump(id, source);
   let result;
   try {
     result = await (signal ? untilAborted(pending, signal) : pending);
   } catch (err) {
     if (signal?.aborted && err === signal.reason) {
-      pending.catch(() => {}); // the host finishes the subrequest; its outcome no longer matters
+      pending.then(undefined, ignore);
+      cancelOnHost(id, 'the request was aborted');
       throw err;
     }
-    throw new TypeError(`fetch ${url} failed: ${err instanceof Error ? err.message : String(err)}`);
+    throw new TypeErrorCtor(`fetch ${url} failed: ${messageOf(err)}`);
   }
-  return fetchedResponse(result, request.method);
+  let body = result.body;
+  if (body === 'stream') {
+    body = responseStream(id, signal);
+    // Aborting after the response arrived ends its body with the abort reason.
+    signal?.addEventListener('abort', () => cancelOnHost(id, 'the request was aborted'), { once: true });
+  }
+  return fetchedResponse({ ...result, body }, request.method);
 }

@@ -130,13 +130,15 @@ export class Response {
 mixinBody(Response, (r) => bodyOfResponse(r));
 
 /**
- * A subrequest's response from the host's buffered result: immutable headers, as in
- * Workers, and no body for a null-body status or a HEAD request.
+ * A subrequest's response from the host's result: immutable headers, as in Workers, and
+ * no body for a null-body status or a HEAD request. body is an ArrayBuffer (a small body
+ * the host passed whole), a ReadableStream (one it streams) or null.
  */
 export function fetchedResponse({ status, statusText, headers, url, redirected, body }, method) {
   const h = trustedHeaders(headers, 'immutable');
-  const noBody = ArrayIncludes(NULL_BODY_STATUSES, status) || method === 'HEAD';
-  return new Response(INTERNAL, { status, statusText, headers: h, type: 'default', url, redirected, body: newBody(noBody ? null : new Uint8Array(body), h) });
+  const noBody = body === null || ArrayIncludes(NULL_BODY_STATUSES, status) || method === 'HEAD';
+  const source = noBody ? null : body instanceof ArrayBuffer ? new Uint8Array(body) : body;
+  return new Response(INTERNAL, { status, statusText, headers: h, type: 'default', url, redirected, body: newBody(source, h) });
 }
 
 /** For the runtime: status line and headers, sorted and combined (set-cookie kept apart). */

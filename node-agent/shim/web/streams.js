@@ -1201,6 +1201,40 @@ export function spentStream() {
   return s.pub;
 }
 
+/** A chunk a body stream produced, as bytes; null when it is not a BufferSource. */
+function chunkBytes(value) {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  return null;
+}
+
+/**
+ * For the runtime: reads a body stream one chunk at a time (a subrequest's streamed
+ * body), leaving it locked and disturbed. next() resolves with a Uint8Array (not copied)
+ * or null at the end; cancel(reason) cancels the stream.
+ */
+export function chunkReader(stream, what) {
+  const s = rsOf(stream);
+  const r = acquireReader(s);
+  return {
+    async next() {
+      const { value, done } = await read(r);
+      if (done) return null;
+      const bytes = chunkBytes(value);
+      if (bytes === null) {
+        const e = new TypeError(`${what}: the body stream produced a chunk that is not a Uint8Array`);
+        handled(streamCancel(s, e));
+        throw e;
+      }
+      return bytes;
+    },
+    cancel(reason) {
+      handled(streamCancel(s, reason));
+    },
+  };
+}
+
 /**
  * Reads a body stream to its end, leaving it locked and disturbed as "fully reading" a
  * body does. Resolves with the chunks (Uint8Arrays, not copied) and their total size.

@@ -22,6 +22,14 @@ beforeAll(async () => {
       const path = new URL(req.url ?? '/', 'http://x').pathname;
       if (path === '/redirect') {
         res.writeHead(302, { location: '/echo' }).end();
+      } else if (path === '/see-other') {
+        res.writeHead(303, { location: '/echo' }).end();
+      } else if (path === '/temporary') {
+        res.writeHead(307, { location: '/echo' }).end();
+      } else if (path === '/large') {
+        // 1 MiB without a content-length: the host streams it.
+        for (let i = 0; i < 16; i++) res.write(Buffer.alloc(64 * 1024, 97 + i));
+        res.end();
       } else if (path === '/slow') {
         setTimeout(() => res.end('late'), 500);
       } else if (path === '/record') {
@@ -42,6 +50,8 @@ afterAll(async () => {
 });
 
 const env = () => ({ ORIGIN: origin });
+/** The local origin is loopback: the default egress policy refuses it, so these workers are allowed it explicitly. */
+const egress = () => ({ publicInternet: true, allow: [origin.replace('http://', '')] });
 
 describe('fetch (subrequests through the host)', () => {
   it('sends method, headers and body, and resolves a Response with immutable headers', async () => {
@@ -51,7 +61,7 @@ describe('fetch (subrequests through the host)', () => {
       try { res.headers.set('x', '1'); } catch (e) { immutable = e.constructor.name; }
       return Response.json({ status: res.status, ok: res.ok, url: res.url, redirected: res.redirected, ct: res.headers.get('content-type'),
         cookies: res.headers.getSetCookie(), immutable, echo: await res.json() });
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual({
       status: 200, ok: true, url: `${origin}/echo`, redirected: false, ct: 'application/json', cookies: ['a=1', 'b=2'], immutable: 'TypeError',
       echo: { method: 'POST', path: '/echo', test: 'yes', body: 'payload' },
@@ -60,7 +70,7 @@ describe('fetch (subrequests through the host)', () => {
 
   it('proxies: a fetched Response can be returned as it is', async () => {
     const reply = await runWorker(`export default { fetch(request, env) { return fetch(env.ORIGIN + '/echo', request); } }`,
-      { method: 'POST', headers: [['x-test', 'passed through']], body: 'proxied' }, { env: env() });
+      { method: 'POST', headers: [['x-test', 'passed through']], body: 'proxied' }, { env: env(), egress: egress() });
     expect(reply.status).toBe(200);
     expect(reply.headers).toContainEqual(['x-origin', 'yes']);
     expect(reply.headers.filter(([k]) => k === 'set-cookie')).toEqual([['set-cookie', 'a=1'], ['set-cookie', 'b=2']]);
@@ -73,16 +83,57 @@ describe('fetch (subrequests through the host)', () => {
       const manual = await fetch(env.ORIGIN + '/redirect', { redirect: 'manual' });
       return Response.json({ url: followed.url, redirected: followed.redirected, path: (await followed.json()).path,
         manual: [manual.status, manual.headers.get('location'), await manual.text()] });
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual({ url: `${origin}/echo`, redirected: true, path: '/echo', manual: [302, '/echo', ''] });
   });
 
-  it('reads a ReadableStream request body fully before sending it', async () => {
+  it('streams a ReadableStream request body to the origin', async () => {
     const reply = await runWorker(`export default { async fetch(request, env) {
       const res = await fetch(env.ORIGIN + '/echo', { method: 'PUT', body: request.body });
       return new Response((await res.json()).body);
-    } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env() });
+    } }`, { method: 'POST', chunks: ['streamed ', 'request ', 'body'] }, { env: env(), egress: egress() });
     expect(reply.text).toBe('streamed request body');
+  });
+
+  it('follows redirects with Workers\' method rules: 303 drops the body, 307 re-sends a whole one, not a streamed one', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const seeOther = await (await fetch(env.ORIGIN + '/see-other', { method: 'POST', body: request.body })).json();
+      const whole = await (await fetch(env.ORIGIN + '/temporary', { method: 'PUT', body: 'again' })).json();
+      let streamed;
+      try { await fetch(env.ORIGIN + '/temporary', { method: 'PUT', body: new Response('x').body }); } catch (e) { streamed = e.message; }
+      return Response.json({ seeOther: [seeOther.method, seeOther.body], whole: [whole.method, whole.body], streamed });
+    } }`, { method: 'POST', chunks: ['a', 'b'] }, { env: env(), egress: egress() });
+    const out = JSON.parse(reply.text) as { seeOther: string[]; whole: string[]; streamed: string };
+    expect(out.seeOther).toEqual(['GET', '']);
+    expect(out.whole).toEqual(['PUT', 'again']);
+    expect(out.streamed).toMatch(/cannot follow a 307 redirect with a streamed request body/);
+  });
+
+  it('streams a large response body to the worker in pieces', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      const res = await fetch(env.ORIGIN + '/large');
+      const reader = res.body.getReader();
+      let pieces = 0, bytes = 0, first = -1, last = -1;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pieces++; bytes += value.byteLength;
+        if (first < 0) first = value[0];
+        last = value[value.byteLength - 1];
+      }
+      return Response.json({ pieces, bytes, first, last });
+    } }`, {}, { env: env(), egress: egress() });
+    const out = JSON.parse(reply.text) as { pieces: number; bytes: number; first: number; last: number };
+    expect(out.bytes).toBe(1024 * 1024);
+    expect(out.pieces).toBeGreaterThan(1);
+    expect([out.first, out.last]).toEqual([97, 97 + 15]);
+  });
+
+  it('refuses a loopback origin the worker\'s policy does not allow, naming it and the policy', async () => {
+    const reply = await runWorker(`export default { async fetch(request, env) {
+      try { await fetch(env.ORIGIN + '/echo'); return new Response('reached'); } catch (e) { return new Response(e.constructor.name + ': ' + e.message); }
+    } }`, {}, { env: env() });
+    expect(reply.text).toMatch(/^TypeError: fetch http:\/\/127\.0\.0\.1:\d+\/echo failed: egress to 127\.0\.0\.1:\d+ \(loopback\) is not allowed by the egress policy of namespace "test"/);
   });
 
   it('counts subrequests against limits.subrequests: the (N+1)th fails', async () => {
@@ -92,7 +143,7 @@ describe('fetch (subrequests through the host)', () => {
         try { results.push((await fetch(env.ORIGIN + '/echo')).status); } catch (e) { results.push(e.constructor.name + ': ' + e.message); }
       }
       return Response.json(results);
-    } }`, {}, { env: env(), limits: { subrequests: 2 } });
+    } }`, {}, { env: env(), egress: egress(), limits: { subrequests: 2 } });
     const results = JSON.parse(reply.text) as unknown[];
     expect(results.slice(0, 2)).toEqual([200, 200]);
     expect(results[2]).toMatch(/^TypeError: fetch .* failed: worker test-worker exceeded its subrequest limit \(2 per request\)$/);
@@ -100,7 +151,7 @@ describe('fetch (subrequests through the host)', () => {
 
   it('the subrequest budget is per request', async () => {
     const w = await TestWorker.load(`export default { async fetch(request, env) { return new Response(String((await fetch(env.ORIGIN + '/echo')).status)); } }`,
-      { env: env(), limits: { subrequests: 1 } });
+      { env: env(), egress: egress(), limits: { subrequests: 1 } });
     try {
       expect((await w.fetch()).text).toBe('200');
       expect((await w.fetch()).text).toBe('200');
@@ -121,7 +172,7 @@ describe('fetch (subrequests through the host)', () => {
         try { await attempt(); out.push('resolved'); } catch (e) { out.push(e.constructor.name + '/' + e.name); }
       }
       return Response.json(out);
-    } }`, {}, { env: env() });
+    } }`, {}, { env: env(), egress: egress() });
     expect(JSON.parse(reply.text)).toEqual(['TypeError/TypeError', 'TypeError/TypeError', 'DOMException/TimeoutError', 'DOMException/AbortError']);
   });
 });
@@ -132,7 +183,7 @@ describe('ctx.waitUntil', () => {
       ctx.waitUntil(new Promise((r) => setTimeout(r, 30)).then(() => fetch(env.ORIGIN + '/record', { method: 'POST', body: 'after response' })));
       ctx.waitUntil(Promise.reject(new Error('ignored failure')));
       return new Response('early');
-    } }`, { env: env() });
+    } }`, { env: env(), egress: egress() });
     try {
       recorded.length = 0;
       const { id, response } = await w.start();

@@ -1,4 +1,4 @@
-import type { Limits } from '../../../common/api/index.js';
+import type { EgressPolicy, Limits } from '../../../common/api/index.js';
 import type { DispatchRequest, DispatchResponse, WorkerEnv } from '../../../node-agent/abi/bridge.js';
 import { hostBindings } from '../../../node-agent/bindings/host-bindings.js';
 import { IsolatePool } from '../../../node-agent/isolate/pool.js';
@@ -55,6 +55,8 @@ export interface LoadOptions {
   ai?: WorkerEnv['ai'];
   /** WebSocket message size limit (SocketRegistry's). */
   maxMessageBytes?: number;
+  /** The worker's egress policy (default: DEFAULT_EGRESS_POLICY, no loopback). */
+  egress?: EgressPolicy;
 }
 
 export const bytes = (b: string | Uint8Array): Uint8Array => (typeof b === 'string' ? new TextEncoder().encode(b) : b);
@@ -98,6 +100,7 @@ export class TestWorker {
     const def: WorkerDefinition = {
       key: `test/${name}`, name, source, digest: 'sha256:test',
       limits: { ...TEST_LIMITS, ...opts.limits }, env: { text: opts.env ?? {}, ...(opts.ai ? { ai: opts.ai } : {}) },
+      ...(opts.egress ? { egress: opts.egress } : {}),
     };
     const logs: LogLine[] = [];
     const disposals: string[] = [];
