@@ -224,7 +224,7 @@ function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: numb
     `  env.AI calls go to a stand-in model server per region: it echoes the prompt (no GPU here)`,
     '',
     `kubeconfig      ${cp.kubeconfigPath}`,
-    `NATS            ${cp.natsUrl}`,
+    `NATS            ${cp.natsUrl} (a user per role, passwords in ${cp.dir}/nats-*.password)`,
     `kube-apiserver  ${cp.apiserverUrl}`,
     `logs            ${cp.dir}/*.log`,
     '',
