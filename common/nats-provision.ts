@@ -1,5 +1,6 @@
 import type { NatsConnection } from 'nats';
 import { ensureActorStream } from './actor-log.js';
+import { EdgeError } from './errors.js';
 import type { Logger } from './log.js';
 import {
   ACTOR_ALARMS_BUCKET, ACTORS_BUCKET, ACTORS_STREAM, AGENT_REPORTS_BUCKET, AGENTS_BUCKET, BUNDLES_BUCKET, LOGS_STREAM,
@@ -18,6 +19,13 @@ export const EDGE_STREAMS: readonly string[] = [
   ACTORS_STREAM,
   LOGS_STREAM,
 ];
+
+/** The streams an agent needs are not there, and it stopped waiting for them. */
+export class NatsStreamsMissingError extends EdgeError {
+  constructor(readonly missing: string[]) {
+    super(`NATS streams ${missing.join(', ')} do not exist (the operator creates them) and the wait for them was stopped`, { context: { missing: missing.join(',') } });
+  }
+}
 
 export interface ProvisionOptions {
   log: Logger;
@@ -57,7 +65,7 @@ export async function bindBuckets(nc: NatsConnection, log: Logger, opts: { pollM
       }
     }
     if (missing.length === 0) break;
-    if (nc.isClosed() || opts.stopped?.()) throw new Error(`NATS streams ${missing.join(', ')} do not exist and the wait for them was stopped`);
+    if (nc.isClosed() || opts.stopped?.()) throw new NatsStreamsMissingError(missing);
     if (!told) log.info('waiting for the operator to create the NATS streams', { missing });
     told = true;
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
