@@ -5,6 +5,8 @@ import { parseArgs } from 'node:util';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { parseEgressRule } from '../common/egress.js';
 import { createLogger } from '../common/log.js';
+import { natsCredentialsFrom } from '../common/nats-auth.js';
+import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
 import { Agent, type AgentConfig } from '../node-agent/agent.js';
 import { DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
@@ -13,7 +15,9 @@ import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
 // (following the operator). This file only parses flags; node-agent/agent.ts builds the agent.
 
-export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --nats URL --region R --node N)
+export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --nats URL --region R --node N
+                    [--nats-user USER] [--nats-password-file FILE] [--nats-ca FILE]
+                    [--sealing-key-file FILE])
                   [--listen HOST:PORT] [--admin HOST:PORT] [--advertise URL]
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
@@ -32,6 +36,10 @@ output for \`edge logs\` (NATS subject edge.logs.<namespace>.<name>). Requests a
 header and path prefix. CF-Connecting-IP and X-Forwarded-* sent by a client are believed only
 from a --trusted-proxy (a CIDR, an address or "unix"; repeatable; none by default). /metrics, /healthz, /readyz and /status are on the admin port.
 
+NATS: --nats-user (or $EDGE_NATS_USER) with the password in --nats-password-file
+($EDGE_NATS_PASSWORD_FILE) or $EDGE_NATS_PASSWORD; --nats-ca ($EDGE_NATS_CA) trusts that CA
+for a tls:// server. --sealing-key-file ($EDGE_SEALING_KEY_FILE): the operator's key, to
+open the Secret values it sealed; without it workers with secret bindings are not served.
 --peer-listen: the port other agents forward actor calls to (keep it off the user-facing
 network). With --nats, $EDGE_PEER_TOKEN is required (16 characters or more, the same on
 every agent of the region); --dev-peer-token makes up a random one instead, which only
@@ -62,6 +70,10 @@ export async function runAgent(argv: string[]): Promise<number> {
     options: {
       workers: { type: 'string' },
       nats: { type: 'string' },
+      'nats-user': { type: 'string' },
+      'nats-password-file': { type: 'string' },
+      'nats-ca': { type: 'string' },
+      'sealing-key-file': { type: 'string' },
       region: { type: 'string' },
       node: { type: 'string' },
       'agent-name': { type: 'string' },
@@ -111,7 +123,14 @@ export async function runAgent(argv: string[]): Promise<number> {
     if (!existsSync(dir)) { process.stderr.write(`edge agent: no such directory: ${dir}\n`); return 2; }
     source = { kind: 'directory', dir, ...(values.region ? { region: values.region } : {}) };
   } else {
-    source = { kind: 'nats', url: values.nats!, region: values.region!, node: values.node! };
+    const credentials = natsCredentialsFrom({ user: values['nats-user'], passwordFile: values['nats-password-file'] });
+    const caFile = values['nats-ca'] ?? process.env.EDGE_NATS_CA;
+    const keyFile = values['sealing-key-file'] ?? process.env.EDGE_SEALING_KEY_FILE;
+    source = {
+      kind: 'nats', url: values.nats!, region: values.region!, node: values.node!,
+      auth: { ...(credentials ? { credentials } : {}), ...(caFile ? { caFile } : {}) },
+      ...(keyFile ? { sealer: SecretSealer.fromFile(keyFile) } : {}),
+    };
   }
   const agent = await Agent.start({
     log,

@@ -3,6 +3,8 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Condition } from '../common/api/index.js';
+import { natsClientOptions, natsCredentialsFrom } from '../common/nats-auth.js';
+import type { ConnectionOptions } from 'nats';
 import { ConditionReasons as R, ConditionTypes, type ConditionReason, type ConditionType } from '../common/reasons.js';
 import { crPath, type KubeClient } from '../operator/runtime/kube-client.js';
 
@@ -17,6 +19,9 @@ export interface DevState {
   dir: string;
   kubeconfig: string;
   natsUrl: string;
+  /** The `edge logs` user of that NATS and the file holding its password. */
+  natsUser?: string;
+  natsPasswordFile?: string;
   apiserverUrl: string;
   agents: { region: string; node: string; url: string; port: number; metrics: string }[];
   operatorMetrics: string;
@@ -72,11 +77,20 @@ export async function resolveCluster(flag: string | undefined): Promise<ClusterT
   return { kc, from, namespace: ctx?.namespace || 'default', dev: dev && (flag ?? process.env.KUBECONFIG ?? dev.kubeconfig) === dev.kubeconfig ? dev : undefined };
 }
 
-/** --nats, else $EDGE_NATS_URL, else the running `edge dev`'s. */
-export function resolveNats(flag: string | undefined): string {
-  const url = flag ?? process.env.EDGE_NATS_URL ?? readDevState()?.natsUrl;
+/**
+ * --nats, else $EDGE_NATS_URL, else the running `edge dev`'s; with the credentials of the
+ * flags, else $EDGE_NATS_USER and its password, else those `edge dev` wrote for `edge logs`.
+ */
+export function resolveNats(flags: { url?: string; user?: string; passwordFile?: string; ca?: string }): { url: string; options: Partial<ConnectionOptions> } {
+  const dev = readDevState();
+  const url = flags.url ?? process.env.EDGE_NATS_URL ?? dev?.natsUrl;
   if (!url) throw new Error('no NATS: give --nats URL, set $EDGE_NATS_URL, or start `edge dev`');
-  return url;
+  let credentials = natsCredentialsFrom({ user: flags.user, passwordFile: flags.passwordFile });
+  if (!credentials && dev && url === dev.natsUrl && dev.natsUser && dev.natsPasswordFile) {
+    credentials = natsCredentialsFrom({ user: dev.natsUser, passwordFile: dev.natsPasswordFile });
+  }
+  const caFile = flags.ca ?? process.env.EDGE_NATS_CA;
+  return { url, options: natsClientOptions({ role: 'logs', ...(credentials ? { credentials } : {}), ...(caFile ? { caFile } : {}) }) };
 }
 
 export interface CrMeta { name: string; namespace: string; uid?: string; generation: number; creationTimestamp?: string; resourceVersion?: string }

@@ -224,7 +224,7 @@ function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: numb
     `  env.AI calls go to a stand-in model server per region: it echoes the prompt (no GPU here)`,
     '',
     `kubeconfig      ${cp.kubeconfigPath}`,
-    `NATS            ${cp.natsUrl}`,
+    `NATS            ${cp.natsUrl} (a user per role, passwords in ${cp.dir}/nats-*.password)`,
     `kube-apiserver  ${cp.apiserverUrl}`,
     `logs            ${cp.dir}/*.log`,
     '',
@@ -300,7 +300,8 @@ export async function runDev(opts: DevOptions): Promise<number> {
 
     const cp = cluster.cp;
     const state: DevState = {
-      pid: process.pid, startedAt: new Date().toISOString(), dir, kubeconfig: cp.kubeconfigPath, natsUrl: cp.natsUrl, apiserverUrl: cp.apiserverUrl,
+      pid: process.pid, startedAt: new Date().toISOString(), dir, kubeconfig: cp.kubeconfigPath, natsUrl: cp.natsUrl,
+      natsUser: cp.natsCredentials.logs.user, natsPasswordFile: cp.natsCredentials.logs.passwordFile, apiserverUrl: cp.apiserverUrl,
       agents: cluster.agents.map((a) => ({ region: a.region, node: a.node, url: a.url, port: a.port, metrics: `http://127.0.0.1:${a.admin}/metrics` })),
       operatorMetrics: `http://127.0.0.1:${cluster.operators[0]!.admin}/metrics`,
     };

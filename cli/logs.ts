@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { connect, type NatsConnection } from 'nats';
+import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { decodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_PER_WORKER, LOGS_STREAM, LogLineSchema, SUBJECTS, type LogLine } from '../common/nats.js';
 import { readDevState, resolveNats } from './cluster-client.js';
@@ -9,13 +9,16 @@ import { readDevState, resolveNats } from './cluster-client.js';
 // minutes of them (node-agent/console-stream.ts).
 
 export const LOGS_USAGE = `usage: edge logs NAME [-f] [--namespace NS] [--tail N] [--json] [--nats URL]
+                 [--nats-user USER] [--nats-password-file FILE] [--nats-ca FILE]
 
 Prints the recent console output (console.log/info/warn/error/debug) of EdgeWorker NAME
 and of its actors, from every agent in every region, oldest first: at most the last
 --tail lines (default 100) of what NATS keeps (in memory: ${LOGS_MAX_AGE_MS / 60_000} minutes, ${LOGS_MAX_PER_WORKER} lines per
 worker), then exits. With -f it then prints new lines as they come, until Ctrl-C. Each
 line: time, region/node, level, message (--json: the raw JSON lines).
-NATS: --nats, else $EDGE_NATS_URL, else the running \`edge dev\`.
+NATS: --nats, else $EDGE_NATS_URL, else the running \`edge dev\`. Credentials: --nats-user
+($EDGE_NATS_USER, a user allowed to read edge.logs, edge-logs in the chart) with
+--nats-password-file ($EDGE_NATS_PASSWORD_FILE) or $EDGE_NATS_PASSWORD, else edge dev's.
 --namespace defaults to default.
 `;
 
@@ -30,7 +33,8 @@ export async function runLogs(argv: string[]): Promise<number> {
       args: argv, allowPositionals: true,
       options: {
         follow: { type: 'boolean', short: 'f' }, namespace: { type: 'string', short: 'n', default: 'default' },
-        tail: { type: 'string', default: '100' }, json: { type: 'boolean' }, nats: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        tail: { type: 'string', default: '100' }, json: { type: 'boolean' }, nats: { type: 'string' },
+        'nats-user': { type: 'string' }, 'nats-password-file': { type: 'string' }, 'nats-ca': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (err) {
@@ -47,12 +51,15 @@ export async function runLogs(argv: string[]): Promise<number> {
   const tail = Number(values.tail);
   if (!Number.isInteger(tail) || tail < 0) { process.stderr.write(`edge logs: --tail must be a whole number\n`); return 2; }
   let url: string;
-  try { url = resolveNats(values.nats); } catch (err) { process.stderr.write(`edge logs: ${(err as Error).message}\n`); return 1; }
+  let options: Partial<ConnectionOptions>;
+  try {
+    ({ url, options } = resolveNats({ url: values.nats, user: values['nats-user'], passwordFile: values['nats-password-file'], ca: values['nats-ca'] }));
+  } catch (err) { process.stderr.write(`edge logs: ${(err as Error).message}\n`); return 1; }
   const json = values.json ?? false;
   const subject = SUBJECTS.logs(values.namespace, name!);
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers: url, name: 'edge logs', maxReconnectAttempts: values.follow ? -1 : 0 });
+    nc = await connect({ ...options, servers: url, name: 'edge logs', maxReconnectAttempts: values.follow ? -1 : 0 });
   } catch (err) {
     const dev = readDevState();
     process.stderr.write(`edge logs: cannot reach NATS at ${url}: ${(err as Error).message}${dev ? '' : ' (is `edge dev` running?)'}\n`);

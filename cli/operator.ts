@@ -2,20 +2,29 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger } from '../common/log.js';
+import { natsCredentialsFrom } from '../common/nats-auth.js';
+import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_AI_IMAGE, Operator } from '../operator/operator.js';
 
 // `edge operator --nats URL [--kubeconfig FILE] ...`
 
-export const OPERATOR_USAGE = `usage: edge operator --nats URL [--kubeconfig FILE] [--admin HOST:PORT]
-                     [--identity ID] [--lease-namespace NS] [--lease-name NAME]
+export const OPERATOR_USAGE = `usage: edge operator --nats URL --sealing-key-file FILE [--kubeconfig FILE]
+                     [--nats-user USER] [--nats-password-file FILE] [--nats-ca FILE]
+                     [--admin HOST:PORT] [--identity ID] [--lease-namespace NS] [--lease-name NAME]
                      [--lease-duration-ms N] [--renew-deadline-ms N] [--retry-period-ms N]
-                     [--ai-image IMAGE] [--concurrency N] [--resync-ms N]
+                     [--ai-image IMAGE] [--concurrency N] [--resync-ms N] [--actor-log-replicas N]
 
 Reconciles EdgeWorkers and DurableActors: placement from Node region labels, desired
 state to NATS, inference Deployments for ai bindings, status and Events. Several replicas
 may run; a coordination.k8s.io Lease elects the one that acts. Without --kubeconfig it
 uses $KUBECONFIG, then the in-cluster service account. /metrics, /healthz, /readyz and
 /status are on the admin port. It exits with status 1 when it loses leadership.
+
+NATS: --nats-user (or $EDGE_NATS_USER) with the password in --nats-password-file
+($EDGE_NATS_PASSWORD_FILE) or $EDGE_NATS_PASSWORD; --nats-ca ($EDGE_NATS_CA) trusts that CA
+for a tls:// server. The operator creates the NATS streams (agents may not).
+--sealing-key-file ($EDGE_SEALING_KEY_FILE): at least 32 bytes; Secret values are sealed
+with it before they are published (the agents hold the same key).
 `;
 
 export async function runOperator(argv: string[]): Promise<number> {
@@ -23,6 +32,11 @@ export async function runOperator(argv: string[]): Promise<number> {
     args: argv,
     options: {
       nats: { type: 'string' },
+      'nats-user': { type: 'string' },
+      'nats-password-file': { type: 'string' },
+      'nats-ca': { type: 'string' },
+      'sealing-key-file': { type: 'string' },
+      'actor-log-replicas': { type: 'string', default: '1' },
       kubeconfig: { type: 'string' },
       admin: { type: 'string', default: '127.0.0.1:9091' },
       identity: { type: 'string' },
@@ -40,6 +54,8 @@ export async function runOperator(argv: string[]): Promise<number> {
   if (values.help) { process.stdout.write(OPERATOR_USAGE); return 0; }
   const fail = (msg: string) => { process.stderr.write(`edge operator: ${msg}\n\n${OPERATOR_USAGE}`); return 2; };
   if (!values.nats) return fail('--nats URL is required');
+  const sealingKeyFile = values['sealing-key-file'] ?? process.env.EDGE_SEALING_KEY_FILE;
+  if (!sealingKeyFile) return fail('--sealing-key-file FILE is required (Secret values are never published in clear)');
   const num = (flag: string, v: string, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} must be an integer >= ${min}, got "${v}"`);
@@ -55,6 +71,12 @@ export async function runOperator(argv: string[]): Promise<number> {
   let lost = false;
   const operator = new Operator({
     kc, natsUrl: values.nats, identity, log,
+    natsAuth: {
+      credentials: natsCredentialsFrom({ user: values['nats-user'], passwordFile: values['nats-password-file'] }),
+      caFile: values['nats-ca'] ?? process.env.EDGE_NATS_CA,
+    },
+    sealer: SecretSealer.fromFile(sealingKeyFile),
+    actorLogReplicas: num('--actor-log-replicas', values['actor-log-replicas'], 1),
     leaseNamespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? 'default',
     leaseName: values['lease-name'],
     leaseDurationMs: num('--lease-duration-ms', values['lease-duration-ms'], 100),

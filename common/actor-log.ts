@@ -454,7 +454,7 @@ export class ActorLog {
   /** Creates the stream (or binds to it, fixing the settings this code relies on) and returns the log. */
   static async open(opts: ActorLogOptions): Promise<ActorLog> {
     const jsm = await opts.nc.jetstreamManager();
-    await ensureStream(jsm, opts.replicas ?? 1, opts.log);
+    await ensureActorStream(jsm, opts.replicas ?? 1, opts.log);
     return new ActorLog(opts, jsm);
   }
 
@@ -848,7 +848,8 @@ export function actorStreamConfig(replicas: number): Partial<StreamConfig> {
   };
 }
 
-async function ensureStream(jsm: JetStreamManager, replicas: number, log: Logger): Promise<StreamInfo> {
+/** Creates the actor stream, or binds to it fixing the settings this module relies on (common/nats-provision.ts runs it first). */
+export async function ensureActorStream(jsm: JetStreamManager, replicas: number, log: Logger): Promise<StreamInfo> {
   let info: StreamInfo;
   try {
     info = await jsm.streams.info(ACTORS_STREAM);

@@ -28,8 +28,8 @@ import type { Logger } from './log.js';
 // when its subscription closes, or when a callback throws, and those are what this restarts.
 
 export interface BucketHandler {
-  /** A key's current value: at each (re)list, and on every later write. */
-  put(key: string, value: Uint8Array): void;
+  /** A key's current value: at each (re)list, and on every later write; `revision` is the entry's stream sequence. */
+  put(key: string, value: Uint8Array, revision: number): void;
   /** A key delivered by put() was deleted, purged, or is gone from the bucket at a re-list. */
   delete(key: string): void;
 }
@@ -204,7 +204,7 @@ class Follower implements BucketFollower {
     if (this.revisions.get(e.key) === e.revision) return;
     this.revisions.set(e.key, e.revision);
     try {
-      this.handler.put(e.key, e.value);
+      this.handler.put(e.key, e.value, e.revision);
     } catch (err) {
       this.log.error('KV handler failed on a put', { key: e.key, error: err });
     }

@@ -1,4 +1,6 @@
-import { connect, type ConnectionOptions, type KV, type NatsConnection, type ObjectStore } from 'nats';
+import {
+  connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type ConnectionOptions, type KV, type NatsConnection, type ObjectStore, type StreamConfig,
+} from 'nats';
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
 import { EgressPolicySchema } from './api/policy.js';
@@ -53,6 +55,21 @@ export const LOGS_STREAM = 'EDGE_LOGS';
 export const LOGS_MAX_AGE_MS = 15 * 60_000;
 export const LOGS_MAX_PER_WORKER = 1000;
 export const LOGS_MAX_BYTES = 64 * 1024 * 1024;
+
+/** The settings of LOGS_STREAM. */
+export function logsStreamConfig(): Partial<StreamConfig> {
+  return {
+    name: LOGS_STREAM,
+    subjects: [SUBJECTS.logsAll],
+    storage: StorageType.Memory,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(LOGS_MAX_AGE_MS),
+    max_msgs_per_subject: LOGS_MAX_PER_WORKER,
+    max_bytes: LOGS_MAX_BYTES,
+    num_replicas: 1,
+  };
+}
 
 /** One console line of a worker, as `edge logs` prints it. */
 export const LogLineSchema = z.object({
@@ -119,8 +136,10 @@ export const WorkerConfigSchema = z.object({
   /** The admin's egress policy for the worker's namespace (absent: DEFAULT_EGRESS_POLICY). */
   egress: EgressPolicySchema.optional(),
   env: z.object({
-    /** vars and resolved secrets. */
+    /** vars, in clear. */
     text: z.record(z.string(), z.string()),
+    /** Secret bindings: binding -> the value sealed to the agents (common/sealing.ts; secretAad names the binding). */
+    sealed: z.record(z.string(), z.string()).default({}),
     /** Durable Object namespace bindings: binding -> the DurableActor (uid keys its ids). */
     actors: z.record(z.string(), z.object({ namespace: z.string(), actor: z.string(), uid: z.string() })).default({}),
     ai: z.record(z.string(), z.object({

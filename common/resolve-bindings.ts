@@ -3,6 +3,7 @@ import type { AiBinding, EdgeWorkerSpec } from './api/index.js';
 import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
 import { ConditionReasons } from './reasons.js';
+import { secretAad, SealedValueError, type SecretSealer } from './sealing.js';
 
 // The one path from an EdgeWorker's spec to what its isolates are given: the module source
 // (inline or from a ConfigMap) and env (vars, Secret values, DurableActor uids, model-server
@@ -10,8 +11,10 @@ import { ConditionReasons } from './reasons.js';
 // `edge agent --workers DIR` resolves against the manifests in DIR. Both hand this code a
 // BindingLookup, so a binding kind cannot be served in one mode and dropped in the other.
 
-/** Resolved env, as the operator publishes it (WorkerConfig.env) and the agents turn into isolate env. */
-export type ResolvedEnv = WorkerConfig['env'];
+/** Env as the operator publishes it (WorkerConfig.env): secret values sealed. */
+export type PublishedEnv = WorkerConfig['env'];
+/** Resolved env in clear, as the agents turn it into isolate env: vars in text, Secret values in secrets. */
+export type ResolvedEnv = Omit<PublishedEnv, 'sealed'> & { secrets: Record<string, string> };
 /** Where one ai binding's model server is reached in one region. */
 export type AiServiceRef = ResolvedEnv['ai'][string]['services'][string];
 
@@ -83,6 +86,7 @@ export async function resolveSource(namespace: string, spec: EdgeWorkerSpec, loo
 export async function resolveEnv(namespace: string, worker: string, spec: EdgeWorkerSpec, lookup: BindingLookup): Promise<ResolvedEnv> {
   const bindings = spec.bindings ?? {};
   const text: Record<string, string> = { ...bindings.vars };
+  const secrets: Record<string, string> = {};
   for (const s of bindings.secrets ?? []) {
     const { name, key } = s.secretKeyRef;
     const secret = await lookup.secret(namespace, name);
@@ -92,7 +96,9 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
         ? `Secret ${namespace}/${name} has no key "${key}"`
         : `Secret ${namespace}/${name} not found`);
     }
-    text[s.name] = value;
+    secrets[s.name] = value;
+    // A secret binding wins over a var of the same name, as it did when both were text.
+    delete text[s.name];
   }
 
   const aiBindings = bindings.ai ?? [];
@@ -106,7 +112,33 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
     if (!uid) throw new BindingResolutionError(RESOLVE_REASONS.ActorNotFound, 'spec.bindings.actors', b.name, `DurableActor ${namespace}/${b.actor} not found`);
     actors[b.name] = { namespace, actor: b.actor, uid };
   }
-  return { text, actors, ai };
+  return { text, secrets, actors, ai };
+}
+
+/** The operator's step before publishing: each Secret value sealed to the agents. */
+export function sealEnv(env: ResolvedEnv, namespace: string, worker: string, sealer: SecretSealer): PublishedEnv {
+  const { secrets, ...rest } = env;
+  const sealed = Object.fromEntries(Object.entries(secrets).sort(([a], [b]) => a.localeCompare(b))
+    .map(([binding, value]) => [binding, sealer.seal(value, secretAad(namespace, worker, binding))]));
+  return { ...rest, sealed };
+}
+
+/** The agent's step after reading a config: the Secret values opened. Throws SealedValueError. */
+export function openEnv(env: PublishedEnv, namespace: string, worker: string, sealer: SecretSealer | undefined): ResolvedEnv {
+  const { sealed, ...rest } = env;
+  const names = Object.keys(sealed);
+  if (names.length > 0 && !sealer) {
+    throw new SealedValueError(`secret bindings ${names.join(', ')} are sealed and this agent has no sealing key (--sealing-key-file)`, { context: { worker: `${namespace}/${worker}` } });
+  }
+  const secrets: Record<string, string> = {};
+  for (const [binding, value] of Object.entries(sealed)) {
+    try {
+      secrets[binding] = sealer!.open(value, secretAad(namespace, worker, binding));
+    } catch (err) {
+      throw new SealedValueError(`secret binding ${binding}: ${(err as Error).message}`, { cause: err, context: { worker: `${namespace}/${worker}`, binding } });
+    }
+  }
+  return { ...rest, secrets };
 }
 
 export async function resolveWorker(namespace: string, worker: string, spec: EdgeWorkerSpec, lookup: BindingLookup): Promise<ResolvedWorker> {
@@ -120,8 +152,16 @@ export const sha256Digest = (data: string | Uint8Array) => `sha256:${createHash(
  * Identity of a worker version: whatever changes what its isolates run. Agents report
  * readiness per version, and a new version is loaded beside the old one.
  */
-export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: ResolvedEnv): string {
+export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: PublishedEnv | ResolvedEnv): string {
+  // Empty secret maps are left out, so a worker without secrets keeps the version it had
+  // before secrets were split from vars (an upgrade rolls nothing).
+  const { sealed, secrets, ...rest } = env as Partial<PublishedEnv & ResolvedEnv> & Pick<ResolvedEnv, 'text' | 'actors' | 'ai'>;
+  const hashed = {
+    ...rest,
+    ...(sealed && Object.keys(sealed).length > 0 ? { sealed } : {}),
+    ...(secrets && Object.keys(secrets).length > 0 ? { secrets } : {}),
+  };
   return sha256Digest(JSON.stringify({
-    bundleDigest, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates,
+    bundleDigest, limits: spec.limits, env: hashed, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates,
   }));
 }

@@ -2,7 +2,10 @@ import type { NatsConnection } from 'nats';
 import { AgentView } from '../common/agent-view.js';
 import { parseEgressRule } from '../common/egress.js';
 import type { Logger } from '../common/log.js';
-import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
+import { connectNats, type EdgeBuckets } from '../common/nats.js';
+import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
+import { bindBuckets } from '../common/nats-provision.js';
+import type { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
@@ -28,7 +31,13 @@ export interface AgentConfig {
    * Standalone (a directory of manifests; region only names the model-server Services ai
    * bindings reach, default STANDALONE_REGION) or following the operator over NATS.
    */
-  source: { kind: 'directory'; dir: string; region?: string } | { kind: 'nats'; url: string; region: string; node: string };
+  source: { kind: 'directory'; dir: string; region?: string } | {
+    kind: 'nats'; url: string; region: string; node: string;
+    /** Credentials (role agent) and the server's CA; none for a server without auth. */
+    auth?: Omit<NatsClientAuth, 'role'>;
+    /** Opens the Secret values the operator sealed. */
+    sealer?: SecretSealer;
+  };
   agentName: string;
   listen: HostPort;
   admin: HostPort;
@@ -128,11 +137,12 @@ export class Agent {
     if (cfg.source.kind === 'directory') {
       source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
-      nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}`);
+      nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
       const conn = nc;
       undo.push(() => conn.close());
-      buckets = await openBuckets(nc);
-      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl });
+      // An agent may not create streams: it waits for the operator to.
+      buckets = await bindBuckets(nc, log);
+      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl, ...(cfg.source.sealer ? { sealer: cfg.source.sealer } : {}) });
     }
     // Workers' env.<actor binding> calls reach the actor runtime, built below (NATS mode
     // only: the runtime needs the ring and the fenced log). In directory mode the bindings

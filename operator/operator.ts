@@ -7,7 +7,11 @@ import {
 import { startAdminServer } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
-import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
+import { followBucket } from '../common/kv-follower.js';
+import { connectNats, type EdgeBuckets } from '../common/nats.js';
+import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
+import { provisionNats } from '../common/nats-provision.js';
+import type { SecretSealer } from '../common/sealing.js';
 import {
   parseActorClassKey, parseOrSkip, parseWorkerKey,
 } from '../common/keys.js';
@@ -38,6 +42,12 @@ export const DEFAULT_AI_IMAGE = 'vllm/vllm-openai:v0.11.0';
 export interface OperatorOptions {
   kc: KubeConfig;
   natsUrl: string;
+  /** Credentials (role operator) and the server's CA; none for a server without auth. */
+  natsAuth?: Omit<NatsClientAuth, 'role'>;
+  /** Seals Secret values before they go to NATS (the agents hold the same key). */
+  sealer: SecretSealer;
+  /** JetStream replicas of the actor stream when the operator creates it. */
+  actorLogReplicas?: number;
   identity: string;
   log: Logger;
   leaseNamespace: string;
@@ -86,8 +96,9 @@ export class Operator {
   get isActive(): boolean { return this.isLeader && this.synced; }
 
   async start(adminPort = 0, adminHost = '127.0.0.1'): Promise<number> {
-    this.nc = await connectNats(this.opts.natsUrl, `edge-operator ${this.opts.identity}`);
-    this.buckets = await openBuckets(this.nc);
+    this.nc = await connectNats(this.opts.natsUrl, `edge-operator ${this.opts.identity}`, natsClientOptions({ role: 'operator', ...this.opts.natsAuth }));
+    // Agents may not create streams: whichever operator starts first creates them.
+    this.buckets = await provisionNats(this.nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas });
     const port = await this.startAdmin(adminPort, adminHost);
     this.elector = new LeaderElector({
       kc: this.opts.kc,
@@ -134,7 +145,9 @@ export class Operator {
       labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
     });
     const agents = new AgentView(buckets, log);
-    const store = new WorkerStore(buckets, log);
+    // Set once the controllers exist: a foreign change to a config re-queues its EdgeWorker.
+    let onForeignWorker: (key: string) => void = () => {};
+    const store = new WorkerStore(buckets, log, (key) => onForeignWorker(key));
     const events = new EventRecorder(this.client, this.opts.identity, log);
     let actorLog: Promise<ActorLog> | undefined;
     const nodeInfos = (): NodeInfo[] => nodes.list().map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {}, unschedulable: n.spec?.unschedulable }));
@@ -148,6 +161,7 @@ export class Operator {
           getActor: (ns, name) => actors.get(ns, name),
           nodes: nodeInfos,
           defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
+          sealer: this.opts.sealer,
         }),
       }),
       da: new Controller<DurableActor>({
@@ -204,8 +218,28 @@ export class Operator {
       }
     });
 
-    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
-    await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.load()]);
+    // Desired state in NATS that differs from what this operator would write (someone else
+    // wrote it) is repaired by reconciling its owner: worker configs through the store's
+    // index, actor configs because their reconcile compares with KV and our own writes
+    // come back equal (so they cost one reconcile that writes nothing).
+    onForeignWorker = (key) => {
+      const p = parseOrSkip(parseWorkerKey, key);
+      if (p) { ew.enqueue(p); return; }
+      void store.remove(key).catch((err: unknown) => log.warn('could not remove a foreign key from the worker bucket', { key, error: err }));
+    };
+    const actorConfigKeys = new Set<string>();
+    const actorConfigsFollower = followBucket(buckets.actors, {
+      put: (key) => { actorConfigKeys.add(key); if (this.synced) enqueueActorKey(key); },
+      delete: (key) => { actorConfigKeys.delete(key); if (this.synced) enqueueActorKey(key); },
+    }, { log, name: 'actor-configs' });
+    const enqueueActorKey = (key: string) => {
+      const p = parseOrSkip(parseActorClassKey, key);
+      if (p) { da.enqueue(p); return; }
+      void buckets.actors.purge(key).catch((err: unknown) => log.warn('could not remove a foreign key from the actor bucket', { key, error: err }));
+    };
+
+    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop(), () => store.stop(), () => actorConfigsFollower.stop());
+    await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.start(), actorConfigsFollower.initial]);
     refs.update(workers.list());
     this.synced = true;
     ew.enqueueAll();
@@ -215,6 +249,10 @@ export class Operator {
     for (const k of store.keys()) {
       const p = parseOrSkip(parseWorkerKey, k);
       if (p && !workers.get(p.namespace, p.name)) ew.enqueue(p);
+    }
+    for (const k of actorConfigKeys) {
+      const p = parseOrSkip(parseActorClassKey, k);
+      if (!p || !actors.get(p.namespace, p.name)) enqueueActorKey(k);
     }
     log.info('controllers started', { workers: workers.list().length, actors: actors.list().length, nodes: nodes.list().length });
 

@@ -11,9 +11,10 @@ import { ManagedProcess } from './process.js';
 import { REPO_ROOT } from './tools.js';
 
 // The whole system on loopback, every piece a real process: the control plane (etcd,
-// kube-apiserver, nats-server with JetStream) with the CRDs installed, Node objects for each
+// kube-apiserver, nats-server with JetStream and a user per role) with the CRDs installed, Node objects for each
 // region (isolate nodes and a tainted GPU node), `edge agent --nats` processes per region and
-// `edge operator` processes. There is no GPU and no kubelet: with `models`, each region gets
+// `edge operator` processes, each with its role's NATS credentials and the key secrets are
+// sealed with (cp.sealingKeyFile). There is no GPU and no kubelet: with `models`, each region gets
 // a stand-in model server (cli/local/model-stub.ts, in this process) that `env.AI` reaches
 // through the agents' --ai-url-template; it echoes, it does not generate.
 //
@@ -192,6 +193,8 @@ export class LocalCluster {
     const name = `agent-${node.replace(/^isolate-/, '')}`;
     const proc = new ManagedProcess(name, process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', this.cp.natsUrl, '--region', region, '--node', node,
+      '--nats-user', this.cp.natsCredentials.agent.user, '--nats-password-file', this.cp.natsCredentials.agent.passwordFile,
+      '--sealing-key-file', this.cp.sealingKeyFile,
       '--listen', `127.0.0.1:${http}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', `127.0.0.1:${peer}`,
       '--pool-size', '2',
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
@@ -220,6 +223,8 @@ export class LocalCluster {
     const lease = this.opts.leaseDurationMs;
     const proc = new ManagedProcess(name, process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', opts.kubeconfig ?? this.cp.kubeconfigPath,
+      '--nats-user', this.cp.natsCredentials.operator.user, '--nats-password-file', this.cp.natsCredentials.operator.passwordFile,
+      '--sealing-key-file', this.cp.sealingKeyFile,
       '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', opts.leaseNamespace ?? 'default',
       ...(opts.leaseName ? ['--lease-name', opts.leaseName] : []),
       ...(lease !== undefined

@@ -1,21 +1,31 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { request, type RequestOptions } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
+import { connect, type ConnectionOptions } from 'nats';
+import { createLogger } from '../../common/log.js';
+import {
+  NATS_ROLES, NATS_USERS, natsAuthorization, natsClientOptions, type NatsCredentials, type NatsRole,
+} from '../../common/nats-auth.js';
+import { provisionNats } from '../../common/nats-provision.js';
 import { ManagedProcess } from './process.js';
 import { freePort, waitFor } from './ports.js';
 import { toolPath } from './tools.js';
 
 // A real control plane on loopback (for the tests and `edge dev`), the way
 // controller-runtime's envtest starts one:
-// etcd, kube-apiserver (RBAC, secure port, token auth for an admin in system:masters,
-// service-account keys made on the fly) and nats-server with JetStream. Every port is
-// ephemeral, every file is under one temp dir, and stop() leaves nothing behind.
+// etcd (TLS with client certificates: only the apiserver holds one), kube-apiserver (RBAC,
+// secure port, token auth for an admin in system:masters, service-account keys made on the
+// fly) and nats-server with JetStream and a user per role (common/nats-auth.ts; passwords
+// in files beside the config, streams created at once as the admin). Every port is
+// ephemeral, every file is under one temp dir, and stop() leaves nothing behind. Workers
+// run untrusted code on the same loopback, so nothing here is open to a client without a
+// credential (docs/security-nats.md).
 
 const run = promisify(execFile);
 
@@ -28,7 +38,16 @@ export interface ControlPlane {
   caPem: string;
   natsUrl: string;
   natsMonitorUrl: string;
+  /** Per role: the user and a file holding its password (mode 0600), for `--nats-user`/`--nats-password-file`. */
+  natsCredentials: Record<NatsRole, NatsCredentials & { passwordFile: string }>;
+  /** Connection options of a client of `role` (default admin: everything allowed), for tests and tools. */
+  natsOptions(role?: NatsRole): Partial<ConnectionOptions>;
+  /** 32 random bytes (hex) in a file: the key secret values are sealed with in NATS (common/sealing.ts). */
+  sealingKeyFile: string;
+  /** https: etcd wants a client certificate signed by `etcdTls.ca`. */
   etcdUrl: string;
+  /** The etcd CA and the apiserver's client certificate for it. */
+  etcdTls: { ca: string; cert: string; key: string };
   dir: string;
   /** Milliseconds from start to everything ready. */
   startMs: number;
@@ -56,6 +75,63 @@ async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: 
   writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n');
   await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '30', '-extfile', ext]);
   return { ca, cert, key };
+}
+
+/**
+ * etcd's own CA (not the apiserver's client CA: a certificate for etcd must not also be a
+ * login to the apiserver), its serving and peer certificate, and the one client
+ * certificate, the apiserver's.
+ */
+async function makeEtcdCerts(dir: string): Promise<{ ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string }> {
+  const f = (n: string) => join(dir, n);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await run('openssl', ['req', '-x509', ...ec, '-keyout', f('etcd-ca.key'), '-out', f('etcd-ca.crt'), '-days', '30', '-subj', '/CN=edge-isolates-etcd-ca']);
+  writeFileSync(f('etcd-server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  writeFileSync(f('etcd-client.ext'), 'extendedKeyUsage=clientAuth\n');
+  const sign = async (name: string, cn: string) => {
+    await run('openssl', ['req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`]);
+    await run('openssl', ['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('etcd-ca.crt'), '-CAkey', f('etcd-ca.key'), '-CAcreateserial',
+      '-out', f(`${name}.crt`), '-days', '30', '-extfile', f(`${name}.ext`)]);
+  };
+  await sign('etcd-server', 'etcd');
+  await sign('etcd-client', 'kube-apiserver-etcd-client');
+  return { ca: f('etcd-ca.crt'), serverCert: f('etcd-server.crt'), serverKey: f('etcd-server.key'), clientCert: f('etcd-client.crt'), clientKey: f('etcd-client.key') };
+}
+
+/** GET url with TLS options answered 200 (within a second). */
+export function httpsOk(url: string, tls: RequestOptions): Promise<boolean> {
+  return new Promise((resolveOk) => {
+    const req = request(url, { ...tls, timeout: 1000 }, (res) => { res.resume(); resolveOk(res.statusCode === 200); });
+    req.on('error', () => resolveOk(false));
+    req.on('timeout', () => { req.destroy(); resolveOk(false); });
+    req.end();
+  });
+}
+
+/** nats-server's config: loopback, JetStream in `storeDir`, one user per role. */
+export function natsServerConfig(o: { port: number; monitorPort: number; storeDir: string; passwords: Record<NatsRole, string>; name?: string; maxPayload?: number }): string {
+  return [
+    `listen: "127.0.0.1:${o.port}"`,
+    `http: "127.0.0.1:${o.monitorPort}"`,
+    `server_name: ${JSON.stringify(o.name ?? 'harness')}`,
+    ...(o.maxPayload ? [`max_payload: ${o.maxPayload}`] : []),
+    `jetstream { store_dir: ${JSON.stringify(o.storeDir)} }`,
+    // NATS config is a superset of JSON.
+    `authorization: ${JSON.stringify(natsAuthorization(o.passwords), null, 2)}`,
+    '',
+  ].join('\n');
+}
+
+/** A random password per role, each also in `<dir>/nats-<role>.password` (0600). */
+export function makeNatsCredentials(dir: string): Record<NatsRole, NatsCredentials & { passwordFile: string }> {
+  const out = {} as Record<NatsRole, NatsCredentials & { passwordFile: string }>;
+  for (const role of NATS_ROLES) {
+    const pass = randomBytes(24).toString('hex');
+    const passwordFile = join(dir, `nats-${role}.password`);
+    writeFileSync(passwordFile, pass + '\n', { mode: 0o600 });
+    out[role] = { user: NATS_USERS[role], pass, passwordFile };
+  }
+  return out;
 }
 
 /** GET url answered 200 (within a second). */
@@ -116,23 +192,34 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const natsBin = opts.nats === false ? undefined : toolPath('nats-server');
     const [etcdPort, etcdPeer, apiPort, natsPort, natsMon] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
 
-    const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+    const etcdTls = await makeEtcdCerts(dir);
+    const etcdUrl = `https://127.0.0.1:${etcdPort}`;
+    const etcdPeerUrl = `https://127.0.0.1:${etcdPeer}`;
     const etcd = new ManagedProcess('etcd', etcdBin, [
       '--name', 'harness', '--data-dir', join(dir, 'etcd'),
       '--listen-client-urls', etcdUrl, '--advertise-client-urls', etcdUrl,
-      '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
-      '--initial-cluster', `harness=http://127.0.0.1:${etcdPeer}`,
+      '--listen-peer-urls', etcdPeerUrl, '--initial-advertise-peer-urls', etcdPeerUrl,
+      '--initial-cluster', `harness=${etcdPeerUrl}`,
+      // Workers share this loopback: a client without a certificate from etcd's CA gets nothing.
+      '--client-cert-auth', '--trusted-ca-file', etcdTls.ca, '--cert-file', etcdTls.serverCert, '--key-file', etcdTls.serverKey,
+      '--peer-client-cert-auth', '--peer-trusted-ca-file', etcdTls.ca, '--peer-cert-file', etcdTls.serverCert, '--peer-key-file', etcdTls.serverKey,
       // Test data is thrown away: fsync only slows every apiserver write.
       '--unsafe-no-fsync', '--log-level', 'warn',
     ], { logFile: join(dir, 'etcd.log') });
     processes.push(etcd);
+    const etcdClientTls = { ca: readFileSync(etcdTls.ca), cert: readFileSync(etcdTls.clientCert), key: readFileSync(etcdTls.clientKey) };
 
+    const natsCredentials = makeNatsCredentials(dir);
+    const sealingKeyFile = join(dir, 'sealing.key');
+    writeFileSync(sealingKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
     let nats: ManagedProcess | undefined;
     if (natsBin) {
-      nats = new ManagedProcess('nats-server', natsBin, [
-        '-a', '127.0.0.1', '-p', String(natsPort), '-m', String(natsMon),
-        '-js', '-sd', join(dir, 'nats'), '-n', 'harness',
-      ], { logFile: join(dir, 'nats.log') });
+      const conf = join(dir, 'nats.conf');
+      writeFileSync(conf, natsServerConfig({
+        port: natsPort, monitorPort: natsMon, storeDir: join(dir, 'nats'),
+        passwords: Object.fromEntries(NATS_ROLES.map((r) => [r, natsCredentials[r].pass])) as Record<NatsRole, string>,
+      }), { mode: 0o600 });
+      nats = new ManagedProcess('nats-server', natsBin, ['-c', conf], { logFile: join(dir, 'nats.log') });
       processes.push(nats);
     }
 
@@ -144,14 +231,14 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const token = randomBytes(24).toString('hex');
     writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin-uid,"system:masters"\n`);
 
-    await waitFor('etcd /health', async () => { etcd.assertRunning(); return httpOk(`${etcdUrl}/health`); }, 20_000);
+    await waitFor('etcd /health', async () => { etcd.assertRunning(); return httpsOk(`${etcdUrl}/health`, etcdClientTls); }, 20_000);
 
     const apiserverUrl = `https://127.0.0.1:${apiPort}`;
     const apiserver = new ManagedProcess('kube-apiserver', apiserverBin, [
       '--advertise-address=127.0.0.1', '--bind-address=127.0.0.1', `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, 'certs')}`, `--tls-cert-file=${cert}`, `--tls-private-key-file=${key}`,
       `--client-ca-file=${ca}`,
-      `--etcd-servers=${etcdUrl}`,
+      `--etcd-servers=${etcdUrl}`, `--etcd-cafile=${etcdTls.ca}`, `--etcd-certfile=${etcdTls.clientCert}`, `--etcd-keyfile=${etcdTls.clientKey}`,
       '--service-cluster-ip-range=10.0.0.0/24',
       `--service-account-issuer=${apiserverUrl}`,
       `--service-account-key-file=${join(dir, 'sa.pub')}`,
@@ -171,8 +258,15 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       apiserver.assertRunning();
       return apiserverReady(apiserverUrl, token, caPem);
     }, 60_000, 100);
+    const natsUrl = nats ? `nats://127.0.0.1:${natsPort}` : '';
+    const natsOptions = (role: NatsRole = 'admin'): Partial<ConnectionOptions> => ({
+      servers: natsUrl, ...natsClientOptions({ role, credentials: natsCredentials[role] }),
+    });
     if (nats) {
       await waitFor('nats-server /healthz', async () => { nats.assertRunning(); return httpOk(`http://127.0.0.1:${natsMon}/healthz?js-enabled-only=true`); }, 20_000);
+      // Agents may not create streams: they exist before any agent starts.
+      const nc = await connect({ ...natsOptions('admin'), name: 'edge control plane' });
+      try { await provisionNats(nc, { log: createLogger({ component: 'control-plane' }, undefined, 'warn') }); } finally { await nc.close(); }
     }
 
     const kubeconfigPath = join(dir, 'kubeconfig');
@@ -182,9 +276,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     return {
       kubeConfig, kubeconfigPath, apiserverUrl, caPem,
-      natsUrl: nats ? `nats://127.0.0.1:${natsPort}` : '',
+      natsUrl,
       natsMonitorUrl: nats ? `http://127.0.0.1:${natsMon}` : '',
-      etcdUrl, dir, processes, stop,
+      natsCredentials, natsOptions, sealingKeyFile,
+      etcdUrl, etcdTls: { ca: etcdTls.ca, cert: etcdTls.clientCert, key: etcdTls.clientKey },
+      dir, processes, stop,
       startMs: Math.round(performance.now() - t0),
     };
   } catch (err) {

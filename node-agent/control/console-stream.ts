@@ -1,7 +1,7 @@
-import { RetentionPolicy, StorageType, DiscardPolicy, nanos, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
 import {
-  encodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_BYTES, LOGS_MAX_PER_WORKER, LOGS_STREAM, SUBJECTS, type LogLine,
+  encodeJson, LOGS_STREAM, logsStreamConfig, SUBJECTS, type LogLine,
 } from '../../common/nats.js';
 import { parseOrSkip, parseWorkerRef, type ObjectRef } from '../../common/keys.js';
 
@@ -37,17 +37,7 @@ export class ConsoleStream {
       try {
         await jsm.streams.info(LOGS_STREAM);
       } catch {
-        await jsm.streams.add({
-          name: LOGS_STREAM,
-          subjects: [SUBJECTS.logsAll],
-          storage: StorageType.Memory,
-          retention: RetentionPolicy.Limits,
-          discard: DiscardPolicy.Old,
-          max_age: nanos(LOGS_MAX_AGE_MS),
-          max_msgs_per_subject: LOGS_MAX_PER_WORKER,
-          max_bytes: LOGS_MAX_BYTES,
-          num_replicas: 1,
-        }).catch(async (err: unknown) => {
+        await jsm.streams.add(logsStreamConfig()).catch(async (err: unknown) => {
           // Another agent created it at the same moment.
           await jsm.streams.info(LOGS_STREAM).catch(() => { throw err; });
         });

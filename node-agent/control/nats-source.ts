@@ -3,6 +3,8 @@ import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
 import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
 import { workerRef } from '../../common/keys.js';
+import { openEnv } from '../../common/resolve-bindings.js';
+import { SealedValueError, type SecretSealer } from '../../common/sealing.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
@@ -18,6 +20,8 @@ export interface NatsSourceOptions {
   log: Logger;
   /** How this agent reaches a model server's Service (cluster DNS by default). */
   aiUrl?: AiUrl;
+  /** Opens the Secret values the operator sealed (none: a worker with secret bindings is not served). */
+  sealer?: SecretSealer;
 }
 
 /** Retry delay for a bundle that could not be fetched (the operator writes bundles before configs, so this is rare). */
@@ -87,16 +91,24 @@ export class NatsSource implements DesiredStateSource {
       const key = workerRef(cfg.namespace, cfg.name);
       wanted.add(key);
       try {
+        const env = isolateWorkerEnv(openEnv(cfg.env, cfg.namespace, cfg.name, this.opts.sealer), this.opts.region, this.aiUrl);
         const source = await this.bundle(cfg);
         const w: DesiredWorker = {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
-          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env: isolateWorkerEnv(cfg.env, this.opts.region, this.aiUrl), ...(cfg.egress ? { egress: cfg.egress } : {}) },
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env, ...(cfg.egress ? { egress: cfg.egress } : {}) },
         };
         this.lastGood.set(key, w);
         out.push(w);
       } catch (err) {
+        if (err instanceof SealedValueError) {
+          // Waiting does not help (another key, or a config not written by the operator).
+          this.opts.log.error('worker secrets do not open; keeping the previous version', { worker: key, error: err });
+          const prev = this.lastGood.get(key);
+          if (prev) out.push(prev);
+          continue;
+        }
         retry = true;
         this.opts.log.error('worker bundle unavailable; keeping the previous version', { worker: key, bundle: cfg.bundleDigest, error: err });
         const prev = this.lastGood.get(key);

@@ -6,8 +6,9 @@ import type { WorkerConfig } from '../../common/nats.js';
 import { workerKey, workerRef } from '../../common/keys.js';
 import { ConditionReasons as R, ConditionTypes as T, type ConditionReason } from '../../common/reasons.js';
 import {
-  BindingResolutionError, resolveEnv, resolveSource, sha256Digest, workerVersion, type BindingLookup,
+  BindingResolutionError, resolveEnv, resolveSource, sealEnv, sha256Digest, workerVersion, type BindingLookup,
 } from '../../common/resolve-bindings.js';
+import type { SecretSealer } from '../../common/sealing.js';
 import type { WorkerConfigs } from './worker-store.js';
 import type { AgentReports } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
@@ -37,6 +38,8 @@ export interface EdgeWorkerDeps {
   nodes(): NodeInfo[];
   defaultAiImage: string;
   store: WorkerConfigs;
+  /** Secret values are sealed with it before they are published (common/sealing.ts). */
+  sealer: SecretSealer;
 }
 
 /** Why a worker cannot be published: a Ready=False reason and a message for the user. */
@@ -147,7 +150,8 @@ export class EdgeWorkerReconciler implements Reconciler {
       // Before the bindings: a bundle that does not compile should not start model servers.
       const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`);
       if (problem) throw new NotServable(R.BundleInvalid, `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
-      const env = await resolveEnv(namespace, name, spec, lookup);
+      // Sealed before anything is derived from it: not even the version digest is taken over clear values.
+      const env = sealEnv(await resolveEnv(namespace, name, spec, lookup), namespace, name, this.d.sealer);
       const version = workerVersion(bundleDigest, spec, env);
       const cfg: WorkerConfig = {
         namespace, name, uid: ew.metadata.uid ?? '', generation: ew.metadata.generation ?? 0,

@@ -67,7 +67,7 @@ describe('helm install into the harness apiserver', () => {
       'Deployment/edge-isolates-operator',
       'PodDisruptionBudget/edge-isolates-operator', ...regions.map((r) => `PodDisruptionBudget/edge-isolates-agent-${r}`),
       'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
-      'Secret/edge-isolates-peer-token',
+      'Secret/edge-isolates-nats-auth', 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-sealing-key',
       ...regions.map((r) => `Service/edge-isolates-agent-${r}`), 'Service/edge-isolates-agent-metrics', 'Service/edge-isolates-operator-metrics',
       'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',
     ].sort());
@@ -77,13 +77,19 @@ describe('helm install into the harness apiserver', () => {
     expect(JSON.parse(list)).toEqual([expect.objectContaining({ name: RELEASE, status: 'deployed' })]);
   });
 
-  it('keeps the generated peer token on upgrade', async () => {
-    const token = async () => (await kube.request<{ data: Record<string, string> }>('GET', `/api/v1/namespaces/${ns}/secrets/edge-isolates-peer-token`)).data.token;
+  it('keeps the generated peer token, NATS passwords and sealing key on upgrade', async () => {
+    const secretData = async (name: string) => (await kube.request<{ data: Record<string, string> }>('GET', `/api/v1/namespaces/${ns}/secrets/${name}`)).data;
+    const token = async () => (await secretData('edge-isolates-peer-token')).token;
     const before = await token();
     expect(before).toBeTruthy();
+    const nats = await secretData('edge-isolates-nats-auth');
+    const sealing = await secretData('edge-isolates-sealing-key');
+    expect(Object.keys(nats).sort()).toEqual(['agent', 'logs', 'operator']);
     const { stdout } = await helm(['upgrade', RELEASE, chart.dir, '--namespace', ns, '--skip-crds', '-f', examplePath('three-regions'), '-f', values, '--set', 'operator.concurrency=8'], kubeconfigPath);
     expect(stdout).toMatch(/REVISION: 2/);
     expect(await token()).toBe(before);
+    expect(await secretData('edge-isolates-nats-auth')).toEqual(nats);
+    expect(await secretData('edge-isolates-sealing-key')).toEqual(sealing);
     const dep = await kube.request<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>('GET', `/apis/apps/v1/namespaces/${ns}/deployments/edge-isolates-operator`);
     expect(dep.spec.template.spec.containers[0]!.args).toContain('--concurrency=8');
   });

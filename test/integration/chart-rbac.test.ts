@@ -105,7 +105,7 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
       '--set', 'regions[0].name=eu-west', '--set', 'regions[1].name=us-east',
     ], cluster.cp.kubeconfigPath);
     expect(stdout).toMatch(/STATUS: deployed/);
-    nc = await connect({ servers: cluster.cp.natsUrl });
+    nc = await connect(cluster.cp.natsOptions());
     buckets = await openBuckets(nc);
     const kubeconfig = await serviceAccountKubeconfig(RELEASE_NS, SA);
     operator = await cluster.startOperator('operator-a', { kubeconfig, leaseNamespace: RELEASE_NS, leaseName: LEASE });

@@ -2,7 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
+import { X509Certificate } from 'node:crypto';
 import { REPO_ROOT } from '../../cli/local/tools.js';
+import { natsPermissions, NATS_USERS } from '../../common/nats-auth.js';
 import {
   CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
   preparedChart, render, type K8sObject, type Rule,
@@ -20,7 +22,8 @@ interface Container {
 }
 interface PodSpec {
   containers: Container[]; securityContext?: Record<string, unknown>; automountServiceAccountToken?: boolean; serviceAccountName?: string;
-  nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[]; volumes?: { name: string; emptyDir?: unknown }[];
+  nodeSelector?: Record<string, string>; tolerations?: Record<string, unknown>[];
+  volumes?: { name: string; emptyDir?: unknown; secret?: { secretName: string; items?: { key: string; path: string }[] } }[];
 }
 type Workload = K8sObject & { spec: { replicas?: number; template: { metadata: { labels: Record<string, string> }; spec: PodSpec } } };
 
@@ -39,6 +42,7 @@ const BASE = [
   'Deployment/edge-isolates-operator', 'NetworkPolicy/edge-isolates-operator', 'PodDisruptionBudget/edge-isolates-operator',
   'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
   'Service/edge-isolates-operator-metrics', 'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',
+  'Secret/edge-isolates-nats-auth', 'Secret/edge-isolates-sealing-key',
 ];
 const perRegion = (r: string) => [`DaemonSet/edge-isolates-agent-${r}`, `PodDisruptionBudget/edge-isolates-agent-${r}`, `Service/edge-isolates-agent-${r}`];
 /** With agents, and with the NATS chart. */
@@ -91,7 +95,7 @@ describe('the Helm chart, rendered', () => {
   it('one region: the operator, one agent DaemonSet and Service, NATS from the NATS chart', async () => {
     const objs = await render(chart.dir, { values: [examplePath('one-region')] });
     expect(names(objs)).toEqual([
-      ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics', AGENT_POLICY, NATS_POLICY,
+      ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-nats-tls', 'Service/edge-isolates-agent-metrics', AGENT_POLICY, NATS_POLICY,
     ].sort());
     for (const o of objs) {
       if (o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding') expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('edge-system');
@@ -101,7 +105,7 @@ describe('the Helm chart, rendered', () => {
     expect(op.spec.replicas).toBe(2);
     const c = op.spec.template.spec.containers[0]!;
     expect(c.image).toBe('edge-isolates/operator:0.1.0');
-    expect(arg(c, 'nats')).toBe('nats://edge-isolates-nats.edge-system.svc.cluster.local:4222');
+    expect(arg(c, 'nats')).toBe('tls://edge-isolates-nats.edge-system.svc.cluster.local:4222');
     expect(arg(c, 'identity')).toBe('$(POD_NAME)');
     expect(arg(c, 'lease-namespace')).toBe('$(POD_NAMESPACE)');
     expect(arg(c, 'lease-name')).toBe('edge-isolates-operator');
@@ -117,7 +121,7 @@ describe('the Helm chart, rendered', () => {
     expect(a.image).toBe('edge-isolates/agent:0.1.0');
     expect(a.args?.[0]).toBe('agent');
     expect(Object.fromEntries(['nats', 'region', 'node', 'listen', 'admin', 'peer-listen', 'peer-advertise', 'advertise'].map((f) => [f, arg(a, f)]))).toEqual({
-      nats: 'nats://edge-isolates-nats.edge-system.svc.cluster.local:4222', region: 'eu-west', node: '$(NODE_NAME)',
+      nats: 'tls://edge-isolates-nats.edge-system.svc.cluster.local:4222', region: 'eu-west', node: '$(NODE_NAME)',
       listen: '0.0.0.0:8080', admin: '0.0.0.0:9090', 'peer-listen': '0.0.0.0:8081',
       'peer-advertise': 'http://$(POD_IP):8081', advertise: 'http://$(POD_IP):8080',
     });
@@ -139,7 +143,7 @@ describe('the Helm chart, rendered', () => {
     const objs = await render(chart.dir, { values: [examplePath('three-regions')] });
     const regions = ['eu-west', 'us-east', 'ap-south'];
     expect(names(objs)).toEqual([
-      ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
+      ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-nats-tls', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
       AGENT_POLICY, NATS_POLICY,
     ].sort());
     const pods = Object.fromEntries(regions.map((r) => [r, one<Workload>(objs, 'DaemonSet', `edge-isolates-agent-${r}`).spec.template.spec]));
@@ -179,6 +183,61 @@ describe('the Helm chart, rendered', () => {
     }
   });
 
+  it('NATS: a user per role with the permissions of common/nats-auth.ts, TLS, passwords and the sealing key from Secrets', async () => {
+    // The NATS chart's values: the same users and permissions as the code (one source), passwords by reference only.
+    const values = parse(readFileSync(join(CHART_DIR, 'values.yaml'), 'utf8')) as {
+      nats: { config: { nats: { tls: { enabled: boolean; secretName: string } }; merge: { authorization: { users: { user: string; password: string; permissions: unknown }[] } } }; container: { env: Record<string, { valueFrom: { secretKeyRef: { name: string; key: string } } }> } };
+      natsAuth: { secretName: string }; natsTls: { secretName: string };
+    };
+    const users = values.nats.config.merge.authorization.users;
+    expect(users.map((u) => u.user)).toEqual([NATS_USERS.operator, NATS_USERS.agent, NATS_USERS.logs]);
+    for (const [i, role] of (['operator', 'agent', 'logs'] as const).entries()) {
+      expect(users[i]!.permissions, role).toEqual(natsPermissions(role));
+      const env = `EDGE_NATS_${role.toUpperCase()}_PASSWORD`;
+      expect(users[i]!.password).toBe(`<< $${env} >>`);
+      expect(values.nats.container.env[env]!.valueFrom.secretKeyRef).toEqual({ name: values.natsAuth.secretName, key: role });
+    }
+    expect(values.nats.config.nats.tls).toEqual({ enabled: true, secretName: values.natsTls.secretName });
+
+    const objs = await render(chart.dir, { values: [examplePath('one-region')] });
+    const auth = one<K8sObject & { data: Record<string, string> }>(objs, 'Secret', 'edge-isolates-nats-auth');
+    expect(Object.keys(auth.data).sort()).toEqual(['agent', 'logs', 'operator']);
+    for (const v of Object.values(auth.data)) expect(Buffer.from(v, 'base64').toString()).toMatch(/^[A-Za-z0-9]{40}$/);
+    const sealing = one<K8sObject & { data: Record<string, string> }>(objs, 'Secret', 'edge-isolates-sealing-key');
+    expect(Buffer.from(sealing.data.key!, 'base64').length).toBeGreaterThanOrEqual(32);
+    // The server certificate names the NATS Service and is signed by the CA the clients trust.
+    const tls = one<K8sObject & { type: string; data: Record<string, string> }>(objs, 'Secret', 'edge-isolates-nats-tls');
+    expect(tls.type).toBe('kubernetes.io/tls');
+    const cert = new X509Certificate(Buffer.from(tls.data['tls.crt']!, 'base64'));
+    const ca = new X509Certificate(Buffer.from(tls.data['ca.crt']!, 'base64'));
+    expect(cert.verify(ca.publicKey)).toBe(true);
+    expect(cert.subjectAltName).toContain('DNS:edge-isolates-nats.edge-system.svc.cluster.local');
+
+    const pods: [Workload, string][] = [[one<Workload>(objs, 'Deployment', 'edge-isolates-operator'), 'operator'], [one<Workload>(objs, 'DaemonSet', 'edge-isolates-agent-eu-west'), 'agent']];
+    for (const [w, role] of pods) {
+      const c = w.spec.template.spec.containers[0]!;
+      expect(arg(c, 'nats')).toMatch(/^tls:\/\//);
+      expect(arg(c, 'nats-user')).toBe(NATS_USERS[role as 'operator' | 'agent']);
+      expect(arg(c, 'nats-ca')).toBe('/etc/edge-isolates/nats-ca/ca.crt');
+      expect(arg(c, 'sealing-key-file')).toBe('/etc/edge-isolates/sealing/key');
+      // The password from the Secret, never in args.
+      expect(c.env?.find((e) => e.name === 'EDGE_NATS_PASSWORD')?.valueFrom?.secretKeyRef).toEqual({ name: 'edge-isolates-nats-auth', key: role });
+      expect(JSON.stringify(c.args)).not.toMatch(/password=/);
+      // Of the TLS Secret only ca.crt is mounted: the server's key stays with the server.
+      const vols = w.spec.template.spec.volumes ?? [];
+      expect(vols.find((v) => v.name === 'nats-ca')?.secret).toEqual({ secretName: 'edge-isolates-nats-tls', items: [{ key: 'ca.crt', path: 'ca.crt' }] });
+      expect(vols.find((v) => v.name === 'sealing-key')?.secret).toEqual({ secretName: 'edge-isolates-sealing-key', items: [{ key: 'key', path: 'key' }] });
+    }
+
+    // Without TLS on the server, clients are not told to use it; a mismatched Secret name fails.
+    const plain = await render(chart.dir, { set: ['regions[0].name=eu-west', 'nats.config.nats.tls.enabled=false'] });
+    expect(arg(one<Workload>(plain, 'Deployment', 'edge-isolates-operator').spec.template.spec.containers[0]!, 'nats')).toMatch(/^nats:\/\//);
+    expect(arg(one<Workload>(plain, 'Deployment', 'edge-isolates-operator').spec.template.spec.containers[0]!, 'nats-ca')).toBeUndefined();
+    expect(names(plain)).not.toContain('Secret/edge-isolates-nats-tls');
+    await expect(render(chart.dir, { set: ['nats.config.nats.tls.secretName=other'] })).rejects.toThrow(/must equal natsTls.secretName/);
+    await expect(render(chart.dir, { set: ['nats.container.env.EDGE_NATS_AGENT_PASSWORD.valueFrom.secretKeyRef.name=other'] })).rejects.toThrow(/must be natsAuth.secretName/);
+  });
+
   it('grants the operator exactly the permissions its code uses, and the agents none', async () => {
     const objs = await render(chart.dir, { values: [examplePath('one-region')] });
     const cr = one<K8sObject & { rules: Rule[] }>(objs, 'ClusterRole', 'edge-isolates-operator');
@@ -194,11 +253,11 @@ describe('the Helm chart, rendered', () => {
     const objs = await render(chart.dir, { release: 'prod', namespace: 'edge', set: ['regions[0].name=eu-west'] });
     expect(names(objs)).toContain('DaemonSet/prod-edge-isolates-agent-eu-west');
     const op = one<Workload>(objs, 'Deployment', 'prod-edge-isolates-operator');
-    expect(arg(op.spec.template.spec.containers[0]!, 'nats')).toBe('nats://prod-nats.edge.svc.cluster.local:4222');
+    expect(arg(op.spec.template.spec.containers[0]!, 'nats')).toBe('tls://prod-nats.edge.svc.cluster.local:4222');
     expect(arg(op.spec.template.spec.containers[0]!, 'lease-name')).toBe('prod-edge-isolates-operator');
     const natsRelease = await render(chart.dir, { release: 'edge-nats', set: ['clusterDomain=corp.internal'] });
     expect(arg(one<Workload>(natsRelease, 'Deployment', 'edge-nats-edge-isolates-operator').spec.template.spec.containers[0]!, 'nats'))
-      .toBe('nats://edge-nats.edge-system.svc.corp.internal:4222');
+      .toBe('tls://edge-nats.edge-system.svc.corp.internal:4222');
   });
 
   it('ships NetworkPolicies: peer port from agents only, admin ports and the NATS monitor from metricsFrom only, NATS clients and model servers from the release only', async () => {

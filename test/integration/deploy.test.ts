@@ -76,7 +76,7 @@ export default {
     expect(await get(agent(), 'greeter.test', '/b')).toEqual({ status: 200, text: 'bonjour, world at /b' });
     let logs: Run | undefined;
     for (let i = 0; i < 20; i++) {
-      logs = await edge(['logs', 'greeter', '--namespace', NS, '--nats', cluster.cp.natsUrl]);
+      logs = await edge(['logs', 'greeter', '--namespace', NS, '--nats', cluster.cp.natsUrl, '--nats-user', cluster.cp.natsCredentials.logs.user, '--nats-password-file', cluster.cp.natsCredentials.logs.passwordFile]);
       if (/greeting \/b/.test(logs.stdout)) break;
       await new Promise((res) => setTimeout(res, 500));
     }

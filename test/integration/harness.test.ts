@@ -49,7 +49,7 @@ describe('control-plane harness', () => {
   });
 
   it('starts nats-server with JetStream', async () => {
-    const nc = await connect({ servers: cp.natsUrl });
+    const nc = await connect(cp.natsOptions());
     try {
       const kv = await nc.jetstream().views.kv('harness-check');
       await kv.put('k', 'v');

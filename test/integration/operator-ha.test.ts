@@ -57,7 +57,7 @@ describe('operator restarts and leader failover', () => {
     cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
-    nc = await connect({ servers: cluster.cp.natsUrl });
+    nc = await connect(cluster.cp.natsOptions());
     buckets = await openBuckets(nc);
   }, 240_000);
 

@@ -49,7 +49,7 @@ describe('edge operator with agents in three regions', () => {
     cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS, models: { model: MODEL } });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
-    nc = await connect({ servers: cluster.cp.natsUrl });
+    nc = await connect(cluster.cp.natsOptions());
     buckets = await openBuckets(nc);
     await cluster.startOperator('operator-a');
   }, 240_000);

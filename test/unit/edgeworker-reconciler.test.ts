@@ -12,6 +12,10 @@ import { TerminalError, type ReconcileContext } from '../../operator/runtime/con
 import { FakeEventSink } from '../../operator/runtime/fake/events.js';
 import { FakeKubeApi } from '../../operator/runtime/fake/kube-api.js';
 import { crPath } from '../../operator/runtime/kube-client.js';
+import { openEnv } from '../../common/resolve-bindings.js';
+import { SecretSealer } from '../../common/sealing.js';
+
+const sealer = new SecretSealer(Buffer.alloc(32, 7));
 
 // The EdgeWorker reconciler against fakes of everything it touches: the apiserver (finalizer
 // and status writes, ConfigMaps, Secrets), the worker store in NATS, the agents' reports,
@@ -37,6 +41,7 @@ function setup(nodes: NodeInfo[] = [{ name: 'n1', labels: { [REGION_LABEL]: 'eu'
     },
     getActor: () => undefined,
     nodes: () => nodes,
+    sealer,
   });
   const path = (name: string) => crPath(PLURAL, NS, name);
   const worker = (name: string, spec: Record<string, unknown> = {}) => api.seed(path(name), {
@@ -59,7 +64,10 @@ describe('EdgeWorkerReconciler', () => {
     expect(await t.reconcile('hello')).toEqual({});
     expect(t.read('hello').metadata.finalizers).toEqual([FINALIZER]);
     const cfg = t.store.get(`${NS}.hello`);
-    expect(cfg).toMatchObject({ namespace: NS, name: 'hello', uid: 'uid-hello', regions: ['eu'], env: { text: { MODE: 'prod', TOKEN: 's3cret' } } });
+    expect(cfg).toMatchObject({ namespace: NS, name: 'hello', uid: 'uid-hello', regions: ['eu'], env: { text: { MODE: 'prod' } } });
+    // The Secret value is published sealed, and opens with the agents' key.
+    expect(JSON.stringify(cfg)).not.toContain('s3cret');
+    expect(openEnv(cfg!.env, NS, 'hello', sealer).secrets).toEqual({ TOKEN: 's3cret' });
     expect(t.store.bundles.get(cfg!.bundleDigest)).toBe(SOURCE);
     expect(t.condition('hello', 'Ready')).toMatchObject({ status: 'False', reason: 'AgentsNotReady', message: 'waiting for agents: eu 0/1' });
     expect(t.condition('hello', 'Placed')).toMatchObject({ status: 'True', reason: 'Placed' });

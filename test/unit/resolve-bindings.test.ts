@@ -44,16 +44,18 @@ describe('resolveWorker', () => {
     expect((await failure(resolveWorker(NS, 'w', s, lookup))).message).toBe(`spec.source.configMapRef: ConfigMap ${NS}/code has no key "worker.js"`);
   });
 
-  it('puts vars and Secret values in env.text', async () => {
+  it('puts vars in env.text and Secret values in env.secrets (a secret wins over a var of its name)', async () => {
     const lookup = new FakeBindingLookup();
     lookup.secrets.set(`${NS}/creds`, { token: 's3cret', user: 'ann' });
     const { env } = await resolveWorker(NS, 'w', spec({
       bindings: {
-        vars: { GREETING: 'hi' },
+        vars: { GREETING: 'hi', USER: 'var' },
         secrets: [{ name: 'TOKEN', secretKeyRef: { name: 'creds', key: 'token' } }, { name: 'USER', secretKeyRef: { name: 'creds', key: 'user' } }],
       },
     }), lookup);
-    expect(env.text).toEqual({ GREETING: 'hi', TOKEN: 's3cret', USER: 'ann' });
+    expect(env.text).toEqual({ GREETING: 'hi' });
+    expect(env.secrets).toEqual({ TOKEN: 's3cret', USER: 'ann' });
+    expect(isolateWorkerEnv(env, 'eu-west', aiUrlFromTemplate()).text).toEqual({ GREETING: 'hi', TOKEN: 's3cret', USER: 'ann' });
   });
 
   it('names the secret binding when its Secret or key is missing', async () => {
@@ -108,7 +110,7 @@ describe('resolveWorker', () => {
   it('asks for model servers even when there are no ai bindings (so the operator can remove old ones)', async () => {
     const lookup = new FakeBindingLookup();
     const { env } = await resolveWorker(NS, 'w', spec({ bindings: { vars: { A: '1' } } }), lookup);
-    expect(env).toEqual({ text: { A: '1' }, actors: {}, ai: {} });
+    expect(env).toEqual({ text: { A: '1' }, secrets: {}, actors: {}, ai: {} });
     expect(lookup.aiCalls).toEqual([{ namespace: NS, worker: 'w', bindings: [] }]);
   });
 
@@ -124,7 +126,7 @@ describe('resolveWorker', () => {
 
 describe('workerVersion', () => {
   const s = spec({});
-  const env = { text: { A: '1' }, actors: {}, ai: {} };
+  const env = { text: { A: '1' }, secrets: {}, actors: {}, ai: {} };
   const digest = sha256Digest('export default {}');
 
   it('is the value operators before the shared resolver published (an upgrade republishes nothing)', () => {
@@ -135,6 +137,9 @@ describe('workerVersion', () => {
     const v = workerVersion(digest, s, env);
     expect(workerVersion(sha256Digest('other'), s, env)).not.toBe(v);
     expect(workerVersion(digest, s, { ...env, text: { A: '2' } })).not.toBe(v);
+    expect(workerVersion(digest, s, { ...env, secrets: { B: '2' } })).not.toBe(v);
+    // The sealed form (what the operator publishes) of no secrets is the same version.
+    expect(workerVersion(digest, s, { text: { A: '1' }, sealed: {}, actors: {}, ai: {} })).toBe(v);
     expect(workerVersion(digest, spec({ limits: { cpuMsPerRequest: 10 } }), env)).not.toBe(v);
     expect(workerVersion(digest, spec({ placement: { minWarmIsolates: 3 } }), env)).not.toBe(v);
   });
@@ -143,6 +148,7 @@ describe('workerVersion', () => {
 describe('isolateWorkerEnv (the agent\'s last step)', () => {
   const env = {
     text: { A: '1' },
+    secrets: {},
     actors: { COUNTER: { namespace: NS, actor: 'counter', uid: 'uid-1' } },
     ai: { AI: { model: 'm', services: { 'eu-west': { service: 'svc-eu', namespace: NS, port: 8000 } } } },
   };
