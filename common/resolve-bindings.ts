@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AiBinding, EdgeWorkerSpec } from './api/index.js';
+import { BUILTIN_LIMIT_DEFAULTS, type AiBinding, type EdgeWorkerSpec, type EgressPolicy, type Limits } from './api/index.js';
 import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
 import { ConditionReasons } from './reasons.js';
@@ -116,12 +116,38 @@ export async function resolveWorker(namespace: string, worker: string, spec: Edg
 
 export const sha256Digest = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
+/** How a worker runs once the spec met the cluster admin's policy: every limit set. */
+export interface RunSettings {
+  limits: Limits;
+  minWarmIsolates: number;
+  /** The admin's egress policy; unset: the agent's default. */
+  egress?: EgressPolicy;
+}
+
+/** The spec's limits with the built-in defaults under them: where no EdgePolicy applies (`edge agent --workers DIR`). */
+export function builtinRunSettings(spec: EdgeWorkerSpec): RunSettings {
+  const l = spec.limits ?? {};
+  const d = BUILTIN_LIMIT_DEFAULTS;
+  return {
+    limits: {
+      cpuMsPerRequest: l.cpuMsPerRequest ?? d.cpuMsPerRequest,
+      memoryMiB: l.memoryMiB ?? d.memoryMiB,
+      subrequests: l.subrequests ?? d.subrequests,
+      wallMsPerRequest: l.wallMsPerRequest ?? d.wallMsPerRequest,
+    },
+    minWarmIsolates: spec.placement.minWarmIsolates ?? d.minWarmIsolates,
+  };
+}
+
 /**
  * Identity of a worker version: whatever changes what its isolates run. Agents report
- * readiness per version, and a new version is loaded beside the old one.
+ * readiness per version, and a new version is loaded beside the old one. (The shape is
+ * what it was before limits were resolved against a policy, so unchanged workers keep
+ * their version; egress joins only when a policy sets it.)
  */
-export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: ResolvedEnv): string {
+export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: ResolvedEnv, run: RunSettings): string {
   return sha256Digest(JSON.stringify({
-    bundleDigest, limits: spec.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates,
+    bundleDigest, limits: run.limits, env, compatibilityDate: spec.compatibilityDate ?? null, minWarm: run.minWarmIsolates,
+    ...(run.egress ? { egress: run.egress } : {}),
   }));
 }

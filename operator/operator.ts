@@ -2,7 +2,8 @@ import type { Server } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { NatsConnection } from 'nats';
 import {
-  DurableActorSchema, EdgeWorkerSchema, GROUP, VERSION, type DurableActor, type EdgeWorker,
+  DurableActorSchema, EDGE_MODEL, EDGE_POLICY, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, VERSION,
+  type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker,
 } from '../common/api/index.js';
 import { startAdminServer } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
@@ -24,9 +25,10 @@ import { LeaderElector } from './runtime/leader-election.js';
 import { OperatorMetrics } from './runtime/metrics.js';
 import type { NodeInfo } from './controllers/placement.js';
 import { RefWatcher } from './controllers/ref-watcher.js';
+import { routeNeighbours } from './controllers/routes.js';
 import { WorkerStore } from './controllers/worker-store.js';
 import type { WorkQueueMetricsEvent } from './runtime/workqueue.js';
-import { Controller, objectKeyOf } from './runtime/controller.js';
+import { Controller, objectKeyOf, type ObjectKey } from './runtime/controller.js';
 import { clusterInference } from './controllers/inference.js';
 
 // `edge operator`: leader election first; only the leader starts the informers, the work
@@ -129,6 +131,15 @@ export class Operator {
       parse: (raw) => DurableActorSchema.parse(raw),
     });
     const nodes = new Informer<NodeObject>({ kc, path: '/api/v1/nodes', log, name: 'nodes' });
+    // The cluster admin's kinds (cluster-scoped).
+    const policies = new Informer<EdgePolicy>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${EDGE_POLICY.plural}`, log, name: 'edgepolicies',
+      parse: (raw) => EdgePolicySchema.parse(raw),
+    });
+    const models = new Informer<EdgeModel>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${EDGE_MODEL.plural}`, log, name: 'edgemodels',
+      parse: (raw) => EdgeModelSchema.parse(raw),
+    });
     const deployments = new Informer<KubeObject>({
       kc, path: '/apis/apps/v1/deployments', log, name: 'inference-deployments',
       labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
@@ -146,6 +157,9 @@ export class Operator {
           client: this.client, agents, events, store, inference: clusterInference(kc),
           getWorker: (ns, name) => workers.get(ns, name),
           getActor: (ns, name) => actors.get(ns, name),
+          listWorkers: () => workers.list(),
+          policies: () => policies.list(),
+          models: () => models.list(),
           nodes: nodeInfos,
           defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
         }),
@@ -181,6 +195,19 @@ export class Operator {
         return worker && d.metadata.namespace ? [{ namespace: d.metadata.namespace, name: worker }] : [];
       });
     allOnNodeChange(ew, () => workers.list());
+    const synced = (keys: () => ObjectKey[]) => (this.synced ? keys() : []);
+    // A policy may govern any namespace (a "*" one, or the one a named policy stops governing).
+    ew.watch(policies, () => synced(() => workers.list().map(objectKeyOf)), specOrLifecycleChanged)
+      .watch(models, () => synced(() => workers.list().filter((w) => (w.spec.bindings?.ai ?? []).length > 0).map(objectKeyOf)), specOrLifecycleChanged)
+      // Routes and GPUs are decided across workers: a change of one (its deletion included)
+      // moves the decision of the others claiming an overlapping host, and of the workers of
+      // its namespace sharing the GPU quota.
+      .watch(workers, (w, old) => synced(() => [
+        ...routeNeighbours(w, old, workers.list()),
+        ...((w.spec.bindings?.ai ?? []).length > 0 || (old?.spec.bindings?.ai ?? []).length > 0
+          ? workers.list(w.metadata.namespace ?? 'default').filter((x) => (x.spec.bindings?.ai ?? []).length > 0 && x.metadata.name !== w.metadata.name)
+          : []),
+      ].map(objectKeyOf)), specOrLifecycleChanged);
     // DurableActors follow their worker's readiness, so any change of it counts, status included.
     da.watchFor(actors, specOrLifecycleChanged)
       .watch(workers, (w) => actors.list(w.metadata.namespace ?? 'default')
@@ -204,8 +231,8 @@ export class Operator {
       }
     });
 
-    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
-    await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.load()]);
+    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => policies.stop(), () => models.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop());
+    await Promise.all([workers.start(), actors.start(), nodes.start(), policies.start(), models.start(), deployments.start(), agents.start(), store.load()]);
     refs.update(workers.list());
     this.synced = true;
     ew.enqueueAll();

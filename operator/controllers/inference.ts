@@ -29,6 +29,21 @@ import { HASH_CHARS, INFERENCE_PORT, inferenceName, modelServerRef, shortHash } 
 
 export type { AiBinding };
 
+/**
+ * One ai binding's model server as the operator runs it: the binding's name, model and
+ * replicas, the catalogue's image, GPUs and extra args (operator/controllers/models.ts).
+ */
+export interface ModelServerBinding {
+  name: string;
+  model: string;
+  /** Unset: opts.defaultImage. */
+  image?: string;
+  gpus: number;
+  replicasPerRegion: number;
+  /** After the arguments the operator sets. */
+  args?: readonly string[];
+}
+
 /** The image when a binding names none; the chart passes its own value as opts.defaultImage. */
 export const DEFAULT_INFERENCE_IMAGE = 'vllm/vllm-openai:v0.11.0';
 /** Who the writes are attributed to in managedFields. */
@@ -58,7 +73,7 @@ export class InvalidInference extends EdgeError {}
 
 /** A worker's model servers as the EdgeWorker reconciler drives them; fake/inference.ts records the calls. */
 export interface Inference {
-  reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult>;
+  reconcile(worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult>;
   delete(worker: { name: string; namespace: string; uid?: string }): Promise<{ deleted: string[] }>;
 }
 
@@ -113,7 +128,7 @@ export function inferenceSelector(workerName: string): string {
 
 /** Everything that should exist for these bindings in these regions, as plain API objects. */
 export function desiredInference(
-  worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
+  worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions,
 ): DesiredInference {
   if (!isDnsLabel(worker.name)) {
     throw new InvalidInference(`worker name ${JSON.stringify(worker.name)} is not a DNS label`);
@@ -141,7 +156,7 @@ export function desiredInference(
   return out;
 }
 
-function metadata(worker: InferenceWorker, b: AiBinding, region: string, name: string) {
+function metadata(worker: InferenceWorker, b: ModelServerBinding, region: string, name: string) {
   return {
     name,
     namespace: worker.namespace,
@@ -160,16 +175,16 @@ function metadata(worker: InferenceWorker, b: AiBinding, region: string, name: s
   };
 }
 
-function serverArgs(b: AiBinding): string[] {
+function serverArgs(b: ModelServerBinding): string[] {
   const args = ['--model', b.model, '--port', String(INFERENCE_PORT), '--served-model-name', b.model];
   if (b.gpus > 1) args.push('--tensor-parallel-size', String(b.gpus));
-  return args;
+  return [...args, ...(b.args ?? [])];
 }
 
 const healthCheck = () => ({ httpGet: { path: '/health', port: 'http' } });
 
 function deployment(
-  worker: InferenceWorker, b: AiBinding, region: string, name: string, opts: InferenceOptions,
+  worker: InferenceWorker, b: ModelServerBinding, region: string, name: string, opts: InferenceOptions,
 ): DesiredDeployment {
   const meta = metadata(worker, b, region, name);
   return {
@@ -236,7 +251,7 @@ function deployment(
   };
 }
 
-function service(worker: InferenceWorker, b: AiBinding, region: string, name: string): DesiredService {
+function service(worker: InferenceWorker, b: ModelServerBinding, region: string, name: string): DesiredService {
   return {
     apiVersion: 'v1',
     kind: 'Service',
@@ -466,7 +481,7 @@ async function settle<T>(work: Promise<T>[]): Promise<T[]> {
  * it could) when an operation failed; the caller retries.
  */
 export async function reconcileInference(
-  kc: KubeConfig, worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
+  kc: KubeConfig, worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions,
 ): Promise<InferenceResult> {
   const want = desiredInference(worker, bindings, regions, opts);
   const deployments = deploymentClient(kc);

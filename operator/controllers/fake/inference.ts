@@ -1,5 +1,5 @@
 import {
-  desiredInference, type AiBinding, type Inference, type InferenceOptions, type InferenceResult, type InferenceWorker,
+  desiredInference, type Inference, type InferenceOptions, type InferenceResult, type InferenceWorker, type ModelServerBinding,
 } from '../inference.js';
 
 // Model servers without an apiserver: the Services a worker would get come from the real
@@ -11,7 +11,7 @@ export class FakeInference implements Inference {
   /** `${binding}/${region}` -> readyReplicas; absent means 0. */
   readonly ready = new Map<string, number>();
 
-  reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult> {
+  reconcile(worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult> {
     this.calls.push(`reconcile ${worker.namespace}/${worker.name} ${bindings.map((b) => b.name).join(',')} in ${regions.join(',')}`);
     let want: ReturnType<typeof desiredInference>;
     // The real one is async: invalid input rejects, it does not throw.
