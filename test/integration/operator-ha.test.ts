@@ -54,7 +54,7 @@ describe('operator restarts and leader failover', () => {
   }
 
   beforeAll(async () => {
-    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS, catalogue: ['m'] });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
     nc = await connect({ servers: cluster.cp.natsUrl });
