@@ -6,7 +6,7 @@ import {
   type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker,
 } from '../common/api/index.js';
 import { startAdminServer } from '../common/admin-server.js';
-import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL, WORKER_NAMESPACE_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { connectNats, openBuckets, type EdgeBuckets } from '../common/nats.js';
 import {
@@ -24,7 +24,7 @@ import { KubeClient } from './runtime/kube-client.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { OperatorMetrics } from './runtime/metrics.js';
 import type { NodeInfo } from './controllers/placement.js';
-import { RefWatcher } from './controllers/ref-watcher.js';
+import { RefWatcher, hasSecretRefs } from './controllers/ref-watcher.js';
 import { routeNeighbours } from './controllers/routes.js';
 import { WorkerStore } from './controllers/worker-store.js';
 import type { WorkQueueMetricsEvent } from './runtime/workqueue.js';
@@ -48,10 +48,17 @@ export interface OperatorOptions {
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
   defaultAiImage?: string;
+  /**
+   * The namespace every model server (Deployment, Service) is created in; its RBAC is the
+   * only write access to workloads the operator needs. Unset: each worker's namespace.
+   */
+  modelNamespace?: string;
   /** Reconciles each controller runs at once (always for different objects). */
   concurrency?: number;
   /** Everything is reconciled again this often, whatever the events said. */
   resyncMs?: number;
+  /** Workers binding Secrets are reconciled this often (Secrets are read, never watched). Default 30 s. */
+  secretPollMs?: number;
   /** Called when leadership is lost; the CLI exits so a fresh process starts clean. */
   onLostLeadership?: () => void;
 }
@@ -140,8 +147,9 @@ export class Operator {
       kc, path: `/apis/${GROUP}/${VERSION}/${EDGE_MODEL.plural}`, log, name: 'edgemodels',
       parse: (raw) => EdgeModelSchema.parse(raw),
     });
+    const modelNs = this.opts.modelNamespace;
     const deployments = new Informer<KubeObject>({
-      kc, path: '/apis/apps/v1/deployments', log, name: 'inference-deployments',
+      kc, path: modelNs ? `/apis/apps/v1/namespaces/${modelNs}/deployments` : '/apis/apps/v1/deployments', log, name: 'inference-deployments',
       labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
     });
     const agents = new AgentView(buckets, log);
@@ -154,7 +162,7 @@ export class Operator {
       ew: new Controller<EdgeWorker>({
         name: 'edgeworker', log, concurrency: this.opts.concurrency ?? 4, onMetrics: (e) => this.observeQueue(e),
         reconciler: new EdgeWorkerReconciler({
-          client: this.client, agents, events, store, inference: clusterInference(kc),
+          client: this.client, agents, events, store, inference: clusterInference(kc, modelNs),
           getWorker: (ns, name) => workers.get(ns, name),
           getActor: (ns, name) => actors.get(ns, name),
           listWorkers: () => workers.list(),
@@ -191,8 +199,10 @@ export class Operator {
         .filter((w) => (w.spec.bindings?.actors ?? []).some((b) => b.actor === a.metadata.name))
         .map(objectKeyOf), specOrLifecycleChanged)
       .watch(deployments, (d) => {
-        const worker = (d.metadata.labels as Record<string, string> | undefined)?.[WORKER_LABEL];
-        return worker && d.metadata.namespace ? [{ namespace: d.metadata.namespace, name: worker }] : [];
+        const labels = d.metadata.labels as Record<string, string> | undefined;
+        const worker = labels?.[WORKER_LABEL];
+        const ns = modelNs ? labels?.[WORKER_NAMESPACE_LABEL] : d.metadata.namespace;
+        return worker && ns ? [{ namespace: ns, name: worker }] : [];
       });
     allOnNodeChange(ew, () => workers.list());
     const synced = (keys: () => ObjectKey[]) => (this.synced ? keys() : []);
@@ -261,7 +271,8 @@ export class Operator {
       })().catch((err: unknown) => log.warn('housekeeping failed', { error: err }));
     }, 30_000);
     const resync = setInterval(() => { ew.enqueueAll(); da.enqueueAll(); }, this.opts.resyncMs ?? 300_000);
-    this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
+    const secretPoll = setInterval(() => { for (const w of workers.list()) if (hasSecretRefs(w)) ew.enqueue(objectKeyOf(w)); }, this.opts.secretPollMs ?? 30_000);
+    this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); clearInterval(secretPoll); });
 
     ew.start();
     da.start();

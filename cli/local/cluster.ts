@@ -237,6 +237,8 @@ export class LocalCluster {
       '--no-node-snapshot', EDGE_BIN, 'operator', '--nats', this.cp.natsUrl, '--kubeconfig', opts.kubeconfig ?? this.cp.kubeconfigPath,
       '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', opts.leaseNamespace ?? 'default',
       ...(opts.leaseName ? ['--lease-name', opts.leaseName] : []),
+      // A bound Secret's change shows within a second, as a watch would show it.
+      '--secret-poll-ms', '1000',
       ...(lease !== undefined
         ? ['--lease-duration-ms', String(lease), '--renew-deadline-ms', String(Math.floor(lease * 0.75)), '--retry-period-ms', String(Math.floor(lease / 8))]
         : []),

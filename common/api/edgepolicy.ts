@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { API_VERSION, ObjectMetaSchema, cel, conditionList, dnsLabel, modelId } from './meta.js';
+import { API_VERSION, DNS_LABEL_PATTERN, ObjectMetaSchema, cel, conditionList, modelId } from './meta.js';
 import { HOST_PATTERN, LIMIT_FIELDS, limitField, type LimitField } from './edgeworker.js';
 import { EgressPolicySchema } from './policy.js';
 
@@ -16,6 +16,7 @@ import { EgressPolicySchema } from './policy.js';
 
 /** The namespace pattern of the default EdgePolicy: every namespace no other policy names. */
 export const ALL_NAMESPACES = '*';
+const NAMESPACE_OR_ALL = new RegExp(`^\\*$|${DNS_LABEL_PATTERN}`);
 
 const limitShape = <T>(make: (f: LimitField) => T) =>
   Object.fromEntries(LIMIT_FIELDS.map((f) => [f, make(f)])) as Record<LimitField, T>;
@@ -32,7 +33,8 @@ export const HostGrantSchema = z.string().min(1).max(253).regex(HOST_PATTERN)
   }));
 
 export const EdgePolicySpecSchema = z.object({
-  namespaces: z.array(z.union([dnsLabel(), z.literal(ALL_NAMESPACES)])).min(1).max(1024)
+  // One pattern, not a union: a structural schema allows no anyOf with types.
+  namespaces: z.array(z.string().min(1).max(63).regex(NAMESPACE_OR_ALL)).min(1).max(1024)
     .meta({ 'x-kubernetes-list-type': 'set' })
     .describe('Namespaces this policy governs; "*" makes it the default for every namespace no other policy names.'),
   limits: z.object({
