@@ -110,7 +110,8 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     nc = await connect({ servers: cluster.cp.natsUrl });
     buckets = await openBuckets(nc);
     const kubeconfig = await serviceAccountKubeconfig(RELEASE_NS, SA);
-    operator = await cluster.startOperator('operator-a', { kubeconfig, leaseNamespace: RELEASE_NS, leaseName: LEASE });
+    // The flags the chart's Deployment passes that decide which calls it makes.
+    operator = await cluster.startOperator('operator-a', { kubeconfig, leaseNamespace: RELEASE_NS, leaseName: LEASE, args: ['--model-namespace', RELEASE_NS] });
   }, 240_000);
 
   afterAll(async () => {
