@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
-  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL,
+  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL, WORKER_NAMESPACE_LABEL,
 } from '../../common/labels.js';
 import {
   DEFAULT_INFERENCE_IMAGE, desiredInference, inferenceSelector, needsUpdate,
@@ -214,6 +214,22 @@ describe('desiredInference', () => {
     };
     expect(d.metadata.ownerReferences).toEqual([ref]);
     expect(s.metadata.ownerReferences).toEqual([ref]);
+  });
+
+  it('in the shared model namespace: named and labelled with the worker\'s namespace, no ownerReference, catalogue args last', () => {
+    const shared = { ...opts, serverNamespace: 'edge-system' };
+    const a = desiredInference(worker, [ai({ name: 'AI', args: ['--max-model-len', '8192'] })], ['eu'], shared);
+    const b = desiredInference({ ...worker, namespace: 'team-b' }, [ai({ name: 'AI' })], ['eu'], shared);
+    const d = a.deployments[0]!;
+    expect(d.metadata.namespace).toBe('edge-system');
+    expect(d.metadata.ownerReferences).toBeUndefined();
+    expect(d.metadata.labels).toMatchObject({ [WORKER_LABEL]: 'chat', [WORKER_NAMESPACE_LABEL]: 'team-a' });
+    expect(d.metadata.name).toMatch(/^team-a-chat-ai-eu-[0-9a-f]{8}$/);
+    // The same worker and binding in another namespace is another object.
+    expect(b.deployments[0]!.metadata.name).not.toBe(d.metadata.name);
+    expect(a.refs.AI?.eu).toEqual({ service: d.metadata.name, namespace: 'edge-system', port: 8000 });
+    expect(d.spec.template.spec?.containers[0]?.args?.slice(-2)).toEqual(['--max-model-len', '8192']);
+    expect(inferenceSelector('chat', 'team-a')).toContain(`${WORKER_NAMESPACE_LABEL}=team-a`);
   });
 
   it('dedupes and orders regions, refuses duplicate bindings and bad names', () => {
