@@ -57,6 +57,10 @@ describe('operator restarts and leader failover', () => {
     cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS, catalogue: ['m'] });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
+    // Five ai workers in two regions hold 10 GPUs, past the built-in quota of 8.
+    await kube.request('POST', crPath('edgepolicies'), {
+      body: { apiVersion: 'edge.isolates.dev/v1alpha1', kind: 'EdgePolicy', metadata: { name: 'default' }, spec: { namespaces: ['*'], gpu: { maxGpus: 64 } } },
+    });
     nc = await connect({ servers: cluster.cp.natsUrl });
     buckets = await openBuckets(nc);
   }, 240_000);
