@@ -114,6 +114,8 @@ export const conditionOf = (o: { status?: { conditions?: Condition[] } }, type: 
 /** Reasons after which waiting longer does not help: the spec (or what it refers to) must change. */
 export const TERMINAL_REASONS: ReadonlySet<string> = new Set<ConditionReason>([
   R.BundleInvalid, R.SourceNotFound, R.SecretNotFound, R.ActorNotFound, R.NoRegions, R.WorkerNotFound, R.WorkerNotInRegion, R.RegionUnavailable,
+  // The cluster admin's policy refuses the spec.
+  R.LimitExceeded, R.ModelNotAllowed, R.GpuQuotaExceeded, R.RouteConflict, R.RouteNotAllowed,
 ]);
 /** Not an operator reason: what the CLI shows while the status is not about the current spec yet. */
 export const PENDING = 'Pending';

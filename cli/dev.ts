@@ -244,6 +244,9 @@ function hasKubectl(): boolean {
   return spawnSync('kubectl', ['version', '--client'], { stdio: 'ignore' }).status === 0;
 }
 
+/** The model `edge dev`'s catalogue offers: the one examples/ai.yaml names. */
+export const DEV_MODEL = 'llama-3.1-8b-instruct';
+
 export async function runDev(opts: DevOptions): Promise<number> {
   const t0 = performance.now();
   const dir = resolve(opts.dir);
@@ -289,6 +292,9 @@ export async function runDev(opts: DevOptions): Promise<number> {
       regions, ports: regions.map((_, i) => first + i), fieldManager: DEV_FIELD_MANAGER, progress: say,
       operator: { identity: 'edge-dev' },
       models: { label: (r) => `stand-in model, ${r}`, tokenDelayMs: 30 },
+      // The catalogue (EdgeModels) offers the model examples/ai.yaml binds; the stand-in
+      // servers answer for any model.
+      catalogue: [DEV_MODEL],
     });
     if (signalled) { await stop(); return 0; }
     const kube = new KubeClient(cluster.kubeConfig);

@@ -12,13 +12,17 @@ export const OPERATOR_USAGE = `usage: edge operator --nats URL --sealing-key-fil
                      [--nats-user USER] [--nats-password-file FILE] [--nats-ca FILE]
                      [--admin HOST:PORT] [--identity ID] [--lease-namespace NS] [--lease-name NAME]
                      [--lease-duration-ms N] [--renew-deadline-ms N] [--retry-period-ms N]
-                     [--ai-image IMAGE] [--concurrency N] [--resync-ms N] [--actor-log-replicas N]
+                     [--ai-image IMAGE] [--model-namespace NS] [--concurrency N] [--resync-ms N]
+                     [--secret-poll-ms N] [--actor-log-replicas N]
 
 Reconciles EdgeWorkers and DurableActors: placement from Node region labels, desired
 state to NATS, inference Deployments for ai bindings, status and Events. Several replicas
 may run; a coordination.k8s.io Lease elects the one that acts. Without --kubeconfig it
 uses $KUBECONFIG, then the in-cluster service account. /metrics, /healthz, /readyz and
-/status are on the admin port. It exits with status 1 when it loses leadership.
+/status are on the admin port. --ai-image is the image of catalogue models (EdgeModels)
+that name none; --model-namespace puts every model server in that one namespace
+(the chart's release namespace) instead of each worker's. Secrets that workers bind are
+read by name (never listed or watched) every --secret-poll-ms. It exits with status 1 when it loses leadership.
 
 NATS: --nats-user (or $EDGE_NATS_USER) with the password in --nats-password-file
 ($EDGE_NATS_PASSWORD_FILE) or $EDGE_NATS_PASSWORD; --nats-ca ($EDGE_NATS_CA) trusts that CA
@@ -46,8 +50,10 @@ export async function runOperator(argv: string[]): Promise<number> {
       'renew-deadline-ms': { type: 'string', default: '10000' },
       'retry-period-ms': { type: 'string', default: '2000' },
       'ai-image': { type: 'string', default: DEFAULT_AI_IMAGE },
+      'model-namespace': { type: 'string' },
       concurrency: { type: 'string', default: '4' },
       'resync-ms': { type: 'string', default: '300000' },
+      'secret-poll-ms': { type: 'string', default: '30000' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -83,8 +89,10 @@ export async function runOperator(argv: string[]): Promise<number> {
     renewDeadlineMs: num('--renew-deadline-ms', values['renew-deadline-ms'], 50),
     retryPeriodMs: num('--retry-period-ms', values['retry-period-ms'], 10),
     defaultAiImage: values['ai-image'],
+    ...(values['model-namespace'] ? { modelNamespace: values['model-namespace'] } : {}),
     concurrency: num('--concurrency', values.concurrency, 1),
     resyncMs: num('--resync-ms', values['resync-ms'], 1000),
+    secretPollMs: num('--secret-poll-ms', values['secret-poll-ms'], 100),
     onLostLeadership: () => { lost = true; process.kill(process.pid, 'SIGTERM'); },
   });
   const adminPort = await operator.start(Number(m[2]), m[1] || '127.0.0.1');

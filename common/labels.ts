@@ -15,6 +15,8 @@ export const GPU_TAINT_KEY = 'nvidia.com/gpu';
 export const FINALIZER = 'edge.isolates.dev/cleanup';
 /** Label on everything the operator creates, naming the worker it belongs to. */
 export const WORKER_LABEL = 'edge.isolates.dev/worker';
+/** Label naming the worker's namespace, on model servers kept in the operator's model namespace. */
+export const WORKER_NAMESPACE_LABEL = 'edge.isolates.dev/worker-namespace';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'edge-isolates';
 /** Standard Kubernetes app labels on what the operator creates. */

@@ -32,15 +32,21 @@ function sanitize(s: string): string {
  * names contain '-' themselves (worker `chat-app` binding `ai` region `eu`, and worker `chat`
  * binding `app` region `ai-eu`, would both read `chat-app-ai-eu`).
  */
-export function inferenceName(worker: string, binding: string, region: string): string {
-  const hash = shortHash(worker, binding, region);
-  let base = [worker, binding, region].map(sanitize).filter((s) => s !== '').join('-');
+export function inferenceName(worker: string, binding: string, region: string, workerNamespace?: string): string {
+  // In a namespace shared by every tenant's model servers, the worker's namespace is part of
+  // the identity (and of the name, for whoever reads `kubectl get deploy`).
+  const hash = workerNamespace === undefined ? shortHash(worker, binding, region) : shortHash(workerNamespace, worker, binding, region);
+  let base = [...(workerNamespace === undefined ? [] : [workerNamespace]), worker, binding, region].map(sanitize).filter((s) => s !== '').join('-');
   if (!/^[a-z]/.test(base)) base = `ai-${base}`;
   base = base.slice(0, MAX_NAME - 1 - HASH_CHARS).replace(/-+$/, '');
   return `${base}-${hash}`;
 }
 
-/** The Service of one binding's model server in one region. */
-export function modelServerRef(namespace: string, worker: string, binding: string, region: string): AiServiceRef {
-  return { service: inferenceName(worker, binding, region), namespace, port: INFERENCE_PORT };
+/**
+ * The Service of one binding's model server in one region: in the worker's namespace, or,
+ * with `serverNamespace` (the operator's --model-namespace), in that one shared namespace.
+ */
+export function modelServerRef(namespace: string, worker: string, binding: string, region: string, serverNamespace?: string): AiServiceRef {
+  if (serverNamespace === undefined) return { service: inferenceName(worker, binding, region), namespace, port: INFERENCE_PORT };
+  return { service: inferenceName(worker, binding, region, namespace), namespace: serverNamespace, port: INFERENCE_PORT };
 }

@@ -26,6 +26,12 @@ export const ConditionReasons = {
   WorkerNotInRegion: 'WorkerNotInRegion',
   NoRegions: 'NoRegions',
   RegionUnavailable: 'RegionUnavailable',
+  // The cluster admin's EdgePolicy and model catalogue refuse the spec.
+  LimitExceeded: 'LimitExceeded',
+  RouteConflict: 'RouteConflict',
+  RouteNotAllowed: 'RouteNotAllowed',
+  ModelNotAllowed: 'ModelNotAllowed',
+  GpuQuotaExceeded: 'GpuQuotaExceeded',
   // Converging: waiting helps.
   AgentsNotReady: 'AgentsNotReady',
   NotFullyAvailable: 'NotFullyAvailable',

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AiBinding, EdgeWorkerSpec } from './api/index.js';
+import { BUILTIN_LIMIT_DEFAULTS, type AiBinding, type EdgeWorkerSpec, type EgressPolicy, type Limits } from './api/index.js';
 import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
 import { ConditionReasons } from './reasons.js';
@@ -148,11 +148,36 @@ export async function resolveWorker(namespace: string, worker: string, spec: Edg
 
 export const sha256Digest = (data: string | Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
+/** How a worker runs once the spec met the cluster admin's policy: every limit set. */
+export interface RunSettings {
+  limits: Limits;
+  minWarmIsolates: number;
+  /** The admin's egress policy; unset: the agent's default. */
+  egress?: EgressPolicy;
+}
+
+/** The spec's limits with the built-in defaults under them: where no EdgePolicy applies (`edge agent --workers DIR`). */
+export function builtinRunSettings(spec: EdgeWorkerSpec): RunSettings {
+  const l = spec.limits ?? {};
+  const d = BUILTIN_LIMIT_DEFAULTS;
+  return {
+    limits: {
+      cpuMsPerRequest: l.cpuMsPerRequest ?? d.cpuMsPerRequest,
+      memoryMiB: l.memoryMiB ?? d.memoryMiB,
+      subrequests: l.subrequests ?? d.subrequests,
+      wallMsPerRequest: l.wallMsPerRequest ?? d.wallMsPerRequest,
+    },
+    minWarmIsolates: spec.placement.minWarmIsolates ?? d.minWarmIsolates,
+  };
+}
+
 /**
  * Identity of a worker version: whatever changes what its isolates run. Agents report
- * readiness per version, and a new version is loaded beside the old one.
+ * readiness per version, and a new version is loaded beside the old one. (The shape is
+ * what it was before limits were resolved against a policy, so unchanged workers keep
+ * their version; egress joins only when a policy sets it.)
  */
-export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: PublishedEnv | ResolvedEnv): string {
+export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: PublishedEnv | ResolvedEnv, run: RunSettings): string {
   // Empty secret maps are left out, so a worker without secrets keeps the version it had
   // before secrets were split from vars (an upgrade rolls nothing).
   const { sealed, secrets, ...rest } = env as Partial<PublishedEnv & ResolvedEnv> & Pick<ResolvedEnv, 'text' | 'actors' | 'ai'>;
@@ -162,6 +187,7 @@ export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: P
     ...(secrets && Object.keys(secrets).length > 0 ? { secrets } : {}),
   };
   return sha256Digest(JSON.stringify({
-    bundleDigest, limits: spec.limits, env: hashed, compatibilityDate: spec.compatibilityDate ?? null, minWarm: spec.placement.minWarmIsolates,
+    bundleDigest, limits: run.limits, env: hashed, compatibilityDate: spec.compatibilityDate ?? null, minWarm: run.minWarmIsolates,
+    ...(run.egress ? { egress: run.egress } : {}),
   }));
 }

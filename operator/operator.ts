@@ -2,10 +2,11 @@ import type { Server } from 'node:http';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { NatsConnection } from 'nats';
 import {
-  DurableActorSchema, EdgeWorkerSchema, GROUP, VERSION, type DurableActor, type EdgeWorker,
+  DurableActorSchema, EDGE_MODEL, EDGE_POLICY, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, VERSION,
+  type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker,
 } from '../common/api/index.js';
 import { startAdminServer } from '../common/admin-server.js';
-import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL, WORKER_NAMESPACE_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { followBucket } from '../common/kv-follower.js';
 import { connectNats, type EdgeBuckets } from '../common/nats.js';
@@ -27,10 +28,11 @@ import { KubeClient } from './runtime/kube-client.js';
 import { LeaderElector } from './runtime/leader-election.js';
 import { OperatorMetrics } from './runtime/metrics.js';
 import type { NodeInfo } from './controllers/placement.js';
-import { RefWatcher } from './controllers/ref-watcher.js';
+import { RefWatcher, hasSecretRefs } from './controllers/ref-watcher.js';
+import { routeNeighbours } from './controllers/routes.js';
 import { WorkerStore } from './controllers/worker-store.js';
 import type { WorkQueueMetricsEvent } from './runtime/workqueue.js';
-import { Controller, objectKeyOf } from './runtime/controller.js';
+import { Controller, objectKeyOf, type ObjectKey } from './runtime/controller.js';
 import { clusterInference } from './controllers/inference.js';
 
 // `edge operator`: leader election first; only the leader starts the informers, the work
@@ -56,10 +58,17 @@ export interface OperatorOptions {
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
   defaultAiImage?: string;
+  /**
+   * The namespace every model server (Deployment, Service) is created in; its RBAC is the
+   * only write access to workloads the operator needs. Unset: each worker's namespace.
+   */
+  modelNamespace?: string;
   /** Reconciles each controller runs at once (always for different objects). */
   concurrency?: number;
   /** Everything is reconciled again this often, whatever the events said. */
   resyncMs?: number;
+  /** Workers binding Secrets are reconciled this often (Secrets are read, never watched). Default 30 s. */
+  secretPollMs?: number;
   /** Called when leadership is lost; the CLI exits so a fresh process starts clean. */
   onLostLeadership?: () => void;
 }
@@ -140,8 +149,18 @@ export class Operator {
       parse: (raw) => DurableActorSchema.parse(raw),
     });
     const nodes = new Informer<NodeObject>({ kc, path: '/api/v1/nodes', log, name: 'nodes' });
+    // The cluster admin's kinds (cluster-scoped).
+    const policies = new Informer<EdgePolicy>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${EDGE_POLICY.plural}`, log, name: 'edgepolicies',
+      parse: (raw) => EdgePolicySchema.parse(raw),
+    });
+    const models = new Informer<EdgeModel>({
+      kc, path: `/apis/${GROUP}/${VERSION}/${EDGE_MODEL.plural}`, log, name: 'edgemodels',
+      parse: (raw) => EdgeModelSchema.parse(raw),
+    });
+    const modelNs = this.opts.modelNamespace;
     const deployments = new Informer<KubeObject>({
-      kc, path: '/apis/apps/v1/deployments', log, name: 'inference-deployments',
+      kc, path: modelNs ? `/apis/apps/v1/namespaces/${modelNs}/deployments` : '/apis/apps/v1/deployments', log, name: 'inference-deployments',
       labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
     });
     const agents = new AgentView(buckets, log);
@@ -156,9 +175,12 @@ export class Operator {
       ew: new Controller<EdgeWorker>({
         name: 'edgeworker', log, concurrency: this.opts.concurrency ?? 4, onMetrics: (e) => this.observeQueue(e),
         reconciler: new EdgeWorkerReconciler({
-          client: this.client, agents, events, store, inference: clusterInference(kc),
+          client: this.client, agents, events, store, inference: clusterInference(kc, modelNs),
           getWorker: (ns, name) => workers.get(ns, name),
           getActor: (ns, name) => actors.get(ns, name),
+          listWorkers: () => workers.list(),
+          policies: () => policies.list(),
+          models: () => models.list(),
           nodes: nodeInfos,
           defaultAiImage: this.opts.defaultAiImage ?? DEFAULT_AI_IMAGE,
           sealer: this.opts.sealer,
@@ -191,10 +213,25 @@ export class Operator {
         .filter((w) => (w.spec.bindings?.actors ?? []).some((b) => b.actor === a.metadata.name))
         .map(objectKeyOf), specOrLifecycleChanged)
       .watch(deployments, (d) => {
-        const worker = (d.metadata.labels as Record<string, string> | undefined)?.[WORKER_LABEL];
-        return worker && d.metadata.namespace ? [{ namespace: d.metadata.namespace, name: worker }] : [];
+        const labels = d.metadata.labels as Record<string, string> | undefined;
+        const worker = labels?.[WORKER_LABEL];
+        const ns = modelNs ? labels?.[WORKER_NAMESPACE_LABEL] : d.metadata.namespace;
+        return worker && ns ? [{ namespace: ns, name: worker }] : [];
       });
     allOnNodeChange(ew, () => workers.list());
+    const synced = (keys: () => ObjectKey[]) => (this.synced ? keys() : []);
+    // A policy may govern any namespace (a "*" one, or the one a named policy stops governing).
+    ew.watch(policies, () => synced(() => workers.list().map(objectKeyOf)), specOrLifecycleChanged)
+      .watch(models, () => synced(() => workers.list().filter((w) => (w.spec.bindings?.ai ?? []).length > 0).map(objectKeyOf)), specOrLifecycleChanged)
+      // Routes and GPUs are decided across workers: a change of one (its deletion included)
+      // moves the decision of the others claiming an overlapping host, and of the workers of
+      // its namespace sharing the GPU quota.
+      .watch(workers, (w, old) => synced(() => [
+        ...routeNeighbours(w, old, workers.list()),
+        ...((w.spec.bindings?.ai ?? []).length > 0 || (old?.spec.bindings?.ai ?? []).length > 0
+          ? workers.list(w.metadata.namespace ?? 'default').filter((x) => (x.spec.bindings?.ai ?? []).length > 0 && x.metadata.name !== w.metadata.name)
+          : []),
+      ].map(objectKeyOf)), specOrLifecycleChanged);
     // DurableActors follow their worker's readiness, so any change of it counts, status included.
     da.watchFor(actors, specOrLifecycleChanged)
       .watch(workers, (w) => actors.list(w.metadata.namespace ?? 'default')
@@ -238,8 +275,8 @@ export class Operator {
       void buckets.actors.purge(key).catch((err: unknown) => log.warn('could not remove a foreign key from the actor bucket', { key, error: err }));
     };
 
-    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => refs.stop(), () => store.stop(), () => actorConfigsFollower.stop());
-    await Promise.all([workers.start(), actors.start(), nodes.start(), deployments.start(), agents.start(), store.start(), actorConfigsFollower.initial]);
+    this.cleanups.push(() => Promise.all([ew.stop(), da.stop()]).then(() => undefined), () => workers.stop(), () => actors.stop(), () => nodes.stop(), () => deployments.stop(), () => agents.stop(), () => policies.stop(), () => models.stop(), () => refs.stop(), () => store.stop(), () => actorConfigsFollower.stop());
+    await Promise.all([workers.start(), actors.start(), nodes.start(), policies.start(), models.start(), deployments.start(), agents.start(), store.start(), actorConfigsFollower.initial]);
     refs.update(workers.list());
     this.synced = true;
     ew.enqueueAll();
@@ -272,7 +309,8 @@ export class Operator {
       })().catch((err: unknown) => log.warn('housekeeping failed', { error: err }));
     }, 30_000);
     const resync = setInterval(() => { ew.enqueueAll(); da.enqueueAll(); }, this.opts.resyncMs ?? 300_000);
-    this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); });
+    const secretPoll = setInterval(() => { for (const w of workers.list()) if (hasSecretRefs(w)) ew.enqueue(objectKeyOf(w)); }, this.opts.secretPollMs ?? 30_000);
+    this.cleanups.push(() => { clearInterval(housekeeping); clearInterval(resync); clearInterval(secretPoll); });
 
     ew.start();
     da.start();

@@ -9,6 +9,9 @@ import { ANY_MODEL, startOpenAiServer, type OpenAiServer } from './model-stub.js
 import { freePort, waitFor } from './ports.js';
 import { ManagedProcess } from './process.js';
 import { REPO_ROOT } from './tools.js';
+import { API_VERSION, EDGE_MODEL } from '../../common/api/index.js';
+import { shortHash } from '../../common/model-servers.js';
+import { KubeClient, crPath } from '../../operator/runtime/kube-client.js';
 
 // The whole system on loopback, every piece a real process: the control plane (etcd,
 // kube-apiserver, nats-server with JetStream and a user per role) with the CRDs installed, Node objects for each
@@ -64,6 +67,11 @@ export interface LocalClusterOptions {
   operator?: { identity: string } & StartOperatorOptions;
   /** A stand-in model server per region (none without it). */
   models?: ModelStubOptions;
+  /**
+   * Model ids the cluster's catalogue offers (one EdgeModel each, 1 GPU per replica): ai
+   * bindings may name only these. Default: `models.model` when it names one.
+   */
+  catalogue?: string[];
   /** Field manager of the CRDs' server-side apply (default `edge-isolates`). */
   fieldManager?: string;
   /** Keep the control plane's temp dir (logs, data) after stop; also when EDGE_KEEP_TMP=1. */
@@ -77,6 +85,12 @@ export interface LocalClusterOptions {
  * operator's Lease is taken over in two, where the production defaults take many times that.
  */
 export const QUICK_FAILOVER = { presenceTtlMs: 1000, leaseDurationMs: 2000 } as const satisfies Partial<LocalClusterOptions>;
+
+/** The EdgeModel name LocalCluster gives a model id: a DNS label. */
+export function catalogueName(model: string): string {
+  const base = model.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 50).replace(/-+$/, '');
+  return `${base || 'model'}-${shortHash(model)}`;
+}
 
 /** True when nothing listens on 127.0.0.1:port. */
 export function portFree(port: number): Promise<boolean> {
@@ -117,8 +131,9 @@ export class LocalCluster {
     try {
       const t1 = performance.now();
       const models = opts.models;
+      const catalogue = opts.catalogue ?? (models?.model && models.model !== ANY_MODEL ? [models.model] : []);
       await Promise.all([
-        installCrds(cp.kubeConfig, opts.fieldManager),
+        installCrds(cp.kubeConfig, opts.fieldManager).then(() => c.createCatalogue(catalogue)),
         c.createNodes(),
         ...(models ? opts.regions.map(async (r) => {
           c.models.set(r, await startOpenAiServer({ model: models.model ?? ANY_MODEL, label: models.label?.(r) ?? r, tokenDelayMs: models.tokenDelayMs ?? 0 }));
@@ -176,6 +191,14 @@ export class LocalCluster {
     ]));
   }
 
+  /** One EdgeModel per model id (the admin's catalogue; the stand-in servers answer for any of them). */
+  private async createCatalogue(ids: string[]): Promise<void> {
+    const kube = new KubeClient(this.cp.kubeConfig);
+    await Promise.all(ids.map((model) => kube.request('POST', crPath(EDGE_MODEL.plural), {
+      body: { apiVersion: API_VERSION, kind: EDGE_MODEL.kind, metadata: { name: catalogueName(model) }, spec: { model, gpus: 1 } },
+    })));
+  }
+
   /** `<name>.log` the first time, `<name>.<n>.log` for the n-th start under the same name. */
   private logFile(name: string): string {
     const n = (this.logs.get(name) ?? 0) + 1;
@@ -227,6 +250,8 @@ export class LocalCluster {
       '--sealing-key-file', this.cp.sealingKeyFile,
       '--admin', `127.0.0.1:${admin}`, '--identity', identity, '--lease-namespace', opts.leaseNamespace ?? 'default',
       ...(opts.leaseName ? ['--lease-name', opts.leaseName] : []),
+      // A bound Secret's change shows within a second, as a watch would show it.
+      '--secret-poll-ms', '1000',
       ...(lease !== undefined
         ? ['--lease-duration-ms', String(lease), '--renew-deadline-ms', String(Math.floor(lease * 0.75)), '--retry-period-ms', String(Math.floor(lease / 8))]
         : []),

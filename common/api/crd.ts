@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { DNS_LABEL_PATTERN, GROUP, VERSION } from './meta.js';
 import { EdgeWorkerSpecSchema, EdgeWorkerStatusSchema } from './edgeworker.js';
 import { DurableActorSpecSchema, DurableActorStatusSchema } from './durableactor.js';
+import { EdgeModelSpecSchema, EdgeModelStatusSchema, EdgePolicySpecSchema, EdgePolicyStatusSchema } from './edgepolicy.js';
 
 // Turns the zod schemas into CustomResourceDefinitions. zod emits JSON Schema; the
 // apiserver wants a structural OpenAPI v3 schema, so a few JSON Schema habits are undone.
@@ -16,6 +17,8 @@ export interface ResourceKind {
   spec: z.ZodType;
   status: z.ZodType;
   columns: PrinterColumn[];
+  /** Cluster: the admin's objects, which tenants holding namespaced rights cannot write. Default Namespaced. */
+  scope?: 'Namespaced' | 'Cluster';
 }
 
 const readyColumn: PrinterColumn = {
@@ -45,7 +48,28 @@ export const DURABLE_ACTOR: ResourceKind = {
   ],
 };
 
-export const RESOURCE_KINDS = [EDGE_WORKER, DURABLE_ACTOR] as const;
+export const EDGE_POLICY: ResourceKind = {
+  kind: 'EdgePolicy', plural: 'edgepolicies', singular: 'edgepolicy', shortNames: ['epol'], scope: 'Cluster',
+  spec: EdgePolicySpecSchema, status: EdgePolicyStatusSchema,
+  columns: [
+    { name: 'Namespaces', type: 'string', jsonPath: '.spec.namespaces', description: 'Namespaces governed; "*" is the default.' },
+    { name: 'MaxGPUs', type: 'integer', jsonPath: '.spec.gpu.maxGpus', priority: 1 },
+    ageColumn,
+  ],
+};
+
+export const EDGE_MODEL: ResourceKind = {
+  kind: 'EdgeModel', plural: 'edgemodels', singular: 'edgemodel', shortNames: ['em'], scope: 'Cluster',
+  spec: EdgeModelSpecSchema, status: EdgeModelStatusSchema,
+  columns: [
+    { name: 'Model', type: 'string', jsonPath: '.spec.model' },
+    { name: 'GPUs', type: 'integer', jsonPath: '.spec.gpus' },
+    { name: 'Image', type: 'string', jsonPath: '.spec.image', priority: 1 },
+    ageColumn,
+  ],
+};
+
+export const RESOURCE_KINDS = [EDGE_WORKER, DURABLE_ACTOR, EDGE_POLICY, EDGE_MODEL] as const;
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type JsonObject = { [k: string]: Json };
@@ -105,7 +129,7 @@ export function buildCrd(r: ResourceKind): JsonObject {
     spec: {
       group: GROUP,
       names: { kind: r.kind, listKind: `${r.kind}List`, plural: r.plural, singular: r.singular, shortNames: r.shortNames, categories: ['edge'] },
-      scope: 'Namespaced',
+      scope: r.scope ?? 'Namespaced',
       versions: [{
         name: VERSION,
         served: true,

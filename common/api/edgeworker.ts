@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import {
-  API_VERSION, ObjectMetaSchema, cel, type CelRule, conditionList, dataKey, dnsLabel, dnsSubdomain, jsIdentifier, regionName,
+  API_VERSION, ObjectMetaSchema, cel, type CelRule, conditionList, dataKey, dnsLabel, dnsSubdomain, jsIdentifier, modelId, regionName,
 } from './meta.js';
 
 // The EdgeWorker API. These schemas are the single source of truth: crds/ is generated from
@@ -23,32 +23,74 @@ export const SourceSchema = z
     message: 'exactly one of spec.source.inline or spec.source.configMapRef must be set',
   }));
 
-const HOST_PATTERN = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+export const HOST_PATTERN = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/**
+ * A wildcard that would catch a whole top-level domain (`*.com`, `*.localhost`): a wildcard
+ * needs at least two labels after `*.`. The CRD refuses new ones (CEL); the operator refuses
+ * old objects' (the zod pattern stays lax so such an object still parses and can be deleted).
+ */
+export const isBareTldWildcard = (host: string): boolean => host.startsWith('*.') && !host.slice(2).includes('.');
 
 export const RouteSchema = z.object({
   host: z.string().min(1).max(253).regex(HOST_PATTERN)
-    .describe('Host header to match, lower case, no port; a leading "*." matches any subdomain.'),
+    .describe('Host header to match, lower case, no port; a leading "*." matches any subdomain (at least two labels after it).'),
   pathPrefix: z.string().max(1024).regex(/^\/[^\s?#]*$/).default('/')
     .describe('Path prefix to match; the longest matching prefix wins.'),
-});
+}).meta(cel({
+  rule: "!self.host.startsWith('*.') || self.host.matches('^[*][.][^.]+[.][^.]+')",
+  message: 'spec.routes[].host: a wildcard needs at least two labels after "*." ("*.example.com", not "*.com")',
+  fieldPath: '.host',
+}));
 
 export const PlacementSchema = z.object({
   regions: z.array(regionName()).max(64).optional()
     .meta({ 'x-kubernetes-list-type': 'set' })
     .describe('Regions to run in; omitted means every region with isolate nodes.'),
-  minWarmIsolates: z.number().int().min(0).max(64).default(1)
-    .describe('Isolates per agent kept compiled and ready so no request waits for a cold start.'),
+  // No default: unset means the cluster admin's default (EdgePolicy), resolved by the operator.
+  minWarmIsolates: z.number().int().min(0).max(64).optional()
+    .describe('Isolates per agent kept compiled and ready so no request waits for a cold start; unset: the EdgePolicy default (1 without one).'),
 });
 
-export const LimitsSchema = z
+/** The built-in limits: what a worker gets when neither its spec nor an EdgePolicy sets one. */
+export const BUILTIN_LIMIT_DEFAULTS = { cpuMsPerRequest: 50, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000, minWarmIsolates: 1 } as const;
+/** The schema's own bounds: the ceilings when no EdgePolicy sets lower ones. */
+export const LIMIT_BOUNDS = {
+  cpuMsPerRequest: { min: 1, max: 30_000 },
+  memoryMiB: { min: 16, max: 2048 },
+  subrequests: { min: 0, max: 10_000 },
+  wallMsPerRequest: { min: 1, max: 900_000 },
+  minWarmIsolates: { min: 0, max: 64 },
+} as const;
+export type LimitField = keyof typeof LIMIT_BOUNDS;
+export const LIMIT_FIELDS = Object.keys(LIMIT_BOUNDS) as LimitField[];
+export const limitField = (f: LimitField) => z.number().int().min(LIMIT_BOUNDS[f].min).max(LIMIT_BOUNDS[f].max);
+
+/**
+ * Resolved limits, as the operator publishes them (WorkerConfig.limits) and the isolates
+ * enforce them: every field set.
+ */
+export const LimitsSchema = z.object({
+  cpuMsPerRequest: limitField('cpuMsPerRequest').default(BUILTIN_LIMIT_DEFAULTS.cpuMsPerRequest),
+  memoryMiB: limitField('memoryMiB').default(BUILTIN_LIMIT_DEFAULTS.memoryMiB),
+  subrequests: limitField('subrequests').default(BUILTIN_LIMIT_DEFAULTS.subrequests),
+  wallMsPerRequest: limitField('wallMsPerRequest').default(BUILTIN_LIMIT_DEFAULTS.wallMsPerRequest),
+});
+
+/**
+ * spec.limits: what the tenant asks for. No defaults in the CRD, so the operator can tell
+ * "unset" (the EdgePolicy's default applies) from a value; objects written while the CRD
+ * still had defaults keep theirs as explicit values.
+ */
+export const LimitsSpecSchema = z
   .object({
-    cpuMsPerRequest: z.number().int().min(1).max(30_000).default(50),
-    memoryMiB: z.number().int().min(16).max(2048).default(128),
-    subrequests: z.number().int().min(0).max(10_000).default(50),
-    wallMsPerRequest: z.number().int().min(1).max(900_000).default(30_000),
+    cpuMsPerRequest: limitField('cpuMsPerRequest').optional(),
+    memoryMiB: limitField('memoryMiB').optional(),
+    subrequests: limitField('subrequests').optional(),
+    wallMsPerRequest: limitField('wallMsPerRequest').optional(),
   })
   .meta(cel({
-    rule: 'self.wallMsPerRequest >= self.cpuMsPerRequest',
+    rule: '!has(self.wallMsPerRequest) || !has(self.cpuMsPerRequest) || self.wallMsPerRequest >= self.cpuMsPerRequest',
     message: 'spec.limits.wallMsPerRequest must be at least spec.limits.cpuMsPerRequest',
     fieldPath: '.wallMsPerRequest',
   }));
@@ -65,10 +107,11 @@ export const ActorBindingSchema = z.object({
 
 export const AiBindingSchema = z.object({
   name: jsIdentifier().describe('Exposed as env.<name> with run(model, input).'),
-  model: z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/@-]*$/),
+  model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model).'),
   image: z.string().min(1).max(512).optional()
-    .describe('Model server image speaking the OpenAI-compatible API; the chart sets a default.'),
-  gpus: z.number().int().min(0).max(8).default(1),
+    .describe('Deprecated: the catalogue\'s EdgeModel decides the image; a value other than its image is refused.'),
+  gpus: z.number().int().min(0).max(8).optional()
+    .describe('Deprecated and ignored: the catalogue\'s EdgeModel decides the GPUs of each replica.'),
   replicasPerRegion: z.number().int().min(1).max(16).default(1),
 });
 
@@ -119,8 +162,9 @@ export const EdgeWorkerSpecSchema = z.object({
     .describe('Workers compatibility date, YYYY-MM-DD.'),
   routes: z.array(RouteSchema).max(64).optional()
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['host', 'pathPrefix'] }),
-  placement: PlacementSchema.default({ minWarmIsolates: 1 }),
-  limits: LimitsSchema.default({ cpuMsPerRequest: 50, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 }),
+  placement: PlacementSchema.default({}),
+  limits: LimitsSpecSchema.optional()
+    .describe('Per-request limits; an unset field gets the EdgePolicy default, and none may exceed its maximum.'),
   bindings: BindingsSchema.optional(),
 });
 
@@ -151,4 +195,5 @@ export type EdgeWorkerStatus = z.infer<typeof EdgeWorkerStatusSchema>;
 export type EdgeWorker = z.infer<typeof EdgeWorkerSchema>;
 export type Route = z.infer<typeof RouteSchema>;
 export type Limits = z.infer<typeof LimitsSchema>;
+export type LimitsSpec = z.infer<typeof LimitsSpecSchema>;
 export type AiBinding = z.infer<typeof AiBindingSchema>;

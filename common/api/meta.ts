@@ -20,6 +20,8 @@ export const dnsLabel = () => z.string().min(1).max(63).regex(new RegExp(DNS_LAB
 export const dnsSubdomain = () => z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN));
 export const jsIdentifier = () => z.string().min(1).max(64).regex(new RegExp(JS_IDENTIFIER_PATTERN));
 export const dataKey = () => z.string().min(1).max(253).regex(new RegExp(DATA_KEY_PATTERN));
+/** A model id as ai bindings and the catalogue name it (`llama-3.1-8b`, `meta-llama/Llama-3.1-8B-Instruct`). */
+export const modelId = () => z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/@-]*$/);
 export const regionName = () => dnsLabel().describe('A region: the value of topology.kubernetes.io/region on its Nodes.');
 
 /** The subset of ObjectMeta the project reads; the rest passes through untouched. */
@@ -28,6 +30,8 @@ export const ObjectMetaSchema = z.looseObject({
   namespace: z.string().optional(),
   uid: z.string().optional(),
   generation: z.number().int().optional(),
+  /** Route ownership and GPU quota go to the oldest claimant. */
+  creationTimestamp: z.string().optional(),
   resourceVersion: z.string().optional(),
   labels: z.record(z.string(), z.string()).optional(),
   annotations: z.record(z.string(), z.string()).optional(),

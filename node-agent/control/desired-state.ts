@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { API_VERSION, EdgeWorkerSchema, type AiBinding } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';
-import { resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup } from '../../common/resolve-bindings.js';
+import {
+  builtinRunSettings, resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup,
+} from '../../common/resolve-bindings.js';
 import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
@@ -154,12 +156,14 @@ export class DirectorySource implements DesiredStateSource {
       const spec = parsed.data.spec;
       try {
         const { source, env } = await resolveWorker(ns, doc.metadata.name, spec, lookup);
+        // A directory of manifests is the admin's own: no EdgePolicy, the built-in defaults.
+        const run = builtinRunSettings(spec);
         out.push({
-          key, routes: spec.routes ?? [], minWarmIsolates: spec.placement.minWarmIsolates,
+          key, routes: spec.routes ?? [], minWarmIsolates: run.minWarmIsolates,
           def: {
-            key, name: key, source, limits: spec.limits,
+            key, name: key, source, limits: run.limits,
             env: isolateWorkerEnv(env, this.region, this.aiUrl),
-            digest: workerVersion(sha256Digest(source), spec, env),
+            digest: workerVersion(sha256Digest(source), spec, env, run),
           },
         });
       } catch (err) {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import {
-  API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeWorker, type EdgeWorkerStatus,
+  API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
 import type { WorkerConfig } from '../../common/nats.js';
 import { workerKey, workerRef } from '../../common/keys.js';
@@ -14,7 +14,10 @@ import type { AgentReports } from '../../common/agent-view.js';
 import { checkBundle } from './bundle-check.js';
 import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';
 import type { EventSink } from '../runtime/events.js';
-import { InvalidInference, type Inference, type InferenceResult } from './inference.js';
+import { InvalidInference, type Inference, type InferenceResult, type ModelServerBinding } from './inference.js';
+import { PolicyViolation, hostRefusal, policyFor, resolveRun, type EffectivePolicy } from './policy.js';
+import { decideRoutes, type RouteRefusal } from './routes.js';
+import { catalogue, checkGpuQuota, gpusOf, modelServers } from './models.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
 import { isNotFound, type KubeApi } from '../runtime/kube-client.js';
 import { TerminalError, type ObjectKey, type ReconcileContext, type Reconciler, type Result } from '../runtime/controller.js';
@@ -35,6 +38,11 @@ export interface EdgeWorkerDeps {
   inference: Inference;
   getWorker(namespace: string, name: string): EdgeWorker | undefined;
   getActor(namespace: string, name: string): DurableActor | undefined;
+  /** Every EdgeWorker (the cache): route ownership and GPU quotas are decided across them. */
+  listWorkers(): EdgeWorker[];
+  /** The cluster admin's EdgePolicies and model catalogue (cluster-scoped kinds). */
+  policies(): EdgePolicy[];
+  models(): EdgeModel[];
   nodes(): NodeInfo[];
   defaultAiImage: string;
   store: WorkerConfigs;
@@ -93,7 +101,9 @@ export class EdgeWorkerReconciler implements Reconciler {
    * (DurableActors) and the model servers it converges; onModelServers is told which of
    * them are not ready.
    */
-  private lookup(ew: EdgeWorker, placed: string[], published: WorkerConfig | undefined, onModelServers: (notReady: string[]) => void): BindingLookup {
+  private lookup(
+    ew: EdgeWorker, placed: string[], published: WorkerConfig | undefined, servers: ModelServerBinding[], onModelServers: (notReady: string[]) => void,
+  ): BindingLookup {
     return {
       configMap: async (namespace, name) => {
         const cm = await this.getObject(`/api/v1/namespaces/${namespace}/configmaps/${name}`, ConfigMapSchema);
@@ -105,7 +115,9 @@ export class EdgeWorkerReconciler implements Reconciler {
         return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
       },
       durableActorUid: (namespace, name) => Promise.resolve(this.d.getActor(namespace, name)?.metadata.uid),
-      aiServices: async (namespace, name, bindings) => {
+      // The bindings as the catalogue defines them (servers), not as the tenant wrote them.
+      aiServices: async (namespace, name) => {
+        const bindings = servers;
         // Model servers first: the config we publish points at their Services. A worker that
         // had ai bindings and has none now still goes through, so its model servers are removed.
         if (bindings.length === 0 && Object.keys(published?.env.ai ?? {}).length === 0) return {};
@@ -134,17 +146,42 @@ export class EdgeWorkerReconciler implements Reconciler {
     }
   }
 
+  /** What a worker of the namespace would hold in GPUs, or undefined when its models are refused. */
+  private gpuNeed(w: EdgeWorker, pol: EffectivePolicy, cat: ReturnType<typeof catalogue>, regions: ReturnType<typeof regionsOf>): number | undefined {
+    const ai = w.spec.bindings?.ai ?? [];
+    if (ai.length === 0) return 0;
+    try {
+      const servers = modelServers(w.metadata.namespace ?? 'default', ai, cat, pol, this.d.defaultAiImage);
+      return gpusOf(servers, place(w.spec.placement.regions, regions, true).placed.length);
+    } catch (err) {
+      if (err instanceof PolicyViolation) return undefined;
+      throw err;
+    }
+  }
+
   private async converge(ctx: ReconcileContext, ew: EdgeWorker): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     const key = workerKey(namespace, name);
     const spec = ew.spec;
-    const placement = place(spec.placement.regions, regionsOf(this.d.nodes()), (spec.bindings?.ai ?? []).length > 0);
+    const regions = regionsOf(this.d.nodes());
+    const placement = place(spec.placement.regions, regions, (spec.bindings?.ai ?? []).length > 0);
     let published = this.d.store.get(key);
+    const policies = this.d.policies();
+    const pol = policyFor(namespace, policies);
+    const routes = decideRoutes(this.d.listWorkers(), (ns, host) => hostRefusal(ns, host, policies)).get(workerRef(namespace, name))
+      ?? { allowed: [], refused: [] };
 
     let notServable: NotServable | undefined;
     let aiDegraded: string[] = [];
     try {
-      const lookup = this.lookup(ew, placement.placed, published, (notReady) => { aiDegraded = notReady; });
+      // The admin's policy first: a spec over a ceiling, or asking for a model server the
+      // catalogue or the GPU quota refuses, creates nothing.
+      const run = resolveRun(spec, pol);
+      const cat = catalogue(this.d.models());
+      const servers = modelServers(namespace, spec.bindings?.ai ?? [], cat, pol, this.d.defaultAiImage);
+      checkGpuQuota(ew, this.d.listWorkers().filter((w) => (w.metadata.namespace ?? 'default') === namespace), pol,
+        (w) => (w === ew ? gpusOf(servers, placement.placed.length) : this.gpuNeed(w, pol, cat, regions)));
+      const lookup = this.lookup(ew, placement.placed, published, servers, (notReady) => { aiDegraded = notReady; });
       const source = await resolveSource(namespace, spec, lookup);
       const bundleDigest = sha256Digest(source);
       // Before the bindings: a bundle that does not compile should not start model servers.
@@ -152,12 +189,14 @@ export class EdgeWorkerReconciler implements Reconciler {
       if (problem) throw new NotServable(R.BundleInvalid, `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
       // Sealed before anything is derived from it: not even the version digest is taken over clear values.
       const env = sealEnv(await resolveEnv(namespace, name, spec, lookup), namespace, name, this.d.sealer);
-      const version = workerVersion(bundleDigest, spec, env);
+      const version = workerVersion(bundleDigest, spec, env, run);
       const cfg: WorkerConfig = {
         namespace, name, uid: ew.metadata.uid ?? '', generation: ew.metadata.generation ?? 0,
-        version, bundleDigest, regions: placement.placed, routes: spec.routes ?? [], limits: spec.limits,
-        minWarmIsolates: spec.placement.minWarmIsolates,
+        // Only the routes this worker owns: a refused one never reaches an agent's route table.
+        version, bundleDigest, regions: placement.placed, routes: routes.allowed, limits: run.limits,
+        minWarmIsolates: run.minWarmIsolates,
         ...(spec.compatibilityDate ? { compatibilityDate: spec.compatibilityDate } : {}),
+        ...(run.egress ? { egress: run.egress } : {}),
         env,
       };
       if (await this.d.store.publish(key, cfg, source)) {
@@ -165,12 +204,18 @@ export class EdgeWorkerReconciler implements Reconciler {
       }
       published = cfg;
     } catch (err) {
-      if (err instanceof BindingResolutionError) notServable = new NotServable(err.reason, err.message);
+      if (err instanceof BindingResolutionError || err instanceof PolicyViolation) notServable = new NotServable(err.reason, err.message);
       else if (err instanceof NotServable) notServable = err;
       else throw err;
     }
+    // A refused spec keeps its last good version; a route taken since by an older claimant
+    // leaves that version's routes too.
+    if (notServable && published && (await this.d.store.setRoutes(key, routes.allowed))) {
+      published = { ...published, routes: routes.allowed };
+      ctx.log.info('routes of the last good version narrowed', { worker: workerRef(namespace, name), routes: routes.allowed });
+    }
 
-    await this.updateStatus(ew, placement, published, notServable, aiDegraded);
+    await this.updateStatus(ew, placement, published, notServable, aiDegraded, routes.refused);
   }
 
   private async updateStatus(
@@ -179,6 +224,7 @@ export class EdgeWorkerReconciler implements Reconciler {
     published: WorkerConfig | undefined,
     notServable: NotServable | undefined,
     aiDegraded: string[],
+    refusedRoutes: RouteRefusal[],
   ): Promise<void> {
     const { namespace = 'default', name } = ew.metadata;
     const key = workerKey(namespace, name);
@@ -205,6 +251,7 @@ export class EdgeWorkerReconciler implements Reconciler {
     const progress = regions.map((r) => `${r.name} ${r.readyAgents}/${r.desiredAgents}`).join(', ');
     let ready: ConditionInput;
     if (notServable) ready = { type: T.Ready, status: 'False', reason: notServable.reason, message: notServable.message };
+    else if (refusedRoutes.length > 0) ready = { type: T.Ready, status: 'False', reason: refusedRoutes[0]!.reason, message: refusedRoutes.map((r) => r.message).join('; ') };
     else if (agentErrors.length > 0) ready = { type: T.Ready, status: 'False', reason: R.BundleInvalid, message: agentErrors.join('; ') };
     else if (regions.length === 0) ready = { type: T.Ready, status: 'False', reason: R.NoRegions, message: placed.message };
     else if (regions.every((r) => r.readyAgents > 0)) ready = { type: T.Ready, status: 'True', reason: R.Serving, message: `serving in ${progress} agents` };
@@ -213,13 +260,14 @@ export class EdgeWorkerReconciler implements Reconciler {
     const problems: string[] = [];
     if (placement.missing.length > 0) problems.push(`no isolate nodes in ${placement.missing.join(', ')}`);
     if (notServable) problems.push(notServable.message);
+    problems.push(...refusedRoutes.map((r) => r.message));
     problems.push(...agentErrors);
     const short = regions.filter((r) => r.readyAgents < r.desiredAgents);
     if (short.length > 0 && !notServable) problems.push(`agents ready: ${short.map((r) => `${r.name} ${r.readyAgents}/${r.desiredAgents}`).join(', ')}`);
     if (placement.missingGpu.length > 0) problems.push(`no GPU nodes for inference in ${placement.missingGpu.join(', ')}`);
     if (aiDegraded.length > 0) problems.push(`model servers not ready: ${aiDegraded.join(', ')}`);
     const degraded: ConditionInput = problems.length > 0
-      ? { type: T.Degraded, status: 'True', reason: notServable?.reason ?? (agentErrors.length > 0 ? R.BundleInvalid : placement.missing.length > 0 ? R.RegionUnavailable : R.NotFullyAvailable), message: problems.join('; ') }
+      ? { type: T.Degraded, status: 'True', reason: notServable?.reason ?? refusedRoutes[0]?.reason ?? (agentErrors.length > 0 ? R.BundleInvalid : placement.missing.length > 0 ? R.RegionUnavailable : R.NotFullyAvailable), message: problems.join('; ') }
       : { type: T.Degraded, status: 'False', reason: R.AsExpected, message: 'serving on every agent of every placed region' };
 
     const wanted = [ready, placed, degraded].map((c) => ({ ...c, observedGeneration: generation }));

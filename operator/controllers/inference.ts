@@ -8,10 +8,10 @@ import { isDnsLabel } from '../../common/keys.js';
 import { API_VERSION, type AiBinding } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
-  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL,
+  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL, WORKER_NAMESPACE_LABEL,
 } from '../../common/labels.js';
 import type { AiServiceRef } from '../../common/resolve-bindings.js';
-import { HASH_CHARS, INFERENCE_PORT, inferenceName, modelServerRef, shortHash } from '../../common/model-servers.js';
+import { HASH_CHARS, INFERENCE_PORT, modelServerRef, shortHash } from '../../common/model-servers.js';
 
 // GPU inference for a worker's `ai` bindings: for each binding and each region the worker is
 // placed in, one Deployment of a model server (vLLM's OpenAI-compatible server by default) on
@@ -29,6 +29,21 @@ import { HASH_CHARS, INFERENCE_PORT, inferenceName, modelServerRef, shortHash } 
 
 export type { AiBinding };
 
+/**
+ * One ai binding's model server as the operator runs it: the binding's name, model and
+ * replicas, the catalogue's image, GPUs and extra args (operator/controllers/models.ts).
+ */
+export interface ModelServerBinding {
+  name: string;
+  model: string;
+  /** Unset: opts.defaultImage. */
+  image?: string;
+  gpus: number;
+  replicasPerRegion: number;
+  /** After the arguments the operator sets. */
+  args?: readonly string[];
+}
+
 /** The image when a binding names none; the chart passes its own value as opts.defaultImage. */
 export const DEFAULT_INFERENCE_IMAGE = 'vllm/vllm-openai:v0.11.0';
 /** Who the writes are attributed to in managedFields. */
@@ -37,7 +52,15 @@ export const FIELD_MANAGER = 'edge-isolates';
 const CONTAINER = 'server';
 
 export interface InferenceWorker { name: string; namespace: string; uid: string }
-export interface InferenceOptions { defaultImage: string }
+export interface InferenceOptions {
+  defaultImage: string;
+  /**
+   * The one namespace every tenant's model servers live in (the operator's --model-namespace),
+   * so the operator needs write access there only, and tenants none. Unset: each worker's
+   * own namespace, with an ownerReference to it.
+   */
+  serverNamespace?: string;
+}
 export type InferenceRef = AiServiceRef;
 /** binding name -> region -> value. */
 export type PerBindingRegion<T> = Record<string, Record<string, T>>;
@@ -58,15 +81,16 @@ export class InvalidInference extends EdgeError {}
 
 /** A worker's model servers as the EdgeWorker reconciler drives them; fake/inference.ts records the calls. */
 export interface Inference {
-  reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult>;
+  reconcile(worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult>;
   delete(worker: { name: string; namespace: string; uid?: string }): Promise<{ deleted: string[] }>;
 }
 
 /** The Inference of a real cluster: Deployments and Services through the apiserver. */
-export function clusterInference(kc: KubeConfig): Inference {
+export function clusterInference(kc: KubeConfig, serverNamespace?: string): Inference {
+  const where = serverNamespace === undefined ? {} : { serverNamespace };
   return {
-    reconcile: (worker, bindings, regions, opts) => reconcileInference(kc, worker, bindings, regions, opts),
-    delete: (worker) => deleteInference(kc, worker),
+    reconcile: (worker, bindings, regions, opts) => reconcileInference(kc, worker, bindings, regions, { ...opts, ...where }),
+    delete: (worker) => deleteInference(kc, worker, serverNamespace),
   };
 }
 
@@ -103,9 +127,13 @@ function selectorLabels(name: string): Record<string, string> {
   return { [APP_NAME_LABEL]: INFERENCE_APP, [APP_INSTANCE_LABEL]: name };
 }
 
-/** The label selector that lists every inference object of a worker (and nothing else of it). */
-export function inferenceSelector(workerName: string): string {
-  return `${WORKER_LABEL}=${workerName},${MANAGED_BY_LABEL}=${MANAGED_BY},${APP_NAME_LABEL}=${INFERENCE_APP}`;
+/**
+ * The label selector that lists every inference object of a worker (and nothing else of it);
+ * in a shared namespace the worker's namespace is part of it.
+ */
+export function inferenceSelector(workerName: string, workerNamespace?: string): string {
+  const ns = workerNamespace === undefined ? '' : `,${WORKER_NAMESPACE_LABEL}=${workerNamespace}`;
+  return `${WORKER_LABEL}=${workerName}${ns},${MANAGED_BY_LABEL}=${MANAGED_BY},${APP_NAME_LABEL}=${INFERENCE_APP}`;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -113,7 +141,7 @@ export function inferenceSelector(workerName: string): string {
 
 /** Everything that should exist for these bindings in these regions, as plain API objects. */
 export function desiredInference(
-  worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
+  worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions,
 ): DesiredInference {
   if (!isDnsLabel(worker.name)) {
     throw new InvalidInference(`worker name ${JSON.stringify(worker.name)} is not a DNS label`);
@@ -127,51 +155,59 @@ export function desiredInference(
     seen.add(b.name);
   }
   const uniqueRegions = [...new Set(regions)].sort();
+  const shared = opts.serverNamespace;
   const out: DesiredInference = { deployments: [], services: [], refs: {} };
   for (const b of bindings) {
     const refs: Record<string, InferenceRef> = {};
     out.refs[b.name] = refs;
     for (const region of uniqueRegions) {
-      const name = inferenceName(worker.name, b.name, region);
-      out.deployments.push(withHash(deployment(worker, b, region, name, opts)));
-      out.services.push(withHash(service(worker, b, region, name)));
-      refs[region] = modelServerRef(worker.namespace, worker.name, b.name, region);
+      const ref = modelServerRef(worker.namespace, worker.name, b.name, region, shared);
+      out.deployments.push(withHash(deployment(worker, b, region, ref.service, opts)));
+      out.services.push(withHash(service(worker, b, region, ref.service, opts)));
+      refs[region] = ref;
     }
   }
   return out;
 }
 
-function metadata(worker: InferenceWorker, b: AiBinding, region: string, name: string) {
+function metadata(worker: InferenceWorker, b: ModelServerBinding, region: string, name: string, opts: InferenceOptions) {
+  const shared = opts.serverNamespace !== undefined;
   return {
     name,
-    namespace: worker.namespace,
+    namespace: opts.serverNamespace ?? worker.namespace,
     labels: {
       ...selectorLabels(name),
       [MANAGED_BY_LABEL]: MANAGED_BY,
       [WORKER_LABEL]: worker.name,
+      ...(shared ? { [WORKER_NAMESPACE_LABEL]: worker.namespace } : {}),
       [AI_BINDING_LABEL]: labelValue(b.name),
       [SERVES_REGION_LABEL]: region,
     },
     annotations: { [AI_BINDING_LABEL]: b.name },
-    ownerReferences: [{
-      apiVersion: API_VERSION, kind: 'EdgeWorker', name: worker.name, uid: worker.uid,
-      controller: true, blockOwnerDeletion: true,
-    }],
+    // An ownerReference cannot cross namespaces: in the shared namespace the EdgeWorker's
+    // finalizer deletes its model servers (it does in both cases; the reference is for the
+    // garbage collector when the finalizer was removed by hand).
+    ...(shared ? {} : {
+      ownerReferences: [{
+        apiVersion: API_VERSION, kind: 'EdgeWorker', name: worker.name, uid: worker.uid,
+        controller: true, blockOwnerDeletion: true,
+      }],
+    }),
   };
 }
 
-function serverArgs(b: AiBinding): string[] {
+function serverArgs(b: ModelServerBinding): string[] {
   const args = ['--model', b.model, '--port', String(INFERENCE_PORT), '--served-model-name', b.model];
   if (b.gpus > 1) args.push('--tensor-parallel-size', String(b.gpus));
-  return args;
+  return [...args, ...(b.args ?? [])];
 }
 
 const healthCheck = () => ({ httpGet: { path: '/health', port: 'http' } });
 
 function deployment(
-  worker: InferenceWorker, b: AiBinding, region: string, name: string, opts: InferenceOptions,
+  worker: InferenceWorker, b: ModelServerBinding, region: string, name: string, opts: InferenceOptions,
 ): DesiredDeployment {
-  const meta = metadata(worker, b, region, name);
+  const meta = metadata(worker, b, region, name, opts);
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -236,11 +272,11 @@ function deployment(
   };
 }
 
-function service(worker: InferenceWorker, b: AiBinding, region: string, name: string): DesiredService {
+function service(worker: InferenceWorker, b: ModelServerBinding, region: string, name: string, opts: InferenceOptions): DesiredService {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: metadata(worker, b, region, name),
+    metadata: metadata(worker, b, region, name, opts),
     spec: {
       type: 'ClusterIP',
       selector: selectorLabels(name),
@@ -347,11 +383,15 @@ function serviceClient(kc: KubeConfig): Client<DesiredService, V1Service> {
 
 const status = (err: unknown): number | undefined => (err instanceof ApiException ? err.code : undefined);
 
-/** Ours: carries our labels, or names this worker as its controlling owner (labels edited away). */
-function isOurs(obj: Obj, worker: InferenceWorker): boolean {
+/**
+ * Ours: carries our labels (in a shared namespace, the worker's namespace among them), or
+ * names this worker as its controlling owner (labels edited away).
+ */
+function isOurs(obj: Obj, worker: InferenceWorker, shared: boolean): boolean {
   const l = obj.metadata?.labels ?? {};
-  if (l[WORKER_LABEL] === worker.name && l[MANAGED_BY_LABEL] === MANAGED_BY && l[APP_NAME_LABEL] === INFERENCE_APP) return true;
-  return (obj.metadata?.ownerReferences ?? []).some((r) => r.controller === true && r.uid === worker.uid && r.kind === 'EdgeWorker');
+  if (l[WORKER_LABEL] === worker.name && l[MANAGED_BY_LABEL] === MANAGED_BY && l[APP_NAME_LABEL] === INFERENCE_APP
+    && (!shared || l[WORKER_NAMESPACE_LABEL] === worker.namespace)) return true;
+  return !shared && (obj.metadata?.ownerReferences ?? []).some((r) => r.controller === true && r.uid === worker.uid && r.kind === 'EdgeWorker');
 }
 
 /**
@@ -381,7 +421,7 @@ interface Outcome<A> { op: 'created' | 'updated' | 'unchanged' | 'deleting'; obj
 
 /** Makes one object match `desired`, given what the list returned for its name (if anything). */
 async function ensure<D extends DesiredDeployment | DesiredService, A extends Obj>(
-  c: Client<D, A>, desired: D, listed: A | undefined, worker: InferenceWorker,
+  c: Client<D, A>, desired: D, listed: A | undefined, worker: InferenceWorker, shared: boolean,
 ): Promise<Outcome<A>> {
   const { namespace, name } = desired.metadata;
   const reread = () => c.read(namespace, name).catch((err: unknown) => {
@@ -401,7 +441,7 @@ async function ensure<D extends DesiredDeployment | DesiredService, A extends Ob
         continue;
       }
     }
-    if (!isOurs(actual, worker)) {
+    if (!isOurs(actual, worker, shared)) {
       throw new Error(`${c.prefix} ${namespace}/${name} exists but is not an inference object of EdgeWorker ${worker.name}; not touching it`);
     }
     if (actual.metadata?.deletionTimestamp) return { op: 'deleting', obj: actual };
@@ -466,14 +506,16 @@ async function settle<T>(work: Promise<T>[]): Promise<T[]> {
  * it could) when an operation failed; the caller retries.
  */
 export async function reconcileInference(
-  kc: KubeConfig, worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions,
+  kc: KubeConfig, worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions,
 ): Promise<InferenceResult> {
   const want = desiredInference(worker, bindings, regions, opts);
   const deployments = deploymentClient(kc);
   const services = serviceClient(kc);
-  const selector = inferenceSelector(worker.name);
+  const shared = opts.serverNamespace !== undefined;
+  const ns = opts.serverNamespace ?? worker.namespace;
+  const selector = inferenceSelector(worker.name, shared ? worker.namespace : undefined);
   const [haveDeployments, haveServices] = await Promise.all([
-    deployments.list(worker.namespace, selector), services.list(worker.namespace, selector),
+    deployments.list(ns, selector), services.list(ns, selector),
   ]);
   const byName = <A extends Obj>(objs: A[]) => new Map(objs.map((o) => [o.metadata?.name ?? '', o]));
   const dMap = byName(haveDeployments);
@@ -481,8 +523,8 @@ export async function reconcileInference(
   const wantNames = new Set(want.deployments.map((d) => d.metadata.name));
 
   const [dOut, sOut, deletedD, deletedS] = await Promise.all([
-    settle(want.deployments.map((d) => ensure(deployments, d, dMap.get(d.metadata.name), worker))),
-    settle(want.services.map((s) => ensure(services, s, sMap.get(s.metadata.name), worker))),
+    settle(want.deployments.map((d) => ensure(deployments, d, dMap.get(d.metadata.name), worker, shared))),
+    settle(want.services.map((s) => ensure(services, s, sMap.get(s.metadata.name), worker, shared))),
     removeAll(deployments, haveDeployments.filter((o) => !wantNames.has(o.metadata?.name ?? ''))),
     removeAll(services, haveServices.filter((o) => !wantNames.has(o.metadata?.name ?? ''))),
   ]);
@@ -521,12 +563,13 @@ export async function reconcileInference(
  * deleted; calling it again is a no-op.
  */
 export async function deleteInference(
-  kc: KubeConfig, worker: { name: string; namespace: string; uid?: string },
+  kc: KubeConfig, worker: { name: string; namespace: string; uid?: string }, serverNamespace?: string,
 ): Promise<{ deleted: string[] }> {
   const deployments = deploymentClient(kc);
   const services = serviceClient(kc);
-  const selector = inferenceSelector(worker.name);
-  const [d, s] = await Promise.all([deployments.list(worker.namespace, selector), services.list(worker.namespace, selector)]);
+  const ns = serverNamespace ?? worker.namespace;
+  const selector = inferenceSelector(worker.name, serverNamespace === undefined ? undefined : worker.namespace);
+  const [d, s] = await Promise.all([deployments.list(ns, selector), services.list(ns, selector)]);
   const [dd, ds] = await Promise.all([removeAll(deployments, d), removeAll(services, s)]);
   return { deleted: [...dd, ...ds].sort() };
 }

@@ -5,18 +5,22 @@ import { workerRef } from '../../common/keys.js';
 import { Informer, type KubeObject } from '../runtime/informer.js';
 import { objectKeyOf, type ObjectKey } from '../runtime/controller.js';
 
-// Watches only the ConfigMaps and Secrets that EdgeWorkers reference: one namespaced
-// watch per kind, only in namespaces that have references, keeping metadata only (the
-// reconciler reads the data fresh when it needs it, so no secret sits in this cache).
+// Watches only the ConfigMaps that EdgeWorkers reference: one namespaced watch, only in
+// namespaces that have references, keeping metadata only (the reconciler reads the data
+// fresh when it needs it).
+//
+// Secrets are not watched: list/watch on Secrets would let the operator enumerate every
+// Secret of the cluster, so its RBAC holds `get` only and it re-reads the Secrets workers
+// bind by name every --secret-poll-ms (hasSecretRefs picks the workers to re-queue).
 
-type Kind = 'configmaps' | 'secrets';
+type Kind = 'configmaps';
 
 export function referencesOf(ew: EdgeWorker): { kind: Kind; name: string }[] {
-  const out: { kind: Kind; name: string }[] = [];
-  if (ew.spec.source.configMapRef) out.push({ kind: 'configmaps', name: ew.spec.source.configMapRef.name });
-  for (const s of ew.spec.bindings?.secrets ?? []) out.push({ kind: 'secrets', name: s.secretKeyRef.name });
-  return out;
+  return ew.spec.source.configMapRef ? [{ kind: 'configmaps', name: ew.spec.source.configMapRef.name }] : [];
 }
+
+/** Whether a worker binds Secrets, which are polled rather than watched. */
+export const hasSecretRefs = (ew: EdgeWorker): boolean => (ew.spec.bindings?.secrets ?? []).length > 0;
 
 const metadataOnly = (raw: unknown): KubeObject | undefined => {
   const m = (raw as { metadata?: { name?: unknown; namespace?: unknown; resourceVersion?: unknown; uid?: unknown } } | null)?.metadata;

@@ -128,6 +128,19 @@ export class WorkerStore {
     return true;
   }
 
+  /**
+   * Rewrites a published config's routes only (its bundle is in the store already): a
+   * worker whose spec is refused keeps its last good version, minus routes it lost since.
+   */
+  async setRoutes(key: string, routes: WorkerConfig['routes']): Promise<boolean> {
+    const prev = this.index.get(key);
+    if (!prev || JSON.stringify(prev.routes) === JSON.stringify(routes)) return false;
+    const cfg = { ...prev, routes };
+    await this.buckets.workers.put(key, encodeJson(cfg));
+    this.index.set(key, cfg);
+    return true;
+  }
+
   /** Removes a worker's config and, when no other worker uses it, its bundle. */
   async remove(key: string): Promise<boolean> {
     const existing = await this.buckets.workers.get(key);
@@ -167,4 +180,4 @@ export class WorkerStore {
 }
 
 /** What the EdgeWorker reconciler needs of the store; fake/worker-store.ts is an in-memory one. */
-export type WorkerConfigs = Pick<WorkerStore, 'get' | 'publish' | 'remove'>;
+export type WorkerConfigs = Pick<WorkerStore, 'get' | 'publish' | 'setRoutes' | 'remove'>;

@@ -90,13 +90,19 @@ export interface Rule { apiGroups: string[]; resources: string[]; verbs: string[
 export const OPERATOR_CLUSTER_PERMISSIONS = [
   ...['edgeworkers', 'durableactors'].flatMap((r) => ['list', 'watch', 'patch'].map((v) => `edge.isolates.dev/${r}:${v}`)),
   'edge.isolates.dev/edgeworkers/status:patch', 'edge.isolates.dev/durableactors/status:patch',
-  // blockOwnerDeletion on the inference Deployments' ownerReferences (OwnerReferencesPermissionEnforcement).
-  'edge.isolates.dev/edgeworkers/finalizers:update',
+  // The admin's policies and model catalogue: read only.
+  ...['edgepolicies', 'edgemodels'].flatMap((r) => ['list', 'watch'].map((v) => `edge.isolates.dev/${r}:${v}`)),
   'core/nodes:list', 'core/nodes:watch',
-  ...['configmaps', 'secrets'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `core/${r}:${v}`)),
+  ...['get', 'list', 'watch'].map((v) => `core/configmaps:${v}`),
+  // Bound Secrets are read by name; never listed or watched.
+  'core/secrets:get',
+  'core/events:create',
+].sort();
+
+/** In the model namespace only: the model servers' Deployments and Services. */
+export const OPERATOR_MODEL_SERVER_PERMISSIONS = [
   ...['get', 'list', 'watch', 'create', 'update', 'delete'].map((v) => `apps/deployments:${v}`),
   ...['get', 'list', 'create', 'update', 'delete'].map((v) => `core/services:${v}`),
-  'core/events:create',
 ].sort();
 
 /** Namespaced (leader election, in the release namespace) on top of the cluster-wide ones. */

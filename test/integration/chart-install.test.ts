@@ -67,6 +67,7 @@ describe('helm install into the harness apiserver', () => {
       'Deployment/edge-isolates-operator',
       'PodDisruptionBudget/edge-isolates-operator', ...regions.map((r) => `PodDisruptionBudget/edge-isolates-agent-${r}`),
       'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
+      'Role/edge-isolates-operator-model-servers', 'RoleBinding/edge-isolates-operator-model-servers',
       'Secret/edge-isolates-nats-auth', 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-sealing-key',
       ...regions.map((r) => `Service/edge-isolates-agent-${r}`), 'Service/edge-isolates-agent-metrics', 'Service/edge-isolates-operator-metrics',
       'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',

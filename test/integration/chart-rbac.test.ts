@@ -4,14 +4,16 @@ import { AppsV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Condition, EdgeWorker } from '../../common/api/index.js';
-import { FINALIZER, REGION_LABEL } from '../../common/labels.js';
+import { FINALIZER, REGION_LABEL, WORKER_LABEL, WORKER_NAMESPACE_LABEL } from '../../common/labels.js';
 import { openBuckets, type EdgeBuckets } from '../../common/nats.js';
 import { workerKey } from '../../common/keys.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { kubeconfigYaml } from '../../cli/local/control-plane.js';
 import { LocalCluster, QUICK_FAILOVER, type LocalOperator } from '../../cli/local/cluster.js';
 import { get } from '../harness/http.js';
-import { OPERATOR_CLUSTER_PERMISSIONS, flattenRules, helm, operatorLeasePermissions, preparedChart, type Rule } from '../harness/chart.js';
+import {
+  OPERATOR_CLUSTER_PERMISSIONS, OPERATOR_MODEL_SERVER_PERMISSIONS, flattenRules, helm, operatorLeasePermissions, preparedChart, type Rule,
+} from '../harness/chart.js';
 import { waitFor } from '../../cli/local/ports.js';
 
 // The chart's RBAC is enough, and no more: the chart is installed into an edge cluster's own
@@ -108,7 +110,8 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     nc = await connect(cluster.cp.natsOptions());
     buckets = await openBuckets(nc);
     const kubeconfig = await serviceAccountKubeconfig(RELEASE_NS, SA);
-    operator = await cluster.startOperator('operator-a', { kubeconfig, leaseNamespace: RELEASE_NS, leaseName: LEASE });
+    // The flags the chart's Deployment passes that decide which calls it makes.
+    operator = await cluster.startOperator('operator-a', { kubeconfig, leaseNamespace: RELEASE_NS, leaseName: LEASE, args: ['--model-namespace', RELEASE_NS] });
   }, 240_000);
 
   afterAll(async () => {
@@ -155,7 +158,7 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     expect(await get(cluster.agent('us-east'), 'cm.test')).toEqual({ status: 200, text: 'from a ConfigMap + secret' });
   });
 
-  it('creates the inference Deployment and Service of an ai binding in each region', async () => {
+  it('creates the inference Deployment and Service of an ai binding in each region, in the model namespace', async () => {
     await create('chat', {
       source: { inline: `export default { async fetch(request, env) { const r = await env.AI.run(${JSON.stringify(MODEL)}, { prompt: 'hi' }); return new Response(r.response); } };` },
       routes: [{ host: 'chat.test' }],
@@ -163,12 +166,18 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
       limits: { cpuMsPerRequest: 200 },
       bindings: { ai: [{ name: 'AI', model: MODEL, gpus: 1, replicasPerRegion: 1 }] },
     });
-    const ew = await waitCondition('chat', 'Ready', 'True');
-    const deps = (await cluster.kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: NS })).items;
-    const svcs = (await cluster.kubeConfig.makeApiClient(CoreV1Api).listNamespacedService({ namespace: NS })).items;
+    await waitCondition('chat', 'Ready', 'True');
+    // None in the tenant's namespace: the operator may not write workloads there.
+    expect((await cluster.kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: NS })).items).toEqual([]);
+    const deps = (await cluster.kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: RELEASE_NS, labelSelector: WORKER_LABEL })).items;
+    const svcs = (await cluster.kubeConfig.makeApiClient(CoreV1Api).listNamespacedService({ namespace: RELEASE_NS, labelSelector: WORKER_LABEL })).items;
     expect(deps.map((d) => d.spec?.template.spec?.nodeSelector?.[REGION_LABEL]).sort()).toEqual(['eu-west', 'us-east']);
     expect(svcs).toHaveLength(2);
-    for (const d of deps) expect(d.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'EdgeWorker', name: 'chat', uid: ew.metadata.uid, blockOwnerDeletion: true });
+    for (const d of deps) {
+      expect(d.metadata?.labels).toMatchObject({ [WORKER_LABEL]: 'chat', [WORKER_NAMESPACE_LABEL]: NS });
+      // The catalogue's image (the operator's --ai-image), whatever the tenant wrote.
+      expect(d.spec?.template.spec?.containers[0]?.image).toBe('vllm/vllm-openai:v0.11.0');
+    }
     const res = await get(cluster.agent('eu-west'), 'chat.test');
     expect(res.status).toBe(200);
     expect(res.text).toContain('[eu-west]');
@@ -186,8 +195,8 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     const info = await buckets.bundles.info(digest);
     expect(info === null || info.deleted).toBe(true);
     await waitFor('agent stops serving hello', async () => (await get(cluster.agent('eu-west'), 'hello.test')).status === 404, 10_000, 100);
-    await waitFor('inference Deployments removed', async () => (await cluster.kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: NS })).items.length === 0, 30_000, 100);
-    expect((await cluster.kubeConfig.makeApiClient(CoreV1Api).listNamespacedService({ namespace: NS })).items).toEqual([]);
+    await waitFor('inference Deployments removed', async () => (await cluster.kubeConfig.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: RELEASE_NS, labelSelector: WORKER_LABEL })).items.length === 0, 30_000, 100);
+    expect((await cluster.kubeConfig.makeApiClient(CoreV1Api).listNamespacedService({ namespace: RELEASE_NS, labelSelector: WORKER_LABEL })).items).toEqual([]);
   });
 
   it('was never refused anything by the apiserver', () => {
@@ -206,7 +215,7 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     const extra = (r: { resources: string[] }) => r.resources.filter((x) => !baseline.resources.includes(x));
 
     const inRelease = await rulesOf(opConfig, RELEASE_NS);
-    expect(extra(inRelease)).toEqual([...OPERATOR_CLUSTER_PERMISSIONS, ...operatorLeasePermissions(LEASE)].sort());
+    expect(extra(inRelease)).toEqual([...new Set([...OPERATOR_CLUSTER_PERMISSIONS, ...operatorLeasePermissions(LEASE), ...OPERATOR_MODEL_SERVER_PERMISSIONS])].sort());
     expect(inRelease.nonResources).toEqual(baseline.nonResources);
     const elsewhere = await rulesOf(opConfig, NS);
     expect(extra(elsewhere)).toEqual(OPERATOR_CLUSTER_PERMISSIONS);
@@ -226,6 +235,24 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     { verb: 'patch', resource: 'nodes' },
     { verb: 'delete', resource: 'nodes' },
     { verb: 'create', resource: 'secrets', namespace: NS },
+    // Secrets are read by name only: no enumeration, here or cluster-wide.
+    { verb: 'list', resource: 'secrets', namespace: NS },
+    { verb: 'watch', resource: 'secrets', namespace: NS },
+    { verb: 'list', resource: 'secrets' },
+    { verb: 'watch', resource: 'secrets' },
+    // No workload writes outside the model namespace (issue 12: a cryptominer Deployment).
+    { verb: 'create', group: 'apps', resource: 'deployments', namespace: NS },
+    { verb: 'update', group: 'apps', resource: 'deployments', namespace: NS },
+    { verb: 'delete', group: 'apps', resource: 'deployments', namespace: NS },
+    { verb: 'create', resource: 'services', namespace: NS },
+    { verb: 'delete', resource: 'services', namespace: NS },
+    { verb: 'create', group: 'apps', resource: 'deployments' },
+    { verb: 'update', group: 'edge.isolates.dev', resource: 'edgeworkers', subresource: 'finalizers', namespace: NS },
+    // The admin's kinds are read only.
+    { verb: 'create', group: 'edge.isolates.dev', resource: 'edgepolicies' },
+    { verb: 'patch', group: 'edge.isolates.dev', resource: 'edgepolicies' },
+    { verb: 'delete', group: 'edge.isolates.dev', resource: 'edgemodels' },
+    { verb: 'create', group: 'edge.isolates.dev', resource: 'edgemodels' },
     { verb: 'update', resource: 'secrets', namespace: NS },
     { verb: 'delete', resource: 'secrets', namespace: NS },
     { verb: 'patch', resource: 'configmaps', namespace: NS },
@@ -255,8 +282,10 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
       { verb: 'watch', group: 'edge.isolates.dev', resource: 'edgeworkers' },
       { verb: 'patch', group: 'edge.isolates.dev', resource: 'durableactors', subresource: 'status', namespace: NS },
       { verb: 'get', resource: 'secrets', namespace: NS },
-      { verb: 'create', group: 'apps', resource: 'deployments', namespace: NS },
-      { verb: 'delete', resource: 'services', namespace: NS },
+      { verb: 'watch', group: 'edge.isolates.dev', resource: 'edgepolicies' },
+      { verb: 'list', group: 'edge.isolates.dev', resource: 'edgemodels' },
+      { verb: 'create', group: 'apps', resource: 'deployments', namespace: RELEASE_NS },
+      { verb: 'delete', resource: 'services', namespace: RELEASE_NS },
       { verb: 'create', resource: 'events', namespace: NS },
       { verb: 'update', group: 'coordination.k8s.io', resource: 'leases', namespace: RELEASE_NS, name: LEASE },
     ]) expect(await allowed(attrs), JSON.stringify(attrs)).toBe(true);

@@ -6,7 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { natsPermissions, NATS_USERS } from '../../common/nats-auth.js';
 import {
-  CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
+  CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, OPERATOR_MODEL_SERVER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
   preparedChart, render, type K8sObject, type Rule,
 } from '../harness/chart.js';
 
@@ -41,6 +41,8 @@ const BASE = [
   'ClusterRole/edge-isolates-operator', 'ClusterRoleBinding/edge-isolates-operator',
   'Deployment/edge-isolates-operator', 'NetworkPolicy/edge-isolates-operator', 'PodDisruptionBudget/edge-isolates-operator',
   'Role/edge-isolates-operator-leader-election', 'RoleBinding/edge-isolates-operator-leader-election',
+  'Role/edge-isolates-operator-model-servers', 'RoleBinding/edge-isolates-operator-model-servers',
+  'EdgePolicy/edge-isolates-default',
   'Service/edge-isolates-operator-metrics', 'ServiceAccount/edge-isolates-agent', 'ServiceAccount/edge-isolates-operator',
   'Secret/edge-isolates-nats-auth', 'Secret/edge-isolates-sealing-key',
 ];
@@ -98,7 +100,7 @@ describe('the Helm chart, rendered', () => {
       ...BASE, ...perRegion('eu-west'), 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-nats-tls', 'Service/edge-isolates-agent-metrics', AGENT_POLICY, NATS_POLICY,
     ].sort());
     for (const o of objs) {
-      if (o.kind !== 'ClusterRole' && o.kind !== 'ClusterRoleBinding') expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('edge-system');
+      if (!['ClusterRole', 'ClusterRoleBinding', 'EdgePolicy', 'EdgeModel'].includes(o.kind)) expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe('edge-system');
       expect(o.metadata.labels).toMatchObject({ 'app.kubernetes.io/instance': 'edge-isolates', 'app.kubernetes.io/managed-by': 'Helm' });
     }
     const op = one<Workload>(objs, 'Deployment', 'edge-isolates-operator');
@@ -244,9 +246,24 @@ describe('the Helm chart, rendered', () => {
     expect(flattenRules(cr.rules)).toEqual(OPERATOR_CLUSTER_PERMISSIONS);
     const role = one<K8sObject & { rules: Rule[] }>(objs, 'Role', 'edge-isolates-operator-leader-election');
     expect(flattenRules(role.rules)).toEqual(operatorLeasePermissions('edge-isolates-operator'));
+    // Workloads: only the model servers, only in the model namespace (the release's by default).
+    const models = one<K8sObject & { rules: Rule[] }>(objs, 'Role', 'edge-isolates-operator-model-servers');
+    expect(models.metadata.namespace).toBe('edge-system');
+    expect(flattenRules(models.rules)).toEqual(OPERATOR_MODEL_SERVER_PERMISSIONS);
+    expect(arg(one<Workload>(objs, 'Deployment', 'edge-isolates-operator').spec.template.spec.containers[0]!, 'model-namespace')).toBe('edge-system');
     for (const b of [...byKind(objs, 'ClusterRoleBinding'), ...byKind(objs, 'RoleBinding')] as (K8sObject & { subjects: unknown[] })[]) {
       expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: 'edge-isolates-operator', namespace: 'edge-system' }]);
     }
+  });
+
+  it('creates the default EdgePolicy from the values and one EdgeModel per catalogue entry', async () => {
+    const objs = await render(chart.dir, { values: [examplePath('one-region')], set: ['models[0].name=llama', 'models[0].model=llama-3.1-8b-instruct', 'models[0].gpus=2', 'policy.gpu.maxGpus=4'] });
+    const pol = one<K8sObject & { spec: Record<string, unknown> }>(objs, 'EdgePolicy', 'edge-isolates-default');
+    expect(pol.spec).toMatchObject({ namespaces: ['*'], gpu: { maxGpus: 4 }, limits: { max: { cpuMsPerRequest: 1000 } }, egress: { publicInternet: true, allow: [] } });
+    expect(pol.spec.routes).toBeUndefined();
+    expect(one<K8sObject & { spec: unknown }>(objs, 'EdgeModel', 'llama').spec).toEqual({ model: 'llama-3.1-8b-instruct', gpus: 2 });
+    const none = await render(chart.dir, { values: [examplePath('one-region')], set: ['policy.create=false'] });
+    expect(byKind(none, 'EdgePolicy')).toEqual([]);
   });
 
   it('names objects after the release, and follows the NATS chart\'s naming', async () => {

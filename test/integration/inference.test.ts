@@ -2,10 +2,10 @@ import {
   AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Deployment, type V1Service,
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { AiBindingSchema, API_VERSION, GROUP, VERSION } from '../../common/api/index.js';
+import { API_VERSION, GROUP, VERSION } from '../../common/api/index.js';
 import { SPEC_HASH_ANNOTATION, WORKER_LABEL } from '../../common/labels.js';
 import {
-  deleteInference, inferenceSelector, reconcileInference, type AiBinding, type InferenceWorker,
+  deleteInference, inferenceSelector, reconcileInference, type ModelServerBinding, type InferenceWorker,
 } from '../../operator/controllers/inference.js';
 import { inferenceName } from '../../common/model-servers.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
@@ -17,9 +17,10 @@ import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 const IMAGE = 'registry.example/vllm:test';
 const opts = { defaultImage: 'vllm/vllm-openai:v0.11.0' };
-const ai = (b: Partial<AiBinding> & { name: string }): AiBinding => AiBindingSchema.parse({ model: 'llama-3.1-8b', ...b });
+// What the EdgeWorker reconciler hands over once the catalogue resolved the binding.
+const ai = (b: Partial<ModelServerBinding> & { name: string }): ModelServerBinding => ({ model: 'llama-3.1-8b', gpus: 1, replicasPerRegion: 1, ...b });
 
-const bindings = (aiReplicas = 1, aiGpus = 1): AiBinding[] => [
+const bindings = (aiReplicas = 1, aiGpus = 1): ModelServerBinding[] => [
   ai({ name: 'AI', model: 'meta-llama/Llama-3.1-8B-Instruct', image: IMAGE, gpus: aiGpus, replicasPerRegion: aiReplicas }),
   ai({ name: 'EMBED', model: 'BAAI/bge-m3', gpus: 0, replicasPerRegion: 2 }),
 ];

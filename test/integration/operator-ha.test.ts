@@ -54,9 +54,13 @@ describe('operator restarts and leader failover', () => {
   }
 
   beforeAll(async () => {
-    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS });
+    cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: REGIONS, catalogue: ['m'] });
     kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
+    // Five ai workers in two regions hold 10 GPUs, past the built-in quota of 8.
+    await kube.request('POST', crPath('edgepolicies'), {
+      body: { apiVersion: 'edge.isolates.dev/v1alpha1', kind: 'EdgePolicy', metadata: { name: 'default' }, spec: { namespaces: ['*'], gpu: { maxGpus: 64 } } },
+    });
     nc = await connect(cluster.cp.natsOptions());
     buckets = await openBuckets(nc);
   }, 240_000);

@@ -1,15 +1,31 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { EdgeWorkerSpecSchema, DurableActorSpecSchema, buildCrd, EDGE_WORKER } from '../../common/api/index.js';
+import {
+  EdgeWorkerSpecSchema, DurableActorSpecSchema, buildCrd, EDGE_MODEL, EDGE_POLICY, EDGE_WORKER, isBareTldWildcard,
+} from '../../common/api/index.js';
 
 // The zod schemas are used at runtime by the operator; these checks pin the runtime view
 // to what the CRD says (the integration test checks the apiserver agrees).
 
 describe('EdgeWorker spec schema', () => {
-  it('fills the same defaults the CRD declares', () => {
+  it('fills the same defaults the CRD declares: none for limits, which the EdgePolicy defaults', () => {
     const spec = EdgeWorkerSpecSchema.parse({ source: { inline: 'export default {}' } });
-    expect(spec.placement).toEqual({ minWarmIsolates: 1 });
-    expect(spec.limits).toEqual({ cpuMsPerRequest: 50, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30000 });
+    expect(spec.placement).toEqual({});
+    expect(spec.limits).toBeUndefined();
+  });
+
+  it('refuses a wildcard over a whole top-level domain in the CRD (CEL), and accepts two labels', () => {
+    const routes = JSON.stringify(buildCrd(EDGE_WORKER));
+    expect(routes).toContain("self.host.matches('^[*][.][^.]+[.][^.]+')");
+    expect(isBareTldWildcard('*.com')).toBe(true);
+    expect(isBareTldWildcard('*.example.com')).toBe(false);
+    expect(isBareTldWildcard('shop.localhost')).toBe(false);
+  });
+
+  it('builds the admin kinds cluster-scoped', () => {
+    expect((buildCrd(EDGE_POLICY).spec as { scope: string }).scope).toBe('Cluster');
+    expect((buildCrd(EDGE_MODEL).spec as { scope: string }).scope).toBe('Cluster');
+    expect((buildCrd(EDGE_WORKER).spec as { scope: string }).scope).toBe('Namespaced');
   });
 
   it('refuses a route whose path does not start with /', () => {

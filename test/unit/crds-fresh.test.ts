@@ -7,11 +7,15 @@ import { REPO_ROOT } from '../../cli/local/tools.js';
 describe('generated CRDs', () => {
   const files = renderCrdFiles();
 
-  it('renders both kinds into crds/ and the chart', () => {
+  it('renders every kind into crds/ and the chart', () => {
     expect([...files.keys()].sort()).toEqual([
       'charts/edge-isolates/crds/durableactors.edge.isolates.dev.yaml',
+      'charts/edge-isolates/crds/edgemodels.edge.isolates.dev.yaml',
+      'charts/edge-isolates/crds/edgepolicies.edge.isolates.dev.yaml',
       'charts/edge-isolates/crds/edgeworkers.edge.isolates.dev.yaml',
       'crds/durableactors.edge.isolates.dev.yaml',
+      'crds/edgemodels.edge.isolates.dev.yaml',
+      'crds/edgepolicies.edge.isolates.dev.yaml',
       'crds/edgeworkers.edge.isolates.dev.yaml',
     ]);
   });

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { API_VERSION, EdgeWorkerSchema, type EdgeWorker } from '../../common/api/index.js';
+import {
+  API_VERSION, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, VERSION, type EdgeWorker,
+} from '../../common/api/index.js';
 import { FakeAgentView } from '../../common/fake/agent-view.js';
 import { FINALIZER, POOL_ISOLATE, POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
 import { createLogger } from '../../common/log.js';
@@ -40,6 +42,9 @@ function setup(nodes: NodeInfo[] = [{ name: 'n1', labels: { [REGION_LABEL]: 'eu'
       return raw ? EdgeWorkerSchema.parse(raw) : undefined;
     },
     getActor: () => undefined,
+    listWorkers: () => api.created<{ kind?: string }>(`/apis/${GROUP}/${VERSION}/namespaces`).filter((o) => o.kind === 'EdgeWorker').map((raw) => EdgeWorkerSchema.parse(raw)),
+    policies: () => api.created(`/apis/${GROUP}/${VERSION}/edgepolicies`).map((raw) => EdgePolicySchema.parse(raw)),
+    models: () => api.created(`/apis/${GROUP}/${VERSION}/edgemodels`).map((raw) => EdgeModelSchema.parse(raw)),
     nodes: () => nodes,
     sealer,
   });
@@ -49,10 +54,16 @@ function setup(nodes: NodeInfo[] = [{ name: 'n1', labels: { [REGION_LABEL]: 'eu'
     metadata: { name, namespace: NS, uid: `uid-${name}`, generation: 1 },
     spec: { source: { inline: SOURCE }, ...spec },
   });
+  const model = (name: string, spec: Record<string, unknown>) => api.seed(`/apis/${GROUP}/${VERSION}/edgemodels/${name}`, {
+    apiVersion: API_VERSION, kind: 'EdgeModel', metadata: { name, uid: `uid-${name}` }, spec,
+  });
+  const policy = (name: string, spec: Record<string, unknown>) => api.seed(`/apis/${GROUP}/${VERSION}/edgepolicies/${name}`, {
+    apiVersion: API_VERSION, kind: 'EdgePolicy', metadata: { name, uid: `uid-${name}` }, spec,
+  });
   const read = (name: string) => EdgeWorkerSchema.parse(api.get(path(name))) as EdgeWorker;
   const condition = (name: string, type: string) => read(name).status?.conditions?.find((c) => c.type === type);
   const reconcile = (name: string) => reconciler.reconcile(ctx, { namespace: NS, name });
-  return { api, store, agents, events, inference, lines, worker, read, condition, reconcile, path };
+  return { api, store, agents, events, inference, lines, worker, model, policy, read, condition, reconcile, path };
 }
 
 describe('EdgeWorkerReconciler', () => {
@@ -125,6 +136,7 @@ describe('EdgeWorkerReconciler', () => {
   it('throws a TerminalError, with the InvalidInference as its cause, for ai bindings that can never be valid', async () => {
     const t = setup();
     const ai = { name: 'AI', model: 'm', gpus: 1, replicasPerRegion: 1 };
+    t.model('m', { model: 'm' });
     t.worker('hello', { bindings: { ai: [ai, ai] } });
     const err = await t.reconcile('hello').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TerminalError);
@@ -135,6 +147,7 @@ describe('EdgeWorkerReconciler', () => {
 
   it('passes the model Services to the config and reports model servers not ready as Degraded', async () => {
     const t = setup();
+    t.model('m', { model: 'm' });
     t.worker('hello', { bindings: { ai: [{ name: 'AI', model: 'm', gpus: 1, replicasPerRegion: 1 }] } });
     await t.reconcile('hello');
     expect(t.inference.calls).toEqual([`reconcile ${NS}/hello AI in eu`]);

@@ -1,24 +1,24 @@
 import { describe, expect, it } from 'vitest';
 import { ObjectSerializer } from '@kubernetes/client-node/dist/gen/models/ObjectSerializer.js';
-import { AiBindingSchema } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
-  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL,
+  POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL, WORKER_NAMESPACE_LABEL,
 } from '../../common/labels.js';
 import {
   DEFAULT_INFERENCE_IMAGE, desiredInference, inferenceSelector, needsUpdate,
-  type AiBinding, type DesiredDeployment, type DesiredService,
+  type ModelServerBinding, type DesiredDeployment, type DesiredService,
 } from '../../operator/controllers/inference.js';
 import { inferenceName } from '../../common/model-servers.js';
 
 const worker = { name: 'chat', namespace: 'team-a', uid: '0b0c6f0e-1111-2222-3333-444455556666' };
 const opts = { defaultImage: DEFAULT_INFERENCE_IMAGE };
-const ai = (b: Partial<AiBinding> & { name: string }): AiBinding => AiBindingSchema.parse({ model: 'llama-3.1-8b', ...b });
+// What the EdgeWorker reconciler hands over once the catalogue resolved the binding.
+const ai = (b: Partial<ModelServerBinding> & { name: string }): ModelServerBinding => ({ model: 'llama-3.1-8b', gpus: 1, replicasPerRegion: 1, ...b });
 
 const DNS_1035 = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 
-function one(bindings: AiBinding[], region = 'eu-west'): { d: DesiredDeployment; s: DesiredService } {
+function one(bindings: ModelServerBinding[], region = 'eu-west'): { d: DesiredDeployment; s: DesiredService } {
   const out = desiredInference(worker, bindings, [region], opts);
   return { d: out.deployments[0]!, s: out.services[0]! };
 }
@@ -216,6 +216,22 @@ describe('desiredInference', () => {
     expect(s.metadata.ownerReferences).toEqual([ref]);
   });
 
+  it('in the shared model namespace: named and labelled with the worker\'s namespace, no ownerReference, catalogue args last', () => {
+    const shared = { ...opts, serverNamespace: 'edge-system' };
+    const a = desiredInference(worker, [ai({ name: 'AI', args: ['--max-model-len', '8192'] })], ['eu'], shared);
+    const b = desiredInference({ ...worker, namespace: 'team-b' }, [ai({ name: 'AI' })], ['eu'], shared);
+    const d = a.deployments[0]!;
+    expect(d.metadata.namespace).toBe('edge-system');
+    expect(d.metadata.ownerReferences).toBeUndefined();
+    expect(d.metadata.labels).toMatchObject({ [WORKER_LABEL]: 'chat', [WORKER_NAMESPACE_LABEL]: 'team-a' });
+    expect(d.metadata.name).toMatch(/^team-a-chat-ai-eu-[0-9a-f]{8}$/);
+    // The same worker and binding in another namespace is another object.
+    expect(b.deployments[0]!.metadata.name).not.toBe(d.metadata.name);
+    expect(a.refs.AI?.eu).toEqual({ service: d.metadata.name, namespace: 'edge-system', port: 8000 });
+    expect(d.spec.template.spec?.containers[0]?.args?.slice(-2)).toEqual(['--max-model-len', '8192']);
+    expect(inferenceSelector('chat', 'team-a')).toContain(`${WORKER_NAMESPACE_LABEL}=team-a`);
+  });
+
   it('dedupes and orders regions, refuses duplicate bindings and bad names', () => {
     const out = desiredInference(worker, [ai({ name: 'AI' })], ['us-east', 'eu-west', 'us-east'], opts);
     expect(Object.keys(out.refs.AI!)).toEqual(['eu-west', 'us-east']);
@@ -228,7 +244,7 @@ describe('desiredInference', () => {
   });
 
   it('carries a hash of its content that changes when anything it sets changes', () => {
-    const hash = (b: AiBinding) => one([b]).d.metadata.annotations?.[SPEC_HASH_ANNOTATION];
+    const hash = (b: ModelServerBinding) => one([b]).d.metadata.annotations?.[SPEC_HASH_ANNOTATION];
     const base = hash(ai({ name: 'AI' }));
     expect(base).toMatch(/^[0-9a-f]{16}$/);
     expect(hash(ai({ name: 'AI' }))).toBe(base);

@@ -3,7 +3,7 @@ import { EdgeWorkerSpecSchema, type EdgeWorkerSpec } from '../../common/api/inde
 import { FakeBindingLookup } from '../../common/fake/binding-lookup.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import {
-  BindingResolutionError, RESOLVE_REASONS, resolveEnv, resolveWorker, sha256Digest, workerVersion,
+  BindingResolutionError, RESOLVE_REASONS, resolveEnv, builtinRunSettings, resolveWorker, sha256Digest, workerVersion,
 } from '../../common/resolve-bindings.js';
 import { aiUrlFromTemplate, isolateWorkerEnv } from '../../node-agent/control/worker-env.js';
 
@@ -128,20 +128,23 @@ describe('workerVersion', () => {
   const s = spec({});
   const env = { text: { A: '1' }, secrets: {}, actors: {}, ai: {} };
   const digest = sha256Digest('export default {}');
+  const version = (d: string, sp: typeof s, e: typeof env, egress?: { publicInternet: boolean; allow: string[] }) =>
+    workerVersion(d, sp, e, { ...builtinRunSettings(sp), ...(egress ? { egress } : {}) });
 
   it('is the value operators before the shared resolver published (an upgrade republishes nothing)', () => {
-    expect(workerVersion(digest, s, env)).toBe('sha256:78c96c9e534264f6b2fd7f943e64fe0a57165b8110636b64718cce14e6e35cd2');
+    expect(version(digest, s, env)).toBe('sha256:78c96c9e534264f6b2fd7f943e64fe0a57165b8110636b64718cce14e6e35cd2');
   });
 
-  it('changes with the bundle, the env, the limits and the warm count', () => {
-    const v = workerVersion(digest, s, env);
-    expect(workerVersion(sha256Digest('other'), s, env)).not.toBe(v);
-    expect(workerVersion(digest, s, { ...env, text: { A: '2' } })).not.toBe(v);
-    expect(workerVersion(digest, s, { ...env, secrets: { B: '2' } })).not.toBe(v);
+  it('changes with the bundle, the env, the limits, the warm count and the egress policy', () => {
+    const v = version(digest, s, env);
+    expect(version(sha256Digest('other'), s, env)).not.toBe(v);
+    expect(version(digest, s, { ...env, text: { A: '2' } })).not.toBe(v);
+    expect(version(digest, s, { ...env, secrets: { B: '2' } })).not.toBe(v);
     // The sealed form (what the operator publishes) of no secrets is the same version.
-    expect(workerVersion(digest, s, { text: { A: '1' }, sealed: {}, actors: {}, ai: {} })).toBe(v);
-    expect(workerVersion(digest, spec({ limits: { cpuMsPerRequest: 10 } }), env)).not.toBe(v);
-    expect(workerVersion(digest, spec({ placement: { minWarmIsolates: 3 } }), env)).not.toBe(v);
+    expect(workerVersion(digest, s, { text: { A: '1' }, sealed: {}, actors: {}, ai: {} } as never, builtinRunSettings(s))).toBe(v);
+    expect(version(digest, spec({ limits: { cpuMsPerRequest: 10 } }), env)).not.toBe(v);
+    expect(version(digest, spec({ placement: { minWarmIsolates: 3 } }), env)).not.toBe(v);
+    expect(version(digest, s, env, { publicInternet: false, allow: [] })).not.toBe(v);
   });
 });
 

@@ -35,6 +35,11 @@
 {{- default (include "edge-isolates.operatorName" .) .Values.operator.leaderElection.leaseName }}
 {{- end }}
 
+{{/* Where model servers live: operator.modelNamespace (an existing namespace) or the release's. */}}
+{{- define "edge-isolates.modelNamespace" -}}
+{{- default .Release.Namespace .Values.operator.modelNamespace }}
+{{- end }}
+
 {{- define "edge-isolates.peerTokenSecretName" -}}
 {{- default (printf "%s-peer-token" (include "edge-isolates.fullname" .)) .Values.agent.peerToken.existingSecret }}
 {{- end }}

@@ -1,5 +1,5 @@
 import {
-  desiredInference, type AiBinding, type Inference, type InferenceOptions, type InferenceResult, type InferenceWorker,
+  desiredInference, type Inference, type InferenceOptions, type InferenceResult, type InferenceWorker, type ModelServerBinding,
 } from '../inference.js';
 
 // Model servers without an apiserver: the Services a worker would get come from the real
@@ -10,9 +10,12 @@ export class FakeInference implements Inference {
   readonly calls: string[] = [];
   /** `${binding}/${region}` -> readyReplicas; absent means 0. */
   readonly ready = new Map<string, number>();
+  /** The model servers of the last reconcile, as handed over. */
+  servers: ModelServerBinding[] = [];
 
-  reconcile(worker: InferenceWorker, bindings: readonly AiBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult> {
+  reconcile(worker: InferenceWorker, bindings: readonly ModelServerBinding[], regions: readonly string[], opts: InferenceOptions): Promise<InferenceResult> {
     this.calls.push(`reconcile ${worker.namespace}/${worker.name} ${bindings.map((b) => b.name).join(',')} in ${regions.join(',')}`);
+    this.servers = structuredClone([...bindings]);
     let want: ReturnType<typeof desiredInference>;
     // The real one is async: invalid input rejects, it does not throw.
     try { want = desiredInference(worker, bindings, regions, opts); } catch (err) { return Promise.reject(err as Error); }

@@ -21,6 +21,14 @@ export class FakeWorkerStore implements WorkerConfigs {
     return Promise.resolve(true);
   }
 
+  setRoutes(key: string, routes: WorkerConfig['routes']): Promise<boolean> {
+    const prev = this.configs.get(key);
+    if (!prev || JSON.stringify(prev.routes) === JSON.stringify(routes)) return Promise.resolve(false);
+    this.configs.set(key, { ...prev, routes: structuredClone(routes) });
+    this.writes.push(`routes ${key}`);
+    return Promise.resolve(true);
+  }
+
   remove(key: string): Promise<boolean> {
     if (!this.configs.delete(key)) return Promise.resolve(false);
     this.writes.push(`remove ${key}`);
