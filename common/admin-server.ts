@@ -6,9 +6,11 @@ import type { Registry } from 'prom-client';
 // traffic: /metrics, /healthz, /readyz and /status.
 
 export interface AdminHandlers {
-  registry: Registry;
+  /** A prom-client Registry, or anything that renders one (an agent front sums its hosts'). */
+  registry: Pick<Registry, 'metrics' | 'contentType'>;
   /** undefined when ready, else why not (the 503 body). */
   notReady(): string | undefined;
+  /** The /status body (a promise is awaited). */
   status(): unknown;
 }
 
@@ -27,7 +29,9 @@ export async function startAdminServer(h: AdminHandlers, port: number, host = '1
         if (why === undefined) send(200, 'ready\n'); else send(503, `${why}\n`);
         return;
       }
-      case '/status': send(200, `${JSON.stringify(h.status())}\n`, 'application/json'); return;
+      case '/status':
+        Promise.resolve(h.status()).then((st) => send(200, `${JSON.stringify(st)}\n`, 'application/json'), (err: unknown) => send(500, `${String(err)}\n`));
+        return;
       case '/metrics':
         h.registry.metrics().then((text) => send(200, text, h.registry.contentType), (err: unknown) => send(500, `${String(err)}\n`));
         return;

@@ -26,6 +26,11 @@ export interface HttpFrontOptions {
   maxBodyBytes: number;
   /** The agent's sockets: a worker's 101 response names the client end of its WebSocketPair here. */
   sockets: SocketRegistry;
+  /**
+   * Behind the agent's front (an isolate host on its private Unix socket, which only the
+   * front reaches): the client address is the CF-Connecting-IP the front set.
+   */
+  behindFront?: boolean;
 }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
@@ -125,7 +130,13 @@ export class HttpFront {
     });
   }
 
-  async listen(port: number, host: string): Promise<number> {
+  /** Listens on TCP, or on a Unix socket (`{ path }`, port 0 returned). */
+  async listen(port: number | { path: string }, host = '127.0.0.1'): Promise<number> {
+    if (typeof port === 'object') {
+      this.server.listen(port.path);
+      await once(this.server, 'listening');
+      return 0;
+    }
     this.server.listen(port, host);
     await once(this.server, 'listening');
     const addr = this.server.address();
@@ -195,9 +206,12 @@ export class HttpFront {
     let contentLength: string | undefined;
     let chunked = false;
     let proto = 'http';
+    let clientAddress = req.socket.remoteAddress;
+    const behindFront = this.opts.behindFront === true;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i]!.toLowerCase();
       const v = raw[i + 1]!;
+      if (behindFront && k === 'cf-connecting-ip') { clientAddress = v; continue; }
       if (k === 'host') hostHeader = v;
       else if (k === 'content-length') contentLength = v;
       else if (k === 'transfer-encoding') chunked = true;
@@ -234,7 +248,7 @@ export class HttpFront {
         method: req.method ?? 'GET',
         headers,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
-        clientAddress: req.socket.remoteAddress,
+        clientAddress,
       };
 
       // A version swap can close the host between routing and acquiring: retry once on

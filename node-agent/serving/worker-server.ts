@@ -37,7 +37,12 @@ export interface WorkerServerOptions {
   metricLabels?: Record<string, string>;
   /** Largest WebSocket message either way (default 1 MiB); a bigger one from a client closes its socket with 1009. */
   maxWebSocketMessageBytes?: number;
+  /** Behind the agent's front (an isolate host): trust the client address the front forwards. */
+  behindFront?: boolean;
 }
+
+/** A worker's routes, as the route table has them (told to the agent's front by an isolate host). */
+export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
 
 export type WorkerState =
   | { key: string; digest: string; state: 'ready'; isolates: number }
@@ -62,6 +67,8 @@ export class WorkerServer {
   readonly sockets: SocketRegistry;
   /** Console output of workers, for `edge logs` and tests. */
   readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
+  /** Told every served worker's routes whenever the route table is rebuilt. */
+  readonly routeListeners = new Set<(routes: ServedRoutes[]) => void>();
 
   constructor(private readonly opts: WorkerServerOptions) {
     this.metrics = new AgentMetrics(opts.metricLabels);
@@ -91,12 +98,14 @@ export class WorkerServer {
       metrics: this.metrics,
       maxBodyBytes: opts.maxBodyBytes ?? 100 * 1024 * 1024,
       sockets: this.sockets,
+      ...(opts.behindFront ? { behindFront: true } : {}),
     });
   }
 
   get ready(): boolean { return this.initialLoad && !this.stopped; }
 
-  async start(listenPort: number, listenHost = '127.0.0.1'): Promise<number> {
+  /** Listens on TCP (`listenPort`, `listenHost`) or on a Unix socket (`{ path }`; returns 0). */
+  async start(listenPort: number | { path: string }, listenHost = '127.0.0.1'): Promise<number> {
     await this.pool.start();
     const port = await this.front.listen(listenPort, listenHost);
     await this.opts.source.start((workers) => { this.applying = this.applying.then(() => this.apply(workers)); });
@@ -166,6 +175,15 @@ export class WorkerServer {
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
+    if (this.routeListeners.size > 0) {
+      const routes = this.routes();
+      for (const l of this.routeListeners) l(routes);
+    }
+  }
+
+  /** Every served worker's routes. */
+  routes(): ServedRoutes[] {
+    return [...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes }));
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */
