@@ -84,6 +84,14 @@ export function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
   return (cfg.isolateHosts ?? 0) > 0 ? AgentFront.start(cfg) : Agent.start(cfg);
 }
 
+/**
+ * EDGE_TEST_CRASH_TOKEN=<token> (tests only; unset in every shipped configuration): a worker
+ * that logs `edge-test-crash <token>` aborts the process running its isolates, as a V8 fatal
+ * error does, so test/security/isolate-hosts.test.ts can show what such a crash takes down
+ * without depending on a live V8 bug.
+ */
+const CRASH_TOKEN = process.env.EDGE_TEST_CRASH_TOKEN;
+
 /** A draining agent waits this long without a forwarded call before it lets go of its peer port. */
 const PEER_QUIET_MS = 250;
 /** ... but never longer than this (other agents drop a draining agent from their rings at once). */
@@ -172,6 +180,11 @@ export class Agent implements RunningAgent {
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());
+    if (CRASH_TOKEN) {
+      server.consoleListeners.add((_worker, _level, message) => {
+        if (message === `edge-test-crash ${CRASH_TOKEN}`) process.abort();
+      });
+    }
 
     let nats: Omit<NatsParts, 'presence'> | undefined;
     if (nc && buckets && cfg.source.kind === 'nats') {

@@ -12,13 +12,6 @@ import { asToHost, type FromHost, type ToHost } from './hosts/protocol.js';
 /** Exit code when the front went away (its IPC channel closed): nothing routes here any more. */
 const EXIT_FRONT_GONE = 70;
 
-/**
- * EDGE_TEST_CRASH_TOKEN=<token> (tests only; unset in every shipped configuration): a worker
- * that logs `edge-test-crash <token>` aborts this process as a V8 fatal error would, so the
- * tests can show what such a crash takes down without depending on a live V8 bug.
- */
-const CRASH_TOKEN = process.env.EDGE_TEST_CRASH_TOKEN;
-
 export async function runIsolateHost(): Promise<number> {
   if (!process.send) {
     process.stderr.write('edge isolate-host is started by `edge agent --isolate-hosts N`, not by hand\n');
@@ -34,6 +27,8 @@ export async function runIsolateHost(): Promise<number> {
   const start = await new Promise<Extract<ToHost<IsolateHostConfig>, { type: 'start' }>>((resolveStart) => {
     const onStart = (raw: unknown) => {
       const m = asToHost<IsolateHostConfig>(raw);
+      // A spare that is never needed.
+      if (m?.type === 'stop') process.exit(0);
       if (m?.type !== 'start') return;
       process.off('message', onStart);
       resolveStart(m);
@@ -54,11 +49,6 @@ export async function runIsolateHost(): Promise<number> {
     process.exit(1);
   }
   const server = agent.server;
-  if (CRASH_TOKEN) {
-    server.consoleListeners.add((_worker, _level, message) => {
-      if (message === `edge-test-crash ${CRASH_TOKEN}`) process.abort();
-    });
-  }
   server.routeListeners.add((routes) => post({ type: 'routes', routes }));
   process.on('message', (raw: unknown) => {
     const m = asToHost(raw);
