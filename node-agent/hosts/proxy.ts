@@ -135,6 +135,7 @@ export class HostProxy {
       setHost: false,
     });
     let answered = false;
+    let clientGone = false;
     preq.on('response', (pres) => {
       answered = true;
       res.writeHead(pres.statusCode ?? 502, pres.statusMessage, responseHeaders(pres));
@@ -149,6 +150,8 @@ export class HostProxy {
       this.splice(res, upgrade, pres, hostSocket, hostHead);
     });
     preq.on('error', (err) => {
+      // We cut it ourselves: the client went away (a load generator stopping, a browser tab closed).
+      if (clientGone) return;
       if (answered) { res.destroy(); return; }
       answered = true;
       // The host died under the request (or its socket is gone): nothing reached the client yet.
@@ -156,8 +159,8 @@ export class HostProxy {
       this.unavailable(res, r.worker, 'its isolate host went away');
     });
     // The client gave up: stop the host's work on it.
-    res.on('close', () => { if (!res.writableFinished) preq.destroy(); });
-    req.on('error', () => preq.destroy());
+    res.on('close', () => { if (!res.writableFinished) { clientGone = true; preq.destroy(); } });
+    req.on('error', () => { clientGone = true; preq.destroy(); });
     if (upgrade) preq.end(); else req.pipe(preq);
   }
 
