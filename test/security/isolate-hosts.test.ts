@@ -54,16 +54,27 @@ const BAD = `export default {
   },
 };`;
 
+// Issue 12's own reproduction of the V8 fatal error (before its root cause is fixed): many
+// requests that each arm long timers, then one over the CPU limit, in a 16 MiB worker.
+const TIMERS = `export default {
+  async fetch(request) {
+    const path = new URL(request.url).pathname;
+    if (path === '/arm') for (let i = 0; i < 200; i++) setTimeout(() => {}, 3600000);
+    if (path === '/spin') { const t = Date.now(); while (Date.now() - t < 500) {} }
+    return new Response('timers');
+  },
+};`;
+
 const digest = (s: string | Uint8Array) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
 
-async function publish(buckets: EdgeBuckets, namespace: string, name: string, source: string, host: string): Promise<void> {
+async function publish(buckets: EdgeBuckets, namespace: string, name: string, source: string, host: string, memoryMiB = 64): Promise<void> {
   const bytes = new TextEncoder().encode(source);
   const bundleDigest = digest(bytes);
   await buckets.bundles.putBlob({ name: bundleDigest }, bytes);
   const cfg: WorkerConfig = {
     namespace, name, uid: `${namespace}-${name}`, generation: 1, version: digest(`${bundleDigest}/v1`), bundleDigest,
     regions: [REGION], routes: [{ host, pathPrefix: '/' }],
-    limits: { cpuMsPerRequest: 50, memoryMiB: 64, subrequests: 5, wallMsPerRequest: 5000 },
+    limits: { cpuMsPerRequest: 50, memoryMiB, subrequests: 5, wallMsPerRequest: 5000 },
     minWarmIsolates: 1, env: { text: {}, actors: {}, ai: {} },
   };
   await buckets.workers.put(`${namespace}.${name}`, encodeJson(cfg));
@@ -84,7 +95,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
   const presenceLog: { key: string; presence?: Presence }[] = [];
   const frontKey = agentKey(REGION, NODE);
 
-  const hosts = async () => ((await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { hosts: HostInfo[] }).hosts;
+  const hosts = async () => ((await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { hosts?: HostInfo[] }).hosts ?? [];
   const body = async (host: string, path = '/') => {
     const r = await send(port, host, path);
     return { status: r.status, text: (await r.text()).trim(), retryAfter: r.headers.get('retry-after') };
@@ -136,6 +147,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
     buckets = await openBuckets(nc);
     await publish(buckets, GOOD_NS, 'good', GOOD, 'good.test');
     await publish(buckets, BAD_NS, 'bad', BAD, 'bad.test');
+    await publish(buckets, BAD_NS, 'timers', TIMERS, 'timers.test', 16);
     presences = followBucket(buckets.agents, {
       put: (key, value) => presenceLog.push({ key, presence: decodeJson(PresenceSchema, value, key) }),
       delete: (key) => presenceLog.push({ key }),
@@ -154,7 +166,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
       if (agent.exitCode !== null) throw new Error(`agent exited: ${output}`);
       return (await fetch(`http://127.0.0.1:${admin}/readyz`)).status === 200;
     }, 90_000, 100);
-    await waitFor('both workers served', async () => (await body('good.test')).status === 200 && (await body('bad.test')).status === 200, 30_000, 50);
+    await waitFor('the workers served', async () => (await Promise.all(['good.test', 'bad.test', 'timers.test'].map(async (h) => (await body(h)).status))).every((s) => s === 200), 30_000, 50);
   }, 120_000);
 
   afterAll(async () => {
@@ -167,11 +179,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
   it('an abort in one host (as a V8 fatal error does) leaves the front, its presence and the other namespace serving; the crashed tenant gets 503 and is served again', async () => {
     const frontPid = agent.pid;
     const frontBefore = presenceLog.filter((e) => e.key === frontKey).at(-1)?.presence;
-    expect(frontBefore?.isolateHosts).toBe(2);
     const before = await hosts();
-    const badHost = before.find((h) => h.workers.includes(`${BAD_NS}/bad`))!;
-    const goodHost = before.find((h) => h.workers.includes(`${GOOD_NS}/good`))!;
-    expect(badHost.index).not.toBe(goodHost.index);
     const logFrom = presenceLog.length;
 
     const { ws, got } = await wsOpen();
@@ -179,29 +187,34 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
     await waitFor('neighbour traffic', async () => neighbour.seen.length >= 20, 10_000, 10);
 
     // The request whose worker takes its process down is answered, not dropped.
-    const crash = await body('bad.test', '/crash');
+    const crash = await body('bad.test', '/crash').catch((err: unknown) => ({ status: 0, text: String(err), retryAfter: null }));
+    const servedAtCrash = neighbour.seen.length;
+    await waitFor('neighbour traffic after the crash', async () => neighbour.seen.length >= servedAtCrash + 20, 10_000, 10);
+    await neighbour.stop();
+    // The neighbour never saw anything but 200s (in-process, the crash took it down too).
+    expect(neighbour.seen.filter((s) => s !== '200 good')).toEqual([]);
+    expect(agent.exitCode).toBeNull();
     expect(crash.status).toBe(503);
     expect(crash.retryAfter).toBe('1');
     const meanwhile = await untilServed('bad.test');
     expect(meanwhile.every((s) => s === '503 retry-after=1'), meanwhile.join(', ')).toBe(true);
-    const servedAfterCrash = neighbour.seen.length;
-    await waitFor('neighbour traffic after the restart', async () => neighbour.seen.length >= servedAfterCrash + 20, 10_000, 10);
-    await neighbour.stop();
 
-    // The neighbour never saw anything but 200s, and its open WebSocket survived.
-    expect(neighbour.seen.filter((s) => s !== '200 good')).toEqual([]);
+    // Its open WebSocket survived.
     ws.send('still there?');
     await waitFor('echo over the old WebSocket', async () => got.includes('echo still there?'), 5_000, 10);
     ws.close();
 
     // The front is the same process, its presence was never deleted nor restarted.
-    expect(agent.exitCode).toBeNull();
     expect(agent.pid).toBe(frontPid);
+    expect(frontBefore?.isolateHosts).toBe(2);
     expect((await fetch(`http://127.0.0.1:${admin}/healthz`)).status).toBe(200);
     const frontWrites = presenceLog.slice(logFrom).filter((e) => e.key === frontKey);
     expect(frontWrites.every((e) => e.presence?.startedAt === frontBefore!.startedAt)).toBe(true);
 
     // Only the crashed host was replaced; the neighbour's host is the same process.
+    const badHost = before.find((h) => h.workers.includes(`${BAD_NS}/bad`))!;
+    const goodHost = before.find((h) => h.workers.includes(`${GOOD_NS}/good`))!;
+    expect(badHost.index).not.toBe(goodHost.index);
     const after = await hosts();
     expect(after.find((h) => h.index === goodHost.index)).toMatchObject({ pid: goodHost.pid, restarts: 0, up: true });
     expect(after.find((h) => h.index === badHost.index)).toMatchObject({ up: true, restarts: 1 });
@@ -231,5 +244,25 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
     expect(after.find((h) => h.index === badHost.index)).toMatchObject({ pid: badHost.pid, up: true });
     expect(after.find((h) => h.index === goodHost.index)).toMatchObject({ up: true, restarts: 1 });
     expect(output).toMatch(/"msg":"isolate host died; its workers answer 503 until it is back".*"exit":"signal SIGKILL"/);
+  });
+
+  it('contains issue 12\'s real V8 fatal error (timers, then a CPU overrun in a 16 MiB worker), whether or not it still crashes', async () => {
+    const restartsBefore = (await hosts()).reduce((n, h) => n + h.restarts, 0);
+    const neighbour = hammer('good.test');
+    await waitFor('neighbour traffic', async () => neighbour.seen.length >= 10, 10_000, 10);
+    // 300 at once: what the worker's isolates hold of the host grows, then it needs a new isolate.
+    const armed = await Promise.all(Array.from({ length: 300 }, () => body('timers.test', '/arm').then((r) => r.status, () => 0)));
+    await body('timers.test', '/spin').catch(() => undefined);
+    await untilServed('timers.test');
+    const n = neighbour.seen.length;
+    await waitFor('neighbour traffic afterwards', async () => neighbour.seen.length >= n + 10, 10_000, 10);
+    await neighbour.stop();
+    expect(neighbour.seen.filter((s) => s !== '200 good')).toEqual([]);
+    expect(agent.exitCode).toBeNull();
+    expect((await fetch(`http://127.0.0.1:${admin}/healthz`)).status).toBe(200);
+    // Whether V8 still dies here depends on the root-cause fix; say what happened.
+    const restarts = (await hosts()).reduce((h, x) => h + x.restarts, 0) - restartsBefore;
+    const crashed = /Check failed: \(backing_store\) != nullptr/.test(output);
+    console.info(`issue 12 reproduction: ${restarts} host restart(s), V8 fatal error ${crashed ? 'seen' : 'not seen'}; /arm answers ${JSON.stringify(armed.reduce<Record<string, number>>((m, x) => ({ ...m, [x]: (m[x] ?? 0) + 1 }), {}))}`);
   });
 });
