@@ -15,8 +15,9 @@ const AGENT_LAYERS = {
   actors: ['abi', 'sockets', 'isolate', 'bindings', 'peer'],
   serving: ['abi', 'sockets', 'isolate', 'peer'],
   control: ['abi', 'isolate', 'serving'],
+  hosts: ['serving'],
 };
-const AGENT_ROOT = ['./node-agent/agent.ts', './node-agent/admin-server.ts'];
+const AGENT_ROOT = ['./node-agent/agent.ts', './node-agent/admin-server.ts', './node-agent/isolate-host.ts'];
 const NOT_PRODUCTION = ['./test', './bench', './scripts'];
 const why = (target, allowed) => `${target} may import only ${allowed} (see docs/architecture.md)`;
 

@@ -54,11 +54,15 @@ export function agentUnavailable(): Promise<string | null> {
 
 export interface Agent { proc: Proc; port: number; adminPort: number; spawnToReadyMs: number }
 
-export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent'): Promise<Agent> {
+/** `isolateHosts`: the agent's --isolate-hosts (default: the agent's own, as shipped). */
+export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent', isolateHosts?: number): Promise<Agent> {
   const port = await freePort();
   const adminPort = await freePort();
   const proc = new Proc(name, process.execPath,
-    [...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`],
+    [
+      ...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
+      ...(isolateHosts !== undefined ? ['--isolate-hosts', String(isolateHosts)] : []),
+    ],
     { logFile, cwd: ROOT });
   try {
     await waitUntil(`${name} /readyz`, () => isOk(adminPort, '/readyz'), readyTimeoutMs, proc, 25);

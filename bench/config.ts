@@ -1,11 +1,11 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'op-create' | 'op-scale' | 'actors';
-export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'op-create', 'op-scale', 'actors'];
+export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'op-create' | 'op-scale' | 'actors';
+export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'op-create', 'op-scale', 'actors'];
 /** The phases that run workerd (the operator phases have no peer). */
 export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors'];
 /** BENCH_ONLY shorthands. */
-const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory'] };
+const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts'] };
 export type PeerName = 'agent' | 'workerd';
 export type LoadgenChoice = 'auto' | 'wrk' | 'autocannon';
 
@@ -29,6 +29,8 @@ export interface BenchConfig {
   memoryWorkers: number;
   /** placement.minWarmIsolates of the agent's warm-throughput workers. */
   agentWarmIsolates: number;
+  /** The N of the `isolate hosts 0 vs N` rows (the agent's own default is 2). */
+  isolateHosts: number;
   /** Wait after a peer reports ready before RSS is read. */
   settleMs: number;
   /** Upper bound on a peer getting ready (1,000 workers take a while). */
@@ -97,6 +99,7 @@ export function loadConfig(): BenchConfig {
     coldGapMs: num('BENCH_COLD_GAP_MS', 50, 0, 5000),
     memoryWorkers: num('BENCH_MEMORY_WORKERS', quick ? 200 : 1000, 2, 5000),
     agentWarmIsolates: num('BENCH_AGENT_WARM_ISOLATES', 1, 1, 64),
+    isolateHosts: num('BENCH_ISOLATE_HOSTS', 2, 1, 16),
     settleMs: num('BENCH_SETTLE_MS', quick ? 1000 : 2000, 0, 60000),
     readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 240, 5, 1800) * 1000,
     opCreateWorkers: num('BENCH_OP_CREATE_WORKERS', 20, 1, 500),

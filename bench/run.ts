@@ -77,9 +77,10 @@ const SCRIPTS: Script[] = [
   { key: 'json', label: `JSON transform (POST ${JSON_REQUEST.length} B)`, host: 'json.bench', method: 'POST', body: JSON_REQUEST, reply: JSON_REPLY },
 ];
 
-async function loadBoth(ctx: Ctx, peer: PeerName, target: (s: Script) => { port: number; host?: string }): Promise<Record<string, LoadResult>> {
+async function loadBoth(ctx: Ctx, peer: string, target: (s: Script) => { port: number; host?: string }, only?: Script['key'][]): Promise<Record<string, LoadResult>> {
   const out: Record<string, LoadResult> = {};
   for (const s of SCRIPTS) {
+    if (only && !only.includes(s.key)) continue;
     const t = target(s);
     const r = await httpRequest({ port: t.port, host: t.host, method: s.method, body: s.body });
     expectBody(`${peer} ${s.key}`, r, s.reply);
@@ -328,6 +329,69 @@ async function memoryPhase(ctx: Ctx): Promise<Row[]> {
   ];
 }
 
+// ---------------------------------------------------------------- isolate hosts
+
+interface HostsRun { hosts: number; hello: LoadResult; cold: Summary; startToReadyMs: number }
+
+/**
+ * What the isolate-host split costs (docs/isolate-hosts.md): the same agent with its
+ * isolates in its own process (--isolate-hosts 0) and behind its front in N host processes,
+ * one hop more per request. Hello-world throughput and p99, and the first request to
+ * never-loaded workers (the cold start now includes the relay).
+ */
+async function hostsPhase(ctx: Ctx): Promise<Row[]> {
+  const { cfg } = ctx;
+  const N = cfg.isolateHosts;
+  log(`[hosts] agent with --isolate-hosts 0 vs ${N}: hello-world warm load, then first requests to ${cfg.coldAgentWorkers} unloaded workers`);
+  const runs = new Map<number, { ok: HostsRun } | { cell: Cell }>();
+  for (const hosts of [0, N]) {
+    runs.set(hosts, await forPeer(ctx, 'agent', async () => {
+      const d = dir(ctx, `agent-hosts-${hosts}`);
+      const names = Array.from({ length: cfg.coldAgentWorkers }, (_, i) => `cold-${String(i).padStart(4, '0')}`);
+      const workers: AgentWorker[] = [
+        { name: 'hello', host: 'hello.bench', source: HELLO_SOURCE, minWarmIsolates: cfg.agentWarmIsolates },
+        ...names.map((name) => ({ name, host: `${name}.bench`, source: namedSource(name), minWarmIsolates: 0 })),
+      ];
+      writeWorkerDir(join(d, 'workers'), workers);
+      let a: Agent | undefined;
+      const keep = keepAliveAgent();
+      try {
+        a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs, `agent (${hosts} hosts)`, hosts);
+        const port = a.port;
+        const hello = (await loadBoth(ctx, `agent (${hosts} hosts)`, () => ({ port, host: 'hello.bench' }), ['hello'])).hello!;
+        await sleep(cfg.settleMs);
+        const ms: number[] = [];
+        for (const name of names) {
+          await sleep(cfg.coldGapMs);
+          const r = await httpRequest({ port, host: `${name}.bench`, agent: keep, timeoutMs: 30_000 });
+          expectBody(`agent (${hosts} hosts) first request to ${name}`, r, namedBody(name));
+          ms.push(r.ms);
+        }
+        const cold = summarize(ms);
+        log(`  agent (${hosts} hosts): first request p50 ${cold.p50.toFixed(2)} ms, p99 ${cold.p99.toFixed(2)} ms; ready in ${(a.spawnToReadyMs / 1000).toFixed(2)} s`);
+        return { hosts, hello, cold, startToReadyMs: a.spawnToReadyMs };
+      } finally { keep.destroy(); await a?.proc.stop(); }
+    }));
+  }
+  ctx.raw.hosts = Object.fromEntries([...runs].map(([h, r]) => [String(h), 'ok' in r ? r.ok : r.cell]));
+  const na: Cell = { skipped: NOT_APPLICABLE };
+  const rows: Row[] = [];
+  const add = (what: string, unit: Row['unit'], f: (r: HostsRun) => number) => {
+    const base = runs.get(0)!;
+    const split = runs.get(N)!;
+    const b = 'ok' in base ? f(base.ok) : undefined;
+    const s = 'ok' in split ? f(split.ok) : undefined;
+    const rel = b !== undefined && s !== undefined && b > 0 ? ` (${(s / b).toFixed(2)}x of in-process)` : '';
+    rows.push({ metric: `isolate hosts 0 (in-process): ${what}`, unit, better: 'info', agent: pick(base, f), workerd: na });
+    rows.push({ metric: `isolate hosts ${N} (one hop more): ${what}${rel}`, unit, better: 'info', agent: pick(split, f), workerd: na });
+  };
+  add('warm throughput, hello-world (GET)', 'req/s', (r) => r.hello.rps);
+  add('warm latency p99, hello-world (GET)', 'ms', (r) => r.hello.p99Ms);
+  add(`cold start p50, first request to an unloaded worker (n=${cfg.coldAgentWorkers})`, 'ms', (r) => r.cold.p50);
+  add('start to ready, /readyz 200', 's', (r) => r.startToReadyMs / 1000);
+  return rows;
+}
+
 // ---------------------------------------------------------------- main
 
 /** Distinct warning/error lines the peers logged (numbers blanked), with counts, per peer. */
@@ -398,6 +462,7 @@ async function main(): Promise<number> {
     if (cfg.phases.has('warm')) rows.push(...await warmPhase(ctx));
     if (cfg.phases.has('cold')) rows.push(...await coldPhase(ctx));
     if (cfg.phases.has('memory')) rows.push(...await memoryPhase(ctx));
+    if (cfg.phases.has('hosts')) rows.push(...await hostsPhase(ctx));
     const opCtx: OpCtx = {
       cfg, raw: ctx.raw, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
       down: ctx.down.agent, skip: cfg.peers.has('agent') ? undefined : 'not selected (BENCH_PEERS has no agent)',
@@ -429,10 +494,11 @@ async function main(): Promise<number> {
   const parts = [
     ...(['warm', 'cold', 'memory'] as const).some((p) => cfg.phases.has(p)) ? ['edge agent vs workerd'] : [],
     ...cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ['the operator'] : [],
+    ...cfg.phases.has('hosts') ? [`isolate hosts 0 vs ${cfg.isolateHosts}`] : [],
     ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
   ];
   const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
-  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
+  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
   process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
   const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
   const file = writeResults({

@@ -8,12 +8,15 @@ import { createLogger } from '../common/log.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
-import { Agent, type AgentConfig } from '../node-agent/agent.js';
+import { startAgent, type AgentConfig } from '../node-agent/agent.js';
 import { DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
 import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
 // (following the operator). This file only parses flags; node-agent/agent.ts builds the agent.
+
+/** Isolate-host processes of `edge agent` unless --isolate-hosts says otherwise (docs/isolate-hosts.md). */
+export const DEFAULT_ISOLATE_HOSTS = 2;
 
 export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --nats URL --region R --node N
                     [--nats-user USER] [--nats-password-file FILE] [--nats-ca FILE]
@@ -23,6 +26,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
+                  [--isolate-hosts N] [--isolate-host-spares N]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -53,6 +57,12 @@ egress policy (repeatable): an address, CIDR, host name or *.pattern, optionally
 reaches public unicast addresses only: no loopback, private, link-local or cluster ranges.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
+--isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,
+namespaces spread over them, this process keeping only the HTTP front, the admin port and
+the presence; a V8 fatal error then takes down one host's namespaces (answered 503 until it
+is restarted, in under a second), never the agent. 0 runs them in this process.
+Host i listens for actor calls on the --peer-listen port + 1 + i (any free port when that
+is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by (default 1).
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
 {port} and {binding} are substituted (default
 http://{service}.{namespace}.svc.cluster.local:{port}).
@@ -92,6 +102,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
       'egress-allow': { type: 'string', multiple: true, default: [] },
       'dev-peer-token': { type: 'boolean', default: false },
+      'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
+      'isolate-host-spares': { type: 'string', default: '1' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -129,10 +141,12 @@ export async function runAgent(argv: string[]): Promise<number> {
     source = {
       kind: 'nats', url: values.nats!, region: values.region!, node: values.node!,
       auth: { ...(credentials ? { credentials } : {}), ...(caFile ? { caFile } : {}) },
-      ...(keyFile ? { sealer: SecretSealer.fromFile(keyFile) } : {}),
+      ...(keyFile ? { sealer: SecretSealer.fromFile(keyFile), sealingKeyFile: keyFile } : {}),
     };
   }
-  const agent = await Agent.start({
+  const isolateHosts = num('--isolate-hosts', values['isolate-hosts']);
+  if (!Number.isInteger(isolateHosts)) return fail(`--isolate-hosts must be a whole number, got "${values['isolate-hosts']}"`);
+  const agent = await startAgent({
     log,
     source,
     agentName: values['agent-name'] ?? values.node ?? 'standalone',
@@ -152,6 +166,10 @@ export async function runAgent(argv: string[]): Promise<number> {
     poolSize: num('--pool-size', values['pool-size']),
     maxIsolatesPerWorker: num('--max-isolates-per-worker', values['max-isolates-per-worker']),
     trustedProxies: values['trusted-proxy'] ?? [],
+    isolateHosts,
+    isolateHostSpares: num('--isolate-host-spares', values['isolate-host-spares']),
+    // The same node, flags and entry script that run this command, as `edge isolate-host`.
+    isolateHostCommand: [process.execPath, ...process.execArgv.filter((a) => !a.startsWith('--inspect')), process.argv[1]!, 'isolate-host'],
   });
   const signal = await new Promise<string>((resolveStop) => {
     process.once('SIGINT', () => resolveStop('SIGINT'));

@@ -80,6 +80,11 @@ export async function main(argv: string[]): Promise<number> {
       const { runAgent } = await import('./agent.js');
       return runAgent(rest);
     }
+    case 'isolate-host': {
+      // Not in the usage: `edge agent --isolate-hosts N` starts these (docs/isolate-hosts.md).
+      const { runIsolateHost } = await import('../node-agent/isolate-host.js');
+      return runIsolateHost();
+    }
     case 'operator': {
       const { runOperator } = await import('./operator.js');
       return runOperator(rest);

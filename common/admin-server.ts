@@ -9,10 +9,11 @@ import type { Registry } from 'prom-client';
 // tenants' objects gives the full /status to a bearer token only.
 
 export interface AdminHandlers {
-  registry: Registry;
+  /** A prom-client Registry, or anything that renders one (an agent front sums its hosts'). */
+  registry: Pick<Registry, 'metrics' | 'contentType'>;
   /** undefined when ready, else why not (the 503 body). */
   notReady(): string | undefined;
-  /** /status in full. With `summary`, only for a caller with the bearer token. */
+  /** /status in full (a promise is awaited). With `summary`, only for a caller with the bearer token. */
   status(): unknown;
   /**
    * /status for everyone else, when status() lists what only an operator of the cluster
@@ -49,7 +50,7 @@ export async function startAdminServer(h: AdminHandlers, port: number, host = '1
       }
       case '/status': {
         const full = !h.summary || bearerMatches(req.headers.authorization, h.statusToken);
-        send(200, `${JSON.stringify(full ? h.status() : h.summary!())}\n`, 'application/json');
+        Promise.resolve(full ? h.status() : h.summary!()).then((st) => send(200, `${JSON.stringify(st)}\n`, 'application/json'), (err: unknown) => send(500, `${String(err)}\n`));
         return;
       }
       case '/metrics':

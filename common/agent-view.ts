@@ -1,3 +1,4 @@
+import { agentOf } from './isolate-hosts.js';
 import { followBucket, type BucketFollower } from './kv-follower.js';
 import type { Logger } from './log.js';
 import {
@@ -52,7 +53,9 @@ export class AgentView {
       const presence = decodeJson(PresenceSchema, value, `agent presence ${key}`);
       const known = this.live.get(key);
       this.live.set(key, { presence, lastSeen: Date.now() });
-      if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address) this.emit({ all: true });
+      // A restarted isolate host keeps its name but comes back with a new peer port and start time.
+      if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address
+        || known.presence.peerAddress !== presence.peerAddress || known.presence.startedAt !== presence.startedAt) this.emit({ all: true });
     } catch (err) {
       this.log.warn('ignoring unreadable agent presence', { key, error: err });
     }
@@ -110,26 +113,32 @@ export class AgentView {
     return [...this.live.values()].map((l) => l.presence).filter((p) => region === undefined || p.region === region);
   }
 
-  /** What each live agent of a region says about one worker (workerKey form). */
+  /**
+   * What each live agent of a region says about one worker (workerKey form). An agent with
+   * isolate hosts is one entry: the report of whichever of its processes serves the worker
+   * (common/isolate-hosts.ts), so readiness counts agents, not processes.
+   */
   reportsFor(worker: string, region: string): { agent: string; report: WorkerReport | undefined }[] {
-    const out: { agent: string; report: WorkerReport | undefined }[] = [];
+    const byAgent = new Map<string, WorkerReport | undefined>();
     for (const [key, l] of this.live) {
       if (l.presence.region !== region) continue;
-      out.push({ agent: l.presence.agent, report: this.reports.get(key)?.workers[worker] });
+      const agent = agentOf(l.presence);
+      byAgent.set(agent, byAgent.get(agent) ?? this.reports.get(key)?.workers[worker]);
     }
-    return out;
+    return [...byAgent].map(([agent, report]) => ({ agent, report }));
   }
 
   private readonly staleSince = new Map<string, number>();
 
   /** Active actor counts of one DurableActor (`<namespace>.<name>`) on the live agents of a region. */
   reportsForActors(actor: string, region: string): { agent: string; active: number }[] {
-    const out: { agent: string; active: number }[] = [];
+    const byAgent = new Map<string, number>();
     for (const [key, l] of this.live) {
       if (l.presence.region !== region) continue;
-      out.push({ agent: l.presence.agent, active: this.reports.get(key)?.actors[actor]?.active ?? 0 });
+      const agent = agentOf(l.presence);
+      byAgent.set(agent, (byAgent.get(agent) ?? 0) + (this.reports.get(key)?.actors[actor]?.active ?? 0));
     }
-    return out;
+    return [...byAgent].map(([agent, active]) => ({ agent, active }));
   }
 
   /** Reports of agents absent for over `graceMs`: the leader deletes them. */

@@ -190,6 +190,16 @@ export const PresenceSchema = z.object({
   /** True while the agent drains (SIGTERM): it takes no new actors. */
   draining: z.boolean().default(false),
   load: z.object({ workers: z.number().int().min(0), inflight: z.number().int().min(0) }).optional(),
+  /**
+   * Set on an agent's front when its isolates run in this many isolate-host processes
+   * (`edge agent --isolate-hosts N`): the front hosts no actors (common/isolate-hosts.ts).
+   */
+  isolateHosts: z.number().int().min(1).optional(),
+  /**
+   * Set on an isolate-host process: the agent it belongs to (`of`) and its share of
+   * namespaces (those whose isolateHostIndex(namespace, count) is `index`).
+   */
+  isolateHost: z.object({ of: z.string().min(1), index: z.number().int().min(0), count: z.number().int().min(1) }).optional(),
 });
 export type Presence = z.infer<typeof PresenceSchema>;
 

@@ -1,11 +1,17 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
+import { AggregatorRegistry } from 'prom-client';
 import { AgentView } from '../common/agent-view.js';
 import { parseEgressRule } from '../common/egress.js';
+import { startAdminServer as startAdminEndpoints } from '../common/admin-server.js';
+import { isolateHostName } from '../common/isolate-hosts.js';
 import type { Logger } from '../common/log.js';
 import { connectNats, type EdgeBuckets } from '../common/nats.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
 import { bindBuckets } from '../common/nats-provision.js';
-import type { SecretSealer } from '../common/sealing.js';
+import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
@@ -16,6 +22,10 @@ import { NatsSource } from './control/nats-source.js';
 import { AgentPresence } from './control/presence.js';
 import { aiUrlFromTemplate } from './control/worker-env.js';
 import { MIN_PEER_TOKEN_LENGTH, PeerTokenError, startPeerServer, type PeerServer } from './peer/peer-server.js';
+import { SharedSource, servesShare, type HostShare } from './hosts/assignment.js';
+import { FrontMetrics } from './hosts/metrics.js';
+import { HostProxy } from './hosts/proxy.js';
+import { HostSupervisor } from './hosts/supervisor.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
 
@@ -37,10 +47,14 @@ export interface AgentConfig {
     auth?: Omit<NatsClientAuth, 'role'>;
     /** Opens the Secret values the operator sealed. */
     sealer?: SecretSealer;
+    /** Where the sealer's key is: what isolate hosts get, since a SecretSealer cannot cross IPC. */
+    sealingKeyFile?: string;
   };
   agentName: string;
-  listen: HostPort;
-  admin: HostPort;
+  /** The public HTTP listener; an isolate host's is a Unix socket (`path`) only its front reaches. */
+  listen: HostPort | { path: string };
+  /** /metrics, /healthz, /readyz, /status (an isolate host has none: its front asks it over IPC). */
+  admin?: HostPort;
   /** The address other agents and the operator reach this agent's HTTP front at (default: listen). */
   advertise?: string;
   /** NATS mode: the port other agents forward actor calls to. */
@@ -68,7 +82,40 @@ export interface AgentConfig {
   maxIsolatesPerWorker?: number;
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
+  /**
+   * Run tenants' isolates in this many isolate-host processes, this process being only the
+   * front (docs/isolate-hosts.md); 0 or absent: in this process. startAgent() picks.
+   */
+  isolateHosts?: number;
+  /** Pre-booted spare host processes, so a crashed host is replaced by a promotion (default 1). */
+  isolateHostSpares?: number;
+  /** argv that starts an isolate-host process (`edge isolate-host`), the executable first. */
+  isolateHostCommand?: readonly string[];
+  /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
+  isolateHost?: HostShare & { of: string };
 }
+
+/** What `edge agent` runs: an Agent, or an AgentFront with its isolate hosts. */
+export interface RunningAgent {
+  /** The public HTTP port. */
+  readonly port: number;
+  readonly adminPort: number | undefined;
+  drain(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts the agent `cfg` describes: its isolates in this process, or in isolate-host processes behind a front. */
+export function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
+  return (cfg.isolateHosts ?? 0) > 0 ? AgentFront.start(cfg) : Agent.start(cfg);
+}
+
+/**
+ * EDGE_TEST_CRASH_TOKEN=<token> (tests only; unset in every shipped configuration): a worker
+ * that logs `edge-test-crash <token>` aborts the process running its isolates, as a V8 fatal
+ * error does, so test/security/isolate-hosts.test.ts can show what such a crash takes down
+ * without depending on a live V8 bug.
+ */
+const CRASH_TOKEN = process.env.EDGE_TEST_CRASH_TOKEN;
 
 /** A draining agent waits this long without a forwarded call before it lets go of its peer port. */
 const PEER_QUIET_MS = 250;
@@ -89,15 +136,15 @@ interface NatsParts {
   presence: AgentPresence;
 }
 
-export class Agent {
+export class Agent implements RunningAgent {
   private stopping: Promise<void> | undefined;
 
   private constructor(
     private readonly cfg: AgentConfig,
     readonly server: WorkerServer,
     readonly port: number,
-    readonly adminPort: number,
-    private readonly admin: { close(): void },
+    readonly adminPort: number | undefined,
+    private readonly admin: { close(): void } | undefined,
     private readonly nats: NatsParts | undefined,
   ) {}
 
@@ -137,13 +184,17 @@ export class Agent {
     if (cfg.source.kind === 'directory') {
       source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
-      nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
+      nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}${share0(cfg)}`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
       const conn = nc;
       undo.push(() => conn.close());
       // An agent may not create streams: it waits for the operator to.
       buckets = await bindBuckets(nc, log);
-      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl, ...(cfg.source.sealer ? { sealer: cfg.source.sealer } : {}) });
+      const sealer = cfg.source.sealer ?? (cfg.source.sealingKeyFile ? SecretSealer.fromFile(cfg.source.sealingKeyFile) : undefined);
+      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl, ...(sealer ? { sealer } : {}) });
     }
+    // An isolate host serves only its share of the agent's tenants.
+    const share = cfg.isolateHost;
+    if (share) source = new SharedSource(source, share);
     // Workers' env.<actor binding> calls reach the actor runtime, built below (NATS mode
     // only: the runtime needs the ring and the fenced log). In directory mode the bindings
     // are still there and their calls fail naming the binding.
@@ -159,10 +210,16 @@ export class Agent {
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
       poolSize: cfg.poolSize,
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
-      trustedProxies: cfg.trustedProxies,
+      // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
+      trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());
+    if (CRASH_TOKEN) {
+      server.consoleListeners.add((_worker, _level, message) => {
+        if (message === `edge-test-crash ${CRASH_TOKEN}`) process.abort();
+      });
+    }
 
     let nats: Omit<NatsParts, 'presence'> | undefined;
     if (nc && buckets && cfg.source.kind === 'nats') {
@@ -181,6 +238,7 @@ export class Agent {
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         onActiveChange: () => { void presence?.report(); },
+        ...(share ? { serves: servesShare(share) } : {}),
       });
       const rt = runtime;
       server.versionListeners.add((key) => rt.workerChanged(key));
@@ -191,13 +249,14 @@ export class Agent {
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
 
-    const admin = await startAdminServer(server, cfg.admin.port, cfg.admin.host, {
+    const admin = cfg.admin ? await startAdminServer(server, cfg.admin.port, cfg.admin.host, {
       extra: () => ({ actors: runtime?.host.keys() ?? [] }),
       extraSummary: () => ({ actors: runtime?.host.keys().length ?? 0 }),
       ...(cfg.adminToken ? { token: cfg.adminToken } : {}),
-    });
-    undo.push(() => admin.server.close());
-    const port = await server.start(cfg.listen.port, cfg.listen.host);
+    }) : undefined;
+    if (admin) undo.push(() => admin.server.close());
+    const listen = cfg.listen;
+    const port = 'path' in listen ? await server.start({ path: listen.path }) : await server.start(listen.port, listen.host);
 
     let parts: NatsParts | undefined;
     if (nats) {
@@ -206,23 +265,29 @@ export class Agent {
       presence = new AgentPresence({
         nc: nats.nc, buckets: nats.buckets, log,
         agent: cfg.agentName, node: nats.node, region: nats.region,
-        address: cfg.advertise ?? `http://${cfg.listen.host}:${port}`,
+        address: cfg.advertise ?? ('path' in listen ? 'http://localhost/' : `http://${listen.host}:${port}`),
         peerAddress: peerUrl,
         ttlMs: cfg.presenceTtlMs,
         status: () => server.status(),
         actors: () => rt.host.counts(),
+        ...(share ? { isolateHost: share } : {}),
       });
       parts = { ...nats, presence };
       const p = presence;
       undo.push(() => p.stop());
       await presence.start();
     }
-    const agent = new Agent(cfg, server, port, admin.port, admin.server, parts);
-    log.info('agent listening', {
-      http: `http://${cfg.listen.host}:${port}`, admin: `http://${cfg.admin.host}:${admin.port}`,
+    const agent = new Agent(cfg, server, port, admin?.port, admin?.server, parts);
+    log.info(share ? 'isolate host serving' : 'agent listening', {
+      http: 'path' in listen ? listen.path : `http://${listen.host}:${port}`, ...(cfg.admin && admin ? { admin: `http://${cfg.admin.host}:${admin.port}` } : {}),
       workers: cfg.source.kind === 'directory' ? cfg.source.dir : cfg.source.url,
     });
     return agent;
+  }
+
+  /** The actors active here (instance keys). */
+  actors(): string[] {
+    return this.nats?.runtime.host.keys() ?? [];
   }
 
   /**
@@ -256,7 +321,191 @@ export class Agent {
         n.consoleStream.stop();
         await n.nc.drain();
       }
-      this.admin.close();
+      this.admin?.close();
+    })();
+    return this.stopping;
+  }
+}
+
+/** The NATS connection name of an isolate host says which one it is. */
+const share0 = (cfg: AgentConfig): string => cfg.isolateHost ? `~h${cfg.isolateHost.index}` : '';
+
+/** What an isolate host is started with: the agent's config less what cannot cross IPC. */
+export type IsolateHostConfig = Omit<AgentConfig, 'log'>;
+
+/** The peer port of host `index`: the agent's peer port + 1 + index (a range the chart opens), or any free one. */
+function hostPeer(cfg: AgentConfig, index: number): { peerListen: HostPort; peerAdvertise?: string } {
+  const base = cfg.peerListen;
+  if (base.port === 0) return { peerListen: base };
+  const port = base.port + 1 + index;
+  let peerAdvertise: string | undefined;
+  if (cfg.peerAdvertise) {
+    const u = new URL(cfg.peerAdvertise);
+    u.port = String(port);
+    peerAdvertise = u.href.replace(/\/$/, '');
+  }
+  return { peerListen: { host: base.host, port }, ...(peerAdvertise ? { peerAdvertise } : {}) };
+}
+
+/**
+ * An agent whose tenants' isolates run in isolate-host processes (docs/isolate-hosts.md):
+ * this process holds the public HTTP listener, the route table the hosts report, the admin
+ * port and the agent's presence, and runs no tenant code, so a V8 fatal error in a tenant's
+ * isolate takes down one host (the tenants of its namespaces, until it is restarted), never
+ * the front or the other hosts. Each host is an Agent (isolate-host.ts) serving its share of
+ * namespaces on a Unix socket in a private directory, with its own peer port and presence.
+ */
+export class AgentFront implements RunningAgent {
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    private readonly cfg: AgentConfig,
+    readonly port: number,
+    readonly adminPort: number | undefined,
+    private readonly parts: {
+      proxy: HostProxy;
+      supervisor: HostSupervisor<IsolateHostConfig>;
+      admin: { close(): void } | undefined;
+      socketDir: string;
+      nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    },
+  ) {}
+
+  /**
+   * Start order: the public listener (answering 503 until the hosts serve), the hosts and a
+   * spare (each loads its initial desired state), the admin port, and last the presence.
+   */
+  static async start(cfg: AgentConfig): Promise<AgentFront> {
+    const undo: (() => unknown)[] = [];
+    try {
+      return await AgentFront.startSteps(cfg, undo);
+    } catch (err) {
+      for (const step of undo.reverse()) {
+        try { await step(); } catch { /* best effort: the start error is the one to report */ }
+      }
+      throw err;
+    }
+  }
+
+  private static async startSteps(cfg: AgentConfig, undo: (() => unknown)[]): Promise<AgentFront> {
+    const { log } = cfg;
+    const count = cfg.isolateHosts ?? 0;
+    const command = cfg.isolateHostCommand;
+    if (!command || command.length === 0) throw new Error('isolateHosts needs isolateHostCommand (the argv of `edge isolate-host`)');
+    if ('path' in cfg.listen) throw new Error('the agent front listens on TCP');
+    const listen = cfg.listen;
+    // The hosts' sockets: mkdtemp makes the directory 0700, so only this user reaches them.
+    const socketDir = mkdtempSync(join(tmpdir(), 'edge-hosts-'));
+    undo.push(() => rmSync(socketDir, { recursive: true, force: true }));
+    const labels = cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined;
+    const metrics = new FrontMetrics(labels);
+
+    // Listening comes first (a taken port fails the start at once); until the hosts are
+    // built every request is answered 404.
+    const hosts: { sup?: HostSupervisor<IsolateHostConfig> } = {};
+    const proxy = new HostProxy({
+      log, metrics,
+      route: (host, path) => hosts.sup?.route(host, path),
+      target: (i) => hosts.sup?.target(i),
+    });
+    const port = await proxy.listen(listen.port, listen.host);
+    undo.push(() => proxy.close());
+    const advertise = cfg.advertise ?? `http://${listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host}:${port}`;
+
+    const { log: _log, admin: _admin, isolateHosts: _n, isolateHostSpares: _s, isolateHostCommand: _c, ...shared } = cfg;
+    // A SecretSealer is an object with methods: the hosts open the key file themselves.
+    if (shared.source.kind === 'nats') { const { sealer: _sealer, ...src } = shared.source; shared.source = src; }
+    const sup = new HostSupervisor<IsolateHostConfig>({
+      count,
+      spares: cfg.isolateHostSpares ?? 1,
+      command,
+      socketDir,
+      log,
+      metrics,
+      config: (index) => ({
+        ...shared,
+        agentName: isolateHostName(cfg.agentName, index),
+        listen: { path: '' }, // the host names its socket in socketDir
+        advertise,
+        ...hostPeer(cfg, index),
+        isolateHost: { of: cfg.agentName, index, count },
+      }),
+    });
+    hosts.sup = sup;
+    undo.push(() => sup.stop());
+    await sup.start();
+
+    const admin = cfg.admin ? await startAdminEndpoints({
+      registry: {
+        contentType: metrics.registry.contentType,
+        // The hosts' metrics summed (a worker's series come from the one host serving it) and the front's own.
+        metrics: async () => AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...await sup.metrics()]).metrics(),
+      },
+      notReady: () => (sup.ready ? undefined : 'isolate hosts starting'),
+      status: async () => {
+        const hosts = await sup.status();
+        return {
+          ready: sup.ready,
+          workers: hosts.flatMap((h) => h.workers).sort((a, b) => a.key.localeCompare(b.key)),
+          actors: hosts.flatMap((h) => h.actors),
+          hosts: sup.hosts(),
+        };
+      },
+      // Everyone else gets counts only: the full status names every tenant's workers and actors.
+      summary: async () => {
+        const workers = (await sup.status()).flatMap((h) => h.workers);
+        return {
+          ready: sup.ready,
+          workers: { total: workers.length, ready: workers.filter((w) => w.state === 'ready').length, error: workers.filter((w) => w.state === 'error').length },
+          hosts: sup.hosts().length,
+        };
+      },
+      ...(cfg.adminToken ? { statusToken: cfg.adminToken } : {}),
+    }, cfg.admin.port, cfg.admin.host) : undefined;
+    if (admin) undo.push(() => admin.server.close());
+
+    let nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    if (cfg.source.kind === 'nats') {
+      // The agent's own presence: the region sees the agent while a host restarts. It hosts
+      // no actors (the hosts' presences do), so the rings leave it out.
+      const nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node} front`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
+      undo.push(() => nc.close());
+      const buckets = await bindBuckets(nc, log);
+      const presence = new AgentPresence({
+        nc, buckets, log, agent: cfg.agentName, node: cfg.source.node, region: cfg.source.region,
+        address: advertise, ttlMs: cfg.presenceTtlMs, status: () => [], isolateHosts: count,
+      });
+      undo.push(() => presence.stop());
+      await presence.start();
+      nats = { nc, presence };
+    }
+    log.info('agent listening', {
+      http: `http://${listen.host}:${port}`, ...(cfg.admin && admin ? { admin: `http://${cfg.admin.host}:${admin.port}` } : {}),
+      isolateHosts: count, workers: cfg.source.kind === 'directory' ? cfg.source.dir : cfg.source.url,
+    });
+    return new AgentFront(cfg, port, admin?.port, { proxy, supervisor: sup, admin: admin?.server, socketDir, nats });
+  }
+
+  /** The front's view of its hosts (pid, up, restarts, workers). */
+  hosts() { return this.parts.supervisor.hosts(); }
+
+  /** Says draining, then every host drains (hands its actors over) while all keep serving. */
+  async drain(): Promise<void> {
+    await this.parts.nats?.presence.drain();
+    await this.parts.supervisor.drain();
+    this.cfg.log.info('isolate hosts drained');
+  }
+
+  /** Stops in reverse start order; idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const { proxy, supervisor, admin, socketDir, nats } = this.parts;
+      await nats?.presence.stop();
+      await proxy.close();
+      await supervisor.stop();
+      if (nats) await nats.nc.drain();
+      admin?.close();
+      rmSync(socketDir, { recursive: true, force: true });
     })();
     return this.stopping;
   }

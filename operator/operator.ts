@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { agentOf } from '../common/isolate-hosts.js';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { NatsConnection } from 'nats';
 import {
@@ -298,10 +299,11 @@ export class Operator {
         const swept = await store.sweep();
         if (swept > 0) log.info('deleted unused bundles', { count: swept });
         for (const k of agents.staleReportKeys(60_000)) await buckets.reports.delete(k);
-        const perRegion = new Map<string, number>();
-        for (const p of agents.agents()) perRegion.set(p.region, (perRegion.get(p.region) ?? 0) + 1);
+        // Agents, not processes: an agent's isolate hosts count with it (common/isolate-hosts.ts).
+        const perRegion = new Map<string, Set<string>>();
+        for (const p of agents.agents()) perRegion.set(p.region, (perRegion.get(p.region) ?? new Set()).add(agentOf(p)));
         this.metrics.agentsLive.reset();
-        for (const [region, n] of perRegion) this.metrics.agentsLive.set({ region }, n);
+        for (const [region, names] of perRegion) this.metrics.agentsLive.set({ region }, names.size);
         let ready = 0;
         for (const w of workers.list()) if (w.status?.conditions?.find((c) => c.type === ConditionTypes.Ready)?.status === 'True') ready++;
         this.metrics.workers.set({ ready: 'true' }, ready);

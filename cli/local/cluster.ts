@@ -28,7 +28,7 @@ import { KubeClient, crPath } from '../../operator/runtime/kube-client.js';
 
 export const EDGE_BIN = join(REPO_ROOT, 'bin/edge.mjs');
 
-export interface LocalAgent { region: string; node: string; port: number; admin: number; peer: number; url: string; proc: ManagedProcess }
+export interface LocalAgent { region: string; node: string; port: number; admin: number; url: string; proc: ManagedProcess }
 export interface LocalOperator { identity: string; admin: number; proc: ManagedProcess }
 
 export interface ModelStubOptions {
@@ -61,6 +61,8 @@ export interface LocalClusterOptions {
   presenceTtlMs?: number;
   /** The operators' Lease duration; renew deadline and retry period follow from it (default: the operator's own). */
   leaseDurationMs?: number;
+  /** The agents' --isolate-hosts (default: the agent's own, 2; 0 runs isolates in the agent process). */
+  isolateHosts?: number;
   /** More `edge agent` flags, for every agent. */
   agentArgs?: string[];
   /** Start one operator with this identity along with the agents; without it, call startOperator() when wanted. */
@@ -211,20 +213,23 @@ export class LocalCluster {
    * bring it back) and waits until it is ready. `port` is its HTTP port (default: a free one).
    */
   async startAgent(region: string, node: string, port?: number): Promise<LocalAgent> {
-    const [http, admin, peer] = await Promise.all([port ?? freePort(), freePort(), freePort()]);
+    const [http, admin] = await Promise.all([port ?? freePort(), freePort()]);
     const model = this.models.get(region);
     const name = `agent-${node.replace(/^isolate-/, '')}`;
     const proc = new ManagedProcess(name, process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', this.cp.natsUrl, '--region', region, '--node', node,
       '--nats-user', this.cp.natsCredentials.agent.user, '--nats-password-file', this.cp.natsCredentials.agent.passwordFile,
       '--sealing-key-file', this.cp.sealingKeyFile,
-      '--listen', `127.0.0.1:${http}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', `127.0.0.1:${peer}`,
+      '--listen', `127.0.0.1:${http}`, '--admin', `127.0.0.1:${admin}`,
+      // Peer ports (one per isolate host) are any free ones: each process advertises its own.
+      '--peer-listen', '127.0.0.1:0',
       '--pool-size', '2',
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
       ...(model ? ['--ai-url-template', model.url] : []),
+      ...(this.opts.isolateHosts !== undefined ? ['--isolate-hosts', String(this.opts.isolateHosts)] : []),
       ...(this.opts.agentArgs ?? []),
     ], { logFile: this.logFile(name), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: this.peerToken, EDGE_ADMIN_TOKEN: this.adminToken } });
-    const a = { region, node, port: http, admin, peer, proc, url: `http://127.0.0.1:${http}` };
+    const a = { region, node, port: http, admin, proc, url: `http://127.0.0.1:${http}` };
     // Listed before it is ready, so stop() takes it down when it never gets there.
     this.agents.push(a);
     await waitFor(`agent ${node} /readyz`, async () => { proc.assertRunning(); return (await fetch(`http://127.0.0.1:${admin}/readyz`)).ok; }, READY_TIMEOUT_MS, 100);

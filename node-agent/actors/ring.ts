@@ -1,25 +1,46 @@
 import HashRing from 'hashring';
 import type { AgentView } from '../../common/agent-view.js';
+import { servesNamespace } from '../../common/isolate-hosts.js';
 import type { Presence } from '../../common/nats.js';
 
 // Which agent owns an actor: a consistent-hash ring per region over the live agents of
 // that region that are not draining. Virtual nodes spread actors evenly, and when an agent
 // joins or leaves only the actors on its arcs move. The ring only says where an actor
 // *should* be; single activation is enforced by the fenced claim in the actor's log.
+// With isolate hosts (docs/isolate-hosts.md) the ring of an actor holds only the processes
+// that serve its namespace: one host of each agent, never a front.
 
 /** Points per agent on the ring (ketama uses 4 per vnode, so 160 points). */
 const VNODES = 40;
 
 /** What the router and the alarms ask of the ring. */
 export interface ActorRingPort {
-  /** The agent that should host the actor, or undefined when the region has no live agent. */
+  /**
+   * The agent that should host the actor (`key` an actorInstanceKey, whose namespace picks
+   * the isolate hosts that may), or undefined when the region has no live agent for it.
+   */
   owner(region: string, key: string): Presence | undefined;
   /** Called after the owners may have changed (an agent joined, left or began draining). */
   onChange(cb: () => void): void;
 }
 
+interface Ring {
+  ring: HashRing;
+  agents: Map<string, Presence>;
+  /** Some of the agents are isolate hosts, each serving only its share of namespaces. */
+  hosts: boolean;
+}
+
+function makeRing(agents: Map<string, Presence>): Ring {
+  const servers: Record<string, { vnodes: number }> = {};
+  for (const name of [...agents.keys()].sort()) servers[name] = { vnodes: VNODES };
+  return { ring: new HashRing(servers, 'md5', { 'max cache size': 20_000 }), agents, hosts: [...agents.values()].some((p) => p.isolateHost) };
+}
+
 export class ActorRing implements ActorRingPort {
-  private rings = new Map<string, { ring: HashRing; agents: Map<string, Presence> }>();
+  private rings = new Map<string, Ring>();
+  /** `<region>/<namespace>` -> the ring of the processes serving that namespace, built on first use. */
+  private byNamespace = new Map<string, Ring>();
   private readonly listeners = new Set<() => void>();
 
   constructor(private readonly view: AgentView) {
@@ -32,19 +53,17 @@ export class ActorRing implements ActorRingPort {
   rebuild(): void {
     const byRegion = new Map<string, Map<string, Presence>>();
     for (const p of this.view.agents()) {
-      if (p.draining) continue;
+      // A front runs no isolates (its hosts have their own presence).
+      if (p.draining || p.isolateHosts !== undefined) continue;
       let m = byRegion.get(p.region);
       if (!m) { m = new Map(); byRegion.set(p.region, m); }
       m.set(p.agent, p);
     }
-    const next = new Map<string, { ring: HashRing; agents: Map<string, Presence> }>();
-    for (const [region, agents] of byRegion) {
-      const servers: Record<string, { vnodes: number }> = {};
-      for (const name of [...agents.keys()].sort()) servers[name] = { vnodes: VNODES };
-      next.set(region, { ring: new HashRing(servers, 'md5', { 'max cache size': 20_000 }), agents });
-    }
+    const next = new Map<string, Ring>();
+    for (const [region, agents] of byRegion) next.set(region, makeRing(agents));
     const before = this.signature();
     this.rings = next;
+    this.byNamespace = new Map();
     if (this.signature() !== before) for (const l of this.listeners) l();
   }
 
@@ -54,9 +73,23 @@ export class ActorRing implements ActorRingPort {
 
   /** The agent that should host the actor, or undefined when the region has no live agent. */
   owner(region: string, key: string): Presence | undefined {
-    const r = this.rings.get(region);
+    const r = this.ringFor(region, key.slice(0, key.indexOf('/')));
     if (!r || r.agents.size === 0) return undefined;
     return r.agents.get(r.ring.get(key));
+  }
+
+  private ringFor(region: string, namespace: string): Ring | undefined {
+    const all = this.rings.get(region);
+    if (!all) return undefined;
+    // Without isolate hosts in the region every agent serves every namespace: one ring.
+    if (!all.hosts) return all;
+    const id = `${region}/${namespace}`;
+    let r = this.byNamespace.get(id);
+    if (!r) {
+      r = makeRing(new Map([...all.agents].filter(([, p]) => servesNamespace(p, namespace))));
+      this.byNamespace.set(id, r);
+    }
+    return r;
   }
 
   agents(region: string): Presence[] {

@@ -44,6 +44,8 @@ export interface ActorRuntimeOptions {
   /** JetStream replicas of the actor log stream, when this agent is the one creating it. */
   logReplicas?: number;
   onActiveChange?(): void;
+  /** The namespaces whose DurableActors this process hosts (an isolate host's share); default all. */
+  serves?(namespace: string): boolean;
 }
 
 const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
@@ -157,6 +159,8 @@ export class ActorRuntime {
   private applyConfig(kvKey: string, value: Uint8Array): void {
     try {
       const cfg = decodeJson(ActorConfigSchema, value, `actor config ${kvKey}`);
+      // Another isolate host of this agent hosts it: calls for it are answered 421 (not here).
+      if (this.opts.serves && !this.opts.serves(cfg.namespace)) return;
       this.configs.set(actorClassRef(cfg.namespace, cfg.name), cfg);
     } catch (err) {
       this.opts.log.warn('ignoring unreadable actor config', { key: kvKey, error: err });

@@ -25,6 +25,9 @@ export interface PresenceOptions {
   load?(): { workers: number; inflight: number };
   /** How often the worker states are compared with the last report. */
   reportEveryMs?: number;
+  /** An agent's front or one of its isolate hosts says so (common/isolate-hosts.ts). */
+  isolateHosts?: Presence['isolateHosts'];
+  isolateHost?: Presence['isolateHost'];
 }
 
 export class AgentPresence {
@@ -59,6 +62,8 @@ export class AgentPresence {
       agent: this.opts.agent, node: this.opts.node, region: this.opts.region, address: this.opts.address,
       ...(this.opts.peerAddress ? { peerAddress: this.opts.peerAddress } : {}),
       ttlMs: this.opts.ttlMs, startedAt: this.startedAt, draining: this.draining, load: this.opts.load?.(),
+      ...(this.opts.isolateHosts !== undefined ? { isolateHosts: this.opts.isolateHosts } : {}),
+      ...(this.opts.isolateHost ? { isolateHost: this.opts.isolateHost } : {}),
     };
   }
 

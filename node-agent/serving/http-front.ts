@@ -141,7 +141,13 @@ export class HttpFront {
     });
   }
 
-  async listen(port: number, host: string): Promise<number> {
+  /** Listens on TCP, or on a Unix socket (`{ path }`, port 0 returned). */
+  async listen(port: number | { path: string }, host = '127.0.0.1'): Promise<number> {
+    if (typeof port === 'object') {
+      this.server.listen(port.path);
+      await once(this.server, 'listening');
+      return 0;
+    }
     this.server.listen(port, host);
     await once(this.server, 'listening');
     const addr = this.server.address();

@@ -49,6 +49,9 @@ export interface WorkerServerOptions {
   maxIsolateWebSocketBacklogBytes?: number;
 }
 
+/** A worker's routes, as the route table has them (told to the agent's front by an isolate host). */
+export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
+
 export type WorkerState =
   | { key: string; digest: string; state: 'ready'; isolates: number }
   | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
@@ -72,6 +75,8 @@ export class WorkerServer {
   readonly sockets: SocketRegistry;
   /** Console output of workers, for `edge logs` and tests. */
   readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
+  /** Told every served worker's routes whenever the route table is rebuilt. */
+  readonly routeListeners = new Set<(routes: ServedRoutes[]) => void>();
 
   constructor(private readonly opts: WorkerServerOptions) {
     this.metrics = new AgentMetrics(opts.metricLabels);
@@ -119,7 +124,8 @@ export class WorkerServer {
 
   get ready(): boolean { return this.initialLoad && !this.stopped; }
 
-  async start(listenPort: number, listenHost = '127.0.0.1'): Promise<number> {
+  /** Listens on TCP (`listenPort`, `listenHost`) or on a Unix socket (`{ path }`; returns 0). */
+  async start(listenPort: number | { path: string }, listenHost = '127.0.0.1'): Promise<number> {
     await this.pool.start();
     const port = await this.front.listen(listenPort, listenHost);
     await this.opts.source.start((workers) => { this.applying = this.applying.then(() => this.apply(workers)); });
@@ -189,6 +195,15 @@ export class WorkerServer {
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
+    if (this.routeListeners.size > 0) {
+      const routes = this.routes();
+      for (const l of this.routeListeners) l(routes);
+    }
+  }
+
+  /** Every served worker's routes. */
+  routes(): ServedRoutes[] {
+    return [...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes }));
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */

@@ -1,4 +1,5 @@
 import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorStatus, type EdgeWorker } from '../../common/api/index.js';
+import { agentOf, servesNamespace } from '../../common/isolate-hosts.js';
 import type { AgentReports } from '../../common/agent-view.js';
 import type { KvStore } from '../../common/kv-store.js';
 import { decodeJson, encodeJson, ActorConfigSchema, type ActorConfig } from '../../common/nats.js';
@@ -85,7 +86,8 @@ export class DurableActorReconciler implements Reconciler {
       if (JSON.stringify(cur) !== JSON.stringify(cfg)) await this.d.actorConfigs.put(key, encodeJson(cfg));
     }
 
-    const agents = region ? this.d.agents.agents(region).filter((a) => !a.draining) : [];
+    // Agents, not processes: an agent with isolate hosts counts once, when the host of this namespace is live.
+    const agents = region ? [...new Set(this.d.agents.agents(region).filter((a) => !a.draining && servesNamespace(a, namespace)).map(agentOf))] : [];
     const workerReady = worker?.status?.conditions?.find((c) => c.type === T.Ready)?.status === 'True';
     let ready: ConditionInput;
     if (placed.status !== 'True') ready = { type: T.Ready, status: 'False', reason: placed.reason, message: placed.message };

@@ -7,6 +7,10 @@ import { waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import type { Condition } from '../../common/api/index.js';
 import { createLogger } from '../../common/log.js';
+import { connect } from 'nats';
+import { AgentView } from '../../common/agent-view.js';
+import { servesNamespace } from '../../common/isolate-hosts.js';
+import { openBuckets } from '../../common/nats.js';
 import { Agent } from '../../node-agent/agent.js';
 import { PeerTokenError } from '../../node-agent/peer/peer-server.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
@@ -109,10 +113,24 @@ describe('the peer port', () => {
 
   afterAll(async () => { await cluster?.stop(); });
 
+  /** The peer port of the process that serves the victim's namespace (an isolate host of the agent, or the agent itself). */
+  const victimPeer = async (): Promise<number> => {
+    const nc = await connect(cluster.cp.natsOptions('admin'));
+    try {
+      const view = new AgentView(await openBuckets(nc), createLogger({}, () => {}, 'error'), { reports: false });
+      await view.start();
+      try {
+        const p = view.agents(REGION).find((x) => x.peerAddress && servesNamespace(x, VICTIM));
+        if (!p?.peerAddress) throw new Error('no process serves the victim namespace');
+        return Number(new URL(p.peerAddress).port);
+      } finally { await view.stop(); }
+    } finally { await nc.close(); }
+  };
+
   const balance = async () => (await get(cluster.agent(REGION), 'bank.test', '/balance')).text;
 
   it('refuses a worker that calls the peer port (egress) and the network without the token (401)', async () => {
-    const a = cluster.agent(REGION);
+    const a = { ...cluster.agent(REGION), peer: await victimPeer() };
     expect(await balance()).toBe('105');
     const id = (await get(a, 'bank.test', '/id')).text;
     const path = `/actors/${VICTIM}/accounts/${id}`;
@@ -128,7 +146,7 @@ describe('the peer port', () => {
   });
 
   it('refuses, even with the token, an actor id its DurableActor never made (400)', async () => {
-    const a = cluster.agent(REGION);
+    const a = { ...cluster.agent(REGION), peer: await victimPeer() };
     const madeUp = 'ab'.repeat(32);
     const forged = await peerCall(a.peer, `/actors/${VICTIM}/accounts/${madeUp}`, cluster.peerToken);
     expect(forged.status).toBe(400);

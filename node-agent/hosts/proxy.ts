@@ -1,0 +1,192 @@
+import { once } from 'node:events';
+import { createServer, request, ServerResponse, type ClientRequest, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../common/log.js';
+import type { FrontMetrics } from './metrics.js';
+import type { HostTarget } from './supervisor.js';
+
+// The public HTTP listener of an agent whose isolates run in isolate-host processes
+// (docs/isolate-hosts.md): it routes each request by Host and path to the host serving the
+// worker's namespace and relays it over that host's Unix socket, bodies streamed both ways,
+// WebSocket upgrades spliced. Everything about HTTP semantics (limits, the worker's view of
+// the request, error bodies) stays in the host's HttpFront, so a request means the same with
+// or without hosts. What the front answers itself: 404 (no route), 503 with Retry-After
+// (the worker's host is down or died under the request), 400 (malformed HTTP).
+
+export interface HostProxyOptions {
+  log: Logger;
+  metrics: FrontMetrics;
+  /** The host serving a request, by Host header and path; undefined: no worker is routed. */
+  route(host: string, path: string): { index: number; worker: string } | undefined;
+  /** How to reach host `index`; undefined while it is down. */
+  target(index: number): HostTarget | undefined;
+}
+
+// Connection-level headers are the front's and the host's business, not the worker's: node's
+// client writes its own. Upgrade and Connection travel on an upgrade request.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+
+const rayId = () => randomBytes(8).toString('hex');
+
+function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
+  if (res.headersSent) { res.destroy(); return; }
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
+  res.end(body);
+}
+
+/** The request's headers for the host: hop-by-hop ones dropped (kept for an upgrade), CF-Connecting-IP set by us. */
+function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] {
+  const out: string[] = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!.toLowerCase();
+    // The host takes the client address from this header (only the front reaches the host):
+    // a client's own must not pass through as if the front had set it.
+    if (k === 'cf-connecting-ip') continue;
+    if (HOP_BY_HOP.has(k) && !(upgrade && (k === 'upgrade' || k === 'connection'))) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  const addr = req.socket.remoteAddress;
+  if (addr) out.push('cf-connecting-ip', addr);
+  return out;
+}
+
+function responseHeaders(res: IncomingMessage): string[] {
+  const out: string[] = [];
+  const raw = res.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!HOP_BY_HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}
+
+export class HostProxy {
+  readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  /** Spliced WebSocket connections (client socket, host socket), closed with the front. */
+  private readonly tunnels = new Set<Socket>();
+
+  constructor(private readonly opts: HostProxyOptions) {
+    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 5_000, requestTimeout: 0, connectionsCheckingInterval: 1_000 }, (req, res) => this.forward(req, res));
+    this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      socket.on('error', () => { /* closed; whoever uses it sees that */ });
+      const res = new ServerResponse(req);
+      res.shouldKeepAlive = false;
+      res.assignSocket(socket);
+      res.once('finish', () => { res.detachSocket(socket); socket.end(); });
+      this.forward(req, res, { socket, head });
+    });
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') { socket.destroy(); return; }
+      if (socket.writable && !('_httpMessage' in socket && socket._httpMessage)) {
+        const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: 12\r\n\r\nbad request\n`);
+      } else {
+        socket.destroy();
+      }
+    });
+  }
+
+  async listen(port: number, host: string): Promise<number> {
+    this.server.listen(port, host);
+    await once(this.server, 'listening');
+    const addr = this.server.address();
+    if (addr === null || typeof addr === 'string') throw new Error('the agent front has no TCP address');
+    return addr.port;
+  }
+
+  async close(): Promise<void> {
+    this.server.close();
+    for (const s of this.tunnels) s.destroy();
+    for (const s of this.sockets) s.destroy();
+    if (this.server.listening) await once(this.server, 'close');
+  }
+
+  private unavailable(res: ServerResponse, worker: string, why: string): void {
+    const ray = rayId();
+    this.opts.metrics.unavailable.inc({ worker });
+    plain(res, 503, `worker ${worker} is unavailable: ${why}; retry shortly (ray ${ray})\n`, { 'retry-after': '1', 'x-edge-ray': ray });
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }): void {
+    const hostHeader = req.headers.host ?? '';
+    const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
+    const r = this.opts.route(hostHeader, path);
+    if (!r) {
+      plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
+      req.resume();
+      return;
+    }
+    const t = this.opts.target(r.index);
+    if (!t) {
+      this.unavailable(res, r.worker, 'its isolate host is restarting');
+      req.resume();
+      return;
+    }
+    const preq: ClientRequest = request({
+      socketPath: t.socketPath,
+      // An upgraded connection is handed over for good: not one of the pool's.
+      agent: upgrade ? false : t.agent,
+      method: req.method,
+      path: req.url,
+      headers: forwardHeaders(req, upgrade !== undefined),
+      setHost: false,
+    });
+    let answered = false;
+    let clientGone = false;
+    preq.on('response', (pres) => {
+      answered = true;
+      res.writeHead(pres.statusCode ?? 502, pres.statusMessage, responseHeaders(pres));
+      pres.pipe(res);
+      // The host died or dropped the stream mid-body: a truncated response is the honest signal.
+      pres.on('aborted', () => res.destroy());
+      pres.on('error', () => res.destroy());
+    });
+    preq.on('upgrade', (pres, hostSocket, hostHead) => {
+      answered = true;
+      if (!upgrade) { hostSocket.destroy(); res.destroy(); return; }
+      this.splice(res, upgrade, pres, hostSocket, hostHead);
+    });
+    preq.on('error', (err) => {
+      // We cut it ourselves: the client went away (a load generator stopping, a browser tab closed).
+      if (clientGone) return;
+      if (answered) { res.destroy(); return; }
+      answered = true;
+      // The host died under the request (or its socket is gone): nothing reached the client yet.
+      this.opts.log.warn('isolate host failed a request', { host: r.index, worker: r.worker, error: err });
+      this.unavailable(res, r.worker, 'its isolate host went away');
+    });
+    // The client gave up: stop the host's work on it.
+    res.on('close', () => { if (!res.writableFinished) { clientGone = true; preq.destroy(); } });
+    req.on('error', () => { clientGone = true; preq.destroy(); });
+    if (upgrade) preq.end(); else req.pipe(preq);
+  }
+
+  /** The worker accepted a WebSocket: write its 101 to the client and join the two connections. */
+  private splice(res: ServerResponse, up: { socket: Socket; head: Buffer }, pres: IncomingMessage, hostSocket: Socket, hostHead: Buffer): void {
+    const client = up.socket;
+    res.detachSocket(client);
+    let head = `HTTP/1.1 101 ${pres.statusMessage || 'Switching Protocols'}\r\n`;
+    const raw = pres.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) head += `${raw[i]!}: ${raw[i + 1]!}\r\n`;
+    client.write(`${head}\r\n`);
+    if (hostHead.length > 0) client.write(hostHead);
+    if (up.head.length > 0) hostSocket.write(up.head);
+    this.tunnels.add(client);
+    this.tunnels.add(hostSocket);
+    const close = () => {
+      this.tunnels.delete(client);
+      this.tunnels.delete(hostSocket);
+      client.destroy();
+      hostSocket.destroy();
+    };
+    client.on('error', close);
+    hostSocket.on('error', close);
+    client.on('close', close);
+    hostSocket.on('close', close);
+    hostSocket.pipe(client);
+    client.pipe(hostSocket);
+  }
+}

@@ -1,0 +1,342 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Agent as HttpAgent } from 'node:http';
+import { EdgeError } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import { Router } from '../serving/router.js';
+import type { ServedRoutes } from '../serving/worker-server.js';
+import type { FrontMetrics } from './metrics.js';
+import { asFromHost, type FromHost, type HostStatus, type MetricsJson, type ToHost } from './protocol.js';
+
+// Keeps an agent's isolate-host processes running (docs/isolate-hosts.md): N hosts, each
+// serving the namespaces assigned to its index, plus pre-booted spares (processes that have
+// loaded every module and wait to be told which host to be), so replacing a crashed host is
+// a promotion rather than a cold process start. A host that keeps crashing is restarted
+// with exponential backoff; while a host is down its workers stay in the route table, so
+// the front answers 503 (not 404) for them.
+
+export interface HostSupervisorOptions<Config> {
+  /** How many hosts (namespaces are spread over them by common/isolate-hosts.ts). */
+  count: number;
+  /** Pre-booted spare processes kept ready (0: every restart starts a process). */
+  spares: number;
+  /** argv of an isolate-host process (`edge isolate-host`): the executable first. */
+  command: readonly string[];
+  /** The private (0700) directory the hosts' Unix sockets go in. */
+  socketDir: string;
+  /** What host `index` is started with. */
+  config(index: number): Config;
+  log: Logger;
+  metrics: FrontMetrics;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Crashes within this window count towards the backoff. */
+const CRASH_WINDOW_MS = 30_000;
+/** Crashes in the window restarted at once; each one after doubles the delay from BACKOFF_FIRST_MS. */
+const FREE_RESTARTS = 3;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+/** A host that stays silent this long on a status or metrics request is left out of the answer. */
+const ASK_TIMEOUT_MS = 2_000;
+/** How long stop() waits for a host to exit before SIGKILL. */
+const STOP_GRACE_MS = 5_000;
+/** Initial start: a host that fails this many times in a row fails the agent's start. */
+const START_ATTEMPTS = 3;
+
+export class IsolateHostStartError extends EdgeError {}
+
+/** One child process: a spare, or the one behind a slot. */
+class HostProcess {
+  readonly booted: Promise<boolean>;
+  readonly exited: Promise<void>;
+  readonly startedAt = performance.now();
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private readonly waiters = new Map<string, Set<(m: FromHost) => void>>();
+  private readonly answers = new Map<number, (m: FromHost) => void>();
+  private nextId = 1;
+  onMessage: ((m: FromHost) => void) | undefined;
+
+  constructor(readonly child: ChildProcess) {
+    this.exited = new Promise((resolveExit) => child.once('exit', (code, signal) => { this.exit = { code, signal }; resolveExit(); }));
+    this.booted = Promise.race([this.next('booted').then(() => true), this.exited.then(() => false)]);
+    child.on('message', (raw) => {
+      const m = asFromHost(raw);
+      if (!m) return;
+      if ((m.type === 'status' || m.type === 'metrics') && this.answers.has(m.id)) {
+        this.answers.get(m.id)!(m);
+        this.answers.delete(m.id);
+        return;
+      }
+      for (const w of this.waiters.get(m.type) ?? []) w(m);
+      this.waiters.delete(m.type);
+      this.onMessage?.(m);
+    });
+    // The channel breaks when the child dies; its exit is what the supervisor acts on.
+    child.on('error', () => { /* seen as exit */ });
+  }
+
+  get pid(): number | undefined { return this.child.pid; }
+  get running(): boolean { return this.exit === undefined; }
+
+  send(m: ToHost): void {
+    if (!this.running || !this.child.connected) return;
+    this.child.send(m, (err) => { if (err) { /* it died: its exit handler runs */ } });
+  }
+
+  /** The next message of a type; rejects when the process exits first. */
+  next<T extends FromHost['type']>(type: T): Promise<Extract<FromHost, { type: T }>> {
+    return new Promise((resolveMsg, reject) => {
+      const set = this.waiters.get(type) ?? new Set();
+      set.add((m) => resolveMsg(m as Extract<FromHost, { type: T }>));
+      this.waiters.set(type, set);
+      void this.exited.then(() => reject(new IsolateHostStartError(`isolate host process ${this.pid ?? '?'} exited (${describeExit(this.exit)})`)));
+    });
+  }
+
+  /** Asks for status or metrics; undefined when it does not answer in time. */
+  ask(type: 'status' | 'metrics'): Promise<FromHost | undefined> {
+    const id = this.nextId++;
+    return new Promise((resolveAsk) => {
+      const timer = setTimeout(() => { this.answers.delete(id); resolveAsk(undefined); }, ASK_TIMEOUT_MS);
+      this.answers.set(id, (m) => { clearTimeout(timer); resolveAsk(m); });
+      void this.exited.then(() => { clearTimeout(timer); this.answers.delete(id); resolveAsk(undefined); });
+      this.send({ type, id });
+    });
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.child.kill(signal);
+  }
+}
+
+function describeExit(e: { code: number | null; signal: NodeJS.Signals | null } | undefined): string {
+  if (!e) return 'running';
+  return e.signal ? `signal ${e.signal}` : `code ${e.code ?? '?'}`;
+}
+
+/** What the front needs to reach a host that is up. */
+export interface HostTarget {
+  index: number;
+  socketPath: string;
+  /** Keep-alive connections to the host's socket. */
+  agent: HttpAgent;
+}
+
+interface Slot {
+  index: number;
+  proc: HostProcess | undefined;
+  target: HostTarget | undefined;
+  /** What the host served last: kept while it is down, so its workers answer 503. */
+  routes: ServedRoutes[];
+  crashes: number[];
+  restarts: number;
+  timer: NodeJS.Timeout | undefined;
+  ready: boolean;
+  /** performance.now() when it went down (for the restart-time metric). */
+  downSince: number | undefined;
+  /** A restart is scheduled or under way. */
+  pending: boolean;
+}
+
+/** The front's view of one host, for /status. */
+export interface HostInfo {
+  index: number;
+  pid: number | undefined;
+  up: boolean;
+  restarts: number;
+  workers: string[];
+}
+
+export class HostSupervisor<Config> {
+  private readonly slots: Slot[];
+  private readonly spares: HostProcess[] = [];
+  private stopping = false;
+  private router = Router.build<number>([]);
+  private spareTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: HostSupervisorOptions<Config>) {
+    this.slots = Array.from({ length: opts.count }, (_, index) => ({
+      index, proc: undefined, target: undefined, routes: [], crashes: [], restarts: 0, timer: undefined, ready: false, downSince: undefined, pending: false,
+    }));
+  }
+
+  /** Starts every host and the spares; resolves when each host has loaded its initial desired state. */
+  async start(): Promise<void> {
+    // The spares boot beside the hosts: the first crash already finds one.
+    this.fillSpares();
+    await Promise.all(this.slots.map(async (slot) => {
+      let last: unknown;
+      for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+        try {
+          await this.launch(slot);
+          return;
+        } catch (err) {
+          last = err;
+          if (this.stopping) throw err;
+          this.opts.log.warn('isolate host failed to start', { host: slot.index, attempt, error: err });
+        }
+      }
+      throw new IsolateHostStartError(`isolate host ${slot.index} failed to start ${START_ATTEMPTS} times`, { cause: last, context: { host: slot.index } });
+    }));
+  }
+
+  /** Whether every host has served at least once (the front's /readyz). */
+  get ready(): boolean { return this.slots.every((s) => s.ready); }
+
+  /** The host that serves a request, by the route table the hosts reported; undefined = no route. */
+  route(host: string, path: string): { index: number; worker: string } | undefined {
+    const m = this.router.match(host, path);
+    return m ? { index: m.target, worker: m.key } : undefined;
+  }
+
+  /** How to reach host `index`, or undefined while it is down. */
+  target(index: number): HostTarget | undefined {
+    return this.slots[index]?.target;
+  }
+
+  hosts(): HostInfo[] {
+    return this.slots.map((s) => ({ index: s.index, pid: s.proc?.pid, up: s.target !== undefined, restarts: s.restarts, workers: s.routes.map((r) => r.key) }));
+  }
+
+  /** Every host's status (hosts that are down or silent are left out). */
+  async status(): Promise<HostStatus[]> {
+    const answers = await Promise.all(this.slots.map((s) => s.target && s.proc ? s.proc.ask('status') : undefined));
+    return answers.flatMap((a) => a?.type === 'status' ? [a.status] : []);
+  }
+
+  async metrics(): Promise<MetricsJson[]> {
+    const answers = await Promise.all(this.slots.map((s) => s.target && s.proc ? s.proc.ask('metrics') : undefined));
+    return answers.flatMap((a) => a?.type === 'metrics' ? [a.metrics] : []);
+  }
+
+  /** Every host drains (hands its actors over) and keeps serving until stop(). */
+  async drain(): Promise<void> {
+    await Promise.all(this.slots.map(async (s) => {
+      const p = s.proc;
+      if (!p || !s.target) return;
+      const drained = p.next('drained').catch(() => undefined);
+      p.send({ type: 'drain' });
+      await drained;
+    }));
+  }
+
+  /** Stops every host and spare (SIGKILL after a grace period); no restarts from here on. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.spareTimer) clearTimeout(this.spareTimer);
+    for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
+    const procs = [...this.slots.flatMap((s) => s.proc ? [s.proc] : []), ...this.spares.splice(0)];
+    await Promise.all(procs.map(async (p) => {
+      p.send({ type: 'stop' });
+      const timer = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
+      await p.exited;
+      clearTimeout(timer);
+    }));
+    for (const s of this.slots) s.target?.agent.destroy();
+  }
+
+  private spawn(): HostProcess {
+    const [cmd, ...args] = this.opts.command;
+    const child = spawn(cmd!, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: this.opts.env ?? process.env, serialization: 'json' });
+    return new HostProcess(child);
+  }
+
+  private fillSpares(): void {
+    if (this.stopping) return;
+    while (this.spares.length < this.opts.spares) {
+      const p = this.spawn();
+      this.spares.push(p);
+      void p.exited.then(() => {
+        const i = this.spares.indexOf(p);
+        if (i < 0) return; // promoted: its slot watches it
+        this.spares.splice(i, 1);
+        this.opts.log.warn('spare isolate host exited', { pid: p.pid, exit: describeExit(p.exit) });
+        // A spare that cannot even boot must not be respawned in a tight loop.
+        if (!this.spareTimer) this.spareTimer = setTimeout(() => { this.spareTimer = undefined; this.fillSpares(); }, 1_000);
+      });
+    }
+  }
+
+  /** A booted spare if there is one (it is replaced at once), else a fresh process. */
+  private async takeProcess(): Promise<HostProcess> {
+    // The used spare is replaced once the host it became serves (launch), so the two do not
+    // compete for the CPU while the restart is under way.
+    while (this.spares.length > 0) {
+      const p = this.spares.shift()!;
+      if (await p.booted) return p;
+    }
+    const p = this.spawn();
+    if (!(await p.booted)) throw new IsolateHostStartError(`isolate host process ${p.pid ?? '?'} exited while booting (${describeExit(p.exit)})`);
+    return p;
+  }
+
+  /** Makes a process host `slot`, and resolves once it serves. */
+  private async launch(slot: Slot): Promise<void> {
+    const p = await this.takeProcess();
+    if (this.stopping) { p.kill('SIGKILL'); throw new IsolateHostStartError('the agent is stopping'); }
+    slot.proc = p;
+    p.onMessage = (m) => { if (m.type === 'routes') this.setRoutes(slot, m.routes); };
+    void p.exited.then(() => this.exited(slot, p));
+    const ready = p.next('ready');
+    p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
+    const m = await ready;
+    slot.target = { index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity }) };
+    slot.ready = true;
+    this.setRoutes(slot, m.routes);
+    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    this.fillSpares();
+    if (slot.downSince !== undefined) {
+      this.opts.metrics.restartSeconds.observe((performance.now() - slot.downSince) / 1000);
+      this.opts.log.info('isolate host restarted', { host: slot.index, pid: p.pid, downMs: Math.round(performance.now() - slot.downSince) });
+      slot.downSince = undefined;
+    } else {
+      this.opts.log.info('isolate host ready', { host: slot.index, pid: p.pid, workers: m.routes.length });
+    }
+  }
+
+  private setRoutes(slot: Slot, routes: ServedRoutes[]): void {
+    slot.routes = routes;
+    this.router = Router.build(this.slots.flatMap((s) => s.routes.map((r) => ({ key: r.key, routes: r.routes, target: s.index }))));
+  }
+
+  private exited(slot: Slot, p: HostProcess): void {
+    if (slot.proc !== p) return;
+    const served = slot.target !== undefined;
+    slot.proc = undefined;
+    slot.target?.agent.destroy();
+    slot.target = undefined;
+    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    if (this.stopping) return;
+    slot.downSince ??= performance.now();
+    const reason = p.exit?.signal ?? `exit ${p.exit?.code ?? '?'}`;
+    this.opts.metrics.hostCrashes.inc({ host: String(slot.index), reason });
+    // Its tenants are the ones it took down: name them, they are who to look at.
+    this.opts.log.error('isolate host died; its workers answer 503 until it is back', {
+      host: slot.index, pid: p.pid, exit: describeExit(p.exit), workers: slot.routes.map((r) => r.key),
+    });
+    // A death before it served is a failed launch: launch()'s caller reschedules.
+    if (served) this.scheduleRestart(slot);
+  }
+
+  /** Restarts a host: at once for the first few crashes in the window, then with doubling delays. */
+  private scheduleRestart(slot: Slot): void {
+    if (this.stopping || slot.pending) return;
+    slot.pending = true;
+    const now = performance.now();
+    slot.crashes = [...slot.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
+    slot.restarts++;
+    const n = slot.crashes.length;
+    const delay = n <= FREE_RESTARTS ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (n - FREE_RESTARTS - 1));
+    if (delay > 0) this.opts.log.warn('isolate host keeps crashing; backing off', { host: slot.index, crashes: n, restartInMs: delay });
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      if (this.stopping) return;
+      this.launch(slot).then(() => { slot.pending = false; }, (err: unknown) => {
+        slot.pending = false;
+        if (this.stopping) return;
+        this.opts.log.warn('isolate host restart failed', { host: slot.index, error: err });
+        this.scheduleRestart(slot);
+      });
+    }, delay);
+  }
+}

@@ -1,0 +1,79 @@
+import { join } from 'node:path';
+import { createLogger } from '../common/log.js';
+import { Agent, type IsolateHostConfig } from './agent.js';
+import { asToHost, type FromHost, type ToHost } from './hosts/protocol.js';
+
+// An isolate-host process (`edge isolate-host`, started only by an agent front, never by
+// hand; docs/isolate-hosts.md). It boots (loads every module), says so, and waits to be told
+// which host to be: a spare waits here until a host dies. Then it is an Agent serving its
+// share of namespaces on a Unix socket in the front's private directory, answering the
+// front's status, metrics, drain and stop over the IPC channel.
+
+/** Exit code when the front went away (its IPC channel closed): nothing routes here any more. */
+const EXIT_FRONT_GONE = 70;
+
+export async function runIsolateHost(): Promise<number> {
+  if (!process.send) {
+    process.stderr.write('edge isolate-host is started by `edge agent --isolate-hosts N`, not by hand\n');
+    return 2;
+  }
+  const post = (m: FromHost) => { if (process.connected) process.send!(m); };
+  // A signal to the agent's process group (Ctrl-C, a pod's SIGTERM) is the front's to act
+  // on: it drains and stops its hosts over this channel, in order.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  process.on('disconnect', () => process.exit(EXIT_FRONT_GONE));
+
+  const start = await new Promise<Extract<ToHost<IsolateHostConfig>, { type: 'start' }>>((resolveStart) => {
+    const onStart = (raw: unknown) => {
+      const m = asToHost<IsolateHostConfig>(raw);
+      // A spare that is never needed.
+      if (m?.type === 'stop') process.exit(0);
+      if (m?.type !== 'start') return;
+      process.off('message', onStart);
+      resolveStart(m);
+    };
+    process.on('message', onStart);
+    post({ type: 'booted' });
+  });
+
+  const { config, index, socketDir } = start;
+  const source = config.source;
+  const log = createLogger({ component: 'isolate-host', host: index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
+  const socketPath = join(socketDir, `h${index}.${process.pid}.sock`);
+  let agent: Agent;
+  try {
+    agent = await Agent.start({ ...config, log, listen: { path: socketPath } });
+  } catch (err) {
+    log.error('isolate host failed to start', { error: err });
+    process.exit(1);
+  }
+  const server = agent.server;
+  server.routeListeners.add((routes) => post({ type: 'routes', routes }));
+  process.on('message', (raw: unknown) => {
+    const m = asToHost(raw);
+    if (!m) return;
+    switch (m.type) {
+      case 'status':
+        post({ type: 'status', id: m.id, status: { ready: server.ready, workers: server.status(), actors: agent.actors() } });
+        return;
+      case 'metrics':
+        void server.metrics.registry.getMetricsAsJSON().then((metrics) => post({ type: 'metrics', id: m.id, metrics }));
+        return;
+      case 'drain':
+        void agent.drain().then(() => post({ type: 'drained' }), (err: unknown) => {
+          log.error('isolate host drain failed', { error: err });
+          post({ type: 'drained' });
+        });
+        return;
+      case 'stop':
+        void agent.stop().finally(() => process.exit(0));
+        return;
+      case 'start':
+        return;
+    }
+  });
+  post({ type: 'ready', socketPath, routes: server.routes() });
+  // Runs until the front says stop (or goes away): the IPC channel keeps the process alive.
+  return new Promise<number>(() => undefined);
+}

@@ -1,0 +1,96 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../../cli/local/ports.js';
+import { createLogger, type LogFields } from '../../common/log.js';
+import { FrontMetrics } from '../../node-agent/hosts/metrics.js';
+import { HostSupervisor } from '../../node-agent/hosts/supervisor.js';
+
+// The supervisor on its own, with stand-in host processes that speak the IPC protocol
+// (node-agent/hosts/protocol.ts) and serve one route on their Unix socket: spares are
+// promoted, a host that keeps dying is backed off, routes stay known (503, not 404) while
+// a host is down, and stop() leaves no process behind.
+
+const STUB = `
+const http = require('node:http');
+const path = require('node:path');
+process.on('disconnect', () => process.exit(0));
+process.on('message', (m) => {
+  if (m.type === 'stop') process.exit(0);
+  if (m.type !== 'start') return;
+  const socketPath = path.join(m.socketDir, 'h' + m.index + '.' + process.pid + '.sock');
+  http.createServer((req, res) => res.end('host ' + m.index + ' pid ' + process.pid)).listen(socketPath, () => {
+    process.send({ type: 'ready', socketPath, routes: [{ key: 'ns' + m.index + '/w', routes: [{ host: 'w' + m.index + '.test', pathPrefix: '/' }] }] });
+  });
+});
+process.send({ type: 'booted' });
+`;
+
+function get(socketPath: string): Promise<string> {
+  return new Promise((resolveGet, reject) => {
+    const req = request({ socketPath, path: '/' }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('end', () => resolveGet(body));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('HostSupervisor', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-supervisor-'));
+  writeFileSync(join(dir, 'stub.cjs'), STUB);
+  const logs: LogFields[] = [];
+  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
+  const sup = new HostSupervisor<object>({
+    count: 2, spares: 1, command: [process.execPath, join(dir, 'stub.cjs')], socketDir: dir, config: () => ({}), log, metrics: new FrontMetrics(),
+  });
+
+  afterAll(async () => {
+    await sup.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts the hosts, routes by what they report, and replaces a dead one with the spare', async () => {
+    await sup.start();
+    expect(sup.ready).toBe(true);
+    expect(sup.route('w1.test', '/x')).toEqual({ index: 1, worker: 'ns1/w' });
+    expect(sup.route('other.test', '/')).toBeUndefined();
+    const [h0, h1] = sup.hosts();
+    expect(await get(sup.target(1)!.socketPath)).toBe(`host 1 pid ${h1!.pid}`);
+
+    process.kill(h1!.pid!, 'SIGKILL');
+    await waitFor('host 1 noticed down', async () => sup.target(1) === undefined || sup.hosts()[1]!.pid !== h1!.pid, 5_000, 5);
+    // While it is down its routes stay, so the front answers 503 rather than 404.
+    expect(sup.route('w1.test', '/')?.index).toBe(1);
+    await waitFor('host 1 back', async () => sup.target(1) !== undefined && sup.hosts()[1]!.pid !== h1!.pid, 10_000, 10);
+    expect(await get(sup.target(1)!.socketPath)).toBe(`host 1 pid ${sup.hosts()[1]!.pid!}`);
+    expect(sup.hosts()[0]).toMatchObject({ pid: h0!.pid, restarts: 0 });
+    expect(sup.hosts()[1]).toMatchObject({ up: true, restarts: 1 });
+    expect(logs.some((l) => l.msg === 'isolate host restarted' && l.host === 1)).toBe(true);
+  });
+
+  it('backs off a host that keeps dying, and the other host is not touched', async () => {
+    const other = sup.hosts()[0]!.pid;
+    for (let i = 0; i < 4; i++) {
+      await waitFor('host 1 up', async () => sup.target(1) !== undefined, 20_000, 10);
+      const pid = sup.hosts()[1]!.pid!;
+      process.kill(pid, 'SIGKILL');
+      await waitFor('host 1 replaced', async () => sup.target(1) !== undefined && sup.hosts()[1]!.pid !== pid, 20_000, 10);
+    }
+    // 5 deaths within the window: the 4th and 5th waited.
+    const backoffs = logs.filter((l) => l.msg === 'isolate host keeps crashing; backing off').map((l) => l.restartInMs);
+    expect(backoffs).toEqual([500, 1000]);
+    await waitFor('host 1 up after the backoff', async () => sup.target(1) !== undefined, 20_000, 10);
+    expect(sup.hosts()[0]!.pid).toBe(other);
+  });
+
+  it('stops every host and spare', async () => {
+    const pids = [...sup.hosts().map((h) => h.pid!)];
+    await sup.stop();
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
