@@ -54,11 +54,14 @@ export function agentUnavailable(): Promise<string | null> {
 
 export interface Agent { proc: Proc; port: number; adminPort: number; spawnToReadyMs: number }
 
-export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent'): Promise<Agent> {
-  const port = await freePort();
-  const adminPort = await freePort();
+/** Fixed ports (to restart an agent where its clients expect it) and extra `edge agent` flags. */
+export interface StartOptions { port?: number; adminPort?: number; extraArgs?: string[] }
+
+export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent', opts: StartOptions = {}): Promise<Agent> {
+  const port = opts.port ?? await freePort();
+  const adminPort = opts.adminPort ?? await freePort();
   const proc = new Proc(name, process.execPath,
-    [...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`],
+    [...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, ...opts.extraArgs ?? []],
     { logFile, cwd: ROOT });
   try {
     await waitUntil(`${name} /readyz`, () => isOk(adminPort, '/readyz'), readyTimeoutMs, proc, 25);
