@@ -44,6 +44,8 @@ export interface SoakConfig {
   slowConns: number;
   wsConns: number;
   readyTimeoutMs: number;
+  /** Seconds of the healthy client alone before the attack (0: none). */
+  controlS: number;
   keepTmp: boolean;
   /** SOAK_ATTACKS: only these attack loops (every worker is still deployed); undefined = all. */
   attacks?: string[];
@@ -79,6 +81,7 @@ export function loadSoakConfig(): SoakConfig {
     slowConns: num('SOAK_SLOW_CONNS', 16, 0, 1000),
     wsConns: num('SOAK_WS_CONNS', 8, 0, 1000),
     readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 240, 5, 1800) * 1000,
+    controlS: num('SOAK_CONTROL_S', quick ? 5 : 15, 0, 600),
     keepTmp: process.env.BENCH_KEEP_TMP === '1',
     ...(process.env.SOAK_ATTACKS?.trim() ? { attacks: process.env.SOAK_ATTACKS.split(',').map((x) => x.trim()).filter(Boolean) } : {}),
   };
@@ -99,9 +102,10 @@ function attackers(cfg: SoakConfig): (AttackerSpec & { worker: string })[] {
     ['slow-body', 'slow-body', 'slow', cfg.slowConns],
     ['slow-header', 'slow-header', 'slow', cfg.slowConns],
   ];
-  const picked = cfg.attacks ?? list.map(([name]) => name);
+  // `none`: the healthy client alone, the control run (what this machine gives without attacks).
+  const picked = cfg.attacks?.filter((a) => a !== 'none') ?? list.map(([name]) => name);
   for (const p of picked) {
-    if (!list.some(([name]) => name === p)) throw new Error(`SOAK_ATTACKS: unknown attack "${p}" (expected some of ${list.map(([name]) => name).join(',')})`);
+    if (!list.some(([name]) => name === p)) throw new Error(`SOAK_ATTACKS: unknown attack "${p}" (expected none or some of ${list.map(([name]) => name).join(',')})`);
   }
   return list.filter(([name, , , n]) => n > 0 && picked.includes(name))
     .map(([name, kind, worker, concurrency]) => ({ name, kind, worker, host: hostOf(worker), concurrency }));
@@ -272,8 +276,36 @@ export async function soakMain(): Promise<number> {
   };
   writeFileSync(join(tmp, 'attackers-config.json'), JSON.stringify(attackCfg));
   writeFileSync(join(tmp, 'healthy-config.json'), JSON.stringify(healthyCfg));
+
   const child = (name: string, configFile: string): Proc => new Proc(name, process.execPath, ['--import', 'tsx', join(BENCH, 'soak-load.ts'), configFile],
     { logFile: join(tmp, `${name}.log`), cwd: ROOT });
+  // The control: the same client on the same agent with no attack, what this machine gives.
+  let control: { p50: number; p99: number; max: number; failed: number; sent: number; otherCpuShare: number } | undefined;
+  if (cfg.controlS > 0) {
+    log(`soak: control, the healthy client alone for ${cfg.controlS} s`);
+    const controlCfg: HealthyConfig = { ...healthyCfg, durationMs: cfg.controlS * 1000, out: join(tmp, 'control.json'), samplesOut: join(tmp, 'control-samples.json') };
+    writeFileSync(join(tmp, 'control-config.json'), JSON.stringify(controlCfg));
+    const c0 = cpuTimes();
+    const agentTicks0 = processTree(agent.proc.pid).reduce((a, p) => a + p.cpuTicks, 0);
+    const bench0 = process.cpuUsage();
+    const proc = child('control', join(tmp, 'control-config.json'));
+    let ticks = 0;
+    const t = setInterval(() => { ticks = processCpuTicks(proc.pid) ?? ticks; }, 500);
+    await proc.wait();
+    clearInterval(t);
+    const c1 = cpuTimes();
+    try {
+      const r = JSON.parse(readFileSync(controlCfg.out, 'utf8')) as HealthyResult;
+      const ms = (JSON.parse(readFileSync(controlCfg.samplesOut, 'utf8')) as [number, number, number][]).map((x) => x[1]).sort((a, b) => a - b);
+      const ours = (processTree(agent.proc.pid).reduce((a, p) => a + p.cpuTicks, 0) - agentTicks0 + ticks) / CLK_TCK + (process.cpuUsage(bench0).user + process.cpuUsage(bench0).system) / 1e6;
+      const busyS = (c1.busy - c0.busy) / CLK_TCK;
+      control = {
+        p50: pct(ms, 50), p99: pct(ms, 99), max: ms[ms.length - 1] ?? NaN, failed: r.non2xx + r.errors + r.badBody, sent: r.sent,
+        otherCpuShare: Math.max(0, busyS - ours) / Math.max(0.01, (c1.total - c0.total) / CLK_TCK),
+      };
+      log(`  control: p50 ${fmtMs(control.p50)} ms, p99 ${fmtMs(control.p99)} ms, ${control.failed} failed; other work ${Math.round(control.otherCpuShare * 100)} % of the machine`);
+    } catch (err) { warnings.push(`the control run left no result: ${(err as Error).message}`); }
+  }
 
   const cpu0 = cpuTimes();
   const benchCpu0 = process.cpuUsage();
@@ -376,16 +408,17 @@ export async function soakMain(): Promise<number> {
     ['agent descendant processes (isolate hosts, if any)', `${descendants.length === 0 ? 'none' : `${descendants.length} seen (${[...new Set(descendants.map(([, s]) => s.comm))].join(', ')}), ${descendantsGone.length} exited while their agent lived`}${helpers.length ? ` (besides ${helpers.length} esbuild: tsx, the agent runs from source)` : ''}`, 'info'],
     [`healthy requests (${cfg.healthyRps} req/s, keep-alive, open loop)`, healthy ? `${n0(healthy.sent)} sent, ${n0(healthy.ok)} ok, ${n0(healthyFailed)} failed (${healthy.non2xx} non-2xx, ${healthy.errors} errors, ${healthy.badBody} wrong body)` : 'ERROR (no result)', `none fail: ${floorText(floors.healthyNoFailures)}`],
     ['healthy latency p50 / p99 / p99.9 / max (from when each request was due)', latencies.length ? `${fmtMs(healthyStats.p50)} / ${fmtMs(healthyStats.p99)} / ${fmtMs(healthyStats.p999)} / ${fmtMs(healthyStats.max)} ms` : 'ERROR (no samples)', `p99 < ${HEALTHY_P99_FLOOR_MS} ms: ${floorText(floors.healthyP99)}`],
+    [`healthy without attacks (control, ${cfg.controlS} s just before): p50 / p99 / max`, control ? `${fmtMs(control.p50)} / ${fmtMs(control.p99)} / ${fmtMs(control.max)} ms, ${control.failed} failed of ${n0(control.sent)}; other work took ${Math.round(control.otherCpuShare * 100)} % of the machine` : 'not run', 'info: what this machine gives'],
     ['healthy, worst second', worst ? `at ${worst.s} s: ${worst.n} requests, p99 ${fmtMs(worst.p99)} ms, max ${fmtMs(worst.max)} ms, ${worst.failed} failed` : 'n/a', 'info'],
     ['healthy client timer lag p99 / max (its own starvation)', healthy ? `${fmtMs(healthy.clientLagMs.p99)} / ${fmtMs(healthy.clientLagMs.max)} ms` : 'n/a', 'info'],
     ['agent + descendants RSS, max (idle before the attack)', `${n0(w.rssMaxKiB / MiB)} MiB at ${w.rssMaxAtS.toFixed(0)} s (idle ${n0(idleKiB / MiB)} MiB)`, `< ${n0(boundMiB)} MiB (base ${cfg.baseMiB} + tenants ${tenantsMiB}): ${floorText(floors.rss)}`],
     ['CPU-seconds: agent tree / load processes / this process / other work', `${agentCpuS.toFixed(1)} / ${clientCpuS.toFixed(1)} / ${benchCpuS.toFixed(1)} / ${otherCpuS.toFixed(1)} of ${machineTotalS.toFixed(0)} available`, 'info'],
   ];
   const lines: string[] = [];
-  lines.push(`## soak: ${cfg.attacks ? `attacks ${specs.map((x) => x.name).join(", ")}` : `${specs.length} attack loops`} vs a healthy neighbour on one agent (${startedAt.toISOString()}, ${cpus().length} CPUs, ${cfg.durationS} s${cfg.quick ? ', quick mode' : ''})`, '');
+  lines.push(`## soak: ${!specs.length ? 'no attacks (SOAK_ATTACKS=none)' : cfg.attacks ? `attacks ${specs.map((x) => x.name).join(', ')}` : `${specs.length} attack loops`} vs a healthy neighbour on one agent (${startedAt.toISOString()}, ${cpus().length} CPUs, ${cfg.durationS} s${cfg.quick ? ', quick mode' : ''})`, '');
   lines.push('| measure | value | floor |', '|---|---|---|');
   for (const [m, v, f] of rows) lines.push(`| ${m} | ${v} | ${f} |`);
-  lines.push('', '| attacker (namespace) | finished | ok (2xx/101) | 4xx | 5xx | errors | closed | most frequent outcomes |', '|---|---:|---:|---:|---:|---:|---:|---|');
+  if (specs.length) lines.push('', '| attacker (namespace) | finished | ok (2xx/101) | 4xx | 5xx | errors | closed | most frequent outcomes |', '|---|---:|---:|---:|---:|---:|---:|---|');
   for (const s of specs) {
     const o = attack?.attackers[s.name];
     const ns = namespaceOf({ name: s.worker });
@@ -394,13 +427,13 @@ export async function soakMain(): Promise<number> {
     lines.push(`| ${s.name} (${ns}) | ${n0(o.total)}${o.cutAtEnd ? ` (+${o.cutAtEnd} cut at end)` : ''} | ${n0(c('2xx') + c('101'))} | ${n0(c('4xx'))} | ${n0(c('5xx'))} | ${n0(c('error'))} | ${n0(c('closed'))} | ${topDetail(o)} |`);
   }
   if (attack) {
-    lines.push('', '| egress target (from the egress worker) | what the worker got |', '|---|---|');
-    for (const [key, url] of Object.entries(targets)) {
+    if (specs.some((x) => x.kind === 'egress')) lines.push('', '| egress target (from the egress worker) | what the worker got |', '|---|---|');
+    for (const [key, url] of specs.some((x) => x.kind === 'egress') ? Object.entries(targets) : []) {
       const got = attack.egress[key];
       const text = got ? Object.entries(got).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([g, n]) => `${n}x ${g.replace(/\|/g, '/').replace(/`/g, "'")}`).join('; ') : 'no answer recorded';
       lines.push(`| ${key} \`${url}\` | ${text} |`);
     }
-    lines.push('', '| slow client | connections | closed by the agent (lifetime p50 / max) | reset | still open at the end (longest) |', '|---|---:|---|---:|---|');
+    if (attack.slow.length) lines.push('', '| slow client | connections | closed by the agent (lifetime p50 / max) | reset | still open at the end (longest) |', '|---|---:|---|---:|---|');
     for (const kind of ['slow-body', 'slow-header'] as const) {
       const cs = attack.slow.filter((c) => c.kind === kind);
       if (!cs.length) continue;
@@ -410,7 +443,7 @@ export async function soakMain(): Promise<number> {
       const lines1 = [...new Set(cs.map((c: SlowConn) => c.firstLine).filter(Boolean))].slice(0, 2).join(', ');
       lines.push(`| ${kind} | ${cs.length} | ${closed.length}${closed.length ? ` (${(pct(closed, 50) / 1000).toFixed(1)} s / ${((closed[closed.length - 1] ?? 0) / 1000).toFixed(1)} s)${lines1 ? `, answered \`${lines1}\`` : ''}` : ''} | ${reset} | ${open.length}${open.length ? ` (${((open[open.length - 1] ?? 0) / 1000).toFixed(0)} s)` : ''} |`);
     }
-    lines.push('', `Subrequest sink: ${n0(attack.sink.requests)} requests, ${n0(attack.sink.bytesIn / 2 ** 20)} MiB in, ${n0(attack.sink.bytesOut / 2 ** 20)} MiB out.`);
+    if (specs.some((x) => x.kind === 'subrequests')) lines.push('', `Subrequest sink: ${n0(attack.sink.requests)} requests, ${n0(attack.sink.bytesIn / 2 ** 20)} MiB in, ${n0(attack.sink.bytesOut / 2 ** 20)} MiB out.`);
   }
   const met = Object.entries(floors).map(([k, v]) => `${k} ${v === null ? 'not measured' : v ? 'met' : 'MISSED'}`);
   lines.push('', `Floors: ${met.join(', ')}.`);
@@ -434,6 +467,7 @@ export async function soakMain(): Promise<number> {
     agent: { firstPid: agent.proc.pid, deaths: w.deaths, rssMaxMiB: w.rssMaxKiB / MiB, rssMaxAtS: w.rssMaxAtS, idleMiB: idleKiB / MiB, 
       processes: [...w.seen.entries()].map(([pid, s]) => ({ pid, ...s, maxRssMiB: s.maxRssKiB / MiB })), rssTimeline: w.timeline },
     healthy: healthy ? { ...healthy, summaryMs: healthyStats } : null,
+    control: control ?? null,
     attack: attack ?? null,
     egressTargets: targets,
     cpuSeconds: { agentTree: agentCpuS, loadProcesses: clientCpuS, bench: benchCpuS, other: otherCpuS, machineAvailable: machineTotalS },
