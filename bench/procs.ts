@@ -126,9 +126,9 @@ export function processMemKiB(pid: number): { rss: number; hwm: number; comm: st
 export interface TreeProcess { pid: number; ppid: number; comm: string; rssKiB: number; cpuTicks: number; startTicks: number }
 
 /**
- * `pid` and every process descended from it (by parent pid, so children that left the
- * process group count too), with VmRSS, CPU ticks (utime + stime) and start time; empty
- * once `pid` is gone. Shared pages of forked children are counted in each of them.
+ * `pid` and every live process descended from it (by parent pid, so children that left
+ * the process group count too; zombies left out), with VmRSS, CPU ticks (utime + stime) and
+ * start time; empty once `pid` is gone. Shared pages of forked children count in each.
  */
 export function processTree(pid: number): TreeProcess[] {
   const all = new Map<number, TreeProcess>();
@@ -156,12 +156,13 @@ export function processTree(pid: number): TreeProcess[] {
   while (queue.length) {
     const p = all.get(queue.shift() ?? -1);
     if (!p) continue;
+    queue.push(...(children.get(p.pid) ?? []));
     try {
       const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'));
-      p.rssKiB = m ? Number(m[1]) : 0;
+      if (!m) continue; // a zombie: exited, not reaped yet
+      p.rssKiB = Number(m[1]);
     } catch { continue; }
     out.push(p);
-    queue.push(...(children.get(p.pid) ?? []));
   }
   return out;
 }

@@ -70,7 +70,8 @@ export interface AttackersResult {
   sink: { requests: number; bytesIn: number; bytesOut: number };
 }
 
-const norm = (s: string): string => s.replace(/\s+/g, ' ').replace(/\d+(\.\d+)?/g, 'N').slice(0, 120);
+/** Repeats of one outcome count together: request ids (hex) and numbers blanked. */
+const norm = (s: string): string => s.replace(/\s+/g, ' ').replace(/\b(?=[0-9a-f]*\d)[0-9a-f]{8,}\b/gi, 'ID').replace(/\d+(\.\d+)?/g, 'N').slice(0, 120);
 const classOf = (status: number): string => (status === 101 ? '101' : `${Math.floor(status / 100)}xx`);
 
 function pct(sorted: number[], p: number): number {
@@ -213,7 +214,7 @@ async function httpLoop(run: Run, a: AttackerSpec, path: (n: number) => string, 
         if (performance.now() > run.until + 1000) { tally.o.cutAtEnd++; return; }
         tally.add('error', `error ${norm(err.message)}`);
         // A refused connection (the agent is down) must not become a busy loop.
-        return sleep(100);
+        return sleep((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 500 : 100);
       });
       // The run ends on time even when a request hangs: stop waiting for it then.
       await Promise.race([req, sleep(Math.max(0, run.until + 1000 - performance.now()))]);
@@ -263,7 +264,7 @@ async function wsLoop(run: Run, a: AttackerSpec, tally: Tally): Promise<void> {
         r.socket.destroy();
       } catch (err) {
         tally.add('error', `error ${norm((err as Error).message)}`);
-        await sleep(200);
+        await sleep((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? 500 : 200);
       }
     }
   };
@@ -314,8 +315,10 @@ async function slowLoop(run: Run, a: AttackerSpec, tally: Tally, conns: SlowConn
   });
   const lane = async (): Promise<void> => {
     while (performance.now() < run.until) {
+      const before = conns.length;
       await one();
-      if (performance.now() < run.until) await sleep(200);
+      const refused = conns.length > before && conns[conns.length - 1]?.end === 'connect-error';
+      if (performance.now() < run.until) await sleep(refused ? 500 : 200);
     }
   };
   await Promise.all(Array.from({ length: a.concurrency }, lane));

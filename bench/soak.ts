@@ -34,7 +34,7 @@ export interface SoakConfig {
   maxIsolates: number;
   /** The fixed part of the RSS bound. */
   baseMiB: number;
-  /** Above this the soak SIGKILLs the agent, so a bomb cannot take the machine down. */
+  /** Above this the soak SIGKILLs the agent, so a bomb cannot take the machine down (0: twice the bound, at most 40 % of free memory). */
   safetyMiB: number;
   sampleMs: number;
   restart: boolean;
@@ -63,8 +63,6 @@ export function loadSoakConfig(): SoakConfig {
   const quick = process.env.BENCH_QUICK === '1' || process.env.BENCH_QUICK === 'true';
   const maxIsolates = num('SOAK_MAX_ISOLATES', 4, 1, 64);
   const baseMiB = num('SOAK_RSS_BASE_MIB', 512, 64, 65_536);
-  // Twice the bound, but never more than 40 % of the memory free now: the machine is shared.
-  const defaultSafety = Math.round(Math.min(2 * (baseMiB + 32 * 10 * maxIsolates), (0.4 * freemem()) / 2 ** 20));
   return {
     quick,
     durationS: num('SOAK_DURATION_S', quick ? 30 : 180, 5, 3600),
@@ -72,7 +70,7 @@ export function loadSoakConfig(): SoakConfig {
     healthyTimeoutMs: num('SOAK_HEALTHY_TIMEOUT_S', 10, 1, 120) * 1000,
     maxIsolates,
     baseMiB,
-    safetyMiB: num('SOAK_SAFETY_RSS_MIB', defaultSafety, 256, 1_000_000),
+    safetyMiB: num('SOAK_SAFETY_RSS_MIB', 0, 0, 1_000_000),
     sampleMs: num('SOAK_SAMPLE_MS', 250, 50, 5000),
     restart: process.env.SOAK_RESTART !== '0',
     maxRestarts: num('SOAK_MAX_RESTARTS', 20, 0, 1000),
@@ -234,6 +232,8 @@ export async function soakMain(): Promise<number> {
   const workers = soakWorkers({ sinkUrl: `http://127.0.0.1:${sinkPort}/sink`, sinkMiB: cfg.sinkMiB, targets });
   const tenantsMiB = workers.reduce((a, w) => a + w.limits.memoryMiB * cfg.maxIsolates, 0);
   const boundMiB = cfg.baseMiB + tenantsMiB;
+  // The machine is shared: twice the bound, but never more than 40 % of the memory free now.
+  if (!cfg.safetyMiB) cfg.safetyMiB = Math.round(Math.min(2 * boundMiB, (0.4 * freemem()) / 2 ** 20));
   const specs = attackers(cfg);
   const workersDir = join(tmp, 'workers');
   mkdirSync(workersDir, { recursive: true });
@@ -377,7 +377,8 @@ export async function soakMain(): Promise<number> {
   const agentPids = new Set([agent.proc.pid, finalAgent.proc.pid, ...w.deaths.map((d) => d.pid)]);
   const descendants = [...w.seen.entries()].filter(([pid, s]) => !agentPids.has(pid) && s.comm !== 'esbuild');
   const helpers = [...w.seen.entries()].filter(([pid, s]) => !agentPids.has(pid) && s.comm === 'esbuild');
-  const descendantsGone = descendants.filter(([, s]) => s.lastS < elapsedS - 1 && !w.deaths.some((d) => Math.abs(d.atS - s.lastS) < 1));
+  // A descendant that vanished well before its own agent did: a host that crashed or was replaced.
+  const descendantsGone = descendants.filter(([, s]) => s.lastS < (w.deaths[s.generation]?.atS ?? elapsedS) - 1);
 
   const logs = readdirSync(tmp).filter((f) => /^agent-\d+\.log$/.test(f)).map((f) => join(tmp, f));
   const logCounts = new Map<string, number>();
@@ -448,7 +449,7 @@ export async function soakMain(): Promise<number> {
   const met = Object.entries(floors).map(([k, v]) => `${k} ${v === null ? 'not measured' : v ? 'met' : 'MISSED'}`);
   lines.push('', `Floors: ${met.join(', ')}.`);
   const notes = [
-    ...w.deaths.map((d, i) => `- agent death ${i + 1} at ${d.atS} s, pid ${d.pid}, ${d.exit}: ${d.cause.slice(0, 400)}${d.restartedInS !== undefined ? ` (restarted in ${d.restartedInS} s)` : d.restartError ? ` (restart failed: ${d.restartError})` : ''}`),
+    ...w.deaths.map((d, i) => `- agent death ${i + 1} at ${d.atS} s${d.atS > cfg.durationS ? ' (after the attack window, from work still in flight)' : ''}, pid ${d.pid}, ${d.exit}: ${d.cause.slice(0, 400)}${d.restartedInS !== undefined ? ` (restarted in ${d.restartedInS} s)` : d.restartError ? ` (restart failed: ${d.restartError})` : ''}`),
     ...warnings.map((x) => `- WARNING ${x}`),
     ...agentLogged.map((l) => `- agent logged: ${l}`),
   ];
