@@ -169,7 +169,8 @@ async function followAgent(w: Watch, cfg: SoakConfig, workersDir: string, tmp: s
   while (!w.stopped) {
     const proc = w.agent.proc;
     await proc.wait();
-    if (w.stopped) return;
+    // The soak's own stop at the end is no death; a safety kill in the last sample is one.
+    if (w.stopped && !w.safetyKilled) return;
     const atS = (performance.now() - w.t0) / 1000;
     const sig = proc.child.signalCode;
     const death: Death = {
@@ -181,7 +182,7 @@ async function followAgent(w: Watch, cfg: SoakConfig, workersDir: string, tmp: s
     log(`  soak: the agent (pid ${proc.pid}) died at ${atS.toFixed(1)} s (${death.exit}): ${death.cause.slice(0, 300)}`);
     // Whatever it left behind (a host process that outlived it) goes too.
     for (const [pid, s] of w.seen) if (s.generation === w.generation) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    if (!cfg.restart || w.deaths.length > cfg.maxRestarts || performance.now() > endAt - 3000) return;
+    if (w.stopped || !cfg.restart || w.deaths.length > cfg.maxRestarts || performance.now() > endAt - 3000) return;
     const t = performance.now();
     try {
       w.generation++;
@@ -345,6 +346,7 @@ export async function soakMain(): Promise<number> {
   const finalAgent = w.agent;
   const metricsAfter = finalAgent.proc.running ? await agentMetricSums(adminPort) : {};
   w.stopped = true;
+  await sleep(100); // let a safety kill in the last sample be recorded as the death it is
   await finalAgent.proc.stop();
   await following;
   await w.agent.proc.stop(); // a restart that was under way when the soak ended
