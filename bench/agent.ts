@@ -54,14 +54,19 @@ export function agentUnavailable(): Promise<string | null> {
 
 export interface Agent { proc: Proc; port: number; adminPort: number; spawnToReadyMs: number }
 
-/** `isolateHosts`: the agent's --isolate-hosts (default: the agent's own, as shipped). */
-export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent', isolateHosts?: number): Promise<Agent> {
-  const port = await freePort();
-  const adminPort = await freePort();
+/**
+ * Fixed ports (to restart an agent where its clients expect it), extra `edge agent` flags, and
+ * its --isolate-hosts (default: the agent's own, as shipped).
+ */
+export interface StartOptions { port?: number; adminPort?: number; extraArgs?: string[]; isolateHosts?: number }
+
+export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent', opts: StartOptions = {}): Promise<Agent> {
+  const port = opts.port ?? await freePort();
+  const adminPort = opts.adminPort ?? await freePort();
   const proc = new Proc(name, process.execPath,
     [
       ...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
-      ...(isolateHosts !== undefined ? ['--isolate-hosts', String(isolateHosts)] : []),
+      ...(opts.isolateHosts !== undefined ? ['--isolate-hosts', String(opts.isolateHosts)] : []), ...opts.extraArgs ?? [],
     ],
     { logFile, cwd: ROOT });
   try {

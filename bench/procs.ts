@@ -122,3 +122,47 @@ export function processMemKiB(pid: number): { rss: number; hwm: number; comm: st
     return { rss: Number(rss[1]), hwm: Number(hwm[1]), comm: comm?.[1]?.trim() ?? '?' };
   } catch { return undefined; }
 }
+
+export interface TreeProcess { pid: number; ppid: number; comm: string; rssKiB: number; cpuTicks: number; startTicks: number }
+
+/**
+ * `pid` and every live process descended from it (by parent pid, so children that left
+ * the process group count too; zombies left out), with VmRSS, CPU ticks (utime + stime) and
+ * start time; empty once `pid` is gone. Shared pages of forked children count in each.
+ */
+export function processTree(pid: number): TreeProcess[] {
+  const all = new Map<number, TreeProcess>();
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const comm = stat.slice(stat.indexOf('(') + 1, close);
+      // fields after "(comm)": state(3) ppid(4) ... utime(14) stime(15) ... starttime(22)
+      const rest = stat.slice(close + 2).split(' ');
+      const p: TreeProcess = {
+        pid: Number(entry), ppid: Number(rest[1]), comm, rssKiB: 0,
+        cpuTicks: Number(rest[11]) + Number(rest[12]), startTicks: Number(rest[19]),
+      };
+      all.set(p.pid, p);
+      const list = children.get(p.ppid) ?? [];
+      list.push(p.pid);
+      children.set(p.ppid, list);
+    } catch { /* exited while we looked */ }
+  }
+  const out: TreeProcess[] = [];
+  const queue = all.has(pid) ? [pid] : [];
+  while (queue.length) {
+    const p = all.get(queue.shift() ?? -1);
+    if (!p) continue;
+    queue.push(...(children.get(p.pid) ?? []));
+    try {
+      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'));
+      if (!m) continue; // a zombie: exited, not reaped yet
+      p.rssKiB = Number(m[1]);
+    } catch { continue; }
+    out.push(p);
+  }
+  return out;
+}

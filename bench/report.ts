@@ -108,14 +108,17 @@ export function problems(rows: Row[]): string[] {
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
-/** Writes results/<ISO timestamp>.json and results/latest.json; returns the first path. */
-export function writeResults(record: Record<string, unknown>, startedAt: Date): string {
+/**
+ * Writes results/<prefix><ISO timestamp>.json and results/<prefix>latest.json; returns the
+ * first path. The soak uses the prefix `soak-`, so its record never replaces the bench's latest.
+ */
+export function writeResults(record: Record<string, unknown>, startedAt: Date, prefix = ''): string {
   mkdirSync(RESULTS, { recursive: true });
   const text = `${JSON.stringify(record, null, 2)}\n`;
-  const file = join(RESULTS, `${startedAt.toISOString().replace(/:/g, '-')}.json`);
+  const file = join(RESULTS, `${prefix}${startedAt.toISOString().replace(/:/g, '-')}.json`);
   writeFileSync(file, text);
-  const tmp = join(RESULTS, 'latest.json.tmp');
+  const tmp = join(RESULTS, `${prefix}latest.json.tmp`);
   writeFileSync(tmp, text);
-  renameSync(tmp, join(RESULTS, 'latest.json'));
+  renameSync(tmp, join(RESULTS, `${prefix}latest.json`));
   return file;
 }

@@ -7,6 +7,7 @@ import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Age
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
+import { soakMain } from './soak.js';
 import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.js';
 import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
 import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
@@ -356,7 +357,7 @@ async function hostsPhase(ctx: Ctx): Promise<Row[]> {
       let a: Agent | undefined;
       const keep = keepAliveAgent();
       try {
-        a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs, `agent (${hosts} hosts)`, hosts);
+        a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs, `agent (${hosts} hosts)`, { isolateHosts: hosts });
         const port = a.port;
         const hello = (await loadBoth(ctx, `agent (${hosts} hosts)`, () => ({ port, host: 'hello.bench' }), ['hello'])).hello!;
         await sleep(cfg.settleMs);
@@ -515,5 +516,16 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
+/** BENCH_ONLY=soak runs bench/soak.ts instead (its own table and results file); it does not mix with other phases. */
+async function entry(): Promise<number> {
+  const only = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (!only.includes('soak')) return main();
+  if (only.length > 1) {
+    log('bench: BENCH_ONLY=soak runs on its own (it loads the machine for minutes); run the other phases separately');
+    return 2;
+  }
+  return soakMain();
+}
+
 killChildrenOnSignals();
-process.exitCode = await main();
+process.exitCode = await entry();
