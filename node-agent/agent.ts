@@ -453,11 +453,12 @@ export class AgentFront implements RunningAgent {
       },
       // Everyone else gets counts only: the full status names every tenant's workers and actors.
       summary: async () => {
-        const workers = (await sup.status()).flatMap((h) => h.workers);
+        const hosts = await sup.status();
+        const workers = hosts.flatMap((h) => h.workers);
         return {
           ready: sup.ready,
           workers: { total: workers.length, ready: workers.filter((w) => w.state === 'ready').length, error: workers.filter((w) => w.state === 'error').length },
-          hosts: sup.hosts().length,
+          actors: hosts.reduce((n, h) => n + h.actors.length, 0),
         };
       },
       ...(cfg.adminToken ? { statusToken: cfg.adminToken } : {}),

@@ -94,7 +94,7 @@ describe('edge dev', () => {
       expect(out).toMatch(/operator ready/);
       const kubeconfig = /^kubeconfig\s+(\S+)$/m.exec(out)?.[1];
       expect(kubeconfig).toBeTruthy();
-      expect(out).toMatch(/^NATS\s+nats:\/\/127\.0\.0\.1:\d+$/m);
+      expect(out).toMatch(/^NATS\s+nats:\/\/127\.0\.0\.1:\d+ \(a user per role/m);
       expect(out).toContain(`export KUBECONFIG=${kubeconfig}`);
       const portOf = (region: string) => {
         const m = new RegExp(`^  ${region}\\s+http://127\\.0\\.0\\.1:(\\d+)\\s+metrics (http://\\S+/metrics)$`, 'm').exec(out);

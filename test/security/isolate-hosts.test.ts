@@ -30,6 +30,8 @@ import { send } from '../agent/agent-harness.js';
 const REGION = 'sec-hosts';
 const NODE = 'node-a';
 const TOKEN = `tok${process.pid}`;
+/** The full /status (which hosts serve what) is for the admin token only. */
+const ADMIN_TOKEN = 'isolate-hosts-test-admin-token';
 const HOSTS = Number(process.env.EDGE_TEST_ISOLATE_HOSTS ?? '2');
 
 // Two namespaces on different hosts (common/isolate-hosts.ts).
@@ -96,7 +98,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
   const presenceLog: { key: string; presence?: Presence }[] = [];
   const frontKey = agentKey(REGION, NODE);
 
-  const hosts = async () => ((await (await fetch(`http://127.0.0.1:${admin}/status`)).json()) as { hosts?: HostInfo[] }).hosts ?? [];
+  const hosts = async () => ((await (await fetch(`http://127.0.0.1:${admin}/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { hosts?: HostInfo[] }).hosts ?? [];
   const body = async (host: string, path = '/') => {
     const r = await send(port, host, path);
     return { status: r.status, text: (await r.text()).trim(), retryAfter: r.headers.get('retry-after') };
@@ -161,7 +163,7 @@ describe('isolate hosts: a tenant that crashes its process takes down only its o
       '--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--nats', nats.url, '--region', REGION, '--node', NODE,
       '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', '127.0.0.1:0',
       '--pool-size', '1', '--presence-ttl-ms', '2000', '--isolate-hosts', String(HOSTS),
-    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGE_TEST_CRASH_TOKEN: TOKEN, EDGE_PEER_TOKEN: 'isolate-hosts-test-peer-token' } });
+    ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGE_TEST_CRASH_TOKEN: TOKEN, EDGE_PEER_TOKEN: 'isolate-hosts-test-peer-token', EDGE_ADMIN_TOKEN: ADMIN_TOKEN } });
     agent.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
     agent.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
     await waitFor('agent /readyz', async () => {
