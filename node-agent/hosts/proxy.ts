@@ -161,6 +161,10 @@ export class HostProxy {
     // The client gave up: stop the host's work on it.
     res.on('close', () => { if (!res.writableFinished) { clientGone = true; preq.destroy(); } });
     req.on('error', () => { clientGone = true; preq.destroy(); });
+    // Answered before the client finished sending (the host's 408 for a stalled body, a 413,
+    // a 503): the rest of the body is nobody's, so the connection goes with it; otherwise a
+    // slow-body client would hold the front's connection after the host let go of it.
+    if (!upgrade) res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
     if (upgrade) preq.end(); else req.pipe(preq);
   }
 
