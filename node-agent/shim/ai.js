@@ -13,53 +13,19 @@
 //
 // Runs at snapshot time: nothing here calls a host callback until run() is called.
 import { host } from './host.js';
-import { hostOutcome } from './web/util.js';
-import { ReadableStream } from './web/streams.js';
+import { hostOutcome, messageOf } from './web/util.js';
+import { hostPulledStream } from './web/streams.js';
 
 const stringify = JSON.stringify;
 const freeze = Object.freeze;
 const isArray = Array.isArray;
-const UInt8 = Uint8Array;
 const ErrorCtor = Error;
 const TypeErrorCtor = TypeError;
-const StringCtor = String;
 
-function messageOf(err) {
-  try {
-    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
-  } catch {
-    return 'an error that cannot be printed';
-  }
-}
 
 /** The streamed answer: pulls translated bytes from the host one chunk at a time. */
 function answerStream(handle) {
-  let open = true;
-  return new ReadableStream({
-    async pull(controller) {
-      let chunk;
-      try {
-        chunk = await hostOutcome(host.aiRead(handle));
-      } catch (err) {
-        if (!open) return;
-        open = false;
-        controller.error(new ErrorCtor(messageOf(err)));
-        return;
-      }
-      if (!open) return;
-      if (chunk === null) {
-        open = false;
-        controller.close();
-      } else {
-        controller.enqueue(new UInt8(chunk));
-      }
-    },
-    cancel() {
-      if (!open) return;
-      open = false;
-      host.aiCancel(handle);
-    },
-  }, { highWaterMark: 0 });
+  return hostPulledStream(() => host.aiRead(handle), (err) => new ErrorCtor(messageOf(err)), () => host.aiCancel(handle));
 }
 
 /** env.<name> for an ai binding serving `model`. */

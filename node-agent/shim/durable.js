@@ -21,7 +21,7 @@
 //
 // Runs at snapshot time: nothing here calls a host callback (or runs) until used.
 import { host } from './host.js';
-import { DOMException, INTERNAL, hostOutcome, platformClassOf, toArrayBuffer } from './web/util.js';
+import { DOMException, INTERNAL, hostOutcome, messageOf, platformClassOf, toArrayBuffer } from './web/util.js';
 import { Request, requestBody } from './web/request.js';
 import { Response, fetchedResponse } from './web/response.js';
 import { foreignSocket } from './web/websocket.js';
@@ -53,13 +53,6 @@ const mapEntries = Map.prototype.entries;
 const setValues = Set.prototype.values;
 const noop = () => {};
 
-function messageOf(err) {
-  try {
-    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
-  } catch {
-    return 'an error that cannot be printed';
-  }
-}
 
 function errorText(err) {
   try {

@@ -10,8 +10,8 @@ import { fetchedResponse } from './response.js';
 import { headerList } from './headers.js';
 import { takeBody } from './body.js';
 import { utf8Encode } from './encoding.js';
-import { chunkReader, ReadableStream } from './streams.js';
-import { hostOutcome, toArrayBuffer } from './util.js';
+import { chunkReader, hostPulledStream } from './streams.js';
+import { hostOutcome, messageOf, toArrayBuffer } from './util.js';
 import { ArrayMap } from './primordials.js';
 
 /** Must equal SUBREQUEST_WHOLE_BODY_BYTES in node-agent/abi/bridge.ts. */
@@ -21,18 +21,10 @@ const CHUNK_BYTES = 64 * 1024;
 const STREAMED = 1;
 const UInt8 = Uint8Array;
 const TypeErrorCtor = TypeError;
-const StringCtor = String;
 
 /** The host's handle of a subrequest; unique within the isolate. */
 let nextId = 1;
 
-function messageOf(err) {
-  try {
-    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
-  } catch {
-    return 'an error that cannot be printed';
-  }
-}
 
 const ignore = () => {};
 const cancelOnHost = (id, reason) => {
@@ -89,32 +81,11 @@ async function pump(id, source) {
 
 /** A response body the host streams: pulled one chunk at a time as the worker reads. */
 function responseStream(id, signal) {
-  let open = true;
-  return new ReadableStream({
-    async pull(controller) {
-      let chunk;
-      try {
-        chunk = await hostOutcome(host.fetchRead(id));
-      } catch (err) {
-        if (!open) return;
-        open = false;
-        controller.error(signal?.aborted ? signal.reason : new TypeErrorCtor(`reading the response body failed: ${messageOf(err)}`));
-        return;
-      }
-      if (!open) return;
-      if (chunk === null) {
-        open = false;
-        controller.close();
-      } else {
-        controller.enqueue(new UInt8(chunk));
-      }
-    },
-    cancel() {
-      if (!open) return;
-      open = false;
-      cancelOnHost(id, 'the response body was cancelled');
-    },
-  }, { highWaterMark: 0 });
+  return hostPulledStream(
+    () => host.fetchRead(id),
+    (err) => (signal?.aborted ? signal.reason : new TypeErrorCtor(`reading the response body failed: ${messageOf(err)}`)),
+    () => cancelOnHost(id, 'the response body was cancelled'),
+  );
 }
 
 export async function fetch(input, init = undefined) {

@@ -4,11 +4,12 @@
 // hold. Public objects hold their state in a private field; the algorithms below work
 // on those plain state records, so the shim can use streams without going through
 // (user-visible, freezable) public methods.
-import { INTERNAL, illegalConstructor, isObject } from './util.js';
+import { INTERNAL, hostOutcome, illegalConstructor, isObject } from './util.js';
 import { AbortController, AbortSignal } from './abort.js';
 import { ArrayPush, ArrayShift } from './primordials.js';
 
 const PromiseCtor = Promise;
+const UInt8 = Uint8Array;
 const noop = () => {};
 const one = () => 1;
 const resolved = (v) => PromiseCtor.resolve(v);
@@ -1259,4 +1260,39 @@ export async function readAllChunks(stream, what) {
     ArrayPush(chunks, bytes);
     total += bytes.byteLength;
   }
+}
+
+/**
+ * A body the host holds (a subrequest's response, a streamed AI answer), pulled one chunk
+ * at a time as the worker reads, so the host keeps one window, not the whole body.
+ * read() gives the host's pending chunk (an ArrayBuffer, or null at the end); failure(err)
+ * is what the reader sees when the host fails; cancel() lets the host drop it.
+ */
+export function hostPulledStream(read, failure, cancel) {
+  let open = true;
+  return new ReadableStream({
+    async pull(controller) {
+      let chunk;
+      try {
+        chunk = await hostOutcome(read());
+      } catch (err) {
+        if (!open) return;
+        open = false;
+        controller.error(failure(err));
+        return;
+      }
+      if (!open) return;
+      if (chunk === null) {
+        open = false;
+        controller.close();
+      } else {
+        controller.enqueue(new UInt8(chunk));
+      }
+    },
+    cancel() {
+      if (!open) return;
+      open = false;
+      cancel();
+    },
+  }, { highWaterMark: 0 });
 }

@@ -87,6 +87,17 @@ export function setToStringTag(cls, tag) {
   Object.defineProperty(cls.prototype, Symbol.toStringTag, { value: tag, configurable: true });
 }
 
+const StringCtor = String;
+
+/** An error's message as text, whatever was thrown (a getter that throws included). */
+export function messageOf(err) {
+  try {
+    return StringCtor(err !== null && typeof err === 'object' && 'message' in err ? err.message : err);
+  } catch {
+    return 'an error that cannot be printed';
+  }
+}
+
 /**
  * The outcome of an asynchronous host callback (sleep, fetch): the callback gives (a
  * promise of) a Reference to a function returning a promise of {ok, value | error}
