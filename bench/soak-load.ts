@@ -110,7 +110,11 @@ function get(port: number, host: string, path: string, agent: Agent, timeoutMs: 
 // ---------------------------------------------------------------- healthy
 
 async function runHealthy(cfg: HealthyConfig): Promise<HealthyResult> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  // A well-behaved keep-alive client lets go of an idle connection before the server's
+  // advertised `Keep-Alive: timeout=5` runs out (agentkeepalive's freeSocketTimeout is 4 s
+  // for this reason); one reused at the very moment the server closes it fails with "socket
+  // hang up", a race of the client's making that browsers and Go retry.
+  const agent = new Agent({ keepAlive: true, maxSockets: 256, timeout: 4_000 });
   const interval = 1000 / cfg.rps;
   const start = performance.now();
   const end = start + cfg.durationMs;

@@ -26,7 +26,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
-                  [--isolate-hosts N] [--isolate-host-spares N]
+                  [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -63,6 +63,9 @@ the presence; a V8 fatal error then takes down one host's namespaces (answered 5
 is restarted, in under a second), never the agent. 0 runs them in this process.
 Host i listens for actor calls on the --peer-listen port + 1 + i (any free port when that
 is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by (default 1).
+One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
+of namespaces that take more than their share of the node's CPU or keep hitting their CPU
+or memory limit, until they have behaved for 30 s (doubling per repeat); --no-cordon: none.
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
 {port} and {binding} are substituted (default
 http://{service}.{namespace}.svc.cluster.local:{port}).
@@ -104,6 +107,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'dev-peer-token': { type: 'boolean', default: false },
       'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
       'isolate-host-spares': { type: 'string', default: '1' },
+      'no-cordon': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -168,6 +172,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     trustedProxies: values['trusted-proxy'] ?? [],
     isolateHosts,
     isolateHostSpares: num('--isolate-host-spares', values['isolate-host-spares']),
+    isolateHostCordon: !values['no-cordon'],
     // The same node, flags and entry script that run this command, as `edge isolate-host`.
     isolateHostCommand: [process.execPath, ...process.execArgv.filter((a) => !a.startsWith('--inspect')), process.argv[1]!, 'isolate-host'],
   });

@@ -26,6 +26,13 @@ export function isolateHostIndex(namespace: string, count: number): number {
   return fnv1a(namespace) % count;
 }
 
+/**
+ * The agent's cordon host (node-agent/hosts/cordon.ts) has index = count: no namespace hashes
+ * to it, so it hosts no DurableActors and is in no actor ring; it runs the workers of the
+ * namespaces the front cordoned, at the lowest CPU priority.
+ */
+export const isCordonShare = (share: { index: number; count: number }): boolean => share.index >= share.count;
+
 /** The presence name of host `index` of agent `agent` (its key is agentKey(region, this)). */
 export const isolateHostName = (agent: string, index: number): string => `${agent}~h${index}`;
 

@@ -197,7 +197,8 @@ export const PresenceSchema = z.object({
   isolateHosts: z.number().int().min(1).optional(),
   /**
    * Set on an isolate-host process: the agent it belongs to (`of`) and its share of
-   * namespaces (those whose isolateHostIndex(namespace, count) is `index`).
+   * namespaces (those whose isolateHostIndex(namespace, count) is `index`). `index` = `count`
+   * is the agent's cordon host, which serves no namespace's actors (isCordonShare).
    */
   isolateHost: z.object({ of: z.string().min(1), index: z.number().int().min(0), count: z.number().int().min(1) }).optional(),
 });

@@ -1,12 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
 import { AggregatorRegistry } from 'prom-client';
 import { AgentView } from '../common/agent-view.js';
 import { parseEgressRule } from '../common/egress.js';
 import { startAdminServer as startAdminEndpoints } from '../common/admin-server.js';
-import { isolateHostName } from '../common/isolate-hosts.js';
+import { isCordonShare, isolateHostName } from '../common/isolate-hosts.js';
 import type { Logger } from '../common/log.js';
 import { connectNats, type EdgeBuckets } from '../common/nats.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
@@ -91,6 +91,11 @@ export interface AgentConfig {
   isolateHostSpares?: number;
   /** argv that starts an isolate-host process (`edge isolate-host`), the executable first. */
   isolateHostCommand?: readonly string[];
+  /**
+   * With isolate hosts: a cordon host for tenants over their share of the CPU or that keep
+   * hitting their limits, at the lowest CPU priority (hosts/cordon.ts; default true).
+   */
+  isolateHostCordon?: boolean;
   /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
   isolateHost?: HostShare & { of: string };
 }
@@ -146,7 +151,19 @@ export class Agent implements RunningAgent {
     readonly adminPort: number | undefined,
     private readonly admin: { close(): void } | undefined,
     private readonly nats: NatsParts | undefined,
+    private readonly shared: SharedSource | undefined,
   ) {}
+
+  /**
+   * An isolate host's cordoned namespaces, from its front (hosts/cordon.ts): the cordon host
+   * serves them; their home host keeps their workers loaded (their actors run there) but no
+   * isolates warm.
+   */
+  setCordoned(namespaces: readonly string[]): void {
+    const share = this.cfg.isolateHost;
+    if (share && isCordonShare(share)) this.shared?.setCordoned(namespaces);
+    else this.server.setDormant(new Set(namespaces));
+  }
 
   /**
    * Start order: NATS and the desired-state source, the worker server's isolates, the
@@ -194,7 +211,8 @@ export class Agent implements RunningAgent {
     }
     // An isolate host serves only its share of the agent's tenants.
     const share = cfg.isolateHost;
-    if (share) source = new SharedSource(source, share);
+    const shared = share ? new SharedSource(source, share) : undefined;
+    if (shared) source = shared;
     // Workers' env.<actor binding> calls reach the actor runtime, built below (NATS mode
     // only: the runtime needs the ring and the fenced log). In directory mode the bindings
     // are still there and their calls fail naming the binding.
@@ -277,7 +295,7 @@ export class Agent implements RunningAgent {
       undo.push(() => p.stop());
       await presence.start();
     }
-    const agent = new Agent(cfg, server, port, admin?.port, admin?.server, parts);
+    const agent = new Agent(cfg, server, port, admin?.port, admin?.server, parts, shared);
     log.info(share ? 'isolate host serving' : 'agent listening', {
       http: 'path' in listen ? listen.path : `http://${listen.host}:${port}`, ...(cfg.admin && admin ? { admin: `http://${cfg.admin.host}:${admin.port}` } : {}),
       workers: cfg.source.kind === 'directory' ? cfg.source.dir : cfg.source.url,
@@ -412,7 +430,7 @@ export class AgentFront implements RunningAgent {
     undo.push(() => proxy.close());
     const advertise = cfg.advertise ?? `http://${listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host}:${port}`;
 
-    const { log: _log, admin: _admin, isolateHosts: _n, isolateHostSpares: _s, isolateHostCommand: _c, ...shared } = cfg;
+    const { log: _log, admin: _admin, isolateHosts: _n, isolateHostSpares: _s, isolateHostCommand: _c, isolateHostCordon: _cordon, ...shared } = cfg;
     // A SecretSealer is an object with methods: the hosts open the key file themselves.
     if (shared.source.kind === 'nats') { const { sealer: _sealer, ...src } = shared.source; shared.source = src; }
     const sup = new HostSupervisor<IsolateHostConfig>({
@@ -422,8 +440,11 @@ export class AgentFront implements RunningAgent {
       socketDir,
       log,
       metrics,
+      ...(cfg.isolateHostCordon !== false ? { cordon: { cores: availableParallelism() } } : {}),
       config: (index) => ({
         ...shared,
+        // The cordon host (index = count) starts empty and loads only cordoned namespaces.
+        ...(index === count ? { poolSize: Math.min(shared.poolSize, 1) } : {}),
         agentName: isolateHostName(cfg.agentName, index),
         listen: { path: '' }, // the host names its socket in socketDir
         advertise,
@@ -449,6 +470,7 @@ export class AgentFront implements RunningAgent {
           workers: hosts.flatMap((h) => h.workers).sort((a, b) => a.key.localeCompare(b.key)),
           actors: hosts.flatMap((h) => h.actors),
           hosts: sup.hosts(),
+          ...(sup.cordon ? { cordon: { namespaces: sup.cordon.cordoned(), cpuCores: sup.cordon.rates(performance.now()) } } : {}),
         };
       },
       // Everyone else gets counts only: the full status names every tenant's workers and actors.

@@ -1,13 +1,34 @@
+import { readdirSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '../common/log.js';
+import { isCordonShare } from '../common/isolate-hosts.js';
+import { createLogger, type Logger } from '../common/log.js';
 import { Agent, type IsolateHostConfig } from './agent.js';
-import { asToHost, type FromHost, type ToHost } from './hosts/protocol.js';
+import { asToHost, USAGE_REPORT_MS, type FromHost, type ToHost } from './hosts/protocol.js';
 
 // An isolate-host process (`edge isolate-host`, started only by an agent front, never by
 // hand; docs/isolate-hosts.md). It boots (loads every module), says so, and waits to be told
 // which host to be: a spare waits here until a host dies. Then it is an Agent serving its
 // share of namespaces on a Unix socket in the front's private directory, answering the
 // front's status, metrics, drain and stop over the IPC channel.
+
+/** The cordon host's niceness: the lowest CPU priority, so the kernel serves every other process first. */
+export const CORDON_NICE = 19;
+
+/**
+ * Lowers this process's CPU priority. On Linux a nice value is per thread (setpriority on a
+ * thread id): every thread there is now, and threads started later inherit it from the one
+ * that starts them. Raising one's own nice value needs no privilege (lowering it back would).
+ */
+function renice(nice: number, log: Logger): void {
+  let tids: number[] = [process.pid];
+  try { tids = readdirSync('/proc/self/task').map(Number).filter(Number.isInteger); } catch { /* not Linux: the main thread only */ }
+  let failed = 0;
+  for (const tid of tids) {
+    try { setPriority(tid, nice); } catch { failed++; }
+  }
+  log.info('cordon host runs at the lowest CPU priority', { nice, threads: tids.length, failed });
+}
 
 /** Exit code when the front went away (its IPC channel closed): nothing routes here any more. */
 const EXIT_FRONT_GONE = 70;
@@ -37,9 +58,11 @@ export async function runIsolateHost(): Promise<number> {
     post({ type: 'booted' });
   });
 
-  const { config, index, socketDir } = start;
+  const { config, index, count, socketDir } = start;
   const source = config.source;
-  const log = createLogger({ component: 'isolate-host', host: index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
+  const cordon = isCordonShare({ index, count });
+  const log = createLogger({ component: 'isolate-host', host: cordon ? 'cordon' : index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
+  if (cordon) renice(CORDON_NICE, log);
   const socketPath = join(socketDir, `h${index}.${process.pid}.sock`);
   let agent: Agent;
   try {
@@ -50,6 +73,11 @@ export async function runIsolateHost(): Promise<number> {
   }
   const server = agent.server;
   server.routeListeners.add((routes) => post({ type: 'routes', routes }));
+  // The front's cordon decides with these (hosts/cordon.ts); an idle host says nothing.
+  setInterval(() => {
+    const usage = server.takeUsage();
+    if (Object.keys(usage).length > 0) post({ type: 'usage', usage });
+  }, USAGE_REPORT_MS).unref();
   process.on('message', (raw: unknown) => {
     const m = asToHost(raw);
     if (!m) return;
@@ -59,6 +87,9 @@ export async function runIsolateHost(): Promise<number> {
         return;
       case 'metrics':
         void server.metrics.registry.getMetricsAsJSON().then((metrics) => post({ type: 'metrics', id: m.id, metrics }));
+        return;
+      case 'cordon':
+        agent.setCordoned(m.namespaces);
         return;
       case 'drain':
         void agent.drain().then(() => post({ type: 'drained' }), (err: unknown) => {

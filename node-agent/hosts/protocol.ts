@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client';
-import type { ServedRoutes, WorkerState } from '../serving/worker-server.js';
+import type { NamespaceUsage, ServedRoutes, WorkerState } from '../serving/worker-server.js';
 
 // The IPC messages between an agent's front and its isolate-host processes (the Node IPC
 // channel of child_process, JSON). Both ends are the same build, started by the same
@@ -11,6 +11,8 @@ export type ToHost<Config = unknown> =
   | { type: 'start'; index: number; count: number; socketDir: string; config: Config }
   | { type: 'status'; id: number }
   | { type: 'metrics'; id: number }
+  /** The cordon (hosts/cordon.ts): to the cordon host, the namespaces it serves; to the others, the cordoned ones. */
+  | { type: 'cordon'; namespaces: string[] }
   /** SIGTERM of the agent: hand actors over (Agent.drain), keep serving, answer 'drained'. */
   | { type: 'drain' }
   /** Stop and exit. */
@@ -36,16 +38,21 @@ export type FromHost =
   | { type: 'routes'; routes: ServedRoutes[] }
   | { type: 'status'; id: number; status: HostStatus }
   | { type: 'metrics'; id: number; metrics: MetricsJson }
+  /** CPU and limit kills per namespace since the last one (at most every USAGE_REPORT_MS, none when idle). */
+  | { type: 'usage'; usage: Record<string, NamespaceUsage> }
   | { type: 'drained' };
 
-const TYPES = new Set(['booted', 'ready', 'routes', 'status', 'metrics', 'drained']);
+/** How often a host reports its tenants' usage: what the cordon reacts within. */
+export const USAGE_REPORT_MS = 200;
+
+const TYPES = new Set(['booted', 'ready', 'routes', 'status', 'metrics', 'usage', 'drained']);
 
 /** A message from a host, or undefined for anything else on the channel. */
 export function asFromHost(m: unknown): FromHost | undefined {
   return typeof m === 'object' && m !== null && TYPES.has((m as { type?: string }).type ?? '') ? m as FromHost : undefined;
 }
 
-const TO_HOST_TYPES = new Set(['start', 'status', 'metrics', 'drain', 'stop']);
+const TO_HOST_TYPES = new Set(['start', 'status', 'metrics', 'cordon', 'drain', 'stop']);
 
 export function asToHost<Config>(m: unknown): ToHost<Config> | undefined {
   return typeof m === 'object' && m !== null && TO_HOST_TYPES.has((m as { type?: string }).type ?? '') ? m as ToHost<Config> : undefined;

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { FrontMetrics } from './metrics.js';
-import type { HostTarget } from './supervisor.js';
+import type { HostRoute, HostTarget } from './supervisor.js';
 
 // The public HTTP listener of an agent whose isolates run in isolate-host processes
 // (docs/isolate-hosts.md): it routes each request by Host and path to the host serving the
@@ -18,7 +18,7 @@ export interface HostProxyOptions {
   log: Logger;
   metrics: FrontMetrics;
   /** The host serving a request, by Host header and path; undefined: no worker is routed. */
-  route(host: string, path: string): { index: number; worker: string } | undefined;
+  route(host: string, path: string): HostRoute | undefined;
   /** How to reach host `index`; undefined while it is down. */
   target(index: number): HostTarget | undefined;
 }
@@ -26,6 +26,9 @@ export interface HostProxyOptions {
 // Connection-level headers are the front's and the host's business, not the worker's: node's
 // client writes its own. Upgrade and Connection travel on an upgrade request.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+
+/** Requests the front may send again when a reused connection was reset before any answer. */
+const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const rayId = () => randomBytes(8).toString('hex');
 
@@ -51,6 +54,10 @@ function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] {
   if (addr) out.push('cf-connecting-ip', addr);
   return out;
 }
+
+/** No body follows the headers. */
+const bodiless = (req: IncomingMessage): boolean =>
+  req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] === undefined || req.headers['content-length'] === '0');
 
 function responseHeaders(res: IncomingMessage): string[] {
   const out: string[] = [];
@@ -110,13 +117,18 @@ export class HostProxy {
     plain(res, 503, `worker ${worker} is unavailable: ${why}; retry shortly (ray ${ray})\n`, { 'retry-after': '1', 'x-edge-ray': ray });
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }): void {
+  private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }, retry = false): void {
     const hostHeader = req.headers.host ?? '';
     const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
     const r = this.opts.route(hostHeader, path);
     if (!r) {
       plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
       req.resume();
+      return;
+    }
+    if (r.moving) {
+      // Its body waits unread in the socket meanwhile; the client may give up.
+      void r.moving.then(() => { if (!res.destroyed && !req.destroyed) this.forward(req, res, upgrade, retry); });
       return;
     }
     const t = this.opts.target(r.index);
@@ -153,6 +165,15 @@ export class HostProxy {
       // We cut it ourselves: the client went away (a load generator stopping, a browser tab closed).
       if (clientGone) return;
       if (answered) { res.destroy(); return; }
+      // A pooled connection the host closed as we wrote on it (the host still runs): the host
+      // never read the request, so a bodiless safe one goes again, once, on a new connection,
+      // as Go's Transport and browsers do.
+      if (!retry && !upgrade && preq.reusedSocket && RETRYABLE.has(req.method ?? '') && bodiless(req)
+        && ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as NodeJS.ErrnoException).code === 'EPIPE')) {
+        answered = true;
+        this.forward(req, res, undefined, true);
+        return;
+      }
       answered = true;
       // The host died under the request (or its socket is gone): nothing reached the client yet.
       this.opts.log.warn('isolate host failed a request', { host: r.index, worker: r.worker, error: err });
@@ -165,7 +186,8 @@ export class HostProxy {
     // a 503): the rest of the body is nobody's, so the connection goes with it; otherwise a
     // slow-body client would hold the front's connection after the host let go of it.
     if (!upgrade) res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
-    if (upgrade) preq.end(); else req.pipe(preq);
+    // A bodiless request sent again has already ended: piping it would never end the new one.
+    if (upgrade || retry) preq.end(); else req.pipe(preq);
   }
 
   /** The worker accepted a WebSocket: write its 101 to the client and join the two connections. */

@@ -4,6 +4,7 @@ import { EdgeError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { Router } from '../serving/router.js';
 import type { ServedRoutes } from '../serving/worker-server.js';
+import { CordonPolicy, type CordonChange, type CordonOptions } from './cordon.js';
 import type { FrontMetrics } from './metrics.js';
 import { asFromHost, type FromHost, type HostStatus, type MetricsJson, type ToHost } from './protocol.js';
 
@@ -28,7 +29,28 @@ export interface HostSupervisorOptions<Config> {
   log: Logger;
   metrics: FrontMetrics;
   env?: NodeJS.ProcessEnv;
+  /** Run a cordon host (index = count) for tenants over their CPU share (hosts/cordon.ts); undefined: none. */
+  cordon?: CordonOptions;
 }
+
+/** How often the cordon is evaluated besides on each usage report (releases, decay). */
+const CORDON_TICK_MS = 500;
+/**
+ * A released namespace stays loaded in the cordon host this long after the front stops
+ * routing to it, so requests already on their way there are answered, not 404.
+ */
+const RELEASE_GRACE_MS = 10_000;
+/** The longest a request waits for its cordoned worker to load in the cordon host; then its home host serves it. */
+const MOVE_WAIT_MS = 3_000;
+
+/** Where a request goes; `moving`: wait for it, then ask again (its worker is moving to the cordon host). */
+export interface HostRoute { index: number; worker: string; moving?: Promise<void> }
+
+/**
+ * How long the front keeps an idle connection to a host (the pool's `timeout`): shorter than
+ * the host keeps it (HOST_SOCKET_KEEPALIVE_MS), so it is always the front that closes one.
+ */
+export const FRONT_IDLE_MS = 30_000;
 
 /** Crashes within this window count towards the backoff. */
 const CRASH_WINDOW_MS = 30_000;
@@ -145,6 +167,8 @@ export interface HostInfo {
   up: boolean;
   restarts: number;
   workers: string[];
+  /** The cordon host (hosts/cordon.ts): serves the cordoned namespaces at the lowest CPU priority. */
+  cordon?: true;
 }
 
 export class HostSupervisor<Config> {
@@ -153,12 +177,29 @@ export class HostSupervisor<Config> {
   private stopping = false;
   private router = Router.build<number>([]);
   private spareTimer: NodeJS.Timeout | undefined;
+  /** Decides which namespaces the cordon host serves; undefined without one. */
+  readonly cordon: CordonPolicy | undefined;
+  private cordonTimer: NodeJS.Timeout | undefined;
+  /** Namespaces released from the cordon, and when (see RELEASE_GRACE_MS). */
+  private readonly released = new Map<string, number>();
+  /** What the hosts were last told (see tellHosts). */
+  private cordonTold = '';
+  /** Workers on their way to the cordon host (see moving()). */
+  private readonly moves = new Map<string, { promise: Promise<void>; resolve(): void; expired: boolean }>();
 
   constructor(private readonly opts: HostSupervisorOptions<Config>) {
-    this.slots = Array.from({ length: opts.count }, (_, index) => ({
+    const n = opts.count + (opts.cordon ? 1 : 0);
+    this.slots = Array.from({ length: n }, (_, index) => ({
       index, proc: undefined, target: undefined, routes: [], crashes: [], restarts: 0, timer: undefined, ready: false, downSince: undefined, pending: false,
     }));
+    if (opts.cordon) {
+      this.cordon = new CordonPolicy(opts.cordon);
+      this.cordonTimer = setInterval(() => this.evaluateCordon(), CORDON_TICK_MS);
+      this.cordonTimer.unref();
+    }
   }
+
+  private get cordonSlot(): Slot | undefined { return this.cordon ? this.slots[this.opts.count] : undefined; }
 
   /** Starts every host and the spares; resolves when each host has loaded its initial desired state. */
   async start(): Promise<void> {
@@ -184,9 +225,31 @@ export class HostSupervisor<Config> {
   get ready(): boolean { return this.slots.every((s) => s.ready); }
 
   /** The host that serves a request, by the route table the hosts reported; undefined = no route. */
-  route(host: string, path: string): { index: number; worker: string } | undefined {
+  route(host: string, path: string): HostRoute | undefined {
     const m = this.router.match(host, path);
-    return m ? { index: m.target, worker: m.key } : undefined;
+    if (!m) return undefined;
+    const moving = m.target !== this.opts.count ? this.moving(m.key) : undefined;
+    return { index: m.target, worker: m.key, ...(moving ? { moving } : {}) };
+  }
+
+  /**
+   * While a cordoned namespace's worker is loading in the cordon host, its requests wait
+   * here rather than run in the home host: at normal priority the tenant would out-compete
+   * the cordon host that is loading it, and the move would take as long as it spins.
+   */
+  private moving(key: string): Promise<void> | undefined {
+    const slot = this.cordonSlot;
+    if (!slot?.target || !this.cordon!.isCordoned(key.slice(0, key.indexOf('/')))) return undefined;
+    let m = this.moves.get(key);
+    if (!m) {
+      let resolveMove!: () => void;
+      const promise = new Promise<void>((r) => { resolveMove = r; });
+      const timer = setTimeout(() => { m!.expired = true; resolveMove(); }, MOVE_WAIT_MS);
+      timer.unref();
+      m = { promise, resolve: () => { clearTimeout(timer); resolveMove(); }, expired: false };
+      this.moves.set(key, m);
+    }
+    return m.expired ? undefined : m.promise;
   }
 
   /** How to reach host `index`, or undefined while it is down. */
@@ -195,7 +258,10 @@ export class HostSupervisor<Config> {
   }
 
   hosts(): HostInfo[] {
-    return this.slots.map((s) => ({ index: s.index, pid: s.proc?.pid, up: s.target !== undefined, restarts: s.restarts, workers: s.routes.map((r) => r.key) }));
+    return this.slots.map((s) => ({
+      index: s.index, pid: s.proc?.pid, up: s.target !== undefined, restarts: s.restarts, workers: s.routes.map((r) => r.key),
+      ...(s === this.cordonSlot ? { cordon: true as const } : {}),
+    }));
   }
 
   /** Every host's status (hosts that are down or silent are left out). */
@@ -224,6 +290,8 @@ export class HostSupervisor<Config> {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.spareTimer) clearTimeout(this.spareTimer);
+    if (this.cordonTimer) clearInterval(this.cordonTimer);
+    for (const m of this.moves.values()) { m.expired = true; m.resolve(); }
     for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
     const procs = [...this.slots.flatMap((s) => s.proc ? [s.proc] : []), ...this.spares.splice(0)];
     await Promise.all(procs.map(async (p) => {
@@ -275,14 +343,21 @@ export class HostSupervisor<Config> {
     const p = await this.takeProcess();
     if (this.stopping) { p.kill('SIGKILL'); throw new IsolateHostStartError('the agent is stopping'); }
     slot.proc = p;
-    p.onMessage = (m) => { if (m.type === 'routes') this.setRoutes(slot, m.routes); };
+    p.onMessage = (m) => {
+      if (m.type === 'routes') this.setRoutes(slot, m.routes);
+      else if (m.type === 'usage' && this.cordon) {
+        this.cordon.report(performance.now(), m.usage);
+        this.evaluateCordon();
+      }
+    };
     void p.exited.then(() => this.exited(slot, p));
     const ready = p.next('ready');
     p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
     const m = await ready;
-    slot.target = { index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity }) };
+    slot.target = { index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity, timeout: FRONT_IDLE_MS }) };
     slot.ready = true;
     this.setRoutes(slot, m.routes);
+    if (this.cordon) this.tellHosts(true);
     this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
     this.fillSpares();
     if (slot.downSince !== undefined) {
@@ -296,7 +371,65 @@ export class HostSupervisor<Config> {
 
   private setRoutes(slot: Slot, routes: ServedRoutes[]): void {
     slot.routes = routes;
-    this.router = Router.build(this.slots.flatMap((s) => s.routes.map((r) => ({ key: r.key, routes: r.routes, target: s.index }))));
+    this.rebuildRouter();
+  }
+
+  /**
+   * One claimant per worker: a cordoned namespace's workers go to the cordon host once it has
+   * loaded them, and to their home host until then (and again once released), so a move
+   * never leaves a moment with no host for them.
+   */
+  private rebuildRouter(): void {
+    const cordonSlot = this.cordonSlot;
+    const inCordon = new Set(cordonSlot?.routes.map((r) => r.key) ?? []);
+    const cordoned = (key: string) => this.cordon?.isCordoned(key.slice(0, key.indexOf('/'))) === true;
+    this.router = Router.build(this.slots.flatMap((s) => s.routes
+      .filter((r) => s === cordonSlot ? cordoned(r.key) : !(cordoned(r.key) && inCordon.has(r.key)))
+      .map((r) => ({ key: r.key, routes: r.routes, target: s.index }))));
+    // Moves that are over: loaded in the cordon host, or released (or timed out) and home again.
+    for (const [key, m] of this.moves) {
+      if (inCordon.has(key) || !cordoned(key)) {
+        m.resolve();
+        this.moves.delete(key);
+      }
+    }
+  }
+
+  private evaluateCordon(): void {
+    if (!this.cordon || this.stopping) return;
+    const now = performance.now();
+    const changes = this.cordon.evaluate(now);
+    for (const c of changes) {
+      this.logCordon(c);
+      if (c.cordoned) this.released.delete(c.namespace); else this.released.set(c.namespace, now);
+    }
+    for (const [ns, at] of this.released) if (now - at >= RELEASE_GRACE_MS) this.released.delete(ns);
+    const cordoned = this.cordon.cordoned();
+    this.opts.metrics.cordoned.set(cordoned.length);
+    if (changes.length > 0) this.rebuildRouter();
+    this.tellHosts();
+  }
+
+  /**
+   * The cordon host serves the cordoned namespaces and, for a grace period, the ones just
+   * released; the home hosts let their warm isolates of the cordoned ones go.
+   */
+  private tellHosts(force = false): void {
+    const cordoned = this.cordon!.cordoned();
+    const serve = [...new Set([...cordoned, ...this.released.keys()])].sort();
+    const told = `${serve.join(',')};${cordoned.join(',')}`;
+    if (!force && told === this.cordonTold) return;
+    this.cordonTold = told;
+    for (const s of this.slots) s.proc?.send({ type: 'cordon', namespaces: s === this.cordonSlot ? serve : cordoned });
+  }
+
+  private logCordon(c: CordonChange): void {
+    if (c.cordoned) {
+      this.opts.metrics.cordons.inc({ namespace: c.namespace, reason: c.reason ?? 'cpu-share' });
+      this.opts.log.warn('namespace cordoned: its workers move to the low-priority isolate host', { namespace: c.namespace, reason: c.reason, cpuCores: c.cpuCores });
+    } else {
+      this.opts.log.info('namespace released from the cordon', { namespace: c.namespace, cpuCores: c.cpuCores });
+    }
   }
 
   private exited(slot: Slot, p: HostProcess): void {

@@ -86,6 +86,8 @@ export type BindingsFactory = (ctx: BindingContext) => IsolateBindings;
 export interface IsolateHooks {
   onLog(worker: string, level: string, message: string): void;
   onDispose(worker: string, reason: DisposalReason): void;
+  /** CPU time one request (or the module's top level) used, when it ends: the agent's per-tenant CPU accounting. */
+  onCpu?(worker: string, cpuMs: number): void;
   /** Builds each isolate's host callbacks (bindings/hostBindings in the agent). */
   bindings: BindingsFactory;
   /** The agent's sockets; WebSockets the isolate accepts are registered here (default: a registry of its own). */
@@ -193,7 +195,12 @@ interface Inflight {
   settled: boolean;
   /** Set while the module loads: the startup budgets apply, and no I/O is allowed. */
   startup?: boolean;
+  /** CPU time up to which hooks.onCpu was told (cpuStart until the first report). */
+  cpuCounted?: bigint;
 }
+
+/** A request still running is counted (hooks.onCpu) in steps of at least this much CPU, so a spinning tenant shows within a watchdog tick. */
+const CPU_REPORT_STEP_NS = 20_000_000n;
 
 export class WorkerIsolate implements IsolateOwner {
   private nextId = 1;
@@ -341,7 +348,12 @@ export class WorkerIsolate implements IsolateOwner {
   checkBudgets(now: number): void {
     const r = this.inflight;
     if (!r || this.dead) return;
-    const cpuMs = Number(this.warm.isolate.cpuTime - r.cpuStart) / 1e6;
+    const cpuNow = this.warm.isolate.cpuTime;
+    const cpuMs = Number(cpuNow - r.cpuStart) / 1e6;
+    if (this.hooks.onCpu && cpuNow - (r.cpuCounted ?? r.cpuStart) >= CPU_REPORT_STEP_NS) {
+      this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
+      r.cpuCounted = cpuNow;
+    }
     if (cpuMs > (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest)) this.kill('cpu');
     else if (now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
   }
@@ -488,6 +500,7 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   private free(): void {
+    this.reportCpu();
     // Nothing a request started outlives it: an ai stream it left open is aborted.
     this.bindings.requestEnded();
     this.inflight = undefined;
@@ -508,6 +521,17 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
+  private reportCpu(): void {
+    const r = this.inflight;
+    if (!r || !this.hooks.onCpu || this.warm.isolate.isDisposed) return;
+    try {
+      const now = this.warm.isolate.cpuTime;
+      this.hooks.onCpu(this.def.name, Number(now - (r.cpuCounted ?? r.cpuStart)) / 1e6);
+      // Counted once, whether the request ends or the isolate is disposed under it.
+      r.cpuCounted = now;
+    } catch { /* the isolate went away under us: nothing to count */ }
+  }
+
   dispose(reason: DisposalReason): void {
     if (this.disposed) return;
     this.disposed = true;
@@ -516,6 +540,7 @@ export class WorkerIsolate implements IsolateOwner {
     // Nothing is left to answer the isolate's WebSockets: their clients see them close.
     this.sockets.closeAll(reason === 'shutdown' ? 1001 : 1011, reason === 'shutdown' ? 'the edge agent is shutting down' : `the worker's isolate was disposed (${reason})`);
     this.warm.owner.current = null;
+    this.reportCpu();
     if (!this.warm.isolate.isDisposed) {
       try { this.warm.isolate.dispose(); } catch { /* already gone */ }
     }

@@ -31,6 +31,8 @@ export interface HttpFrontOptions {
   slowClients?: Partial<SlowClientLimits>;
   /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed (default: none). */
   trustedProxies?: TrustedProxies;
+  /** Told each request routed to a worker (the per-tenant usage the agent's cordon weighs). */
+  onRequest?(worker: string): void;
 }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
@@ -69,6 +71,9 @@ export function requestUrl(proto: string, hostHeader: string | undefined, target
     throw new HttpError(400, `request target "${target}" with host "${host}" is not a valid URL`);
   }
 }
+
+/** Idle keep-alive time of a Unix-socket listener: longer than the front keeps an idle connection. */
+export const HOST_SOCKET_KEEPALIVE_MS = 120_000;
 
 function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
   if (res.headersSent) { res.destroy(); return; }
@@ -144,6 +149,11 @@ export class HttpFront {
   /** Listens on TCP, or on a Unix socket (`{ path }`, port 0 returned). */
   async listen(port: number | { path: string }, host = '127.0.0.1'): Promise<number> {
     if (typeof port === 'object') {
+      // Behind the agent's front (docs/isolate-hosts.md) the only client is the front's
+      // connection pool, which closes idle connections itself (FRONT_IDLE_MS in
+      // hosts/supervisor.ts). Were this side to close them at 5 s, a request the front writes
+      // on a connection this side is closing at that instant is reset before it is read.
+      this.server.keepAliveTimeout = HOST_SOCKET_KEEPALIVE_MS;
       this.server.listen(port.path);
       await once(this.server, 'listening');
       return 0;
@@ -267,6 +277,7 @@ export class HttpFront {
       return;
     }
     const name = worker.def.name;
+    this.opts.onRequest?.(name);
     const finish = (status: number) => {
       this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
     };

@@ -53,6 +53,8 @@ export class WorkerHost {
   private closed = false;
   private reaper: NodeJS.Timeout | undefined;
   private drained: (() => void) | undefined;
+  /** Set while its namespace runs in the agent's cordon host: no isolates kept warm here. */
+  private dormant = false;
   /** Socket events waiting, per isolate (an entry exists only while some wait). */
   private readonly events = new Map<WorkerIsolate, { queue: QueuedEvent[]; bytes: number }>();
   private readonly socketOwner: SocketOwner = {
@@ -63,6 +65,34 @@ export class WorkerHost {
   constructor(readonly def: WorkerDefinition, private readonly opts: WorkerHostOptions) {}
 
   get isolates(): number { return this.all.size; }
+
+  /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant. */
+  private get minWarm(): number { return this.dormant ? 0 : this.opts.minWarm; }
+
+  /**
+   * Dormant: the agent's cordon host serves this worker's namespace now (hosts/cordon.ts),
+   * so its idle isolates here go at once rather than after idleMs, and none are kept warm;
+   * awake again, minWarmIsolates are loaded back.
+   */
+  setDormant(dormant: boolean): void {
+    if (this.dormant === dormant || this.closed) return;
+    this.dormant = dormant;
+    if (dormant) {
+      for (let i = this.idle.length - 1; i >= 0; i--) {
+        const w = this.idle[i]!;
+        if (w.openSockets > 0) continue;
+        this.idle.splice(i, 1);
+        w.dispose('idle');
+        this.forget(w);
+      }
+      return;
+    }
+    for (let n = this.all.size + this.loading; n < this.minWarm; n++) {
+      this.load().then((w) => this.release(w), (err: unknown) => {
+        this.opts.log.error('could not load a warm isolate', { worker: this.def.name, error: err });
+      });
+    }
+  }
 
   /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
   async start(): Promise<void> {
@@ -210,7 +240,7 @@ export class WorkerHost {
       this.load().then(waiter.resolve, (err: unknown) => waiter.reject(err instanceof Error ? err : new Error(String(err))));
       return;
     }
-    if (this.all.size + this.loading < this.opts.minWarm) {
+    if (this.all.size + this.loading < this.minWarm) {
       // release(), not putIdle(): a request that arrived while this loaded is waiting for it.
       this.load().then((w) => this.release(w), (err: unknown) => {
         this.opts.log.error('could not replace a disposed isolate', { worker: this.def.name, error: err });
@@ -222,7 +252,7 @@ export class WorkerHost {
     const now = performance.now();
     // Oldest-used first; keep minWarm; an isolate with open sockets stays until they close.
     this.idle.sort((a, b) => b.lastUsed - a.lastUsed);
-    for (let i = this.idle.length - 1; i >= 0 && this.all.size > this.opts.minWarm; i--) {
+    for (let i = this.idle.length - 1; i >= 0 && this.all.size > this.minWarm; i--) {
       const w = this.idle[i]!;
       if (now - w.lastUsed < this.opts.idleMs) break;
       if (w.openSockets > 0) continue;

@@ -49,6 +49,21 @@ export interface WorkerServerOptions {
   maxIsolateWebSocketBacklogBytes?: number;
 }
 
+const namespaceOfKey = (key: string): string => key.slice(0, key.indexOf('/'));
+
+/** What a namespace's isolates used since the last takeUsage() (told to the agent's front by an isolate host). */
+export interface NamespaceUsage {
+  /** CPU time of its isolates (ms). */
+  cpuMs: number;
+  /** Requests routed to its workers (the host's own work for each is not in cpuMs). */
+  requests: number;
+  /**
+   * Limits the tenant ran into: isolates killed for their CPU or memory limit, WebSockets
+   * closed because the worker sent more than a client would read (work the host did for it).
+   */
+  limitHits: number;
+}
+
 /** A worker's routes, as the route table has them (told to the agent's front by an isolate host). */
 export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
 
@@ -77,6 +92,9 @@ export class WorkerServer {
   readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
   /** Told every served worker's routes whenever the route table is rebuilt. */
   readonly routeListeners = new Set<(routes: ServedRoutes[]) => void>();
+  private usage = new Map<string, NamespaceUsage>();
+  /** Namespaces the agent's cordon host serves now (this is their home host): kept loaded, not warm. */
+  private dormant: ReadonlySet<string> = new Set();
 
   constructor(private readonly opts: WorkerServerOptions) {
     this.metrics = new AgentMetrics(opts.metricLabels);
@@ -92,6 +110,7 @@ export class WorkerServer {
       maxIsolateBacklogBytes: opts.maxIsolateWebSocketBacklogBytes,
       observer: {
         backlogClosed: (worker) => {
+          this.usageOf(worker).limitHits++;
           this.metrics.webSocketBacklogCloses.inc({ worker });
           opts.log.warn('WebSocket closed: its client is not reading what the worker sends', { worker });
         },
@@ -106,7 +125,9 @@ export class WorkerServer {
         workerLog[lvl](message, { worker, console: level });
         for (const l of this.consoleListeners) l(worker, level, message);
       },
+      onCpu: (worker, cpuMs) => { this.usageOf(worker).cpuMs += cpuMs; },
       onDispose: (worker, reason) => {
+        if (reason === 'cpu' || reason === 'memory') this.usageOf(worker).limitHits++;
         this.metrics.disposals.inc({ worker, reason });
         if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
       },
@@ -119,10 +140,31 @@ export class WorkerServer {
       sockets: this.sockets,
       slowClients: opts.slowClients,
       trustedProxies: new TrustedProxies(opts.trustedProxies),
+      onRequest: (worker) => { this.usageOf(worker).requests++; },
     });
   }
 
   get ready(): boolean { return this.initialLoad && !this.stopped; }
+
+  /** Namespaces whose workers the agent's cordon host serves now: their isolates here are let go. */
+  setDormant(namespaces: ReadonlySet<string>): void {
+    this.dormant = namespaces;
+    for (const s of this.served.values()) s.host.setDormant(namespaces.has(namespaceOfKey(s.desired.key)));
+  }
+
+  /** CPU and limit kills per namespace since the last call (the front's cordon decides with them). */
+  takeUsage(): Record<string, NamespaceUsage> {
+    const out = Object.fromEntries(this.usage);
+    this.usage = new Map();
+    return out;
+  }
+
+  private usageOf(worker: string): NamespaceUsage {
+    const ns = namespaceOfKey(worker);
+    let u = this.usage.get(ns);
+    if (!u) { u = { cpuMs: 0, requests: 0, limitHits: 0 }; this.usage.set(ns, u); }
+    return u;
+  }
 
   /** Listens on TCP (`listenPort`, `listenHost`) or on a Unix socket (`{ path }`; returns 0). */
   async start(listenPort: number | { path: string }, listenHost = '127.0.0.1'): Promise<number> {
@@ -184,6 +226,7 @@ export class WorkerServer {
       return;
     }
     this.errors.delete(w.key);
+    host.setDormant(this.dormant.has(namespaceOfKey(w.key)));
     this.served.set(w.key, { desired: w, host });
     this.rebuildRouter();
     for (const l of this.versionListeners) l(w.key);

@@ -16,6 +16,8 @@ import { DirectorySource } from '../../node-agent/control/desired-state.js';
 export interface WorkerSpecInput {
   name: string;
   source: string;
+  /** metadata.namespace (default: none, which directory mode reads as "default"). */
+  namespace?: string;
   host?: string;
   pathPrefix?: string;
   limits?: Partial<{ cpuMsPerRequest: number; memoryMiB: number; subrequests: number; wallMsPerRequest: number }>;
@@ -27,7 +29,7 @@ export function workerManifest(w: WorkerSpecInput): string {
   return stringify({
     apiVersion: 'edge.isolates.dev/v1alpha1',
     kind: 'EdgeWorker',
-    metadata: { name: w.name },
+    metadata: { name: w.name, ...(w.namespace ? { namespace: w.namespace } : {}) },
     spec: {
       routes: [{ host: w.host ?? `${w.name}.test`, pathPrefix: w.pathPrefix ?? '/' }],
       placement: { minWarmIsolates: w.minWarmIsolates ?? 1 },

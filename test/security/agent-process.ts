@@ -24,12 +24,12 @@ export interface AgentProcess {
   stop(): void;
 }
 
-export async function startAgentProcess(workers: WorkerSpecInput[], extraArgs: string[] = []): Promise<AgentProcess> {
+export async function startAgentProcess(workers: WorkerSpecInput[], extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'edge-security-'));
   for (const w of workers) writeFileSync(join(dir, `${w.name}.yaml`), workerManifest(w));
   const [port, admin] = await Promise.all([freePort(), freePort()]);
   let output = '';
-  const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
   const stop = () => {
