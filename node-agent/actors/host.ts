@@ -14,6 +14,20 @@ import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/proto
 // only once that write is durable (the output gate): if the write is refused because
 // another agent claimed the actor meanwhile, the response is discarded and the actor
 // deactivated here, so a stale owner can never have a write acknowledged.
+//
+// A request that wrote nothing is fenced too (the read barrier): its response is released
+// only after the log is seen to still end at this activation's own last write, i.e.
+// nobody claimed or wrote the actor between the activation's last write and a moment
+// after the read ran. A superseded activation (its owner was paused, partitioned, or
+// behind on the ring) therefore answers nothing from its stale memory: it deactivates and
+// the call goes back to the router (421, certainly without a write). The same proof is
+// made before an alarm() handler runs, and after the event loop was stalled (SIGSTOP,
+// a long pause) before anything else runs on an activation; every activation is then
+// checked at once so a superseded one leaves `/status` without waiting for traffic.
+// Why not a lease that skips the check while it holds: claims here do not wait for the
+// previous owner's lease (a claim is a compare-and-set on the log, made by whoever the
+// caller's ring names), so a lease on the owner's side alone would not stop a stale read.
+// See docs/actors.md, "Consistency".
 
 /** The durable log, as actor-log.ts provides it. */
 export interface ActorLogPort {
@@ -22,6 +36,8 @@ export interface ActorLogPort {
   commit(addr: ActorAddress, epoch: number, expectedSeq: number, ops: StorageOp[]): Promise<number>;
   release(addr: ActorAddress, agent: string, epoch: number, expectedSeq: number): Promise<number>;
   compact(addr: ActorAddress, epoch: number, expectedSeq: number, state: ActorState, agent?: string): Promise<{ seq: number }>;
+  /** The last sequence on the actor's log (0: none): the read barrier compares it with the owner's own last write. */
+  lastSequence(addr: ActorAddress): Promise<number>;
 }
 
 /** The storage an actor isolate reads and writes (actor-storage.ts). */
@@ -72,12 +88,22 @@ export interface ActorHostOptions {
 
 type Task<T> = () => Promise<T>;
 
+/**
+ * An event-loop gap longer than this (SIGSTOP, a stalled process) makes every activation
+ * prove it still owns its actor before it runs anything again. Measured on the monotonic
+ * clock, which keeps running while the process is stopped.
+ */
+export const STALL_MS = 1000;
+const TICK_MS = 200;
+
 class Activation {
   private queue: Promise<unknown> = Promise.resolve();
   private pending = 0;
   lastUsed = Date.now();
   commits = 0;
   closed = false;
+  /** May have been superseded without noticing (the process was stalled): prove ownership before running anything. */
+  suspect = false;
 
   constructor(
     readonly config: ActorConfig,
@@ -106,11 +132,15 @@ export class ActorHost implements ActorRunner {
   private readonly active = new Map<string, Activation>();
   private readonly activating = new Map<string, Promise<Activation>>();
   private sweeper: NodeJS.Timeout | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private lastTick = performance.now();
   private draining = false;
 
   constructor(private readonly opts: ActorHostOptions) {
     this.sweeper = setInterval(() => this.evictIdle(), 1000);
     this.sweeper.unref();
+    this.ticker = setInterval(() => this.checkStall(), TICK_MS);
+    this.ticker.unref();
   }
 
   /** Active actors per DurableActor (actorClassKey), for the agent's report. */
@@ -130,19 +160,27 @@ export class ActorHost implements ActorRunner {
   /** Runs one request on the actor, activating it here if needed. */
   async call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
     const act = await this.activation(config, id);
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
       let res: PeerResponse;
       try {
         res = await act.instance.fetch(req);
       } catch (err) {
         // The actor's code did not finish cleanly: whatever it wrote is dropped with it.
         act.storage.discardPending();
-        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+        if (err instanceof ActorResetError || act.instance.dead) {
+          await this.deactivate(act, Why.Reset, false);
+          throw err;
+        }
+        // An error is an answer too, computed from the actor's state: fenced like a read.
+        await this.prove(act);
         throw err;
       }
-      await this.commit(act);
+      // The output gate: a write is proven current by its fenced commit, a read by the barrier.
+      if (!(await this.commit(act))) await this.prove(act);
       return res;
     });
   }
@@ -153,9 +191,14 @@ export class ActorHost implements ActorRunner {
    */
   async alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
     const act = await this.activation(config, id);
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      // A handler's effects are not all in storage (fetch, logs, other actors): it runs only
+      // on an activation the log still names, so a superseded owner (woken from a pause,
+      // or whose ring lags) never runs an alarm its successor already ran.
+      await this.prove(act);
       if (act.storage.alarm !== time) return false;
       try {
         await act.instance.alarm(retryCount);
@@ -178,17 +221,21 @@ export class ActorHost implements ActorRunner {
 
   /** Runs a task (a socket event) through the actor's input gate, committing what it wrote. */
   async withActor(key: string, task: () => Promise<void>): Promise<void> {
+    this.checkStall();
     const act = this.active.get(key);
     if (!act) throw new NotHereError(`actor ${key} is not active here`);
     await act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
       try { await task(); } catch (err) { act.storage.discardPending(); throw err; }
       await this.commit(act);
     });
   }
 
-  private async commit(act: Activation): Promise<void> {
+  /** Commits what the current task wrote; false when it wrote nothing (nothing proved ownership then). */
+  private async commit(act: Activation): Promise<boolean> {
     const ops = act.storage.takePending();
-    if (ops.length === 0) return;
+    if (ops.length === 0) return false;
     try {
       act.seq = await this.opts.durable.commit(act.addr, act.epoch, act.seq, ops);
     } catch (err) {
@@ -210,6 +257,46 @@ export class ActorHost implements ActorRunner {
       } catch (err) {
         this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });
       }
+    }
+    return true;
+  }
+
+  /**
+   * The read barrier: resolves when the actor's log still ends at this activation's own
+   * last write (claim, commit or snapshot), so nobody claimed or wrote the actor since;
+   * otherwise deactivates it and throws NotHereError (the router retries on the owner).
+   * When the log cannot be read the activation stays, unproven, and the error propagates:
+   * nothing is answered that could not be proven current.
+   */
+  private async prove(act: Activation): Promise<void> {
+    const last = await this.opts.durable.lastSequence(act.addr);
+    if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+    if (last !== act.seq) {
+      this.opts.log.warn('actor superseded: the log moved on since this activation\'s last write; deactivating', {
+        actor: act.key, epoch: act.epoch, seq: act.seq, logSeq: last,
+      });
+      await this.deactivate(act, Why.Fenced, false);
+      throw new NotHereError(`actor ${act.key} moved to another agent`);
+    }
+    act.suspect = false;
+  }
+
+  /**
+   * Notices an event-loop gap (the process was stopped or stalled): every activation may
+   * have been superseded meanwhile, so each proves ownership before it runs anything
+   * again, and is checked now so a superseded one is dropped without waiting for a call.
+   */
+  private checkStall(): void {
+    const now = performance.now();
+    const gap = now - this.lastTick;
+    this.lastTick = now;
+    if (gap <= STALL_MS || this.active.size === 0) return;
+    this.opts.log.info('event loop was stalled: actors prove they are still owned here before serving', { gapMs: Math.round(gap), actors: this.active.size });
+    for (const act of this.active.values()) {
+      act.suspect = true;
+      act.run(async () => { if (act.suspect && !act.closed) await this.prove(act); }).catch((err: unknown) => {
+        if (!(err instanceof NotHereError)) this.opts.log.warn('actor ownership check after a stall failed; the next call retries it', { actor: act.key, error: err });
+      });
     }
   }
 
@@ -307,6 +394,7 @@ export class ActorHost implements ActorRunner {
 
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.ticker) clearInterval(this.ticker);
     for (const act of [...this.active.values()]) await this.deactivate(act, Why.Shutdown, false);
   }
 }
