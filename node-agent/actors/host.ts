@@ -96,6 +96,10 @@ type Task<T> = () => Promise<T>;
 export const STALL_MS = 1000;
 const TICK_MS = 200;
 
+/** How many of an activation's own log sequences a read barrier can recognise. */
+const OWN_SEQS = 64;
+const noop = () => undefined;
+
 class Activation {
   private queue: Promise<unknown> = Promise.resolve();
   private pending = 0;
@@ -104,6 +108,13 @@ class Activation {
   closed = false;
   /** May have been superseded without noticing (the process was stalled): prove ownership before running anything. */
   suspect = false;
+  private lastSeq = 0;
+  /** This activation's own records on the log (claim, commits, snapshots), newest last. */
+  private readonly own: number[] = [];
+  private inflight: Promise<number> | undefined;
+  private queued: Promise<number> | undefined;
+  /** Reads waiting for their barrier: a hand-over answers them before it releases. */
+  private readonly reads = new Set<Promise<unknown>>();
 
   constructor(
     readonly config: ActorConfig,
@@ -112,10 +123,47 @@ class Activation {
     readonly storage: ActorStoragePort,
     readonly instance: ActorInstancePort,
     public epoch: number,
-    public seq: number,
-  ) {}
+    seq: number,
+  ) {
+    this.seq = seq;
+  }
 
-  get busy(): boolean { return this.pending > 0; }
+  /** The sequence of this activation's last write: what its next fenced write expects. */
+  get seq(): number { return this.lastSeq; }
+  set seq(s: number) {
+    this.lastSeq = s;
+    this.own.push(s);
+    if (this.own.length > OWN_SEQS) this.own.shift();
+  }
+
+  /**
+   * Whether a log that ends at `last` proves that nothing but this activation wrote since
+   * its sequence was `since`: every write of ours is fenced on the one before, so when the
+   * log ends at one of ours, no other writer got in between.
+   */
+  current(last: number, since: number): boolean {
+    return last >= since && this.own.includes(last);
+  }
+
+  /**
+   * The log's last sequence, from a check sent after this call. Concurrent callers share
+   * one check: while one is in flight, later callers wait for the next, which starts when
+   * it returns, so a burst of reads costs two round trips, not one each.
+   */
+  barrier(lastSequence: () => Promise<number>): Promise<number> {
+    const launch = (): Promise<number> => {
+      const p = lastSequence();
+      this.inflight = p;
+      const clear = () => { if (this.inflight === p) this.inflight = undefined; };
+      p.then(clear, clear);
+      return p;
+    };
+    if (!this.inflight) return launch();
+    this.queued ??= this.inflight.then(noop, noop).then(() => { this.queued = undefined; return launch(); });
+    return this.queued;
+  }
+
+  get busy(): boolean { return this.pending > 0 || this.reads.size > 0; }
 
   /** The input gate: one task at a time, in arrival order. */
   run<T>(task: Task<T>): Promise<T> {
@@ -125,7 +173,15 @@ class Activation {
     return next;
   }
 
-  idle(): Promise<unknown> { return this.queue; }
+  /** Keeps a read's barrier in what idle() waits for. */
+  hold<T>(read: Promise<T>): Promise<T> {
+    this.reads.add(read);
+    const done = () => { this.reads.delete(read); this.lastUsed = Date.now(); };
+    read.then(done, done);
+    return read;
+  }
+
+  idle(): Promise<unknown> { return Promise.allSettled([this.queue, ...this.reads]); }
 }
 
 export class ActorHost implements ActorRunner {
@@ -162,7 +218,7 @@ export class ActorHost implements ActorRunner {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
     const act = await this.activation(config, id);
-    return act.run(async () => {
+    const done = await act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       if (act.suspect) await this.prove(act);
       let res: PeerResponse;
@@ -179,10 +235,12 @@ export class ActorHost implements ActorRunner {
         await this.prove(act);
         throw err;
       }
-      // The output gate: a write is proven current by its fenced commit, a read by the barrier.
-      if (!(await this.commit(act))) await this.prove(act);
-      return res;
+      // The output gate: a write is proven current by its fenced commit; a read waits, out
+      // of the input gate, for the read barrier.
+      return { res, readAt: (await this.commit(act)) ? -1 : act.seq };
     });
+    if (done.readAt >= 0) await act.hold(this.prove(act, done.readAt));
+    return done.res;
   }
 
   /**
@@ -262,23 +320,27 @@ export class ActorHost implements ActorRunner {
   }
 
   /**
-   * The read barrier: resolves when the actor's log still ends at this activation's own
-   * last write (claim, commit or snapshot), so nobody claimed or wrote the actor since;
-   * otherwise deactivates it and throws NotHereError (the router retries on the owner).
-   * When the log cannot be read the activation stays, unproven, and the error propagates:
-   * nothing is answered that could not be proven current.
+   * The read barrier: resolves when the actor's log, read after this call, still ends at
+   * one of this activation's own writes made since its sequence was `since` (default: its
+   * last write), so nobody claimed or wrote the actor in between; otherwise deactivates it
+   * and throws NotHereError (the router retries on the owner). When the log cannot be read
+   * the activation stays, unproven, and the error propagates: nothing is answered that
+   * could not be proven current.
    */
-  private async prove(act: Activation): Promise<void> {
-    const last = await this.opts.durable.lastSequence(act.addr);
-    if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
-    if (last !== act.seq) {
+  private async prove(act: Activation, since = act.seq): Promise<void> {
+    const last = await act.barrier(() => this.opts.durable.lastSequence(act.addr));
+    if (act.current(last, since)) {
+      act.suspect = false;
+      return;
+    }
+    // Released here meanwhile (hand-over) or fenced by a concurrent write: nothing stale to report.
+    if (!act.closed) {
       this.opts.log.warn('actor superseded: the log moved on since this activation\'s last write; deactivating', {
         actor: act.key, epoch: act.epoch, seq: act.seq, logSeq: last,
       });
       await this.deactivate(act, Why.Fenced, false);
-      throw new NotHereError(`actor ${act.key} moved to another agent`);
     }
-    act.suspect = false;
+    throw new NotHereError(`actor ${act.key} moved to another agent`);
   }
 
   /**

@@ -307,6 +307,26 @@ describe('actor host: the read barrier', () => {
     expect(durable.checks.length).toBe(before);
   });
 
+  it('shares one log check among concurrent reads: a burst costs two checks, not one each', async () => {
+    const { host, durable } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    let held = deferred();
+    durable.hook = async (op) => { if (op === 'check') await held.promise; };
+    const first = host.call(config, A, textRequest('/read'));
+    await settled(first);
+    // These finish while the first check is in flight: they need a check sent after them.
+    const burst = Array.from({ length: 10 }, () => host.call(config, A, textRequest('/read')));
+    await settled(burst[9]!);
+    const before = durable.checks.length;
+    const firstHeld = held;
+    held = deferred();
+    firstHeld.resolve();
+    expect(textOf(await first)).toBe('1');
+    held.resolve();
+    expect((await Promise.all(burst)).map(textOf)).toEqual(Array(10).fill('1'));
+    expect(durable.checks.length - before).toBe(2);
+  });
+
   it('answers no read from a superseded activation: it deactivates, and the next call reads the new owner\'s writes', async () => {
     const { host, durable, factory, lines } = setup();
     await host.call(config, A, textRequest('/inc', 'POST'));
