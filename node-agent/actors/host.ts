@@ -16,9 +16,9 @@ import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/proto
 // deactivated here, so a stale owner can never have a write acknowledged.
 //
 // A request that wrote nothing is fenced too (the read barrier): its response is released
-// only after the log is seen to still end at this activation's own last write, i.e.
-// nobody claimed or wrote the actor between the activation's last write and a moment
-// after the read ran. A superseded activation (its owner was paused, partitioned, or
+// only after a log check sent after the read ran shows the log still ends at one of this
+// activation's own writes since, i.e. nobody claimed or wrote the actor in between (reads
+// that finish together share one check, outside the input gate). A superseded activation (its owner was paused, partitioned, or
 // behind on the ring) therefore answers nothing from its stale memory: it deactivates and
 // the call goes back to the router (421, certainly without a write). The same proof is
 // made before an alarm() handler runs, and after the event loop was stalled (SIGSTOP,
