@@ -14,6 +14,20 @@ import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/proto
 // only once that write is durable (the output gate): if the write is refused because
 // another agent claimed the actor meanwhile, the response is discarded and the actor
 // deactivated here, so a stale owner can never have a write acknowledged.
+//
+// A request that wrote nothing is fenced too (the read barrier): its response is released
+// only after a log check sent after the read ran shows the log still ends at one of this
+// activation's own writes since, i.e. nobody claimed or wrote the actor in between (reads
+// that finish together share one check, outside the input gate). A superseded activation (its owner was paused, partitioned, or
+// behind on the ring) therefore answers nothing from its stale memory: it deactivates and
+// the call goes back to the router (421, certainly without a write). The same proof is
+// made before an alarm() handler runs, and after the event loop was stalled (SIGSTOP,
+// a long pause) before anything else runs on an activation; every activation is then
+// checked at once so a superseded one leaves `/status` without waiting for traffic.
+// Why not a lease that skips the check while it holds: claims here do not wait for the
+// previous owner's lease (a claim is a compare-and-set on the log, made by whoever the
+// caller's ring names), so a lease on the owner's side alone would not stop a stale read.
+// See docs/actors.md, "Consistency".
 
 /** The durable log, as actor-log.ts provides it. */
 export interface ActorLogPort {
@@ -22,6 +36,8 @@ export interface ActorLogPort {
   commit(addr: ActorAddress, epoch: number, expectedSeq: number, ops: StorageOp[]): Promise<number>;
   release(addr: ActorAddress, agent: string, epoch: number, expectedSeq: number): Promise<number>;
   compact(addr: ActorAddress, epoch: number, expectedSeq: number, state: ActorState, agent?: string): Promise<{ seq: number }>;
+  /** The last sequence on the actor's log (0: none): the read barrier compares it with the owner's own last write. */
+  lastSequence(addr: ActorAddress): Promise<number>;
 }
 
 /** The storage an actor isolate reads and writes (actor-storage.ts). */
@@ -72,12 +88,33 @@ export interface ActorHostOptions {
 
 type Task<T> = () => Promise<T>;
 
+/**
+ * An event-loop gap longer than this (SIGSTOP, a stalled process) makes every activation
+ * prove it still owns its actor before it runs anything again. Measured on the monotonic
+ * clock, which keeps running while the process is stopped.
+ */
+export const STALL_MS = 1000;
+const TICK_MS = 200;
+
+/** How many of an activation's own log sequences a read barrier can recognise. */
+const OWN_SEQS = 64;
+const noop = () => undefined;
+
 class Activation {
   private queue: Promise<unknown> = Promise.resolve();
   private pending = 0;
   lastUsed = Date.now();
   commits = 0;
   closed = false;
+  /** May have been superseded without noticing (the process was stalled): prove ownership before running anything. */
+  suspect = false;
+  private lastSeq = 0;
+  /** This activation's own records on the log (claim, commits, snapshots), newest last. */
+  private readonly own: number[] = [];
+  private inflight: Promise<number> | undefined;
+  private queued: Promise<number> | undefined;
+  /** Reads waiting for their barrier: a hand-over answers them before it releases. */
+  private readonly reads = new Set<Promise<unknown>>();
 
   constructor(
     readonly config: ActorConfig,
@@ -86,10 +123,47 @@ class Activation {
     readonly storage: ActorStoragePort,
     readonly instance: ActorInstancePort,
     public epoch: number,
-    public seq: number,
-  ) {}
+    seq: number,
+  ) {
+    this.seq = seq;
+  }
 
-  get busy(): boolean { return this.pending > 0; }
+  /** The sequence of this activation's last write: what its next fenced write expects. */
+  get seq(): number { return this.lastSeq; }
+  set seq(s: number) {
+    this.lastSeq = s;
+    this.own.push(s);
+    if (this.own.length > OWN_SEQS) this.own.shift();
+  }
+
+  /**
+   * Whether a log that ends at `last` proves that nothing but this activation wrote since
+   * its sequence was `since`: every write of ours is fenced on the one before, so when the
+   * log ends at one of ours, no other writer got in between.
+   */
+  current(last: number, since: number): boolean {
+    return last >= since && this.own.includes(last);
+  }
+
+  /**
+   * The log's last sequence, from a check sent after this call. Concurrent callers share
+   * one check: while one is in flight, later callers wait for the next, which starts when
+   * it returns, so a burst of reads costs two round trips, not one each.
+   */
+  barrier(lastSequence: () => Promise<number>): Promise<number> {
+    const launch = (): Promise<number> => {
+      const p = lastSequence();
+      this.inflight = p;
+      const clear = () => { if (this.inflight === p) this.inflight = undefined; };
+      p.then(clear, clear);
+      return p;
+    };
+    if (!this.inflight) return launch();
+    this.queued ??= this.inflight.then(noop, noop).then(() => { this.queued = undefined; return launch(); });
+    return this.queued;
+  }
+
+  get busy(): boolean { return this.pending > 0 || this.reads.size > 0; }
 
   /** The input gate: one task at a time, in arrival order. */
   run<T>(task: Task<T>): Promise<T> {
@@ -99,18 +173,30 @@ class Activation {
     return next;
   }
 
-  idle(): Promise<unknown> { return this.queue; }
+  /** Keeps a read's barrier in what idle() waits for. */
+  hold<T>(read: Promise<T>): Promise<T> {
+    this.reads.add(read);
+    const done = () => { this.reads.delete(read); this.lastUsed = Date.now(); };
+    read.then(done, done);
+    return read;
+  }
+
+  idle(): Promise<unknown> { return Promise.allSettled([this.queue, ...this.reads]); }
 }
 
 export class ActorHost implements ActorRunner {
   private readonly active = new Map<string, Activation>();
   private readonly activating = new Map<string, Promise<Activation>>();
   private sweeper: NodeJS.Timeout | undefined;
+  private ticker: NodeJS.Timeout | undefined;
+  private lastTick = performance.now();
   private draining = false;
 
   constructor(private readonly opts: ActorHostOptions) {
     this.sweeper = setInterval(() => this.evictIdle(), 1000);
     this.sweeper.unref();
+    this.ticker = setInterval(() => this.checkStall(), TICK_MS);
+    this.ticker.unref();
   }
 
   /** Active actors per DurableActor (actorClassKey), for the agent's report. */
@@ -130,21 +216,31 @@ export class ActorHost implements ActorRunner {
   /** Runs one request on the actor, activating it here if needed. */
   async call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
     const act = await this.activation(config, id);
-    return act.run(async () => {
+    const done = await act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
       let res: PeerResponse;
       try {
         res = await act.instance.fetch(req);
       } catch (err) {
         // The actor's code did not finish cleanly: whatever it wrote is dropped with it.
         act.storage.discardPending();
-        if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+        if (err instanceof ActorResetError || act.instance.dead) {
+          await this.deactivate(act, Why.Reset, false);
+          throw err;
+        }
+        // An error is an answer too, computed from the actor's state: fenced like a read.
+        await this.prove(act);
         throw err;
       }
-      await this.commit(act);
-      return res;
+      // The output gate: a write is proven current by its fenced commit; a read waits, out
+      // of the input gate, for the read barrier.
+      return { res, readAt: (await this.commit(act)) ? -1 : act.seq };
     });
+    if (done.readAt >= 0) await act.hold(this.prove(act, done.readAt));
+    return done.res;
   }
 
   /**
@@ -153,9 +249,14 @@ export class ActorHost implements ActorRunner {
    */
   async alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
     const act = await this.activation(config, id);
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      // A handler's effects are not all in storage (fetch, logs, other actors): it runs only
+      // on an activation the log still names, so a superseded owner (woken from a pause,
+      // or whose ring lags) never runs an alarm its successor already ran.
+      await this.prove(act);
       if (act.storage.alarm !== time) return false;
       try {
         await act.instance.alarm(retryCount);
@@ -178,17 +279,21 @@ export class ActorHost implements ActorRunner {
 
   /** Runs a task (a socket event) through the actor's input gate, committing what it wrote. */
   async withActor(key: string, task: () => Promise<void>): Promise<void> {
+    this.checkStall();
     const act = this.active.get(key);
     if (!act) throw new NotHereError(`actor ${key} is not active here`);
     await act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
       try { await task(); } catch (err) { act.storage.discardPending(); throw err; }
       await this.commit(act);
     });
   }
 
-  private async commit(act: Activation): Promise<void> {
+  /** Commits what the current task wrote; false when it wrote nothing (nothing proved ownership then). */
+  private async commit(act: Activation): Promise<boolean> {
     const ops = act.storage.takePending();
-    if (ops.length === 0) return;
+    if (ops.length === 0) return false;
     try {
       act.seq = await this.opts.durable.commit(act.addr, act.epoch, act.seq, ops);
     } catch (err) {
@@ -210,6 +315,50 @@ export class ActorHost implements ActorRunner {
       } catch (err) {
         this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });
       }
+    }
+    return true;
+  }
+
+  /**
+   * The read barrier: resolves when the actor's log, read after this call, still ends at
+   * one of this activation's own writes made since its sequence was `since` (default: its
+   * last write), so nobody claimed or wrote the actor in between; otherwise deactivates it
+   * and throws NotHereError (the router retries on the owner). When the log cannot be read
+   * the activation stays, unproven, and the error propagates: nothing is answered that
+   * could not be proven current.
+   */
+  private async prove(act: Activation, since = act.seq): Promise<void> {
+    const last = await act.barrier(() => this.opts.durable.lastSequence(act.addr));
+    if (act.current(last, since)) {
+      act.suspect = false;
+      return;
+    }
+    // Released here meanwhile (hand-over) or fenced by a concurrent write: nothing stale to report.
+    if (!act.closed) {
+      this.opts.log.warn('actor superseded: the log moved on since this activation\'s last write; deactivating', {
+        actor: act.key, epoch: act.epoch, seq: act.seq, logSeq: last,
+      });
+      await this.deactivate(act, Why.Fenced, false);
+    }
+    throw new NotHereError(`actor ${act.key} moved to another agent`);
+  }
+
+  /**
+   * Notices an event-loop gap (the process was stopped or stalled): every activation may
+   * have been superseded meanwhile, so each proves ownership before it runs anything
+   * again, and is checked now so a superseded one is dropped without waiting for a call.
+   */
+  private checkStall(): void {
+    const now = performance.now();
+    const gap = now - this.lastTick;
+    this.lastTick = now;
+    if (gap <= STALL_MS || this.active.size === 0) return;
+    this.opts.log.info('event loop was stalled: actors prove they are still owned here before serving', { gapMs: Math.round(gap), actors: this.active.size });
+    for (const act of this.active.values()) {
+      act.suspect = true;
+      act.run(async () => { if (act.suspect && !act.closed) await this.prove(act); }).catch((err: unknown) => {
+        if (!(err instanceof NotHereError)) this.opts.log.warn('actor ownership check after a stall failed; the next call retries it', { actor: act.key, error: err });
+      });
     }
   }
 
@@ -307,6 +456,7 @@ export class ActorHost implements ActorRunner {
 
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    if (this.ticker) clearInterval(this.ticker);
     for (const act of [...this.active.values()]) await this.deactivate(act, Why.Shutdown, false);
   }
 }

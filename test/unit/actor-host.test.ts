@@ -3,7 +3,7 @@ import type { ActorAddress } from '../../common/actor-ops.js';
 import { FencedError } from '../../common/actor-ops.js';
 import { createLogger, type LogFields } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
-import { ActorHost, ActorResetError, type ActorHostOptions } from '../../node-agent/actors/host.js';
+import { ActorHost, ActorResetError, STALL_MS, type ActorHostOptions } from '../../node-agent/actors/host.js';
 import { FakeActorFactory, textOf, textRequest, textResponse, type FakeActorCode } from '../../node-agent/actors/fake/actor.js';
 import { FakeActorLog } from '../../node-agent/actors/fake/log.js';
 import { actorInstanceKey } from '../../common/keys.js';
@@ -280,5 +280,142 @@ describe('actor host', () => {
     expect(host.keys()).toEqual([keyOf(B)]);
     expect(factory.of(A)[0]!.disposedAs).toBe('idle');
     expect(durable.records(addr(A)).at(-1)).toMatchObject({ kind: 'release', agent: 'agent-a' });
+  });
+});
+
+// Issue 13: a superseded activation serves nothing, not even a read, and runs no alarm.
+describe('actor host: the read barrier', () => {
+  const enc = new TextEncoder();
+  /** Another agent claims the actor and writes `count` (as its own requests would). */
+  async function takeOver(durable: FakeActorLog, id: string, count: string) {
+    const { epoch, seq } = await durable.steal(addr(id), 'agent-b');
+    await durable.commit(addr(id), epoch, seq, [{ op: 'put', key: 'count', value: enc.encode(count) }]);
+  }
+
+  it('releases a read only after the log is seen to end at its own last write', async () => {
+    const { host, durable } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const held = deferred();
+    durable.hook = async (op) => { if (op === 'check') await held.promise; };
+    const read = host.call(config, A, textRequest('/read'));
+    expect(await settled(read)).toBe(false);
+    held.resolve();
+    expect(textOf(await read)).toBe('1');
+    // A write is proven by its fenced commit: no extra round trip.
+    const before = durable.checks.length;
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    expect(durable.checks.length).toBe(before);
+  });
+
+  it('shares one log check among concurrent reads: a burst costs two checks, not one each', async () => {
+    const { host, durable } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    let held = deferred();
+    durable.hook = async (op) => { if (op === 'check') await held.promise; };
+    const first = host.call(config, A, textRequest('/read'));
+    await settled(first);
+    // These finish while the first check is in flight: they need a check sent after them.
+    const burst = Array.from({ length: 10 }, () => host.call(config, A, textRequest('/read')));
+    await settled(burst[9]!);
+    const before = durable.checks.length;
+    const firstHeld = held;
+    held = deferred();
+    firstHeld.resolve();
+    expect(textOf(await first)).toBe('1');
+    held.resolve();
+    expect((await Promise.all(burst)).map(textOf)).toEqual(Array(10).fill('1'));
+    expect(durable.checks.length - before).toBe(2);
+  });
+
+  it('answers no read from a superseded activation: it deactivates, and the next call reads the new owner\'s writes', async () => {
+    const { host, durable, factory, lines } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    await takeOver(durable, A, '7');
+    const stale = host.call(config, A, textRequest('/read'));
+    await expect(stale).rejects.toBeInstanceOf(NotHereError);
+    expect(factory.of(A)[0]!.disposedAs).toBe('fenced');
+    expect(host.isActive(keyOf(A))).toBe(false);
+    expect(lines.some((l) => String(l.msg).startsWith('actor superseded'))).toBe(true);
+    // Nothing was written by the stale activation.
+    expect(durable.fenced).toEqual([]);
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('7');
+  });
+
+  it('fences a read whose actor was claimed while the read ran', async () => {
+    const gate = deferred();
+    const { host, durable } = setup({
+      async fetch(req, actor) {
+        if (new URL(req.url).pathname === '/slowread') await gate.promise;
+        return counter.fetch!(req, actor);
+      },
+    });
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const read = host.call(config, A, textRequest('/slowread'));
+    await settled(read);
+    await takeOver(durable, A, '5');
+    gate.resolve();
+    await expect(read).rejects.toBeInstanceOf(NotHereError);
+  });
+
+  it('fences an error thrown by the actor like a read', async () => {
+    const { host, durable } = setup({
+      fetch(req, actor) {
+        if (new URL(req.url).pathname === '/throw') throw new TypeError(`count is ${actor.storage.get('count') ?? '0'}`);
+        return counter.fetch!(req, actor);
+      },
+    });
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    await expect(host.call(config, A, textRequest('/throw'))).rejects.toThrow('count is 1');
+    await takeOver(durable, A, '3');
+    await expect(host.call(config, A, textRequest('/throw'))).rejects.toBeInstanceOf(NotHereError);
+  });
+
+  it('answers no read it cannot prove while the log is unreachable, and keeps the activation', async () => {
+    const { host, durable, factory } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    durable.hook = (op) => { if (op === 'check') throw new Error('nats: disconnected'); };
+    await expect(host.call(config, A, textRequest('/read'))).rejects.toThrow('nats: disconnected');
+    expect(host.isActive(keyOf(A))).toBe(true);
+    durable.hook = undefined;
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+    expect(factory.of(A)).toHaveLength(1);
+  });
+
+  it('runs no alarm handler on a superseded activation', async () => {
+    const T = Date.UTC(2026, 0, 3);
+    const { host, durable, factory } = setup({
+      fetch(_req, actor) { actor.storage.setAlarm(T); return textResponse(200, 'set'); },
+      alarm(_retry, actor) { actor.storage.put('rang', 'yes'); },
+    });
+    await host.call(config, A, textRequest('/set'));
+    // The new owner ran the alarm and cleared it; this activation still has it set.
+    const { epoch, seq } = await durable.steal(addr(A), 'agent-b');
+    await durable.commit(addr(A), epoch, seq, [{ op: 'put', key: 'rang', value: enc.encode('yes') }, { op: 'alarm', time: null }]);
+    await expect(host.alarm(config, A, T, 0)).rejects.toBeInstanceOf(NotHereError);
+    expect(factory.of(A)[0]!.alarms).toEqual([]);
+    // Retried (the alarms' backoff), a fresh activation reads the cleared alarm and runs nothing.
+    expect(await host.alarm(config, A, T, 1)).toBe(false);
+    expect(factory.of(A).flatMap((i) => i.alarms)).toEqual([]);
+  });
+
+  it('after an event-loop stall, drops superseded activations at once and proves the others before they run anything', async () => {
+    const { host, durable, factory } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    await host.call(config, B, textRequest('/inc', 'POST'));
+    await takeOver(durable, B, '9');
+    // The monotonic clock jumps past the stall bound (the process was stopped).
+    const real = performance.now.bind(performance);
+    const spy = vi.spyOn(performance, 'now').mockImplementation(() => real() + STALL_MS * 5);
+    try {
+      const checks = durable.checks.length;
+      expect(textOf(await host.call(config, A, textRequest('/inc', 'POST')))).toBe('2');
+      // A proved itself before its write ran; B, never called, was checked and dropped.
+      expect(durable.checks.slice(checks).map((a) => a.id)).toEqual(expect.arrayContaining([A, B]));
+      await vi.waitFor(() => expect(host.isActive(keyOf(B))).toBe(false));
+      expect(factory.of(B)[0]!.disposedAs).toBe('fenced');
+      expect(host.keys()).toEqual([keyOf(A)]);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

@@ -18,9 +18,10 @@ export type FakeLogRecord =
 
 /**
  * Runs before every write, before the fencing check: throw to fail the write (nothing is
- * stored, as when NATS is unreachable), or return a promise to hold it.
+ * stored, as when NATS is unreachable), or return a promise to hold it. Also runs before
+ * every read barrier ('check', epoch 0).
  */
-export type FakeLogHook = (write: FakeLogWrite, addr: ActorAddress, epoch: number) => void | Promise<void>;
+export type FakeLogHook = (write: FakeLogWrite | 'check', addr: ActorAddress, epoch: number) => void | Promise<void>;
 
 const name = (a: ActorAddress) => `${a.namespace}/${a.actor}/${a.id}`;
 
@@ -31,6 +32,8 @@ export class FakeActorLog implements ActorLogPort {
   /** Writes refused by the fence, in order. */
   readonly fenced: { write: FakeLogWrite; addr: ActorAddress; epoch: number; expectedSeq: number }[] = [];
   hook: FakeLogHook | undefined;
+  /** lastSequence() calls (read barriers), in order. */
+  readonly checks: ActorAddress[] = [];
 
   /** The records of one actor, oldest first (a snapshot replaces those before it). */
   records(addr: ActorAddress): readonly FakeLogRecord[] {
@@ -77,6 +80,12 @@ export class FakeActorLog implements ActorLogPort {
     // The rollup: the snapshot is all that is left of the history.
     this.logs.set(name(addr), this.records(addr).filter((r) => r.seq >= seq));
     return { seq };
+  }
+
+  async lastSequence(addr: ActorAddress): Promise<number> {
+    await this.hook?.('check', addr, 0);
+    this.checks.push(addr);
+    return this.records(addr).at(-1)?.seq ?? 0;
   }
 
   /** Another agent takes the actor over, as its claim would: the current owner's next write is fenced. */
