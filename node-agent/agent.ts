@@ -168,10 +168,10 @@ export class Agent implements RunningAgent {
   }
 
   /**
-   * Start order: NATS and the desired-state source, the worker server's isolates, the
-   * console stream, the actor runtime and its peer port, the admin port, the HTTP front
-   * (once the initial desired state is loaded), and last the presence that tells the region
-   * this agent serves.
+   * Start order: the admin port (its /readyz says what start-up waits for), NATS (waited
+   * for, never an exit) and the desired-state source, the worker server's isolates, the
+   * console stream, the actor runtime and its peer port, the HTTP front (once the initial
+   * desired state is loaded), and last the presence that tells the region this agent serves.
    */
   static async start(cfg: AgentConfig): Promise<Agent> {
     // What has started so far, undone in reverse when a later step fails, so a failed start
