@@ -405,8 +405,9 @@ export class AgentFront implements RunningAgent {
   ) {}
 
   /**
-   * Start order: the public listener (answering 503 until the hosts serve), the hosts and a
-   * spare (each loads its initial desired state), the admin port, and last the presence.
+   * Start order: the public listener (answering 503 until the hosts serve), the admin port,
+   * NATS (waited for, /readyz saying so), the hosts and a spare (each loads its initial
+   * desired state), and last the presence.
    */
   static async start(cfg: AgentConfig): Promise<AgentFront> {
     const undo: (() => unknown)[] = [];
@@ -469,7 +470,6 @@ export class AgentFront implements RunningAgent {
     });
     hosts.sup = sup;
     undo.push(() => sup.stop());
-    await sup.start();
 
     const startup = new Startup();
     startup.done();
@@ -504,15 +504,23 @@ export class AgentFront implements RunningAgent {
     }, cfg.admin.port, cfg.admin.host) : undefined;
     if (admin) undo.push(() => admin.server.close());
 
-    let nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    // NATS before the hosts (each connects on its own), so while it is away this /readyz says so.
+    let conn: { nc: NatsConnection; buckets: EdgeBuckets } | undefined;
     if (cfg.source.kind === 'nats') {
-      // The agent's own presence: the region sees the agent while a host restarts. It hosts
-      // no actors (the hosts' presences do), so the rings leave it out.
       const waiting = { log, startup };
       const nc = await connectNatsWaiting(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node} front`, natsClientOptions({ role: 'agent', ...cfg.source.auth }), waiting);
       undo.push(() => nc.close());
       const buckets = await untilNats('binding the NATS buckets', () => bindBuckets(nc, log, { onWait: (why) => startup.wait(why) }), waiting);
       startup.done();
+      conn = { nc, buckets };
+    }
+    await sup.start();
+
+    let nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    if (conn && cfg.source.kind === 'nats') {
+      // The agent's own presence: the region sees the agent while a host restarts. It hosts
+      // no actors (the hosts' presences do), so the rings leave it out.
+      const { nc, buckets } = conn;
       const presence = new AgentPresence({
         nc, buckets, log, agent: cfg.agentName, node: cfg.source.node, region: cfg.source.region,
         address: advertise, ttlMs: cfg.presenceTtlMs, status: () => [], isolateHosts: count,

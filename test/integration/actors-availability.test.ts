@@ -26,7 +26,8 @@ import { startNats, type TestNats } from '../harness/nats.js';
 //      (the figure is printed; the 2 s goal is measured in bench/, not asserted here);
 //  (c) an agent and an operator started while NATS is down wait for it, /readyz says so
 //      (503 naming NATS), and they serve once it is there.
-// Agents run with --isolate-hosts 0: the owner is then the paused process itself.
+// Agents run with --isolate-hosts 0 (the owner is then the paused process itself), except
+// the one started without NATS, which runs the shipped layout (a front and isolate hosts).
 
 const NS = 'avail';
 const REGION = 'av-1';
@@ -118,12 +119,12 @@ describe('DurableActors stay available through a paused owner, a NATS restart an
   const agents: Agent[] = [];
   let seq = 0;
 
-  async function startAgent(node: string, opts: { waitReady?: boolean } = {}): Promise<Agent> {
+  async function startAgent(node: string, opts: { waitReady?: boolean; isolateHosts?: number } = {}): Promise<Agent> {
     const [port, admin] = await Promise.all([freePort(), freePort()]);
     const proc = new ManagedProcess(node, process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', REGION, '--node', node,
       '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', '127.0.0.1:0',
-      '--pool-size', '1', '--presence-ttl-ms', String(TTL_MS), '--isolate-hosts', '0',
+      '--pool-size', '1', '--presence-ttl-ms', String(TTL_MS), '--isolate-hosts', String(opts.isolateHosts ?? 0),
     ], { logFile: join(dir, `${node}.log`), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: PEER_TOKEN, EDGE_ADMIN_TOKEN: ADMIN_TOKEN } });
     const a = { node, port, admin, proc };
     agents.push(a);
@@ -264,7 +265,8 @@ describe('DurableActors stay available through a paused owner, a NATS restart an
 
   it('(c) an agent and an operator started while NATS is down wait for it, say so in /readyz, and serve once it is there', async () => {
     await nats.kill9();
-    const late = await startAgent('av-late', { waitReady: false });
+    // The shipped layout (a front and isolate hosts): the front's /readyz speaks for it.
+    const late = await startAgent('av-late', { waitReady: false, isolateHosts: 1 });
     const keyFile = join(dir, 'sealing.key');
     writeFileSync(keyFile, `${'ab'.repeat(32)}\n`, { mode: 0o600 });
     // No apiserver answers: the operator's NATS start-up is what is under test (its Lease loop retries on its own).
