@@ -1,3 +1,4 @@
+import type { NatsConnection } from 'nats';
 import { agentOf } from './isolate-hosts.js';
 import { followBucket, type BucketFollower } from './kv-follower.js';
 import type { Logger } from './log.js';
@@ -13,31 +14,84 @@ import {
 // an agent is live until ttlMs passes with no refresh *seen here*. Entries replayed at
 // start count as seen at start, so a restart delays noticing a dead agent by one TTL but
 // never declares a live one dead because of clock skew between machines.
+//
+// Silence is only evidence while this view can hear (issue 13: a NATS restart used to drop
+// every agent, itself included, from every ring). The view judges nobody while it is
+// deaf: from a disconnect until the re-list after the reconnect has been applied, and,
+// for an agent's own view (`self`), while its own presence refreshes do not come back
+// through the watch (the watch broke, or this agent cannot write: either way it cannot
+// tell a dead agent from one it does not hear). When it hears again every agent it knew
+// counts as seen then, so one that died meanwhile is dropped one TTL later. Membership
+// only says where an actor should be; who may serve it is the fenced log's to say.
 
 export type ViewChange = { all: true } | { all: false; workers: Set<string>; actors: Set<string> };
 
 interface Live { presence: Presence; lastSeen: number }
 
+export interface AgentViewOptions {
+  /** Follow the reports bucket too (default true). */
+  reports?: boolean;
+  /** The buckets' connection: the view is deaf from a disconnect until the re-list after the reconnect. */
+  connection?: Pick<NatsConnection, 'status'>;
+  /** This agent's own presence key (agentKey): its refreshes not coming back means the view is deaf. */
+  self?: string;
+}
+
 export class AgentView {
   private readonly live = new Map<string, Live>();
+  /** Why the view cannot judge liveness now ('disconnected', 'own presence unseen'), or undefined. */
+  private deaf: string | undefined;
+  /** When the presence follower was last asked to re-list because this agent did not hear itself. */
+  private lastResync = 0;
+  private presenceFollower: BucketFollower | undefined;
   private readonly reports = new Map<string, AgentReport>();
   private followers: BucketFollower[] = [];
   private sweeper: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(c: ViewChange) => void>();
 
-  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger, private readonly opts: { reports?: boolean } = {}) {}
+  constructor(private readonly buckets: EdgeBuckets, private readonly log: Logger, private readonly opts: AgentViewOptions = {}) {}
 
   onChange(cb: (c: ViewChange) => void): void { this.listeners.add(cb); }
 
+  /** Whether the view can judge liveness now (see the file comment). */
+  get hearing(): boolean { return this.deaf === undefined; }
+
   async start(): Promise<void> {
-    const follow = (kv: EdgeBuckets['agents'], name: string, put: (key: string, value: Uint8Array) => void, del: (key: string) => void): Promise<void> => {
-      const f = followBucket(kv, { put, delete: del }, { log: this.log, name });
+    const connection = this.opts.connection;
+    const follow = (kv: EdgeBuckets['agents'], name: string, put: (key: string, value: Uint8Array) => void, del: (key: string) => void, onListed?: () => void): BucketFollower => {
+      const f = followBucket(kv, { put, delete: del }, { log: this.log, name, ...(connection ? { connection } : {}), ...(onListed ? { onListed } : {}) });
       this.followers.push(f);
-      return f.initial;
+      return f;
     };
-    await follow(this.buckets.agents, 'agents', (k, v) => this.applyPresence(k, v), (k) => this.removePresence(k));
-    if (this.opts.reports !== false) await follow(this.buckets.reports, 'agent-reports', (k, v) => this.applyReport(k, v), (k) => this.applyReport(k, undefined));
+    if (connection) void this.followConnection(connection);
+    this.presenceFollower = follow(this.buckets.agents, 'agents', (k, v) => this.applyPresence(k, v), (k) => this.removePresence(k),
+      () => { if (this.deaf === 'disconnected') this.hear(); });
+    await this.presenceFollower.initial;
+    if (this.opts.reports !== false) await follow(this.buckets.reports, 'agent-reports', (k, v) => this.applyReport(k, v), (k) => this.applyReport(k, undefined)).initial;
     this.sweeper = setInterval(() => this.sweep(), 200);
+  }
+
+  private async followConnection(nc: Pick<NatsConnection, 'status'>): Promise<void> {
+    try {
+      for await (const s of nc.status()) {
+        // The re-list that follows the reconnect ends it (the follower's onListed).
+        if (s.type === 'disconnect' && this.deaf !== 'disconnected') {
+          this.deaf = 'disconnected';
+          this.log.warn('agent view: NATS disconnected; judging no agent until it is back and re-listed');
+        }
+      }
+    } catch (err) {
+      this.log.debug('agent view: NATS status stream ended', { error: err });
+    }
+  }
+
+  /** The view hears again: every agent it knows counts as seen now. */
+  private hear(): void {
+    const was = this.deaf;
+    this.deaf = undefined;
+    const now = Date.now();
+    for (const l of this.live.values()) l.lastSeen = Math.max(l.lastSeen, now);
+    this.log.info('agent view: hearing again', { was });
   }
 
   private emit(c: ViewChange): void {
@@ -53,6 +107,7 @@ export class AgentView {
       const presence = decodeJson(PresenceSchema, value, `agent presence ${key}`);
       const known = this.live.get(key);
       this.live.set(key, { presence, lastSeen: Date.now() });
+      if (key === this.opts.self && this.deaf === 'own presence unseen') this.hear();
       // A restarted isolate host keeps its name but comes back with a new peer port and start time.
       if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address
         || known.presence.peerAddress !== presence.peerAddress || known.presence.startedAt !== presence.startedAt) this.emit({ all: true });
@@ -97,6 +152,20 @@ export class AgentView {
       for (const l of this.live.values()) l.lastSeen = Math.max(l.lastSeen, now);
     }
     this.lastSweep = now;
+    // This agent's own refreshes stopped coming back: it is the one not hearing (its watch
+    // broke, or it cannot write), not everyone else that died. Ask for a re-list, once a TTL.
+    const self = this.opts.self !== undefined ? this.live.get(this.opts.self) : undefined;
+    if (self && now - self.lastSeen > self.presence.ttlMs) {
+      if (this.deaf === undefined) {
+        this.deaf = 'own presence unseen';
+        this.log.warn('agent view: this agent does not see its own presence refreshes; judging no agent until it does');
+      }
+      if (now - this.lastResync > self.presence.ttlMs) {
+        this.lastResync = now;
+        this.presenceFollower?.resync();
+      }
+    }
+    if (this.deaf !== undefined) return;
     let gone = false;
     for (const [key, l] of this.live) {
       if (now - l.lastSeen > l.presence.ttlMs) {

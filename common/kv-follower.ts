@@ -1,4 +1,4 @@
-import { ErrorCode, NatsError, type KV, type KvEntry, type QueuedIterator } from 'nats';
+import { ErrorCode, NatsError, type KV, type KvEntry, type NatsConnection, type QueuedIterator } from 'nats';
 import { EdgeError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -26,6 +26,9 @@ import type { Logger } from './log.js';
 // restart or a deleted consumer (it recreates the consumer from the last sequence it saw,
 // after two missed idle heartbeats, 10 s); the watch only ends when that recreation fails,
 // when its subscription closes, or when a callback throws, and those are what this restarts.
+// Ten seconds is too long to be deaf after a NATS restart (issue 13): given the
+// connection, the follower also watches again and re-lists at once on every reconnect,
+// and resync() lets a reader that noticed it hears nothing (AgentView) ask for the same.
 
 export interface BucketHandler {
   /** A key's current value: at each (re)list, and on every later write; `revision` is the entry's stream sequence. */
@@ -42,6 +45,10 @@ export interface FollowBucketOptions {
   key?: string;
   /** Delay before watching again after a watch ended. Default 250 ms doubling to 10 s. */
   backoff?: { initialMs?: number; maxMs?: number };
+  /** The bucket's connection: on each reconnect the follower watches again and re-lists at once. */
+  connection?: Pick<NatsConnection, 'status'>;
+  /** Called after each list (the initial one and every re-list) was applied. */
+  onListed?(): void;
 }
 
 export interface BucketFollowerStats {
@@ -58,6 +65,8 @@ export interface BucketFollower {
    */
   readonly initial: Promise<void>;
   readonly stats: Readonly<BucketFollowerStats>;
+  /** Ends the current watch and watches again at once, re-listing (a no-op before the first list). */
+  resync(): void;
   /** Ends the watch; no handler is called after the returned promise resolves. */
   stop(): Promise<void>;
 }
@@ -92,6 +101,8 @@ class Follower implements BucketFollower {
   private readonly loop: Promise<void>;
   private readonly counters: BucketFollowerStats = { lists: 0, restarts: 0 };
   private readonly log: Logger;
+  /** resync() was asked for: the next watch starts without backoff. */
+  private resyncing = false;
 
   constructor(private readonly kv: WatchableBucket, private readonly handler: BucketHandler, private readonly opts: FollowBucketOptions) {
     this.log = opts.log.child({ bucket: opts.name });
@@ -103,6 +114,25 @@ class Follower implements BucketFollower {
     // `initial`, is no unhandled rejection; those who await still see the error.
     this.initial.catch(() => undefined);
     this.loop = this.run();
+    if (opts.connection) void this.followConnection(opts.connection);
+  }
+
+  private async followConnection(nc: Pick<NatsConnection, 'status'>): Promise<void> {
+    try {
+      for await (const s of nc.status()) {
+        if (this.stopped) return;
+        if (s.type === 'reconnect') this.resync();
+      }
+    } catch (err) {
+      this.log.debug('NATS status stream ended', { error: err });
+    }
+  }
+
+  resync(): void {
+    if (this.stopped || !this.initialDone) return;
+    this.resyncing = true;
+    this.watch?.stop();
+    this.wake?.();
   }
 
   get stats(): Readonly<BucketFollowerStats> { return { ...this.counters }; }
@@ -133,7 +163,7 @@ class Follower implements BucketFollower {
       try {
         listed = await this.watchOnce();
         if (this.stopped) break;
-        this.log.warn('KV watch ended; watching again', { retryInMs: backoffMs });
+        if (!this.resyncing) this.log.warn('KV watch ended; watching again', { retryInMs: backoffMs });
       } catch (err) {
         if (this.stopped) break;
         if (err instanceof NatsError && err.code === ErrorCode.ConnectionClosed) {
@@ -147,6 +177,14 @@ class Follower implements BucketFollower {
       // A watch that got through its list proves the bucket is reachable; one that fails
       // at once, repeatedly, must not turn into a hot loop.
       if (listed) backoffMs = initialMs;
+      if (this.resyncing) {
+        // Reconnected (or asked to): list again now; a failure from here backs off as usual.
+        this.resyncing = false;
+        backoffMs = initialMs;
+        this.log.info('watching the bucket again and re-listing at once');
+        if (!this.stopped) this.counters.restarts++;
+        continue;
+      }
       await this.sleep(backoffMs);
       backoffMs = Math.min(backoffMs * 2, maxMs);
       if (!this.stopped) this.counters.restarts++;
@@ -169,6 +207,7 @@ class Follower implements BucketFollower {
         this.initialDone = true;
         this.resolveInitial();
       }
+      try { this.opts.onListed?.(); } catch (err) { this.log.error('onListed failed', { error: err }); }
     };
     const creating = this.kv.watch({
       key: this.opts.key ?? '>',

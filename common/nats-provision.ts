@@ -53,7 +53,7 @@ export async function provisionNats(nc: NatsConnection, opts: ProvisionOptions):
  * For a connection that may not create streams (an agent): waits until every stream exists,
  * then binds the buckets. `stopped` ends the wait early (with an error).
  */
-export async function bindBuckets(nc: NatsConnection, log: Logger, opts: { pollMs?: number; stopped?: () => boolean } = {}): Promise<EdgeBuckets> {
+export async function bindBuckets(nc: NatsConnection, log: Logger, opts: { pollMs?: number; stopped?: () => boolean; onWait?: (why: string) => void } = {}): Promise<EdgeBuckets> {
   const jsm = await nc.jetstreamManager();
   let told = false;
   for (;;) {
@@ -67,6 +67,7 @@ export async function bindBuckets(nc: NatsConnection, log: Logger, opts: { pollM
     if (missing.length === 0) break;
     if (nc.isClosed() || opts.stopped?.()) throw new NatsStreamsMissingError(missing);
     if (!told) log.info('waiting for the operator to create the NATS streams', { missing });
+    opts.onWait?.(`waiting for the operator to create the NATS streams ${missing.join(', ')}`);
     told = true;
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 1000));
   }

@@ -7,10 +7,12 @@ import { AgentView } from '../common/agent-view.js';
 import { parseEgressRule } from '../common/egress.js';
 import { startAdminServer as startAdminEndpoints } from '../common/admin-server.js';
 import { isCordonShare, isolateHostName } from '../common/isolate-hosts.js';
+import { agentKey } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import { connectNats, type EdgeBuckets } from '../common/nats.js';
+import type { EdgeBuckets } from '../common/nats.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
 import { bindBuckets } from '../common/nats-provision.js';
+import { connectNatsWaiting, Startup, untilNats } from '../common/nats-startup.js';
 import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
@@ -166,10 +168,10 @@ export class Agent implements RunningAgent {
   }
 
   /**
-   * Start order: NATS and the desired-state source, the worker server's isolates, the
-   * console stream, the actor runtime and its peer port, the admin port, the HTTP front
-   * (once the initial desired state is loaded), and last the presence that tells the region
-   * this agent serves.
+   * Start order: the admin port (its /readyz says what start-up waits for), NATS (waited
+   * for, never an exit) and the desired-state source, the worker server's isolates, the
+   * console stream, the actor runtime and its peer port, the HTTP front (once the initial
+   * desired state is loaded), and last the presence that tells the region this agent serves.
    */
   static async start(cfg: AgentConfig): Promise<Agent> {
     // What has started so far, undone in reverse when a later step fails, so a failed start
@@ -198,14 +200,26 @@ export class Agent implements RunningAgent {
     }
     for (const rule of cfg.egressAllow ?? []) parseEgressRule(rule);
     const egressAllow = cfg.egressAllow ?? [];
+    // The admin port comes first, so /readyz says what start-up waits for (NATS) meanwhile.
+    const startup = new Startup();
+    const built: { server?: WorkerServer; runtime?: ActorRuntime } = {};
+    const admin = cfg.admin ? await startAdminServer(() => built.server, cfg.admin.port, cfg.admin.host, {
+      extra: () => ({ actors: built.runtime?.host.keys() ?? [] }),
+      extraSummary: () => ({ actors: built.runtime?.host.keys().length ?? 0 }),
+      startup,
+      ...(cfg.adminToken ? { token: cfg.adminToken } : {}),
+    }) : undefined;
+    if (admin) undo.push(() => admin.server.close());
+    const waiting = { log, startup };
     if (cfg.source.kind === 'directory') {
       source = new DirectorySource(cfg.source.dir, log, { aiUrl, ...(cfg.source.region ? { region: cfg.source.region } : {}) });
     } else {
-      nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}${share0(cfg)}`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
-      const conn = nc;
+      // NATS away at start (or going away during it) is waited for, never an exit.
+      const conn = await connectNatsWaiting(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node}${share0(cfg)}`, natsClientOptions({ role: 'agent', ...cfg.source.auth }), waiting);
+      nc = conn;
       undo.push(() => conn.close());
       // An agent may not create streams: it waits for the operator to.
-      buckets = await bindBuckets(nc, log);
+      buckets = await untilNats('binding the NATS buckets', () => bindBuckets(conn, log, { onWait: (why) => startup.wait(why) }), waiting);
       const sealer = cfg.source.sealer ?? (cfg.source.sealingKeyFile ? SecretSealer.fromFile(cfg.source.sealingKeyFile) : undefined);
       source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl, ...(sealer ? { sealer } : {}) });
     }
@@ -233,6 +247,7 @@ export class Agent implements RunningAgent {
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());
+    built.server = server;
     if (CRASH_TOKEN) {
       server.consoleListeners.add((_worker, _level, message) => {
         if (message === `edge-test-crash ${CRASH_TOKEN}`) process.abort();
@@ -247,7 +262,10 @@ export class Agent implements RunningAgent {
       undo.push(() => consoleStream.stop());
       server.consoleListeners.add(consoleStream.listener);
       // Actors: the ring of this region, the durable log, and the peer port other agents forward to.
-      const view = new AgentView(buckets, log, { reports: false });
+      // Given the connection and its own key, the view judges no agent while it cannot hear
+      // (NATS down, its watch broken): a NATS outage no longer empties the ring.
+      const view = new AgentView(buckets, log, { reports: false, connection: nc, self: agentKey(region, cfg.agentName) });
+      startup.wait('waiting for NATS: following agent presence');
       await view.start();
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
@@ -257,7 +275,9 @@ export class Agent implements RunningAgent {
         logReplicas: cfg.actorLogReplicas,
         onActiveChange: () => { void presence?.report(); },
         ...(share ? { serves: servesShare(share) } : {}),
+        startup,
       });
+      built.runtime = runtime;
       const rt = runtime;
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
@@ -267,12 +287,7 @@ export class Agent implements RunningAgent {
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
 
-    const admin = cfg.admin ? await startAdminServer(server, cfg.admin.port, cfg.admin.host, {
-      extra: () => ({ actors: runtime?.host.keys() ?? [] }),
-      extraSummary: () => ({ actors: runtime?.host.keys().length ?? 0 }),
-      ...(cfg.adminToken ? { token: cfg.adminToken } : {}),
-    }) : undefined;
-    if (admin) undo.push(() => admin.server.close());
+    startup.done();
     const listen = cfg.listen;
     const port = 'path' in listen ? await server.start({ path: listen.path }) : await server.start(listen.port, listen.host);
 
@@ -390,8 +405,9 @@ export class AgentFront implements RunningAgent {
   ) {}
 
   /**
-   * Start order: the public listener (answering 503 until the hosts serve), the hosts and a
-   * spare (each loads its initial desired state), the admin port, and last the presence.
+   * Start order: the public listener (answering 503 until the hosts serve), the admin port,
+   * NATS (waited for, /readyz saying so), the hosts and a spare (each loads its initial
+   * desired state), and last the presence.
    */
   static async start(cfg: AgentConfig): Promise<AgentFront> {
     const undo: (() => unknown)[] = [];
@@ -454,15 +470,16 @@ export class AgentFront implements RunningAgent {
     });
     hosts.sup = sup;
     undo.push(() => sup.stop());
-    await sup.start();
 
+    const startup = new Startup();
+    startup.done();
     const admin = cfg.admin ? await startAdminEndpoints({
       registry: {
         contentType: metrics.registry.contentType,
         // The hosts' metrics summed (a worker's series come from the one host serving it) and the front's own.
         metrics: async () => AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...await sup.metrics()]).metrics(),
       },
-      notReady: () => (sup.ready ? undefined : 'isolate hosts starting'),
+      notReady: () => startup.waiting ?? (sup.ready ? undefined : 'isolate hosts starting'),
       status: async () => {
         const hosts = await sup.status();
         return {
@@ -487,13 +504,23 @@ export class AgentFront implements RunningAgent {
     }, cfg.admin.port, cfg.admin.host) : undefined;
     if (admin) undo.push(() => admin.server.close());
 
-    let nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    // NATS before the hosts (each connects on its own), so while it is away this /readyz says so.
+    let conn: { nc: NatsConnection; buckets: EdgeBuckets } | undefined;
     if (cfg.source.kind === 'nats') {
+      const waiting = { log, startup };
+      const nc = await connectNatsWaiting(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node} front`, natsClientOptions({ role: 'agent', ...cfg.source.auth }), waiting);
+      undo.push(() => nc.close());
+      const buckets = await untilNats('binding the NATS buckets', () => bindBuckets(nc, log, { onWait: (why) => startup.wait(why) }), waiting);
+      startup.done();
+      conn = { nc, buckets };
+    }
+    await sup.start();
+
+    let nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+    if (conn && cfg.source.kind === 'nats') {
       // The agent's own presence: the region sees the agent while a host restarts. It hosts
       // no actors (the hosts' presences do), so the rings leave it out.
-      const nc = await connectNats(cfg.source.url, `edge-agent ${cfg.source.region}/${cfg.source.node} front`, natsClientOptions({ role: 'agent', ...cfg.source.auth }));
-      undo.push(() => nc.close());
-      const buckets = await bindBuckets(nc, log);
+      const { nc, buckets } = conn;
       const presence = new AgentPresence({
         nc, buckets, log, agent: cfg.agentName, node: cfg.source.node, region: cfg.source.region,
         address: advertise, ttlMs: cfg.presenceTtlMs, status: () => [], isolateHosts: count,

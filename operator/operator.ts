@@ -10,7 +10,8 @@ import { startAdminServer } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL, WORKER_NAMESPACE_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { followBucket } from '../common/kv-follower.js';
-import { connectNats, type EdgeBuckets } from '../common/nats.js';
+import type { EdgeBuckets } from '../common/nats.js';
+import { connectNatsWaiting, NatsStartupStoppedError, Startup, untilNats } from '../common/nats-startup.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
 import { provisionNats } from '../common/nats-provision.js';
 import type { SecretSealer } from '../common/sealing.js';
@@ -94,6 +95,7 @@ export class Operator {
   private stopping = false;
   private readonly cleanups: (() => Promise<void> | void)[] = [];
   private synced = false;
+  private readonly startup = new Startup();
   private controllers: { queueLength: number }[] = [];
 
   constructor(private readonly opts: OperatorOptions) {
@@ -106,10 +108,15 @@ export class Operator {
   get isActive(): boolean { return this.isLeader && this.synced; }
 
   async start(adminPort = 0, adminHost = '127.0.0.1'): Promise<number> {
-    this.nc = await connectNats(this.opts.natsUrl, `edge-operator ${this.opts.identity}`, natsClientOptions({ role: 'operator', ...this.opts.natsAuth }));
-    // Agents may not create streams: whichever operator starts first creates them.
-    this.buckets = await provisionNats(this.nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas });
+    // The admin port first: /readyz says what start-up waits for (NATS away is waited for, never an exit).
     const port = await this.startAdmin(adminPort, adminHost);
+    const waiting = { log: this.opts.log, startup: this.startup, stopped: () => this.stopping };
+    const nc = await connectNatsWaiting(this.opts.natsUrl, `edge-operator ${this.opts.identity}`, natsClientOptions({ role: 'operator', ...this.opts.natsAuth }), waiting);
+    this.nc = nc;
+    if (this.stopping) throw new NatsStartupStoppedError('operator stopped during start-up');
+    // Agents may not create streams: whichever operator starts first creates them.
+    this.buckets = await untilNats('creating the NATS streams', () => provisionNats(nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas }), waiting);
+    this.startup.done();
     this.elector = new LeaderElector({
       kc: this.opts.kc,
       namespace: this.opts.leaseNamespace,
@@ -164,7 +171,7 @@ export class Operator {
       kc, path: modelNs ? `/apis/apps/v1/namespaces/${modelNs}/deployments` : '/apis/apps/v1/deployments', log, name: 'inference-deployments',
       labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY}`,
     });
-    const agents = new AgentView(buckets, log);
+    const agents = new AgentView(buckets, log, { connection: this.nc! });
     // Set once the controllers exist: a foreign change to a config re-queues its EdgeWorker.
     let onForeignWorker: (key: string) => void = () => {};
     const store = new WorkerStore(buckets, log, (key) => onForeignWorker(key));
@@ -327,7 +334,7 @@ export class Operator {
     const { server, port: bound } = await startAdminServer({
       registry: this.metrics.registry,
       // A follower is ready too: it is up and waiting for the Lease.
-      notReady: () => (this.nc && !this.nc.isClosed() ? undefined : 'not connected to NATS'),
+      notReady: () => this.startup.waiting ?? (this.nc && !this.nc.isClosed() ? undefined : 'not connected to NATS'),
       status: () => ({ identity: this.opts.identity, leader: this.isLeader, active: this.isActive }),
     }, port, host);
     this.admin = server;

@@ -8,15 +8,19 @@ import { NatsSocket } from '../sockets/nats-socket.js';
 import { bridge, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
 import { ActorIds } from '../bindings/actor-id.js';
-import { ForeignActorIdError, NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import { CallOutcomeUnknownError, ForeignActorIdError, NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
 // DurableActor's region names the owner; the call runs here when that is us, else it is
 // forwarded to the owner's peer port. A call is retried only when it certainly did not run
-// (the owner said 421, or it could not be reached at all), so retries never apply a
-// request twice; while the ring settles (an agent joined, drains or died) that can take a
-// few rounds.
+// (the owner said 421, could not be reached, or went silent before it took the whole
+// request), so retries never apply a request twice; while the ring settles (an agent
+// joined, drains or died) that can take a few rounds. A forwarded call waits on a silent
+// owner no longer than the owner's presence TTL plus SILENCE_MARGIN_MS: by then the
+// region has dropped an owner that is paused or gone, and the call is routed to the next
+// one (when it certainly did not run) or fails with CallOutcomeUnknownError (when it may
+// have: the caller cannot know, and must not be told it failed).
 
 export interface ActorTarget { namespace: string; actor: string; uid: string }
 
@@ -35,6 +39,9 @@ export interface ActorRouterOptions {
   /** The agent-to-agent transport (default: HTTP to the owner's peer port). */
   forward?: PeerForwarder;
 }
+
+/** How much longer than its presence TTL a forwarded call waits on a silent owner. */
+export const SILENCE_MARGIN_MS = 1_000;
 
 /** Forwarding stops after this many agent-to-agent hops; a call then runs where it is. */
 const MAX_HOPS = 3;
@@ -116,11 +123,18 @@ export class ActorRouter implements PeerHandler {
       try {
         if (owner.agent === this.opts.agent) return await this.opts.host.call(cfg, id, req);
         if (!owner.peerAddress) { last = `agent ${owner.agent} has no peer address`; continue; }
-        const res = await this.forward(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken);
+        const silenceMs = owner.ttlMs + SILENCE_MARGIN_MS;
+        const res = await this.forward(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken, { silenceMs });
         // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
         return hops === 0 ? this.socketIn(res) : res;
       } catch (err) {
-        if (err instanceof NotHereError || err instanceof PeerUnreachableError) { last = err.message; continue; }
+        // Messages reach the worker's stub.fetch(): agent names, never addresses.
+        if (err instanceof NotHereError) { last = `agent ${owner.agent}: ${err.message}`; continue; }
+        if (err instanceof PeerUnreachableError) { last = `agent ${owner.agent} did not take the call`; continue; }
+        if (err instanceof CallOutcomeUnknownError) {
+          this.opts.log.warn('forwarded actor call: outcome unknown', { actor: key, owner: owner.agent, error: err });
+          throw new CallOutcomeUnknownError(`actor ${key}: the call reached agent ${owner.agent}, which then stopped answering (for over ${owner.ttlMs + SILENCE_MARGIN_MS} ms) or lost the connection; it may or may not have run (outcome unknown)`, { cause: err, context: { actor: key } });
+        }
         throw err;
       }
     }

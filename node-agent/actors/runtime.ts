@@ -2,6 +2,7 @@ import type { NatsConnection, Subscription } from 'nats';
 import { z } from 'zod';
 import type { AgentView } from '../../common/agent-view.js';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
+import { untilNats, type Startup } from '../../common/nats-startup.js';
 import type { Logger } from '../../common/log.js';
 import { ActorConfigSchema, decodeJson, encodeJson, SUBJECTS, type ActorConfig, type EdgeBuckets } from '../../common/nats.js';
 import { ActorAlarms } from './alarms.js';
@@ -46,6 +47,8 @@ export interface ActorRuntimeOptions {
   onActiveChange?(): void;
   /** The namespaces whose DurableActors this process hosts (an isolate host's share); default all. */
   serves?(namespace: string): boolean;
+  /** Start-up's state for /readyz: opening the actor log waits for NATS and says so there. */
+  startup?: Startup;
 }
 
 const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
@@ -76,7 +79,7 @@ export class ActorRuntime {
 
   async start(): Promise<void> {
     const { opts } = this;
-    const durable = await ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 });
+    const durable = await untilNats('opening the actor log', () => ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 }), { log: opts.log, ...(opts.startup ? { startup: opts.startup } : {}) });
     this.host = new ActorHost({
       agent: opts.agent,
       log: opts.log,
@@ -121,7 +124,7 @@ export class ActorRuntime {
     this.follower = followBucket(opts.buckets.actors, {
       put: (key, value) => this.applyConfig(key, value),
       delete: (key) => this.removeConfig(key),
-    }, { log: opts.log, name: 'actors' });
+    }, { log: opts.log, name: 'actors', connection: opts.nc });
     await this.follower.initial;
     await this.alarms.start();
 

@@ -7,6 +7,11 @@ import type { WorkerState } from '../serving/worker-server.js';
 // The agent's side of "what is happening": presence (refreshed every ttl/3, so readers
 // treat it as gone ttl after the last refresh) and the per-worker report the operator
 // folds into EdgeWorker status. The report is rewritten only when it changes.
+//
+// After NATS comes back the presence is written again at once (and every RECOVER_RETRY_MS
+// until a write lands), not at the next ttl/3 tick, so the region hears this agent within
+// one round of NATS being back. A write in flight when the connection drops is given up on
+// at once (nats.js would hold it until its 5 s timeout), so it does not delay that.
 
 export interface PresenceOptions {
   nc: NatsConnection;
@@ -30,7 +35,17 @@ export interface PresenceOptions {
   isolateHost?: Presence['isolateHost'];
 }
 
+/** After a reconnect, a presence write that fails is tried again this soon. */
+const RECOVER_RETRY_MS = 250;
+
 export class AgentPresence {
+  private connected = true;
+  /** Ends (resolves) the writes in flight: the connection dropped. */
+  private readonly inflight = new Set<() => void>();
+  private recoverTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** performance.now() when the last acknowledged refresh was sent. */
+  private confirmedSentAt: number | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private reporter: NodeJS.Timeout | undefined;
   private lastReport = '';
@@ -45,6 +60,7 @@ export class AgentPresence {
   }
 
   async start(): Promise<void> {
+    void this.followConnection();
     await this.beat();
     await this.report();
     this.heartbeat = setInterval(() => { void this.beat(); }, Math.max(50, Math.floor(this.opts.ttlMs / 3)));
@@ -67,15 +83,76 @@ export class AgentPresence {
     };
   }
 
-  private beat(): Promise<void> {
-    this.writing = this.writing.then(async () => {
+  /**
+   * The seam for an owner's lease (issue 13): on this process's monotonic clock
+   * (performance.now()), the time until which no agent of the region can have dropped this
+   * one from its ring for silence: the last acknowledged refresh was sent at T, readers saw
+   * it no earlier and keep an agent ttlMs past what they last saw. undefined before the
+   * first refresh landed. Other reasons to move an actor (an agent joining, a drain) are
+   * not covered: the fenced log is.
+   */
+  heardUntil(): number | undefined {
+    return this.confirmedSentAt === undefined ? undefined : this.confirmedSentAt + this.opts.ttlMs;
+  }
+
+  private async followConnection(): Promise<void> {
+    try {
+      for await (const s of this.opts.nc.status()) {
+        if (this.stopped) return;
+        if (s.type === 'disconnect') {
+          this.connected = false;
+          for (const end of [...this.inflight]) end();
+        } else if (s.type === 'reconnect') {
+          this.connected = true;
+          this.opts.log.info('NATS reconnected: refreshing presence now');
+          void this.recover();
+        }
+      }
+    } catch (err) {
+      this.opts.log.debug('presence: NATS status stream ended', { error: err });
+    }
+  }
+
+  /** Writes the presence now, and again every RECOVER_RETRY_MS until one lands (JetStream may lag the reconnect). */
+  private async recover(): Promise<void> {
+    if (this.recoverTimer) clearTimeout(this.recoverTimer);
+    this.recoverTimer = undefined;
+    if (this.stopped || !this.connected) return;
+    if (await this.beat()) { void this.report(); return; }
+    this.recoverTimer = setTimeout(() => { void this.recover(); }, RECOVER_RETRY_MS);
+  }
+
+  /** Whether `write` landed (it throws what it throws), or false once the connection dropped under it. */
+  private async unlessDropped(write: Promise<unknown>): Promise<boolean> {
+    let end!: () => void;
+    const dropped = new Promise<'dropped'>((resolve) => { end = () => resolve('dropped'); });
+    this.inflight.add(end);
+    try {
+      if (await Promise.race([write, dropped]) !== 'dropped') return true;
+      write.catch(() => undefined);
+      return false;
+    } finally {
+      this.inflight.delete(end);
+    }
+  }
+
+  /** One presence write, after those queued; resolves with whether it landed. */
+  private beat(): Promise<boolean> {
+    const done = this.writing.then(async () => {
+      // Disconnected: nothing to wait for; the reconnect writes at once.
+      if (!this.connected) return false;
+      const sentAt = performance.now();
       try {
-        await this.opts.buckets.agents.put(this.key, encodeJson(this.presence()));
+        if (!await this.unlessDropped(this.opts.buckets.agents.put(this.key, encodeJson(this.presence())))) return false;
+        this.confirmedSentAt = sentAt;
+        return true;
       } catch (err) {
         this.opts.log.warn('presence refresh failed', { key: this.key, error: err });
+        return false;
       }
     });
-    return this.writing;
+    this.writing = done.then(() => undefined);
+    return done;
   }
 
   /** Publishes the per-worker report when it differs from the last one written. */
@@ -94,8 +171,9 @@ export class AgentPresence {
       const body = JSON.stringify([workers, actors]);
       if (body === this.lastReport) return;
       const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers, actors };
+      if (!this.connected) return;
       try {
-        await this.opts.buckets.reports.put(this.key, encodeJson(report));
+        if (!await this.unlessDropped(this.opts.buckets.reports.put(this.key, encodeJson(report)))) return;
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));
         this.lastReport = body;
       } catch (err) {
@@ -107,6 +185,8 @@ export class AgentPresence {
 
   /** Clean shutdown: readers drop this agent at once instead of after the TTL. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.recoverTimer) clearTimeout(this.recoverTimer);
     if (this.heartbeat) clearInterval(this.heartbeat);
     if (this.reporter) clearInterval(this.reporter);
     await this.writing;

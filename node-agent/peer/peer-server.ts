@@ -5,13 +5,22 @@ import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
 import { HeaderListSchema } from '../abi/bridge.js';
-import { ForeignActorIdError, MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
+import {
+  CallOutcomeUnknownError, ForeignActorIdError, HEARTBEAT_HEADER, MISDIRECTED, NotHereError, OUTCOME_HEADER, OUTCOME_UNKNOWN, PEER_PATH,
+  type PeerForwardOptions, type PeerHandler, type PeerRequest, type PeerResponse,
+} from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
 // forward here, and a pooled client for forwarding.
 
 const MAX_PEER_BODY = 32 * 1024 * 1024;
+/** A caller that gives no bound waits this long for a silent peer (the old fixed timeout). */
+const DEFAULT_SILENCE_MS = 120_000;
+/** Heartbeats (102 Processing) a peer sends while a call runs: the caller's bound / 5, within these. */
+const MIN_HEARTBEAT_MS = 50;
+const MAX_HEARTBEAT_MS = 2_000;
+const heartbeatFor = (silenceMs: number): number => Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, Math.floor(silenceMs / 5)));
 const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
@@ -78,9 +87,16 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       const target = String(req.headers['x-edge-url'] ?? '');
       const method = String(req.headers['x-edge-method'] ?? 'GET');
       if (!headers.success || !/^https?:\/\//.test(target)) { fail(400, 'malformed forwarded request'); return; }
+      // Nothing runs before the whole request is here: a caller that never sent its last
+      // chunk (it stopped waiting for our 100 Continue) knows the call did not run.
       const body = await readBody(req, MAX_PEER_BODY);
       const { namespace: ns, actor, id } = addr;
       const hops = Number(req.headers['x-edge-hops'] ?? '0') || 0;
+      // While the call runs, 102 Processing tells the caller this agent is alive and on it,
+      // so a long call is not taken for a paused agent.
+      const asked = Number(req.headers[HEARTBEAT_HEADER]);
+      const beat = setInterval(() => { if (!res.headersSent && !res.destroyed) res.writeProcessing(); },
+        Number.isFinite(asked) && asked > 0 ? Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, asked)) : MAX_HEARTBEAT_MS);
       let out: PeerResponse;
       try {
         out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
@@ -88,8 +104,15 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
         if (err instanceof ForeignActorIdError) { fail(400, err.message); return; }
         log.warn('forwarded actor call failed', { actor: actorInstanceKey(ns, actor, id), error: err });
+        if (err instanceof CallOutcomeUnknownError) {
+          res.writeHead(OUTCOME_UNKNOWN, { 'content-type': 'text/plain; charset=utf-8', [OUTCOME_HEADER]: 'unknown' });
+          res.end(`${err.message}\n`);
+          return;
+        }
         fail(500, errorMessage(err));
         return;
+      } finally {
+        clearInterval(beat);
       }
       res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, {
         'x-edge-headers': JSON.stringify(out.headers),
@@ -114,30 +137,38 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
   return { server, port: addr.port, quiet, close: () => { server.close(); } };
 }
 
-/** Connecting failed before anything was sent: safe to retry elsewhere. */
+/** The peer certainly did not run the call (not connected, or it never took the whole request): safe to retry elsewhere. */
 export class PeerUnreachableError extends EdgeError {}
 
-/** Forwards an actor call to another agent's peer port. */
-export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string): Promise<PeerResponse> {
+/**
+ * Forwards an actor call to another agent's peer port (protocol.ts says how a call that
+ * did not run is told from one that may have).
+ */
+export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string, opts: PeerForwardOptions = {}): Promise<PeerResponse> {
   const url = new URL(`${PEER_PATH}${actorInstanceKey(namespace, actor, id)}`, peerAddress);
   const body = req.body ?? new Uint8Array(0);
+  const silenceMs = opts.silenceMs ?? DEFAULT_SILENCE_MS;
   return new Promise((resolve, reject) => {
+    /** The whole request went out: from here on the peer may have run it. */
     let sent = false;
     const r = httpRequest(url, {
       method: 'POST',
       agent: peerAgent,
       headers: {
         'x-edge-url': req.url, 'x-edge-method': req.method, 'x-edge-headers': JSON.stringify(req.headers), 'x-edge-hops': String(hops),
-        'content-length': body.byteLength, ...(token ? { 'x-edge-peer-token': token } : {}),
+        // Chunked even when empty: the request is complete only with its last chunk, sent after 100 Continue.
+        expect: '100-continue', 'transfer-encoding': 'chunked', [HEARTBEAT_HEADER]: String(heartbeatFor(silenceMs)),
+        ...(token ? { 'x-edge-peer-token': token } : {}),
       },
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
+      res.on('error', (err) => r.destroy(err));
       res.on('end', () => {
         const status = res.statusCode ?? 502;
         const payload = Buffer.concat(chunks);
         if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
+        if (status === OUTCOME_UNKNOWN && res.headers[OUTCOME_HEADER] === 'unknown') { reject(new CallOutcomeUnknownError(payload.toString('utf8').trim())); return; }
         const fwdStatus = Number(res.headers['x-edge-status'] ?? status);
         let headers: [string, string][] = [];
         try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }
@@ -145,10 +176,12 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         resolve({ status: fwdStatus, statusText: res.statusMessage ?? '', headers, body: payload, ...(typeof sid === 'string' ? { webSocketSid: sid } : {}) });
       });
     });
-    // A pooled socket is already connected: the request may reach the peer at once.
-    r.on('socket', (s) => { if (s.connecting) s.once('connect', () => { sent = true; }); else sent = true; });
-    r.on('error', (err) => reject(sent ? err : new PeerUnreachableError(`${url.host}: ${errorMessage(err)}`, { cause: err })));
-    r.setTimeout(120_000, () => r.destroy(new Error(`${url.host}: no answer in 120 s`)));
-    r.end(body);
+    r.on('continue', () => { sent = true; r.end(body); });
+    r.on('error', (err) => reject(sent
+      ? new CallOutcomeUnknownError(`the call reached ${url.host}, then ${errorMessage(err)}: it may or may not have run`, { cause: err })
+      : new PeerUnreachableError(`${url.host}: ${errorMessage(err)} before it took the call`, { cause: err })));
+    // Any byte from the peer (100 Continue, a 102 heartbeat, the answer) restarts this.
+    r.setTimeout(silenceMs, () => r.destroy(new Error(`silent for ${silenceMs} ms`)));
+    r.flushHeaders();
   });
 }

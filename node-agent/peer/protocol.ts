@@ -4,11 +4,25 @@
 //
 // Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
 // answer a caller may retry, because anything else may have run the actor's code.
+//
+// Proving a call did not run: the caller sends the request with `Expect: 100-continue` and a
+// chunked body, and sends the body (its last chunk ends the request) only once the peer
+// answered 100 Continue. The peer runs nothing before it has the whole request, so a peer
+// that never said 100 (paused, stalled, gone) never ran it, and the caller may route it
+// again. Once the body went, the peer sends 102 Processing every heartbeat while the call
+// runs: a peer silent for longer than the caller's bound (the presence TTL plus a margin)
+// stopped answering mid-call, and the outcome is unknown to the caller.
 
 import { EdgeError } from '../../common/errors.js';
 
 export const PEER_PATH = '/actors/';
 export const MISDIRECTED = 421;
+/** A forwarded call the peer itself lost track of (it forwarded it on and that hop went silent): outcome unknown. */
+export const OUTCOME_UNKNOWN = 504;
+/** Header of a 504 that means OUTCOME_UNKNOWN (a 504 from anything else is treated the same). */
+export const OUTCOME_HEADER = 'x-edge-outcome';
+/** Request header: how often the peer should send 102 Processing while the call runs (ms). */
+export const HEARTBEAT_HEADER = 'x-edge-heartbeat-ms';
 
 export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
 export interface PeerResponse {
@@ -25,15 +39,31 @@ export interface PeerResponse {
 /** The request was not run: the caller may route it again. */
 export class NotHereError extends EdgeError {}
 
+/**
+ * The call reached the peer (it had the whole request) and then the peer went silent or the
+ * connection broke before the answer: the call may or may not have run. Never retried.
+ */
+export class CallOutcomeUnknownError extends EdgeError {}
+
 /** The call names an actor id its DurableActor never made (the HMAC tag does not check): refused with 400. */
 export class ForeignActorIdError extends EdgeError {}
 
+export interface PeerForwardOptions {
+  /**
+   * How long the peer may stay silent (no 100 Continue, no 102 heartbeat, no answer byte)
+   * before the caller gives up on it; the router passes the owner's presence TTL plus a
+   * margin. Default 120 s.
+   */
+  silenceMs?: number;
+}
+
 /**
  * Sends a call to another agent's peer port (peer-server.ts does it over HTTP). Rejects
- * with NotHereError when the peer answered 421, with PeerUnreachableError when nothing
- * was sent; any other failure leaves open whether the call ran.
+ * with NotHereError when the peer answered 421, with PeerUnreachableError when the peer
+ * certainly did not run it (not connected, or silent before it had the whole request),
+ * with CallOutcomeUnknownError when it may have.
  */
-export type PeerForwarder = (peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string) => Promise<PeerResponse>;
+export type PeerForwarder = (peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string, opts?: PeerForwardOptions) => Promise<PeerResponse>;
 
 export interface PeerHandler {
   /** Runs an actor call; throws NotHereError when this agent does not take it. */

@@ -1,11 +1,12 @@
-import { NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../protocol.js';
+import { CallOutcomeUnknownError, NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../protocol.js';
 import { PeerUnreachableError } from '../peer-server.js';
 
 // Other agents' peer ports without HTTP: a forwarded call goes straight to the handler
 // registered for the address, with the transport's rules kept: NotHereError from the
 // handler is the 421 the caller may retry, any other error comes back as a 500 answer
 // (the call may have run), an unknown or downed address is PeerUnreachableError (nothing
-// was sent), and a lost answer is a plain error after the handler ran.
+// was sent), and a lost answer (or an outcome the handler itself did not know) is
+// CallOutcomeUnknownError after the handler ran.
 
 const enc = new TextEncoder();
 
@@ -25,10 +26,11 @@ export class FakePeers {
       res = await h.call(namespace, actor, id, copy(req), hops);
     } catch (err) {
       if (err instanceof NotHereError) throw new NotHereError(err.message);
+      if (err instanceof CallOutcomeUnknownError) throw new CallOutcomeUnknownError(err.message);
       const msg = err instanceof Error ? err.message : String(err);
       return { status: 500, statusText: 'Internal Server Error', headers: [], body: enc.encode(`${msg}\n`) };
     }
-    if (this.lost.has(address)) throw new Error(`${address}: socket hang up`);
+    if (this.lost.has(address)) throw new CallOutcomeUnknownError(`the call reached ${address}, then socket hang up: it may or may not have run`);
     return res;
   };
 
