@@ -18,7 +18,7 @@ export interface AgentAdminOptions {
 export function startAdminServer(agent: WorkerServer, port: number, host = '127.0.0.1', opts: AgentAdminOptions = {}): Promise<{ server: Server; port: number }> {
   return start({
     registry: agent.metrics.registry,
-    notReady: () => (agent.ready ? undefined : 'loading workers'),
+    notReady: () => agent.notReady,
     status: () => ({ ready: agent.ready, workers: agent.status(), ...opts.extra?.() }),
     summary: () => {
       const workers = agent.status();
