@@ -4,7 +4,7 @@ import { Agent as HttpAgent, createServer, request as httpRequest, type Incoming
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
-import { HeaderListSchema } from '../abi/bridge.js';
+import { ActorExceptionError, actorException, HeaderListSchema } from '../abi/bridge.js';
 import { ForeignActorIdError, MISDIRECTED, NotHereError, PEER_PATH, type PeerHandler, type PeerRequest, type PeerResponse } from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
@@ -87,8 +87,16 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
         if (err instanceof ForeignActorIdError) { fail(400, err.message); return; }
+        // The caller's stub.fetch() rejects either way, as it would were the actor there
+        // (never a Response); the actor's exception is the actor host's to log, with its stack.
+        if (err instanceof ActorExceptionError) {
+          res.writeHead(500, { [EXCEPTION_HEADER]: encodeHeader([err.exception.name, err.exception.message]), 'content-length': 0 });
+          res.end();
+          return;
+        }
         log.warn('forwarded actor call failed', { actor: actorInstanceKey(ns, actor, id), error: err });
-        fail(500, errorMessage(err));
+        res.writeHead(500, { [FAILURE_HEADER]: encodeHeader(errorMessage(err)), 'content-length': 0 });
+        res.end();
         return;
       }
       res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, {
@@ -112,6 +120,18 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
     }
   };
   return { server, port: addr.port, quiet, close: () => { server.close(); } };
+}
+
+/** The owner ran (or may have run) the call, and it failed there: not retried. */
+export class PeerCallError extends EdgeError {}
+
+/** An actor's exception (JSON [name, message]) and an owner's failure (JSON string), base64url: any text fits a header. */
+const EXCEPTION_HEADER = 'x-edge-exception';
+const FAILURE_HEADER = 'x-edge-error';
+const encodeHeader = (v: unknown): string => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
+function decodeHeader(h: string | string[] | undefined): unknown {
+  if (typeof h !== 'string') return undefined;
+  try { return JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as unknown; } catch { return undefined; }
 }
 
 /** Connecting failed before anything was sent: safe to retry elsewhere. */
@@ -138,6 +158,10 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         const status = res.statusCode ?? 502;
         const payload = Buffer.concat(chunks);
         if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
+        const exception = decodeHeader(res.headers[EXCEPTION_HEADER]);
+        if (Array.isArray(exception)) { reject(new ActorExceptionError(actorException(exception[0], exception[1]), actorInstanceKey(namespace, actor, id))); return; }
+        const failure = decodeHeader(res.headers[FAILURE_HEADER]);
+        if (failure !== undefined) { reject(new PeerCallError(typeof failure === 'string' ? failure : 'the actor call failed on its owner')); return; }
         const fwdStatus = Number(res.headers['x-edge-status'] ?? status);
         let headers: [string, string][] = [];
         try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }

@@ -3,7 +3,10 @@
 // it; the answer is the actor's response once its writes are durable.
 //
 // Status 421 (Misdirected Request) means "not executed here, ask the ring again": the only
-// answer a caller may retry, because anything else may have run the actor's code.
+// answer a caller may retry, because anything else may have run the actor's code. A 500
+// with x-edge-exception carries the exception the actor's code threw (name and message,
+// never the stack), rethrown at the caller as if the actor were local (ActorExceptionError);
+// one with x-edge-error an owner's failure (PeerCallError). Neither becomes a Response.
 
 import { EdgeError } from '../../common/errors.js';
 
