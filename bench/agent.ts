@@ -66,6 +66,8 @@ export async function startAgent(workersDir: string, logFile: string, readyTimeo
   const proc = new Proc(name, process.execPath,
     [
       ...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
+      // No load balancer to wait for: stopping takes no drain delay.
+      '--drain-delay-ms', '0',
       ...(opts.isolateHosts !== undefined ? ['--isolate-hosts', String(opts.isolateHosts)] : []), ...opts.extraArgs ?? [],
     ],
     { logFile, cwd: ROOT });

@@ -8,7 +8,7 @@ import { createLogger } from '../common/log.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
-import { startAgent, type AgentConfig } from '../node-agent/agent.js';
+import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, startAgent, type AgentConfig } from '../node-agent/agent.js';
 import { DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
 import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
 
@@ -27,6 +27,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
                   [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
+                  [--drain-delay-ms N] [--drain-timeout-ms N]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -55,6 +56,13 @@ Prometheus reach it. The full /status (every tenant's workers and live actor ids
 egress policy (repeatable): an address, CIDR, host name or *.pattern, optionally with
 :port (e.g. 127.0.0.1:8081, 10.0.0.0/8, db.example.internal:5432). Without one, a worker
 reaches public unicast addresses only: no loopback, private, link-local or cluster ranges.
+SIGTERM drains: /readyz says 503 at once and everything is still served for
+--drain-delay-ms (default ${DEFAULT_DRAIN_DELAY_MS}: the time load balancers and Kubernetes endpoints take
+to stop sending here); then actors are handed over to the region's other agents, the
+listeners close once the requests they accepted are answered, and the agent exits. What
+follows the delay is bounded by --drain-timeout-ms (default ${DEFAULT_DRAIN_TIMEOUT_MS}): past it what still
+runs is cut (its connection closes; an actor not yet released goes to the next owner's claim).
+Keep the pod's terminationGracePeriodSeconds above the two together.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
 --isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,
@@ -95,6 +103,8 @@ export async function runAgent(argv: string[]): Promise<number> {
       'actor-log-replicas': { type: 'string', default: '1' },
       advertise: { type: 'string' },
       'presence-ttl-ms': { type: 'string', default: String(DEFAULT_PRESENCE_TTL_MS) },
+      'drain-delay-ms': { type: 'string', default: String(DEFAULT_DRAIN_DELAY_MS) },
+      'drain-timeout-ms': { type: 'string', default: String(DEFAULT_DRAIN_TIMEOUT_MS) },
       'ai-url-template': { type: 'string' },
       listen: { type: 'string', default: '127.0.0.1:8080' },
       admin: { type: 'string', default: '127.0.0.1:9090' },
@@ -164,6 +174,8 @@ export async function runAgent(argv: string[]): Promise<number> {
     egressAllow: values['egress-allow'],
     ...(values['ai-url-template'] ? { aiUrlTemplate: values['ai-url-template'] } : {}),
     presenceTtlMs: num('--presence-ttl-ms', values['presence-ttl-ms']),
+    drainDelayMs: num('--drain-delay-ms', values['drain-delay-ms']),
+    drainTimeoutMs: num('--drain-timeout-ms', values['drain-timeout-ms']),
     actorLogReplicas: num('--actor-log-replicas', values['actor-log-replicas']),
     maxBodyBytes: num('--max-body-mb', values['max-body-mb']) * 1024 * 1024,
     maxWebSocketMessageBytes: num('--max-ws-message-kb', values['max-ws-message-kb']) * 1024,

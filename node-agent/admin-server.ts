@@ -33,7 +33,7 @@ export function startAdminServer(agent: WorkerServer | (() => WorkerServer | und
     },
     notReady: () => {
       const a = get();
-      return opts.startup?.waiting ?? (!a ? 'starting' : a.ready ? undefined : 'loading workers');
+      return opts.startup?.waiting ?? (!a ? 'starting' : a.notReady);
     },
     status: () => {
       const a = get();

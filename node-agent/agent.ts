@@ -98,6 +98,18 @@ export interface AgentConfig {
    * hitting their limits, at the lowest CPU priority (hosts/cordon.ts; default true).
    */
   isolateHostCordon?: boolean;
+  /**
+   * Drain (SIGTERM): how long /readyz says 503 while everything is still served, before
+   * actors are handed over and listeners closed: the time load balancers and Kubernetes
+   * endpoints take to stop sending here (default DEFAULT_DRAIN_DELAY_MS).
+   */
+  drainDelayMs?: number;
+  /**
+   * Drain: the bound on what follows the delay (actors handed over, requests in flight
+   * answered; default DEFAULT_DRAIN_TIMEOUT_MS). Past it, what still runs is cut: its
+   * connection closes, and an actor not yet released is left to the next owner's claim.
+   */
+  drainTimeoutMs?: number;
   /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
   isolateHost?: HostShare & { of: string };
 }
@@ -124,6 +136,32 @@ export function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
  */
 const CRASH_TOKEN = process.env.EDGE_TEST_CRASH_TOKEN;
 
+/** See AgentConfig.drainDelayMs: about Kubernetes' endpoint propagation plus a probe period. */
+export const DEFAULT_DRAIN_DELAY_MS = 5_000;
+/** See AgentConfig.drainTimeoutMs; the chart's terminationGracePeriodSeconds covers delay + timeout. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 20_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves with `p`, or with `undefined` once `ms` passed (`p` runs on). */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), Math.max(0, ms)); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A drain's clock: the bound on what follows the delay, shared by drain() and stop(). */
+class DrainClock {
+  private deadline: number | undefined;
+  constructor(private readonly timeoutMs: number) {}
+  start(): void { this.deadline ??= performance.now() + this.timeoutMs; }
+  /** Time left until the bound; none when no drain ran (a plain stop cuts at once). */
+  left(): number { return this.deadline === undefined ? 0 : Math.max(0, this.deadline - performance.now()); }
+}
+
 /** A draining agent waits this long without a forwarded call before it lets go of its peer port. */
 const PEER_QUIET_MS = 250;
 /** ... but never longer than this (other agents drop a draining agent from their rings at once). */
@@ -145,6 +183,7 @@ interface NatsParts {
 
 export class Agent implements RunningAgent {
   private stopping: Promise<void> | undefined;
+  private readonly clock: DrainClock;
 
   private constructor(
     private readonly cfg: AgentConfig,
@@ -154,7 +193,9 @@ export class Agent implements RunningAgent {
     private readonly admin: { close(): void } | undefined,
     private readonly nats: NatsParts | undefined,
     private readonly shared: SharedSource | undefined,
-  ) {}
+  ) {
+    this.clock = new DrainClock(cfg.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  }
 
   /**
    * An isolate host's cordoned namespaces, from its front (hosts/cordon.ts): the cordon host
@@ -324,31 +365,47 @@ export class Agent implements RunningAgent {
   }
 
   /**
-   * Hands everything over before a stop: the region learns first (presence marked draining,
-   * and the drain waits until that change has come back through the KV watch every ring
-   * follows), then in-flight actor calls finish and every actor is released, then calls
-   * other agents routed here in the meantime are answered (421: go elsewhere) until the
-   * peer port has been quiet.
+   * SIGTERM. Readiness first: /readyz says 503 at once, and for drainDelayMs everything is
+   * served as before (load balancers take that long to stop sending). Then the region
+   * learns (presence marked draining; the drain waits until that change has come back
+   * through the KV watch every ring follows), in-flight actor calls finish and every actor
+   * is released, and calls other agents routed here meanwhile are answered (421: go
+   * elsewhere) until the peer port has been quiet. What follows the delay is bounded by
+   * drainTimeoutMs, together with stop(): past it the drain goes on to stop.
    */
   async drain(): Promise<void> {
+    const { log } = this.cfg;
+    this.server.drain();
+    const delay = this.cfg.drainDelayMs ?? DEFAULT_DRAIN_DELAY_MS;
+    log.info('draining: not ready; serving until load balancers stopped sending', { delayMs: delay });
+    await sleep(delay);
+    this.clock.start();
     const n = this.nats;
     if (!n) return;
-    await n.presence.drain();
-    await waitFor(() => n.view.agents(n.region).find((a) => a.agent === this.cfg.agentName)?.draining !== false, DRAIN_SEEN_MAX_MS);
-    const moved = await n.runtime.drain();
-    this.cfg.log.info('actors handed over', { actors: moved });
-    await n.peer.quiet(PEER_QUIET_MS, PEER_QUIET_MAX_MS);
+    const handedOver = await within((async () => {
+      await n.presence.drain();
+      await waitFor(() => n.view.agents(n.region).find((a) => a.agent === this.cfg.agentName)?.draining !== false, DRAIN_SEEN_MAX_MS);
+      const moved = await n.runtime.drain();
+      log.info('actors handed over', { actors: moved });
+      await n.peer.quiet(PEER_QUIET_MS, PEER_QUIET_MAX_MS);
+      return true;
+    })(), this.clock.left());
+    if (!handedOver) log.warn('drain bound reached before every actor was handed over; stopping (the next owners claim the rest)', { actors: n.runtime.host.keys().length });
   }
 
-  /** Stops in reverse start order; idempotent. */
+  /**
+   * Stops in reverse start order; idempotent. The HTTP front stops listening first and lets
+   * the requests it accepted finish (a worker's request may still call actors through the
+   * runtime), within what is left of the drain bound; then the actors, NATS and isolates go.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const n = this.nats;
       await n?.presence.stop();
+      await this.server.stop(this.clock.left());
       await n?.runtime.stop();
       await n?.view.stop();
       n?.peer.close();
-      await this.server.stop();
       if (n) {
         this.server.consoleListeners.delete(n.consoleStream.listener);
         n.consoleStream.stop();
@@ -390,6 +447,7 @@ function hostPeer(cfg: AgentConfig, index: number): { peerListen: HostPort; peer
  */
 export class AgentFront implements RunningAgent {
   private stopping: Promise<void> | undefined;
+  private readonly clock: DrainClock;
 
   private constructor(
     private readonly cfg: AgentConfig,
@@ -401,8 +459,11 @@ export class AgentFront implements RunningAgent {
       admin: { close(): void } | undefined;
       socketDir: string;
       nats: { nc: NatsConnection; presence: AgentPresence } | undefined;
+      state: { draining: boolean };
     },
-  ) {}
+  ) {
+    this.clock = new DrainClock(cfg.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  }
 
   /**
    * Start order: the public listener (answering 503 until the hosts serve), the admin port,
@@ -462,6 +523,8 @@ export class AgentFront implements RunningAgent {
         // The cordon host (index = count) starts empty and loads only cordoned namespaces.
         ...(index === count ? { poolSize: Math.min(shared.poolSize, 1) } : {}),
         agentName: isolateHostName(cfg.agentName, index),
+        // The front waits out the drain delay; a host drains as soon as it is told.
+        drainDelayMs: 0,
         listen: { path: '' }, // the host names its socket in socketDir
         advertise,
         ...hostPeer(cfg, index),
@@ -470,6 +533,8 @@ export class AgentFront implements RunningAgent {
     });
     hosts.sup = sup;
     undo.push(() => sup.stop());
+    // Set by drain(): /readyz says 503 from then on.
+    const state = { draining: false };
 
     const startup = new Startup();
     startup.done();
@@ -479,7 +544,7 @@ export class AgentFront implements RunningAgent {
         // The hosts' metrics summed (a worker's series come from the one host serving it) and the front's own.
         metrics: async () => AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...await sup.metrics()]).metrics(),
       },
-      notReady: () => startup.waiting ?? (sup.ready ? undefined : 'isolate hosts starting'),
+      notReady: () => (state.draining ? 'draining' : startup.waiting ?? (sup.ready ? undefined : 'isolate hosts starting')),
       status: async () => {
         const hosts = await sup.status();
         return {
@@ -533,25 +598,41 @@ export class AgentFront implements RunningAgent {
       http: `http://${listen.host}:${port}`, ...(cfg.admin && admin ? { admin: `http://${cfg.admin.host}:${admin.port}` } : {}),
       isolateHosts: count, workers: cfg.source.kind === 'directory' ? cfg.source.dir : cfg.source.url,
     });
-    return new AgentFront(cfg, port, admin?.port, { proxy, supervisor: sup, admin: admin?.server, socketDir, nats });
+    return new AgentFront(cfg, port, admin?.port, { proxy, supervisor: sup, admin: admin?.server, socketDir, nats, state });
   }
 
   /** The front's view of its hosts (pid, up, restarts, workers). */
   hosts() { return this.parts.supervisor.hosts(); }
 
-  /** Says draining, then every host drains (hands its actors over) while all keep serving. */
+  /**
+   * SIGTERM, as Agent.drain: /readyz says 503 at once and everything is served for
+   * drainDelayMs; then the front's presence says draining and every host drains (hands its
+   * actors over) while all keep serving, within drainTimeoutMs.
+   */
   async drain(): Promise<void> {
-    await this.parts.nats?.presence.drain();
-    await this.parts.supervisor.drain();
-    this.cfg.log.info('isolate hosts drained');
+    const { log } = this.cfg;
+    this.parts.state.draining = true;
+    this.parts.proxy.drain();
+    const delay = this.cfg.drainDelayMs ?? DEFAULT_DRAIN_DELAY_MS;
+    log.info('draining: not ready; serving until load balancers stopped sending', { delayMs: delay });
+    await sleep(delay);
+    this.clock.start();
+    const done = await within((async () => {
+      await this.parts.nats?.presence.drain();
+      await this.parts.supervisor.drain();
+      return true;
+    })(), this.clock.left());
+    if (done) log.info('isolate hosts drained');
+    else log.warn('drain bound reached before every isolate host had handed its actors over; stopping');
   }
 
-  /** Stops in reverse start order; idempotent. */
+  /** Stops in reverse start order, the public listener once its requests in flight are answered; idempotent. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const { proxy, supervisor, admin, socketDir, nats } = this.parts;
       await nats?.presence.stop();
-      await proxy.close();
+      const cut = await proxy.close(this.clock.left());
+      if (cut > 0) this.cfg.log.warn('requests cut at the end of the drain', { requests: cut });
       await supervisor.stop();
       if (nats) await nats.nc.drain();
       admin?.close();

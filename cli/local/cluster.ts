@@ -63,6 +63,11 @@ export interface LocalClusterOptions {
   leaseDurationMs?: number;
   /** The agents' --isolate-hosts (default: the agent's own, 2; 0 runs isolates in the agent process). */
   isolateHosts?: number;
+  /**
+   * The agents' --drain-delay-ms. Default 0: no load balancer stands in front of a local
+   * cluster's agents, so nothing has to learn first that one drains.
+   */
+  drainDelayMs?: number;
   /** More `edge agent` flags, for every agent. */
   agentArgs?: string[];
   /** Start one operator with this identity along with the agents; without it, call startOperator() when wanted. */
@@ -225,6 +230,7 @@ export class LocalCluster {
       '--peer-listen', '127.0.0.1:0',
       '--pool-size', '2',
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
+      '--drain-delay-ms', String(this.opts.drainDelayMs ?? 0),
       ...(model ? ['--ai-url-template', model.url] : []),
       ...(this.opts.isolateHosts !== undefined ? ['--isolate-hosts', String(this.opts.isolateHosts)] : []),
       ...(this.opts.agentArgs ?? []),

@@ -1,5 +1,6 @@
 import type ivm from 'isolated-vm';
 import { z } from 'zod';
+import { EdgeError } from '../../common/errors.js';
 
 // The boundary between the agent (host) and the Workers API shim inside each isolate.
 // Everything that crosses it is a copy of plain data; the only functions the isolate
@@ -203,7 +204,58 @@ export const AiHandleSchema = z.number().int().min(1);
  * `{ ok: false }`), so nothing on the host is left with an unhandled rejection.
  */
 export type HostAsync<T> = ivm.Reference<() => Promise<Settled<T>>>;
-export type Settled<T> = { ok: true; value: T } | { ok: false; error: string };
+/** `exception`: an exception an actor's code threw, which the shim rethrows as itself (ActorExceptionError). */
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: string; exception?: ActorException };
+
+/**
+ * An exception thrown by a DurableActor's code, as the caller's stub.fetch() rethrows it
+ * (as on Workers: https://developers.cloudflare.com/durable-objects/best-practices/error-handling/,
+ * "uncaught exceptions thrown by a Durable Object ... propagated to the callsite", with
+ * `.remote` true). Name and message only: the stack stays in the owner's log.
+ */
+export interface ActorException { name: string; message: string }
+
+/** Bounds on an ActorException (a name longer than this is cut; a message too). */
+export const MAX_EXCEPTION_NAME = 128;
+export const MAX_EXCEPTION_MESSAGE = 4096;
+
+/** An ActorException read from anywhere (a peer's header, the isolate): cut to the bounds, strings only. */
+export function actorException(name: unknown, message: unknown): ActorException {
+  return {
+    name: (typeof name === 'string' && name !== '' ? name : 'Error').slice(0, MAX_EXCEPTION_NAME),
+    message: (typeof message === 'string' ? message : '').slice(0, MAX_EXCEPTION_MESSAGE),
+  };
+}
+
+/**
+ * A request's rejection from the shim (__edgeDispatch) carries its exception's name and
+ * message in the error's stack, after this mark, as a JSON [name, message] (the shim's
+ * EXCEPTION_MARK: isolated-vm copies an error's message and stack only).
+ */
+export const EXCEPTION_MARK = '\u0000edge-exception:';
+
+/** The exception a dispatch rejection carries, if it carries one. */
+export function exceptionFromRejection(err: unknown): ActorException | undefined {
+  const stack = err instanceof Error ? err.stack : undefined;
+  if (typeof stack !== 'string' || !stack.startsWith(EXCEPTION_MARK)) return undefined;
+  try {
+    const v: unknown = JSON.parse(stack.slice(EXCEPTION_MARK.length));
+    return Array.isArray(v) ? actorException(v[0], v[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Rejects a stub.fetch() whose actor threw (wherever the actor lives). `message` is the
+ * actor's own; `context` (not for clients) says which actor; the stack, if any, is the
+ * owner's log's. Not retried: the actor's code ran.
+ */
+export class ActorExceptionError extends EdgeError {
+  constructor(readonly exception: ActorException, actor: string, options?: ErrorOptions) {
+    super(`actor ${actor} threw ${exception.name}: ${exception.message}`, { ...options, context: { actor } });
+  }
+}
 
 export const UrlRecordSchema = z.object({
   href: z.string(), origin: z.string(), protocol: z.string(), username: z.string(), password: z.string(),

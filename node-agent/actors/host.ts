@@ -3,6 +3,8 @@ import { errorMessage } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from '../../common/actor-ops.js';
 import { ActorResetError } from './isolate.js';
+import { WorkerScriptError } from '../isolate/worker-isolate.js';
+import { ActorExceptionError } from '../abi/bridge.js';
 import { actorClassKey, actorInstanceKey } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
@@ -10,7 +12,8 @@ import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/proto
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket
 // events run one at a time in arrival order (the input gate). A request's writes are
-// committed to the log in one fenced write when it ends, and its response is released
+// committed to the log in one fenced write when it ends (also when its code threw: the
+// exception reaches the caller after the commit), and its response is released
 // only once that write is durable (the output gate): if the write is refused because
 // another agent claimed the actor meanwhile, the response is discarded and the actor
 // deactivated here, so a stale owner can never have a write acknowledged.
@@ -225,7 +228,18 @@ export class ActorHost implements ActorRunner {
       try {
         res = await act.instance.fetch(req);
       } catch (err) {
-        // The actor's code did not finish cleanly: whatever it wrote is dropped with it.
+        const exception = err instanceof WorkerScriptError ? err.exception : undefined;
+        if (exception && !act.instance.dead) {
+          // The actor's code threw. As on Workers, the output gate confirms the writes it
+          // made before (it does not roll them back; storage.transaction() rolled back its
+          // own already): they are committed, fenced like any, and then the caller sees the
+          // exception. Its stack stays here, in the owner's log.
+          this.opts.log.warn('actor threw an exception', { actor: act.key, error: err });
+          await this.commit(act);
+          throw new ActorExceptionError(exception, act.key, { cause: err });
+        }
+        // A reset (a limit, a failed blockConcurrencyWhile) or an agent error: the actor
+        // did not finish cleanly, and whatever it wrote is dropped with it.
         act.storage.discardPending();
         if (err instanceof ActorResetError || act.instance.dead) {
           await this.deactivate(act, Why.Reset, false);

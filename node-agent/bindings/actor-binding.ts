@@ -1,5 +1,5 @@
 import { ActorIds } from './actor-id.js';
-import { ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
+import { ActorExceptionError, ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
 
 export type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord };
 
@@ -120,6 +120,8 @@ export class ActorCalls {
         url: init.url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null,
       }, opts);
     } catch (err) {
+      // The actor's own exception reaches the caller as itself (hostCallbacks passes it on).
+      if (err instanceof ActorExceptionError) throw err;
       throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
 import { describeIssues } from '../../common/errors.js';
 import type { HostAsync, HostCallbacks, Settled, UrlRecord } from '../abi/bridge.js';
-import { AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
+import { ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
@@ -58,7 +58,9 @@ export interface SocketCalls {
 function hostAsync<T>(work: Promise<T>): HostAsync<T> {
   const outcome = work.then(
     (value): Settled<T> => ({ ok: true, value }),
-    (err: unknown): Settled<T> => ({ ok: false, error: err instanceof Error ? err.message : String(err) }),
+    (err: unknown): Settled<T> => err instanceof ActorExceptionError
+      ? { ok: false, error: err.exception.message, exception: err.exception }
+      : { ok: false, error: err instanceof Error ? err.message : String(err) },
   );
   return new ivm.Reference(() => outcome);
 }

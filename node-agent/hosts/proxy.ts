@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../../common/log.js';
 import type { FrontMetrics } from './metrics.js';
 import type { HostRoute, HostTarget } from './supervisor.js';
+import { InFlight, stopAccepting } from '../serving/graceful.js';
 
 // The public HTTP listener of an agent whose isolates run in isolate-host processes
 // (docs/isolate-hosts.md): it routes each request by Host and path to the host serving the
@@ -73,9 +74,14 @@ export class HostProxy {
   private readonly sockets = new Set<Socket>();
   /** Spliced WebSocket connections (client socket, host socket), closed with the front. */
   private readonly tunnels = new Set<Socket>();
+  /** Requests being relayed: a drain waits for them before it closes their connections. */
+  private readonly inflight = new InFlight();
 
   constructor(private readonly opts: HostProxyOptions) {
-    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 5_000, requestTimeout: 0, connectionsCheckingInterval: 1_000 }, (req, res) => this.forward(req, res));
+    this.server = createServer({ keepAliveTimeout: 5000, headersTimeout: 5_000, requestTimeout: 0, connectionsCheckingInterval: 1_000 }, (req, res) => {
+      this.inflight.track(res);
+      this.forward(req, res);
+    });
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       socket.on('error', () => { /* closed; whoever uses it sees that */ });
@@ -104,11 +110,19 @@ export class HostProxy {
     return addr.port;
   }
 
-  async close(): Promise<void> {
-    this.server.close();
+  /** Draining: every response from now on closes its connection (the listener stays open). */
+  drain(): void { this.inflight.drain(); }
+
+  /**
+   * Stops listening, lets requests in flight finish for at most `graceMs`, then closes
+   * every connection and WebSocket tunnel. Returns how many requests were cut at the bound.
+   */
+  async close(graceMs = 0): Promise<number> {
+    const { cut, closed } = await stopAccepting(this.server, this.inflight, graceMs);
     for (const s of this.tunnels) s.destroy();
     for (const s of this.sockets) s.destroy();
-    if (this.server.listening) await once(this.server, 'close');
+    await closed;
+    return cut;
   }
 
   private unavailable(res: ServerResponse, worker: string, why: string): void {

@@ -1,4 +1,4 @@
-import { decodeResponse, encodeRequestHead, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
+import { decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
 import type { EgressPolicy } from '../../common/api/policy.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
@@ -29,7 +29,12 @@ export class WorkerLimitError extends EdgeError {
 
 /** The worker's own code failed: threw, returned a non-Response, or has no handler. */
 export class WorkerScriptError extends EdgeError {
-  constructor(readonly worker: string, message: string) { super(message, { context: { worker } }); }
+  constructor(
+    readonly worker: string,
+    message: string,
+    /** When the worker's own code threw: that exception's name and message (for an actor's caller). */
+    readonly exception?: ActorException,
+  ) { super(message, { context: { worker } }); }
 }
 
 /** The module could not be compiled or evaluated, or exports no handler. */
@@ -398,7 +403,7 @@ export class WorkerIsolate implements IsolateOwner {
       this.dispose('crash');
       return new WorkerScriptError(this.def.name, `worker ${this.def.name}: its isolate died: ${msg}`);
     }
-    return new WorkerScriptError(this.def.name, msg);
+    return new WorkerScriptError(this.def.name, msg, exceptionFromRejection(err));
   }
 
   /**

@@ -4,7 +4,7 @@ import { Agent as HttpAgent, createServer, request as httpRequest, type Incoming
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
-import { HeaderListSchema } from '../abi/bridge.js';
+import { ActorExceptionError, actorException, HeaderListSchema } from '../abi/bridge.js';
 import {
   CallOutcomeUnknownError, ForeignActorIdError, HEARTBEAT_HEADER, MISDIRECTED, NotHereError, OUTCOME_HEADER, OUTCOME_UNKNOWN, PEER_PATH,
   type PeerForwardOptions, type PeerHandler, type PeerRequest, type PeerResponse,
@@ -103,13 +103,21 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
         if (err instanceof ForeignActorIdError) { fail(400, err.message); return; }
+        // The caller's stub.fetch() rejects either way, as it would were the actor there
+        // (never a Response); the actor's exception is the actor host's to log, with its stack.
+        if (err instanceof ActorExceptionError) {
+          res.writeHead(500, { [EXCEPTION_HEADER]: encodeHeader([err.exception.name, err.exception.message]), 'content-length': 0 });
+          res.end();
+          return;
+        }
         log.warn('forwarded actor call failed', { actor: actorInstanceKey(ns, actor, id), error: err });
         if (err instanceof CallOutcomeUnknownError) {
           res.writeHead(OUTCOME_UNKNOWN, { 'content-type': 'text/plain; charset=utf-8', [OUTCOME_HEADER]: 'unknown' });
           res.end(`${err.message}\n`);
           return;
         }
-        fail(500, errorMessage(err));
+        res.writeHead(500, { [FAILURE_HEADER]: encodeHeader(errorMessage(err)), 'content-length': 0 });
+        res.end();
         return;
       } finally {
         clearInterval(beat);
@@ -135,6 +143,18 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
     }
   };
   return { server, port: addr.port, quiet, close: () => { server.close(); } };
+}
+
+/** The owner ran (or may have run) the call, and it failed there: not retried. */
+export class PeerCallError extends EdgeError {}
+
+/** An actor's exception (JSON [name, message]) and an owner's failure (JSON string), base64url: any text fits a header. */
+const EXCEPTION_HEADER = 'x-edge-exception';
+const FAILURE_HEADER = 'x-edge-error';
+const encodeHeader = (v: unknown): string => Buffer.from(JSON.stringify(v), 'utf8').toString('base64url');
+function decodeHeader(h: string | string[] | undefined): unknown {
+  if (typeof h !== 'string') return undefined;
+  try { return JSON.parse(Buffer.from(h, 'base64url').toString('utf8')) as unknown; } catch { return undefined; }
 }
 
 /** The peer certainly did not run the call (not connected, or it never took the whole request): safe to retry elsewhere. */
@@ -169,6 +189,10 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         const payload = Buffer.concat(chunks);
         if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
         if (status === OUTCOME_UNKNOWN && res.headers[OUTCOME_HEADER] === 'unknown') { reject(new CallOutcomeUnknownError(payload.toString('utf8').trim())); return; }
+        const exception = decodeHeader(res.headers[EXCEPTION_HEADER]);
+        if (Array.isArray(exception)) { reject(new ActorExceptionError(actorException(exception[0], exception[1]), actorInstanceKey(namespace, actor, id))); return; }
+        const failure = decodeHeader(res.headers[FAILURE_HEADER]);
+        if (failure !== undefined) { reject(new PeerCallError(typeof failure === 'string' ? failure : 'the actor call failed on its owner')); return; }
         const fwdStatus = Number(res.headers['x-edge-status'] ?? status);
         let headers: [string, string][] = [];
         try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }

@@ -12,6 +12,11 @@
 // again. Once the body went, the peer sends 102 Processing every heartbeat while the call
 // runs: a peer silent for longer than the caller's bound (the presence TTL plus a margin)
 // stopped answering mid-call, and the outcome is unknown to the caller.
+//
+// A 500 with x-edge-exception carries the exception the actor's code threw (name and
+// message, never the stack), rethrown at the caller as if the actor were local
+// (ActorExceptionError); one with x-edge-error an owner's failure (PeerCallError). Neither
+// becomes a Response.
 
 import { EdgeError } from '../../common/errors.js';
 

@@ -12,6 +12,7 @@ import type { WorkerHost } from './worker-host.js';
 import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
 import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimits } from './request-body.js';
+import { InFlight, stopAccepting } from './graceful.js';
 import { clientOrigin, FORWARDING_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
@@ -94,6 +95,8 @@ export class HttpFront {
   /** Request bodies still arriving: checked against the slow-client bounds by one timer. */
   private readonly bodies = new Set<RequestBody>();
   private readonly bodyTimer: NodeJS.Timeout;
+  /** Requests being answered: a drain waits for them before it closes their connections. */
+  private readonly inflight = new InFlight();
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.limits = { ...DEFAULT_SLOW_CLIENT_LIMITS, ...opts.slowClients };
@@ -108,6 +111,7 @@ export class HttpFront {
       // Bodies are bounded by RequestBody (idle time and minimum rate), not by a total time.
       requestTimeout: 0,
     }, (req, res) => {
+      this.inflight.track(res);
       void this.handle(req, res);
     });
     const sweepMs = Math.max(50, Math.min(1000, this.limits.bodyIdleTimeoutMs / 4));
@@ -165,12 +169,23 @@ export class HttpFront {
     return addr.port;
   }
 
-  async close(): Promise<void> {
+  /** Draining: every response from now on closes its connection (the listener stays open). */
+  drain(): void { this.inflight.drain(); }
+
+  /** Requests being answered now. */
+  get inFlight(): number { return this.inflight.count; }
+
+  /**
+   * Stops listening, lets requests in flight finish for at most `graceMs`, then closes
+   * every connection and WebSocket (1001). Returns how many requests were cut at the bound.
+   */
+  async close(graceMs = 0): Promise<number> {
     clearInterval(this.bodyTimer);
-    this.server.close();
+    const { cut, closed } = await stopAccepting(this.server, this.inflight, graceMs);
     for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
     for (const s of this.sockets) s.destroy();
-    if (this.server.listening) await once(this.server, 'close');
+    await closed;
+    return cut;
   }
 
   /**

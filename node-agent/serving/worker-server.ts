@@ -83,6 +83,7 @@ export class WorkerServer {
   private applying: Promise<void> = Promise.resolve();
   private initialLoad = false;
   private stopped = false;
+  private draining = false;
   readonly hooks: IsolateHooks;
   /** Told the key of a worker whose served version changed (actors restart on new code). */
   readonly versionListeners = new Set<(key: string) => void>();
@@ -145,7 +146,22 @@ export class WorkerServer {
     });
   }
 
-  get ready(): boolean { return this.initialLoad && !this.stopped; }
+  get ready(): boolean { return this.initialLoad && !this.stopped && !this.draining; }
+
+  /** Why /readyz says 503, if it does. */
+  get notReady(): string | undefined {
+    if (this.draining || this.stopped) return 'draining';
+    return this.initialLoad ? undefined : 'loading workers';
+  }
+
+  /**
+   * SIGTERM: /readyz turns 503 at once so load balancers stop sending, while every request
+   * that still arrives is served as before (each response closes its connection).
+   */
+  drain(): void {
+    this.draining = true;
+    this.front.drain();
+  }
 
   /** Namespaces whose workers the agent's cordon host serves now: their isolates here are let go. */
   setDormant(namespaces: ReadonlySet<string>): void {
@@ -267,11 +283,16 @@ export class WorkerServer {
     return out.sort((a, b) => a.key.localeCompare(b.key));
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops listening, lets requests in flight finish for at most `graceMs` (their isolates
+   * are disposed only then), and disposes every isolate.
+   */
+  async stop(graceMs = 0): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     await this.opts.source.stop();
-    await this.front.close();
+    const cut = await this.front.close(graceMs);
+    if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });
     for (const s of this.served.values()) s.host.dispose();
     this.served.clear();
     this.pool.close();

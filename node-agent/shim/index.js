@@ -190,6 +190,7 @@ async function dispatch(id, head, reqBody) {
 const apply = Reflect.apply;
 const ErrorCtor = Error;
 const StringCtor = String;
+const JSONStringify = JSON.stringify;
 
 function errorText(e) {
   try {
@@ -246,6 +247,28 @@ async function settle(id) {
 // getters (`get stack() { for (;;) {} }`) would hold the agent's event loop forever.
 const promiseThen = Promise.prototype.then;
 const plainRejection = (e) => { throw new ErrorCtor(errorText(e)); };
+// A request's exception also keeps its name and message apart (an actor's caller rethrows
+// them: ActorException in abi/bridge.ts), read here under the request's budgets. They ride
+// in the plain error's stack, the one other field isolated-vm copies: EXCEPTION_MARK there.
+const EXCEPTION_MARK = '\u0000edge-exception:';
+function exceptionOf(e) {
+  try {
+    if (e instanceof ErrorCtor) return [StringCtor(e.name), StringCtor(e.message)];
+    return ['Error', StringCtor(e)];
+  } catch {
+    return ['Error', 'an error that cannot be printed'];
+  }
+}
+const plainException = (e) => {
+  const err = new ErrorCtor(errorText(e));
+  err.stack = EXCEPTION_MARK + JSONStringify(exceptionOf(e));
+  throw err;
+};
+function rejectsWithException(fn) {
+  return function () {
+    return apply(promiseThen, apply(fn, undefined, arguments), [undefined, plainException]);
+  };
+}
 function rejectsPlainly(fn) {
   return function () {
     return apply(promiseThen, apply(fn, undefined, arguments), [undefined, plainRejection]);
@@ -253,7 +276,7 @@ function rejectsPlainly(fn) {
 }
 
 const exported = {
-  __edgeInstall: install, __edgeInit: init, __edgeDispatch: rejectsPlainly(dispatch), __edgePushBody: pushBody,
+  __edgeInstall: install, __edgeInit: init, __edgeDispatch: rejectsWithException(dispatch), __edgePushBody: pushBody,
   __edgePullBody: rejectsPlainly(pullBody), __edgeCancel: cancel, __edgeSettle: rejectsPlainly(settle),
 };
 // Actor isolates: __edgeActor(op, arg), see node-agent/shim/durable.js.

@@ -98,6 +98,23 @@ export function messageOf(err) {
   }
 }
 
+// Captured before any user code runs.
+const STANDARD_ERRORS = {
+  __proto__: null, Error, TypeError, RangeError, ReferenceError, SyntaxError, EvalError, URIError,
+};
+
+/**
+ * An exception a DurableActor threw, rethrown at its caller's stub.fetch() as Workers do:
+ * a standard Error type keeps its type and message (a class of the actor's own becomes an
+ * Error with its message), no stack, and `remote` is true.
+ */
+export function remoteException(x) {
+  const Ctor = STANDARD_ERRORS[x.name] ?? Error;
+  const e = new Ctor(x.message);
+  e.remote = true;
+  return e;
+}
+
 /**
  * The outcome of an asynchronous host callback (sleep, fetch): the callback gives (a
  * promise of) a Reference to a function returning a promise of {ok, value | error}
@@ -107,7 +124,7 @@ export async function hostOutcome(pending) {
   const ref = await pending;
   try {
     const r = await ref.apply(undefined, [], { result: { promise: true, copy: true } });
-    if (!r.ok) throw new Error(r.error);
+    if (!r.ok) throw r.exception ? remoteException(r.exception) : new Error(r.error);
     return r.value;
   } finally {
     ref.release();
