@@ -31,11 +31,13 @@ export interface ProvisionOptions {
   log: Logger;
   /** JetStream replicas of the actor stream when it is created (3 on a NATS cluster). */
   actorLogReplicas?: number;
+  /** JetStream replicas of the KV buckets and the object store when they are created (3 on a NATS cluster). */
+  kvReplicas?: number;
 }
 
 /** Creates whatever stream is missing (a connection allowed to) and returns the buckets. */
 export async function provisionNats(nc: NatsConnection, opts: ProvisionOptions): Promise<EdgeBuckets> {
-  const buckets = await openBuckets(nc);
+  const buckets = await openBuckets(nc, opts.kvReplicas ?? 1);
   const jsm = await nc.jetstreamManager();
   await ensureActorStream(jsm, opts.actorLogReplicas ?? 1, opts.log);
   try {

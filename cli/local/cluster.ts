@@ -78,6 +78,8 @@ export interface LocalClusterOptions {
   fieldManager?: string;
   /** Keep the control plane's temp dir (logs, data) after stop; also when EDGE_KEEP_TMP=1. */
   keepDir?: boolean;
+  /** nats-servers of the control plane (default 1; 3 is a JetStream cluster with 3 replicas of every stream: cp.nats). */
+  natsServers?: number;
   /** Progress lines while it starts. */
   progress?: (line: string) => void;
 }
@@ -127,7 +129,7 @@ export class LocalCluster {
     const say = opts.progress ?? (() => {});
     const t0 = performance.now();
     say('starting etcd, kube-apiserver and nats-server...');
-    const cp = await startControlPlane({ keepDir: opts.keepDir });
+    const cp = await startControlPlane({ keepDir: opts.keepDir, natsServers: opts.natsServers });
     say(`control plane ready (${secs(t0)})`);
     const c = new LocalCluster(cp, opts);
     try {
@@ -225,6 +227,7 @@ export class LocalCluster {
       '--peer-listen', '127.0.0.1:0',
       '--pool-size', '2',
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
+      ...((this.opts.natsServers ?? 1) >= 3 ? ['--actor-log-replicas', '3'] : []),
       ...(model ? ['--ai-url-template', model.url] : []),
       ...(this.opts.isolateHosts !== undefined ? ['--isolate-hosts', String(this.opts.isolateHosts)] : []),
       ...(this.opts.agentArgs ?? []),
