@@ -39,6 +39,10 @@ export interface ProvisionOptions {
 export async function provisionNats(nc: NatsConnection, opts: ProvisionOptions): Promise<EdgeBuckets> {
   const buckets = await openBuckets(nc, opts.kvReplicas ?? 1);
   const jsm = await nc.jetstreamManager();
+  const bundles = await jsm.streams.info(`OBJ_${BUNDLES_BUCKET}`);
+  if ((opts.kvReplicas ?? 1) > bundles.config.num_replicas) {
+    await jsm.streams.update(bundles.config.name, { ...bundles.config, num_replicas: opts.kvReplicas! });
+  }
   await ensureActorStream(jsm, opts.actorLogReplicas ?? 1, opts.log);
   try {
     await jsm.streams.info(LOGS_STREAM);

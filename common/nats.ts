@@ -263,7 +263,8 @@ export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<Edg
     js.views.kv(WORKERS_BUCKET, { history: 1, replicas }),
     js.views.kv(ACTORS_BUCKET, { history: 1, replicas }),
     js.views.kv(ACTOR_ALARMS_BUCKET, { history: 1, replicas }),
-    js.views.os(BUNDLES_BUCKET, { replicas }),
+    // nats.js 2.29 sends os({ replicas }) to the server as an unknown field: provisionNats sets it.
+    js.views.os(BUNDLES_BUCKET),
     js.views.kv(AGENTS_BUCKET, { history: 1, ttl: PRESENCE_GC_MS, replicas }),
     js.views.kv(AGENT_REPORTS_BUCKET, { history: 1, replicas }),
   ]);

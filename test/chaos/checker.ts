@@ -119,7 +119,7 @@ export function checkListAppend(history: readonly Op[]): CheckResult {
     for (const v of everSeen) {
       const a = appends.get(v);
       if (!a) note({ kind: 'phantom', key, detail: `${v} was never appended` });
-      else if (a.outcome === 'fail') note({ kind: 'failedApplied', key, detail: `${v} is there, but its append failed (${a.error ?? 'no reason'})` });
+      else if (a.outcome === 'fail') note({ kind: 'failedApplied', key, detail: `${v} is there, but its append (via ${a.via ?? '?'}, ${Math.round(a.invokeMs)}-${Math.round(a.completeMs)} ms) failed: ${a.error ?? 'no reason'}` });
     }
 
     // lost: against the final read (the longest ok final list), else the longest list seen.

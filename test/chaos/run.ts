@@ -1,6 +1,7 @@
 import { connect } from 'nats';
 import { LocalCluster, type LocalAgent } from '../../cli/local/cluster.js';
 import { ACTORS_STREAM } from '../../common/nats.js';
+import { waitFor } from '../../cli/local/ports.js';
 import { checkListAppend, longestUnavailability, type CheckResult, type Op } from './checker.js';
 import { AlarmRecorder, Balancer, call, deployListWorker, NS, Workload } from './workload.js';
 
@@ -23,6 +24,7 @@ export interface ChaosConfig {
   isolateHosts: number;
   keys: number;
   clients: number;
+  /** Share of appends on even keys; odd keys get a fifth of it (read-mostly keys show stale reads). */
   appendRatio: number;
   timeoutMs: number;
   /** The faults, in order. */
@@ -104,6 +106,10 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosResult> {
       const f = await inject(kind, cluster, region, keys, cfg, w.now.bind(w));
       say(`${kind} of ${f.target}: healed after ${((f.healedMs - f.startMs) / 1000).toFixed(1)} s${f.detail ? ` (${f.detail})` : ''}`);
       faults.push(f);
+      // The next fault waits until every key answered again, so each window holds one fault's effect.
+      const since = w.now();
+      await waitFor(`every key served again after ${kind}`, async () => keys.every((k) => w.history.some((o) => o.key === k && o.outcome === 'ok' && o.invokeMs >= since)), 60_000, 100)
+        .catch(() => say(`some key was still not served 60 s after ${kind} healed`));
       await sleep(cfg.settleMs);
     }
     await w.stop();

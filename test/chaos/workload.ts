@@ -163,7 +163,7 @@ export interface WorkloadOptions {
   keys: string[];
   /** Concurrent clients; each picks a key at random per op. */
   clients: number;
-  /** Share of appends (the rest are reads). */
+  /** Share of appends on even-numbered keys; odd ones get a fifth of it, so a stale state is read many times before a write fences it. */
   appendRatio: number;
   /** Client-side timeout per call (an expired one is unknown). */
   timeoutMs: number;
@@ -196,8 +196,9 @@ export class Workload {
 
   private async client(p: number): Promise<void> {
     while (this.running) {
-      const key = this.opts.keys[Math.floor(Math.random() * this.opts.keys.length)]!;
-      const append = Math.random() < this.opts.appendRatio;
+      const i = Math.floor(Math.random() * this.opts.keys.length);
+      const key = this.opts.keys[i]!;
+      const append = Math.random() < (i % 2 === 0 ? this.opts.appendRatio : this.opts.appendRatio / 5);
       const op = await this.op(p, key, append ? `${p}-${this.seq++}` : undefined);
       if (op.outcome !== 'ok') await new Promise((r) => setTimeout(r, this.opts.backoffMs));
     }
