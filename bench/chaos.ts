@@ -9,7 +9,8 @@ import { FAULT_KINDS, runChaos, type ChaosConfig, type ChaosResult, type FaultKi
 // per run and writes bench/results/chaos-<date>.json and chaos-latest.json.
 //
 // CHAOS_ROUNDS (default 3; 1 with BENCH_QUICK=1): how many times each fault kind comes.
-// CHAOS_RUNS=single,cluster (default both). CHAOS_CLIENTS, CHAOS_KEYS, CHAOS_PRESENCE_TTL_MS.
+// CHAOS_RUNS=single,cluster (default both). CHAOS_CLIENTS, CHAOS_KEYS, CHAOS_PRESENCE_TTL_MS,
+// CHAOS_TIMEOUT_MS (the client timeout, default 5 s: an expired call is unknown).
 
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`); };
 
@@ -57,8 +58,8 @@ async function main(): Promise<void> {
   const runs = (process.env.CHAOS_RUNS ?? 'single,cluster').split(',');
   const ttl = num('CHAOS_PRESENCE_TTL_MS', 5000);
   const base = {
-    agents: 3, isolateHosts: 0, keys: num('CHAOS_KEYS', 8), clients: num('CHAOS_CLIENTS', 12), appendRatio: 0.5, timeoutMs: 40_000,
-    pauseMs: [5000, 20_000] as [number, number], downMs: 2000, settleMs: 5000, alarms: true, presenceTtlMs: ttl,
+    agents: 3, isolateHosts: 0, keys: num('CHAOS_KEYS', 8), clients: num('CHAOS_CLIENTS', 12), appendRatio: 0.5, timeoutMs: num('CHAOS_TIMEOUT_MS', 5000),
+    pauseMs: (quick ? [5000, 8000] : [5000, 20_000]) as [number, number], downMs: 2000, settleMs: 5000, alarms: true, presenceTtlMs: ttl,
     progress: (l: string) => log(`chaos: ${l}`),
   } satisfies Omit<ChaosConfig, 'natsServers' | 'faults'>;
   const repeat = (ks: FaultKind[]) => Array.from({ length: rounds }, () => ks).flat();
