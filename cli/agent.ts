@@ -65,7 +65,7 @@ Host i listens for actor calls on the --peer-listen port + 1 + i (any free port 
 is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by (default 1).
 One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
 of namespaces that take more than their share of the node's CPU or keep hitting their CPU
-or memory limit, until they have behaved for 30 s (doubling per repeat); --no-cordon: none.
+or memory limit, until they have behaved for 60 s (doubling per repeat); --no-cordon: none.
 --ai-url-template: how to reach a model server's Service; {service}, {namespace},
 {port} and {binding} are substituted (default
 http://{service}.{namespace}.svc.cluster.local:{port}).

@@ -36,7 +36,7 @@ export interface CordonOptions {
    * showing in isolate CPU time (about 0.5-1 ms per request measured in bench/soak.ts).
    */
   requestCostMs?: number;
-  /** How long a cordon holds after the last offence (ms, default 30 s); doubles per repeat, up to maxHoldMs. */
+  /** How long a cordon holds after the last offence (ms, default 60 s); doubles per repeat, up to maxHoldMs (default 10 min). */
   holdMs?: number;
   maxHoldMs?: number;
 }
@@ -53,6 +53,11 @@ interface Tenant {
   kills: number;
   /** Over its share continuously since (undefined: not over now). */
   overSince: number | undefined;
+  /**
+   * Released until then on probation: over its share counts at once. Its rate was measured
+   * while the kernel starved it, so it may look like a light tenant only until it is home.
+   */
+  probationUntil: number;
   /** Cordoned since (undefined: not cordoned). */
   since: number | undefined;
   reason: CordonReason | undefined;
@@ -77,7 +82,7 @@ export class CordonPolicy {
     this.minShare = opts.minCpuShare ?? 0.25;
     this.windowMs = opts.windowMs ?? 1000;
     this.sustainMs = opts.sustainMs ?? 1500;
-    this.holdMs = opts.holdMs ?? 30_000;
+    this.holdMs = opts.holdMs ?? 60_000;
     this.maxHoldMs = opts.maxHoldMs ?? 600_000;
     this.requestCostMs = opts.requestCostMs ?? 0.5;
   }
@@ -109,7 +114,7 @@ export class CordonPolicy {
       const rate = rates.get(ns)!;
       if (rate > share) t.overSince ??= now; else t.overSince = undefined;
       // Twice the share is no burst of held-up requests: no need to wait.
-      const sustained = t.overSince !== undefined && (now - t.overSince >= this.sustainMs || rate > 2 * share);
+      const sustained = t.overSince !== undefined && (now - t.overSince >= this.sustainMs || rate > 2 * share || now < t.probationUntil);
       const offence: CordonReason | undefined = t.kills > 0 ? 'limit-hit' : sustained ? 'cpu-share' : undefined;
       t.kills = 0;
       if (offence) {
@@ -123,6 +128,7 @@ export class CordonPolicy {
         continue;
       }
       if (t.since !== undefined && now - t.lastOffence >= this.hold(t)) {
+        t.probationUntil = now + this.hold(t);
         t.since = undefined;
         t.reason = undefined;
         changes.push({ namespace: ns, cordoned: false, cpuCores: round(rate) });
@@ -150,7 +156,7 @@ export class CordonPolicy {
   private tenant(ns: string): Tenant {
     let t = this.tenants.get(ns);
     if (!t) {
-      t = { samples: [], cpu: 0, lastOffence: -Infinity, kills: 0, overSince: undefined, since: undefined, reason: undefined, repeats: 0 };
+      t = { samples: [], cpu: 0, lastOffence: -Infinity, kills: 0, overSince: undefined, probationUntil: -Infinity, since: undefined, reason: undefined, repeats: 0 };
       this.tenants.set(ns, t);
     }
     return t;

@@ -169,6 +169,24 @@ class LoadGate {
 }
 const loads = new LoadGate();
 
+/**
+ * This process's CPU time (all threads), in ns. isolated-vm's `cpuTime` is the thread's CPU
+ * time for finished slices but, for the slice still running, the wall time since it began
+ * (executor.cc, CpuTimer::Delta): a tenant whose thread the kernel has descheduled (a busy
+ * node, or the cordon host at nice 19) would be charged the time it waited. The watchdog
+ * therefore kills for CPU only once the process, too, has spent the limit since the request
+ * began: the process's CPU is at least the isolate's, so a spinner is stopped on time and a
+ * starved tenant is not stopped for waiting.
+ */
+function processCpuNs(): bigint {
+  const u = process.cpuUsage();
+  return BigInt(u.user + u.system) * 1000n;
+}
+
+/** processCpuNs() read once per watchdog tick. */
+let tickProcCpu: bigint | undefined;
+const procCpu = (): bigint => (tickProcCpu ??= processCpuNs());
+
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
 const WATCHDOG_MS = 5;
@@ -177,6 +195,7 @@ function ensureWatchdog(): void {
   if (watchdog) return;
   watchdog = setInterval(() => {
     if (active.size === 0) { clearInterval(watchdog); watchdog = undefined; return; }
+    tickProcCpu = undefined;
     const now = performance.now();
     for (const w of active) w.checkBudgets(now);
   }, WATCHDOG_MS);
@@ -190,6 +209,8 @@ function errorText(err: unknown): string {
 interface Inflight {
   id: number;
   cpuStart: bigint;
+  /** This process's CPU time when it started (processCpuNs). */
+  procStart: bigint;
   wallStart: number;
   subrequests: number;
   settled: boolean;
@@ -263,7 +284,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true };
     active.add(this);
     ensureWatchdog();
     try {
@@ -295,7 +316,7 @@ export class WorkerIsolate implements IsolateOwner {
   private static async loadNow(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
     const w = new WorkerIsolate(def, warm, hooks, actor);
     warm.owner.current = w;
-    w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
+    w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
     active.add(w);
     ensureWatchdog();
     try {
@@ -354,7 +375,8 @@ export class WorkerIsolate implements IsolateOwner {
       this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
       r.cpuCounted = cpuNow;
     }
-    if (cpuMs > (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest)) this.kill('cpu');
+    const limit = r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest;
+    if (cpuMs > limit && Number(procCpu() - r.procStart) / 1e6 >= limit) this.kill('cpu');
     else if (now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
   }
 
@@ -388,7 +410,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: false };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false };
     active.add(this);
     ensureWatchdog();
     const head = encodeRequestHead(req);
@@ -443,7 +465,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (!socket || this.dead) return;
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy; socket events wait for the request in flight`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true };
     active.add(this);
     ensureWatchdog();
     const args = event.type === 'message'

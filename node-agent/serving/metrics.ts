@@ -15,8 +15,11 @@ export class AgentMetrics {
   readonly bundleErrors: Counter<'worker'>;
   readonly webSocketBacklog: Gauge<'worker'>;
   readonly webSocketBacklogCloses: Counter<'worker'>;
+  readonly subrequestHostBytes: Gauge<'worker'>;
   /** Read when /metrics is scraped: bytes workers sent on WebSockets that wait for the network. */
   webSocketBacklogSource: () => ReadonlyMap<string, number> = () => new Map();
+  /** Read when /metrics is scraped: bytes the host holds for workers' subrequests, by worker. */
+  subrequestBytesSource: () => ReadonlyMap<string, number> = () => new Map();
 
   constructor(labels: Record<string, string> = {}) {
     this.registry.setDefaultLabels(labels);
@@ -41,6 +44,14 @@ export class AgentMetrics {
       },
     });
     this.webSocketBacklogCloses = new Counter({ name: 'edge_websocket_backlog_closes_total', help: 'WebSockets the agent closed because their client did not read what the worker sent (or the isolate held too much for slow clients), by worker.', labelNames: ['worker'], registers });
+    const subrequestSource = () => this.subrequestBytesSource();
+    this.subrequestHostBytes = new Gauge({
+      name: 'edge_subrequest_host_bytes', help: 'Bytes the agent holds for workers\' subrequests outside their isolates (bodies and stream windows in flight), by worker.', labelNames: ['worker'], registers,
+      collect() {
+        this.reset();
+        for (const [worker, bytes] of subrequestSource()) if (bytes > 0) this.set({ worker }, bytes);
+      },
+    });
     collectDefaultMetrics({ register: this.registry, prefix: 'edge_agent_' });
   }
 

@@ -66,6 +66,13 @@ export class WorkerHost {
 
   get isolates(): number { return this.all.size; }
 
+  /** Bytes the host holds for this worker's isolates outside their heaps (subrequest bodies in flight). */
+  hostBytes(): number {
+    let n = 0;
+    for (const w of this.all) n += w.hostBytes();
+    return n;
+  }
+
   /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant. */
   private get minWarm(): number { return this.dormant ? 0 : this.opts.minWarm; }
 

@@ -117,6 +117,7 @@ export class WorkerServer {
       },
     });
     this.metrics.webSocketBacklogSource = () => this.sockets.backlogBytes();
+    this.metrics.subrequestBytesSource = () => new Map([...this.served.values()].map((s) => [s.desired.key, s.host.hostBytes()]));
     this.hooks = {
       bindings: opts.bindings,
       sockets: this.sockets,

@@ -264,6 +264,11 @@ describe('subrequest bodies stream with backpressure', () => {
       return stalled;
     }, 30_000, 300);
     expect(written).toBeLessThan(24 * 1024 * 1024);
+    // What the host holds for it is visible (and is only the window, not the body).
+    const metrics = await (await fetch(`http://127.0.0.1:${agent.adminPort!}/metrics`)).text();
+    const held = Number(/edge_subrequest_host_bytes\{worker="default\/streamer"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? -1);
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThan(24 * 1024 * 1024);
     releaseGate!();
     const r = await reply;
     expect(`${r.status} ${await r.text()}`).toBe(`200 ${BIG_BYTES}`);

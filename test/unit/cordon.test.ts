@@ -68,6 +68,20 @@ describe('CordonPolicy', () => {
     expect(changes).toEqual([expect.objectContaining({ namespace: 'flood', cordoned: true, reason: 'cpu-share' })]);
   });
 
+  it('sends a released tenant back at once when it is over its share again (probation)', () => {
+    const p = new CordonPolicy({ cores: 2, holdMs: 5_000 });
+    const others = Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`t${i}`, 0.05]));
+    run(p, { hog: 1, ...others }, 0, 3000);
+    expect(p.isCordoned('hog')).toBe(true);
+    // Starved in the cordon it looks light; released after the hold...
+    const out = run(p, { hog: 0.1, ...others }, 3000, 9000);
+    expect(out).toEqual([expect.objectContaining({ namespace: 'hog', cordoned: false })]);
+    // ...and home again over its share (0.25 of a core here, but under twice that) it is back
+    // as soon as its rate shows it, not 1.5 s later.
+    const back = run(p, { hog: 0.4, ...others }, 9000, 10_000);
+    expect(back).toEqual([expect.objectContaining({ namespace: 'hog', cordoned: true })]);
+  });
+
   it('keeps holding while the offences go on, and counts each kill once', () => {
     const p = new CordonPolicy({ cores: 2, holdMs: 1_000 });
     for (let t = 0; t < 5_000; t += 500) {
