@@ -38,6 +38,12 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        // Issue 13's Jepsen-style run, short form (docs/chaos.md): a whole cluster of its own,
+        // faults by real signals, a list-append history and its checker.
+        extends: true,
+        test: { name: 'chaos', include: ['test/chaos/**/*.test.ts'], testTimeout: 300_000, hookTimeout: 180_000 },
+      },
     ],
   },
 });

@@ -31,12 +31,18 @@ export interface ProvisionOptions {
   log: Logger;
   /** JetStream replicas of the actor stream when it is created (3 on a NATS cluster). */
   actorLogReplicas?: number;
+  /** JetStream replicas of the KV buckets and the object store when they are created (3 on a NATS cluster). */
+  kvReplicas?: number;
 }
 
 /** Creates whatever stream is missing (a connection allowed to) and returns the buckets. */
 export async function provisionNats(nc: NatsConnection, opts: ProvisionOptions): Promise<EdgeBuckets> {
-  const buckets = await openBuckets(nc);
+  const buckets = await openBuckets(nc, opts.kvReplicas ?? 1);
   const jsm = await nc.jetstreamManager();
+  const bundles = await jsm.streams.info(`OBJ_${BUNDLES_BUCKET}`);
+  if ((opts.kvReplicas ?? 1) > bundles.config.num_replicas) {
+    await jsm.streams.update(bundles.config.name, { ...bundles.config, num_replicas: opts.kvReplicas! });
+  }
   await ensureActorStream(jsm, opts.actorLogReplicas ?? 1, opts.log);
   try {
     await jsm.streams.info(LOGS_STREAM);

@@ -253,17 +253,20 @@ export interface EdgeBuckets {
 
 /**
  * Opens (creating when missing) the buckets with the one configuration everyone uses, so
- * the first of operator or agent to start creates them and the others bind.
+ * the first of operator or agent to start creates them and the others bind. On a NATS
+ * cluster give `replicas` 3: a bucket at one replica goes with the server that holds it.
  */
-export async function openBuckets(nc: NatsConnection): Promise<EdgeBuckets> {
+export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<EdgeBuckets> {
   const js = nc.jetstream();
+  // `replicas` matters only to the one that creates a bucket; an existing one is bound as it is.
   const [workers, actors, alarms, bundles, agents, reports] = await Promise.all([
-    js.views.kv(WORKERS_BUCKET, { history: 1 }),
-    js.views.kv(ACTORS_BUCKET, { history: 1 }),
-    js.views.kv(ACTOR_ALARMS_BUCKET, { history: 1 }),
+    js.views.kv(WORKERS_BUCKET, { history: 1, replicas }),
+    js.views.kv(ACTORS_BUCKET, { history: 1, replicas }),
+    js.views.kv(ACTOR_ALARMS_BUCKET, { history: 1, replicas }),
+    // nats.js 2.29 sends os({ replicas }) to the server as an unknown field: provisionNats sets it.
     js.views.os(BUNDLES_BUCKET),
-    js.views.kv(AGENTS_BUCKET, { history: 1, ttl: PRESENCE_GC_MS }),
-    js.views.kv(AGENT_REPORTS_BUCKET, { history: 1 }),
+    js.views.kv(AGENTS_BUCKET, { history: 1, ttl: PRESENCE_GC_MS, replicas }),
+    js.views.kv(AGENT_REPORTS_BUCKET, { history: 1, replicas }),
   ]);
   return { workers, actors, alarms, bundles, agents, reports };
 }

@@ -83,6 +83,8 @@ export interface LocalClusterOptions {
   fieldManager?: string;
   /** Keep the control plane's temp dir (logs, data) after stop; also when EDGE_KEEP_TMP=1. */
   keepDir?: boolean;
+  /** nats-servers of the control plane (default 1; 3 is a JetStream cluster with 3 replicas of every stream: cp.nats). */
+  natsServers?: number;
   /** Progress lines while it starts. */
   progress?: (line: string) => void;
 }
@@ -132,7 +134,7 @@ export class LocalCluster {
     const say = opts.progress ?? (() => {});
     const t0 = performance.now();
     say('starting etcd, kube-apiserver and nats-server...');
-    const cp = await startControlPlane({ keepDir: opts.keepDir });
+    const cp = await startControlPlane({ keepDir: opts.keepDir, natsServers: opts.natsServers });
     say(`control plane ready (${secs(t0)})`);
     const c = new LocalCluster(cp, opts);
     try {
@@ -231,6 +233,7 @@ export class LocalCluster {
       '--pool-size', '2',
       ...(this.opts.presenceTtlMs !== undefined ? ['--presence-ttl-ms', String(this.opts.presenceTtlMs)] : []),
       '--drain-delay-ms', String(this.opts.drainDelayMs ?? 0),
+      ...((this.opts.natsServers ?? 1) >= 3 ? ['--actor-log-replicas', '3'] : []),
       ...(model ? ['--ai-url-template', model.url] : []),
       ...(this.opts.isolateHosts !== undefined ? ['--isolate-hosts', String(this.opts.isolateHosts)] : []),
       ...(this.opts.agentArgs ?? []),

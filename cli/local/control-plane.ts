@@ -36,8 +36,11 @@ export interface ControlPlane {
   apiserverUrl: string;
   /** PEM of the CA that signed the apiserver's serving certificate. */
   caPem: string;
+  /** The first server's URL; on a cluster, clients learn the others from it. */
   natsUrl: string;
   natsMonitorUrl: string;
+  /** The nats-servers (one, or `natsServers` of a cluster), each restartable on its own store and ports. */
+  nats: NatsNode[];
   /** Per role: the user and a file holding its password (mode 0600), for `--nats-user`/`--nats-password-file`. */
   natsCredentials: Record<NatsRole, NatsCredentials & { passwordFile: string }>;
   /** Connection options of a client of `role` (default admin: everything allowed), for tests and tools. */
@@ -60,6 +63,25 @@ export interface ControlPlaneOptions {
   keepDir?: boolean;
   /** Start nats-server too (default true). */
   nats?: boolean;
+  /**
+   * nats-servers (default 1). 3 makes a JetStream cluster on loopback, the production
+   * setting: every stream and bucket is created with 3 replicas.
+   */
+  natsServers?: number;
+}
+
+/** One nats-server of the control plane: kill it, start it again on the same ports and store. */
+export interface NatsNode {
+  name: string;
+  url: string;
+  monitorUrl: string;
+  storeDir: string;
+  /** The running process (undefined between kill9() and restart()). */
+  readonly process: ManagedProcess | undefined;
+  /** SIGKILL, resolving once it is gone: no shutdown, no flush. */
+  kill9(): Promise<void>;
+  /** Starts it again (stopping it first when it runs); resolves when it answers /healthz. */
+  restart(): Promise<void>;
 }
 
 async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: string }> {
@@ -109,12 +131,22 @@ export function httpsOk(url: string, tls: RequestOptions): Promise<boolean> {
 }
 
 /** nats-server's config: loopback, JetStream in `storeDir`, one user per role. */
-export function natsServerConfig(o: { port: number; monitorPort: number; storeDir: string; passwords: Record<NatsRole, string>; name?: string; maxPayload?: number }): string {
+export function natsServerConfig(o: {
+  port: number; monitorPort: number; storeDir: string; passwords: Record<NatsRole, string>; name?: string; maxPayload?: number;
+  /** A member of a cluster: its route port, every member's route port, and the routes' own credential. */
+  cluster?: { port: number; routes: number[]; user: string; pass: string };
+}): string {
+  const c = o.cluster;
   return [
     `listen: "127.0.0.1:${o.port}"`,
     `http: "127.0.0.1:${o.monitorPort}"`,
     `server_name: ${JSON.stringify(o.name ?? 'harness')}`,
     ...(o.maxPayload ? [`max_payload: ${o.maxPayload}`] : []),
+    ...(c ? [`cluster: ${JSON.stringify({
+      name: 'edge', listen: `127.0.0.1:${c.port}`,
+      authorization: { user: c.user, password: c.pass },
+      routes: c.routes.filter((r) => r !== c.port).map((r) => `nats-route://${c.user}:${c.pass}@127.0.0.1:${r}`),
+    }, null, 2)}`] : []),
     `jetstream { store_dir: ${JSON.stringify(o.storeDir)} }`,
     // NATS config is a superset of JSON.
     `authorization: ${JSON.stringify(natsAuthorization(o.passwords), null, 2)}`,
@@ -175,6 +207,59 @@ current-context: edge-local
 `;
 }
 
+/**
+ * Starts `count` nats-servers (a JetStream cluster when more than one), each with a config
+ * of its own under `dir` and kept in `processes` across restarts (so stop() takes down the
+ * current one). `ready` resolves when all of them answer /healthz.
+ */
+async function natsNodes(
+  bin: string, count: number, dir: string, creds: Record<NatsRole, { pass: string }>, processes: ManagedProcess[],
+): Promise<(NatsNode & { ready: Promise<void> })[]> {
+  const ports = await Promise.all(Array.from({ length: count * 3 }, () => freePort()));
+  const routes = Array.from({ length: count }, (_, i) => ports[i * 3 + 2]!);
+  const routeCred = { user: 'route', pass: randomBytes(24).toString('hex') };
+  const passwords = Object.fromEntries(NATS_ROLES.map((r) => [r, creds[r].pass])) as Record<NatsRole, string>;
+  return Array.from({ length: count }, (_, i) => {
+    const [port, monitorPort] = [ports[i * 3]!, ports[i * 3 + 1]!];
+    const name = count === 1 ? 'nats-server' : `nats-${i}`;
+    const storeDir = join(dir, count === 1 ? 'nats' : `nats-${i}`);
+    const conf = join(dir, `${name}.conf`);
+    writeFileSync(conf, natsServerConfig({
+      port, monitorPort, storeDir, passwords, name: count === 1 ? 'harness' : name,
+      ...(count > 1 ? { cluster: { port: routes[i]!, routes, ...routeCred } } : {}),
+    }), { mode: 0o600 });
+    const monitorUrl = `http://127.0.0.1:${monitorPort}`;
+    let proc: ManagedProcess | undefined;
+    let starts = 0;
+    const start = (): Promise<void> => {
+      starts++;
+      const p = new ManagedProcess(name, bin, ['-c', conf], { logFile: join(dir, starts === 1 ? `${name}.log` : `${name}.${starts}.log`) });
+      const old = processes.indexOf(proc!);
+      if (old >= 0) processes.splice(old, 1, p); else processes.push(p);
+      proc = p;
+      // A cluster member is healthy once JetStream has its meta leader and its streams are current.
+      const health = count === 1 ? '/healthz?js-enabled-only=true' : '/healthz';
+      return waitFor(`${name} (start ${starts}) ${health}`, async () => { p.assertRunning(); return httpOk(monitorUrl + health); }, 60_000, 100);
+    };
+    const kill9 = async () => {
+      const p = proc;
+      if (!p) return;
+      p.killNow();
+      await p.wait();
+    };
+    const ready = start();
+    // Awaited after etcd is up; a failure before then must not be an unhandled rejection.
+    ready.catch(() => {});
+    return {
+      name, url: `nats://127.0.0.1:${port}`, monitorUrl, storeDir,
+      get process() { return proc?.running ? proc : undefined; },
+      kill9,
+      async restart() { if (proc?.running) await proc.stop(); await start(); },
+      ready,
+    };
+  });
+}
+
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'edge-cp-'));
@@ -190,7 +275,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   try {
     const [etcdBin, apiserverBin] = [toolPath('etcd'), toolPath('kube-apiserver')];
     const natsBin = opts.nats === false ? undefined : toolPath('nats-server');
-    const [etcdPort, etcdPeer, apiPort, natsPort, natsMon] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const [etcdPort, etcdPeer, apiPort] = await Promise.all([freePort(), freePort(), freePort()]);
 
     const etcdTls = await makeEtcdCerts(dir);
     const etcdUrl = `https://127.0.0.1:${etcdPort}`;
@@ -212,16 +297,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const natsCredentials = makeNatsCredentials(dir);
     const sealingKeyFile = join(dir, 'sealing.key');
     writeFileSync(sealingKeyFile, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
-    let nats: ManagedProcess | undefined;
-    if (natsBin) {
-      const conf = join(dir, 'nats.conf');
-      writeFileSync(conf, natsServerConfig({
-        port: natsPort, monitorPort: natsMon, storeDir: join(dir, 'nats'),
-        passwords: Object.fromEntries(NATS_ROLES.map((r) => [r, natsCredentials[r].pass])) as Record<NatsRole, string>,
-      }), { mode: 0o600 });
-      nats = new ManagedProcess('nats-server', natsBin, ['-c', conf], { logFile: join(dir, 'nats.log') });
-      processes.push(nats);
-    }
+    const natsCount = natsBin ? Math.max(1, opts.natsServers ?? 1) : 0;
+    const nats = natsBin ? await natsNodes(natsBin, natsCount, dir, natsCredentials, processes) : [];
 
     // Certificates and keys while etcd starts.
     const { ca, cert, key } = await makeCerts(dir);
@@ -258,15 +335,18 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       apiserver.assertRunning();
       return apiserverReady(apiserverUrl, token, caPem);
     }, 60_000, 100);
-    const natsUrl = nats ? `nats://127.0.0.1:${natsPort}` : '';
+    const natsUrl = nats[0]?.url ?? '';
     const natsOptions = (role: NatsRole = 'admin'): Partial<ConnectionOptions> => ({
       servers: natsUrl, ...natsClientOptions({ role, credentials: natsCredentials[role] }),
     });
-    if (nats) {
-      await waitFor('nats-server /healthz', async () => { nats.assertRunning(); return httpOk(`http://127.0.0.1:${natsMon}/healthz?js-enabled-only=true`); }, 20_000);
+    if (nats.length) {
+      await Promise.all(nats.map((n) => n.ready));
       // Agents may not create streams: they exist before any agent starts.
       const nc = await connect({ ...natsOptions('admin'), name: 'edge control plane' });
-      try { await provisionNats(nc, { log: createLogger({ component: 'control-plane' }, undefined, 'warn') }); } finally { await nc.close(); }
+      const replicas = Math.min(3, natsCount);
+      try {
+        await provisionNats(nc, { log: createLogger({ component: 'control-plane' }, undefined, 'warn'), actorLogReplicas: replicas, kvReplicas: replicas });
+      } finally { await nc.close(); }
     }
 
     const kubeconfigPath = join(dir, 'kubeconfig');
@@ -277,7 +357,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     return {
       kubeConfig, kubeconfigPath, apiserverUrl, caPem,
       natsUrl,
-      natsMonitorUrl: nats ? `http://127.0.0.1:${natsMon}` : '',
+      natsMonitorUrl: nats[0]?.monitorUrl ?? '',
+      nats,
       natsCredentials, natsOptions, sealingKeyFile,
       etcdUrl, etcdTls: { ca: etcdTls.ca, cert: etcdTls.clientCert, key: etcdTls.clientKey },
       dir, processes, stop,
