@@ -115,9 +115,17 @@ export class HttpFront {
       void this.handle(req, res);
     });
     const sweepMs = Math.max(50, Math.min(1000, this.limits.bodyIdleTimeoutMs / 4));
+    let lastSweep = performance.now();
     this.bodyTimer = setInterval(() => {
       const now = performance.now();
-      for (const b of this.bodies) b.check(now);
+      // A sweep this late means the agent was not running (SIGSTOP, a blocked loop): timers
+      // run before the sockets are read, so without this the client would be blamed.
+      const stall = now - lastSweep - sweepMs;
+      lastSweep = now;
+      for (const b of this.bodies) {
+        if (stall > sweepMs) b.stalled(stall);
+        b.check(now);
+      }
     }, sweepMs);
     this.bodyTimer.unref();
     this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });

@@ -149,6 +149,16 @@ export class RequestBody {
     }
   }
 
+  /**
+   * The agent itself did not run for `ms` (its event loop was blocked, or the process was
+   * paused): that time is nobody's silence, least of all the client's, whose bytes may be
+   * waiting unread in the socket.
+   */
+  stalled(ms: number): void {
+    this.lastByte += ms;
+    this.pausedMs += ms;
+  }
+
   /** Fails the body if it broke a slow-client bound by `now`. */
   check(now: number): void {
     if (this.pausedAt !== undefined) return;

@@ -84,6 +84,21 @@ describe('slow clients cannot pin isolates or hold connections', () => {
     for (const r of slow) expect(r.received()).toMatch(/^HTTP\/1\.1 408 /);
   });
 
+  it('the agent\'s own stall is not the client\'s silence: a body waiting in the socket is read, not answered 408', async () => {
+    const r = await raw(a.port);
+    attackers.push(r);
+    r.socket.write(post(2000));
+    r.socket.write('a'.repeat(1000));
+    await new Promise((res) => setTimeout(res, 100));
+    // The rest reaches the kernel at once; then the agent (this process) stops running for
+    // longer than bodyIdleTimeoutMs, as a paused or blocked agent does.
+    r.socket.write('b'.repeat(1000));
+    const t0 = Date.now();
+    while (Date.now() - t0 < 2500) { /* the agent does not run */ }
+    for (let i = 0; i < 100 && !r.received().includes('\r\n\r\n'); i++) await new Promise((res) => setTimeout(res, 50));
+    expect(r.received().split('\r\n', 1)[0]).toBe('HTTP/1.1 200 OK');
+  });
+
   it('a body that stalls after its head got an isolate is answered 408 and the isolate is freed', async () => {
     // 3 attackers on a worker of 2 isolates send 80 kB at once (past the 64 KiB head), then nothing.
     const stalled = await Promise.all(Array.from({ length: 3 }, () => raw(a.port)));
