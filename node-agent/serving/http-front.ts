@@ -410,7 +410,16 @@ export class HttpFront {
         const chunk = await iso.pullBody(id);
         if (chunk === null) break;
         if (discard) continue;
-        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+        if (!res.write(chunk)) {
+          // The listener of whichever did not happen goes too: a long response waits for
+          // drain many times, and would pile up a listener per wait.
+          const ac = new AbortController();
+          try {
+            await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal })]);
+          } finally {
+            ac.abort();
+          }
+        }
       }
       res.end();
     } catch (err) {
