@@ -26,7 +26,9 @@ read by name (never listed or watched) every --secret-poll-ms. It exits with sta
 
 NATS: --nats-user (or $EDGE_NATS_USER) with the password in --nats-password-file
 ($EDGE_NATS_PASSWORD_FILE) or $EDGE_NATS_PASSWORD; --nats-ca ($EDGE_NATS_CA) trusts that CA
-for a tls:// server. The operator creates the NATS streams (agents may not).
+for a tls:// server. The operator creates the NATS streams (agents may not);
+--actor-log-replicas N: their JetStream replicas (the actor log, the KV buckets, the bundle
+store; 3 on a NATS cluster, the chart's operator.jetstreamReplicas).
 --sealing-key-file ($EDGE_SEALING_KEY_FILE): at least 32 bytes; Secret values are sealed
 with it before they are published (the agents hold the same key).
 `;

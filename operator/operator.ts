@@ -50,7 +50,7 @@ export interface OperatorOptions {
   natsAuth?: Omit<NatsClientAuth, 'role'>;
   /** Seals Secret values before they go to NATS (the agents hold the same key). */
   sealer: SecretSealer;
-  /** JetStream replicas of the actor stream when the operator creates it. */
+  /** JetStream replicas of what the operator creates (the actor stream, the KV buckets, the bundle store). */
   actorLogReplicas?: number;
   identity: string;
   log: Logger;
@@ -115,7 +115,7 @@ export class Operator {
     this.nc = nc;
     if (this.stopping) throw new NatsStartupStoppedError('operator stopped during start-up');
     // Agents may not create streams: whichever operator starts first creates them.
-    this.buckets = await untilNats('creating the NATS streams', () => provisionNats(nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas }), waiting);
+    this.buckets = await untilNats('creating the NATS streams', () => provisionNats(nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas, kvReplicas: this.opts.actorLogReplicas }), waiting);
     this.startup.done();
     this.elector = new LeaderElector({
       kc: this.opts.kc,

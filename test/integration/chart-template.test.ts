@@ -344,6 +344,13 @@ describe('the Helm chart, rendered', () => {
     expect(plain.spec.template.spec.containers[0]!.env?.map((e) => e.name)).not.toContain('EDGE_ADMIN_TOKEN');
   });
 
+  it('passes the JetStream replicas to the operator, which creates every stream with them', async () => {
+    const args = async (set: string[]) => one<Workload>(await render(chart.dir, { values: [examplePath('one-region')], set }), 'Deployment', 'edge-isolates-operator')
+      .spec.template.spec.containers[0]!.args?.filter((x) => x.startsWith('--actor-log-replicas='));
+    expect(await args([])).toEqual(['--actor-log-replicas=1']);
+    expect(await args(['operator.jetstreamReplicas=3'])).toEqual(['--actor-log-replicas=3']);
+  });
+
   it('drops the operator\'s PodDisruptionBudget when one replica would make it block every drain', async () => {
     const objs = await render(chart.dir, { set: ['operator.replicas=1', 'regions[0].name=eu-west'] });
     expect(names(byKind(objs, 'PodDisruptionBudget'))).toEqual(['PodDisruptionBudget/edge-isolates-agent-eu-west']);
