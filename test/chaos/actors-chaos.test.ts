@@ -46,10 +46,12 @@ describe('DurableActors under faults: list-append through every agent', () => {
     expect({ reordered: r.check.reordered, phantom: r.check.phantom, failedApplied: r.check.failedApplied }).toEqual({ reordered: 0, phantom: 0, failedApplied: 0 });
   });
   it('settles every key with a final read', () => { expect(r.check.keysWithoutFinal).toEqual([]); });
-  it('runs an alarm handler twice only after a crash (SIGKILL, nats-server kill), never after a pause or a drain', () => {
+  it('runs an alarm handler twice only when its owner crashed or was stopped mid-handler, never after a drain or a handler that finished', () => {
     expect(r.alarms!.fired).toBeGreaterThan(0);
-    const bad = r.faults.filter((f) => (f.kind === 'sigstop' || f.kind === 'sigterm') && f.alarmDoubles > 0);
-    expect(bad.map((f) => `${f.kind} of ${f.target}: ${f.alarmDoubles}`)).toEqual([]);
+    // A drain finishes what runs before it lets go; a pause may cut a handler between its
+    // side effect and its commit (at least once), but a woken owner must not run it again.
+    const bad = r.faults.filter((f) => (f.kind === 'sigterm' && f.alarmDoubles > 0) || (f.kind === 'sigstop' && f.alarmDoubles > f.alarmDoublesInterrupted));
+    expect(bad.map((f) => `${f.kind} of ${f.target}: ${f.alarmDoubles} (${f.alarmDoublesInterrupted} cut mid-handler)`)).toEqual([]);
   });
   it('fails no call while an agent drains (SIGTERM)', () => {
     expect(r.faults.filter((f) => f.kind === 'sigterm').map((f) => ({ failed: f.failed, unknown: f.unknown }))).toEqual(

@@ -40,6 +40,9 @@ export interface ChaosConfig {
   progress?: (line: string) => void;
 }
 
+/** A stopped process sends nothing: a run the recorder saw this soon after SIGSTOP was sent before it. */
+const IN_FLIGHT_MS = 200;
+
 export interface FaultReport {
   kind: FaultKind;
   target: string;
@@ -57,6 +60,13 @@ export interface FaultReport {
   ok: number;
   /** Alarm handlers that ran a second time for one arming, the second run inside this window. */
   alarmDoubles: number;
+  /**
+   * Of those, the ones whose first run reached the recorder by the fault's start (+ IN_FLIGHT_MS):
+   * the handler was running when its owner was stopped, so its commit never came and the next
+   * owner ran it again. At-least-once allows that (the issue's floor is at most once per
+   * fault-free owner change); a second run of a handler that had finished does not.
+   */
+  alarmDoublesInterrupted: number;
   detail?: string;
 }
 
@@ -101,7 +111,7 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosResult> {
     w.start();
     alarms?.start(lb, Array.from({ length: Math.max(1, Math.floor(cfg.keys / 4)) }, (_, i) => `alarm${i}`), cfg.timeoutMs);
     await sleep(cfg.settleMs);
-    const faults: Omit<FaultReport, 'endMs' | 'longestUnavailableMs' | 'longestUnavailableKey' | 'failed' | 'unknown' | 'ok' | 'alarmDoubles'>[] = [];
+    const faults: Omit<FaultReport, 'endMs' | 'longestUnavailableMs' | 'longestUnavailableKey' | 'failed' | 'unknown' | 'ok' | 'alarmDoubles' | 'alarmDoublesInterrupted'>[] = [];
     for (const kind of cfg.faults) {
       const f = await inject(kind, cluster, region, keys, cfg, w.now.bind(w));
       say(`${kind} of ${f.target}: healed after ${((f.healedMs - f.startMs) / 1000).toFixed(1)} s${f.detail ? ` (${f.detail})` : ''}`);
@@ -130,6 +140,7 @@ export async function runChaos(cfg: ChaosConfig): Promise<ChaosResult> {
         failed: ops.filter((o) => o.outcome === 'fail').length,
         unknown: ops.filter((o) => o.outcome === 'unknown').length,
         alarmDoubles: doubles.filter((d) => d.at[1]! >= f.startMs && d.at[1]! < to).length,
+        alarmDoublesInterrupted: doubles.filter((d) => d.at[1]! >= f.startMs && d.at[1]! < to && d.at[0]! <= f.startMs + IN_FLIGHT_MS).length,
       };
     });
     return {
