@@ -58,6 +58,12 @@ function addressOf(kind: string, key: string, sep: string): ActorAddress {
 export const workerRef = (namespace: string, name: string): string => `${namespace}/${name}`;
 export const parseWorkerRef = (ref: string): ObjectRef => objectRefOf('worker ref', ref, '/');
 
+/**
+ * The namespace of a worker ref or an actor instance key (what comes before the first "/"),
+ * unchecked: for hot paths handed refs that workerRef / actorInstanceKey made.
+ */
+export const refNamespace = (ref: string): string => ref.slice(0, ref.indexOf('/'));
+
 /** `<namespace>.<name>`: a worker's key in KV `edge-workers` and in AgentReport.workers. */
 export const workerKey = (namespace: string, name: string): string => `${namespace}.${name}`;
 export const parseWorkerKey = (key: string): ObjectRef => objectRefOf('worker key', key, '.');

@@ -1,3 +1,4 @@
+import { refNamespace } from '../../common/keys.js';
 import HashRing from 'hashring';
 import type { AgentView } from '../../common/agent-view.js';
 import { servesNamespace } from '../../common/isolate-hosts.js';
@@ -73,7 +74,7 @@ export class ActorRing implements ActorRingPort {
 
   /** The agent that should host the actor, or undefined when the region has no live agent. */
   owner(region: string, key: string): Presence | undefined {
-    const r = this.ringFor(region, key.slice(0, key.indexOf('/')));
+    const r = this.ringFor(region, refNamespace(key));
     if (!r || r.agents.size === 0) return undefined;
     return r.agents.get(r.ring.get(key));
   }

@@ -1,4 +1,5 @@
 import { isCordonShare, isolateHostIndex } from '../../common/isolate-hosts.js';
+import { refNamespace } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 
 // An isolate host's share of the agent's tenants: the namespaces common/isolate-hosts.ts
@@ -15,8 +16,6 @@ export interface HostShare { index: number; count: number }
 /** The namespaces whose DurableActors a host serves (none for the cordon host). */
 export const servesShare = (share: HostShare) => (namespace: string): boolean => isolateHostIndex(namespace, share.count) === share.index;
 
-const namespaceOf = (key: string): string => key.slice(0, key.indexOf('/'));
-
 /** A desired-state source that hands on only the workers of one share. */
 export class SharedSource implements DesiredStateSource {
   private readonly serves: (namespace: string) => boolean;
@@ -32,14 +31,14 @@ export class SharedSource implements DesiredStateSource {
     this.onUpdate = onUpdate;
     return this.inner.start((workers) => {
       this.last = workers;
-      onUpdate(workers.filter((w) => this.serves(namespaceOf(w.key))));
+      onUpdate(workers.filter((w) => this.serves(refNamespace(w.key))));
     });
   }
 
   /** The front's cordoned namespaces (only the cordon host's filter reads them). */
   setCordoned(namespaces: readonly string[]): void {
     this.cordoned = new Set(namespaces);
-    if (this.last && this.onUpdate) this.onUpdate(this.last.filter((w) => this.serves(namespaceOf(w.key))));
+    if (this.last && this.onUpdate) this.onUpdate(this.last.filter((w) => this.serves(refNamespace(w.key))));
   }
 
   stop(): Promise<void> { return this.inner.stop(); }

@@ -1,3 +1,4 @@
+import { refNamespace } from '../../common/keys.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent as HttpAgent } from 'node:http';
 import { EdgeError } from '../../common/errors.js';
@@ -239,7 +240,7 @@ export class HostSupervisor<Config> {
    */
   private moving(key: string): Promise<void> | undefined {
     const slot = this.cordonSlot;
-    if (!slot?.target || !this.cordon!.isCordoned(key.slice(0, key.indexOf('/')))) return undefined;
+    if (!slot?.target || !this.cordon!.isCordoned(refNamespace(key))) return undefined;
     let m = this.moves.get(key);
     if (!m) {
       let resolveMove!: () => void;
@@ -382,7 +383,7 @@ export class HostSupervisor<Config> {
   private rebuildRouter(): void {
     const cordonSlot = this.cordonSlot;
     const inCordon = new Set(cordonSlot?.routes.map((r) => r.key) ?? []);
-    const cordoned = (key: string) => this.cordon?.isCordoned(key.slice(0, key.indexOf('/'))) === true;
+    const cordoned = (key: string) => this.cordon?.isCordoned(refNamespace(key)) === true;
     this.router = Router.build(this.slots.flatMap((s) => s.routes
       .filter((r) => s === cordonSlot ? cordoned(r.key) : !(cordoned(r.key) && inCordon.has(r.key)))
       .map((r) => ({ key: r.key, routes: r.routes, target: s.index }))));

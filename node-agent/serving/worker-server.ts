@@ -1,3 +1,4 @@
+import { refNamespace } from '../../common/keys.js';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { DesiredStateSource, DesiredWorker } from './desired.js';
@@ -48,8 +49,6 @@ export interface WorkerServerOptions {
   /** Bytes all sockets of one isolate may hold for slow clients (default 32 MiB, at most memoryMiB / 4). */
   maxIsolateWebSocketBacklogBytes?: number;
 }
-
-const namespaceOfKey = (key: string): string => key.slice(0, key.indexOf('/'));
 
 /** What a namespace's isolates used since the last takeUsage() (told to the agent's front by an isolate host). */
 export interface NamespaceUsage {
@@ -166,7 +165,7 @@ export class WorkerServer {
   /** Namespaces whose workers the agent's cordon host serves now: their isolates here are let go. */
   setDormant(namespaces: ReadonlySet<string>): void {
     this.dormant = namespaces;
-    for (const s of this.served.values()) s.host.setDormant(namespaces.has(namespaceOfKey(s.desired.key)));
+    for (const s of this.served.values()) s.host.setDormant(namespaces.has(refNamespace(s.desired.key)));
   }
 
   /** CPU and limit kills per namespace since the last call (the front's cordon decides with them). */
@@ -177,7 +176,7 @@ export class WorkerServer {
   }
 
   private usageOf(worker: string): NamespaceUsage {
-    const ns = namespaceOfKey(worker);
+    const ns = refNamespace(worker);
     let u = this.usage.get(ns);
     if (!u) { u = { cpuMs: 0, requests: 0, limitHits: 0 }; this.usage.set(ns, u); }
     return u;
@@ -243,7 +242,7 @@ export class WorkerServer {
       return;
     }
     this.errors.delete(w.key);
-    host.setDormant(this.dormant.has(namespaceOfKey(w.key)));
+    host.setDormant(this.dormant.has(refNamespace(w.key)));
     this.served.set(w.key, { desired: w, host });
     this.rebuildRouter();
     for (const l of this.versionListeners) l(w.key);
