@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Message } from 'esbuild';
+import type { Message, Plugin } from 'esbuild';
+import { BUILTIN_MODULES, isBuiltinModule } from '../node-agent/abi/modules.js';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
@@ -63,6 +64,19 @@ function defaultName(file: string): string {
   return basename(file, extname(file)).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'worker';
 }
 
+/**
+ * The runtime's built-in modules (cloudflare:workers) stay imports of the bundle, resolved
+ * by the isolate; any other cloudflare:* module is an error naming what exists.
+ */
+const builtinModules: Plugin = {
+  name: 'edge-builtin-modules',
+  setup(b) {
+    b.onResolve({ filter: /^cloudflare:/ }, (args) => isBuiltinModule(args.path)
+      ? { path: args.path, external: true }
+      : { errors: [{ text: `"${args.path}" is not a module this runtime provides (it provides ${Object.keys(BUILTIN_MODULES).join(', ')})` }] });
+  },
+};
+
 /** esbuild's bundle of `file`, or its errors formatted for a terminal. */
 export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
   // Loaded here: esbuild is a devDependency (only deploy and dev bundle; the images have none).
@@ -72,6 +86,7 @@ export async function bundleWorker(file: string, opts: { minify?: boolean } = {}
       entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
+      plugins: [builtinModules],
     });
     return { code: out.outputFiles[0]?.text ?? '' };
   } catch (err) {

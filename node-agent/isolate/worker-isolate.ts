@@ -7,6 +7,8 @@ import { IsolateSockets, type SocketEvent } from '../sockets/isolate-sockets.js'
 import { SocketRegistry } from '../sockets/sockets.js';
 import { EdgeError } from '../../common/errors.js';
 import { availableParallelism } from 'node:os';
+import type ivm from 'isolated-vm';
+import { BUILTIN_MODULES, isBuiltinModule } from '../abi/modules.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -328,11 +330,21 @@ export class WorkerIsolate implements IsolateOwner {
       const filename = `worker:${def.name}.js`;
       const module = await warm.isolate.compileModule(def.source, { filename })
         .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
-      const refuseImport = (specifier: string): never => {
-        throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports)`);
+      // Only the built-in modules (cloudflare:workers) resolve; each is compiled once per load.
+      const builtins = new Map<string, Promise<ivm.Module>>();
+      const resolveImport = (specifier: string): Promise<ivm.Module> => {
+        if (!isBuiltinModule(specifier)) {
+          throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`);
+        }
+        let m = builtins.get(specifier);
+        if (!m) {
+          m = warm.isolate.compileModule(BUILTIN_MODULES[specifier]!, { filename: specifier });
+          builtins.set(specifier, m);
+        }
+        return m;
       };
       try {
-        await module.instantiate(warm.context, refuseImport);
+        await module.instantiate(warm.context, resolveImport);
       } catch (err) {
         throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }

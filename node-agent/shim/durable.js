@@ -29,6 +29,12 @@ import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
 import { sleep } from './web/timers.js';
 import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
+import { TextDecoder, TextEncoder } from './web/encoding.js';
+import { RPC_METHOD, rpcInvoke, rpcStub } from './rpc.js';
+
+const RPC_URL = 'https://rpc.internal/';
+const rpcEncoder = new TextEncoder();
+const rpcDecoder = new TextDecoder();
 
 const freeze = Object.freeze;
 const stringify = JSON.stringify;
@@ -134,6 +140,32 @@ class DurableObjectStub {
 }
 freeze(DurableObjectStub.prototype);
 
+// ---- JS RPC (see rpc.js) -------------------------------------------------------------
+
+/** The stub get(id) returns: its id, name and fetch, and any other name an RPC method. */
+function rpcStubOf(binding, stub, data) {
+  const hex = data.hex;
+  const name = data.name === undefined ? null : data.name;
+  const send = async (message) => {
+    const result = await hostOutcome(host.actorFetch(binding, hex, name, {
+      url: RPC_URL, method: RPC_METHOD, headers: [], body: toArrayBuffer(rpcEncoder.encode(stringify(message))),
+    }));
+    const text = rpcDecoder.decode(result.body);
+    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${text}`);
+    return text;
+  };
+  return rpcStub(stub, send);
+}
+
+/** An RPC call on this actor (the adapter's rpc): runs like a request, on the instance. */
+async function actorRpc(text, ctx) {
+  const instance = actor.instance;
+  if (instance === null) throw new ErrorCtor(`actor ${actor.className}: an RPC call arrived before the instance was constructed`);
+  const answer = await rpcInvoke(instance, text);
+  if (outstanding !== 0) ctx.waitUntil(gate());
+  return answer;
+}
+
 /** env.<binding> for an actor namespace binding. */
 export function actorNamespace(binding) {
   const ns = {
@@ -155,7 +187,7 @@ export function actorNamespace(binding) {
       }
       // An id made by another binding may name another DurableActor: the host checks it.
       if (data.binding !== binding) hostId(binding, 'get', 'string', data.hex);
-      return new DurableObjectStub(INTERNAL, binding, id, data);
+      return rpcStubOf(binding, new DurableObjectStub(INTERNAL, binding, id, data), data);
     },
     getByName(name, options = undefined) {
       return ns.get(ns.idFromName(name), options);
@@ -406,6 +438,7 @@ export function actorInit(namespace, options, env, workerName) {
   actor = { className, cls, instance: null, state, env, workerName };
   // The runtime dispatches requests to this as to a default export's fetch(request, env, ctx).
   const adapter = {
+    rpc: actorRpc,
     async fetch(request, _env, ctx) {
       const instance = actor.instance;
       if (instance === null) throw new ErrorCtor(`actor ${className}: a request arrived before the instance was constructed`);

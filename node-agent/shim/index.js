@@ -8,14 +8,19 @@ import { actorNamespace, actorInit, actorEvent } from './durable.js';
 import { takeResponseSocket } from './web/response.js';
 import { socketEvent } from './web/websocket.js';
 import { installWasmLimits } from './web/wasm.js';
+import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
+import { RPC_METHOD, rpcInvoke } from './rpc.js';
 
 const g = globalThis;
 installWebApis(g);
+// The cloudflare:workers module reads its exports from here (WORKERS_MODULE_GLOBAL in node-agent/abi/modules.ts).
+installWorkersModule(g, '__edgeCloudflareWorkers');
 
 // Captured before any user code runs, so a worker replacing globals cannot change how
 // its own requests are dispatched.
 const ResponseCtor = g.Response;
 const encoder = new g.TextEncoder();
+const decoder = new g.TextDecoder();
 const ReadableStreamCtor = g.ReadableStream;
 const UInt8 = Uint8Array;
 const freeze = Object.freeze;
@@ -32,6 +37,8 @@ ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
 let entry = null;
+/** Where RPC calls go (rpc.js): the actor instance, or the default WorkerEntrypoint; null: none. */
+let rpcEntry = null;
 let env = null;
 /** Per request: the request body's stream controller, the response body's reader, waitUntil promises. */
 const live = new Map();
@@ -83,22 +90,41 @@ function init(namespace, envData, options) {
   if (def !== null && (typeof def === 'object' || typeof def === 'function')) {
     for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') push(handlers, k);
   }
-  entry = def;
+  entry = isEntrypointClass(def) ? entrypointAdapter(def) : def;
+  if (entry !== def) rpcEntry = entry.rpc;
+  if (entry !== def) for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
   for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));
   // actor bindings arrive as names: the DurableActor's uid never enters the isolate.
   for (const name of envData.actors ?? []) bindings[name] = actorNamespace(String(name));
   env = freeze(bindings);
+  setWorkersEnv(env);
   if (options.actor) {
     // An actor isolate: requests go to the instance of the exported class (see durable.js).
     const actor = actorInit(namespace, options.actor, env, workerName);
     entry = actor.adapter;
+    rpcEntry = actor.adapter.rpc;
     freezePlatform();
     return actor.handlers;
   }
   freezePlatform();
   return handlers;
+}
+
+/**
+ * `export default class extends WorkerEntrypoint`: one instance per event, with ctx and env,
+ * as on Workers; RPC calls go to the instance's methods.
+ */
+function entrypointAdapter(cls) {
+  return {
+    fetch(request, envArg, ctx) {
+      const instance = new cls(ctx, envArg);
+      if (typeof instance.fetch !== 'function') throw new TypeError(`worker ${workerName}: the default entrypoint has no fetch() method`);
+      return instance.fetch(request);
+    },
+    rpc(text, ctx) { return rpcInvoke(new cls(ctx, env), text); },
+  };
 }
 
 /** Largest response body returned inline (as a latin1 string) with the response head. */
@@ -148,13 +174,22 @@ async function dispatch(id, head, reqBody) {
   } else if (reqBody) {
     body = new UInt8(reqBody);
   }
-  const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
   const ctx = freeze({
     waitUntil(promise) {
       push(state.waitUntil, PromiseCtor.resolve(promise).catch((err) => logError(`worker ${workerName}: ctx.waitUntil promise rejected`, err)));
     },
     passThroughOnException() {},
   });
+  setWorkersWaitUntil(ctx.waitUntil);
+  // An RPC call (rpc.js): only the runtime makes requests with this method, which is no HTTP token.
+  if (parts[0] === RPC_METHOD && rpcEntry !== null) {
+    const text = await rpcEntry(decoder.decode(body ?? new UInt8(0)), ctx);
+    const done = state.waitUntil.length === 0;
+    if (done) live.delete(id);
+    if (text.length <= INLINE_BODY_BYTES) return encodeResponse(200, 'OK', [], 'u', done, text);
+    return { head: encodeResponse(200, 'OK', [], 'a', done, undefined), body: encoder.encode(text).buffer };
+  }
+  const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
   if (!entry || typeof entry.fetch !== 'function') {
     throw new Error(`worker ${workerName} has no fetch handler: export default { async fetch(request, env, ctx) { ... } }`);
   }

@@ -1,0 +1,85 @@
+import { createLogger, type LogFields } from '../../common/log.js';
+import type { ActorConfig } from '../../common/nats.js';
+import { ActorHost } from '../../node-agent/actors/host.js';
+import { ActorIsolate } from '../../node-agent/actors/isolate.js';
+import { FakeActorLog } from '../../node-agent/actors/fake/log.js';
+import type { ActorRouter, ActorTarget } from '../../node-agent/bindings/actor-binding.js';
+import { ActorStorage } from '../../node-agent/bindings/actor-storage.js';
+import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
+import { IsolatePool } from '../../node-agent/isolate/pool.js';
+import { WorkerIsolate, type WorkerDefinition } from '../../node-agent/isolate/worker-isolate.js';
+import type { Limits } from '../../common/api/index.js';
+
+// Real isolates behind the agent's real ActorHost (single activation, input gate, output
+// gate: a call's writes are committed to the log before its answer is released), the log
+// an in-memory FakeActorLog. A worker with an actor binding calls through a router that
+// hands every call to that host, as the agent's router does for an actor it owns.
+
+export const LIMITS: Limits = { cpuMsPerRequest: 2000, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 };
+export const TARGET: ActorTarget = { namespace: 'rpc', actor: 'objects', uid: 'aaaabbbb-0000-4000-8000-000000000001' };
+
+export interface RpcRig {
+  host: ActorHost;
+  log: FakeActorLog;
+  logs: LogFields[];
+  /** Runs a request on the caller worker; answers its status and body text. */
+  call(path: string): Promise<{ status: number; text: string }>;
+  close(): Promise<void>;
+}
+
+export async function startRpcRig(source: string, className: string): Promise<RpcRig> {
+  const pool = new IsolatePool({ size: 2, defaultMemoryMiB: 128 });
+  await pool.start();
+  const logs: LogFields[] = [];
+  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
+  const durable = new FakeActorLog();
+  const worker: WorkerDefinition = {
+    key: 'rpc/app', name: 'app', source, digest: 'sha256:test', limits: LIMITS,
+    env: { text: {}, actors: { OBJ: TARGET } },
+  };
+  const cfg: ActorConfig = {
+    namespace: TARGET.namespace, name: TARGET.actor, uid: TARGET.uid, generation: 1, className, worker: 'app',
+    region: 'r1', idleTimeoutSeconds: 60, maxBytesPerActor: 1024 * 1024,
+  };
+  const onLog = (_w: string, level: string, message: string) => logs.push({ level, msg: message } as unknown as LogFields);
+  const isolates: WorkerIsolate[] = [];
+  // eslint-disable-next-line prefer-const
+  let host: ActorHost;
+  const router: ActorRouter = {
+    fetch: (_target, id, req) => host.call(cfg, id, req),
+  };
+  host = new ActorHost({
+    agent: 'a1', log, durable,
+    factory: {
+      storage: (state, c) => new ActorStorage(state, { maxBytes: c.maxBytesPerActor, actor: `${c.namespace}/${c.name}` }),
+      instance: (c, id, storage) => ActorIsolate.activate(
+        { worker, className: c.className, actor: `${c.namespace}/${c.name}` },
+        { id, storage: storage as ActorStorage },
+        pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, actorRouter: router },
+      ),
+    },
+  });
+  const caller = await WorkerIsolate.load(worker, pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, bindings: hostBindings({ actorRouter: router }) });
+  isolates.push(caller);
+  const dec = new TextDecoder();
+  return {
+    host, log: durable, logs,
+    async call(path) {
+      const { id, response } = caller.begin({ url: `http://app.test${path}`, method: 'GET', headers: [], body: null });
+      try {
+        const res = await response;
+        const chunks: Uint8Array[] = [];
+        if (res.body === 'stream') for (let c = await caller.pullBody(id); c !== null; c = await caller.pullBody(id)) chunks.push(c);
+        else if (res.body !== null) chunks.push(new Uint8Array(res.body));
+        return { status: res.status, text: dec.decode(Buffer.concat(chunks)) };
+      } finally {
+        await caller.finish(id);
+      }
+    },
+    async close() {
+      for (const i of isolates) i.dispose('shutdown');
+      await host.stop();
+      pool.close();
+    },
+  };
+}
