@@ -27,7 +27,7 @@ export interface RpcRig {
   close(): Promise<void>;
 }
 
-export async function startRpcRig(source: string, className: string): Promise<RpcRig> {
+export async function startRpcRig(source: string, className: string, binding = 'OBJ'): Promise<RpcRig> {
   const pool = new IsolatePool({ size: 2, defaultMemoryMiB: 128 });
   await pool.start();
   const logs: LogFields[] = [];
@@ -35,7 +35,7 @@ export async function startRpcRig(source: string, className: string): Promise<Rp
   const durable = new FakeActorLog();
   const worker: WorkerDefinition = {
     key: 'rpc/app', name: 'app', source, digest: 'sha256:test', limits: LIMITS,
-    env: { text: {}, actors: { OBJ: TARGET } },
+    env: { text: { GREETING: 'hi' }, actors: { [binding]: TARGET } },
   };
   const cfg: ActorConfig = {
     namespace: TARGET.namespace, name: TARGET.actor, uid: TARGET.uid, generation: 1, className, worker: 'app',

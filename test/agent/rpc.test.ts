@@ -188,6 +188,6 @@ describe('JS RPC on Durable Object stubs', () => {
 
   it('leaves stub.fetch() and env as they were', async () => {
     expect((await rig.call('/fetch')).text).toBe('fetch still works: /path');
-    expect(await json('/env')).toEqual(['OBJ']);
+    expect(await json('/env')).toEqual(['GREETING', 'OBJ']);
   });
 });
