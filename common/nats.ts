@@ -112,6 +112,10 @@ export const ACTOR_SUBJECTS = {
 const sha256Digest = () => z.string().regex(/^sha256:[a-f0-9]{64}$/);
 
 /** Where one AI binding's model server lives in one region. */
+/** A service binding's target: an EdgeWorker (of the binding worker's own namespace) and, optionally, its named entrypoint. */
+export const ServiceTargetSchema = z.object({ namespace: z.string(), worker: z.string(), entrypoint: z.string().optional() });
+export type ServiceTarget = z.infer<typeof ServiceTargetSchema>;
+
 export const AiServiceRefSchema = z.object({
   service: z.string().min(1),
   namespace: z.string().min(1),
@@ -142,6 +146,8 @@ export const WorkerConfigSchema = z.object({
     sealed: z.record(z.string(), z.string()).default({}),
     /** Durable Object namespace bindings: binding -> the DurableActor (uid keys its ids). */
     actors: z.record(z.string(), z.object({ namespace: z.string(), actor: z.string(), uid: z.string() })).default({}),
+    /** Service bindings: binding -> an EdgeWorker of the same namespace (and its entrypoint). Absent when there are none. */
+    services: z.record(z.string(), ServiceTargetSchema).optional(),
     ai: z.record(z.string(), z.object({
       model: z.string(),
       /** region -> the Service of that region's model server. */

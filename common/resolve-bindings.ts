@@ -112,7 +112,13 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
     if (!uid) throw new BindingResolutionError(RESOLVE_REASONS.ActorNotFound, 'spec.bindings.actors', b.name, `DurableActor ${namespace}/${b.actor} not found`);
     actors[b.name] = { namespace, actor: b.actor, uid };
   }
-  return { text, secrets, actors, ai };
+  // Service bindings name a worker of this namespace only (the schema allows no other): the
+  // target is resolved when called, on the agent, so a chain of workers deploys in any order.
+  const serviceBindings = bindings.services ?? [];
+  if (serviceBindings.length === 0) return { text, secrets, actors, ai };
+  const services: NonNullable<ResolvedEnv['services']> = {};
+  for (const b of serviceBindings) services[b.name] = { namespace, worker: b.worker, ...(b.entrypoint ? { entrypoint: b.entrypoint } : {}) };
+  return { text, secrets, actors, ai, services };
 }
 
 /** The operator's step before publishing: each Secret value sealed to the agents. */

@@ -105,6 +105,13 @@ export const ActorBindingSchema = z.object({
   actor: dnsLabel().describe('A DurableActor in the EdgeWorker\'s namespace.'),
 });
 
+export const ServiceBindingSchema = z.object({
+  name: jsIdentifier().describe('Exposed as env.<name>: fetch() and RPC methods of the bound worker.'),
+  worker: dnsLabel().describe('An EdgeWorker in the same namespace (a name, never another namespace\'s worker).'),
+  entrypoint: jsIdentifier().optional()
+    .describe('A named export of the bound worker extending WorkerEntrypoint; omitted: its default export.'),
+});
+
 export const AiBindingSchema = z.object({
   name: jsIdentifier().describe('Exposed as env.<name> with run(model, input).'),
   model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model).'),
@@ -132,13 +139,15 @@ export const BindingsSchema = z
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
     ai: z.array(AiBindingSchema).max(8).optional()
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+    services: z.array(ServiceBindingSchema).max(32).optional()
+      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
   })
   // env is one namespace: the same name in two binding kinds would shadow one of them.
   // (CEL in CRDs has no cel.bind here, so one rule per pair of kinds.)
   .meta(cel(...uniqueAcrossKinds()));
 
 function uniqueAcrossKinds(): CelRule[] {
-  const lists = ['secrets', 'actors', 'ai'] as const;
+  const lists = ['secrets', 'actors', 'ai', 'services'] as const;
   const rules: CelRule[] = lists.map((l) => ({
     rule: `!has(self.vars) || !has(self.${l}) || self.${l}.all(b, !(b.name in self.vars))`,
     message: `spec.bindings.${l}: a name is also used in spec.bindings.vars; binding names must be unique across kinds`,

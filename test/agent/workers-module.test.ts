@@ -100,7 +100,7 @@ export default class extends WorkerEntrypoint {
     expect(second.previous).toBe('yes');
   });
 
-  it('fails a derived class that never calls super() as the engine does, with the engine's own ReferenceError', async () => {
+  it('fails a derived class that never calls super() as the engine does, with the engine\'s own ReferenceError', async () => {
     const rig = await startRpcRig(`
 import { DurableObject } from 'cloudflare:workers';
 export class NoSuper extends DurableObject { constructor(ctx, env) { } hello() { return 'never'; } }
