@@ -116,9 +116,9 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
   // target is resolved when called, on the agent, so a chain of workers deploys in any order.
   const serviceBindings = bindings.services ?? [];
   if (serviceBindings.length === 0) return { text, secrets, actors, ai };
-  const services: NonNullable<ResolvedEnv['services']> = {};
-  for (const b of serviceBindings) services[b.name] = { namespace, worker: b.worker, ...(b.entrypoint ? { entrypoint: b.entrypoint } : {}) };
-  return { text, secrets, actors, ai, services };
+  const serviceTargets: NonNullable<ResolvedEnv['services']> = {};
+  for (const b of serviceBindings) serviceTargets[b.name] = { namespace, worker: b.worker, ...(b.entrypoint ? { entrypoint: b.entrypoint } : {}) };
+  return { text, secrets, actors, ai, services: serviceTargets };
 }
 
 /** The operator's step before publishing: each Secret value sealed to the agents. */

@@ -7,7 +7,7 @@ import { AgentView } from '../common/agent-view.js';
 import { parseEgressRule } from '../common/egress.js';
 import { startAdminServer as startAdminEndpoints } from '../common/admin-server.js';
 import { isCordonShare, isolateHostName } from '../common/isolate-hosts.js';
-import { agentKey } from '../common/keys.js';
+import { agentKey, workerRef } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
 import type { EdgeBuckets } from '../common/nats.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
@@ -17,6 +17,7 @@ import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { ServiceRouter } from './bindings/service-binding.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
 import { DirectorySource } from './control/desired-state.js';
@@ -272,12 +273,16 @@ export class Agent implements RunningAgent {
     // only: the runtime needs the ring and the fenced log). In directory mode the bindings
     // are still there and their calls fail naming the binding.
     let runtime: ActorRuntime | undefined;
+    // Service bindings reach the workers this process serves (their namespace's share).
+    const serviceRouter: ServiceRouter = {
+      call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth),
+    };
     // Told when an actor activates or goes, so the region's reports follow at once.
     let presence: AgentPresence | undefined;
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings({ egressAllow, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,

@@ -75,6 +75,14 @@ export const SUBREQUEST_WHOLE_BODY_BYTES = 256 * 1024;
 
 export type ActorIdKind = 'name' | 'unique' | 'string';
 
+/**
+ * The method of the runtime's internal RPC request (node-agent/shim/rpc.js): not an HTTP
+ * token, so no client and no worker's Request can carry it.
+ */
+export const RPC_METHOD = 'EDGE:RPC';
+/** An RPC request's URL; for a service binding the host puts the entrypoint's name in its path. */
+export const RPC_URL = 'https://rpc.internal/';
+
 /** What the actorId callback returns to the isolate. */
 export interface ActorIdRecord {
   id: string;
@@ -165,6 +173,14 @@ export interface HostCallbacks {
    * buffered response of the actor, or an error message naming the binding.
    */
   actorFetch(binding: string, id: string, name: string | null, request: ActorFetchInit): HostAsync<ActorFetchResult>;
+  /**
+   * A service binding's call (env.<binding>.fetch() or an RPC method, see
+   * node-agent/bindings/service-binding.ts): `request` is the fetch's request, or for an
+   * RPC the runtime's internal request (method RPC_METHOD, the call as its body). Counted
+   * against limits.subrequests and bounded in depth (MAX_SERVICE_DEPTH). Async: settles
+   * with the bound worker's buffered response, or an error naming the binding.
+   */
+  serviceCall(binding: string, request: ActorFetchInit): HostAsync<ActorFetchResult>;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**
@@ -303,6 +319,8 @@ export interface WorkerEnv {
    * isolate gets the binding names.
    */
   actors?: Record<string, { namespace: string; actor: string; uid: string }>;
+  /** service bindings: binding name -> an EdgeWorker of the same namespace (and entrypoint). The isolate gets the names. */
+  services?: Record<string, { namespace: string; worker: string; entrypoint?: string }>;
 }
 
 /** What `__edgeInit` receives: the WorkerEnv less what the worker must not see (ai server URLs). */
@@ -311,12 +329,14 @@ export interface IsolateEnv {
   ai: Record<string, { model: string }>;
   /** actor binding names */
   actors: string[];
+  /** service binding names */
+  services: string[];
 }
 
 export function isolateEnv(env: WorkerEnv): IsolateEnv {
   const ai: Record<string, { model: string }> = {};
   for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
-  return { text: env.text, ai, actors: Object.keys(env.actors ?? {}) };
+  return { text: env.text, ai, actors: Object.keys(env.actors ?? {}), services: Object.keys(env.services ?? {}) };
 }
 
 export interface InitOptions {
@@ -349,6 +369,11 @@ export interface DispatchRequest {
   body: ArrayBuffer | Uint8Array | null | 'stream';
   /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
   clientAddress?: string;
+  /**
+   * How many service-binding hops led to this request (0: it came from a client). The
+   * isolate's own service calls are one deeper; past MAX_SERVICE_DEPTH they are refused.
+   */
+  depth?: number;
 }
 
 /**

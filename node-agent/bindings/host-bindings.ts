@@ -2,6 +2,7 @@ import { DEFAULT_EGRESS_POLICY, type EgressPolicy } from '../../common/api/polic
 import { EgressRules } from '../../common/egress.js';
 import type { BindingsFactory } from '../isolate/worker-isolate.js';
 import { ActorCalls, type ActorRouter } from './actor-binding.js';
+import { ServiceCalls, type ServiceRouter } from './service-binding.js';
 import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks } from './host-callbacks.js';
@@ -14,6 +15,8 @@ import { Subrequests, type Resolver } from './subrequests.js';
 export interface HostBindingsOptions {
   /** Where env.<actor binding>.get(id).fetch() calls go (the agent's actor router); without one they fail. */
   actorRouter?: ActorRouter;
+  /** Where env.<service binding> calls go (the agent's worker server); without one they fail. */
+  serviceRouter?: ServiceRouter;
   /** An actor isolate's state.storage; absent in a worker isolate. */
   storage?: ActorStorage;
   /**
@@ -45,6 +48,7 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
       ai,
       subrequests,
       actors: new ActorCalls(ctx.def.env.actors, opts.actorRouter, ctx.def.name, ctx.grantSocket),
+      services: new ServiceCalls(ctx.def.env.services, opts.serviceRouter, ctx.def.name, () => ctx.requestDepth?.() ?? 0),
       storage: opts.storage ?? null,
       sockets: ctx.sockets,
       onLog: ctx.onLog,

@@ -5,6 +5,7 @@ import type { HostAsync, HostCallbacks, Settled, UrlRecord } from '../abi/bridge
 import { ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
+import type { ServiceCalls } from './service-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
@@ -37,6 +38,8 @@ export interface CallbackContext {
   ai: AiCalls;
   /** The isolate's actor bindings (ids, stub.fetch through the agent's ActorRouter). */
   actors: ActorCalls;
+  /** The isolate's service bindings (env.<binding>.fetch() and RPC to a worker of its namespace). */
+  services: ServiceCalls;
   /** The isolate's fetch() subrequests, under its egress policy. */
   subrequests: Subrequests;
   /** An actor isolate's state.storage; null in a worker isolate. */
@@ -149,6 +152,9 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     actorFetch(binding, id, name, request) {
       return hostAsync(ctx.actors.fetch(binding, id, name, request, () => ctx.countSubrequest()));
+    },
+    serviceCall(binding, request) {
+      return hostAsync(ctx.services.call(binding, request, () => ctx.countSubrequest()));
     },
     storage(op, a, b) {
       return storageCall(ctx.storage, op, a, b);

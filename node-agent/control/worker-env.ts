@@ -25,5 +25,5 @@ export function isolateWorkerEnv(env: ResolvedEnv, region: string, aiUrl: AiUrl)
     // Service exists for this region (yet), and env.<binding>.run() fails with a clear error.
     ai[binding] = { model: b.model, url: ref ? aiUrl(ref, binding) : '' };
   }
-  return { text: { ...env.text, ...env.secrets }, ai, actors: env.actors };
+  return { text: { ...env.text, ...env.secrets }, ai, actors: env.actors, ...(env.services ? { services: env.services } : {}) };
 }

@@ -76,6 +76,8 @@ export interface BindingContext {
   sockets: IsolateSockets;
   /** A socket an actor handed this isolate: the only foreign one its response may return. */
   grantSocket(registryId: number): void;
+  /** The service-binding depth of the request in flight (DispatchRequest.depth; 0 outside one). */
+  requestDepth?(): number;
 }
 
 export interface IsolateBindings {
@@ -225,6 +227,8 @@ interface Inflight {
   startup?: boolean;
   /** CPU time up to which hooks.onCpu was told (cpuStart until the first report). */
   cpuCounted?: bigint;
+  /** DispatchRequest.depth. */
+  depth?: number;
 }
 
 /** A request still running is counted (hooks.onCpu) in steps of at least this much CPU, so a spinning tenant shows within a watchdog tick. */
@@ -262,6 +266,7 @@ export class WorkerIsolate implements IsolateOwner {
       def,
       sockets: this.sockets,
       grantSocket: (id) => this.grantedSockets.add(id),
+      requestDepth: () => this.inflight?.depth ?? 0,
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
@@ -427,7 +432,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false, depth: req.depth ?? 0 };
     active.add(this);
     ensureWatchdog();
     const head = encodeRequestHead(req);

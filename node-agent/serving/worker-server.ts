@@ -10,7 +10,9 @@ import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
 import { WorkerHost } from './worker-host.js';
-import type { BindingsFactory, IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
+import { WorkerScriptError, type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import { ActorExceptionError } from '../abi/bridge.js';
+import { EdgeError } from '../../common/errors.js';
 
 // The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
 // and swaps versions without dropping requests (the new version is loaded first; the old
@@ -24,6 +26,16 @@ import type { BindingsFactory, IsolateHooks, WorkerDefinition } from '../isolate
 export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
 /** Requests that may queue for a busy worker before the agent answers 503. */
 export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
+
+/** A service binding named a worker this agent does not serve. */
+export class WorkerNotServedError extends EdgeError {}
+
+/** A service call's request and response, bodies buffered (see bindings/service-binding.ts). */
+export interface InternalRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface InternalResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
+
+/** A service call's response body is buffered; this bounds it. */
+const MAX_INTERNAL_BODY_BYTES = 32 * 1024 * 1024;
 
 export interface WorkerServerOptions {
   source: DesiredStateSource;
@@ -263,6 +275,50 @@ export class WorkerServer {
   /** Every served worker's routes. */
   routes(): ServedRoutes[] {
     return [...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes }));
+  }
+
+  /**
+   * A service binding's call: runs `req` on the version of the worker `key` served now, at
+   * service depth `depth`, in one of its isolates (as a client's request would be). The
+   * target's own exception (an RPC method threw) rejects as ActorExceptionError, so the
+   * caller rethrows it with its name and message.
+   */
+  async serviceCall(key: string, req: InternalRequest, depth: number): Promise<InternalResponse> {
+    const served = this.served.get(key);
+    if (!served) {
+      throw new WorkerNotServedError(`worker ${key} is not served on this agent (a service binding reaches workers placed in the caller's region)`, { context: { worker: key } });
+    }
+    const host = served.host;
+    this.usageOf(key).requests++;
+    const iso = host.tryAcquire() ?? await host.acquire();
+    let id: number | undefined;
+    try {
+      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth });
+      id = call.id;
+      const res = await call.response;
+      if (res.webSocket !== undefined) throw new WorkerNotServedError(`worker ${key}: a WebSocket cannot be returned through a service binding here`);
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      if (res.body === 'stream') {
+        for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) {
+          size += c.byteLength;
+          if (size > MAX_INTERNAL_BODY_BYTES) {
+            iso.cancel(id, 'response body over the limit');
+            throw new WorkerNotServedError(`worker ${key}: its response body is over the ${MAX_INTERNAL_BODY_BYTES}-byte limit of a service binding`);
+          }
+          chunks.push(c);
+        }
+      } else if (res.body !== null) {
+        chunks.push(new Uint8Array(res.body));
+      }
+      return { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+    } catch (err) {
+      if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, key, { cause: err });
+      throw err;
+    } finally {
+      if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
+      host.release(iso);
+    }
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */

@@ -24,6 +24,7 @@ export const host = {
   aiCancel: missing('aiCancel'),
   actorId: missing('actorId'),
   actorFetch: missing('actorFetch'),
+  serviceCall: missing('serviceCall'),
   storage: missing('storage'),
   socketSend: missing('socketSend'),
   socketClose: missing('socketClose'),

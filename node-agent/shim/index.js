@@ -10,6 +10,7 @@ import { socketEvent } from './web/websocket.js';
 import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
 import { RPC_METHOD, rpcInvoke } from './rpc.js';
+import { serviceBinding } from './service.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -91,13 +92,15 @@ function init(namespace, envData, options) {
     for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') push(handlers, k);
   }
   entry = isEntrypointClass(def) ? entrypointAdapter(def) : def;
-  if (entry !== def) rpcEntry = entry.rpc;
+  rpcEntry = (text, ctx, url) => workerRpc(namespace, text, ctx, url);
   if (entry !== def) for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
   for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));
   // actor bindings arrive as names: the DurableActor's uid never enters the isolate.
   for (const name of envData.actors ?? []) bindings[name] = actorNamespace(String(name));
+  // service bindings arrive as names: the bound worker (and entrypoint) stays on the host.
+  for (const name of envData.services ?? []) bindings[name] = serviceBinding(String(name));
   env = freeze(bindings);
   setWorkersEnv(env);
   if (options.actor) {
@@ -123,8 +126,23 @@ function entrypointAdapter(cls) {
       if (typeof instance.fetch !== 'function') throw new TypeError(`worker ${workerName}: the default entrypoint has no fetch() method`);
       return instance.fetch(request);
     },
-    rpc(text, ctx) { return rpcInvoke(new cls(ctx, env), text); },
   };
+}
+
+/**
+ * An RPC call on a worker (through a service binding): the entrypoint the host names in the
+ * URL's path (empty: the default export) must be a class extending WorkerEntrypoint; one
+ * instance per call, with ctx and env.
+ */
+function workerRpc(namespace, text, ctx, url) {
+  const path = StringCtor(url).replace(/^https:\/\/rpc\.internal\//, '');
+  const name = path === '' ? 'default' : path;
+  const cls = namespace[name];
+  if (!isEntrypointClass(cls)) {
+    const what = name === 'default' ? 'its default export' : `its export "${name}"`;
+    throw new TypeError(`worker ${workerName} cannot be called over RPC: ${what} does not extend WorkerEntrypoint`);
+  }
+  return rpcInvoke(new cls(ctx, env), text);
 }
 
 /** Largest response body returned inline (as a latin1 string) with the response head. */
@@ -183,7 +201,7 @@ async function dispatch(id, head, reqBody) {
   setWorkersWaitUntil(ctx.waitUntil);
   // An RPC call (rpc.js): only the runtime makes requests with this method, which is no HTTP token.
   if (parts[0] === RPC_METHOD && rpcEntry !== null) {
-    const text = await rpcEntry(decoder.decode(body ?? new UInt8(0)), ctx);
+    const text = await rpcEntry(decoder.decode(body ?? new UInt8(0)), ctx, parts[1]);
     const done = state.waitUntil.length === 0;
     if (done) live.delete(id);
     if (text.length <= INLINE_BODY_BYTES) return encodeResponse(200, 'OK', [], 'u', done, text);

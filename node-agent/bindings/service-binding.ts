@@ -1,0 +1,109 @@
+import { ActorExceptionError, ActorFetchInitSchema, RPC_METHOD, RPC_URL, type ActorFetchInit, type ActorFetchResult } from '../abi/bridge.js';
+import { EdgeError } from '../../common/errors.js';
+import { MAX_ACTOR_BODY_BYTES } from './actor-binding.js';
+
+// The host side of service bindings (env.<binding> naming another EdgeWorker of the same
+// namespace; see node-agent/shim/service.js). The isolate knows a binding by its name; the
+// target (namespace, worker, entrypoint) stays here. A call is a buffered request to the
+// target worker on this agent (ServiceRouter, the agent's worker server): its fetch(), or an
+// RPC call (the runtime's internal request, see node-agent/shim/rpc.js), one hop deeper
+// than the request that made it. Only workers of the binding worker's own namespace are
+// reachable: the resolver fills in the namespace, and the router is asked for no other.
+
+/**
+ * How deep service calls (a worker calling itself included) may nest; the call past it
+ * fails at its caller with an error it can catch (workerd bounds this too, as its
+ * subrequest depth). Below the agent's default isolates per worker (16): each hop of a
+ * worker calling itself holds one of its isolates, so the refusal comes before the hops
+ * would wait on each other for an isolate.
+ */
+export const MAX_SERVICE_DEPTH = 8;
+
+export interface ServiceTarget {
+  namespace: string;
+  worker: string;
+  entrypoint?: string;
+}
+
+/** One service call, body buffered. */
+export interface ServiceRequest {
+  url: string;
+  method: string;
+  headers: [string, string][];
+  body: Uint8Array | null;
+}
+
+export interface ServiceResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+/**
+ * Implemented by the agent's worker server: runs `req` on the served version of the worker
+ * `target` at service depth `depth`, and settles with its buffered response. Rejects with a
+ * ServiceUnavailableError when that worker is not served here; with ActorExceptionError
+ * when the target's own code threw (an RPC's exception, rethrown at the caller as itself).
+ */
+export interface ServiceRouter {
+  call(target: ServiceTarget, req: ServiceRequest, depth: number): Promise<ServiceResponse>;
+}
+
+export class ServiceUnavailableError extends EdgeError {}
+export class ServiceDepthError extends EdgeError {}
+
+const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+
+/** One isolate's service bindings (WorkerEnv.services) and the router their calls go to. */
+export class ServiceCalls {
+  private readonly bindings = new Map<string, ServiceTarget>();
+
+  constructor(
+    bindings: Record<string, ServiceTarget> | undefined,
+    private readonly router: ServiceRouter | undefined,
+    private readonly workerName: string,
+    /** The service depth of the request in flight. */
+    private readonly depth: () => number,
+  ) {
+    for (const [name, t] of Object.entries(bindings ?? {})) {
+      this.bindings.set(name, { namespace: t.namespace, worker: t.worker, ...(t.entrypoint ? { entrypoint: t.entrypoint } : {}) });
+    }
+  }
+
+  /** The serviceCall callback's work: checks, counts a subrequest, bounds the depth, calls the router. */
+  async call(binding: unknown, raw: unknown, countSubrequest: () => void): Promise<ActorFetchResult> {
+    const what = `env.${String(binding)}`;
+    const target = typeof binding === 'string' ? this.bindings.get(binding) : undefined;
+    if (!target) throw new TypeError(`worker ${this.workerName} has no service binding ${String(binding)}`);
+    const parsed = ActorFetchInitSchema.safeParse(raw);
+    if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
+    const init: ActorFetchInit = parsed.data;
+    if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+      throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+    }
+    const depth = this.depth() + 1;
+    if (depth > MAX_SERVICE_DEPTH) {
+      throw new ServiceDepthError(`${what}: Subrequest depth limit exceeded. This request recursed through Workers too many times (${MAX_SERVICE_DEPTH} service-binding hops).`);
+    }
+    try {
+      countSubrequest();
+    } catch (err) {
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    if (!this.router) throw new ServiceUnavailableError(`${what}: service bindings are not available on this agent`);
+    let res: ServiceResponse;
+    try {
+      // An RPC goes to the entrypoint the binding names (the shim's workerRpc reads the path).
+      const url = init.method === RPC_METHOD ? `${RPC_URL}${target.entrypoint ?? ''}` : init.url;
+      res = await this.router.call(target, { url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null }, depth);
+    } catch (err) {
+      if (err instanceof ActorExceptionError) throw err;
+      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+      throw new RangeError(`${what}: the response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+    }
+    return { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
+  }
+}
