@@ -21,7 +21,8 @@ import { EdgeError } from '../common/errors.js';
 
 export const DEPLOY_USAGE = `usage: edge deploy FILE.js [--name NAME] [--namespace NS] [--regions a,b]
                    [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
-                   [--ai BINDING=MODEL]... [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
+                   [--ai BINDING=MODEL]... [--service BINDING=WORKER[:ENTRYPOINT]]...
+                   [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
                    [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
                    [--no-wait] [--timeout SECONDS] [--dry-run]
 
@@ -37,6 +38,8 @@ it prints why and exits 1.
   --var KEY=VALUE       env.KEY (repeatable)
   --actor B=DA          env.B is the DurableActor DA of the namespace (repeatable)
   --ai B=MODEL          env.B.run(MODEL, ...) on the regions' GPU model servers (repeatable)
+  --service B=W[:E]     env.B is the EdgeWorker W of the namespace: fetch() and RPC to its
+                        default export, or to its WorkerEntrypoint export E (repeatable)
   --no-bundle           upload FILE as it is (it must not import anything)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
@@ -106,7 +109,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
       options: {
         name: { type: 'string' }, namespace: { type: 'string', short: 'n' }, regions: { type: 'string' },
         route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
-        actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true },
+        actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true }, service: { type: 'string', multiple: true },
         'compatibility-date': { type: 'string' }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
         minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
         'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
@@ -140,6 +143,13 @@ export async function runDeploy(argv: string[]): Promise<number> {
     const vars = pairs('--var', values.var, ident);
     const actors = pairs('--actor', values.actor, ident);
     const ai = pairs('--ai', values.ai, ident);
+    const services = pairs('--service', values.service, ident).map(([n, target]) => {
+      const [worker = '', entrypoint, ...rest] = target.split(':');
+      if (!new RegExp(DNS_LABEL_PATTERN).test(worker) || rest.length > 0 || (entrypoint !== undefined && !ident.test(entrypoint))) {
+        throw new UsageError(`--service ${n}=${target}: expected WORKER[:ENTRYPOINT], a worker of this namespace and a JavaScript identifier`);
+      }
+      return { name: n, worker, ...(entrypoint !== undefined ? { entrypoint } : {}) };
+    });
     const int = (flag: string, v: string | undefined) => {
       if (v === undefined) return undefined;
       const n = Number(v);
@@ -163,11 +173,12 @@ export async function runDeploy(argv: string[]): Promise<number> {
       ...(regions || minWarm !== undefined ? { placement: { ...(regions ? { regions } : {}), ...(minWarm !== undefined ? { minWarmIsolates: minWarm } : {}) } } : {}),
       ...(values['compatibility-date'] ? { compatibilityDate: values['compatibility-date'] } : {}),
       ...(cpuMs !== undefined ? { limits: { cpuMsPerRequest: cpuMs, wallMsPerRequest: Math.max(30_000, cpuMs) } } : {}),
-      ...(vars.length || actors.length || ai.length ? {
+      ...(vars.length || actors.length || ai.length || services.length ? {
         bindings: {
           ...(vars.length ? { vars: Object.fromEntries(vars) } : {}),
           ...(actors.length ? { actors: actors.map(([n, actor]) => ({ name: n, actor })) } : {}),
           ...(ai.length ? { ai: ai.map(([n, model]) => ({ name: n, model })) } : {}),
+          ...(services.length ? { services } : {}),
         },
       } : {}),
     };
