@@ -316,7 +316,7 @@ export class Agent implements RunningAgent {
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
-        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow,
+        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         onActiveChange: () => { void presence?.report(); },

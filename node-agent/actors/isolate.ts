@@ -2,6 +2,7 @@ import { hostBindings } from '../bindings/host-bindings.js';
 import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
 import { MAX_ACTOR_BODY_BYTES } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
+import type { ServiceRouter } from '../bindings/service-binding.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import type { WarmIsolate } from '../isolate/pool.js';
 import {
@@ -90,6 +91,8 @@ export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
   actorRouter?: ActorRouter;
   /** The agent's egress allowances on top of the worker's policy (HostBindingsOptions.egressAllow). */
   egressAllow?: readonly string[];
+  /** Where the actor's env.<service binding> calls go (the agent's worker server). */
+  serviceRouter?: ServiceRouter;
 };
 
 export interface AlarmInfo {
@@ -116,8 +119,8 @@ export class ActorIsolate {
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
   static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
-    const { actorRouter, egressAllow, ...isolateHooks } = hooks;
-    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}) });
+    const { actorRouter, egressAllow, serviceRouter, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(serviceRouter ? { serviceRouter } : {}) });
     const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,

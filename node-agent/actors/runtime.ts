@@ -20,6 +20,7 @@ import { ActorStorage } from '../bindings/actor-storage.js';
 import type { IsolatePool } from '../isolate/pool.js';
 import type { SocketRegistry } from '../sockets/sockets.js';
 import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
+import type { ServiceRouter } from '../bindings/service-binding.js';
 
 // Everything an agent needs to host DurableActors, wired together: the DurableActor
 // configs (KV `edge-actors`), the ring of its region, the actor host on the durable log,
@@ -35,6 +36,8 @@ export interface ActorRuntimeOptions {
   pool: IsolatePool;
   /** The agent's isolate hooks (logs, disposals, sockets); actors get their own bindings. */
   hooks: Omit<IsolateHooks, 'bindings'>;
+  /** Where actors' env.<service binding> calls go (the agent's worker server). */
+  serviceRouter?: ServiceRouter;
   /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
   sockets: SocketRegistry;
   /** The served version of a worker (its workerRef), if this agent serves it. */
@@ -95,7 +98,7 @@ export class ActorRuntime {
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
             { id, storage: storage as ActorStorage },
-            warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}) },
+            warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}), ...(opts.serviceRouter ? { serviceRouter: opts.serviceRouter } : {}) },
           );
           const key = actorInstanceKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);
