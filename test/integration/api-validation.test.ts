@@ -33,6 +33,7 @@ const fullWorker = (): Obj => ({
       secrets: [{ name: 'API_KEY', secretKeyRef: { name: 's', key: 'k' } }],
       actors: [{ name: 'ROOMS', actor: 'chat-rooms' }],
       ai: [{ name: 'AI', model: 'llama-3.1-8b', image: 'ghcr.io/example/server:1', gpus: 1, replicasPerRegion: 1 }],
+      services: [{ name: 'API', worker: 'api' }, { name: 'ADMIN', worker: 'api', entrypoint: 'Admin' }],
     },
   },
 });
@@ -86,6 +87,9 @@ const INVALID: { name: string; obj: Obj; field: string; says?: RegExp }[] = [
   { name: 'var name not an identifier', obj: withField(W(), ['spec', 'bindings', 'vars'], { 'my-var': 'x' }), field: 'spec.bindings.vars', says: /JavaScript identifiers/ },
   { name: 'same name in vars and secrets', obj: withField(W(), ['spec', 'bindings', 'vars'], { API_KEY: 'x' }), field: 'spec.bindings.secrets', says: /unique across kinds/ },
   { name: 'same name in actors and ai', obj: withField(W(), ['spec', 'bindings', 'actors', 0, 'name'], 'AI'), field: 'spec.bindings.ai', says: /unique across kinds/ },
+  { name: 'service binding naming another namespace\'s worker', obj: withField(W(), ['spec', 'bindings', 'services', 0, 'worker'], 'tenant-b/api'), field: 'spec.bindings.services[0].worker' },
+  { name: 'service binding entrypoint not an identifier', obj: withField(W(), ['spec', 'bindings', 'services', 1, 'entrypoint'], 'my-entry'), field: 'spec.bindings.services[1].entrypoint' },
+  { name: 'same name in ai and services', obj: withField(W(), ['spec', 'bindings', 'services', 0, 'name'], 'AI'), field: 'spec.bindings.services', says: /unique across kinds/ },
   { name: 'duplicate secret binding', obj: withField(W(), ['spec', 'bindings', 'secrets'], [{ name: 'K', secretKeyRef: { name: 's', key: 'a' } }, { name: 'K', secretKeyRef: { name: 's', key: 'b' } }]), field: 'spec.bindings.secrets[1]', says: /Duplicate value/ },
   { name: 'ai binding without model', obj: withField(W(), ['spec', 'bindings', 'ai', 0, 'model'], undefined), field: 'spec.bindings.ai[0].model', says: /Required value/ },
   { name: 'negative GPU count', obj: withField(W(), ['spec', 'bindings', 'ai', 0, 'gpus'], -1), field: 'spec.bindings.ai[0].gpus' },
