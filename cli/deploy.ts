@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Message, Plugin } from 'esbuild';
-import { BUILTIN_MODULES, isBuiltinModule } from '../node-agent/abi/modules.js';
+import { BUILTIN_MODULES, isBuiltinModule } from '../common/builtin-modules.js';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,

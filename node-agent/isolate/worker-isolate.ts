@@ -8,7 +8,7 @@ import { SocketRegistry } from '../sockets/sockets.js';
 import { EdgeError } from '../../common/errors.js';
 import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
-import { BUILTIN_MODULES, isBuiltinModule } from '../abi/modules.js';
+import { BUILTIN_MODULES, isBuiltinModule } from '../../common/builtin-modules.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and

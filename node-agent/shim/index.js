@@ -14,7 +14,7 @@ import { serviceBinding } from './service.js';
 
 const g = globalThis;
 installWebApis(g);
-// The cloudflare:workers module reads its exports from here (WORKERS_MODULE_GLOBAL in node-agent/abi/modules.ts).
+// The cloudflare:workers module reads its exports from here (WORKERS_MODULE_GLOBAL in common/builtin-modules.ts).
 installWorkersModule(g, '__edgeCloudflareWorkers');
 
 // Captured before any user code runs, so a worker replacing globals cannot change how

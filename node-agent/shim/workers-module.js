@@ -1,6 +1,6 @@
 // The `cloudflare:workers` module: DurableObject, WorkerEntrypoint, RpcTarget, env and
 // waitUntil. The host compiles a small module re-exporting these from the global named by
-// WORKERS_MODULE_GLOBAL (node-agent/abi/modules.ts) and resolves the worker's import of
+// WORKERS_MODULE_GLOBAL (common/builtin-modules.ts) and resolves the worker's import of
 // "cloudflare:workers" to it; the classes are the same objects in every module of the isolate.
 //
 // Runs at snapshot time: nothing here calls a host callback until used.

@@ -1,4 +1,5 @@
 import ivm from 'isolated-vm';
+import { BUILTIN_MODULES, isBuiltinModule } from '../../common/builtin-modules.js';
 
 // The operator compiles every new bundle before publishing it, so a syntax error becomes
 // `Ready=False, reason=BundleInvalid` with V8's message and never reaches an agent (whose
@@ -35,8 +36,9 @@ async function check(digest: string, source: string, filename: string): Promise<
   let problem: string | null = null;
   try {
     const module = await isolate.compileModule(source, { filename });
-    const imports = module.dependencySpecifiers;
-    if (imports.length > 0) problem = `imports "${imports[0]}", but a worker must be a single bundled module (no imports)`;
+    // The runtime's built-in modules (cloudflare:workers) are the only imports the agents resolve.
+    const imports = module.dependencySpecifiers.filter((s) => !isBuiltinModule(s));
+    if (imports.length > 0) problem = `imports "${imports[0]}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`;
     module.release();
   } catch (err) {
     problem = `does not compile: ${err instanceof Error ? err.message : String(err)}`;
