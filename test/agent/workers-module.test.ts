@@ -134,3 +134,21 @@ export default {
     for (const o of out) expect(o).toMatch(/^TypeError: Invalid HTTP method/);
   });
 });
+
+describe('examples/rpc', () => {
+  it('bundles and loads both workers, keeping cloudflare:workers an import', async () => {
+    const pool = new IsolatePool({ size: 1, defaultMemoryMiB: 64 });
+    await pool.start();
+    try {
+      for (const f of ['users.js', 'app.js']) {
+        const out = await bundleWorker(join(import.meta.dirname, '../../examples/rpc', f));
+        if ('errors' in out) throw new Error(out.errors);
+        const def = { key: `ex/${f}`, name: f, source: out.code, digest: 'sha256:x', limits: LIMITS, env: { text: {} } };
+        const w = await WorkerIsolate.load(def, pool.take(64), { onLog: () => undefined, onDispose: () => undefined, bindings: hostBindings() });
+        w.dispose('shutdown');
+      }
+    } finally {
+      pool.close();
+    }
+  });
+});
