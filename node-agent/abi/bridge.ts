@@ -53,10 +53,13 @@ import { EdgeError } from '../../common/errors.js';
 //     node-agent/isolate-sockets.ts); `socket` is the shim's number for it (the "w<n>"
 //     of the response). Resolves once the promises its listeners returned have settled.
 //     The host runs it like a request: one at a time, under the same budgets.
+//   __edgeRpcLocal(message: string): Promise<string>  -- a call from an RPC callee on a
+//     function or RpcTarget this isolate passed as an argument of the RPC call it is waiting
+//     on (node-agent/shim/rpc.js); runs beside that call, counted in its budgets.
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
-  '__edgeSocketEvent',
+  '__edgeSocketEvent', '__edgeRpcLocal',
 ] as const;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
@@ -80,6 +83,12 @@ export type ActorIdKind = 'name' | 'unique' | 'string';
  * token, so no client and no worker's Request can carry it.
  */
 export const RPC_METHOD = 'EDGE:RPC';
+/**
+ * Header of an RPC request whose arguments hold functions or RpcTargets: the shim sets it
+ * to "1", the caller's host replaces it with the token rpcCallback calls name. RPC
+ * requests are made by the runtime only (RPC_METHOD), so a client cannot set it.
+ */
+export const RPC_CALLBACK_HEADER = 'x-edge-rpc-callbacks';
 /** An RPC request's URL; for a service binding the host puts the entrypoint's name in its path. */
 export const RPC_URL = 'https://rpc.internal/';
 
@@ -181,6 +190,13 @@ export interface HostCallbacks {
    * with the bound worker's buffered response, or an error naming the binding.
    */
   serviceCall(binding: string, request: ActorFetchInit): HostAsync<ActorFetchResult>;
+  /**
+   * An RPC callee calls a function or RpcTarget its caller passed as an argument:
+   * `token` names the caller's call in flight (RPC_CALLBACK_HEADER of the request), the
+   * message is rpc.js's. Async: settles with the answer's text, or an error (the
+   * function's exception, or: the call is over, or the caller is on another agent).
+   */
+  rpcCallback(token: string, message: string): HostAsync<string>;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**

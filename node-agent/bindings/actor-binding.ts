@@ -1,4 +1,5 @@
 import { ActorIds } from './actor-id.js';
+import { withCallbacks, type LocalInvoke } from './rpc-callbacks.js';
 import { ActorExceptionError, ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
 
 export type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord };
@@ -63,6 +64,8 @@ export class ActorCalls {
     private readonly workerName: string,
     /** Told the registry id of each WebSocket an actor hands this isolate (so it may return it). */
     private readonly grantSocket: (id: number) => void = () => undefined,
+    /** Runs an RPC callee's call on a function or RpcTarget this isolate passed (rpc-callbacks.ts). */
+    private readonly invokeLocal?: LocalInvoke,
   ) {
     for (const [name, target] of Object.entries(bindings ?? {})) {
       this.bindings.set(name, { target: { namespace: target.namespace, actor: target.actor, uid: target.uid }, ids: new ActorIds(target.uid) });
@@ -116,9 +119,9 @@ export class ActorCalls {
     if (!this.router) throw new Error(`${what}: actors are not available on this agent`);
     let res: ActorResponse;
     try {
-      res = await this.router.fetch(b.target, hex, {
-        url: init.url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null,
-      }, opts);
+      res = await withCallbacks(init.method, init.headers, this.invokeLocal, (headers) => this.router!.fetch(b.target, hex, {
+        url: init.url, method: init.method, headers, body: init.body ? new Uint8Array(init.body) : null,
+      }, opts));
     } catch (err) {
       // The actor's own exception reaches the caller as itself (hostCallbacks passes it on).
       if (err instanceof ActorExceptionError) throw err;

@@ -6,6 +6,7 @@ import { ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchem
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import type { ServiceCalls } from './service-binding.js';
+import { invokeCallback } from './rpc-callbacks.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
@@ -152,6 +153,12 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     actorFetch(binding, id, name, request) {
       return hostAsync(ctx.actors.fetch(binding, id, name, request, () => ctx.countSubrequest()));
+    },
+    rpcCallback(token, message) {
+      return hostAsync((async () => {
+        ctx.countSubrequest();
+        return invokeCallback(token, message);
+      })());
     },
     serviceCall(binding, request) {
       return hostAsync(ctx.services.call(binding, request, () => ctx.countSubrequest()));

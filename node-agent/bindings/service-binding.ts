@@ -1,6 +1,7 @@
 import { ActorExceptionError, ActorFetchInitSchema, RPC_METHOD, RPC_URL, type ActorFetchInit, type ActorFetchResult } from '../abi/bridge.js';
 import { EdgeError } from '../../common/errors.js';
 import { MAX_ACTOR_BODY_BYTES } from './actor-binding.js';
+import { withCallbacks, type LocalInvoke } from './rpc-callbacks.js';
 
 // The host side of service bindings (env.<binding> naming another EdgeWorker of the same
 // namespace; see node-agent/shim/service.js). The isolate knows a binding by its name; the
@@ -65,6 +66,8 @@ export class ServiceCalls {
     private readonly workerName: string,
     /** The service depth of the request in flight. */
     private readonly depth: () => number,
+    /** Runs an RPC callee's call on a function or RpcTarget this isolate passed (rpc-callbacks.ts). */
+    private readonly invokeLocal?: LocalInvoke,
   ) {
     for (const [name, t] of Object.entries(bindings ?? {})) {
       this.bindings.set(name, { namespace: t.namespace, worker: t.worker, ...(t.entrypoint ? { entrypoint: t.entrypoint } : {}) });
@@ -96,7 +99,7 @@ export class ServiceCalls {
     try {
       // An RPC goes to the entrypoint the binding names (the shim's workerRpc reads the path).
       const url = init.method === RPC_METHOD ? `${RPC_URL}${target.entrypoint ?? ''}` : init.url;
-      res = await this.router.call(target, { url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null }, depth);
+      res = await withCallbacks(init.method, init.headers, this.invokeLocal, (headers) => this.router!.call(target, { url, method: init.method, headers, body: init.body ? new Uint8Array(init.body) : null }, depth));
     } catch (err) {
       if (err instanceof ActorExceptionError) throw err;
       throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });

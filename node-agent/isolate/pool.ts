@@ -87,6 +87,7 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     actorId: new ivm.Callback(cb('actorId')),
     actorFetch: new ivm.Callback(cb('actorFetch'), { async: true }),
     serviceCall: new ivm.Callback(cb('serviceCall'), { async: true }),
+    rpcCallback: new ivm.Callback(cb('rpcCallback'), { async: true }),
     storage: new ivm.Callback(cb('storage')),
     socketSend: new ivm.Callback(cb('socketSend')),
     socketClose: new ivm.Callback(cb('socketClose')),
@@ -111,6 +112,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
       __edgeActor: ref('__edgeActor'),
       __edgeSocketEvent: ref('__edgeSocketEvent'),
+      __edgeRpcLocal: ref('__edgeRpcLocal'),
     };
     const owner: WarmIsolate['owner'] = { current: null };
     install.applySync(undefined, [callbacksFor(owner), memoryMiB], { arguments: { copy: true } });

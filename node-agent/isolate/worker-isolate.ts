@@ -1,4 +1,4 @@
-import { decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
+import { ActorExceptionError, decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
 import type { EgressPolicy } from '../../common/api/policy.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
@@ -78,6 +78,8 @@ export interface BindingContext {
   grantSocket(registryId: number): void;
   /** The service-binding depth of the request in flight (DispatchRequest.depth; 0 outside one). */
   requestDepth?(): number;
+  /** Runs an RPC callee's call on a function or RpcTarget this isolate passed as an argument (WorkerIsolate.rpcLocal). */
+  invokeLocal?(message: string): Promise<string>;
 }
 
 export interface IsolateBindings {
@@ -267,6 +269,7 @@ export class WorkerIsolate implements IsolateOwner {
       sockets: this.sockets,
       grantSocket: (id) => this.grantedSockets.add(id),
       requestDepth: () => this.inflight?.depth ?? 0,
+      invokeLocal: (message) => this.rpcLocal(message),
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
@@ -282,6 +285,23 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  /**
+   * A call from an RPC callee on a function or RpcTarget this isolate passed as an argument
+   * (__edgeRpcLocal). It runs beside the request waiting on that RPC, inside its budgets (the
+   * watchdog measures the isolate's CPU). Rejects with the callback's exception
+   * (ActorExceptionError: the callee rethrows it as itself) or a WorkerScriptError.
+   */
+  async rpcLocal(message: string): Promise<string> {
+    if (this.dead || !this.inflight) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: the RPC caller is no longer waiting`);
+    try {
+      return await this.warm.entry.__edgeRpcLocal.apply(undefined, [message], { arguments: { copy: true }, result: { promise: true, copy: true } }) as string;
+    } catch (err) {
+      const failure = this.failure(err);
+      if (failure instanceof WorkerScriptError && failure.exception) throw new ActorExceptionError(failure.exception, this.def.key, { cause: err });
+      throw failure;
+    }
+  }
 
   /** Bytes the host holds for this isolate outside its heap (see IsolateBindings.hostBytes). */
   hostBytes(): number { return this.bindings.hostBytes?.() ?? 0; }

@@ -30,7 +30,7 @@ import { bodyBytes } from './web/body.js';
 import { sleep } from './web/timers.js';
 import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 import { TextDecoder, TextEncoder } from './web/encoding.js';
-import { RPC_METHOD, rpcInvoke, rpcStub } from './rpc.js';
+import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcStub } from './rpc.js';
 
 const RPC_URL = 'https://rpc.internal/';
 const rpcEncoder = new TextEncoder();
@@ -146,9 +146,9 @@ freeze(DurableObjectStub.prototype);
 function rpcStubOf(binding, stub, data) {
   const hex = data.hex;
   const name = data.name === undefined ? null : data.name;
-  const send = async (message) => {
+  const send = async (message, callbacks) => {
     const result = await hostOutcome(host.actorFetch(binding, hex, name, {
-      url: RPC_URL, method: RPC_METHOD, headers: [], body: toArrayBuffer(rpcEncoder.encode(stringify(message))),
+      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(rpcEncoder.encode(stringify(message))),
     }));
     const text = rpcDecoder.decode(result.body);
     if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${text}`);
@@ -158,10 +158,10 @@ function rpcStubOf(binding, stub, data) {
 }
 
 /** An RPC call on this actor (the adapter's rpc): runs like a request, on the instance. */
-async function actorRpc(text, ctx) {
+async function actorRpc(text, ctx, _url, token) {
   const instance = actor.instance;
   if (instance === null) throw new ErrorCtor(`actor ${actor.className}: an RPC call arrived before the instance was constructed`);
-  const answer = await rpcInvoke(instance, text);
+  const answer = await rpcInvoke(instance, text, token);
   if (outstanding !== 0) ctx.waitUntil(gate());
   return answer;
 }

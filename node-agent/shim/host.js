@@ -25,6 +25,7 @@ export const host = {
   actorId: missing('actorId'),
   actorFetch: missing('actorFetch'),
   serviceCall: missing('serviceCall'),
+  rpcCallback: missing('rpcCallback'),
   storage: missing('storage'),
   socketSend: missing('socketSend'),
   socketClose: missing('socketClose'),

@@ -9,7 +9,7 @@ import { takeResponseSocket } from './web/response.js';
 import { socketEvent } from './web/websocket.js';
 import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
-import { RPC_METHOD, rpcInvoke } from './rpc.js';
+import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal } from './rpc.js';
 import { serviceBinding } from './service.js';
 
 const g = globalThis;
@@ -85,6 +85,8 @@ function install(callbacks, memoryMiB) {
 }
 
 function init(namespace, envData, options) {
+  // The cloudflare:workers module took its exports from here, if the worker imports it.
+  delete g.__edgeCloudflareWorkers;
   workerName = String(options.workerName);
   const def = namespace.default;
   const handlers = [];
@@ -92,7 +94,7 @@ function init(namespace, envData, options) {
     for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def[k] === 'function') push(handlers, k);
   }
   entry = isEntrypointClass(def) ? entrypointAdapter(def) : def;
-  rpcEntry = (text, ctx, url) => workerRpc(namespace, text, ctx, url);
+  rpcEntry = (text, ctx, url, token) => workerRpc(namespace, text, ctx, url, token);
   if (entry !== def) for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
@@ -134,7 +136,7 @@ function entrypointAdapter(cls) {
  * URL's path (empty: the default export) must be a class extending WorkerEntrypoint; one
  * instance per call, with ctx and env.
  */
-function workerRpc(namespace, text, ctx, url) {
+function workerRpc(namespace, text, ctx, url, token) {
   const path = StringCtor(url).replace(/^https:\/\/rpc\.internal\//, '');
   const name = path === '' ? 'default' : path;
   const cls = namespace[name];
@@ -142,7 +144,7 @@ function workerRpc(namespace, text, ctx, url) {
     const what = name === 'default' ? 'its default export' : `its export "${name}"`;
     throw new TypeError(`worker ${workerName} cannot be called over RPC: ${what} does not extend WorkerEntrypoint`);
   }
-  return rpcInvoke(new cls(ctx, env), text);
+  return rpcInvoke(new cls(ctx, env), text, token);
 }
 
 /** Largest response body returned inline (as a latin1 string) with the response head. */
@@ -201,7 +203,9 @@ async function dispatch(id, head, reqBody) {
   setWorkersWaitUntil(ctx.waitUntil);
   // An RPC call (rpc.js): only the runtime makes requests with this method, which is no HTTP token.
   if (parts[0] === RPC_METHOD && rpcEntry !== null) {
-    const text = await rpcEntry(decoder.decode(body ?? new UInt8(0)), ctx, parts[1]);
+    let token = null;
+    for (let i = 0; i < headers.length; i++) if (headers[i][0] === RPC_CALLBACK_HEADER) token = headers[i][1];
+    const text = await rpcEntry(decoder.decode(body ?? new UInt8(0)), ctx, parts[1], token);
     const done = state.waitUntil.length === 0;
     if (done) live.delete(id);
     if (text.length <= INLINE_BODY_BYTES) return encodeResponse(200, 'OK', [], 'u', done, text);
@@ -336,6 +340,8 @@ const exported = {
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeActor';
 exported.__edgeActor = rejectsPlainly(actorEvent);
 exported.__edgeSocketEvent = rejectsPlainly(socketEvent);
+ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeRpcLocal';
+exported.__edgeRpcLocal = rejectsWithException(rpcLocal);
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }

@@ -24,13 +24,16 @@
 // it (one round trip per call; workerd saves the extra one).
 //
 // Runs at snapshot time: nothing here calls a host callback until used.
-import { DOMException } from './web/util.js';
+import { DOMException, hostOutcome } from './web/util.js';
+import { host } from './host.js';
 import { btoa, atob } from './web/base64.js';
 import { RpcTarget, BASE_PROTOTYPES } from './workers-module.js';
 import { ArrayPush, ArrayIncludes, MapGet, MapSet, MapDelete, MapHas } from './web/primordials.js';
 
 /** Not an HTTP token (':' is not a tchar): only the runtime can make a request with it. */
 export const RPC_METHOD = 'EDGE:RPC';
+/** RPC_CALLBACK_HEADER (node-agent/abi/bridge.ts): the call's arguments hold functions or RpcTargets. */
+export const RPC_CALLBACK_HEADER = 'x-edge-rpc-callbacks';
 
 const freeze = Object.freeze;
 const getPrototypeOf = Object.getPrototypeOf;
@@ -235,8 +238,18 @@ function exportRef(v) {
   if (refs.size > REF_LIMIT) {
     for (const k of refs.keys()) { MapDelete(refs, k); break; }
   }
-  return ['F', id];
+  return ['F', id, typeof v === 'function'];
 }
+
+/** A callee's stub for a function or RpcTarget its caller passed: calls back while the call is in flight. */
+function callbackRef(token) {
+  const send = (msg) => hostOutcome(host.rpcCallback(token, stringify(msg)));
+  return (node) => {
+    if (node[0] !== 'C') throw new DOMException('RPC: a stub cannot be passed back to the object it calls', 'DataCloneError');
+    return rpcStub(null, send, node[1], node[2] !== false);
+  };
+}
+const noCallbacks = () => { throw new DOMException('RPC: functions and RpcTargets passed as arguments cannot be called here', 'DataCloneError'); };
 
 /** A name's value on an RPC receiver: found on its prototype chain, below the base classes. */
 function member(target, name) {
@@ -254,7 +267,7 @@ function member(target, name) {
  * Runs one call message on `root` (the actor instance, or an entrypoint) and returns the
  * answer's text. A throw is the callee's exception: the caller rethrows it.
  */
-export async function rpcInvoke(root, text) {
+export async function rpcInvoke(root, text, token = null) {
   const msg = parse(text);
   let target = root;
   if (msg.t !== 0) {
@@ -265,7 +278,7 @@ export async function rpcInvoke(root, text) {
     if (msg.t !== 0) MapDelete(refs, msg.t);
     return stringify({ v: ['u'] });
   }
-  const args = msg.a === undefined ? [] : decode(msg.a, () => { throw new DOMException('RPC: stubs of the caller cannot be passed here yet', 'DataCloneError'); });
+  const args = msg.a === undefined ? [] : decode(msg.a, token ? callbackRef(token) : noCallbacks);
   let result;
   if (msg.k === 'apply') {
     if (typeof target !== 'function') throw new TypeErrorCtor('RPC: the stub does not refer to a function');
@@ -288,9 +301,37 @@ function bindMethod(fn, target) {
   return (...args) => ReflectApply(fn, target, args);
 }
 
+// ---- callbacks: the caller's functions and RpcTargets, while its call is in flight ------
+
+const localExports = new MapCtor();
+let nextLocal = 1;
+
+/** __edgeRpcLocal: a callee calls a function or RpcTarget this isolate passed to it. */
+export async function rpcLocal(text) {
+  const msg = parse(text);
+  if (msg.k === 'release') return stringify({ v: ['u'] });
+  if (!MapHas(localExports, msg.t)) throw new ErrorCtor('RPC stub used after the call it was passed to ended.');
+  const target = MapGet(localExports, msg.t);
+  const args = msg.a === undefined ? [] : decode(msg.a, noCallbacks);
+  let result;
+  if (msg.k === 'apply') {
+    if (typeof target !== 'function') throw new TypeErrorCtor('RPC: the stub does not refer to a function');
+    result = await ReflectApply(target, undefined, args);
+  } else {
+    const name = StringCtor(msg.n);
+    const m = typeof target === 'object' && target !== null ? member(target, name) : undefined;
+    if (msg.k === 'get') result = m === undefined ? undefined : await m.value;
+    else {
+      if (m === undefined || typeof m.value !== 'function') throw notImplemented(name);
+      result = await ReflectApply(m.value, target, args);
+    }
+  }
+  return stringify({ v: encode(result, noRefs) });
+}
+
 // ---- the caller ------------------------------------------------------------------------
 
-const noRefs = () => { throw new DOMException('RPC: passing functions or RpcTargets as arguments is not supported yet; pass data, or return an RpcTarget from the callee', 'DataCloneError'); };
+const noRefs = (v) => { throw new DOMException(`RPC: ${typeof v === 'function' ? 'a function' : 'an RpcTarget'} cannot be passed back from a callback; pass data`, 'DataCloneError'); };
 
 /**
  * A promise of a call's result whose properties pipeline: `p.x` is a promise of the
@@ -332,12 +373,29 @@ export function rpcStub(base, send, t = 0, callable = false) {
   const call = (msg) => {
     if (disposed) return PromiseCtor.reject(new ErrorCtor('RPC stub used after being disposed.'));
     let body;
+    // Functions and RpcTargets among the arguments are lent for the call's duration.
+    const lent = [];
+    const lend = (v) => {
+      const id = nextLocal++;
+      MapSet(localExports, id, v);
+      ArrayPush(lent, id);
+      return ['C', id, typeof v === 'function'];
+    };
+    const returnLent = () => { for (let i = 0; i < lent.length; i++) MapDelete(localExports, lent[i]); };
     try {
-      body = { t, k: msg.k, n: msg.n, a: msg.a === undefined ? undefined : encode(msg.a, noRefs) };
+      body = { t, k: msg.k, n: msg.n, a: msg.a === undefined ? undefined : encode(msg.a, lend) };
     } catch (err) {
+      returnLent();
       return PromiseCtor.reject(err);
     }
-    return ReflectApply(promiseThen, send(body), [(text) => decode(parse(text).v, (node) => rpcStub(null, send, node[1], true))]);
+    const answer = ReflectApply(promiseThen, send(body, lent.length > 0), [(text) => {
+      returnLent();
+      return decode(parse(text).v, (node) => {
+        if (node[0] !== 'F') throw new TypeErrorCtor('RPC: malformed answer');
+        return rpcStub(null, send, node[1], node[2] !== false);
+      });
+    }, (err) => { returnLent(); throw err; }]);
+    return answer;
   };
   const dispose = () => {
     if (disposed) return;

@@ -13,7 +13,7 @@ import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
 import { ArrayMap } from './web/primordials.js';
 import { TextDecoder, TextEncoder } from './web/encoding.js';
-import { RPC_METHOD, rpcStub } from './rpc.js';
+import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcStub } from './rpc.js';
 
 const freeze = Object.freeze;
 const stringify = JSON.stringify;
@@ -39,9 +39,9 @@ export function serviceBinding(binding) {
       return fetchedResponse({ ...result, url: request.url, redirected: false }, request.method);
     },
   });
-  const send = async (message) => {
+  const send = async (message, callbacks) => {
     const result = await hostOutcome(host.serviceCall(binding, {
-      url: RPC_URL, method: RPC_METHOD, headers: [], body: toArrayBuffer(encoder.encode(stringify(message))),
+      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(encoder.encode(stringify(message))),
     }));
     const text = decoder.decode(result.body);
     if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${text}`);

@@ -91,7 +91,7 @@ const exportsObject = freeze({ __proto__: null, DurableObject, WorkerEntrypoint,
 
 /** Defines the global the cloudflare:workers module reads (name: WORKERS_MODULE_GLOBAL). */
 export function installWorkersModule(g, name) {
-  defineProperty(g, name, { value: exportsObject, writable: false, enumerable: false, configurable: false });
+  defineProperty(g, name, { value: exportsObject, writable: false, enumerable: false, configurable: true });
 }
 
 /** Whether `cls` is a class extending WorkerEntrypoint. */

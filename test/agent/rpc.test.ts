@@ -42,6 +42,10 @@ export class Obj extends DurableObject {
   async read(k) { return (await this.ctx.storage.get(k)) ?? null; }
   _private() { return 'underscore methods are callable, as on Workers'; }
   envKeys() { return Object.keys(this.env); }
+  async mapWith(items, fn) { const out = []; for (const i of items) out.push(await fn(i)); this.saved = fn; return out; }
+  async visit(target) { return (await target.describe('visited')) + ' / ' + (await target.label); }
+  async callThrower(fn) { try { await fn(); return 'no error'; } catch (e) { return e.name + ': ' + e.message + ' remote=' + (e.remote === true); } }
+  async useSaved() { return this.saved(1); }
   async fetch(request) { return new Response('fetch still works: ' + new URL(request.url).pathname); }
 }
 
@@ -91,7 +95,6 @@ export default {
         try { await stub.constructor(); } catch (e) { out.ctor = show(e); }
         try { await stub.alarm(); } catch (e) { out.alarm = show(e); }
         out.underscore = await stub._private();
-        try { await stub.echo(() => 1); } catch (e) { out.fnArg = show(e); }
         try { await stub.echo(Symbol('s')); } catch (e) { out.symArg = show(e); }
         class Mine { constructor() { this.x = 1; } }
         try { await stub.echo(new Mine()); } catch (e) { out.classArg = show(e); }
@@ -102,6 +105,20 @@ export default {
       case '/concurrent': {
         const rs = await Promise.all([stub.slowIncrement(), stub.slowIncrement(), stub.slowIncrement()]);
         return Response.json({ results: rs.sort(), final: await stub.read('c') });
+      }
+      case '/callbacks': {
+        class Visitor extends RpcTarget {
+          constructor() { super(); this.seen = []; }
+          describe(what) { this.seen.push(what); return 'described ' + what; }
+          get label() { return 'visitor-label'; }
+        }
+        const v = new Visitor();
+        out.mapped = await stub.mapWith([1, 2, 3], (x) => x * 10);
+        out.visited = await stub.visit(v);
+        out.seen = v.seen;
+        out.thrown = await stub.callThrower(() => { throw new TypeError('from the caller'); });
+        try { await stub.useSaved(); } catch (e) { out.afterCall = show(e); }
+        return Response.json(out);
       }
       case '/write': return Response.json(await stub.write('k', url.searchParams.get('v')));
       case '/fetch': return new Response(await (await stub.fetch('http://x/path')).text());
@@ -142,6 +159,16 @@ describe('JS RPC on Durable Object stubs', () => {
     });
   });
 
+  it('lends functions and RpcTargets passed as arguments for the duration of the call', async () => {
+    expect(await json('/callbacks?o=cb')).toEqual({
+      mapped: [10, 20, 30],
+      visited: 'described visited / visitor-label',
+      seen: ['visited'],
+      thrown: 'TypeError: from the caller remote=true',
+      afterCall: { name: 'Error', message: 'RPC stub used after the call it was passed to ended (or its caller is on another agent, where calling back is not supported)', isTypeError: false, remote: true },
+    });
+  });
+
   it('rethrows the callee\'s errors with name and message; missing methods and uncloneable arguments fail as on Workers', async () => {
     const out = await json('/errors?o=err') as Record<string, unknown>;
     expect(out.type).toEqual({ name: 'TypeError', message: 'bad type', isTypeError: true, remote: true });
@@ -151,7 +178,6 @@ describe('JS RPC on Durable Object stubs', () => {
     expect(out.ctor).toMatchObject({ name: 'TypeError', message: 'The RPC receiver does not implement the method "constructor".' });
     expect(out.alarm).toMatchObject({ name: 'TypeError', message: 'The RPC receiver does not implement the method "alarm".' });
     expect(out.underscore).toBe('underscore methods are callable, as on Workers');
-    expect(out.fnArg).toMatchObject({ name: 'DataCloneError', remote: false });
     expect(out.symArg).toMatchObject({ name: 'DataCloneError', remote: false });
     expect(out.classArg).toEqual({ name: 'DataCloneError', message: 'Could not serialize object of type "Mine". This type does not support serialization.', isTypeError: false, remote: false });
     expect(out.afterWrite).toMatchObject({ name: 'Error', message: 'after write' });

@@ -90,12 +90,14 @@ export default class extends WorkerEntrypoint {
     return Response.json({
       path: new URL(request.url).pathname, greeting: this.env.GREETING, importedEnv: env.GREETING,
       ctx: typeof this.ctx.waitUntil, previous, entrypoint: this instanceof WorkerEntrypoint,
+      globals: Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith('__edge')),
+      frozen: Object.isFrozen(WorkerEntrypoint.prototype),
     });
   }
 }`, 'Obj');
     rigs.push(rig);
     const first = JSON.parse((await rig.call('/a')).text) as Record<string, unknown>;
-    expect(first).toEqual({ path: '/a', greeting: 'hi', importedEnv: 'hi', ctx: 'function', previous: 'no', entrypoint: true });
+    expect(first).toEqual({ path: '/a', greeting: 'hi', importedEnv: 'hi', ctx: 'function', previous: 'no', entrypoint: true, globals: [], frozen: true });
     const second = JSON.parse((await rig.call('/b')).text) as Record<string, unknown>;
     expect(second.previous).toBe('yes');
   });
