@@ -146,13 +146,13 @@ freeze(DurableObjectStub.prototype);
 function rpcStubOf(binding, stub, data) {
   const hex = data.hex;
   const name = data.name === undefined ? null : data.name;
-  const send = async (message, callbacks) => {
+  const send = async (text, callbacks) => {
     const result = await hostOutcome(host.actorFetch(binding, hex, name, {
-      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(rpcEncoder.encode(stringify(message))),
+      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(rpcEncoder.encode(text)),
     }));
-    const text = rpcDecoder.decode(result.body);
-    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${text}`);
-    return text;
+    const answer = rpcDecoder.decode(result.body);
+    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${answer}`);
+    return answer;
   };
   return rpcStub(stub, send);
 }

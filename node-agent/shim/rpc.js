@@ -52,6 +52,7 @@ const DateCtor = Date;
 const RegExpCtor = RegExp;
 const ErrorCtor = Error;
 const TypeErrorCtor = TypeError;
+const RangeErrorCtor = RangeError;
 const StringCtor = String;
 const NumberCtor = Number;
 const BigIntCtor = BigInt;
@@ -72,6 +73,18 @@ const TYPED_ARRAYS = {
   Float32Array, Float64Array, BigInt64Array, BigUint64Array,
 };
 const ERROR_TYPES = { __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
+
+/** The largest serialized call or result (Workers' limit is 32 MiB too); checked before anything is sent. */
+export const MAX_RPC_MESSAGE_CHARS = 32 * 1024 * 1024;
+
+/** A message as text, refused (RangeError, workerd's wording) when over the limit. */
+function messageText(msg) {
+  const text = stringify(msg);
+  if (text.length > MAX_RPC_MESSAGE_CHARS) {
+    throw new RangeErrorCtor(`Serialized RPC arguments or return values are limited to 32MiB, but the size of this value was: ${text.length} bytes.`);
+  }
+  return text;
+}
 
 /** Workers' wording (workerd, worker-rpc.c++). */
 export const notImplemented = (name) => new TypeErrorCtor(`The RPC receiver does not implement the method "${name}".`);
@@ -243,7 +256,7 @@ function exportRef(v) {
 
 /** A callee's stub for a function or RpcTarget its caller passed: calls back while the call is in flight. */
 function callbackRef(token) {
-  const send = (msg) => hostOutcome(host.rpcCallback(token, stringify(msg)));
+  const send = (text) => hostOutcome(host.rpcCallback(token, text));
   return (node) => {
     if (node[0] !== 'C') throw new DOMException('RPC: a stub cannot be passed back to the object it calls', 'DataCloneError');
     return rpcStub(null, send, node[1], node[2] !== false);
@@ -294,7 +307,7 @@ export async function rpcInvoke(root, text, token = null) {
       result = await ReflectApply(m.value, target, args);
     }
   }
-  return stringify({ v: encode(result, exportRef) });
+  return messageText({ v: encode(result, exportRef) });
 }
 
 function bindMethod(fn, target) {
@@ -326,7 +339,7 @@ export async function rpcLocal(text) {
       result = await ReflectApply(m.value, target, args);
     }
   }
-  return stringify({ v: encode(result, noRefs) });
+  return messageText({ v: encode(result, noRefs) });
 }
 
 // ---- the caller ------------------------------------------------------------------------
@@ -370,6 +383,7 @@ function pipelined(promise, key) {
  */
 export function rpcStub(base, send, t = 0, callable = false) {
   let disposed = false;
+  // send(text, callbacks): delivers a call message's text, resolves with the answer's text.
   const call = (msg) => {
     if (disposed) return PromiseCtor.reject(new ErrorCtor('RPC stub used after being disposed.'));
     let body;
@@ -383,7 +397,7 @@ export function rpcStub(base, send, t = 0, callable = false) {
     };
     const returnLent = () => { for (let i = 0; i < lent.length; i++) MapDelete(localExports, lent[i]); };
     try {
-      body = { t, k: msg.k, n: msg.n, a: msg.a === undefined ? undefined : encode(msg.a, lend) };
+      body = messageText({ t, k: msg.k, n: msg.n, a: msg.a === undefined ? undefined : encode(msg.a, lend) });
     } catch (err) {
       returnLent();
       return PromiseCtor.reject(err);
@@ -400,7 +414,7 @@ export function rpcStub(base, send, t = 0, callable = false) {
   const dispose = () => {
     if (disposed) return;
     disposed = true;
-    if (t !== 0) ReflectApply(promiseThen, send({ t, k: 'release' }), [undefined, () => {}]);
+    if (t !== 0) ReflectApply(promiseThen, send(stringify({ t, k: 'release' }), false), [undefined, () => {}]);
   };
   const target = callable ? function () {} : (base ?? {});
   return new ProxyCtor(target, {

@@ -16,7 +16,6 @@ import { TextDecoder, TextEncoder } from './web/encoding.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcStub } from './rpc.js';
 
 const freeze = Object.freeze;
-const stringify = JSON.stringify;
 const ErrorCtor = Error;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -39,13 +38,13 @@ export function serviceBinding(binding) {
       return fetchedResponse({ ...result, url: request.url, redirected: false }, request.method);
     },
   });
-  const send = async (message, callbacks) => {
+  const send = async (text, callbacks) => {
     const result = await hostOutcome(host.serviceCall(binding, {
-      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(encoder.encode(stringify(message))),
+      url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(encoder.encode(text)),
     }));
-    const text = decoder.decode(result.body);
-    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${text}`);
-    return text;
+    const answer = decoder.decode(result.body);
+    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${answer}`);
+    return answer;
   };
   return rpcStub(base, send);
 }

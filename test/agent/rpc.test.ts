@@ -46,6 +46,8 @@ export class Obj extends DurableObject {
   async visit(target) { return (await target.describe('visited')) + ' / ' + (await target.label); }
   async callThrower(fn) { try { await fn(); return 'no error'; } catch (e) { return e.name + ': ' + e.message + ' remote=' + (e.remote === true); } }
   async useSaved() { return this.saved(1); }
+  manyTargets(n) { return Array.from({ length: n }, (_, i) => new Counter(i)); }
+  spin() { for (;;) {} }
   async fetch(request) { return new Response('fetch still works: ' + new URL(request.url).pathname); }
 }
 
@@ -120,6 +122,18 @@ export default {
         try { await stub.useSaved(); } catch (e) { out.afterCall = show(e); }
         return Response.json(out);
       }
+      case '/hostile': {
+        try { await stub.echo('x'.repeat(33 * 1024 * 1024)); } catch (e) { out.huge = show(e); }
+        let deep = []; for (let i = 0; i < 200000; i++) deep = [deep];
+        try { await stub.echo(deep); } catch (e) { out.deep = { name: e.name, remote: e.remote === true }; }
+        // The callee keeps at most 1024 lent-out objects: the oldest are released.
+        const many = await stub.manyTargets(1100);
+        try { await many[0].increment(); } catch (e) { out.released = show(e); }
+        out.newest = await many[1099].increment();
+        try { await stub.spin(); } catch (e) { out.spin = { name: e.name, limit: /CPU limit/.test(e.message) }; }
+        out.after = await stub.sayHello('again');
+        return Response.json(out);
+      }
       case '/write': return Response.json(await stub.write('k', url.searchParams.get('v')));
       case '/fetch': return new Response(await (await stub.fetch('http://x/path')).text());
       case '/env': return Response.json(await stub.envKeys());
@@ -182,6 +196,16 @@ describe('JS RPC on Durable Object stubs', () => {
     expect(out.classArg).toEqual({ name: 'DataCloneError', message: 'Could not serialize object of type "Mine". This type does not support serialization.', isTypeError: false, remote: false });
     expect(out.afterWrite).toMatchObject({ name: 'Error', message: 'after write' });
     expect(out.kept).toBe('kept');
+  });
+
+  it('refuses hostile calls with errors the caller catches, and keeps serving', async () => {
+    const out = await json('/hostile?o=hostile') as Record<string, unknown>;
+    expect(out.huge).toMatchObject({ name: 'RangeError', message: expect.stringMatching(/^Serialized RPC arguments or return values are limited to 32MiB, but the size of this value was: \d+ bytes\.$/), remote: false });
+    expect(out.deep).toEqual({ name: 'RangeError', remote: false });
+    expect(out.released).toMatchObject({ name: 'Error', message: expect.stringMatching(/after the object it refers to was released/) });
+    expect(out.newest).toBe(1100);
+    expect(out.spin).toEqual({ name: 'Error', limit: true });
+    expect(out.after).toBe('Hello, again!');
   });
 
   it('runs concurrent calls on one actor one at a time (input gate)', async () => {
