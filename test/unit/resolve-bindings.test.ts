@@ -81,6 +81,17 @@ describe('resolveWorker', () => {
     });
   });
 
+  it('points each service binding at a worker of the binding worker\'s own namespace, and adds nothing when there are none', async () => {
+    const lookup = new FakeBindingLookup();
+    const env = await resolveEnv(NS, 'w', spec({ bindings: { services: [{ name: 'API', worker: 'api' }, { name: 'ADMIN', worker: 'api', entrypoint: 'Admin' }] } }), lookup);
+    expect(env.services).toEqual({ API: { namespace: NS, worker: 'api' }, ADMIN: { namespace: NS, worker: 'api', entrypoint: 'Admin' } });
+    expect(isolateWorkerEnv(env, 'r1', aiUrlFromTemplate()).services).toEqual(env.services);
+    // No service bindings: the env (and so every existing worker's version) is as before.
+    expect('services' in await resolveEnv(NS, 'w', spec({}), lookup)).toBe(false);
+    // Another namespace's worker cannot even be named.
+    expect(EdgeWorkerSpecSchema.safeParse({ source: { inline: 'x' }, routes: [{ host: 'a.b' }], bindings: { services: [{ name: 'X', worker: 'team-b/api' }] } }).success).toBe(false);
+  });
+
   it('names the actor binding when its DurableActor is missing', async () => {
     const lookup = new FakeBindingLookup();
     lookup.actorUids.set(`${NS}/counter`, 'uid-1');
