@@ -46,6 +46,13 @@ export const WORKERS_API = {
   MessageEvent: ['origin', 'lastEventId', 'source', 'ports'],
   CloseEvent: [],
   // ---- Handlers and bindings ----
+  // The handlers the agent calls (HANDLERS_CALLED in test/unit/workers-types.test.ts).
+  ExportedHandler: ['scheduled', 'queue', 'tail', 'trace', 'tailStream', 'email', 'connect', 'test'],
+  DurableObject: [
+    'connect',
+    // hibernation (issue 14 item 4)
+    'webSocketMessage', 'webSocketClose', 'webSocketError',
+  ],
   ExecutionContext: ['props', 'exports', 'cache', 'tracing'],
   Ai: ['aiGatewayLogId', 'gateway', 'aiSearch', 'autorag', 'models', 'toMarkdown'],
   DurableObjectNamespace: ['jurisdiction'],
