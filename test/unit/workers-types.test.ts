@@ -329,13 +329,13 @@ describe('workers written against @cloudflare/workers-types (test/types/workers/
     expect(await send(w, 'http://counter.test/stream')).toEqual({ status: 200, text: '36 32' });
   });
 
-  it('rpc-room.ts (cloudflare:workers, RPC) bundles exactly when the list says cloudflare:workers is there', async () => {
-    const bundle = await bundleWorker(join(ROOT, 'test/types/workers/rpc-room.ts'));
+  it.each(['rpc-room.ts', 'chat.ts'])('%s (on cloudflare:workers) bundles exactly when the list says cloudflare:workers is there', async (file) => {
+    const bundle = await bundleWorker(join(ROOT, 'test/types/workers', file));
     const listed = WORKERS_API['cloudflare:workers'] as readonly string[];
     if (listed.includes('*')) {
       expect('errors' in bundle && bundle.errors).toMatch(/Could not resolve "cloudflare:workers"/);
     } else {
-      // Once it lands: the lead replaces this branch with a run of the room through RPC.
+      // Once it lands: the lead turns this into a run of the worker (RPC, SQL, hibernation).
       expect('errors' in bundle ? bundle.errors : '').toBe('');
     }
   });
