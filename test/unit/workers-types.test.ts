@@ -52,8 +52,15 @@ function typeExpression(name: WorkersApiName): string {
 
 const symbolName = (escaped: string) => /^__@(\w+)@\d+$/.exec(escaped)?.[1];
 
-/** The member names of each listed workers-types type, read with the compiler API. */
-function workersTypesMembers(): Map<WorkersApiName, string[]> {
+interface Members {
+  /** Every member name of each listed type. */
+  names: Map<WorkersApiName, string[]>;
+  /** Those a worker calls: methods and function-typed properties, classes (constructors). */
+  callable: Map<WorkersApiName, string[]>;
+}
+
+/** The members of each listed workers-types type, read with the compiler API. */
+function workersTypesMembers(): Members {
   const names = (Object.keys(WORKERS_API) as WorkersApiName[]).filter((k) => !FEATURE_KEYS.has(k));
   const probe = join(ROOT, 'test/types/__members__.ts');
   const source = `export declare const api: {\n${names.map((n) => `  ${JSON.stringify(n)}: ${typeExpression(n)};`).join('\n')}\n};\n`;
@@ -73,12 +80,22 @@ function workersTypesMembers(): Map<WorkersApiName, string[]> {
   const file = program.getSourceFile(probe)!;
   const api = checker.getExportsOfModule(checker.getSymbolAtLocation(file)!).find((s) => s.name === 'api')!;
   const out = new Map<WorkersApiName, string[]>();
+  const callable = new Map<WorkersApiName, string[]>();
+  const nameOf = (m: ts.Symbol) => {
+    const sym = symbolName(m.escapedName as string);
+    return sym === undefined ? m.name : `[Symbol.${sym}]`;
+  };
+  // An optional member (`alarm?()`) or a union (`onmessage: (...) | null`) has no signatures
+  // of its own: only what is always callable counts.
+  const isCallable = (m: ts.Symbol) => {
+    const t = checker.getTypeOfSymbol(m);
+    return t.getCallSignatures().length > 0 || t.getConstructSignatures().length > 0;
+  };
   for (const prop of checker.getPropertiesOfType(checker.getTypeOfSymbol(api))) {
-    const members = checker.getPropertiesOfType(checker.getTypeOfSymbol(prop)).filter((m) => (m.flags & ts.SymbolFlags.ValueModule) === 0).map((m) => {
-      const sym = symbolName(m.escapedName as string);
-      return sym === undefined ? m.name : `[Symbol.${sym}]`;
-    });
-    out.set(prop.name as WorkersApiName, members.filter((m) => m !== 'prototype'));
+    const members = checker.getPropertiesOfType(checker.getTypeOfSymbol(prop))
+      .filter((m) => (m.flags & ts.SymbolFlags.ValueModule) === 0 && m.name !== 'prototype');
+    out.set(prop.name as WorkersApiName, members.map(nameOf));
+    callable.set(prop.name as WorkersApiName, members.filter(isCallable).map(nameOf));
   }
   // `typeof globalThis` holds only var and function declarations: the global classes and
   // consts are the value symbols workers-types declares at top level. Left out: namespaces
@@ -89,28 +106,34 @@ function workersTypesMembers(): Map<WorkersApiName, string[]> {
   const isAbstract = (d: ts.Declaration) => ts.isClassDeclaration(d) && (ts.getCombinedModifierFlags(d) & ts.ModifierFlags.Abstract) !== 0;
   const globals = checker.getSymbolsInScope(wt, ts.SymbolFlags.Value)
     .filter((s) => s.declarations?.some((d) => d.getSourceFile() === wt) && !s.declarations.some(isAbstract))
-    .filter((s) => (s.flags & (ts.SymbolFlags.Variable | ts.SymbolFlags.Function | ts.SymbolFlags.Class)) !== 0)
-    .map((s) => s.name);
-  out.set('globalThis', [...new Set([...(out.get('globalThis') ?? []), ...globals])]);
-  return out;
+    .filter((s) => (s.flags & (ts.SymbolFlags.Variable | ts.SymbolFlags.Function | ts.SymbolFlags.Class)) !== 0);
+  out.set('globalThis', [...new Set([...(out.get('globalThis') ?? []), ...globals.map((s) => s.name)])]);
+  callable.set('globalThis', [...new Set([...(callable.get('globalThis') ?? []), ...globals.filter(isCallable).map((s) => s.name)])]);
+  return { names: out, callable };
 }
+
+/** What the isolate found of one object: the members it has and which of them are functions; null when the object is not there. */
+type Found = { has: string[]; functions: string[] } | null;
 
 /**
  * The probe run in the isolate: `reach` (expressions over request, env, ctx, state) give
- * the objects; for each, the members present, or null when the object itself is missing.
+ * the objects; for each, what it has of the members named.
  */
 const PRESENT = `
-const has = (obj, m) => {
-  const o = Object(obj);
+const key = (m) => {
   const sym = /^\\[Symbol\\.(\\w+)\\]$/.exec(m);
-  return sym ? Symbol[sym[1]] in o : m in o;
+  return sym ? Symbol[sym[1]] : m;
 };
+const isFunction = (o, k) => { try { return typeof o[k] === 'function'; } catch { return false; } };
 const present = async (members, reach) => {
   const out = {};
   for (const [name, get] of Object.entries(reach)) {
     let obj;
     try { obj = await get(); } catch { obj = undefined; }
-    out[name] = obj === undefined || obj === null ? null : members[name].filter((m) => has(obj, m));
+    if (obj === undefined || obj === null) { out[name] = null; continue; }
+    const o = Object(obj);
+    const has = members[name].filter((m) => key(m) in o);
+    out[name] = { has, functions: has.filter((m) => isFunction(o, key(m))) };
   }
   return out;
 };`;
@@ -200,14 +223,14 @@ async function runWorker(source: string): Promise<string> {
   return (await send(await loadWorker(source), 'http://w/')).text;
 }
 
-/** The members each listed object has, measured in real isolates. */
-async function measure(members: Map<WorkersApiName, string[]>): Promise<Record<string, string[] | null>> {
-  const m = JSON.stringify(Object.fromEntries(members));
+/** What each listed object has, measured in real isolates. */
+async function measure(names: Map<WorkersApiName, string[]>): Promise<Record<string, Found>> {
+  const m = JSON.stringify(Object.fromEntries(names));
   const worker = await runWorker(`${PRESENT}
 export default { async fetch(request, env, ctx) {
   const found = await present(${m}, ${WORKER_REACH});
   const stub = env.NS.get(env.NS.idFromName('a'));
-  found['JS RPC on stubs'] = typeof stub.anyMethodName === 'function' ? [] : null;
+  found['JS RPC on stubs'] = typeof stub.anyMethodName === 'function' ? { has: [], functions: [] } : null;
   return Response.json(found);
 } };`);
   const a = await activate({ worker: workerDef(`${PRESENT}
@@ -217,51 +240,75 @@ export class T {
 }
 export default { fetch() { return new Response('not an actor'); } };`), className: 'T', actor: 'default/things' }, new ActorIds(UID).idFromName('a').hex);
   live.push(a);
-  const actor = JSON.parse(text(await a.fetch(request('http://actor/')))) as Record<string, string[] | null>;
-  return { ...HANDLERS_CALLED, ...(JSON.parse(worker) as Record<string, string[] | null>), ...actor, 'cloudflare:workers': await cloudflareWorkers(members.get('cloudflare:workers') ?? []) };
+  const actor = JSON.parse(text(await a.fetch(request('http://actor/')))) as Record<string, Found>;
+  const handlers = Object.fromEntries(Object.entries(HANDLERS_CALLED).map(([k, v]) => [k, { has: v, functions: v }]));
+  return { ...handlers, ...(JSON.parse(worker) as Record<string, Found>), ...actor, 'cloudflare:workers': await cloudflareWorkers(names.get('cloudflare:workers') ?? []) };
 }
 
-/** The `cloudflare:workers` exports a bundled worker gets, bundled as `edge deploy` does; null when it does not resolve. */
-async function cloudflareWorkers(names: string[]): Promise<string[] | null> {
+/** What a worker bundled as `edge deploy` bundles gets from `cloudflare:workers`; null when the module does not resolve. */
+async function cloudflareWorkers(names: string[]): Promise<Found> {
   const dir = mkdtempSync(join(tmpdir(), 'workers-types-'));
   try {
     const file = join(dir, 'worker.js');
-    writeFileSync(file, `import * as cw from 'cloudflare:workers';
-export default { fetch() { return Response.json(${JSON.stringify(names)}.filter((n) => n in cw)); } };`);
+    writeFileSync(file, `${PRESENT}
+import * as cw from 'cloudflare:workers';
+export default { async fetch() { return Response.json(await present({ cw: ${JSON.stringify(names)} }, { cw: () => cw })); } };`);
     const bundle = await bundleWorker(file);
     if ('errors' in bundle) {
       expect(bundle.errors).toMatch(/Could not resolve "cloudflare:workers"/);
       return null;
     }
-    return JSON.parse(await runWorker(bundle.code)) as string[];
+    return (JSON.parse(await runWorker(bundle.code)) as { cw: Found }).cw;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+interface Wrong {
+  missing_but_not_listed?: string[];
+  listed_but_present?: string[];
+  /** workers-types has a method (or class) there; the shim's member is not a function. */
+  not_a_function?: string[];
+  /** workers-types has a value there; the shim's member is a function. */
+  a_function?: string[];
+}
+
 describe('the shim against @cloudflare/workers-types', () => {
-  it('every object a worker gets has every member of its workers-types type but exactly the listed gaps', async () => {
+  it('every object a worker gets has every member of its workers-types type but exactly the listed gaps, methods as methods', async () => {
     const members = workersTypesMembers();
-    const found = await measure(members);
-    const wrong: Record<string, { missing_but_not_listed: string[]; listed_but_present: string[] }> = {};
+    const found = await measure(members.names);
+    const wrong: Record<string, Wrong> = {};
     for (const [name, listed] of Object.entries(WORKERS_API) as [WorkersApiName, readonly string[]][]) {
-      const present = found[name];
-      const missing = present === null || present === undefined ? ['*'] : (members.get(name) ?? []).filter((m) => !present.includes(m));
-      const notListed = missing.filter((m) => !listed.includes(m));
-      const listedPresent = listed.filter((m) => !missing.includes(m));
-      if (notListed.length > 0 || listedPresent.length > 0) wrong[name] = { missing_but_not_listed: notListed, listed_but_present: listedPresent };
+      const f = found[name] ?? null;
+      const all = members.names.get(name) ?? [];
+      const missing = f === null ? ['*'] : all.filter((m) => !f.has.includes(m));
+      const w: Wrong = {
+        missing_but_not_listed: missing.filter((m) => !listed.includes(m)),
+        listed_but_present: listed.filter((m) => !missing.includes(m)),
+      };
+      if (f !== null && !FEATURE_KEYS.has(name)) {
+        const callable = members.callable.get(name) ?? [];
+        w.not_a_function = f.has.filter((m) => callable.includes(m) && !f.functions.includes(m));
+        w.a_function = f.functions.filter((m) => !callable.includes(m) && !(HANDLERS_CALLED[name] ?? []).includes(m));
+      }
+      for (const k of Object.keys(w) as (keyof Wrong)[]) if (w[k]?.length === 0) delete w[k];
+      if (Object.keys(w).length > 0) wrong[name] = w;
     }
     // Edit test/types/workers-api.ts (and the README's API table) to match.
     expect(wrong).toEqual({});
   }, 120_000);
 
-  it('the probe sees a missing member, a symbol-keyed one, and a missing object', async () => {
-    const members = { Headers: ['get', 'getSetCookie', 'nonesuch', '[Symbol.iterator]', '[Symbol.asyncIterator]'], Nothing: ['x'] };
+  it('the probe sees a missing member, a symbol-keyed one, a missing object, and which members are functions', async () => {
+    const members = { Headers: ['get', 'getSetCookie', 'nonesuch', '[Symbol.iterator]', '[Symbol.asyncIterator]'], Nothing: ['x'], Request: ['url', 'clone'] };
     const out = await runWorker(`${PRESENT}
 export default { async fetch() {
-  return Response.json(await present(${JSON.stringify(members)}, { Headers: () => new Headers(), Nothing: () => globalThis.nonesuch }));
+  return Response.json(await present(${JSON.stringify(members)}, { Headers: () => new Headers(), Nothing: () => globalThis.nonesuch, Request: () => new Request('https://x/') }));
 } };`);
-    expect(JSON.parse(out)).toEqual({ Headers: ['get', 'getSetCookie', '[Symbol.iterator]'], Nothing: null });
+    expect(JSON.parse(out)).toEqual({
+      Headers: { has: ['get', 'getSetCookie', '[Symbol.iterator]'], functions: ['get', 'getSetCookie', '[Symbol.iterator]'] },
+      Nothing: null,
+      Request: { has: ['url', 'clone'], functions: ['clone'] },
+    });
   });
 });
 
