@@ -31,8 +31,9 @@ type Exactly<M, L> = [M] extends [L] ? ([L] extends [M] ? true : Report<M, L>) :
  * compiles and gets what its types say), and the gaps must be exactly the listed ones.
  */
 function check<K extends keyof Api>() {
-  return <Theirs, Ours extends Loose<Omit<Theirs, Listed<K>>>>(verdict: IsAny<Ours> extends true ? 'inferred as any: nothing checked' : Exactly<Missing<Theirs, Ours>, Listed<K>>) => verdict;
+  return <Theirs, Ours extends Loose<Omit<Theirs, Listed<K>>>>(verdict: Verdict<Theirs, Ours, Listed<K>>) => verdict;
 }
+type Verdict<Theirs, Ours, L> = IsAny<Ours> extends true ? 'inferred as any: nothing checked' : Exactly<Missing<Theirs, Ours>, L>;
 /** Inference gives `any` where it gives up (Object.create, say), which would pass every check. */
 type IsAny<T> = 0 extends 1 & T ? true : false;
 
@@ -43,13 +44,19 @@ type PairIteration = 'forEach' | 'entries' | 'keys' | 'values' | typeof Symbol.i
 type WithBody<Ours, Theirs> = Ours & Pick<Theirs, BodyMembers & keyof Theirs>;
 
 /**
- * What inference can be trusted with: a member's presence, and whether it is a method.
- * Parameters in JavaScript carry no types (the shim checks its arguments at run time, as
- * workerd does), and what a getter or method returns is inferred from private fields and
- * helpers, too loosely to compare with workers-types' declarations.
+ * What inference can be trusted with: a member's presence, whether it is a method, and
+ * whether a method workers-types declares async returns a promise. Parameters in
+ * JavaScript carry no types (the shim checks its arguments at run time, as workerd does),
+ * and what a getter or a sync method returns is inferred from private fields and helpers,
+ * too loosely to compare with workers-types' declarations (the run-time half checks which
+ * members are functions on the real objects).
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Loose<T> = { [K in keyof T]: T[K] extends (...args: never[]) => unknown ? (...args: any[]) => unknown : unknown };
+type Loose<T> = {
+  [K in keyof T]: T[K] extends (...args: never[]) => infer R
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    ? (...args: any[]) => ([R] extends [PromiseLike<unknown>] ? PromiseLike<unknown> : unknown)
+    : unknown;
+};
 
 check<'Request'>()<Request, WithBody<OurRequest, Request>>(true);
 check<'Response'>()<Response, WithBody<OurResponse, Response>>(true);
