@@ -76,12 +76,12 @@ export const WORKERS_API = {
   SqlStorage: ['*'],
   SqlStorageCursor: ['*'],
   SyncKvStorage: ['*'],
-  // env.SERVICE: when item 2 lands, give the test's DEFAULT_ENV a service binding SERVICE.
-  Fetcher: ['*'],
+  // env.SERVICE, a service binding of the test's DEFAULT_ENV.
+  Fetcher: ['connect'],
   // `import * as cw from 'cloudflare:workers'`, bundled by cli/deploy.ts's bundleWorker.
-  'cloudflare:workers': ['*'],
-  // typeof stub.anyMethodName === 'function' on a Durable Object stub: [] once RPC works.
-  'JS RPC on stubs': ['*'],
+  'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'exports', 'cache', 'tracing'],
+  // typeof stub.anyMethodName === 'function' on a Durable Object stub.
+  'JS RPC on stubs': [],
   // ---- The global scope: workers-types' globals that are not there ----
   globalThis: [
     // service-worker syntax

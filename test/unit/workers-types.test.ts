@@ -195,6 +195,7 @@ afterAll(() => { for (const x of live) x.dispose('shutdown'); actors.close(); })
 
 const DEFAULT_ENV: WorkerEnv = {
   text: {}, ai: { AI: { model: 'llama-3.1-8b', url: 'http://127.0.0.1:9' } }, actors: { NS: { namespace: 'default', actor: 'things', uid: UID } },
+  services: { SERVICE: { namespace: 'default', worker: 'other' } },
 };
 
 async function loadWorker(source: string, env: WorkerEnv = DEFAULT_ENV): Promise<WorkerIsolate> {
