@@ -275,7 +275,7 @@ export class Agent implements RunningAgent {
     let runtime: ActorRuntime | undefined;
     // Service bindings reach the workers this process serves (their namespace's share).
     const serviceRouter: ServiceRouter = {
-      call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth),
+      call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth, target.entrypoint),
     };
     // Told when an actor activates or goes, so the region's reports follow at once.
     let presence: AgentPresence | undefined;

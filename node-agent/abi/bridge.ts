@@ -34,7 +34,7 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
 //     bounds the isolate's WebAssembly memory (node-agent/shim/web/wasm.js)
 //   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
-//   __edgeDispatch(id: number, head: string, body: WireBody): Promise<WireResponse>
+//   __edgeDispatch(id: number, head: string, body: WireBody, entrypoint?: string): Promise<WireResponse>
 //   Every entry point that returns a promise rejects only with a plain Error whose
 //   message the shim made inside the isolate (a worker's own error object could have
 //   getters that spin, and isolated-vm copies a rejection on the host's thread).
@@ -390,6 +390,8 @@ export interface DispatchRequest {
    * isolate's own service calls are one deeper; past MAX_SERVICE_DEPTH they are refused.
    */
   depth?: number;
+  /** A service binding's fetch() to a named entrypoint: the export (extending WorkerEntrypoint) whose fetch() handles it. */
+  entrypoint?: string;
 }
 
 /**

@@ -458,7 +458,8 @@ export class WorkerIsolate implements IsolateOwner {
     const head = encodeRequestHead(req);
     // Strings, numbers and null pass as they are; only a large body's ArrayBuffer is copied.
     const body = wireBody(req.body);
-    const args = [id, head, body] as [number, string, null];
+    // A service binding's fetch() to a named entrypoint names it (the shim's 4th argument).
+    const args = (req.entrypoint === undefined ? [id, head, body] : [id, head, body, req.entrypoint]) as [number, string, null];
     const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };

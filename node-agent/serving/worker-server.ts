@@ -283,7 +283,7 @@ export class WorkerServer {
    * target's own exception (an RPC method threw) rejects as ActorExceptionError, so the
    * caller rethrows it with its name and message.
    */
-  async serviceCall(key: string, req: InternalRequest, depth: number): Promise<InternalResponse> {
+  async serviceCall(key: string, req: InternalRequest, depth: number, entrypoint?: string): Promise<InternalResponse> {
     const served = this.served.get(key);
     if (!served) {
       throw new WorkerNotServedError(`worker ${key} is not served on this agent (a service binding reaches workers placed in the caller's region)`, { context: { worker: key } });
@@ -293,7 +293,7 @@ export class WorkerServer {
     const iso = host.tryAcquire() ?? await host.acquire();
     let id: number | undefined;
     try {
-      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth });
+      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth, ...(entrypoint !== undefined ? { entrypoint } : {}) });
       id = call.id;
       const res = await call.response;
       if (res.webSocket !== undefined) throw new WorkerNotServedError(`worker ${key}: a WebSocket cannot be returned through a service binding here`);

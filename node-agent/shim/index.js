@@ -40,6 +40,8 @@ let workerName = '(uninitialized)';
 let entry = null;
 /** Where RPC calls go (rpc.js): the actor instance, or the default WorkerEntrypoint; null: none. */
 let rpcEntry = null;
+/** The worker module's namespace object (named entrypoints are looked up in it). */
+let exportsOf = null;
 let env = null;
 /** Per request: the request body's stream controller, the response body's reader, waitUntil promises. */
 const live = new Map();
@@ -95,6 +97,7 @@ function init(namespace, envData, options) {
   }
   entry = isEntrypointClass(def) ? entrypointAdapter(def) : def;
   rpcEntry = (text, ctx, url, token) => workerRpc(namespace, text, ctx, url, token);
+  exportsOf = namespace;
   if (entry !== def) for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
@@ -129,6 +132,13 @@ function entrypointAdapter(cls) {
       return instance.fetch(request);
     },
   };
+}
+
+/** The adapter for the named export `name`, which must extend WorkerEntrypoint. */
+function namedEntrypoint(name) {
+  const cls = exportsOf !== null ? exportsOf[name] : undefined;
+  if (!isEntrypointClass(cls)) throw new TypeError(`worker ${workerName}: its export "${name}" does not extend WorkerEntrypoint, so a service binding cannot reach it`);
+  return entrypointAdapter(cls);
 }
 
 /**
@@ -171,7 +181,7 @@ function encodeResponse(status, statusText, headers, kind, done, tail) {
   return tail === undefined ? head : head + tail;
 }
 
-async function dispatch(id, head, reqBody) {
+async function dispatch(id, head, reqBody, entrypointName = undefined) {
   const state = { feed: null, reader: null, waitUntil: [] };
   live.set(id, state);
   // head: "method\nurl\nclientAddress(\nname\nvalue)*" (HTTP forbids newlines in all of them)
@@ -212,10 +222,12 @@ async function dispatch(id, head, reqBody) {
     return { head: encodeResponse(200, 'OK', [], 'a', done, undefined), body: encoder.encode(text).buffer };
   }
   const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
-  if (!entry || typeof entry.fetch !== 'function') {
+  // A service binding's fetch() to a named entrypoint (the host names it; RPC reads the URL instead).
+  const target = entrypointName === undefined ? entry : namedEntrypoint(StringCtor(entrypointName));
+  if (!target || typeof target.fetch !== 'function') {
     throw new Error(`worker ${workerName} has no fetch handler: export default { async fetch(request, env, ctx) { ... } }`);
   }
-  const res = await entry.fetch(request, env, ctx);
+  const res = await target.fetch(request, env, ctx);
   if (!(res instanceof ResponseCtor)) {
     throw new TypeError(`worker ${workerName}: the fetch handler returned ${describe(res)}, not a Response`);
   }

@@ -34,7 +34,8 @@ export default {
     switch (url.pathname) {
       case '/fetch': {
         const r = await env.MATH.fetch('http://math/hello?x=1', { method: 'POST', body: 'ping', headers: { 'x-a': 'b' } });
-        return new Response(r.status + ' ' + await r.text());
+        const g = await env.GREETER.fetch('http://greeter/hi');
+        return new Response(r.status + ' ' + await r.text() + ' | ' + await g.text());
       }
       case '/rpc': {
         const out = { sum: await env.MATH.add(2, 3), named: await env.GREETER.greet('Ada'), chain: await env.MATH.viaLast(4) };
@@ -54,6 +55,7 @@ export default {
 const MATH = `
 import { WorkerEntrypoint } from 'cloudflare:workers';
 export class Greeter extends WorkerEntrypoint {
+  fetch(request) { return new Response('greeter fetch ' + new URL(request.url).pathname); }
   greet(name) { return 'hello ' + name + ', LAST.fetch is a ' + typeof this.env.LAST.fetch; }
 }
 export default class Math extends WorkerEntrypoint {
@@ -124,8 +126,8 @@ describe('service bindings', () => {
     return { status: res.status, text: await res.text() };
   };
 
-  it('env.X.fetch() reaches the bound worker\'s default export', async () => {
-    expect(await get('front.app.test', '/fetch')).toEqual({ status: 200, text: '200 POST /hello b ping' });
+  it('env.X.fetch() reaches the bound worker\'s default export, or the named entrypoint the binding names', async () => {
+    expect(await get('front.app.test', '/fetch')).toEqual({ status: 200, text: '200 POST /hello b ping | greeter fetch /hi' });
   });
 
   it('RPC reaches the default and named entrypoints, chains A -> B -> C, and rethrows errors', async () => {
