@@ -7,7 +7,9 @@ import type { ActorRouter, ActorTarget } from '../../node-agent/bindings/actor-b
 import { ActorStorage } from '../../node-agent/bindings/actor-storage.js';
 import { hostBindings } from '../../node-agent/bindings/host-bindings.js';
 import { IsolatePool } from '../../node-agent/isolate/pool.js';
-import { WorkerIsolate, type WorkerDefinition } from '../../node-agent/isolate/worker-isolate.js';
+import { WorkerIsolate, WorkerScriptError, type WorkerDefinition } from '../../node-agent/isolate/worker-isolate.js';
+import type { ServiceRouter } from '../../node-agent/bindings/service-binding.js';
+import { ActorExceptionError } from '../../node-agent/abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
 
 // Real isolates behind the agent's real ActorHost (single activation, input gate, output
@@ -23,11 +25,15 @@ export interface RpcRig {
   log: FakeActorLog;
   logs: LogFields[];
   /** Runs a request on the caller worker; answers its status and body text. */
-  call(path: string): Promise<{ status: number; text: string }>;
+  call(path: string, method?: string): Promise<{ status: number; text: string }>;
   close(): Promise<void>;
 }
 
-export async function startRpcRig(source: string, className: string, binding = 'OBJ'): Promise<RpcRig> {
+/**
+ * `services`: service binding name -> the bound worker's source, each loaded in one isolate
+ * of its own (calls to it run one at a time).
+ */
+export async function startRpcRig(source: string, className: string, binding = 'OBJ', services: Record<string, string> = {}): Promise<RpcRig> {
   const pool = new IsolatePool({ size: 2, defaultMemoryMiB: 128 });
   await pool.start();
   const logs: LogFields[] = [];
@@ -35,7 +41,10 @@ export async function startRpcRig(source: string, className: string, binding = '
   const durable = new FakeActorLog();
   const worker: WorkerDefinition = {
     key: 'rpc/app', name: 'app', source, digest: 'sha256:test', limits: LIMITS,
-    env: { text: { GREETING: 'hi' }, actors: { [binding]: TARGET } },
+    env: {
+      text: { GREETING: 'hi' }, actors: { [binding]: TARGET },
+      services: Object.fromEntries(Object.keys(services).map((name) => [name, { namespace: 'rpc', worker: name.toLowerCase() }])),
+    },
   };
   const cfg: ActorConfig = {
     namespace: TARGET.namespace, name: TARGET.actor, uid: TARGET.uid, generation: 1, className, worker: 'app',
@@ -48,6 +57,32 @@ export async function startRpcRig(source: string, className: string, binding = '
   const router: ActorRouter = {
     fetch: (_target, id, req) => host.call(cfg, id, req),
   };
+  const bound = new Map<string, WorkerIsolate>();
+  const serviceRouter: ServiceRouter = {
+    async call(target, req, depth) {
+      const iso = bound.get(target.worker);
+      if (!iso) throw new Error(`no worker ${target.worker}`);
+      const { id, response } = iso.begin({ ...req, depth, ...(target.entrypoint ? { entrypoint: target.entrypoint } : {}) });
+      try {
+        const res = await response;
+        const chunks: Uint8Array[] = [];
+        if (res.body === 'stream') for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) chunks.push(c);
+        else if (res.body !== null) chunks.push(new Uint8Array(res.body));
+        return { status: res.status, statusText: res.statusText, headers: res.headers, body: Buffer.concat(chunks) };
+      } catch (err) {
+        if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, target.worker);
+        throw err;
+      } finally {
+        await iso.finish(id);
+      }
+    },
+  };
+  for (const [name, src] of Object.entries(services)) {
+    const def: WorkerDefinition = { key: `rpc/${name.toLowerCase()}`, name: name.toLowerCase(), source: src, digest: 'sha256:svc', limits: LIMITS, env: { text: {} } };
+    const iso = await WorkerIsolate.load(def, pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, bindings: hostBindings() });
+    bound.set(name.toLowerCase(), iso);
+    isolates.push(iso);
+  }
   host = new ActorHost({
     agent: 'a1', log, durable,
     factory: {
@@ -55,17 +90,17 @@ export async function startRpcRig(source: string, className: string, binding = '
       instance: (c, id, storage) => ActorIsolate.activate(
         { worker, className: c.className, actor: `${c.namespace}/${c.name}` },
         { id, storage: storage as ActorStorage },
-        pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, actorRouter: router },
+        pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, actorRouter: router, serviceRouter },
       ),
     },
   });
-  const caller = await WorkerIsolate.load(worker, pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, bindings: hostBindings({ actorRouter: router }) });
+  const caller = await WorkerIsolate.load(worker, pool.take(LIMITS.memoryMiB), { onLog, onDispose: () => undefined, bindings: hostBindings({ actorRouter: router, serviceRouter }) });
   isolates.push(caller);
   const dec = new TextDecoder();
   return {
     host, log: durable, logs,
-    async call(path) {
-      const { id, response } = caller.begin({ url: `http://app.test${path}`, method: 'GET', headers: [], body: null });
+    async call(path, method = 'GET') {
+      const { id, response } = caller.begin({ url: `http://app.test${path}`, method, headers: [], body: null });
       try {
         const res = await response;
         const chunks: Uint8Array[] = [];

@@ -138,6 +138,23 @@ export default {
 });
 
 describe('examples/rpc', () => {
+  it('runs: a room Durable Object called by RPC (pipelined through its RpcTarget), users behind a service binding', async () => {
+    const code = async (f: string) => {
+      const out = await bundleWorker(join(import.meta.dirname, '../../examples/rpc', f));
+      if ('errors' in out) throw new Error(out.errors);
+      return out.code;
+    };
+    const rig = await startRpcRig(await code('app.js'), 'Room', 'ROOMS', { USERS: await code('users.js') });
+    rigs.push(rig);
+    const post = await rig.call('/lobby?user=ada&message=hi', 'POST');
+    expect(post.status, post.text).toBe(200);
+    const body = JSON.parse(post.text) as { room: string; entries: { name: string; message: string; at: string }[] };
+    expect(body.room).toBe('lobby');
+    expect(body.entries).toMatchObject([{ name: 'Ada Lovelace', message: 'hi' }]);
+    expect(await rig.call('/lobby?user=bob', 'POST')).toEqual({ status: 404, text: 'RangeError: no user bob\n' });
+    expect((JSON.parse((await rig.call('/lobby')).text) as { entries: unknown[] }).entries).toHaveLength(1);
+  });
+
   it('bundles and loads both workers, keeping cloudflare:workers an import', async () => {
     const pool = new IsolatePool({ size: 1, defaultMemoryMiB: 64 });
     await pool.start();
