@@ -30,6 +30,13 @@ export class Counter extends DurableObject {
   async read() { return (await this.ctx.storage.get('n')) ?? 0; }
   fail() { throw new RangeError('no such thing'); }
   whoami() { return this.ctx.id.toString(); }
+  async append(token) {
+    const log = (await this.ctx.storage.get('log')) ?? [];
+    log.push(token);
+    await this.ctx.storage.put('log', log);
+    return log.length;
+  }
+  async log() { return (await this.ctx.storage.get('log')) ?? []; }
 }
 export default {
   async fetch(request, env) {
@@ -44,6 +51,8 @@ export default {
       }
       case '/tally': return Response.json(await stub.tally().add(Number(url.searchParams.get('by'))));
       case '/read': return Response.json(await stub.read());
+      case '/append': return Response.json(await stub.append(url.searchParams.get('t')));
+      case '/log': return Response.json(await stub.log());
       case '/errors': {
         const out = {};
         try { await stub.fail(); } catch (e) { out.fail = show(e); }
@@ -108,4 +117,46 @@ describe('JS RPC across agents', () => {
       });
     }
   });
+
+  it('loses and repeats no acknowledged RPC write when the owner is killed with SIGKILL mid-traffic', async () => {
+    const actor = 'f1';
+    const id = (await call(owner, `/id?actor=${actor}`)).text;
+    await call(owner, `/append?actor=${actor}&t=warmup`);
+    const holder = async () => {
+      for (const a of cluster.agents) if ((await cluster.agentStatus(a).catch(() => ({ actors: [] as string[] }))).actors.includes(`${NS}/counters/${id}`)) return a;
+      return undefined;
+    };
+    let found: LocalAgent | undefined;
+    await waitFor(`the owner of ${actor}`, async () => (found = await holder()) !== undefined, 10_000, 100);
+    const victim = found!;
+    const via = cluster.agents.find((a) => a !== victim)!;
+    const outcomes: { token: string; ok: boolean }[] = [];
+    let stop = false;
+    let n = 0;
+    const worker = async () => {
+      while (!stop) {
+        const token = `t${n++}`;
+        const r = await call(via, `/append?actor=${actor}&t=${token}`).catch(() => ({ status: 0, text: '' }));
+        outcomes.push({ token, ok: r.status === 200 });
+      }
+    };
+    const workers = [worker(), worker(), worker()];
+    await waitFor('RPC writes before the kill', async () => outcomes.filter((o) => o.ok).length >= 30, 30_000, 20);
+    victim.proc.killNow();
+    await victim.proc.wait();
+    const before = outcomes.length;
+    await waitFor('RPC writes after the kill', async () => outcomes.slice(before).filter((o) => o.ok).length >= 30, 60_000, 50);
+    stop = true;
+    await Promise.all(workers);
+    const log = JSON.parse((await call(via, `/log?actor=${actor}`)).text) as string[];
+    console.log(`[rpc-kill] ${JSON.stringify({ sent: outcomes.length, acknowledged: outcomes.filter((o) => o.ok).length, failed: outcomes.filter((o) => !o.ok).length, inLog: log.length - 1 })}`);
+    const counts = new Map<string, number>();
+    for (const t of log) counts.set(t, (counts.get(t) ?? 0) + 1);
+    // Exactly once for every acknowledged write; at most once for one whose outcome the caller never learned.
+    expect([...counts].filter(([, c]) => c > 1)).toEqual([]);
+    expect(outcomes.filter((o) => o.ok && !counts.has(o.token))).toEqual([]);
+    const sent = new Set(['warmup', ...outcomes.map((o) => o.token)]);
+    expect(log.filter((t) => !sent.has(t))).toEqual([]);
+    await cluster.startAgent(REGION, victim.node);
+  }, 180_000);
 });
