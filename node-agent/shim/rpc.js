@@ -45,6 +45,7 @@ const parse = JSON.parse;
 const PromiseCtor = Promise;
 const promiseThen = Promise.prototype.then;
 const ReflectApply = Reflect.apply;
+const noop = () => {};
 const ProxyCtor = Proxy;
 const MapCtor = Map;
 const SetCtor = Set;
@@ -351,6 +352,10 @@ const noRefs = (v) => { throw new DOMException(`RPC: ${typeof v === 'function' ?
  * result's x, `p.x(...args)` calls it once the result is there.
  */
 function rpcPromise(promise) {
+  // A call nobody awaits must not fail later work when it rejects (isolated-vm hands an
+  // isolate's unhandled rejection to whatever it runs next): it is marked handled here, and
+  // whoever awaits it still sees the rejection.
+  ReflectApply(promiseThen, promise, [undefined, noop]);
   return new ProxyCtor(promise, {
     get(target, key) {
       if (key === 'then' || key === 'catch' || key === 'finally') {

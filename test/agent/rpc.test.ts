@@ -60,6 +60,7 @@ export default {
     const out = {};
     switch (url.pathname) {
       case '/hello': return Response.json(await stub.sayHello('world'));
+      case '/stray': stub.noSuchMethod(); stub.fail('type'); return new Response('sent, not awaited');
       case '/clone': {
         const cyc = { a: 1 }; cyc.self = cyc;
         const v = await stub.echo({
@@ -156,6 +157,11 @@ describe('JS RPC on Durable Object stubs', () => {
 
   it('calls a method of a class extending DurableObject (Cloudflare docs example)', async () => {
     expect(await json('/hello')).toBe('Hello, world!');
+  });
+
+  it('lets a call nobody awaits fail without failing the requests after it', async () => {
+    expect((await rig.call('/stray?o=stray')).text).toBe('sent, not awaited');
+    for (let i = 0; i < 3; i++) expect(await json('/hello?o=stray')).toBe('Hello, world!');
   });
 
   it('structured-clones arguments and results both ways', async () => {
