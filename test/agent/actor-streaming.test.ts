@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { WebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { open, startActorAgents, startRendezvous, text, type ActorAgents, type Rendezvous } from '../harness/actor-agents.js';
@@ -25,6 +27,19 @@ function chunks(res: IncomingMessage): { next(): Promise<string | null> } {
 /** Rejects after `ms` naming what did not happen (so a broken handshake fails, not hangs). */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))]);
+}
+
+/** A WebSocket through the front to the actor: the echo of one message. */
+async function echo(port: number, actor: string): Promise<string> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?actor=${actor}`, undefined, { headers: { host: FRONT } });
+  try {
+    await once(ws, 'open');
+    ws.send('hi');
+    const [data] = await once(ws, 'message') as [Buffer];
+    return data.toString('utf8');
+  } finally {
+    ws.close();
+  }
 }
 
 describe('stub.fetch() streams between worker and actor (one agent)', () => {
@@ -136,5 +151,9 @@ describe('stub.fetch() streams between worker and actor (one agent)', () => {
       // The host's window (256 KiB) is 16 chunks, plus one in each hop.
       expect(out.pulled).toBeLessThanOrEqual(3 + 16 + 4);
     });
+  });
+
+  it('a WebSocket upgrade through stub.fetch() still reaches the actor (the 101 path)', async () => {
+    expect(await echo(port, 'w1')).toBe('echo hi');
   });
 });

@@ -63,6 +63,12 @@ export class Streamer {
         return Response.json({ bytes });
       }
       case '/get': return Response.json((await s.get('cancel:' + tag)) ?? null);
+      case '/ws': {
+        const [client, server] = Object.values(new WebSocketPair());
+        server.accept();
+        server.addEventListener('message', (e) => server.send('echo ' + e.data));
+        return new Response(null, { status: 101, webSocket: client });
+      }
       default: return new Response('no such route', { status: 404 });
     }
   }
@@ -77,6 +83,9 @@ export default {
     switch (url.pathname) {
       case '/stream': case '/infinite': case '/get':
         return stub.fetch('http://actor' + url.pathname + url.search);
+      case '/ws':
+        // The upgrade goes on to the actor as it came (the 101 path of stub.fetch()).
+        return stub.fetch(request);
       case '/upload':
         return stub.fetch('http://actor/upload' + url.search, { method: 'POST', body: request.body });
       case '/cancel-after': {

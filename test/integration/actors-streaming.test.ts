@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { WebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { ActorIds } from '../../node-agent/bindings/actor-id.js';
@@ -24,6 +26,19 @@ function chunks(res: IncomingMessage): { next(): Promise<string | null> } {
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))]);
+}
+
+/** A WebSocket through the front to the actor: the echo of one message. */
+async function echo(port: number, actor: string): Promise<string> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/ws?actor=${actor}`, undefined, { headers: { host: FRONT } });
+  try {
+    await once(ws, 'open');
+    ws.send('hi');
+    const [data] = await once(ws, 'message') as [Buffer];
+    return data.toString('utf8');
+  } finally {
+    ws.close();
+  }
 }
 
 describe('stub.fetch() streams between worker and actor across agents', () => {
@@ -117,5 +132,10 @@ describe('stub.fetch() streams between worker and actor across agents', () => {
     expect(out.cancelled).not.toBeNull();
     console.log(`across agents: the caller's endless body was pulled ${out.pulled} times for 3 chunks read`);
     expect(out.pulled).toBeLessThanOrEqual(3 + 400);
+  });
+
+  it('a WebSocket upgrade through stub.fetch() still reaches the actor (the 101 path)', async () => {
+    const via = await caller('w1');
+    expect(await echo(via.port, 'w1')).toBe('echo hi');
   });
 });
