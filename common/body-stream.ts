@@ -27,7 +27,7 @@ export class ChunkPipe implements BodyStream {
   private readonly chunks: Uint8Array[] = [];
   private bytes = 0;
   private ended = false;
-  private failure: BodyStreamError | undefined;
+  private failure: Error | undefined;
   private reader: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void } | undefined;
   private room: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
@@ -63,10 +63,10 @@ export class ChunkPipe implements BodyStream {
     }
   }
 
-  /** The producer failed: the reader's next read rejects with `err`. */
+  /** The producer failed: once the reader has what came before, its next read rejects with `err`. */
   error(err: Error | string): void {
     if (this.closed) return;
-    this.fail(err instanceof BodyStreamError ? err : new BodyStreamError(typeof err === 'string' ? err : err.message, { cause: err }));
+    this.fail(typeof err === 'string' ? new BodyStreamError(err) : err, false);
   }
 
   read(): Promise<Uint8Array | null> {
@@ -85,14 +85,16 @@ export class ChunkPipe implements BodyStream {
   cancel(reason: string): void {
     if (this.failure) return;
     const wasOpen = !this.ended;
-    this.fail(new BodyStreamError(reason));
+    this.fail(new BodyStreamError(reason), true);
     if (wasOpen) this.onCancel?.(reason);
   }
 
-  private fail(err: BodyStreamError): void {
+  private fail(err: Error, drop: boolean): void {
     this.failure = err;
-    this.chunks.length = 0;
-    this.bytes = 0;
+    if (drop) {
+      this.chunks.length = 0;
+      this.bytes = 0;
+    }
     const r = this.reader;
     this.reader = undefined;
     r?.reject(err);

@@ -167,12 +167,15 @@ export async function receiveStreamedRequest(req: IncomingMessage): Promise<Body
   req.once('end', () => pipe.end());
   req.once('close', () => { if (!req.complete) pipe.error(new BodyStreamError('the calling agent closed the connection before the request body ended')); });
   if (!req.readableEnded) {
-    await new Promise<void>((resolve) => {
-      const go = () => { req.off('data', go); req.off('end', go); req.off('close', go); resolve(); };
-      req.once('data', go);
-      req.once('end', go);
-      req.once('close', go);
+    const started = await new Promise<boolean>((resolve) => {
+      const go = (ok: boolean) => () => { req.off('data', yes); req.off('end', yes); req.off('close', no); resolve(ok); };
+      const yes = go(true);
+      const no = go(false);
+      req.once('data', yes);
+      req.once('end', yes);
+      req.once('close', no);
     });
+    if (!started) throw new BodyStreamError('the calling agent closed the connection before the request body began: the call did not run');
   }
   return {
     read: async () => {
