@@ -207,7 +207,10 @@ export class ActorIsolate {
     }
     this.isolate.bodyStreaming(id);
     const stream = new PulledBody(() => this.pullBody(id), (reason) => this.cancel(id, reason));
-    return { ...head, body: new Uint8Array(0), stream, ended: stream.done.then(over) };
+    const ended = stream.done.then(over);
+    // Whoever runs the request awaits it (the actor host); a failure nobody awaited is not a crash.
+    ended.catch(() => undefined);
+    return { ...head, body: new Uint8Array(0), stream, ended };
   }
 
   /** Feeds a streamed request body into request `id`, a chunk each time the handler asks for one. */

@@ -129,6 +129,30 @@ describe('stub.fetch() streams between worker and actor (one agent)', () => {
     expect(rec.produced).toBeLessThanOrEqual(8);
   });
 
+  it('a client uploading through a worker to an actor that stops reading: the agent stops reading the client', async () => {
+    const TOTAL = 40 * 1024 * 1024;
+    let yielded = 0;
+    async function* upload() {
+      while (yielded < TOTAL) { const c = new Uint8Array(64 * 1024).fill(3); yielded += c.byteLength; yield c; }
+    }
+    const pending = open(port, FRONT, '/upload-slow?actor=p1&tag=p1&n=3', { method: 'POST', body: upload() });
+    // Release the actor once the client is held (no progress for a second) or sent it all.
+    let last = -1;
+    await waitFor('the upload held or done', async () => {
+      const stalled = yielded === last;
+      last = yielded;
+      return stalled || yielded >= TOTAL;
+    }, 60_000, 1_000);
+    const held = yielded;
+    rv.release('p1-go');
+    const res = await pending;
+    expect(res.statusCode).toBe(200);
+    expect((JSON.parse(await text(res)) as { bytes: number }).bytes).toBeGreaterThan(0);
+    console.log(`upload held after ${(held / 1024 / 1024).toFixed(1)} MiB of ${TOTAL / 1024 / 1024} MiB`);
+    // The front's window (1 MiB), the actor call's (256 KiB) and the sockets' buffers.
+    expect(held).toBeLessThan(16 * 1024 * 1024);
+  });
+
   describe('hostile callers', () => {
     it('an actor streaming forever to a caller that never reads: the caller\'s request ending stops it', async () => {
       expect(await get('/never-read?actor=h1&tag=h1')).toBe('not reading');

@@ -62,6 +62,14 @@ export class Streamer {
         for (let i = 0; i < Number(url.searchParams.get('n')); i++) bytes += (await reader.read()).value.byteLength;
         return Response.json({ bytes });
       }
+      case '/read-then-wait': {
+        // Reads n chunks, then holds its body unread until the test says go.
+        const reader = request.body.getReader();
+        let bytes = 0;
+        for (let i = 0; i < Number(url.searchParams.get('n')); i++) bytes += (await reader.read()).value.byteLength;
+        await (await fetch(RV + '/wait?k=' + tag + '-go')).text();
+        return Response.json({ bytes });
+      }
       case '/get': return Response.json((await s.get('cancel:' + tag)) ?? null);
       case '/ws': {
         const [client, server] = Object.values(new WebSocketPair());
@@ -88,6 +96,11 @@ export default {
         return stub.fetch(request);
       case '/upload':
         return stub.fetch('http://actor/upload' + url.search, { method: 'POST', body: request.body });
+      case '/upload-slow': {
+        // To an actor that reads a little and then holds the body unread for a while.
+        const slow = env.SLOW.get(env.SLOW.idFromName(url.searchParams.get('actor') ?? 'a'));
+        return slow.fetch('http://actor/read-then-wait' + url.search, { method: 'POST', body: request.body });
+      }
       case '/cancel-after': {
         const r = await stub.fetch('http://actor/infinite' + url.search);
         const reader = r.body.getReader();
@@ -136,9 +149,11 @@ export function streamingWorkers(rv: string): { workers: TestWorker[]; actors: T
   return {
     workers: [
       { name: 'actors', host: 'actors.test', source: actorSource(rv), limits: ACTOR_LIMITS },
-      { name: 'front', host: 'front.test', source: frontSource, limits: { wallMsPerRequest: 30_000 }, actors: { STREAMERS: 'streamers' } },
+      // The same class with the default limits (30 s wall): for handlers that wait on the test.
+      { name: 'patient', host: 'patient.test', source: actorSource(rv) },
+      { name: 'front', host: 'front.test', source: frontSource, limits: { wallMsPerRequest: 30_000 }, actors: { STREAMERS: 'streamers', SLOW: 'patient-streamers' } },
       { name: 'holder', host: 'holder.test', source: holderSource, limits: { wallMsPerRequest: HOLDER_WALL_MS }, actors: { STREAMERS: 'streamers' } },
     ],
-    actors: [{ name: 'streamers', className: 'Streamer', worker: 'actors' }],
+    actors: [{ name: 'streamers', className: 'Streamer', worker: 'actors' }, { name: 'patient-streamers', className: 'Streamer', worker: 'patient' }],
   };
 }
