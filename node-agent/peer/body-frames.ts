@@ -27,6 +27,12 @@ const ERROR = 4;
 const HEAD_BYTES = 5;
 /** A frame longer than this is a broken stream (a chunk is at most what a ReadableStream enqueued, cut here). */
 const MAX_FRAME_BYTES = 1024 * 1024;
+/**
+ * How long the owner waits for a caller that takes nothing (its socket full) before it
+ * cancels the body: a paused or wedged calling agent must not hold an actor's input gate
+ * for ever. A live caller's own limits end its reads long before (a worker's wall limit).
+ */
+export const STALLED_CALLER_MS = 120_000;
 /** What the caller holds parsed before it stops reading the socket. */
 const READ_WINDOW_BYTES = 256 * 1024;
 
@@ -41,7 +47,7 @@ function frame(type: number, payload?: Uint8Array): Buffer {
  * Owner side: writes `body` to `res` as frames, pulling a chunk only once the socket took
  * the last one. The caller going away cancels the body (that reaches the actor).
  */
-export async function sendFramedBody(res: ServerResponse, body: BodyStream, heartbeatMs: number): Promise<void> {
+export async function sendFramedBody(res: ServerResponse, body: BodyStream, heartbeatMs: number, stalledMs = STALLED_CALLER_MS): Promise<void> {
   let gone = false;
   const onClose = () => { if (!res.writableFinished) { gone = true; body.cancel('the calling agent closed the connection'); } };
   res.once('close', onClose);
@@ -66,9 +72,17 @@ export async function sendFramedBody(res: ServerResponse, body: BodyStream, hear
         lastWrite = performance.now();
         if (!res.write(frame(DATA, chunk.subarray(at, at + MAX_FRAME_BYTES)))) {
           const ac = new AbortController();
+          let timer: NodeJS.Timeout | undefined;
+          const stalled = new Promise<'stalled'>((resolve) => { timer = setTimeout(() => resolve('stalled'), stalledMs); });
           try {
-            await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal })]);
+            if (await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal }), stalled]) === 'stalled') {
+              gone = true;
+              body.cancel(`the calling agent took nothing for ${stalledMs / 1000} s`);
+              res.destroy();
+              return;
+            }
           } catch { /* aborted below */ } finally {
+            clearTimeout(timer);
             ac.abort();
           }
         }

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { request } from 'node:http';
+import { createServer, request, type IncomingMessage } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkPipe, PulledBody } from '../../common/body-stream.js';
@@ -8,6 +8,7 @@ import { forwardToPeer, startPeerServer, type PeerServer } from '../../node-agen
 import { CallOutcomeUnknownError, type PeerHandler, type PeerRequest } from '../../node-agent/peer/protocol.js';
 import { ActorIds } from '../../node-agent/bindings/actor-id.js';
 import { PEER_PATH } from '../../node-agent/peer/protocol.js';
+import { sendFramedBody } from '../../node-agent/peer/body-frames.js';
 
 // Streamed bodies on the peer channel (issue 14, item 5) keep issue 13's guarantees: a call
 // whose caller never got 100 Continue never runs (the owner waits for the first byte of a
@@ -143,5 +144,23 @@ describe('streamed bodies between agents', () => {
     req.destroy();
     await sleep(200);
     expect(ran).toBe(0);
+  });
+  it('a calling agent that stops taking the body (paused) has it cancelled on the owner after the bound', async () => {
+    const seen: { cancelled?: string } = {};
+    const chunk = new Uint8Array(64 * 1024);
+    const body = new PulledBody(async () => chunk, (reason) => { seen.cancelled = reason; });
+    const server = createServer((_req, res) => { res.writeHead(200); void sendFramedBody(res, body, 1_000, 300); });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => { server.closeAllConnections(); server.close(); });
+    const req = request({ host: '127.0.0.1', port: (server.address() as { port: number }).port, path: '/' });
+    req.on('error', () => undefined);
+    req.end();
+    const [res] = await once(req, 'response') as [IncomingMessage];
+    // Never read: the sockets fill, the owner's writes wait, and the bound ends them.
+    res.pause();
+    await body.done;
+    expect(seen.cancelled).toMatch(/took nothing/);
+    req.destroy();
   });
 });
