@@ -50,6 +50,8 @@ function frame(type: number, payload?: Uint8Array): Buffer {
 export async function sendFramedBody(res: ServerResponse, body: BodyStream, heartbeatMs: number, stalledMs = STALLED_CALLER_MS): Promise<void> {
   let gone = false;
   const onClose = () => { if (!res.writableFinished) { gone = true; body.cancel('the calling agent closed the connection'); } };
+  // Gone already (while the actor's head was being committed): no 'close' is coming.
+  if (res.destroyed || res.socket?.destroyed !== false) { onClose(); return; }
   res.once('close', onClose);
   let lastWrite = performance.now();
   const beat = setInterval(() => {
