@@ -90,7 +90,9 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       const method = String(req.headers['x-edge-method'] ?? 'GET');
       if (!headers.success || !/^https?:\/\//.test(target)) { fail(400, 'malformed forwarded request'); return; }
       // Nothing runs before the whole request is here: a caller that never sent its last
-      // chunk (it stopped waiting for our 100 Continue) knows the call did not run.
+      // chunk (it stopped waiting for our 100 Continue) knows the call did not run. A
+      // streamed body cannot wait for its end: the call runs from its first byte, which
+      // the caller too sends only after our 100 Continue.
       const upload = req.headers[FRAMED_HEADER] === STREAMED ? await receiveStreamedRequest(req) : undefined;
       const body = upload ? null : await readBody(req, MAX_PEER_BODY);
       const { namespace: ns, actor, id } = addr;
@@ -161,8 +163,12 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
   return { server, port: addr.port, quiet, close: () => { server.close(); } };
 }
 
-/** Writes a streamed request body to the owner as it reads it; a failed body drops the connection (the owner's read fails). */
-async function sendUpload(r: ClientRequest, upload: BodyStream): Promise<void> {
+/**
+ * Writes a streamed request body to the owner as it reads it. A body that fails before the
+ * answer drops the connection (the owner's read fails); once the answer is in (`answered`),
+ * the rest is simply not sent (the owner closes the connection after its answer).
+ */
+async function sendUpload(r: ClientRequest, upload: BodyStream, answered: () => boolean): Promise<void> {
   try {
     for (;;) {
       const c = await upload.read();
@@ -178,7 +184,7 @@ async function sendUpload(r: ClientRequest, upload: BodyStream): Promise<void> {
       }
     }
   } catch (err) {
-    r.destroy(err instanceof Error ? err : new Error(String(err)));
+    if (!answered()) r.destroy(err instanceof Error ? err : new Error(String(err)));
   }
 }
 
@@ -209,6 +215,8 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
   return new Promise((resolve, reject) => {
     /** The whole request went out: from here on the peer may have run it. */
     let sent = false;
+    /** The owner's answer (its head) is here. */
+    let answered = false;
     const r = httpRequest(url, {
       method: 'POST',
       agent: peerAgent,
@@ -220,6 +228,7 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         ...(token ? { 'x-edge-peer-token': token } : {}),
       },
     }, (res) => {
+      answered = true;
       if (res.headers[FRAMED_HEADER] === FRAMED) {
         // The head is here (the owner's writes are committed); the body streams as it is read.
         r.setTimeout(0);
@@ -234,12 +243,12 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         resolve({ status: Number(res.headers['x-edge-status'] ?? res.statusCode), statusText: res.statusMessage ?? '', headers, body: new Uint8Array(0), stream: ended });
         return;
       }
-      // A whole answer: the actor's request is over, and so is any body it did not read.
-      upload?.cancel('the actor\'s request is over');
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err) => r.destroy(err));
       res.on('end', () => {
+        // A whole answer: the actor's request is over, and so is any body it did not read.
+        upload?.cancel('the actor\'s request is over');
         const status = res.statusCode ?? 502;
         const payload = Buffer.concat(chunks);
         if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
@@ -257,7 +266,7 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
     });
     r.on('continue', () => {
       sent = true;
-      if (upload) void sendUpload(r, upload);
+      if (upload) void sendUpload(r, upload, () => answered);
       else r.end(body);
     });
     r.on('error', (err) => reject(sent
