@@ -82,11 +82,13 @@ export interface ActorIdRecord {
 }
 
 /**
- * A stub.fetch() request body up to this size crosses whole in ActorFetchInit.body; a
- * larger one, and any ReadableStream, is streamed with actorWrite (the shim's
+ * A stub.fetch() request body of bytes (a string, a BufferSource...) up to this size
+ * crosses whole in ActorFetchInit.body, as before bodies streamed: a whole body can be
+ * sent again, so a call the ring must route again (421, an owner that never took it) is
+ * retried. A larger one, and any ReadableStream, is streamed with actorWrite (the shim's
  * actor-fetch.js holds the same number).
  */
-export const ACTOR_WHOLE_BODY_BYTES = 256 * 1024;
+export const ACTOR_WHOLE_BODY_BYTES = 32 * 1024 * 1024;
 
 /** The shim's number for an actor call (actorWrite/actorRead/actorCancel name it by this). */
 export const ActorCallIdSchema = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);

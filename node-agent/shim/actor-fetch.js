@@ -1,6 +1,6 @@
 // stub.fetch() of an actor binding (the DurableObjectStub in durable.js calls this). Bodies
 // stream both ways, as fetch()'s do (web/fetch.js), on the actor call's own handle: a
-// request body that is a ReadableStream, or bytes over WHOLE_BODY_BYTES, goes with
+// request body that is a ReadableStream (or bytes over WHOLE_BODY_BYTES) goes with
 // host.actorWrite one chunk at a time (each write settles once the host can take more:
 // the actor reads it as it arrives); the actor's response body, unless the host hands it
 // over whole, is read with host.actorRead as the caller reads it, and cancelling it
@@ -20,7 +20,7 @@ import { hostOutcome, messageOf, toArrayBuffer } from './web/util.js';
 import { ArrayMap } from './web/primordials.js';
 
 /** Must equal ACTOR_WHOLE_BODY_BYTES in node-agent/abi/bridge.ts. */
-const WHOLE_BODY_BYTES = 256 * 1024;
+const WHOLE_BODY_BYTES = 32 * 1024 * 1024;
 const CHUNK_BYTES = 64 * 1024;
 const STREAMED = 1;
 const UInt8 = Uint8Array;

@@ -112,6 +112,12 @@ describe('stub.fetch() streams between worker and actor (one agent)', () => {
     expect(rec.reason).toMatch(/cancel/);
   });
 
+  it('aborting the caller\'s AbortSignal cancels the actor\'s stream, and the caller\'s reads reject with the abort', async () => {
+    expect(await get('/abort-after?actor=a1&tag=a1')).toBe('aborted: AbortError');
+    const rec = await waitCancelled('a1');
+    expect(rec.reason).toMatch(/abort/);
+  });
+
   it('the caller\'s client going away cancels the actor\'s stream through the worker', async () => {
     const res = await open(port, FRONT, '/infinite?actor=c2&tag=c2');
     const body = chunks(res);

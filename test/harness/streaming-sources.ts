@@ -110,6 +110,14 @@ export default {
         await reader.cancel('enough');
         return new Response('cancelled');
       }
+      case '/abort-after': {
+        const ac = new AbortController();
+        const r = await stub.fetch('http://actor/infinite' + url.search, { signal: ac.signal });
+        const reader = r.body.getReader();
+        await reader.read();
+        ac.abort();
+        try { for (;;) if ((await reader.read()).done) return new Response('ended'); } catch (e) { return new Response('aborted: ' + e.name); }
+      }
       case '/never-read': {
         await stub.fetch('http://actor/infinite' + url.search);
         return new Response('not reading');
