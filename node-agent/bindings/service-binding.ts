@@ -1,4 +1,4 @@
-import { ActorExceptionError, ActorFetchInitSchema, RPC_METHOD, RPC_URL, type ActorFetchInit, type ActorFetchResult } from '../abi/bridge.js';
+import { ActorExceptionError, RPC_METHOD, RPC_URL, ServiceCallInitSchema, type ServiceCallInit, type ServiceCallResult } from '../abi/bridge.js';
 import { EdgeError } from '../../common/errors.js';
 import { MAX_ACTOR_BODY_BYTES } from './actor-binding.js';
 import { withCallbacks, type LocalInvoke } from './rpc-callbacks.js';
@@ -75,13 +75,13 @@ export class ServiceCalls {
   }
 
   /** The serviceCall callback's work: checks, counts a subrequest, bounds the depth, calls the router. */
-  async call(binding: unknown, raw: unknown, countSubrequest: () => void): Promise<ActorFetchResult> {
+  async call(binding: unknown, raw: unknown, countSubrequest: () => void): Promise<ServiceCallResult> {
     const what = `env.${String(binding)}`;
     const target = typeof binding === 'string' ? this.bindings.get(binding) : undefined;
     if (!target) throw new TypeError(`worker ${this.workerName} has no service binding ${String(binding)}`);
-    const parsed = ActorFetchInitSchema.safeParse(raw);
+    const parsed = ServiceCallInitSchema.safeParse(raw);
     if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
-    const init: ActorFetchInit = parsed.data;
+    const init: ServiceCallInit = parsed.data;
     if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
       throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
     }

@@ -75,14 +75,26 @@ const TYPED_ARRAYS = {
 };
 const ERROR_TYPES = { __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
 
-/** The largest serialized call or result (Workers' limit is 32 MiB too); checked before anything is sent. */
-export const MAX_RPC_MESSAGE_CHARS = 32 * 1024 * 1024;
+/** The largest serialized call or result in UTF-8 bytes (Workers' limit is 32 MiB too); checked before anything is sent. */
+export const MAX_RPC_MESSAGE_BYTES = 32 * 1024 * 1024;
+
+function utf8Length(text) {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) { n += 4; i++; } else n += 3;
+  }
+  return n;
+}
 
 /** A message as text, refused (RangeError, workerd's wording) when over the limit. */
 function messageText(msg) {
   const text = stringify(msg);
-  if (text.length > MAX_RPC_MESSAGE_CHARS) {
-    throw new RangeErrorCtor(`Serialized RPC arguments or return values are limited to 32MiB, but the size of this value was: ${text.length} bytes.`);
+  if (text.length > MAX_RPC_MESSAGE_BYTES / 3) {
+    const bytes = utf8Length(text);
+    if (bytes > MAX_RPC_MESSAGE_BYTES) throw new RangeErrorCtor(`Serialized RPC arguments or return values are limited to 32MiB, but the size of this value was: ${bytes} bytes.`);
   }
   return text;
 }
