@@ -48,6 +48,7 @@ export class Obj extends DurableObject {
   async useSaved() { return this.saved(1); }
   manyTargets(n) { return Array.from({ length: n }, (_, i) => new Counter(i)); }
   spin() { for (;;) {} }
+  protoCheck(v) { return { own: Object.keys(v), polluted: ({}).polluted === undefined ? 'no' : 'yes', inner: v.__proto__ && v.__proto__.polluted }; }
   async fetch(request) { return new Response('fetch still works: ' + new URL(request.url).pathname); }
 }
 
@@ -133,6 +134,7 @@ export default {
         out.newest = await many[1099].increment();
         try { await stub.spin(); } catch (e) { out.spin = { name: e.name, limit: /CPU limit/.test(e.message) }; }
         out.after = await stub.sayHello('again');
+        out.proto = await stub.protoCheck(JSON.parse('{"__proto__": {"polluted": 1}, "a": 1}'));
         return Response.json(out);
       }
       case '/write': return Response.json(await stub.write('k', url.searchParams.get('v')));
@@ -212,6 +214,8 @@ describe('JS RPC on Durable Object stubs', () => {
     expect(out.newest).toBe(1100);
     expect(out.spin).toEqual({ name: 'Error', limit: true });
     expect(out.after).toBe('Hello, again!');
+    // A "__proto__" key stays an own property on the other side: nothing is polluted.
+    expect(out.proto).toEqual({ own: ['__proto__', 'a'], polluted: 'no', inner: 1 });
   });
 
   it('runs concurrent calls on one actor one at a time (input gate)', async () => {
