@@ -6,8 +6,9 @@
 // events, and its writes are committed before its result returns). It is marked by its
 // method, RPC_METHOD, which is not an HTTP token: no Request a worker builds (stub.fetch())
 // and no request a client sends can carry it. Its body is one message, JSON:
-//   { t: 0 | refId, k: 'call' | 'get' | 'apply' | 'release', n: name, a: encoded args }
-// and the answer's body `{ v: encoded result }`. A callee's exception travels as an
+//   { t: 0 | refId, k: 'call' | 'get' | 'apply' | 'release', n: name, a: encoded args,
+//     p?: [{ f: from, k: 'call' | 'get', n, a? }] }
+// and the answer's body `{ v: encoded result, c?: [{ v } | { e: [name, message] }] }`. A callee's exception travels as an
 // actor's exception does (name and message; standard Error types keep their type).
 //
 // Values are structured-cloned (encode/decode below): primitives (undefined, NaN, -0 and
@@ -20,8 +21,10 @@
 // table of exports (REF_LIMIT per activation, oldest dropped first) and the caller gets a
 // stub calling it through the same actor; the stub's [Symbol.dispose]() releases it, and it
 // is gone with the activation. Pipelining: a property or method of an un-awaited call's
-// result (`stub.getCounter().increment()`) waits for the result and then reads it or calls
-// it (one round trip per call; workerd saves the extra one).
+// result (`stub.getCounter().increment()`, `await stub.get().x`) rides in the call's own
+// message (`p`: operations on its result or on earlier ones) and the answer carries each
+// one's result (`c`): one round trip, as on workerd. Once the call has gone, they wait for
+// its result and run on it.
 //
 // Runs at snapshot time: nothing here calls a host callback until used.
 import { DOMException, hostOutcome } from './web/util.js';
@@ -63,6 +66,7 @@ const DataViewCtor = DataView;
 const Uint8 = Uint8Array;
 const fromCharCode = String.fromCharCode;
 const objectIs = Object.is;
+const hasOwn = Object.hasOwn;
 const dateGetTime = Date.prototype.getTime;
 const mapEntries = Map.prototype.entries;
 const setValues = Set.prototype.values;
@@ -320,7 +324,56 @@ export async function rpcInvoke(root, text, token = null) {
       result = await ReflectApply(m.value, target, args);
     }
   }
-  return messageText({ v: encode(result, exportRef) });
+  return messageText(await withChain({ v: encode(result, exportRef) }, result, msg.p, token ? callbackRef(token) : noCallbacks, exportRef));
+}
+
+/** Marks a pipelined operation's failure among the results. */
+const FAILED = Symbol('failed');
+
+/** A pipelined operation's receiver member: a class instance's by RPC's rules, a plain object's own. */
+function pipelinedMember(from, name) {
+  if (from === null || (typeof from !== 'object' && typeof from !== 'function')) return undefined;
+  if (typeof from === 'object' && !(from instanceof RpcTarget) && isPlainObject(from)) {
+    return hasOwn(from, name) ? { value: from[name] } : undefined;
+  }
+  if (isArray(from)) return hasOwn(from, name) ? { value: from[name] } : undefined;
+  return typeof from === 'object' ? member(from, name) : undefined;
+}
+
+/**
+ * Pipelining: the operations a caller chained on the call's result before it was sent,
+ * each on the result of the call (f: 0) or of an earlier operation (f: i + 1), run in
+ * order; `answer.c[i]` is operation i's result, or its error as {e: [name, message]}.
+ */
+async function withChain(answer, result, chain, ref, byRef) {
+  if (!isArray(chain) || chain.length === 0) return answer;
+  const results = [result];
+  const out = [];
+  for (let i = 0; i < chain.length; i++) {
+    const op = chain[i];
+    try {
+      const from = results[op.f];
+      if (from !== null && typeof from === 'object' && from[FAILED] !== undefined) throw from[FAILED];
+      const name = StringCtor(op.n);
+      const m = pipelinedMember(from, name);
+      let r;
+      if (op.k === 'get') r = m === undefined ? undefined : await m.value;
+      else {
+        if (m === undefined || typeof m.value !== 'function') throw notImplemented(name);
+        r = await ReflectApply(m.value, from, op.a === undefined ? [] : decode(op.a, ref));
+      }
+      ArrayPush(results, r);
+      ArrayPush(out, { v: encode(r, byRef) });
+    } catch (err) {
+      ArrayPush(results, { [FAILED]: err });
+      let name = 'Error';
+      let message = '';
+      try { name = StringCtor(err.name); message = StringCtor(err.message); } catch { /* unprintable */ }
+      ArrayPush(out, { e: [name, message] });
+    }
+  }
+  answer.c = out;
+  return answer;
 }
 
 function bindMethod(fn, target) {
@@ -352,18 +405,28 @@ export async function rpcLocal(text) {
       result = await ReflectApply(m.value, target, args);
     }
   }
-  return messageText({ v: encode(result, noRefs) });
+  return messageText(await withChain({ v: encode(result, noRefs) }, result, msg.p, noCallbacks, noRefs));
 }
 
 // ---- the caller ------------------------------------------------------------------------
 
 const noRefs = (v) => { throw new DOMException(`RPC: ${typeof v === 'function' ? 'a function' : 'an RpcTarget'} cannot be passed back from a callback; pass data`, 'DataCloneError'); };
 
+/** An error a pipelined operation threw in the callee, as the caller sees it. */
+function remoteError(e) {
+  const Ctor = ERROR_TYPES[e[0]] ?? ErrorCtor;
+  const err = new Ctor(e[1]);
+  err.remote = true;
+  return err;
+}
+
 /**
  * A promise of a call's result whose properties pipeline: `p.x` is a promise of the
- * result's x, `p.x(...args)` calls it once the result is there.
+ * result's x, `p.x(...args)` calls it. While the call is not sent yet (see startCall), they ride in the same message (one round trip); after, they
+ * wait for the result. `pending`: the call (null when there is none to ride in), `index`:
+ * which of its results this is.
  */
-function rpcPromise(promise) {
+function rpcPromise(promise, pending = null, index = 0) {
   // A call nobody awaits must not fail later work when it rejects (isolated-vm hands an
   // isolate's unhandled rejection to whatever it runs next): it is marked handled here, and
   // whoever awaits it still sees the rejection.
@@ -375,21 +438,115 @@ function rpcPromise(promise) {
         return (...args) => ReflectApply(fn, target, args);
       }
       if (typeof key === 'symbol') return SymbolDispose === key ? () => {} : undefined;
-      return pipelined(target, key);
+      return pipelined(target, pending, index, key);
     },
   });
 }
 
-function pipelined(promise, key) {
-  const call = (...args) => rpcPromise(ReflectApply(promiseThen, promise, [(v) => {
-    const f = v === null || v === undefined ? undefined : v[key];
-    if (typeof f !== 'function') throw notImplemented(key);
-    return ReflectApply(f, v, args);
-  }]));
-  const property = () => ReflectApply(promiseThen, promise, [(v) => (v === null || v === undefined ? undefined : v[key])]);
+function pipelined(promise, pending, index, key) {
+  const ride = (k, args) => {
+    if (pending === null) return null;
+    try {
+      return pending.append(index, k, key, args);
+    } catch (err) {
+      return { promise: PromiseCtor.reject(err), index: -1 };
+    }
+  };
+  const call = (...args) => {
+    const op = ride('call', args);
+    if (op !== null) return rpcPromise(op.promise, op.index < 0 ? null : pending, op.index);
+    return rpcPromise(ReflectApply(promiseThen, promise, [(v) => {
+      const f = v === null || v === undefined ? undefined : v[key];
+      if (typeof f !== 'function') throw notImplemented(key);
+      return ReflectApply(f, v, args);
+    }]));
+  };
+  const property = () => {
+    const op = ride('get', undefined);
+    if (op !== null) return op.promise;
+    return ReflectApply(promiseThen, promise, [(v) => (v === null || v === undefined ? undefined : v[key])]);
+  };
   call.then = (res, rej) => ReflectApply(promiseThen, property(), [res, rej]);
   call.catch = (rej) => ReflectApply(promiseThen, property(), [undefined, rej]);
   return call;
+}
+
+/**
+ * One call: sent once the code that made it has run on (two microtask turns), with
+ * whatever was pipelined on it by then. `send(text, callbacks)` delivers the message's text and resolves with the
+ * answer's; `refNode(node)` makes the stub for a reference in the answer.
+ */
+function startCall(send, t, msg, refNode) {
+  // Functions and RpcTargets among the arguments are lent for the call's duration.
+  const lent = [];
+  const lend = (v) => {
+    const id = nextLocal++;
+    MapSet(localExports, id, v);
+    ArrayPush(lent, id);
+    return ['C', id, typeof v === 'function'];
+  };
+  const returnLent = () => { for (let i = 0; i < lent.length; i++) MapDelete(localExports, lent[i]); };
+  const ops = [];
+  const waiters = [];
+  let sent = false;
+  let args;
+  try {
+    args = msg.a === undefined ? undefined : encode(msg.a, lend);
+  } catch (err) {
+    returnLent();
+    return { promise: PromiseCtor.reject(err), pending: null };
+  }
+  const failAll = (err) => { for (let i = 0; i < waiters.length; i++) waiters[i].reject(err); };
+  // Sent two microtask turns from now: `await p.x` and Promise.all([p.x]) ask for `then`
+  // one turn after the expression (a thenable is resolved in a job of its own), and must
+  // still ride in this message.
+  const promise = new PromiseCtor((resolve, reject) => {
+    ReflectApply(promiseThen, ReflectApply(promiseThen, PromiseCtor.resolve(), [noop]), [() => {
+      sent = true;
+      let text;
+      try {
+        text = messageText(ops.length === 0 ? { t, k: msg.k, n: msg.n, a: args } : { t, k: msg.k, n: msg.n, a: args, p: ops });
+      } catch (err) {
+        returnLent();
+        reject(err);
+        failAll(err);
+        return;
+      }
+      ReflectApply(promiseThen, send(text, lent.length > 0), [(answerText) => {
+        returnLent();
+        let answer;
+        try {
+          answer = parse(answerText);
+          resolve(decode(answer.v, refNode));
+        } catch (err) {
+          reject(err);
+          failAll(err);
+          return;
+        }
+        for (let i = 0; i < waiters.length; i++) {
+          const c = isArray(answer.c) ? answer.c[i] : undefined;
+          try {
+            if (c === undefined) throw new ErrorCtor('RPC: the receiver did not answer a pipelined call');
+            if (c.e !== undefined) throw remoteError(c.e);
+            waiters[i].resolve(decode(c.v, refNode));
+          } catch (err) {
+            waiters[i].reject(err);
+          }
+        }
+      }, (err) => { returnLent(); reject(err); failAll(err); }]);
+    }]);
+  });
+  const pending = {
+    /** Rides an operation on result `from`; null once the call went. Throws what encoding its arguments throws. */
+    append(from, k, n, argList) {
+      if (sent) return null;
+      const a = argList === undefined ? undefined : encode(argList, lend);
+      ArrayPush(ops, a === undefined ? { f: from, k, n } : { f: from, k, n, a });
+      const p = new PromiseCtor((resolve, reject) => ArrayPush(waiters, { resolve, reject }));
+      return { promise: p, index: ops.length };
+    },
+  };
+  return { promise, pending };
 }
 
 /**
@@ -401,32 +558,13 @@ function pipelined(promise, key) {
 export function rpcStub(base, send, t = 0, callable = false) {
   let disposed = false;
   // send(text, callbacks): delivers a call message's text, resolves with the answer's text.
+  const refNode = (node) => {
+    if (node[0] !== 'F') throw new TypeErrorCtor('RPC: malformed answer');
+    return rpcStub(null, send, node[1], node[2] !== false);
+  };
   const call = (msg) => {
-    if (disposed) return PromiseCtor.reject(new ErrorCtor('RPC stub used after being disposed.'));
-    let body;
-    // Functions and RpcTargets among the arguments are lent for the call's duration.
-    const lent = [];
-    const lend = (v) => {
-      const id = nextLocal++;
-      MapSet(localExports, id, v);
-      ArrayPush(lent, id);
-      return ['C', id, typeof v === 'function'];
-    };
-    const returnLent = () => { for (let i = 0; i < lent.length; i++) MapDelete(localExports, lent[i]); };
-    try {
-      body = messageText({ t, k: msg.k, n: msg.n, a: msg.a === undefined ? undefined : encode(msg.a, lend) });
-    } catch (err) {
-      returnLent();
-      return PromiseCtor.reject(err);
-    }
-    const answer = ReflectApply(promiseThen, send(body, lent.length > 0), [(text) => {
-      returnLent();
-      return decode(parse(text).v, (node) => {
-        if (node[0] !== 'F') throw new TypeErrorCtor('RPC: malformed answer');
-        return rpcStub(null, send, node[1], node[2] !== false);
-      });
-    }, (err) => { returnLent(); throw err; }]);
-    return answer;
+    if (disposed) return { promise: PromiseCtor.reject(new ErrorCtor('RPC stub used after being disposed.')), pending: null };
+    return startCall(send, t, msg, refNode);
   };
   const dispose = () => {
     if (disposed) return;
@@ -439,13 +577,17 @@ export function rpcStub(base, send, t = 0, callable = false) {
       if (base !== null && getOwnPropertyDescriptor(base, key) !== undefined) return base[key];
       if (key === SymbolDispose) return dispose;
       if (typeof key === 'symbol' || key === 'then') return undefined;
-      const method = (...args) => rpcPromise(call({ k: 'call', n: key, a: args }));
-      method.then = (res, rej) => ReflectApply(promiseThen, call({ k: 'get', n: key }), [res, rej]);
-      method.catch = (rej) => ReflectApply(promiseThen, call({ k: 'get', n: key }), [undefined, rej]);
+      const method = (...args) => {
+        const c = call({ k: 'call', n: key, a: args });
+        return rpcPromise(c.promise, c.pending, 0);
+      };
+      method.then = (res, rej) => ReflectApply(promiseThen, call({ k: 'get', n: key }).promise, [res, rej]);
+      method.catch = (rej) => ReflectApply(promiseThen, call({ k: 'get', n: key }).promise, [undefined, rej]);
       return method;
     },
     apply(_tgt, _this, args) {
-      return rpcPromise(call({ k: 'apply', a: args }));
+      const c = call({ k: 'apply', a: args });
+      return rpcPromise(c.promise, c.pending, 0);
     },
     set: () => false,
     defineProperty: () => false,

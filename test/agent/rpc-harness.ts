@@ -24,6 +24,8 @@ export interface RpcRig {
   host: ActorHost;
   log: FakeActorLog;
   logs: LogFields[];
+  /** Calls the worker made to the actor so far (each an actor request: one round trip). */
+  actorCalls(): number;
   /** Runs a request on the caller worker; answers its status and body text. */
   call(path: string, method?: string): Promise<{ status: number; text: string }>;
   close(): Promise<void>;
@@ -54,8 +56,9 @@ export async function startRpcRig(source: string, className: string, binding = '
   const isolates: WorkerIsolate[] = [];
   // eslint-disable-next-line prefer-const
   let host: ActorHost;
+  let actorCalls = 0;
   const router: ActorRouter = {
-    fetch: (_target, id, req) => host.call(cfg, id, req),
+    fetch: (_target, id, req) => { actorCalls++; return host.call(cfg, id, req); },
   };
   const bound = new Map<string, WorkerIsolate>();
   const serviceRouter: ServiceRouter = {
@@ -98,7 +101,7 @@ export async function startRpcRig(source: string, className: string, binding = '
   isolates.push(caller);
   const dec = new TextDecoder();
   return {
-    host, log: durable, logs,
+    host, log: durable, logs, actorCalls: () => actorCalls,
     async call(path, method = 'GET') {
       const { id, response } = caller.begin({ url: `http://app.test${path}`, method, headers: [], body: null });
       try {

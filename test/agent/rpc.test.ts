@@ -61,6 +61,12 @@ export default {
     const out = {};
     switch (url.pathname) {
       case '/hello': return Response.json(await stub.sayHello('world'));
+      case '/pipe1': return Response.json(await stub.getCounter().increment(1));
+      case '/pipe-tree': {
+        const p = stub.getCounter();
+        const [inc, value, counter, missing] = await Promise.allSettled([p.increment(2), p.value, p, p.nope()]);
+        return Response.json({ inc: inc.value, value: value.value, isStub: typeof counter.value.increment, missing: show(missing.reason), after: await counter.value.value });
+      }
       case '/stray': stub.noSuchMethod(); stub.fail('type'); return new Response('sent, not awaited');
       case '/clone': {
         const cyc = { a: 1 }; cyc.self = cyc;
@@ -159,6 +165,20 @@ describe('JS RPC on Durable Object stubs', () => {
 
   it('calls a method of a class extending DurableObject (Cloudflare docs example)', async () => {
     expect(await json('/hello')).toBe('Hello, world!');
+  });
+
+  it('pipelines in one round trip: calls on an un-awaited result ride in the same message', async () => {
+    await json('/hello?o=rt');
+    const before = rig.actorCalls();
+    const n = await json('/pipe1?o=rt') as number;
+    expect(rig.actorCalls() - before).toBe(1);
+    const tree = await json('/pipe-tree?o=rt') as Record<string, unknown>;
+    // getCounter(), .increment(2), .value and .nope() in one request; then one call on the stub itself.
+    expect(rig.actorCalls() - before).toBe(3);
+    expect(tree).toEqual({
+      inc: n + 2, value: n + 2, isStub: 'function', after: n + 2,
+      missing: { name: 'TypeError', message: 'The RPC receiver does not implement the method "nope".', isTypeError: true, remote: true },
+    });
   });
 
   it('lets a call nobody awaits fail without failing the requests after it', async () => {
