@@ -36,6 +36,7 @@ export class Counter extends DurableObject {
     await this.ctx.storage.put('log', log);
     return log.length;
   }
+  async applyTo(fn) { return fn(21); }
   async log() { return (await this.ctx.storage.get('log')) ?? []; }
 }
 export default {
@@ -53,6 +54,7 @@ export default {
       case '/read': return Response.json(await stub.read());
       case '/append': return Response.json(await stub.append(url.searchParams.get('t')));
       case '/log': return Response.json(await stub.log());
+      case '/callback': try { return Response.json(await stub.applyTo((x) => x * 2)); } catch (e) { return Response.json(show(e)); }
       case '/errors': {
         const out = {};
         try { await stub.fail(); } catch (e) { out.fail = show(e); }
@@ -105,6 +107,13 @@ describe('JS RPC across agents', () => {
     // Pipelined through an RpcTarget the actor returns, from the agent that does not own it.
     expect(JSON.parse((await call(other, '/tally?actor=a1&by=100')).text)).toBe(111);
     for (const via of [owner, other]) expect(JSON.parse((await call(via, '/read?actor=a1')).text)).toBe(111);
+  });
+
+  it('calls back into the caller on the owner\'s agent, and says so where it cannot (another agent)', async () => {
+    expect(JSON.parse((await call(owner, '/callback?actor=a1')).text)).toBe(42);
+    expect(JSON.parse((await call(other, '/callback?actor=a1')).text)).toEqual({
+      name: 'Error', message: 'RPC stub used after the call it was passed to ended (or its caller is on another agent, where calling back is not supported)',
+    });
   });
 
   it('rethrows errors with name and message across agents, and workerd\'s wording for a missing method', async () => {
