@@ -391,7 +391,7 @@ export class WorkerIsolate implements IsolateOwner {
       const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
         throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : err;
       }) as string[];
-      if (!actor && !handlers.includes('fetch')) {
+      if (!actor && !handlers.includes('fetch') && !handlers.includes('rpc')) {
         throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
       }
       if (w.dead) throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : 'its isolate died while loading');

@@ -99,7 +99,11 @@ function init(namespace, envData, options) {
   entry = isEntrypointClass(def) ? entrypointAdapter(def) : def;
   rpcEntry = (text, ctx, url, token) => workerRpc(namespace, text, ctx, url, token);
   exportsOf = namespace;
-  if (entry !== def) for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
+  if (entry !== def) {
+    for (const k of ['fetch', 'scheduled', 'queue', 'tail']) if (typeof def.prototype[k] === 'function') push(handlers, k);
+    // A WorkerEntrypoint serves RPC (service bindings) even without a fetch() method.
+    push(handlers, 'rpc');
+  }
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
   for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));

@@ -67,7 +67,8 @@ export default class Math extends WorkerEntrypoint {
 
 const LAST = `
 import { WorkerEntrypoint } from 'cloudflare:workers';
-export default class extends WorkerEntrypoint { square(n) { return 'last:' + n * n; } fetch() { return new Response('last'); } }`;
+// RPC only: no fetch() method, as a WorkerEntrypoint may be.
+export default class extends WorkerEntrypoint { square(n) { return 'last:' + n * n; } }`;
 
 const PLAIN = `export default { fetch() { return new Response('plain'); } };`;
 
@@ -128,6 +129,8 @@ describe('service bindings', () => {
 
   it('env.X.fetch() reaches the bound worker\'s default export, or the named entrypoint the binding names', async () => {
     expect(await get('front.app.test', '/fetch')).toEqual({ status: 200, text: '200 POST /hello b ping | greeter fetch /hi' });
+    // A WorkerEntrypoint without fetch() loads (it serves RPC); a client request to it is an error.
+    expect((await get('last.app.test', '/')).status).toBe(500);
   });
 
   it('RPC reaches the default and named entrypoints, chains A -> B -> C, and rethrows errors', async () => {
