@@ -73,6 +73,8 @@ export interface ActorDefinition {
   actor: string;
   /** Default BLOCK_CONCURRENCY_TIMEOUT_MS. */
   blockConcurrencyTimeoutMs?: number;
+  /** SQLite-backed (spec.storage.backend: sqlite): the activation's storage is a SqlActorStorage. */
+  sqlite?: boolean;
 }
 
 /** Which actor an activation is, and its storage (built by the host from the committed state). */
@@ -123,6 +125,7 @@ export class ActorIsolate {
       id: activation.id,
       name: activation.name,
       blockTimeoutMs: def.blockConcurrencyTimeoutMs ?? BLOCK_CONCURRENCY_TIMEOUT_MS,
+      sqlite: def.sqlite === true,
     });
     const a = new ActorIsolate(def, activation.id, activation.storage, w);
     try {
@@ -222,6 +225,15 @@ export class ActorIsolate {
     const r = await this.isolate.actorEvent('alarm', { retryCount, isRetry });
     this.checkReset(r.reset);
     if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
+  }
+
+  /**
+   * A SQLite-backed actor hands its database file to its storage (sqlCheckpoint), for the
+   * snapshot the host is about to write. Run between events only.
+   */
+  async prepareSnapshot(): Promise<void> {
+    const r = await this.isolate.actorEvent('sqlExport', null);
+    this.checkReset(r.reset);
   }
 
   /** WebSockets accepted by the actor and still open (the actor stays active while any is). */

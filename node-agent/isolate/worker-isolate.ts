@@ -284,7 +284,7 @@ export class WorkerIsolate implements IsolateOwner {
    * the same CPU and wall budgets as a request; the isolate is busy until it settles.
    * Rejects like a request (WorkerLimitError, WorkerScriptError) when the call fails.
    */
-  async actorEvent(op: 'construct' | 'alarm' | 'gate', arg: unknown): Promise<{ reset: string | null; error: string | null }> {
+  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlExport', arg: unknown): Promise<{ reset: string | null; error: string | null }> {
     if (!this.actor) throw new Error(`worker ${this.def.name}: not an actor isolate`);
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
@@ -343,7 +343,7 @@ export class WorkerIsolate implements IsolateOwner {
         throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
       }
       // The isolate gets the env less what the worker must not see (ai server URLs).
-      const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs };
+      const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
       const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {

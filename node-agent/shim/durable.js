@@ -29,6 +29,7 @@ import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
 import { sleep } from './web/timers.js';
 import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
+import { exportSql, noSql, openSql, sqlStorage } from './sql.js';
 
 const freeze = Object.freeze;
 const stringify = JSON.stringify;
@@ -393,7 +394,8 @@ export function actorInit(namespace, options, env, workerName) {
   const canAlarm = () => typeof (actor && actor.instance ? actor.instance : cls.prototype).alarm === 'function';
   const state = freeze({
     id: new DurableObjectId(INTERNAL, StringCtor(options.id), options.name === undefined || options.name === null ? undefined : StringCtor(options.name), null),
-    storage: makeStorage(canAlarm),
+    // SQLite-backed (spec.storage.backend: sqlite): the database is opened by 'construct'.
+    storage: options.sqlite ? sqlStorage(makeStorage(canAlarm)) : noSql(makeStorage(canAlarm)),
     blockConcurrencyWhile(callback) {
       return blockConcurrencyWhile(callback, blockTimeoutMs);
     },
@@ -403,7 +405,7 @@ export function actorInit(namespace, options, env, workerName) {
       }));
     },
   });
-  actor = { className, cls, instance: null, state, env, workerName };
+  actor = { className, cls, instance: null, state, env, workerName, sqlite: !!options.sqlite };
   // The runtime dispatches requests to this as to a default export's fetch(request, env, ctx).
   const adapter = {
     async fetch(request, _env, ctx) {
@@ -459,6 +461,7 @@ export async function actorEvent(op, arg) {
   if (op === 'construct') {
     if (actor.instance !== null) throw new ErrorCtor('edge-isolates shim: the actor is already constructed');
     try {
+      if (actor.sqlite) await openSql();
       actor.instance = new actor.cls(actor.state, actor.env);
     } catch (err) {
       error = `the constructor of ${actor.className} threw: ${errorText(err)}`;
@@ -476,6 +479,8 @@ export async function actorEvent(op, arg) {
         error = `alarm() threw: ${errorText(err)}`;
       }
     }
+  } else if (op === 'sqlExport') {
+    exportSql();
   } else if (op !== 'gate') {
     throw new ErrorCtor(`edge-isolates shim: unknown actor event ${StringCtor(op)}`);
   }
