@@ -199,8 +199,9 @@ function outValue(v) {
 
 function sqlError(err) {
   if (err !== null && typeof err === 'object' && typeof err.code === 'string' && typeof err.message === 'string') {
-    const e = new ErrorCtor(`${err.message}: ${err.code}`);
-    return e;
+    // workerd names the primary result code (SQLITE_CONSTRAINT, not SQLITE_CONSTRAINT_CHECK).
+    const code = /^SQLITE_[A-Z]+/.exec(err.code);
+    return new ErrorCtor(`${err.message}: ${code === null ? err.code : code[0]}`);
   }
   if (typeof err === 'string') return new ErrorCtor(err);
   return err;

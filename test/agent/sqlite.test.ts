@@ -18,9 +18,10 @@ const EVAL_ACTOR = `
 export class Db {
   constructor(state, env) { this.state = state; }
   async fetch(request) {
-    const state = this.state, storage = state.storage, sql = storage.sql;
+    const state = this.state, storage = state.storage;
     const body = await request.text();
     try {
+      const sql = storage.sql;
       const value = await (new Function('state', 'storage', 'sql', 'return (async () => {' + body + '})()'))(state, storage, sql);
       return new Response(JSON.stringify({ value: value === undefined ? null : value }, (k, v) => typeof v === 'bigint' ? String(v) : v instanceof ArrayBuffer ? { bytes: [...new Uint8Array(v)] } : v));
     } catch (err) {
@@ -119,5 +120,157 @@ describe('SQLite-backed actor: the cursor API', () => {
     // Rebuilt from the log: the same rows.
     await h.restart();
     expect(await h.value(`return sql.exec('SELECT id, name FROM t ORDER BY id').toArray();`)).toEqual([{ id: 1, name: 'a' }, { id: 2, name: 'b' }]);
+  });
+});
+
+describe('SQLite-backed actor: transactions, KV on the same database, determinism', () => {
+  it('transactionSync commits together and rolls back on throw (statements and their log entries)', async () => {
+    const h = new Harness(def());
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE acct (name TEXT PRIMARY KEY, bal INTEGER NOT NULL CHECK (bal >= 0))'); sql.exec("INSERT INTO acct VALUES ('a', 10), ('b', 0)");`);
+    // A transfer that would overdraw: the first UPDATE is undone with the second's failure.
+    expect(await h.value(`
+      try {
+        storage.transactionSync(() => {
+          sql.exec("UPDATE acct SET bal = bal + 20 WHERE name = 'b'");
+          sql.exec("UPDATE acct SET bal = bal - 20 WHERE name = 'a'");
+        });
+        return 'committed';
+      } catch (e) { return 'rolled back: ' + e.message; }
+    `)).toBe('rolled back: CHECK constraint failed: bal >= 0: SQLITE_CONSTRAINT');
+    // A JavaScript throw rolls back too; a value returned is transactionSync's result.
+    expect(await h.value(`
+      try { storage.transactionSync(() => { sql.exec("UPDATE acct SET bal = 99"); throw new Error('changed my mind'); }); } catch (e) {}
+      return storage.transactionSync(() => { sql.exec("UPDATE acct SET bal = bal - 5 WHERE name = 'a'"); sql.exec("UPDATE acct SET bal = bal + 5 WHERE name = 'b'"); return 'ok'; });
+    `)).toBe('ok');
+    const expected = [{ name: 'a', bal: 5 }, { name: 'b', bal: 5 }];
+    expect(await h.value(`return sql.exec('SELECT * FROM acct ORDER BY name').toArray();`)).toEqual(expected);
+    await h.restart();
+    expect(await h.value(`return sql.exec('SELECT * FROM acct ORDER BY name').toArray();`)).toEqual(expected);
+  });
+
+  it('the async and synchronous KV APIs and alarms live in the same database and commit', async () => {
+    const h = new Harness(def());
+    await h.activate();
+    expect(await h.value(`
+      await storage.put('k1', { nested: [1, 2n, new Date(5)] });
+      await storage.put({ k2: 'two', k3: new Uint8Array([3]) });
+      storage.kv.put('k4', 4);
+      await storage.setAlarm(Date.now() + 3_600_000);
+      const listed = [...(await storage.list({ prefix: 'k', reverse: true, limit: 3 })).keys()];
+      return { k1: (await storage.get('k1')).nested.length, k4: storage.kv.get('k4'), listed, sync: [...storage.kv.list({ start: 'k2', end: 'k4' })].map(([k]) => k), deleted: await storage.delete(['k3', 'nope']) };
+    `)).toEqual({ k1: 3, k4: 4, listed: ['k4', 'k3', 'k2'], sync: ['k2', 'k3'], deleted: 1 });
+    // The tenant's SQL cannot see the KV table.
+    expect(await h.error(`return sql.exec('SELECT * FROM _cf_KV').toArray();`)).toMatchObject({ message: 'access to _cf_KV is prohibited: SQLITE_AUTH' });
+    expect(h.committed.alarm).not.toBeNull();
+    await h.restart();
+    expect(await h.value(`return { k1: (await storage.get('k1')).nested[1] === 2n, k2: await storage.get('k2'), k3: (await storage.get('k3')) ?? null, alarm: (await storage.getAlarm()) !== null };`))
+      .toEqual({ k1: true, k2: 'two', k3: null, alarm: true });
+    // A transaction() that throws undoes its KV writes (and its SQL).
+    await h.value(`try { await storage.transaction(async (txn) => { await txn.put('k2', 'changed'); sql.exec('CREATE TABLE x (a)'); throw new Error('no'); }); } catch {}`);
+    expect(await h.value(`return { k2: await storage.get('k2'), x: sql.exec("SELECT count(*) AS n FROM sqlite_master WHERE name = 'x'").one().n };`)).toEqual({ k2: 'two', x: 0 });
+  });
+
+  it("random(), randomblob() and 'now' replay to the values they first had", async () => {
+    const h = new Harness(def());
+    await h.activate();
+    const first = await h.value(`
+      sql.exec('CREATE TABLE r (a, b, c, d)');
+      sql.exec("INSERT INTO r VALUES (random(), hex(randomblob(8)), datetime('now', 'subsec'), abs(random()) % 1000)");
+      await new Promise((r) => setTimeout(r, 5));
+      sql.exec("INSERT INTO r SELECT random(), hex(randomblob(4)), CURRENT_TIMESTAMP, unixepoch('subsec') FROM r");
+      return sql.exec('SELECT * FROM r').raw().toArray();
+    `);
+    await h.restart();
+    expect(await h.value(`return sql.exec('SELECT * FROM r').raw().toArray();`)).toEqual(first);
+  });
+});
+
+describe('SQLite-backed actor: what Workers refuses, and its limits', () => {
+  it('refuses transactions in SQL, ATTACH, PRAGMAs off the list and _cf_ tables; each a catchable error, nothing committed lost', async () => {
+    const h = new Harness(def());
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE keep (v)'); sql.exec('INSERT INTO keep VALUES (1)');`);
+    const refused = await h.value(`
+      const out = {};
+      const t = (name, q) => { try { sql.exec(q); out[name] = 'ran'; } catch (e) { out[name] = e.message; } };
+      t('begin', 'BEGIN TRANSACTION');
+      t('savepoint', 'SAVEPOINT x');
+      t('commit', '  commit');
+      t('attach', "ATTACH DATABASE 'other.db' AS other");
+      t('pragma', 'PRAGMA writable_schema = ON');
+      t('pragmaOk', 'PRAGMA table_info(keep)');
+      t('cf', 'CREATE TABLE "_CF_mine" (a)');
+      t('cfLater', 'INSERT INTO keep VALUES (2); DROP TABLE _cf_KV');
+      return out;
+    `) as Record<string, string>;
+    expect(refused.begin).toMatch(/^To execute a transaction, please use the state.storage.transaction\(\) or state.storage.transactionSync\(\) APIs/);
+    expect(refused.savepoint).toBe(refused.begin);
+    expect(refused.commit).toBe(refused.begin);
+    expect(refused.attach).toBe('not authorized: SQLITE_AUTH');
+    expect(refused.pragma).toBe('not authorized: SQLITE_AUTH');
+    expect(refused.pragmaOk).toBe('ran');
+    expect(refused.cf).toBe('access to _CF_mine is prohibited: SQLITE_AUTH');
+    // Statements before a refused one in the same exec ran (and were logged), as in SQLite's own multi-statement exec.
+    expect(refused.cfLater).toBe('access to _cf_KV is prohibited: SQLITE_AUTH');
+    await h.restart();
+    expect(await h.value(`return sql.exec('SELECT v FROM keep ORDER BY v').raw().toArray();`)).toEqual([[1], [2]]);
+  });
+
+  it('statement length, bindings, value size and database size limits are errors the caller catches', async () => {
+    const h = new Harness(def({ memoryMiB: 128 }));
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE big (v)'); sql.exec('INSERT INTO big VALUES (1)');`);
+    const out = await h.value(`
+      const out = {};
+      const t = (name, f) => { try { f(); out[name] = 'ran'; } catch (e) { out[name] = e.name + ': ' + e.message; } };
+      t('longStatement', () => sql.exec('SELECT 1' + ' '.repeat(100_001)));
+      t('bindings', () => sql.exec('SELECT 1', ...new Array(101).fill(1)));
+      t('bigString', () => sql.exec('INSERT INTO big VALUES (?)', 'x'.repeat(2 * 1024 * 1024 + 1)));
+      t('bigBlob', () => sql.exec('INSERT INTO big VALUES (?)', new Uint8Array(2 * 1024 * 1024 + 1)));
+      t('badType', () => sql.exec('INSERT INTO big VALUES (?)', {}));
+      // Past the database cap (spec.storage.maxBytesPerActor, 10 MiB here): SQLite refuses the statement whole.
+      t('full', () => sql.exec('INSERT INTO big SELECT zeroblob(1024 * 1024) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) SELECT x FROM c)'));
+      out.rows = sql.exec('SELECT count(*) AS n FROM big').one().n;
+      return out;
+    `) as Record<string, string | number>;
+    expect(out.longStatement).toMatch(/^RangeError: statement too long: SQLITE_TOOBIG/);
+    expect(out.bindings).toMatch(/^RangeError: too many SQL variables/);
+    expect(out.bigString).toMatch(/^RangeError: string or blob too big: SQLITE_TOOBIG/);
+    expect(out.bigBlob).toMatch(/^RangeError: string or blob too big: SQLITE_TOOBIG/);
+    expect(out.badType).toMatch(/^TypeError: Wrong type for binding 1/);
+    expect(out.full).toBe('Error: database or disk is full: SQLITE_FULL');
+    expect(out.rows).toBe(1);
+    await h.restart();
+    expect(await h.value(`return sql.exec('SELECT count(*) AS n FROM big').one().n;`)).toBe(1);
+  });
+
+  it('ctx.storage.sql on a KV-backed class throws as workerd does', async () => {
+    const p = await actorPool();
+    const { ActorStorage } = await import('../../node-agent/bindings/actor-storage.js');
+    const storage = new ActorStorage(emptyState(), { maxBytes: 1 << 20, actor: 'test/kv' });
+    const a = await ActorIsolate.activate({ worker: workerDef(EVAL_ACTOR), className: 'Db', actor: 'test/kv' }, { id: ID, storage }, p.take(128), testHooks());
+    live.push(a);
+    const r = JSON.parse(text(await a.fetch(request('http://actor/', { method: 'POST', body: 'return 1;' })))) as Outcome;
+    expect(r.error).toMatchObject({ message: 'SQL is not enabled for this Durable Object class.' });
+    a.dispose('shutdown');
+  });
+});
+
+describe('SQLite-backed actor: snapshots keep replay bounded', () => {
+  it('after a snapshot a new activation replays only the log after it, and holds the same database', async () => {
+    const h = new Harness(def(), { snapshotLogEntries: 25 });
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE n (i INTEGER PRIMARY KEY, r)');`);
+    for (let i = 1; i <= 30; i++) await h.value(`sql.exec('INSERT INTO n VALUES (?, random())', ${i});`);
+    const before = await h.value(`return sql.exec('SELECT * FROM n').raw().toArray();`);
+    const keys = [...h.committed.values.keys()];
+    expect(keys).toContain(SQL_DB_KEY);
+    const tail = keys.filter((k) => k.startsWith(SQL_LOG_PREFIX));
+    expect(tail.length).toBeLessThan(25);
+    await h.restart();
+    expect(h.storage.lastReplay.entries).toBe(tail.length);
+    expect(h.storage.lastReplay.snapshotBytes).toBeGreaterThan(0);
+    expect(await h.value(`return sql.exec('SELECT * FROM n').raw().toArray();`)).toEqual(before);
   });
 });
