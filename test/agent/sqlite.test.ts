@@ -274,3 +274,66 @@ describe('SQLite-backed actor: snapshots keep replay bounded', () => {
     expect(await h.value(`return sql.exec('SELECT * FROM n').raw().toArray();`)).toEqual(before);
   });
 });
+
+describe('SQLite-backed actor: hostile queries hurt only their actor', () => {
+  it('a runaway recursive CTE is stopped by the CPU limit while another isolate keeps answering; the database is intact after', async () => {
+    const h = new Harness(def({ cpuMsPerRequest: 300, wallMsPerRequest: 5000 }));
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE keep (v)'); sql.exec('INSERT INTO keep VALUES (42)');`);
+    const p = await actorPool();
+    const { WorkerIsolate } = await import('../../node-agent/isolate/worker-isolate.js');
+    let n = 0;
+    const other = await WorkerIsolate.load(workerDef('export default { fetch() { return new Response("healthy"); } }', { name: 'neighbour' }), p.take(128), testHooks());
+    try {
+      let done = false;
+      let answered = 0;
+      const neighbour = (async () => {
+        while (!done) {
+          const { id, response } = other.begin({ url: 'http://n/', method: 'GET', headers: [], body: null });
+          const res = await response;
+          await other.finish(id);
+          if (res.status === 200) answered += 1;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      const runaway = h.a.fetch(request('http://actor/', { method: 'POST', body: `return sql.exec('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c').one();` }));
+      const outcome = await runaway.then(() => 'answered', (err: Error) => `${err.name}: ${err.message}`);
+      done = true;
+      await neighbour;
+      n = answered;
+      expect(outcome).toMatch(/^WorkerLimitError: .*CPU/);
+      expect(h.a.dead).toBe(true);
+    } finally {
+      other.dispose('shutdown');
+    }
+    // The neighbour answered all the while the query ran (its isolate, and the agent's thread, were never blocked).
+    expect(n).toBeGreaterThan(3);
+    h.storage.discardPending();
+    await h.activate();
+    expect(await h.value(`return sql.exec('SELECT v FROM keep').one().v;`)).toBe(42);
+  });
+
+  it('memory bombs: SQLite out of memory is a catchable error; a result too big for the heap costs the actor its isolate, nothing committed', async () => {
+    const h = new Harness(def({ memoryMiB: 64, cpuMsPerRequest: 10_000 }));
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE keep (v)'); sql.exec('INSERT INTO keep VALUES (7)');`);
+    // A value past what the actor's WebAssembly memory (its memory limit) can hold.
+    const oom = await h.error(`sql.exec('INSERT INTO keep VALUES (8)'); return sql.exec('SELECT hex(zeroblob(100000000)) AS h').one().h.length;`);
+    expect(oom.message).toMatch(/out of memory|too big/);
+    // 200 rows of 1 MB each, gathered into the JavaScript heap.
+    const bomb = h.a.fetch(request('http://actor/', { method: 'POST', body: `return sql.exec('WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) SELECT zeroblob(1000000) AS z FROM c').toArray().length;` }));
+    const outcome = await bomb.then((r) => text(r), (err: Error) => err.name);
+    // Either V8 refuses the allocation (a RangeError the actor's code could catch) or the
+    // isolate is disposed for its memory limit; the agent and other isolates are untouched.
+    expect(outcome).toMatch(/^WorkerLimitError$|"name":"RangeError","message":"Array buffer allocation failed"/);
+    if (h.a.dead) {
+      h.storage.discardPending();
+      await h.activate();
+    } else {
+      h.commit();
+      expect(await h.value(`return sql.exec('SELECT v FROM keep ORDER BY v').raw().toArray();`)).toEqual([[7], [8]]);
+      await h.restart();
+    }
+    expect(await h.value(`return sql.exec('SELECT v FROM keep ORDER BY v').raw().toArray();`)).toEqual([[7], [8]]);
+  });
+});
