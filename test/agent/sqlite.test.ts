@@ -337,3 +337,41 @@ describe('SQLite-backed actor: hostile queries hurt only their actor', () => {
     expect(await h.value(`return sql.exec('SELECT v FROM keep ORDER BY v').raw().toArray();`)).toEqual([[7], [8]]);
   });
 });
+
+describe('public code: durable-utils SQL migrations, bundled unmodified', () => {
+  it('runs its migrations once, keeps their data across activations, and applies a new one on the next version', async () => {
+    const { bundleWorker } = await import('../../cli/deploy.js');
+    const { fileURLToPath } = await import('node:url');
+    const bundled = await bundleWorker(fileURLToPath(new URL('./fixtures/sql-migrations-actor.js', import.meta.url)));
+    if (!('code' in bundled)) throw new Error(bundled.errors);
+    const v1: ActorDefinition = { worker: workerDef(bundled.code), className: 'NotesV1', actor: 'test/notes', sqlite: true };
+    const h = new Harness(v1);
+    await h.activate();
+    const call = async (path: string) => {
+      const res = await h.a.fetch(request(`http://actor${path}`));
+      h.commit();
+      return JSON.parse(text(res)) as { ran: { rowsRead: number; rowsWritten: number }; columns: string[]; notes: Record<string, unknown>[]; last: number };
+    };
+    const first = await call('/add?body=hello');
+    expect(first.columns).toEqual(['id', 'body', 'created_at']);
+    expect(first.notes).toEqual([{ id: 1, body: 'hello', created_at: '2024-01-01' }]);
+    expect(first.last).toBe(2);
+    await h.restart();
+    const again = await call('/add?body=world');
+    expect(again.ran).toEqual({ rowsRead: 0, rowsWritten: 0 });
+    expect(again.notes.map((n) => n.body)).toEqual(['hello', 'world']);
+    // The next version of the class adds a migration: only it runs, on the same database.
+    h.a.dispose('replaced');
+    const h2 = Object.assign(new Harness({ ...v1, className: 'NotesV2' }), { committed: h.committed });
+    await h2.activate();
+    const res = await h2.a.fetch(request('http://actor/'));
+    h2.commit();
+    const v2 = JSON.parse(text(res)) as typeof first;
+    expect(v2.columns).toEqual(['id', 'body', 'created_at', 'tag']);
+    expect(v2.notes.map((n) => n.tag)).toEqual(['old', 'old']);
+    expect(v2.last).toBe(3);
+    await h2.restart();
+    const r2 = JSON.parse(text(await h2.a.fetch(request('http://actor/')))) as typeof first;
+    expect(r2).toMatchObject({ last: 3, columns: ['id', 'body', 'created_at', 'tag'] });
+  });
+});
