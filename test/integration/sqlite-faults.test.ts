@@ -9,6 +9,7 @@ import { actorClassKey, workerKey } from '../../common/keys.js';
 import { createLogger } from '../../common/log.js';
 import { connectNats, encodeJson, type ActorConfig, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
 import { provisionNats } from '../../common/nats-provision.js';
+import { ActorLog } from '../../common/actor-log.js';
 import { EDGE_BIN } from '../../cli/local/cluster.js';
 import { freePort, waitFor } from '../../cli/local/ports.js';
 import { ManagedProcess } from '../../cli/local/process.js';
@@ -119,6 +120,8 @@ describe('SQLite-backed actor: exact after SIGKILL and SIGSTOP of the owner with
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', REGION, '--node', node,
       '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--peer-listen', '127.0.0.1:0',
       '--pool-size', '1', '--presence-ttl-ms', String(TTL_MS), '--isolate-hosts', '0',
+      // Snapshots every few dozen INSERTs: owners change while snapshots and log tails are both in play.
+      '--sql-snapshot-entries', '40',
     ], { logFile: join(dir, `${node}.log`), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: PEER_TOKEN, EDGE_ADMIN_TOKEN: ADMIN_TOKEN } });
     const a = { node, port, admin, proc };
     agents.push(a);
@@ -236,5 +239,12 @@ describe('SQLite-backed actor: exact after SIGKILL and SIGSTOP of the owner with
     for (const t of t2.seen) seen.add(t);
 
     await checkExact(actor, all, seen, caller);
+    // Snapshots were taken along the way (every 40 statements), so a new owner reads the
+    // database file and a short tail of the log, not the whole history.
+    const loaded = await (await ActorLog.open({ nc, log: quiet })).load({ namespace: NS, actor: 'ledgers', id: (await timed(caller, `/id?actor=${actor}`)).text });
+    expect(loaded.snapshot).not.toBeNull();
+    expect(loaded.state.values.has('sql.db')).toBe(true);
+    expect([...loaded.state.values.keys()].filter((k) => k.startsWith('sql.log.')).length).toBeLessThan(200);
+    console.log(`${actor}: snapshot of ${loaded.snapshot!.bytes} bytes, ${loaded.commitsSinceSnapshot} commits after it`);
   });
 });
