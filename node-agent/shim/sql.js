@@ -213,8 +213,6 @@ function sqlError(err) {
 let SQL = null;
 let db = null;
 let maxBytes = 0;
-/** Entries logged since the activation began (the snapshot policy looks at it). */
-let loggedBytes = 0;
 let txnDepth = 0;
 
 /** Runs one prepared statement to the end; returns { columns, rows, changes }. */
@@ -278,7 +276,6 @@ function run(query, params, trusted) {
 }
 
 function logEntry(entry) {
-  loggedBytes += entry.sql.length + 24;
   host.storage('sqlLog', entry);
 }
 
@@ -364,12 +361,13 @@ export function exportSql() {
 // ---- the cursor ------------------------------------------------------------------------------
 
 class SqlStorageCursor {
-  #columns;
+  #columns = [];
   #rows;
   #next = 0;
   #read;
   #written;
   constructor(result) {
+    if (result === null || typeof result !== 'object' || !isArray(result.rows)) throw new TypeErrorCtor('Illegal constructor: cursors are made by sql.exec()');
     this.#columns = result.columns;
     this.#rows = result.rows;
     this.#read = result.rowsRead;
@@ -450,6 +448,9 @@ class SqlStorage {
     const { pages, size } = pageCount();
     return pages * size;
   }
+
+  /** The cursor class, for `instanceof` (workerd's `sql.Cursor`). */
+  get Cursor() { return SqlStorageCursor; }
 }
 freeze(SqlStorageCursor.prototype);
 freeze(SqlStorage.prototype);
@@ -640,7 +641,6 @@ export function sqlStorage(alarms) {
     },
     async sync() {},
   };
-  defineProperty(storage, 'loggedBytes', { get: () => loggedBytes, enumerable: false });
   return freeze(storage);
 }
 
