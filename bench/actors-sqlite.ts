@@ -88,7 +88,7 @@ async function concurrent(tool: Loadgen, port: number, connections: number, dura
 
 async function edgeSide(ctx: ActorCtx, d: string): Promise<Side> {
   const { cfg } = ctx;
-  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: 1, presenceTtlMs: 1000, isolateHosts: 0 });
+  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: 1, presenceTtlMs: 1000, ...(process.env.BENCH_SQL_HOSTS ? { isolateHosts: Number(process.env.BENCH_SQL_HOSTS) } : { isolateHosts: 0 }) });
   try {
     const kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
@@ -105,7 +105,7 @@ async function edgeSide(ctx: ActorCtx, d: string): Promise<Side> {
       const r = await httpRequest({ port: agent.port, host: HOST, path: '/', timeoutMs: 10_000 }).catch(() => undefined);
       if (r?.status === 200) break;
       if (performance.now() > deadline) {
-        const why = readFileSync(agent.proc.logFile, 'utf8').split('\n').filter((l) => /"level":"(warn|error)"/.test(l)).slice(-3).join('\n');
+        const why = readdirSync(cluster.cp.dir).filter((f) => f.endsWith('.log')).flatMap((f) => readFileSync(join(cluster.cp.dir, f), 'utf8').split('\n').filter((l) => /"level":"(warn|error)"|cordon/i.test(l))).slice(-8).join('\n');
         const da = await kube.request<{ status?: unknown }>('GET', crPath('durableactors', NS, DA));
         throw new Error(`the SQLite actor does not answer within 30 s (last: ${r?.status} ${r?.body.slice(0, 200)}); DurableActor status ${JSON.stringify(da.status)}; the agent logged:\n${why}`);
       }

@@ -66,9 +66,10 @@ runs is cut (its connection closes; an actor not yet released goes to the next o
 Keep the pod's terminationGracePeriodSeconds above the two together.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
---sql-snapshot-entries N (default 2000): a SQLite-backed actor's log is snapshotted (its
+--sql-snapshot-entries N (default 1000): a SQLite-backed actor's log is snapshotted (its
 database file) once this many statements were logged since the last snapshot, or 1 MiB
-of them (or half the database, if more), so a new owner replays at most that much.
+of them (or half the database, if more), or statements that took 300 ms to run, so a
+new owner replays at most that much.
 --isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,
 namespaces spread over them, this process keeping only the HTTP front, the admin port and
 the presence; a V8 fatal error then takes down one host's namespaces (answered 503 until it

@@ -5,7 +5,7 @@ import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import type { WarmIsolate } from '../isolate/pool.js';
 import {
-  WorkerIsolate, WorkerScriptError,
+  STARTUP_CPU_MS, STARTUP_WALL_MS, WorkerIsolate, WorkerScriptError,
   type DisposalReason, type IsolateHooks, type WorkerDefinition,
 } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
@@ -129,6 +129,15 @@ export class ActorIsolate {
     });
     const a = new ActorIsolate(def, activation.id, activation.storage, w);
     try {
+      if (def.sqlite) {
+        // Opening the database (compiling SQLite's module, restoring the snapshot, replaying
+        // the log after it) is the platform's work, not the first request's: it runs under
+        // the startup budget on top of a request's (replay is bounded by the snapshot
+        // policy, bindings/sql-storage.ts, to about that).
+        const limits = def.worker.limits;
+        const r = await w.actorEvent('sqlOpen', null, { cpuMs: STARTUP_CPU_MS + limits.cpuMsPerRequest, wallMs: STARTUP_WALL_MS + limits.wallMsPerRequest });
+        if (r.error !== null) throw new WorkerScriptError(def.worker.name, `actor ${def.actor} ${a.id}: ${r.error}`);
+      }
       const r = await w.actorEvent('construct', null);
       if (r.error !== null) throw new WorkerScriptError(def.worker.name, `actor ${def.actor} ${a.id}: ${r.error}`);
       a.checkReset(r.reset);

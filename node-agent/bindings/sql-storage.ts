@@ -29,8 +29,14 @@ const INDEX_DIGITS = 12;
 
 /** A snapshot is taken once the log since the last one holds this many bytes (or half the database, if more)... */
 export const SQL_SNAPSHOT_LOG_BYTES = 1024 * 1024;
-/** ...or this many statements. */
-export const SQL_SNAPSHOT_LOG_ENTRIES = 2000;
+/** ...or this many statements... */
+export const SQL_SNAPSHOT_LOG_ENTRIES = 1000;
+/**
+ * ...or statements that took this long to run (wall time, an upper bound of their CPU):
+ * replay must fit in the budget a new activation opens the database with (the startup
+ * budget plus one request's, node-agent/actors/isolate.ts).
+ */
+export const SQL_SNAPSHOT_LOG_MS = 300;
 
 /** One logged statement: replayed exactly as it ran (the PRNG seed and 'now' it saw). */
 export interface SqlLogEntry {
@@ -38,6 +44,8 @@ export interface SqlLogEntry {
   params: (string | number | bigint | null | Uint8Array)[];
   seed: number;
   time: number;
+  /** How long it took to run (ms), what replay will take about. */
+  ms?: number;
 }
 
 export interface SqlStorageOptions extends ActorStorageOptions {
@@ -66,7 +74,8 @@ function checkEntry(e: unknown): SqlLogEntry {
       throw new TypeError('storage: malformed SQL log entry binding');
     }
   }
-  return { sql: x.sql, params: x.params, seed: x.seed!, time: x.time };
+  const ms = typeof x.ms === 'number' && Number.isFinite(x.ms) && x.ms >= 0 ? x.ms : 0;
+  return { sql: x.sql, params: x.params, seed: x.seed!, time: x.time, ms };
 }
 
 export class SqlActorStorage extends ActorStorage {
@@ -74,6 +83,8 @@ export class SqlActorStorage extends ActorStorage {
   /** Log entries (and their bytes) not yet covered by sql.db. */
   private logEntries = 0;
   private logBytes = 0;
+  /** Run time of the entries not covered by sql.db, by key. */
+  private readonly logMs = new Map<string, number>();
   private readonly snapshotLogBytes: number;
   private readonly snapshotLogEntries: number;
   /** Called when writes the isolate's database already holds are dropped: the isolate must go. */
@@ -113,8 +124,10 @@ export class SqlActorStorage extends ActorStorage {
   }
 
   private logStatement(entry: unknown): void {
-    const bytes = encodeValue(checkEntry(entry));
+    const e = checkEntry(entry);
+    const bytes = encodeValue(e);
     const key = indexKey(this.nextIndex++);
+    this.logMs.set(key, e.ms ?? 0);
     this.record({ op: 'put', key, value: bytes }, { kind: 'value', key, prev: undefined });
     this.setValue(key, bytes);
     this.logEntries += 1;
@@ -127,6 +140,7 @@ export class SqlActorStorage extends ActorStorage {
     if (this.dirty) throw new Error('storage: a SQL checkpoint is taken only between events');
     // Not a change of state (the database is the same), so not an op: the next compaction writes it.
     for (const k of this.logKeys()) this.setValue(k, undefined);
+    this.logMs.clear();
     this.setValue(SQL_DB_KEY, new Uint8Array(bytes));
     this.logEntries = 0;
     this.logBytes = 0;
@@ -135,7 +149,9 @@ export class SqlActorStorage extends ActorStorage {
   /** Whether the log since the last snapshot has grown enough to take one. */
   wantsCompaction(): boolean {
     const db = this.getRaw(SQL_DB_KEY)?.byteLength ?? 0;
-    return this.logEntries >= this.snapshotLogEntries || this.logBytes >= Math.max(this.snapshotLogBytes, db / 2);
+    let ms = 0;
+    for (const v of this.logMs.values()) ms += v;
+    return this.logEntries >= this.snapshotLogEntries || this.logBytes >= Math.max(this.snapshotLogBytes, db / 2) || ms >= SQL_SNAPSHOT_LOG_MS;
   }
 
   override extendedOp(op: unknown, a: unknown, _b: unknown): unknown {
@@ -166,7 +182,10 @@ export class SqlActorStorage extends ActorStorage {
   private recount(): void {
     let n = 0;
     let bytes = 0;
-    for (const k of this.logKeys()) { n += 1; bytes += this.getRaw(k)!.byteLength; }
+    const keys = this.logKeys();
+    for (const k of keys) { n += 1; bytes += this.getRaw(k)!.byteLength; }
+    const live = new Set(keys);
+    for (const k of [...this.logMs.keys()]) if (!live.has(k)) this.logMs.delete(k);
     this.logEntries = n;
     this.logBytes = bytes;
   }

@@ -221,9 +221,14 @@ interface Inflight {
   settled: boolean;
   /** Set while the module loads: the startup budgets apply, and no I/O is allowed. */
   startup?: boolean;
+  /** Budgets of a platform event (a SQLite actor opening its database) instead of the request's. */
+  budget?: EventBudget;
   /** CPU time up to which hooks.onCpu was told (cpuStart until the first report). */
   cpuCounted?: bigint;
 }
+
+/** CPU and wall budgets of one actor event when they are not a request's (see actorEvent). */
+export interface EventBudget { cpuMs: number; wallMs: number }
 
 /** A request still running is counted (hooks.onCpu) in steps of at least this much CPU, so a spinning tenant shows within a watchdog tick. */
 const CPU_REPORT_STEP_NS = 20_000_000n;
@@ -284,12 +289,12 @@ export class WorkerIsolate implements IsolateOwner {
    * the same CPU and wall budgets as a request; the isolate is busy until it settles.
    * Rejects like a request (WorkerLimitError, WorkerScriptError) when the call fails.
    */
-  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlExport', arg: unknown): Promise<{ reset: string | null; error: string | null }> {
+  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport', arg: unknown, budget?: EventBudget): Promise<{ reset: string | null; error: string | null }> {
     if (!this.actor) throw new Error(`worker ${this.def.name}: not an actor isolate`);
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true, ...(budget ? { budget } : {}) };
     active.add(this);
     ensureWatchdog();
     try {
@@ -380,9 +385,9 @@ export class WorkerIsolate implements IsolateOwner {
       this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
       r.cpuCounted = cpuNow;
     }
-    const limit = r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest;
+    const limit = r.budget?.cpuMs ?? (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest);
     if (cpuMs > limit && Number(procCpu() - r.procStart) / 1e6 >= limit) this.kill('cpu');
-    else if (now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
+    else if (now - r.wallStart > (r.budget?.wallMs ?? (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest))) this.kill('wall');
   }
 
   private kill(reason: LimitReason): void {

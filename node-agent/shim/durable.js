@@ -461,7 +461,6 @@ export async function actorEvent(op, arg) {
   if (op === 'construct') {
     if (actor.instance !== null) throw new ErrorCtor('edge-isolates shim: the actor is already constructed');
     try {
-      if (actor.sqlite) await openSql();
       actor.instance = new actor.cls(actor.state, actor.env);
     } catch (err) {
       error = `the constructor of ${actor.className} threw: ${errorText(err)}`;
@@ -479,6 +478,8 @@ export async function actorEvent(op, arg) {
         error = `alarm() threw: ${errorText(err)}`;
       }
     }
+  } else if (op === 'sqlOpen') {
+    if (actor.sqlite) await openSql();
   } else if (op === 'sqlExport') {
     exportSql();
   } else if (op !== 'gate') {

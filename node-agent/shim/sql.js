@@ -224,11 +224,14 @@ function runStatement(stmt, params, write, entry) {
     pinnedNow = entry.time;
     prng = entry.seed;
   }
+  const t0 = ReflectApply(dateNow, Date, []);
   try {
     while (stmt.step()) ArrayPush(rows, stmt.get());
   } finally {
     pinnedNow = null;
   }
+  // What replaying it will cost, about: the host takes a snapshot before replay would outgrow the open's budget.
+  if (write) entry.ms = ReflectApply(dateNow, Date, []) - t0;
   return { columns, rows, changes: write ? db.getRowsModified() : 0 };
 }
 

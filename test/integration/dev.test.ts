@@ -62,7 +62,7 @@ describe('edge dev', () => {
   cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
   const state = join(work, 'dev.json');
   const env = { ...process.env, EDGE_DEV_STATE: state };
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  afterAll(() => { if (process.env.EDGE_KEEP_TMP !== '1') rmSync(work, { recursive: true, force: true }); });
 
   // Asynchronous: a blocked event loop would not see an agent close an idle keep-alive
   // connection, and the next request on it would fail with "socket hang up".
@@ -127,7 +127,7 @@ describe('edge dev', () => {
       expect(status.out).toMatch(/^default\s+rooms\s+ChatRoom\s+chat\s+us-east\s+True/m);
 
       // A SQLite-backed actor (examples/notes.yaml): rows written through it, read back, a CHECK refused.
-      expect(await (await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: 'buy milk' })).json()).toEqual({ id: 1, notes: 1 });
+      expect(await (await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: 'buy milk' })).text()).toBe('{"id":1,"notes":1}');
       expect((await (await send(eu.port, 'notes.localhost', '/home')).json() as { body: string }[]).map((n) => n.body)).toEqual(['buy milk']);
       expect((await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: '' })).status).toBe(400);
 
