@@ -50,6 +50,17 @@ export default {
 };
 `;
 
+/** The same ledger on KV storage: one put per call (BENCH_SQL_KV=1). */
+const KV_LEDGER_SOURCE = LEDGER_SOURCE.replace(/export class Ledger \{[\s\S]*?\n\}\n/, `export class Ledger {
+  constructor(ctx, env) { this.storage = ctx.storage; }
+  async fetch(request) {
+    const n = ((await this.storage.get("n")) ?? 0) + 1;
+    await this.storage.put({ n, ["e" + n]: request.url });
+    return new Response(String(n));
+  }
+}
+`);
+
 interface Side { seq: Summary; throughput?: LoadResult | { error: string } }
 
 /** Sequential calls over one keep-alive connection; each answer must be the previous + 1. */
@@ -88,7 +99,7 @@ async function concurrent(tool: Loadgen, port: number, connections: number, dura
 
 async function edgeSide(ctx: ActorCtx, d: string): Promise<Side> {
   const { cfg } = ctx;
-  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: 1, presenceTtlMs: 1000, ...(process.env.BENCH_SQL_HOSTS ? { isolateHosts: Number(process.env.BENCH_SQL_HOSTS) } : { isolateHosts: 0 }) });
+  const cluster = await LocalCluster.start({ ...QUICK_FAILOVER, regions: [REGION], agentsPerRegion: 1, presenceTtlMs: 1000 });
   try {
     const kube = new KubeClient(cluster.kubeConfig);
     await cluster.kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NS } } });
@@ -96,8 +107,10 @@ async function edgeSide(ctx: ActorCtx, d: string): Promise<Side> {
     const post = (plural: string, kind: string, name: string, spec: Record<string, unknown>) => kube.request('POST', crPath(plural, NS), {
       body: { apiVersion: 'edge.isolates.dev/v1alpha1', kind, metadata: { name, namespace: NS }, spec }, query: { fieldValidation: 'Strict' },
     });
-    await post('durableactors', 'DurableActor', DA, { workerRef: { name: 'ledger' }, className: 'Ledger', locationHint: REGION, idleTimeoutSeconds: 600, storage: { backend: 'sqlite', maxBytesPerActor: 64 * 1024 * 1024 } });
-    await post('edgeworkers', 'EdgeWorker', 'ledger', { source: { inline: LEDGER_SOURCE }, routes: [{ host: HOST }], bindings: { actors: [{ name: 'LEDGER', actor: DA }] } });
+    // BENCH_SQL_KV=1: the same calls on a KV-backed class (one put per call), for comparison on the same machine.
+    const kv = process.env.BENCH_SQL_KV === '1';
+    await post('durableactors', 'DurableActor', DA, { workerRef: { name: 'ledger' }, className: 'Ledger', locationHint: REGION, idleTimeoutSeconds: 600, storage: { backend: kv ? 'kv' : 'sqlite', maxBytesPerActor: 64 * 1024 * 1024 } });
+    await post('edgeworkers', 'EdgeWorker', 'ledger', { source: { inline: kv ? KV_LEDGER_SOURCE : LEDGER_SOURCE }, routes: [{ host: HOST }], bindings: { actors: [{ name: 'LEDGER', actor: DA }] } });
     const agent = cluster.agents[0]!;
     const deadline = performance.now() + 30_000;
     for (;;) {
