@@ -91,7 +91,8 @@ export class ActorRuntime {
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
         storage: (state, cfg) => cfg.storageBackend === 'sqlite'
-          ? new SqlActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name), ...opts.sql })
+          // A statement's log entry must fit in one commit (NATS max_payload), with room for the request's others.
+          ? new SqlActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name), maxEntryBytes: Math.floor(durable.maxCommitBytes * 0.9), ...opts.sql })
           : new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
         instance: async (cfg, id, storage) => {
           const worker = opts.workerDefinition(workerRef(cfg.namespace, cfg.worker));

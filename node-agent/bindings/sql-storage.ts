@@ -49,6 +49,11 @@ export interface SqlLogEntry {
 }
 
 export interface SqlStorageOptions extends ActorStorageOptions {
+  /**
+   * The largest log entry (one statement: its SQL and bindings): a request's writes are one
+   * commit, one NATS message. Default 900 KiB (NATS's default max_payload is 1 MiB).
+   */
+  maxEntryBytes?: number;
   /** Snapshot thresholds (tests lower them). */
   snapshotLogBytes?: number;
   snapshotLogEntries?: number;
@@ -87,6 +92,7 @@ export class SqlActorStorage extends ActorStorage {
   private readonly logMs = new Map<string, number>();
   private readonly snapshotLogBytes: number;
   private readonly snapshotLogEntries: number;
+  private readonly maxEntryBytes: number;
   /** Called when writes the isolate's database already holds are dropped: the isolate must go. */
   onDiverged: (() => void) | undefined;
   /** Replay statistics of the last sqlInit, for logs and tests. */
@@ -96,6 +102,7 @@ export class SqlActorStorage extends ActorStorage {
     super(initial, opts);
     this.snapshotLogBytes = opts.snapshotLogBytes ?? SQL_SNAPSHOT_LOG_BYTES;
     this.snapshotLogEntries = opts.snapshotLogEntries ?? SQL_SNAPSHOT_LOG_ENTRIES;
+    this.maxEntryBytes = opts.maxEntryBytes ?? 900 * 1024;
     for (const [k, v] of initial.values) {
       if (!k.startsWith(SQL_LOG_PREFIX)) continue;
       this.nextIndex = Math.max(this.nextIndex, Number(k.slice(SQL_LOG_PREFIX.length)) + 1);
@@ -112,11 +119,11 @@ export class SqlActorStorage extends ActorStorage {
   }
 
   /** What the isolate opens: the module, the snapshot and the entries after it, in order. */
-  private init(): { wasm: Uint8Array; db: Uint8Array | null; log: SqlLogEntry[]; maxBytes: number } {
+  private init(): { wasm: Uint8Array; db: Uint8Array | null; log: SqlLogEntry[]; maxBytes: number; maxEntryBytes: number } {
     const dbBytes = this.getRaw(SQL_DB_KEY);
     const log = this.logKeys().map((k) => decodeValue(this.getRaw(k)!) as SqlLogEntry);
     this.lastReplay = { entries: log.length, snapshotBytes: dbBytes?.byteLength ?? 0 };
-    return { wasm: sqlWasm(), db: dbBytes ?? null, log, maxBytes: this.maxBytes };
+    return { wasm: sqlWasm(), db: dbBytes ?? null, log, maxBytes: this.maxBytes, maxEntryBytes: this.maxEntryBytes };
   }
 
   private getRaw(key: string): Uint8Array | undefined {

@@ -213,6 +213,8 @@ function sqlError(err) {
 let SQL = null;
 let db = null;
 let maxBytes = 0;
+/** The largest statement (SQL and bindings) one durable commit can carry. */
+let maxEntryBytes = MAX_VALUE_BYTES;
 let txnDepth = 0;
 
 /** Runs one prepared statement to the end; returns { columns, rows, changes }. */
@@ -261,6 +263,7 @@ function run(query, params, trusted) {
       const isLast = blank(it.getRemainingSQL());
       const bound = isLast && params.length > 0 ? params : null;
       const entry = kind.write ? { sql: text, params: bound === null ? [] : bound, seed: freshSeed(), time: ReflectApply(dateNow, Date, []) } : null;
+      if (entry !== null) checkEntrySize(entry);
       let result;
       try {
         result = runStatement(stmt, bound, kind.write, entry);
@@ -276,6 +279,19 @@ function run(query, params, trusted) {
     try { it.return(); } catch { /* already finished */ }
   }
   return { columns: last.columns, rows: last.rows, rowsRead: read, rowsWritten: written };
+}
+
+/** Refused before it runs: a statement whose log entry could not be committed. */
+function checkEntrySize(entry) {
+  let n = encoder.length(entry.sql);
+  const p = entry.params;
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i];
+    n += typeof v === 'string' ? encoder.length(v) : v instanceof U8 ? v.length : 8;
+  }
+  if (n > maxEntryBytes) {
+    throw new RangeErrorCtor(`string or blob too big: SQLITE_TOOBIG (the statement and its bindings take ${n} bytes; one durable write holds at most ${maxEntryBytes})`);
+  }
 }
 
 function logEntry(entry) {
@@ -313,6 +329,7 @@ function internalRead(query, params = []) {
 export async function openSql() {
   const init = host.storage('sqlInit');
   maxBytes = NumberCtor(init.maxBytes);
+  maxEntryBytes = NumberCtor(init.maxEntryBytes) > 0 ? NumberCtor(init.maxEntryBytes) : MAX_VALUE_BYTES;
   const wasm = init.wasm;
   SQL = await initSqlJs({
     useOldExtensionFunctions: false,

@@ -40,7 +40,7 @@ class Harness {
   commits: StorageOp[][] = [];
   a!: ActorIsolate;
   storage!: SqlActorStorage;
-  constructor(readonly def: ActorDefinition, readonly opts: { snapshotLogEntries?: number } = {}) {}
+  constructor(readonly def: ActorDefinition, readonly opts: { snapshotLogEntries?: number; maxEntryBytes?: number } = {}) {}
 
   async activate(): Promise<void> {
     const p = await actorPool();
@@ -243,6 +243,23 @@ describe('SQLite-backed actor: what Workers refuses, and its limits', () => {
     expect(out.rows).toBe(1);
     await h.restart();
     expect(await h.value(`return sql.exec('SELECT count(*) AS n FROM big').one().n;`)).toBe(1);
+  });
+
+  it('a statement whose log entry could not be one durable commit (NATS max_payload) is refused before it runs', async () => {
+    const h = new Harness(def(), { maxEntryBytes: 64 * 1024 });
+    await h.activate();
+    await h.value(`sql.exec('CREATE TABLE b (v)'); sql.exec('INSERT INTO b VALUES (1)');`);
+    const out = await h.value(`
+      const out = {};
+      try { sql.exec('INSERT INTO b VALUES (?)', new Uint8Array(100 * 1024)); out.sql = 'ran'; } catch (e) { out.sql = e.name + ': ' + e.message; }
+      try { await storage.put('big', 'x'.repeat(100 * 1024)); out.kv = 'ran'; } catch (e) { out.kv = e.name + ': ' + e.message; }
+      sql.exec('INSERT INTO b VALUES (?)', new Uint8Array(10 * 1024));
+      return out;
+    `) as Record<string, string>;
+    expect(out.sql).toMatch(/^RangeError: string or blob too big: SQLITE_TOOBIG .*one durable write holds at most 65536/);
+    expect(out.kv).toMatch(/^RangeError: string or blob too big/);
+    await h.restart();
+    expect(await h.value(`return [sql.exec('SELECT count(*) AS n FROM b').one().n, (await storage.get('big')) ?? null];`)).toEqual([2, null]);
   });
 
   it('ctx.storage.sql on a KV-backed class throws as workerd does', async () => {
