@@ -202,8 +202,12 @@ describe('SQLite-backed actor: what Workers refuses, and its limits', () => {
       t('pragmaOk', 'PRAGMA table_info(keep)');
       t('cf', 'CREATE TABLE "_CF_mine" (a)');
       t('cfLater', 'INSERT INTO keep VALUES (2); DROP TABLE _cf_KV');
+      // The same table reached by quoting, a schema name, a trigger or a view: all refused.
+      out.sneaky = ['SELECT * FROM [_cf_KV]', 'SELECT * FROM main."_cf_kv"', 'SELECT * FROM \`_CF_KV\`',
+        'CREATE TRIGGER t AFTER INSERT ON keep BEGIN DELETE FROM _cf_KV; END', 'CREATE VIEW v AS SELECT * FROM /* x */ _cf_KV']
+        .map((q) => { try { sql.exec(q); return 'ran: ' + q; } catch (e) { return e.message.endsWith('is prohibited: SQLITE_AUTH') ? 'refused' : e.message; } });
       return out;
-    `) as Record<string, string>;
+    `) as Record<string, string> & { sneaky: string[] };
     expect(refused.begin).toMatch(/^To execute a transaction, please use the state.storage.transaction\(\) or state.storage.transactionSync\(\) APIs/);
     expect(refused.savepoint).toBe(refused.begin);
     expect(refused.commit).toBe(refused.begin);
@@ -213,6 +217,7 @@ describe('SQLite-backed actor: what Workers refuses, and its limits', () => {
     expect(refused.cf).toBe('access to _CF_mine is prohibited: SQLITE_AUTH');
     // Statements before a refused one in the same exec ran (and were logged), as in SQLite's own multi-statement exec.
     expect(refused.cfLater).toBe('access to _cf_KV is prohibited: SQLITE_AUTH');
+    expect(refused.sneaky).toEqual(['refused', 'refused', 'refused', 'refused', 'refused']);
     await h.restart();
     expect(await h.value(`return sql.exec('SELECT v FROM keep ORDER BY v').raw().toArray();`)).toEqual([[1], [2]]);
   });
