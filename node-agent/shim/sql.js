@@ -147,6 +147,46 @@ function classify(sql) {
   return { write: true };
 }
 
+/**
+ * How many parameters a statement takes, by SQLite's numbering: `?` is the next number,
+ * `?NNN` that number, `:name`, `@name` and `$name` one number per distinct name.
+ */
+function parameterCount(sql) {
+  let max = 0;
+  const names = new Map();
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql[i];
+    if (c === '-' && sql[i + 1] === '-') { while (i < n && sql[i] !== '\n') i++; continue; }
+    if (c === '/' && sql[i + 1] === '*') { const e = sql.indexOf('*/', i + 2); i = e < 0 ? n : e + 2; continue; }
+    if (c === '\'' || c === '"' || c === '`' || c === '[') {
+      const close = c === '[' ? ']' : c;
+      i++;
+      while (i < n && sql[i] !== close) i++;
+      i++;
+      continue;
+    }
+    if (c === '?') {
+      let j = i + 1;
+      while (j < n && sql[j] >= '0' && sql[j] <= '9') j++;
+      max = j > i + 1 ? Math.max(max, NumberCtor(sql.slice(i + 1, j))) : max + 1;
+      i = j;
+      continue;
+    }
+    if ((c === ':' || c === '@' || c === '$') && i + 1 < n && /[A-Za-z0-9_]/.test(sql[i + 1])) {
+      let j = i + 1;
+      while (j < n && /[A-Za-z0-9_$]/.test(sql[j])) j++;
+      const name = sql.slice(i, j);
+      if (!names.has(name)) names.set(name, ++max);
+      i = j;
+      continue;
+    }
+    i++;
+  }
+  return max;
+}
+
 /** True when what is left of a multi-statement query holds no statement. */
 function blank(rest) {
   const t = tokens(StringCtor(rest || ''));
@@ -261,6 +301,12 @@ function run(query, params, trusted) {
       const text = stmt.getSQL();
       const kind = trusted ? { write: !trusted.read } : classify(text);
       const isLast = blank(it.getRemainingSQL());
+      if (!trusted) {
+        // workerd's rules and wording: bindings belong to the last statement, all of them.
+        const wanted = parameterCount(text);
+        if (!isLast && wanted > 0) throw new ErrorCtor('When executing multiple SQL statements in a single call, only the last statement can have parameters.');
+        if (isLast && wanted !== params.length) throw new ErrorCtor('Wrong number of parameter bindings for SQL query.');
+      }
       const bound = isLast && params.length > 0 ? params : null;
       const entry = kind.write ? { sql: text, params: bound === null ? [] : bound, seed: freshSeed(), time: ReflectApply(dateNow, Date, []) } : null;
       if (entry !== null) checkEntrySize(entry);

@@ -117,6 +117,11 @@ describe('SQLite-backed actor: the cursor API', () => {
     expect(size % 4096).toBe(0);
     // A SQL error is an exception the caller catches, with SQLite's message and code.
     expect(await h.error(`sql.exec('SELECT * FROM nope');`)).toMatchObject({ name: 'Error', message: 'no such table: nope: SQLITE_ERROR' });
+    // Bindings: the last statement's, exactly as many as it takes (workerd's wording).
+    expect(await h.error(`sql.exec('SELECT ?; SELECT 1', 1);`)).toMatchObject({ message: 'When executing multiple SQL statements in a single call, only the last statement can have parameters.' });
+    expect(await h.error(`sql.exec('SELECT ?, ?', 1);`)).toMatchObject({ message: 'Wrong number of parameter bindings for SQL query.' });
+    expect(await h.error(`sql.exec('SELECT 1', 1);`)).toMatchObject({ message: 'Wrong number of parameter bindings for SQL query.' });
+    expect(await h.value(`return sql.exec("SELECT ?2 AS b, ?1 AS a, :x AS x, :x AS y, '?' AS q -- ?", 'one', 'two', 'three').one();`)).toEqual({ b: 'two', a: 'one', x: 'three', y: 'three', q: '?' });
     // Rebuilt from the log: the same rows.
     await h.restart();
     expect(await h.value(`return sql.exec('SELECT id, name FROM t ORDER BY id').toArray();`)).toEqual([{ id: 1, name: 'a' }, { id: 2, name: 'b' }]);
