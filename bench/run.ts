@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { actorsPhase } from './actors.js';
+import { sqliteActorRows } from './actors-sqlite.js';
 import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
@@ -472,10 +473,12 @@ async function main(): Promise<number> {
     if (cfg.phases.has('op-scale')) rows.push(...await operatorScalePhase(opCtx));
     if (cfg.phases.has('actors')) {
       const side = (peer: PeerName): { down?: string; skip?: string } => (cfg.peers.has(peer) ? (ctx.down[peer] ? { down: ctx.down[peer] } : {}) : { skip: 'not selected (BENCH_PEERS)' });
-      rows.push(...await actorsPhase({
-        cfg, raw: ctx.raw, tool: ctx.tool, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+      const actorCtx = {
+        cfg, raw: ctx.raw, tool: ctx.tool, dir: (what: string) => dir(ctx, what), warn: (msg: string) => warn(ctx, msg),
         agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
-      }));
+      };
+      rows.push(...await actorsPhase(actorCtx));
+      rows.push(...await sqliteActorRows(actorCtx));
     }
   } catch (err) {
     crashed = err;

@@ -24,6 +24,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--listen HOST:PORT] [--admin HOST:PORT] [--advertise URL]
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
+                  [--sql-snapshot-entries N]
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
                   [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
@@ -65,6 +66,10 @@ runs is cut (its connection closes; an actor not yet released goes to the next o
 Keep the pod's terminationGracePeriodSeconds above the two together.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
+--sql-snapshot-entries N (default 1000): a SQLite-backed actor's log is snapshotted (its
+database file) once this many statements were logged since the last snapshot, or 1 MiB
+of them (or half the database, if more), or statements that took 300 ms to run, so a
+new owner replays at most that much.
 --isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,
 namespaces spread over them, this process keeping only the HTTP front, the admin port and
 the presence; a V8 fatal error then takes down one host's namespaces (answered 503 until it
@@ -101,6 +106,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'peer-listen': { type: 'string', default: '127.0.0.1:0' },
       'peer-advertise': { type: 'string' },
       'actor-log-replicas': { type: 'string', default: '1' },
+      'sql-snapshot-entries': { type: 'string' },
       advertise: { type: 'string' },
       'presence-ttl-ms': { type: 'string', default: String(DEFAULT_PRESENCE_TTL_MS) },
       'drain-delay-ms': { type: 'string', default: String(DEFAULT_DRAIN_DELAY_MS) },
@@ -177,6 +183,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     drainDelayMs: num('--drain-delay-ms', values['drain-delay-ms']),
     drainTimeoutMs: num('--drain-timeout-ms', values['drain-timeout-ms']),
     actorLogReplicas: num('--actor-log-replicas', values['actor-log-replicas']),
+    ...(values['sql-snapshot-entries'] ? { sqlSnapshotEntries: num('--sql-snapshot-entries', values['sql-snapshot-entries']) } : {}),
     maxBodyBytes: num('--max-body-mb', values['max-body-mb']) * 1024 * 1024,
     maxWebSocketMessageBytes: num('--max-ws-message-kb', values['max-ws-message-kb']) * 1024,
     poolSize: num('--pool-size', values['pool-size']),

@@ -169,6 +169,8 @@ export const ActorConfigSchema = z.object({
   region: regionName(),
   idleTimeoutSeconds: z.number().int().min(1),
   maxBytesPerActor: z.number().int().min(1),
+  /** spec.storage.backend (absent: kv): 'sqlite' gives the class a SQLite database per actor (node-agent/shim/sql.js). */
+  storageBackend: z.enum(['kv', 'sqlite']).optional(),
 });
 export type ActorConfig = z.infer<typeof ActorConfigSchema>;
 

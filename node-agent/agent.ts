@@ -79,6 +79,8 @@ export interface AgentConfig {
   /** How to reach a model server's Service; {service}, {namespace}, {port} and {binding} are substituted. */
   aiUrlTemplate?: string;
   actorLogReplicas: number;
+  /** A SQLite-backed actor's log is snapshotted after this many statements (default SQL_SNAPSHOT_LOG_ENTRIES). */
+  sqlSnapshotEntries?: number;
   maxBodyBytes: number;
   maxWebSocketMessageBytes: number;
   poolSize: number;
@@ -319,6 +321,7 @@ export class Agent implements RunningAgent {
         pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
+        ...(cfg.sqlSnapshotEntries ? { sql: { snapshotLogEntries: cfg.sqlSnapshotEntries } } : {}),
         onActiveChange: () => { void presence?.report(); },
         ...(share ? { serves: servesShare(share) } : {}),
         startup,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { API_VERSION, ObjectMetaSchema, conditionList, dnsLabel, jsIdentifier, regionName } from './meta.js';
+import { API_VERSION, ObjectMetaSchema, cel, conditionList, dnsLabel, jsIdentifier, regionName } from './meta.js';
 
 // The DurableActor API: one actor class, like a Durable Object namespace.
 
@@ -14,7 +14,10 @@ export const DurableActorSpecSchema = z.object({
     .describe('An actor idle this long is evicted from memory; its storage stays.'),
   storage: z.object({
     maxBytesPerActor: z.number().int().min(1024).max(1024 * 1024 * 1024).default(10 * 1024 * 1024),
-  }).default({ maxBytesPerActor: 10 * 1024 * 1024 }),
+    backend: z.enum(['kv', 'sqlite']).default('kv')
+      .describe('kv: key-value storage; sqlite: a SQLite database per actor (ctx.storage.sql), as wrangler\'s new_sqlite_classes. Fixed at creation: the two keep different data.')
+      .meta(cel({ rule: 'self == oldSelf', message: 'spec.storage.backend is immutable: an actor class keeps the storage backend it was created with' })),
+  }).default({ maxBytesPerActor: 10 * 1024 * 1024, backend: 'kv' }),
 });
 
 export const DurableActorStatusSchema = z.object({

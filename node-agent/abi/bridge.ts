@@ -45,7 +45,7 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgePullBody(id: number): Promise<ArrayBuffer | null>
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
-//   __edgeActor(op: 'construct' | 'alarm' | 'gate', arg): Promise<{ reset: string | null; error: string | null }>
+//   __edgeActor(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport', arg): Promise<{ reset: string | null; error: string | null }>
 //     -- actor isolates only (InitOptions.actor): see node-agent/actor-isolate.ts.
 //   __edgeSocketEvent(socket: number, type: 'message' | 'close', data: string | ArrayBuffer | null,
 //     code: number, reason: string): Promise<void>  -- an event for the server end of a
@@ -417,6 +417,8 @@ export interface ActorInitOptions {
   name?: string;
   /** How long a blockConcurrencyWhile callback may run before the actor is reset. */
   blockTimeoutMs: number;
+  /** A SQLite-backed class (DurableActor spec.storage.backend: sqlite): see node-agent/shim/sql.js. */
+  sqlite?: boolean;
 }
 
 /** What `__edgeDispatch` receives for one request. */

@@ -51,6 +51,8 @@ export interface ActorStoragePort {
   discardPending(): void;
   snapshot(): ActorState;
   readonly alarm: number | null;
+  /** Set by a storage that decides when to compact (SQLite: by log size); otherwise every compactEvery commits. */
+  wantsCompaction?(): boolean;
 }
 
 /** A running actor instance in its isolate. */
@@ -61,6 +63,8 @@ export interface ActorInstancePort {
   readonly dead: boolean;
   /** Open WebSockets accepted by the actor: it stays active while any is open. */
   readonly openSockets: number;
+  /** Brings state the storage snapshots from the isolate (a SQLite database file), before a compaction. */
+  prepareSnapshot?(): Promise<void>;
 }
 
 /** Builds an activation's storage and instance; the agent wires it to the isolate machinery. */
@@ -371,8 +375,10 @@ export class ActorHost implements ActorRunner {
     }
     act.commits += 1;
     for (const op of ops) if (op.op === 'alarm') this.scheduleAlarm(act, op.time);
-    if (act.commits % (this.opts.compactEvery ?? 200) === 0) {
+    const compact = act.storage.wantsCompaction ? act.storage.wantsCompaction() : act.commits % (this.opts.compactEvery ?? 200) === 0;
+    if (compact) {
       try {
+        if (act.storage.wantsCompaction) await act.instance.prepareSnapshot?.();
         act.seq = (await this.opts.durable.compact(act.addr, act.epoch, act.seq, act.storage.snapshot(), this.opts.agent)).seq;
       } catch (err) {
         this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });

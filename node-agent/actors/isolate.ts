@@ -6,7 +6,7 @@ import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import { PulledBody, type BodyStream } from '../../common/body-stream.js';
 import type { WarmIsolate } from '../isolate/pool.js';
 import {
-  WorkerIsolate, WorkerScriptError,
+  STARTUP_CPU_MS, STARTUP_WALL_MS, WorkerIsolate, WorkerScriptError,
   type DisposalReason, type IsolateHooks, type WorkerDefinition,
 } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
@@ -75,6 +75,8 @@ export interface ActorDefinition {
   actor: string;
   /** Default BLOCK_CONCURRENCY_TIMEOUT_MS. */
   blockConcurrencyTimeoutMs?: number;
+  /** SQLite-backed (spec.storage.backend: sqlite): the activation's storage is a SqlActorStorage. */
+  sqlite?: boolean;
 }
 
 /** Which actor an activation is, and its storage (built by the host from the committed state). */
@@ -127,9 +129,19 @@ export class ActorIsolate {
       id: activation.id,
       name: activation.name,
       blockTimeoutMs: def.blockConcurrencyTimeoutMs ?? BLOCK_CONCURRENCY_TIMEOUT_MS,
+      sqlite: def.sqlite === true,
     });
     const a = new ActorIsolate(def, activation.id, activation.storage, w);
     try {
+      if (def.sqlite) {
+        // Opening the database (compiling SQLite's module, restoring the snapshot, replaying
+        // the log after it) is the platform's work, not the first request's: it runs under
+        // the startup budget on top of a request's (replay is bounded by the snapshot
+        // policy, bindings/sql-storage.ts, to about that).
+        const limits = def.worker.limits;
+        const r = await w.actorEvent('sqlOpen', null, { cpuMs: STARTUP_CPU_MS + limits.cpuMsPerRequest, wallMs: STARTUP_WALL_MS + limits.wallMsPerRequest });
+        if (r.error !== null) throw new WorkerScriptError(def.worker.name, `actor ${def.actor} ${a.id}: ${r.error}`);
+      }
       const r = await w.actorEvent('construct', null);
       if (r.error !== null) throw new WorkerScriptError(def.worker.name, `actor ${def.actor} ${a.id}: ${r.error}`);
       a.checkReset(r.reset);
@@ -245,6 +257,15 @@ export class ActorIsolate {
     const r = await this.isolate.actorEvent('alarm', { retryCount, isRetry });
     this.checkReset(r.reset);
     if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
+  }
+
+  /**
+   * A SQLite-backed actor hands its database file to its storage (sqlCheckpoint), for the
+   * snapshot the host is about to write. Run between events only.
+   */
+  async prepareSnapshot(): Promise<void> {
+    const r = await this.isolate.actorEvent('sqlExport', null);
+    this.checkReset(r.reset);
   }
 
   /** WebSockets accepted by the actor and still open (the actor stays active while any is). */

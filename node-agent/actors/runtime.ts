@@ -17,6 +17,7 @@ import { ActorDeactivationReasons as Why } from '../../common/reasons.js';
 import { ActorRing } from './ring.js';
 import { ActorRouter, ActorUnavailableError } from './router.js';
 import { ActorStorage } from '../bindings/actor-storage.js';
+import { SqlActorStorage, type SqlStorageOptions } from '../bindings/sql-storage.js';
 import type { IsolatePool } from '../isolate/pool.js';
 import type { SocketRegistry } from '../sockets/sockets.js';
 import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
@@ -52,6 +53,8 @@ export interface ActorRuntimeOptions {
   serves?(namespace: string): boolean;
   /** Start-up's state for /readyz: opening the actor log waits for NATS and says so there. */
   startup?: Startup;
+  /** SQLite-backed actors' snapshot thresholds (tests lower them). */
+  sql?: Pick<SqlStorageOptions, 'snapshotLogBytes' | 'snapshotLogEntries'>;
 }
 
 const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
@@ -90,16 +93,21 @@ export class ActorRuntime {
       onActiveChange: () => opts.onActiveChange?.(),
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
-        storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
+        storage: (state, cfg) => cfg.storageBackend === 'sqlite'
+          // A statement's log entry must fit in one commit (NATS max_payload), with room for the request's others.
+          ? new SqlActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name), maxEntryBytes: Math.floor(durable.maxCommitBytes * 0.9), ...opts.sql })
+          : new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
         instance: async (cfg, id, storage) => {
           const worker = opts.workerDefinition(workerRef(cfg.namespace, cfg.worker));
           if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
           const warm = opts.pool.take(worker.limits.memoryMiB);
           const inst = await ActorIsolate.activate(
-            { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
+            { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name), sqlite: cfg.storageBackend === 'sqlite' },
             { id, storage: storage as ActorStorage },
             warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}), ...(opts.serviceRouter ? { serviceRouter: opts.serviceRouter } : {}) },
           );
+          // The database in the isolate holds writes the host just dropped: it must not serve again.
+          if (storage instanceof SqlActorStorage) storage.onDiverged = () => inst.dispose(Why.Reset);
           const key = actorInstanceKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);
           // Socket messages run through the actor's input gate like requests, and what

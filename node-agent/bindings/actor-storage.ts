@@ -111,13 +111,13 @@ function bound(sorted: string[], key: string, after: boolean): number {
   return lo;
 }
 
-type Undo =
+export type Undo =
   | { kind: 'value'; key: string; prev: Uint8Array | undefined }
   | { kind: 'all'; prev: Map<string, Uint8Array>; prevSorted: string[]; prevBytes: number }
   | { kind: 'alarm'; prev: number | null };
 
 export class ActorStorage {
-  private values: Map<string, Uint8Array>;
+  protected values: Map<string, Uint8Array>;
   /** The keys in compareKeys order. */
   private sorted: string[];
   private total = 0;
@@ -242,7 +242,7 @@ export class ActorStorage {
 
   // ---- writes -----------------------------------------------------------------------
 
-  private setValue(key: string, bytes: Uint8Array | undefined): void {
+  protected setValue(key: string, bytes: Uint8Array | undefined): void {
     const prev = this.values.get(key);
     if (prev !== undefined) this.total -= utf8Bytes(key) + prev.byteLength;
     if (bytes === undefined) {
@@ -257,7 +257,7 @@ export class ActorStorage {
     if (prev === undefined) this.sorted.splice(bound(this.sorted, key, false), 0, key);
   }
 
-  private record(op: StorageOp, undo: Undo): void {
+  protected record(op: StorageOp, undo: Undo): void {
     this.pending.push(op);
     this.undo.push(undo);
   }
@@ -374,6 +374,11 @@ export class ActorStorage {
     }
   }
 
+  /** Ops a subclass adds to the isolate's `storage` callback (sql-storage.ts); none here. */
+  extendedOp(op: unknown, _a: unknown, _b: unknown): unknown {
+    throw new TypeError(`storage: unknown operation ${String(op)}`);
+  }
+
   // ---- the output gate --------------------------------------------------------------
 
   /** The ops since the last take, in order; the host commits them to the actor's log. */
@@ -442,6 +447,6 @@ function storageOp(storage: ActorStorage, op: unknown, a: unknown, b: unknown): 
     case 'txnBegin': return storage.beginTransaction();
     case 'txnCommit': storage.commitTransaction(Number(a)); return undefined;
     case 'txnRollback': storage.rollbackTransaction(Number(a)); return undefined;
-    default: throw new TypeError(`storage: unknown operation ${String(op)}`);
+    default: return storage.extendedOp(op, a, b);
   }
 }

@@ -45,6 +45,9 @@ export const SHIM_BUILD_OPTIONS = {
   // Smaller source means a smaller snapshot for every isolate; names stay readable.
   minifyWhitespace: true,
   logLevel: 'silent',
+  // sql.js (node-agent/shim/sql.js) reaches for these only when it runs under Node, which
+  // an isolate is not: left as calls that are never made.
+  external: ['node:fs', 'node:crypto'],
 } as const satisfies Esbuild.BuildOptions;
 
 function bundleShim(entry: string): string {

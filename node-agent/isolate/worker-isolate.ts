@@ -228,6 +228,8 @@ interface Inflight {
   settled: boolean;
   /** Set while the module loads: the startup budgets apply, and no I/O is allowed. */
   startup?: boolean;
+  /** Budgets of a platform event (a SQLite actor opening its database) instead of the request's. */
+  budget?: EventBudget;
   /** The handler returned and its body streams to a caller who reads at its pace: no wall limit (see bodyStreaming). */
   wallFree?: boolean;
   /** CPU time up to which hooks.onCpu was told (cpuStart until the first report). */
@@ -235,6 +237,9 @@ interface Inflight {
   /** DispatchRequest.depth. */
   depth?: number;
 }
+
+/** CPU and wall budgets of one actor event when they are not a request's (see actorEvent). */
+export interface EventBudget { cpuMs: number; wallMs: number }
 
 /** A request still running is counted (hooks.onCpu) in steps of at least this much CPU, so a spinning tenant shows within a watchdog tick. */
 const CPU_REPORT_STEP_NS = 20_000_000n;
@@ -316,12 +321,12 @@ export class WorkerIsolate implements IsolateOwner {
    * the same CPU and wall budgets as a request; the isolate is busy until it settles.
    * Rejects like a request (WorkerLimitError, WorkerScriptError) when the call fails.
    */
-  async actorEvent(op: 'construct' | 'alarm' | 'gate', arg: unknown): Promise<{ reset: string | null; error: string | null }> {
+  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport', arg: unknown, budget?: EventBudget): Promise<{ reset: string | null; error: string | null }> {
     if (!this.actor) throw new Error(`worker ${this.def.name}: not an actor isolate`);
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true };
+    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true, ...(budget ? { budget } : {}) };
     active.add(this);
     ensureWatchdog();
     try {
@@ -385,7 +390,7 @@ export class WorkerIsolate implements IsolateOwner {
         throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
       }
       // The isolate gets the env less what the worker must not see (ai server URLs).
-      const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs };
+      const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
       const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
@@ -422,9 +427,9 @@ export class WorkerIsolate implements IsolateOwner {
       this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
       r.cpuCounted = cpuNow;
     }
-    const limit = r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest;
+    const limit = r.budget?.cpuMs ?? (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest);
     if (cpuMs > limit && Number(procCpu() - r.procStart) / 1e6 >= limit) this.kill('cpu');
-    else if (!r.wallFree && now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
+    else if (!r.wallFree && now - r.wallStart > (r.budget?.wallMs ?? (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest))) this.kill('wall');
   }
 
   private kill(reason: LimitReason): void {

@@ -26,6 +26,7 @@ import { actorInternalCall, actorStubFetch } from './actor-fetch.js';
 import { utf8Encode } from './web/encoding.js';
 import { sleep } from './web/timers.js';
 import { ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
+import { exportSql, noSql, openSql, sqlStorage } from './sql.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcStub } from './rpc.js';
 
 const RPC_URL = 'https://rpc.internal/';
@@ -405,7 +406,8 @@ export function actorInit(namespace, options, env, workerName) {
   const canAlarm = () => typeof (actor && actor.instance ? actor.instance : cls.prototype).alarm === 'function';
   const state = freeze({
     id: new DurableObjectId(INTERNAL, StringCtor(options.id), options.name === undefined || options.name === null ? undefined : StringCtor(options.name), null),
-    storage: makeStorage(canAlarm),
+    // SQLite-backed (spec.storage.backend: sqlite): the database is opened by 'construct'.
+    storage: options.sqlite ? sqlStorage(makeStorage(canAlarm)) : noSql(makeStorage(canAlarm)),
     blockConcurrencyWhile(callback) {
       return blockConcurrencyWhile(callback, blockTimeoutMs);
     },
@@ -415,7 +417,7 @@ export function actorInit(namespace, options, env, workerName) {
       }));
     },
   });
-  actor = { className, cls, instance: null, state, env, workerName };
+  actor = { className, cls, instance: null, state, env, workerName, sqlite: !!options.sqlite };
   // The runtime dispatches requests to this as to a default export's fetch(request, env, ctx).
   const adapter = {
     rpc: actorRpc,
@@ -489,6 +491,10 @@ export async function actorEvent(op, arg) {
         error = `alarm() threw: ${errorText(err)}`;
       }
     }
+  } else if (op === 'sqlOpen') {
+    if (actor.sqlite) await openSql();
+  } else if (op === 'sqlExport') {
+    exportSql();
   } else if (op !== 'gate') {
     throw new ErrorCtor(`edge-isolates shim: unknown actor event ${StringCtor(op)}`);
   }

@@ -78,7 +78,7 @@ export class DurableActorReconciler implements Reconciler {
     if (placed.status === 'True' && region) {
       const cfg: ActorConfig = {
         namespace, name, uid: da.metadata.uid ?? '', generation, className: da.spec.className, worker: da.spec.workerRef.name,
-        region, idleTimeoutSeconds: da.spec.idleTimeoutSeconds, maxBytesPerActor: da.spec.storage.maxBytesPerActor,
+        region, idleTimeoutSeconds: da.spec.idleTimeoutSeconds, maxBytesPerActor: da.spec.storage.maxBytesPerActor, storageBackend: da.spec.storage.backend,
       };
       const e = await this.d.actorConfigs.get(key);
       let cur: ActorConfig | undefined;

@@ -47,7 +47,7 @@ const fullActor = (): Obj => ({
     className: 'ChatRoom',
     locationHint: 'eu-west',
     idleTimeoutSeconds: 60,
-    storage: { maxBytesPerActor: 10485760 },
+    storage: { maxBytesPerActor: 10485760, backend: 'sqlite' },
   },
 });
 
@@ -103,6 +103,7 @@ const INVALID: { name: string; obj: Obj; field: string; says?: RegExp }[] = [
   { name: 'actor idle timeout zero', obj: withField(A(), ['spec', 'idleTimeoutSeconds'], 0), field: 'spec.idleTimeoutSeconds' },
   { name: 'actor location hint not a region', obj: withField(A(), ['spec', 'locationHint'], 'Europe West'), field: 'spec.locationHint' },
   { name: 'actor storage too small', obj: withField(A(), ['spec', 'storage', 'maxBytesPerActor'], 10), field: 'spec.storage.maxBytesPerActor' },
+  { name: 'actor storage backend unknown', obj: withField(A(), ['spec', 'storage', 'backend'], 'postgres'), field: 'spec.storage.backend', says: /Unsupported value/ },
   { name: 'actor with unknown field', obj: withField(A(), ['spec', 'replicas'], 2), field: 'spec.replicas', says: /unknown field/ },
 ];
 
@@ -194,6 +195,17 @@ describe('the apiserver enforces the edge.isolates.dev API', () => {
       expect(r.stderr).toContain(field);
       if (says) expect(r.stderr).toMatch(says);
     });
+  });
+
+  it('refuses a change of spec.storage.backend after creation, naming the field', async () => {
+    const obj = withField(withField(A(), ['metadata', 'name'], 'fixed-backend'), ['spec', 'storage', 'backend'], 'sqlite');
+    await createStrict(kc, ns, obj);
+    const msg = await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject({
+      group: GROUP, version: VERSION, namespace: ns, plural: 'durableactors', name: 'fixed-backend',
+      body: [{ op: 'replace', path: '/spec/storage/backend', value: 'kv' }],
+    }).then(() => '(accepted)', messageOf);
+    expect(msg).toContain('spec.storage.backend');
+    expect(msg).toMatch(/immutable/);
   });
 
   it('lists at least 20 distinct invalid objects', () => {

@@ -62,7 +62,7 @@ describe('edge dev', () => {
   cpSync(join(REPO_ROOT, 'examples'), dir, { recursive: true });
   const state = join(work, 'dev.json');
   const env = { ...process.env, EDGE_DEV_STATE: state };
-  afterAll(() => rmSync(work, { recursive: true, force: true }));
+  afterAll(() => { if (process.env.EDGE_KEEP_TMP !== '1') rmSync(work, { recursive: true, force: true }); });
 
   // Asynchronous: a blocked event loop would not see an agent close an idle keep-alive
   // connection, and the next request on it would fail with "socket hang up".
@@ -112,17 +112,24 @@ describe('edge dev', () => {
       const got = await kubectl(kubeconfig!, ['get', 'edgeworkers,durableactors', '-o', 'name']);
       expect(got.stdout.split('\n').filter(Boolean).sort()).toEqual([
         'durableactor.edge.isolates.dev/counters',
+        'durableactor.edge.isolates.dev/notebooks',
         'durableactor.edge.isolates.dev/rooms',
         'edgeworker.edge.isolates.dev/ai',
         'edgeworker.edge.isolates.dev/api',
         'edgeworker.edge.isolates.dev/chat',
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
+        'edgeworker.edge.isolates.dev/notes',
       ]);
       const status = await edge(['status']);
       expect(status.code).toBe(0);
       expect(status.out).toMatch(/^default\s+hello\s+True\s+(?=.*ap-south 1\/1)(?=.*eu-west 1\/1)(?=.*us-east 1\/1)/m);
       expect(status.out).toMatch(/^default\s+rooms\s+ChatRoom\s+chat\s+us-east\s+True/m);
+
+      // A SQLite-backed actor (examples/notes.yaml): rows written through it, read back, a CHECK refused.
+      expect(await (await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: 'buy milk' })).text()).toBe('{"id":1,"notes":1}');
+      expect((await (await send(eu.port, 'notes.localhost', '/home')).json() as { body: string }[]).map((n) => n.body)).toEqual(['buy milk']);
+      expect((await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: '' })).status).toBe(400);
 
       // hello world, in every region.
       for (const p of [eu, us, ap]) expect(await (await send(p.port, 'hello.localhost', '/abc')).text()).toBe('Hello from /abc\n');

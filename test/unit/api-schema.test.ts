@@ -47,5 +47,8 @@ describe('DurableActor spec schema', () => {
     const spec = DurableActorSpecSchema.parse({ workerRef: { name: 'chat' }, className: 'ChatRoom' });
     expect(spec.idleTimeoutSeconds).toBe(60);
     expect(spec.storage.maxBytesPerActor).toBe(10 * 1024 * 1024);
+    expect(spec.storage.backend).toBe('kv');
+    expect(DurableActorSpecSchema.parse({ workerRef: { name: 'chat' }, className: 'C', storage: { backend: 'sqlite' } }).storage).toEqual({ backend: 'sqlite', maxBytesPerActor: 10 * 1024 * 1024 });
+    expect(DurableActorSpecSchema.safeParse({ workerRef: { name: 'chat' }, className: 'C', storage: { backend: 'postgres' } }).success).toBe(false);
   });
 });

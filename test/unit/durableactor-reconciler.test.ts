@@ -59,7 +59,7 @@ describe('DurableActorReconciler', () => {
     t.actor('counter');
     expect(await t.reconcile('counter')).toEqual({});
     expect(t.read('counter').metadata.finalizers).toEqual([FINALIZER]);
-    expect(t.kv.json(`${NS}.counter`)).toMatchObject({ namespace: NS, name: 'counter', uid: 'uid-counter', className: 'Counter', worker: 'app', region: 'us' });
+    expect(t.kv.json(`${NS}.counter`)).toMatchObject({ namespace: NS, name: 'counter', uid: 'uid-counter', className: 'Counter', worker: 'app', region: 'us', storageBackend: 'kv' });
     expect(t.condition('counter', 'Placed')).toMatchObject({ status: 'True', reason: 'Placed' });
     expect(t.condition('counter', 'Ready')).toMatchObject({ status: 'False', reason: 'WorkerNotReady' });
 
@@ -80,6 +80,14 @@ describe('DurableActorReconciler', () => {
     const writes = [t.api.writes().length, t.kv.writes.length];
     await t.reconcile('counter');
     expect([t.api.writes().length, t.kv.writes.length]).toEqual(writes);
+  });
+
+  it('passes spec.storage.backend on to the agents', async () => {
+    const t = setup();
+    t.worker(['us'], true);
+    t.actor('ledger', { storage: { backend: 'sqlite' } });
+    await t.reconcile('ledger');
+    expect(t.kv.json(`${NS}.ledger`)).toMatchObject({ className: 'Counter', storageBackend: 'sqlite' });
   });
 
   it('refuses a location hint outside the worker\'s regions and publishes nothing', async () => {

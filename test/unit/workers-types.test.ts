@@ -239,7 +239,7 @@ export class T {
   constructor(state) { this.state = state; }
   async fetch() { const state = this.state; let t; return Response.json(await present(${m}, ${ACTOR_REACH})); }
 }
-export default { fetch() { return new Response('not an actor'); } };`), className: 'T', actor: 'default/things' }, new ActorIds(UID).idFromName('a').hex);
+export default { fetch() { return new Response('not an actor'); } };`), className: 'T', actor: 'default/things', sqlite: true }, new ActorIds(UID).idFromName('a').hex);
   live.push(a);
   const actor = JSON.parse(text(await a.fetch(request('http://actor/')))) as Record<string, Found>;
   const handlers = Object.fromEntries(Object.entries(HANDLERS_CALLED).map(([k, v]) => [k, { has: v, functions: v }]));

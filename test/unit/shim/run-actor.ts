@@ -4,6 +4,7 @@ import type { ActorCallOptions, ActorRequest, ActorResponse, ActorRouter, ActorT
 import { ActorIsolate, type ActorDefinition, type ActorHooks } from '../../../node-agent/actors/isolate.js';
 import { hostBindings } from '../../../node-agent/bindings/host-bindings.js';
 import { ActorStorage } from '../../../node-agent/bindings/actor-storage.js';
+import { SqlActorStorage } from '../../../node-agent/bindings/sql-storage.js';
 import type { WorkerEnv } from '../../../node-agent/abi/bridge.js';
 import { IsolatePool } from '../../../node-agent/isolate/pool.js';
 import { WorkerIsolate, type IsolateHooks, type WorkerDefinition } from '../../../node-agent/isolate/worker-isolate.js';
@@ -68,7 +69,9 @@ export const emptyState = (): ActorState => ({ values: new Map(), alarm: null })
 
 export async function activate(def: ActorDefinition, id: string, opts: { state?: ActorState; maxBytes?: number; name?: string; hooks?: IsolateHooks } = {}): Promise<ActorIsolate> {
   const p = await actorPool();
-  const storage = new ActorStorage(opts.state ?? emptyState(), { maxBytes: opts.maxBytes ?? 10 * 1024 * 1024, actor: `${def.actor} ${id}` });
+  const storageOpts = { maxBytes: opts.maxBytes ?? 10 * 1024 * 1024, actor: `${def.actor} ${id}` };
+  // A SQLite-backed class (def.sqlite) gets the storage the agent gives one.
+  const storage = def.sqlite ? new SqlActorStorage(opts.state ?? emptyState(), storageOpts) : new ActorStorage(opts.state ?? emptyState(), storageOpts);
   return ActorIsolate.activate(def, { id, name: opts.name, storage }, p.take(def.worker.limits.memoryMiB), opts.hooks ?? testHooks());
 }
 
