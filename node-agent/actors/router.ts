@@ -29,7 +29,10 @@ export interface ActorRouterOptions {
   ring: ActorRingPort;
   host: ActorRunner;
   log: Logger;
+  /** The DurableActors this process hosts: calls forwarded to it run only for these. */
   config(namespace: string, actor: string): ActorConfig | undefined;
+  /** Those its own workers may call (default `config`): every one of the region, hosted here or not. */
+  callerConfig?(namespace: string, actor: string): ActorConfig | undefined;
   peerToken?: string;
   /** For WebSockets between agents. */
   nc?: NatsConnection;
@@ -60,7 +63,7 @@ export class ActorRouter implements PeerHandler {
 
   /** A worker's `stub.fetch()`. */
   async fetch(target: ActorTarget, id: string, req: PeerRequest): Promise<PeerResponse> {
-    const cfg = this.opts.config(target.namespace, target.actor);
+    const cfg = (this.opts.callerConfig ?? this.opts.config)(target.namespace, target.actor);
     if (!cfg) throw new ActorUnavailableError(`DurableActor ${target.namespace}/${target.actor} is not available`);
     if (cfg.uid !== target.uid) throw new ActorUnavailableError(`DurableActor ${target.namespace}/${target.actor} was re-created; ids of the old one are void`);
     return this.route(cfg, id, req, 0);

@@ -65,6 +65,11 @@ export class ActorRuntime {
   router!: ActorRouter;
   private alarms!: ActorAlarms;
   private readonly configs = new Map<string, ActorConfig>();
+  /**
+   * Every DurableActor of the region, hosted here or not: what this process's own workers
+   * call through. The cordon host hosts no actors, yet the workers it runs call theirs.
+   */
+  private readonly known = new Map<string, ActorConfig>();
   private follower: BucketFollower | undefined;
   private migrations: Subscription | undefined;
   /** Worker version each active actor was started from: a new version restarts the actor. */
@@ -126,6 +131,7 @@ export class ActorRuntime {
     this.router = new ActorRouter({
       agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken, nc: opts.nc, sockets: opts.sockets,
       config: (ns, actor) => this.config(ns, actor),
+      callerConfig: (ns, actor) => this.known.get(actorClassRef(ns, actor)),
     });
     this.alarms = new ActorAlarms({
       agent: opts.agent, index: opts.buckets.alarms, ring: this.ring, host: this.host, log: opts.log,
@@ -166,6 +172,7 @@ export class ActorRuntime {
     const gone = parseOrSkip(parseActorClassKey, kvKey);
     if (!gone) return;
     this.configs.delete(actorClassRef(gone.namespace, gone.name));
+    this.known.delete(actorClassRef(gone.namespace, gone.name));
     const prefix = actorClassPrefix(gone.namespace, gone.name);
     for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
   }
@@ -173,6 +180,7 @@ export class ActorRuntime {
   private applyConfig(kvKey: string, value: Uint8Array): void {
     try {
       const cfg = decodeJson(ActorConfigSchema, value, `actor config ${kvKey}`);
+      this.known.set(actorClassRef(cfg.namespace, cfg.name), cfg);
       // Another isolate host of this agent hosts it: calls for it are answered 421 (not here).
       if (this.opts.serves && !this.opts.serves(cfg.namespace)) return;
       this.configs.set(actorClassRef(cfg.namespace, cfg.name), cfg);
