@@ -16,6 +16,7 @@ import { connectNatsWaiting, Startup, untilNats } from '../common/nats-startup.j
 import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
+import type { HibernationStats } from './actors/hibernation.js';
 import { hostBindings } from './bindings/host-bindings.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
@@ -362,6 +363,11 @@ export class Agent implements RunningAgent {
   /** The actors active here (instance keys). */
   actors(): string[] {
     return this.nats?.runtime.host.keys() ?? [];
+  }
+
+  /** The hibernatable WebSockets this agent holds for its actors (undefined without actors). */
+  hibernation(): HibernationStats | undefined {
+    return this.nats?.runtime.hibernation.stats();
   }
 
   /**

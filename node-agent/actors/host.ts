@@ -8,6 +8,7 @@ import { ActorExceptionError } from '../abi/bridge.js';
 import { actorClassKey, actorInstanceKey } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import type { HibernationEvent } from '../sockets/hibernation.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket
@@ -61,6 +62,8 @@ export interface ActorInstancePort {
   readonly dead: boolean;
   /** Open WebSockets accepted by the actor: it stays active while any is open. */
   readonly openSockets: number;
+  /** Runs the class's handler for an event of a hibernatable WebSocket (actors/hibernation.ts). */
+  hibernationEvent?(event: HibernationEvent): Promise<void>;
 }
 
 /** Builds an activation's storage and instance; the agent wires it to the isolate machinery. */
@@ -87,6 +90,11 @@ export interface ActorHostOptions {
   onActiveChange?(): void;
   /** Alarm index: where an alarm of an actor not in memory is remembered. */
   onAlarmSet?(config: ActorConfig, id: string, time: number | null): void;
+  /**
+   * Hibernatable WebSockets (actors/hibernation.ts): an actor whose only open sockets are
+   * those is evicted after `idleMs` without events (or its idleTimeoutSeconds if shorter).
+   */
+  hibernation?: { holds(key: string): boolean; idleMs: number };
 }
 
 type Task<T> = () => Promise<T>;
@@ -291,6 +299,34 @@ export class ActorHost implements ActorRunner {
     await this.activation(config, id);
   }
 
+  /**
+   * Runs an event of a hibernatable WebSocket on the actor through its input gate,
+   * activating it here if needed (waking it from hibernation), and commits what it wrote.
+   */
+  async socketEvent(config: ActorConfig, id: string, task: (instance: ActorInstancePort) => Promise<void>): Promise<void> {
+    if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
+    const act = await this.activation(config, id);
+    await act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
+      try {
+        await task(act.instance);
+      } catch (err) {
+        const exception = err instanceof WorkerScriptError && !act.instance.dead;
+        if (!exception) {
+          act.storage.discardPending();
+          if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+          throw err;
+        }
+        // The handler threw: as for a request, what it wrote before is committed.
+        await this.commit(act);
+        throw err;
+      }
+      await this.commit(act);
+    });
+  }
+
   /** Runs a task (a socket event) through the actor's input gate, committing what it wrote. */
   async withActor(key: string, task: () => Promise<void>): Promise<void> {
     this.checkStall();
@@ -456,7 +492,9 @@ export class ActorHost implements ActorRunner {
     const now = Date.now();
     for (const act of this.active.values()) {
       if (act.busy || act.instance.openSockets > 0) continue;
-      if (now - act.lastUsed > act.config.idleTimeoutSeconds * 1000) void this.handOver(act.key, Why.Idle);
+      let idleMs = act.config.idleTimeoutSeconds * 1000;
+      if (this.opts.hibernation?.holds(act.key)) idleMs = Math.min(idleMs, this.opts.hibernation.idleMs);
+      if (now - act.lastUsed > idleMs) void this.handOver(act.key, Why.Idle);
     }
   }
 

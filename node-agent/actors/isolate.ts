@@ -1,4 +1,6 @@
 import { hostBindings } from '../bindings/host-bindings.js';
+import type { HibernationCalls } from '../bindings/host-callbacks.js';
+import type { HibernationEvent } from '../sockets/hibernation.js';
 import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
 import { MAX_ACTOR_BODY_BYTES } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
@@ -90,6 +92,8 @@ export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
   actorRouter?: ActorRouter;
   /** The agent's egress allowances on top of the worker's policy (HostBindingsOptions.egressAllow). */
   egressAllow?: readonly string[];
+  /** The actor's hibernatable WebSockets on the agent (actors/hibernation.ts). */
+  hibernation?: HibernationCalls;
 };
 
 export interface AlarmInfo {
@@ -116,8 +120,8 @@ export class ActorIsolate {
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
   static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
-    const { actorRouter, egressAllow, ...isolateHooks } = hooks;
-    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}) });
+    const { actorRouter, egressAllow, hibernation, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(hibernation ? { hibernation } : {}) });
     const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,
@@ -220,6 +224,21 @@ export class ActorIsolate {
     const isRetry = typeof info === 'number' ? info > 0 : (info.isRetry ?? info.retryCount > 0);
     this.storage.setAlarm(null);
     const r = await this.isolate.actorEvent('alarm', { retryCount, isRetry });
+    this.checkReset(r.reset);
+    if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
+  }
+
+  /**
+   * Runs the class's webSocketMessage / webSocketClose / webSocketError handler for one
+   * event of a hibernatable socket (the host's input gate orders them). Rejects like
+   * alarm(): WorkerScriptError when the handler threw, WorkerLimitError, ActorResetError.
+   */
+  async hibernationEvent(event: HibernationEvent): Promise<void> {
+    // isolated-vm copies an ArrayBuffer, not a view into a larger one.
+    const arg = event.type === 'message' && typeof event.data !== 'string'
+      ? { ...event, data: event.data.buffer.slice(event.data.byteOffset, event.data.byteOffset + event.data.byteLength) }
+      : event;
+    const r = await this.isolate.actorEvent('ws', arg);
     this.checkReset(r.reset);
     if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
   }

@@ -15,6 +15,7 @@ import {
 } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why } from '../../common/reasons.js';
 import { ActorRing } from './ring.js';
+import { Hibernation, HIBERNATE_IDLE_MS } from './hibernation.js';
 import { ActorRouter, ActorUnavailableError } from './router.js';
 import { ActorStorage } from '../bindings/actor-storage.js';
 import type { IsolatePool } from '../isolate/pool.js';
@@ -49,6 +50,8 @@ export interface ActorRuntimeOptions {
   serves?(namespace: string): boolean;
   /** Start-up's state for /readyz: opening the actor log waits for NATS and says so there. */
   startup?: Startup;
+  /** How long an actor holding only hibernatable WebSockets stays in memory without events (default HIBERNATE_IDLE_MS). */
+  hibernateIdleMs?: number;
 }
 
 const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
@@ -57,6 +60,8 @@ export class ActorRuntime {
   readonly ring: ActorRing;
   host!: ActorHost;
   router!: ActorRouter;
+  /** Hibernatable WebSockets of the actors this agent hosts. */
+  hibernation!: Hibernation;
   private alarms!: ActorAlarms;
   private readonly configs = new Map<string, ActorConfig>();
   private follower: BucketFollower | undefined;
@@ -80,10 +85,20 @@ export class ActorRuntime {
   async start(): Promise<void> {
     const { opts } = this;
     const durable = await untilNats('opening the actor log', () => ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 }), { log: opts.log, ...(opts.startup ? { startup: opts.startup } : {}) });
+    this.hibernation = new Hibernation({
+      log: opts.log,
+      registry: opts.sockets,
+      isActive: (key) => this.host.isActive(key),
+      run: (cfg, id, event) => this.host.socketEvent(cfg, id, async (inst) => {
+        if (!inst.hibernationEvent) throw new Error('this actor instance cannot run WebSocket events');
+        await inst.hibernationEvent(event);
+      }),
+    });
     this.host = new ActorHost({
       agent: opts.agent,
       log: opts.log,
       durable,
+      hibernation: { holds: (key) => this.hibernation.holds(key), idleMs: opts.hibernateIdleMs ?? HIBERNATE_IDLE_MS },
       onActiveChange: () => opts.onActiveChange?.(),
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
@@ -95,7 +110,10 @@ export class ActorRuntime {
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
             { id, storage: storage as ActorStorage },
-            warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}) },
+            warm, {
+              ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}),
+              hibernation: this.hibernation.callsFor(cfg, id, worker.digest),
+            },
           );
           const key = actorInstanceKey(cfg.namespace, cfg.name, id);
           this.versions.set(key, worker.digest);
@@ -155,6 +173,7 @@ export class ActorRuntime {
     const gone = parseOrSkip(parseActorClassKey, kvKey);
     if (!gone) return;
     this.configs.delete(actorClassRef(gone.namespace, gone.name));
+    this.hibernation?.closeAll(1001, 'the Durable Object was deleted', (cfg) => cfg.namespace === gone.namespace && cfg.name === gone.name);
     const prefix = actorClassPrefix(gone.namespace, gone.name);
     for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
   }
@@ -172,6 +191,9 @@ export class ActorRuntime {
 
   /** A worker's version changed (`ref` a workerRef): actors running its old code restart on the next call. */
   workerChanged(ref: string): void {
+    // Cloudflare disconnects every WebSocket of a Durable Object on a code update.
+    const now = this.opts.workerDefinition(ref)?.digest;
+    this.hibernation?.closeAll(1012, 'the worker was updated', (cfg, digest) => workerRef(cfg.namespace, cfg.worker) === ref && digest !== now);
     for (const key of this.host.keys()) {
       const a = parseActorInstanceKey(key);
       const cfg = this.config(a.namespace, a.actor);
@@ -198,6 +220,8 @@ export class ActorRuntime {
    * actors moved so their new owners activate them at once.
    */
   async drain(): Promise<number> {
+    // Not carried to the next owner yet: their clients reconnect (docs/actors.md).
+    this.hibernation?.closeAll(1001, 'the edge agent is draining');
     const keys = await this.host.drain();
     if (keys.length > 0) {
       const actors = keys.map(parseActorInstanceKey);
@@ -211,6 +235,7 @@ export class ActorRuntime {
     this.migrations?.unsubscribe();
     await this.follower?.stop();
     await this.alarms?.stop();
+    this.hibernation?.closeAll(1001, 'the edge agent is shutting down');
     await this.host?.stop();
   }
 }

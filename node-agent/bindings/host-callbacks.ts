@@ -45,7 +45,15 @@ export interface CallbackContext {
   sockets?: SocketCalls;
   /** The isolate's pending timers (setTimeout/setInterval), capped and cancelled with it. */
   timers: HostTimers;
+  /** An actor isolate's hibernatable WebSockets (actors/hibernation.ts); absent in a worker isolate. */
+  hibernation?: HibernationCalls;
 }
+
+/**
+ * The host side of the hibernation callback, bound to one actor: see HostCallbacks.hibernation.
+ * Its arguments come from the isolate and are checked there.
+ */
+export type HibernationCalls = (op: string, a: unknown, b: unknown, c: unknown) => unknown;
 
 /** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
 export interface SocketCalls {
@@ -165,6 +173,15 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     socketClose(socket, code, reason) {
       ctx.sockets?.close(Number(socket), code, reason);
+    },
+    hibernation(op, a, b, c) {
+      if (!ctx.hibernation) throw new TypeError('the WebSocket Hibernation API (state.acceptWebSocket() and the rest) is only available in a DurableActor');
+      try {
+        return ctx.hibernation(String(op), a, b, c);
+      } catch (err) {
+        if (err instanceof SocketLimitError) throw new RangeError(err.message);
+        throw err;
+      }
     },
   };
 }

@@ -28,6 +28,7 @@ import { foreignSocket } from './web/websocket.js';
 import { headerList } from './web/headers.js';
 import { bodyBytes } from './web/body.js';
 import { sleep } from './web/timers.js';
+import { hibernationEvent, hibernationState } from './hibernation.js';
 import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 
 const freeze = Object.freeze;
@@ -392,6 +393,7 @@ export function actorInit(namespace, options, env, workerName) {
   const blockTimeoutMs = Number(options.blockTimeoutMs) > 0 ? Number(options.blockTimeoutMs) : 30_000;
   const canAlarm = () => typeof (actor && actor.instance ? actor.instance : cls.prototype).alarm === 'function';
   const state = freeze({
+    ...hibernationState(),
     id: new DurableObjectId(INTERNAL, StringCtor(options.id), options.name === undefined || options.name === null ? undefined : StringCtor(options.name), null),
     storage: makeStorage(canAlarm),
     blockConcurrencyWhile(callback) {
@@ -476,6 +478,9 @@ export async function actorEvent(op, arg) {
         error = `alarm() threw: ${errorText(err)}`;
       }
     }
+  } else if (op === 'ws') {
+    if (actor.instance === null) throw new ErrorCtor('edge-isolates shim: a WebSocket event before the actor was constructed');
+    error = await hibernationEvent(actor.instance, actor.className, arg, errorText);
   } else if (op !== 'gate') {
     throw new ErrorCtor(`edge-isolates shim: unknown actor event ${StringCtor(op)}`);
   }
