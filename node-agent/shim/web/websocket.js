@@ -365,7 +365,9 @@ export class WebSocket extends EventTarget {
   }
 }
 
-for (const [name, value] of [['CONNECTING', CONNECTING], ['OPEN', OPEN], ['CLOSING', CLOSING], ['CLOSED', CLOSED]]) {
+// READY_STATE_*: workerd's names for the same values (partyserver compares readyState with them).
+for (const [name, value] of [['CONNECTING', CONNECTING], ['OPEN', OPEN], ['CLOSING', CLOSING], ['CLOSED', CLOSED],
+  ['READY_STATE_CONNECTING', CONNECTING], ['READY_STATE_OPEN', OPEN], ['READY_STATE_CLOSING', CLOSING], ['READY_STATE_CLOSED', CLOSED]]) {
   Object.defineProperty(WebSocket, name, { value, enumerable: true });
   Object.defineProperty(WebSocket.prototype, name, { value, enumerable: true });
 }
