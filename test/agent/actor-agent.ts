@@ -37,16 +37,18 @@ export interface ActorAgent {
 
 const digest = (s: string | Uint8Array) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
 
-export async function startActorAgent(opts: { maxWebSocketMessageBytes?: number } = {}): Promise<ActorAgent> {
-  const nats = await startNats();
+/** `nats`: share another test agent's nats-server (a second agent of the same region) instead of starting one. */
+export async function startActorAgent(opts: { maxWebSocketMessageBytes?: number; nats?: TestNats; name?: string } = {}): Promise<ActorAgent> {
+  const nats = opts.nats ?? await startNats();
+  const name = opts.name ?? 'agent-1';
   const nc = await connectNats(nats.url, 'actor-agent test');
   const quiet = createLogger({}, () => undefined);
   const buckets = await provisionNats(nc, { log: quiet });
   const logs: LogFields[] = [];
   const agent = await Agent.start({
     log: createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug'),
-    source: { kind: 'nats', url: nats.url, region: REGION, node: 'node-1' },
-    agentName: 'agent-1',
+    source: { kind: 'nats', url: nats.url, region: REGION, node: `node-${name}` },
+    agentName: name,
     listen: { host: '127.0.0.1', port: 0 },
     peerListen: { host: '127.0.0.1', port: 0 },
     peerToken: 'actor-agent-test-peer-token',
@@ -83,7 +85,7 @@ export async function startActorAgent(opts: { maxWebSocketMessageBytes?: number 
     stop: async () => {
       await agent.stop();
       await nc.close();
-      await nats.stop();
+      if (!opts.nats) await nats.stop();
     },
   };
 }
