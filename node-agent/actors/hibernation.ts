@@ -42,6 +42,11 @@ export const MAX_TAG_LENGTH = 256;
 export const MAX_AUTO_RESPONSE_BYTES = 2048;
 export const MAX_QUEUED_PER_SOCKET = 1024;
 export const MAX_QUEUED_BYTES_PER_ACTOR = 16 * 1024 * 1024;
+/**
+ * A socket accepted but never handed to a client (its WebSocketPair's other end was not
+ * returned in a 101) is dropped after this long: an actor cannot pile up orphans.
+ */
+export const ORPHAN_MS = 30_000;
 
 /** What workerd says of a connection that ended without a close frame. */
 const DISCONNECTED = 'WebSocket disconnected without sending Close frame.';
@@ -74,6 +79,8 @@ export interface HibernationOptions {
   isActive(key: string): boolean;
   maxQueuedPerSocket?: number;
   maxQueuedBytesPerActor?: number;
+  /** Default ORPHAN_MS. */
+  orphanMs?: number;
 }
 
 type Queued = { socket: HibernatableSocket; event: HibernationEvent; bytes: number };
@@ -212,6 +219,12 @@ export class Hibernation {
     const socket = new HibernatableSocket(group.key, tags, (s, input) => this.input(s, input));
     socket.id = this.opts.registry.register(socket);
     group.sockets.set(socket.id, socket);
+    const orphan = setTimeout(() => {
+      if (socket.attached || !group.sockets.has(socket.id)) return;
+      failed.add(socket);
+      this.forget(group, socket);
+    }, this.opts.orphanMs ?? ORPHAN_MS);
+    orphan.unref();
     return socket.id;
   }
 

@@ -7,6 +7,7 @@ import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
+import { EdgeError } from '../../common/errors.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
 import type { Subrequests } from './subrequests.js';
 
@@ -179,7 +180,9 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
       try {
         return ctx.hibernation(String(op), a, b, c);
       } catch (err) {
+        // isolated-vm passes built-in error types on, and the class name with a subclass.
         if (err instanceof SocketLimitError) throw new RangeError(err.message);
+        if (err instanceof EdgeError) throw new Error(err.message);
         throw err;
       }
     },

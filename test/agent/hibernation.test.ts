@@ -43,6 +43,15 @@ export class Room {
         return new Response(String(all.length));
       }
       case '/method': return new Response(request.method);
+      case '/hoard': {
+        // Accepts without handing the other ends out, until the agent refuses.
+        let n = 0;
+        try {
+          for (;;) { ctx.acceptWebSocket(new WebSocketPair()[1]); n++; }
+        } catch (err) {
+          return new Response(n + ' ' + err.name + ': ' + err.message);
+        }
+      }
     }
     if (request.headers.get('Upgrade') !== 'websocket') return new Response('expected a WebSocket', { status: 426 });
     const [client, server] = Object.values(new WebSocketPair());
@@ -115,7 +124,7 @@ async function evicted(): Promise<void> {
 describe('WebSocket hibernation', () => {
   beforeAll(async () => {
     h = await startActorAgent();
-    await h.publish({ namespace: 'tenant-a', name: 'rooms', host: HOST, source: ROOM, actors: { ROOMS: { name: 'rooms', className: 'Room' } } });
+    await h.publish({ namespace: 'tenant-a', name: 'rooms', host: HOST, source: ROOM, cpuMsPerRequest: 5000, actors: { ROOMS: { name: 'rooms', className: 'Room' } } });
     // The same worker and DurableActor names in another namespace.
     await h.publish({ namespace: 'tenant-b', name: 'rooms', host: 'other.test', source: ROOM, actors: { ROOMS: { name: 'rooms', className: 'Room' } } });
     await waitFor('the worker to be served', async () => (await send(h.port, HOST, '/constructed?room=warmup')).status === 200, 30_000);
@@ -279,6 +288,11 @@ describe('WebSocket hibernation', () => {
     calm.ws.send('still here');
     expect(await calm.next()).toBe('echo:still here');
     calm.ws.close();
+  }, 60_000);
+
+  it('refuses a 32,769th socket on one actor', async () => {
+    const res = await get('/hoard?room=r8');
+    expect(res).toBe('32768 Error: state.acceptWebSocket(): this Durable Object already holds 32768 WebSockets, the most one may');
   }, 60_000);
 
   it("never shows one namespace's sockets to another namespace's actor of the same names", async () => {
