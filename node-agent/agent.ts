@@ -17,6 +17,7 @@ import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
 import type { HibernationStats } from './actors/hibernation.js';
+import { registerHibernationMetrics } from './actors/hibernation-metrics.js';
 import { hostBindings } from './bindings/host-bindings.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
@@ -321,6 +322,7 @@ export class Agent implements RunningAgent {
       });
       built.runtime = runtime;
       const rt = runtime;
+      registerHibernationMetrics(server.metrics.registry, () => rt.hibernation?.stats());
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
       undo.push(() => rt.stop());

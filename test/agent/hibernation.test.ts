@@ -180,6 +180,9 @@ describe('WebSocket hibernation', () => {
     expect(after.autoResponses).toBe(autoResponses + 5);
     expect(after.wakes).toBe(wakes);
     expect(activeRooms()).toBe(0);
+    const metrics = await h.agent.server.metrics.registry.metrics();
+    expect(metrics).toMatch(new RegExp(`^edge_hibernation_auto_responses_total\\{[^}]*\\} ${after.autoResponses}$`, 'm'));
+    expect(metrics).toMatch(/^edge_hibernated_websockets\{[^}]*\} [1-9]\d*$/m);
     // Another message wakes it; it sees when the agent last answered.
     c.ws.send('autots');
     const ts = Number(await c.next());
