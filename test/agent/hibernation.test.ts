@@ -298,6 +298,16 @@ describe('WebSocket hibernation', () => {
     expect(res).toBe('32768 Error: state.acceptWebSocket(): this Durable Object already holds 32768 WebSockets, the most one may');
   }, 60_000);
 
+  it('closes hibernated sockets with 1012 when their worker is updated, as Cloudflare does on a code update; other workers\' stay', async () => {
+    const old = await connect(h.port, 'other.test', '/?room=v1&name=old');
+    const stays = await connect(h.port, HOST, '/?room=v1&name=stays');
+    await h.publish({ namespace: 'tenant-b', name: 'rooms', host: 'other.test', source: `${ROOM}\n// v2`, actors: { ROOMS: { name: 'rooms', className: 'Room' } } });
+    expect(await old.closed).toEqual({ code: 1012, reason: 'the worker was updated' });
+    stays.ws.send('whoami');
+    expect(JSON.parse(await stays.next()).att.name).toBe('stays');
+    stays.ws.close();
+  }, 30_000);
+
   it("never shows one namespace's sockets to another namespace's actor of the same names", async () => {
     const mine = await connect(h.port, HOST, '/?room=shared&name=mine&tag=t');
     expect(JSON.parse(await get('/sockets?room=shared'))).toHaveLength(1);
