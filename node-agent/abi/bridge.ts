@@ -82,12 +82,26 @@ export interface ActorIdRecord {
   name?: string;
 }
 
+/**
+ * A stub.fetch() request body of bytes (a string, a BufferSource...) up to this size
+ * crosses whole in ActorFetchInit.body, as before bodies streamed: a whole body can be
+ * sent again, so a call the ring must route again (421, an owner that never took it) is
+ * retried. A larger one, and any ReadableStream, is streamed with actorWrite (the shim's
+ * actor-fetch.js holds the same number).
+ */
+export const ACTOR_WHOLE_BODY_BYTES = 32 * 1024 * 1024;
+
+/** The shim's number for an actor call (actorWrite/actorRead/actorCancel name it by this). */
+export const ActorCallIdSchema = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+
 /** stub.fetch()'s request as the isolate passes it. */
 export const ActorFetchInitSchema = z.object({
+  id: ActorCallIdSchema,
   url: z.string().max(64 * 1024),
   method: z.string().min(1).max(64),
   headers: HeaderListSchema,
-  body: z.instanceof(ArrayBuffer).nullable(),
+  /** null, the whole body (at most ACTOR_WHOLE_BODY_BYTES), or 1: streamed with actorWrite. */
+  body: z.union([z.instanceof(ArrayBuffer).refine((b) => b.byteLength <= ACTOR_WHOLE_BODY_BYTES, 'a whole body this large must be streamed'), z.literal(1)]).nullable(),
 });
 export type ActorFetchInit = z.infer<typeof ActorFetchInitSchema>;
 
@@ -96,10 +110,10 @@ export interface ActorFetchResult {
   status: number;
   statusText: string;
   headers: [string, string][];
-  body: ArrayBuffer;
+  /** The whole body, or "stream": read it with actorRead(id). */
+  body: ArrayBuffer | 'stream';
   webSocket?: number;
 }
-
 
 /** What the isolate may ask the host for. All synchronous unless noted. */
 export interface HostCallbacks {
@@ -163,9 +177,26 @@ export interface HostCallbacks {
   /**
    * stub.fetch() of an actor binding, counted against limits.subrequests; `name` is the
    * id's name when it was made by idFromName (checked by the host). Async: settles with the
-   * buffered response of the actor, or an error message naming the binding.
+   * response head of the actor once its writes are committed (its body whole, or streamed
+   * with actorRead), or an error message naming the binding.
    */
   actorFetch(binding: string, id: string, name: string | null, request: ActorFetchInit): HostAsync<ActorFetchResult>;
+  /**
+   * The next chunk of an actor call's streamed request body (ActorFetchInit.body === 1),
+   * or null for its end. Async: settles once the host can take more (the actor reads it as
+   * it arrives: backpressure), or with an error once the actor's request is over.
+   */
+  actorWrite(id: number, chunk: ArrayBuffer | null): HostAsync<void>;
+  /** Async: the next bytes of the actor's streamed response body, or null at its end. */
+  actorRead(id: number): HostAsync<ArrayBuffer | null>;
+  /** The caller is done with the call (body cancelled, request aborted): the actor's stream is cancelled. */
+  actorCancel(id: number, reason: string): void;
+  /**
+   * The request handler wants more of its streamed request body (the body stream's
+   * pull()): a host that feeds the body on demand sends the next chunk. Answered by the
+   * isolate core itself (WorkerIsolate), not by the bindings.
+   */
+  bodyDemand(id: number): void;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**

@@ -229,7 +229,7 @@ export class ActorHost implements ActorRunner {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
     const act = await this.activation(config, id);
-    const done = await act.run(async () => {
+    const task = act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       if (act.suspect) await this.prove(act);
       let res: PeerResponse;
@@ -258,11 +258,59 @@ export class ActorHost implements ActorRunner {
         throw err;
       }
       // The output gate: a write is proven current by its fenced commit; a read waits, out
-      // of the input gate, for the read barrier.
-      return { res, readAt: (await this.commit(act)) ? -1 : act.seq };
+      // of the input gate, for the read barrier. A streamed body follows its head.
+      let wrote: boolean;
+      try {
+        wrote = await this.commit(act);
+      } catch (err) {
+        if (res.stream) await this.dropBody(act, res, 'the actor\'s writes could not be committed');
+        throw err;
+      }
+      const out = { res, readAt: wrote ? -1 : act.seq };
+      if (!res.ended) return out;
+      // The head goes now; the input gate stays closed until the body is over.
+      headReady(out);
+      await this.afterBody(act, res.ended);
+      return out;
     });
-    if (done.readAt >= 0) await act.hold(this.prove(act, done.readAt));
+    let headReady!: (head: Awaited<typeof task>) => void;
+    const head = new Promise<Awaited<typeof task>>((resolve) => { headReady = resolve; });
+    const done = await Promise.race([head, task]);
+    if (done.readAt >= 0) {
+      try {
+        await act.hold(this.prove(act, done.readAt));
+      } catch (err) {
+        if (done.res.stream) done.res.stream.cancel('the actor moved to another agent');
+        throw err;
+      }
+    }
     return done.res;
+  }
+
+  /** A streamed body nobody will read: cancelled, and its request ended. */
+  private async dropBody(act: Activation, res: PeerResponse, reason: string): Promise<void> {
+    res.stream?.cancel(reason);
+    await res.ended?.catch((err: unknown) => this.opts.log.warn('actor request failed while its body was dropped', { actor: act.key, error: err }));
+  }
+
+  /**
+   * The tail of a request whose body streamed: once it is over, what the actor wrote
+   * meanwhile (in its stream's pull() or cancel()) is committed before the next event.
+   */
+  private async afterBody(act: Activation, ended: Promise<void>): Promise<void> {
+    try {
+      await ended;
+    } catch (err) {
+      act.storage.discardPending();
+      this.opts.log.warn('actor failed while streaming a response body', { actor: act.key, error: err });
+      if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+      return;
+    }
+    try {
+      await this.commit(act);
+    } catch (err) {
+      this.opts.log.warn('actor writes made while streaming a response body could not be committed', { actor: act.key, error: err });
+    }
   }
 
   /**

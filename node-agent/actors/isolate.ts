@@ -2,9 +2,9 @@ import { hostBindings } from '../bindings/host-bindings.js';
 import type { HibernationCalls } from '../bindings/host-callbacks.js';
 import type { HibernationEvent } from '../sockets/hibernation.js';
 import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
-import { MAX_ACTOR_BODY_BYTES } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
+import { PulledBody, type BodyStream } from '../../common/body-stream.js';
 import type { WarmIsolate } from '../isolate/pool.js';
 import {
   WorkerIsolate, WorkerScriptError,
@@ -25,8 +25,9 @@ import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '.
 //       resolves once the constructor ran and every blockConcurrencyWhile it started has
 //       settled: nothing may be delivered before. Commit storage.takePending() next (the
 //       constructor may have written).
-//   per request:  await a.fetch(req) (buffered), or a.begin(req) ... a.finish(id) (streamed);
-//                 then commit storage.takePending(); release the response only after.
+//   per request:  await a.fetch(req) (bodies whole or streamed: a streamed response's
+//                 `ended` says when the request is over), or a.begin(req) ... a.finish(id);
+//                 then commit storage.takePending(); release the response head only after.
 //   per alarm:    await a.alarm({ retryCount, isRetry }); then commit.
 //   a.dispose(reason) when evicted.
 // Any rejection: drop the event's writes (storage.discardPending()). When the error is an
@@ -177,39 +178,58 @@ export class ActorIsolate {
   }
 
   /**
-   * A whole request with buffered bodies (what an ActorRouter call carries). Rejects with
-   * a WorkerScriptError when the handler throws or returns no Response, WorkerLimitError,
-   * or ActorResetError; the request is over (finished) when it settles either way.
+   * One request as an ActorRouter call carries it. A streamed request body (`stream`) is
+   * fed to the handler only as it reads it (bodyWanted); a streamed response body comes
+   * back as `stream`, pulled from the isolate as the caller reads, and `ended` settles once
+   * the request is over (the body ended or was cancelled, then finish()): until then the
+   * isolate is busy. The wall limit bounds the handler, up to its Response; the body then
+   * streams for as long as the caller reads (CPU and memory limits still apply).
+   * Rejects with a WorkerScriptError when the handler throws or returns no Response,
+   * WorkerLimitError, or ActorResetError; the request is then over.
    */
-  async fetch(req: ActorRequest): Promise<ActorResponse> {
-    const { id, response } = this.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body });
-    let out: ActorResponse;
+  async fetch(req: ActorRequest): Promise<ActorResponse & { ended?: Promise<void> }> {
+    const upload = req.stream;
+    const { id, response } = this.begin({ url: req.url, method: req.method, headers: req.headers, body: upload ? 'stream' : req.body });
+    if (upload) void this.feed(id, upload);
+    const over = async () => {
+      upload?.cancel('the actor\'s request is over');
+      await this.finish(id);
+    };
+    let res: DispatchResponse;
     try {
-      const res = await response;
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      if (res.body === 'stream') {
-        for (let c = await this.pullBody(id); c !== null; c = await this.pullBody(id)) {
-          size += c.byteLength;
-          if (size > MAX_ACTOR_BODY_BYTES) {
-            this.cancel(id, 'response body over the limit');
-            throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: its response body is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
-          }
-          chunks.push(c);
-        }
-      } else if (res.body !== null) {
-        chunks.push(new Uint8Array(res.body));
-      }
-      out = { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
-      const webSocket = (res as { webSocket?: number }).webSocket;
-      if (webSocket !== undefined) out.webSocket = webSocket;
+      res = await response;
     } catch (err) {
       // The request failed; a reset found while ending it (thrown by finish) is the bigger news.
-      await this.finish(id);
+      await over();
       throw err;
     }
-    await this.finish(id);
-    return out;
+    const head = { status: res.status, statusText: res.statusText, headers: res.headers };
+    const webSocket = (res as { webSocket?: number }).webSocket;
+    if (res.body !== 'stream') {
+      await over();
+      return { ...head, body: res.body === null ? new Uint8Array(0) : new Uint8Array(res.body), ...(webSocket !== undefined ? { webSocket } : {}) };
+    }
+    this.isolate.bodyStreaming(id);
+    const stream = new PulledBody(() => this.pullBody(id), (reason) => this.cancel(id, reason));
+    const ended = stream.done.then(over);
+    // Whoever runs the request awaits it (the actor host); a failure nobody awaited is not a crash.
+    ended.catch(() => undefined);
+    return { ...head, body: new Uint8Array(0), stream, ended };
+  }
+
+  /** Feeds a streamed request body into request `id`, a chunk each time the handler asks for one. */
+  private async feed(id: number, upload: BodyStream): Promise<void> {
+    try {
+      for (;;) {
+        if (!(await this.isolate.bodyWanted(id))) { upload.cancel('the actor\'s request is over'); return; }
+        const chunk = await upload.read();
+        this.pushBody(id, chunk);
+        if (chunk === null) return;
+      }
+    } catch (err) {
+      // The caller's body failed (cancelled, its pump broke): the handler's read rejects.
+      this.cancel(id, `the request body failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /**

@@ -109,8 +109,12 @@ export class ActorRouter implements PeerHandler {
     return { ...rest, webSocket: this.opts.sockets.register(s) };
   }
 
-  private async route(cfg: ActorConfig, id: string, req: PeerRequest, hops: number): Promise<PeerResponse> {
+  private async route(cfg: ActorConfig, id: string, req0: PeerRequest, hops: number): Promise<PeerResponse> {
     const key = actorInstanceKey(cfg.namespace, cfg.name, id);
+    // A streamed request body cannot be sent twice: once a byte of it went, the call is not routed again.
+    let bodyRead = false;
+    const upload = req0.stream;
+    const req: PeerRequest = upload ? { ...req0, stream: { read: () => { bodyRead = true; return upload.read(); }, cancel: (r) => upload.cancel(r) } } : req0;
     const deadline = Date.now() + (this.opts.routeTimeoutMs ?? 10_000);
     let last = '';
     for (let attempt = 0; ; attempt++) {
@@ -128,6 +132,9 @@ export class ActorRouter implements PeerHandler {
         // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
         return hops === 0 ? this.socketIn(res) : res;
       } catch (err) {
+        if (bodyRead && (err instanceof NotHereError || err instanceof PeerUnreachableError)) {
+          throw new ActorUnavailableError(`actor ${key}: agent ${owner.agent} did not take the call after its streamed request body had begun (${err.message}); a body cannot be sent twice`, { cause: err });
+        }
         // Messages reach the worker's stub.fetch(): agent names, never addresses.
         if (err instanceof NotHereError) { last = `agent ${owner.agent}: ${err.message}`; continue; }
         if (err instanceof PeerUnreachableError) { last = `agent ${owner.agent} did not take the call`; continue; }

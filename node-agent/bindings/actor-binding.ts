@@ -1,5 +1,7 @@
 import { ActorIds } from './actor-id.js';
 import { ActorExceptionError, ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
+import type { BodyStream } from '../../common/body-stream.js';
+import { ActorStreams } from './actor-streams.js';
 
 export type { ActorFetchInit, ActorFetchResult, ActorIdKind, ActorIdRecord };
 
@@ -16,20 +18,25 @@ export interface ActorTarget {
   uid: string;
 }
 
-/** One stub.fetch() request, body buffered. */
+/** One stub.fetch() request: its body whole, or streamed (`stream`, body null). */
 export interface ActorRequest {
   url: string;
   method: string;
   headers: [string, string][];
   body: Uint8Array | null;
+  stream?: BodyStream;
 }
 
-/** The actor's response, body buffered. `webSocket`: a socket handle (defined by the WebSocket support; not passed on yet). */
+/**
+ * The actor's response: its body whole, or streamed (`stream`, body empty), which the
+ * reader must read to its end or cancel. `webSocket`: a socket handle.
+ */
 export interface ActorResponse {
   status: number;
   statusText: string;
   headers: [string, string][];
   body: Uint8Array;
+  stream?: BodyStream;
   webSocket?: number;
 }
 
@@ -48,7 +55,7 @@ export interface ActorRouter {
   fetch(target: ActorTarget, id: string, req: ActorRequest, opts?: ActorCallOptions): Promise<ActorResponse>;
 }
 
-/** Bodies to and from an actor are buffered; this bounds each (the fetch subrequest limit). */
+/** A whole body to or from an actor is bounded by this (a streamed one is not: it is never held whole). */
 export const MAX_ACTOR_BODY_BYTES = 32 * 1024 * 1024;
 
 const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
@@ -56,6 +63,8 @@ const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffse
 /** One isolate's actor bindings (WorkerEnv.actors) and the router their stubs call. */
 export class ActorCalls {
   private readonly bindings = new Map<string, { target: ActorTarget; ids: ActorIds }>();
+  /** Calls with a body streaming (either way), by the shim's call id. */
+  readonly streams = new ActorStreams();
 
   constructor(
     bindings: Record<string, ActorTarget> | undefined,
@@ -102,9 +111,6 @@ export class ActorCalls {
     const parsed = ActorFetchInitSchema.safeParse(raw);
     if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
     const init = parsed.data;
-    if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
-      throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
-    }
     // A name travels only when it really is the id's name.
     const opts: ActorCallOptions = {};
     if (typeof name === 'string' && b.ids.idFromName(name).hex === hex) opts.name = name;
@@ -114,20 +120,30 @@ export class ActorCalls {
       throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
     if (!this.router) throw new Error(`${what}: actors are not available on this agent`);
+    // Registered before anything is awaited: the shim's first actorWrite may come next.
+    const gen = this.streams.generation;
+    const upload = init.body === 1 ? this.streams.upload(init.id) : undefined;
     let res: ActorResponse;
     try {
       res = await this.router.fetch(b.target, hex, {
-        url: init.url, method: init.method, headers: init.headers, body: init.body ? new Uint8Array(init.body) : null,
+        url: init.url, method: init.method, headers: init.headers,
+        body: init.body instanceof ArrayBuffer ? new Uint8Array(init.body) : null,
+        ...(upload ? { stream: upload } : {}),
       }, opts);
     } catch (err) {
+      if (upload) this.streams.cancel(init.id, 'the actor call failed');
       // The actor's own exception reaches the caller as itself (hostCallbacks passes it on).
       if (err instanceof ActorExceptionError) throw err;
       throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
-    if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+    if (res.stream && !this.streams.download(init.id, res.stream, gen)) {
+      res.stream.cancel('the caller\'s request is over');
+      throw new Error(`${what}: the caller's request ended before the actor answered`);
+    }
+    if (!res.stream && res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
       throw new RangeError(`${what}: the actor's response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
     }
-    const out: ActorFetchResult = { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
+    const out: ActorFetchResult = { status: res.status, statusText: res.statusText, headers: res.headers, body: res.stream ? 'stream' : toArrayBuffer(res.body) };
     if (res.webSocket !== undefined) {
       this.grantSocket(res.webSocket);
       out.webSocket = res.webSocket;

@@ -51,11 +51,12 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     const rules = egressRules(ctx.def.key, ctx.def.egress, opts.egressAllow);
     for (const bad of rules.invalid) ctx.onLog('warn', `egress allowance ignored: ${bad.message}`);
     const subrequests = new Subrequests({ worker: ctx.def.name, rules, ...(opts.resolve ? { resolve: opts.resolve } : {}) });
+    const actors = new ActorCalls(ctx.def.env.actors, opts.actorRouter, ctx.def.name, ctx.grantSocket);
     const callbacks = hostCallbacks({
       workerName: ctx.def.name,
       ai,
       subrequests,
-      actors: new ActorCalls(ctx.def.env.actors, opts.actorRouter, ctx.def.name, ctx.grantSocket),
+      actors,
       storage: opts.storage ?? null,
       sockets: ctx.sockets,
       onLog: ctx.onLog,
@@ -65,9 +66,10 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     });
     return {
       callbacks,
-      requestEnded: () => { ai.closeAll(); subrequests.closeAll(); },
-      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); },
-      hostBytes: () => subrequests.heldBytes(),
+      // An actor body still open when the request ends is cancelled: that reaches the actor.
+      requestEnded: () => { ai.closeAll(); subrequests.closeAll(); actors.streams.closeAll('the caller\'s request ended'); },
+      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); actors.streams.closeAll('the caller\'s isolate is gone'); },
+      hostBytes: () => subrequests.heldBytes() + actors.streams.heldBytes(),
     };
   };
 }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import ivm from 'isolated-vm';
 import { describeIssues } from '../../common/errors.js';
 import type { HostAsync, HostCallbacks, Settled, UrlRecord } from '../abi/bridge.js';
-import { ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
+import { ActorCallIdSchema, ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
@@ -74,7 +74,7 @@ function hostAsync<T>(work: Promise<T>): HostAsync<T> {
   return new ivm.Reference(() => outcome);
 }
 
-export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
+export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand'> {
   return {
     log(level, message) {
       ctx.onLog(String(level), String(message));
@@ -158,6 +158,19 @@ export function hostCallbacks(ctx: CallbackContext): HostCallbacks {
     },
     actorFetch(binding, id, name, request) {
       return hostAsync(ctx.actors.fetch(binding, id, name, request, () => ctx.countSubrequest()));
+    },
+    actorWrite(id, chunk) {
+      if (!ActorCallIdSchema.safeParse(id).success || (chunk !== null && !(chunk instanceof ArrayBuffer))) {
+        return hostAsync(Promise.reject(new TypeError(`stub.fetch(): malformed body chunk from worker ${ctx.workerName}`)));
+      }
+      return hostAsync(ctx.actors.streams.write(id, chunk));
+    },
+    actorRead(id) {
+      if (!ActorCallIdSchema.safeParse(id).success) return hostAsync(Promise.reject(new TypeError(`stub.fetch(): malformed body read from worker ${ctx.workerName}`)));
+      return hostAsync(ctx.actors.streams.read(id));
+    },
+    actorCancel(id, reason) {
+      if (ActorCallIdSchema.safeParse(id).success) ctx.actors.streams.cancel(id, String(reason).slice(0, 1024));
     },
     storage(op, a, b) {
       return storageCall(ctx.storage, op, a, b);

@@ -77,7 +77,8 @@ export interface BindingContext {
 }
 
 export interface IsolateBindings {
-  callbacks: HostCallbacks;
+  /** bodyDemand is the isolate core's own. */
+  callbacks: Omit<HostCallbacks, 'bodyDemand'>;
   /** The request in flight ended: nothing it started may outlive it. */
   requestEnded(): void;
   /** The isolate is gone. */
@@ -221,6 +222,8 @@ interface Inflight {
   settled: boolean;
   /** Set while the module loads: the startup budgets apply, and no I/O is allowed. */
   startup?: boolean;
+  /** The handler returned and its body streams to a caller who reads at its pace: no wall limit (see bodyStreaming). */
+  wallFree?: boolean;
   /** CPU time up to which hooks.onCpu was told (cpuStart until the first report). */
   cpuCounted?: bigint;
 }
@@ -242,6 +245,8 @@ export class WorkerIsolate implements IsolateOwner {
   private socketOwner: SocketOwner | undefined;
   /** Sockets actors handed this isolate (by registry id): the only foreign ones it may return. */
   private readonly grantedSockets = new Set<number>();
+  /** The streamed request body's demand (bodyDemand calls) for the request in flight. */
+  private demand: { id: number; wanted: boolean; waiter?: ((ok: boolean) => void) | undefined } | undefined;
   readonly createdAt = performance.now();
   lastUsed = performance.now();
 
@@ -271,7 +276,7 @@ export class WorkerIsolate implements IsolateOwner {
         }
       },
     });
-    this.cbs = this.bindings.callbacks;
+    this.cbs = { ...this.bindings.callbacks, bodyDemand: (id) => this.onBodyDemand(Number(id)) };
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
@@ -382,7 +387,7 @@ export class WorkerIsolate implements IsolateOwner {
     }
     const limit = r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest;
     if (cpuMs > limit && Number(procCpu() - r.procStart) / 1e6 >= limit) this.kill('cpu');
-    else if (now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
+    else if (!r.wallFree && now - r.wallStart > (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest)) this.kill('wall');
   }
 
   private kill(reason: LimitReason): void {
@@ -510,6 +515,45 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
+  private onBodyDemand(id: number): void {
+    if (this.inflight?.id !== id) return;
+    const d = this.demand;
+    if (d?.id !== id) { this.demand = { id, wanted: true }; return; }
+    const w = d.waiter;
+    if (w) { d.waiter = undefined; w(true); } else d.wanted = true;
+  }
+
+  /**
+   * Resolves true once the handler of request `id` asks for more of its streamed request
+   * body (its stream's pull()), false once the request is over: a host that pushes only
+   * then holds nothing ahead of the handler's reads.
+   */
+  bodyWanted(id: number): Promise<boolean> {
+    if (this.dead || this.inflight?.id !== id) return Promise.resolve(false);
+    let d = this.demand;
+    if (d?.id !== id) { d = { id, wanted: false }; this.demand = d; }
+    if (d.wanted) { d.wanted = false; return Promise.resolve(true); }
+    if (d.waiter) return Promise.reject(new Error(`worker ${this.def.name}: request ${id}'s body is fed by one pump`));
+    const dd = d;
+    return new Promise((resolve) => { dd.waiter = resolve; });
+  }
+
+  /**
+   * The handler of request `id` returned and its response body streams to a caller that
+   * reads it at its own pace: the wall limit, which bounds the handler, stops here (CPU
+   * and memory still apply). Whoever streams it must end the request when its reader
+   * goes (an actor's caller: actors/isolate.ts).
+   */
+  bodyStreaming(id: number): void {
+    if (this.inflight?.id === id) this.inflight.wallFree = true;
+  }
+
+  private endDemand(): void {
+    const w = this.demand?.waiter;
+    this.demand = undefined;
+    w?.(false);
+  }
+
   cancel(id: number, reason: string): void {
     if (this.dead) return;
     this.warm.entry.__edgeCancel.applyIgnored(undefined, [id, reason], { arguments: { copy: true } });
@@ -531,6 +575,7 @@ export class WorkerIsolate implements IsolateOwner {
     // Nothing a request started outlives it: an ai stream it left open is aborted.
     this.bindings.requestEnded();
     this.inflight = undefined;
+    this.endDemand();
     active.delete(this);
     this.lastUsed = performance.now();
   }
@@ -563,6 +608,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.disposed) return;
     this.disposed = true;
     active.delete(this);
+    this.endDemand();
     this.bindings.dispose();
     // Nothing is left to answer the isolate's WebSockets: their clients see them close.
     this.sockets.closeAll(reason === 'shutdown' ? 1001 : 1011, reason === 'shutdown' ? 'the edge agent is shutting down' : `the worker's isolate was disposed (${reason})`);

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
-import { Agent as HttpAgent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import { Agent as HttpAgent, createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type Server } from 'node:http';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
@@ -10,6 +10,8 @@ import {
   type PeerForwardOptions, type PeerHandler, type PeerRequest, type PeerResponse,
 } from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
+import type { BodyStream } from '../../common/body-stream.js';
+import { FRAMED, FRAMED_HEADER, STREAMED, receiveFramedBody, receiveStreamedRequest, sendFramedBody } from './body-frames.js';
 
 // The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
 // forward here, and a pooled client for forwarding.
@@ -88,18 +90,25 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       const method = String(req.headers['x-edge-method'] ?? 'GET');
       if (!headers.success || !/^https?:\/\//.test(target)) { fail(400, 'malformed forwarded request'); return; }
       // Nothing runs before the whole request is here: a caller that never sent its last
-      // chunk (it stopped waiting for our 100 Continue) knows the call did not run.
-      const body = await readBody(req, MAX_PEER_BODY);
+      // chunk (it stopped waiting for our 100 Continue) knows the call did not run. A
+      // streamed body cannot wait for its end: the call runs from its first byte, which
+      // the caller too sends only after our 100 Continue.
+      const upload = req.headers[FRAMED_HEADER] === STREAMED ? await receiveStreamedRequest(req) : undefined;
+      const body = upload ? null : await readBody(req, MAX_PEER_BODY);
       const { namespace: ns, actor, id } = addr;
       const hops = Number(req.headers['x-edge-hops'] ?? '0') || 0;
       // While the call runs, 102 Processing tells the caller this agent is alive and on it,
       // so a long call is not taken for a paused agent.
       const asked = Number(req.headers[HEARTBEAT_HEADER]);
-      const beat = setInterval(() => { if (!res.headersSent && !res.destroyed) res.writeProcessing(); },
-        Number.isFinite(asked) && asked > 0 ? Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, asked)) : MAX_HEARTBEAT_MS);
+      const beatMs = Number.isFinite(asked) && asked > 0 ? Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, asked)) : MAX_HEARTBEAT_MS;
+      const beat = setInterval(() => { if (!res.headersSent && !res.destroyed) res.writeProcessing(); }, beatMs);
+      // The caller gone before the answer: a streamed request body it was sending fails.
+      res.once('close', () => { if (!res.writableFinished) upload?.cancel('the calling agent closed the connection'); });
       let out: PeerResponse;
       try {
-        out = await handler.call(ns, actor, id, { url: target, method, headers: headers.data, body: body.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
+        out = await handler.call(ns, actor, id, upload
+          ? { url: target, method, headers: headers.data, body: null, stream: upload }
+          : { url: target, method, headers: headers.data, body: body!.length > 0 || !['GET', 'HEAD'].includes(method) ? body : null }, hops);
       } catch (err) {
         if (err instanceof NotHereError) { fail(MISDIRECTED, err.message); return; }
         if (err instanceof ForeignActorIdError) { fail(400, err.message); return; }
@@ -122,12 +131,21 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       } finally {
         clearInterval(beat);
       }
-      res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, {
+      const head = {
         'x-edge-headers': JSON.stringify(out.headers),
         'x-edge-status': String(out.status),
         ...(out.webSocketSid ? { 'x-edge-websocket': out.webSocketSid } : {}),
-        'content-length': out.body.byteLength,
-      });
+        // A request body the actor did not read to its end is not read here either: this connection is not reused.
+        ...(upload ? { connection: 'close' } : {}),
+      };
+      if (out.stream) {
+        // The head left after the actor's writes were committed; the body follows as the caller reads.
+        res.writeHead(out.status, out.statusText, { ...head, [FRAMED_HEADER]: FRAMED });
+        res.flushHeaders();
+        await sendFramedBody(res, out.stream, beatMs);
+        return;
+      }
+      res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, { ...head, 'content-length': out.body.byteLength });
       res.end(out.body);
     })().catch((err: unknown) => { if (!res.headersSent) fail(400, errorMessage(err)); else res.destroy(); });
   });
@@ -143,6 +161,31 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
     }
   };
   return { server, port: addr.port, quiet, close: () => { server.close(); } };
+}
+
+/**
+ * Writes a streamed request body to the owner as it reads it. A body that fails before the
+ * answer drops the connection (the owner's read fails); once the answer is in (`answered`),
+ * the rest is simply not sent (the owner closes the connection after its answer).
+ */
+async function sendUpload(r: ClientRequest, upload: BodyStream, answered: () => boolean): Promise<void> {
+  try {
+    for (;;) {
+      const c = await upload.read();
+      if (r.destroyed) { upload.cancel('the call is over'); return; }
+      if (c === null) { r.end(); return; }
+      if (!r.write(c)) {
+        const ac = new AbortController();
+        try {
+          await Promise.race([once(r, 'drain', { signal: ac.signal }), once(r, 'close', { signal: ac.signal })]);
+        } catch { /* aborted below */ } finally {
+          ac.abort();
+        }
+      }
+    }
+  } catch (err) {
+    if (!answered()) r.destroy(err instanceof Error ? err : new Error(String(err)));
+  }
 }
 
 /** The owner ran (or may have run) the call, and it failed there: not retried. */
@@ -167,10 +210,13 @@ export class PeerUnreachableError extends EdgeError {}
 export function forwardToPeer(peerAddress: string, namespace: string, actor: string, id: string, req: PeerRequest, hops: number, token?: string, opts: PeerForwardOptions = {}): Promise<PeerResponse> {
   const url = new URL(`${PEER_PATH}${actorInstanceKey(namespace, actor, id)}`, peerAddress);
   const body = req.body ?? new Uint8Array(0);
+  const upload = req.stream;
   const silenceMs = opts.silenceMs ?? DEFAULT_SILENCE_MS;
   return new Promise((resolve, reject) => {
     /** The whole request went out: from here on the peer may have run it. */
     let sent = false;
+    /** The owner's answer (its head) is here. */
+    let answered = false;
     const r = httpRequest(url, {
       method: 'POST',
       agent: peerAgent,
@@ -178,13 +224,31 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         'x-edge-url': req.url, 'x-edge-method': req.method, 'x-edge-headers': JSON.stringify(req.headers), 'x-edge-hops': String(hops),
         // Chunked even when empty: the request is complete only with its last chunk, sent after 100 Continue.
         expect: '100-continue', 'transfer-encoding': 'chunked', [HEARTBEAT_HEADER]: String(heartbeatFor(silenceMs)),
+        ...(upload ? { [FRAMED_HEADER]: STREAMED } : {}),
         ...(token ? { 'x-edge-peer-token': token } : {}),
       },
     }, (res) => {
+      answered = true;
+      if (res.headers[FRAMED_HEADER] === FRAMED) {
+        // The head is here (the owner's writes are committed); the body streams as it is read.
+        r.setTimeout(0);
+        let headers: [string, string][] = [];
+        try { headers = HeaderListSchema.parse(JSON.parse(String(res.headers['x-edge-headers'] ?? '[]'))); } catch { headers = []; }
+        const stream = receiveFramedBody(res, silenceMs, (err) => { upload?.cancel(err.message); r.destroy(); });
+        // Once the actor's body ended, whatever it did not read of ours is not wanted.
+        const ended: BodyStream = {
+          read: async () => { const c = await stream.read(); if (c === null) upload?.cancel('the actor\'s request is over'); return c; },
+          cancel: (reason) => stream.cancel(reason),
+        };
+        resolve({ status: Number(res.headers['x-edge-status'] ?? res.statusCode), statusText: res.statusMessage ?? '', headers, body: new Uint8Array(0), stream: ended });
+        return;
+      }
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', (err) => r.destroy(err));
       res.on('end', () => {
+        // A whole answer: the actor's request is over, and so is any body it did not read.
+        upload?.cancel('the actor\'s request is over');
         const status = res.statusCode ?? 502;
         const payload = Buffer.concat(chunks);
         if (status === MISDIRECTED) { reject(new NotHereError(payload.toString('utf8').trim())); return; }
@@ -200,7 +264,11 @@ export function forwardToPeer(peerAddress: string, namespace: string, actor: str
         resolve({ status: fwdStatus, statusText: res.statusMessage ?? '', headers, body: payload, ...(typeof sid === 'string' ? { webSocketSid: sid } : {}) });
       });
     });
-    r.on('continue', () => { sent = true; r.end(body); });
+    r.on('continue', () => {
+      sent = true;
+      if (upload) void sendUpload(r, upload, () => answered);
+      else r.end(body);
+    });
     r.on('error', (err) => reject(sent
       ? new CallOutcomeUnknownError(`the call reached ${url.host}, then ${errorMessage(err)}: it may or may not have run`, { cause: err })
       : new PeerUnreachableError(`${url.host}: ${errorMessage(err)} before it took the call`, { cause: err })));

@@ -19,6 +19,7 @@
 // becomes a Response.
 
 import { EdgeError } from '../../common/errors.js';
+import type { BodyStream } from '../../common/body-stream.js';
 
 export const PEER_PATH = '/actors/';
 export const MISDIRECTED = 421;
@@ -29,12 +30,27 @@ export const OUTCOME_HEADER = 'x-edge-outcome';
 /** Request header: how often the peer should send 102 Processing while the call runs (ms). */
 export const HEARTBEAT_HEADER = 'x-edge-heartbeat-ms';
 
-export interface PeerRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface PeerRequest {
+  url: string;
+  method: string;
+  headers: [string, string][];
+  body: Uint8Array | null;
+  /** A streamed body (then `body` is null): read as the actor reads it. */
+  stream?: BodyStream;
+}
 export interface PeerResponse {
   status: number;
   statusText: string;
   headers: [string, string][];
+  /** The whole body (empty when `stream` is set). */
   body: Uint8Array;
+  /** A streamed body: the reader must read it to its end or cancel it (the actor's input gate waits for that). */
+  stream?: BodyStream;
+  /**
+   * On the owner only: settles once the actor's request is over (its streamed body ended or
+   * was cancelled, and what it wrote meanwhile committed).
+   */
+  ended?: Promise<void>;
   /** A WebSocket the actor accepted, by this agent's registry id. */
   webSocket?: number;
   /** Between agents: the NATS socket id carrying that WebSocket. */

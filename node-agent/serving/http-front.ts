@@ -55,6 +55,8 @@ function handshakeProblem(req: IncomingMessage): string | undefined {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
 
 const rayId = () => randomBytes(8).toString('hex');
+/** A streamed request body the handler has not asked for is read from the client up to this much, then held. */
+export const UNREAD_BODY_BYTES = 1024 * 1024;
 
 /** Characters that would end or change a URL's authority if a Host header carried them. */
 const NOT_A_HOST = /[/?#@\\\s]/;
@@ -403,8 +405,21 @@ export class HttpFront {
    * already answered without reading it).
    */
   private pumpRequestBody(body: RequestBody, headBytes: Buffer, iso: WorkerIsolate, id: number): void {
+    // Paced by the handler's reads (its body stream's pull(): WorkerIsolate.bodyWanted):
+    // past UNREAD_BODY_BYTES it has not asked for, the client is not read, so a handler
+    // that reads slowly (an actor it streams the body to, a slow upstream) does not fill
+    // its isolate's heap with the client's body.
+    let unread = headBytes.length;
     iso.pushBody(id, headBytes);
-    body.forward((chunk) => iso.pushBody(id, chunk), (err) => iso.cancel(id, err.message));
+    void (async () => {
+      while (await iso.bodyWanted(id)) { unread = 0; body.release(); }
+    })();
+    body.forward((chunk) => {
+      iso.pushBody(id, chunk);
+      if (chunk === null) return;
+      unread += chunk.length;
+      if (unread >= UNREAD_BODY_BYTES) body.hold();
+    }, (err) => iso.cancel(id, err.message));
   }
 
   private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {

@@ -140,13 +140,28 @@ export class RequestBody {
     this.chunks = [];
     if (this.ended) { sink(null); return; }
     this.sink = sink;
-    if (this.pausedAt !== undefined) {
-      const now = performance.now();
-      this.pausedMs += now - this.pausedAt;
-      this.lastByte = now;
-      this.pausedAt = undefined;
-      this.req.resume();
-    }
+    this.release();
+  }
+
+  /**
+   * Stops reading the client while the isolate has not asked for more of the body (the
+   * rest waits in the client's socket, not in the isolate); like the wait for an isolate,
+   * that time is not held against the client's rate.
+   */
+  hold(): void {
+    if (this.pausedAt !== undefined || !this.sink || this.ended || this.failure) return;
+    this.req.pause();
+    this.pausedAt = performance.now();
+  }
+
+  /** Reads the client again after hold() (or the head's wait for an isolate). */
+  release(): void {
+    if (this.pausedAt === undefined || !this.sink || this.failure) return;
+    const now = performance.now();
+    this.pausedMs += now - this.pausedAt;
+    this.lastByte = now;
+    this.pausedAt = undefined;
+    this.req.resume();
   }
 
   /**

@@ -21,15 +21,11 @@
 //
 // Runs at snapshot time: nothing here calls a host callback (or runs) until used.
 import { host } from './host.js';
-import { DOMException, INTERNAL, hostOutcome, messageOf, platformClassOf, toArrayBuffer } from './web/util.js';
-import { Request, requestBody } from './web/request.js';
-import { Response, fetchedResponse } from './web/response.js';
-import { foreignSocket } from './web/websocket.js';
-import { headerList } from './web/headers.js';
-import { bodyBytes } from './web/body.js';
+import { DOMException, INTERNAL, messageOf, platformClassOf } from './web/util.js';
+import { actorStubFetch } from './actor-fetch.js';
 import { sleep } from './web/timers.js';
 import { hibernationEvent, hibernationState } from './hibernation.js';
-import { ArrayMap, ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
+import { ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 
 const freeze = Object.freeze;
 const stringify = JSON.stringify;
@@ -108,26 +104,13 @@ class DurableObjectStub {
     if (key !== INTERNAL) throw new TypeErrorCtor('Illegal constructor: stubs are made by get(id)');
     defineProperty(this, 'id', { value: id, enumerable: true });
     defineProperty(this, 'name', { value: data.name, enumerable: true });
-    const what = `env.${binding}.get(id).fetch()`;
     const hex = data.hex;
     const name = data.name === undefined ? null : data.name;
     defineProperty(this, 'fetch', {
       enumerable: true,
-      value: async function fetch(input, init = undefined) {
-        const request = new Request(input, init);
-        const bytes = await bodyBytes(requestBody(request), what);
-        const result = await hostOutcome(host.actorFetch(binding, hex, name, {
-          url: request.url,
-          method: request.method,
-          headers: ArrayMap(headerList(request.headers), (e) => [e[0], e[1]]),
-          body: bytes === null ? null : toArrayBuffer(bytes),
-        }));
-        // The actor accepted a WebSocket: the client end comes back as a host socket the
-        // worker returns in its own 101 response.
-        if (result.webSocket !== undefined) {
-          return new Response(null, { status: 101, statusText: result.statusText, headers: result.headers, webSocket: foreignSocket(result.webSocket) });
-        }
-        return fetchedResponse({ ...result, url: request.url, redirected: false }, request.method);
+      // Bodies stream both ways (actor-fetch.js).
+      value: function fetch(input, init = undefined) {
+        return actorStubFetch(binding, hex, name, input, init);
       },
     });
     freeze(this);

@@ -26,6 +26,7 @@ const allSettled = Promise.allSettled.bind(Promise);
 // A worker may replace Array.prototype.push; the runtime must not depend on it.
 const arrayPush = Array.prototype.push;
 const push = (list, item) => Reflect.apply(arrayPush, list, [item]);
+const noop = () => {};
 
 const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
@@ -140,7 +141,9 @@ async function dispatch(id, head, reqBody) {
   if (client) push(headers, ['cf-connecting-ip', client]);
   let body = null;
   if (reqBody === 1) { // streamed: see WireBody in node-agent/bridge.ts
-    body = new ReadableStreamCtor({ start(controller) { state.feed = controller; } });
+    // pull() tells the host the handler wants more: a host that feeds the body only on
+    // demand (an actor's caller, node-agent/actors/isolate.ts) holds nothing ahead of it.
+    body = new ReadableStreamCtor({ start(controller) { state.feed = controller; }, pull() { host.bodyDemand(id).then(undefined, noop); } });
   } else if (typeof reqBody === 'string') {
     // latin1: one char per byte (see DispatchRequest.body)
     body = new UInt8(reqBody.length);
