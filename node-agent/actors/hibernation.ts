@@ -74,7 +74,7 @@ export interface HibernationOptions {
    * Runs one event on the actor through its input gate, activating it if it is not in
    * memory; `woke` says whether it had to be.
    */
-  run(config: ActorConfig, id: string, event: HibernationEvent): Promise<void>;
+  run(config: ActorConfig, id: string, event: HibernationEvent, name: string | undefined): Promise<void>;
   /** Whether the actor is in memory now (to count wakes). */
   isActive(key: string): boolean;
   maxQueuedPerSocket?: number;
@@ -92,6 +92,9 @@ class ActorSockets {
   readonly queue: Queued[] = [];
   queuedBytes = 0;
   running = false;
+
+  /** The name the id was made from, when an activation knew it: a woken actor's state.id.name. */
+  name: string | undefined;
 
   constructor(readonly key: string, public config: ActorConfig, readonly id: string, public workerDigest: string | undefined) {}
 
@@ -125,7 +128,7 @@ export class Hibernation {
   socketCount(key: string): number { return this.actors.get(key)?.sockets.size ?? 0; }
 
   /** The hibernation callback of one activation of an actor (HostCallbacks.hibernation). */
-  callsFor(config: ActorConfig, id: string, workerDigest?: string): HibernationCalls {
+  callsFor(config: ActorConfig, id: string, workerDigest?: string, name?: string): HibernationCalls {
     const key = actorInstanceKey(config.namespace, config.name, id);
     const group = (): ActorSockets => {
       let a = this.actors.get(key);
@@ -135,6 +138,7 @@ export class Hibernation {
       }
       a.config = config;
       if (workerDigest !== undefined) a.workerDigest = workerDigest;
+      if (name !== undefined) a.name = name;
       return a;
     };
     const socketOf = (raw: unknown, what: string): HibernatableSocket => {
@@ -302,7 +306,7 @@ export class Hibernation {
         try {
           if (!this.opts.isActive(group.key)) this.counts.wakes += 1;
           this.counts.events += 1;
-          await this.opts.run(group.config, group.id, q.event);
+          await this.opts.run(group.config, group.id, q.event, group.name);
         } catch (err) {
           this.opts.log.warn('hibernatable WebSocket event failed', { actor: group.key, socket: q.socket.id, event: q.event.type, error: err });
         } finally {

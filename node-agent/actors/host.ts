@@ -9,6 +9,8 @@ import { actorClassKey, actorInstanceKey } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 import type { HibernationEvent } from '../sockets/hibernation.js';
+import { ACTOR_NAME_HEADER } from '../bindings/actor-binding.js';
+import { ActorIds } from '../bindings/actor-id.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket
@@ -69,7 +71,8 @@ export interface ActorInstancePort {
 /** Builds an activation's storage and instance; the agent wires it to the isolate machinery. */
 export interface ActorFactory {
   storage(state: ActorState, config: ActorConfig): ActorStoragePort;
-  instance(config: ActorConfig, id: string, storage: ActorStoragePort): Promise<ActorInstancePort>;
+  /** `name`: the name the id was made from, when the call that activates it knows it (state.id.name). */
+  instance(config: ActorConfig, id: string, storage: ActorStoragePort, name?: string): Promise<ActorInstancePort>;
 }
 
 export { ActorResetError } from './isolate.js';
@@ -198,6 +201,8 @@ class Activation {
 export class ActorHost implements ActorRunner {
   private readonly active = new Map<string, Activation>();
   private readonly activating = new Map<string, Promise<Activation>>();
+  /** Per DurableActor uid: checks the names calls carry (takeName). */
+  private readonly ids = new Map<string, ActorIds>();
   private sweeper: NodeJS.Timeout | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private lastTick = performance.now();
@@ -224,11 +229,31 @@ export class ActorHost implements ActorRunner {
   isActive(key: string): boolean { return this.active.has(key); }
   keys(): string[] { return [...this.active.keys()]; }
 
+  /**
+   * The id's name the calling binding put on the request (ACTOR_NAME_HEADER), checked
+   * against the id, and the request without it: the actor never sees the header.
+   */
+  private takeName(config: ActorConfig, id: string, req: PeerRequest): { req: PeerRequest; name?: string } {
+    const i = req.headers.findIndex(([k]) => k === ACTOR_NAME_HEADER);
+    if (i < 0) return { req };
+    const headers = req.headers.filter(([k]) => k !== ACTOR_NAME_HEADER);
+    let name: string | undefined;
+    try { name = decodeURIComponent(req.headers[i]![1]); } catch { /* not ours: no name */ }
+    let ids = this.ids.get(config.uid);
+    if (!ids) {
+      if (this.ids.size >= 1024) this.ids.clear();
+      ids = new ActorIds(config.uid);
+      this.ids.set(config.uid, ids);
+    }
+    return { req: { ...req, headers }, ...(name !== undefined && ids.idFromName(name).hex === id ? { name } : {}) };
+  }
+
   /** Runs one request on the actor, activating it here if needed. */
-  async call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse> {
+  async call(config: ActorConfig, id: string, request: PeerRequest): Promise<PeerResponse> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id);
+    const { req, name } = this.takeName(config, id, request);
+    const act = await this.activation(config, id, name);
     const task = act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       if (act.suspect) await this.prove(act);
@@ -351,10 +376,10 @@ export class ActorHost implements ActorRunner {
    * Runs an event of a hibernatable WebSocket on the actor through its input gate,
    * activating it here if needed (waking it from hibernation), and commits what it wrote.
    */
-  async socketEvent(config: ActorConfig, id: string, task: (instance: ActorInstancePort) => Promise<void>): Promise<void> {
+  async socketEvent(config: ActorConfig, id: string, task: (instance: ActorInstancePort) => Promise<void>, name?: string): Promise<void> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id);
+    const act = await this.activation(config, id, name);
     await act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       if (act.suspect) await this.prove(act);
@@ -464,19 +489,19 @@ export class ActorHost implements ActorRunner {
     this.opts.onAlarmSet?.(act.config, act.addr.id, time);
   }
 
-  private activation(config: ActorConfig, id: string): Promise<Activation> {
+  private activation(config: ActorConfig, id: string, name?: string): Promise<Activation> {
     const key = actorInstanceKey(config.namespace, config.name, id);
     const cur = this.active.get(key);
     if (cur && !cur.closed && !cur.instance.dead) return Promise.resolve(cur);
     let p = this.activating.get(key);
     if (!p) {
-      p = this.activate(config, id, key).finally(() => this.activating.delete(key));
+      p = this.activate(config, id, key, name).finally(() => this.activating.delete(key));
       this.activating.set(key, p);
     }
     return p;
   }
 
-  private async activate(config: ActorConfig, id: string, key: string): Promise<Activation> {
+  private async activate(config: ActorConfig, id: string, key: string, name?: string): Promise<Activation> {
     const addr: ActorAddress = { namespace: config.namespace, actor: config.name, id };
     // The log may move between reading it and claiming it (the previous owner's release
     // or last commit landing): read again and retry a few times before giving the call back.
@@ -494,7 +519,7 @@ export class ActorHost implements ActorRunner {
     }
     if (!loaded) throw new Error('unreachable');
     const storage = this.opts.factory.storage(loaded.state, config);
-    const instance = await this.opts.factory.instance(config, id, storage);
+    const instance = await this.opts.factory.instance(config, id, storage, name);
     const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq);
     this.active.set(key, act);
     // The alarm index may have missed the last set (an owner killed between its commit and

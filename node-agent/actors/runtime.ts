@@ -89,10 +89,10 @@ export class ActorRuntime {
       log: opts.log,
       registry: opts.sockets,
       isActive: (key) => this.host.isActive(key),
-      run: (cfg, id, event) => this.host.socketEvent(cfg, id, async (inst) => {
+      run: (cfg, id, event, name) => this.host.socketEvent(cfg, id, async (inst) => {
         if (!inst.hibernationEvent) throw new Error('this actor instance cannot run WebSocket events');
         await inst.hibernationEvent(event);
-      }),
+      }, name),
     });
     this.host = new ActorHost({
       agent: opts.agent,
@@ -103,16 +103,16 @@ export class ActorRuntime {
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
         storage: (state, cfg) => new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
-        instance: async (cfg, id, storage) => {
+        instance: async (cfg, id, storage, name) => {
           const worker = opts.workerDefinition(workerRef(cfg.namespace, cfg.worker));
           if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
           const warm = opts.pool.take(worker.limits.memoryMiB);
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name) },
-            { id, storage: storage as ActorStorage },
+            { id, storage: storage as ActorStorage, ...(name !== undefined ? { name } : {}) },
             warm, {
               ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}),
-              hibernation: this.hibernation.callsFor(cfg, id, worker.digest),
+              hibernation: this.hibernation.callsFor(cfg, id, worker.digest, name),
             },
           );
           const key = actorInstanceKey(cfg.namespace, cfg.name, id);

@@ -25,6 +25,7 @@ export class Room {
   async fetch(request) {
     const url = new URL(request.url);
     const ctx = this.ctx;
+    this.seen = [...request.headers.keys()].filter((k) => k.startsWith('x-edge'));
     switch (url.pathname) {
       case '/constructed': return new Response(String(await ctx.storage.get('constructed')));
       case '/sockets': {
@@ -77,7 +78,7 @@ export class Room {
     const att = ws.deserializeAttachment();
     if (typeof message !== 'string') { ws.send(message); return; }
     if (message === 'whoami') {
-      ws.send(JSON.stringify({ att, tags: this.ctx.getTags(ws), constructed: await this.ctx.storage.get('constructed') }));
+      ws.send(JSON.stringify({ att, tags: this.ctx.getTags(ws), constructed: await this.ctx.storage.get('constructed'), name: this.ctx.id.name ?? null, headers: [...this.seen ?? []] }));
     } else if (message === 'bump') {
       att.n += 1;
       ws.serializeAttachment(att);
@@ -148,7 +149,8 @@ describe('WebSocket hibernation', () => {
     expect(a.ws.readyState).toBe(1);
     // A message wakes the actor: the constructor ran again, the attachment and tags are there.
     a.ws.send('whoami');
-    expect(JSON.parse(await a.next())).toEqual({ att: { name: 'alice', n: 1 }, tags: ['red', 'blue'], constructed: 2 });
+    // state.id.name too: the name the worker's idFromName() carried, kept for the woken actor.
+    expect(JSON.parse(await a.next())).toEqual({ att: { name: 'alice', n: 1 }, tags: ['red', 'blue'], constructed: 2, name: 'r1', headers: [] });
     expect(h.agent.hibernation()!.wakes).toBe(before.wakes + 1);
     // getWebSockets after the eviction: both sockets, the same way as before.
     expect(JSON.parse(await get('/sockets?room=r1&tag=blue')).map((s: { att: { name: string } }) => s.att.name).sort()).toEqual(['alice', 'bob']);

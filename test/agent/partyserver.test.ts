@@ -13,9 +13,9 @@ import { connect, startActorAgent, type ActorAgent } from './actor-agent.js';
 // real `ws` clients; the room is evicted between messages and its connections survive.
 //
 // Needs the `cloudflare:workers` module (built beside this, issue 14): until bundleWorker
-// resolves it, the bundle fails and the test is skipped, saying so. It also needs
-// `ctx.id.name` inside the actor (partyserver reads it on every event, a woken one
-// included): the name a stub's idFromName() carried must reach the activation.
+// resolves it, the bundle fails and the test is skipped, saying so. partyserver reads
+// `ctx.id.name` on every event, a woken one included: the name idFromName() carried
+// reaches the activation (ACTOR_NAME_HEADER) and is kept for wakes.
 
 const HOST = 'party.test';
 const bundle = await bundleWorker(join(REPO_ROOT, 'test/agent/fixtures/party-chat.js'));
@@ -52,7 +52,7 @@ describe.skipIf(missingWorkersModule)('partyserver (hibernate: true), unmodified
     expect(await a.next()).toBe(`${idA}: after sleep`);
     expect(await b.next()).toBe(`${idA}: after sleep`);
     b.ws.send('state');
-    expect(JSON.parse(await b.next())).toEqual({ joined: 'yes' });
+    expect(JSON.parse(await b.next())).toEqual({ room: 'room-1' });
     a.ws.close();
     b.ws.close();
   }, 60_000);
