@@ -45,6 +45,8 @@ interface Upgrade { socket: Socket; head: Buffer }
  * worker, which decides (acceptWebSocket completes it like a GET's).
  */
 function handshakeProblem(req: IncomingMessage): string | undefined {
+  // Node hands the connection over at the headers: a body would never reach the worker.
+  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) return 'a WebSocket upgrade request cannot carry a body';
   const key = req.headers['sec-websocket-key'];
   if (typeof key !== 'string' || !/^[+/0-9A-Za-z]{22}==$/.test(key)) return 'a WebSocket upgrade needs a valid Sec-WebSocket-Key header';
   const version = req.headers['sec-websocket-version'];

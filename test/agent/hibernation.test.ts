@@ -258,6 +258,21 @@ describe('WebSocket hibernation', () => {
       req.end();
     });
     expect(up).toEqual({ status: 101, method: 'POST' });
+    // A body could never reach the worker (the connection is handed over at the headers): refused, not left to hang.
+    const withBody = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest({
+        host: '127.0.0.1', port: h.port, method: 'POST', path: '/method?room=r5',
+        headers: { host: HOST, connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13', 'content-length': '5' },
+      });
+      req.on('response', (r) => {
+        let body = '';
+        r.on('data', (c: Buffer) => { body += c.toString(); });
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end('hello');
+    });
+    expect(withBody).toEqual({ status: 400, body: 'a WebSocket upgrade request cannot carry a body\n' });
   }, 30_000);
 
   it('refuses what workerd refuses: more than 10 tags, a tag over 256 characters, accepting twice, an attachment over 16 KiB', async () => {
