@@ -7,6 +7,7 @@ import type { HibernationCalls } from '../bindings/host-callbacks.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
 import { HibernatableSocket, type HibernationEvent, type HibernationInput } from '../sockets/hibernation.js';
 import { closeReason, isWireCloseCode, type SocketData, type SocketRegistry } from '../sockets/sockets.js';
+import type { SocketMirror } from '../sockets/relay.js';
 
 // The agent's side of the Durable Objects WebSocket Hibernation API. A socket an actor
 // accepts with state.acceptWebSocket() is a HibernatableSocket held here, with its tags,
@@ -171,6 +172,7 @@ export class Hibernation {
             throw new Error(`A WebSocket 'attachment' cannot be larger than ${MAX_ATTACHMENT_BYTES} bytes. 'attachment' was ${bytes.byteLength} bytes.`);
           }
           s.attachment = bytes;
+          s.onChange?.();
           return undefined;
         }
         case 'attachment': {
@@ -210,6 +212,37 @@ export class Hibernation {
         default: throw new TypeError(`hibernation: unknown operation ${op.slice(0, 40)}`);
       }
     };
+  }
+
+  /** The state another agent needs to re-create `socket` on the actor's next owner. */
+  describe(socket: HibernatableSocket): SocketMirror | undefined {
+    const group = this.actors.get(socket.actor);
+    if (!group || !group.sockets.has(socket.id)) return undefined;
+    return {
+      namespace: group.config.namespace, actor: group.config.name, id: group.id, ...(group.name !== undefined ? { name: group.name } : {}),
+      tags: [...socket.tags], attachment: socket.attachment === null ? null : Buffer.from(socket.attachment).toString('base64'),
+    };
+  }
+
+  /**
+   * Re-creates a hibernatable socket whose owner went away, on this agent (the actor's
+   * owner now), from the state the client's agent kept: its id, to hand to that agent.
+   */
+  adopt(config: ActorConfig, id: string, mirror: SocketMirror): number {
+    const key = actorInstanceKey(config.namespace, config.name, id);
+    let group = this.actors.get(key);
+    if (!group) {
+      group = new ActorSockets(key, config, id, undefined);
+      this.actors.set(key, group);
+    }
+    if (mirror.name !== undefined) group.name = mirror.name;
+    const sid = this.accept(group, mirror.tags);
+    const socket = group.sockets.get(sid)!;
+    if (mirror.attachment !== null) {
+      const bytes = Buffer.from(mirror.attachment, 'base64');
+      if (bytes.byteLength <= MAX_ATTACHMENT_BYTES) socket.attachment = new Uint8Array(bytes);
+    }
+    return sid;
   }
 
   private accept(group: ActorSockets, rawTags: unknown): number {

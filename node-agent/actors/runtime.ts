@@ -132,6 +132,7 @@ export class ActorRuntime {
     });
     this.router = new ActorRouter({
       agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken, nc: opts.nc, sockets: opts.sockets,
+      hibernation: { describe: (s) => this.hibernation.describe(s), adopt: (cfg, id, m) => this.hibernation.adopt(cfg, id, m) },
       config: (ns, actor) => this.config(ns, actor),
     });
     this.alarms = new ActorAlarms({

@@ -133,7 +133,8 @@ export class ActorCalls {
     const upload = init.body === 1 ? this.streams.upload(init.id) : undefined;
     let res: ActorResponse;
     try {
-      const headers = init.headers.filter(([k]) => k.toLowerCase() !== ACTOR_NAME_HEADER);
+      // The agent's own headers on actor calls are the agent's to set (x-edge-adopt-socket: actors/router.ts).
+      const headers = init.headers.filter(([k]) => { const l = k.toLowerCase(); return l !== ACTOR_NAME_HEADER && l !== 'x-edge-adopt-socket'; });
       if (opts.name !== undefined) headers.push([ACTOR_NAME_HEADER, encodeURIComponent(opts.name)]);
       res = await this.router.fetch(b.target, hex, {
         url: init.url, method: init.method, headers,

@@ -25,6 +25,11 @@ export class HibernatableSocket extends BaseHostSocket {
   attachment: Uint8Array | null = null;
   /** When the agent last answered the auto-response request on this socket (ms since epoch). */
   autoResponseAt: number | null = null;
+  /**
+   * Set while the client is on another agent: told the socket's state whenever it changes,
+   * so that agent can re-create it on the actor's next owner (relay.ts).
+   */
+  onChange: (() => void) | undefined;
   /** Events of this socket queued for the actor, and their message bytes. */
   queued = 0;
   queuedBytes = 0;
