@@ -371,6 +371,29 @@ export class Hibernation {
   }
 
   /**
+   * The agent drains: a socket whose client is on another agent is let go with 1006 over
+   * its NATS socket, which that agent takes as "the owner went away" and moves the socket
+   * to the actor's next owner (relay.ts); the others close with 1001 (their clients are on
+   * this agent, which is going away).
+   */
+  drain(): number {
+    let moved = 0;
+    for (const group of [...this.actors.values()]) {
+      group.queue.length = 0;
+      group.queuedBytes = 0;
+      for (const s of [...group.sockets.values()]) {
+        failed.add(s);
+        if (s.onChange) { moved += 1; s.closeToClient(1006, 'the edge agent is draining: the WebSocket moves to the next owner'); }
+        else s.closeToClient(1001, 'the edge agent is draining');
+        group.sockets.delete(s.id);
+        this.opts.registry.delete(s.id);
+      }
+      this.dropIfEmpty(group);
+    }
+    return moved;
+  }
+
+  /**
    * Closes the hibernatable sockets of the actors `which` selects (all by default): the
    * agent drains or stops, the DurableActor was deleted, or its worker changed (Cloudflare
    * disconnects every WebSocket on a code update). Their actors are not told.

@@ -76,8 +76,27 @@ export class ActorRouter implements PeerHandler {
   /** Per DurableActor uid: checks the tag of ids that arrive from other agents. */
   private readonly ids = new Map<string, ActorIds>();
 
+  /** Hibernatable sockets carried for clients here, and the agent that owns each one's actor. */
+  private readonly relays = new Map<RelaySocket, { region: string; agent: string }>();
+
   constructor(private readonly opts: ActorRouterOptions) {
     this.forward = opts.forward ?? forwardToPeer;
+    opts.ring.onChange(() => this.ringChanged());
+  }
+
+  /** Sockets whose owner left the ring (died or drains) move to their actor's next owner now. */
+  private ringChanged(): void {
+    const ring = this.opts.ring;
+    if (!ring.agents) return;
+    const live = new Map<string, Set<string>>();
+    for (const [relay, at] of this.relays) {
+      if (relay.over) { this.relays.delete(relay); continue; }
+      let agents = live.get(at.region);
+      if (!agents) { agents = new Set(ring.agents(at.region).map((p) => p.agent)); live.set(at.region, agents); }
+      if (agents.has(at.agent) || relay.mirror === null) continue;
+      this.relays.delete(relay);
+      relay.moveNow(`agent ${at.agent} left the ring`);
+    }
   }
 
   /** A worker's `stub.fetch()`. */
@@ -129,13 +148,15 @@ export class ActorRouter implements PeerHandler {
   }
 
   /** The other end of socketOut, on the client's agent. */
-  private socketIn(res: PeerResponse): PeerResponse {
+  private socketIn(res: PeerResponse, region: string, owner: string): PeerResponse {
     if (!res.webSocketSid) return res;
     if (!this.opts.nc || !this.opts.sockets) throw new Error('an actor answered with a WebSocket this agent cannot carry');
     const s = NatsSocket.connect(this.opts.nc, res.webSocketSid);
     const { webSocketSid: _, ...rest } = res;
     // A hibernatable socket's owner sends its state: kept here, to move it if the owner goes.
     const relay = new RelaySocket(s, (m) => this.readopt(m));
+    if (this.relays.size >= 1024) for (const r of this.relays.keys()) if (r.over) this.relays.delete(r);
+    this.relays.set(relay, { region, agent: owner });
     s.onControl = (info) => { const m = SocketMirrorSchema.safeParse(info); if (m.success) relay.mirror = m.data; };
     return { ...rest, webSocket: this.opts.sockets.register(relay) };
   }
@@ -189,7 +210,7 @@ export class ActorRouter implements PeerHandler {
         const silenceMs = owner.ttlMs + SILENCE_MARGIN_MS;
         const res = await this.forward(owner.peerAddress, cfg.namespace, cfg.name, id, req, hops + 1, this.opts.peerToken, { silenceMs });
         // Forwarded again (hops > 0): pass the socket id on; the first agent connects to it.
-        return hops === 0 ? this.socketIn(res) : res;
+        return hops === 0 ? this.socketIn(res, cfg.region, owner.agent) : res;
       } catch (err) {
         if (bodyRead && (err instanceof NotHereError || err instanceof PeerUnreachableError)) {
           throw new ActorUnavailableError(`actor ${key}: agent ${owner.agent} did not take the call after its streamed request body had begun (${err.message}); a body cannot be sent twice`, { cause: err });

@@ -221,9 +221,10 @@ export class ActorRuntime {
    * actors moved so their new owners activate them at once.
    */
   async drain(): Promise<number> {
-    // Not carried to the next owner yet: their clients reconnect (docs/actors.md).
-    this.hibernation?.closeAll(1001, 'the edge agent is draining');
     const keys = await this.host.drain();
+    // Sockets of clients on other agents move with their actors (those agents re-create
+    // them on the next owners); the others' clients are on this agent and reconnect.
+    this.hibernation?.drain();
     if (keys.length > 0) {
       const actors = keys.map(parseActorInstanceKey);
       this.opts.nc.publish(SUBJECTS.actorMigrate(this.opts.region), encodeJson({ from: this.opts.agent, actors }));

@@ -22,6 +22,9 @@ export interface SocketMirror {
 
 const MAX_WAITING = 256;
 
+/** The carrier of a relay that is moving: attached to nothing, never sent to. */
+const GONE: HostSocket = { send: (_d, sent) => sent?.(), close: () => undefined, attach: () => undefined, closed: true };
+
 export class RelaySocket extends BaseHostSocket {
   mirror: SocketMirror | null = null;
   private waiting: { data: SocketData; sent: SentCallback | undefined }[] | null = null;
@@ -37,6 +40,21 @@ export class RelaySocket extends BaseHostSocket {
       onMessage: (data, sent) => { if (this.down === down) this.emitMessage(data, sent); else sent?.(); },
       onClose: (code, reason) => { if (this.down === down) this.downClosed(code, reason); },
     });
+  }
+
+  /** Whether the relay is over (both sides closed): nothing more to move. */
+  get over(): boolean { return this.closed && this.peerClosed; }
+
+  /**
+   * The owner left the ring (dead or draining): move now rather than wait for its NATS
+   * socket to go silent. What it still sends is ignored from here on.
+   */
+  moveNow(reason: string): void {
+    if (this.waiting || this.over || this.mirror === null) return;
+    const old = this.down;
+    this.down = GONE;
+    old.close(1001, reason);
+    this.downClosed(1006, reason);
   }
 
   private downClosed(code: number, reason: string): void {

@@ -86,4 +86,18 @@ describe('WebSocket hibernation across agents', () => {
     await waitFor('webSocketClose', async () => (await (await send(a.port, HOST, `/closed?room=${room}`)).text()) === JSON.stringify([4006, 'client far bye', true]), 15_000);
     await waitFor('the socket to be gone', async () => b.agent.hibernation()!.sockets === 0, 10_000);
   }, 90_000);
+
+  it('moves the socket to the next owner when the owner drains; the client stays connected', async () => {
+    const c = await connect(a.port, HOST, `/?room=${room}&name=mover`);
+    c.ws.send('first');
+    expect(JSON.parse(await c.next()).att).toEqual({ name: 'mover' });
+    expect(b.agent.hibernation()!.sockets).toBe(1);
+    await b.agent.drain();
+    await waitFor('the socket to move to agent a', async () => a.agent.hibernation()!.sockets === 1, 20_000);
+    expect(c.ws.readyState).toBe(1);
+    c.ws.send('after');
+    expect(JSON.parse(await c.next())).toEqual({ att: { name: 'mover' }, tags: ['t'], message: 'after', n: 1 });
+    expect(a.agent.actors()).toHaveLength(1);
+    c.ws.close();
+  }, 60_000);
 });
