@@ -1,9 +1,9 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'op-create' | 'op-scale' | 'actors';
-export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'op-create', 'op-scale', 'actors'];
+export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'op-create' | 'op-scale' | 'actors' | 'hibernation';
+export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'op-create', 'op-scale', 'actors', 'hibernation'];
 /** The phases that run workerd (the operator phases have no peer). */
-export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors'];
+export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors', 'hibernation'];
 /** BENCH_ONLY shorthands. */
 const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts'] };
 export type PeerName = 'agent' | 'workerd';

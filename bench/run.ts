@@ -4,6 +4,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { actorsPhase } from './actors.js';
 import { sqliteActorRows } from './actors-sqlite.js';
+import { hibernationPhase } from './hibernation.js';
 import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
@@ -480,6 +481,13 @@ async function main(): Promise<number> {
       rows.push(...await actorsPhase(actorCtx));
       rows.push(...await sqliteActorRows(actorCtx));
     }
+    if (cfg.phases.has('hibernation')) {
+      const side = (peer: PeerName): { down?: string; skip?: string } => (cfg.peers.has(peer) ? (ctx.down[peer] ? { down: ctx.down[peer] } : {}) : { skip: 'not selected (BENCH_PEERS)' });
+      rows.push(...await hibernationPhase({
+        cfg, raw: ctx.raw, tool: ctx.tool, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+        agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
+      }));
+    }
   } catch (err) {
     crashed = err;
     log(`bench: stopped early: ${err instanceof Error ? err.stack : String(err)}`);
@@ -500,6 +508,7 @@ async function main(): Promise<number> {
     ...cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ['the operator'] : [],
     ...cfg.phases.has('hosts') ? [`isolate hosts 0 vs ${cfg.isolateHosts}`] : [],
     ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
+    ...cfg.phases.has('hibernation') ? ['hibernated WebSockets vs workerd'] : [],
   ];
   const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
   const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;

@@ -16,6 +16,8 @@ import { connectNatsWaiting, Startup, untilNats } from '../common/nats-startup.j
 import { SecretSealer } from '../common/sealing.js';
 import { startAdminServer } from './admin-server.js';
 import { ActorRuntime } from './actors/runtime.js';
+import type { HibernationStats } from './actors/hibernation.js';
+import { registerHibernationMetrics } from './actors/hibernation-metrics.js';
 import { hostBindings } from './bindings/host-bindings.js';
 import type { ServiceRouter } from './bindings/service-binding.js';
 import type { Resolver } from './bindings/subrequests.js';
@@ -328,6 +330,7 @@ export class Agent implements RunningAgent {
       });
       built.runtime = runtime;
       const rt = runtime;
+      registerHibernationMetrics(server.metrics.registry, () => rt.hibernation?.stats());
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
       undo.push(() => rt.stop());
@@ -370,6 +373,11 @@ export class Agent implements RunningAgent {
   /** The actors active here (instance keys). */
   actors(): string[] {
     return this.nats?.runtime.host.keys() ?? [];
+  }
+
+  /** The hibernatable WebSockets this agent holds for its actors (undefined without actors). */
+  hibernation(): HibernationStats | undefined {
+    return this.nats?.runtime.hibernation.stats();
   }
 
   /**

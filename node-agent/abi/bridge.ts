@@ -45,7 +45,8 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgePullBody(id: number): Promise<ArrayBuffer | null>
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
-//   __edgeActor(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport', arg): Promise<{ reset: string | null; error: string | null }>
+//   __edgeActor(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport' | 'ws', arg): Promise<{ reset: string | null; error: string | null }>
+//     ('ws': an event of a hibernatable WebSocket, HibernationEvent in sockets/hibernation.ts)
 //     -- actor isolates only (InitOptions.actor): see node-agent/actor-isolate.ts.
 //   __edgeSocketEvent(socket: number, type: 'message' | 'close', data: string | ArrayBuffer | null,
 //     code: number, reason: string): Promise<void>  -- an event for the server end of a
@@ -258,6 +259,14 @@ export interface HostCallbacks {
   socketSend(socket: number, data: string | ArrayBuffer): boolean;
   /** That server end closed (or answered the client's close). */
   socketClose(socket: number, code: number, reason: string): void;
+  /**
+   * An actor's hibernatable WebSockets (state.acceptWebSocket() and the rest of the
+   * Hibernation API, node-agent/shim/hibernation.js): `op` is accept, list, tags, send,
+   * close, attach, attachment, autoSet, autoGet, autoTime, timeoutSet or timeoutGet; the
+   * host side is HibernationCalls (bindings/host-callbacks.ts), which checks every argument.
+   * Throws, in a worker isolate, that the API is for actors.
+   */
+  hibernation(op: string, a?: unknown, b?: unknown, c?: unknown): unknown;
 }
 
 export interface AiUsage {

@@ -8,6 +8,9 @@ import { ActorExceptionError } from '../abi/bridge.js';
 import { actorClassKey, actorInstanceKey } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why, type ActorDeactivationReason } from '../../common/reasons.js';
 import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import type { HibernationEvent } from '../sockets/hibernation.js';
+import { ACTOR_NAME_HEADER } from '../bindings/actor-binding.js';
+import { ActorIds } from '../bindings/actor-id.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket
@@ -65,12 +68,15 @@ export interface ActorInstancePort {
   readonly openSockets: number;
   /** Brings state the storage snapshots from the isolate (a SQLite database file), before a compaction. */
   prepareSnapshot?(): Promise<void>;
+  /** Runs the class's handler for an event of a hibernatable WebSocket (actors/hibernation.ts). */
+  hibernationEvent?(event: HibernationEvent): Promise<void>;
 }
 
 /** Builds an activation's storage and instance; the agent wires it to the isolate machinery. */
 export interface ActorFactory {
   storage(state: ActorState, config: ActorConfig): ActorStoragePort;
-  instance(config: ActorConfig, id: string, storage: ActorStoragePort): Promise<ActorInstancePort>;
+  /** `name`: the name the id was made from, when the call that activates it knows it (state.id.name). */
+  instance(config: ActorConfig, id: string, storage: ActorStoragePort, name?: string): Promise<ActorInstancePort>;
 }
 
 export { ActorResetError } from './isolate.js';
@@ -91,6 +97,11 @@ export interface ActorHostOptions {
   onActiveChange?(): void;
   /** Alarm index: where an alarm of an actor not in memory is remembered. */
   onAlarmSet?(config: ActorConfig, id: string, time: number | null): void;
+  /**
+   * Hibernatable WebSockets (actors/hibernation.ts): an actor whose only open sockets are
+   * those is evicted after `idleMs` without events (or its idleTimeoutSeconds if shorter).
+   */
+  hibernation?: { holds(key: string): boolean; idleMs: number };
 }
 
 type Task<T> = () => Promise<T>;
@@ -194,6 +205,8 @@ class Activation {
 export class ActorHost implements ActorRunner {
   private readonly active = new Map<string, Activation>();
   private readonly activating = new Map<string, Promise<Activation>>();
+  /** Per DurableActor uid: checks the names calls carry (takeName). */
+  private readonly ids = new Map<string, ActorIds>();
   private sweeper: NodeJS.Timeout | undefined;
   private ticker: NodeJS.Timeout | undefined;
   private lastTick = performance.now();
@@ -220,11 +233,31 @@ export class ActorHost implements ActorRunner {
   isActive(key: string): boolean { return this.active.has(key); }
   keys(): string[] { return [...this.active.keys()]; }
 
+  /**
+   * The id's name the calling binding put on the request (ACTOR_NAME_HEADER), checked
+   * against the id, and the request without it: the actor never sees the header.
+   */
+  private takeName(config: ActorConfig, id: string, req: PeerRequest): { req: PeerRequest; name?: string } {
+    const i = req.headers.findIndex(([k]) => k === ACTOR_NAME_HEADER);
+    if (i < 0) return { req };
+    const headers = req.headers.filter(([k]) => k !== ACTOR_NAME_HEADER);
+    let name: string | undefined;
+    try { name = decodeURIComponent(req.headers[i]![1]); } catch { /* not ours: no name */ }
+    let ids = this.ids.get(config.uid);
+    if (!ids) {
+      if (this.ids.size >= 1024) this.ids.clear();
+      ids = new ActorIds(config.uid);
+      this.ids.set(config.uid, ids);
+    }
+    return { req: { ...req, headers }, ...(name !== undefined && ids.idFromName(name).hex === id ? { name } : {}) };
+  }
+
   /** Runs one request on the actor, activating it here if needed. */
-  async call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse> {
+  async call(config: ActorConfig, id: string, request: PeerRequest): Promise<PeerResponse> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id);
+    const { req, name } = this.takeName(config, id, request);
+    const act = await this.activation(config, id, name);
     const task = act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       if (act.suspect) await this.prove(act);
@@ -343,6 +376,34 @@ export class ActorHost implements ActorRunner {
     await this.activation(config, id);
   }
 
+  /**
+   * Runs an event of a hibernatable WebSocket on the actor through its input gate,
+   * activating it here if needed (waking it from hibernation), and commits what it wrote.
+   */
+  async socketEvent(config: ActorConfig, id: string, task: (instance: ActorInstancePort) => Promise<void>, name?: string): Promise<void> {
+    if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
+    this.checkStall();
+    const act = await this.activation(config, id, name);
+    await act.run(async () => {
+      if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
+      if (act.suspect) await this.prove(act);
+      try {
+        await task(act.instance);
+      } catch (err) {
+        const exception = err instanceof WorkerScriptError && !act.instance.dead;
+        if (!exception) {
+          act.storage.discardPending();
+          if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+          throw err;
+        }
+        // The handler threw: as for a request, what it wrote before is committed.
+        await this.commit(act);
+        throw err;
+      }
+      await this.commit(act);
+    });
+  }
+
   /** Runs a task (a socket event) through the actor's input gate, committing what it wrote. */
   async withActor(key: string, task: () => Promise<void>): Promise<void> {
     this.checkStall();
@@ -434,19 +495,19 @@ export class ActorHost implements ActorRunner {
     this.opts.onAlarmSet?.(act.config, act.addr.id, time);
   }
 
-  private activation(config: ActorConfig, id: string): Promise<Activation> {
+  private activation(config: ActorConfig, id: string, name?: string): Promise<Activation> {
     const key = actorInstanceKey(config.namespace, config.name, id);
     const cur = this.active.get(key);
     if (cur && !cur.closed && !cur.instance.dead) return Promise.resolve(cur);
     let p = this.activating.get(key);
     if (!p) {
-      p = this.activate(config, id, key).finally(() => this.activating.delete(key));
+      p = this.activate(config, id, key, name).finally(() => this.activating.delete(key));
       this.activating.set(key, p);
     }
     return p;
   }
 
-  private async activate(config: ActorConfig, id: string, key: string): Promise<Activation> {
+  private async activate(config: ActorConfig, id: string, key: string, name?: string): Promise<Activation> {
     const addr: ActorAddress = { namespace: config.namespace, actor: config.name, id };
     // The log may move between reading it and claiming it (the previous owner's release
     // or last commit landing): read again and retry a few times before giving the call back.
@@ -464,7 +525,7 @@ export class ActorHost implements ActorRunner {
     }
     if (!loaded) throw new Error('unreachable');
     const storage = this.opts.factory.storage(loaded.state, config);
-    const instance = await this.opts.factory.instance(config, id, storage);
+    const instance = await this.opts.factory.instance(config, id, storage, name);
     const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq);
     this.active.set(key, act);
     // The alarm index may have missed the last set (an owner killed between its commit and
@@ -510,7 +571,9 @@ export class ActorHost implements ActorRunner {
     const now = Date.now();
     for (const act of this.active.values()) {
       if (act.busy || act.instance.openSockets > 0) continue;
-      if (now - act.lastUsed > act.config.idleTimeoutSeconds * 1000) void this.handOver(act.key, Why.Idle);
+      let idleMs = act.config.idleTimeoutSeconds * 1000;
+      if (this.opts.hibernation?.holds(act.key)) idleMs = Math.min(idleMs, this.opts.hibernation.idleMs);
+      if (now - act.lastUsed > idleMs) void this.handOver(act.key, Why.Idle);
     }
   }
 

@@ -1,4 +1,6 @@
 import { hostBindings } from '../bindings/host-bindings.js';
+import type { HibernationCalls } from '../bindings/host-callbacks.js';
+import type { HibernationEvent } from '../sockets/hibernation.js';
 import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { ServiceRouter } from '../bindings/service-binding.js';
@@ -96,6 +98,8 @@ export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
   egressAllow?: readonly string[];
   /** Where the actor's env.<service binding> calls go (the agent's worker server). */
   serviceRouter?: ServiceRouter;
+  /** The actor's hibernatable WebSockets on the agent (actors/hibernation.ts). */
+  hibernation?: HibernationCalls;
 };
 
 export interface AlarmInfo {
@@ -122,8 +126,8 @@ export class ActorIsolate {
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
   static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
-    const { actorRouter, egressAllow, serviceRouter, ...isolateHooks } = hooks;
-    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(serviceRouter ? { serviceRouter } : {}) });
+    const { actorRouter, egressAllow, serviceRouter, hibernation, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(serviceRouter ? { serviceRouter } : {}), ...(hibernation ? { hibernation } : {}) });
     const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,
@@ -266,6 +270,21 @@ export class ActorIsolate {
   async prepareSnapshot(): Promise<void> {
     const r = await this.isolate.actorEvent('sqlExport', null);
     this.checkReset(r.reset);
+  }
+
+  /**
+   * Runs the class's webSocketMessage / webSocketClose / webSocketError handler for one
+   * event of a hibernatable socket (the host's input gate orders them). Rejects like
+   * alarm(): WorkerScriptError when the handler threw, WorkerLimitError, ActorResetError.
+   */
+  async hibernationEvent(event: HibernationEvent): Promise<void> {
+    // isolated-vm copies an ArrayBuffer, not a view into a larger one.
+    const arg = event.type === 'message' && typeof event.data !== 'string'
+      ? { ...event, data: event.data.buffer.slice(event.data.byteOffset, event.data.byteOffset + event.data.byteLength) }
+      : event;
+    const r = await this.isolate.actorEvent('ws', arg);
+    this.checkReset(r.reset);
+    if (r.error !== null) throw new WorkerScriptError(this.def.worker.name, `actor ${this.def.actor} ${this.id}: ${r.error}`);
   }
 
   /** WebSockets accepted by the actor and still open (the actor stays active while any is). */

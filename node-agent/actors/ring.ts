@@ -23,6 +23,8 @@ export interface ActorRingPort {
   owner(region: string, key: string): Presence | undefined;
   /** Called after the owners may have changed (an agent joined, left or began draining). */
   onChange(cb: () => void): void;
+  /** The region's agents that may own actors now (live, not draining). */
+  agents?(region: string): Presence[];
 }
 
 interface Ring {

@@ -15,6 +15,7 @@ import {
 } from '../../common/keys.js';
 import { ActorDeactivationReasons as Why } from '../../common/reasons.js';
 import { ActorRing } from './ring.js';
+import { Hibernation, HIBERNATE_IDLE_MS } from './hibernation.js';
 import { ActorRouter, ActorUnavailableError } from './router.js';
 import { ActorStorage } from '../bindings/actor-storage.js';
 import { SqlActorStorage, type SqlStorageOptions } from '../bindings/sql-storage.js';
@@ -55,6 +56,8 @@ export interface ActorRuntimeOptions {
   startup?: Startup;
   /** SQLite-backed actors' snapshot thresholds (tests lower them). */
   sql?: Pick<SqlStorageOptions, 'snapshotLogBytes' | 'snapshotLogEntries'>;
+  /** How long an actor holding only hibernatable WebSockets stays in memory without events (default HIBERNATE_IDLE_MS). */
+  hibernateIdleMs?: number;
 }
 
 const MigrationSchema = z.object({ from: z.string(), actors: z.array(z.object({ namespace: z.string(), actor: z.string(), id: z.string() })) });
@@ -63,6 +66,8 @@ export class ActorRuntime {
   readonly ring: ActorRing;
   host!: ActorHost;
   router!: ActorRouter;
+  /** Hibernatable WebSockets of the actors this agent hosts. */
+  hibernation!: Hibernation;
   private alarms!: ActorAlarms;
   private readonly configs = new Map<string, ActorConfig>();
   /**
@@ -91,10 +96,20 @@ export class ActorRuntime {
   async start(): Promise<void> {
     const { opts } = this;
     const durable = await untilNats('opening the actor log', () => ActorLog.open({ nc: opts.nc, log: opts.log, replicas: opts.logReplicas ?? 1 }), { log: opts.log, ...(opts.startup ? { startup: opts.startup } : {}) });
+    this.hibernation = new Hibernation({
+      log: opts.log,
+      registry: opts.sockets,
+      isActive: (key) => this.host.isActive(key),
+      run: (cfg, id, event, name) => this.host.socketEvent(cfg, id, async (inst) => {
+        if (!inst.hibernationEvent) throw new Error('this actor instance cannot run WebSocket events');
+        await inst.hibernationEvent(event);
+      }, name),
+    });
     this.host = new ActorHost({
       agent: opts.agent,
       log: opts.log,
       durable,
+      hibernation: { holds: (key) => this.hibernation.holds(key), idleMs: opts.hibernateIdleMs ?? HIBERNATE_IDLE_MS },
       onActiveChange: () => opts.onActiveChange?.(),
       onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
       factory: {
@@ -102,14 +117,18 @@ export class ActorRuntime {
           // A statement's log entry must fit in one commit (NATS max_payload), with room for the request's others.
           ? new SqlActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name), maxEntryBytes: Math.floor(durable.maxCommitBytes * 0.9), ...opts.sql })
           : new ActorStorage(state, { maxBytes: cfg.maxBytesPerActor, actor: actorClassRef(cfg.namespace, cfg.name) }),
-        instance: async (cfg, id, storage) => {
+        instance: async (cfg, id, storage, name) => {
           const worker = opts.workerDefinition(workerRef(cfg.namespace, cfg.worker));
           if (!worker) throw new ActorUnavailableError(`DurableActor ${cfg.namespace}/${cfg.name}: its EdgeWorker ${cfg.worker} is not served on agent ${opts.agent}`);
           const warm = opts.pool.take(worker.limits.memoryMiB);
           const inst = await ActorIsolate.activate(
             { worker, className: cfg.className, actor: actorClassRef(cfg.namespace, cfg.name), sqlite: cfg.storageBackend === 'sqlite' },
-            { id, storage: storage as ActorStorage },
-            warm, { ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}), ...(opts.serviceRouter ? { serviceRouter: opts.serviceRouter } : {}) },
+            { id, storage: storage as ActorStorage, ...(name !== undefined ? { name } : {}) },
+            warm, {
+              ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}),
+              ...(opts.serviceRouter ? { serviceRouter: opts.serviceRouter } : {}),
+              hibernation: this.hibernation.callsFor(cfg, id, worker.digest, name),
+            },
           );
           // The database in the isolate holds writes the host just dropped: it must not serve again.
           if (storage instanceof SqlActorStorage) storage.onDiverged = () => inst.dispose(Why.Reset);
@@ -130,6 +149,7 @@ export class ActorRuntime {
     });
     this.router = new ActorRouter({
       agent: opts.agent, ring: this.ring, host: this.host, log: opts.log, peerToken: opts.peerToken, nc: opts.nc, sockets: opts.sockets,
+      hibernation: { describe: (s) => this.hibernation.describe(s), adopt: (cfg, id, m) => this.hibernation.adopt(cfg, id, m) },
       config: (ns, actor) => this.config(ns, actor),
       callerConfig: (ns, actor) => this.known.get(actorClassRef(ns, actor)),
     });
@@ -173,6 +193,7 @@ export class ActorRuntime {
     if (!gone) return;
     this.configs.delete(actorClassRef(gone.namespace, gone.name));
     this.known.delete(actorClassRef(gone.namespace, gone.name));
+    this.hibernation?.closeAll(1001, 'the Durable Object was deleted', (cfg) => cfg.namespace === gone.namespace && cfg.name === gone.name);
     const prefix = actorClassPrefix(gone.namespace, gone.name);
     for (const k of this.host.keys()) if (k.startsWith(prefix)) void this.host.handOver(k, Why.Deleted);
   }
@@ -191,6 +212,9 @@ export class ActorRuntime {
 
   /** A worker's version changed (`ref` a workerRef): actors running its old code restart on the next call. */
   workerChanged(ref: string): void {
+    // Cloudflare disconnects every WebSocket of a Durable Object on a code update.
+    const now = this.opts.workerDefinition(ref)?.digest;
+    this.hibernation?.closeAll(1012, 'the worker was updated', (cfg, digest) => workerRef(cfg.namespace, cfg.worker) === ref && digest !== now);
     for (const key of this.host.keys()) {
       const a = parseActorInstanceKey(key);
       const cfg = this.config(a.namespace, a.actor);
@@ -218,6 +242,9 @@ export class ActorRuntime {
    */
   async drain(): Promise<number> {
     const keys = await this.host.drain();
+    // Sockets of clients on other agents move with their actors (those agents re-create
+    // them on the next owners); the others' clients are on this agent and reconnect.
+    this.hibernation?.drain();
     if (keys.length > 0) {
       const actors = keys.map(parseActorInstanceKey);
       this.opts.nc.publish(SUBJECTS.actorMigrate(this.opts.region), encodeJson({ from: this.opts.agent, actors }));
@@ -230,6 +257,7 @@ export class ActorRuntime {
     this.migrations?.unsubscribe();
     await this.follower?.stop();
     await this.alarms?.stop();
+    this.hibernation?.closeAll(1001, 'the edge agent is shutting down');
     await this.host?.stop();
   }
 }

@@ -59,6 +59,14 @@ export interface ActorRouter {
 /** A whole body to or from an actor is bounded by this (a streamed one is not: it is never held whole). */
 export const MAX_ACTOR_BODY_BYTES = 32 * 1024 * 1024;
 
+/**
+ * The name an id was made from (idFromName), URI-encoded, on the request to the actor:
+ * wherever the actor is activated it becomes `state.id.name` (partyserver and others read
+ * it). Set only by the binding, which drops a worker's own header of that name; the
+ * owner checks it against the id again and removes it before the actor sees the request.
+ */
+export const ACTOR_NAME_HEADER = 'x-edge-actor-name';
+
 const toArrayBuffer = (b: Uint8Array): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 
 /** One isolate's actor bindings (WorkerEnv.actors) and the router their stubs call. */
@@ -128,7 +136,10 @@ export class ActorCalls {
     const upload = init.body === 1 ? this.streams.upload(init.id) : undefined;
     let res: ActorResponse;
     try {
-      res = await withCallbacks(init.method, init.headers, this.invokeLocal, (headers) => this.router!.fetch(b.target, hex, {
+      // The agent's own headers on actor calls are the agent's to set (x-edge-adopt-socket: actors/router.ts).
+      const own = init.headers.filter(([k]) => { const l = k.toLowerCase(); return l !== ACTOR_NAME_HEADER && l !== 'x-edge-adopt-socket'; });
+      if (opts.name !== undefined) own.push([ACTOR_NAME_HEADER, encodeURIComponent(opts.name)]);
+      res = await withCallbacks(init.method, own, this.invokeLocal, (headers) => this.router!.fetch(b.target, hex, {
         url: init.url, method: init.method, headers,
         body: init.body instanceof ArrayBuffer ? new Uint8Array(init.body) : null,
         ...(upload ? { stream: upload } : {}),

@@ -5,7 +5,7 @@ import { ActorCalls, type ActorRouter } from './actor-binding.js';
 import { ServiceCalls, type ServiceRouter } from './service-binding.js';
 import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
-import { hostCallbacks } from './host-callbacks.js';
+import { hostCallbacks, type HibernationCalls } from './host-callbacks.js';
 import { HostTimers } from './host-timers.js';
 import { Subrequests, type Resolver } from './subrequests.js';
 
@@ -26,6 +26,8 @@ export interface HostBindingsOptions {
   egressAllow?: readonly string[];
   /** How fetch() looks names up (default: the system resolver); a test seam. */
   resolve?: Resolver;
+  /** An actor isolate's hibernatable WebSockets (actors/hibernation.ts). */
+  hibernation?: HibernationCalls;
 }
 
 /** The policy a worker's fetch() runs under: its namespace's, plus the agent's allowances. */
@@ -33,6 +35,15 @@ export function egressRules(key: string, policy: EgressPolicy | undefined, extra
   const base = policy ?? DEFAULT_EGRESS_POLICY;
   const ns = key.includes('/') ? key.slice(0, key.indexOf('/')) : key;
   return new EgressRules({ publicInternet: base.publicInternet, allow: [...base.allow, ...extra] }, `namespace "${ns}"`);
+}
+
+/** A socket the actor accepts goes out in its 101 response: the isolate may name it there. */
+function grantingAccepted(calls: HibernationCalls, grant: (id: number) => void): HibernationCalls {
+  return (op, a, b, c) => {
+    const r = calls(op, a, b, c);
+    if (op === 'accept') grant(r as number);
+    return r;
+  };
 }
 
 export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
@@ -55,6 +66,7 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
       onLog: ctx.onLog,
       countSubrequest: ctx.countSubrequest,
       timers,
+      ...(opts.hibernation ? { hibernation: grantingAccepted(opts.hibernation, ctx.grantSocket) } : {}),
     });
     return {
       callbacks,

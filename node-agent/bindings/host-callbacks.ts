@@ -9,6 +9,7 @@ import type { ServiceCalls } from './service-binding.js';
 import { invokeCallback } from './rpc-callbacks.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
+import { EdgeError } from '../../common/errors.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
 import type { Subrequests } from './subrequests.js';
 
@@ -49,7 +50,15 @@ export interface CallbackContext {
   sockets?: SocketCalls;
   /** The isolate's pending timers (setTimeout/setInterval), capped and cancelled with it. */
   timers: HostTimers;
+  /** An actor isolate's hibernatable WebSockets (actors/hibernation.ts); absent in a worker isolate. */
+  hibernation?: HibernationCalls;
 }
+
+/**
+ * The host side of the hibernation callback, bound to one actor: see HostCallbacks.hibernation.
+ * Its arguments come from the isolate and are checked there.
+ */
+export type HibernationCalls = (op: string, a: unknown, b: unknown, c: unknown) => unknown;
 
 /** What the socketSend/socketClose callbacks act on; checks its arguments itself. */
 export interface SocketCalls {
@@ -191,6 +200,17 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
     },
     socketClose(socket, code, reason) {
       ctx.sockets?.close(Number(socket), code, reason);
+    },
+    hibernation(op, a, b, c) {
+      if (!ctx.hibernation) throw new TypeError('the WebSocket Hibernation API (state.acceptWebSocket() and the rest) is only available in a DurableActor');
+      try {
+        return ctx.hibernation(String(op), a, b, c);
+      } catch (err) {
+        // isolated-vm passes built-in error types on, and the class name with a subclass.
+        if (err instanceof SocketLimitError) throw new RangeError(err.message);
+        if (err instanceof EdgeError) throw new Error(err.message);
+        throw err;
+      }
     },
   };
 }

@@ -96,6 +96,7 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     storage: new ivm.Callback(cb('storage')),
     socketSend: new ivm.Callback(cb('socketSend')),
     socketClose: new ivm.Callback(cb('socketClose')),
+    hibernation: new ivm.Callback(cb('hibernation')),
   };
 }
 

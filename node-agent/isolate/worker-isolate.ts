@@ -321,7 +321,7 @@ export class WorkerIsolate implements IsolateOwner {
    * the same CPU and wall budgets as a request; the isolate is busy until it settles.
    * Rejects like a request (WorkerLimitError, WorkerScriptError) when the call fails.
    */
-  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport', arg: unknown, budget?: EventBudget): Promise<{ reset: string | null; error: string | null }> {
+  async actorEvent(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport' | 'ws', arg: unknown, budget?: EventBudget): Promise<{ reset: string | null; error: string | null }> {
     if (!this.actor) throw new Error(`worker ${this.def.name}: not an actor isolate`);
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);

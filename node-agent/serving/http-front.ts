@@ -39,9 +39,14 @@ export interface HttpFrontOptions {
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
 interface Upgrade { socket: Socket; head: Buffer }
 
-/** Why a WebSocket handshake request is malformed (ws would refuse it the same way), or undefined. */
+/**
+ * Why a WebSocket handshake request is malformed (ws would refuse it the same way), or
+ * undefined. The method is not checked: as on Workers, a non-GET upgrade reaches the
+ * worker, which decides (acceptWebSocket completes it like a GET's).
+ */
 function handshakeProblem(req: IncomingMessage): string | undefined {
-  if (req.method !== 'GET') return `a WebSocket upgrade must be a GET request, not ${req.method ?? ''}`;
+  // Node hands the connection over at the headers: a body would never reach the worker.
+  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) return 'a WebSocket upgrade request cannot carry a body';
   const key = req.headers['sec-websocket-key'];
   if (typeof key !== 'string' || !/^[+/0-9A-Za-z]{22}==$/.test(key)) return 'a WebSocket upgrade needs a valid Sec-WebSocket-Key header';
   const version = req.headers['sec-websocket-version'];
@@ -231,6 +236,9 @@ export class HttpFront {
     }
     let accepted = false;
     this.upgrading = { req, headers, protocol };
+    // ws completes only GET handshakes (RFC 6455 4.1); the worker accepted this one.
+    const method = req.method;
+    req.method = 'GET';
     try {
       this.wss.handleUpgrade(req, up.socket, up.head, (ws) => {
         accepted = true;
@@ -240,6 +248,7 @@ export class HttpFront {
       });
     } finally {
       this.upgrading = undefined;
+      req.method = method;
     }
     if (!accepted) socket.close(1006, 'the WebSocket handshake with the client failed');
   }

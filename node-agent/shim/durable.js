@@ -25,6 +25,7 @@ import { DOMException, INTERNAL, messageOf, platformClassOf } from './web/util.j
 import { actorInternalCall, actorStubFetch } from './actor-fetch.js';
 import { utf8Encode } from './web/encoding.js';
 import { sleep } from './web/timers.js';
+import { hibernationEvent, hibernationState } from './hibernation.js';
 import { ArrayPush, ArraySplice, ReflectApply, SetAdd, SetHas } from './web/primordials.js';
 import { exportSql, noSql, openSql, sqlStorage } from './sql.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcStub } from './rpc.js';
@@ -405,6 +406,7 @@ export function actorInit(namespace, options, env, workerName) {
   const blockTimeoutMs = Number(options.blockTimeoutMs) > 0 ? Number(options.blockTimeoutMs) : 30_000;
   const canAlarm = () => typeof (actor && actor.instance ? actor.instance : cls.prototype).alarm === 'function';
   const state = freeze({
+    ...hibernationState(),
     id: new DurableObjectId(INTERNAL, StringCtor(options.id), options.name === undefined || options.name === null ? undefined : StringCtor(options.name), null),
     // SQLite-backed (spec.storage.backend: sqlite): the database is opened by 'construct'.
     storage: options.sqlite ? sqlStorage(makeStorage(canAlarm)) : noSql(makeStorage(canAlarm)),
@@ -495,6 +497,9 @@ export async function actorEvent(op, arg) {
     if (actor.sqlite) await openSql();
   } else if (op === 'sqlExport') {
     exportSql();
+  } else if (op === 'ws') {
+    if (actor.instance === null) throw new ErrorCtor('edge-isolates shim: a WebSocket event before the actor was constructed');
+    error = await hibernationEvent(actor.instance, actor.className, arg, errorText);
   } else if (op !== 'gate') {
     throw new ErrorCtor(`edge-isolates shim: unknown actor event ${StringCtor(op)}`);
   }

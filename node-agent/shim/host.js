@@ -33,6 +33,7 @@ export const host = {
   storage: missing('storage'),
   socketSend: missing('socketSend'),
   socketClose: missing('socketClose'),
+  hibernation: missing('hibernation'),
 };
 
 export function setHost(cbs) {

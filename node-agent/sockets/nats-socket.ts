@@ -20,7 +20,9 @@ export class NatsSocket extends BaseHostSocket {
   private readonly sub: Subscription;
   private readonly out: string;
   private ready: boolean;
-  private held: { data?: SocketData; sent?: SentCallback; close?: { code: number; reason: string } }[] = [];
+  private held: { data?: SocketData; sent?: SentCallback; close?: { code: number; reason: string }; control?: Uint8Array }[] = [];
+  /** The other side's control frames (the hibernation state of the socket: relay.ts). */
+  onControl: ((info: unknown) => void) | undefined;
   private lastHeard = Date.now();
   private timer: NodeJS.Timeout;
 
@@ -62,11 +64,15 @@ export class NatsSocket extends BaseHostSocket {
         this.ready = true;
         for (const h of this.held.splice(0)) {
           if (h.data !== undefined) this.transmit(h.data, h.sent);
+          else if (h.control) this.frame('ctl', '', h.control);
           else if (h.close) this.transmitClose(h.close.code, h.close.reason);
         }
         return;
       case 'text': this.emitMessage(new TextDecoder().decode(data)); return;
       case 'binary': this.emitMessage(data.slice()); return;
+      case 'ctl':
+        try { this.onControl?.(JSON.parse(new TextDecoder().decode(data))); } catch { /* not ours */ }
+        return;
       case 'close':
         this.emitClose(Number(code) || 1005, new TextDecoder().decode(data));
         this.maybeEnd();
@@ -89,6 +95,14 @@ export class NatsSocket extends BaseHostSocket {
     if (typeof data === 'string') this.frame('text', '', new TextEncoder().encode(data));
     else this.frame('binary', '', data);
     sent?.();
+  }
+
+  /** A control frame for the other side's onControl (not a message). */
+  control(info: unknown): void {
+    if (this.closed) return;
+    const bytes = new TextEncoder().encode(JSON.stringify(info));
+    if (!this.ready) this.held.push({ control: bytes });
+    else this.frame('ctl', '', bytes);
   }
 
   protected transmitClose(code: number, reason: string): void {

@@ -41,18 +41,14 @@ export const WORKERS_API = {
   Crypto: ['DigestStream'],
   SubtleCrypto: ['encrypt', 'decrypt', 'sign', 'verify', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey'],
   // ---- WebSockets ----
-  WebSocket: ['serializeAttachment', 'deserializeAttachment'],
+  WebSocket: [],
   WebSocketPair: [],
   MessageEvent: ['origin', 'lastEventId', 'source', 'ports'],
   CloseEvent: [],
   // ---- Handlers and bindings ----
   // The handlers the agent calls (HANDLERS_CALLED in test/unit/workers-types.test.ts).
   ExportedHandler: ['scheduled', 'queue', 'tail', 'trace', 'tailStream', 'email', 'connect', 'test'],
-  DurableObject: [
-    'connect',
-    // hibernation (issue 14 item 4)
-    'webSocketMessage', 'webSocketClose', 'webSocketError',
-  ],
+  DurableObject: ['connect'],
   ExecutionContext: ['props', 'exports', 'cache', 'tracing'],
   Ai: ['aiGatewayLogId', 'gateway', 'aiSearch', 'autorag', 'models', 'toMarkdown'],
   DurableObjectNamespace: ['jurisdiction'],
@@ -60,9 +56,6 @@ export const WORKERS_API = {
   DurableObjectStub: ['connect'],
   DurableObjectState: [
     'props', 'exports', 'container', 'facets', 'abort',
-    // hibernation (issue 14 item 4)
-    'acceptWebSocket', 'getWebSockets', 'getTags', 'setWebSocketAutoResponse', 'getWebSocketAutoResponse',
-    'getWebSocketAutoResponseTimestamp', 'setHibernatableWebSocketEventTimeout', 'getHibernatableWebSocketEventTimeout',
   ],
   DurableObjectStorage: [
     // SQLite storage (issue 14 item 3)
@@ -89,8 +82,6 @@ export const WORKERS_API = {
     'addEventListener', 'removeEventListener', 'dispatchEvent', 'reportError', 'onmessage',
     'caches', 'scheduler', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
     'DigestStream', 'ReadableStreamBYOBReader', 'CompressionStream', 'DecompressionStream',
-    // hibernation (issue 14 item 4)
-    'WebSocketRequestResponsePair',
   ],
 } as const;
 

@@ -28,7 +28,7 @@ const WORKERS_TYPES = join(ROOT, 'node_modules/@cloudflare/workers-types/latest/
  */
 const HANDLERS_CALLED: Partial<Record<WorkersApiName, string[]>> = {
   ExportedHandler: ['fetch'], // every test in test/unit/shim/
-  DurableObject: ['fetch', 'alarm'], // test/unit/shim/durable.test.ts
+  DurableObject: ['fetch', 'alarm', 'webSocketMessage', 'webSocketClose', 'webSocketError'], // test/unit/shim/durable.test.ts, test/agent/hibernation.test.ts
 };
 
 /** Whole features that have no workers-types member list of their own. */

@@ -32,6 +32,7 @@ import { Request, makeRequest } from './request.js';
 import { Response, bodyOf, responseParts } from './response.js';
 import { fetch } from './fetch.js';
 import { CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair } from './websocket.js';
+import { WebSocketRequestResponsePair } from '../hibernation.js';
 
 let timeOrigin = 0;
 const performance = {
@@ -53,7 +54,7 @@ const CLASSES = {
   FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
   WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
   ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
-  WebSocket, WebSocketPair, MessageEvent, CloseEvent, ErrorEvent,
+  WebSocket, WebSocketPair, MessageEvent, CloseEvent, ErrorEvent, WebSocketRequestResponsePair,
 };
 
 const GLOBALS = {

@@ -17,6 +17,7 @@ import { reportError } from './console.js';
 import { Event, EventTarget, collectListenerResults } from './event.js';
 import { INTERNAL, isBufferSource, bytesOf, isObject, requireArgs, toArrayBuffer } from './util.js';
 import { ArrayPush, ArrayShift, MapDelete, MapGet, MapSet, ReflectApply } from './primordials.js';
+import { structuredClone } from './structured-clone.js';
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -103,6 +104,10 @@ let transfer;
 let hostEvent;
 let join;
 let makeForeign;
+let adoptHibernatable;
+let reviveHibernatable;
+let hibernationOf;
+let markClosedIn;
 
 export class WebSocket extends EventTarget {
   #accepted = false;
@@ -125,6 +130,14 @@ export class WebSocket extends EventTarget {
   #queue = [];
   #flushing = false;
   #handlers = { open: null, message: null, close: null, error: null };
+  /**
+   * A server end accepted with state.acceptWebSocket(): the agent holds the connection
+   * (node-agent/shim/hibernation.js makes these ops), sends and closes go to it, and its
+   * events reach the actor's webSocketMessage/Close/Error handlers, not listeners.
+   */
+  #hib = null;
+  /** serializeAttachment() of a socket that is not hibernatable: kept here. */
+  #attachment = undefined;
 
   constructor(url = undefined) {
     if (url !== INTERNAL) {
@@ -167,6 +180,17 @@ export class WebSocket extends EventTarget {
     }
   }
 
+  serializeAttachment(value) {
+    requireArgs(arguments.length, 1, 'WebSocket.serializeAttachment');
+    if (this.#hib !== null) this.#hib.attach(value);
+    else this.#attachment = value === undefined ? undefined : structuredClone(value);
+  }
+
+  deserializeAttachment() {
+    if (this.#hib !== null) return this.#hib.attachment();
+    return this.#attachment === undefined ? null : structuredClone(this.#attachment);
+  }
+
   accept() {
     if (this.#foreign !== 0) throw new TypeError('WebSocket.accept(): this socket is connected to a Durable Object; return it in a Response (new Response(null, { status: 101, webSocket }))');
     if (this.#transferred) throw new TypeError('WebSocket.accept(): this end was returned in a Response; accept the other end of the WebSocketPair');
@@ -185,7 +209,9 @@ export class WebSocket extends EventTarget {
     if (typeof message === 'string') data = message;
     else if (isBufferSource(message)) data = toArrayBuffer(bytesOf(message, 'WebSocket.send'));
     else data = String(message);
-    if (this.#hostId !== 0) {
+    if (this.#hib !== null) {
+      this.#hib.send(data);
+    } else if (this.#hostId !== 0) {
       if (!this.#outAborted && host.socketSend(this.#hostId, data) === false) this.#outAborted = true;
     } else {
       this.#toPeer({ type: 'message', data });
@@ -204,6 +230,11 @@ export class WebSocket extends EventTarget {
     if (utf8Length(r) > MAX_REASON_BYTES) throw new TypeError(`WebSocket.close(): the reason is over ${MAX_REASON_BYTES} bytes of UTF-8`);
     if (!this.#accepted) throw new TypeError('You must call accept() on this WebSocket before closing it.');
     if (this.#closedOut) return;
+    if (this.#hib !== null) {
+      this.#closedOut = true;
+      this.#hib.close(c, r);
+      return;
+    }
     this.#sendClose(c, r);
   }
 
@@ -306,10 +337,37 @@ export class WebSocket extends EventTarget {
     };
     hostEvent = (ws, event) => ws.#arrive(event, true);
     makeForeign = (id) => { const ws = new WebSocket(INTERNAL); ws.#foreign = id; return ws; };
+    // state.acceptWebSocket(server): checks as workerd does, then `makeOps()` (which asks the
+    // host for the socket's id) and joins the client end to the host under that id.
+    adoptHibernatable = (server, makeOps) => {
+      if (!isWebSocket(server)) throw new TypeError("Failed to execute 'acceptWebSocket' on 'DurableObjectState': parameter 1 is not of type 'WebSocket'.");
+      if (server.#accepted) throw new Error('Cannot call `acceptWebSocket()` if the WebSocket was already accepted via `accept()`');
+      const client = server.#peer;
+      if (server.#transferred || server.#foreign !== 0 || client === null || client.#transferred || client.#accepted) {
+        throw new Error('Cannot call `acceptWebSocket()` on this WebSocket because its pair has already been accepted or used in a Response.');
+      }
+      const ops = makeOps();
+      client.#peer = null;
+      server.#peer = null;
+      client.#foreign = ops.id;
+      server.#accepted = true;
+      server.#hib = ops;
+      return server;
+    };
+    reviveHibernatable = (ops) => {
+      const ws = new WebSocket(INTERNAL);
+      ws.#accepted = true;
+      ws.#hib = ops;
+      return ws;
+    };
+    hibernationOf = (ws) => (isWebSocket(ws) ? ws.#hib : null);
+    markClosedIn = (ws) => { ws.#closedIn = true; };
   }
 }
 
-for (const [name, value] of [['CONNECTING', CONNECTING], ['OPEN', OPEN], ['CLOSING', CLOSING], ['CLOSED', CLOSED]]) {
+// READY_STATE_*: workerd's names for the same values (partyserver compares readyState with them).
+for (const [name, value] of [['CONNECTING', CONNECTING], ['OPEN', OPEN], ['CLOSING', CLOSING], ['CLOSED', CLOSED],
+  ['READY_STATE_CONNECTING', CONNECTING], ['READY_STATE_OPEN', OPEN], ['READY_STATE_CLOSING', CLOSING], ['READY_STATE_CLOSED', CLOSED]]) {
   Object.defineProperty(WebSocket, name, { value, enumerable: true });
   Object.defineProperty(WebSocket.prototype, name, { value, enumerable: true });
 }
@@ -325,6 +383,14 @@ export class WebSocketPair {
 }
 
 export { isWebSocket };
+
+/** For node-agent/shim/hibernation.js: see adoptHibernatable and reviveHibernatable above. */
+export const hibernatable = {
+  adopt: (server, makeOps) => adoptHibernatable(server, makeOps),
+  revive: (ops) => reviveHibernatable(ops),
+  opsOf: (ws) => hibernationOf(ws),
+  closedIn: (ws) => markClosedIn(ws),
+};
 
 /** For the runtime: the client end of a socket the host holds (an actor's), by registry id. */
 export const foreignSocket = (id) => makeForeign(id);

@@ -512,7 +512,11 @@ describe('actor classes', () => {
     ]), { env: { text: { GREETING: 'hi' }, actors: { COUNTERS: TARGET } } }) }, ID, { name: 'test' });
     live.push(a);
     expect(await step(a, 0)).toEqual({
-      id: ID, name: 'test', keys: ['blockConcurrencyWhile', 'id', 'storage', 'waitUntil'], greeting: 'hi', ns: 'function', frozen: true, eq: true,
+      id: ID, name: 'test', keys: [
+        'acceptWebSocket', 'blockConcurrencyWhile', 'getHibernatableWebSocketEventTimeout', 'getTags', 'getWebSocketAutoResponse',
+        'getWebSocketAutoResponseTimestamp', 'getWebSockets', 'id', 'setHibernatableWebSocketEventTimeout', 'setWebSocketAutoResponse',
+        'storage', 'waitUntil',
+      ], greeting: 'hi', ns: 'function', frozen: true, eq: true,
     });
     const err = await activate(def(stepsActor([], { ctor: `throw new Error('no way')` })), ID).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(WorkerScriptError);
