@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
@@ -52,10 +53,18 @@ describe('a cordoned namespace keeps its DurableActors', () => {
   let agent: ManagedProcess;
   let port: number;
   let admin: number;
-  const get = async (path: string) => {
-    const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { host: HOST } });
-    return { status: r.status, text: await r.text() };
-  };
+  // node:http, not fetch: undici refuses a Host header.
+  const get = (path: string) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, headers: { host: HOST }, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
   const status = async () => await (await fetch(`http://127.0.0.1:${admin}/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json() as {
     hosts: { workers: string[]; cordon?: true }[]; cordon?: { namespaces: string[] };
   };
