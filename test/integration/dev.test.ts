@@ -112,14 +112,18 @@ describe('edge dev', () => {
       const got = await kubectl(kubeconfig!, ['get', 'edgeworkers,durableactors', '-o', 'name']);
       expect(got.stdout.split('\n').filter(Boolean).sort()).toEqual([
         'durableactor.edge.isolates.dev/counters',
+        'durableactor.edge.isolates.dev/hibernating-rooms',
         'durableactor.edge.isolates.dev/notebooks',
         'durableactor.edge.isolates.dev/rooms',
+        'durableactor.edge.isolates.dev/tickers',
         'edgeworker.edge.isolates.dev/ai',
         'edgeworker.edge.isolates.dev/api',
         'edgeworker.edge.isolates.dev/chat',
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
         'edgeworker.edge.isolates.dev/notes',
+        'edgeworker.edge.isolates.dev/rooms',
+        'edgeworker.edge.isolates.dev/ticker',
       ]);
       const status = await edge(['status']);
       expect(status.code).toBe(0);
@@ -130,6 +134,19 @@ describe('edge dev', () => {
       expect(await (await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: 'buy milk' })).text()).toBe('{"id":1,"notes":1}');
       expect((await (await send(eu.port, 'notes.localhost', '/home')).json() as { body: string }[]).map((n) => n.body)).toEqual(['buy milk']);
       expect((await send(eu.port, 'notes.localhost', '/home', { method: 'POST', body: '' })).status).toBe(400);
+
+      // Hibernating rooms (examples/rooms.yaml): "ping" is answered "pong" by the agent.
+      const member = new WebSocket(`ws://127.0.0.1:${us.port}/ws?room=lobby&name=ada`, [], { headers: { host: 'rooms.localhost' } });
+      const heard: string[] = [];
+      member.on('message', (d) => heard.push(String(d)));
+      await new Promise<void>((r, j) => { member.once('open', () => r()); member.once('error', j); });
+      member.send('ping');
+      await waitFor('pong from the agent', async () => heard.includes('pong'), 10_000, 50);
+      member.close();
+
+      // A streamed actor response and a streamed upload (examples/ticker.yaml, cloudflare:workers).
+      expect(await (await send(eu.port, 'ticker.localhost', '/launch?from=2&ms=20')).text()).toBe('launch 1:\nT-2\nT-1\nliftoff\n');
+      expect(await (await send(eu.port, 'ticker.localhost', '/count', { method: 'POST', body: 'a\nb\nc\n' })).json()).toEqual({ lines: 3, bytes: 6 });
 
       // hello world, in every region.
       for (const p of [eu, us, ap]) expect(await (await send(p.port, 'hello.localhost', '/abc')).text()).toBe('Hello from /abc\n');
