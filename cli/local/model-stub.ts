@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { crc32, deflateSync } from 'node:zlib';
 import { EdgeError } from '../../common/errors.js';
 
 // A STAND-IN for a model server: a small OpenAI-compatible server (the subset vLLM serves
@@ -25,7 +27,17 @@ import { EdgeError } from '../../common/errors.js';
 //   prints "listening <url>" on stdout once it listens; SIGTERM or SIGINT stops it.
 //
 // Routes: GET /health (200), GET /v1/models, POST /v1/chat/completions, POST /v1/completions
-// (stream and non-stream; stream_options.include_usage adds a usage chunk before [DONE]).
+// (stream and non-stream; stream_options.include_usage adds a usage chunk before [DONE]),
+// POST /v1/embeddings and POST /v1/images/generations (response_format b64_json), so every
+// task type of the catalogue has an answer of the right shape:
+//   - chat with `tools` and the last message from the user: a call of the first tool, its
+//     required string arguments filled with that message (numbers 1, booleans true);
+//   - embeddings: a deterministic unit vector per text (sha256 of model and text), of the
+//     model's real dimension (embeddingDimension: bge-small 384, bge-base 768, bge-large 1024);
+//   - images: a real PNG (RGB, zlib, CRC'd chunks) of the requested size (default 256x256),
+//     a colour from the prompt's hash, with a tEXt chunk saying it is a stand-in.
+// Every answer is labelled: the header `x-edge-stand-in: <label>`, and JSON answers carry
+// `"stand_in": "<label>"` beside the OpenAI fields.
 // A wrong model or a malformed body is answered 400 with an OpenAI-style error object;
 // model ANY_MODEL ('*') serves whatever model a request names.
 
@@ -73,6 +85,69 @@ const MAX_BODY_BYTES = 1024 * 1024;
 
 interface ChatMessage { role: string; content: string }
 
+/** The header (and JSON field, `stand_in`) that marks every answer of this server as a stand-in's. */
+export const STAND_IN_HEADER = 'x-edge-stand-in';
+
+/** Vector dimensions of well-known embedding models (matched on the id's last part, lower case). */
+const EMBEDDING_DIMENSIONS: ReadonlyArray<[RegExp, number]> = [
+  [/bge-small/, 384], [/bge-base/, 768], [/bge-large/, 1024], [/bge-m3/, 1024],
+  [/embeddinggemma/, 768], [/qwen3-embedding-0\.6b/, 1024], [/plamo-embedding/, 2048],
+  [/all-minilm/, 384], [/nomic-embed/, 768], [/text-embedding-3-small/, 1536], [/text-embedding-3-large/, 3072],
+];
+/** The dimension the stand-in gives an embedding model's vectors (768 for one it does not know). */
+export function embeddingDimension(model: string): number {
+  const name = model.toLowerCase().split('/').pop() ?? '';
+  return EMBEDDING_DIMENSIONS.find(([re]) => re.test(name))?.[1] ?? 768;
+}
+
+/** A deterministic unit vector for a text: equal texts, equal vectors. */
+function embed(model: string, text: string, dim: number): number[] {
+  const out: number[] = [];
+  for (let block = 0; out.length < dim; block++) {
+    const h = createHash('sha256').update(`${model}\0${block}\0${text}`).digest();
+    for (let i = 0; i + 1 < h.length && out.length < dim; i += 2) out.push(h.readUInt16BE(i) / 32768 - 1);
+  }
+  const norm = Math.sqrt(out.reduce((n, x) => n + x * x, 0)) || 1;
+  return out.map((x) => x / norm);
+}
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])), 0);
+  return Buffer.concat([head, data, crc]);
+}
+
+/** A real PNG: RGB, 8 bits, a colour from the prompt's hash shaded top to bottom, with a tEXt label. */
+export function standInPng(width: number, height: number, prompt: string, label: string): Buffer {
+  const [r, g, b] = createHash('sha256').update(prompt).digest();
+  const row = (y: number) => {
+    const line = Buffer.alloc(1 + width * 3); // filter byte 0 (None), then RGB
+    const shade = height > 1 ? y / (height - 1) : 0;
+    for (let x = 0; x < width; x++) {
+      line[1 + x * 3] = Math.round(r! * (1 - shade));
+      line[2 + x * 3] = Math.round(g! * (1 - shade));
+      line[3 + x * 3] = Math.round(b! * (1 - shade));
+    }
+    return line;
+  };
+  const raw = Buffer.concat(Array.from({ length: height }, (_, y) => row(y)));
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // colour type: RGB
+  const text = Buffer.from(`Comment\0edge-isolates stand-in model server (${label}); not a generated image`, 'latin1');
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr), pngChunk('tEXt', text), pngChunk('IDAT', deflateSync(raw)), pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+const MAX_IMAGE_SIDE = 2048;
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -91,6 +166,8 @@ class BadRequest extends EdgeError {
 }
 
 interface Completion {
+  /** A call of the request's first tool instead of text. */
+  toolCall?: { name: string; arguments: string };
   chat: boolean;
   stream: boolean;
   includeUsage: boolean;
@@ -101,9 +178,7 @@ interface Completion {
 
 function parseCompletion(chat: boolean, body: unknown, model: string, label: string): Completion {
   if (!isRecord(body)) throw new BadRequest('the body must be a JSON object');
-  if (model !== ANY_MODEL && body.model !== model) {
-    throw new BadRequest(`The model \`${String(body.model)}\` does not exist; this server serves ${model}.`, 'model_not_found');
-  }
+  checkModel(body, model);
   let text: string;
   let promptTokens: number;
   if (chat) {
@@ -131,7 +206,28 @@ function parseCompletion(chat: boolean, body: unknown, model: string, label: str
     finishReason = 'length';
   }
   const includeUsage = isRecord(body.stream_options) && body.stream_options.include_usage === true;
-  return { chat, stream: body.stream === true, includeUsage, tokens, finishReason, promptTokens };
+  const toolCall = chat ? toolCallOf(body) : undefined;
+  return { chat, stream: body.stream === true, includeUsage, tokens, finishReason, promptTokens, ...(toolCall ? { toolCall } : {}) };
+}
+
+/** With tools and the user's turn: a call of the first tool, its required arguments filled in. */
+function toolCallOf(body: Record<string, unknown>): Completion['toolCall'] {
+  const tools = body.tools;
+  if (!Array.isArray(tools) || tools.length === 0) return undefined;
+  const messages = body.messages as ChatMessage[];
+  const last = messages[messages.length - 1];
+  if (last?.role !== 'user') return undefined;
+  const fn = isRecord(tools[0]) && isRecord(tools[0].function) ? tools[0].function : undefined;
+  if (!fn || typeof fn.name !== 'string') throw new BadRequest('each tool needs {type: "function", function: {name}}');
+  const params = isRecord(fn.parameters) ? fn.parameters : {};
+  const props = isRecord(params.properties) ? params.properties : {};
+  const required = Array.isArray(params.required) ? params.required.filter((k): k is string => typeof k === 'string') : [];
+  const args: Record<string, unknown> = {};
+  for (const key of required) {
+    const type = isRecord(props[key]) ? props[key].type : 'string';
+    args[key] = type === 'number' || type === 'integer' ? 1 : type === 'boolean' ? true : last.content;
+  }
+  return { name: fn.name, arguments: JSON.stringify(args) };
 }
 
 async function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -145,9 +241,52 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function json(res: ServerResponse, status: number, value: unknown): void {
-  const text = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+function json(res: ServerResponse, status: number, value: unknown, label: string): void {
+  const text = JSON.stringify(isRecord(value) && status < 300 ? { ...value, stand_in: label } : value);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), [STAND_IN_HEADER]: label }).end(text);
+}
+
+function checkModel(body: Record<string, unknown>, model: string): void {
+  if (model !== ANY_MODEL && body.model !== model) {
+    throw new BadRequest(`The model \`${String(body.model)}\` does not exist; this server serves ${model}.`, 'model_not_found');
+  }
+}
+
+/** POST /v1/embeddings: {model, input: string | string[]} -> {data: [{index, embedding}], usage}. */
+function embeddingsAnswer(body: unknown, model: string): unknown {
+  if (!isRecord(body)) throw new BadRequest('the body must be a JSON object');
+  checkModel(body, model);
+  const input = typeof body.input === 'string' ? [body.input] : body.input;
+  if (!Array.isArray(input) || input.length === 0 || !input.every((t): t is string => typeof t === 'string')) {
+    throw new BadRequest('input must be a string or a non-empty array of strings');
+  }
+  const name = String(body.model);
+  const dim = embeddingDimension(name);
+  const tokens = input.reduce((n, t) => n + words(t), 0);
+  return {
+    object: 'list', model: name,
+    data: input.map((t, index) => ({ object: 'embedding', index, embedding: embed(name, t, dim) })),
+    usage: { prompt_tokens: tokens, total_tokens: tokens },
+  };
+}
+
+/** POST /v1/images/generations: {model, prompt, size?, response_format: b64_json} -> {created, data: [{b64_json}]}. */
+function imageAnswer(body: unknown, model: string, label: string): unknown {
+  if (!isRecord(body)) throw new BadRequest('the body must be a JSON object');
+  checkModel(body, model);
+  if (typeof body.prompt !== 'string' || body.prompt === '') throw new BadRequest('prompt must be a non-empty string');
+  if (body.response_format !== undefined && body.response_format !== 'b64_json') throw new BadRequest('this server answers response_format b64_json only');
+  let width = 256;
+  let height = 256;
+  if (body.size !== undefined) {
+    const m = typeof body.size === 'string' ? /^(\d+)x(\d+)$/.exec(body.size) : null;
+    if (!m) throw new BadRequest('size must be <width>x<height>');
+    width = Number(m[1]);
+    height = Number(m[2]);
+    if (width < 1 || height < 1 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE) throw new BadRequest(`size: each side 1-${MAX_IMAGE_SIDE}`);
+  }
+  const png = standInPng(width, height, body.prompt, label);
+  return { created: Math.floor(Date.now() / 1000), data: [{ b64_json: png.toString('base64') }] };
 }
 
 export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<OpenAiServer> {
@@ -170,7 +309,7 @@ export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<Open
     requests.push(rec);
     res.on('finish', () => { rec.finished = true; });
     res.on('close', () => { if (!res.writableFinished) rec.closedEarly = true; });
-    const answer = (status: number, value: unknown) => { rec.status = status; json(res, status, value); };
+    const answer = (status: number, value: unknown) => { rec.status = status; json(res, status, value, label); };
     void (async () => {
       try {
         if (rec.method === 'GET' && rec.path === '/health') {
@@ -183,7 +322,8 @@ export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<Open
           return;
         }
         const chat = rec.path === '/v1/chat/completions';
-        if (rec.method !== 'POST' || (!chat && rec.path !== '/v1/completions')) {
+        const other = rec.path === '/v1/embeddings' || rec.path === '/v1/images/generations';
+        if (rec.method !== 'POST' || (!chat && !other && rec.path !== '/v1/completions')) {
           answer(404, { object: 'error', error: { message: `no route ${rec.method} ${rec.path}`, type: 'not_found', code: 404 } });
           return;
         }
@@ -192,6 +332,17 @@ export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<Open
           rec.body = JSON.parse(raw.toString('utf8'));
         } catch {
           throw new BadRequest('the body is not valid JSON');
+        }
+        if (other) {
+          const value = rec.path === '/v1/embeddings' ? embeddingsAnswer(rec.body, model) : imageAnswer(rec.body, model, label);
+          if (state.failure) {
+            const f = state.failure;
+            rec.status = f.status;
+            res.writeHead(f.status, { 'content-type': f.contentType ?? 'application/json' }).end(f.body ?? '');
+            return;
+          }
+          answer(200, value);
+          return;
         }
         const c = parseCompletion(chat, rec.body, model, label);
         rec.stream = c.stream;
@@ -208,14 +359,20 @@ export async function startOpenAiServer(opts: OpenAiServerOptions): Promise<Open
         const usage = { prompt_tokens: c.promptTokens, completion_tokens: c.tokens.length, total_tokens: c.promptTokens + c.tokens.length };
         if (!c.stream) {
           const text = c.tokens.join('');
-          const choice = chat
+          const call = c.toolCall;
+          const choice = call
+            ? {
+              index: 0, finish_reason: 'tool_calls', logprobs: null,
+              message: { role: 'assistant', content: null, tool_calls: [{ id: `call-${label}-${seq}`, type: 'function', function: call }] },
+            }
+            : chat
             ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: c.finishReason, logprobs: null }
             : { index: 0, text, finish_reason: c.finishReason, logprobs: null };
           answer(200, { id, object, created, model, choices: [choice], usage });
           return;
         }
         rec.status = 200;
-        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', [STAND_IN_HEADER]: label });
         res.flushHeaders();
         const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
         const send = (value: unknown) => { res.write(`data: ${JSON.stringify(value)}\n\n`); };

@@ -275,10 +275,28 @@ export interface AiUsage {
   total_tokens: number;
 }
 
-/** What aiRun settles with: the whole answer, or a stream handle for aiRead/aiCancel. */
+/** A tool call in Workers AI's output shape: the OpenAI fields and the legacy {name, arguments} together. */
+export interface AiToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+  name: string;
+  /** The arguments parsed (the string when they are not JSON). */
+  arguments: unknown;
+}
+
+/**
+ * What aiRun settles with: a text-generation answer (whole, or a stream handle for
+ * aiRead/aiCancel), text embeddings, or the bytes of a generated image.
+ */
 export type AiRunResult =
-  | { kind: 'whole'; response: string; usage?: AiUsage }
-  | { kind: 'stream'; handle: number };
+  | { kind: 'whole'; response: string; usage?: AiUsage; tool_calls?: AiToolCall[] }
+  | { kind: 'stream'; handle: number }
+  | { kind: 'embeddings'; shape: [number, number]; data: number[][] }
+  | { kind: 'image'; body: ArrayBuffer };
+
+/** The task types of the model catalogue (EdgeModel spec.task) that env.AI.run implements. */
+export type AiTask = 'text-generation' | 'text-embeddings' | 'text-to-image';
 
 /** aiRun's arguments as the isolate passes them. */
 export const AiRunArgsSchema = z.tuple([z.string().min(1).max(256), z.string().max(1024), z.string()]);
@@ -385,7 +403,7 @@ export interface WorkerEnv {
    * region's OpenAI-compatible model server (e.g. `http://ai-x.ns.svc.cluster.local:8000`).
    * Host-side only: the isolate gets isolateEnv(env), which holds the model, never the URL.
    */
-  ai?: Record<string, { model: string; url: string }>;
+  ai?: Record<string, AiBindingEnv>;
   /**
    * actor namespace bindings: binding name -> the DurableActor (Kubernetes namespace,
    * name) and its metadata.uid, the key its ids are made with. Host-side only: the
@@ -394,6 +412,17 @@ export interface WorkerEnv {
   actors?: Record<string, { namespace: string; actor: string; uid: string }>;
   /** service bindings: binding name -> an EdgeWorker of the same namespace (and entrypoint). The isolate gets the names. */
   services?: Record<string, { namespace: string; worker: string; entrypoint?: string }>;
+}
+
+/**
+ * One ai binding as the host sees it: its first model (`model`, `url`, `task`; task unset:
+ * text-generation) and the other catalogue models it may call, each at this region's server.
+ */
+export interface AiBindingEnv {
+  model: string;
+  url: string;
+  task?: AiTask;
+  models?: Record<string, { url: string; task: AiTask }>;
 }
 
 /** What `__edgeInit` receives: the WorkerEnv less what the worker must not see (ai server URLs). */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { AiRunResult, AiUsage, WorkerEnv } from '../abi/bridge.js';
+import type { AiRunResult, AiToolCall, AiUsage, WorkerEnv } from '../abi/bridge.js';
 import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES } from '../abi/bridge.js';
 import { describeIssues, EdgeError } from '../../common/errors.js';
 
@@ -29,7 +29,20 @@ const MessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool', 'developer']),
   content: z.string(),
   name: z.string().max(256).optional(),
+  // A conversation that continues after a tool call: the assistant's calls, the tool's answer.
+  tool_call_id: z.string().max(256).optional(),
+  tool_calls: z.array(z.looseObject({})).max(64).optional(),
 }).strict();
+
+const JsonSchemaObject = z.looseObject({});
+/** Workers AI's tool: the OpenAI shape ({type, function}) or the legacy one ({name, description, parameters}). */
+const ToolSchema = z.union([
+  z.object({
+    type: z.literal('function'),
+    function: z.object({ name: z.string().min(1).max(256), description: z.string().max(4096).optional(), parameters: JsonSchemaObject.optional() }).strict(),
+  }).strict(),
+  z.object({ name: z.string().min(1).max(256), description: z.string().max(4096).optional(), parameters: JsonSchemaObject.optional() }).strict(),
+]);
 
 const finite = () => z.number().refine(Number.isFinite, 'must be a finite number');
 
@@ -47,10 +60,62 @@ export const AiInputsSchema = z.object({
   repetition_penalty: finite().optional(),
   frequency_penalty: finite().optional(),
   presence_penalty: finite().optional(),
+  tools: z.array(ToolSchema).min(1).max(128).optional(),
+  functions: z.array(z.object({ name: z.string().min(1).max(256), code: z.string() }).strict()).max(0, 'functions (embedded function calling) are not supported here; use tools').optional(),
 }).strict().refine((i) => (i.messages === undefined) !== (i.prompt === undefined), {
   message: 'inputs need exactly one of messages (chat) or prompt (completion)',
 });
 export type AiInputs = z.infer<typeof AiInputsSchema>;
+
+/** Workers AI text-embeddings inputs (AiTextEmbeddingsInput); at most 100 texts a call, as Workers AI. */
+export const AiEmbeddingsInputsSchema = z.object({
+  text: z.union([z.string(), z.array(z.string()).min(1).max(100)]),
+}).strict();
+export type AiEmbeddingsInputs = z.infer<typeof AiEmbeddingsInputsSchema>;
+
+const dimension = () => z.number().int().min(64).max(4096);
+/** Workers AI text-to-image inputs (AiTextToImageInput), less img2img and inpainting (image, mask). */
+export const AiImageInputsSchema = z.object({
+  prompt: z.string().min(1).max(8192),
+  negative_prompt: z.string().max(8192).optional(),
+  height: dimension().optional(),
+  width: dimension().optional(),
+  num_steps: z.number().int().min(1).max(50).optional(),
+  guidance: finite().min(0).optional(),
+  seed: z.number().int().min(0).optional(),
+}).strict();
+export type AiImageInputs = z.infer<typeof AiImageInputsSchema>;
+
+type Tool = z.infer<typeof ToolSchema>;
+/** Tools as the OpenAI API takes them. */
+function toOpenAiTools(tools: Tool[] | undefined): Array<{ type: 'function'; function: Record<string, unknown> }> | undefined {
+  if (!tools) return undefined;
+  return tools.map((t) => ('type' in t ? { type: 'function', function: t.function } : { type: 'function', function: { ...t } }));
+}
+
+const ToolCallAnswerSchema = z.object({
+  id: z.string().optional(),
+  type: z.string().optional(),
+  function: z.object({ name: z.string(), arguments: z.string() }),
+});
+
+/** An OpenAI tool call in Workers AI's output shape (both its fields and the legacy {name, arguments}). */
+function workersToolCall(c: z.infer<typeof ToolCallAnswerSchema>, i: number): AiToolCall {
+  let args: unknown;
+  try {
+    args = JSON.parse(c.function.arguments);
+  } catch {
+    args = c.function.arguments;
+  }
+  return { id: c.id ?? `call_${i}`, type: 'function', function: { name: c.function.name, arguments: c.function.arguments }, name: c.function.name, arguments: args };
+}
+
+const EmbeddingsAnswerSchema = z.object({
+  data: z.array(z.object({ index: z.number().int().min(0), embedding: z.array(z.number()) })).min(1),
+});
+const ImageAnswerSchema = z.object({
+  data: z.array(z.object({ b64_json: z.string().min(1) })).min(1),
+});
 
 const UsageSchema = z.object({
   prompt_tokens: z.number().int().min(0),
@@ -59,7 +124,10 @@ const UsageSchema = z.object({
 });
 
 const ChatAnswerSchema = z.object({
-  choices: z.array(z.object({ message: z.object({ content: z.string().nullable().optional() }) })).min(1),
+  choices: z.array(z.object({ message: z.object({
+    content: z.string().nullable().optional(),
+    tool_calls: z.array(ToolCallAnswerSchema).nullable().optional(),
+  }) })).min(1),
   usage: UsageSchema.nullable().optional(),
 });
 const CompletionAnswerSchema = z.object({
@@ -258,14 +326,20 @@ export class AiCalls {
 
   /**
    * Starts env.<binding>.run(model, inputs): `count` is called (and may throw) once the
-   * call is known to be valid, before anything is sent.
+   * call is known to be valid, before anything is sent. The model picks the server and the
+   * task (the catalogue's): text generation, text embeddings or text to image.
    */
   async run(binding: string, model: string, inputsJson: string, count: () => void): Promise<AiRunResult> {
     const config = Object.hasOwn(this.bindings, binding) ? this.bindings[binding] : undefined;
     if (!config) throw new AiError(`env.${binding} is not an ai binding of this worker`);
     const what = `env.${binding}.run()`;
-    if (model !== config.model) {
-      throw new AiError(`${what}: model "${model}" is not served by this binding; env.${binding} serves "${config.model}"`);
+    const served = model === config.model
+      ? { url: config.url, task: config.task ?? 'text-generation' as const }
+      : config.models && Object.hasOwn(config.models, model) ? config.models[model] : undefined;
+    if (!served) {
+      // Workers AI's wording (error 5007), then what this binding may call.
+      const callable = [config.model, ...Object.keys(config.models ?? {})].filter((m) => m !== '');
+      throw new AiError(`${what}: 5007: No such model ${model} or task (env.${binding} may call: ${callable.join(', ') || 'none'})`);
     }
     if (inputsJson.length > MAX_AI_BYTES) throw new AiError(`${what}: inputs are over the ${MAX_AI_BYTES}-byte limit`);
     let raw: unknown;
@@ -274,9 +348,11 @@ export class AiCalls {
     } catch {
       throw new AiError(`${what}: inputs are not JSON`);
     }
-    const parsed = AiInputsSchema.safeParse(raw);
-    if (!parsed.success) throw new AiError(`${what}: invalid inputs: ${describeIssues(parsed.error)}`);
-    const inputs = parsed.data;
+    const schema = served.task === 'text-embeddings' ? AiEmbeddingsInputsSchema
+      : served.task === 'text-to-image' ? AiImageInputsSchema : AiInputsSchema;
+    const parsed = schema.safeParse(raw);
+    // Workers AI's error 5006 ("Error: required properties at '/' are 'text'") names the task's input shape.
+    if (!parsed.success) throw new AiError(`${what}: 5006: invalid inputs for ${served.task} model ${model}: ${describeIssues(parsed.error)}`);
     if (this.closed) throw new AiError(`${what}: the request has ended`);
     try {
       count();
@@ -284,30 +360,66 @@ export class AiCalls {
       throw new AiError(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
 
-    const chat = inputs.messages !== undefined;
     let base: URL;
     try {
-      base = new URL(config.url.endsWith('/') ? config.url : `${config.url}/`);
+      base = new URL(served.url.endsWith('/') ? served.url : `${served.url}/`);
       if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new Error('scheme');
     } catch {
-      throw new AiError(`${what}: the binding's model server address is misconfigured (see the agent's configuration)`);
+      throw new AiError(`${what}: the model server address for ${model} is misconfigured (see the agent's configuration)`);
     }
-    const secrets = [config.url.replace(/\/+$/, ''), base.origin, base.host, base.hostname].filter((s) => s.length > 0);
+    const secrets = [served.url.replace(/\/+$/, ''), base.origin, base.host, base.hostname].filter((s) => s.length > 0);
     const quote = (text: string): string => {
       let out = text;
       for (const s of secrets) out = out.split(s).join('<model server>');
       out = out.replace(/\p{Cc}+/gu, ' ').trim();
       return out.length > MAX_QUOTED_CHARS ? `${out.slice(0, MAX_QUOTED_CHARS)}...` : out;
     };
-    const target: AiCallTarget = { chat, error: (message, cause) => new AiError(`${what}: ${message}`, cause === undefined ? undefined : { cause }), quote };
+    const error = (message: string, cause?: unknown) => new AiError(`${what}: ${message}`, cause === undefined ? undefined : { cause });
 
-    const { messages, prompt, stream, max_tokens, ...sampling } = inputs;
+    if (served.task === 'text-embeddings') {
+      const { text } = parsed.data as AiEmbeddingsInputs;
+      const texts = typeof text === 'string' ? [text] : text;
+      const value = await this.post(base, 'v1/embeddings', { model, input: texts, encoding_format: 'float' }, error, quote);
+      const answer = EmbeddingsAnswerSchema.safeParse(value);
+      if (!answer.success) throw error(`the model server answered with an unexpected shape (${describeIssues(answer.error)})`);
+      const rows = [...answer.data.data].sort((a, b) => a.index - b.index);
+      if (rows.length !== texts.length) throw error(`the model server answered ${rows.length} embeddings for ${texts.length} texts`);
+      const dim = rows[0]?.embedding.length ?? 0;
+      if (rows.some((r) => r.embedding.length !== dim)) throw error('the model server answered embeddings of different dimensions');
+      return { kind: 'embeddings', shape: [rows.length, dim], data: rows.map((r) => r.embedding) };
+    }
+    if (served.task === 'text-to-image') {
+      const i = parsed.data as AiImageInputs;
+      const body = {
+        model, prompt: i.prompt, n: 1, response_format: 'b64_json',
+        ...(i.width !== undefined || i.height !== undefined ? { size: `${i.width ?? 1024}x${i.height ?? 1024}` } : {}),
+        ...(i.negative_prompt !== undefined ? { negative_prompt: i.negative_prompt } : {}),
+        ...(i.num_steps !== undefined ? { num_inference_steps: i.num_steps } : {}),
+        ...(i.guidance !== undefined ? { guidance_scale: i.guidance } : {}),
+        ...(i.seed !== undefined ? { seed: i.seed } : {}),
+      };
+      const value = await this.post(base, 'v1/images/generations', body, error, quote);
+      const answer = ImageAnswerSchema.safeParse(value);
+      if (!answer.success) throw error(`the model server answered with an unexpected shape (${describeIssues(answer.error)})`);
+      const bytes = Buffer.from(answer.data.data[0]!.b64_json, 'base64');
+      if (bytes.byteLength === 0) throw error('the model server answered an empty image');
+      return { kind: 'image', body: toArrayBuffer(bytes) };
+    }
+
+    const inputs = parsed.data as AiInputs;
+    const chat = inputs.messages !== undefined;
+    const target: AiCallTarget = { chat, error, quote };
+    const { messages, prompt, stream, max_tokens, tools, functions: _functions, ...sampling } = inputs;
+    const openAiTools = toOpenAiTools(tools);
+    if (openAiTools && !chat) throw error('5006: tools need messages (chat), not prompt');
+    if (openAiTools && stream === true) throw error('tools with stream: true are not supported here; call without stream');
     const body = {
-      model: config.model,
+      model,
       ...(chat ? { messages } : { prompt }),
       stream: stream === true,
       ...(stream === true ? { stream_options: { include_usage: true } } : {}),
       max_tokens: max_tokens ?? DEFAULT_MAX_TOKENS,
+      ...(openAiTools ? { tools: openAiTools, tool_choice: 'auto' } : {}),
       ...sampling,
     };
     const upstream: Upstream = { abort: new AbortController() };
@@ -354,12 +466,61 @@ export class AiCalls {
       const first = answer.data.choices[0]!;
       const response = ('message' in first ? first.message.content : (first as { text: string }).text) ?? '';
       const usage = answer.data.usage ?? undefined;
-      return usage ? { kind: 'whole', response, usage } : { kind: 'whole', response };
+      const calls = 'message' in first ? first.message.tool_calls ?? [] : [];
+      return {
+        kind: 'whole', response,
+        ...(usage ? { usage } : {}),
+        ...(calls.length > 0 ? { tool_calls: calls.map(workersToolCall) } : {}),
+      };
     } catch (err) {
       const cancelled = upstream.abort.signal.aborted;
       upstream.abort.abort();
       if (err instanceof AiError) throw err;
       throw target.error(cancelled ? 'cancelled: the request ended' : `reading the model server's answer failed (${networkCode(err)})`, err);
+    } finally {
+      this.pending.delete(upstream);
+    }
+  }
+
+  /** POSTs JSON to the server and returns its JSON answer (a non-2xx answer is an AiError quoting its message). */
+  private async post(
+    base: URL, path: string, body: unknown, error: AiCallTarget['error'], quote: AiCallTarget['quote'],
+  ): Promise<unknown> {
+    const target: AiCallTarget = { chat: false, error, quote };
+    const upstream: Upstream = { abort: new AbortController() };
+    this.pending.add(upstream);
+    try {
+      let res: Response;
+      try {
+        res = await fetch(new URL(path, base), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json' },
+          body: JSON.stringify(body),
+          signal: upstream.abort.signal,
+          redirect: 'error',
+        });
+      } catch (err) {
+        if (upstream.abort.signal.aborted) throw error('cancelled: the request ended');
+        throw error(`could not reach the model server (${networkCode(err)})`, err);
+      }
+      const text = await this.readText(res, target);
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        if (res.status < 200 || res.status > 299) throw error(`the model server answered ${res.status}`);
+        throw error(`the model server answered ${res.status} with a body that is not JSON`);
+      }
+      if (res.status < 200 || res.status > 299) {
+        const detail = errorMessageOf(value);
+        throw error(`the model server answered ${res.status}${detail ? `: ${quote(detail)}` : ''}`);
+      }
+      return value;
+    } catch (err) {
+      const cancelled = upstream.abort.signal.aborted;
+      upstream.abort.abort();
+      if (err instanceof AiError) throw err;
+      throw error(cancelled ? 'cancelled: the request ended' : `reading the model server's answer failed (${networkCode(err)})`, err);
     } finally {
       this.pending.delete(upstream);
     }

@@ -106,7 +106,7 @@ function init(namespace, envData, options) {
   }
   const bindings = { ...envData.text };
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
-  for (const [name, binding] of Object.entries(envData.ai ?? {})) bindings[name] = aiBinding(name, String(binding.model));
+  for (const name of Object.keys(envData.ai ?? {})) bindings[name] = aiBinding(name);
   // actor bindings arrive as names: the DurableActor's uid never enters the isolate.
   for (const name of envData.actors ?? []) bindings[name] = actorNamespace(String(name));
   // service bindings arrive as names: the bound worker (and entrypoint) stays on the host.

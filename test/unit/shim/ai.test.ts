@@ -75,9 +75,9 @@ describe('env.AI.run: whole answers', () => {
     expect(server.requests[0]).toMatchObject({ path: '/v1/completions', body: { model: MODEL, prompt: 'say hi to everyone', max_tokens: 3, stream: false } });
   });
 
-  it('a model other than the binding\'s is refused, naming both, before anything is sent', async () => {
+  it('a model the binding may not call is refused in Workers AI\'s wording (5007), naming what it may call, before anything is sent', async () => {
     const err = await thrown(`return env.AI.run('mistral-7b', { prompt: 'x' });`);
-    expect(err.message).toBe(`env.AI.run(): model "mistral-7b" is not served by this binding; env.AI serves "${MODEL}"`);
+    expect(err.message).toBe(`env.AI.run(): 5007: No such model mistral-7b or task (env.AI may call: ${MODEL})`);
     expect(server.requests).toEqual([]);
   });
 
@@ -95,11 +95,11 @@ describe('env.AI.run: whole answers', () => {
         try { await env.AI.run('${MODEL}', inputs); out.push('resolved'); } catch (e) { out.push(e.constructor.name + ': ' + e.message); }
       }
       return out;`);
-    expect(out[0]).toMatch(/^Error: env\.AI\.run\(\): invalid inputs: inputs need exactly one of messages \(chat\) or prompt/);
+    expect(out[0]).toMatch(/^Error: env\.AI\.run\(\): 5006: invalid inputs for text-generation model llama-3\.1-8b: inputs need exactly one of messages \(chat\) or prompt/);
     expect(out[1]).toMatch(/exactly one of messages \(chat\) or prompt/);
-    expect(out[2]).toMatch(/invalid inputs: messages\.0\.role: /);
-    expect(out[3]).toMatch(/invalid inputs: max_tokens: /);
-    expect(out[4]).toMatch(/invalid inputs: .*lora/);
+    expect(out[2]).toMatch(/invalid inputs for text-generation model llama-3\.1-8b: messages\.0\.role: /);
+    expect(out[3]).toMatch(/llama-3\.1-8b: max_tokens: /);
+    expect(out[4]).toMatch(/llama-3\.1-8b: .*lora/);
     expect(out[5]).toMatch(/^TypeError: env\.AI\.run\(\): inputs must be an object/);
     expect(out[6]).toMatch(/^TypeError: env\.AI\.run\(\): inputs cannot be serialized as JSON/);
     expect(server.requests).toEqual([]);
