@@ -4,6 +4,7 @@ import {
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
 import { EgressPolicySchema } from './api/policy.js';
+import { AI_TASKS } from './api/edgepolicy.js';
 import { regionName } from './api/meta.js';
 import { ACTOR_ID_PATTERN, agentToken } from './keys.js';
 
@@ -120,6 +121,8 @@ export const AiServiceRefSchema = z.object({
   service: z.string().min(1),
   namespace: z.string().min(1),
   port: z.number().int().min(1).max(65_535),
+  /** The catalogue's task type of the model the server serves; absent: text-generation. */
+  task: z.enum(AI_TASKS).optional(),
 });
 
 export const WorkerConfigSchema = z.object({
@@ -152,6 +155,8 @@ export const WorkerConfigSchema = z.object({
       model: z.string(),
       /** region -> the Service of that region's model server. */
       services: z.record(z.string(), AiServiceRefSchema),
+      /** The binding's other models (AiBinding.models): model -> region -> its server. Absent when none. */
+      models: z.record(z.string(), z.record(z.string(), AiServiceRefSchema)).optional(),
     })),
   }),
 });

@@ -18,6 +18,16 @@ export type ResolvedEnv = Omit<PublishedEnv, 'sealed'> & { secrets: Record<strin
 /** Where one ai binding's model server is reached in one region. */
 export type AiServiceRef = ResolvedEnv['ai'][string]['services'][string];
 
+/**
+ * The key of one model server of a worker among its ai bindings' servers: the binding's name
+ * for its `model` (the one server a binding had before it could list more: unchanged names),
+ * `<binding>/<model>` for each model of its `models`. The key names the Deployment and
+ * Service (inferenceName) and the refs the operator publishes.
+ */
+export function aiServerKey(binding: string, model: string, primary: boolean): string {
+  return primary ? binding : `${binding}/${model}`;
+}
+
 /** The Ready=False reasons a spec that cannot be resolved gets. */
 export const RESOLVE_REASONS = {
   SourceNotFound: ConditionReasons.SourceNotFound,
@@ -53,7 +63,7 @@ export interface BindingLookup {
   secret(namespace: string, name: string): Promise<Record<string, string> | undefined>;
   /** A DurableActor's metadata.uid: the key its actor ids are made with. */
   durableActorUid(namespace: string, name: string): Promise<string | undefined>;
-  /** binding name -> region -> the Service of that region's model server. */
+  /** server key (aiServerKey: a binding's name, or <binding>/<model> for its other models) -> region -> the Service of that region's model server. */
   aiServices(namespace: string, worker: string, bindings: readonly AiBinding[]): Promise<Record<string, Record<string, AiServiceRef>>>;
 }
 
@@ -104,7 +114,14 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
   const aiBindings = bindings.ai ?? [];
   const services = await lookup.aiServices(namespace, worker, aiBindings);
   // A binding without a Service in some region is still published: the agents there fail its calls with a clear error.
-  const ai: ResolvedEnv['ai'] = Object.fromEntries(aiBindings.map((b) => [b.name, { model: b.model, services: services[b.name] ?? {} }]));
+  // The services come keyed by aiServerKey: the binding's name for its model, <binding>/<model> for the others.
+  const ai: ResolvedEnv['ai'] = Object.fromEntries(aiBindings.map((b) => {
+    const others = (b.models ?? []).filter((m) => m !== b.model);
+    return [b.name, {
+      model: b.model, services: services[aiServerKey(b.name, b.model, true)] ?? {},
+      ...(others.length > 0 ? { models: Object.fromEntries(others.map((m) => [m, services[aiServerKey(b.name, m, false)] ?? {}])) } : {}),
+    }];
+  }));
 
   const actors: ResolvedEnv['actors'] = {};
   for (const b of bindings.actors ?? []) {

@@ -73,14 +73,27 @@ export const EdgePolicySchema = z.object({
   status: EdgePolicyStatusSchema.optional(),
 });
 
+/**
+ * The task types env.AI.run implements, as Workers AI names them. automatic-speech-recognition,
+ * translation, summarization and image-to-text are not there yet.
+ */
+export const AI_TASKS = ['text-generation', 'text-embeddings', 'text-to-image'] as const;
+export type AiTaskType = (typeof AI_TASKS)[number];
+
 export const EdgeModelSpecSchema = z.object({
-  model: modelId().describe('The model id ai bindings name and the server serves (--model, --served-model-name).'),
+  model: modelId().describe('The model id ai bindings and env.AI.run() name (@cf/meta/llama-3.1-8b-instruct); the server serves it under this name (--served-model-name).'),
+  task: z.enum(AI_TASKS).default('text-generation')
+    .describe('What env.AI.run() does with this model: text-generation (/v1/chat/completions, /v1/completions), text-embeddings (/v1/embeddings) or text-to-image (/v1/images/generations).'),
+  source: z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/@-]*$/).optional()
+    .describe('The weights the server loads (--model), e.g. a Hugging Face repo id; unset: model.'),
   image: z.string().min(1).max(512).optional()
     .describe('Model server image speaking the OpenAI-compatible API; unset: the operator\'s --ai-image.'),
   gpus: z.number().int().min(0).max(8).default(1).describe('GPUs per replica.'),
   args: z.array(z.string().max(1024)).max(64).optional()
     .describe('Extra arguments after the ones the operator sets (--model, --port, --served-model-name, --tensor-parallel-size).'),
-});
+})
+  // vLLM, the default image, generates no images: a text-to-image model names its server.
+  .meta(cel({ rule: "self.task != 'text-to-image' || has(self.image)", message: 'spec.image: a text-to-image model needs an image (a server with /v1/images/generations); the default image has none', fieldPath: '.image' }));
 
 export const EdgeModelStatusSchema = z.object({
   observedGeneration: z.number().int().min(0).optional(),

@@ -114,7 +114,10 @@ export const ServiceBindingSchema = z.object({
 
 export const AiBindingSchema = z.object({
   name: jsIdentifier().describe('Exposed as env.<name> with run(model, input).'),
-  model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model).'),
+  model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model) that env.<name>.run() may call.'),
+  models: z.array(modelId()).max(16).optional()
+    .meta({ 'x-kubernetes-list-type': 'set' })
+    .describe('More catalogue models env.<name>.run() may call (embeddings, images, other LLMs); each gets its own model server in each region, counted against the GPU quota.'),
   image: z.string().min(1).max(512).optional()
     .describe('Deprecated: the catalogue\'s EdgeModel decides the image; a value other than its image is refused.'),
   gpus: z.number().int().min(0).max(8).optional()

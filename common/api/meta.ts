@@ -21,7 +21,13 @@ export const dnsSubdomain = () => z.string().min(1).max(253).regex(new RegExp(DN
 export const jsIdentifier = () => z.string().min(1).max(64).regex(new RegExp(JS_IDENTIFIER_PATTERN));
 export const dataKey = () => z.string().min(1).max(253).regex(new RegExp(DATA_KEY_PATTERN));
 /** A model id as ai bindings and the catalogue name it (`llama-3.1-8b`, `meta-llama/Llama-3.1-8B-Instruct`). */
-export const modelId = () => z.string().min(1).max(256).regex(/^[A-Za-z0-9][A-Za-z0-9._:/@-]*$/);
+/**
+ * A model id: Workers AI's `@cf/<vendor>/<name>` or `@hf/<org>/<name>`, or a plain name
+ * (letters, digits, `._:/@-`, starting with a letter or digit: a Hugging Face repo id).
+ */
+export const MODEL_ID_PATTERN = /^@(cf|hf)\/[A-Za-z0-9][A-Za-z0-9._-]*\/[A-Za-z0-9][A-Za-z0-9._:-]*$|^[A-Za-z0-9][A-Za-z0-9._:/@-]*$/;
+export const modelId = () => z.string().min(1).max(256)
+  .regex(MODEL_ID_PATTERN, 'a model id is @cf/<vendor>/<name>, @hf/<org>/<name>, or a name of letters, digits and ._:/@- starting with a letter or digit');
 export const regionName = () => dnsLabel().describe('A region: the value of topology.kubernetes.io/region on its Nodes.');
 
 /** The subset of ObjectMeta the project reads; the rest passes through untouched. */

@@ -4,11 +4,11 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { API_VERSION, EdgeWorkerSchema, type AiBinding } from '../../common/api/index.js';
+import { API_VERSION, EdgeModelSpecSchema, EdgeWorkerSchema, type AiBinding, type AiTaskType } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import {
-  builtinRunSettings, resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup,
+  aiServerKey, builtinRunSettings, resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup,
 } from '../../common/resolve-bindings.js';
 import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
@@ -81,7 +81,24 @@ class ManifestLookup implements BindingLookup {
   }
 
   aiServices(namespace: string, worker: string, bindings: readonly AiBinding[]): Promise<Record<string, Record<string, AiServiceRef>>> {
-    return Promise.resolve(Object.fromEntries(bindings.map((b) => [b.name, { [this.region]: modelServerRef(namespace, worker, b.name, this.region) }])));
+    // Task types come from EdgeModels among the manifests (the catalogue); a model none
+    // describes is text generation, as before models had tasks.
+    const tasks = new Map<string, AiTaskType>();
+    for (const d of this.docs) {
+      if (d.kind !== 'EdgeModel' || d.apiVersion !== API_VERSION) continue;
+      const m = EdgeModelSpecSchema.safeParse((d as { spec?: unknown }).spec);
+      if (m.success && !tasks.has(m.data.model)) tasks.set(m.data.model, m.data.task);
+    }
+    const out: Record<string, Record<string, AiServiceRef>> = {};
+    for (const b of bindings) {
+      for (const [i, model] of [b.model, ...(b.models ?? []).filter((m) => m !== b.model)].entries()) {
+        const key = aiServerKey(b.name, model, i === 0);
+        const task = tasks.get(model);
+        const ref = modelServerRef(namespace, worker, key, this.region);
+        out[key] = { [this.region]: task && task !== 'text-generation' ? { ...ref, task } : ref };
+      }
+    }
+    return Promise.resolve(out);
   }
 }
 

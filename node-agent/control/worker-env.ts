@@ -23,7 +23,15 @@ export function isolateWorkerEnv(env: ResolvedEnv, region: string, aiUrl: AiUrl)
     const ref = b.services[region];
     // Placement puts a worker only where its model servers are; a missing ref means no
     // Service exists for this region (yet), and env.<binding>.run() fails with a clear error.
-    ai[binding] = { model: b.model, url: ref ? aiUrl(ref, binding) : '' };
+    ai[binding] = { model: b.model, url: ref ? aiUrl(ref, binding) : '', ...(ref?.task ? { task: ref.task } : {}) };
+    if (b.models) {
+      const models: NonNullable<WorkerEnv['ai']>[string]['models'] = {};
+      for (const [model, refs] of Object.entries(b.models)) {
+        const r = refs[region];
+        models[model] = { url: r ? aiUrl(r, binding) : '', task: r?.task ?? 'text-generation' };
+      }
+      ai[binding]!.models = models;
+    }
   }
   return { text: { ...env.text, ...env.secrets }, ai, actors: env.actors, ...(env.services ? { services: env.services } : {}) };
 }

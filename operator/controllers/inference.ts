@@ -5,7 +5,7 @@ import {
 } from '@kubernetes/client-node';
 import { EdgeError } from '../../common/errors.js';
 import { isDnsLabel } from '../../common/keys.js';
-import { API_VERSION, type AiBinding } from '../../common/api/index.js';
+import { API_VERSION, type AiBinding, type AiTaskType } from '../../common/api/index.js';
 import {
   AI_BINDING_LABEL, APP_INSTANCE_LABEL, APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, MANAGED_BY, MANAGED_BY_LABEL,
   POOL_GPU, POOL_LABEL, REGION_LABEL, SERVES_REGION_LABEL, SPEC_HASH_ANNOTATION, WORKER_LABEL, WORKER_NAMESPACE_LABEL,
@@ -34,8 +34,13 @@ export type { AiBinding };
  * replicas, the catalogue's image, GPUs and extra args (operator/controllers/models.ts).
  */
 export interface ModelServerBinding {
+  /** The server's key among the worker's (aiServerKey): the binding's name, or <binding>/<model>. */
   name: string;
   model: string;
+  /** The catalogue's task type: published with the Service so the agents know what run() does. Unset: text-generation. */
+  task?: AiTaskType;
+  /** The weights to load (--model); unset: model. */
+  source?: string;
   /** Unset: opts.defaultImage. */
   image?: string;
   gpus: number;
@@ -164,7 +169,7 @@ export function desiredInference(
       const ref = modelServerRef(worker.namespace, worker.name, b.name, region, shared);
       out.deployments.push(withHash(deployment(worker, b, region, ref.service, opts)));
       out.services.push(withHash(service(worker, b, region, ref.service, opts)));
-      refs[region] = ref;
+      refs[region] = b.task && b.task !== 'text-generation' ? { ...ref, task: b.task } : ref;
     }
   }
   return out;
@@ -197,7 +202,7 @@ function metadata(worker: InferenceWorker, b: ModelServerBinding, region: string
 }
 
 function serverArgs(b: ModelServerBinding): string[] {
-  const args = ['--model', b.model, '--port', String(INFERENCE_PORT), '--served-model-name', b.model];
+  const args = ['--model', b.source ?? b.model, '--port', String(INFERENCE_PORT), '--served-model-name', b.model];
   if (b.gpus > 1) args.push('--tensor-parallel-size', String(b.gpus));
   return [...args, ...(b.args ?? [])];
 }

@@ -3,6 +3,7 @@ import { ConditionReasons as R } from '../../common/reasons.js';
 import type { ModelServerBinding } from './inference.js';
 import { PolicyViolation, type EffectivePolicy } from './policy.js';
 import { claimOrder } from './routes.js';
+import { aiServerKey } from '../../common/resolve-bindings.js';
 
 // The model catalogue (EdgeModel, cluster-scoped) and the GPU quota of a namespace. An ai
 // binding names a model; what runs on the GPU nodes (image, GPUs, arguments) comes only
@@ -18,31 +19,37 @@ export function catalogue(models: readonly EdgeModel[]): Map<string, EdgeModel> 
 }
 
 /**
- * The model servers a worker's ai bindings ask for, as the catalogue defines them. Throws
- * PolicyViolation(ModelNotAllowed) for a model outside the catalogue, one the namespace's
- * policy does not allow, or an `image` other than the catalogue's.
+ * The model servers a worker's ai bindings ask for, as the catalogue defines them: one for
+ * each binding's `model` and one for each model of its `models` (keyed by aiServerKey).
+ * Throws PolicyViolation(ModelNotAllowed) for a model outside the catalogue, one the
+ * namespace's policy does not allow, or an `image` other than the catalogue's.
  */
 export function modelServers(
   namespace: string, bindings: readonly AiBinding[], cat: Map<string, EdgeModel>, pol: EffectivePolicy, defaultImage: string,
 ): ModelServerBinding[] {
-  return bindings.map((b) => {
-    const field = `spec.bindings.ai ${b.name}`;
-    const entry = cat.get(b.model);
-    if (!entry) {
-      const offered = [...cat.keys()];
-      throw new PolicyViolation(R.ModelNotAllowed, `${field}: model ${b.model} is not in the cluster's catalogue (EdgeModels: ${offered.join(', ') || 'none'})`, { binding: b.name });
-    }
-    if (pol.models && !pol.models.includes(b.model)) {
-      throw new PolicyViolation(R.ModelNotAllowed, `${field}: ${pol.source} does not allow model ${b.model} in namespace ${namespace} (allowed: ${pol.models.join(', ') || 'none'})`, { binding: b.name });
-    }
-    const image = entry.spec.image ?? defaultImage;
-    if (b.image !== undefined && b.image !== image) {
-      throw new PolicyViolation(R.ModelNotAllowed, `${field}: image ${b.image} is not the catalogue's image for ${b.model} (EdgeModel ${entry.metadata.name}: ${image}); leave image unset`, { binding: b.name });
-    }
-    return {
-      name: b.name, model: b.model, image, gpus: entry.spec.gpus, replicasPerRegion: b.replicasPerRegion,
-      ...(entry.spec.args ? { args: entry.spec.args } : {}),
-    };
+  return bindings.flatMap((b) => {
+    const wanted = [b.model, ...(b.models ?? []).filter((m) => m !== b.model)];
+    return wanted.map((model, i) => {
+      const field = i === 0 ? `spec.bindings.ai ${b.name}` : `spec.bindings.ai ${b.name} models`;
+      const entry = cat.get(model);
+      if (!entry) {
+        const offered = [...cat.keys()];
+        throw new PolicyViolation(R.ModelNotAllowed, `${field}: model ${model} is not in the cluster's catalogue (EdgeModels: ${offered.join(', ') || 'none'})`, { binding: b.name });
+      }
+      if (pol.models && !pol.models.includes(model)) {
+        throw new PolicyViolation(R.ModelNotAllowed, `${field}: ${pol.source} does not allow model ${model} in namespace ${namespace} (allowed: ${pol.models.join(', ') || 'none'})`, { binding: b.name });
+      }
+      const image = entry.spec.image ?? defaultImage;
+      if (i === 0 && b.image !== undefined && b.image !== image) {
+        throw new PolicyViolation(R.ModelNotAllowed, `${field}: image ${b.image} is not the catalogue's image for ${model} (EdgeModel ${entry.metadata.name}: ${image}); leave image unset`, { binding: b.name });
+      }
+      return {
+        name: aiServerKey(b.name, model, i === 0), model, image, gpus: entry.spec.gpus, replicasPerRegion: b.replicasPerRegion,
+        task: entry.spec.task,
+        ...(entry.spec.source ? { source: entry.spec.source } : {}),
+        ...(entry.spec.args ? { args: entry.spec.args } : {}),
+      };
+    });
   });
 }
 

@@ -247,7 +247,48 @@ describe('the model catalogue and GPU quota', () => {
     t.worker('shop', 'ok', { bindings: { ai: [{ name: 'AI', model: 'llama-3.1-8b', gpus: 8 }] } });
     await t.reconcile('shop', 'ok');
     expect(t.inference.calls).toEqual(['reconcile shop/ok AI in eu']);
-    expect(t.inference.servers).toEqual([{ name: 'AI', model: 'llama-3.1-8b', image: 'registry.example/vllm:2', gpus: 2, replicasPerRegion: 1, args: ['--max-model-len', '8192'] }]);
+    expect(t.inference.servers).toEqual([{ name: 'AI', model: 'llama-3.1-8b', image: 'registry.example/vllm:2', gpus: 2, replicasPerRegion: 1, task: 'text-generation', args: ['--max-model-len', '8192'] }]);
+  });
+
+  it('a binding calls its model and its `models`: one server each, with the catalogue\'s task and weights, published for the agents', async () => {
+    const t = setup(['eu', 'us']);
+    t.model('llama', { model: '@cf/meta/llama-3.1-8b-instruct', source: 'meta-llama/Llama-3.1-8B-Instruct' });
+    t.model('bge', { model: '@cf/baai/bge-base-en-v1.5', task: 'text-embeddings', source: 'BAAI/bge-base-en-v1.5', gpus: 0, args: ['--runner', 'pooling'] });
+    t.model('sdxl', { model: '@cf/stabilityai/stable-diffusion-xl-base-1.0', task: 'text-to-image', image: 'registry.example/sdxl:1' });
+    t.worker('shop', 'w', { bindings: { ai: [{ name: 'AI', model: '@cf/meta/llama-3.1-8b-instruct', models: ['@cf/baai/bge-base-en-v1.5', '@cf/stabilityai/stable-diffusion-xl-base-1.0'] }] } });
+    await t.reconcile('shop', 'w');
+    expect(t.inference.calls).toEqual(['reconcile shop/w AI,AI/@cf/baai/bge-base-en-v1.5,AI/@cf/stabilityai/stable-diffusion-xl-base-1.0 in eu,us']);
+    expect(t.inference.servers.map((s) => [s.name, s.model, s.task, s.source, s.image, s.gpus])).toEqual([
+      ['AI', '@cf/meta/llama-3.1-8b-instruct', 'text-generation', 'meta-llama/Llama-3.1-8B-Instruct', 'registry.example/vllm:1', 1],
+      ['AI/@cf/baai/bge-base-en-v1.5', '@cf/baai/bge-base-en-v1.5', 'text-embeddings', 'BAAI/bge-base-en-v1.5', 'registry.example/vllm:1', 0],
+      ['AI/@cf/stabilityai/stable-diffusion-xl-base-1.0', '@cf/stabilityai/stable-diffusion-xl-base-1.0', 'text-to-image', undefined, 'registry.example/sdxl:1', 1],
+    ]);
+    const ai = t.config('shop', 'w')?.env.ai.AI;
+    expect(ai?.model).toBe('@cf/meta/llama-3.1-8b-instruct');
+    expect(ai?.services.eu?.task).toBeUndefined();
+    expect(ai?.models?.['@cf/baai/bge-base-en-v1.5']?.eu).toMatchObject({ task: 'text-embeddings', namespace: 'shop' });
+    expect(ai?.models?.['@cf/stabilityai/stable-diffusion-xl-base-1.0']?.us).toMatchObject({ task: 'text-to-image' });
+    // Three distinct Services in each region.
+    for (const region of ['eu', 'us']) {
+      const services = new Set([ai!.services[region]!.service, ...Object.values(ai?.models ?? {}).map((r) => r[region]!.service)]);
+      expect(services.size).toBe(3);
+    }
+  });
+
+  it('refuses a `models` entry outside the catalogue or the policy, naming the field; its GPUs count against the quota', async () => {
+    const t = setup();
+    t.model('llama', { model: '@cf/meta/llama-3.1-8b-instruct', gpus: 2 });
+    t.model('bge', { model: '@cf/baai/bge-base-en-v1.5', task: 'text-embeddings', gpus: 2 });
+    t.worker('shop', 'unknown', { bindings: { ai: [{ name: 'AI', model: '@cf/meta/llama-3.1-8b-instruct', models: ['@hf/thebloke/miner'] }] } });
+    await t.reconcile('shop', 'unknown');
+    expect(t.ready('shop', 'unknown')).toMatchObject({ reason: 'ModelNotAllowed' });
+    expect(t.ready('shop', 'unknown')?.message).toContain('spec.bindings.ai AI models: model @hf/thebloke/miner is not in the cluster\'s catalogue');
+
+    t.policy('default', { namespaces: ['*'], gpu: { maxGpus: 3, models: ['@cf/meta/llama-3.1-8b-instruct', '@cf/baai/bge-base-en-v1.5'] } });
+    t.worker('shop', 'big', { bindings: { ai: [{ name: 'AI', model: '@cf/meta/llama-3.1-8b-instruct', models: ['@cf/baai/bge-base-en-v1.5'] }] } });
+    await t.reconcile('shop', 'big');
+    expect(t.ready('shop', 'big')).toMatchObject({ reason: 'GpuQuotaExceeded' });
+    expect(t.ready('shop', 'big')?.message).toContain('needs 4 GPUs');
   });
 
   it('refuses a model the namespace\'s policy does not allow', async () => {
