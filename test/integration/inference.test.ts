@@ -2,12 +2,14 @@ import {
   AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Deployment, type V1Service,
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { API_VERSION, GROUP, VERSION } from '../../common/api/index.js';
+import { API_VERSION, EdgeModelSchema, GROUP, VERSION } from '../../common/api/index.js';
 import { SPEC_HASH_ANNOTATION, WORKER_LABEL } from '../../common/labels.js';
 import {
   deleteInference, inferenceSelector, reconcileInference, type ModelServerBinding, type InferenceWorker,
 } from '../../operator/controllers/inference.js';
 import { inferenceName } from '../../common/model-servers.js';
+import { catalogue, modelServers } from '../../operator/controllers/models.js';
+import { policyFor } from '../../operator/controllers/policy.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
 // The inference Deployments and Services against a real apiserver: what it stores is what
@@ -282,5 +284,71 @@ describe('inference objects under contention', () => {
     expect((await deleteInference(kc, w)).deleted).toEqual([]);
     await expect(apps.readNamespacedDeployment({ namespace, name: 'careful-other' })).resolves.toBeDefined();
     await expect(core.readNamespacedService({ namespace, name: taken })).resolves.toBeDefined();
+  });
+});
+
+describe('the Workers AI catalogue: one model server per model of a binding per region', () => {
+  const { kubeConfig: kc } = sharedControlPlane();
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const LLM = '@cf/meta/llama-3.1-8b-instruct';
+  const BGE = '@cf/baai/bge-base-en-v1.5';
+  const SDXL = '@cf/stabilityai/stable-diffusion-xl-base-1.0';
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const createModel = (name: string, spec: Record<string, unknown>) => custom.createClusterCustomObject({
+    group: GROUP, version: VERSION, plural: 'edgemodels', fieldValidation: 'Strict',
+    body: { apiVersion: API_VERSION, kind: 'EdgeModel', metadata: { name: `${name}-${suffix}` }, spec },
+  });
+  const refusal = async (p: Promise<unknown>): Promise<string> => {
+    try {
+      await p;
+    } catch (err) {
+      return String((err as { body?: unknown }).body ?? err);
+    }
+    throw new Error('expected the apiserver to refuse');
+  };
+
+  it('the apiserver takes @cf/@hf ids and task types, and refuses a malformed id or an image model without a server, naming the field', async () => {
+    await createModel('llama', { model: LLM, source: 'meta-llama/Llama-3.1-8B-Instruct', gpus: 1 });
+    await createModel('bge', { model: BGE, task: 'text-embeddings', gpus: 0, args: ['--runner', 'pooling'] });
+    await createModel('sdxl', { model: SDXL, task: 'text-to-image', image: 'registry.example/sdxl:1' });
+    await createModel('coder', { model: '@hf/thebloke/deepseek-coder-6.7b-instruct-awq' });
+    expect(await refusal(createModel('bad', { model: '@cf/llama' }))).toMatch(/spec\.model/);
+    expect(await refusal(createModel('img', { model: '@cf/x/img', task: 'text-to-image' }))).toMatch(/spec\.image: a text-to-image model needs an image/);
+    expect(await refusal(createModel('asr', { model: '@cf/openai/whisper', task: 'automatic-speech-recognition' }))).toMatch(/spec\.task/);
+
+    const namespace = await freshNamespace(kc, 'catalogue');
+    const worker = (name: string, ai: unknown[]) => custom.createNamespacedCustomObject({
+      group: GROUP, version: VERSION, namespace, plural: 'edgeworkers', fieldValidation: 'Strict',
+      body: { apiVersion: API_VERSION, kind: 'EdgeWorker', metadata: { name }, spec: { source: { inline: 'export default {}' }, bindings: { ai } } },
+    });
+    await worker('ok', [{ name: 'AI', model: LLM, models: [BGE, SDXL] }]);
+    expect(await refusal(worker('bad', [{ name: 'AI', model: LLM, models: ['@cf/baai'] }]))).toMatch(/spec\.bindings\.ai\[0\]\.models\[0\]/);
+  });
+
+  it('makes a Deployment and a Service per model per region, with the catalogue\'s weights, and removes a model\'s pair when the binding drops it', async () => {
+    const items = (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'edgemodels' }) as { items: unknown[] }).items
+      .map((raw) => EdgeModelSchema.parse(raw)).filter((m) => m.metadata.name.endsWith(suffix));
+    const cat = catalogue(items);
+    const namespace = await freshNamespace(kc, 'catalogue');
+    const w = await createWorker(kc, namespace, 'assistant');
+    const servers = (models: string[]) => modelServers(namespace, [{ name: 'AI', model: LLM, models, replicasPerRegion: 1 }], cat, policyFor(namespace, []), 'vllm:1');
+
+    const res = await reconcileInference(kc, w, servers([BGE, SDXL]), ['eu-west', 'us-east'], opts);
+    const snap = await snapshot(kc, w);
+    expect(snap.deployments.size).toBe(6);
+    expect(snap.services.size).toBe(6);
+    expect(Object.keys(res.refs).sort()).toEqual(['AI', `AI/${BGE}`, `AI/${SDXL}`]);
+    expect(res.refs[`AI/${BGE}`]?.['eu-west']?.task).toBe('text-embeddings');
+    const byModel = new Map([...snap.deployments.values()].map((d) => [d.spec!.template.spec!.containers[0]!.args!.at(5)!, d]));
+    expect(byModel.get(LLM)?.spec?.template.spec?.containers[0]?.args?.slice(0, 2)).toEqual(['--model', 'meta-llama/Llama-3.1-8B-Instruct']);
+    expect(byModel.get(BGE)?.spec?.template.spec?.containers[0]?.resources?.limits).toBeUndefined();
+    expect(byModel.get(SDXL)?.spec?.template.spec?.containers[0]?.image).toBe('registry.example/sdxl:1');
+
+    const after = await reconcileInference(kc, w, servers([BGE]), ['eu-west', 'us-east'], opts);
+    expect(after.deleted).toHaveLength(4);
+    expect((await snapshot(kc, w)).deployments.size).toBe(4);
+    await deleteInference(kc, w);
+    // The catalogue is cluster-wide: leave none of it to other tests of this control plane.
+    await Promise.all(items.map((m) => custom.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: 'edgemodels', name: m.metadata.name })));
   });
 });
