@@ -8,7 +8,7 @@ import {
   actorReadiness, clearDevState, listCrs, TERMINAL_REASONS, workerReadiness, writeDevState,
   type DevState, type DurableActorObj, type EdgeWorkerObj, type Readiness,
 } from './cluster-client.js';
-import { EDGE_BIN, LocalCluster } from './local/cluster.js';
+import { EDGE_BIN, LocalCluster, type CatalogueEntry } from './local/cluster.js';
 import { kubectl } from './local/kubectl.js';
 import { killAllManaged } from './local/process.js';
 import { buildTools } from './local/tools.js';
@@ -247,6 +247,17 @@ function hasKubectl(): boolean {
 /** The model `edge dev`'s catalogue offers: the one examples/ai.yaml names. */
 export const DEV_MODEL = 'llama-3.1-8b-instruct';
 
+/** `edge dev`'s catalogue: DEV_MODEL, and Workers AI ids of each task type the stand-ins answer. */
+export const DEV_CATALOGUE: CatalogueEntry[] = [
+  { model: DEV_MODEL },
+  { model: '@cf/meta/llama-3.1-8b-instruct' },
+  { model: '@cf/baai/bge-base-en-v1.5', task: 'text-embeddings', gpus: 0 },
+  { model: '@cf/baai/bge-small-en-v1.5', task: 'text-embeddings', gpus: 0 },
+  { model: '@cf/baai/bge-large-en-v1.5', task: 'text-embeddings', gpus: 0 },
+  // The image never runs under edge dev (the stand-in answers); a cluster names a real server.
+  { model: '@cf/stabilityai/stable-diffusion-xl-base-1.0', task: 'text-to-image', image: 'edge-isolates.dev/stand-in-image-server:dev' },
+];
+
 export async function runDev(opts: DevOptions): Promise<number> {
   const t0 = performance.now();
   const dir = resolve(opts.dir);
@@ -292,9 +303,9 @@ export async function runDev(opts: DevOptions): Promise<number> {
       regions, ports: regions.map((_, i) => first + i), fieldManager: DEV_FIELD_MANAGER, progress: say,
       operator: { identity: 'edge-dev' },
       models: { label: (r) => `stand-in model, ${r}`, tokenDelayMs: 30 },
-      // The catalogue (EdgeModels) offers the model examples/ai.yaml binds; the stand-in
-      // servers answer for any model.
-      catalogue: [DEV_MODEL],
+      // The catalogue (EdgeModels) offers the model examples/ai.yaml binds and one Workers AI
+      // model of each task type; the stand-in servers answer for any model and every task.
+      catalogue: DEV_CATALOGUE,
     });
     if (signalled) { await stop(); return 0; }
     const kube = new KubeClient(cluster.kubeConfig);

@@ -9,7 +9,7 @@ import { ANY_MODEL, startOpenAiServer, type OpenAiServer } from './model-stub.js
 import { freePort, waitFor } from './ports.js';
 import { ManagedProcess } from './process.js';
 import { REPO_ROOT } from './tools.js';
-import { API_VERSION, EDGE_MODEL } from '../../common/api/index.js';
+import { API_VERSION, EDGE_MODEL, type AiTaskType } from '../../common/api/index.js';
 import { shortHash } from '../../common/model-servers.js';
 import { KubeClient, crPath } from '../../operator/runtime/kube-client.js';
 
@@ -78,7 +78,7 @@ export interface LocalClusterOptions {
    * Model ids the cluster's catalogue offers (one EdgeModel each, 1 GPU per replica): ai
    * bindings may name only these. Default: `models.model` when it names one.
    */
-  catalogue?: string[];
+  catalogue?: Array<string | CatalogueEntry>;
   /** Field manager of the CRDs' server-side apply (default `edge-isolates`). */
   fieldManager?: string;
   /** Keep the control plane's temp dir (logs, data) after stop; also when EDGE_KEEP_TMP=1. */
@@ -94,6 +94,9 @@ export interface LocalClusterOptions {
  * operator's Lease is taken over in two, where the production defaults take many times that.
  */
 export const QUICK_FAILOVER = { presenceTtlMs: 1000, leaseDurationMs: 2000 } as const satisfies Partial<LocalClusterOptions>;
+
+/** A catalogue model with more than an id: its task type and (for images, which vLLM does not serve) a server image. */
+export interface CatalogueEntry { model: string; task?: AiTaskType; image?: string; gpus?: number }
 
 /** The EdgeModel name LocalCluster gives a model id: a DNS label. */
 export function catalogueName(model: string): string {
@@ -201,10 +204,10 @@ export class LocalCluster {
   }
 
   /** One EdgeModel per model id (the admin's catalogue; the stand-in servers answer for any of them). */
-  private async createCatalogue(ids: string[]): Promise<void> {
+  private async createCatalogue(entries: Array<string | CatalogueEntry>): Promise<void> {
     const kube = new KubeClient(this.cp.kubeConfig);
-    await Promise.all(ids.map((model) => kube.request('POST', crPath(EDGE_MODEL.plural), {
-      body: { apiVersion: API_VERSION, kind: EDGE_MODEL.kind, metadata: { name: catalogueName(model) }, spec: { model, gpus: 1 } },
+    await Promise.all(entries.map((e) => (typeof e === 'string' ? { model: e } : e)).map((e) => kube.request('POST', crPath(EDGE_MODEL.plural), {
+      body: { apiVersion: API_VERSION, kind: EDGE_MODEL.kind, metadata: { name: catalogueName(e.model) }, spec: { gpus: 1, ...e } },
     })));
   }
 

@@ -50,6 +50,7 @@ export const WORKERS_API = {
   ExportedHandler: ['scheduled', 'queue', 'tail', 'trace', 'tailStream', 'email', 'connect', 'test'],
   DurableObject: ['connect'],
   ExecutionContext: ['props', 'exports', 'cache', 'tracing'],
+  // run(): the catalogue's task types (text generation with tools, text embeddings, text to image).
   Ai: ['aiGatewayLogId', 'gateway', 'aiSearch', 'autorag', 'models', 'toMarkdown'],
   DurableObjectNamespace: ['jurisdiction'],
   DurableObjectId: ['jurisdiction'],
