@@ -167,6 +167,15 @@ describe('env.AI.run: text to image', () => {
     expect(msgs[3]).toMatch(/5006: .*prompt/);
     expect(image.requests).toEqual([]);
   });
+
+  it('a server answering an image over the 32 MiB limit, or none, is a bounded error', async () => {
+    image.failure = { status: 200, body: JSON.stringify({ data: [{ b64_json: 'A'.repeat(33 * 1024 * 1024) }] }) };
+    expect(await thrown(`return env.AI.run('${SDXL}', { prompt: 'x' });`)).toMatch(/^env\.AI\.run\(\): the model server's answer (of \d+ bytes )?is over the 33554432-byte limit/);
+    image.failure = { status: 200, body: JSON.stringify({ data: [] }) };
+    expect(await thrown(`return env.AI.run('${SDXL}', { prompt: 'x' });`)).toMatch(/unexpected shape/);
+    image.failure = { status: 200, body: JSON.stringify({ data: [{ b64_json: '!!!!' }] }) };
+    expect(await thrown(`return env.AI.run('${SDXL}', { prompt: 'x' });`)).toMatch(/an empty image/);
+  });
 });
 
 describe('env.AI.run: text generation with @cf ids, tools and streaming', () => {

@@ -133,4 +133,23 @@ describe('DirectorySource: ai bindings without a URL template', () => {
     const [eu] = await load({ region: 'eu-west' });
     expect(eu?.def.env.ai).toEqual({ AI: { model: MODEL, url: `http://${inferenceName('chat', 'AI', 'eu-west')}.default.svc.cluster.local:8000` } });
   });
+
+  it('a binding\'s other models reach their own Services, with the task the EdgeModels in the directory give them', async () => {
+    const BGE = '@cf/baai/bge-base-en-v1.5';
+    const SDXL = '@cf/stabilityai/stable-diffusion-xl-base-1.0';
+    writeFileSync(join(dir, 'chat.yaml'), edgeWorker('chat', { ai: [{ name: 'AI', model: MODEL, models: [BGE, SDXL] }] }, 'export default { fetch() { return new Response("x"); } };'));
+    writeFileSync(join(dir, 'catalogue.yaml'), [
+      { metadata: { name: 'bge' }, spec: { model: BGE, task: 'text-embeddings' } },
+      { metadata: { name: 'sdxl' }, spec: { model: SDXL, task: 'text-to-image', image: 'registry.example/sdxl:1' } },
+    ].map((m) => stringify({ apiVersion: 'edge.isolates.dev/v1alpha1', kind: 'EdgeModel', ...m })).join('---\n'));
+    const url = (key: string) => `http://${inferenceName('chat', key, 'eu-west')}.default.svc.cluster.local:8000`;
+    const [eu] = await load({ region: 'eu-west' });
+    expect(eu?.def.env.ai).toEqual({
+      AI: {
+        model: MODEL, url: url('AI'),
+        models: { [BGE]: { url: url(`AI/${BGE}`), task: 'text-embeddings' }, [SDXL]: { url: url(`AI/${SDXL}`), task: 'text-to-image' } },
+      },
+    });
+    rmSync(join(dir, 'catalogue.yaml'));
+  });
 });
