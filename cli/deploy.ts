@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, extname, resolve } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Message, Plugin } from 'esbuild';
 import { BUILTIN_MODULES, isBuiltinModule } from '../common/builtin-modules.js';
@@ -14,6 +14,8 @@ import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
 } from './cluster-client.js';
 import { EdgeError } from '../common/errors.js';
+import { assetsEntry, assetsModule, type AssetsConfig } from './assets.js';
+import { effectiveRules, moduleRulesPlugin, type ModuleRule } from './module-rules.js';
 
 // `edge deploy FILE.js`: bundle a worker with esbuild, put it in an EdgeWorker (inline, or
 // a ConfigMap when it is bigger than an inline source may be), server-side apply it, and
@@ -80,16 +82,47 @@ const builtinModules: Plugin = {
   },
 };
 
-/** esbuild's bundle of `file`, or its errors formatted for a terminal. */
-export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
+export interface BundleOptions {
+  minify?: boolean;
+  /** wrangler's module rules (Text, Data, CompiledWasm, JSON, ...); the defaults apply when omitted. */
+  rules?: readonly ModuleRule[];
+  /** The directory rule globs are relative to (default: the file's directory). */
+  root?: string;
+  /** Static assets embedded in the bundle and served before the worker (cli/assets.ts). */
+  assets?: AssetsConfig;
+  define?: Record<string, string>;
+  alias?: Record<string, string>;
+}
+
+const ASSETS_MODULE = 'edge-assets:module';
+
+/** esbuild's bundle of `file` (undefined: an assets-only worker), or its errors formatted for a terminal. */
+export async function bundleWorker(file: string | undefined, opts: BundleOptions = {}): Promise<{ code: string } | { errors: string }> {
   // Loaded here: esbuild is a devDependency (only deploy and dev bundle; the images have none).
   const { build, formatMessages } = await import('esbuild');
+  const root = opts.root ?? (file ? dirname(file) : process.cwd());
+  const plugins: Plugin[] = [builtinModules, moduleRulesPlugin(effectiveRules(opts.rules), root)];
+  const assets = opts.assets;
+  if (assets) {
+    const mod = assetsModule(assets);
+    plugins.unshift({
+      name: 'edge-assets',
+      setup(b) {
+        b.onResolve({ filter: new RegExp(`^${ASSETS_MODULE}$`) }, () => ({ path: ASSETS_MODULE, namespace: 'edge-assets' }));
+        b.onLoad({ filter: /.*/, namespace: 'edge-assets' }, () => ({ contents: mod.code, loader: 'js' }));
+      },
+    });
+  }
   try {
     const out = await build({
-      entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
+      ...(assets
+        ? { stdin: { contents: assetsEntry(file, ASSETS_MODULE, assets), resolveDir: root, sourcefile: 'edge-assets-entry.js', loader: 'js' } }
+        : { entryPoints: [file!] }),
+      bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
-      plugins: [builtinModules],
+      ...(opts.define ? { define: opts.define } : {}), ...(opts.alias ? { alias: opts.alias } : {}),
+      plugins,
     });
     return { code: out.outputFiles[0]?.text ?? '' };
   } catch (err) {
