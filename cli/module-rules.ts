@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { relative, sep } from 'node:path';
+import { relative, resolve, sep } from 'node:path';
 import type { Plugin } from 'esbuild';
 import { EdgeError } from '../common/errors.js';
 
@@ -82,11 +82,13 @@ export function moduleRulesPlugin(rules: readonly ModuleRule[], root: string): P
         if (r.errors.length) return { errors: r.errors };
         return { path: r.path, suffix: '?module' };
       });
+      // The bytes' module is named by its path relative to the project, so the bundle's
+      // comments do not carry the deploying machine's directories.
       b.onResolve({ filter: new RegExp(`^${BYTES_NS}:`) }, (args) => ({ path: args.path.slice(BYTES_NS.length + 1), namespace: BYTES_NS }));
-      b.onLoad({ filter: /.*/, namespace: BYTES_NS }, (args) => ({ contents: readFileSync(args.path), loader: 'binary' }));
+      b.onLoad({ filter: /.*/, namespace: BYTES_NS }, (args) => ({ contents: readFileSync(resolve(root, args.path)), loader: 'binary' }));
       b.onLoad({ filter: /.*/, namespace: 'file' }, (args) => {
         const type = ruleFor(rules, root, args.path, args.suffix);
-        const bytes = `import bytes from ${JSON.stringify(`${BYTES_NS}:${args.path}`)};\n`;
+        const bytes = `import bytes from ${JSON.stringify(`${BYTES_NS}:${relative(root, args.path).split(sep).join('/')}`)};\n`;
         switch (type) {
           case 'Text': return { contents: readFileSync(args.path, 'utf8'), loader: 'text' };
           case 'JSON': return { contents: readFileSync(args.path, 'utf8'), loader: 'json' };

@@ -1,8 +1,11 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DurableActorSpecSchema, EdgeWorkerSpecSchema } from '../../common/api/index.js';
+import { assetsModule, MAX_ASSET_BYTES } from '../../cli/assets.js';
+import { bundleWorker } from '../../cli/deploy.js';
 import { effectiveRules, globToRegExp, ruleFor } from '../../cli/module-rules.js';
 import { actorName, findWranglerConfig, loadWranglerProject, routeFromPattern, WranglerConfigError } from '../../cli/wrangler-config.js';
 
@@ -219,5 +222,62 @@ describe('module rules', () => {
     expect(globToRegExp('*.{png,jpg}').test('x.jpg')).toBe(true);
     expect(globToRegExp('a?.txt').test('ab.txt')).toBe(true);
     expect(globToRegExp('a.txt').test('abtxt')).toBe(false);
+  });
+});
+
+describe('assets embedded in the bundle', () => {
+  /** The project's bundle, imported in Node (Request and Response are Node's own). */
+  async function bundled(files: Record<string, string>, assets: Parameters<typeof bundleWorker>[1]['assets'] & object, main?: string) {
+    const dir = project(files);
+    const out = await bundleWorker(main && join(dir, main), { root: dir, assets: { ...assets, directory: join(dir, assets.directory) } });
+    if ('errors' in out) throw new Error(out.errors);
+    const f = join(dir, 'out.mjs');
+    writeFileSync(f, out.code);
+    const mod = (await import(pathToFileURL(f).href)) as { default: { fetch(r: Request, env: object, ctx: object): Promise<Response> } & (new (ctx: object, env: object) => { fetch(r: Request): Promise<Response> }) };
+    return mod.default;
+  }
+  const site = { 'public/index.html': '<p>home</p>', 'public/about.html': '<p>about</p>', 'public/docs/index.html': '<p>docs</p>', 'public/app.js': 'x', 'public/404.html': 'gone', 'wrangler.toml': 'secret' };
+  const call = async (w: Awaited<ReturnType<typeof bundled>>, path: string, method = 'GET') => {
+    const r = await w.fetch(new Request(`http://x${path}`, { method }), { VAR: 'v' }, {});
+    return [r.status, r.headers.get('content-type'), await r.text()];
+  };
+
+  it('answers GET and HEAD of an asset before the worker, with its content type and the html handling of wrangler', async () => {
+    const w = await bundled({ ...site, 'src/i.js': 'export default { fetch(req, env) { return env.ASSETS.fetch(new Request(new URL("/about", req.url))).then(async (a) => new Response("worker " + env.VAR + " " + await a.text())); } };' },
+      { directory: 'public', binding: 'ASSETS' }, 'src/i.js');
+    expect(await call(w, '/')).toEqual([200, 'text/html; charset=utf-8', '<p>home</p>']);
+    expect(await call(w, '/about')).toEqual([200, 'text/html; charset=utf-8', '<p>about</p>']);
+    expect(await call(w, '/docs/')).toEqual([200, 'text/html; charset=utf-8', '<p>docs</p>']);
+    expect(await call(w, '/docs')).toEqual([200, 'text/html; charset=utf-8', '<p>docs</p>']);
+    expect(await call(w, '/app.js')).toEqual([200, 'text/javascript; charset=utf-8', 'x']);
+    expect(await call(w, '/app.js', 'HEAD')).toEqual([200, 'text/javascript; charset=utf-8', '']);
+    // Not an asset, or not a GET: the worker, with env.ASSETS beside its own env.
+    expect(await call(w, '/api')).toEqual([200, 'text/plain;charset=UTF-8', 'worker v <p>about</p>']);
+    expect((await call(w, '/app.js', 'POST'))[2]).toBe('worker v <p>about</p>');
+  });
+
+  it('serves only the embedded files: no traversal, no file outside the directory', async () => {
+    const w = await bundled(site, { directory: 'public', notFoundHandling: 'none' });
+    for (const p of ['/../wrangler.toml', '/%2e%2e/wrangler.toml', '/..%2fwrangler.toml', '/%E0%A4%A', '/public/index.html']) {
+      expect(await call(w, p)).toEqual([404, 'text/plain; charset=utf-8', 'Not Found']);
+    }
+  });
+
+  it('not_found_handling and run_worker_first as wrangler has them; an assets-only project; a class default export', async () => {
+    const spa = await bundled(site, { directory: 'public', notFoundHandling: 'single-page-application' });
+    expect(await call(spa, '/some/route')).toEqual([200, 'text/html; charset=utf-8', '<p>home</p>']);
+    const page = await bundled(site, { directory: 'public', notFoundHandling: '404-page' });
+    expect(await call(page, '/missing')).toEqual([404, 'text/html; charset=utf-8', 'gone']);
+    const first = await bundled({ ...site, 'i.js': 'export default { fetch() { return new Response("worker first"); } };' }, { directory: 'public', runWorkerFirst: true }, 'i.js');
+    expect(await call(first, '/')).toEqual([200, 'text/plain;charset=UTF-8', 'worker first']);
+    const cls = await bundled({ ...site, 'c.js': 'export default class { constructor(ctx, env) { this.env = env; } async fetch() { return new Response("class " + (await (await this.env.A.fetch("/about")).text())); } };' }, { directory: 'public', binding: 'A' }, 'c.js');
+    const inst = new cls({}, {});
+    expect(await (await inst.fetch(new Request('http://x/'))).text()).toBe('<p>home</p>');
+    expect(await (await inst.fetch(new Request('http://x/x'))).text()).toBe('class <p>about</p>');
+  });
+
+  it('refuses a directory too big to embed, saying the limit', () => {
+    const dir = project({ 'public/big.bin': 'x'.repeat(MAX_ASSET_BYTES + 1) });
+    expect(() => assetsModule({ directory: join(dir, 'public') })).toThrow(`holds ${MAX_ASSET_BYTES + 1} bytes; assets are embedded in the bundle, which a ConfigMap caps at 1 MiB, so at most ${MAX_ASSET_BYTES} bytes of assets are served`);
   });
 });
