@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DurableActorSpecSchema, EdgeWorkerSpecSchema } from '../../common/api/index.js';
-import { assetsModule, MAX_ASSET_BYTES } from '../../cli/assets.js';
+import { assetsModule, MAX_ASSET_BYTES, type AssetsConfig } from '../../cli/assets.js';
 import { bundleWorker } from '../../cli/deploy.js';
 import { effectiveRules, globToRegExp, ruleFor } from '../../cli/module-rules.js';
 import { actorName, findWranglerConfig, loadWranglerProject, routeFromPattern, WranglerConfigError } from '../../cli/wrangler-config.js';
@@ -227,7 +227,7 @@ describe('module rules', () => {
 
 describe('assets embedded in the bundle', () => {
   /** The project's bundle, imported in Node (Request and Response are Node's own). */
-  async function bundled(files: Record<string, string>, assets: Parameters<typeof bundleWorker>[1]['assets'] & object, main?: string) {
+  async function bundled(files: Record<string, string>, assets: AssetsConfig, main?: string) {
     const dir = project(files);
     const out = await bundleWorker(main && join(dir, main), { root: dir, assets: { ...assets, directory: join(dir, assets.directory) } });
     if ('errors' in out) throw new Error(out.errors);
