@@ -229,6 +229,18 @@ describe('runtime globals', () => {
     expect(out.cf).not.toHaveProperty('tlsVersion');
   });
 
+  it('believes location headers only from a trusted proxy: from anyone else they are dropped', async () => {
+    const untrusted = await startTestAgent([{ name: 'globals', source: GLOBALS }]);
+    try {
+      const res = await untrusted.get('globals.test', '/', { headers: { 'cf-ipcountry': 'XX', 'cf-region': 'Forged' } });
+      const out = await res.json() as { cf: Record<string, string>; country: string | null };
+      expect(out.cf).toEqual({ httpProtocol: 'HTTP/1.1' });
+      expect(out.country).toBeNull();
+    } finally {
+      await untrusted.stop();
+    }
+  });
+
   it('holds a scheduler.wait flood to the per-isolate timer bound, and the isolate serves on', async () => {
     const res = await a.get('flood.test');
     expect(res.status).toBe(200);
