@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Message, Plugin } from 'esbuild';
-import { BUILTIN_MODULES, isBuiltinModule } from '../common/builtin-modules.js';
+import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, NODE_BUILTIN_MODULES, NODE_UNSUPPORTED_MODULES, isBuiltinModule, nodeImportRefusal, nodeModuleName } from '../common/builtin-modules.js';
+import { COMPATIBILITY_FLAGS } from '../common/api/edgeworker.js';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
@@ -22,7 +23,7 @@ import { EdgeError } from '../common/errors.js';
 export const DEPLOY_USAGE = `usage: edge deploy FILE.js [--name NAME] [--namespace NS] [--regions a,b]
                    [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
                    [--ai BINDING=MODEL]... [--service BINDING=WORKER[:ENTRYPOINT]]...
-                   [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
+                   [--compatibility-date YYYY-MM-DD] [--compatibility-flag FLAG]... [--cpu-ms N]
                    [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
                    [--no-wait] [--timeout SECONDS] [--dry-run]
 
@@ -40,6 +41,11 @@ it prints why and exits 1.
   --ai B=MODEL          env.B.run(MODEL, ...) on the regions' GPU model servers (repeatable)
   --service B=W[:E]     env.B is the EdgeWorker W of the namespace: fetch() and RPC to its
                         default export, or to its WorkerEntrypoint export E (repeatable)
+  --compatibility-flag FLAG
+                        spec.compatibilityFlags (repeatable): nodejs_compat provides node:buffer,
+                        node:events, node:async_hooks, node:util, node:process, node:crypto,
+                        node:stream, node:string_decoder, node:path, node:url and the Buffer
+                        and process globals
   --no-bundle           upload FILE as it is (it must not import anything)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
@@ -80,8 +86,33 @@ const builtinModules: Plugin = {
   },
 };
 
+const escapeRe = (s: string) => s.replace(/[/\\^$.*+?()[\]{}|]/g, '\\$&');
+const NODE_NAMES_FILTER = new RegExp(`^(node:.*|${[...NODE_BUILTIN_MODULES, ...NODE_UNSUPPORTED_MODULES].map(escapeRe).join('|')})$`);
+
+/**
+ * Node built-ins. With nodejs_compat, `node:X` and the bare `X` (as wrangler does with the
+ * flag) stay imports of `node:X`, provided by the isolate; one this runtime does not
+ * provide is an error. Without the flag a `node:` import is an error naming the flag, and a
+ * bare name resolves as any package would (an npm polyfill of that name, if installed).
+ */
+function nodeModules(flags: readonly string[]): Plugin {
+  const compat = flags.includes(NODEJS_COMPAT_FLAG);
+  return {
+    name: 'edge-node-modules',
+    setup(b) {
+      b.onResolve({ filter: NODE_NAMES_FILTER }, (args) => {
+        const bare = !args.path.startsWith('node:');
+        if (bare && !compat) return undefined;
+        const name = nodeModuleName(args.path);
+        if (compat && name !== null) return { path: `node:${name}`, external: true };
+        return { errors: [{ text: nodeImportRefusal(args.path, flags).replace(/^imports /, 'this imports ') }] };
+      });
+    },
+  };
+}
+
 /** esbuild's bundle of `file`, or its errors formatted for a terminal. */
-export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
+export async function bundleWorker(file: string, opts: { minify?: boolean; compatibilityFlags?: readonly string[] } = {}): Promise<{ code: string } | { errors: string }> {
   // Loaded here: esbuild is a devDependency (only deploy and dev bundle; the images have none).
   const { build, formatMessages } = await import('esbuild');
   try {
@@ -89,7 +120,11 @@ export async function bundleWorker(file: string, opts: { minify?: boolean } = {}
       entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
-      plugins: [builtinModules],
+      plugins: [builtinModules, nodeModules(opts.compatibilityFlags ?? [])],
+      // With nodejs_compat, async functions become generators resumed through
+      // Promise.prototype.then, which the isolate wraps to carry AsyncLocalStorage's context
+      // across `await` (V8 here has no AsyncContext; see node-agent/shim/node/async-context.js).
+      ...(opts.compatibilityFlags?.includes(NODEJS_COMPAT_FLAG) ? { supported: { 'async-await': false, 'async-generator': false, 'for-await': false } } : {}),
     });
     return { code: out.outputFiles[0]?.text ?? '' };
   } catch (err) {
@@ -97,7 +132,7 @@ export async function bundleWorker(file: string, opts: { minify?: boolean } = {}
     if (!messages?.length) throw err;
     const text = (await formatMessages(messages, { kind: 'error', color: Boolean(process.stderr.isTTY) })).join('');
     const builtin = messages.some((m) => /Could not resolve "(node:|fs"|path"|crypto"|http)/.test(m.text));
-    return { errors: text + (builtin ? 'Node built-ins do not exist in a worker: use the Web APIs (fetch, crypto.subtle, URL, streams).\n' : '') };
+    return { errors: text + (builtin ? `Node built-ins do not exist in a worker without the ${NODEJS_COMPAT_FLAG} compatibility flag (--compatibility-flag ${NODEJS_COMPAT_FLAG}); otherwise use the Web APIs (fetch, crypto.subtle, URL, streams).\n` : '') };
   }
 }
 
@@ -110,7 +145,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
         name: { type: 'string' }, namespace: { type: 'string', short: 'n' }, regions: { type: 'string' },
         route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
         actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true }, service: { type: 'string', multiple: true },
-        'compatibility-date': { type: 'string' }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
+        'compatibility-date': { type: 'string' }, 'compatibility-flag': { type: 'string', multiple: true }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
         minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
         'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -160,9 +195,13 @@ export async function runDeploy(argv: string[]): Promise<number> {
     const cpuMs = int('--cpu-ms', values['cpu-ms']);
     const minWarm = int('--min-warm', values['min-warm']);
 
+    const flags = values['compatibility-flag'] ?? [];
+    for (const f of flags) {
+      if (!(COMPATIBILITY_FLAGS as readonly string[]).includes(f)) throw new UsageError(`--compatibility-flag: "${f}" is not a flag this runtime knows (it knows ${COMPATIBILITY_FLAGS.join(', ')})`);
+    }
     if (values['no-bundle']) code = readFileSync(file, 'utf8');
     else {
-      const b = await bundleWorker(file, { minify: values.minify ?? false });
+      const b = await bundleWorker(file, { minify: values.minify ?? false, compatibilityFlags: flags });
       if ('errors' in b) { process.stderr.write(b.errors); return fail(`bundling ${positionals[0]} failed; nothing was deployed`); }
       code = b.code;
     }
@@ -172,6 +211,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
       routes,
       ...(regions || minWarm !== undefined ? { placement: { ...(regions ? { regions } : {}), ...(minWarm !== undefined ? { minWarmIsolates: minWarm } : {}) } } : {}),
       ...(values['compatibility-date'] ? { compatibilityDate: values['compatibility-date'] } : {}),
+      ...(flags.length ? { compatibilityFlags: [...new Set(flags)] } : {}),
       ...(cpuMs !== undefined ? { limits: { cpuMsPerRequest: cpuMs, wallMsPerRequest: Math.max(30_000, cpuMs) } } : {}),
       ...(vars.length || actors.length || ai.length || services.length ? {
         bindings: {

@@ -196,6 +196,7 @@ export class EdgeWorkerReconciler implements Reconciler {
         version, bundleDigest, regions: placement.placed, routes: routes.allowed, limits: run.limits,
         minWarmIsolates: run.minWarmIsolates,
         ...(spec.compatibilityDate ? { compatibilityDate: spec.compatibilityDate } : {}),
+        ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
         ...(run.egress ? { egress: run.egress } : {}),
         env,
       };
