@@ -104,9 +104,16 @@ function nodeModules(flags: readonly string[]): Plugin {
         const bare = !args.path.startsWith('node:');
         if (bare && !compat) return undefined;
         const name = nodeModuleName(args.path);
-        if (compat && name !== null) return { path: `node:${name}`, external: true };
+        if (compat && name !== null) {
+          // A CommonJS require() of a built-in cannot stay a require in an ES module: it
+          // becomes a module that imports it (wrangler does the same).
+          return args.kind === 'require-call' ? { path: name, namespace: 'edge-node-require' } : { path: `node:${name}`, external: true };
+        }
         return { errors: [{ text: nodeImportRefusal(args.path, flags).replace(/^imports /, 'this imports ') }] };
       });
+      b.onLoad({ filter: /.*/, namespace: 'edge-node-require' }, (args) => ({
+        contents: `import m from ${JSON.stringify(`node:${args.path}`)};\nmodule.exports = m;\n`, loader: 'js',
+      }));
     },
   };
 }

@@ -87,7 +87,7 @@ export function makeCrypto(digestCallback) {
     if (!Number.isInteger(size) || size < 0 || size > 2 ** 31 - 1) throw new RangeError(`The "size" argument is out of range: ${String(size)}`);
     const buf = Buffer.alloc(size);
     for (let at = 0; at < size; at += 65536) webcrypto.getRandomValues(buf.subarray(at, Math.min(size, at + 65536)));
-    if (typeof cb === 'function') { queueMicrotask(() => cb(null, buf)); return undefined; }
+    if (typeof cb === 'function') { globalThis.queueMicrotask(() => cb(null, buf)); return undefined; }
     return buf;
   };
   const randomInt = (min, max, cb) => {
@@ -98,7 +98,7 @@ export function makeCrypto(digestCallback) {
     let n;
     do { n = randomBytes(6).readUIntBE(0, 6); } while (n >= limit);
     const r = min + (n % range);
-    if (typeof cb === 'function') { queueMicrotask(() => cb(null, r)); return undefined; }
+    if (typeof cb === 'function') { globalThis.queueMicrotask(() => cb(null, r)); return undefined; }
     return r;
   };
   const timingSafeEqual = (a, b) => {

@@ -23,14 +23,14 @@ function makeProcess(envText) {
   const proc = new eventsModule.EventEmitter();
   const start = Date.now();
   const hrtime = (prev) => {
-    const ns = BigInt(Math.round(performance.now() * 1e6));
+    const ns = BigInt(Math.round(g.performance.now() * 1e6));
     const t = [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
     if (!prev) return t;
     let s = t[0] - prev[0], n = t[1] - prev[1];
     if (n < 0) { s -= 1; n += 1e9; }
     return [s, n];
   };
-  hrtime.bigint = () => BigInt(Math.round(performance.now() * 1e6));
+  hrtime.bigint = () => BigInt(Math.round(g.performance.now() * 1e6));
   Object.assign(proc, {
     // Workers: the text bindings (vars), as process.env with nodejs_compat.
     env: { ...envText },
@@ -49,9 +49,9 @@ function makeProcess(envText) {
     memoryUsage: () => ({ rss: 0, heapTotal: 0, heapUsed: 0, external: 0, arrayBuffers: 0 }),
     nextTick: (cb, ...args) => {
       if (typeof cb !== 'function') throw new TypeError('The "callback" argument must be of type function');
-      queueMicrotask(bindCurrent(() => cb(...args)));
+      g.queueMicrotask(bindCurrent(() => cb(...args)));
     },
-    emitWarning: (warning) => { console.warn(`Warning: ${warning instanceof Error ? warning.message : String(warning)}`); },
+    emitWarning: (warning) => { g.console.warn(`Warning: ${warning instanceof Error ? warning.message : String(warning)}`); },
     // An isolate serves many requests: a worker cannot end it. Thrown, so the request that
     // called it fails (as code after exit() must not run) and the isolate lives on.
     exit: (code) => { throw Object.assign(new Error(`process.exit(${code ?? ''}) is not supported in a worker`), { code: 'ERR_METHOD_NOT_IMPLEMENTED' }); },
