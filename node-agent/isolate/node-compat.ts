@@ -10,7 +10,7 @@ import type { WarmIsolate } from './pool.js';
 
 let cachedData: ivm.ExternalCopy<ArrayBuffer> | undefined;
 /** Module name -> its export names: the same polyfills in every isolate, so read once. */
-let exportNames: Record<string, string[]> | undefined;
+const exportNames = new Map<string, string[]>();
 
 /**
  * Evaluates the polyfills in the worker's context and installs the Buffer and process
@@ -28,15 +28,20 @@ export async function installNodeCompat(warm: WarmIsolate, textEnv: Record<strin
   const digestCb = new ivm.Callback((alg: string, data: ArrayBuffer) => digest()(alg, data));
   await install.apply(undefined, [{ ...textEnv }, digestCb], { arguments: { copy: true }, timeout: timeoutMs });
   install.release();
-  exportNames ??= JSON.parse(await warm.context.eval(
-    `JSON.stringify(Object.fromEntries(Object.entries(globalThis.${NODE_MODULES_GLOBAL}).map(([k, v]) => [k, Object.keys(v)])))`,
-    { timeout: timeoutMs },
-  ) as string) as Record<string, string[]>;
 }
 
-/** The synthetic module's source for `node:<name>` (after installNodeCompat). */
-export function nodeModuleCode(name: string): string {
-  return nodeModuleSource(name, exportNames?.[name] ?? []);
+/**
+ * The synthetic module's source for `node:<name>` (after installNodeCompat). The first
+ * isolate to import a module reads its export names (which evaluates that polyfill there,
+ * as the import would); later ones reuse them, and evaluate it only when the module runs.
+ */
+export async function nodeModuleCode(warm: WarmIsolate, name: string, timeoutMs: number): Promise<string> {
+  let names = exportNames.get(name);
+  if (!names) {
+    names = JSON.parse(await warm.context.eval(`JSON.stringify(Object.keys(globalThis.${NODE_MODULES_GLOBAL}[${JSON.stringify(name)}]))`, { timeout: timeoutMs }) as string) as string[];
+    exportNames.set(name, names);
+  }
+  return nodeModuleSource(name, names);
 }
 
 /** Takes the polyfills' module table away once the worker's imports have taken theirs. */

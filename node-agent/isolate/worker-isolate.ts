@@ -381,7 +381,7 @@ export class WorkerIsolate implements IsolateOwner {
           const key = `node:${nodeName}`;
           let m = builtins.get(key);
           if (!m) {
-            m = warm.isolate.compileModule(nodeModuleCode(nodeName), { filename: key });
+            m = nodeModuleCode(warm, nodeName, STARTUP_WALL_MS).then((code) => warm.isolate.compileModule(code, { filename: key }));
             builtins.set(key, m);
           }
           return m;

@@ -7,20 +7,18 @@
 // installs the globals and leaves the modules in __edgeNodeModules for the synthetic
 // `node:*` modules (common/builtin-modules.ts) to take; the host deletes that global once
 // the worker's module has been evaluated.
-import * as bufferModule from 'buffer';
-import eventsModule from 'events';
-import * as utilModule from 'util';
-import * as streamModule from 'readable-stream';
-import * as stringDecoderModule from 'string_decoder';
-import pathModule from 'path-browserify';
-import * as urlModule from 'url';
+// Each polyfill is a CommonJS package that esbuild wraps in a function run on its first
+// require(): the modules a worker does not import are never evaluated (top-level cost is
+// paid per isolate). Buffer and events are taken at install (the globals need them).
+/* global require */
+/* eslint-disable @typescript-eslint/no-require-imports -- require() is what makes each polyfill lazy (see above) */
 import { AsyncLocalStorage, AsyncResource, executionAsyncId, triggerAsyncId, createHook, installPropagation, bindCurrent } from './async-context.js';
 import { makeCrypto } from './crypto.js';
 
 const g = globalThis;
 
 function makeProcess(envText) {
-  const proc = new eventsModule.EventEmitter();
+  const proc = new (require('events').EventEmitter)();
   const start = Date.now();
   const hrtime = (prev) => {
     const ns = BigInt(Math.round(g.performance.now() * 1e6));
@@ -67,30 +65,33 @@ let modules = null;
 function install(envText, digest) {
   if (modules) return;
   installPropagation(g);
-  const Buffer = bufferModule.Buffer;
+  const Buffer = require('buffer').Buffer;
   const process = makeProcess(envText ?? {});
   // The globals Workers adds with nodejs_compat.
   for (const [name, value] of [['Buffer', Buffer], ['process', process], ['global', g]]) {
     Object.defineProperty(g, name, { value, writable: true, enumerable: false, configurable: true });
   }
-  const asyncHooks = { AsyncLocalStorage, AsyncResource, executionAsyncId, triggerAsyncId, createHook };
-  const util = { ...utilModule, TextEncoder: g.TextEncoder, TextDecoder: g.TextDecoder };
-  const path = pathModule.posix ?? pathModule;
-  const events = eventsModule;
-  modules = {
-    buffer: bufferModule,
-    events,
-    async_hooks: asyncHooks,
+  const path = () => { const p = require('path-browserify'); return p.posix ?? p; };
+  const util = () => ({ ...require('util'), TextEncoder: g.TextEncoder, TextDecoder: g.TextDecoder });
+  const factories = {
+    buffer: () => require('buffer'),
+    events: () => require('events'),
+    async_hooks: () => ({ AsyncLocalStorage, AsyncResource, executionAsyncId, triggerAsyncId, createHook }),
     util,
-    'util/types': util.types,
-    process,
-    crypto: makeCrypto((alg, data) => digest(alg, data)),
-    stream: streamModule,
-    string_decoder: stringDecoderModule,
+    'util/types': () => modules.util.types,
+    process: () => process,
+    crypto: () => makeCrypto((alg, data) => digest(alg, data)),
+    stream: () => require('readable-stream'),
+    string_decoder: () => require('string_decoder'),
     path,
     'path/posix': path,
-    url: { ...urlModule, URL: g.URL, URLSearchParams: g.URLSearchParams },
+    url: () => ({ ...require('url'), URL: g.URL, URLSearchParams: g.URLSearchParams }),
   };
+  modules = {};
+  for (const [name, make] of Object.entries(factories)) {
+    let value;
+    Object.defineProperty(modules, name, { get: () => (value ??= make()), enumerable: true });
+  }
   Object.defineProperty(g, '__edgeNodeModules', { value: modules, writable: false, enumerable: false, configurable: true });
 }
 
