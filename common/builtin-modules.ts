@@ -36,15 +36,15 @@ export const NODE_MODULES_GLOBAL = '__edgeNodeModules';
 
 /** Node module names (without `node:`) provided with nodejs_compat. */
 export const NODE_BUILTIN_MODULES = [
-  'buffer', 'events', 'async_hooks', 'util', 'util/types', 'process', 'crypto', 'stream', 'string_decoder',
-  'path', 'path/posix', 'url',
+  'buffer', 'events', 'async_hooks', 'util', 'util/types', 'process', 'crypto', 'stream', 'stream/promises', 'string_decoder',
+  'path', 'path/posix', 'url', 'diagnostics_channel', 'os',
 ] as const;
 
 /** Node's other built-ins: a clear refusal, since this runtime does not provide them. */
 export const NODE_UNSUPPORTED_MODULES = [
-  'fs', 'fs/promises', 'child_process', 'net', 'tls', 'dns', 'http', 'https', 'http2', 'os', 'zlib', 'worker_threads',
+  'fs', 'fs/promises', 'child_process', 'net', 'tls', 'dns', 'http', 'https', 'http2', 'zlib', 'worker_threads',
   'cluster', 'dgram', 'vm', 'v8', 'module', 'readline', 'repl', 'tty', 'perf_hooks', 'inspector', 'assert', 'querystring',
-  'punycode', 'diagnostics_channel', 'stream/web', 'stream/promises', 'timers', 'timers/promises', 'sqlite', 'test',
+  'punycode', 'stream/web', 'timers', 'timers/promises', 'sqlite', 'test',
 ] as const;
 
 /** The Node module name a specifier means (`node:buffer` or `buffer` -> `buffer`), or null. */

@@ -40,6 +40,9 @@ import { StringDecoder } from 'node:string_decoder';
 import path from 'node:path';
 import { URL as NodeURL, parse as parseUrl, format as formatUrl } from 'node:url';
 import bareEvents from 'events';
+import os from 'node:os';
+import { channel, subscribe } from 'node:diagnostics_channel';
+import { pipeline as pipelineP } from 'node:stream/promises';
 
 const als = new AsyncLocalStorage();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -99,6 +102,15 @@ const routes = {
   async url() {
     const u = parseUrl('https://user@example.com:8080/p/a?x=1#h', true);
     return { host: u.host, query: u.query.x, formatted: formatUrl({ protocol: 'https', host: 'e.com', pathname: '/z' }), whatwg: new NodeURL('https://e.com/a?b=1').searchParams.get('b') };
+  },
+  async small() {
+    const got = [];
+    subscribe('t:x', (m, name) => got.push([m.n, name]));
+    const c = channel('t:x');
+    c.publish({ n: 1 });
+    const chunks = [];
+    await pipelineP(Readable.from(['p', 'q']), new Transform({ objectMode: true, transform(ch, _e, cb) { chunks.push(String(ch)); cb(); } }));
+    return { eol: os.EOL, platform: os.platform(), got, has: c.hasSubscribers, chunks };
   },
   async als(url) {
     const id = url.searchParams.get('id');
@@ -216,6 +228,9 @@ describe('nodejs_compat modules', () => {
   it('node:path (posix) and node:url', async () => {
     expect(await json('/path')).toEqual({ join: '/a/c/d.txt', ext: '.gz', rel: '../c', sep: '/', posix: 'r.js' });
     expect(await json('/url')).toEqual({ host: 'example.com:8080', query: '1', formatted: 'https://e.com/z', whatwg: '1' });
+  });
+  it('node:os, node:diagnostics_channel (the Agents SDK imports both) and node:stream/promises', async () => {
+    expect(await json('/small')).toEqual({ eol: '\n', platform: 'linux', got: [[1, 't:x']], has: true, chunks: ['p', 'q'] });
   });
   it('a published npm package that needs Buffer, events and string_decoder (readable-stream) bundles unmodified and runs', async () => {
     const res = await agent.get('npm.test', '/');

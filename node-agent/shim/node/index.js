@@ -14,6 +14,7 @@
 /* eslint-disable @typescript-eslint/no-require-imports -- require() is what makes each polyfill lazy (see above) */
 import { AsyncLocalStorage, AsyncResource, executionAsyncId, triggerAsyncId, createHook, installPropagation, bindCurrent } from './async-context.js';
 import { makeCrypto } from './crypto.js';
+import { diagnosticsChannel, os } from './small.js';
 
 const g = globalThis;
 
@@ -82,6 +83,9 @@ function install(envText, digest) {
     process: () => process,
     crypto: () => makeCrypto((alg, data) => digest(alg, data)),
     stream: () => require('readable-stream'),
+    'stream/promises': () => require('readable-stream').promises,
+    diagnostics_channel: () => diagnosticsChannel,
+    os: () => os,
     string_decoder: () => require('string_decoder'),
     path,
     'path/posix': path,
