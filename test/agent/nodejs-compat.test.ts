@@ -180,6 +180,7 @@ beforeAll(async () => {
       limits: { cpuMsPerRequest: 2000, wallMsPerRequest: 20_000, memoryMiB: 256 }, minWarmIsolates: 1 },
     { name: 'plain', source: await bundle('plain.js', PLAIN_WORKER, []) },
     { name: 'npm', source: await bundleFile(fileURLToPath(new URL('fixtures/nodejs-compat-npm.js', import.meta.url))), compatibilityFlags: FLAGS, limits: { cpuMsPerRequest: 500 } },
+    { name: 'hono', source: await bundleFile(fileURLToPath(new URL('fixtures/nodejs-compat-hono.js', import.meta.url))), compatibilityFlags: FLAGS, limits: { cpuMsPerRequest: 500 } },
     // Not bundled: a worker that imports node:fs reaches the isolate's loader.
     { name: 'fs', source: 'import fs from "node:fs";\nexport default { fetch() { return new Response(typeof fs); } };\n', compatibilityFlags: FLAGS },
   ], { maxIsolatesPerWorker: 1 });
@@ -275,6 +276,14 @@ describe('AsyncLocalStorage', () => {
     // One isolate (maxIsolatesPerWorker 1) served all of them.
     expect((await json('/count')).served).toBe(before + ids.length + 1);
     expect(await json('/outside')).toEqual({ store: null });
+  });
+});
+
+describe('AsyncLocalStorage in a real framework', () => {
+  it('a Hono middleware\'s run() reaches the handler after its awaits, per request, under concurrency', async () => {
+    const ids = Array.from({ length: 8 }, (_, i) => `h${i}`);
+    const got = await Promise.all(ids.map((id, i) => json(`/who?id=${id}&ms=${(i * 5) % 12}`, 'hono.test')));
+    expect(got).toEqual(ids.map((id) => ({ afterTimer: id, afterAwait: id })));
   });
 });
 
