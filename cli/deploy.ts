@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Message, Plugin } from 'esbuild';
-import { BUILTIN_MODULES, isBuiltinModule } from '../common/builtin-modules.js';
+import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, NODE_BUILTIN_MODULES, NODE_UNSUPPORTED_MODULES, isBuiltinModule, nodeImportRefusal, nodeModuleName } from '../common/builtin-modules.js';
+import { COMPATIBILITY_FLAGS } from '../common/api/edgeworker.js';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
@@ -25,7 +26,7 @@ import { findWranglerConfig, loadWranglerProject, WRANGLER_FILES, WranglerConfig
 export const DEPLOY_USAGE = `usage: edge deploy [FILE.js] [--env ENV] [--name NAME] [--namespace NS] [--regions a,b]
                    [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
                    [--ai BINDING=MODEL]... [--service BINDING=WORKER[:ENTRYPOINT]]...
-                   [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
+                   [--compatibility-date YYYY-MM-DD] [--compatibility-flag FLAG]... [--cpu-ms N]
                    [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
                    [--no-wait] [--timeout SECONDS] [--dry-run]
 
@@ -53,6 +54,11 @@ file. Module rules apply to every bundle: .txt/.html/.sql as text, .bin as an Ar
   --service B=W[:E]     env.B is the EdgeWorker W of the namespace: fetch() and RPC to its
                         default export, or to its WorkerEntrypoint export E (repeatable)
   --env ENV             the [env.ENV] of the wrangler project (its worker is NAME-ENV)
+  --compatibility-flag FLAG
+                        spec.compatibilityFlags (repeatable): nodejs_compat provides node:buffer,
+                        node:events, node:async_hooks, node:util, node:process, node:crypto,
+                        node:stream, node:string_decoder, node:path, node:url and the Buffer
+                        and process globals
   --no-bundle           upload FILE as it is (it must not import anything)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
@@ -93,6 +99,38 @@ const builtinModules: Plugin = {
   },
 };
 
+const escapeRe = (s: string) => s.replace(/[/\\^$.*+?()[\]{}|]/g, '\\$&');
+const NODE_NAMES_FILTER = new RegExp(`^(node:.*|${[...NODE_BUILTIN_MODULES, ...NODE_UNSUPPORTED_MODULES].map(escapeRe).join('|')})$`);
+
+/**
+ * Node built-ins. With nodejs_compat, `node:X` and the bare `X` (as wrangler does with the
+ * flag) stay imports of `node:X`, provided by the isolate; one this runtime does not
+ * provide is an error. Without the flag a `node:` import is an error naming the flag, and a
+ * bare name resolves as any package would (an npm polyfill of that name, if installed).
+ */
+function nodeModules(flags: readonly string[]): Plugin {
+  const compat = flags.includes(NODEJS_COMPAT_FLAG);
+  return {
+    name: 'edge-node-modules',
+    setup(b) {
+      b.onResolve({ filter: NODE_NAMES_FILTER }, (args) => {
+        const bare = !args.path.startsWith('node:');
+        if (bare && !compat) return undefined;
+        const name = nodeModuleName(args.path);
+        if (compat && name !== null) {
+          // A CommonJS require() of a built-in cannot stay a require in an ES module: it
+          // becomes a module that imports it (wrangler does the same).
+          return args.kind === 'require-call' ? { path: name, namespace: 'edge-node-require' } : { path: `node:${name}`, external: true };
+        }
+        return { errors: [{ text: nodeImportRefusal(args.path, flags).replace(/^imports /, 'this imports ') }] };
+      });
+      b.onLoad({ filter: /.*/, namespace: 'edge-node-require' }, (args) => ({
+        contents: `import m from ${JSON.stringify(`node:${args.path}`)};\nmodule.exports = m;\n`, loader: 'js',
+      }));
+    },
+  };
+}
+
 export interface BundleOptions {
   minify?: boolean;
   /** wrangler's module rules (Text, Data, CompiledWasm, JSON, ...); the defaults apply when omitted. */
@@ -103,6 +141,8 @@ export interface BundleOptions {
   assets?: AssetsConfig;
   define?: Record<string, string>;
   alias?: Record<string, string>;
+  /** spec.compatibilityFlags: with nodejs_compat, Node built-ins stay imports the isolate provides. */
+  compatibilityFlags?: readonly string[];
 }
 
 const ASSETS_MODULE = 'edge-assets:module';
@@ -133,7 +173,11 @@ export async function bundleWorker(file: string | undefined, opts: BundleOptions
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
       ...(opts.define ? { define: opts.define } : {}), ...(opts.alias ? { alias: opts.alias } : {}),
-      plugins,
+      plugins: [...plugins, nodeModules(opts.compatibilityFlags ?? [])],
+      // With nodejs_compat, async functions become generators resumed through
+      // Promise.prototype.then, which the isolate wraps to carry AsyncLocalStorage's context
+      // across `await` (V8 here has no AsyncContext; see node-agent/shim/node/async-context.js).
+      ...(opts.compatibilityFlags?.includes(NODEJS_COMPAT_FLAG) ? { supported: { 'async-await': false, 'async-generator': false, 'for-await': false } } : {}),
     });
     return { code: out.outputFiles[0]?.text ?? '' };
   } catch (err) {
@@ -141,7 +185,7 @@ export async function bundleWorker(file: string | undefined, opts: BundleOptions
     if (!messages?.length) throw err;
     const text = (await formatMessages(messages, { kind: 'error', color: Boolean(process.stderr.isTTY) })).join('');
     const builtin = messages.some((m) => /Could not resolve "(node:|fs"|path"|crypto"|http)/.test(m.text));
-    return { errors: text + (builtin ? 'Node built-ins do not exist in a worker: use the Web APIs (fetch, crypto.subtle, URL, streams).\n' : '') };
+    return { errors: text + (builtin ? `Node built-ins do not exist in a worker without the ${NODEJS_COMPAT_FLAG} compatibility flag (--compatibility-flag ${NODEJS_COMPAT_FLAG}); otherwise use the Web APIs (fetch, crypto.subtle, URL, streams).\n` : '') };
   }
 }
 
@@ -154,7 +198,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
         name: { type: 'string' }, namespace: { type: 'string', short: 'n' }, regions: { type: 'string' },
         route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
         actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true }, service: { type: 'string', multiple: true },
-        'compatibility-date': { type: 'string' }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
+        'compatibility-date': { type: 'string' }, 'compatibility-flag': { type: 'string', multiple: true }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
         minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
         env: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -223,12 +267,18 @@ export async function runDeploy(argv: string[]): Promise<number> {
       if (!ai.some(([n]) => n === b)) process.stderr.write(`edge deploy: ${basename(project!.file)}: ai binding ${b} was left out: an ai binding here serves one model of the cluster's catalogue; name it with --ai ${b}=MODEL (or model = "..." under [ai])\n`);
     }
 
+    // The project's flags and the command line's.
+    const flags = [...new Set([...((project?.spec as { compatibilityFlags?: string[] } | undefined)?.compatibilityFlags ?? []), ...(values['compatibility-flag'] ?? [])])];
+    for (const f of flags) {
+      if (!(COMPATIBILITY_FLAGS as readonly string[]).includes(f)) throw new UsageError(`--compatibility-flag: "${f}" is not a flag this runtime knows (it knows ${COMPATIBILITY_FLAGS.join(', ')})`);
+    }
     if (values['no-bundle']) {
       if (project) throw new UsageError('--no-bundle: a wrangler project is always bundled');
       code = readFileSync(file!, 'utf8');
     } else {
       const b = await bundleWorker(file, {
         minify: values.minify ?? project?.minify ?? false,
+        compatibilityFlags: flags,
         ...(project ? { root: project.root, rules: project.rules } : {}),
         ...(project?.assets ? { assets: project.assets } : {}),
         ...(project?.define ? { define: project.define } : {}),
@@ -254,6 +304,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
       ...(regions || minWarm !== undefined ? { placement: { ...(regions ? { regions } : {}), ...(minWarm !== undefined ? { minWarmIsolates: minWarm } : {}) } } : {}),
       ...(compatibilityDate ? { compatibilityDate } : {}),
       ...extra,
+      ...(flags.length ? { compatibilityFlags: flags } : {}),
       ...(limits ? { limits } : {}),
       ...(Object.keys(allVars).length || allActors.length || allAi.length || allServices.length ? {
         bindings: {

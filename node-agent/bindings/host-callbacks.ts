@@ -17,7 +17,8 @@ import type { Subrequests } from './subrequests.js';
 // own set, bound to the worker (for logs) and to the request in flight (for the
 // subrequest budget). Inputs come from untrusted code: every one is checked here.
 
-const DIGESTS: Record<string, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+// MD5 only for node:crypto's createHash (nodejs_compat); crypto.subtle's own list refuses it.
+const DIGESTS: Record<string, string> = { MD5: 'md5', 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const URL_SETTERS = new Set(['href', 'protocol', 'username', 'password', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']);
 const MAX_RANDOM_BYTES = 65_536;
 
