@@ -1,5 +1,7 @@
 import { createHash, createPublicKey, generateKeyPairSync, sign as nodeSign, verify as nodeVerify, type KeyObject } from 'node:crypto';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { bundleWorker } from '../../../cli/deploy.js';
 import { cryptoInFlight, GLOBAL_SLOTS, HostCrypto, MAX_IN_FLIGHT_PER_ISOLATE, MAX_KEYS_PER_ISOLATE, resetCryptoPeak } from '../../../node-agent/bindings/host-crypto.js';
 import { evaluate, TestWorker } from './run-worker.js';
 
@@ -344,4 +346,41 @@ describe('limits and isolation (hostile)', () => {
       neighbour.dispose();
     }
   }, 120_000);
+});
+
+describe('jose (the public npm JWT library), bundled as edge deploy bundles it and run unmodified', () => {
+  it('verifies an ES256 and an RS256 token Node signed on the host, refuses a wrong key and a tampered payload, and signs an ES256 token Node verifies', async () => {
+    const out = await bundleWorker(join(import.meta.dirname, 'fixtures/jose-worker.js'));
+    if ('errors' in out) throw new Error(out.errors);
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const signer = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const now = Math.floor(Date.now() / 1000);
+    const jwt = (alg: string, claims: object, key: KeyObject): string => {
+      const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+      const input = `${enc({ alg, typ: 'JWT' })}.${enc(claims)}`;
+      const sig = nodeSign('sha256', Buffer.from(input), alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key);
+      return `${input}.${sig.toString('base64url')}`;
+    };
+    const body = JSON.stringify({
+      es256Pub: ec.publicKey.export({ type: 'spki', format: 'pem' }),
+      otherPub: signer.publicKey.export({ type: 'spki', format: 'pem' }),
+      rs256Jwk: rsa.publicKey.export({ format: 'jwk' }),
+      es256Token: jwt('ES256', { iss: 'urn:host', aud: 'urn:isolate', sub: 'alice', exp: now + 300 }, ec.privateKey),
+      rs256Token: jwt('RS256', { iss: 'urn:host', sub: 'bob', exp: now + 300 }, rsa.privateKey),
+      signingKey: signer.privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    });
+    const w = await TestWorker.load(out.code, { name: 'jose' });
+    try {
+      const reply = await w.fetch({ method: 'POST', body });
+      expect(reply.status, reply.text).toBe(200);
+      const r = JSON.parse(reply.text) as { es: object; esHeader: object; rs: object; wrongKey: string; tampered: string; token: string };
+      expect(r).toMatchObject({ es: { sub: 'alice', iss: 'urn:host' }, esHeader: { alg: 'ES256' }, rs: { sub: 'bob' }, wrongKey: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED', tampered: 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' });
+      const [h, p, s] = r.token.split('.') as [string, string, string];
+      expect(nodeVerify('sha256', Buffer.from(`${h}.${p}`), { key: signer.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(s, 'base64url'))).toBe(true);
+      expect(JSON.parse(Buffer.from(p, 'base64url').toString())).toMatchObject({ sub: 'isolate', iss: 'urn:isolate', scope: 'read' });
+    } finally {
+      w.dispose();
+    }
+  });
 });
