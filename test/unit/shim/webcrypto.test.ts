@@ -298,7 +298,9 @@ describe('limits and isolation (hostile)', () => {
     const flood = Array.from({ length: 10 }, () => a.call('deriveBits', [{ name: 'PBKDF2', hash: 'SHA-256', salt: new Uint8Array(8), iterations: 100_000 }, { $edgeKey: pid }, 256]));
     a.close();
     const outcomes = await Promise.all(flood);
-    expect(outcomes.filter((o) => 'e' in o && o.e[1] === 'the isolate is gone').length).toBeGreaterThanOrEqual(10 - MAX_IN_FLIGHT_PER_ISOLATE);
+    // Only the isolate's first MAX_IN_FLIGHT_PER_ISOLATE had started: the rest were waiting.
+    expect(MAX_IN_FLIGHT_PER_ISOLATE).toBeLessThan(10);
+    expect(outcomes.filter((o) => 'e' in o && o.e[1] === 'the isolate is gone')).toHaveLength(10 - MAX_IN_FLIGHT_PER_ISOLATE);
     expect(await sign(a)).toMatchObject({ e: ['InvalidAccessError', expect.any(String)] });
     expect(a.keyCount).toBe(0);
   });
@@ -340,7 +342,9 @@ describe('limits and isolation (hostile)', () => {
       }
       expect(JSON.parse((await reply).text)).toEqual({ huge: ['NotSupportedError'], allowed: ['ok'] });
       expect(answered).toBeGreaterThan(0);
-      expect(cryptoInFlight().peak).toBeLessThanOrEqual(GLOBAL_SLOTS);
+      // One libuv thread stays free for dns, fs and zlib whatever the tenants do.
+      expect(cryptoInFlight().peak).toBeLessThanOrEqual((Number(process.env.UV_THREADPOOL_SIZE) || 4) - 1);
+      expect(GLOBAL_SLOTS).toBe((Number(process.env.UV_THREADPOOL_SIZE) || 4) - 1);
     } finally {
       flood.dispose();
       neighbour.dispose();
