@@ -261,6 +261,23 @@ describe('limits and isolation (hostile)', () => {
     expect(out.after).toBe('a9993e364706816aba3e25717850c26c9cd0d89d');
   }, 120_000);
 
+  it('keys the worker drops are released on the host: 15,000 made and dropped (the garbage collector running between) never reach the limit', async () => {
+    expect(await run(`
+      let made = 0;
+      let err = null;
+      for (let i = 0; i < 15000; i++) {
+        try { await subtle.importKey('raw', new Uint8Array([1]), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']); made++; } catch (e) { err = e.name; break; }
+        if (i % 1000 === 0) {
+          let junk = [];
+          for (let j = 0; j < 200; j++) junk.push(new Array(10000).fill(j));
+          junk = null;
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      }
+      return [made, err];
+    `, { cpuMsPerRequest: 60_000 })).toEqual([15000, null]);
+  }, 120_000);
+
   it('a key cannot be forged from a number, an object, the CryptoKey prototype or the host\'s wire form', async () => {
     expect(await run(`
       const name = async (f) => { try { await f(); return 'resolved'; } catch (e) { return e.name; } };
