@@ -94,6 +94,19 @@ function plain(v: unknown): unknown {
   return v;
 }
 
+/**
+ * Hashes on the event loop (DigestStream's incremental hash and MD5 are not in Node's
+ * webcrypto), a MiB at a time with the loop let go between, so a 32 MiB chunk holds it
+ * for a few milliseconds at a time instead of a hundred.
+ */
+async function hashInSlices(h: Hash, bytes: Uint8Array): Promise<void> {
+  const SLICE = 1 << 20;
+  for (let i = 0; i < bytes.byteLength; i += SLICE) {
+    if (i > 0) await new Promise((r) => setImmediate(r));
+    h.update(bytes.subarray(i, i + SLICE));
+  }
+}
+
 interface Waiting { start(): void; fail(err: unknown): void; bytes: number }
 
 export class HostCrypto {
@@ -145,10 +158,11 @@ export class HostCrypto {
         return id;
       }
       case 'digestWrite': {
-        // Chunks are as large as the isolate made them; hashing one is brief.
         const h = this.streams.get(Number(a[0]));
-        if (!h || !(a[1] instanceof ArrayBuffer)) throw new CryptoError('InvalidStateError', 'DigestStream: the stream is closed');
-        h.update(new Uint8Array(a[1]));
+        if (!h) throw new CryptoError('InvalidStateError', 'DigestStream: the stream is closed');
+        if (!(a[1] instanceof ArrayBuffer)) throw new TypeError('DigestStream: chunks must be ArrayBuffers or ArrayBufferViews');
+        if (a[1].byteLength > MAX_CRYPTO_INPUT_BYTES) throw new CryptoError('QuotaExceededError', `DigestStream: a chunk of ${a[1].byteLength} bytes; the limit is ${MAX_CRYPTO_INPUT_BYTES}`);
+        await hashInSlices(h, new Uint8Array(a[1]));
         return null;
       }
       case 'digestClose': {
@@ -281,15 +295,11 @@ export class HostCrypto {
     }
   }
 
-  /** MD5 is not in Node's webcrypto; hashed a MiB at a time so a large input does not hold the event loop. */
+  /** MD5 is not in Node's webcrypto (Workers has it). */
   private async md5(data: unknown): Promise<ArrayBuffer> {
     if (!(data instanceof ArrayBuffer) && !ArrayBuffer.isView(data)) throw new TypeError('crypto.subtle.digest: data must be a BufferSource');
-    const bytes = copy(data);
     const h = createHash('md5');
-    for (let i = 0; i < bytes.byteLength; i += 1 << 20) {
-      h.update(bytes.subarray(i, i + (1 << 20)));
-      await new Promise((r) => setImmediate(r));
-    }
+    await hashInSlices(h, copy(data));
     return plain(h.digest()) as ArrayBuffer;
   }
 }

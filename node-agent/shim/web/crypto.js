@@ -114,8 +114,23 @@ function marshal(v, what, budget, depth = 0) {
   return out;
 }
 
-async function call(op, args, alias = false) {
-  const r = await hostOutcome(host.crypto(op, args));
+// Input bytes of this isolate's crypto calls not yet settled. Every call copies its input
+// to the host, so the same 32 MiB buffer passed to many calls at once would fill the
+// host's memory before any of them were refused there: refused here first.
+const MAX_PENDING = 64 * 1024 * 1024;
+let pending = 0;
+
+async function call(op, args, alias = false, bytes = 0) {
+  if (pending + bytes > MAX_PENDING) {
+    throw new DOMException(`crypto: this worker's unsettled crypto calls already hold ${pending} input bytes; the limit is ${MAX_PENDING}`, 'QuotaExceededError');
+  }
+  pending += bytes;
+  let r;
+  try {
+    r = await hostOutcome(host.crypto(op, args));
+  } finally {
+    pending -= bytes;
+  }
   if (r.e) throw failure(r.e);
   const v = r.v;
   if (isObject(v) && v.key) return new CryptoKey(INTERNAL, v.key, alias);
@@ -139,7 +154,7 @@ async function keyed(op, algorithm, key, data) {
   const budget = { n: 0 };
   const args = [marshal(algorithmOf(algorithm).alg, what, budget), h];
   for (const d of data) args.push(marshal(bytesOf(d, what), what, budget));
-  return call(op, args);
+  return call(op, args, false, budget.n);
 }
 
 export class SubtleCrypto {
@@ -152,7 +167,8 @@ export class SubtleCrypto {
     const name = String(isObject(algorithm) ? algorithm.name : algorithm).toUpperCase();
     if (!ArrayIncludes(DIGESTS, name)) throw new DOMException(`crypto.subtle.digest: unrecognized algorithm name "${name}"`, 'NotSupportedError');
     const budget = { n: 0 };
-    return call('digest', [{ name }, marshal(data, 'crypto.subtle.digest', budget)]);
+    const args = [{ name }, marshal(data, 'crypto.subtle.digest', budget)];
+    return call('digest', args, false, budget.n);
   }
 
   async generateKey(algorithm, extractable, keyUsages) {
@@ -166,7 +182,8 @@ export class SubtleCrypto {
     const what = 'crypto.subtle.importKey';
     const budget = { n: 0 };
     const { alg, alias } = algorithmOf(algorithm);
-    return call('importKey', [String(format), marshal(keyData, what, budget), marshal(alg, what, budget), !!extractable, usagesOf(keyUsages, what)], alias);
+    const args = [String(format), marshal(keyData, what, budget), marshal(alg, what, budget), !!extractable, usagesOf(keyUsages, what)];
+    return call('importKey', args, alias, budget.n);
   }
 
   async exportKey(format, key) {
@@ -223,10 +240,11 @@ export class SubtleCrypto {
     const budget = { n: 0 };
     const w = CryptoKey.handleOf(unwrappingKey, `${what}: parameter 3`);
     const { alg, alias } = algorithmOf(unwrappedKeyAlgorithm);
-    return call('unwrapKey', [
+    const args = [
       String(format), marshal(wrappedKey, what, budget), w, marshal(unwrapAlgorithm, what, budget),
       marshal(alg, what, budget), !!extractable, usagesOf(keyUsages, what),
-    ], alias);
+    ];
+    return call('unwrapKey', args, alias, budget.n);
   }
 
   /** Workers' constant-time comparison of two equally long buffers. */
@@ -265,7 +283,7 @@ export class DigestStream extends WritableStream {
         if (!(chunk instanceof ArrayBuffer) && !ArrayBuffer.isView(chunk)) throw new TypeError('DigestStream: chunks must be ArrayBuffers or ArrayBufferViews');
         const b = bytesOf(chunk, 'DigestStream');
         if (b.byteLength > MAX_INPUT) throw tooLarge('DigestStream', b.byteLength);
-        await call('digestWrite', [state.id, toArrayBuffer(b)]);
+        await call('digestWrite', [state.id, toArrayBuffer(b)], false, b.byteLength);
         state.bytes += b.byteLength;
       },
       async close() {
