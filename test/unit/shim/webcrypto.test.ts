@@ -207,7 +207,10 @@ describe('keys shared with Node on the host', () => {
       const ct = await subtle.encrypt({ name: 'RSA-OAEP', label: utf8('l') }, oaep.publicKey, utf8('secret'));
       const pt = new TextDecoder().decode(await subtle.decrypt({ name: 'RSA-OAEP', label: utf8('l') }, oaep.privateKey, ct));
       const k = a.privateKey;
+      const p521 = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-521' }, false, ['sign', 'verify']);
+      const p521sig = await subtle.sign({ name: 'ECDSA', hash: 'SHA-512' }, p521.privateKey, utf8('m'));
       return {
+        p521: [p521sig.byteLength, await subtle.verify({ name: 'ECDSA', hash: 'SHA-512' }, p521.publicKey, p521sig, utf8('m'))],
         agree: toHex(ab) === toHex(ba), agreeX: toHex(xy) === toHex(yx), pt,
         spki: b64u(await subtle.exportKey('spki', oaep.publicKey)),
         pkcs8: (await subtle.exportKey('pkcs8', a.privateKey)).byteLength > 100,
@@ -215,7 +218,7 @@ describe('keys shared with Node on the host', () => {
         props: Object.keys(k).length,
       };
     `);
-    expect(out).toMatchObject({ agree: true, agreeX: true, pt: 'secret', pkcs8: true, props: 0 });
+    expect(out).toMatchObject({ agree: true, agreeX: true, pt: 'secret', pkcs8: true, props: 0, p521: [132, true] });
     expect(out.shape).toEqual(['private', true, { name: 'ECDH', namedCurve: 'P-256' }, ['deriveBits'], true, true, 'public', false, true]);
     expect(createPublicKey({ key: Buffer.from(out.spki as string, 'base64url'), format: 'der', type: 'spki' }).asymmetricKeyDetails).toMatchObject({ modulusLength: 2048 });
   });
@@ -234,11 +237,12 @@ describe('keys shared with Node on the host', () => {
         tag: await name(subtle.decrypt({ name: 'AES-GCM', iv: new Uint8Array(12) }, gcm, new Uint8Array(32))),
         digest: await name(subtle.digest('SHA-3', utf8('x'))),
         notKey: await name(subtle.sign('HMAC', 1, utf8('x'))),
+        hugeRsa: await name(subtle.generateKey({ name: 'RSA-PSS', modulusLength: 16384, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, false, ['sign'])),
       };
     `)).toEqual({
       badLength: ['DataError', true], usage: ['InvalidAccessError', true], export: ['InvalidAccessError', true],
       unknown: ['NotSupportedError', true], noUsages: ['SyntaxError', true], tag: ['OperationError', true],
-      digest: ['NotSupportedError', true], notKey: ['TypeError', true],
+      digest: ['NotSupportedError', true], notKey: ['TypeError', true], hugeRsa: ['NotSupportedError', true],
     });
   });
 });
