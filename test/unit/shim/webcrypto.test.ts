@@ -223,6 +223,20 @@ describe('keys shared with Node on the host', () => {
     expect(createPublicKey({ key: Buffer.from(out.spki as string, 'base64url'), format: 'der', type: 'spki' }).asymmetricKeyDetails).toMatchObject({ modulusLength: 2048 });
   });
 
+  it('a key imported when the module loads serves every request of the isolate', async () => {
+    const w = await TestWorker.load(`
+      const keyP = crypto.subtle.importKey('raw', new TextEncoder().encode('Jefe'), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+      export default { async fetch() {
+        const mac = await crypto.subtle.sign('HMAC', await keyP, new TextEncoder().encode('what do ya want for nothing?'));
+        return new Response([...new Uint8Array(mac)].map((x) => x.toString(16).padStart(2, '0')).join(''));
+      } };`, { name: 'module-key' });
+    try {
+      for (let i = 0; i < 3; i++) expect((await w.fetch()).text).toBe('5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+    } finally {
+      w.dispose();
+    }
+  });
+
   it('errors are the DOMExceptions WebCrypto names', async () => {
     expect(await run(`
       const name = async (p) => { try { await p; return 'resolved'; } catch (e) { return [e.name, e instanceof DOMException || e instanceof TypeError]; } };
