@@ -467,6 +467,8 @@ export interface DispatchRequest {
   body: ArrayBuffer | Uint8Array | null | 'stream';
   /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
   clientAddress?: string;
+  /** request.cf: what the agent knows of the request (see RequestCf); none for internal calls. */
+  cf?: RequestCf;
   /**
    * How many service-binding hops led to this request (0: it came from a client). The
    * isolate's own service calls are one deeper; past MAX_SERVICE_DEPTH they are refused.
@@ -504,9 +506,19 @@ export interface DispatchResponse {
 /** What the shim returns per request: see encodeResponse in node-agent/shim/index.js. */
 export type WireResponse = string | { head: string; body: ArrayBuffer };
 
-/** "method\nurl\nclientAddress(\nname\nvalue)*": HTTP allows no newline in any of them. */
+/**
+ * A client request's request.cf, as far as the agent knows it: `colo` (the agent's region),
+ * `httpProtocol`, and the client's location when a trusted proxy stated it (GEO_HEADERS in
+ * serving/trusted-proxy.ts). No tlsVersion/tlsCipher (TLS ends before the agent) and no asn.
+ */
+export type RequestCf = Record<string, string>;
+
+/**
+ * "method\nurl\nclientAddress\ncf(\nname\nvalue)*": HTTP allows no newline in any of them;
+ * cf is JSON (which escapes newlines) or empty.
+ */
 export function encodeRequestHead(req: DispatchRequest): string {
-  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}`;
+  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}\n${req.cf ? JSON.stringify(req.cf) : ''}`;
   for (const [k, v] of req.headers) {
     if (k.includes('\n') || v.includes('\n')) throw new TypeError(`header ${JSON.stringify(k)} contains a newline`);
     head += `\n${k}\n${v}`;

@@ -82,8 +82,8 @@ export const WORKERS_API = {
   globalThis: [
     // service-worker syntax
     'addEventListener', 'removeEventListener', 'dispatchEvent', 'reportError', 'onmessage',
-    'caches', 'scheduler', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
-    'ReadableStreamBYOBReader', 'CompressionStream', 'DecompressionStream',
+    'caches', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
+    'ReadableStreamBYOBReader',
   ],
 } as const;
 
