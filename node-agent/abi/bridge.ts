@@ -139,6 +139,21 @@ export interface ServiceCallResult {
   body: ArrayBuffer;
 }
 
+/** A host-side CryptoKey as the isolate sees it (its CryptoKey object's slots). */
+export interface CryptoKeyInfo {
+  id: number;
+  type: string;
+  extractable: boolean;
+  algorithm: Record<string, unknown>;
+  usages: string[];
+}
+
+/**
+ * How a crypto call settles: `v` the result (`{ key }` / `{ pair }` for keys, an
+ * ArrayBuffer, a boolean, a JWK), or `e`, the [DOMException name (or "TypeError"), message].
+ */
+export type CryptoOutcome = { v: unknown } | { e: [string, string] };
+
 /** What actorFetch settles with (like SubrequestResult, without url/redirected). */
 export interface ActorFetchResult {
   status: number;
@@ -161,6 +176,14 @@ export interface HostCallbacks {
   setURL(href: string, property: string, value: string): UrlRecord;
   /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
   digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
+  /**
+   * Async: one crypto.subtle operation (or DigestStream step) run by the host's webcrypto
+   * (bindings/host-crypto.ts). `args` are the method's arguments with each CryptoKey
+   * written `{ $edgeKey: id }`, an id of this isolate's own key table.
+   */
+  crypto(op: string, args: unknown[]): HostAsync<CryptoOutcome>;
+  /** A CryptoKey the isolate's garbage collector found unreferenced: the host drops it. */
+  cryptoRelease(id: number): void;
   /**
    * Async: settles with true after `ms` milliseconds (setTimeout/setInterval are built on
    * it), or with false once timerCancel(id) is called or the isolate is disposed. `id` is

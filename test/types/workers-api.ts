@@ -38,8 +38,10 @@ export const WORKERS_API = {
   AbortController: [],
   AbortSignal: [],
   'AbortSignal (static)': [],
-  Crypto: ['DigestStream'],
-  SubtleCrypto: ['encrypt', 'decrypt', 'sign', 'verify', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey'],
+  Crypto: [],
+  SubtleCrypto: [],
+  CryptoKey: [],
+  DigestStream: [],
   // ---- WebSockets ----
   WebSocket: [],
   WebSocketPair: [],
@@ -81,7 +83,7 @@ export const WORKERS_API = {
     // service-worker syntax
     'addEventListener', 'removeEventListener', 'dispatchEvent', 'reportError', 'onmessage',
     'caches', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
-    'DigestStream', 'ReadableStreamBYOBReader',
+    'ReadableStreamBYOBReader',
   ],
 } as const;
 

@@ -17,7 +17,7 @@ import { CustomEvent, Event, EventTarget } from './event.js';
 import { AbortController, AbortSignal } from './abort.js';
 import { clearInterval, clearTimeout, queueMicrotask, scheduler, setInterval, setTimeout } from './timers.js';
 import { structuredClone } from './structured-clone.js';
-import { Crypto, SubtleCrypto, crypto } from './crypto.js';
+import { Crypto, CryptoKey, DigestStream, SubtleCrypto, crypto } from './crypto.js';
 import { URL, URLSearchParams } from './url.js';
 import { Headers, headerList } from './headers.js';
 import {
@@ -51,7 +51,7 @@ const navigator = { userAgent: 'Cloudflare-Workers', hardwareConcurrency: 1 };
 
 const CLASSES = {
   DOMException, TextEncoder, TextDecoder, TextEncoderStream, TextDecoderStream, CompressionStream, DecompressionStream, Event, EventTarget, CustomEvent,
-  AbortController, AbortSignal, Crypto, SubtleCrypto, URL, URLSearchParams, Headers, Request, Response, Blob, File,
+  AbortController, AbortSignal, Crypto, CryptoKey, SubtleCrypto, DigestStream, URL, URLSearchParams, Headers, Request, Response, Blob, File,
   FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
   WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
   ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
