@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, extname, resolve } from 'node:path';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Message, Plugin } from 'esbuild';
-import { BUILTIN_MODULES, isBuiltinModule } from '../common/builtin-modules.js';
+import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, NODE_BUILTIN_MODULES, NODE_UNSUPPORTED_MODULES, isBuiltinModule, nodeImportRefusal, nodeModuleName } from '../common/builtin-modules.js';
+import { COMPATIBILITY_FLAGS } from '../common/api/edgeworker.js';
 import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
@@ -14,15 +15,18 @@ import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
 } from './cluster-client.js';
 import { EdgeError } from '../common/errors.js';
+import { AssetsError, assetsEntry, assetsModule, type AssetsConfig } from './assets.js';
+import { effectiveRules, ModuleRuleError, moduleRulesPlugin, type ModuleRule } from './module-rules.js';
+import { findWranglerConfig, loadWranglerProject, WRANGLER_FILES, WranglerConfigError, type WranglerProject } from './wrangler-config.js';
 
-// `edge deploy FILE.js`: bundle a worker with esbuild, put it in an EdgeWorker (inline, or
+// `edge deploy [FILE.js]` (no file: the wrangler project here, cli/wrangler-config.ts): bundle a worker with esbuild, put it in an EdgeWorker (inline, or
 // a ConfigMap when it is bigger than an inline source may be), server-side apply it, and
 // wait until every placed region serves the new version.
 
-export const DEPLOY_USAGE = `usage: edge deploy FILE.js [--name NAME] [--namespace NS] [--regions a,b]
+export const DEPLOY_USAGE = `usage: edge deploy [FILE.js] [--env ENV] [--name NAME] [--namespace NS] [--regions a,b]
                    [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
                    [--ai BINDING=MODEL]... [--service BINDING=WORKER[:ENTRYPOINT]]...
-                   [--compatibility-date YYYY-MM-DD] [--cpu-ms N]
+                   [--compatibility-date YYYY-MM-DD] [--compatibility-flag FLAG]... [--cpu-ms N]
                    [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
                    [--no-wait] [--timeout SECONDS] [--dry-run]
 
@@ -33,6 +37,15 @@ instead of inline. Then it waits until the new version is Ready, printing each r
 ready/desired agents; when the operator refuses it (BundleInvalid, SourceNotFound, ...)
 it prints why and exits 1.
 
+Without FILE it deploys the wrangler project of the current directory (wrangler.json,
+wrangler.jsonc or wrangler.toml): main, name, compatibility_date/flags, vars, durable_objects
+and migrations (each class a DurableActor NAME-CLASS: new_classes kv storage,
+new_sqlite_classes sqlite), services, ai (with model, or --ai), rules, limits.cpu_ms, routes,
+assets (embedded in the bundle, served before the worker), minify, define, alias; --env ENV
+applies [env.ENV]. Every key it cannot honour is printed and left out. Flags override the
+file. Module rules apply to every bundle: .txt/.html/.sql as text, .bin as an ArrayBuffer,
+.wasm as a WebAssembly.Module, .json parsed.
+
   --route HOST[/PATH]   repeatable; default NAME.localhost
   --regions a,b         default: every region with isolate nodes
   --var KEY=VALUE       env.KEY (repeatable)
@@ -40,6 +53,12 @@ it prints why and exits 1.
   --ai B=MODEL          env.B.run(MODEL, ...) on the regions' GPU model servers (repeatable)
   --service B=W[:E]     env.B is the EdgeWorker W of the namespace: fetch() and RPC to its
                         default export, or to its WorkerEntrypoint export E (repeatable)
+  --env ENV             the [env.ENV] of the wrangler project (its worker is NAME-ENV)
+  --compatibility-flag FLAG
+                        spec.compatibilityFlags (repeatable): nodejs_compat provides node:buffer,
+                        node:events, node:async_hooks, node:util, node:process, node:crypto,
+                        node:stream, node:string_decoder, node:path, node:url and the Buffer
+                        and process globals
   --no-bundle           upload FILE as it is (it must not import anything)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
@@ -80,16 +99,85 @@ const builtinModules: Plugin = {
   },
 };
 
-/** esbuild's bundle of `file`, or its errors formatted for a terminal. */
-export async function bundleWorker(file: string, opts: { minify?: boolean } = {}): Promise<{ code: string } | { errors: string }> {
+const escapeRe = (s: string) => s.replace(/[/\\^$.*+?()[\]{}|]/g, '\\$&');
+const NODE_NAMES_FILTER = new RegExp(`^(node:.*|${[...NODE_BUILTIN_MODULES, ...NODE_UNSUPPORTED_MODULES].map(escapeRe).join('|')})$`);
+
+/**
+ * Node built-ins. With nodejs_compat, `node:X` and the bare `X` (as wrangler does with the
+ * flag) stay imports of `node:X`, provided by the isolate; one this runtime does not
+ * provide is an error. Without the flag a `node:` import is an error naming the flag, and a
+ * bare name resolves as any package would (an npm polyfill of that name, if installed).
+ */
+function nodeModules(flags: readonly string[]): Plugin {
+  const compat = flags.includes(NODEJS_COMPAT_FLAG);
+  return {
+    name: 'edge-node-modules',
+    setup(b) {
+      b.onResolve({ filter: NODE_NAMES_FILTER }, (args) => {
+        const bare = !args.path.startsWith('node:');
+        if (bare && !compat) return undefined;
+        const name = nodeModuleName(args.path);
+        if (compat && name !== null) {
+          // A CommonJS require() of a built-in cannot stay a require in an ES module: it
+          // becomes a module that imports it (wrangler does the same).
+          return args.kind === 'require-call' ? { path: name, namespace: 'edge-node-require' } : { path: `node:${name}`, external: true };
+        }
+        return { errors: [{ text: nodeImportRefusal(args.path, flags).replace(/^imports /, 'this imports ') }] };
+      });
+      b.onLoad({ filter: /.*/, namespace: 'edge-node-require' }, (args) => ({
+        contents: `import m from ${JSON.stringify(`node:${args.path}`)};\nmodule.exports = m;\n`, loader: 'js',
+      }));
+    },
+  };
+}
+
+export interface BundleOptions {
+  minify?: boolean;
+  /** wrangler's module rules (Text, Data, CompiledWasm, JSON, ...); the defaults apply when omitted. */
+  rules?: readonly ModuleRule[];
+  /** The directory rule globs are relative to (default: the file's directory). */
+  root?: string;
+  /** Static assets embedded in the bundle and served before the worker (cli/assets.ts). */
+  assets?: AssetsConfig;
+  define?: Record<string, string>;
+  alias?: Record<string, string>;
+  /** spec.compatibilityFlags: with nodejs_compat, Node built-ins stay imports the isolate provides. */
+  compatibilityFlags?: readonly string[];
+}
+
+const ASSETS_MODULE = 'edge-assets:module';
+
+/** esbuild's bundle of `file` (undefined: an assets-only worker), or its errors formatted for a terminal. */
+export async function bundleWorker(file: string | undefined, opts: BundleOptions = {}): Promise<{ code: string } | { errors: string }> {
   // Loaded here: esbuild is a devDependency (only deploy and dev bundle; the images have none).
   const { build, formatMessages } = await import('esbuild');
+  const root = opts.root ?? (file ? dirname(file) : process.cwd());
+  const plugins: Plugin[] = [builtinModules, moduleRulesPlugin(effectiveRules(opts.rules), root)];
+  const assets = opts.assets;
+  if (assets) {
+    const mod = assetsModule(assets);
+    plugins.unshift({
+      name: 'edge-assets',
+      setup(b) {
+        b.onResolve({ filter: new RegExp(`^${ASSETS_MODULE}$`) }, () => ({ path: ASSETS_MODULE, namespace: 'edge-assets' }));
+        b.onLoad({ filter: /.*/, namespace: 'edge-assets' }, () => ({ contents: mod.code, loader: 'js' }));
+      },
+    });
+  }
   try {
     const out = await build({
-      entryPoints: [file], bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
+      ...(assets
+        ? { stdin: { contents: assetsEntry(file, ASSETS_MODULE, assets), resolveDir: root, sourcefile: 'edge-assets-entry.js', loader: 'js' } }
+        : { entryPoints: [file!] }),
+      bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
-      plugins: [builtinModules],
+      ...(opts.define ? { define: opts.define } : {}), ...(opts.alias ? { alias: opts.alias } : {}),
+      plugins: [...plugins, nodeModules(opts.compatibilityFlags ?? [])],
+      // With nodejs_compat, async functions become generators resumed through
+      // Promise.prototype.then, which the isolate wraps to carry AsyncLocalStorage's context
+      // across `await` (V8 here has no AsyncContext; see node-agent/shim/node/async-context.js).
+      ...(opts.compatibilityFlags?.includes(NODEJS_COMPAT_FLAG) ? { supported: { 'async-await': false, 'async-generator': false, 'for-await': false } } : {}),
     });
     return { code: out.outputFiles[0]?.text ?? '' };
   } catch (err) {
@@ -97,7 +185,7 @@ export async function bundleWorker(file: string, opts: { minify?: boolean } = {}
     if (!messages?.length) throw err;
     const text = (await formatMessages(messages, { kind: 'error', color: Boolean(process.stderr.isTTY) })).join('');
     const builtin = messages.some((m) => /Could not resolve "(node:|fs"|path"|crypto"|http)/.test(m.text));
-    return { errors: text + (builtin ? 'Node built-ins do not exist in a worker: use the Web APIs (fetch, crypto.subtle, URL, streams).\n' : '') };
+    return { errors: text + (builtin ? `Node built-ins do not exist in a worker without the ${NODEJS_COMPAT_FLAG} compatibility flag (--compatibility-flag ${NODEJS_COMPAT_FLAG}); otherwise use the Web APIs (fetch, crypto.subtle, URL, streams).\n` : '') };
   }
 }
 
@@ -110,9 +198,9 @@ export async function runDeploy(argv: string[]): Promise<number> {
         name: { type: 'string' }, namespace: { type: 'string', short: 'n' }, regions: { type: 'string' },
         route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
         actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true }, service: { type: 'string', multiple: true },
-        'compatibility-date': { type: 'string' }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
+        'compatibility-date': { type: 'string' }, 'compatibility-flag': { type: 'string', multiple: true }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
         minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
-        'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
+        env: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -127,18 +215,34 @@ export async function runDeploy(argv: string[]): Promise<number> {
   let name: string;
   let code: string;
   let timeoutS: number;
+  let project: WranglerProject | undefined;
+  let what: string;
   try {
-    if (positionals.length !== 1) throw new UsageError('give one FILE.js');
-    const file = resolve(positionals[0]!);
-    if (!existsSync(file)) return fail(`no such file: ${file}`, 2);
-    name = values.name ?? defaultName(file);
+    if (positionals.length > 1) throw new UsageError('give one FILE.js, or none to deploy the wrangler project of this directory');
+    if (positionals.length === 0) {
+      const config = findWranglerConfig(process.cwd());
+      if (!config) throw new UsageError(`give FILE.js, or run it in a directory with ${WRANGLER_FILES.join(', ')}`);
+      try {
+        project = loadWranglerProject(config, values.env);
+      } catch (err) {
+        if (err instanceof WranglerConfigError) return fail(err.message);
+        throw err;
+      }
+      for (const n of project.notes) process.stderr.write(`edge deploy: ${n}\n`);
+    } else if (values.env !== undefined) throw new UsageError('--env selects an environment of a wrangler project: give no FILE');
+    const file = project ? project.main : resolve(positionals[0]!);
+    if (file && !existsSync(file)) return fail(`no such file: ${file}`, 2);
+    what = project ? `${basename(project.file)} (${project.main ? basename(project.main) : 'assets only'})` : positionals[0]!;
+    name = values.name ?? project?.name ?? defaultName(file!);
     if (!new RegExp(DNS_LABEL_PATTERN).test(name) || name.length > 63) throw new UsageError(`--name must be a DNS label (lower case letters, digits, '-'), got "${name}"`);
     const regions = values.regions?.split(',').map((r) => r.trim()).filter(Boolean);
     for (const r of regions ?? []) if (!new RegExp(DNS_LABEL_PATTERN).test(r)) throw new UsageError(`--regions: "${r}" is not a region name`);
-    const routes = (values.route ?? [`${name}.localhost`]).map((r) => {
-      const slash = r.indexOf('/');
-      return slash < 0 ? { host: r.toLowerCase() } : { host: r.slice(0, slash).toLowerCase(), pathPrefix: r.slice(slash) };
-    });
+    const routes = values.route
+      ? values.route.map((r) => {
+        const slash = r.indexOf('/');
+        return slash < 0 ? { host: r.toLowerCase() } : { host: r.slice(0, slash).toLowerCase(), pathPrefix: r.slice(slash) };
+      })
+      : project?.spec.routes ?? [{ host: `${name}.localhost` }];
     const ident = new RegExp(JS_IDENTIFIER_PATTERN);
     const vars = pairs('--var', values.var, ident);
     const actors = pairs('--actor', values.actor, ident);
@@ -159,31 +263,61 @@ export async function runDeploy(argv: string[]): Promise<number> {
     timeoutS = int('--timeout', values.timeout) ?? 120;
     const cpuMs = int('--cpu-ms', values['cpu-ms']);
     const minWarm = int('--min-warm', values['min-warm']);
+    for (const b of project?.aiBindingsWithoutModel ?? []) {
+      if (!ai.some(([n]) => n === b)) process.stderr.write(`edge deploy: ${basename(project!.file)}: ai binding ${b} was left out: an ai binding here serves one model of the cluster's catalogue; name it with --ai ${b}=MODEL (or model = "..." under [ai])\n`);
+    }
 
-    if (values['no-bundle']) code = readFileSync(file, 'utf8');
-    else {
-      const b = await bundleWorker(file, { minify: values.minify ?? false });
-      if ('errors' in b) { process.stderr.write(b.errors); return fail(`bundling ${positionals[0]} failed; nothing was deployed`); }
+    // The project's flags and the command line's.
+    const flags = [...new Set([...((project?.spec as { compatibilityFlags?: string[] } | undefined)?.compatibilityFlags ?? []), ...(values['compatibility-flag'] ?? [])])];
+    for (const f of flags) {
+      if (!(COMPATIBILITY_FLAGS as readonly string[]).includes(f)) throw new UsageError(`--compatibility-flag: "${f}" is not a flag this runtime knows (it knows ${COMPATIBILITY_FLAGS.join(', ')})`);
+    }
+    if (values['no-bundle']) {
+      if (project) throw new UsageError('--no-bundle: a wrangler project is always bundled');
+      code = readFileSync(file!, 'utf8');
+    } else {
+      const b = await bundleWorker(file, {
+        minify: values.minify ?? project?.minify ?? false,
+        compatibilityFlags: flags,
+        ...(project ? { root: project.root, rules: project.rules } : {}),
+        ...(project?.assets ? { assets: project.assets } : {}),
+        ...(project?.define ? { define: project.define } : {}),
+        ...(project?.alias ? { alias: project.alias } : {}),
+      });
+      if ('errors' in b) { process.stderr.write(b.errors); return fail(`bundling ${what} failed; nothing was deployed`); }
       code = b.code;
     }
-    if (code.trim() === '') return fail(`${positionals[0]} bundles to nothing`);
+    if (code.trim() === '') return fail(`${what} bundles to nothing`);
+    // The project's bindings, then the flags' (a flag replaces a binding of the same name).
+    const pb = project?.spec.bindings ?? {};
+    const byName = <T extends { name: string }>(from: T[] | undefined, over: T[]): T[] => [...(from ?? []).filter((x) => !over.some((o) => o.name === x.name)), ...over];
+    const allVars = { ...pb.vars, ...Object.fromEntries(vars) };
+    const allActors = byName(pb.actors, actors.map(([n, actor]) => ({ name: n, actor })));
+    const allAi = byName(pb.ai, ai.map(([n, model]) => ({ name: n, model, replicasPerRegion: 1 })));
+    const allServices = byName(pb.services, services);
+    const compatibilityDate = values['compatibility-date'] ?? project?.spec.compatibilityDate;
+    const limits = cpuMs !== undefined ? { cpuMsPerRequest: cpuMs, wallMsPerRequest: Math.max(30_000, cpuMs) } : project?.spec.limits;
+    const extra = project ? Object.fromEntries(Object.entries(project.spec).filter(([k]) => !['routes', 'bindings', 'compatibilityDate', 'limits'].includes(k))) : {};
     spec = {
       source: { inline: '' },
       routes,
       ...(regions || minWarm !== undefined ? { placement: { ...(regions ? { regions } : {}), ...(minWarm !== undefined ? { minWarmIsolates: minWarm } : {}) } } : {}),
-      ...(values['compatibility-date'] ? { compatibilityDate: values['compatibility-date'] } : {}),
-      ...(cpuMs !== undefined ? { limits: { cpuMsPerRequest: cpuMs, wallMsPerRequest: Math.max(30_000, cpuMs) } } : {}),
-      ...(vars.length || actors.length || ai.length || services.length ? {
+      ...(compatibilityDate ? { compatibilityDate } : {}),
+      ...extra,
+      ...(flags.length ? { compatibilityFlags: flags } : {}),
+      ...(limits ? { limits } : {}),
+      ...(Object.keys(allVars).length || allActors.length || allAi.length || allServices.length ? {
         bindings: {
-          ...(vars.length ? { vars: Object.fromEntries(vars) } : {}),
-          ...(actors.length ? { actors: actors.map(([n, actor]) => ({ name: n, actor })) } : {}),
-          ...(ai.length ? { ai: ai.map(([n, model]) => ({ name: n, model })) } : {}),
-          ...(services.length ? { services } : {}),
+          ...(Object.keys(allVars).length ? { vars: allVars } : {}),
+          ...(allActors.length ? { actors: allActors } : {}),
+          ...(allAi.length ? { ai: allAi.map((x) => ({ name: x.name, model: x.model })) } : {}),
+          ...(allServices.length ? { services: allServices } : {}),
         },
       } : {}),
     };
   } catch (err) {
     if (err instanceof UsageError) { process.stderr.write(`edge deploy: ${err.message}\n\n${DEPLOY_USAGE}`); return 2; }
+    if (err instanceof ModuleRuleError || err instanceof AssetsError) return fail(err.message);
     throw err;
   }
 
@@ -206,20 +340,27 @@ export async function runDeploy(argv: string[]): Promise<number> {
     metadata: { name: cmName, namespace, labels: { [MANAGED_BY_LABEL]: FIELD_MANAGER, [WORKER_LABEL]: name } },
     data: { [CONFIGMAP_KEY]: code },
   };
+  const actors = (project?.actors ?? []).map((a) => ({ ...a, metadata: { ...a.metadata, namespace } }));
   if (values['dry-run']) {
-    process.stdout.write((big ? [cm, ew] : [ew]).map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
+    process.stdout.write([...(big ? [cm] : []), ...actors, ew].map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
     return 0;
   }
 
   if (!target) return 1;
   const kube = new KubeClient(target.kc);
   const say = (s: string) => process.stdout.write(`${s}\n`);
-  say(`bundled ${positionals[0]}: ${bytes} bytes${big ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored in ConfigMap ${namespace}/${cmName})` : ''}`);
+  say(`bundled ${what}: ${bytes} bytes${big ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored in ConfigMap ${namespace}/${cmName})` : ''}`);
   const cmPath = `/api/v1/namespaces/${namespace}/configmaps/${cmName}`;
   const apply = { fieldManager: FIELD_MANAGER, force: 'true', fieldValidation: 'Strict' };
   let applied: EdgeWorkerObj;
   try {
     if (big) await kube.request('PATCH', cmPath, { patch: 'apply', body: cm, query: apply });
+    // The migrations' classes first: the worker's actor bindings name them.
+    for (const a of actors) {
+      const before = await kube.request('GET', crPath('durableactors', namespace, a.metadata.name)).then(() => true, (err) => { if (isNotFound(err)) return false; throw err; });
+      await kube.request('PATCH', crPath('durableactors', namespace, a.metadata.name), { patch: 'apply', body: a, query: apply });
+      say(`${before ? 'applied' : 'created'} DurableActor ${namespace}/${a.metadata.name} (class ${a.spec.className}, ${a.spec.storage.backend} storage)`);
+    }
     applied = await kube.request<EdgeWorkerObj>('PATCH', crPath('edgeworkers', namespace, name), { patch: 'apply', body: ew, query: apply });
     if (big) {
       // Owned by the worker, so deleting the worker deletes its bundle.
@@ -244,7 +385,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
 }
 
 /** Polls the worker until its current generation is Ready (0), refused (1) or the time is up (1). */
-async function waitReady(kube: KubeClient, namespace: string, name: string, generation: number, timeoutMs: number, dev: DevState | undefined, say: (s: string) => void): Promise<number> {
+export async function waitReady(kube: KubeClient, namespace: string, name: string, generation: number, timeoutMs: number, dev: DevState | undefined, say: (s: string) => void): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   let terminalSince: { reason: string; at: number } | undefined;

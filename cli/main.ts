@@ -10,9 +10,12 @@ commands:
                 and an agent per region (eu-west, us-east, ap-south on ports N, N+1,
                 N+2; default 8787), the manifests in DIR (default: examples/) applied and
                 re-applied when a file changes; Ctrl-C stops everything
-  deploy FILE.js [--name N] [--regions a,b] [--namespace NS] ...
+  deploy [FILE.js] [--name N] [--regions a,b] [--namespace NS] ...
                 bundle a worker with esbuild and create or update its EdgeWorker, then
-                wait until it is Ready in every region (edge deploy --help)
+                wait until it is Ready in every region; without FILE, the wrangler
+                project of this directory (edge deploy --help)
+  secret put NAME [--name WORKER]
+                store stdin in a Secret and bind it as env.NAME (edge secret --help)
   status        EdgeWorkers and DurableActors: regions, readiness (edge status --help)
   logs NAME [-f]
                 a worker's console output from every agent (edge logs --help)
@@ -67,6 +70,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'deploy': {
       const { runDeploy } = await import('./deploy.js');
       return runDeploy(rest);
+    }
+    case 'secret': {
+      const { runSecret } = await import('./secret.js');
+      return runSecret(rest);
     }
     case 'status': {
       const { runStatus } = await import('./status.js');

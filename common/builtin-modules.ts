@@ -22,3 +22,58 @@ export const BUILTIN_MODULES: Readonly<Record<string, string>> = {
 export function isBuiltinModule(specifier: string): boolean {
   return Object.hasOwn(BUILTIN_MODULES, specifier);
 }
+
+// nodejs_compat (spec.compatibilityFlags): the Node built-ins Workers provides. The isolate
+// evaluates the polyfills (node-agent/shim/node/) only for a worker with the flag and
+// builds each `node:X` module from what they hold; `edge deploy` keeps `node:X` (and the
+// bare `X`, as wrangler does with the flag) external. Without the flag a `node:` import is
+// refused, naming the flag.
+
+export const NODEJS_COMPAT_FLAG = 'nodejs_compat';
+
+/** The global the nodejs_compat script leaves its modules in (taken away after loading). */
+export const NODE_MODULES_GLOBAL = '__edgeNodeModules';
+
+/** Node module names (without `node:`) provided with nodejs_compat. */
+export const NODE_BUILTIN_MODULES = [
+  'buffer', 'events', 'async_hooks', 'util', 'util/types', 'process', 'crypto', 'stream', 'stream/promises', 'string_decoder',
+  'path', 'path/posix', 'url', 'diagnostics_channel', 'os',
+] as const;
+
+/** Node's other built-ins: a clear refusal, since this runtime does not provide them. */
+export const NODE_UNSUPPORTED_MODULES = [
+  'fs', 'fs/promises', 'child_process', 'net', 'tls', 'dns', 'http', 'https', 'http2', 'zlib', 'worker_threads',
+  'cluster', 'dgram', 'vm', 'v8', 'module', 'readline', 'repl', 'tty', 'perf_hooks', 'inspector', 'assert', 'querystring',
+  'punycode', 'stream/web', 'timers', 'timers/promises', 'sqlite', 'test',
+] as const;
+
+/** The Node module name a specifier means (`node:buffer` or `buffer` -> `buffer`), or null. */
+export function nodeModuleName(specifier: string): string | null {
+  const name = specifier.startsWith('node:') ? specifier.slice(5) : specifier;
+  return (NODE_BUILTIN_MODULES as readonly string[]).includes(name) ? name : null;
+}
+
+/** Whether a specifier names a Node built-in at all (provided or not). */
+export function isNodeBuiltinSpecifier(specifier: string): boolean {
+  const name = specifier.startsWith('node:') ? specifier.slice(5) : specifier;
+  return specifier.startsWith('node:') || nodeModuleName(specifier) !== null
+    || (NODE_UNSUPPORTED_MODULES as readonly string[]).includes(name);
+}
+
+/** Why a worker cannot import `specifier` (a Node built-in), for bundle and load errors. */
+export function nodeImportRefusal(specifier: string, flags: readonly string[] | undefined): string {
+  if (nodeModuleName(specifier) === null) {
+    return `imports "${specifier}", a Node built-in this runtime does not provide (with ${NODEJS_COMPAT_FLAG} it provides ${NODE_BUILTIN_MODULES.map((n) => `node:${n}`).join(', ')}; there is no filesystem, process or socket API in a worker: use fetch, KV-style bindings and the Web APIs)`;
+  }
+  return flags?.includes(NODEJS_COMPAT_FLAG) ? `imports "${specifier}"`
+    : `imports "${specifier}", which needs the ${NODEJS_COMPAT_FLAG} compatibility flag (spec.compatibilityFlags: [${NODEJS_COMPAT_FLAG}], or edge deploy --compatibility-flag ${NODEJS_COMPAT_FLAG})`;
+}
+
+const RESERVED = new Set(['default', 'delete', 'new', 'function', 'class', 'var', 'let', 'const', 'if', 'else', 'return', 'import', 'export', 'this', 'super', 'null', 'true', 'false', 'in', 'of', 'typeof', 'void', 'with', 'yield', 'await', 'enum', 'static', 'switch', 'case', 'do', 'while', 'for', 'try', 'catch', 'finally', 'throw', 'break', 'continue', 'debugger', 'extends', 'instanceof']);
+
+/** The source of the synthetic `node:X` module: its default export and each named export. */
+export function nodeModuleSource(name: string, exportNames: readonly string[]): string {
+  const names = exportNames.filter((n) => /^[A-Za-z_$][\w$]*$/.test(n) && !RESERVED.has(n));
+  return `const m = globalThis.${NODE_MODULES_GLOBAL}[${JSON.stringify(name)}];\nexport default m;\n`
+    + (names.length ? `export const { ${names.join(', ')} } = m;\n` : '');
+}

@@ -140,6 +140,8 @@ export const WorkerConfigSchema = z.object({
   limits: LimitsSchema,
   minWarmIsolates: z.number().int().min(0),
   compatibilityDate: z.string().optional(),
+  /** spec.compatibilityFlags (nodejs_compat: the isolate provides node:* modules). */
+  compatibilityFlags: z.array(z.string()).optional(),
   /** The admin's egress policy for the worker's namespace (absent: DEFAULT_EGRESS_POLICY). */
   egress: EgressPolicySchema.optional(),
   env: z.object({

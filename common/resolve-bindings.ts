@@ -211,6 +211,8 @@ export function workerVersion(bundleDigest: string, spec: EdgeWorkerSpec, env: P
   };
   return sha256Digest(JSON.stringify({
     bundleDigest, limits: run.limits, env: hashed, compatibilityDate: spec.compatibilityDate ?? null, minWarm: run.minWarmIsolates,
+    // Absent when empty, so a worker without flags keeps the version it had before flags existed.
+    ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
     ...(run.egress ? { egress: run.egress } : {}),
   }));
 }

@@ -294,6 +294,7 @@ export class Agent implements RunningAgent {
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
+      ...(cfg.source.region !== undefined ? { colo: cfg.source.region } : {}),
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());

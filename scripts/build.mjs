@@ -28,6 +28,9 @@ if (r.status !== 0) {
 const { SHIM_BUILD_OPTIONS, SHIM_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
 const bundled = buildSync({ ...SHIM_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/index.js')] });
 writeFileSync(join(out, 'node-agent/isolate', SHIM_BUNDLE_FILE), bundled.outputFiles[0].text);
+const { NODE_COMPAT_BUILD_OPTIONS, NODE_COMPAT_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
+const nodeCompat = buildSync({ ...NODE_COMPAT_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/node/index.js')] });
+writeFileSync(join(out, 'node-agent/isolate', NODE_COMPAT_BUNDLE_FILE), nodeCompat.outputFiles[0].text);
 
 const stamp = join(out, '.built');
 closeSync(openSync(stamp, 'w'));

@@ -168,10 +168,17 @@ function uniqueAcrossKinds(): CelRule[] {
   return rules;
 }
 
+/** The compatibility flags the runtime knows; any other is refused by the apiserver (the CRD's enum). */
+export const COMPATIBILITY_FLAGS = ['nodejs_compat'] as const;
+export type CompatibilityFlag = (typeof COMPATIBILITY_FLAGS)[number];
+
 export const EdgeWorkerSpecSchema = z.object({
   source: SourceSchema,
   compatibilityDate: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$/).optional()
     .describe('Workers compatibility date, YYYY-MM-DD.'),
+  compatibilityFlags: z.array(z.enum(COMPATIBILITY_FLAGS)).max(16).optional()
+    .meta({ 'x-kubernetes-list-type': 'set' })
+    .describe('Workers compatibility flags this runtime honours: nodejs_compat (the Node built-in modules and the Buffer and process globals).'),
   routes: z.array(RouteSchema).max(64).optional()
     .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['host', 'pathPrefix'] }),
   placement: PlacementSchema.default({}),

@@ -139,6 +139,21 @@ export interface ServiceCallResult {
   body: ArrayBuffer;
 }
 
+/** A host-side CryptoKey as the isolate sees it (its CryptoKey object's slots). */
+export interface CryptoKeyInfo {
+  id: number;
+  type: string;
+  extractable: boolean;
+  algorithm: Record<string, unknown>;
+  usages: string[];
+}
+
+/**
+ * How a crypto call settles: `v` the result (`{ key }` / `{ pair }` for keys, an
+ * ArrayBuffer, a boolean, a JWK), or `e`, the [DOMException name (or "TypeError"), message].
+ */
+export type CryptoOutcome = { v: unknown } | { e: [string, string] };
+
 /** What actorFetch settles with (like SubrequestResult, without url/redirected). */
 export interface ActorFetchResult {
   status: number;
@@ -161,6 +176,14 @@ export interface HostCallbacks {
   setURL(href: string, property: string, value: string): UrlRecord;
   /** SHA-1/256/384/512 digest (algorithm named as WebCrypto does, e.g. "SHA-256"). */
   digest(algorithm: string, data: ArrayBuffer): ArrayBuffer;
+  /**
+   * Async: one crypto.subtle operation (or DigestStream step) run by the host's webcrypto
+   * (bindings/host-crypto.ts). `args` are the method's arguments with each CryptoKey
+   * written `{ $edgeKey: id }`, an id of this isolate's own key table.
+   */
+  crypto(op: string, args: unknown[]): HostAsync<CryptoOutcome>;
+  /** A CryptoKey the isolate's garbage collector found unreferenced: the host drops it. */
+  cryptoRelease(id: number): void;
   /**
    * Async: settles with true after `ms` milliseconds (setTimeout/setInterval are built on
    * it), or with false once timerCancel(id) is called or the isolate is disposed. `id` is
@@ -473,6 +496,8 @@ export interface DispatchRequest {
   body: ArrayBuffer | Uint8Array | null | 'stream';
   /** Client address, exposed as the CF-Connecting-IP header like Workers does. */
   clientAddress?: string;
+  /** request.cf: what the agent knows of the request (see RequestCf); none for internal calls. */
+  cf?: RequestCf;
   /**
    * How many service-binding hops led to this request (0: it came from a client). The
    * isolate's own service calls are one deeper; past MAX_SERVICE_DEPTH they are refused.
@@ -510,9 +535,19 @@ export interface DispatchResponse {
 /** What the shim returns per request: see encodeResponse in node-agent/shim/index.js. */
 export type WireResponse = string | { head: string; body: ArrayBuffer };
 
-/** "method\nurl\nclientAddress(\nname\nvalue)*": HTTP allows no newline in any of them. */
+/**
+ * A client request's request.cf, as far as the agent knows it: `colo` (the agent's region),
+ * `httpProtocol`, and the client's location when a trusted proxy stated it (GEO_HEADERS in
+ * serving/trusted-proxy.ts). No tlsVersion/tlsCipher (TLS ends before the agent) and no asn.
+ */
+export type RequestCf = Record<string, string>;
+
+/**
+ * "method\nurl\nclientAddress\ncf(\nname\nvalue)*": HTTP allows no newline in any of them;
+ * cf is JSON (which escapes newlines) or empty.
+ */
 export function encodeRequestHead(req: DispatchRequest): string {
-  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}`;
+  let head = `${req.method}\n${req.url}\n${req.clientAddress ?? ''}\n${req.cf ? JSON.stringify(req.cf) : ''}`;
   for (const [k, v] of req.headers) {
     if (k.includes('\n') || v.includes('\n')) throw new TypeError(`header ${JSON.stringify(k)} contains a newline`);
     head += `\n${k}\n${v}`;

@@ -7,6 +7,7 @@ import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks, type HibernationCalls } from './host-callbacks.js';
 import { HostTimers } from './host-timers.js';
+import { HostCrypto } from './host-crypto.js';
 import { Subrequests, type Resolver } from './subrequests.js';
 
 // The one place that builds the host side of an isolate's env.*, fetch and state.storage:
@@ -51,6 +52,7 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     // env.<ai binding>.run() calls under way; all aborted when a request ends or the isolate goes.
     const ai = new AiCalls(ctx.def.env.ai ?? {});
     const timers = new HostTimers(ctx.def.name);
+    const crypto = new HostCrypto(ctx.def.name);
     const rules = egressRules(ctx.def.key, ctx.def.egress, opts.egressAllow);
     for (const bad of rules.invalid) ctx.onLog('warn', `egress allowance ignored: ${bad.message}`);
     const subrequests = new Subrequests({ worker: ctx.def.name, rules, ...(opts.resolve ? { resolve: opts.resolve } : {}) });
@@ -66,13 +68,14 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
       onLog: ctx.onLog,
       countSubrequest: ctx.countSubrequest,
       timers,
+      crypto,
       ...(opts.hibernation ? { hibernation: grantingAccepted(opts.hibernation, ctx.grantSocket) } : {}),
     });
     return {
       callbacks,
       // An actor body still open when the request ends is cancelled: that reaches the actor.
       requestEnded: () => { ai.closeAll(); subrequests.closeAll(); actors.streams.closeAll('the caller\'s request ended'); },
-      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); actors.streams.closeAll('the caller\'s isolate is gone'); },
+      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); crypto.close(); actors.streams.closeAll('the caller\'s isolate is gone'); },
       hostBytes: () => subrequests.heldBytes() + actors.streams.heldBytes(),
     };
   };

@@ -12,12 +12,14 @@ import { SocketLimitError } from '../sockets/isolate-sockets.js';
 import { EdgeError } from '../../common/errors.js';
 import { TimerLimitError, type HostTimers } from './host-timers.js';
 import type { Subrequests } from './subrequests.js';
+import type { HostCrypto } from './host-crypto.js';
 
 // The host side of the narrow callbacks an isolate may use. Each worker isolate gets its
 // own set, bound to the worker (for logs) and to the request in flight (for the
 // subrequest budget). Inputs come from untrusted code: every one is checked here.
 
-const DIGESTS: Record<string, string> = { 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
+// MD5 only for node:crypto's createHash (nodejs_compat); crypto.subtle's own list refuses it.
+const DIGESTS: Record<string, string> = { MD5: 'md5', 'SHA-1': 'sha1', 'SHA-256': 'sha256', 'SHA-384': 'sha384', 'SHA-512': 'sha512' };
 const URL_SETTERS = new Set(['href', 'protocol', 'username', 'password', 'host', 'hostname', 'port', 'pathname', 'search', 'hash']);
 const MAX_RANDOM_BYTES = 65_536;
 
@@ -50,6 +52,8 @@ export interface CallbackContext {
   sockets?: SocketCalls;
   /** The isolate's pending timers (setTimeout/setInterval), capped and cancelled with it. */
   timers: HostTimers;
+  /** The isolate's crypto.subtle keys and operations (host-crypto.ts). */
+  crypto: HostCrypto;
   /** An actor isolate's hibernatable WebSockets (actors/hibernation.ts); absent in a worker isolate. */
   hibernation?: HibernationCalls;
 }
@@ -107,6 +111,12 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
       if (!alg) throw new Error(`crypto.subtle.digest: unsupported algorithm ${String(algorithm)}`);
       if (!(data instanceof ArrayBuffer)) throw new TypeError('crypto.subtle.digest: data must be an ArrayBuffer');
       return toArrayBuffer(createHash(alg).update(new Uint8Array(data)).digest());
+    },
+    crypto(op, args) {
+      return hostAsync(ctx.crypto.call(String(op), args));
+    },
+    cryptoRelease(id) {
+      ctx.crypto.release(id);
     },
     sleep(ms, id) {
       try {

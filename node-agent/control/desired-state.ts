@@ -181,6 +181,7 @@ export class DirectorySource implements DesiredStateSource {
             key, name: key, source, limits: run.limits,
             env: isolateWorkerEnv(env, this.region, this.aiUrl),
             digest: workerVersion(sha256Digest(source), spec, env, run),
+            ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
           },
         });
       } catch (err) {

@@ -97,7 +97,8 @@ export class NatsSource implements DesiredStateSource {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
-          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env, ...(cfg.egress ? { egress: cfg.egress } : {}) },
+          def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env, ...(cfg.egress ? { egress: cfg.egress } : {}),
+            ...(cfg.compatibilityFlags?.length ? { compatibilityFlags: cfg.compatibilityFlags } : {}) },
         };
         this.lastGood.set(key, w);
         out.push(w);

@@ -73,6 +73,8 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     parseURL: new ivm.Callback(cb('parseURL')),
     setURL: new ivm.Callback(cb('setURL')),
     digest: new ivm.Callback(cb('digest')),
+    crypto: new ivm.Callback(cb('crypto'), { async: true }),
+    cryptoRelease: new ivm.Callback(cb('cryptoRelease')),
     // Synchronous, so a setTimeout over the isolate's timer cap throws at the call.
     sleep: new ivm.Callback(cb('sleep')),
     timerCancel: new ivm.Callback(cb('timerCancel')),

@@ -21,13 +21,13 @@ let cached: string | undefined;
 export class ShimBundleError extends EdgeError {}
 
 export function shimSource(): string {
-  cached ??= prebuiltShim() ?? bundleShim(SHIM_ENTRY);
+  cached ??= prebuilt(SHIM_BUNDLE_FILE) ?? bundleShim(SHIM_ENTRY);
   return cached;
 }
 
-function prebuiltShim(): string | undefined {
+function prebuilt(file: string): string | undefined {
   try {
-    return readFileSync(join(HERE, SHIM_BUNDLE_FILE), 'utf8');
+    return readFileSync(join(HERE, file), 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
@@ -50,10 +50,32 @@ export const SHIM_BUILD_OPTIONS = {
   external: ['node:fs', 'node:crypto'],
 } as const satisfies Esbuild.BuildOptions;
 
-function bundleShim(entry: string): string {
+function bundleShim(entry: string, options: Esbuild.BuildOptions = SHIM_BUILD_OPTIONS): string {
   // Required here, not imported at the top: the built agent must load without esbuild.
   const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof Esbuild;
-  const file = buildSync({ ...SHIM_BUILD_OPTIONS, entryPoints: [entry] }).outputFiles[0];
+  const file = buildSync({ ...options, entryPoints: [entry] }).outputFiles?.[0];
   if (!file) throw new ShimBundleError(`bundling the Workers API shim (${entry}) produced no output`);
   return file.text;
+}
+
+// nodejs_compat's Node modules (node-agent/shim/node/): a script of its own, outside the
+// snapshot every isolate is made from, evaluated only in isolates of workers with the flag
+// (worker-isolate.ts). Prebuilt by `npm run build` like the shim.
+const NODE_COMPAT_ENTRY = join(HERE, '../shim/node/index.js');
+export const NODE_COMPAT_BUNDLE_FILE = 'node-compat.bundle.js';
+/** How the nodejs_compat script is bundled, here and by scripts/build.mjs. */
+export const NODE_COMPAT_BUILD_OPTIONS = {
+  ...SHIM_BUILD_OPTIONS,
+  // The polyfills' package.json "browser" maps (readable-stream's Node-free entry) apply
+  // only on the browser platform.
+  platform: 'browser',
+  mainFields: ['browser', 'module', 'main'],
+  external: [],
+  define: { 'process.env.NODE_DEBUG': 'undefined', 'process.env.READABLE_STREAM': 'undefined' },
+} as const satisfies Esbuild.BuildOptions;
+let nodeCached: string | undefined;
+
+export function nodeCompatSource(): string {
+  nodeCached ??= prebuilt(NODE_COMPAT_BUNDLE_FILE) ?? bundleShim(NODE_COMPAT_ENTRY, NODE_COMPAT_BUILD_OPTIONS);
+  return nodeCached;
 }

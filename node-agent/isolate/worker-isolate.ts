@@ -8,7 +8,8 @@ import { SocketRegistry } from '../sockets/sockets.js';
 import { EdgeError } from '../../common/errors.js';
 import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
-import { BUILTIN_MODULES, isBuiltinModule } from '../../common/builtin-modules.js';
+import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
+import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -55,6 +56,8 @@ export interface WorkerDefinition {
   env: WorkerEnv;
   /** Where the worker's fetch() may connect (absent: DEFAULT_EGRESS_POLICY); enforced by the bindings. */
   egress?: EgressPolicy;
+  /** spec.compatibilityFlags: nodejs_compat makes node:* modules and the Buffer/process globals exist. */
+  compatibilityFlags?: readonly string[];
 }
 
 /** An actor isolate (see actors/isolate.ts): the exported class and the actor's id. */
@@ -363,11 +366,27 @@ export class WorkerIsolate implements IsolateOwner {
     ensureWatchdog();
     try {
       const filename = `worker:${def.name}.js`;
+      const nodeCompat = def.compatibilityFlags?.includes(NODEJS_COMPAT_FLAG) === true;
+      if (nodeCompat) {
+        await installNodeCompat(warm, isolateEnv(def.env).text, () => w.cbs.digest, STARTUP_WALL_MS)
+          .catch((err: unknown) => { throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `${NODEJS_COMPAT_FLAG}: the Node modules did not load: ${errorText(err)}`, { cause: err }); });
+      }
       const module = await warm.isolate.compileModule(def.source, { filename })
         .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
       // Only the built-in modules (cloudflare:workers) resolve; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();
       const resolveImport = (specifier: string): Promise<ivm.Module> => {
+        const nodeName = nodeCompat ? nodeModuleName(specifier) : null;
+        if (nodeName !== null) {
+          const key = `node:${nodeName}`;
+          let m = builtins.get(key);
+          if (!m) {
+            m = nodeModuleCode(warm, nodeName, STARTUP_WALL_MS).then((code) => warm.isolate.compileModule(code, { filename: key }));
+            builtins.set(key, m);
+          }
+          return m;
+        }
+        if (isNodeBuiltinSpecifier(specifier)) throw new BundleError(def.name, nodeImportRefusal(specifier, def.compatibilityFlags));
         if (!isBuiltinModule(specifier)) {
           throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`);
         }
@@ -389,6 +408,7 @@ export class WorkerIsolate implements IsolateOwner {
       } catch (err) {
         throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
       }
+      if (nodeCompat) await hideNodeModules(warm);
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];

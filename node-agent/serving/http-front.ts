@@ -13,7 +13,7 @@ import { WorkerHostClosedError, WorkerOverloadedError } from './worker-host.js';
 import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } from '../isolate/worker-isolate.js';
 import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimits } from './request-body.js';
 import { InFlight, stopAccepting } from './graceful.js';
-import { clientOrigin, FORWARDING_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
+import { clientOrigin, FORWARDING_HEADERS, GEO_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -34,6 +34,8 @@ export interface HttpFrontOptions {
   trustedProxies?: TrustedProxies;
   /** Told each request routed to a worker (the per-tenant usage the agent's cordon weighs). */
   onRequest?(worker: string): void;
+  /** request.cf.colo: where the agent runs (its region's name; none: the field is left out). */
+  colo?: string;
 }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
@@ -77,6 +79,23 @@ export function requestUrl(proto: string, hostHeader: string | undefined, target
     return new URL(`${proto}://${host}${target}`);
   } catch {
     throw new HttpError(400, `request target "${target}" with host "${host}" is not a valid URL`);
+  }
+}
+
+/**
+ * How long a streamed response's head waits for the body's first chunk. Within it, a body
+ * that fails is answered 500; past it the head goes out alone (a stream that only later has
+ * something to say, server-sent events, must not keep its client waiting for the head).
+ */
+export const FIRST_BYTE_HOLD_MS = 250;
+
+/** The outcome of `p` if it settles within `ms` (rejecting if it rejects), else undefined. */
+async function holdFor<T>(p: Promise<T>, ms: number): Promise<{ chunk: T } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p.then((chunk) => ({ chunk })), new Promise<undefined>((r) => { timer = setTimeout(r, ms, undefined); })]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -281,11 +300,18 @@ export class HttpFront {
     }
     const peer = req.socket.remoteAddress;
     const origin = clientOrigin(peer, forwarded, this.trusted);
+    // request.cf (RequestCf in abi/bridge.ts): no tlsVersion, TLS ends before the agent.
+    const cf: Record<string, string> = { httpProtocol: `HTTP/${req.httpVersion}` };
+    if (this.opts.colo !== undefined) cf.colo = this.opts.colo;
     if (sawForwarding && this.trusted.trusts(peer)) {
       // A trusted proxy's own headers reach the worker as it sent them (the address is CF-Connecting-IP).
       for (let i = 0; i < raw.length; i += 2) {
         const k = raw[i]!.toLowerCase();
-        if (FORWARDING_HEADERS.has(k) && k !== 'cf-connecting-ip' && k !== 'x-forwarded-for' && k !== 'x-forwarded-proto') headers.push([k, raw[i + 1]!]);
+        if (FORWARDING_HEADERS.has(k) && k !== 'cf-connecting-ip' && k !== 'x-forwarded-for' && k !== 'x-forwarded-proto') {
+          headers.push([k, raw[i + 1]!]);
+          const field = GEO_HEADERS.get(k);
+          if (field !== undefined) cf[field] = raw[i + 1]!;
+        }
       }
     }
     if (origin.forwardedFor !== undefined) headers.push(['x-forwarded-for', origin.forwardedFor]);
@@ -340,6 +366,7 @@ export class HttpFront {
         headers,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
         clientAddress: origin.address,
+        cf,
       };
 
       // A version swap can close the host between routing and acquiring: retry once on
@@ -360,9 +387,27 @@ export class HttpFront {
         const call = iso.begin(dreq);
         id = call.id;
         if (streamBody) this.pumpRequestBody(body!, head!.bytes, iso, call.id);
-        const response = await call.response.catch((err: unknown) => {
-          throw body?.failure ?? err;
-        });
+        // The client hanging up while the worker works aborts request.signal (and the
+        // fetch() calls made with it), as on Workers.
+        const onGone = () => { if (!res.writableFinished) iso.cancel(call.id, 'the client closed the connection'); };
+        res.once('close', onGone);
+        let response: DispatchResponse;
+        /** A streamed body's first pull: its outcome, when it came within FIRST_BYTE_HOLD_MS. */
+        let first: Promise<Uint8Array | null> | undefined;
+        let firstChunk: { chunk: Uint8Array | null } | undefined;
+        try {
+          response = await call.response.catch((err: unknown) => {
+            throw body?.failure ?? err;
+          });
+          if (response.body === 'stream' && response.webSocket === undefined) {
+            // The head waits for the body's first chunk (for a while): a stream that fails
+            // before its first byte is then still answered with a 500, not a dropped connection.
+            first = iso.pullBody(call.id);
+            firstChunk = await holdFor(first, FIRST_BYTE_HOLD_MS);
+          }
+        } finally {
+          res.off('close', onGone);
+        }
         if (streamBody && body!.failure) throw body!.failure;
         if (response.webSocket !== undefined) {
           const socket = this.opts.sockets.get(response.webSocket);
@@ -384,7 +429,7 @@ export class HttpFront {
         res.writeHead(response.status, response.statusText || undefined, outHeaders);
         finish(response.status);
         if (response.body === 'stream') {
-          await this.pumpResponseBody(res, iso, call.id, noBody);
+          await this.pumpResponseBody(res, iso, call.id, noBody, firstChunk !== undefined ? Promise.resolve(firstChunk.chunk) : first!);
         } else if (response.body !== null && !noBody) {
           res.end(Buffer.from(response.body));
         } else {
@@ -424,14 +469,21 @@ export class HttpFront {
     }, (err) => iso.cancel(id, err.message));
   }
 
-  private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean): Promise<void> {
+  /**
+   * Streams the response body after its head. `first` is the first pull, already started.
+   * A body that fails now ends the response without its last chunk (no terminating
+   * zero-length chunk): the client sees a truncated transfer, never a clean end.
+   */
+  private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean, first: Promise<Uint8Array | null>): Promise<void> {
     let clientGone = false;
     const onClose = () => { if (!res.writableFinished) clientGone = true; };
     res.once('close', onClose);
+    let next: Promise<Uint8Array | null> | undefined = first;
     try {
       for (;;) {
         if (clientGone) { iso.cancel(id, 'client closed the connection'); return; }
-        const chunk = await iso.pullBody(id);
+        const chunk = await (next ?? iso.pullBody(id));
+        next = undefined;
         if (chunk === null) break;
         if (discard) continue;
         if (!res.write(chunk)) {

@@ -11,8 +11,18 @@ import { EdgeError } from '../../common/errors.js';
 
 export class TrustedProxyConfigError extends EdgeError {}
 
+/**
+ * Where a trusted proxy (Cloudflare's "visitor location headers", or any proxy that
+ * sets them) says the client is: the header and the request.cf field it fills.
+ */
+export const GEO_HEADERS: ReadonlyMap<string, string> = new Map([
+  ['cf-ipcountry', 'country'], ['cf-ipcontinent', 'continent'], ['cf-ipcity', 'city'], ['cf-region', 'region'],
+  ['cf-region-code', 'regionCode'], ['cf-postal-code', 'postalCode'], ['cf-metro-code', 'metroCode'],
+  ['cf-iplatitude', 'latitude'], ['cf-iplongitude', 'longitude'], ['cf-timezone', 'timezone'],
+]);
+
 /** The headers a client could forge about where it is. */
-export const FORWARDING_HEADERS = new Set(['cf-connecting-ip', 'x-forwarded-for', 'x-forwarded-proto', 'x-real-ip', 'true-client-ip']);
+export const FORWARDING_HEADERS = new Set(['cf-connecting-ip', 'x-forwarded-for', 'x-forwarded-proto', 'x-real-ip', 'true-client-ip', ...GEO_HEADERS.keys()]);
 
 export class TrustedProxies {
   private readonly list = new BlockList();

@@ -54,6 +54,8 @@ export interface WorkerServerOptions {
   maxWebSocketMessageBytes?: number;
   /** Peers whose CF-Connecting-IP / X-Forwarded-* headers are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
+  /** request.cf.colo of every request (the agent's region; default: left out). */
+  colo?: string;
   /** Bounds on clients that send their requests slowly (DEFAULT_SLOW_CLIENT_LIMITS in request-body.ts). */
   slowClients?: Partial<SlowClientLimits>;
   /** Bytes a worker's socket may hold for a slow client (default 8 MiB): see SocketRegistryOptions. */
@@ -153,6 +155,7 @@ export class WorkerServer {
       sockets: this.sockets,
       slowClients: opts.slowClients,
       trustedProxies: new TrustedProxies(opts.trustedProxies),
+      ...(opts.colo !== undefined ? { colo: opts.colo } : {}),
       onRequest: (worker) => { this.usageOf(worker).requests++; },
     });
   }

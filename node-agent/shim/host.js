@@ -13,6 +13,8 @@ export const host = {
   parseURL: missing('parseURL'),
   setURL: missing('setURL'),
   digest: missing('digest'),
+  crypto: missing('crypto'),
+  cryptoRelease: missing('cryptoRelease'),
   sleep: missing('sleep'),
   timerCancel: missing('timerCancel'),
   fetch: missing('fetch'),

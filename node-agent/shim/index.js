@@ -2,7 +2,8 @@
 // node-agent/bridge.ts for the protocol) on top of the Web APIs in ./web/.
 // This file runs at snapshot time: it must not call a host callback at top level.
 import { setHost, host } from './host.js';
-import { installWebApis, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
+import { installWebApis, abortRequest, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
+import { DOMException } from './web/util.js';
 import { aiBinding } from './ai.js';
 import { actorNamespace, actorInit, actorEvent } from './durable.js';
 import { takeResponseSocket } from './web/response.js';
@@ -187,14 +188,16 @@ function encodeResponse(status, statusText, headers, kind, done, tail) {
 }
 
 async function dispatch(id, head, reqBody, entrypointName = undefined) {
-  const state = { feed: null, reader: null, waitUntil: [] };
+  const state = { feed: null, reader: null, waitUntil: [], request: null };
   live.set(id, state);
-  // head: "method\nurl\nclientAddress(\nname\nvalue)*" (HTTP forbids newlines in all of them)
+  // head: "method\nurl\nclientAddress\ncf(\nname\nvalue)*" (HTTP forbids newlines in all of
+  // them; cf is JSON or empty: encodeRequestHead in node-agent/abi/bridge.ts)
   const parts = head.split('\n');
   const headers = [];
   // The host's client address is THE CF-Connecting-IP: one a request carried is replaced, not appended to.
   const client = parts[2];
-  for (let i = 3; i + 1 < parts.length; i += 2) {
+  const cf = parts[3] ? freeze(JSONParse(parts[3])) : undefined;
+  for (let i = 4; i + 1 < parts.length; i += 2) {
     if (client && parts[i] === 'cf-connecting-ip') continue;
     push(headers, [parts[i], parts[i + 1]]);
   }
@@ -228,7 +231,8 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
     if (text.length <= INLINE_BODY_BYTES) return encodeResponse(200, 'OK', [], 'u', done, text);
     return { head: encodeResponse(200, 'OK', [], 'a', done, undefined), body: encoder.encode(text).buffer };
   }
-  const request = makeRequest({ url: parts[1], method: parts[0], headers, body });
+  const request = makeRequest({ url: parts[1], method: parts[0], headers, body, cf });
+  state.request = request;
   // A service binding's fetch() to a named entrypoint (the host names it; RPC reads the URL instead).
   const target = entrypointName === undefined ? entry : namedEntrypoint(StringCtor(entrypointName));
   if (!target || typeof target.fetch !== 'function') {
@@ -267,6 +271,7 @@ const apply = Reflect.apply;
 const ErrorCtor = Error;
 const StringCtor = String;
 const JSONStringify = JSON.stringify;
+const JSONParse = JSON.parse;
 
 function errorText(e) {
   try {
@@ -300,6 +305,9 @@ async function pullBody(id) {
 function cancel(id, reason) {
   const state = live.get(id);
   if (!state) return;
+  // The client went away (or its body failed): request.signal says so, as on Workers, and
+  // a fetch() made with that signal is cancelled with it.
+  if (state.request !== null) abortRequest(state.request, new DOMException(`The request was aborted: ${String(reason)}`, 'AbortError'));
   const err = new Error(String(reason));
   try { if (state.feed) state.feed.error(err); } catch { /* already closed */ }
   if (state.reader) state.reader.cancel(err).catch(() => {});

@@ -1,5 +1,5 @@
 import ivm from 'isolated-vm';
-import { BUILTIN_MODULES, isBuiltinModule } from '../../common/builtin-modules.js';
+import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 
 // The operator compiles every new bundle before publishing it, so a syntax error becomes
 // `Ready=False, reason=BundleInvalid` with V8's message and never reaches an agent (whose
@@ -21,15 +21,17 @@ let isolate: ivm.Isolate | undefined;
 let chain: Promise<unknown> = Promise.resolve();
 
 /** Returns undefined when the bundle compiles as a single module, else what is wrong. */
-export function checkBundle(digest: string, source: string, filename: string): Promise<string | undefined> {
-  const known = cache.get(digest);
+export function checkBundle(digest: string, source: string, filename: string, flags: readonly string[] = []): Promise<string | undefined> {
+  // What a bundle may import depends on its flags (nodejs_compat: node:*).
+  const key = flags.includes(NODEJS_COMPAT_FLAG) ? `${digest}+${NODEJS_COMPAT_FLAG}` : digest;
+  const known = cache.get(key);
   if (known !== undefined) return Promise.resolve(known ?? undefined);
-  const run = chain.then(() => check(digest, source, filename));
+  const run = chain.then(() => check(key, source, filename, flags));
   chain = run.catch(() => undefined);
   return run;
 }
 
-async function check(digest: string, source: string, filename: string): Promise<string | undefined> {
+async function check(digest: string, source: string, filename: string, flags: readonly string[]): Promise<string | undefined> {
   const known = cache.get(digest);
   if (known !== undefined) return known ?? undefined;
   if (!isolate || isolate.isDisposed) isolate = new ivm.Isolate({ memoryLimit: CHECK_MEMORY_MIB });
@@ -37,8 +39,12 @@ async function check(digest: string, source: string, filename: string): Promise<
   try {
     const module = await isolate.compileModule(source, { filename });
     // The runtime's built-in modules (cloudflare:workers) are the only imports the agents resolve.
-    const imports = module.dependencySpecifiers.filter((s) => !isBuiltinModule(s));
-    if (imports.length > 0) problem = `imports "${imports[0]}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`;
+    const compat = flags.includes(NODEJS_COMPAT_FLAG);
+    const imports = module.dependencySpecifiers.filter((s) => !isBuiltinModule(s) && !(compat && nodeModuleName(s) !== null));
+    if (imports.length > 0) {
+      problem = isNodeBuiltinSpecifier(imports[0]!) ? nodeImportRefusal(imports[0]!, flags)
+        : `imports "${imports[0]}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`;
+    }
     module.release();
   } catch (err) {
     problem = `does not compile: ${err instanceof Error ? err.message : String(err)}`;

@@ -185,7 +185,7 @@ export class EdgeWorkerReconciler implements Reconciler {
       const source = await resolveSource(namespace, spec, lookup);
       const bundleDigest = sha256Digest(source);
       // Before the bindings: a bundle that does not compile should not start model servers.
-      const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`);
+      const problem = await checkBundle(bundleDigest, source, `worker:${namespace}/${name}.js`, spec.compatibilityFlags);
       if (problem) throw new NotServable(R.BundleInvalid, `bundle ${bundleDigest.slice(0, 19)}… ${problem}`);
       // Sealed before anything is derived from it: not even the version digest is taken over clear values.
       const env = sealEnv(await resolveEnv(namespace, name, spec, lookup), namespace, name, this.d.sealer);
@@ -196,6 +196,7 @@ export class EdgeWorkerReconciler implements Reconciler {
         version, bundleDigest, regions: placement.placed, routes: routes.allowed, limits: run.limits,
         minWarmIsolates: run.minWarmIsolates,
         ...(spec.compatibilityDate ? { compatibilityDate: spec.compatibilityDate } : {}),
+        ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
         ...(run.egress ? { egress: run.egress } : {}),
         env,
       };

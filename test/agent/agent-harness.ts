@@ -23,6 +23,7 @@ export interface WorkerSpecInput {
   limits?: Partial<{ cpuMsPerRequest: number; memoryMiB: number; subrequests: number; wallMsPerRequest: number }>;
   minWarmIsolates?: number;
   vars?: Record<string, string>;
+  compatibilityFlags?: string[];
 }
 
 export function workerManifest(w: WorkerSpecInput): string {
@@ -35,6 +36,7 @@ export function workerManifest(w: WorkerSpecInput): string {
       placement: { minWarmIsolates: w.minWarmIsolates ?? 1 },
       limits: { cpuMsPerRequest: 50, memoryMiB: 64, subrequests: 5, wallMsPerRequest: 5000, ...w.limits },
       ...(w.vars ? { bindings: { vars: w.vars } } : {}),
+      ...(w.compatibilityFlags ? { compatibilityFlags: w.compatibilityFlags } : {}),
       source: { inline: w.source },
     },
   });
@@ -53,7 +55,7 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies'> & {
+  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies' | 'colo'> & {
     /** Allowances past the default egress policy (as `edge agent --egress-allow`): a local upstream a worker fetches. */
     egressAllow?: string[];
     /** How workers' fetch() looks names up (default: the system's). */

@@ -25,6 +25,7 @@ const fullWorker = (): Obj => ({
   spec: {
     source: { inline: 'export default { fetch() { return new Response("hi") } }' },
     compatibilityDate: '2025-01-01',
+    compatibilityFlags: ['nodejs_compat'],
     routes: [{ host: 'hello.example.com', pathPrefix: '/' }, { host: '*.example.com', pathPrefix: '/api' }],
     placement: { regions: ['eu-west', 'us-east'], minWarmIsolates: 2 },
     limits: { cpuMsPerRequest: 50, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30000 },
@@ -96,6 +97,7 @@ const INVALID: { name: string; obj: Obj; field: string; says?: RegExp }[] = [
   { name: 'route host with upper case and port', obj: withField(W(), ['spec', 'routes'], [{ host: 'Hello.example.com:8080' }]), field: 'spec.routes[0].host' },
   { name: 'route path without leading slash', obj: withField(W(), ['spec', 'routes'], [{ host: 'a.example.com', pathPrefix: 'api' }]), field: 'spec.routes[0].pathPrefix' },
   { name: 'impossible compatibility date', obj: withField(W(), ['spec', 'compatibilityDate'], '2025-13-40'), field: 'spec.compatibilityDate' },
+  { name: 'unknown compatibility flag', obj: withField(W(), ['spec', 'compatibilityFlags'], ['nodejs_compat', 'streams_enable_constructors']), field: 'spec.compatibilityFlags[1]', says: /Unsupported value/ },
   { name: 'over-long name', obj: withField(W(), ['metadata', 'name'], 'w'.repeat(64)), field: 'metadata.name', says: /DNS label/ },
   { name: 'name with dots', obj: withField(W(), ['metadata', 'name'], 'my.worker'), field: 'metadata.name', says: /no dots/ },
   { name: 'actor without workerRef', obj: withField(A(), ['spec', 'workerRef'], undefined), field: 'spec.workerRef', says: /Required value/ },

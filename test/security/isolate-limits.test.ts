@@ -46,8 +46,9 @@ describe('freeze (issue 12, item 2)', () => {
     })));
     expect(rates.failed).toBe(0);
     // Before: ~2 % of the baseline (the event loop held 950 ms per isolate). Generous: the
-    // spinning threads and the neighbour share this machine's cores.
-    expect(rates.attacked, JSON.stringify(rates)).toBeGreaterThan(rates.baseline * 0.2);
+    // spinning threads and the neighbour share this machine's cores, and a CI run on a machine
+    // busy with other work saw 17.5 %; a frozen event loop is still far below 8 %.
+    expect(rates.attacked, JSON.stringify(rates)).toBeGreaterThan(rates.baseline * 0.08);
   });
 
   it('a worker with a 30 s CPU limit spinning in its first requests leaves the neighbour answering', async () => {

@@ -13,7 +13,7 @@ import type * as streams from '../../node-agent/shim/web/streams.js';
 import { type TextDecoder as OurTextDecoder, type TextEncoder as OurTextEncoder } from '../../node-agent/shim/web/encoding.js';
 import { type Event as OurEvent, type EventTarget as OurEventTarget } from '../../node-agent/shim/web/event.js';
 import { type AbortController as OurAbortController, type AbortSignal as OurAbortSignal } from '../../node-agent/shim/web/abort.js';
-import { type Crypto as OurCrypto, type SubtleCrypto as OurSubtleCrypto } from '../../node-agent/shim/web/crypto.js';
+import { type Crypto as OurCrypto, type CryptoKey as OurCryptoKey, type DigestStream as OurDigestStream, type SubtleCrypto as OurSubtleCrypto } from '../../node-agent/shim/web/crypto.js';
 import type * as ws from '../../node-agent/shim/web/websocket.js';
 import { type actorNamespace } from '../../node-agent/shim/durable.js';
 import { type aiBinding } from '../../node-agent/shim/ai.js';
@@ -82,9 +82,11 @@ check<'AbortController'>()<AbortController, OurAbortController>(true);
 check<'AbortSignal'>()<AbortSignal, OurAbortSignal>(true);
 check<'AbortSignal (static)'>()<typeof AbortSignal, typeof OurAbortSignal>(true);
 // The crypto global is made with Object.create(Crypto.prototype) (inferred as any), with
-// subtle as its own property.
-check<'Crypto'>()<Crypto, OurCrypto & { subtle: OurSubtleCrypto }>(true);
+// subtle and DigestStream as its own properties.
+check<'Crypto'>()<Crypto, OurCrypto & { subtle: OurSubtleCrypto; DigestStream: typeof OurDigestStream }>(true);
 check<'SubtleCrypto'>()<SubtleCrypto, OurSubtleCrypto>(true);
+check<'CryptoKey'>()<CryptoKey, OurCryptoKey>(true);
+check<'DigestStream'>()<DigestStream, OurDigestStream>(true);
 check<'WebSocket'>()<WebSocket, ws.WebSocket>(true);
 check<'MessageEvent'>()<MessageEvent, ws.MessageEvent>(true);
 check<'CloseEvent'>()<CloseEvent, ws.CloseEvent>(true);

@@ -38,8 +38,10 @@ export const WORKERS_API = {
   AbortController: [],
   AbortSignal: [],
   'AbortSignal (static)': [],
-  Crypto: ['DigestStream'],
-  SubtleCrypto: ['encrypt', 'decrypt', 'sign', 'verify', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey'],
+  Crypto: [],
+  SubtleCrypto: [],
+  CryptoKey: [],
+  DigestStream: [],
   // ---- WebSockets ----
   WebSocket: [],
   WebSocketPair: [],
@@ -81,8 +83,8 @@ export const WORKERS_API = {
   globalThis: [
     // service-worker syntax
     'addEventListener', 'removeEventListener', 'dispatchEvent', 'reportError', 'onmessage',
-    'caches', 'scheduler', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
-    'DigestStream', 'ReadableStreamBYOBReader', 'CompressionStream', 'DecompressionStream',
+    'caches', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
+    'ReadableStreamBYOBReader',
   ],
 } as const;
 

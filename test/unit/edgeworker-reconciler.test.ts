@@ -133,6 +133,26 @@ describe('EdgeWorkerReconciler', () => {
     expect(t.condition('hello', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid', observedGeneration: 2 });
   });
 
+  it('publishes nodejs_compat to the agents (a new version), and refuses a node: import without it as BundleInvalid naming the flag', async () => {
+    const t = setup();
+    const NODE_SOURCE = 'import { Buffer } from "node:buffer";\nexport default { fetch() { return new Response(Buffer.from("hi")); } }';
+    t.worker('plain', { source: { inline: NODE_SOURCE } });
+    await t.reconcile('plain');
+    expect(t.store.get(`${NS}.plain`)).toBeUndefined();
+    expect(t.condition('plain', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid' });
+    expect(t.condition('plain', 'Ready')?.message).toContain('needs the nodejs_compat compatibility flag');
+    t.worker('compat', { source: { inline: NODE_SOURCE }, compatibilityFlags: ['nodejs_compat'] });
+    await t.reconcile('compat');
+    const cfg = t.store.get(`${NS}.compat`);
+    expect(cfg?.compatibilityFlags).toEqual(['nodejs_compat']);
+    t.worker('same', { source: { inline: SOURCE } });
+    t.worker('flagged', { source: { inline: SOURCE }, compatibilityFlags: ['nodejs_compat'] });
+    await t.reconcile('same');
+    await t.reconcile('flagged');
+    // The flag changes what the isolates run: the version (what agents report ready) changes.
+    expect(t.store.get(`${NS}.flagged`)?.version).not.toBe(t.store.get(`${NS}.same`)?.version);
+  });
+
   it('throws a TerminalError, with the InvalidInference as its cause, for ai bindings that can never be valid', async () => {
     const t = setup();
     const ai = { name: 'AI', model: 'm', gpus: 1, replicasPerRegion: 1 };

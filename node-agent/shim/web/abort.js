@@ -77,6 +77,9 @@ export class AbortSignal extends EventTarget {
   }
 }
 
+/** Aborts a signal that has no controller the runtime can reach (an incoming request's). */
+export const abortSignal = (s, reason) => signalAbort(s, reason);
+
 export class AbortController {
   #signal = new AbortSignal(INTERNAL);
 

@@ -15,9 +15,9 @@ import { atob, btoa } from './base64.js';
 import { console } from './console.js';
 import { CustomEvent, Event, EventTarget } from './event.js';
 import { AbortController, AbortSignal } from './abort.js';
-import { clearInterval, clearTimeout, queueMicrotask, setInterval, setTimeout } from './timers.js';
+import { clearInterval, clearTimeout, queueMicrotask, scheduler, setInterval, setTimeout } from './timers.js';
 import { structuredClone } from './structured-clone.js';
-import { Crypto, SubtleCrypto, crypto } from './crypto.js';
+import { Crypto, CryptoKey, DigestStream, SubtleCrypto, crypto } from './crypto.js';
 import { URL, URLSearchParams } from './url.js';
 import { Headers, headerList } from './headers.js';
 import {
@@ -26,9 +26,10 @@ import {
   WritableStream, WritableStreamDefaultController, WritableStreamDefaultWriter,
 } from './streams.js';
 import { TextDecoderStream, TextEncoderStream } from './text-streams.js';
+import { CompressionStream, DecompressionStream } from './compression.js';
 import { Blob, File } from './blob.js';
 import { FormData } from './form-data.js';
-import { Request, makeRequest } from './request.js';
+import { Request, abortRequest, makeRequest } from './request.js';
 import { Response, bodyOf, responseParts } from './response.js';
 import { fetch } from './fetch.js';
 import { CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair } from './websocket.js';
@@ -49,8 +50,8 @@ const performance = {
 const navigator = { userAgent: 'Cloudflare-Workers', hardwareConcurrency: 1 };
 
 const CLASSES = {
-  DOMException, TextEncoder, TextDecoder, TextEncoderStream, TextDecoderStream, Event, EventTarget, CustomEvent,
-  AbortController, AbortSignal, Crypto, SubtleCrypto, URL, URLSearchParams, Headers, Request, Response, Blob, File,
+  DOMException, TextEncoder, TextDecoder, TextEncoderStream, TextDecoderStream, CompressionStream, DecompressionStream, Event, EventTarget, CustomEvent,
+  AbortController, AbortSignal, Crypto, CryptoKey, SubtleCrypto, DigestStream, URL, URLSearchParams, Headers, Request, Response, Blob, File,
   FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
   WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
   ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
@@ -59,7 +60,7 @@ const CLASSES = {
 
 const GLOBALS = {
   ...CLASSES,
-  crypto, console, performance, navigator,
+  crypto, console, performance, navigator, scheduler,
   atob, btoa, structuredClone, fetch, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask,
 };
 
@@ -93,4 +94,4 @@ export function installWebApis(g) {
 // creates later throws "n is not defined" (seen with Headers.set). So at snapshot time
 // the shim only defines things; every request path compiles lazily in the isolate.
 
-export { makeRequest, bodyOf, responseParts };
+export { makeRequest, abortRequest, bodyOf, responseParts };

@@ -1,7 +1,7 @@
 // Request.
 import { host } from '../host.js';
 import { Headers, appendHeader, copyHeaders, hasHeader, trustedHeaders } from './headers.js';
-import { AbortController, AbortSignal } from './abort.js';
+import { AbortController, AbortSignal, abortSignal } from './abort.js';
 import { cloneBody, extractBody, mixinBody, newBody, transferBody } from './body.js';
 import { INTERNAL, isObject, requireArgs } from './util.js';
 import { ArrayIncludes } from './primordials.js';
@@ -27,6 +27,7 @@ function requestURL(input) {
 }
 
 let signalOf;
+let abortOf;
 let bodyOfRequest;
 
 export class Request {
@@ -63,7 +64,8 @@ export class Request {
       url = from.#url;
       method = from.#method;
       redirect = from.#redirect;
-      signal = from.#signal;
+      // Through the getter: a copy of the incoming request must see it abort too.
+      signal = from.signal;
       cf = from.#cf;
     } else {
       url = requestURL(input);
@@ -122,6 +124,11 @@ export class Request {
   }
 
   static {
+    abortOf = (r, reason) => {
+      // No one has asked for the signal yet: it is born aborted when they do.
+      if (r.#signal === null) r.#signal = new AbortController().signal;
+      abortSignal(r.#signal, reason);
+    };
     signalOf = (r) => r.#signal;
     bodyOfRequest = (r) => r.#body;
   }
@@ -132,6 +139,9 @@ mixinBody(Request, (r) => bodyOfRequest(r));
 /** The request's signal if it has one (without creating one). */
 export const requestSignal = (r) => signalOf(r);
 
+/** Aborts an incoming request's signal (the client went away). */
+export const abortRequest = (r, reason) => abortOf(r, reason);
+
 /** The request's body state (see ./body.js). */
 export const requestBody = (r) => bodyOfRequest(r);
 
@@ -139,10 +149,10 @@ export const requestBody = (r) => bodyOfRequest(r);
  * An incoming request from the host: trusted data (the front already serialized the URL
  * with the WHATWG parser), immutable headers, as Workers does.
  */
-export function makeRequest({ url, method, headers, body }) {
+export function makeRequest({ url, method, headers, body, cf = undefined }) {
   const h = trustedHeaders(headers, 'immutable');
   return new Request(INTERNAL, {
     method: String(method), url: String(url), headers: h,
-    redirect: 'manual', signal: null, cf: undefined, body: newBody(body ?? null, h),
+    redirect: 'manual', signal: null, cf, body: newBody(body ?? null, h),
   });
 }

@@ -84,3 +84,29 @@ export function queueMicrotask(callback) {
     }
   });
 }
+
+/**
+ * Workers' `scheduler.wait(ms, { signal })`: setTimeout as a promise, one host timer,
+ * under the same per-isolate bound as setTimeout. Unlike a setTimeout past the bound
+ * (which never fires), a wait the host refuses rejects with the host's error, so the
+ * awaiting code hears of it.
+ */
+export const scheduler = {
+  wait(ms = 0, options = undefined) {
+    const signal = options?.signal;
+    if (signal !== undefined && signal !== null && signal.aborted) return Promise.reject(signal.reason);
+    let delay = Number(ms);
+    if (!(delay > 0)) delay = 0;
+    if (delay > MAX_DELAY) delay = MAX_DELAY;
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      let onAbort;
+      const done = () => { if (onAbort) signal.removeEventListener('abort', onAbort); };
+      if (signal !== undefined && signal !== null) {
+        onAbort = () => { host.timerCancel(id); reject(signal.reason); };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      hostSleep(delay, id).then((fired) => { done(); if (fired) resolve(); }, (err) => { done(); reject(err); });
+    });
+  },
+};
