@@ -4,7 +4,13 @@ import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES } from '../abi/bridge.js';
 import { describeIssues, EdgeError } from '../../common/errors.js';
 
 // The host side of `ai` bindings: env.<name>.run(model, inputs) in the isolate becomes
-// one call to the region's OpenAI-compatible model server (vLLM-style), made here.
+// one call to the region's OpenAI-compatible model server of that model (vLLM-style), made
+// here. A binding may call its `model` and its `models`; each has the catalogue's task type:
+//   text-embeddings: { text } -> POST /v1/embeddings -> { shape: [n, dim], data }
+//   text-to-image:   { prompt, ... } -> POST /v1/images/generations (b64_json) -> the
+//                    decoded bytes (the isolate wraps them in a ReadableStream, as Workers)
+//   text-generation: below; `tools` go out as OpenAI tools and the server's tool calls come
+//                    back as Workers AI's `tool_calls`.
 // Inputs in Cloudflare Workers AI's text-generation shape are translated to
 // POST <url>/v1/chat/completions (messages) or <url>/v1/completions (prompt); answers are
 // translated back: `{ response, usage }`, or for `stream: true` Cloudflare's SSE
