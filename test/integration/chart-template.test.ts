@@ -264,6 +264,8 @@ describe('the Helm chart, rendered', () => {
     expect(one<K8sObject & { spec: unknown }>(objs, 'EdgeModel', 'llama').spec).toEqual({ model: 'llama-3.1-8b-instruct', gpus: 2 });
     const none = await render(chart.dir, { values: [examplePath('one-region')], set: ['policy.create=false'] });
     expect(byKind(none, 'EdgePolicy')).toEqual([]);
+    const bge = await render(chart.dir, { values: [examplePath('one-region')], set: ['models[0].name=bge', 'models[0].model=@cf/baai/bge-base-en-v1.5', 'models[0].task=text-embeddings', 'models[0].source=BAAI/bge-base-en-v1.5', 'models[0].gpus=0'] });
+    expect(one<K8sObject & { spec: unknown }>(bge, 'EdgeModel', 'bge').spec).toEqual({ model: '@cf/baai/bge-base-en-v1.5', task: 'text-embeddings', source: 'BAAI/bge-base-en-v1.5', gpus: 0 });
   });
 
   it('names objects after the release, and follows the NATS chart\'s naming', async () => {
