@@ -235,6 +235,18 @@ describe('env.AI.run: models outside the binding', () => {
   });
 });
 
+describe('env.AI.run: a flood of calls', () => {
+  it('embeddings and image calls count against limits.subrequests like text generation: the rest are refused before anything is sent', async () => {
+    const out = await evaluate<string[]>(`
+      const calls = [];
+      for (let i = 0; i < 50; i++) calls.push(env.AI.run(i % 2 ? '${BGE_BASE}' : '${SDXL}', i % 2 ? { text: 'x' + i } : { prompt: 'x' + i }).then(() => 'ok', (e) => e.message));
+      return Promise.all(calls);`, {}, { ai: env(), limits: { subrequests: 3 } });
+    expect(out.filter((m) => m === 'ok')).toHaveLength(3);
+    expect(out.filter((m) => m !== 'ok').every((m) => /exceeded its subrequest limit \(3 per request\)$/.test(m))).toBe(true);
+    expect(embed.requests.length + image.requests.length).toBe(3);
+  });
+});
+
 describe('the stand-in servers label themselves', () => {
   it('every answer carries the stand-in header, and JSON answers a stand_in field', async () => {
     const res = await fetch(`${embed.url}/v1/embeddings`, { method: 'POST', body: JSON.stringify({ model: BGE_BASE, input: 'x' }) });
