@@ -109,4 +109,12 @@ export default tseslint.config(
     files: ['node-agent/shim/**/*.js'],
     languageOptions: { globals: { process: 'off', console: 'off', URL: 'off' } },
   },
+  {
+    // Workers in examples/ run in an isolate: the Workers globals, not Node's.
+    files: ['examples/**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(['Request', 'Response', 'Headers', 'fetch', 'URL', 'URLSearchParams', 'WebAssembly', 'WebSocketPair',
+        'crypto', 'ReadableStream', 'TextEncoder', 'TextDecoder', 'structuredClone', 'setTimeout', 'console'].map((g) => [g, 'readonly'])),
+    },
+  },
 );

@@ -1,4 +1,3 @@
-/* global Response */
 // A guest book per room: each room is a Durable Object called by RPC, and names are looked
 // up in the `users` worker through a service binding.
 //   curl -X POST 'http://rpc.localhost:8787/lobby?user=ada'   -> {"room":"lobby","entries":[...]}

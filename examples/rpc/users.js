@@ -1,4 +1,3 @@
-/* global Response */
 // A service other workers of the namespace call by RPC (a service binding):
 // `env.USERS.lookup("ada")` in the caller runs lookup() here, in this worker's own isolate.
 import { WorkerEntrypoint } from 'cloudflare:workers';
