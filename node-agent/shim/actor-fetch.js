@@ -15,13 +15,13 @@ import { foreignSocket } from './web/websocket.js';
 import { headerList } from './web/headers.js';
 import { takeBody } from './web/body.js';
 import { utf8Encode } from './web/encoding.js';
-import { chunkReader, hostPulledStream } from './web/streams.js';
+import { hostPulledStream } from './web/streams.js';
+import { pumpBody } from './web/fetch.js';
 import { hostOutcome, messageOf, toArrayBuffer } from './web/util.js';
 import { ArrayMap } from './web/primordials.js';
 
 /** Must equal ACTOR_WHOLE_BODY_BYTES in node-agent/abi/bridge.ts. */
 const WHOLE_BODY_BYTES = 32 * 1024 * 1024;
-const CHUNK_BYTES = 64 * 1024;
 const STREAMED = 1;
 const UInt8 = Uint8Array;
 const TypeErrorCtor = TypeError;
@@ -35,32 +35,7 @@ const cancelOnHost = (id, reason) => {
 };
 
 /** Sends a streamed request body; the host's refusal (the actor's request is over) stops it and cancels the source. */
-async function pump(id, source) {
-  const reader = source instanceof UInt8 ? null : chunkReader(source, 'stub.fetch()');
-  let at = 0;
-  for (;;) {
-    let chunk;
-    try {
-      if (reader === null) {
-        chunk = at < source.byteLength ? source.subarray(at, at + CHUNK_BYTES) : null;
-        at += CHUNK_BYTES;
-      } else {
-        chunk = await reader.next();
-      }
-    } catch (err) {
-      cancelOnHost(id, `the request body failed: ${messageOf(err)}`);
-      return;
-    }
-    if (chunk !== null && chunk.byteLength === 0) continue;
-    try {
-      await hostOutcome(host.actorWrite(id, chunk === null ? null : toArrayBuffer(chunk)));
-    } catch (err) {
-      reader?.cancel(err);
-      return;
-    }
-    if (chunk === null) return;
-  }
-}
+const pump = (id, source) => pumpBody(source, 'stub.fetch()', (chunk) => host.actorWrite(id, chunk), (reason) => cancelOnHost(id, reason));
 
 export async function actorStubFetch(binding, hex, name, input, init) {
   const request = new Request(input, init);

@@ -52,8 +52,8 @@ function untilAborted(promise, signal) {
  * the pump stops and cancels the source; the fetch itself reports any failure. When the
  * source fails, the subrequest is cancelled.
  */
-async function pump(id, source) {
-  const reader = source instanceof UInt8 ? null : chunkReader(source, 'fetch');
+export async function pumpBody(source, what, write, cancel) {
+  const reader = source instanceof UInt8 ? null : chunkReader(source, what);
   let at = 0;
   for (;;) {
     let chunk;
@@ -65,12 +65,12 @@ async function pump(id, source) {
         chunk = await reader.next();
       }
     } catch (err) {
-      cancelOnHost(id, `the request body failed: ${messageOf(err)}`);
+      cancel(`the request body failed: ${messageOf(err)}`);
       return;
     }
     if (chunk !== null && chunk.byteLength === 0) continue;
     try {
-      await hostOutcome(host.fetchWrite(id, chunk === null ? null : toArrayBuffer(chunk)));
+      await hostOutcome(write(chunk === null ? null : toArrayBuffer(chunk)));
     } catch (err) {
       reader?.cancel(err);
       return;
@@ -78,6 +78,8 @@ async function pump(id, source) {
     if (chunk === null) return;
   }
 }
+
+const pump = (id, source) => pumpBody(source, 'fetch', (chunk) => host.fetchWrite(id, chunk), (reason) => cancelOnHost(id, reason));
 
 /** A response body the host streams: pulled one chunk at a time as the worker reads. */
 function responseStream(id, signal) {
