@@ -17,6 +17,11 @@ const WORKERS_EXPORTS = ['DurableObject', 'WorkerEntrypoint', 'RpcTarget', 'env'
 export const BUILTIN_MODULES: Readonly<Record<string, string>> = {
   'cloudflare:workers': `const m = globalThis.${WORKERS_MODULE_GLOBAL};\ndelete globalThis.${WORKERS_MODULE_GLOBAL};\n`
     + WORKERS_EXPORTS.map((n) => `export const ${n} = m.${n};`).join('\n') + '\n',
+  // workerd's EmailMessage, which libraries import at their top level (the Agents SDK does).
+  // It can be made but never sent: there is no send_email binding kind here.
+  'cloudflare:email': 'export class EmailMessage {\n'
+    + '  constructor(from, to, raw) { this.from = String(from); this.to = String(to); this.raw = raw; }\n'
+    + '}\n',
 };
 
 export function isBuiltinModule(specifier: string): boolean {

@@ -62,7 +62,7 @@ describe('cloudflare:workers', () => {
     const file = join(dir, 'sockets.js');
     writeFileSync(file, 'import { connect } from "cloudflare:sockets";\nexport default { fetch() { return new Response(String(connect)); } };\n');
     const out = await bundleWorker(file);
-    expect('errors' in out && out.errors).toContain('"cloudflare:sockets" is not a module this runtime provides (it provides cloudflare:workers)');
+    expect('errors' in out && out.errors).toContain('"cloudflare:sockets" is not a module this runtime provides (it provides cloudflare:workers, cloudflare:email)');
   });
 
   it('refuses any other import when the module loads', async () => {
