@@ -54,7 +54,10 @@ export default {
 const SCHEDULER_FLOOD = `
 export default {
   async fetch() {
-    const results = await Promise.allSettled(Array.from({ length: 5000 }, () => scheduler.wait(50)));
+    // Long enough that every wait is still pending when the last is asked for, however slowly
+    // the host takes them in (with 50 ms, a CI run under load saw the first ones fire before
+    // the later ones arrived, and none refused).
+    const results = await Promise.allSettled(Array.from({ length: 5000 }, () => scheduler.wait(3000)));
     const refused = results.filter((r) => r.status === 'rejected');
     return Response.json({ fulfilled: results.length - refused.length, refused: refused.length, reason: refused[0] ? String(refused[0].reason) : '' });
   },
@@ -202,7 +205,7 @@ describe('runtime globals', () => {
     const upstreamPort = (upstream.address() as AddressInfo).port;
     a = await startTestAgent([
       { name: 'globals', source: GLOBALS },
-      { name: 'flood', source: SCHEDULER_FLOOD, limits: { cpuMsPerRequest: 2000 } },
+      { name: 'flood', source: SCHEDULER_FLOOD, limits: { cpuMsPerRequest: 2000, wallMsPerRequest: 15_000 } },
       { name: 'zip', source: COMPRESSION, limits: { cpuMsPerRequest: 2000, memoryMiB: 64 } },
       { name: 'clone', source: EVENTS_AND_CLONE, limits: { cpuMsPerRequest: 500 } },
       { name: 'streams', source: STREAM_FAILURES },
