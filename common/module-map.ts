@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { EdgeError, describeIssues } from './errors.js';
+
+// A worker made of several modules (wrangler's `--no-bundle` uploads, `find_additional_modules`,
+// and the Worker Loader's WorkerCode.modules). The source of a worker is one string everywhere
+// it travels (spec.source.inline, a ConfigMap key, the bundle in the NATS object store,
+// WorkerDefinition.source), so a module map travels as that string too: a header line no ES
+// module starts with in practice, then the map as JSON. A source without the header is one ES
+// module, as before. The isolate decodes it and resolves imports inside the map.
+
+/** The first line of an encoded module map. `#!` keeps it a parse error nowhere that matters: a hashbang line is legal JS, but nothing else ever writes this one. */
+export const MODULE_MAP_HEADER = '#!edge-modules v1\n';
+
+/** The most modules one worker may have, and the longest module name. */
+export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512 } as const;
+
+/**
+ * One module, as the Worker Loader's WorkerLoaderModule types it; binary contents (data, wasm)
+ * are base64 so the map stays JSON.
+ */
+export const ModuleEntrySchema = z.union([
+  z.object({ js: z.string() }).strict(),
+  z.object({ cjs: z.string() }).strict(),
+  z.object({ text: z.string() }).strict(),
+  z.object({ data: z.string().describe('base64') }).strict(),
+  z.object({ json: z.unknown() }).strict(),
+  z.object({ wasm: z.string().describe('base64') }).strict(),
+]);
+export type ModuleEntry = z.infer<typeof ModuleEntrySchema>;
+export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
+
+/**
+ * A module name: a relative path inside the worker, '/'-separated, no '.' or '..' segments, no
+ * leading '/' (imports are resolved against the importing module's directory and must land on
+ * a name in the map).
+ */
+export const moduleName = () => z.string().min(1).max(MODULE_MAP_LIMITS.nameLength)
+  .refine((n) => !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), {
+    message: 'a module name is a relative path with no empty, "." or ".." segments',
+  });
+
+export const ModuleMapSchema = z.object({
+  mainModule: moduleName(),
+  modules: z.record(moduleName(), ModuleEntrySchema),
+}).superRefine((m, ctx) => {
+  const n = Object.keys(m.modules).length;
+  if (n > MODULE_MAP_LIMITS.modules) ctx.addIssue({ code: 'custom', message: `${n} modules; at most ${MODULE_MAP_LIMITS.modules}`, path: ['modules'] });
+  const main = m.modules[m.mainModule];
+  if (!main) ctx.addIssue({ code: 'custom', message: `mainModule "${m.mainModule}" is not in modules`, path: ['mainModule'] });
+  else if (!('js' in main) && !('cjs' in main)) ctx.addIssue({ code: 'custom', message: `mainModule "${m.mainModule}" must be a js or cjs module`, path: ['mainModule'] });
+});
+export type ModuleMap = z.infer<typeof ModuleMapSchema>;
+
+export const moduleTypeOf = (e: ModuleEntry): ModuleType => Object.keys(e)[0] as ModuleType;
+
+export class ModuleMapError extends EdgeError {}
+
+/** The worker source that carries this map. */
+export function encodeModuleMap(map: ModuleMap): string {
+  const r = ModuleMapSchema.safeParse(map);
+  if (!r.success) throw new ModuleMapError(`the module map is invalid: ${describeIssues(r.error)}`);
+  return MODULE_MAP_HEADER + JSON.stringify(r.data);
+}
+
+export const isModuleMapSource = (source: string): boolean => source.startsWith(MODULE_MAP_HEADER);
+
+/** The map a source carries, or null when the source is a single ES module; throws ModuleMapError on a malformed map. */
+export function decodeModuleMap(source: string): ModuleMap | null {
+  if (!isModuleMapSource(source)) return null;
+  let raw: unknown;
+  try { raw = JSON.parse(source.slice(MODULE_MAP_HEADER.length)); } catch (err) {
+    throw new ModuleMapError(`the module map is not JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const r = ModuleMapSchema.safeParse(raw);
+  if (!r.success) {
+    throw new ModuleMapError(`the module map is invalid: ${describeIssues(r.error)}`);
+  }
+  return r.data;
+}
+
+/**
+ * The module an import names, resolved against the importer's directory (as a URL path would
+ * be); null when it climbs out of the worker's root. Bare specifiers (no ./ or ../) are looked
+ * up as names from the root, as workerd does for a module map.
+ */
+export function resolveModuleName(importer: string, specifier: string): string | null {
+  const relative = specifier.startsWith('./') || specifier.startsWith('../');
+  const base = relative ? importer.split('/').slice(0, -1) : [];
+  const out = [...base];
+  for (const seg of (specifier.startsWith('/') ? specifier.slice(1) : specifier).split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') { if (out.length === 0) return null; out.pop(); continue; }
+    out.push(seg);
+  }
+  return out.length ? out.join('/') : null;
+}
