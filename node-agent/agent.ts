@@ -19,6 +19,7 @@ import { ActorRuntime } from './actors/runtime.js';
 import type { HibernationStats } from './actors/hibernation.js';
 import { registerHibernationMetrics } from './actors/hibernation-metrics.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { LoaderRouter } from './bindings/worker-loader.js';
 import type { ServiceRouter } from './bindings/service-binding.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
@@ -281,12 +282,19 @@ export class Agent implements RunningAgent {
     const serviceRouter: ServiceRouter = {
       call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth, target.entrypoint),
     };
+    // Worker Loader bindings run their dynamic workers in this process, beside the caller.
+    const loaderRouter: LoaderRouter = {
+      warm: (parent, digest, binding, id) => server.dynamic.warm(parent, digest, binding, id),
+      load: (l) => server.dynamic.load(l),
+      call: (w, req, depth, entrypoint) => server.dynamic.call(w, req, depth, entrypoint),
+      release: (w) => server.dynamic.release(w),
+    };
     // Told when an actor activates or goes, so the region's reports follow at once.
     let presence: AgentPresence | undefined;
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, loaderRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
@@ -321,7 +329,7 @@ export class Agent implements RunningAgent {
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
-        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter,
+        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter, loaderRouter,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         ...(cfg.sqlSnapshotEntries ? { sql: { snapshotLogEntries: cfg.sqlSnapshotEntries } } : {}),

@@ -316,6 +316,13 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
+  /** The isolate's V8 heap in use plus what it allocated outside it (ArrayBuffers). */
+  async heapBytes(): Promise<number> {
+    if (this.dead) return 0;
+    const h = await this.warm.isolate.getHeapStatistics();
+    return h.used_heap_size + h.externally_allocated_size;
+  }
+
   /** Bytes the host holds for this isolate outside its heap (see IsolateBindings.hostBytes). */
   hostBytes(): number { return this.bindings.hostBytes?.() ?? 0; }
 
