@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
+import { compileCached } from './code-cache.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -378,7 +379,7 @@ export class WorkerIsolate implements IsolateOwner {
         await installNodeCompat(warm, isolateEnv(def.env).text, () => w.cbs.digest, STARTUP_WALL_MS)
           .catch((err: unknown) => { throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `${NODEJS_COMPAT_FLAG}: the Node modules did not load: ${errorText(err)}`, { cause: err }); });
       }
-      const module = await warm.isolate.compileModule(def.source, { filename })
+      const module = await compileCached(warm.isolate, def.source, def.digest, filename)
         .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
       // Only the built-in modules (cloudflare:workers) resolve; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();

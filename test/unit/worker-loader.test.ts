@@ -1,4 +1,6 @@
+import ivm from 'isolated-vm';
 import { describe, expect, it } from 'vitest';
+import { codeCacheStats, compileCached } from '../../node-agent/isolate/code-cache.js';
 import { decodeModuleMap } from '../../common/module-map.js';
 import type { LoaderCode } from '../../node-agent/abi/bridge.js';
 import { OUTBOUND_BINDING, dynamicDefinition, dynamicSource } from '../../node-agent/bindings/worker-loader.js';
@@ -102,5 +104,23 @@ describe('wrangler worker_loaders', () => {
     const spec = { routes: [{ host: 'x.test' }], placement: {}, source: { inline: 'export default {}' }, bindings: { workerLoaders: [{ name: 'LOADER' }] } };
     expect(EdgeWorkerSpecSchema.safeParse(spec).success).toBe(true);
     expect(EdgeWorkerSpecSchema.safeParse({ ...spec, bindings: { workerLoaders: [{ name: 'not an identifier' }] } }).success).toBe(false);
+  });
+});
+
+describe('the code cache', () => {
+  it('the second isolate to compile a version consumes the first one\'s V8 code cache; small sources are not cached', async () => {
+    const source = `export default { fetch() { return new Response('x'); } };\n${Array.from({ length: 200 }, (_, i) => `export function f${i}(x) { return x * ${i}; }`).join('\n')}`;
+    const before = codeCacheStats();
+    const isolates = [new ivm.Isolate({ memoryLimit: 32 }), new ivm.Isolate({ memoryLimit: 32 })];
+    try {
+      await compileCached(isolates[0]!, source, 'sha256:code-cache-test', 'a.js');
+      expect(codeCacheStats().entries).toBe(before.entries + 1);
+      const second = await compileCached(isolates[1]!, source, 'sha256:code-cache-test', 'a.js') as ivm.Module & { cachedDataRejected?: boolean };
+      expect(second.cachedDataRejected).toBe(false);
+      await compileCached(isolates[1]!, 'export default {}', 'sha256:small', 'b.js');
+      expect(codeCacheStats().entries).toBe(before.entries + 1);
+    } finally {
+      for (const i of isolates) i.dispose();
+    }
   });
 });
