@@ -88,6 +88,8 @@ export interface AgentConfig {
   maxWebSocketMessageBytes: number;
   poolSize: number;
   maxIsolatesPerWorker?: number;
+  /** Worker Loader get()'s kept warm per process: at most this many, holding at most this much heap (serving/dynamic-workers.ts defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
   /**
@@ -299,6 +301,7 @@ export class Agent implements RunningAgent {
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
       poolSize: cfg.poolSize,
+      ...(cfg.dynamicCache ? { dynamicCache: cfg.dynamicCache } : {}),
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,

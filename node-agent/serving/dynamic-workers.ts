@@ -101,7 +101,7 @@ export class DynamicWorkers {
       this.loads.inc({ worker: l.parent, kind: 'get' });
       this.cache.set(key, e);
       this.cachedBytes += e.bytes;
-      this.evict();
+      this.evict(e);
       return e;
     }
     return p;
@@ -159,11 +159,13 @@ export class DynamicWorkers {
     void e.host.drain();
   }
 
-  private evict(): void {
+  /** Least recently used out until the cache fits; never `keep`, the one its caller is about to use. */
+  private evict(keep: Entry): void {
     const maxEntries = this.opts.maxEntries ?? DEFAULT_DYNAMIC_CACHE_ENTRIES;
     const maxBytes = this.opts.maxBytes ?? DEFAULT_DYNAMIC_CACHE_BYTES;
-    for (const e of this.cache.values()) {
+    for (const e of [...this.cache.values()]) {
       if (this.cache.size <= maxEntries && this.cachedBytes <= maxBytes) break;
+      if (e === keep) continue;
       this.forget(e, this.cache.size > maxEntries ? 'entries' : 'bytes');
     }
   }

@@ -40,6 +40,8 @@ export interface WorkerServerOptions {
   maxBodyBytes?: number;
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
+  /** Bounds on the Worker Loader get()'s kept warm (DynamicWorkers' defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number };
   maxIsolatesPerWorker?: number;
   maxQueuedPerWorker?: number;
   idleIsolateMs?: number;
@@ -144,7 +146,7 @@ export class WorkerServer {
         if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
       },
     };
-    this.dynamic = new DynamicWorkers({ pool: this.pool, hooks: this.hooks, log: opts.log, registry: this.metrics.registry });
+    this.dynamic = new DynamicWorkers({ pool: this.pool, hooks: this.hooks, log: opts.log, registry: this.metrics.registry, ...opts.dynamicCache });
     this.front = new HttpFront({
       resolve: (host, path) => this.router.match(host, path)?.target,
       log: opts.log,

@@ -147,6 +147,8 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
       maxWebSocketMessageBytes: 1024 * 1024,
       poolSize: 4,
       egressAllow: ['127.0.0.1/32'],
+      // Small, so the eviction test below can fill it.
+      dynamicCache: { maxEntries: 6, maxBytes: 48 * 1024 * 1024 },
     });
   });
 
@@ -292,6 +294,24 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect((first.error as { message: string }).message).toMatch(/CPU limit/);
     // A fresh isolate from the same code (its module state starts again).
     expect((await call('/get?id=spinner', { src: spin })).text).toBe('served 1');
+  });
+
+  it('get()\'s LRU evicts by count and by heap; an evicted id is loaded again through its callback, its state fresh', async () => {
+    const counter = `let n = 0; export default { fetch() { n++; return new Response('calls ' + n); } };`;
+    expect((await call('/get?id=lru-0', { src: counter })).text).toBe('calls 1');
+    expect((await call('/get?id=lru-0', { src: counter })).text).toBe('calls 2');
+    for (let i = 1; i <= 6; i++) await call(`/get?id=lru-${i}`, { src: counter });
+    // lru-0 was the least recently used of seven: gone, so the callback runs and the state starts again.
+    const again = await call('/get?id=lru-0', { src: counter });
+    expect(again.text).toBe('calls 1');
+    // Three workers holding ~20 MiB each do not fit in 48 MiB: the oldest goes, the newest is kept.
+    const big = `const keep = new Array(20 * 1024 * 1024 / 8).fill(1.5); export default { fetch() { return new Response('big ' + keep.length); } };`;
+    for (const id of ['big-1', 'big-2', 'big-3']) expect((await call(`/get?id=${id}`, { src: big })).text).toBe('big 2621440');
+    const metrics = await (await fetch(`http://127.0.0.1:${agent.adminPort}/metrics`)).text();
+    expect(metrics).toMatch(/edge_dynamic_worker_evictions_total\{[^}]*reason="entries"[^}]*\} [1-9]/);
+    expect(metrics).toMatch(/edge_dynamic_worker_evictions_total\{[^}]*reason="bytes"[^}]*\} [1-9]/);
+    const cached = /edge_dynamic_worker_cached_heap_bytes(?:\{[^}]*\})? (\d+)/.exec(metrics);
+    expect(Number(cached?.[1])).toBeLessThanOrEqual(48 * 1024 * 1024);
   });
 
   it('another tenant\'s ids are its own: the same id in another namespace is another dynamic worker', async () => {
