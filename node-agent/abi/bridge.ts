@@ -320,6 +320,8 @@ export const LoaderCodeSchema = z.object({
   values: z.string(),
   /** env name -> the caller's binding passed as a capability. */
   caps: z.record(z.string(), z.string()),
+  /** env name -> [the caller's id for a function or RpcTarget it lent (rpc.js lendToEnv), is it a function]. */
+  refs: z.record(z.string(), z.tuple([z.number().int().min(1), z.boolean()])),
   /** 'default' | 'block' | 'service:<the caller's service binding>' */
   outbound: z.string().max(256),
   limits: z.object({ cpuMs: z.number().positive().optional(), subRequests: z.number().positive().optional(), memoryMiB: z.number().positive().optional() }),
@@ -482,6 +484,12 @@ export interface WorkerEnv {
    * The binding named here is not in the dynamic worker's env.
    */
   outbound?: string;
+  /**
+   * A dynamic worker's functions and RpcTargets of its caller (WorkerCode.env): env name ->
+   * [the caller's id for it, is it a function], called back through rpcCallback with `token`
+   * (bindings/rpc-callbacks.ts), which runs the call in the caller's isolate.
+   */
+  refs?: { token: string; stubs: Record<string, [number, boolean]> };
 }
 
 /**
@@ -509,6 +517,8 @@ export interface IsolateEnv {
   values: string | null;
   /** WorkerEnv.outbound */
   outbound: string | null;
+  /** WorkerEnv.refs */
+  refs: WorkerEnv['refs'] | null;
 }
 
 export function isolateEnv(env: WorkerEnv): IsolateEnv {
@@ -516,7 +526,7 @@ export function isolateEnv(env: WorkerEnv): IsolateEnv {
   for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
   return {
     text: env.text, ai, actors: Object.keys(env.actors ?? {}), services: Object.keys(env.services ?? {}),
-    loaders: env.loaders ?? [], values: env.values ?? null, outbound: env.outbound ?? null,
+    loaders: env.loaders ?? [], values: env.values ?? null, outbound: env.outbound ?? null, refs: env.refs ?? null,
   };
 }
 

@@ -5,7 +5,7 @@ import { encodeModuleMap, type ModuleEntry } from '../../common/module-map.js';
 import { LIMIT_BOUNDS } from '../../common/api/edgeworker.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
 import { internalCall, type ServiceRequest, type ServiceResponse } from './service-binding.js';
-import type { LocalInvoke } from './rpc-callbacks.js';
+import { lendEnv, unlendEnv, type LocalInvoke } from './rpc-callbacks.js';
 
 // The host side of Worker Loader bindings (Dynamic Workers; node-agent/shim/loader.js is
 // the isolate's side). A dynamic worker is a WorkerDefinition made here from the caller's
@@ -81,7 +81,7 @@ const capped = (mine: number, asked: number | undefined, min: number): number =>
  * limits no higher than the caller's, and an env of plain values plus the caller's bindings
  * passed as capabilities. Throws TypeError for what the caller got wrong.
  */
-export function dynamicDefinition(parent: WorkerDefinition, tag: string, code: LoaderCode): WorkerDefinition {
+export function dynamicDefinition(parent: WorkerDefinition, tag: string, code: LoaderCode, refsToken?: string): WorkerDefinition {
   const source = dynamicSource(code);
   const env: WorkerEnv = { text: {}, values: code.values };
   const p = parent.env;
@@ -108,7 +108,13 @@ export function dynamicDefinition(parent: WorkerDefinition, tag: string, code: L
     wallMsPerRequest: l.wallMsPerRequest,
   };
   const flags = code.compatibilityFlags;
-  const digest = `sha256:${createHash('sha256').update(source).update('\0').update(JSON.stringify({ env, limits, flags, date: code.compatibilityDate })).digest('hex')}`;
+  // The refs' ids and token differ from load to load; their names shape the env.
+  const refNames = Object.keys(code.refs).sort();
+  const digest = `sha256:${createHash('sha256').update(source).update('\0').update(JSON.stringify({ env, refNames, limits, flags, date: code.compatibilityDate })).digest('hex')}`;
+  if (refNames.length > 0) {
+    if (refsToken === undefined) throw new TypeError('WorkerCode.env: functions and RpcTargets cannot be passed from here');
+    env.refs = { token: refsToken, stubs: code.refs };
+  }
   return {
     key: parent.key,
     name: `${parent.key}#${tag}`,
@@ -131,6 +137,9 @@ export class LoaderCalls {
   private nextNumber = 1;
   /** load()s made during the request in flight: gone when it ends. */
   private readonly oneOff = new Set<DynamicWorker>();
+  /** Tokens under which dynamic workers call back the functions and RpcTargets this isolate put in their env: the request's, and the isolate's (get()'s). */
+  private readonly requestTokens: string[] = [];
+  private readonly isolateTokens: string[] = [];
   private readonly bindings: ReadonlySet<string>;
 
   constructor(
@@ -172,7 +181,12 @@ export class LoaderCalls {
     if (!parsed.success) throw new TypeError(`env.${b}: malformed WorkerCode: ${describeIssues(parsed.error)}`);
     if (!this.router) throw new WorkerLoaderError(`env.${b}: Worker Loaders are not available on this agent`);
     const tag = id ?? `load-${++oneOffs}`;
-    const def = dynamicDefinition(this.parent, tag, parsed.data);
+    let token: string | undefined;
+    if (Object.keys(parsed.data.refs).length > 0 && this.invokeLocal) {
+      token = lendEnv(this.invokeLocal);
+      (id === null ? this.requestTokens : this.isolateTokens).push(token);
+    }
+    const def = dynamicDefinition(this.parent, tag, parsed.data, token);
     const w = await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id });
     if (id === null) this.oneOff.add(w);
     return this.number(w);
@@ -197,6 +211,7 @@ export class LoaderCalls {
   requestEnded(): void {
     for (const w of this.oneOff) this.router?.release(w);
     this.oneOff.clear();
+    for (const t of this.requestTokens.splice(0)) unlendEnv(t);
     for (const [w, n] of this.numbers) {
       if (!w.dead) continue;
       this.numbers.delete(w);
@@ -206,6 +221,7 @@ export class LoaderCalls {
 
   dispose(): void {
     this.requestEnded();
+    for (const t of this.isolateTokens.splice(0)) unlendEnv(t);
     this.numbers.clear();
     this.byNumber.clear();
   }

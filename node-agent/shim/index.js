@@ -12,7 +12,7 @@ import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal } from './rpc.js';
 import { serviceBinding } from './service.js';
-import { loaderBinding, registerBinding, registerServiceBinding, envValues } from './loader.js';
+import { loaderBinding, registerBinding, registerServiceBinding, envValues, envRefs } from './loader.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -116,6 +116,7 @@ function init(namespace, envData, options) {
   // service bindings arrive as names: the bound worker (and entrypoint) stays on the host.
   for (const name of envData.services ?? []) bindings[name] = registerServiceBinding(serviceBinding(String(name)), name);
   for (const name of envData.loaders ?? []) bindings[name] = registerBinding(loaderBinding(String(name)), name);
+  if (envData.refs) envRefs(envData.refs, bindings);
   if (envData.outbound) routeOutbound(envData.outbound, bindings);
   env = freeze(bindings);
   setWorkersEnv(env);

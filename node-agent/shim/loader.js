@@ -10,7 +10,8 @@
 import { host } from './host.js';
 import { hostOutcome } from './web/util.js';
 import { DOMException } from './web/util.js';
-import { encode, decode } from './rpc.js';
+import { encode, decode, lendToEnv, envRefStub } from './rpc.js';
+import { RpcTarget } from './workers-module.js';
 import { internalStub } from './service.js';
 
 const freeze = Object.freeze;
@@ -67,7 +68,7 @@ function moduleEntry(name, value) {
 }
 
 const noRefs = (v) => {
-  throw new DOMException(`a dynamic worker's env holds plain values and this worker's own bindings; ${typeof v === 'function' ? 'a function' : 'an RpcTarget'} cannot be passed there`, 'DataCloneError');
+  throw new DOMException(`a dynamic worker's env holds plain values, this worker's own bindings, and functions and RpcTargets at its top level; ${typeof v === 'function' ? 'a function' : 'an RpcTarget'} nested in a value cannot be passed there`, 'DataCloneError');
 };
 
 const limitOf = (limits, key) => {
@@ -89,12 +90,15 @@ function workerCode(code) {
   for (const name of objectKeys(code.modules)) modules[name] = moduleEntry(name, code.modules[name]);
   const values = {};
   const caps = {};
+  const refs = {};
   const env = code.env === undefined || code.env === null ? {} : code.env;
   if (typeof env !== 'object') throw new TypeErrorCtor('WorkerCode.env must be an object');
   for (const k of objectKeys(env)) {
     const v = env[k];
     const binding = v !== null && (typeof v === 'object' || typeof v === 'function') ? bindingNames.get(v) : undefined;
     if (binding !== undefined) caps[k] = binding;
+    // The dynamic worker calls it here, in this isolate, while this isolate serves a request.
+    else if (typeof v === 'function' || v instanceof RpcTarget) refs[k] = [lendToEnv(v), typeof v === 'function'];
     else values[k] = v;
   }
   let outbound = 'default';
@@ -115,6 +119,7 @@ function workerCode(code) {
     modules,
     values: stringify(encode(values, noRefs)),
     caps,
+    refs,
     outbound,
     limits: { ...(cpuMs !== undefined ? { cpuMs } : {}), ...(subRequests !== undefined ? { subRequests } : {}), ...(memoryMiB !== undefined ? { memoryMiB } : {}) },
   };
@@ -177,4 +182,12 @@ export function loaderBinding(binding) {
 /** A dynamic worker's own env values (WorkerEnv.values), decoded. */
 export function envValues(text) {
   return decode(parse(text), noRefs);
+}
+
+/** A dynamic worker's stubs for the functions and RpcTargets its caller put in its env (WorkerEnv.refs). */
+export function envRefs(refs, into) {
+  for (const name of objectKeys(refs.stubs)) {
+    const r = refs.stubs[name];
+    into[name] = envRefStub(refs.token, r[0], r[1]);
+  }
 }

@@ -32,6 +32,12 @@ const worker = (name: string, namespace: string, source: string, bindings?: Reco
 
 // The parent: each path loads some dynamic code and reports what happened, as JSON.
 const PARENT = `
+import { RpcTarget } from 'cloudflare:workers';
+class Tools extends RpcTarget {
+  constructor() { super(); this.calls = 0; }
+  lookup(key) { this.calls++; return 'tool ' + key + ' #' + this.calls; }
+  fails() { throw new TypeError('tool refused'); }
+}
 globalThis.PARENT_GLOBAL = 'parent global';
 let parentState = 'parent module state';
 const code = (src, extra = {}) => ({ compatibilityDate: '2025-06-01', mainModule: 'index.js', modules: { 'index.js': src }, ...extra });
@@ -69,9 +75,11 @@ export default {
           break;
         }
         case '/caps': {
-          const w = env.LOADER.load(code(body.src, { env: { MATH: env.MATH, PLAIN: { n: 1, list: [1, 2], when: new Date(0), map: new Map([['k', 'v']]) } } }));
+          const tools = new Tools();
+          const w = env.LOADER.load(code(body.src, { env: { MATH: env.MATH, PLAIN: { n: 1, list: [1, 2], when: new Date(0), map: new Map([['k', 'v']]) }, TOOLS: tools, ADD: (a, b) => a + b } }));
           out.text = await (await w.getEntrypoint().fetch('http://dynamic/')).text();
-          try { env.LOADER.load(code(body.src, { env: { F: () => 1 } })); } catch (err) { out.fn = show(err); }
+          out.toolCalls = tools.calls;
+          try { env.LOADER.load(code(body.src, { env: { F: { nested: () => 1 } } })); } catch (err) { out.fn = show(err); }
           break;
         }
         case '/outbound': {
@@ -227,12 +235,21 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect(JSON.parse(String(r2.text))).toMatchObject({ env: [], others: null });
   });
 
-  it('the parent\'s own bindings passed in env work inside the dynamic worker; plain values are structured-cloned; a function is refused', async () => {
+  it('the parent\'s own bindings, RpcTargets and functions passed in env work inside the dynamic worker (calls run in the parent); plain values are structured-cloned; a function nested in a value is refused', async () => {
     const src = `export default { async fetch(request, env) {
-      return Response.json({ sum: await env.MATH.add(40, 2), plain: env.PLAIN.n, list: env.PLAIN.list, when: env.PLAIN.when instanceof Date, map: env.PLAIN.map.get('k'), keys: Object.keys(env).sort() });
+      let toolError; try { await env.TOOLS.fails(); } catch (e) { toolError = e.name + ': ' + e.message; }
+      return Response.json({
+        sum: await env.MATH.add(40, 2), plain: env.PLAIN.n, list: env.PLAIN.list, when: env.PLAIN.when instanceof Date, map: env.PLAIN.map.get('k'), keys: Object.keys(env).sort(),
+        tool: await env.TOOLS.lookup('a') + ', ' + await env.TOOLS.lookup('b'), add: await env.ADD(2, 5), toolError,
+      });
     } };`;
     const r = await call('/caps', { src });
-    expect(JSON.parse(String(r.text))).toEqual({ sum: 42, plain: 1, list: [1, 2], when: true, map: 'v', keys: ['MATH', 'PLAIN'] });
+    expect(JSON.parse(String(r.text))).toEqual({
+      sum: 42, plain: 1, list: [1, 2], when: true, map: 'v', keys: ['ADD', 'MATH', 'PLAIN', 'TOOLS'],
+      tool: 'tool a #1, tool b #2', add: 7, toolError: 'TypeError: tool refused',
+    });
+    // The RpcTarget's calls ran in the parent, on its object.
+    expect(r.toolCalls).toBe(2);
     expect(r.fn).toMatchObject({ name: 'DataCloneError' });
   });
 

@@ -28,7 +28,7 @@ const parent: WorkerDefinition = {
 
 const code = (over: Partial<LoaderCode> = {}): LoaderCode => ({
   compatibilityDate: '2025-06-01', compatibilityFlags: [], mainModule: 'index.js',
-  modules: { 'index.js': ['js', 'export default {}'] }, values: '["O",[]]', caps: {}, outbound: 'default', limits: {}, ...over,
+  modules: { 'index.js': ['js', 'export default {}'] }, values: '["O",[]]', caps: {}, refs: {}, outbound: 'default', limits: {}, ...over,
 });
 
 describe('dynamic worker definitions', () => {
