@@ -9,6 +9,7 @@ import { createLogger, type LogFields } from '../../common/log.js';
 import { Agent } from '../../node-agent/agent.js';
 import { OUTBOUND_BLOCKED } from '../../node-agent/bindings/host-bindings.js';
 import { send } from './agent-harness.js';
+import { startActorAgent, type ActorAgent } from './actor-agent.js';
 
 // Worker Loader bindings (Dynamic Workers, issue 16) in an in-process agent serving a
 // directory: load() and get(id) with fetch and RPC to the dynamic worker's entrypoints,
@@ -337,5 +338,42 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect((await call('/get?id=shared', { src: a })).text).toBe('tenant app code');
     expect((await call('/get?id=shared', { src: b }, 'parent.tenant-b.test')).text).toBe('tenant b code');
     expect((await call('/get?id=shared', { src: b })).text).toBe('tenant app code');
+  });
+});
+
+// A Durable Object can hold a loader too: an agent keeping its generated tools warm.
+const AGENT_WORKER = `
+import { DurableObject } from 'cloudflare:workers';
+export class Agent extends DurableObject {
+  loads = 0;
+  async fetch(request) {
+    const w = this.env.LOADER.get('tool', async () => {
+      this.loads++;
+      return { compatibilityDate: '2025-06-01', mainModule: 't.js', modules: { 't.js': "let n = 0; export default { fetch() { return new Response('tool call ' + ++n); } };" } };
+    });
+    const r = await w.getEntrypoint().fetch('http://tool/');
+    return new Response(await r.text() + ', loads ' + this.loads);
+  }
+}
+export default { fetch(request, env) { return env.AGENTS.get(env.AGENTS.idFromName('a')).fetch(request); } };`;
+
+describe('a Worker Loader in a Durable Object', () => {
+  let a: ActorAgent;
+  beforeAll(async () => {
+    a = await startActorAgent({ name: 'loader-actor' });
+    await a.publish({ namespace: 'app', name: 'agents', source: AGENT_WORKER, host: 'agents.test', actors: { AGENTS: { name: 'agents', className: 'Agent', idleTimeoutSeconds: 60 } }, workerLoaders: ['LOADER'] });
+  });
+  afterAll(async () => { await a?.stop(); });
+
+  it('keeps its generated tool warm across its requests: one callback, the tool\'s state kept', async () => {
+    const get = async () => {
+      for (let i = 0; ; i++) {
+        const res = await send(a.port, 'agents.test', '/');
+        if (res.status === 200 || i > 100) return { status: res.status, text: await res.text() };
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    expect(await get()).toEqual({ status: 200, text: 'tool call 1, loads 1' });
+    expect(await get()).toEqual({ status: 200, text: 'tool call 2, loads 1' });
   });
 });
