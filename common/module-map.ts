@@ -25,7 +25,7 @@ export const ModuleEntrySchema = z.union([
   z.object({ data: z.string().describe('base64') }).strict(),
   z.object({ json: z.unknown() }).strict(),
   z.object({ wasm: z.string().describe('base64') }).strict(),
-]);
+], { error: 'a module is exactly one of {js}, {cjs}, {text}, {data} (base64), {json}, {wasm} (base64)' });
 export type ModuleEntry = z.infer<typeof ModuleEntrySchema>;
 export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
 
@@ -34,15 +34,19 @@ export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
  * leading '/' (imports are resolved against the importing module's directory and must land on
  * a name in the map).
  */
-export const moduleName = () => z.string().min(1).max(MODULE_MAP_LIMITS.nameLength)
-  .refine((n) => !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), {
-    message: 'a module name is a relative path with no empty, "." or ".." segments',
-  });
+export const isModuleName = (n: string): boolean => n.length >= 1 && n.length <= MODULE_MAP_LIMITS.nameLength
+  && !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
+const MODULE_NAME_RULE = `a module name is a relative path of at most ${MODULE_MAP_LIMITS.nameLength} characters with no empty, "." or ".." segments`;
+export const moduleName = () => z.string().refine(isModuleName, { message: MODULE_NAME_RULE });
 
 export const ModuleMapSchema = z.object({
   mainModule: moduleName(),
-  modules: z.record(moduleName(), ModuleEntrySchema),
+  // Keys are checked below: a record's key refinement would report only "Invalid key in record".
+  modules: z.record(z.string(), ModuleEntrySchema),
 }).superRefine((m, ctx) => {
+  for (const key of Object.keys(m.modules)) {
+    if (!isModuleName(key)) ctx.addIssue({ code: 'custom', message: `"${key.slice(0, 100)}": ${MODULE_NAME_RULE}`, path: ['modules'] });
+  }
   const n = Object.keys(m.modules).length;
   if (n > MODULE_MAP_LIMITS.modules) ctx.addIssue({ code: 'custom', message: `${n} modules; at most ${MODULE_MAP_LIMITS.modules}`, path: ['modules'] });
   const main = m.modules[m.mainModule];
