@@ -14,6 +14,9 @@ export const MODULE_MAP_HEADER = '#!edge-modules v1\n';
 /** The most modules one worker may have, and the longest module name. */
 export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512 } as const;
 
+// Standard base64 with padding (Buffer's and btoa's output): Buffer.from would skip anything else silently.
+const base64 = () => z.string().regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, { message: 'not base64' }).describe('base64');
+
 /**
  * One module, as the Worker Loader's WorkerLoaderModule types it; binary contents (data, wasm)
  * are base64 so the map stays JSON.
@@ -22,9 +25,9 @@ export const ModuleEntrySchema = z.union([
   z.object({ js: z.string() }).strict(),
   z.object({ cjs: z.string() }).strict(),
   z.object({ text: z.string() }).strict(),
-  z.object({ data: z.string().describe('base64') }).strict(),
+  z.object({ data: base64() }).strict(),
   z.object({ json: z.unknown() }).strict(),
-  z.object({ wasm: z.string().describe('base64') }).strict(),
+  z.object({ wasm: base64() }).strict(),
 ], { error: 'a module is exactly one of {js}, {cjs}, {text}, {data} (base64), {json}, {wasm} (base64)' });
 export type ModuleEntry = z.infer<typeof ModuleEntrySchema>;
 export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
