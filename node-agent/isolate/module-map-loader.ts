@@ -1,4 +1,4 @@
-import type ivm from 'isolated-vm';
+import ivm from 'isolated-vm';
 import { EdgeError } from '../../common/errors.js';
 import { NODE_BUILTIN_MODULES, NODE_MODULES_GLOBAL } from '../../common/builtin-modules.js';
 import { resolveModuleName, type ModuleMap } from '../../common/module-map.js';
@@ -109,6 +109,31 @@ export interface ModuleMapLoaderOptions {
   timeoutMs: number;
 }
 
+/**
+ * A map made ready for loading, once per worker version: the values decoded from base64 and
+ * held in one ExternalCopy, so each isolate that loads the version costs one copy into it.
+ */
+export interface PreparedModuleMap {
+  map: ModuleMap;
+  values: ivm.ExternalCopy<Record<string, Value>>;
+  /** The CommonJS modules' sources, by name. */
+  cjs: [string, string][];
+}
+
+export function prepareModuleMap(map: ModuleMap): PreparedModuleMap {
+  const values: Record<string, Value> = {};
+  const cjs: [string, string][] = [];
+  for (const [name, e] of Object.entries(map.modules)) {
+    if ('js' in e) values[name] = { t: 'js' };
+    else if ('cjs' in e) { values[name] = { t: 'cjs' }; cjs.push([name, e.cjs]); }
+    else if ('text' in e) values[name] = { t: 'text', v: e.text };
+    else if ('data' in e) values[name] = { t: 'data', v: bytes(e.data) };
+    else if ('wasm' in e) values[name] = { t: 'wasm', v: bytes(e.wasm) };
+    else values[name] = { t: 'json', v: e.json };
+  }
+  return { map, values: new ivm.ExternalCopy(values), cjs };
+}
+
 /** One load of a module map into one isolate. */
 export class ModuleMapLoader {
   private readonly compiled = new Map<string, Promise<ivm.Module>>();
@@ -117,26 +142,17 @@ export class ModuleMapLoader {
   private constructor(private readonly warm: WarmIsolate, private readonly map: ModuleMap) {}
 
   /** Copies the map's values into the isolate and compiles its CommonJS modules. */
-  static async create(warm: WarmIsolate, map: ModuleMap, opts: ModuleMapLoaderOptions): Promise<ModuleMapLoader> {
-    const values: Record<string, Value> = {};
-    const cjs: [string, string][] = [];
-    for (const [name, e] of Object.entries(map.modules)) {
-      if ('js' in e) values[name] = { t: 'js' };
-      else if ('cjs' in e) { values[name] = { t: 'cjs' }; cjs.push([name, e.cjs]); }
-      else if ('text' in e) values[name] = { t: 'text', v: e.text };
-      else if ('data' in e) values[name] = { t: 'data', v: bytes(e.data) };
-      else if ('wasm' in e) values[name] = { t: 'wasm', v: bytes(e.wasm) };
-      else values[name] = { t: 'json', v: e.json };
-    }
-    await warm.context.evalClosure(RUNTIME, [values, opts.nodeCompat ? [...NODE_BUILTIN_MODULES] : null], { arguments: { copy: true }, timeout: opts.timeoutMs });
-    for (const [name, source] of cjs) {
+  static async create(warm: WarmIsolate, prepared: PreparedModuleMap, opts: ModuleMapLoaderOptions): Promise<ModuleMapLoader> {
+    const nodeNames = opts.nodeCompat ? new ivm.ExternalCopy([...NODE_BUILTIN_MODULES]).copyInto({ release: true }) : null;
+    await warm.context.evalClosure(RUNTIME, [prepared.values.copyInto(), nodeNames], { timeout: opts.timeoutMs });
+    for (const [name, source] of prepared.cjs) {
       // The wrapper's first line is line 0, so the module's own lines keep their numbers.
       const script = await warm.isolate.compileScript(`${DEFINE_GLOBAL}(${JSON.stringify(name)}, function (exports, require, module, __filename, __dirname) {\n${source}\n});`, { filename: name, lineOffset: -1 })
         .catch((err: unknown) => { throw new ModuleImportError(`module "${name}" does not compile: ${(err as Error).message}`, { cause: err }); });
       await script.run(warm.context, { timeout: opts.timeoutMs });
       script.release();
     }
-    return new ModuleMapLoader(warm, map);
+    return new ModuleMapLoader(warm, prepared.map);
   }
 
   /** The main module, compiled. */

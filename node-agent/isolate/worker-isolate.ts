@@ -10,8 +10,8 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
-import { decodeModuleMap } from '../../common/module-map.js';
-import { ModuleImportError, ModuleMapLoader, moduleMapBytes } from './module-map-loader.js';
+import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
+import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -700,12 +700,23 @@ export class WorkerIsolate implements IsolateOwner {
  * into the isolate.
  */
 async function loadModuleMap(def: WorkerDefinition, warm: WarmIsolate, nodeCompat: boolean): Promise<ModuleMapLoader | null> {
-  let map;
-  try { map = decodeModuleMap(def.source); } catch (err) { throw new BundleError(def.name, errorText(err), { cause: err }); }
-  if (!map) return null;
-  const size = moduleMapBytes(map);
-  if (size > def.limits.memoryMiB * 1024 * 1024) {
-    throw new BundleError(def.name, `its modules hold ${(size / 1048576).toFixed(1)} MiB, more than its memory limit (${def.limits.memoryMiB} MiB)`);
+  if (!isModuleMapSource(def.source)) return null;
+  let prepared = preparedMaps.get(def);
+  if (!prepared) {
+    try {
+      const map = decodeModuleMap(def.source)!;
+      const size = moduleMapBytes(map);
+      prepared = size > def.limits.memoryMiB * 1024 * 1024
+        ? new BundleError(def.name, `its modules hold ${(size / 1048576).toFixed(1)} MiB, more than its memory limit (${def.limits.memoryMiB} MiB)`)
+        : prepareModuleMap(map);
+    } catch (err) {
+      prepared = new BundleError(def.name, errorText(err), { cause: err });
+    }
+    preparedMaps.set(def, prepared);
   }
-  return ModuleMapLoader.create(warm, map, { nodeCompat, timeoutMs: STARTUP_WALL_MS });
+  if (prepared instanceof BundleError) throw prepared;
+  return ModuleMapLoader.create(warm, prepared, { nodeCompat, timeoutMs: STARTUP_WALL_MS });
 }
+
+/** Each version's map decoded once, however many isolates load it (a host keeps one WorkerDefinition per version). */
+const preparedMaps = new WeakMap<WorkerDefinition, PreparedModuleMap | BundleError>();
