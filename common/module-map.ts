@@ -12,7 +12,7 @@ import { EdgeError, describeIssues } from './errors.js';
 export const MODULE_MAP_HEADER = '#!edge-modules v1\n';
 
 /** The most modules one worker may have, and the longest module name. */
-export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512 } as const;
+export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512, jsonDepth: 1000 } as const;
 
 // Standard base64 with padding (Buffer's and btoa's output): Buffer.from would skip anything else silently.
 const base64 = () => z.string().regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, { message: 'not base64' }).describe('base64');
@@ -74,8 +74,11 @@ export const isModuleMapSource = (source: string): boolean => source.startsWith(
 /** The map a source carries, or null when the source is a single ES module; throws ModuleMapError on a malformed map. */
 export function decodeModuleMap(source: string): ModuleMap | null {
   if (!isModuleMapSource(source)) return null;
+  const json = source.slice(MODULE_MAP_HEADER.length);
+  const depth = jsonDepth(json);
+  if (depth > MODULE_MAP_LIMITS.jsonDepth) throw new ModuleMapError(`the module map nests ${depth} levels deep; at most ${MODULE_MAP_LIMITS.jsonDepth}`);
   let raw: unknown;
-  try { raw = JSON.parse(source.slice(MODULE_MAP_HEADER.length)); } catch (err) {
+  try { raw = JSON.parse(json); } catch (err) {
     throw new ModuleMapError(`the module map is not JSON: ${(err as Error).message}`, { cause: err });
   }
   const r = ModuleMapSchema.safeParse(raw);
@@ -83,6 +86,24 @@ export function decodeModuleMap(source: string): ModuleMap | null {
     throw new ModuleMapError(`the module map is invalid: ${describeIssues(r.error)}`);
   }
   return r.data;
+}
+
+/**
+ * How deeply `json` nests arrays and objects (outside strings). V8's JSON.parse takes about
+ * a microsecond per level of a deeply nested value, on the caller's thread: a 1 MiB source of
+ * brackets would hold the agent's event loop for half a second, so depth is refused first.
+ */
+export function jsonDepth(json: string): number {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) { if (++depth > max) max = depth; } else if (c === 93 || c === 125) depth--;
+  }
+  return max;
 }
 
 /**

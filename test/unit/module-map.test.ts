@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeModuleMap, encodeModuleMap, MODULE_MAP_HEADER, ModuleMapError, moduleTypeOf, resolveModuleName } from '../../common/module-map.js';
+import { decodeModuleMap, encodeModuleMap, jsonDepth, MODULE_MAP_HEADER, ModuleMapError, moduleTypeOf, resolveModuleName } from '../../common/module-map.js';
 
 describe('resolveModuleName', () => {
   it('resolves ./ and ../ against the importer\'s directory', () => {
@@ -37,5 +37,15 @@ describe('decodeModuleMap', () => {
     expect(bad({ mainModule: 'i.js', modules: { 'i.js': { js: '' }, '../x.js': { js: '' } } })).toThrow('a module name is a relative path');
     expect(bad({ mainModule: 'i.js', modules: { 'i.js': { js: '', text: '' } } })).toThrow('modules.i.js: a module is exactly one of');
     expect(() => encodeModuleMap({ mainModule: '/abs.js', modules: { '/abs.js': { js: '' } } })).toThrow(ModuleMapError);
+  });
+});
+
+describe('decodeModuleMap on hostile input', () => {
+  it('refuses a deeply nested json module before parsing it (JSON.parse of deep nesting is slow on the caller\'s thread)', () => {
+    const d = 300_000;
+    const src = `${MODULE_MAP_HEADER}{"mainModule":"i.js","modules":{"i.js":{"js":"[[[\\"{"},"j.json":{"json":${'['.repeat(d)}${']'.repeat(d)}}}}`;
+    expect(() => decodeModuleMap(src)).toThrow(`the module map nests ${d + 3} levels deep; at most 1000`);
+    // Brackets inside strings do not count.
+    expect(jsonDepth('{"a":"[[[[\\"{{{{","b":[1]}')).toBe(2);
   });
 });
