@@ -90,6 +90,21 @@ export default {
           out.text = await (await w.getEntrypoint().fetch('http://dynamic/')).text();
           break;
         }
+        case '/modules': {
+          const wasm = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 7, 1, 96, 2, 127, 127, 1, 127, 3, 2, 1, 0, 7, 7, 1, 3, 97, 100, 100, 0, 0, 10, 9, 1, 7, 0, 32, 0, 32, 1, 106, 11]);
+          const w = env.LOADER.load({ compatibilityDate: '2025-06-01', mainModule: 'src/main.js', modules: {
+            'src/main.js': "import helper from './lib/helper.cjs'; import greeting from './greeting.txt'; import cfg from './cfg.json'; import add from './add.wasm'; import raw from './raw.bin'; import { shout } from './lib/shout.mjs';\\n"
+              + "export default { fetch() { const i = new WebAssembly.Instance(add); return new Response([helper(2), shout(greeting), cfg.name, i.exports.add(20, 22), new Uint8Array(raw).length].join(' ')); } };",
+            'src/lib/helper.cjs': 'module.exports = (x) => x * 10;',
+            'src/lib/shout.mjs': 'export const shout = (s) => s.toUpperCase();',
+            'src/greeting.txt': 'hello',
+            'src/cfg.json': { json: { name: 'cfg' } },
+            'src/add.wasm': { wasm: wasm.buffer },
+            'src/raw.bin': { data: new Uint8Array([1, 2, 3]) },
+          } });
+          out.text = await (await w.getEntrypoint().fetch('http://dynamic/')).text();
+          break;
+        }
         case '/neighbour': out.text = 'parent ok ' + parentState; break;
         default: return new Response('no route', { status: 404 });
       }
@@ -181,6 +196,10 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     // A rough figure for the report (speed is measured in bench/, not asserted here).
     console.log(`load() + first fetch through the parent, one HTTP request: ${(performance.now() - t0).toFixed(1)} ms`);
     expect(r).toEqual({ status: 200, text: '/hello hi 42' });
+  });
+
+  it('modules: js, mjs, cjs, text, json, wasm and data modules resolve among themselves (a module map)', async () => {
+    expect(await call('/modules')).toEqual({ text: '20 HELLO cfg 42 3' });
   });
 
   it('getEntrypoint() serves JS RPC to the default and named WorkerEntrypoints; errors keep their name and message', async () => {
