@@ -89,7 +89,7 @@ export interface AgentConfig {
   poolSize: number;
   maxIsolatesPerWorker?: number;
   /** Worker Loader get()'s kept warm per process: at most this many, holding at most this much heap (serving/dynamic-workers.ts defaults). */
-  dynamicCache?: { maxEntries?: number; maxBytes?: number };
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
   /**

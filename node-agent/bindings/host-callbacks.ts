@@ -205,7 +205,7 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
       return ctx.loaders.get(binding, id);
     },
     loaderLoad(binding, id, code) {
-      return hostAsync(ctx.loaders.load(binding, id, code));
+      return hostAsync(ctx.loaders.load(binding, id, code, () => ctx.countSubrequest()));
     },
     loaderCall(handle, entrypoint, request) {
       return hostAsync(ctx.loaders.call(handle, entrypoint, request, () => ctx.countSubrequest()));

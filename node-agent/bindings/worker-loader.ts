@@ -128,6 +128,11 @@ export function dynamicDefinition(parent: WorkerDefinition, tag: string, code: L
 }
 
 const ID_MAX = 256;
+/**
+ * load()s one request may hold at once: each is an isolate, so a loop of load()s is bounded
+ * here (and each load, get()'s too, is a subrequest, counted against limits.subrequests).
+ */
+export const MAX_LOADS_PER_REQUEST = 16;
 let oneOffs = 0;
 
 /** One isolate's Worker Loader bindings: the loaderGet, loaderLoad and loaderCall callbacks' work. */
@@ -137,6 +142,8 @@ export class LoaderCalls {
   private nextNumber = 1;
   /** load()s made during the request in flight: gone when it ends. */
   private readonly oneOff = new Set<DynamicWorker>();
+  /** load()s under way (not in oneOff yet): counted against MAX_LOADS_PER_REQUEST too. */
+  private loadingOneOffs = 0;
   /** Tokens under which dynamic workers call back the functions and RpcTargets this isolate put in their env: the request's, and the isolate's (get()'s). */
   private readonly requestTokens: string[] = [];
   private readonly isolateTokens: string[] = [];
@@ -174,12 +181,20 @@ export class LoaderCalls {
     return w ? this.number(w) : null;
   }
 
-  async load(binding: unknown, id: unknown, raw: unknown): Promise<number> {
+  async load(binding: unknown, id: unknown, raw: unknown, countSubrequest: () => void): Promise<number> {
     const b = this.binding(binding);
     if (id !== null && (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX)) throw new TypeError(`env.${b}.get(): the id must be a string of 1 to ${ID_MAX} characters`);
     const parsed = LoaderCodeSchema.safeParse(raw);
     if (!parsed.success) throw new TypeError(`env.${b}: malformed WorkerCode: ${describeIssues(parsed.error)}`);
     if (!this.router) throw new WorkerLoaderError(`env.${b}: Worker Loaders are not available on this agent`);
+    if (id === null && this.oneOff.size + this.loadingOneOffs >= MAX_LOADS_PER_REQUEST) {
+      throw new RangeError(`env.${b}.load(): this request already holds ${MAX_LOADS_PER_REQUEST} dynamic workers, the most one request may load; reuse them, or use get(id)`);
+    }
+    try {
+      countSubrequest();
+    } catch (err) {
+      throw new Error(`env.${b}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
     const tag = id ?? `load-${++oneOffs}`;
     let token: string | undefined;
     if (Object.keys(parsed.data.refs).length > 0 && this.invokeLocal) {
@@ -187,9 +202,15 @@ export class LoaderCalls {
       (id === null ? this.requestTokens : this.isolateTokens).push(token);
     }
     const def = dynamicDefinition(this.parent, tag, parsed.data, token);
-    const w = await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id });
-    if (id === null) this.oneOff.add(w);
-    return this.number(w);
+    if (id !== null) return this.number(await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id }));
+    this.loadingOneOffs += 1;
+    try {
+      const w = await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id });
+      this.oneOff.add(w);
+      return this.number(w);
+    } finally {
+      this.loadingOneOffs -= 1;
+    }
   }
 
   async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void): Promise<ServiceCallResult> {

@@ -18,6 +18,11 @@ import { WorkerHost, type InternalRequest, type InternalResponse } from './worke
 export const DEFAULT_DYNAMIC_CACHE_ENTRIES = 256;
 /** Heap the cached ones may hold together before the least recently used go. */
 export const DEFAULT_DYNAMIC_CACHE_BYTES = 512 * 1024 * 1024;
+/**
+ * The part of the cache (entries, and heap) one calling worker may hold: a caller looping
+ * over fresh ids evicts its own dynamic workers first, never more than this of other callers'.
+ */
+export const DEFAULT_DYNAMIC_CACHE_CALLER_SHARE = 0.25;
 /** Calls that may wait for a dynamic worker's one isolate; past that a call fails at once. */
 const MAX_QUEUED_CALLS = 1000;
 
@@ -29,6 +34,8 @@ export interface DynamicWorkersOptions {
   registry: Registry;
   maxEntries?: number;
   maxBytes?: number;
+  /** DEFAULT_DYNAMIC_CACHE_CALLER_SHARE */
+  callerShare?: number;
 }
 
 interface Entry {
@@ -50,6 +57,8 @@ export class DynamicWorkers {
   private readonly loading = new Map<string, Promise<Entry>>();
   private readonly live = new Set<Entry>();
   private cachedBytes = 0;
+  /** Per calling worker: its cached entries and their heap. */
+  private readonly byCaller = new Map<string, { entries: number; bytes: number }>();
   private closed = false;
   private readonly loads: Counter<'worker' | 'kind'>;
   private readonly hits: Counter<'worker'>;
@@ -62,7 +71,7 @@ export class DynamicWorkers {
     this.loads = new Counter({ name: 'edge_dynamic_worker_loads_total', help: 'Dynamic workers started (Worker Loader load() and get() misses), by calling worker and kind.', labelNames: ['worker', 'kind'], registers });
     this.hits = new Counter({ name: 'edge_dynamic_worker_cache_hits_total', help: 'Worker Loader get() calls that found the dynamic worker warm, by calling worker.', labelNames: ['worker'], registers });
     this.misses = new Counter({ name: 'edge_dynamic_worker_cache_misses_total', help: 'Worker Loader get() calls that found no warm dynamic worker (the code callback runs), by calling worker.', labelNames: ['worker'], registers });
-    this.evictions = new Counter({ name: 'edge_dynamic_worker_evictions_total', help: 'Cached dynamic workers let go, by calling worker and reason (entries, bytes, dead).', labelNames: ['worker', 'reason'], registers });
+    this.evictions = new Counter({ name: 'edge_dynamic_worker_evictions_total', help: 'Cached dynamic workers let go, by calling worker and reason (entries, bytes: the agent\'s cache was full; caller: the caller was over its share; dead).', labelNames: ['worker', 'reason'], registers });
     this.loadSeconds = new Histogram({ name: 'edge_dynamic_worker_load_seconds', help: 'Time to start a dynamic worker (pooled isolate taken, module compiled and evaluated).', registers, buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2] });
     const cached = () => ({ entries: this.cache.size, bytes: this.cachedBytes });
     new Gauge({ name: 'edge_dynamic_worker_cached', help: 'Warm dynamic workers cached for Worker Loader get().', registers, collect() { this.set(cached().entries); } });
@@ -101,6 +110,10 @@ export class DynamicWorkers {
       this.loads.inc({ worker: l.parent, kind: 'get' });
       this.cache.set(key, e);
       this.cachedBytes += e.bytes;
+      const mine = this.byCaller.get(e.parent) ?? { entries: 0, bytes: 0 };
+      mine.entries += 1;
+      mine.bytes += e.bytes;
+      this.byCaller.set(e.parent, mine);
       this.evict(e);
       return e;
     }
@@ -146,10 +159,16 @@ export class DynamicWorkers {
     if (e.key === null) this.forget(e, null);
   }
 
-  private forget(e: Entry, reason: 'entries' | 'bytes' | 'dead' | null): void {
+  private forget(e: Entry, reason: 'entries' | 'bytes' | 'caller' | 'dead' | null): void {
     if (e.key !== null && this.cache.get(e.key) === e) {
       this.cache.delete(e.key);
       this.cachedBytes -= e.bytes;
+      const mine = this.byCaller.get(e.parent);
+      if (mine) {
+        mine.entries -= 1;
+        mine.bytes -= e.bytes;
+        if (mine.entries <= 0) this.byCaller.delete(e.parent);
+      }
       if (reason) this.evictions.inc({ worker: e.parent, reason });
     }
     if (e.gone) return;
@@ -159,10 +178,21 @@ export class DynamicWorkers {
     void e.host.drain();
   }
 
-  /** Least recently used out until the cache fits; never `keep`, the one its caller is about to use. */
+  /**
+   * Least recently used out until the cache fits: first the caller's own beyond its share,
+   * then anyone's; never `keep`, the one its caller is about to use.
+   */
   private evict(keep: Entry): void {
     const maxEntries = this.opts.maxEntries ?? DEFAULT_DYNAMIC_CACHE_ENTRIES;
     const maxBytes = this.opts.maxBytes ?? DEFAULT_DYNAMIC_CACHE_BYTES;
+    const share = this.opts.callerShare ?? DEFAULT_DYNAMIC_CACHE_CALLER_SHARE;
+    const callerEntries = Math.max(1, Math.floor(maxEntries * share));
+    const callerBytes = maxBytes * share;
+    for (const e of [...this.cache.values()]) {
+      const mine = this.byCaller.get(keep.parent);
+      if (!mine || (mine.entries <= callerEntries && mine.bytes <= callerBytes)) break;
+      if (e !== keep && e.parent === keep.parent) this.forget(e, 'caller');
+    }
     for (const e of [...this.cache.values()]) {
       if (this.cache.size <= maxEntries && this.cachedBytes <= maxBytes) break;
       if (e === keep) continue;
@@ -180,6 +210,7 @@ export class DynamicWorkers {
     }
     this.live.clear();
     this.cache.clear();
+    this.byCaller.clear();
     this.cachedBytes = 0;
   }
 }

@@ -41,7 +41,7 @@ export interface WorkerServerOptions {
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
   /** Bounds on the Worker Loader get()'s kept warm (DynamicWorkers' defaults). */
-  dynamicCache?: { maxEntries?: number; maxBytes?: number };
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   maxIsolatesPerWorker?: number;
   maxQueuedPerWorker?: number;
   idleIsolateMs?: number;

@@ -105,6 +105,13 @@ export default {
           out.text = await (await w.getEntrypoint().fetch('http://dynamic/')).text();
           break;
         }
+        case '/load-loop': {
+          const n = Number(q.get('n'));
+          const results = await Promise.allSettled(Array.from({ length: n }, () => env.LOADER.load(code('export default { fetch() { return new Response("x"); } };')).getEntrypoint().fetch('http://x/')));
+          out.ok = results.filter((r) => r.status === 'fulfilled').length;
+          out.errors = [...new Set(results.filter((r) => r.status === 'rejected').map((r) => r.reason.name + ': ' + r.reason.message.replace(/\\d+/g, 'N')))];
+          break;
+        }
         case '/neighbour': out.text = 'parent ok ' + parentState; break;
         default: return new Response('no route', { status: 404 });
       }
@@ -172,7 +179,7 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
       poolSize: 4,
       egressAllow: ['127.0.0.1/32'],
       // Small, so the eviction test below can fill it.
-      dynamicCache: { maxEntries: 6, maxBytes: 48 * 1024 * 1024 },
+      dynamicCache: { maxEntries: 8, maxBytes: 64 * 1024 * 1024, callerShare: 0.5 },
     });
   });
 
@@ -333,22 +340,34 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect((await call('/get?id=spinner', { src: spin })).text).toBe('served 1');
   });
 
-  it('get()\'s LRU evicts by count and by heap; an evicted id is loaded again through its callback, its state fresh', async () => {
+  it('get()\'s LRU evicts by count and by heap, a flooding caller its own first; an evicted id is loaded again through its callback, its state fresh', async () => {
     const counter = `let n = 0; export default { fetch() { n++; return new Response('calls ' + n); } };`;
+    // Another tenant's warm worker, which the flood below must not push out.
+    expect((await call('/get?id=survivor', { src: counter }, 'parent.tenant-b.test')).text).toBe('calls 1');
     expect((await call('/get?id=lru-0', { src: counter })).text).toBe('calls 1');
     expect((await call('/get?id=lru-0', { src: counter })).text).toBe('calls 2');
-    for (let i = 1; i <= 6; i++) await call(`/get?id=lru-${i}`, { src: counter });
-    // lru-0 was the least recently used of seven: gone, so the callback runs and the state starts again.
-    const again = await call('/get?id=lru-0', { src: counter });
-    expect(again.text).toBe('calls 1');
-    // Three workers holding ~20 MiB each do not fit in 48 MiB: the oldest goes, the newest is kept.
+    for (let i = 1; i <= 8; i++) await call(`/get?id=lru-${i}`, { src: counter });
+    // lru-0 was app/parent's least recently used, over its half of the 8 entries: gone, so the callback runs and the state starts again.
+    expect((await call('/get?id=lru-0', { src: counter })).text).toBe('calls 1');
+    expect((await call('/get?id=survivor', { src: counter }, 'parent.tenant-b.test')).text).toBe('calls 2');
+    // Three workers holding ~20 MiB each do not fit in the caller's 32 MiB: the oldest go, the newest is kept.
     const big = `const keep = new Array(20 * 1024 * 1024 / 8).fill(1.5); export default { fetch() { return new Response('big ' + keep.length); } };`;
     for (const id of ['big-1', 'big-2', 'big-3']) expect((await call(`/get?id=${id}`, { src: big })).text).toBe('big 2621440');
+    expect((await call('/get?id=survivor', { src: counter }, 'parent.tenant-b.test')).text).toBe('calls 3');
     const metrics = await (await fetch(`http://127.0.0.1:${agent.adminPort}/metrics`)).text();
-    expect(metrics).toMatch(/edge_dynamic_worker_evictions_total\{[^}]*reason="entries"[^}]*\} [1-9]/);
-    expect(metrics).toMatch(/edge_dynamic_worker_evictions_total\{[^}]*reason="bytes"[^}]*\} [1-9]/);
+    expect(metrics).toMatch(/edge_dynamic_worker_evictions_total\{[^}]*worker="app\/parent"[^}]*reason="caller"[^}]*\} [1-9]/);
+    expect(metrics).not.toMatch(/edge_dynamic_worker_evictions_total\{[^}]*worker="tenant-b\/parent"/);
     const cached = /edge_dynamic_worker_cached_heap_bytes(?:\{[^}]*\})? (\d+)/.exec(metrics);
-    expect(Number(cached?.[1])).toBeLessThanOrEqual(48 * 1024 * 1024);
+    expect(Number(cached?.[1])).toBeLessThanOrEqual(64 * 1024 * 1024);
+  });
+
+  it('a loop of load()s in one request is bounded (16 live per request, each a subrequest); the parent catches it', async () => {
+    const r = await call('/load-loop?n=40');
+    // The parent's limits.subrequests is 20: each load and each call is one; at most 16 load()s live at once.
+    expect(Number(r.ok)).toBeLessThanOrEqual(16);
+    expect(Number(r.ok)).toBeGreaterThan(0);
+    expect(String(r.errors)).toMatch(/the most one request may load|exceeded its subrequest limit/);
+    expect((await call('/neighbour')).text).toBe('parent ok parent module state');
   });
 
   it('another tenant\'s ids are its own: the same id in another namespace is another dynamic worker', async () => {
