@@ -129,8 +129,10 @@ export function dynamicDefinition(parent: WorkerDefinition, tag: string, code: L
 
 const ID_MAX = 256;
 /**
- * load()s one request may hold at once: each is an isolate, so a loop of load()s is bounded
- * here (and each load, get()'s too, is a subrequest, counted against limits.subrequests).
+ * Dynamic workers one request may start (load()s, and get()s that found none warm): each
+ * takes an isolate, and one made while the pool is empty holds the event loop for a few
+ * milliseconds, so a loop of loads is bounded here, whatever the caller's subrequest limit
+ * (each load is a subrequest too).
  */
 export const MAX_LOADS_PER_REQUEST = 16;
 let oneOffs = 0;
@@ -142,8 +144,8 @@ export class LoaderCalls {
   private nextNumber = 1;
   /** load()s made during the request in flight: gone when it ends. */
   private readonly oneOff = new Set<DynamicWorker>();
-  /** load()s under way (not in oneOff yet): counted against MAX_LOADS_PER_REQUEST too. */
-  private loadingOneOffs = 0;
+  /** Loads started during the request in flight (MAX_LOADS_PER_REQUEST). */
+  private loadsThisRequest = 0;
   /** Tokens under which dynamic workers call back the functions and RpcTargets this isolate put in their env: the request's, and the isolate's (get()'s). */
   private readonly requestTokens: string[] = [];
   private readonly isolateTokens: string[] = [];
@@ -187,9 +189,10 @@ export class LoaderCalls {
     const parsed = LoaderCodeSchema.safeParse(raw);
     if (!parsed.success) throw new TypeError(`env.${b}: malformed WorkerCode: ${describeIssues(parsed.error)}`);
     if (!this.router) throw new WorkerLoaderError(`env.${b}: Worker Loaders are not available on this agent`);
-    if (id === null && this.oneOff.size + this.loadingOneOffs >= MAX_LOADS_PER_REQUEST) {
-      throw new RangeError(`env.${b}.load(): this request already holds ${MAX_LOADS_PER_REQUEST} dynamic workers, the most one request may load; reuse them, or use get(id)`);
+    if (this.loadsThisRequest >= MAX_LOADS_PER_REQUEST) {
+      throw new RangeError(`env.${b}: this request already started ${MAX_LOADS_PER_REQUEST} dynamic workers, the most one request may start; reuse them, or use get(id) with ids that stay warm`);
     }
+    this.loadsThisRequest += 1;
     try {
       countSubrequest();
     } catch (err) {
@@ -202,15 +205,9 @@ export class LoaderCalls {
       (id === null ? this.requestTokens : this.isolateTokens).push(token);
     }
     const def = dynamicDefinition(this.parent, tag, parsed.data, token);
-    if (id !== null) return this.number(await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id }));
-    this.loadingOneOffs += 1;
-    try {
-      const w = await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id });
-      this.oneOff.add(w);
-      return this.number(w);
-    } finally {
-      this.loadingOneOffs -= 1;
-    }
+    const w = await this.router.load({ def, parent: this.parent.key, parentDigest: this.parent.digest, binding: b, id });
+    if (id === null) this.oneOff.add(w);
+    return this.number(w);
   }
 
   async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void): Promise<ServiceCallResult> {
@@ -230,6 +227,7 @@ export class LoaderCalls {
 
   /** The request in flight ended: its load()s go, and numbers of workers gone are forgotten. */
   requestEnded(): void {
+    this.loadsThisRequest = 0;
     for (const w of this.oneOff) this.router?.release(w);
     this.oneOff.clear();
     for (const t of this.requestTokens.splice(0)) unlendEnv(t);
