@@ -10,6 +10,7 @@ import { Agent } from '../../node-agent/agent.js';
 import { OUTBOUND_BLOCKED } from '../../node-agent/bindings/host-bindings.js';
 import { send } from './agent-harness.js';
 import { startActorAgent, type ActorAgent } from './actor-agent.js';
+import { SUBJECTS, type LogLine } from '../../common/nats.js';
 
 // Worker Loader bindings (Dynamic Workers, issue 16) in an in-process agent serving a
 // directory: load() and get(id) with fetch and RPC to the dynamic worker's entrypoints,
@@ -397,7 +398,7 @@ export class Agent extends DurableObject {
   async fetch(request) {
     const w = this.env.LOADER.get('tool', async () => {
       this.loads++;
-      return { compatibilityDate: '2025-06-01', mainModule: 't.js', modules: { 't.js': "let n = 0; export default { fetch() { return new Response('tool call ' + ++n); } };" } };
+      return { compatibilityDate: '2025-06-01', mainModule: 't.js', modules: { 't.js': "let n = 0; export default { fetch() { console.log('tool ran'); return new Response('tool call ' + ++n); } };" } };
     });
     const r = await w.getEntrypoint().fetch('http://tool/');
     return new Response(await r.text() + ', loads ' + this.loads);
@@ -413,7 +414,9 @@ describe('a Worker Loader in a Durable Object', () => {
   });
   afterAll(async () => { await a?.stop(); });
 
-  it('keeps its generated tool warm across its requests: one callback, the tool\'s state kept', async () => {
+  it('keeps its generated tool warm across its requests: one callback, the tool\'s state kept; its console lines are on the caller\'s `edge logs` stream', async () => {
+    const lines: LogLine[] = [];
+    const sub = a.nc.subscribe(SUBJECTS.logs('app', 'agents'), { callback: (_err, m) => { lines.push(JSON.parse(new TextDecoder().decode(m.data)) as LogLine); } });
     const get = async () => {
       for (let i = 0; ; i++) {
         const res = await send(a.port, 'agents.test', '/');
@@ -423,5 +426,9 @@ describe('a Worker Loader in a Durable Object', () => {
     };
     expect(await get()).toEqual({ status: 200, text: 'tool call 1, loads 1' });
     expect(await get()).toEqual({ status: 200, text: 'tool call 2, loads 1' });
+    await a.nc.flush();
+    for (let i = 0; i < 50 && !lines.some((l) => l.message === '[dynamic tool] tool ran'); i++) await new Promise((r) => setTimeout(r, 50));
+    sub.unsubscribe();
+    expect(lines.find((l) => l.message === '[dynamic tool] tool ran')).toMatchObject({ worker: 'app/agents', level: 'log' });
   });
 });
