@@ -139,6 +139,8 @@ export const WorkerConfigSchema = z.object({
   routes: z.array(RouteSchema),
   limits: LimitsSchema,
   minWarmIsolates: z.number().int().min(0),
+  /** spec.placement.shard (docs/shards.md); absent: the agents' default. */
+  shard: z.object({ min: z.number().int().min(0), max: z.number().int().min(1) }).optional(),
   compatibilityDate: z.string().optional(),
   /** spec.compatibilityFlags (nodejs_compat: the isolate provides node:* modules). */
   compatibilityFlags: z.array(z.string()).optional(),
@@ -205,6 +207,11 @@ export const PresenceSchema = z.object({
   /** True while the agent drains (SIGTERM): it takes no new actors. */
   draining: z.boolean().default(false),
   load: z.object({ workers: z.number().int().min(0), inflight: z.number().int().min(0) }).optional(),
+  /**
+   * Requests in flight here per worker ref (`ns/name`), smoothed; only the busy ones. Every
+   * host sums them over the region to size each worker's shard (docs/shards.md).
+   */
+  shardLoad: z.record(z.string(), z.number().min(0)).optional(),
   /**
    * Set on an agent's front when its isolates run in this many isolate-host processes
    * (`edge agent --isolate-hosts N`): the front hosts no actors (common/isolate-hosts.ts).

@@ -195,6 +195,7 @@ export class EdgeWorkerReconciler implements Reconciler {
         // Only the routes this worker owns: a refused one never reaches an agent's route table.
         version, bundleDigest, regions: placement.placed, routes: routes.allowed, limits: run.limits,
         minWarmIsolates: run.minWarmIsolates,
+        ...(spec.placement.shard ? { shard: spec.placement.shard } : {}),
         ...(spec.compatibilityDate ? { compatibilityDate: spec.compatibilityDate } : {}),
         ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
         ...(run.egress ? { egress: run.egress } : {}),
