@@ -1,0 +1,281 @@
+import { createHash } from 'node:crypto';
+import { createServer, request, type IncomingHttpHeaders } from 'node:http';
+import type { NatsConnection } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentRing } from '../../common/agent-ring.js';
+import { AgentView } from '../../common/agent-view.js';
+import { agentKey, workerKey } from '../../common/keys.js';
+import { createLogger } from '../../common/log.js';
+import { connectNats, encodeJson, type EdgeBuckets, type Presence, type WorkerConfig } from '../../common/nats.js';
+import { provisionNats } from '../../common/nats-provision.js';
+import { Agent } from '../../node-agent/agent.js';
+import { encodeForwardMeta, FORWARD_META_HEADER, SERVE_PATH } from '../../node-agent/peer/forward-request.js';
+import { startNats, type TestNats } from '../harness/nats.js';
+import { connect } from './actor-agent.js';
+
+// Shards with real agents (docs/shards.md): three in-process agents of one region on a real
+// nats-server, each worker's shard two of them. A request that lands on the third is
+// served by a member, exactly as the client sent it (method, headers, a large streamed
+// body, a streamed response, a WebSocket); a forwarded request is never forwarded again;
+// a member that died (its presence still live, its port gone: the state right after a
+// SIGKILL) does not fail the request: the first agent serves it itself.
+
+const REGION = 'shard-1';
+const TOKEN = 'shards-test-peer-token-0123456789';
+const HOST = 'shard.test';
+
+const SOURCE = `
+export default {
+  async fetch(request) {
+    const url = new URL(request.url);
+    if (request.headers.get('upgrade') === 'websocket') {
+      const [client, server] = Object.values(new WebSocketPair());
+      server.accept();
+      server.addEventListener('message', (e) => server.send('echo:' + e.data));
+      return new Response(null, { status: 101, webSocket: client });
+    }
+    if (url.pathname === '/stream') {
+      let i = 0;
+      const enc = new TextEncoder();
+      return new Response(new ReadableStream({ pull(c) { if (i < 50) c.enqueue(enc.encode('chunk ' + i++ + '\\n')); else c.close(); } }));
+    }
+    const buf = new Uint8Array(await request.arrayBuffer());
+    const hex = [...new Uint8Array(await crypto.subtle.digest('SHA-256', buf))].map((b) => b.toString(16).padStart(2, '0')).join('');
+    return Response.json({
+      method: request.method, url: request.url, test: request.headers.get('x-test'), len: buf.length, sha: hex,
+      forward: request.headers.get('${FORWARD_META_HEADER}'), token: request.headers.get('x-edge-peer-token'),
+    }, { headers: { 'x-answer': 'yes' } });
+  },
+};`;
+
+interface Res { status: number; headers: IncomingHttpHeaders; body: Buffer }
+
+function send(port: number, opts: { method?: string; path?: string; host?: string; headers?: Record<string, string>; body?: Buffer; chunk?: number }): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port, method: opts.method ?? 'GET', path: opts.path ?? '/', headers: { host: opts.host ?? HOST, ...opts.headers } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    r.on('error', reject);
+    if (opts.body) {
+      // Written in pieces, chunked: the body streams through the first agent.
+      const step = opts.chunk ?? 64 * 1024;
+      for (let i = 0; i < opts.body.length; i += step) r.write(opts.body.subarray(i, i + step));
+    }
+    r.end();
+  });
+}
+
+async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const counter = async (c: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> }, labels: Record<string, string> = {}): Promise<number> =>
+  (await c.get()).values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((n, v) => n + v.value, 0);
+
+const digest = (s: string | Uint8Array) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+
+let nats: TestNats;
+let nc: NatsConnection;
+let buckets: EdgeBuckets;
+let view: AgentView;
+const agents = new Map<string, Agent>();
+const quiet = createLogger({}, () => undefined);
+
+async function publish(namespace: string, name: string, shard?: { min: number; max: number }): Promise<void> {
+  const bytes = new TextEncoder().encode(SOURCE);
+  const bundleDigest = digest(bytes);
+  await buckets.bundles.putBlob({ name: bundleDigest }, bytes);
+  const cfg: WorkerConfig = {
+    namespace, name, uid: `uid-${namespace}-${name}`, generation: 1, version: digest(`${bundleDigest}/${JSON.stringify(shard)}`), bundleDigest,
+    regions: [REGION], routes: [{ host: `${name}.${namespace}.${HOST}`, pathPrefix: '/' }],
+    limits: { cpuMsPerRequest: 2000, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 },
+    minWarmIsolates: 1, env: { text: {}, sealed: {}, actors: {}, ai: {} }, ...(shard ? { shard } : {}),
+  };
+  await buckets.workers.put(workerKey(namespace, name), encodeJson(cfg));
+}
+
+/** Every agent serves the worker and computes the same two-member shard; returns the members and the one outside. */
+async function shardOf(ref: string, size = 2): Promise<{ members: string[]; outsider: string }> {
+  const members = await until(`the agents to agree on ${ref}'s shard`, () => {
+    const seen = [...agents.values()].map((a) => a.server.shardMembers(ref));
+    if (seen.some((m) => m?.length !== size)) return undefined;
+    const first = JSON.stringify([...seen[0]!].sort());
+    return seen.every((m) => JSON.stringify([...m!].sort()) === first) ? seen[0] : undefined;
+  });
+  return { members, outsider: [...agents.keys()].find((a) => !members.includes(a))! };
+}
+
+const metricsOf = (name: string) => agents.get(name)!.server.metrics;
+const peerAddressOf = (name: string): string => view.agents(REGION).find((p) => p.agent === name)!.peerAddress!;
+
+beforeAll(async () => {
+  nats = await startNats();
+  nc = await connectNats(nats.url, 'shards test');
+  buckets = await provisionNats(nc, { log: quiet });
+  for (const name of ['a1', 'a2', 'a3']) {
+    agents.set(name, await Agent.start({
+      log: quiet,
+      source: { kind: 'nats', url: nats.url, region: REGION, node: `node-${name}` },
+      agentName: name,
+      listen: { host: '127.0.0.1', port: 0 },
+      peerListen: { host: '127.0.0.1', port: 0 },
+      peerToken: TOKEN,
+      presenceTtlMs: 5_000,
+      actorLogReplicas: 1,
+      maxBodyBytes: 64 * 1024 * 1024,
+      maxWebSocketMessageBytes: 1024 * 1024,
+      poolSize: 2,
+    }));
+  }
+  view = new AgentView(buckets, quiet, { reports: false });
+  await view.start();
+  await until('three agents in the view', () => view.agents(REGION).length === 3);
+  await publish('ns', 'w');
+}, 60_000);
+
+afterAll(async () => {
+  await view?.stop();
+  for (const a of agents.values()) await a.stop();
+  await nc?.close();
+  await nats?.stop();
+});
+
+describe('shards across agents', () => {
+  it('serves a request that lands outside the shard on a member, with method, headers and a large streamed body intact', async () => {
+    const { members, outsider } = await shardOf('ns/w');
+    const port = agents.get(outsider)!.port;
+    const forwards = await counter(metricsOf(outsider).shardForwards);
+    const inBefore = await Promise.all(members.map((m) => counter(metricsOf(m).shardForwardedIn)));
+    const body = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff;
+    const res = await send(port, { method: 'PUT', path: '/echo?q=1', host: `w.ns.${HOST}`, headers: { 'x-test': 'kept', [FORWARD_META_HEADER]: 'forged', 'x-edge-peer-token': 'forged' }, body });
+    expect(res.status).toBe(200);
+    expect(res.headers['x-answer']).toBe('yes');
+    const out = JSON.parse(res.body.toString()) as Record<string, unknown>;
+    expect(out).toMatchObject({ method: 'PUT', url: `http://w.ns.${HOST}/echo?q=1`, test: 'kept', len: body.length, sha: createHash('sha256').update(body).digest('hex') });
+    // A client's own copies of the peer headers never reach the worker.
+    expect(out.forward).toBeNull();
+    expect(out.token).toBeNull();
+    expect(await counter(metricsOf(outsider).shardForwards)).toBe(forwards + 1);
+    const inAfter = await Promise.all(members.map((m) => counter(metricsOf(m).shardForwardedIn)));
+    expect(inAfter.reduce((a, b) => a + b, 0)).toBe(inBefore.reduce((a, b) => a + b, 0) + 1);
+    // It ran on a member, not here: the outsider keeps no isolate of the worker.
+    expect(await counter(metricsOf(outsider).starts, { worker: 'ns/w' })).toBe(0);
+    expect(agents.get(outsider)!.server.status().find((s) => s.key === 'ns/w')).toMatchObject({ state: 'ready', isolates: 0 });
+    for (const m of members) expect(agents.get(m)!.server.status().find((s) => s.key === 'ns/w')).toMatchObject({ state: 'ready', isolates: 1 });
+  });
+
+  it('streams a response back through the first agent, and spreads requests over both members', async () => {
+    const { members, outsider } = await shardOf('ns/w');
+    const before = await Promise.all(members.map((m) => counter(metricsOf(m).shardForwardedIn)));
+    for (let i = 0; i < 4; i++) {
+      const res = await send(agents.get(outsider)!.port, { path: '/stream', host: `w.ns.${HOST}` });
+      expect(res.status).toBe(200);
+      expect(res.headers['transfer-encoding']).toBe('chunked');
+      expect(res.body.toString()).toBe(Array.from({ length: 50 }, (_, j) => `chunk ${j}\n`).join(''));
+    }
+    const after = await Promise.all(members.map((m) => counter(metricsOf(m).shardForwardedIn)));
+    for (let i = 0; i < members.length; i++) expect(after[i]! - before[i]!).toBe(2);
+  });
+
+  it('carries a WebSocket through the first agent to a member', async () => {
+    const { outsider } = await shardOf('ns/w');
+    const forwards = await counter(metricsOf(outsider).shardForwards);
+    const c = await connect(agents.get(outsider)!.port, `w.ns.${HOST}`, '/ws');
+    for (const m of ['one', 'two', 'x'.repeat(100_000)]) {
+      c.ws.send(m);
+      expect(await c.next()).toBe(`echo:${m}`);
+    }
+    c.ws.close(1000, 'done');
+    expect((await c.closed).code).toBe(1000);
+    expect(await counter(metricsOf(outsider).shardForwards)).toBe(forwards + 1);
+  });
+
+  it('never forwards a forwarded request again, even to a host whose view says it is not a member', async () => {
+    const { outsider } = await shardOf('ns/w');
+    const forwards = await counter(metricsOf(outsider).shardForwards);
+    const runs = await counter(metricsOf(outsider).starts, { worker: 'ns/w' });
+    const meta = encodeForwardMeta({ url: `http://w.ns.${HOST}/echo`, headers: [['x-test', 'direct']], cf: {} });
+    const res = await new Promise<Res>((resolve, reject) => {
+      const u = new URL(SERVE_PATH, peerAddressOf(outsider));
+      const r = request({ host: u.hostname, port: u.port, method: 'POST', path: SERVE_PATH, headers: { host: `w.ns.${HOST}`, 'x-edge-peer-token': TOKEN, [FORWARD_META_HEADER]: meta, 'content-length': 3 } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      });
+      r.on('error', reject);
+      r.end('abc');
+    });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ method: 'POST', test: 'direct', len: 3 });
+    expect(await counter(metricsOf(outsider).shardForwards)).toBe(forwards);
+    expect(await counter(metricsOf(outsider).starts, { worker: 'ns/w' })).toBe(runs + 1);
+  });
+
+  it('refuses a forwarded request without the peer token, and ignores the forward header on the public port', async () => {
+    const { outsider } = await shardOf('ns/w');
+    const u = new URL(SERVE_PATH, peerAddressOf(outsider));
+    const meta = encodeForwardMeta({ url: `http://w.ns.${HOST}/echo`, headers: [], cf: {} });
+    const refused = await send(Number(u.port), { method: 'POST', path: SERVE_PATH, host: `w.ns.${HOST}`, headers: { [FORWARD_META_HEADER]: meta, 'x-edge-peer-token': 'wrong-token-wrong-token' }, body: Buffer.from('x') });
+    expect(refused.status).toBe(401);
+    // A client's forged meta names another URL: the public front routes on the real one.
+    const forged = encodeForwardMeta({ url: 'http://other.test/admin', headers: [['x-test', 'forged']], cf: {} });
+    const res = await send(agents.get(outsider)!.port, { path: '/real', host: `w.ns.${HOST}`, headers: { [FORWARD_META_HEADER]: forged } });
+    expect(JSON.parse(res.body.toString())).toMatchObject({ url: `http://w.ns.${HOST}/real`, test: null });
+  });
+
+  it('serves the request itself when the member it picked is dead (presence still live, port gone)', async () => {
+    // A ghost agent: its presence says it is live, nothing listens on its peer port, as
+    // for the presence TTL after a SIGKILL.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const deadPort = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const ghost: Presence = {
+      agent: 'ghost', node: 'ghost', region: REGION, address: 'http://127.0.0.1:1', peerAddress: `http://127.0.0.1:${deadPort}`,
+      ttlMs: 60_000, startedAt: new Date().toISOString(), draining: false,
+    };
+    await buckets.agents.put(agentKey(REGION, 'ghost'), encodeJson(ghost));
+    try {
+      await until('the ghost in every view', () => view.agents(REGION).length === 4);
+      // A worker whose one-member shard is the ghost.
+      const ring = new AgentRing(view);
+      let name = '';
+      for (let i = 0; i < 200 && !name; i++) if (ring.members(REGION, `ns/g${i}`, 1)[0]?.agent === 'ghost') name = `g${i}`;
+      expect(name).not.toBe('');
+      await publish('ns', name, { min: 1, max: 1 });
+      await until('every agent to see the ghost as the member', () => [...agents.values()].every((a) => a.server.shardMembers(`ns/${name}`)?.[0] === 'ghost'));
+      for (const [n, a] of agents) {
+        const fallbacks = await counter(metricsOf(n).shardFallbacks, { reason: 'unreachable' });
+        const res = await send(a.port, { method: 'POST', path: '/echo', host: `${name}.ns.${HOST}`, body: Buffer.from('payload') });
+        expect(res.status).toBe(200);
+        expect(JSON.parse(res.body.toString())).toMatchObject({ method: 'POST', len: 7 });
+        expect(await counter(metricsOf(n).shardFallbacks, { reason: 'unreachable' })).toBe(fallbacks + 1);
+        expect(await counter(metricsOf(n).starts, { worker: `ns/${name}`, start: 'cold' })).toBe(1);
+      }
+    } finally {
+      await buckets.agents.delete(agentKey(REGION, 'ghost'));
+    }
+  });
+
+  it('keeps an unsharded worker (shard.min 0) warm on every agent and serves it where it lands', async () => {
+    await publish('ns', 'all', { min: 0, max: 1 });
+    await until('every agent to serve ns/all with all three in its shard', () => [...agents.values()].every((a) => a.server.shardMembers('ns/all')?.length === 3));
+    await until('a warm isolate of ns/all on every agent', () => [...agents.values()].every((a) => a.server.status().find((s) => s.key === 'ns/all' && s.state === 'ready' && s.isolates === 1)));
+    for (const [n, a] of agents) {
+      const forwards = await counter(metricsOf(n).shardForwards);
+      expect((await send(a.port, { path: '/', host: `all.ns.${HOST}` })).status).toBe(200);
+      expect(await counter(metricsOf(n).shardForwards)).toBe(forwards);
+      expect(await counter(metricsOf(n).starts, { worker: 'ns/all', start: 'warm' })).toBe(1);
+    }
+  });
+});
