@@ -233,6 +233,8 @@ export const WorkerReportSchema = z.object({
   error: z.string().optional(),
   /** When state is error: the version still serving, if any. */
   servingVersion: z.string().optional(),
+  /** Whether this agent is in the worker's shard (docs/shards.md); absent without shards. */
+  shardMember: z.boolean().optional(),
 });
 export type WorkerReport = z.infer<typeof WorkerReportSchema>;
 

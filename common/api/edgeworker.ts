@@ -198,6 +198,8 @@ export const RegionStatusSchema = z.object({
   name: regionName(),
   desiredAgents: z.number().int().min(0),
   readyAgents: z.number().int().min(0),
+  shard: z.array(z.string()).max(1024).optional()
+    .describe('The agents of this region in the worker\'s shard now, keeping it warm (docs/shards.md); absent when no agent reports one.'),
 });
 
 export const EdgeWorkerStatusSchema = z.object({

@@ -167,7 +167,7 @@ export class AgentPresence {
         const w = parseOrSkip(parseWorkerRef, s.key);
         if (!w) continue;
         workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
-          ? { version: s.digest, state: 'ready' }
+          ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
           : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
       }
       const actors = this.opts.actors?.() ?? {};

@@ -85,7 +85,7 @@ export interface NamespaceUsage {
 export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
 
 export type WorkerState =
-  | { key: string; digest: string; state: 'ready'; isolates: number }
+  | { key: string; digest: string; state: 'ready'; isolates: number; shardMember?: boolean }
   | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
 
 interface Served { desired: DesiredWorker; host: WorkerHost }
@@ -378,7 +378,7 @@ export class WorkerServer {
     for (const [key, s] of this.served) {
       const err = this.errors.get(key);
       if (err) out.push({ key, digest: err.digest, state: 'error', error: err.error, servingDigest: s.desired.def.digest });
-      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates });
+      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates, ...(this.shards ? { shardMember: this.isMember(key) } : {}) });
     }
     for (const [key, err] of this.errors) if (!this.served.has(key)) out.push({ key, digest: err.digest, state: 'error', error: err.error });
     return out.sort((a, b) => a.key.localeCompare(b.key));

@@ -136,7 +136,7 @@ beforeAll(async () => {
       poolSize: 2,
     }));
   }
-  view = new AgentView(buckets, quiet, { reports: false });
+  view = new AgentView(buckets, quiet);
   await view.start();
   await until('three agents in the view', () => view.agents(REGION).length === 3);
   await publish('ns', 'w');
@@ -172,6 +172,11 @@ describe('shards across agents', () => {
     expect(await counter(metricsOf(outsider).starts, { worker: 'ns/w' })).toBe(0);
     expect(agents.get(outsider)!.server.status().find((s) => s.key === 'ns/w')).toMatchObject({ state: 'ready', isolates: 0 });
     for (const m of members) expect(agents.get(m)!.server.status().find((s) => s.key === 'ns/w')).toMatchObject({ state: 'ready', isolates: 1 });
+    // The reports the operator reads say who is in the shard.
+    await until('the reports to name the shard', () => {
+      const said = view.reportsFor(workerKey('ns', 'w'), REGION).filter((r) => r.report?.shardMember).map((r) => r.agent).sort();
+      return JSON.stringify(said) === JSON.stringify([...members].sort());
+    });
   });
 
   it('streams a response back through the first agent, and spreads requests over both members', async () => {
@@ -277,5 +282,21 @@ describe('shards across agents', () => {
       expect(await counter(metricsOf(n).shardForwards)).toBe(forwards);
       expect(await counter(metricsOf(n).starts, { worker: 'ns/all', start: 'warm' })).toBe(1);
     }
+  });
+
+  it('moves the shard when a member leaves: the host that takes its place warms the worker up', async () => {
+    await publish('ns', 'm');
+    const { members, outsider } = await shardOf('ns/m');
+    await until('the members to keep a warm isolate', () => members.every((m) => agents.get(m)!.server.status().find((s) => s.key === 'ns/m' && s.state === 'ready' && s.isolates === 1)));
+    expect(agents.get(outsider)!.server.status().find((s) => s.key === 'ns/m')).toMatchObject({ isolates: 0 });
+    const leaving = members[0]!;
+    await agents.get(leaving)!.stop();
+    agents.delete(leaving);
+    const after = await shardOf('ns/m');
+    expect(after.members.sort()).toEqual([outsider, members[1]!].sort());
+    await until('the new member to keep a warm isolate', () => agents.get(outsider)!.server.status().find((s) => s.key === 'ns/m' && s.state === 'ready' && s.isolates === 1));
+    const runs = await counter(metricsOf(outsider).starts, { worker: 'ns/m', start: 'warm' });
+    expect((await send(agents.get(outsider)!.port, { path: '/', host: `m.ns.${HOST}` })).status).toBe(200);
+    expect(await counter(metricsOf(outsider).starts, { worker: 'ns/m', start: 'warm' })).toBe(runs + 1);
   });
 });
