@@ -185,6 +185,9 @@ export class WorkerServer {
 
   private shardPolicy(w: DesiredWorker): ShardPolicy { return w.shard ?? this.shardDefaults; }
 
+  /** Whether the worker's isolates here are all busy with a queue as long (a shard member then refuses forwards). */
+  saturated(key: string): boolean { return this.served.get(key)?.host.saturated ?? false; }
+
   /** A worker's shard as this host computes it now (presence names), or undefined without shards. */
   shardMembers(key: string): string[] | undefined {
     if (!this.shards) return undefined;

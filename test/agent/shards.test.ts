@@ -34,6 +34,10 @@ export default {
       server.addEventListener('message', (e) => server.send('echo:' + e.data));
       return new Response(null, { status: 101, webSocket: client });
     }
+    if (url.pathname === '/hold') {
+      await new Promise((r) => setTimeout(r, 1500));
+      return new Response('held');
+    }
     if (url.pathname === '/stream') {
       let i = 0;
       const enc = new TextEncoder();
@@ -298,5 +302,49 @@ describe('shards across agents', () => {
     const runs = await counter(metricsOf(outsider).starts, { worker: 'ns/m', start: 'warm' });
     expect((await send(agents.get(outsider)!.port, { path: '/', host: `m.ns.${HOST}` })).status).toBe(200);
     expect(await counter(metricsOf(outsider).starts, { worker: 'ns/m', start: 'warm' })).toBe(runs + 1);
+  });
+});
+
+describe('shards: a saturated member', () => {
+  const region = 'shard-2';
+  const pair = new Map<string, Agent>();
+  afterAll(async () => { for (const a of pair.values()) await a.stop(); });
+
+  it('refuses the forward before reading its body, and the first agent serves the request itself', async () => {
+    for (const name of ['b1', 'b2']) {
+      pair.set(name, await Agent.start({
+        log: quiet, source: { kind: 'nats', url: nats.url, region, node: `node-${name}` }, agentName: name,
+        listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, presenceTtlMs: 5_000,
+        actorLogReplicas: 1, maxBodyBytes: 1024 * 1024, maxWebSocketMessageBytes: 1024 * 1024, poolSize: 1,
+        // One isolate per worker: one request running and one waiting saturate it.
+        maxIsolatesPerWorker: 1,
+      }));
+    }
+    const bytes = new TextEncoder().encode(SOURCE);
+    const bundleDigest = digest(bytes);
+    await buckets.bundles.putBlob({ name: bundleDigest }, bytes);
+    const cfg: WorkerConfig = {
+      namespace: 'ns', name: 'busy', uid: 'uid-busy', generation: 1, version: digest(`${bundleDigest}/busy`), bundleDigest,
+      regions: [region], routes: [{ host: `busy.${HOST}`, pathPrefix: '/' }],
+      limits: { cpuMsPerRequest: 2000, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 },
+      minWarmIsolates: 1, env: { text: {}, sealed: {}, actors: {}, ai: {} }, shard: { min: 1, max: 1 },
+    };
+    await buckets.workers.put(workerKey('ns', 'busy'), encodeJson(cfg));
+    const member = await until('both agents to agree on the one member', () => {
+      const seen = [...pair.values()].map((a) => a.server.shardMembers('ns/busy')?.join());
+      return seen[0] !== undefined && seen[0] !== '' && seen.every((m) => m === seen[0]) ? seen[0] : undefined;
+    });
+    const outsider = [...pair.keys()].find((n) => n !== member)!;
+    const m = pair.get(member)!;
+    const o = pair.get(outsider)!;
+    const holds = [send(m.port, { path: '/hold', host: `busy.${HOST}` }), send(m.port, { path: '/hold', host: `busy.${HOST}` })];
+    await until('the member to be saturated', () => m.server.saturated('ns/busy'), 10_000);
+    const overloaded = await counter(o.server.metrics.shardFallbacks, { reason: 'overloaded' });
+    const res = await send(o.port, { method: 'POST', path: '/echo', host: `busy.${HOST}`, body: Buffer.alloc(200_000, 7) });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ method: 'POST', len: 200_000 });
+    expect(await counter(o.server.metrics.shardFallbacks, { reason: 'overloaded' })).toBe(overloaded + 1);
+    expect(await counter(o.server.metrics.starts, { worker: 'ns/busy', start: 'cold' })).toBe(1);
+    for (const h of await Promise.all(holds)) expect(h.body.toString()).toBe('held');
   });
 });
