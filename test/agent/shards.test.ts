@@ -11,6 +11,13 @@ import { provisionNats } from '../../common/nats-provision.js';
 import { Agent } from '../../node-agent/agent.js';
 import { encodeForwardMeta, FORWARD_META_HEADER, SERVE_PATH } from '../../node-agent/peer/forward-request.js';
 import { startNats, type TestNats } from '../harness/nats.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EDGE_BIN } from '../../cli/local/cluster.js';
+import { freePort } from '../../cli/local/ports.js';
+import { ManagedProcess } from '../../cli/local/process.js';
+import { REPO_ROOT } from '../../cli/local/tools.js';
 import { connect } from './actor-agent.js';
 
 // Shards with real agents (docs/shards.md): three in-process agents of one region on a real
@@ -347,4 +354,94 @@ describe('shards: a saturated member', () => {
     expect(await counter(o.server.metrics.starts, { worker: 'ns/busy', start: 'cold' })).toBe(1);
     for (const h of await Promise.all(holds)) expect(h.body.toString()).toBe('held');
   });
+});
+
+describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => {
+  const region = 'shard-3';
+  let local: Agent | undefined;
+  let proc: ManagedProcess | undefined;
+  let procPort = 0;
+  let dir = '';
+  let regionView: AgentView | undefined;
+  afterAll(async () => {
+    proc?.killNow();
+    await regionView?.stop();
+    await local?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A worker of namespace ns whose one-member shard is the process named `who` (by ring), published to the region. */
+  async function workerOn(who: (p: Presence) => boolean, tag: string): Promise<string> {
+    const ring = new AgentRing(regionView!);
+    let name = '';
+    for (let i = 0; i < 300 && !name; i++) { const m = ring.members(region, `ns/${tag}${i}`, 1)[0]; if (m && who(m)) name = `${tag}${i}`; }
+    expect(name).not.toBe('');
+    const bytes = new TextEncoder().encode(SOURCE);
+    const bundleDigest = digest(bytes);
+    await buckets.bundles.putBlob({ name: bundleDigest }, bytes);
+    const cfg: WorkerConfig = {
+      namespace: 'ns', name, uid: `uid-${name}`, generation: 1, version: digest(`${bundleDigest}/${name}`), bundleDigest,
+      regions: [region], routes: [{ host: `${name}.${HOST}`, pathPrefix: '/' }],
+      limits: { cpuMsPerRequest: 2000, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 },
+      minWarmIsolates: 1, env: { text: {}, sealed: {}, actors: {}, ai: {} }, shard: { min: 1, max: 1 },
+    };
+    await buckets.workers.put(workerKey('ns', name), encodeJson(cfg));
+    return name;
+  }
+
+  it('forwards from an isolate host to another agent, and to one; a SIGKILLed member means the request runs here', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'edge-shards-'));
+    local = await Agent.start({
+      log: quiet, source: { kind: 'nats', url: nats.url, region, node: 'node-c1' }, agentName: 'c1',
+      listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, presenceTtlMs: 5_000,
+      actorLogReplicas: 1, maxBodyBytes: 1024 * 1024, maxWebSocketMessageBytes: 1024 * 1024, poolSize: 1,
+    });
+    procPort = await freePort();
+    proc = new ManagedProcess('agent-c2', process.execPath, [
+      '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', region, '--node', 'node-c2', '--agent-name', 'c2',
+      '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--pool-size', '1',
+      // A long TTL: after the kill its presence stays live, as it would for up to a TTL.
+      '--presence-ttl-ms', '30000', '--isolate-hosts', '1', '--isolate-host-spares', '0', '--no-cordon',
+    ], { logFile: join(dir, 'agent-c2.log'), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: TOKEN } });
+    regionView = new AgentView(buckets, quiet);
+    await regionView.start();
+    // c1, c2's front and its host c2~h0 (the front is in no ring).
+    await until('c2 and its isolate host in the view', () => { proc!.assertRunning(); return regionView!.agents(region).some((p) => p.isolateHost?.of === 'c2'); }, 90_000);
+
+    // Served by c1, reached through c2's front and its isolate host.
+    const onLocal = await workerOn((p) => p.agent === 'c1', 'l');
+    await until('c1 to serve it', () => local!.server.status().some((s) => s.key === `ns/${onLocal}` && s.state === 'ready'));
+    const inBefore = await counter(local.server.metrics.shardForwardedIn);
+    const viaProc = await until('c2 to serve it', async () => {
+      const r = await send(procPort, { method: 'PATCH', path: '/echo', host: `${onLocal}.${HOST}`, headers: { 'x-test': 'through-hosts' }, body: Buffer.from('from c2') });
+      return r.status === 200 ? r : undefined;
+    });
+    expect(JSON.parse(viaProc.body.toString())).toMatchObject({ method: 'PATCH', test: 'through-hosts', len: 7 });
+    expect(await counter(local.server.metrics.shardForwardedIn)).toBe(inBefore + 1);
+
+    // Served by c2's isolate host, reached through c1.
+    const onProc = await workerOn((p) => p.isolateHost?.of === 'c2', 'p');
+    await until('c1 to know the worker', () => local!.server.shardMembers(`ns/${onProc}`)?.[0]?.startsWith('c2~'));
+    const forwards = await counter(local.server.metrics.shardForwards);
+    const taken = await until('c2 to take it', async () => {
+      const r = await send(local!.port, { path: '/echo', host: `${onProc}.${HOST}` });
+      return r.status === 200 ? r : undefined;
+    });
+    expect(JSON.parse(taken.body.toString())).toMatchObject({ method: 'GET' });
+    expect(await counter(local.server.metrics.shardForwards)).toBeGreaterThan(forwards);
+    expect(await counter(local.server.metrics.starts, { worker: `ns/${onProc}` })).toBe(0);
+
+    proc.killNow();
+    proc = undefined;
+    const fallbacks = await counter(local.server.metrics.shardFallbacks, { reason: 'unreachable' });
+    // Its presence is still live: c1 still sees c2's host as the member, and falls back.
+    await until('the killed host to stop answering', async () => {
+      const r = await send(local!.port, { method: 'POST', path: '/echo', host: `${onProc}.${HOST}`, body: Buffer.from('after the kill') });
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body.toString())).toMatchObject({ method: 'POST', len: 14 });
+      return await counter(local!.server.metrics.shardFallbacks, { reason: 'unreachable' }) > fallbacks;
+    });
+    expect(local.server.shardMembers(`ns/${onProc}`)?.[0]?.startsWith('c2~')).toBe(true);
+    expect(await counter(local.server.metrics.starts, { worker: `ns/${onProc}`, start: 'cold' })).toBe(1);
+  }, 150_000);
 });
