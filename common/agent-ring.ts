@@ -75,16 +75,33 @@ export class AgentRing {
    * is owner()'s answer, and growing `n` only appends, so a bigger shard keeps the smaller
    * one's members. Fewer when the region has fewer.
    */
-  members(region: string, key: string, n: number): Presence[] {
-    const r = this.ringFor(region, refNamespace(key));
+  members(region: string, key: string, n: number, self?: Presence): Presence[] {
+    let r = this.ringFor(region, refNamespace(key));
+    if (self && !r?.agents.has(self.agent)) r = this.withSelf(region, refNamespace(key), r, self);
     if (!r || r.agents.size === 0 || n <= 0) return [];
     const names = r.ring.range(key, Math.min(n, r.agents.size), true) as string[];
     return names.map((name) => r.agents.get(name)!);
   }
 
-  /** How many processes of the region may serve `key`'s namespace. */
-  size(region: string, key: string): number {
-    return this.ringFor(region, refNamespace(key))?.agents.size ?? 0;
+  /** How many processes of the region may serve `key`'s namespace (`self` counted, as in members()). */
+  size(region: string, key: string, self?: Presence): number {
+    const r = this.ringFor(region, refNamespace(key));
+    return (r?.agents.size ?? 0) + (self && !r?.agents.has(self.agent) ? 1 : 0);
+  }
+
+  /**
+   * The ring as it will be once `self` (a process whose presence is not in the view yet,
+   * serving `namespace`) is: adding it moves only the keys it takes, so what it computes
+   * with it is what every other process computes once its presence lands.
+   */
+  private withSelf(region: string, namespace: string, r: Ring | undefined, self: Presence): Ring {
+    const id = `${region}/${namespace}/+${self.agent}`;
+    let w = this.byNamespace.get(id);
+    if (!w) {
+      w = makeRing(new Map([...(r?.agents ?? []), [self.agent, self]]));
+      this.byNamespace.set(id, w);
+    }
+    return w;
   }
 
   private ringFor(region: string, namespace: string): Ring | undefined {

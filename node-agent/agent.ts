@@ -347,6 +347,7 @@ export class Agent implements RunningAgent {
       if (sc.enabled !== false && !(share && isCordonShare(share))) {
         const shards = new Shards({
           ring: rt.ring, region, self: cfg.agentName, loads: () => regionLoads(view.agents(region)),
+          pendingSelf: () => !view.agents(region).some((p) => p.agent === cfg.agentName),
           ...(sc.targetConcurrency !== undefined ? { targetConcurrency: sc.targetConcurrency } : {}),
         });
         server.enableShards(shards, cfg.peerToken!, { min: sc.min ?? DEFAULT_SHARD_POLICY.min, max: sc.max ?? DEFAULT_SHARD_POLICY.max }, sc.connectTimeoutMs);

@@ -27,10 +27,13 @@ export const PUBLISHED_LOAD_FLOOR = 0.05;
 
 /** What the shard asks of the ring (common/agent-ring.ts's AgentRing). */
 export interface ShardRing {
-  /** The first `n` distinct live processes on the ring from `key` (fewer when the region has fewer). */
-  members(region: string, key: string, n: number): Presence[];
-  /** How many live processes of the region may serve `key`'s namespace. */
-  size(region: string, key: string): number;
+  /**
+   * The first `n` distinct live processes on the ring from `key` (fewer when the region has
+   * fewer); with `self`, on the ring as it will be once that process's presence is in it.
+   */
+  members(region: string, key: string, n: number, self?: Presence): Presence[];
+  /** How many live processes of the region may serve `key`'s namespace (`self` counted). */
+  size(region: string, key: string, self?: Presence): number;
   onChange(cb: () => void): void;
 }
 
@@ -104,6 +107,12 @@ export interface ShardsOptions {
   targetConcurrency?: number;
   /** Sharding off for every worker (`edge agent --shards off`): every host serves every worker. */
   disabled?: boolean;
+  /**
+   * Whether this host's own presence is not in the view yet (it is starting): its shards are
+   * then computed on the ring with it, as they will be, so a starting host warms only its
+   * share rather than every worker. False once seen (a draining host is seen, and left out).
+   */
+  pendingSelf?(): boolean;
 }
 
 export type ShardRoute =
@@ -121,9 +130,15 @@ export class Shards {
   private readonly listeners = new Set<() => void>();
   private next = 0;
 
+  private readonly selfStub: Presence;
+
   constructor(private readonly opts: ShardsOptions) {
     opts.ring.onChange(() => this.refresh(true));
+    this.selfStub = { agent: opts.self, node: opts.self, region: opts.region, address: 'http://self.invalid/', ttlMs: 1000, startedAt: '', draining: false };
   }
+
+  /** This host, while it is to be counted on the ring before its presence is. */
+  private get self(): Presence | undefined { return this.opts.pendingSelf?.() ? this.selfStub : undefined; }
 
   get enabled(): boolean { return !this.opts.disabled; }
 
@@ -137,7 +152,7 @@ export class Shards {
     for (const [key, e] of this.entries) {
       const policy = this.policies.get(key);
       if (!policy) { this.entries.delete(key); continue; }
-      const hosts = this.opts.ring.size(this.opts.region, key);
+      const hosts = this.opts.ring.size(this.opts.region, key, this.self);
       const size = shardSize(policy, hosts, this.loads.get(key) ?? 0, e.size, this.opts.targetConcurrency);
       if (size === e.size && !ringChanged) continue;
       const next = this.compute(key, size);
@@ -159,7 +174,7 @@ export class Shards {
   }
 
   private compute(key: string, size: number): Entry {
-    const members = this.opts.ring.members(this.opts.region, key, size);
+    const members = this.opts.ring.members(this.opts.region, key, size, this.self);
     return { size, members, member: members.some((p) => p.agent === this.opts.self) };
   }
 
@@ -168,7 +183,7 @@ export class Shards {
     if (e) return e;
     const policy = this.policies.get(key);
     if (!policy) return undefined;
-    const hosts = this.opts.ring.size(this.opts.region, key);
+    const hosts = this.opts.ring.size(this.opts.region, key, this.self);
     e = this.compute(key, shardSize(policy, hosts, this.loads.get(key) ?? 0, undefined, this.opts.targetConcurrency));
     this.entries.set(key, e);
     return e;
@@ -189,7 +204,7 @@ export class Shards {
     if (this.opts.disabled) return { local: true };
     const e = this.entry(key);
     if (!e || e.member || e.members.length === 0) return { local: true };
-    // Round robin over the members, then the others in ring order as fallbacks.
+    // Round robin over the members (a host not in the ring yet is never forwarded to).
     const i = this.next++ % e.members.length;
     return { local: false, members: i === 0 ? e.members : [...e.members.slice(i), ...e.members.slice(0, i)] };
   }

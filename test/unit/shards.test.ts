@@ -141,8 +141,8 @@ describe('shards on a host', () => {
     const listeners: (() => void)[] = [];
     let ring = new AgentRing(fakeView(agents.map((a) => presence(a))).view);
     return {
-      members: (r, k, n) => ring.members(r, k, n),
-      size: (r, k) => ring.size(r, k),
+      members: (r, k, n, self) => ring.members(r, k, n, self),
+      size: (r, k, self) => ring.size(r, k, self),
       onChange: (cb) => { listeners.push(cb); },
       set(a) { ring = new AgentRing(fakeView(a.map((x) => presence(x))).view); for (const l of listeners) l(); },
     };
@@ -193,5 +193,27 @@ describe('shards on a host', () => {
     // A member leaving the ring: the outsider takes its place.
     ring.set([outsider, members[0]!]);
     expect(s.isMember('ns/w')).toBe(true);
+  });
+
+  it('a starting host (its presence not seen yet) counts itself on the ring: it warms its share, not every worker', () => {
+    const ring = fakeRing(['a', 'b', 'c', 'd']);
+    let pending = true;
+    const s = new Shards({ ring, region: 'eu-west', self: 'e', loads: () => new Map(), pendingSelf: () => pending });
+    const keys = workers.slice(0, 600);
+    for (const k of keys) s.setPolicy(k, { min: 2, max: 3 });
+    const before = new Map(keys.map((k) => [k, s.isMember(k)]));
+    const mine = [...before.values()].filter(Boolean).length;
+    // About 2/5 of the workers, not all of them.
+    expect(mine).toBeGreaterThan(600 * 0.25);
+    expect(mine).toBeLessThan(600 * 0.55);
+    // Never forwarded to itself, and what it forwards goes to the others only.
+    for (const k of keys) {
+      const r = s.route(k);
+      if (!r.local) expect(r.members.map((p) => p.agent)).not.toContain('e');
+    }
+    // Its presence lands: nothing changes.
+    pending = false;
+    ring.set(['a', 'b', 'c', 'd', 'e']);
+    for (const k of keys) expect(s.isMember(k)).toBe(before.get(k));
   });
 });
