@@ -16,7 +16,14 @@ import { z } from 'zod';
 // A member may refuse before it reads the body, with 503 or 421 and x-edge-shard (the
 // worker is saturated there, or not served there): then, and when the member cannot be
 // reached at all, the first host serves the request itself (a cold start beats an error).
-// A request with a body asks for 100 Continue, so its body is still unread when refused.
+//
+// Serving it here must not run it twice. A request with a body, or with a method that is
+// not safe (anything but GET, HEAD, OPTIONS), asks for 100 Continue, and the member runs
+// nothing before it sent it (as actor calls do: protocol.ts): until the 100 arrives, any
+// failure means the member did not take it, and after it, a failure is a 502, never a
+// second run. A safe bodiless request (and a WebSocket handshake) skips that round trip:
+// one whose connection fails before any answer may be run here again, as HTTP allows for
+// safe methods (and as the front's proxy to its isolate hosts does).
 
 export const SERVE_PATH = '/serve';
 /** The first host's view of the request (base64url JSON, ForwardMetaSchema). */
@@ -56,7 +63,10 @@ const pool = new HttpAgent({ keepAlive: true, maxSockets: 256, keepAliveMsecs: 1
 export interface ForwardOptions {
   token: string;
   meta: ForwardMeta;
-  /** A connection not made within this long counts as unreachable (default 1 s). */
+  /**
+   * A connection not made within this long counts as unreachable, and a member that has
+   * not said 100 Continue within it (stopped, stalled) as not taking the request (default 1 s).
+   */
   connectTimeoutMs?: number;
   /** The client's connection of an Upgrade request (the response was assigned to it). */
   upgrade?: { socket: Socket; head: Buffer };
@@ -64,17 +74,25 @@ export interface ForwardOptions {
   tunnels?: Set<Socket>;
 }
 
-function requestHeaders(req: IncomingMessage, opts: ForwardOptions, hasBody: boolean): string[] {
+/** Methods HTTP calls safe: run again after a connection that failed before the answer. */
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+function requestHeaders(req: IncomingMessage, opts: ForwardOptions, expectContinue: boolean, hasBody: boolean): string[] {
   const out: string[] = [];
   const raw = req.rawHeaders;
+  // A bodiless request that waits for 100 Continue goes chunked, its last (only) chunk sent
+  // after the 100: the member cannot run it before then, even if the 100 came too late for us.
+  const emptyChunked = expectContinue && !hasBody;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
     if (k === TOKEN_HEADER || k === FORWARD_META_HEADER || k === 'expect') continue;
+    if (emptyChunked && k === 'content-length') continue;
     if (HOP_BY_HOP.has(k) && !(opts.upgrade && (k === 'upgrade' || k === 'connection'))) continue;
     out.push(raw[i]!, raw[i + 1]!);
   }
   out.push(TOKEN_HEADER, opts.token, FORWARD_META_HEADER, encodeForwardMeta(opts.meta));
-  if (hasBody) out.push('expect', '100-continue');
+  if (expectContinue) out.push('expect', '100-continue');
+  if (emptyChunked) out.push('transfer-encoding', 'chunked');
   return out;
 }
 
@@ -96,8 +114,11 @@ const hasBodyOf = (req: IncomingMessage): boolean =>
 export function forwardRequest(peerAddress: string, req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardOutcome> {
   const target = new URL(SERVE_PATH, peerAddress);
   const hasBody = !opts.upgrade && hasBodyOf(req);
+  /** The member says when it takes the request (100 Continue): until then nothing ran there. */
+  const handshake = !opts.upgrade && (hasBody || !SAFE.has(req.method ?? 'GET'));
   return new Promise((resolve) => {
     let settled = false;
+    /** The member sent 100 Continue: it took the request (the body follows, if any). */
     let bodySent = false;
     let clientGone = false;
     const settle = (o: ForwardOutcome) => { if (!settled) { settled = true; resolve(o); } };
@@ -105,7 +126,7 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       host: target.hostname, port: target.port, method: req.method, path: SERVE_PATH,
       // An upgraded connection is handed over for good: not one of the pool's.
       agent: opts.upgrade ? false : pool,
-      headers: requestHeaders(req, opts, hasBody),
+      headers: requestHeaders(req, opts, handshake, hasBody),
       setHost: false,
     });
     const connectMs = opts.connectTimeoutMs ?? 1000;
@@ -115,14 +136,30 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       connectTimer = setTimeout(() => { if (!settled) { settle({ done: false, reason: 'timeout' }); preq.destroy(); } }, connectMs);
       s.once('connect', () => clearTimeout(connectTimer));
     });
-    const fallBack = (reason: FallbackReason) => { clearTimeout(connectTimer); settle({ done: false, reason }); preq.destroy(); };
+    /** Given up on the member: the caller serves the request, and what happens to this one is nobody's business. */
+    let abandoned = false;
+    const fallBack = (reason: FallbackReason) => {
+      clearTimeout(connectTimer);
+      clearTimeout(continueTimer);
+      abandoned = true;
+      settle({ done: false, reason });
+      preq.destroy();
+    };
+    let continueTimer: NodeJS.Timeout | undefined;
+    if (handshake) {
+      continueTimer = setTimeout(() => { if (!settled && !bodySent) fallBack('timeout'); }, connectMs + (opts.connectTimeoutMs ?? 1000));
+    }
     preq.on('continue', () => {
+      clearTimeout(continueTimer);
       if (settled || bodySent) return;
       bodySent = true;
-      req.pipe(preq);
+      if (hasBody) req.pipe(preq);
+      else preq.end();
     });
     preq.on('response', (pres) => {
       clearTimeout(connectTimer);
+      clearTimeout(continueTimer);
+      if (abandoned) { pres.resume(); return; }
       const refusal = pres.headers[SHARD_REFUSAL_HEADER];
       if (!bodySent && (pres.statusCode === 503 || pres.statusCode === 421) && (refusal === 'overloaded' || refusal === 'not-here')) {
         pres.resume();
@@ -140,17 +177,19 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
     });
     preq.on('upgrade', (pres, peerSocket: Socket, peerHead: Buffer) => {
       clearTimeout(connectTimer);
+      if (abandoned) { peerSocket.destroy(); return; }
       settle({ done: true });
       if (!opts.upgrade) { peerSocket.destroy(); res.destroy(); return; }
       splice(res, opts.upgrade, pres, peerSocket, peerHead, opts.tunnels);
     });
     preq.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(connectTimer);
-      if (clientGone || settled) { if (!clientGone) res.destroy(); return; }
-      // Nothing of the request was taken: refused or reset connecting, or a pooled connection
-      // the member closed (or died on) before our request reached it.
-      if (!bodySent && (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH'
-        || ((err.code === 'ECONNRESET' || err.code === 'EPIPE') && (preq.reusedSocket || !hasBody)))) {
+      clearTimeout(continueTimer);
+      if (abandoned || clientGone) return;
+      if (settled) { res.destroy(); return; }
+      // Not taken: the connection was refused, or the member never said 100 Continue; or a
+      // safe request's connection failed before any answer.
+      if (!handshake || !bodySent) {
         fallBack('unreachable');
         return;
       }
@@ -163,9 +202,9 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
         res.destroy();
       }
     });
-    res.on('close', () => { if (settled && !res.writableFinished && !opts.upgrade) { clientGone = true; preq.destroy(); } });
-    req.on('error', () => { if (settled) { clientGone = true; preq.destroy(); } });
-    if (!hasBody) preq.end();
+    res.on('close', () => { if (settled && !abandoned && !res.writableFinished && !opts.upgrade) { clientGone = true; preq.destroy(); } });
+    req.on('error', () => { if (settled && !abandoned) { clientGone = true; preq.destroy(); } });
+    if (!handshake) preq.end();
     else preq.flushHeaders();
   });
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createServer, request, type IncomingHttpHeaders } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import type { NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentRing } from '../../common/agent-ring.js';
@@ -281,6 +282,62 @@ describe('shards across agents', () => {
     } finally {
       await buckets.agents.delete(agentKey(REGION, 'ghost'));
     }
+  });
+
+  it('a stalled member (connects, never says 100 Continue, then says it late) never gets to run the request: it runs here, once', async () => {
+    // A stopped process's kernel still accepts connections: this member reads the request,
+    // says 100 Continue only after the first agent gave up on it, and records what it got.
+    const got: Buffer[] = [];
+    const stalled = createNetServer((sock) => {
+      sock.on('data', (c: Buffer) => got.push(c));
+      sock.on('error', () => undefined);
+      setTimeout(() => { if (!sock.destroyed) sock.write('HTTP/1.1 100 Continue\r\n\r\n'); }, 3_000);
+    });
+    await new Promise<void>((r) => stalled.listen(0, '127.0.0.1', r));
+    const port = (stalled.address() as { port: number }).port;
+    const ghost: Presence = {
+      agent: 'stalled', node: 'stalled', region: REGION, address: 'http://127.0.0.1:1', peerAddress: `http://127.0.0.1:${port}`,
+      ttlMs: 60_000, startedAt: new Date().toISOString(), draining: false,
+    };
+    await buckets.agents.put(agentKey(REGION, 'stalled'), encodeJson(ghost));
+    try {
+      await until('the stalled member in the view', () => view.agents(REGION).some((p) => p.agent === 'stalled'));
+      const ring = new AgentRing(view);
+      let name = '';
+      for (let i = 0; i < 300 && !name; i++) if (ring.members(REGION, `ns/s${i}`, 1)[0]?.agent === 'stalled') name = `s${i}`;
+      expect(name).not.toBe('');
+      await publish('ns', name, { min: 1, max: 1 });
+      const [n, a] = [...agents][0]!;
+      await until('the agent to see the stalled member', () => a.server.shardMembers(`ns/${name}`)?.[0] === 'stalled');
+      const timeouts = await counter(metricsOf(n).shardFallbacks, { reason: 'timeout' });
+      // Bodiless and not safe: the member must not be able to run it before the 100.
+      const del = await send(a.port, { method: 'DELETE', path: '/echo', host: `${name}.ns.${HOST}` });
+      expect(del.status).toBe(200);
+      expect(JSON.parse(del.body.toString())).toMatchObject({ method: 'DELETE', len: 0 });
+      const post = await send(a.port, { method: 'POST', path: '/echo', host: `${name}.ns.${HOST}`, body: Buffer.from('only once') });
+      expect(JSON.parse(post.body.toString())).toMatchObject({ method: 'POST', len: 9 });
+      expect(await counter(metricsOf(n).shardFallbacks, { reason: 'timeout' })).toBe(timeouts + 2);
+      expect(await counter(metricsOf(n).starts, { worker: `ns/${name}` })).toBe(2);
+      // What the member got: two heads, neither request complete (no last chunk, no body).
+      await new Promise((r) => setTimeout(r, 3_200));
+      const wire = Buffer.concat(got).toString('latin1');
+      expect(wire.match(/^(DELETE|POST) \/serve HTTP\/1\.1\r\n/gm)).toHaveLength(2);
+      expect(wire).toContain('transfer-encoding: chunked');
+      expect(wire).not.toContain('only once');
+      expect(wire).not.toMatch(/\r\n\r\n0\r\n\r\n/);
+    } finally {
+      stalled.close();
+      await buckets.agents.delete(agentKey(REGION, 'stalled'));
+    }
+  }, 30_000);
+
+  it('forwards a bodiless request that is not safe (DELETE) and the member runs it once', async () => {
+    const { members, outsider } = await shardOf('ns/w');
+    const before = await Promise.all(members.map((m) => counter(metricsOf(m).starts, { worker: 'ns/w' })));
+    const res = await send(agents.get(outsider)!.port, { method: 'DELETE', path: '/echo', host: `w.ns.${HOST}`, headers: { 'x-test': 'del' } });
+    expect(JSON.parse(res.body.toString())).toMatchObject({ method: 'DELETE', len: 0, test: 'del' });
+    const after = await Promise.all(members.map((m) => counter(metricsOf(m).starts, { worker: 'ns/w' })));
+    expect(after.reduce((x, y) => x + y, 0)).toBe(before.reduce((x, y) => x + y, 0) + 1);
   });
 
   it('keeps an unsharded worker (shard.min 0) warm on every agent and serves it where it lands', async () => {
