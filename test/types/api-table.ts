@@ -31,7 +31,7 @@ export const API_ROWS: ApiRow[] = [
     types: ["ExportedHandler", "ExecutionContext"],
     globals: ["addEventListener", "removeEventListener", "dispatchEvent", "onmessage"],
     there: "`export default { fetch(request, env, ctx) }` or `export default class extends WorkerEntrypoint { fetch(request) }`; `ctx.waitUntil`; `ctx.passThroughOnException` (accepted; an exception is a 500, there is no origin to pass to); `env` vars, secrets, `ai` and actor bindings",
-    also: "service-worker syntax; `import` at run time other than `cloudflare:workers` (`edge deploy` bundles with esbuild first)",
+    also: "service-worker syntax; `import` at run time other than `cloudflare:workers`, `node:*` and the modules of a module map (`edge deploy` bundles with esbuild first, unless `no_bundle`)",
     tests: ["test/unit/shim/fetch.test.ts", "test/agent/workers-module.test.ts", "test/agent/concurrency.test.ts"],
   },
   {
@@ -200,6 +200,14 @@ export const API_ROWS: ApiRow[] = [
     there: "with `spec.compatibilityFlags: [nodejs_compat]` / `edge deploy --compatibility-flag nodejs_compat` (bare `buffer`, `events`, ... resolve to them, as wrangler does): `node:buffer`, `node:events`, `node:util` (+ `util/types`), `node:stream`, `node:string_decoder`, `node:path` (posix), `node:url`, `node:stream/promises` from the npm polyfills (buffer, events, util, readable-stream, string_decoder, path-browserify, url; MIT); `node:async_hooks` (`AsyncLocalStorage` across `await`, `then`/`catch`/`finally`, `queueMicrotask`, timers and `nextTick`; `AsyncResource`); `node:process` (`env` from the vars, `nextTick`, versions; `exit()` throws); `node:crypto` (`createHash` md5/sha1/sha256/sha384/sha512 up to 64 MiB per hash, `createHmac`, `randomBytes`, `randomInt`, `randomUUID`, `getRandomValues`, `timingSafeEqual`, `webcrypto`); `node:diagnostics_channel` (`channel`, `subscribe`, `tracingChannel`) and `node:os` (values of no machine), which the Agents SDK imports; the `Buffer`, `process` and `global` globals",
     also: "`node:fs`, `net`, `http`, `zlib`, `assert`, ... (refused at bundle and load time, by name); Node `crypto` ciphers, keys and sign/verify; `await` of a native promise keeps the AsyncLocalStorage context only in code bundled by `edge deploy` (it lowers async functions)",
     tests: ["test/agent/nodejs-compat.test.ts", "test/unit/nodejs-compat-bundle-check.test.ts"],
+  },
+  {
+    api: "Multi-module workers",
+    types: [],
+    globals: [],
+    there: "a module map as the worker's source (`common/module-map.ts`: `encodeModuleMap`; wrangler `no_bundle`/`find_additional_modules`/`base_dir` and `edge deploy --no-bundle`): `js` (ES), `cjs` (CommonJS, `module.exports` as default, `require()` inside the map and of `node:*` with nodejs_compat), `text`, `data` (ArrayBuffer), `json`, `wasm` (`WebAssembly.Module`); relative imports, no escape from the root; at most 1,024 modules; the operator's bundle check resolves every static import",
+    also: "named exports of CommonJS modules (workerd's `namedExports`); dynamic `import()`; `require()` of an ES module",
+    tests: ["test/agent/module-map.test.ts", "test/agent/deploy-no-bundle.test.ts", "test/unit/module-map.test.ts", "test/unit/module-map-bundle-check.test.ts"],
   },
   {
     api: "Other bindings",
