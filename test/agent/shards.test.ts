@@ -352,6 +352,30 @@ describe('shards across agents', () => {
     }
   });
 
+  it('grows a worker\'s shard when the region reports load for it, and shrinks it back when the load is gone', async () => {
+    const { outsider } = await shardOf('ns/w');
+    // Load as another process of the region reports it in its presence (draining: in no ring).
+    const loaded: Presence = {
+      agent: 'loaded', node: 'loaded', region: REGION, address: 'http://127.0.0.1:1', ttlMs: 60_000,
+      startedAt: new Date().toISOString(), draining: true, shardLoad: { 'ns/w': 11 },
+    };
+    await buckets.agents.put(agentKey(REGION, 'loaded'), encodeJson(loaded));
+    try {
+      // 11 in flight at 4 per member: 3 members, the outsider among them, warm.
+      await shardOf('ns/w', 3);
+      await until('the outsider to warm the worker', () => agents.get(outsider)!.server.status().find((s) => s.key === 'ns/w' && s.state === 'ready' && s.isolates >= 1));
+      expect(await metricsOf(outsider).registry.getSingleMetricAsString('edge_shard_size_hosts')).toMatch(/edge_shard_size_hosts\{worker="ns\/w"[^}]*\} 3\n/);
+      expect(await metricsOf(outsider).registry.getSingleMetricAsString('edge_shard_member')).toMatch(/edge_shard_member\{worker="ns\/w"[^}]*\} 1\n/);
+      const forwards = await counter(metricsOf(outsider).shardForwards);
+      expect((await send(agents.get(outsider)!.port, { path: '/', host: `w.ns.${HOST}` })).status).toBe(200);
+      expect(await counter(metricsOf(outsider).shardForwards)).toBe(forwards);
+    } finally {
+      await buckets.agents.delete(agentKey(REGION, 'loaded'));
+    }
+    const back = await shardOf('ns/w', 2);
+    expect(back.outsider).toBe(outsider);
+  });
+
   it('moves the shard when a member leaves: the host that takes its place warms the worker up', async () => {
     await publish('ns', 'm');
     const { members, outsider } = await shardOf('ns/m');
