@@ -23,7 +23,7 @@ export const DEFAULT_SHARD_POLICY: ShardPolicy = { min: 2, max: 8 };
 /** In-flight requests per member the size aims at. */
 export const DEFAULT_TARGET_CONCURRENCY = 4;
 /** Loads below this are not published (most workers are idle most of the time). */
-export const PUBLISHED_LOAD_FLOOR = 0.05;
+export const PUBLISHED_LOAD_FLOOR = 0.1;
 
 /** What the shard asks of the ring (common/agent-ring.ts's AgentRing). */
 export interface ShardRing {
