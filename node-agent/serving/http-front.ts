@@ -236,12 +236,6 @@ export class HttpFront {
   }
 
   /**
-   * A request with an Upgrade header. A WebSocket handshake is routed and dispatched like
-   * any request; when the worker answers 101 with a WebSocket, the handshake is completed
-   * and the connection bridged to the client end of the worker's pair. Any other answer
-   * (or any other kind of upgrade) is written as a plain response and the connection closed.
-   */
-  /**
    * A request another host forwarded here as a shard member of its worker (the peer port's
    * SERVE_PATH, authenticated by the peer token): its meta says what the first host made of it.
    */
@@ -259,6 +253,12 @@ export class HttpFront {
     this.upgrade(req, socket, head, { meta, expectContinue: false });
   }
 
+  /**
+   * A request with an Upgrade header. A WebSocket handshake is routed and dispatched like
+   * any request; when the worker answers 101 with a WebSocket, the handshake is completed
+   * and the connection bridged to the client end of the worker's pair. Any other answer
+   * (or any other kind of upgrade) is written as a plain response and the connection closed.
+   */
   private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, fwd?: Forwarded): void {
     socket.on('error', () => { /* the connection is closed; whoever uses it sees that */ });
     const res = new ServerResponse(req);
