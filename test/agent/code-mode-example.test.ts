@@ -7,9 +7,9 @@ import { createLogger } from '../../common/log.js';
 import { Agent } from '../../node-agent/agent.js';
 import { send } from './agent-harness.js';
 
-// examples/code-mode.yaml as `edge dev` runs it: the stand-in model server (it echoes the
-// prompt, so the program that comes back is the prompt's example), a tool worker behind a
-// service binding, and the program run in a Dynamic Worker with globalOutbound: null.
+// examples/code-mode.yaml as `edge dev` runs it: the stand-in model server (asked for code
+// mode, it answers a fixed program: cli/local/model-stub.ts codeModeProgram), a tool worker
+// behind a service binding, and the program run in a Dynamic Worker with globalOutbound: null.
 
 describe('examples/code-mode.yaml', () => {
   const dir = mkdtempSync(join(tmpdir(), 'edge-code-mode-'));
@@ -42,11 +42,11 @@ describe('examples/code-mode.yaml', () => {
   });
 
   it('asks the model for a program, runs it sandboxed with the one tool, and answers with its result', async () => {
-    const res = await send(agent.port, 'code-mode.localhost', '/?city=Porto');
+    const res = await send(agent.port, 'code-mode.localhost', '/?q=Porto');
     const text = await res.text();
     expect(res.status, text).toBe(200);
-    expect(text).toMatch(/^Porto: \d+ C, (sunny|cloudy|rain)\n$/);
-    // The prompt reached the model once; the program came back in its answer.
+    expect(JSON.parse(text)).toEqual({ question: 'Porto', answer: { tool: 'forecast', result: { city: 'Porto', celsius: 19, sky: 'cloudy' } } });
+    // One completion: the program came back in the model's answer.
     expect(model.requests.length).toBe(1);
   });
 });

@@ -195,8 +195,8 @@ describe('edge dev', () => {
       expect(ai.status).toBe(200);
       expect(await ai.text()).toBe('[stand-in model, us-east] echo: hello there\n');
       // Code mode (examples/code-mode.yaml): the model's program, run in a Dynamic Worker with one tool.
-      const program = await send(eu.port, 'code-mode.localhost', '/?city=Porto');
-      expect(await program.text()).toMatch(/^Porto: \d+ C, (sunny|cloudy|rain)\n$/);
+      const program = await send(eu.port, 'code-mode.localhost', '/?q=Porto');
+      expect(await program.json()).toEqual({ question: 'Porto', answer: { tool: 'forecast', result: { city: 'Porto', celsius: 19, sky: 'cloudy' } } });
 
       // An edit is re-applied and served; a broken edit is refused while the last good version serves.
       const hello = join(dir, 'hello.yaml');
