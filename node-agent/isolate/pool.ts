@@ -99,6 +99,7 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     socketSend: new ivm.Callback(cb('socketSend')),
     socketClose: new ivm.Callback(cb('socketClose')),
     hibernation: new ivm.Callback(cb('hibernation')),
+    htmlRewriter: new ivm.Callback(cb('htmlRewriter')),
   };
 }
 

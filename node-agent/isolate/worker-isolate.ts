@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
+import { htmlRewriterWasm } from './html-rewriter.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -87,7 +88,7 @@ export interface BindingContext {
 
 export interface IsolateBindings {
   /** bodyDemand is the isolate core's own. */
-  callbacks: Omit<HostCallbacks, 'bodyDemand'>;
+  callbacks: Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter'>;
   /** The request in flight ended: nothing it started may outlive it. */
   requestEnded(): void;
   /** The isolate is gone. */
@@ -294,10 +295,32 @@ export class WorkerIsolate implements IsolateOwner {
         }
       },
     });
-    this.cbs = { ...this.bindings.callbacks, bodyDemand: (id) => this.onBodyDemand(Number(id)) };
+    this.cbs = {
+      ...this.bindings.callbacks,
+      bodyDemand: (id) => this.onBodyDemand(Number(id)),
+      htmlRewriter: (op) => this.onHtmlRewriter(String(op)),
+    };
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  /**
+   * HTMLRewriter's host side: the wasm bytes, or word that its instance trapped. A trapped
+   * instance cannot be trusted again, so the isolate goes once the current call returns
+   * (disposing it from inside its own callback is not safe); the request fails with it.
+   */
+  private onHtmlRewriter(op: string): ArrayBuffer | undefined {
+    if (op === 'wasm') return htmlRewriterWasm();
+    if (op === 'exhausted' || op === 'crashed') {
+      this.hooks.onLog(this.def.name, 'error', `HTMLRewriter: its wasm instance trapped (${op === 'exhausted' ? 'memory limit' : 'crash'}); the isolate is retired`);
+      setImmediate(() => {
+        if (op === 'exhausted') this.kill('memory');
+        else this.dispose('crash');
+      });
+      return undefined;
+    }
+    throw new TypeError(`htmlRewriter: unknown op ${op}`);
+  }
 
   /**
    * A call from an RPC callee on a function or RpcTarget this isolate passed as an argument

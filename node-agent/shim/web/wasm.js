@@ -127,7 +127,7 @@ function writeLeb(out, pos, n) {
  * and the pages those maxima add up to. Imported memories were made (and counted) by
  * the WebAssembly.Memory constructor below.
  */
-function boundedModule(source, what) {
+function boundedModule(source, what, cap = budgetPages) {
   const bytes = copyOf(source, what);
   const total = ReflectApply(typedLength, bytes, []);
   let pos = 8;
@@ -151,14 +151,14 @@ function boundedModule(source, what) {
       if (flags & ~3) throw new CompileErrorCtor(`${what}: 64-bit and other extended memories are not supported`);
       const initial = readLeb(bytes, p, end);
       p = initial.pos;
-      let maximum = budgetPages;
+      let maximum = cap;
       if (flags & 1) {
         const max = readLeb(bytes, p, end);
         p = max.pos;
         maximum = max.value;
       }
       if (initial.value > budgetPages) throw overBudget(what, initial.value);
-      if (maximum > budgetPages) maximum = budgetPages;
+      if (maximum > cap) maximum = cap;
       if (maximum < initial.value) maximum = initial.value;
       pages += maximum;
       section[w++] = flags | 1;
@@ -196,9 +196,24 @@ function Memory(descriptor) {
   return memory;
 }
 
+/** A share of the budget for the next module's memories (capNextModule); 0: the whole budget. */
+let nextShare = 0;
+
+/**
+ * The platform's own modules (HTMLRewriter's lol-html): the next module made gets memories
+ * of at most `share` of the budget, so the worker's own wasm keeps the rest. Returns that
+ * cap in pages.
+ */
+export function capNextModule(share) {
+  nextShare = share;
+  return floor(budgetPages * share);
+}
+
 function Module(source) {
   if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Module: calling a constructor without 'new'");
-  const bounded = boundedModule(source, 'new WebAssembly.Module');
+  const share = nextShare;
+  nextShare = 0;
+  const bounded = boundedModule(source, 'new WebAssembly.Module', share > 0 ? floor(budgetPages * share) : budgetPages);
   const module = new OrigModule(bounded.bytes);
   ReflectApply(weakMapSet, modulePages, [module, bounded.pages]);
   return module;
