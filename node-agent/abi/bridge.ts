@@ -270,12 +270,13 @@ export interface HostCallbacks {
    */
   bodyDemand(id: number): void;
   /**
-   * HTMLRewriter (shim/html-rewriter.js), answered by the isolate core itself: 'wasm', the
-   * first time the isolate uses it, gives lol-html's wasm bytes (a copy; the isolate
-   * compiles them); 'exhausted' / 'crashed' say its wasm instance trapped (its memory hit
-   * the worker's limit, or a crash), and the host retires the isolate after this turn.
+   * HTMLRewriter (shim/html-rewriter.js), answered by the isolate core itself: 'module',
+   * the first time the isolate uses it, gives lol-html's wasm module compiled by the host
+   * (once per process and memory maximum) with a memory maximum of `pages`, within the
+   * worker's budget; 'exhausted' / 'crashed' say its instance trapped (its memory reached
+   * that maximum, or a crash), and the host retires the isolate after this turn.
    */
-  htmlRewriter(op: 'wasm' | 'exhausted' | 'crashed'): ArrayBuffer | undefined;
+  htmlRewriter(op: 'module' | 'exhausted' | 'crashed', pages?: number): object | undefined;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**

@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
-import { htmlRewriterWasm } from './html-rewriter.js';
+import { htmlRewriterModule } from './html-rewriter.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -298,7 +298,7 @@ export class WorkerIsolate implements IsolateOwner {
     this.cbs = {
       ...this.bindings.callbacks,
       bodyDemand: (id) => this.onBodyDemand(Number(id)),
-      htmlRewriter: (op) => this.onHtmlRewriter(String(op)),
+      htmlRewriter: (op, pages) => this.onHtmlRewriter(String(op), Number(pages)),
     };
   }
 
@@ -309,8 +309,9 @@ export class WorkerIsolate implements IsolateOwner {
    * instance cannot be trusted again, so the isolate goes once the current call returns
    * (disposing it from inside its own callback is not safe); the request fails with it.
    */
-  private onHtmlRewriter(op: string): ArrayBuffer | undefined {
-    if (op === 'wasm') return htmlRewriterWasm();
+  private onHtmlRewriter(op: string, pages: number): object | undefined {
+    // The shim's budget (shim/web/wasm.js): the worker's memoryMiB in 64 KiB pages.
+    if (op === 'module') return htmlRewriterModule(pages, Math.floor((this.def.limits.memoryMiB * 1024 * 1024) / 65536));
     if (op === 'exhausted' || op === 'crashed') {
       this.hooks.onLog(this.def.name, 'error', `HTMLRewriter: its wasm instance trapped (${op === 'exhausted' ? 'memory limit' : 'crash'}); the isolate is retired`);
       setImmediate(() => {

@@ -4,14 +4,15 @@
 // through web/wasm.js's counting constructors, so a document that makes it grow past its
 // share of the worker's memoryMiB stops this worker only; its CPU is this worker's CPU.
 //
-// Nothing of it is in the snapshot but code: the wasm bytes (0.9 MB) come from the host
-// (host.htmlRewriter('wasm')) the first time this isolate uses HTMLRewriter, and the
-// glue's module body (which compiles and instantiates them) runs then, not at snapshot
-// time: the snapshot holds no ArrayBuffer (see checkSnapshot in isolate/pool.ts).
+// Nothing of it is in the snapshot but code: the wasm module, compiled once per process by
+// the host with this isolate's memory maximum (host.htmlRewriter('module')), is handed in
+// the first time this isolate uses HTMLRewriter, and the glue's module body (which
+// instantiates it) runs then, not at snapshot time: the snapshot holds no ArrayBuffer
+// (see checkSnapshot in isolate/pool.ts).
 //
 // This file runs at snapshot time: it only defines things.
 import { host } from './host.js';
-import { capNextModule } from './web/wasm.js';
+import { budgetShare, provideNextModule } from './web/wasm.js';
 import { TextDecoder, TextEncoder } from './web/encoding.js';
 import { ReadableStream } from './web/streams.js';
 import { Response, NULL_BODY_STATUSES } from './web/response.js';
@@ -52,10 +53,12 @@ function nodeModule(name) {
     case 'assert': return assert;
     case 'path': return { join: () => 'html_rewriter_bg.wasm' };
     case 'fs': return {
+      // The glue compiles what this returns; the module compiled once by the host is
+      // what it gets instead (provideNextModule), so the compiled code is shared.
       readFileSync() {
-        const bytes = host.htmlRewriter('wasm');
-        capPages = capNextModule(BUDGET_SHARE);
-        return new U8(bytes);
+        capPages = budgetShare(BUDGET_SHARE);
+        provideNextModule(host.htmlRewriter('module', capPages), capPages);
+        return new U8(0);
       },
     };
     // The glue asks for it as require(String.raw`./asyncify.js`), which esbuild cannot follow.

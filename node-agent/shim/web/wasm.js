@@ -127,7 +127,7 @@ function writeLeb(out, pos, n) {
  * and the pages those maxima add up to. Imported memories were made (and counted) by
  * the WebAssembly.Memory constructor below.
  */
-function boundedModule(source, what, cap = budgetPages) {
+function boundedModule(source, what) {
   const bytes = copyOf(source, what);
   const total = ReflectApply(typedLength, bytes, []);
   let pos = 8;
@@ -151,14 +151,14 @@ function boundedModule(source, what, cap = budgetPages) {
       if (flags & ~3) throw new CompileErrorCtor(`${what}: 64-bit and other extended memories are not supported`);
       const initial = readLeb(bytes, p, end);
       p = initial.pos;
-      let maximum = cap;
+      let maximum = budgetPages;
       if (flags & 1) {
         const max = readLeb(bytes, p, end);
         p = max.pos;
         maximum = max.value;
       }
       if (initial.value > budgetPages) throw overBudget(what, initial.value);
-      if (maximum > cap) maximum = cap;
+      if (maximum > budgetPages) maximum = budgetPages;
       if (maximum < initial.value) maximum = initial.value;
       pages += maximum;
       section[w++] = flags | 1;
@@ -196,24 +196,35 @@ function Memory(descriptor) {
   return memory;
 }
 
-/** A share of the budget for the next module's memories (capNextModule); 0: the whole budget. */
-let nextShare = 0;
+/** The platform's own module the next `new WebAssembly.Module` returns (provideNextModule). */
+let provided = null;
 
 /**
- * The platform's own modules (HTMLRewriter's lol-html): the next module made gets memories
- * of at most `share` of the budget, so the worker's own wasm keeps the rest. Returns that
- * cap in pages.
+ * The platform's own modules (HTMLRewriter's lol-html), compiled once per process by the
+ * host with a memory maximum of `pages` and handed in compiled: the next
+ * `new WebAssembly.Module` (the library's glue calls it) returns `module` instead of
+ * compiling, counted like any other module when it is instantiated.
  */
-export function capNextModule(share) {
-  nextShare = share;
+export function provideNextModule(module, pages) {
+  if (!(module instanceof OrigModule)) throw new TypeErrorCtor('provideNextModule: not a WebAssembly.Module');
+  if (!(pages >= 0 && pages <= budgetPages)) throw overBudget('provideNextModule', pages);
+  provided = { module, pages };
+}
+
+/** `share` of this isolate's budget, in pages. */
+export function budgetShare(share) {
   return floor(budgetPages * share);
 }
 
 function Module(source) {
   if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Module: calling a constructor without 'new'");
-  const share = nextShare;
-  nextShare = 0;
-  const bounded = boundedModule(source, 'new WebAssembly.Module', share > 0 ? floor(budgetPages * share) : budgetPages);
+  if (provided !== null) {
+    const p = provided;
+    provided = null;
+    ReflectApply(weakMapSet, modulePages, [p.module, p.pages]);
+    return p.module;
+  }
+  const bounded = boundedModule(source, 'new WebAssembly.Module');
   const module = new OrigModule(bounded.bytes);
   ReflectApply(weakMapSet, modulePages, [module, bounded.pages]);
   return module;
