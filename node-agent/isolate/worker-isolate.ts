@@ -435,7 +435,12 @@ export class WorkerIsolate implements IsolateOwner {
       if (nodeCompat) await hideNodeModules(warm);
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
-      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
+      // A worker whose source names HTMLRewriter loads lol-html now, under the startup
+      // budgets, not in its first request's 50 ms (a first use costs 10-30 ms of CPU). Not
+      // in a SQLite-backed actor: sql.js's memory reserves the whole wasm budget when the
+      // actor activates, which lol-html's share would then not leave it.
+      const htmlRewriter = def.source.includes('HTMLRewriter') && actor?.sqlite !== true;
+      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
       const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
         throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : err;

@@ -105,6 +105,26 @@ function lolHtml() {
   }
 }
 
+/**
+ * Loads lol-html and runs one small rewrite through it (its code paths compiled), while the
+ * worker loads: called for workers whose source names HTMLRewriter. A failure is left for
+ * the first real use to report.
+ */
+export function warmHtmlRewriter() {
+  try {
+    const glue = lolHtml();
+    const rewriter = new glue.HTMLRewriter(() => {});
+    rewriter.on('a', { element(el) { el.setAttribute('href', el.getAttribute('href') ?? ''); el.free(); } });
+    // write() and end() run synchronously when no handler returns a promise.
+    const ignore = () => {};
+    ReflectApply(promiseThen, rewriter.write(new TextEncoder().encode('<a href="x">x</a>')), [undefined, ignore]);
+    ReflectApply(promiseThen, rewriter.end(), [undefined, ignore]);
+    rewriter.free();
+  } catch {
+    // the first HTMLRewriter use reports it
+  }
+}
+
 function addElementGetters(proto) {
   const onEndTag = proto.onEndTag;
   defineProperty(proto, 'onEndTag', {
