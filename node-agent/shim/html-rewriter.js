@@ -92,6 +92,7 @@ function lolHtml() {
     // eslint-disable-next-line @typescript-eslint/no-require-imports, no-undef
     const glue = require('html-rewriter-wasm/dist/html_rewriter.js');
     addElementGetters(glue.Element.prototype);
+    for (const cls of [glue.Element, glue.EndTag, glue.TextChunk, glue.Comment]) patchContent(cls.prototype);
     lol = glue;
     return lol;
   } catch (err) {
@@ -130,10 +131,11 @@ function addElementGetters(proto) {
   defineProperty(proto, 'onEndTag', {
     value(handler) {
       if (typeof handler !== 'function') throw new TypeErrorCtor("Failed to execute 'onEndTag' on 'Element': parameter 1 is not of type 'Function'.");
-      const tokens = endTagTokens.get(this);
+      const run = ReflectApply(weakMapGet, elementRuns, [this]);
       return ReflectApply(onEndTag, this, [(tag) => {
-        if (tokens !== undefined) tokens[tokens.length] = tag;
-        return ReflectApply(handler, this, [tag]);
+        if (run === undefined) return ReflectApply(handler, this, [tag]);
+        run.tokens[run.tokens.length] = tag;
+        return settle(tag, ReflectApply(handler, this, [tag]), run);
       }]);
     },
     configurable: true,
@@ -182,12 +184,8 @@ function freeing(handlers, kinds, run) {
     if (typeof fn !== 'function') throw new TypeErrorCtor(`HTMLRewriter: the ${kinds[i]} handler must be a function`);
     out[kinds[i]] = (token) => {
       tokens[tokens.length] = token;
-      if (token instanceof lol.Element) endTagTokens.set(token, tokens);
-      const result = ReflectApply(fn, handlers, [token]);
-      // A rejection handed back into lol-html resumes it in a state it refuses ("recursive
-      // use of an object"): it is kept here and thrown once the write returns instead.
-      if (result instanceof PromiseCtor) return ReflectApply(promiseThen, result, [undefined, (err) => { if (run.failure === null) run.failure = { err }; }]);
-      return result;
+      if (token instanceof lol.Element) ReflectApply(weakMapSet, elementRuns, [token, run]);
+      return settle(token, ReflectApply(fn, handlers, [token]), run);
     };
   }
   return out;
@@ -195,6 +193,68 @@ function freeing(handlers, kinds, run) {
 
 const PromiseCtor = Promise;
 const promiseThen = Promise.prototype.then;
+const WeakMapCtor = WeakMap;
+const weakMapGet = WeakMap.prototype.get;
+const weakMapSet = WeakMap.prototype.set;
+const weakMapHas = WeakMap.prototype.has;
+const weakMapDelete = WeakMap.prototype.delete;
+
+/** Element -> its transform's run, so an end tag handler's token is freed and settled with it. */
+const elementRuns = new WeakMapCtor();
+
+/**
+ * What a handler's call comes to for lol-html: content calls deferred behind streamed
+ * content are applied (lol-html waits, as for an async handler), and a rejection is kept
+ * in `run` and thrown once the write returns: handed back into lol-html, it would resume
+ * it in a state it refuses ("recursive use of an object").
+ */
+function settle(token, result, run) {
+  const onError = (err) => { if (run.failure === null) run.failure = { err }; };
+  const applyAfter = () => (ReflectApply(weakMapHas, deferred, [token]) ? applyDeferred(token) : undefined);
+  if (result instanceof PromiseCtor) return ReflectApply(promiseThen, result, [applyAfter, onError]);
+  if (ReflectApply(weakMapHas, deferred, [token])) return ReflectApply(promiseThen, applyDeferred(token), [undefined, onError]);
+  return result;
+}
+
+// Streamed content (workerd: `before(response)`, `append(readableStream)`...): lol-html here
+// takes strings only, so the content is read whole while lol-html waits, then inserted.
+// Calls on the same token after a streamed one wait behind it, keeping their order.
+const CONTENT_METHODS = ['before', 'after', 'prepend', 'append', 'replace', 'setInnerContent'];
+/** Token -> the content calls waiting behind streamed content: { orig, content, options }. */
+const deferred = new WeakMapCtor();
+const streamed = (content) => content instanceof Response || content instanceof ReadableStream;
+
+function patchContent(proto) {
+  for (let i = 0; i < CONTENT_METHODS.length; i++) {
+    const orig = proto[CONTENT_METHODS[i]];
+    if (typeof orig !== 'function') continue;
+    defineProperty(proto, CONTENT_METHODS[i], {
+      value(content, options) {
+        let ops = ReflectApply(weakMapGet, deferred, [this]);
+        if (ops === undefined) {
+          if (!streamed(content)) return ReflectApply(orig, this, [content, options]);
+          ops = [];
+          ReflectApply(weakMapSet, deferred, [this, ops]);
+        }
+        ops[ops.length] = { orig, content, options };
+        return this;
+      },
+      configurable: true,
+      writable: true,
+      enumerable: false,
+    });
+  }
+}
+
+async function applyDeferred(token) {
+  const ops = ReflectApply(weakMapGet, deferred, [token]);
+  ReflectApply(weakMapDelete, deferred, [token]);
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    const content = streamed(op.content) ? await new Response(op.content instanceof Response ? op.content.body : op.content).text() : op.content;
+    ReflectApply(op.orig, token, [content, op.options]);
+  }
+}
 
 /** Frees the tokens a write made (after it returned); none once the instance is broken. */
 function freeTokens(tokens) {
@@ -202,8 +262,6 @@ function freeTokens(tokens) {
   tokens.length = 0;
 }
 
-/** Element -> its transform's token list, so an end tag handler's token is freed with it. */
-const endTagTokens = new WeakMap();
 
 function checkHandlers(handlers, method) {
   if (handlers === null || (typeof handlers !== 'object' && typeof handlers !== 'function')) {

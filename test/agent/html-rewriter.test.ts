@@ -76,6 +76,18 @@ export default {
         .on('b', { element() { for (;;) {} } })
         .transform(new Response('<p>before</p><b>boom</b><p>after</p>'));
     }
+    if (url.pathname === '/streamed') {
+      const bytes = (s) => new TextEncoder().encode(s);
+      return new HTMLRewriter()
+        .on('div', { element(el) {
+          el.before(new Response('<i>from a response</i>'), { html: true });
+          el.append(new ReadableStream({ start(c) { c.enqueue(bytes('<b>a</b>')); c.enqueue(bytes('<b>b</b>')); c.close(); } }), { html: true });
+          el.append(' & text');
+          el.onEndTag((end) => { end.after(new Response('<u>end</u>'), { html: true }); });
+        } })
+        .on('p', { async text(t) { if (t.text) { await scheduler.wait(1); t.replace(new Response('escaped <tag>')); } } })
+        .transform(new Response('<div>x</div><p>y</p>'));
+    }
     if (url.pathname === '/async-wait') {
       return new HTMLRewriter()
         .on('p', { async element(el) { await scheduler.wait(20); el.setAttribute('data-waited', 'yes'); el.onEndTag(async (end) => { await scheduler.wait(1); end.after('!'); }); } })
@@ -244,6 +256,11 @@ describe('HTMLRewriter', () => {
       { text: '', last: true },
       { svg: 'http://www.w3.org/2000/svg' },
     ]);
+  });
+
+  it('inserts streamed content (a Response, a ReadableStream) in order with the string calls after it, as text unless { html: true }', async () => {
+    const r = await rawGet(a.port, 'api.test', '/streamed');
+    expect(r.text).toBe('<i>from a response</i><div>x<b>a</b><b>b</b> &amp; text</div><u>end</u><p>escaped &lt;tag&gt;</p>');
   });
 
   it('refuses a bad selector with a TypeError at .on(), as workerd does', async () => {
