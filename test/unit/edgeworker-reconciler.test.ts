@@ -16,6 +16,7 @@ import { FakeKubeApi } from '../../operator/runtime/fake/kube-api.js';
 import { crPath } from '../../operator/runtime/kube-client.js';
 import { openEnv } from '../../common/resolve-bindings.js';
 import { SecretSealer } from '../../common/sealing.js';
+import { encodeModuleMap, MODULE_MAP_HEADER } from '../../common/module-map.js';
 
 const sealer = new SecretSealer(Buffer.alloc(32, 7));
 
@@ -131,6 +132,18 @@ describe('EdgeWorkerReconciler', () => {
     await t.reconcile('hello');
     expect(t.store.get(`${NS}.hello`)).toEqual(before);
     expect(t.condition('hello', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid', observedGeneration: 2 });
+  });
+
+  it('publishes a module map, and reports a malformed one as BundleInvalid naming the module', async () => {
+    const t = setup();
+    t.worker('mods', { source: { inline: encodeModuleMap({ mainModule: 'src/index.js', modules: { 'src/index.js': { js: 'import p from "../p.html";\nexport default { fetch() { return new Response(p); } }' }, 'p.html': { text: '<p>hi</p>' } } }) } });
+    await t.reconcile('mods');
+    expect(t.store.get(`${NS}.mods`)).toBeDefined();
+    t.worker('broken', { source: { inline: `${MODULE_MAP_HEADER}{"mainModule":"index.js","modules":{"index.js":{"js":""},"w.wasm":{"wasm":"%%%"}}}` } });
+    await t.reconcile('broken');
+    expect(t.store.get(`${NS}.broken`)).toBeUndefined();
+    expect(t.condition('broken', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid' });
+    expect(t.condition('broken', 'Ready')?.message).toContain('modules.w.wasm');
   });
 
   it('publishes nodejs_compat to the agents (a new version), and refuses a node: import without it as BundleInvalid naming the flag', async () => {
