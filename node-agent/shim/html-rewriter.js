@@ -99,6 +99,9 @@ function lolHtml() {
     loadError = err;
     throw err;
   } finally {
+    // Unused when the glue never reached its `new WebAssembly.Module` (a worker that
+    // replaced the WebAssembly global): the worker's own next module must not get it.
+    provideNextModule(null);
     delete g.require;
     delete g.__dirname;
     if (hadRequire) defineProperty(g, 'require', hadRequire);

@@ -206,6 +206,7 @@ let provided = null;
  * compiling, counted like any other module when it is instantiated.
  */
 export function provideNextModule(module, pages) {
+  if (module === null) { provided = null; return; }
   if (!(module instanceof OrigModule)) throw new TypeErrorCtor('provideNextModule: not a WebAssembly.Module');
   if (!(pages >= 0 && pages <= budgetPages)) throw overBudget('provideNextModule', pages);
   provided = { module, pages };
