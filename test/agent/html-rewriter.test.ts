@@ -88,6 +88,14 @@ export default {
         .on('p', { async text(t) { if (t.text) { await scheduler.wait(1); t.replace(new Response('escaped <tag>')); } } })
         .transform(new Response('<div>x</div><p>y</p>'));
     }
+    if (url.pathname === '/concurrent') {
+      // Two rewriters at once in one request, both suspended in async handlers in turn.
+      const one = (tag, ms) => new HTMLRewriter()
+        .on(tag, { async element(el) { await scheduler.wait(ms); el.setAttribute('data-done', tag); } })
+        .transform(new Response(('<' + tag + '>x</' + tag + '>').repeat(5))).text();
+      const [a, b] = await Promise.all([one('p', 3), one('i', 1)]);
+      return new Response(a + '|' + b);
+    }
     if (url.pathname === '/async-wait') {
       return new HTMLRewriter()
         .on('p', { async element(el) { await scheduler.wait(20); el.setAttribute('data-waited', 'yes'); el.onEndTag(async (end) => { await scheduler.wait(1); end.after('!'); }); } })
@@ -275,9 +283,11 @@ describe('HTMLRewriter', () => {
     });
   });
 
-  it('waits for async handlers: an element handler awaiting fetch(), others awaiting scheduler.wait, an async end tag and text handler', async () => {
+  it('waits for async handlers: an element handler awaiting fetch(), others awaiting scheduler.wait, an async end tag and text handler, two rewriters suspended in turn', async () => {
     const fetched = await rawGet(a.port, 'api.test', `/async?upstream=${encodeURIComponent(`http://127.0.0.1:${upstreamPort}`)}`);
     expect(fetched.text).toBe('<h1>fetched title</h1><p data-waited="yes">a</p><p data-waited="yes">b</p>');
+    const both = await rawGet(a.port, 'api.test', '/concurrent');
+    expect(both.text).toBe(`${'<p data-done="p">x</p>'.repeat(5)}|${'<i data-done="i">x</i>'.repeat(5)}`);
     for (let i = 0; i < 2; i++) {
       const waited = await rawGet(a.port, 'api.test', '/async-wait');
       expect(waited.text).toBe('<p data-waited="yes">a</p>!<p data-waited="yes">b</p>!<i>q?</i>');
