@@ -71,6 +71,11 @@ export default {
         .on('b', { async element() { await scheduler.wait(1); throw new Error('async handler exploded'); } })
         .transform(new Response('<p>before</p><b>boom</b><p>after</p>'));
     }
+    if (url.pathname === '/late-throw') {
+      return new HTMLRewriter()
+        .on('b', { async element() { await scheduler.wait(600); throw new Error('late handler failure'); } })
+        .transform(new Response('<b>boom</b>'));
+    }
     if (url.pathname === '/spin') {
       return new HTMLRewriter()
         .on('b', { element() { for (;;) {} } })
@@ -351,6 +356,13 @@ describe('HTMLRewriter', () => {
     expect(errors.some((e) => e.includes('Error: async handler exploded'))).toBe(true);
     const page = await rawGet(a.port, 'api.test', '/async-wait');
     expect(page.text).toBe('<p data-waited="yes">a</p>!<p data-waited="yes">b</p>!<i>q?</i>');
+  });
+
+  it('a handler that fails after the head went out alone (250 ms without a byte): the client gets the head and a cut-off body', async () => {
+    const r = await rawGet(a.port, 'api.test', '/late-throw');
+    expect(r.status).toBe(200);
+    expect(r.ended).toBe(false);
+    expect(a.logs.some((l) => String(l.error ?? '').includes('late handler failure'))).toBe(true);
   });
 
   it('a handler that spins is stopped by the CPU limit; the neighbours keep serving', async () => {
