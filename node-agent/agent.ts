@@ -19,6 +19,7 @@ import { ActorRuntime } from './actors/runtime.js';
 import type { HibernationStats } from './actors/hibernation.js';
 import { registerHibernationMetrics } from './actors/hibernation-metrics.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { LoaderRouter } from './bindings/worker-loader.js';
 import type { ServiceRouter } from './bindings/service-binding.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
@@ -33,6 +34,7 @@ import { HostProxy } from './hosts/proxy.js';
 import { HostSupervisor } from './hosts/supervisor.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
+import { DEFAULT_SHARD_POLICY, regionLoads, Shards } from './serving/shard.js';
 
 // The composition root of the node agent: the one place that builds every component, wires
 // them together and owns the order of start, drain and stop. `edge agent` only parses
@@ -87,6 +89,8 @@ export interface AgentConfig {
   maxWebSocketMessageBytes: number;
   poolSize: number;
   maxIsolatesPerWorker?: number;
+  /** Worker Loader get()'s kept warm per process: at most this many, holding at most this much heap (serving/dynamic-workers.ts defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
   /**
@@ -117,6 +121,12 @@ export interface AgentConfig {
   drainTimeoutMs?: number;
   /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
   isolateHost?: HostShare & { of: string };
+  /**
+   * Workers' shards (docs/shards.md; NATS mode): `enabled` false (`--shards off`) makes every
+   * host serve every worker, as before; min/max the default range of a worker without
+   * spec.placement.shard; targetConcurrency the in-flight requests per member a shard aims at.
+   */
+  shards?: { enabled?: boolean; min?: number; max?: number; targetConcurrency?: number; connectTimeoutMs?: number };
 }
 
 /** What `edge agent` runs: an Agent, or an AgentFront with its isolate hosts. */
@@ -281,16 +291,24 @@ export class Agent implements RunningAgent {
     const serviceRouter: ServiceRouter = {
       call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth, target.entrypoint),
     };
+    // Worker Loader bindings run their dynamic workers in this process, beside the caller.
+    const loaderRouter: LoaderRouter = {
+      warm: (parent, digest, binding, id) => server.dynamic.warm(parent, digest, binding, id),
+      load: (l) => server.dynamic.load(l),
+      call: (w, req, depth, entrypoint) => server.dynamic.call(w, req, depth, entrypoint),
+      release: (w) => server.dynamic.release(w),
+    };
     // Told when an actor activates or goes, so the region's reports follow at once.
     let presence: AgentPresence | undefined;
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, loaderRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
       poolSize: cfg.poolSize,
+      ...(cfg.dynamicCache ? { dynamicCache: cfg.dynamicCache } : {}),
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
@@ -321,7 +339,7 @@ export class Agent implements RunningAgent {
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
-        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter,
+        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter, loaderRouter,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         ...(cfg.sqlSnapshotEntries ? { sql: { snapshotLogEntries: cfg.sqlSnapshotEntries } } : {}),
@@ -335,7 +353,21 @@ export class Agent implements RunningAgent {
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
       undo.push(() => rt.stop());
-      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken!);
+      // The cordon host runs namespaces moved off their home host: it serves what reaches it.
+      const sc = cfg.shards ?? {};
+      if (sc.enabled !== false && !(share && isCordonShare(share))) {
+        const shards = new Shards({
+          ring: rt.ring, region, self: cfg.agentName, loads: () => regionLoads(view.agents(region)),
+          pendingSelf: () => !view.agents(region).some((p) => p.agent === cfg.agentName),
+          ...(sc.targetConcurrency !== undefined ? { targetConcurrency: sc.targetConcurrency } : {}),
+        });
+        server.enableShards(shards, cfg.peerToken!, { min: sc.min ?? DEFAULT_SHARD_POLICY.min, max: sc.max ?? DEFAULT_SHARD_POLICY.max }, sc.connectTimeoutMs);
+      }
+      // Requests other hosts forward here as a shard member are taken whatever this host's own setting.
+      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken!, {
+        request: (req, res, expectContinue) => server.front.serveForwarded(req, res, expectContinue),
+        upgrade: (req, socket, head) => server.front.serveForwardedUpgrade(req, socket, head),
+      });
       undo.push(() => peer.close());
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
@@ -356,6 +388,7 @@ export class Agent implements RunningAgent {
         ttlMs: cfg.presenceTtlMs,
         status: () => server.status(),
         actors: () => rt.host.counts(),
+        shardLoad: () => server.meter.published(),
         ...(share ? { isolateHost: share } : {}),
       });
       parts = { ...nats, presence };

@@ -50,6 +50,13 @@ export const PlacementSchema = z.object({
   // No default: unset means the cluster admin's default (EdgePolicy), resolved by the operator.
   minWarmIsolates: z.number().int().min(0).max(64).optional()
     .describe('Isolates per agent kept compiled and ready so no request waits for a cold start; unset: the EdgePolicy default (1 without one).'),
+  shard: z.object({
+    min: z.number().int().min(0).max(64)
+      .describe('Fewest agents of a region that keep this worker warm; the others forward its requests to them. 0 turns sharding off for this worker: every agent serves it, as without shards.'),
+    max: z.number().int().min(1).max(1024)
+      .describe('Most agents of a region the shard grows to as the worker\'s load grows (at least min).'),
+  }).optional()
+    .describe('The worker\'s shard per region (docs/shards.md): the agents, picked on a consistent-hash ring, that keep it warm; unset: the agents\' default (--shard-min 2, --shard-max 8).'),
 });
 
 /** The built-in limits: what a worker gets when neither its spec nor an EdgePolicy sets one. */
@@ -112,6 +119,10 @@ export const ServiceBindingSchema = z.object({
     .describe('A named export of the bound worker extending WorkerEntrypoint; omitted: its default export.'),
 });
 
+export const WorkerLoaderBindingSchema = z.object({
+  name: jsIdentifier().describe('Exposed as env.<name>, a Worker Loader: load(code) and get(id, callback) run code handed over at run time in a sandboxed dynamic worker on the same agent (docs/dynamic-workers.md).'),
+});
+
 export const AiBindingSchema = z.object({
   name: jsIdentifier().describe('Exposed as env.<name> with run(model, input).'),
   model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model) that env.<name>.run() may call.'),
@@ -144,13 +155,16 @@ export const BindingsSchema = z
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
     services: z.array(ServiceBindingSchema).max(32).optional()
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+    workerLoaders: z.array(WorkerLoaderBindingSchema).max(8).optional()
+      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] })
+      .describe('Worker Loader bindings (wrangler\'s worker_loaders): each is env.<name> with load(code) and get(id, callback), running dynamic workers whose only reach is what the caller passes in their env.'),
   })
   // env is one namespace: the same name in two binding kinds would shadow one of them.
   // (CEL in CRDs has no cel.bind here, so one rule per pair of kinds.)
   .meta(cel(...uniqueAcrossKinds()));
 
 function uniqueAcrossKinds(): CelRule[] {
-  const lists = ['secrets', 'actors', 'ai', 'services'] as const;
+  const lists = ['secrets', 'actors', 'ai', 'services', 'workerLoaders'] as const;
   const rules: CelRule[] = lists.map((l) => ({
     rule: `!has(self.vars) || !has(self.${l}) || self.${l}.all(b, !(b.name in self.vars))`,
     message: `spec.bindings.${l}: a name is also used in spec.bindings.vars; binding names must be unique across kinds`,
@@ -191,6 +205,8 @@ export const RegionStatusSchema = z.object({
   name: regionName(),
   desiredAgents: z.number().int().min(0),
   readyAgents: z.number().int().min(0),
+  shard: z.array(z.string()).max(1024).optional()
+    .describe('The agents of this region in the worker\'s shard now, keeping it warm (docs/shards.md); absent when no agent reports one.'),
 });
 
 export const EdgeWorkerStatusSchema = z.object({

@@ -100,6 +100,9 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     socketClose: new ivm.Callback(cb('socketClose')),
     hibernation: new ivm.Callback(cb('hibernation')),
     htmlRewriter: new ivm.Callback(cb('htmlRewriter')),
+    loaderGet: new ivm.Callback(cb('loaderGet')),
+    loaderLoad: new ivm.Callback(cb('loaderLoad'), { async: true }),
+    loaderCall: new ivm.Callback(cb('loaderCall'), { async: true }),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Logger } from '../../common/log.js';
 import type { IsolatePool } from '../isolate/pool.js';
-import { WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import { ActorExceptionError } from '../abi/bridge.js';
+import { WorkerIsolate, WorkerLimitError, WorkerScriptError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { SocketEvent } from '../sockets/isolate-sockets.js';
 import { EdgeError } from '../../common/errors.js';
 
@@ -38,6 +39,16 @@ export interface WorkerHostOptions {
 
 export class WorkerHostClosedError extends EdgeError {}
 
+/** A service call's request and response, bodies buffered (see bindings/service-binding.ts). */
+export interface InternalRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface InternalResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
+
+/** A service call's response body is buffered; this bounds it. */
+const MAX_INTERNAL_BODY_BYTES = 32 * 1024 * 1024;
+
+/** An internal call could not be answered as one (a WebSocket, a body over the limit). */
+export class InternalCallError extends EdgeError {}
+
 /** Every isolate is busy and the queue is full: the request is refused (503). */
 export class WorkerOverloadedError extends EdgeError {
   constructor(readonly worker: string, queued: number) {
@@ -73,8 +84,45 @@ export class WorkerHost {
     return n;
   }
 
-  /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant. */
-  private get minWarm(): number { return this.dormant ? 0 : this.opts.minWarm; }
+  /** The heap its isolates hold (WorkerIsolate.heapBytes). */
+  async heapBytes(): Promise<number> {
+    let n = 0;
+    for (const w of this.all) n += await w.heapBytes();
+    return n;
+  }
+
+  /** Set while this host is not in the worker's shard (docs/shards.md): loaded on demand, none kept warm. */
+  private cold = false;
+
+  /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant or outside the worker's shard. */
+  private get minWarm(): number { return this.dormant || this.cold ? 0 : this.opts.minWarm; }
+
+  /**
+   * Every isolate is busy, none can be added, and as many requests as isolates already
+   * wait: a shard member refuses a forwarded request then, and the first host serves it.
+   */
+  get saturated(): boolean {
+    return this.idle.length === 0 && this.all.size + this.loading >= this.opts.maxIsolates && this.waiters.length >= this.opts.maxIsolates;
+  }
+
+  /**
+   * Whether this host is in the worker's shard: out of it, its isolates are no longer kept
+   * warm (idle ones go after idleMs, as above minWarm; a fallback request loads one on
+   * demand); back in, minWarmIsolates are loaded.
+   */
+  setMember(member: boolean): void {
+    if (this.cold === !member || this.closed) return;
+    this.cold = !member;
+    if (member) this.warmUp();
+  }
+
+  private warmUp(): void {
+    for (let n = this.all.size + this.loading; n < this.minWarm; n++) {
+      this.load().then((w) => this.release(w), (err: unknown) => {
+        this.opts.log.error('could not load a warm isolate', { worker: this.def.name, error: err });
+      });
+    }
+  }
 
   /**
    * Dormant: the agent's cordon host serves this worker's namespace now (hosts/cordon.ts),
@@ -94,17 +142,14 @@ export class WorkerHost {
       }
       return;
     }
-    for (let n = this.all.size + this.loading; n < this.minWarm; n++) {
-      this.load().then((w) => this.release(w), (err: unknown) => {
-        this.opts.log.error('could not load a warm isolate', { worker: this.def.name, error: err });
-      });
-    }
+    this.warmUp();
   }
 
   /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
-  async start(): Promise<void> {
+  async start(member = true): Promise<void> {
+    this.cold = !member;
     const loads: Promise<WorkerIsolate>[] = [];
-    for (let i = 0; i < this.opts.minWarm; i++) loads.push(this.load());
+    for (let i = 0; i < this.minWarm; i++) loads.push(this.load());
     const results = await Promise.allSettled(loads);
     for (const r of results) if (r.status === 'fulfilled') this.putIdle(r.value);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -130,6 +175,45 @@ export class WorkerHost {
     }
   }
 
+  /**
+   * An internal call (a service binding's, a dynamic worker's): runs `req` at service depth
+   * `depth` in one of the isolates, as a client's request would be, body buffered. The
+   * worker's own exception (an RPC method threw) rejects as ActorExceptionError, so the
+   * caller rethrows it with its name and message.
+   */
+  async call(req: InternalRequest, depth: number, entrypoint?: string): Promise<InternalResponse> {
+    const key = this.def.key;
+    const iso = this.tryAcquire() ?? await this.acquire();
+    let id: number | undefined;
+    try {
+      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth, ...(entrypoint !== undefined ? { entrypoint } : {}) });
+      id = call.id;
+      const res = await call.response;
+      if (res.webSocket !== undefined) throw new InternalCallError(`worker ${this.def.name}: a WebSocket cannot be returned through a service binding here`, { context: { worker: key } });
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      if (res.body === 'stream') {
+        for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) {
+          size += c.byteLength;
+          if (size > MAX_INTERNAL_BODY_BYTES) {
+            iso.cancel(id, 'response body over the limit');
+            throw new InternalCallError(`worker ${this.def.name}: its response body is over the ${MAX_INTERNAL_BODY_BYTES}-byte limit of a service binding`, { context: { worker: key } });
+          }
+          chunks.push(c);
+        }
+      } else if (res.body !== null) {
+        chunks.push(new Uint8Array(res.body));
+      }
+      return { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+    } catch (err) {
+      if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, key, { cause: err });
+      throw err;
+    } finally {
+      if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
+      this.release(iso);
+    }
+  }
+
   /** An idle isolate, if there is one right now. */
   tryAcquire(): WorkerIsolate | undefined {
     if (this.closed) return undefined;
@@ -142,7 +226,7 @@ export class WorkerHost {
   }
 
   /** An isolate for one request: an idle one, a newly loaded one, or the next one freed. */
-  async acquire(): Promise<WorkerIsolate> {
+  async acquire(start?: { cold: boolean }): Promise<WorkerIsolate> {
     if (this.closed) throw new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} is shutting down`);
     for (;;) {
       const w = this.idle.pop();
@@ -152,6 +236,7 @@ export class WorkerHost {
     }
     if (this.all.size + this.loading < this.opts.maxIsolates) {
       this.opts.onColdStart?.(this.def.name);
+      if (start) start.cold = true;
       return this.load();
     }
     if (this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);

@@ -9,10 +9,14 @@ import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
-import { WorkerHost } from './worker-host.js';
-import { WorkerScriptError, type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
-import { ActorExceptionError } from '../abi/bridge.js';
+import { DynamicWorkers } from './dynamic-workers.js';
+import { WorkerHost, type InternalRequest, type InternalResponse } from './worker-host.js';
+import { type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
+import { DEFAULT_SHARD_POLICY, LoadMeter, type ShardPolicy, type Shards } from './shard.js';
+
+/** How often in-flight counts are folded into the published loads and shard sizes recomputed. */
+const SHARD_TICK_MS = 500;
 
 // The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
 // and swaps versions without dropping requests (the new version is loaded first; the old
@@ -30,12 +34,7 @@ export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 /** A service binding named a worker this agent does not serve. */
 export class WorkerNotServedError extends EdgeError {}
 
-/** A service call's request and response, bodies buffered (see bindings/service-binding.ts). */
-export interface InternalRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
-export interface InternalResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
-
-/** A service call's response body is buffered; this bounds it. */
-const MAX_INTERNAL_BODY_BYTES = 32 * 1024 * 1024;
+export type { InternalRequest, InternalResponse } from './worker-host.js';
 
 export interface WorkerServerOptions {
   source: DesiredStateSource;
@@ -45,6 +44,8 @@ export interface WorkerServerOptions {
   maxBodyBytes?: number;
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
+  /** Bounds on the Worker Loader get()'s kept warm (DynamicWorkers' defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   maxIsolatesPerWorker?: number;
   maxQueuedPerWorker?: number;
   idleIsolateMs?: number;
@@ -81,7 +82,7 @@ export interface NamespaceUsage {
 export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
 
 export type WorkerState =
-  | { key: string; digest: string; state: 'ready'; isolates: number }
+  | { key: string; digest: string; state: 'ready'; isolates: number; shardMember?: boolean }
   | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
 
 interface Served { desired: DesiredWorker; host: WorkerHost }
@@ -90,6 +91,8 @@ export class WorkerServer {
   readonly metrics: AgentMetrics;
   readonly front: HttpFront;
   readonly pool: IsolatePool;
+  /** Worker Loader bindings' dynamic workers, run in this process beside their callers. */
+  readonly dynamic: DynamicWorkers;
   private readonly served = new Map<string, Served>();
   private readonly errors = new Map<string, { digest: string; error: string }>();
   private router = Router.build<WorkerHost>([]);
@@ -109,6 +112,11 @@ export class WorkerServer {
   private usage = new Map<string, NamespaceUsage>();
   /** Namespaces the agent's cordon host serves now (this is their home host): kept loaded, not warm. */
   private dormant: ReadonlySet<string> = new Set();
+  /** Requests in flight per worker, smoothed: published in the presence, shards grow with it. */
+  readonly meter = new LoadMeter();
+  private shards: Shards | undefined;
+  private shardDefaults: ShardPolicy = DEFAULT_SHARD_POLICY;
+  private shardTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WorkerServerOptions) {
     this.metrics = new AgentMetrics(opts.metricLabels);
@@ -147,6 +155,7 @@ export class WorkerServer {
         if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
       },
     };
+    this.dynamic = new DynamicWorkers({ pool: this.pool, hooks: this.hooks, log: opts.log, registry: this.metrics.registry, ...opts.dynamicCache });
     this.front = new HttpFront({
       resolve: (host, path) => this.router.match(host, path)?.target,
       log: opts.log,
@@ -158,6 +167,39 @@ export class WorkerServer {
       ...(opts.colo !== undefined ? { colo: opts.colo } : {}),
       onRequest: (worker) => { this.usageOf(worker).requests++; },
     });
+  }
+
+  /**
+   * Shards on (docs/shards.md; the agent does this in NATS mode, before start): requests for
+   * workers this host is not a member of are forwarded, and only members keep them warm.
+   */
+  enableShards(shards: Shards, peerToken: string, defaults: ShardPolicy = DEFAULT_SHARD_POLICY, connectTimeoutMs?: number): void {
+    this.shards = shards;
+    this.shardDefaults = defaults;
+    this.front.enableShards({ shards, peerToken, meter: this.meter, ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}) });
+    shards.onChange(() => this.applyMembership());
+    this.metrics.shardSource = () => shards.snapshot();
+    this.shardTimer = setInterval(() => { this.meter.sample(); shards.refresh(); }, SHARD_TICK_MS);
+    this.shardTimer.unref();
+  }
+
+  private shardPolicy(w: DesiredWorker): ShardPolicy { return w.shard ?? this.shardDefaults; }
+
+  /** Whether the worker's isolates here are all busy with a queue as long (a shard member then refuses forwards). */
+  saturated(key: string): boolean { return this.served.get(key)?.host.saturated ?? false; }
+
+  /** A worker's shard as this host computes it now (presence names), or undefined without shards. */
+  shardMembers(key: string): string[] | undefined {
+    if (!this.shards) return undefined;
+    this.shards.isMember(key);
+    return this.shards.snapshot().get(key)?.members;
+  }
+
+  private isMember(key: string): boolean { return this.shards?.isMember(key) ?? true; }
+
+  /** Hosts joined or left, or a shard grew or shrank: members warm up, the others let go when idle. */
+  private applyMembership(): void {
+    for (const [key, s] of this.served) s.host.setMember(this.isMember(key));
   }
 
   get ready(): boolean { return this.initialLoad && !this.stopped && !this.draining; }
@@ -214,8 +256,10 @@ export class WorkerServer {
     const starts: Promise<void>[] = [];
     for (const w of workers) {
       const cur = this.served.get(w.key);
+      this.shards?.setPolicy(w.key, this.shardPolicy(w));
       if (cur && cur.desired.def.digest === w.def.digest) {
         cur.desired = w; // routes may have changed without touching the isolates
+        cur.host.setMember(this.isMember(w.key));
         this.errors.delete(w.key);
         continue;
       }
@@ -226,6 +270,7 @@ export class WorkerServer {
     for (const [key, cur] of this.served) {
       if (!wanted.has(key)) {
         this.served.delete(key);
+        this.shards?.setPolicy(key, undefined);
         void cur.host.drain();
         for (const l of this.versionListeners) l(key);
         this.opts.log.info('worker removed', { worker: key });
@@ -248,7 +293,8 @@ export class WorkerServer {
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
     });
     try {
-      await host.start();
+      // Outside the worker's shard no isolate is loaded until a request must run here.
+      await host.start(this.isMember(w.key));
     } catch (err) {
       // The previous version, if any, keeps serving.
       this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
@@ -291,37 +337,8 @@ export class WorkerServer {
     if (!served) {
       throw new WorkerNotServedError(`worker ${key} is not served on this agent (a service binding reaches workers placed in the caller's region)`, { context: { worker: key } });
     }
-    const host = served.host;
     this.usageOf(key).requests++;
-    const iso = host.tryAcquire() ?? await host.acquire();
-    let id: number | undefined;
-    try {
-      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth, ...(entrypoint !== undefined ? { entrypoint } : {}) });
-      id = call.id;
-      const res = await call.response;
-      if (res.webSocket !== undefined) throw new WorkerNotServedError(`worker ${key}: a WebSocket cannot be returned through a service binding here`);
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      if (res.body === 'stream') {
-        for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) {
-          size += c.byteLength;
-          if (size > MAX_INTERNAL_BODY_BYTES) {
-            iso.cancel(id, 'response body over the limit');
-            throw new WorkerNotServedError(`worker ${key}: its response body is over the ${MAX_INTERNAL_BODY_BYTES}-byte limit of a service binding`);
-          }
-          chunks.push(c);
-        }
-      } else if (res.body !== null) {
-        chunks.push(new Uint8Array(res.body));
-      }
-      return { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
-    } catch (err) {
-      if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, key, { cause: err });
-      throw err;
-    } finally {
-      if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
-      host.release(iso);
-    }
+    return served.host.call(req, depth, entrypoint);
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */
@@ -335,7 +352,7 @@ export class WorkerServer {
     for (const [key, s] of this.served) {
       const err = this.errors.get(key);
       if (err) out.push({ key, digest: err.digest, state: 'error', error: err.error, servingDigest: s.desired.def.digest });
-      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates });
+      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates, ...(this.shards ? { shardMember: this.isMember(key) } : {}) });
     }
     for (const [key, err] of this.errors) if (!this.served.has(key)) out.push({ key, digest: err.digest, state: 'error', error: err.error });
     return out.sort((a, b) => a.key.localeCompare(b.key));
@@ -348,11 +365,13 @@ export class WorkerServer {
   async stop(graceMs = 0): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.shardTimer) clearInterval(this.shardTimer);
     await this.opts.source.stop();
     const cut = await this.front.close(graceMs);
     if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });
     for (const s of this.served.values()) s.host.dispose();
     this.served.clear();
+    this.dynamic.close();
     this.pool.close();
   }
 }

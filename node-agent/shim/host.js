@@ -37,6 +37,9 @@ export const host = {
   socketClose: missing('socketClose'),
   hibernation: missing('hibernation'),
   htmlRewriter: missing('htmlRewriter'),
+  loaderGet: missing('loaderGet'),
+  loaderLoad: missing('loaderLoad'),
+  loaderCall: missing('loaderCall'),
 };
 
 export function setHost(cbs) {

@@ -218,3 +218,19 @@ describe('EdgeWorkerReconciler', () => {
     expect(t.store.writes).toEqual([]);
   });
 });
+
+describe('EdgeWorkerReconciler and shards (docs/shards.md)', () => {
+  it('publishes spec.placement.shard and shows each region\'s shard from the agents\' reports', async () => {
+    const t = setup();
+    t.worker('hello', { placement: { shard: { min: 1, max: 3 } } });
+    await t.reconcile('hello');
+    const cfg = t.store.get(`${NS}.hello`)!;
+    expect(cfg.shard).toEqual({ min: 1, max: 3 });
+    for (const [agent, member] of [['a1', true], ['a2', false]] as const) {
+      t.agents.setAgent({ agent, node: agent, region: 'eu', address: `http://${agent}`, ttlMs: 5000, startedAt: 'now', draining: false });
+      t.agents.setWorkerReport(agent, `${NS}.hello`, { version: cfg.version, state: 'ready', shardMember: member });
+    }
+    await t.reconcile('hello');
+    expect(t.read('hello').status?.regions).toEqual([{ name: 'eu', desiredAgents: 1, readyAgents: 2, shard: ['a1'] }]);
+  });
+});
