@@ -2,7 +2,9 @@ import { Agent, request } from 'node:http';
 
 // Single timed HTTP/1.1 requests to 127.0.0.1, for body checks and first-request timings.
 
-export interface Reply { status: number; body: string; ms: number }
+import type { IncomingHttpHeaders } from 'node:http';
+
+export interface Reply { status: number; body: string; ms: number; headers: IncomingHttpHeaders }
 
 export interface RequestSpec {
   port: number;
@@ -32,7 +34,7 @@ export function httpRequest(spec: RequestSpec): Promise<Reply> {
     }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolveReply({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0 }));
+      res.on('end', () => resolveReply({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - t0, headers: res.headers }));
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`no response within ${spec.timeoutMs ?? 10_000} ms`)));

@@ -69,16 +69,42 @@ export const DYNAMIC_MODULE = `export default { fetch() { return new Response(${
 export const DYNAMIC_BODY = 'ddddddd';
 
 /**
- * The Worker Loader's caller: /noop answers at once (the baseline), /load runs DYNAMIC_MODULE
- * in a fresh dynamic worker and answers with its response, /get?id= calls the warm one.
+ * The Worker Loader's caller (bench's dynamic phase, bench/dynamic-probe.ts). /noop answers
+ * at once (the HTTP baseline); /load runs DYNAMIC_MODULE in a fresh dynamic worker, /get
+ * (or /get?id=) calls the warm one by id, /svc calls the same module deployed (service
+ * binding PLAIN), each answering with its response and, in x-parent-ms, the caller's own
+ * time from the load()/get()/fetch() call to the response's body read. The isolate's
+ * clock ticks in whole milliseconds (performance.now is Date.now's, as on Workers), so
+ * /calls?n= times n warm get() calls and n deployed-worker calls, interleaved, in one
+ * request, and answers the totals as JSON: per-call figures below the clock's tick.
  */
 export const LOADER_SOURCE = `
 const code = { compatibilityDate: '2025-06-01', mainModule: 'm.js', modules: { 'm.js': ${JSON.stringify(DYNAMIC_MODULE)} } };
+const getCode = async () => code;
+const read = async (r) => { const body = await r.text(); if (body !== ${JSON.stringify(DYNAMIC_BODY)}) throw new Error('unexpected body ' + body); return body; };
+const viaGet = (env, id) => env.LOADER.get(id, getCode).getEntrypoint().fetch('http://dynamic/');
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
     if (url.pathname === '/noop') return new Response(${JSON.stringify(DYNAMIC_BODY)});
-    const w = url.pathname === '/load' ? env.LOADER.load(code) : env.LOADER.get(url.searchParams.get('id') ?? 'warm', async () => code);
-    return w.getEntrypoint().fetch('http://dynamic/');
+    if (url.pathname === '/calls') {
+      const n = Number(url.searchParams.get('n'));
+      let get = 0, svc = 0;
+      for (let i = 0; i < n; i++) {
+        let t = performance.now();
+        await read(await viaGet(env, 'warm'));
+        get += performance.now() - t;
+        t = performance.now();
+        await read(await env.PLAIN.fetch('http://plain/'));
+        svc += performance.now() - t;
+      }
+      return Response.json({ n, getMs: get / n, svcMs: svc / n });
+    }
+    const t0 = performance.now();
+    const r = url.pathname === '/svc' ? await env.PLAIN.fetch('http://plain/')
+      : url.pathname === '/load' ? await env.LOADER.load(code).getEntrypoint().fetch('http://dynamic/')
+        : await viaGet(env, url.search ? url.searchParams.get('id') : 'warm');
+    const body = await read(r);
+    return new Response(body, { headers: { 'x-parent-ms': String(performance.now() - t0) } });
   },
 };`;

@@ -57,10 +57,13 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgeRpcLocal(message: string): Promise<string>  -- a call from an RPC callee on a
 //     function or RpcTarget this isolate passed as an argument of the RPC call it is waiting
 //     on (node-agent/shim/rpc.js); runs beside that call, counted in its budgets.
+//   __edgeWarm(): Promise<void>  -- run once by the pool (isolate/pool.ts) on a pooled
+//     isolate no worker owns yet: one request through the shim's own handler, so the
+//     request path is compiled before a worker's first request; it leaves nothing behind.
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
-  '__edgeSocketEvent', '__edgeRpcLocal',
+  '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm',
 ] as const;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */

@@ -1,11 +1,13 @@
 import ivm from 'isolated-vm';
-import type { SHIM_GLOBALS, HostCallbacks } from '../abi/bridge.js';
+import type { SHIM_GLOBALS, HostCallbacks, UrlRecord } from '../abi/bridge.js';
 import { shimSource } from './shim-bundle.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Pre-warmed isolates. Each is made from a V8 snapshot that already holds the Workers API
-// shim, has its context created and its host callbacks installed, so placing a worker
-// in one only has to compile the worker's module. The pool refills in the background.
+// shim, has its context created and its host callbacks installed, and is primed (one
+// request through the shim's own handler, primeIsolate) so placing a worker in one only
+// has to compile the worker's module, and its first request compiles nothing of the
+// shim's request path. The pool refills in the background.
 
 export type EntryPoint = (typeof SHIM_GLOBALS)[number];
 
@@ -17,10 +19,12 @@ export interface IsolateOwner {
 export interface WarmIsolate {
   isolate: ivm.Isolate;
   context: ivm.Context;
-  entry: Record<Exclude<EntryPoint, '__edgeInstall'>, ivm.Reference<(...args: unknown[]) => unknown>>;
+  entry: Record<Exclude<EntryPoint, '__edgeInstall' | '__edgeWarm'>, ivm.Reference<(...args: unknown[]) => unknown>>;
   memoryMiB: number;
   /** Who the callbacks act for; null while pooled. */
   owner: { current: IsolateOwner | null };
+  /** __edgeWarm, until primeIsolate has run it. */
+  prime?: ivm.Reference<() => Promise<void>>;
 }
 
 /** The shim snapshot is unfit to make isolates from (see checkSnapshot). */
@@ -118,6 +122,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       return r;
     };
     const install = ref('__edgeInstall');
+    const prime = ref('__edgeWarm') as unknown as ivm.Reference<() => Promise<void>>;
     const entry = {
       __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
       __edgePushBody: ref('__edgePushBody'),
@@ -129,10 +134,58 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
     const owner: WarmIsolate['owner'] = { current: null };
     install.applySync(undefined, [callbacksFor(owner), memoryMiB], { arguments: { copy: true } });
     install.release();
-    return { isolate, context, entry, memoryMiB, owner };
+    return { isolate, context, entry, memoryMiB, owner, prime };
   } catch (err) {
     if (!isolate.isDisposed) isolate.dispose();
     throw err;
+  }
+}
+
+// The one host callback the warm-up request needs (the URL parser), as host-callbacks.ts
+// has it; nothing else is reachable while it runs.
+const urlRecord = (u: URL): UrlRecord => ({
+  href: u.href, origin: u.origin, protocol: u.protocol, username: u.username, password: u.password,
+  host: u.host, hostname: u.hostname, port: u.port, pathname: u.pathname, search: u.search, hash: u.hash,
+});
+const PRIMING: IsolateOwner = {
+  callbacks: () => ({
+    parseURL(input: string, base?: string) {
+      try {
+        return urlRecord(base === undefined ? new URL(String(input)) : new URL(String(input), String(base)));
+      } catch {
+        return null;
+      }
+    },
+  }) as unknown as HostCallbacks,
+};
+/** The warm-up request's bound: it runs only the shim's own code. */
+const PRIME_TIMEOUT_MS = 1000;
+
+/**
+ * Runs one request through the shim's own handler in a pooled isolate (`__edgeWarm`), on
+ * isolated-vm's thread, off the event loop, so the worker that takes it does not compile
+ * the request path on its first request's clock. An isolate whose warm-up failed is still
+ * usable (only slower); none is ever primed twice or once a worker owns it.
+ */
+export async function primeIsolate(warm: WarmIsolate): Promise<void> {
+  const prime = warm.prime;
+  if (!prime || warm.owner.current !== null) return;
+  delete warm.prime;
+  warm.owner.current = PRIMING;
+  try {
+    // The timeout bounds the synchronous part; the race, a promise that would never settle (the pool's refill waits on it).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      prime.apply(undefined, [], { result: { promise: true }, timeout: PRIME_TIMEOUT_MS }),
+      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('warm-up timed out')), 2 * PRIME_TIMEOUT_MS); }),
+    ]).finally(() => clearTimeout(timer));
+  } catch (err) {
+    // A warm-up still running is never handed to a worker; one that failed leaves the
+    // isolate unprimed (its worker's first request compiles the path, as before).
+    if (err instanceof Error && err.message === 'warm-up timed out' && !warm.isolate.isDisposed) warm.isolate.dispose();
+  } finally {
+    prime.release();
+    if (warm.owner.current === PRIMING) warm.owner.current = null;
   }
 }
 
@@ -176,7 +229,11 @@ export class IsolatePool {
     shimSnapshot();
     const list = this.ready.get(this.opts.defaultMemoryMiB)!;
     while (!this.closed && list.length < this.opts.size) {
-      list.push(warmIsolate(this.opts.defaultMemoryMiB));
+      const w = warmIsolate(this.opts.defaultMemoryMiB);
+      await primeIsolate(w);
+      if (this.closed) { if (!w.isolate.isDisposed) w.isolate.dispose(); break; }
+      if (w.isolate.isDisposed) continue;
+      list.push(w);
       this.opts.onChange?.(this.size);
       await new Promise((r) => setImmediate(r));
     }
@@ -204,9 +261,14 @@ export class IsolatePool {
     const step = () => {
       const short = [...this.ready].find(([mem, list]) => list.length < this.target(mem));
       if (this.closed || !short) { this.refilling = false; return; }
-      short[1].push(warmIsolate(short[0]));
-      this.opts.onChange?.(this.size);
-      setTimeout(step, REFILL_GAP_MS).unref();
+      const w = warmIsolate(short[0]);
+      // Primed before it is offered: a worker never waits behind the warm-up.
+      void primeIsolate(w).then(() => {
+        if (this.closed) { if (!w.isolate.isDisposed) w.isolate.dispose(); this.refilling = false; return; }
+        if (!w.isolate.isDisposed) short[1].push(w);
+        this.opts.onChange?.(this.size);
+        setTimeout(step, REFILL_GAP_MS).unref();
+      });
     };
     setTimeout(step, REFILL_GAP_MS).unref();
   }

@@ -293,6 +293,32 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
   return { head: encodeResponse(status, statusText, outHeaders, 'a', done, undefined), body: out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength) };
 }
 
+/**
+ * Runs the request path once in a pooled isolate, before any worker takes it (pool.ts).
+ * V8 compiles a function on its first call, and the snapshot keeps no code that ran at
+ * snapshot time (see web/index.js), so a fresh isolate's first request used to compile
+ * dispatch, Request, Headers, URL, Response and the encoders on the request's clock
+ * (~1.5 ms: most of a dynamic worker's load() to first response). No worker, env or
+ * tenant code exists yet; what the request leaves (the handler, its state, ctx.waitUntil)
+ * is put back as it was. It never calls freezePlatform: freezing waits for the module.
+ */
+async function warm() {
+  entry = {
+    fetch(request) {
+      request.headers.get('accept');
+      return new ResponseCtor('ok', { status: 200, headers: { 'content-type': 'text/plain' } });
+    },
+  };
+  try {
+    await dispatch(-1, 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*', null);
+    isEntrypointClass(entry);
+  } finally {
+    entry = null;
+    live.delete(-1);
+    setWorkersWaitUntil(null);
+  }
+}
+
 // What leaves the isolate when a call fails: text made here, inside the isolate and
 // under the request's budgets (see rejectsPlainly below). Only intrinsics captured at
 // snapshot time are used: a worker may have replaced them since.
@@ -398,6 +424,8 @@ exported.__edgeActor = rejectsPlainly(actorEvent);
 exported.__edgeSocketEvent = rejectsPlainly(socketEvent);
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeRpcLocal';
 exported.__edgeRpcLocal = rejectsWithException(rpcLocal);
+ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeWarm';
+exported.__edgeWarm = warm;
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }
