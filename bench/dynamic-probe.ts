@@ -91,7 +91,7 @@ rmSync(dir, { recursive: true, force: true });
 const PH = (globalThis as unknown as { __PH?: number[][] }).__PH;
 if (PH) {
   const med = (k: number) => summarize(PH.map((r) => r[k]!)).p50.toFixed(3);
-  console.log(`load phases p50 over ${PH.length}: compile ${med(1)} instantiate+evaluate ${med(2)} init ${med(3)}`);
+  console.log(`load phases p50 over ${PH.length}: compile ${med(1)} instantiate ${med(2)} evaluate ${med(3)} init ${med(4)}`);
 }
 const PL = (globalThis as unknown as { __PL?: number[][] }).__PL;
 const PC = (globalThis as unknown as { __PC?: number[] }).__PC;

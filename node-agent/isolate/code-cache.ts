@@ -31,21 +31,29 @@ function remember(key: string, data: ivm.ExternalCopy<ArrayBuffer>): void {
   }
 }
 
-/** compileModule with the code cache of `key` (a worker version's digest). */
-export async function compileCached(isolate: ivm.Isolate, source: string, key: string, filename: string): Promise<ivm.Module> {
-  if (source.length < MIN_SOURCE_CHARS) return isolate.compileModule(source, { filename });
+/**
+ * Sources up to this long may be compiled on the event loop (compileCached's `sync`): V8
+ * parses them in ~0.1 ms, less than the two thread hops an async compile and link cost on
+ * a busy node. Compiling runs no code of the worker.
+ */
+export const SYNC_COMPILE_MAX_CHARS = 16 * 1024;
+
+/** compileModule with the code cache of `key` (a worker version's digest); `sync` compiles on this thread (SYNC_COMPILE_MAX_CHARS). */
+export async function compileCached(isolate: ivm.Isolate, source: string, key: string, filename: string, sync = false): Promise<ivm.Module> {
+  const compile = (opts: ivm.CompileModuleOptions & { filename: string }): Promise<ivm.Module> | ivm.Module => sync ? isolate.compileModuleSync(source, opts) : isolate.compileModule(source, opts);
+  if (source.length < MIN_SOURCE_CHARS) return compile({ filename });
   const hit = cache.get(key);
   if (hit) {
     cache.delete(key);
     cache.set(key, hit);
-    const module = await isolate.compileModule(source, { filename, cachedData: hit.data }) as CompiledModule;
+    const module = await compile({ filename, cachedData: hit.data }) as CompiledModule;
     if (module.cachedDataRejected === true) {
       cache.delete(key);
       bytes -= hit.bytes;
     }
     return module;
   }
-  const module = await isolate.compileModule(source, { filename, produceCachedData: true }) as CompiledModule;
+  const module = await compile({ filename, produceCachedData: true }) as CompiledModule;
   if (module.cachedData) remember(key, module.cachedData);
   return module;
 }

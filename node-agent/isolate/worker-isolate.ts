@@ -11,7 +11,7 @@ import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
 import { htmlRewriterModule } from './html-rewriter.js';
-import { compileCached } from './code-cache.js';
+import { compileCached, SYNC_COMPILE_MAX_CHARS } from './code-cache.js';
 import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
 import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
 
@@ -407,7 +407,9 @@ export class WorkerIsolate implements IsolateOwner {
       }
       // A module map (common/module-map.ts): its modules resolve among themselves.
       const modules = await loadModuleMap(def, warm, nodeCompat);
-      const module = await (modules ? modules.main() : compileCached(warm.isolate, def.source, def.digest, filename))
+      // A small single module compiles and links here, on the event loop (SYNC_COMPILE_MAX_CHARS: no worker code runs in either step).
+      const inline = !modules && !nodeCompat && def.source.length <= SYNC_COMPILE_MAX_CHARS;
+      const module = await (modules ? modules.main() : compileCached(warm.isolate, def.source, def.digest, filename, inline))
         .catch((err: unknown) => { throw new BundleError(def.name, err instanceof ModuleImportError ? err.message : `does not compile: ${errorText(err)}`, { cause: err }); });
       // Built-in modules (cloudflare:workers, node:* with nodejs_compat) and the map's own; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();
@@ -437,7 +439,8 @@ export class WorkerIsolate implements IsolateOwner {
         return m;
       };
       try {
-        await module.instantiate(warm.context, resolveImport);
+        if (inline && module.dependencySpecifiers.length === 0) module.instantiateSync(warm.context, () => { throw new Error('a module without imports resolved one'); });
+        else await module.instantiate(warm.context, resolveImport);
       } catch (err) {
         throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }

@@ -10,7 +10,7 @@ import { takeResponseSocket } from './web/response.js';
 import { socketEvent } from './web/websocket.js';
 import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
-import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal } from './rpc.js';
+import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal, encode } from './rpc.js';
 import { serviceBinding } from './service.js';
 import { warmHtmlRewriter } from './html-rewriter.js';
 import { loaderBinding, registerBinding, registerServiceBinding, envValues, envRefs } from './loader.js';
@@ -312,6 +312,8 @@ async function warm() {
   try {
     await dispatch(-1, 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*', null);
     isEntrypointClass(entry);
+    // What init does with a dynamic worker's plain env values (WorkerCode.env).
+    envValues(JSONStringify(encode({ warm: [1, 'a', { b: null }] }, noop)));
   } finally {
     entry = null;
     live.delete(-1);
