@@ -295,6 +295,7 @@ export class Agent implements RunningAgent {
     // Worker Loader bindings run their dynamic workers in this process, beside the caller.
     const loaderRouter: LoaderRouter = {
       warm: (parent, digest, binding, id) => server.dynamic.warm(parent, digest, binding, id),
+      touch: (w) => server.dynamic.touch(w),
       load: (l) => server.dynamic.load(l),
       call: (w, req, depth, entrypoint) => server.dynamic.call(w, req, depth, entrypoint),
       release: (w) => server.dynamic.release(w),

@@ -316,9 +316,11 @@ export interface HostCallbacks {
   /**
    * Async: a call to a dynamic worker's entrypoint (null: its default export), as a service
    * binding's call is (fetch(), or an RPC's internal request): counted, bounded in depth,
-   * and settled with its buffered response or its exception.
+   * and settled with its buffered response or its exception. `warm`: a get(id)'s call by
+   * the number it had: settles with null, sending and counting nothing, when that worker
+   * is no longer the warm one of its id (the shim then asks loaderGet again).
    */
-  loaderCall(handle: number, entrypoint: string | null, request: ServiceCallInit): HostAsync<ServiceCallResult>;
+  loaderCall(handle: number, entrypoint: string | null, request: ServiceCallInit, warm: boolean): HostAsync<ServiceCallResult | null>;
 }
 
 /** WorkerCode as the shim hands it to loaderLoad (node-agent/shim/loader.js). */

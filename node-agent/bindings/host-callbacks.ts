@@ -207,8 +207,8 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
     loaderLoad(binding, id, code) {
       return hostAsync(ctx.loaders.load(binding, id, code, () => ctx.countSubrequest()));
     },
-    loaderCall(handle, entrypoint, request) {
-      return hostAsync(ctx.loaders.call(handle, entrypoint, request, () => ctx.countSubrequest()));
+    loaderCall(handle, entrypoint, request, warm) {
+      return hostAsync(ctx.loaders.call(handle, entrypoint, request, () => ctx.countSubrequest(), warm === true));
     },
     storage(op, a, b) {
       return storageCall(ctx.storage, op, a, b);

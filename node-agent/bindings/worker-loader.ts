@@ -36,6 +36,8 @@ export interface DynamicLoad {
 export interface LoaderRouter {
   /** The warm dynamic worker cached under (parent, binding, id) for this parent version, if any. */
   warm(parent: string, parentDigest: string, binding: string, id: string): DynamicWorker | undefined;
+  /** Whether `w` is still the warm one of its get() id (then it is used now, as warm() would); false for a load()'s. */
+  touch(w: DynamicWorker): boolean;
   /** Starts one (a get() whose id is loading already joins that load); rejects with the load's error. */
   load(l: DynamicLoad): Promise<DynamicWorker>;
   /** Runs one request on it, as a service call is run. */
@@ -210,8 +212,10 @@ export class LoaderCalls {
     return this.number(w);
   }
 
-  async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void): Promise<ServiceCallResult> {
+  /** `warm`: a get(id)'s call by the number it had (HostCallbacks.loaderCall): null, with nothing sent or counted, once that worker is no longer the warm one. */
+  async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void, warm = false): Promise<ServiceCallResult | null> {
     const w = typeof handle === 'number' ? this.byNumber.get(handle) : undefined;
+    if (warm && (!w || w.dead || !this.router?.touch(w))) return null;
     if (!w) throw new TypeError(`worker ${this.parent.name}: no such dynamic worker`);
     if (entrypoint !== null && typeof entrypoint !== 'string') throw new TypeError('getEntrypoint(name): name must be a string');
     const router = this.router!;

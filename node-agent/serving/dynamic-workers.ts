@@ -93,6 +93,15 @@ export class DynamicWorkers {
     return undefined;
   }
 
+  touch(w: unknown): boolean {
+    const e = w as Entry;
+    if (e.gone || e.key === null || this.cache.get(e.key) !== e) return false;
+    this.cache.delete(e.key);
+    this.cache.set(e.key, e);
+    this.hits.inc({ worker: e.parent });
+    return true;
+  }
+
   async load(l: { def: WorkerDefinition; parent: string; parentDigest: string; binding: string; id: string | null }): Promise<Entry> {
     if (l.id === null) {
       const e = await this.start(l.def, l.parent, null);

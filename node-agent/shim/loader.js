@@ -125,14 +125,19 @@ function workerCode(code) {
   };
 }
 
-/** A dynamic worker's stub: `handle()` resolves with the host's number for it. */
-function workerStub(binding, handle) {
+/** A dynamic worker's stub: `handle()` resolves with the host's number for it; `warmCall`, when given, tries the call first (see get()). */
+function workerStub(binding, handle, warmCall = undefined) {
   return freeze({
     getEntrypoint(name = undefined) {
       if (name !== undefined && name !== null && typeof name !== 'string') throw new TypeErrorCtor('getEntrypoint(name): name must be a string');
       const entrypoint = typeof name === 'string' && name !== 'default' ? name : null;
       const what = `env.${binding} dynamic worker${entrypoint ? ` entrypoint ${entrypoint}` : ''}`;
-      return internalStub(what, async (init) => host.loaderCall(await handle(), entrypoint, init));
+      if (warmCall === undefined) return internalStub(what, async (init) => host.loaderCall(await handle(), entrypoint, init, false));
+      // internalStub settles what call() gives as a host outcome: the settled one is handed on as one.
+      return internalStub(what, async (init) => {
+        const value = await warmCall(entrypoint, init);
+        return { apply: async () => ({ ok: true, value }), release() {} };
+      });
     },
   });
 }
@@ -141,6 +146,13 @@ function workerStub(binding, handle) {
 export function loaderBinding(binding) {
   /** get(id)s loading now in this isolate: id -> the handle's promise (one callback per id at a time). */
   const loading = new MapCtor();
+  /**
+   * id -> the host's number for the dynamic worker the last get(id) here found or loaded. A
+   * call goes straight to it, with no loaderGet round trip first; the host answers null,
+   * sending nothing, when it is no longer the warm one (evicted, dead), and the id is looked
+   * up again.
+   */
+  const known = new MapCtor();
   return freeze({
     load(code) {
       // A malformed WorkerCode throws here, as on Workers (the code is read at the call).
@@ -160,12 +172,14 @@ export function loaderBinding(binding) {
       if (typeof id !== 'string' || id.length === 0) throw new TypeErrorCtor(`env.${binding}.get(id, callback): id must be a non-empty string or null`);
       const handle = () => {
         const warm = host.loaderGet(binding, id);
-        if (warm !== null) return warm;
+        if (warm !== null) { known.set(id, warm); return warm; }
         let p = loading.get(id);
         if (p === undefined) {
           p = (async () => {
             try {
-              return await hostOutcome(host.loaderLoad(binding, id, workerCode(await getCode())));
+              const n = await hostOutcome(host.loaderLoad(binding, id, workerCode(await getCode())));
+              known.set(id, n);
+              return n;
             } finally {
               loading.delete(id);
             }
@@ -174,7 +188,16 @@ export function loaderBinding(binding) {
         }
         return p;
       };
-      return workerStub(binding, handle);
+      const warmCall = async (entrypoint, init) => {
+        const n = known.get(id);
+        if (n !== undefined) {
+          const result = await hostOutcome(host.loaderCall(n, entrypoint, init, true));
+          if (result !== null) return result;
+          if (known.get(id) === n) known.delete(id);
+        }
+        return hostOutcome(host.loaderCall(await handle(), entrypoint, init, false));
+      };
+      return workerStub(binding, handle, warmCall);
     },
   });
 }
