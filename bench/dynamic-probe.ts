@@ -49,12 +49,15 @@ const paths = ['/noop', '/load', '/get', '/svc'];
 const http: Record<string, number[]> = {};
 const inParent: Record<string, number[]> = {};
 for (let i = 0; i < rounds; i++) {
-  for (const p of paths) {
-    const r = await get(p);
-    (http[p] ??= []).push(r.ms);
-    (inParent[p] ??= []).push(r.parentMs);
+  // In pairs after a pause, each half first in turn: the pool's refill after a load() lands in neither.
+  for (const pair of [['/noop', '/load'], ['/get', '/svc']]) {
+    await sleep(25);
+    for (const p of i % 2 === 0 ? pair : [pair[1]!, pair[0]!]) {
+      const r = await get(p);
+      (http[p] ??= []).push(r.ms);
+      (inParent[p] ??= []).push(r.parentMs);
+    }
   }
-  await sleep(15);
 }
 const f = (x: number) => x.toFixed(3);
 for (const p of paths) {

@@ -338,7 +338,7 @@ async function memoryPhase(ctx: Ctx): Promise<Row[]> {
  * The Worker Loader (docs/dynamic-workers.md), agent only: one caller worker
  * (LOADER_SOURCE), the same 1 KB module deployed as a plain worker it calls through a
  * service binding, one keep-alive client. Paced (so the pre-warmed pool has refilled) and
- * interleaved round by round, so a busy machine slows every path alike:
+ * interleaved in pairs (each half first in turn), so a busy machine slows every path alike:
  * - load() to first response, from inside the caller (x-parent-ms, from the load() call to
  *   the response's body read; the isolate's clock ticks in whole ms, so its mean, which is
  *   unbiased, is reported) and through HTTP (a request that loads and calls it less one
@@ -380,12 +380,16 @@ async function dynamicPhase(ctx: Ctx): Promise<Row[]> {
       for (let i = 0; i < 10; i++) { await sleep(30); await one('/load'); }
       const ms: Record<'noop' | 'load' | 'get' | 'svc', number[]> = { noop: [], load: [], get: [], svc: [] };
       const loadInParent: number[] = [];
+      // Each pair runs after a pause: the pool refills the isolate a load() took ~10 ms after it
+      // (a few ms on the event loop), which must not land in either half of the next pair.
       for (let i = 0; i < n; i++) {
-        await sleep(20);
-        for (const k of ['noop', 'load', 'get', 'svc'] as const) {
-          const r = await one(`/${k}`);
-          ms[k].push(r.ms);
-          if (k === 'load') loadInParent.push(Number(r.headers['x-parent-ms']));
+        for (const pair of [['noop', 'load'], ['get', 'svc']] as const) {
+          await sleep(25);
+          for (const k of i % 2 === 0 ? pair : [pair[1], pair[0]]) {
+            const r = await one(`/${k}`);
+            ms[k].push(r.ms);
+            if (k === 'load') loadInParent.push(Number(r.headers['x-parent-ms']));
+          }
         }
       }
       const calls: number[] = [];
