@@ -84,7 +84,8 @@ export { ActorResetError } from './isolate.js';
 /** What the router and the alarms need of the host: run a call or an alarm on an actor here. */
 export interface ActorRunner {
   call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse>;
-  alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean>;
+  /** `name`: the id's name the alarm was set under (ActorAlarm.name), for an activation it starts. */
+  alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean>;
 }
 
 export interface ActorHostOptions {
@@ -96,7 +97,7 @@ export interface ActorHostOptions {
   compactEvery?: number;
   onActiveChange?(): void;
   /** Alarm index: where an alarm of an actor not in memory is remembered. */
-  onAlarmSet?(config: ActorConfig, id: string, time: number | null): void;
+  onAlarmSet?(config: ActorConfig, id: string, time: number | null, name?: string): void;
   /**
    * Hibernatable WebSockets (actors/hibernation.ts): an actor whose only open sockets are
    * those is evicted after `idleMs` without events (or its idleTimeoutSeconds if shorter).
@@ -142,6 +143,8 @@ class Activation {
     readonly instance: ActorInstancePort,
     public epoch: number,
     seq: number,
+    /** The id's name the activation was made with (ctx.id.name), if it was known. */
+    readonly name?: string,
   ) {
     this.seq = seq;
   }
@@ -346,10 +349,10 @@ export class ActorHost implements ActorRunner {
    * Runs the actor's alarm() handler for the alarm set for `time` (the caller retries with
    * backoff on failure). Returns false when the alarm is no longer set for that time.
    */
-  async alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
+  async alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id);
+    const act = await this.activation(config, id, name);
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       // A handler's effects are not all in storage (fetch, logs, other actors): it runs only
@@ -492,7 +495,7 @@ export class ActorHost implements ActorRunner {
   }
 
   private scheduleAlarm(act: Activation, time: number | null): void {
-    this.opts.onAlarmSet?.(act.config, act.addr.id, time);
+    this.opts.onAlarmSet?.(act.config, act.addr.id, time, act.name);
   }
 
   private activation(config: ActorConfig, id: string, name?: string): Promise<Activation> {
@@ -526,11 +529,11 @@ export class ActorHost implements ActorRunner {
     if (!loaded) throw new Error('unreachable');
     const storage = this.opts.factory.storage(loaded.state, config);
     const instance = await this.opts.factory.instance(config, id, storage, name);
-    const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq);
+    const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq, name);
     this.active.set(key, act);
     // The alarm index may have missed the last set (an owner killed between its commit and
     // the index write): the log is the truth, so re-announce it.
-    this.opts.onAlarmSet?.(config, id, loaded.state.alarm);
+    this.opts.onAlarmSet?.(config, id, loaded.state.alarm, name);
     this.opts.onActiveChange?.();
     // Writes made by the constructor (blockConcurrencyWhile) are committed before any request.
     await act.run(() => this.commit(act));

@@ -76,7 +76,7 @@ export const WORKERS_API = {
   // env.SERVICE, a service binding of the test's DEFAULT_ENV.
   Fetcher: ['connect'],
   // `import * as cw from 'cloudflare:workers'`, bundled by cli/deploy.ts's bundleWorker.
-  'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'exports', 'cache', 'tracing'],
+  'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'cache', 'tracing'],
   // typeof stub.anyMethodName === 'function' on a Durable Object stub.
   'JS RPC on stubs': [],
   // ---- The global scope: workers-types' globals that are not there ----
