@@ -1,7 +1,15 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { AgentClient, agentFetch } from 'agents/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { MAX_INLINE_SOURCE_BYTES } from '../../common/api/index.js';
+import { createLogger } from '../../common/log.js';
+import { DirectorySource } from '../../node-agent/control/desired-state.js';
+import type { DesiredWorker } from '../../node-agent/serving/desired.js';
 import { bundleWorker } from '../../cli/deploy.js';
 import { waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
@@ -91,5 +99,29 @@ describe('the Agents SDK (agents on npm), unmodified', () => {
     await waitFor('the agents to be evicted', async () => h.agent.actors().length === 0, 20_000);
     await waitFor('the scheduled callback to set the state', async () => states.at(-1)?.note === 'tea', 30_000);
     expect(await (await fetchAgent('sched-1', 'notes')).json()).toEqual([{ id: 1, text: 'reminder: tea' }]);
+  }, 60_000);
+});
+
+describe('edge deploy of an Agents SDK worker (over the inline limit)', () => {
+  it('--dry-run stores it gzip-compressed in a ConfigMap\'s binaryData, and `edge agent --workers DIR` resolves it to the bundle', async () => {
+    if (!('code' in bundle)) throw new Error(`the Agents SDK did not bundle:\n${bundle.errors}`);
+    expect(Buffer.byteLength(bundle.code)).toBeGreaterThan(MAX_INLINE_SOURCE_BYTES);
+    const dir = mkdtempSync(join(tmpdir(), 'edge-agents-sdk-'));
+    try {
+      const { stdout } = await promisify(execFile)(process.execPath, [
+        '--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'deploy', join(REPO_ROOT, 'test/agent/fixtures/agents-counter.ts'),
+        '--name', 'counter', '--minify', '--compatibility-flag', 'nodejs_compat', '--route', 'agents.test', '--dry-run',
+      ], { env: { ...process.env, EDGE_DEV_STATE: join(dir, 'no-dev.json'), KUBECONFIG: join(dir, 'no-kubeconfig') }, maxBuffer: 16 * 1024 * 1024 });
+      expect(stdout).toMatch(/^binaryData:\n {2}worker\.js\.gz: H4sI/m);
+      expect(stdout).toMatch(/configMapRef:\n\s+name: counter-bundle\n\s+key: worker\.js\.gz/);
+      writeFileSync(join(dir, 'counter.yaml'), stdout);
+      const source = new DirectorySource(dir, createLogger({}, () => undefined, 'error'));
+      const workers = await new Promise<DesiredWorker[]>((resolve) => { void source.start(resolve); });
+      await source.stop();
+      expect(workers.map((w) => w.key)).toEqual(['default/counter']);
+      expect(workers[0]!.def.source).toBe(bundle.code);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
