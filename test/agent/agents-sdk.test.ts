@@ -15,13 +15,14 @@ import { waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { startActorAgent, type ActorAgent } from './actor-agent.js';
 
-// Issue 15's acceptance for the Agents SDK (`agents` on npm, unmodified): an Agent bundled as
-// `edge deploy` bundles it (minified, nodejs_compat), on a SQLite-backed DurableActor, routed
+// Issue 15's acceptance for the Agents SDK (`agents` on npm, unmodified): examples/agents, an
+// Agent bundled as `edge deploy` bundles it (minified, nodejs_compat), on a SQLite-backed DurableActor, routed
 // by routeAgentRequest, driven by the SDK's own client (AgentClient over WebSocket, agentFetch
 // over HTTP). Node 20 has no global WebSocket: partysocket is handed `ws` through its options.
 
 const HOST = '127.0.0.1';
-const bundle = await bundleWorker(join(REPO_ROOT, 'test/agent/fixtures/agents-counter.ts'), { minify: true, compatibilityFlags: ['nodejs_compat'] });
+const EXAMPLE = join(REPO_ROOT, 'examples/agents');
+const bundle = await bundleWorker(join(EXAMPLE, 'src/server.ts'), { minify: true, compatibilityFlags: ['nodejs_compat'] });
 
 interface State { count: number; note: string }
 
@@ -102,23 +103,23 @@ describe('the Agents SDK (agents on npm), unmodified', () => {
   }, 60_000);
 });
 
-describe('edge deploy of an Agents SDK worker (over the inline limit)', () => {
-  it('--dry-run stores it gzip-compressed in a ConfigMap\'s binaryData, and `edge agent --workers DIR` resolves it to the bundle', async () => {
+describe('edge deploy of examples/agents (a wrangler project, its bundle over the inline limit)', () => {
+  it('--dry-run stores the bundle gzip-compressed in a ConfigMap\'s binaryData, and `edge agent --workers DIR` resolves it to the bundle', async () => {
     if (!('code' in bundle)) throw new Error(`the Agents SDK did not bundle:\n${bundle.errors}`);
     expect(Buffer.byteLength(bundle.code)).toBeGreaterThan(MAX_INLINE_SOURCE_BYTES);
     const dir = mkdtempSync(join(tmpdir(), 'edge-agents-sdk-'));
     try {
       const { stdout } = await promisify(execFile)(process.execPath, [
-        '--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'deploy', join(REPO_ROOT, 'test/agent/fixtures/agents-counter.ts'),
-        '--name', 'counter', '--minify', '--compatibility-flag', 'nodejs_compat', '--route', 'agents.test', '--dry-run',
-      ], { env: { ...process.env, EDGE_DEV_STATE: join(dir, 'no-dev.json'), KUBECONFIG: join(dir, 'no-kubeconfig') }, maxBuffer: 16 * 1024 * 1024 });
+        '--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'deploy', '--dry-run',
+      ], { cwd: EXAMPLE, env: { ...process.env, EDGE_DEV_STATE: join(dir, 'no-dev.json'), KUBECONFIG: join(dir, 'no-kubeconfig') }, maxBuffer: 16 * 1024 * 1024 });
       expect(stdout).toMatch(/^binaryData:\n {2}worker\.js\.gz: H4sI/m);
-      expect(stdout).toMatch(/configMapRef:\n\s+name: counter-bundle\n\s+key: worker\.js\.gz/);
+      expect(stdout).toMatch(/configMapRef:\n\s+name: agents-counter-bundle\n\s+key: worker\.js\.gz/);
+      expect(stdout).toMatch(/kind: DurableActor\n[^]*className: CounterAgent\n\s+storage:\n\s+backend: sqlite/);
       writeFileSync(join(dir, 'counter.yaml'), stdout);
       const source = new DirectorySource(dir, createLogger({}, () => undefined, 'error'));
       const workers = await new Promise<DesiredWorker[]>((resolve) => { void source.start(resolve); });
       await source.stop();
-      expect(workers.map((w) => w.key)).toEqual(['default/counter']);
+      expect(workers.map((w) => w.key)).toEqual(['default/agents-counter']);
       expect(workers[0]!.def.source).toBe(bundle.code);
     } finally {
       rmSync(dir, { recursive: true, force: true });

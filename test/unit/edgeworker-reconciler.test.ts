@@ -159,7 +159,7 @@ describe('EdgeWorkerReconciler', () => {
   it('publishes a gzip-compressed bundle from a ConfigMap\'s binaryData (an Agents SDK worker), and refuses a gzip bomb there as BundleInvalid', async () => {
     const t = setup();
     // What `edge deploy` stores for a bundle over MAX_INLINE_SOURCE_BYTES: the Agents SDK bundles to ~1.1 MB.
-    const built = await bundleWorker(fileURLToPath(new URL('../agent/fixtures/agents-counter.ts', import.meta.url)), { minify: true, compatibilityFlags: ['nodejs_compat'] });
+    const built = await bundleWorker(fileURLToPath(new URL('../../examples/agents/src/server.ts', import.meta.url)), { minify: true, compatibilityFlags: ['nodejs_compat'] });
     if (!('code' in built)) throw new Error(built.errors);
     const member = gzipSync(Buffer.alloc(16 * 1024 * 1024), { level: 9 });
     t.api.seed(`/api/v1/namespaces/${NS}/configmaps/agent-bundle`, {
