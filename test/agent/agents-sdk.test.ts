@@ -62,12 +62,18 @@ describe('the Agents SDK (agents on npm), unmodified', () => {
     await h?.stop();
   });
 
-  it('syncs setState from another request to a connected client', async () => {
+  it('syncs setState from another request to a connected client, and from one client to the agent and the others', async () => {
     const { states } = await client('room-1');
     expect(states.at(-1)).toEqual({ count: 0, note: '' });
     const res = await fetchAgent('room-1', 'count', { method: 'POST', body: JSON.stringify({ count: 7 }) });
     expect(await res.json()).toEqual({ count: 7, note: '' });
     await waitFor('the client to get the state', async () => states.at(-1)?.count === 7, 10_000);
+    // And the other way: one client's setState reaches the agent and every other client.
+    const other = await client('room-1');
+    expect(other.states.at(-1)).toEqual({ count: 7, note: '' });
+    other.c.setState({ count: 9, note: 'from a client' });
+    await waitFor('the first client to get the other\'s state', async () => states.at(-1)?.count === 9, 10_000);
+    expect(await (await fetchAgent('room-1', '')).json()).toEqual({ state: { count: 9, note: 'from a client' }, name: 'room-1' });
   }, 30_000);
 
   it('calls @callable methods from the client: a value back, a thrown error as an error', async () => {
