@@ -246,13 +246,20 @@ export class ActorHost implements ActorRunner {
     const headers = req.headers.filter(([k]) => k !== ACTOR_NAME_HEADER);
     let name: string | undefined;
     try { name = decodeURIComponent(req.headers[i]![1]); } catch { /* not ours: no name */ }
+    name = this.nameOf(config, id, name);
+    return { req: { ...req, headers }, ...(name !== undefined ? { name } : {}) };
+  }
+
+  /** `name` when it is the name `id` was made from, else undefined. */
+  private nameOf(config: ActorConfig, id: string, name: string | undefined): string | undefined {
+    if (name === undefined) return undefined;
     let ids = this.ids.get(config.uid);
     if (!ids) {
       if (this.ids.size >= 1024) this.ids.clear();
       ids = new ActorIds(config.uid);
       this.ids.set(config.uid, ids);
     }
-    return { req: { ...req, headers }, ...(name !== undefined && ids.idFromName(name).hex === id ? { name } : {}) };
+    return ids.idFromName(name).hex === id ? name : undefined;
   }
 
   /** Runs one request on the actor, activating it here if needed. */
@@ -352,7 +359,7 @@ export class ActorHost implements ActorRunner {
   async alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id, name);
+    const act = await this.activation(config, id, this.nameOf(config, id, name));
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       // A handler's effects are not all in storage (fetch, logs, other actors): it runs only

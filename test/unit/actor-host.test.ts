@@ -240,6 +240,14 @@ describe('actor host', () => {
     const again = setup(counter, { durable });
     expect(await again.host.alarm(config, named, T, 0, 'room-1')).toBe(true);
     expect(again.factory.of(named)[0]!.name).toBe('room-1');
+    // A name the id was not made from is not given.
+    await again.host.stop();
+    const third = setup({ fetch(_req, actor) { actor.storage.setAlarm(T); return textResponse(200, 'set'); } }, { durable });
+    await third.host.call(config, named, textRequest('/set'));
+    await third.host.stop();
+    const fourth = setup(counter, { durable });
+    expect(await fourth.host.alarm(config, named, T, 0, 'room-2')).toBe(true);
+    expect(fourth.factory.of(named)[0]!.name).toBeUndefined();
   });
 
   it('re-announces the alarm the log holds when an actor activates', async () => {
