@@ -403,7 +403,11 @@ export class ActorHost implements ActorRunner {
         const exception = err instanceof WorkerScriptError && !act.instance.dead;
         if (!exception) {
           act.storage.discardPending();
-          if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+          if (err instanceof ActorResetError || act.instance.dead) {
+            await this.deactivate(act, Why.Reset, false);
+            // Said as a reset whatever killed it (a limit, a crash): the socket's owner closes it.
+            if (!(err instanceof ActorResetError)) throw new ActorResetError(`${config.namespace}/${config.name}`, id, (err as Error).message);
+          }
           throw err;
         }
         // The handler threw: as for a request, what it wrote before is committed.

@@ -14,6 +14,7 @@ import { bundleWorker } from '../../cli/deploy.js';
 import { waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { startActorAgent, type ActorAgent } from './actor-agent.js';
+import { send } from './agent-harness.js';
 
 // Issue 15's acceptance for the Agents SDK (`agents` on npm, unmodified): examples/agents, an
 // Agent bundled as `edge deploy` bundles it (minified, nodejs_compat), on a SQLite-backed DurableActor, routed
@@ -24,7 +25,17 @@ const HOST = '127.0.0.1';
 const EXAMPLE = join(REPO_ROOT, 'examples/agents');
 const bundle = await bundleWorker(join(EXAMPLE, 'src/server.ts'), { minify: true, compatibilityFlags: ['nodejs_compat'] });
 
+const hostileBundle = await bundleWorker(join(REPO_ROOT, 'test/agent/fixtures/agents-hostile.ts'), { minify: true, compatibilityFlags: ['nodejs_compat'] });
+const HOSTILE_HOST = 'hostile.test';
+
 interface State { count: number; note: string }
+
+/** `ws` sending another Host header: the hostile worker's route, on the same agent port. */
+class HostileHostWebSocket extends WebSocket {
+  constructor(url: string, protocols?: string | string[]) {
+    super(url, protocols, { headers: { host: HOSTILE_HOST } });
+  }
+}
 
 describe('the Agents SDK (agents on npm), unmodified', () => {
   let h: ActorAgent;
@@ -53,8 +64,15 @@ describe('the Agents SDK (agents on npm), unmodified', () => {
       cpuMsPerRequest: 2000, memoryMiB: 256,
       actors: { CounterAgent: { name: 'counter-agent', className: 'CounterAgent', storageBackend: 'sqlite' } },
     });
-    await waitFor('the worker to be served', async () => (await fetch(`http://${host}/nothing`)).status === 404
-      && (await (await fetch(`http://${host}/nothing`)).text()) === 'Not found', 60_000);
+    if (!('code' in hostileBundle)) throw new Error(`the hostile Agent did not bundle:\n${hostileBundle.errors}`);
+    await h.publish({
+      namespace: 'agents', name: 'hostile', host: HOSTILE_HOST, source: hostileBundle.code, compatibilityFlags: ['nodejs_compat'],
+      cpuMsPerRequest: 2000, memoryMiB: 128,
+      actors: { HostileAgent: { name: 'hostile-agent', className: 'HostileAgent', storageBackend: 'sqlite' } },
+    });
+    // routeAgentRequest's 404 (the agent's own says no worker is routed).
+    await waitFor('the workers to be served', async () => (await (await fetch(`http://${host}/nothing`)).text()) === 'Not found'
+      && (await (await send(h.port, HOSTILE_HOST, '/nothing')).text()) === 'Not found', 60_000);
   }, 90_000);
 
   afterAll(async () => {
@@ -85,6 +103,25 @@ describe('the Agents SDK (agents on npm), unmodified', () => {
     // The connection survives a failed call.
     expect(await c.call('increment', [1])).toBe(8);
   }, 30_000);
+
+  it('survives a hostile Agent: a @callable that spins or allocates without bound fails, and the Agent and its neighbours go on', async () => {
+    const hostile = new AgentClient<{ n: number }>({ agent: 'HostileAgent', name: 'h-1', host, WebSocket: HostileHostWebSocket as never } as never);
+    clients.push(hostile);
+    await hostile.ready;
+    expect(await hostile.call('bump', [])).toBe(1);
+    const { c: neighbour } = await client('neighbour-1');
+    expect(await neighbour.call('increment', [1])).toBe(1);
+    for (const method of ['spin', 'hog']) {
+      // The runtime resets the Agent and closes the socket the call came on (1011): the SDK's
+      // client fails the call at once rather than after its 30 s call timeout.
+      await expect(hostile.call(method, [])).rejects.toThrow('Connection closed');
+      // The client reconnects (PartySocket); the Agent's state was committed before.
+      await hostile.ready;
+      await waitFor(`the hostile Agent to answer after ${method}`, async () => typeof await hostile.call('bump', []).catch(() => undefined) === 'number', 30_000);
+    }
+    expect(hostile.state?.n).toBeGreaterThanOrEqual(3);
+    expect(await neighbour.call('increment', [1])).toBe(2);
+  }, 60_000);
 
   it('keeps this.sql rows across the actor being evicted and activated again', async () => {
     for (const text of ['one', 'two']) {
