@@ -19,6 +19,8 @@ import { EdgeError } from '../common/errors.js';
 import { GZIP_KEY_SUFFIX } from '../common/resolve-bindings.js';
 import { AssetsError, assetsEntry, assetsModule, type AssetsConfig } from './assets.js';
 import { effectiveRules, ModuleRuleError, moduleRulesPlugin, type ModuleRule } from './module-rules.js';
+import { additionalModulesPlugin, findAdditionalModules, mainModuleName, unbundledModuleMap } from './module-map-build.js';
+import { encodeModuleMap, ModuleMapError } from '../common/module-map.js';
 import { findWranglerConfig, loadWranglerProject, WRANGLER_FILES, WranglerConfigError, type WranglerProject } from './wrangler-config.js';
 
 // `edge deploy [FILE.js]` (no file: the wrangler project here, cli/wrangler-config.ts): bundle a worker with esbuild, put it in an EdgeWorker (inline, or
@@ -46,7 +48,10 @@ new_sqlite_classes sqlite), services, ai (with model, or --ai), rules, limits.cp
 assets (embedded in the bundle, served before the worker), minify, define, alias; --env ENV
 applies [env.ENV]. Every key it cannot honour is printed and left out. Flags override the
 file. Module rules apply to every bundle: .txt/.html/.sql as text, .bin as an ArrayBuffer,
-.wasm as a WebAssembly.Module, .json parsed.
+.wasm as a WebAssembly.Module, .json parsed. With no_bundle = true (or --no-bundle) nothing is
+bundled: main and every file under base_dir (default: main's directory) that a rule matches
+(ESModule and CommonJS rules name the JavaScript ones) are uploaded as a module map; with
+find_additional_modules = true the files the rules match stay modules beside the bundle.
 
   --route HOST[/PATH]   repeatable; default NAME.localhost
   --regions a,b         default: every region with isolate nodes
@@ -61,7 +66,8 @@ file. Module rules apply to every bundle: .txt/.html/.sql as text, .bin as an Ar
                         node:events, node:async_hooks, node:util, node:process, node:crypto,
                         node:stream, node:string_decoder, node:path, node:url and the Buffer
                         and process globals
-  --no-bundle           upload FILE as it is (it must not import anything)
+  --no-bundle           upload FILE as it is, with the files under its directory that the
+                        module rules match as modules of their own (wrangler's no_bundle)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
   --namespace NS        default: the kubeconfig context's namespace, else default
@@ -145,6 +151,8 @@ export interface BundleOptions {
   alias?: Record<string, string>;
   /** spec.compatibilityFlags: with nodejs_compat, Node built-ins stay imports the isolate provides. */
   compatibilityFlags?: readonly string[];
+  /** find_additional_modules: imports of files the rules match under `root` stay imports of the bundle, named `mainName` in the module map. */
+  additionalModules?: { root: string; mainName: string };
 }
 
 const ASSETS_MODULE = 'edge-assets:module';
@@ -155,6 +163,7 @@ export async function bundleWorker(file: string | undefined, opts: BundleOptions
   const { build, formatMessages } = await import('esbuild');
   const root = opts.root ?? (file ? dirname(file) : process.cwd());
   const plugins: Plugin[] = [builtinModules, moduleRulesPlugin(effectiveRules(opts.rules), root)];
+  if (opts.additionalModules && file) plugins.unshift(additionalModulesPlugin({ ...opts.additionalModules, main: file, ...(opts.rules ? { rules: opts.rules } : {}) }));
   const assets = opts.assets;
   if (assets) {
     const mod = assetsModule(assets);
@@ -274,11 +283,25 @@ export async function runDeploy(argv: string[]): Promise<number> {
     for (const f of flags) {
       if (!(COMPATIBILITY_FLAGS as readonly string[]).includes(f)) throw new UsageError(`--compatibility-flag: "${f}" is not a flag this runtime knows (it knows ${COMPATIBILITY_FLAGS.join(', ')})`);
     }
-    if (values['no-bundle']) {
-      if (project) throw new UsageError('--no-bundle: a wrangler project is always bundled');
-      code = readFileSync(file!, 'utf8');
+    const noBundle = values['no-bundle'] ?? project?.noBundle ?? false;
+    // wrangler's module root: base_dir, else the entry's directory.
+    const moduleRoot = project?.baseDir ?? (file ? dirname(file) : undefined);
+    const exclude = project ? [project.file] : [];
+    if (noBundle) {
+      if (!file) throw new UsageError('--no-bundle needs an entry module (main)');
+      if (project?.assets) throw new UsageError('--no-bundle: assets are embedded while bundling; deploy this project without no_bundle');
+      // As in wrangler, no_bundle finds additional modules unless find_additional_modules = false.
+      const map = project?.findAdditionalModules === false
+        ? { mainModule: mainModuleName(moduleRoot!, file, false), modules: { [mainModuleName(moduleRoot!, file, false)]: { js: readFileSync(file, 'utf8') } } }
+        : unbundledModuleMap(file, { root: moduleRoot!, ...(project ? { rules: project.rules } : {}), exclude });
+      const only = Object.keys(map.modules).length === 1 ? map.modules[map.mainModule] : undefined;
+      // A lone ES module travels as itself, as before module maps.
+      code = only && 'js' in only ? only.js : encodeModuleMap(map);
+      if (code.trim() === '') return fail(`${what} is empty`);
     } else {
+      const additional = project?.findAdditionalModules === true && file ? { root: moduleRoot!, mainName: mainModuleName(moduleRoot!, file, true) } : undefined;
       const b = await bundleWorker(file, {
+        ...(additional ? { additionalModules: additional } : {}),
         minify: values.minify ?? project?.minify ?? false,
         compatibilityFlags: flags,
         ...(project ? { root: project.root, rules: project.rules } : {}),
@@ -288,6 +311,10 @@ export async function runDeploy(argv: string[]): Promise<number> {
       });
       if ('errors' in b) { process.stderr.write(b.errors); return fail(`bundling ${what} failed; nothing was deployed`); }
       code = b.code;
+      if (additional && code.trim() !== '') {
+        const modules = findAdditionalModules({ root: additional.root, ...(project ? { rules: project.rules } : {}), exclude: [...exclude, file!] });
+        if (Object.keys(modules).length > 0) code = encodeModuleMap({ mainModule: additional.mainName, modules: { ...modules, [additional.mainName]: { js: code } } });
+      }
     }
     if (code.trim() === '') return fail(`${what} bundles to nothing`);
     // The project's bindings, then the flags' (a flag replaces a binding of the same name).
@@ -319,7 +346,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
     };
   } catch (err) {
     if (err instanceof UsageError) { process.stderr.write(`edge deploy: ${err.message}\n\n${DEPLOY_USAGE}`); return 2; }
-    if (err instanceof ModuleRuleError || err instanceof AssetsError) return fail(err.message);
+    if (err instanceof ModuleRuleError || err instanceof AssetsError || err instanceof ModuleMapError) return fail(err.message);
     throw err;
   }
 

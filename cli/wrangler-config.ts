@@ -40,6 +40,12 @@ export interface WranglerProject {
   rules: ModuleRule[];
   assets?: AssetsConfig;
   minify?: boolean;
+  /** no_bundle: the entry and the modules the rules find are uploaded as they are (a module map). */
+  noBundle?: boolean;
+  /** find_additional_modules (default: no_bundle): files the rules match become modules of their own. */
+  findAdditionalModules?: boolean;
+  /** base_dir, absolute (default: the entry's directory): the root module names are relative to. */
+  baseDir?: string;
   define?: Record<string, string>;
   alias?: Record<string, string>;
   /** One line per key left out or changed, as printed by `edge deploy`. */
@@ -102,10 +108,6 @@ const UNSUPPORTED: Record<string, string> = {
   tsconfig: 'esbuild reads the tsconfig.json of the project itself',
   jsx_factory: 'the JSX options are not passed to esbuild',
   jsx_fragment: 'the JSX options are not passed to esbuild',
-  no_bundle: 'edge deploy always bundles from a wrangler project',
-  find_additional_modules: 'no additional modules: everything is bundled',
-  base_dir: 'no additional modules: everything is bundled',
-  preserve_file_names: 'no additional modules: everything is bundled',
   usage_model: 'no usage models',
   containers: 'no Containers',
   cloudchamber: 'no Containers',
@@ -113,7 +115,7 @@ const UNSUPPORTED: Record<string, string> = {
 /** Keys with no meaning here: listed, then ignored. */
 const NO_EFFECT = new Set(['$schema', 'account_id', 'workers_dev', 'preview_urls', 'observability', 'upload_source_maps', 'keep_vars', 'send_metrics', 'dev', 'legacy_env', 'first_deploy', 'zone_id', 'keep_names', 'env']);
 /** Keys this file honours. */
-const HONOURED = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'vars', 'durable_objects', 'migrations', 'ai', 'services', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias']);
+const HONOURED = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'vars', 'durable_objects', 'migrations', 'ai', 'services', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias', 'no_bundle', 'find_additional_modules', 'base_dir', 'preserve_file_names']);
 /** Keys an [env.NAME] inherits from the top level (wrangler's inheritable keys); the others it must repeat. */
 const INHERITABLE = new Set(['main', 'compatibility_date', 'compatibility_flags', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias', 'migrations', 'workers_dev', 'preview_urls', 'build', 'placement', 'triggers', 'usage_model', 'observability', 'no_bundle', 'find_additional_modules', 'base_dir', 'tsconfig', 'jsx_factory', 'jsx_fragment', 'logpush', 'upload_source_maps', 'keep_vars']);
 
@@ -347,9 +349,21 @@ export function loadWranglerProject(file: string, envName?: string): WranglerPro
   };
   const define = record('define');
   const alias = record('alias');
+  const bool = (k: string): boolean | undefined => {
+    const v = cfg[k];
+    if (v !== undefined && typeof v !== 'boolean') throw new WranglerConfigError(`${base}: ${k} must be true or false`);
+    return v;
+  };
+  const noBundle = bool('no_bundle');
+  const findAdditional = bool('find_additional_modules');
+  if (cfg.base_dir !== undefined && typeof cfg.base_dir !== 'string') throw new WranglerConfigError(`${base}: base_dir must be a directory`);
+  if (cfg.preserve_file_names !== undefined) note('preserve_file_names', 'has no effect: modules keep their names here');
+  if ((noBundle || findAdditional) && !main) throw new WranglerConfigError(`${base}: no_bundle and find_additional_modules need main`);
   return {
     file, root, name, ...(main ? { main } : {}), spec, actors, rules, ...(assets ? { assets } : {}),
     ...(typeof cfg.minify === 'boolean' ? { minify: cfg.minify } : {}),
+    ...(noBundle !== undefined ? { noBundle } : {}), ...(findAdditional !== undefined ? { findAdditionalModules: findAdditional } : {}),
+    ...(typeof cfg.base_dir === 'string' ? { baseDir: resolve(root, cfg.base_dir) } : {}),
     ...(define ? { define } : {}), ...(alias ? { alias } : {}),
     notes, aiBindingsWithoutModel,
   };

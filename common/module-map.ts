@@ -12,7 +12,10 @@ import { EdgeError, describeIssues } from './errors.js';
 export const MODULE_MAP_HEADER = '#!edge-modules v1\n';
 
 /** The most modules one worker may have, and the longest module name. */
-export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512 } as const;
+export const MODULE_MAP_LIMITS = { modules: 1024, nameLength: 512, jsonDepth: 1000 } as const;
+
+// Standard base64 with padding (Buffer's and btoa's output): Buffer.from would skip anything else silently.
+const base64 = () => z.string().regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, { message: 'not base64' }).describe('base64');
 
 /**
  * One module, as the Worker Loader's WorkerLoaderModule types it; binary contents (data, wasm)
@@ -22,10 +25,10 @@ export const ModuleEntrySchema = z.union([
   z.object({ js: z.string() }).strict(),
   z.object({ cjs: z.string() }).strict(),
   z.object({ text: z.string() }).strict(),
-  z.object({ data: z.string().describe('base64') }).strict(),
+  z.object({ data: base64() }).strict(),
   z.object({ json: z.unknown() }).strict(),
-  z.object({ wasm: z.string().describe('base64') }).strict(),
-]);
+  z.object({ wasm: base64() }).strict(),
+], { error: 'a module is exactly one of {js}, {cjs}, {text}, {data} (base64), {json}, {wasm} (base64)' });
 export type ModuleEntry = z.infer<typeof ModuleEntrySchema>;
 export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
 
@@ -34,15 +37,19 @@ export type ModuleType = 'js' | 'cjs' | 'text' | 'data' | 'json' | 'wasm';
  * leading '/' (imports are resolved against the importing module's directory and must land on
  * a name in the map).
  */
-export const moduleName = () => z.string().min(1).max(MODULE_MAP_LIMITS.nameLength)
-  .refine((n) => !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..'), {
-    message: 'a module name is a relative path with no empty, "." or ".." segments',
-  });
+export const isModuleName = (n: string): boolean => n.length >= 1 && n.length <= MODULE_MAP_LIMITS.nameLength
+  && !n.startsWith('/') && n.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..');
+const MODULE_NAME_RULE = `a module name is a relative path of at most ${MODULE_MAP_LIMITS.nameLength} characters with no empty, "." or ".." segments`;
+export const moduleName = () => z.string().refine(isModuleName, { message: MODULE_NAME_RULE });
 
 export const ModuleMapSchema = z.object({
   mainModule: moduleName(),
-  modules: z.record(moduleName(), ModuleEntrySchema),
+  // Keys are checked below: a record's key refinement would report only "Invalid key in record".
+  modules: z.record(z.string(), ModuleEntrySchema),
 }).superRefine((m, ctx) => {
+  for (const key of Object.keys(m.modules)) {
+    if (!isModuleName(key)) ctx.addIssue({ code: 'custom', message: `"${key.slice(0, 100)}": ${MODULE_NAME_RULE}`, path: ['modules'] });
+  }
   const n = Object.keys(m.modules).length;
   if (n > MODULE_MAP_LIMITS.modules) ctx.addIssue({ code: 'custom', message: `${n} modules; at most ${MODULE_MAP_LIMITS.modules}`, path: ['modules'] });
   const main = m.modules[m.mainModule];
@@ -67,8 +74,11 @@ export const isModuleMapSource = (source: string): boolean => source.startsWith(
 /** The map a source carries, or null when the source is a single ES module; throws ModuleMapError on a malformed map. */
 export function decodeModuleMap(source: string): ModuleMap | null {
   if (!isModuleMapSource(source)) return null;
+  const json = source.slice(MODULE_MAP_HEADER.length);
+  const depth = jsonDepth(json);
+  if (depth > MODULE_MAP_LIMITS.jsonDepth) throw new ModuleMapError(`the module map nests ${depth} levels deep; at most ${MODULE_MAP_LIMITS.jsonDepth}`);
   let raw: unknown;
-  try { raw = JSON.parse(source.slice(MODULE_MAP_HEADER.length)); } catch (err) {
+  try { raw = JSON.parse(json); } catch (err) {
     throw new ModuleMapError(`the module map is not JSON: ${(err as Error).message}`, { cause: err });
   }
   const r = ModuleMapSchema.safeParse(raw);
@@ -76,6 +86,24 @@ export function decodeModuleMap(source: string): ModuleMap | null {
     throw new ModuleMapError(`the module map is invalid: ${describeIssues(r.error)}`);
   }
   return r.data;
+}
+
+/**
+ * How deeply `json` nests arrays and objects (outside strings). V8's JSON.parse takes about
+ * a microsecond per level of a deeply nested value, on the caller's thread: a 1 MiB source of
+ * brackets would hold the agent's event loop for half a second, so depth is refused first.
+ */
+export function jsonDepth(json: string): number {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 91 || c === 123) { if (++depth > max) max = depth; } else if (c === 93 || c === 125) depth--;
+  }
+  return max;
 }
 
 /**

@@ -139,6 +139,8 @@ export const WorkerConfigSchema = z.object({
   routes: z.array(RouteSchema),
   limits: LimitsSchema,
   minWarmIsolates: z.number().int().min(0),
+  /** spec.placement.shard (docs/shards.md); absent: the agents' default. */
+  shard: z.object({ min: z.number().int().min(0), max: z.number().int().min(1) }).optional(),
   compatibilityDate: z.string().optional(),
   /** spec.compatibilityFlags (nodejs_compat: the isolate provides node:* modules). */
   compatibilityFlags: z.array(z.string()).optional(),
@@ -211,6 +213,11 @@ export const PresenceSchema = z.object({
   draining: z.boolean().default(false),
   load: z.object({ workers: z.number().int().min(0), inflight: z.number().int().min(0) }).optional(),
   /**
+   * Requests in flight here per worker ref (`ns/name`), smoothed; only the busy ones. Every
+   * host sums them over the region to size each worker's shard (docs/shards.md).
+   */
+  shardLoad: z.record(z.string(), z.number().min(0)).optional(),
+  /**
    * Set on an agent's front when its isolates run in this many isolate-host processes
    * (`edge agent --isolate-hosts N`): the front hosts no actors (common/isolate-hosts.ts).
    */
@@ -231,6 +238,8 @@ export const WorkerReportSchema = z.object({
   error: z.string().optional(),
   /** When state is error: the version still serving, if any. */
   servingVersion: z.string().optional(),
+  /** Whether this agent is in the worker's shard (docs/shards.md); absent without shards. */
+  shardMember: z.boolean().optional(),
 });
 export type WorkerReport = z.infer<typeof WorkerReportSchema>;
 

@@ -33,6 +33,7 @@ import { HostProxy } from './hosts/proxy.js';
 import { HostSupervisor } from './hosts/supervisor.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
+import { DEFAULT_SHARD_POLICY, regionLoads, Shards } from './serving/shard.js';
 
 // The composition root of the node agent: the one place that builds every component, wires
 // them together and owns the order of start, drain and stop. `edge agent` only parses
@@ -117,6 +118,12 @@ export interface AgentConfig {
   drainTimeoutMs?: number;
   /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
   isolateHost?: HostShare & { of: string };
+  /**
+   * Workers' shards (docs/shards.md; NATS mode): `enabled` false (`--shards off`) makes every
+   * host serve every worker, as before; min/max the default range of a worker without
+   * spec.placement.shard; targetConcurrency the in-flight requests per member a shard aims at.
+   */
+  shards?: { enabled?: boolean; min?: number; max?: number; targetConcurrency?: number; connectTimeoutMs?: number };
 }
 
 /** What `edge agent` runs: an Agent, or an AgentFront with its isolate hosts. */
@@ -335,7 +342,21 @@ export class Agent implements RunningAgent {
       server.versionListeners.add((key) => rt.workerChanged(key));
       await runtime.start();
       undo.push(() => rt.stop());
-      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken!);
+      // The cordon host runs namespaces moved off their home host: it serves what reaches it.
+      const sc = cfg.shards ?? {};
+      if (sc.enabled !== false && !(share && isCordonShare(share))) {
+        const shards = new Shards({
+          ring: rt.ring, region, self: cfg.agentName, loads: () => regionLoads(view.agents(region)),
+          pendingSelf: () => !view.agents(region).some((p) => p.agent === cfg.agentName),
+          ...(sc.targetConcurrency !== undefined ? { targetConcurrency: sc.targetConcurrency } : {}),
+        });
+        server.enableShards(shards, cfg.peerToken!, { min: sc.min ?? DEFAULT_SHARD_POLICY.min, max: sc.max ?? DEFAULT_SHARD_POLICY.max }, sc.connectTimeoutMs);
+      }
+      // Requests other hosts forward here as a shard member are taken whatever this host's own setting.
+      const peer = await startPeerServer(runtime.router, log, cfg.peerListen.port, cfg.peerListen.host, cfg.peerToken!, {
+        request: (req, res, expectContinue) => server.front.serveForwarded(req, res, expectContinue),
+        upgrade: (req, socket, head) => server.front.serveForwardedUpgrade(req, socket, head),
+      });
       undo.push(() => peer.close());
       nats = { nc, buckets, region, node, view, runtime, consoleStream, peer };
     }
@@ -356,6 +377,7 @@ export class Agent implements RunningAgent {
         ttlMs: cfg.presenceTtlMs,
         status: () => server.status(),
         actors: () => rt.host.counts(),
+        shardLoad: () => server.meter.published(),
         ...(share ? { isolateHost: share } : {}),
       });
       parts = { ...nats, presence };

@@ -12,6 +12,8 @@ import { EdgeError } from '../../common/errors.js';
 // region's server answered. Its completions are deterministic and carry its label:
 //   "[<label>] echo: <last user message>"   (chat)
 //   "[<label>] echo: <prompt>"              (completions)
+//   a fixed program in a ```js block      (chat whose system prompt asks for code mode's
+//                                          run(question) over TOOLS: codeModeProgram)
 // split into word tokens ("[eu-west] ", "echo: ", "hello ", "world"); max_tokens cuts the
 // list (finish_reason "length"). Streamed tokens go out tokenDelayMs apart, each in its
 // own write, so a test can see the first token arrive before the last one is sent.
@@ -187,7 +189,8 @@ function parseCompletion(chat: boolean, body: unknown, model: string, label: str
     const ok = messages.every((m): m is ChatMessage => isRecord(m) && typeof m.role === 'string' && typeof m.content === 'string');
     if (!ok) throw new BadRequest('each message needs a string role and a string content');
     const lastUser = [...messages].reverse().find((m) => m.role === 'user');
-    text = `[${label}] echo: ${lastUser?.content ?? ''}`;
+    const system = messages.find((m) => m.role === 'system')?.content ?? '';
+    text = CODE_MODE_REQUEST.test(system) ? codeModeProgram(label) : `[${label}] echo: ${lastUser?.content ?? ''}`;
     promptTokens = messages.reduce((n, m) => n + words(m.content), 0);
   } else {
     if (typeof body.prompt !== 'string') throw new BadRequest('prompt must be a string');
@@ -208,6 +211,28 @@ function parseCompletion(chat: boolean, body: unknown, model: string, label: str
   const includeUsage = isRecord(body.stream_options) && body.stream_options.include_usage === true;
   const toolCall = chat ? toolCallOf(body) : undefined;
   return { chat, stream: body.stream === true, includeUsage, tokens, finishReason, promptTokens, ...(toolCall ? { toolCall } : {}) };
+}
+
+/**
+ * "Code mode" (examples/code-mode.yaml): asked in the system prompt for a module with a
+ * `run(question)` method over a TOOLS binding, the stand-in writes no code of its own; it
+ * answers with this fixed program, so the example runs offline. The program is the pattern's
+ * contract: TOOLS.list() names the tools, TOOLS.call(name, input) runs one.
+ */
+export const CODE_MODE_REQUEST = /\bTOOLS\b[\s\S]*\brun\(question\)|\brun\(question\)[\s\S]*\bTOOLS\b/;
+export function codeModeProgram(label: string): string {
+  return [
+    '```js',
+    `// [${label}] a stand-in model wrote this fixed program (it writes the same one whatever is asked).`,
+    "import { WorkerEntrypoint } from 'cloudflare:workers';",
+    'export default class extends WorkerEntrypoint {',
+    '  async run(question) {',
+    '    const [tool] = await this.env.TOOLS.list();',
+    '    return { tool: tool.name, result: await this.env.TOOLS.call(tool.name, question) };',
+    '  }',
+    '}',
+    '```',
+  ].join('\n');
 }
 
 /** With tools and the user's turn: a call of the first tool, its required arguments filled in. */

@@ -56,6 +56,13 @@ export const PlacementSchema = z.object({
   // No default: unset means the cluster admin's default (EdgePolicy), resolved by the operator.
   minWarmIsolates: z.number().int().min(0).max(64).optional()
     .describe('Isolates per agent kept compiled and ready so no request waits for a cold start; unset: the EdgePolicy default (1 without one).'),
+  shard: z.object({
+    min: z.number().int().min(0).max(64)
+      .describe('Fewest agents of a region that keep this worker warm; the others forward its requests to them. 0 turns sharding off for this worker: every agent serves it, as without shards.'),
+    max: z.number().int().min(1).max(1024)
+      .describe('Most agents of a region the shard grows to as the worker\'s load grows (at least min).'),
+  }).optional()
+    .describe('The worker\'s shard per region (docs/shards.md): the agents, picked on a consistent-hash ring, that keep it warm; unset: the agents\' default (--shard-min 2, --shard-max 8).'),
 });
 
 /** The built-in limits: what a worker gets when neither its spec nor an EdgePolicy sets one. */
@@ -197,6 +204,8 @@ export const RegionStatusSchema = z.object({
   name: regionName(),
   desiredAgents: z.number().int().min(0),
   readyAgents: z.number().int().min(0),
+  shard: z.array(z.string()).max(1024).optional()
+    .describe('The agents of this region in the worker\'s shard now, keeping it warm (docs/shards.md); absent when no agent reports one.'),
 });
 
 export const EdgeWorkerStatusSchema = z.object({

@@ -1,18 +1,9 @@
-import { refNamespace } from '../../common/keys.js';
-import HashRing from 'hashring';
-import type { AgentView } from '../../common/agent-view.js';
-import { servesNamespace } from '../../common/isolate-hosts.js';
+import { AgentRing } from '../../common/agent-ring.js';
 import type { Presence } from '../../common/nats.js';
 
-// Which agent owns an actor: a consistent-hash ring per region over the live agents of
-// that region that are not draining. Virtual nodes spread actors evenly, and when an agent
-// joins or leaves only the actors on its arcs move. The ring only says where an actor
-// *should* be; single activation is enforced by the fenced claim in the actor's log.
-// With isolate hosts (docs/isolate-hosts.md) the ring of an actor holds only the processes
-// that serve its namespace: one host of each agent, never a front.
-
-/** Points per agent on the ring (ketama uses 4 per vnode, so 160 points). */
-const VNODES = 40;
+// Which agent owns an actor: the region's ring (common/agent-ring.ts), keyed by the actor's
+// instance key. The ring only says where an actor *should* be; single activation is
+// enforced by the fenced claim in the actor's log.
 
 /** What the router and the alarms ask of the ring. */
 export interface ActorRingPort {
@@ -27,75 +18,6 @@ export interface ActorRingPort {
   agents?(region: string): Presence[];
 }
 
-interface Ring {
-  ring: HashRing;
-  agents: Map<string, Presence>;
-  /** Some of the agents are isolate hosts, each serving only its share of namespaces. */
-  hosts: boolean;
-}
-
-function makeRing(agents: Map<string, Presence>): Ring {
-  const servers: Record<string, { vnodes: number }> = {};
-  for (const name of [...agents.keys()].sort()) servers[name] = { vnodes: VNODES };
-  return { ring: new HashRing(servers, 'md5', { 'max cache size': 20_000 }), agents, hosts: [...agents.values()].some((p) => p.isolateHost) };
-}
-
-export class ActorRing implements ActorRingPort {
-  private rings = new Map<string, Ring>();
-  /** `<region>/<namespace>` -> the ring of the processes serving that namespace, built on first use. */
-  private byNamespace = new Map<string, Ring>();
-  private readonly listeners = new Set<() => void>();
-
-  constructor(private readonly view: AgentView) {
-    view.onChange((c) => { if (c.all) this.rebuild(); });
-    this.rebuild();
-  }
-
-  onChange(cb: () => void): void { this.listeners.add(cb); }
-
-  rebuild(): void {
-    const byRegion = new Map<string, Map<string, Presence>>();
-    for (const p of this.view.agents()) {
-      // A front runs no isolates (its hosts have their own presence).
-      if (p.draining || p.isolateHosts !== undefined) continue;
-      let m = byRegion.get(p.region);
-      if (!m) { m = new Map(); byRegion.set(p.region, m); }
-      m.set(p.agent, p);
-    }
-    const next = new Map<string, Ring>();
-    for (const [region, agents] of byRegion) next.set(region, makeRing(agents));
-    const before = this.signature();
-    this.rings = next;
-    this.byNamespace = new Map();
-    if (this.signature() !== before) for (const l of this.listeners) l();
-  }
-
-  private signature(): string {
-    return [...this.rings].map(([r, x]) => `${r}:${[...x.agents.keys()].sort().join(',')}`).sort().join(';');
-  }
-
-  /** The agent that should host the actor, or undefined when the region has no live agent. */
-  owner(region: string, key: string): Presence | undefined {
-    const r = this.ringFor(region, refNamespace(key));
-    if (!r || r.agents.size === 0) return undefined;
-    return r.agents.get(r.ring.get(key));
-  }
-
-  private ringFor(region: string, namespace: string): Ring | undefined {
-    const all = this.rings.get(region);
-    if (!all) return undefined;
-    // Without isolate hosts in the region every agent serves every namespace: one ring.
-    if (!all.hosts) return all;
-    const id = `${region}/${namespace}`;
-    let r = this.byNamespace.get(id);
-    if (!r) {
-      r = makeRing(new Map([...all.agents].filter(([, p]) => servesNamespace(p, namespace))));
-      this.byNamespace.set(id, r);
-    }
-    return r;
-  }
-
-  agents(region: string): Presence[] {
-    return [...(this.rings.get(region)?.agents.values() ?? [])];
-  }
-}
+/** The ring the actor runtime builds from the agent view. */
+export const ActorRing = AgentRing;
+export type ActorRing = AgentRing;

@@ -178,6 +178,7 @@ export class DirectorySource implements DesiredStateSource {
         const run = builtinRunSettings(spec);
         out.push({
           key, routes: spec.routes ?? [], minWarmIsolates: run.minWarmIsolates,
+          ...(spec.placement.shard ? { shard: spec.placement.shard } : {}),
           def: {
             key, name: key, source, limits: run.limits,
             env: isolateWorkerEnv(env, this.region, this.aiUrl),

@@ -97,6 +97,7 @@ export class NatsSource implements DesiredStateSource {
           key,
           routes: cfg.routes,
           minWarmIsolates: cfg.minWarmIsolates,
+          ...(cfg.shard ? { shard: cfg.shard } : {}),
           def: { key, name: key, source, limits: cfg.limits, digest: cfg.version, env, ...(cfg.egress ? { egress: cfg.egress } : {}),
             ...(cfg.compatibilityFlags?.length ? { compatibilityFlags: cfg.compatibilityFlags } : {}) },
         };

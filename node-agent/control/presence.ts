@@ -28,6 +28,8 @@ export interface PresenceOptions {
   /** Actors active per DurableActor (actorClassKey). */
   actors?(): Record<string, { active: number }>;
   load?(): { workers: number; inflight: number };
+  /** The busy workers' smoothed in-flight requests here (shards grow with them: docs/shards.md). */
+  shardLoad?(): Record<string, number>;
   /** How often the worker states are compared with the last report. */
   reportEveryMs?: number;
   /** An agent's front or one of its isolate hosts says so (common/isolate-hosts.ts). */
@@ -78,6 +80,7 @@ export class AgentPresence {
       agent: this.opts.agent, node: this.opts.node, region: this.opts.region, address: this.opts.address,
       ...(this.opts.peerAddress ? { peerAddress: this.opts.peerAddress } : {}),
       ttlMs: this.opts.ttlMs, startedAt: this.startedAt, draining: this.draining, load: this.opts.load?.(),
+      ...(this.opts.shardLoad ? { shardLoad: this.opts.shardLoad() } : {}),
       ...(this.opts.isolateHosts !== undefined ? { isolateHosts: this.opts.isolateHosts } : {}),
       ...(this.opts.isolateHost ? { isolateHost: this.opts.isolateHost } : {}),
     };
@@ -164,7 +167,7 @@ export class AgentPresence {
         const w = parseOrSkip(parseWorkerRef, s.key);
         if (!w) continue;
         workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
-          ? { version: s.digest, state: 'ready' }
+          ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
           : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
       }
       const actors = this.opts.actors?.() ?? {};

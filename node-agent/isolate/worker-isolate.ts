@@ -10,6 +10,8 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
+import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
+import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
 
 // One worker's module loaded into one isolate, running one request at a time. It enforces
 // the per-request CPU and wall budgets (a shared watchdog samples isolate.cpuTime) and
@@ -371,11 +373,13 @@ export class WorkerIsolate implements IsolateOwner {
         await installNodeCompat(warm, isolateEnv(def.env).text, () => w.cbs.digest, STARTUP_WALL_MS)
           .catch((err: unknown) => { throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `${NODEJS_COMPAT_FLAG}: the Node modules did not load: ${errorText(err)}`, { cause: err }); });
       }
-      const module = await warm.isolate.compileModule(def.source, { filename })
-        .catch((err: unknown) => { throw new BundleError(def.name, `does not compile: ${errorText(err)}`, { cause: err }); });
-      // Only the built-in modules (cloudflare:workers) resolve; each is compiled once per load.
+      // A module map (common/module-map.ts): its modules resolve among themselves.
+      const modules = await loadModuleMap(def, warm, nodeCompat);
+      const module = await (modules ? modules.main() : warm.isolate.compileModule(def.source, { filename }))
+        .catch((err: unknown) => { throw new BundleError(def.name, err instanceof ModuleImportError ? err.message : `does not compile: ${errorText(err)}`, { cause: err }); });
+      // Built-in modules (cloudflare:workers, node:* with nodejs_compat) and the map's own; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();
-      const resolveImport = (specifier: string): Promise<ivm.Module> => {
+      const resolveImport = (specifier: string, referrer: ivm.Module): Promise<ivm.Module> => {
         const nodeName = nodeCompat ? nodeModuleName(specifier) : null;
         if (nodeName !== null) {
           const key = `node:${nodeName}`;
@@ -387,6 +391,9 @@ export class WorkerIsolate implements IsolateOwner {
           return m;
         }
         if (isNodeBuiltinSpecifier(specifier)) throw new BundleError(def.name, nodeImportRefusal(specifier, def.compatibilityFlags));
+        if (modules && !isBuiltinModule(specifier)) {
+          return modules.resolve(specifier, referrer).catch((err: unknown) => { throw new BundleError(def.name, errorText(err), { cause: err }); });
+        }
         if (!isBuiltinModule(specifier)) {
           throw new BundleError(def.name, `imports "${specifier}", but a worker must be a single bundled module (no imports but ${Object.keys(BUILTIN_MODULES).join(', ')})`);
         }
@@ -409,6 +416,7 @@ export class WorkerIsolate implements IsolateOwner {
         throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
       }
       if (nodeCompat) await hideNodeModules(warm);
+      await modules?.finish();
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
@@ -423,8 +431,10 @@ export class WorkerIsolate implements IsolateOwner {
       w.free();
       return w;
     } catch (err) {
+      const killed = w.killedFor !== undefined || (warm.isolate.isDisposed && /memory limit/.test(errorText(err)));
+      if (!w.killedFor && killed) w.killedFor = 'memory';
       w.dispose('crash');
-      throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
+      throw err instanceof BundleError && !killed ? err : new BundleError(def.name, killed ? w.startupLimitText() : errorText(err), { cause: err });
     }
   }
 
@@ -683,3 +693,30 @@ export class WorkerIsolate implements IsolateOwner {
     this.hooks.onDispose(this.def.name, reason);
   }
 }
+
+/**
+ * The module map def.source carries, loaded into the isolate (null for a single ES module).
+ * Modules that cannot fit the worker's memory limit are refused before any byte is copied
+ * into the isolate.
+ */
+async function loadModuleMap(def: WorkerDefinition, warm: WarmIsolate, nodeCompat: boolean): Promise<ModuleMapLoader | null> {
+  if (!isModuleMapSource(def.source)) return null;
+  let prepared = preparedMaps.get(def);
+  if (!prepared) {
+    try {
+      const map = decodeModuleMap(def.source)!;
+      const size = moduleMapBytes(map);
+      prepared = size > def.limits.memoryMiB * 1024 * 1024
+        ? new BundleError(def.name, `its modules hold ${(size / 1048576).toFixed(1)} MiB, more than its memory limit (${def.limits.memoryMiB} MiB)`)
+        : prepareModuleMap(map);
+    } catch (err) {
+      prepared = new BundleError(def.name, errorText(err), { cause: err });
+    }
+    preparedMaps.set(def, prepared);
+  }
+  if (prepared instanceof BundleError) throw prepared;
+  return ModuleMapLoader.create(warm, prepared, { nodeCompat, timeoutMs: STARTUP_WALL_MS });
+}
+
+/** Each version's map decoded once, however many isolates load it (a host keeps one WorkerDefinition per version). */
+const preparedMaps = new WeakMap<WorkerDefinition, PreparedModuleMap | BundleError>();

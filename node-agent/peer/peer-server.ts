@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
-import { Agent as HttpAgent, createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type Server } from 'node:http';
+import { Agent as HttpAgent, createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
@@ -12,6 +12,8 @@ import {
 import { EdgeError } from '../../common/errors.js';
 import type { BodyStream } from '../../common/body-stream.js';
 import { FRAMED, FRAMED_HEADER, STREAMED, receiveFramedBody, receiveStreamedRequest, sendFramedBody } from './body-frames.js';
+import { SERVE_PATH } from './forward-request.js';
+import type { Socket } from 'node:net';
 
 // The HTTP transport of the peer protocol (protocol.ts): a server for the calls other agents
 // forward here, and a pooled client for forwarding.
@@ -56,11 +58,21 @@ export const MIN_PEER_TOKEN_LENGTH = 16;
 
 export class PeerTokenError extends EdgeError {}
 
+/** Clients' requests other hosts forwarded here as a shard member (forward-request.ts). */
+export interface ForwardedRequests {
+  /** `expectContinue`: the sender waits for 100 Continue before the body (the handler sends it, or refuses). */
+  request(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void;
+  upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
+}
+
+const isServePath = (url: string | undefined): boolean => url === SERVE_PATH;
+
 /**
  * Serves the peer API on host:port. Every call must carry `token` (x-edge-peer-token),
- * compared in constant time; there is no unauthenticated mode.
+ * compared in constant time; there is no unauthenticated mode. With `serving`, requests
+ * forwarded to this host as a shard member (SERVE_PATH) go there.
  */
-export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token: string): Promise<PeerServer> {
+export async function startPeerServer(handler: PeerHandler, log: Logger, port: number, host: string, token: string, serving?: ForwardedRequests): Promise<PeerServer> {
   if (typeof token !== 'string' || token.length < MIN_PEER_TOKEN_LENGTH) {
     throw new PeerTokenError(`the peer port needs a token of at least ${MIN_PEER_TOKEN_LENGTH} characters ($EDGE_PEER_TOKEN, the same on every agent of the region)`);
   }
@@ -81,6 +93,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
     };
     void (async () => {
       if (!authorized(req.headers['x-edge-peer-token'])) { fail(401, 'peer token required'); return; }
+      if (serving && isServePath(req.url)) { serving.request(req, res, false); return; }
       const url = req.url ?? '';
       if (req.method !== 'POST' || !url.startsWith(PEER_PATH)) { fail(404, 'not a peer endpoint'); return; }
       const addr = parseOrSkip(parseActorInstanceKey, url.slice(PEER_PATH.length));
@@ -148,6 +161,27 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       res.writeHead(out.status === 101 ? 200 : out.status, out.statusText, { ...head, 'content-length': out.body.byteLength });
       res.end(out.body);
     })().catch((err: unknown) => { if (!res.headersSent) fail(400, errorMessage(err)); else res.destroy(); });
+  });
+  // Node answers 100 Continue itself unless someone listens: a forwarded request is refused
+  // (overloaded, not here) before its body is sent, so the first host can still serve it.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (serving && isServePath(req.url) && authorized(req.headers['x-edge-peer-token'])) {
+      inflight += 1;
+      lastCallAt = performance.now();
+      res.once('close', () => { inflight -= 1; lastCallAt = performance.now(); });
+      serving.request(req, res, true);
+      return;
+    }
+    res.writeContinue();
+    server.emit('request', req, res);
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => { /* closed; whoever uses it sees that */ });
+    if (!serving || !isServePath(req.url) || !authorized(req.headers['x-edge-peer-token'])) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    serving.upgrade(req, socket, head);
   });
   server.keepAliveTimeout = 30_000;
   server.listen(port, host);

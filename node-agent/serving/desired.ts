@@ -10,6 +10,8 @@ export interface DesiredWorker {
   routes: Route[];
   /** Isolates kept compiled and ready (spec.placement.minWarmIsolates). */
   minWarmIsolates: number;
+  /** spec.placement.shard (docs/shards.md); unset: the agent's default. min 0: every host serves it. */
+  shard?: { min: number; max: number };
   def: WorkerDefinition;
 }
 

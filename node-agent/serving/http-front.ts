@@ -14,6 +14,8 @@ import { WorkerLimitError, WorkerScriptError, BundleError, type WorkerIsolate } 
 import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimits } from './request-body.js';
 import { InFlight, stopAccepting } from './graceful.js';
 import { clientOrigin, FORWARDING_HEADERS, GEO_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
+import { FORWARD_META_HEADER, SHARD_REFUSAL_HEADER, decodeForwardMeta, forwardRequest, type ForwardMeta } from '../peer/forward-request.js';
+import type { LoadMeter, Shards } from './shard.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -36,7 +38,12 @@ export interface HttpFrontOptions {
   onRequest?(worker: string): void;
   /** request.cf.colo: where the agent runs (its region's name; none: the field is left out). */
   colo?: string;
+  /** Workers' shards (docs/shards.md): a request for a worker this host is not a member of is forwarded to one. */
+  shards?: { shards: Shards; peerToken: string; meter: LoadMeter; connectTimeoutMs?: number };
 }
+
+/** A request another host forwarded here (it arrived on the peer port): served here, never forwarded again. */
+interface Forwarded { meta: ForwardMeta; expectContinue: boolean }
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
 interface Upgrade { socket: Socket; head: Buffer }
@@ -123,6 +130,8 @@ export class HttpFront {
   private readonly bodyTimer: NodeJS.Timeout;
   /** Requests being answered: a drain waits for them before it closes their connections. */
   private readonly inflight = new InFlight();
+  /** WebSocket connections spliced to a shard member. */
+  private readonly tunnels = new Set<Socket>();
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.limits = { ...DEFAULT_SLOW_CLIENT_LIMITS, ...opts.slowClients };
@@ -184,6 +193,9 @@ export class HttpFront {
     });
   }
 
+  /** Turns shard forwarding on (the agent does once its ring exists: NATS mode). */
+  enableShards(shards: NonNullable<HttpFrontOptions['shards']>): void { this.opts.shards = shards; }
+
   /** Listens on TCP, or on a Unix socket (`{ path }`, port 0 returned). */
   async listen(port: number | { path: string }, host = '127.0.0.1'): Promise<number> {
     if (typeof port === 'object') {
@@ -217,9 +229,28 @@ export class HttpFront {
     clearInterval(this.bodyTimer);
     const { cut, closed } = await stopAccepting(this.server, this.inflight, graceMs);
     for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
+    for (const t of this.tunnels) t.destroy();
     for (const s of this.sockets) s.destroy();
     await closed;
     return cut;
+  }
+
+  /**
+   * A request another host forwarded here as a shard member of its worker (the peer port's
+   * SERVE_PATH, authenticated by the peer token): its meta says what the first host made of it.
+   */
+  serveForwarded(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const meta = decodeForwardMeta(req.headers[FORWARD_META_HEADER]);
+    if (!meta) { plain(res, 400, 'malformed forwarded request\n'); req.resume(); return; }
+    this.inflight.track(res);
+    void this.handle(req, res, undefined, { meta, expectContinue });
+  }
+
+  /** A WebSocket upgrade another host forwarded here (see serveForwarded). */
+  serveForwardedUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const meta = decodeForwardMeta(req.headers[FORWARD_META_HEADER]);
+    if (!meta) { socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'); return; }
+    this.upgrade(req, socket, head, { meta, expectContinue: false });
   }
 
   /**
@@ -228,7 +259,7 @@ export class HttpFront {
    * and the connection bridged to the client end of the worker's pair. Any other answer
    * (or any other kind of upgrade) is written as a plain response and the connection closed.
    */
-  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer, fwd?: Forwarded): void {
     socket.on('error', () => { /* the connection is closed; whoever uses it sees that */ });
     const res = new ServerResponse(req);
     res.shouldKeepAlive = false;
@@ -241,7 +272,7 @@ export class HttpFront {
       plain(res, 400, `${problem}\n`);
       return;
     }
-    void this.handle(req, res, webSocket ? { socket, head } : undefined);
+    void this.handle(req, res, webSocket ? { socket, head } : undefined, fwd);
   }
 
   /** Completes the handshake of an upgrade the worker accepted, and joins the connection to the worker's socket. */
@@ -272,7 +303,7 @@ export class HttpFront {
     if (!accepted) socket.close(1006, 'the WebSocket handshake with the client failed');
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse, upgrade?: Upgrade): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, upgrade?: Upgrade, fwd?: Forwarded): Promise<void> {
     const started = performance.now();
     // One pass over the raw headers (req.headers would build a second object per request).
     const raw = req.rawHeaders;
@@ -289,6 +320,8 @@ export class HttpFront {
       if (k === 'host') { hostHeader = v; hosts += 1; }
       else if (k === 'content-length') contentLength = v;
       else if (k === 'transfer-encoding') chunked = true;
+      // The peer port's own headers: never the worker's to see (nor a client's to set).
+      else if (k === FORWARD_META_HEADER || k === 'x-edge-peer-token') continue;
       else if (FORWARDING_HEADERS.has(k)) {
         // Set below from the connection (or, from a trusted proxy, from these).
         sawForwarding = true;
@@ -327,9 +360,27 @@ export class HttpFront {
       req.resume();
       return;
     }
+    let clientAddress = origin.address;
+    let dheaders = headers;
+    let dcf = cf;
+    if (fwd) {
+      // What the first host made of the client's request: it was the one the client reached.
+      url = new URL(fwd.meta.url);
+      dheaders = fwd.meta.headers;
+      dcf = fwd.meta.cf;
+      clientAddress = fwd.meta.clientAddress;
+    }
     const hostname = url.hostname;
     const path = url.pathname;
     let worker = this.opts.resolve(hostname, path);
+    if (fwd && (!worker || worker.saturated)) {
+      // Refused before its body was read: the first host serves it itself.
+      const why = worker ? 'overloaded' : 'not-here';
+      plain(res, worker ? 503 : 421, `this host does not take this request now (${why})\n`, { [SHARD_REFUSAL_HEADER]: why });
+      if (!fwd.expectContinue) req.resume();
+      return;
+    }
+    if (fwd?.expectContinue) res.writeContinue();
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
       plain(res, 404, `no worker is routed for host "${hostname}" and path "${path}"\n`);
@@ -337,6 +388,29 @@ export class HttpFront {
       return;
     }
     const name = worker.def.name;
+    const sh = this.opts.shards;
+    if (sh && !fwd) {
+      const route = sh.shards.route(name);
+      if (!route.local) {
+        const meta: ForwardMeta = { url: url.href, headers, cf, ...(origin.address !== undefined ? { clientAddress: origin.address } : {}) };
+        // The first member that answers; one unreachable or refusing, the next; none: here.
+        for (const member of route.members.slice(0, 2)) {
+          if (!member.peerAddress) continue;
+          const out = await forwardRequest(member.peerAddress, req, res, {
+            token: sh.peerToken, meta, tunnels: this.tunnels,
+            ...(upgrade ? { upgrade } : {}), ...(sh.connectTimeoutMs !== undefined ? { connectTimeoutMs: sh.connectTimeoutMs } : {}),
+          });
+          if (out.done) {
+            // Counted in edge_requests_total where it ran, once.
+            this.opts.metrics.shardForwards.inc();
+            return;
+          }
+          this.opts.metrics.shardFallbacks.inc({ reason: out.reason });
+          this.opts.log.info('shard member did not take a request; trying the next or serving it here', { worker: name, member: member.agent, reason: out.reason });
+        }
+      }
+    }
+    if (fwd) this.opts.metrics.shardForwardedIn.inc();
     this.opts.onRequest?.(name);
     const finish = (status: number) => {
       this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
@@ -363,25 +437,29 @@ export class HttpFront {
         // calling back to the host to parse it on every request.
         url: url.href,
         method: req.method ?? 'GET',
-        headers,
+        headers: dheaders,
         body: streamBody ? 'stream' : inline && inline.length > 0 ? inline : null,
-        clientAddress: origin.address,
-        cf,
+        clientAddress,
+        cf: dcf,
       };
 
       // A version swap can close the host between routing and acquiring: retry once on
       // the version now routed, so no request fails because of a deploy.
       let iso: WorkerIsolate;
+      const start = { cold: false };
       try {
         // Most requests find an idle isolate: take it without a trip through a promise.
-        iso = worker.tryAcquire() ?? await worker.acquire();
+        iso = worker.tryAcquire() ?? await worker.acquire(start);
       } catch (err) {
         if (!(err instanceof WorkerHostClosedError)) throw err;
         worker = this.opts.resolve(hostname, path);
         if (!worker) throw new HttpError(404, `no worker is routed for host "${hostname}" and path "${path}"`);
-        iso = await worker.acquire();
+        iso = await worker.acquire(start);
       }
+      this.opts.metrics.observeStart(name, start.cold);
       const host = worker;
+      const meter = sh?.meter;
+      meter?.begin(name);
       let id: number | undefined;
       try {
         const call = iso.begin(dreq);
@@ -436,6 +514,7 @@ export class HttpFront {
           res.end();
         }
       } finally {
+        meter?.end(name);
         if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
         host.release(iso);
       }

@@ -16,6 +16,14 @@ export class AgentMetrics {
   readonly webSocketBacklog: Gauge<'worker'>;
   readonly webSocketBacklogCloses: Counter<'worker'>;
   readonly subrequestHostBytes: Gauge<'worker'>;
+  readonly starts: Counter<'worker' | 'start'>;
+  readonly shardForwards: Counter;
+  readonly shardFallbacks: Counter<'reason'>;
+  readonly shardForwardedIn: Counter;
+  readonly shardSize: Gauge<'worker'>;
+  readonly shardMember: Gauge<'worker'>;
+  /** Read when /metrics is scraped: each worker's shard as this host computes it. */
+  shardSource: () => ReadonlyMap<string, { size: number; member: boolean }> = () => new Map();
   /** Read when /metrics is scraped: bytes workers sent on WebSockets that wait for the network. */
   webSocketBacklogSource: () => ReadonlyMap<string, number> = () => new Map();
   /** Read when /metrics is scraped: bytes the host holds for workers' subrequests, by worker. */
@@ -52,12 +60,41 @@ export class AgentMetrics {
         for (const [worker, bytes] of subrequestSource()) if (bytes > 0) this.set({ worker }, bytes);
       },
     });
+    this.starts = new Counter({ name: 'edge_worker_starts_total', help: 'Requests run on this host, by worker and whether an idle isolate took them (warm) or one was loaded for them (cold).', labelNames: ['worker', 'start'], registers });
+    this.shardForwards = new Counter({ name: 'edge_shard_forwards_total', help: 'Requests forwarded to a member of their worker\'s shard (docs/shards.md).', registers });
+    this.shardFallbacks = new Counter({ name: 'edge_shard_fallbacks_total', help: 'Forwards a shard member did not take (unreachable, timeout, overloaded, not-here): the next member or this host served the request.', labelNames: ['reason'], registers });
+    this.shardForwardedIn = new Counter({ name: 'edge_shard_forwarded_in_total', help: 'Requests other hosts forwarded here as a shard member.', registers });
+    const shardSource = () => this.shardSource();
+    this.shardSize = new Gauge({
+      name: 'edge_shard_size_hosts', help: 'Hosts in each worker\'s shard, as this host computes it.', labelNames: ['worker'], registers,
+      collect() {
+        this.reset();
+        for (const [worker, s] of shardSource()) this.set({ worker }, s.size);
+      },
+    });
+    this.shardMember = new Gauge({
+      name: 'edge_shard_member', help: '1 for each worker whose shard this host is in (it keeps the worker warm).', labelNames: ['worker'], registers,
+      collect() {
+        this.reset();
+        for (const [worker, s] of shardSource()) if (s.member) this.set({ worker }, 1);
+      },
+    });
     collectDefaultMetrics({ register: this.registry, prefix: 'edge_agent_' });
   }
 
   // prom-client hashes the label object on every call; the hot path keeps the children.
   private readonly requestChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+
+  private readonly startChildren = new Map<string, { inc(): void }>();
+
+  /** Counts one request run here, warm or cold. */
+  observeStart(worker: string, cold: boolean): void {
+    const key = `${worker}\u0000${cold ? 'c' : 'w'}`;
+    let c = this.startChildren.get(key);
+    if (!c) { c = this.starts.labels({ worker, start: cold ? 'cold' : 'warm' }); this.startChildren.set(key, c); }
+    c.inc();
+  }
 
   /** Counts one answered request and its time to response headers. */
   observeRequest(worker: string, status: number, seconds: number | undefined): void {

@@ -73,8 +73,38 @@ export class WorkerHost {
     return n;
   }
 
-  /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant. */
-  private get minWarm(): number { return this.dormant ? 0 : this.opts.minWarm; }
+  /** Set while this host is not in the worker's shard (docs/shards.md): loaded on demand, none kept warm. */
+  private cold = false;
+
+  /** Isolates kept loaded when idle: minWarmIsolates, or none while dormant or outside the worker's shard. */
+  private get minWarm(): number { return this.dormant || this.cold ? 0 : this.opts.minWarm; }
+
+  /**
+   * Every isolate is busy, none can be added, and as many requests as isolates already
+   * wait: a shard member refuses a forwarded request then, and the first host serves it.
+   */
+  get saturated(): boolean {
+    return this.idle.length === 0 && this.all.size + this.loading >= this.opts.maxIsolates && this.waiters.length >= this.opts.maxIsolates;
+  }
+
+  /**
+   * Whether this host is in the worker's shard: out of it, its isolates are no longer kept
+   * warm (idle ones go after idleMs, as above minWarm; a fallback request loads one on
+   * demand); back in, minWarmIsolates are loaded.
+   */
+  setMember(member: boolean): void {
+    if (this.cold === !member || this.closed) return;
+    this.cold = !member;
+    if (member) this.warmUp();
+  }
+
+  private warmUp(): void {
+    for (let n = this.all.size + this.loading; n < this.minWarm; n++) {
+      this.load().then((w) => this.release(w), (err: unknown) => {
+        this.opts.log.error('could not load a warm isolate', { worker: this.def.name, error: err });
+      });
+    }
+  }
 
   /**
    * Dormant: the agent's cordon host serves this worker's namespace now (hosts/cordon.ts),
@@ -94,17 +124,14 @@ export class WorkerHost {
       }
       return;
     }
-    for (let n = this.all.size + this.loading; n < this.minWarm; n++) {
-      this.load().then((w) => this.release(w), (err: unknown) => {
-        this.opts.log.error('could not load a warm isolate', { worker: this.def.name, error: err });
-      });
-    }
+    this.warmUp();
   }
 
   /** Loads the warm isolates; rejects with a BundleError when the module is broken. */
-  async start(): Promise<void> {
+  async start(member = true): Promise<void> {
+    this.cold = !member;
     const loads: Promise<WorkerIsolate>[] = [];
-    for (let i = 0; i < this.opts.minWarm; i++) loads.push(this.load());
+    for (let i = 0; i < this.minWarm; i++) loads.push(this.load());
     const results = await Promise.allSettled(loads);
     for (const r of results) if (r.status === 'fulfilled') this.putIdle(r.value);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -142,7 +169,7 @@ export class WorkerHost {
   }
 
   /** An isolate for one request: an idle one, a newly loaded one, or the next one freed. */
-  async acquire(): Promise<WorkerIsolate> {
+  async acquire(start?: { cold: boolean }): Promise<WorkerIsolate> {
     if (this.closed) throw new WorkerHostClosedError(`worker ${this.def.name} version ${this.def.digest} is shutting down`);
     for (;;) {
       const w = this.idle.pop();
@@ -152,6 +179,7 @@ export class WorkerHost {
     }
     if (this.all.size + this.loading < this.opts.maxIsolates) {
       this.opts.onColdStart?.(this.def.name);
+      if (start) start.cold = true;
       return this.load();
     }
     if (this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);

@@ -13,6 +13,10 @@ import { WorkerHost } from './worker-host.js';
 import { WorkerScriptError, type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import { ActorExceptionError } from '../abi/bridge.js';
 import { EdgeError } from '../../common/errors.js';
+import { DEFAULT_SHARD_POLICY, LoadMeter, type ShardPolicy, type Shards } from './shard.js';
+
+/** How often in-flight counts are folded into the published loads and shard sizes recomputed. */
+const SHARD_TICK_MS = 500;
 
 // The node agent: follows a DesiredStateSource, keeps one WorkerHost per worker version,
 // and swaps versions without dropping requests (the new version is loaded first; the old
@@ -81,7 +85,7 @@ export interface NamespaceUsage {
 export interface ServedRoutes { key: string; routes: DesiredWorker['routes'] }
 
 export type WorkerState =
-  | { key: string; digest: string; state: 'ready'; isolates: number }
+  | { key: string; digest: string; state: 'ready'; isolates: number; shardMember?: boolean }
   | { key: string; digest: string; state: 'error'; error: string; servingDigest?: string };
 
 interface Served { desired: DesiredWorker; host: WorkerHost }
@@ -109,6 +113,11 @@ export class WorkerServer {
   private usage = new Map<string, NamespaceUsage>();
   /** Namespaces the agent's cordon host serves now (this is their home host): kept loaded, not warm. */
   private dormant: ReadonlySet<string> = new Set();
+  /** Requests in flight per worker, smoothed: published in the presence, shards grow with it. */
+  readonly meter = new LoadMeter();
+  private shards: Shards | undefined;
+  private shardDefaults: ShardPolicy = DEFAULT_SHARD_POLICY;
+  private shardTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WorkerServerOptions) {
     this.metrics = new AgentMetrics(opts.metricLabels);
@@ -158,6 +167,39 @@ export class WorkerServer {
       ...(opts.colo !== undefined ? { colo: opts.colo } : {}),
       onRequest: (worker) => { this.usageOf(worker).requests++; },
     });
+  }
+
+  /**
+   * Shards on (docs/shards.md; the agent does this in NATS mode, before start): requests for
+   * workers this host is not a member of are forwarded, and only members keep them warm.
+   */
+  enableShards(shards: Shards, peerToken: string, defaults: ShardPolicy = DEFAULT_SHARD_POLICY, connectTimeoutMs?: number): void {
+    this.shards = shards;
+    this.shardDefaults = defaults;
+    this.front.enableShards({ shards, peerToken, meter: this.meter, ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}) });
+    shards.onChange(() => this.applyMembership());
+    this.metrics.shardSource = () => shards.snapshot();
+    this.shardTimer = setInterval(() => { this.meter.sample(); shards.refresh(); }, SHARD_TICK_MS);
+    this.shardTimer.unref();
+  }
+
+  private shardPolicy(w: DesiredWorker): ShardPolicy { return w.shard ?? this.shardDefaults; }
+
+  /** Whether the worker's isolates here are all busy with a queue as long (a shard member then refuses forwards). */
+  saturated(key: string): boolean { return this.served.get(key)?.host.saturated ?? false; }
+
+  /** A worker's shard as this host computes it now (presence names), or undefined without shards. */
+  shardMembers(key: string): string[] | undefined {
+    if (!this.shards) return undefined;
+    this.shards.isMember(key);
+    return this.shards.snapshot().get(key)?.members;
+  }
+
+  private isMember(key: string): boolean { return this.shards?.isMember(key) ?? true; }
+
+  /** Hosts joined or left, or a shard grew or shrank: members warm up, the others let go when idle. */
+  private applyMembership(): void {
+    for (const [key, s] of this.served) s.host.setMember(this.isMember(key));
   }
 
   get ready(): boolean { return this.initialLoad && !this.stopped && !this.draining; }
@@ -214,8 +256,10 @@ export class WorkerServer {
     const starts: Promise<void>[] = [];
     for (const w of workers) {
       const cur = this.served.get(w.key);
+      this.shards?.setPolicy(w.key, this.shardPolicy(w));
       if (cur && cur.desired.def.digest === w.def.digest) {
         cur.desired = w; // routes may have changed without touching the isolates
+        cur.host.setMember(this.isMember(w.key));
         this.errors.delete(w.key);
         continue;
       }
@@ -226,6 +270,7 @@ export class WorkerServer {
     for (const [key, cur] of this.served) {
       if (!wanted.has(key)) {
         this.served.delete(key);
+        this.shards?.setPolicy(key, undefined);
         void cur.host.drain();
         for (const l of this.versionListeners) l(key);
         this.opts.log.info('worker removed', { worker: key });
@@ -248,7 +293,8 @@ export class WorkerServer {
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
     });
     try {
-      await host.start();
+      // Outside the worker's shard no isolate is loaded until a request must run here.
+      await host.start(this.isMember(w.key));
     } catch (err) {
       // The previous version, if any, keeps serving.
       this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
@@ -335,7 +381,7 @@ export class WorkerServer {
     for (const [key, s] of this.served) {
       const err = this.errors.get(key);
       if (err) out.push({ key, digest: err.digest, state: 'error', error: err.error, servingDigest: s.desired.def.digest });
-      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates });
+      else out.push({ key, digest: s.desired.def.digest, state: 'ready', isolates: s.host.isolates, ...(this.shards ? { shardMember: this.isMember(key) } : {}) });
     }
     for (const [key, err] of this.errors) if (!this.served.has(key)) out.push({ key, digest: err.digest, state: 'error', error: err.error });
     return out.sort((a, b) => a.key.localeCompare(b.key));
@@ -348,6 +394,7 @@ export class WorkerServer {
   async stop(graceMs = 0): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.shardTimer) clearInterval(this.shardTimer);
     await this.opts.source.stop();
     const cut = await this.front.close(graceMs);
     if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });

@@ -195,6 +195,7 @@ export class EdgeWorkerReconciler implements Reconciler {
         // Only the routes this worker owns: a refused one never reaches an agent's route table.
         version, bundleDigest, regions: placement.placed, routes: routes.allowed, limits: run.limits,
         minWarmIsolates: run.minWarmIsolates,
+        ...(spec.placement.shard ? { shard: spec.placement.shard } : {}),
         ...(spec.compatibilityDate ? { compatibilityDate: spec.compatibilityDate } : {}),
         ...(spec.compatibilityFlags?.length ? { compatibilityFlags: spec.compatibilityFlags } : {}),
         ...(run.egress ? { egress: run.egress } : {}),
@@ -235,7 +236,9 @@ export class EdgeWorkerReconciler implements Reconciler {
     const regions = placement.placed.map((r) => {
       const reports = published ? this.d.agents.reportsFor(key, r) : [];
       const ready = reports.filter((x) => x.report?.state === 'ready' && x.report.version === published?.version).length;
-      return { name: r, desiredAgents: placement.desiredAgents[r] ?? 0, readyAgents: ready };
+      // The shard (docs/shards.md): the agents that say they keep the worker warm.
+      const shard = reports.filter((x) => x.report?.shardMember === true).map((x) => x.agent).sort();
+      return { name: r, desiredAgents: placement.desiredAgents[r] ?? 0, readyAgents: ready, ...(shard.length > 0 ? { shard } : {}) };
     });
     const agentErrors = published
       ? placement.placed.flatMap((r) => this.d.agents.reportsFor(key, r)

@@ -19,6 +19,7 @@ import { FakeKubeApi } from '../../operator/runtime/fake/kube-api.js';
 import { crPath } from '../../operator/runtime/kube-client.js';
 import { openEnv } from '../../common/resolve-bindings.js';
 import { SecretSealer } from '../../common/sealing.js';
+import { encodeModuleMap, MODULE_MAP_HEADER } from '../../common/module-map.js';
 
 const sealer = new SecretSealer(Buffer.alloc(32, 7));
 
@@ -136,6 +137,18 @@ describe('EdgeWorkerReconciler', () => {
     expect(t.condition('hello', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid', observedGeneration: 2 });
   });
 
+  it('publishes a module map, and reports a malformed one as BundleInvalid naming the module', async () => {
+    const t = setup();
+    t.worker('mods', { source: { inline: encodeModuleMap({ mainModule: 'src/index.js', modules: { 'src/index.js': { js: 'import p from "../p.html";\nexport default { fetch() { return new Response(p); } }' }, 'p.html': { text: '<p>hi</p>' } } }) } });
+    await t.reconcile('mods');
+    expect(t.store.get(`${NS}.mods`)).toBeDefined();
+    t.worker('broken', { source: { inline: `${MODULE_MAP_HEADER}{"mainModule":"index.js","modules":{"index.js":{"js":""},"w.wasm":{"wasm":"%%%"}}}` } });
+    await t.reconcile('broken');
+    expect(t.store.get(`${NS}.broken`)).toBeUndefined();
+    expect(t.condition('broken', 'Ready')).toMatchObject({ status: 'False', reason: 'BundleInvalid' });
+    expect(t.condition('broken', 'Ready')?.message).toContain('modules.w.wasm');
+  });
+
   it('publishes nodejs_compat to the agents (a new version), and refuses a node: import without it as BundleInvalid naming the flag', async () => {
     const t = setup();
     const NODE_SOURCE = 'import { Buffer } from "node:buffer";\nexport default { fetch() { return new Response(Buffer.from("hi")); } }';
@@ -235,5 +248,21 @@ describe('EdgeWorkerReconciler', () => {
     t.api.failNext('PATCH', t.path('hello'), new Error('connection reset'));
     await expect(t.reconcile('hello')).rejects.toThrow('connection reset');
     expect(t.store.writes).toEqual([]);
+  });
+});
+
+describe('EdgeWorkerReconciler and shards (docs/shards.md)', () => {
+  it('publishes spec.placement.shard and shows each region\'s shard from the agents\' reports', async () => {
+    const t = setup();
+    t.worker('hello', { placement: { shard: { min: 1, max: 3 } } });
+    await t.reconcile('hello');
+    const cfg = t.store.get(`${NS}.hello`)!;
+    expect(cfg.shard).toEqual({ min: 1, max: 3 });
+    for (const [agent, member] of [['a1', true], ['a2', false]] as const) {
+      t.agents.setAgent({ agent, node: agent, region: 'eu', address: `http://${agent}`, ttlMs: 5000, startedAt: 'now', draining: false });
+      t.agents.setWorkerReport(agent, `${NS}.hello`, { version: cfg.version, state: 'ready', shardMember: member });
+    }
+    await t.reconcile('hello');
+    expect(t.read('hello').status?.regions).toEqual([{ name: 'eu', desiredAgents: 1, readyAgents: 2, shard: ['a1'] }]);
   });
 });
