@@ -14,7 +14,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const EDGE = process.env.BENCH_EDGE_ENTRY ? resolve(process.env.BENCH_EDGE_ENTRY) : join(ROOT, 'bin', 'edge.mjs');
 const NODE_ARGS = ['--no-node-snapshot', EDGE, 'agent'];
 
-export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number }
+export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number; bindings?: Record<string, unknown> }
 
 export function manifest(w: AgentWorker): Record<string, unknown> {
   return {
@@ -25,6 +25,7 @@ export function manifest(w: AgentWorker): Record<string, unknown> {
       compatibilityDate: '2025-01-01',
       routes: [{ host: w.host }],
       placement: { minWarmIsolates: w.minWarmIsolates },
+      ...(w.bindings ? { bindings: w.bindings } : {}),
       source: { inline: w.source },
     },
   };

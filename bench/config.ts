@@ -1,11 +1,11 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'op-create' | 'op-scale' | 'actors' | 'hibernation';
-export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'op-create', 'op-scale', 'actors', 'hibernation'];
+export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation';
+export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'dynamic', 'op-create', 'op-scale', 'actors', 'hibernation'];
 /** The phases that run workerd (the operator phases have no peer). */
 export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors', 'hibernation'];
 /** BENCH_ONLY shorthands. */
-const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts'] };
+const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts', 'dynamic'] };
 export type PeerName = 'agent' | 'workerd';
 export type LoadgenChoice = 'auto' | 'wrk' | 'autocannon';
 

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 // The comparison table (markdown on stdout) and the JSON record in bench/results/.
 
-export type Unit = 'req/s' | 'ms' | 'MiB' | 's';
+export type Unit = 'req/s' | 'ms' | 'MiB' | 's' | 'per s';
 
 export const NOT_APPLICABLE = 'not applicable';
 
@@ -45,6 +45,7 @@ export function fmt(v: number, unit: Unit): string {
   if (unit === 'req/s') return `${Math.round(v).toLocaleString('en-US')} req/s`;
   if (unit === 'ms') return `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`;
   if (unit === 'MiB') return `${v.toFixed(2)} MiB`;
+  if (unit === 'per s') return `${Math.round(v).toLocaleString('en-US')} /s`;
   return `${v.toFixed(2)} s`;
 }
 

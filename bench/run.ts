@@ -13,7 +13,7 @@ import { soakMain } from './soak.js';
 import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.js';
 import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
 import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
-import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, namedBody, namedSource } from './workloads.js';
+import { DYNAMIC_BODY, HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, LOADER_SOURCE, namedBody, namedSource } from './workloads.js';
 import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
 
 // `npm run bench`: the node agent against workerd on this machine, same load generator,
@@ -332,6 +332,84 @@ async function memoryPhase(ctx: Ctx): Promise<Row[]> {
   ];
 }
 
+// ---------------------------------------------------------------- dynamic workers
+
+/**
+ * The Worker Loader (docs/dynamic-workers.md), agent only: one caller worker, one keep-alive
+ * client. load() of a 1 KB module to its first response, as the client's time of a request
+ * whose handler loads and calls it less a request that answers at once (paced, so the
+ * pre-warmed pool has refilled); get() of a warm id the same way; load() back to back for
+ * a few seconds (dynamic workers started per second: the agent's isolate host, one core's
+ * event loop, makes each pooled isolate); RSS per cached get() worker.
+ */
+async function dynamicPhase(ctx: Ctx): Promise<Row[]> {
+  const { cfg } = ctx;
+  const n = cfg.quick ? 60 : 300;
+  const cached = cfg.quick ? 50 : 200;
+  log(`[dynamic] agent: ${n} paced load() and get() calls to first response, load() back to back for 3 s, RSS of ${cached} cached get() workers`);
+  const agent = await forPeer(ctx, 'agent', async () => {
+    const d = dir(ctx, 'agent-dynamic');
+    writeWorkerDir(join(d, 'workers'), [{ name: 'loader', host: 'loader.bench', source: LOADER_SOURCE, minWarmIsolates: 1, bindings: { workerLoaders: [{ name: 'LOADER' }] } }]);
+    let a: Agent | undefined;
+    const keep = keepAliveAgent();
+    try {
+      // As shipped: the dynamic workers run in their caller's isolate host (the RSS row reads the whole process group).
+      a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs);
+      await sleep(cfg.settleMs);
+      const series = async (path: string, count: number, gapMs: number): Promise<number[]> => {
+        const ms: number[] = [];
+        for (let i = 0; i < count; i++) {
+          if (gapMs > 0) await sleep(gapMs);
+          const r = await httpRequest({ port: a!.port, host: 'loader.bench', path, agent: keep, timeoutMs: 30_000 });
+          expectBody(`agent ${path}`, r, DYNAMIC_BODY);
+          ms.push(r.ms);
+        }
+        return ms;
+      };
+      await series('/noop', 20, 0);
+      await series('/get?id=warm', 20, 0);
+      await series('/load', 10, 30);
+      const noop = summarize(await series('/noop', n, 20));
+      const load = summarize(await series('/load', n, 20));
+      const get = summarize(await series('/get?id=warm', n, 20));
+      let started = 0;
+      const t0 = performance.now();
+      while (performance.now() - t0 < 3000) { await series('/load', 1, 0); started++; }
+      const perSecond = started / ((performance.now() - t0) / 1000);
+      const before = await settledRssKiB(a.proc, cfg.settleMs);
+      for (let i = 0; i < cached; i++) await series(`/get?id=rss-${i}`, 1, 0);
+      const after = await settledRssKiB(a.proc, cfg.settleMs);
+      const metrics = await agentMetricSums(a.adminPort);
+      log(`  agent: /noop p50 ${noop.p50.toFixed(2)} ms, /load p50 ${load.p50.toFixed(2)} p99 ${load.p99.toFixed(2)} ms, /get p50 ${get.p50.toFixed(2)} ms, ${perSecond.toFixed(0)} load()/s, RSS +${((after.kib - before.kib) / MiB).toFixed(1)} MiB for ${cached} cached`);
+      return {
+        noop, load, get, perSecond, rssPerCachedMiB: (after.kib - before.kib) / MiB / cached,
+        metrics: Object.fromEntries(Object.entries(metrics).filter(([k]) => k.startsWith('edge_dynamic_worker'))),
+      };
+    } finally { keep.destroy(); await a?.proc.stop(); }
+  });
+  ctx.raw.dynamic = { agent: 'ok' in agent ? agent.ok : agent.cell };
+  const none: Cell = { skipped: 'not measured: workerd\'s Worker Loader binding is experimental' };
+  return [
+    {
+      metric: 'load() of a 1 KB module to first response p50 (a request that loads and calls it, less one answered at once)',
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.load.p50 - v.noop.p50), workerd: none,
+      floor: { text: 'agent p50 <= 2 ms', check: (x) => x !== undefined && x <= 2 },
+    },
+    { metric: 'load() to first response p99 (same, less the answered-at-once p50)', unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.load.p99 - v.noop.p50), workerd: none },
+    {
+      metric: 'get(id) warm call overhead p50 (over a request answered at once by the caller)',
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.get.p50 - v.noop.p50), workerd: none,
+      floor: { text: 'agent p50 <= 0.1 ms', check: (x) => x !== undefined && x <= 0.1 },
+    },
+    { metric: 'dynamic workers started per second, load() per request, one client back to back (one isolate host: one core)', unit: 'per s', better: 'higher', agent: pick(agent, (v) => v.perSecond), workerd: none },
+    {
+      metric: `RSS per cached dynamic worker (${cached} get() ids)`,
+      unit: 'MiB', better: 'lower', agent: pick(agent, (v) => v.rssPerCachedMiB), workerd: none,
+      floor: { text: 'agent <= 2 MiB', check: (x) => x !== undefined && x <= 2 },
+    },
+  ];
+}
+
 // ---------------------------------------------------------------- isolate hosts
 
 interface HostsRun { hosts: number; hello: LoadResult; cold: Summary; startToReadyMs: number }
@@ -466,6 +544,7 @@ async function main(): Promise<number> {
     if (cfg.phases.has('cold')) rows.push(...await coldPhase(ctx));
     if (cfg.phases.has('memory')) rows.push(...await memoryPhase(ctx));
     if (cfg.phases.has('hosts')) rows.push(...await hostsPhase(ctx));
+    if (cfg.phases.has('dynamic')) rows.push(...await dynamicPhase(ctx));
     const opCtx: OpCtx = {
       cfg, raw: ctx.raw, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
       down: ctx.down.agent, skip: cfg.peers.has('agent') ? undefined : 'not selected (BENCH_PEERS has no agent)',
@@ -507,6 +586,7 @@ async function main(): Promise<number> {
     ...(['warm', 'cold', 'memory'] as const).some((p) => cfg.phases.has(p)) ? ['edge agent vs workerd'] : [],
     ...cfg.phases.has('op-create') || cfg.phases.has('op-scale') ? ['the operator'] : [],
     ...cfg.phases.has('hosts') ? [`isolate hosts 0 vs ${cfg.isolateHosts}`] : [],
+    ...cfg.phases.has('dynamic') ? ['dynamic workers'] : [],
     ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
     ...cfg.phases.has('hibernation') ? ['hibernated WebSockets vs workerd'] : [],
   ];

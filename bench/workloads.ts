@@ -63,3 +63,22 @@ export function namedSource(name: string): string {
   return `export default { async fetch(request, env, ctx) { return new Response(${JSON.stringify(`hello from ${name}`)}) } }\n`;
 }
 export function namedBody(name: string): string { return `hello from ${name}`; }
+
+/** A 1 KB module a Worker Loader runs (bench's dynamic phase). */
+export const DYNAMIC_MODULE = `export default { fetch() { return new Response(${JSON.stringify('d'.repeat(960))}.slice(0, 7)); } };`;
+export const DYNAMIC_BODY = 'ddddddd';
+
+/**
+ * The Worker Loader's caller: /noop answers at once (the baseline), /load runs DYNAMIC_MODULE
+ * in a fresh dynamic worker and answers with its response, /get?id= calls the warm one.
+ */
+export const LOADER_SOURCE = `
+const code = { compatibilityDate: '2025-06-01', mainModule: 'm.js', modules: { 'm.js': ${JSON.stringify(DYNAMIC_MODULE)} } };
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (url.pathname === '/noop') return new Response(${JSON.stringify(DYNAMIC_BODY)});
+    const w = url.pathname === '/load' ? env.LOADER.load(code) : env.LOADER.get(url.searchParams.get('id') ?? 'warm', async () => code);
+    return w.getEntrypoint().fetch('http://dynamic/');
+  },
+};`;

@@ -115,7 +115,7 @@ const UNSUPPORTED: Record<string, string> = {
 /** Keys with no meaning here: listed, then ignored. */
 const NO_EFFECT = new Set(['$schema', 'account_id', 'workers_dev', 'preview_urls', 'observability', 'upload_source_maps', 'keep_vars', 'send_metrics', 'dev', 'legacy_env', 'first_deploy', 'zone_id', 'keep_names', 'env']);
 /** Keys this file honours. */
-const HONOURED = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'vars', 'durable_objects', 'migrations', 'ai', 'services', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias', 'no_bundle', 'find_additional_modules', 'base_dir', 'preserve_file_names']);
+const HONOURED = new Set(['name', 'main', 'compatibility_date', 'compatibility_flags', 'vars', 'durable_objects', 'migrations', 'ai', 'services', 'worker_loaders', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias', 'no_bundle', 'find_additional_modules', 'base_dir', 'preserve_file_names']);
 /** Keys an [env.NAME] inherits from the top level (wrangler's inheritable keys); the others it must repeat. */
 const INHERITABLE = new Set(['main', 'compatibility_date', 'compatibility_flags', 'rules', 'limits', 'route', 'routes', 'assets', 'minify', 'define', 'alias', 'migrations', 'workers_dev', 'preview_urls', 'build', 'placement', 'triggers', 'usage_model', 'observability', 'no_bundle', 'find_additional_modules', 'base_dir', 'tsconfig', 'jsx_factory', 'jsx_fragment', 'logpush', 'upload_source_maps', 'keep_vars']);
 
@@ -286,6 +286,12 @@ export function loadWranglerProject(file: string, envName?: string): WranglerPro
       })),
     };
     for (const s of services) if (s.environment !== undefined) note(`services ${String(s.binding)}`, 'environment is not supported (name the environment\'s worker, <service>-<env>); it was left out');
+  }
+
+  const loaders = list('worker_loaders', cfg.worker_loaders);
+  if (loaders.length) {
+    for (const l of loaders) if (typeof l.binding !== 'string') throw new WranglerConfigError(`${base}: worker_loaders entries need binding = "NAME"`);
+    spec.bindings = { ...spec.bindings, workerLoaders: loaders.map((l) => ({ name: String(l.binding) })) };
   }
 
   const rules: ModuleRule[] = list('rules', cfg.rules).map((r) => {

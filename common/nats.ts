@@ -155,6 +155,8 @@ export const WorkerConfigSchema = z.object({
     actors: z.record(z.string(), z.object({ namespace: z.string(), actor: z.string(), uid: z.string() })).default({}),
     /** Service bindings: binding -> an EdgeWorker of the same namespace (and its entrypoint). Absent when there are none. */
     services: z.record(z.string(), ServiceTargetSchema).optional(),
+    /** Worker Loader bindings (names): dynamic workers run on the caller's agent. Absent when there are none. */
+    workerLoaders: z.array(z.string()).optional(),
     ai: z.record(z.string(), z.object({
       model: z.string(),
       /** region -> the Service of that region's model server. */

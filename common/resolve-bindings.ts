@@ -170,10 +170,13 @@ export async function resolveEnv(namespace: string, worker: string, spec: EdgeWo
   // Service bindings name a worker of this namespace only (the schema allows no other): the
   // target is resolved when called, on the agent, so a chain of workers deploys in any order.
   const serviceBindings = bindings.services ?? [];
-  if (serviceBindings.length === 0) return { text, secrets, actors, ai };
+  // A Worker Loader needs nothing resolved: its dynamic workers run on the caller's agent.
+  const loaders = (bindings.workerLoaders ?? []).map((b) => b.name);
+  const withLoaders = loaders.length > 0 ? { workerLoaders: loaders } : {};
+  if (serviceBindings.length === 0) return { text, secrets, actors, ai, ...withLoaders };
   const serviceTargets: NonNullable<ResolvedEnv['services']> = {};
   for (const b of serviceBindings) serviceTargets[b.name] = { namespace, worker: b.worker, ...(b.entrypoint ? { entrypoint: b.entrypoint } : {}) };
-  return { text, secrets, actors, ai, services: serviceTargets };
+  return { text, secrets, actors, ai, services: serviceTargets, ...withLoaders };
 }
 
 /** The operator's step before publishing: each Secret value sealed to the agents. */

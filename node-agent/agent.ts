@@ -19,6 +19,7 @@ import { ActorRuntime } from './actors/runtime.js';
 import type { HibernationStats } from './actors/hibernation.js';
 import { registerHibernationMetrics } from './actors/hibernation-metrics.js';
 import { hostBindings } from './bindings/host-bindings.js';
+import type { LoaderRouter } from './bindings/worker-loader.js';
 import type { ServiceRouter } from './bindings/service-binding.js';
 import type { Resolver } from './bindings/subrequests.js';
 import { ConsoleStream } from './control/console-stream.js';
@@ -88,6 +89,8 @@ export interface AgentConfig {
   maxWebSocketMessageBytes: number;
   poolSize: number;
   maxIsolatesPerWorker?: number;
+  /** Worker Loader get()'s kept warm per process: at most this many, holding at most this much heap (serving/dynamic-workers.ts defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
   /**
@@ -288,16 +291,24 @@ export class Agent implements RunningAgent {
     const serviceRouter: ServiceRouter = {
       call: (target, req, depth) => server.serviceCall(workerRef(target.namespace, target.worker), req, depth, target.entrypoint),
     };
+    // Worker Loader bindings run their dynamic workers in this process, beside the caller.
+    const loaderRouter: LoaderRouter = {
+      warm: (parent, digest, binding, id) => server.dynamic.warm(parent, digest, binding, id),
+      load: (l) => server.dynamic.load(l),
+      call: (w, req, depth, entrypoint) => server.dynamic.call(w, req, depth, entrypoint),
+      release: (w) => server.dynamic.release(w),
+    };
     // Told when an actor activates or goes, so the region's reports follow at once.
     let presence: AgentPresence | undefined;
     const server = new WorkerServer({
       source,
       log,
-      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
+      bindings: (ctx) => hostBindings({ egressAllow, serviceRouter, loaderRouter, ...(cfg.resolve ? { resolve: cfg.resolve } : {}), ...(runtime ? { actorRouter: runtime.isolateRouter } : {}) })(ctx),
       metricLabels: cfg.source.kind === 'nats' ? { region: cfg.source.region, node: cfg.source.node } : undefined,
       maxBodyBytes: cfg.maxBodyBytes,
       maxWebSocketMessageBytes: cfg.maxWebSocketMessageBytes,
       poolSize: cfg.poolSize,
+      ...(cfg.dynamicCache ? { dynamicCache: cfg.dynamicCache } : {}),
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
@@ -328,7 +339,7 @@ export class Agent implements RunningAgent {
       undo.push(() => view.stop());
       runtime = new ActorRuntime({
         agent: cfg.agentName, region, nc, buckets, view, log,
-        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter,
+        pool: server.pool, hooks: server.hooks, sockets: server.sockets, peerToken: cfg.peerToken, egressAllow, serviceRouter, loaderRouter,
         workerDefinition: (key) => server.workerDefinition(key),
         logReplicas: cfg.actorLogReplicas,
         ...(cfg.sqlSnapshotEntries ? { sql: { snapshotLogEntries: cfg.sqlSnapshotEntries } } : {}),

@@ -125,6 +125,10 @@ export const ServiceBindingSchema = z.object({
     .describe('A named export of the bound worker extending WorkerEntrypoint; omitted: its default export.'),
 });
 
+export const WorkerLoaderBindingSchema = z.object({
+  name: jsIdentifier().describe('Exposed as env.<name>, a Worker Loader: load(code) and get(id, callback) run code handed over at run time in a sandboxed dynamic worker on the same agent (docs/dynamic-workers.md).'),
+});
+
 export const AiBindingSchema = z.object({
   name: jsIdentifier().describe('Exposed as env.<name> with run(model, input).'),
   model: modelId().describe('A model of the cluster\'s catalogue (an EdgeModel\'s spec.model) that env.<name>.run() may call.'),
@@ -157,13 +161,16 @@ export const BindingsSchema = z
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
     services: z.array(ServiceBindingSchema).max(32).optional()
       .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] }),
+    workerLoaders: z.array(WorkerLoaderBindingSchema).max(8).optional()
+      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['name'] })
+      .describe('Worker Loader bindings (wrangler\'s worker_loaders): each is env.<name> with load(code) and get(id, callback), running dynamic workers whose only reach is what the caller passes in their env.'),
   })
   // env is one namespace: the same name in two binding kinds would shadow one of them.
   // (CEL in CRDs has no cel.bind here, so one rule per pair of kinds.)
   .meta(cel(...uniqueAcrossKinds()));
 
 function uniqueAcrossKinds(): CelRule[] {
-  const lists = ['secrets', 'actors', 'ai', 'services'] as const;
+  const lists = ['secrets', 'actors', 'ai', 'services', 'workerLoaders'] as const;
   const rules: CelRule[] = lists.map((l) => ({
     rule: `!has(self.vars) || !has(self.${l}) || self.${l}.all(b, !(b.name in self.vars))`,
     message: `spec.bindings.${l}: a name is also used in spec.bindings.vars; binding names must be unique across kinds`,

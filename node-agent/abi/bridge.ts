@@ -290,7 +290,43 @@ export interface HostCallbacks {
    * Throws, in a worker isolate, that the API is for actors.
    */
   hibernation(op: string, a?: unknown, b?: unknown, c?: unknown): unknown;
+  /**
+   * env.<loader>.get(id): the host's number for the warm dynamic worker `id` of this
+   * worker's Worker Loader `binding` on this agent, or null when none is warm (the shim then
+   * calls the WorkerCode callback and loaderLoad). See node-agent/bindings/worker-loader.ts.
+   */
+  loaderGet(binding: string, id: string): number | null;
+  /**
+   * Async: starts a dynamic worker from `code` (LoaderCodeSchema) under `id` (null: load(),
+   * one-off, gone when the caller's request ends) and settles with its number, or with the
+   * error that it does not load (compile errors, startup limits) or is refused.
+   */
+  loaderLoad(binding: string, id: string | null, code: unknown): HostAsync<number>;
+  /**
+   * Async: a call to a dynamic worker's entrypoint (null: its default export), as a service
+   * binding's call is (fetch(), or an RPC's internal request): counted, bounded in depth,
+   * and settled with its buffered response or its exception.
+   */
+  loaderCall(handle: number, entrypoint: string | null, request: ServiceCallInit): HostAsync<ServiceCallResult>;
 }
+
+/** WorkerCode as the shim hands it to loaderLoad (node-agent/shim/loader.js). */
+export const LoaderCodeSchema = z.object({
+  compatibilityDate: z.string().max(64),
+  compatibilityFlags: z.array(z.string().max(128)).max(64),
+  mainModule: z.string().min(1).max(512),
+  modules: z.record(z.string(), z.tuple([z.enum(['js', 'cjs', 'text', 'data', 'json', 'wasm']), z.union([z.string(), z.instanceof(ArrayBuffer)])])),
+  /** env's plain values, rpc.js-encoded. */
+  values: z.string(),
+  /** env name -> the caller's binding passed as a capability. */
+  caps: z.record(z.string(), z.string()),
+  /** env name -> [the caller's id for a function or RpcTarget it lent (rpc.js lendToEnv), is it a function]. */
+  refs: z.record(z.string(), z.tuple([z.number().int().min(1), z.boolean()])),
+  /** 'default' | 'block' | 'service:<the caller's service binding>' */
+  outbound: z.string().max(256),
+  limits: z.object({ cpuMs: z.number().positive().optional(), subRequests: z.number().positive().optional(), memoryMiB: z.number().positive().optional() }),
+});
+export type LoaderCode = z.infer<typeof LoaderCodeSchema>;
 
 export interface AiUsage {
   prompt_tokens: number;
@@ -435,6 +471,25 @@ export interface WorkerEnv {
   actors?: Record<string, { namespace: string; actor: string; uid: string }>;
   /** service bindings: binding name -> an EdgeWorker of the same namespace (and entrypoint). The isolate gets the names. */
   services?: Record<string, { namespace: string; worker: string; entrypoint?: string }>;
+  /** Worker Loader bindings (names): env.<name>.load() / get() run dynamic workers on this agent (bindings/worker-loader.ts). */
+  loaders?: string[];
+  /**
+   * A dynamic worker's plain env values (WorkerCode.env less its capabilities), as rpc.js
+   * encodes them (structured-clone semantics); the shim decodes them into env.
+   */
+  values?: string;
+  /**
+   * A dynamic worker's globalOutbound: 'block' (fetch() throws) or the name of a service
+   * binding in `services` that receives every fetch() instead; absent: the egress policy.
+   * The binding named here is not in the dynamic worker's env.
+   */
+  outbound?: string;
+  /**
+   * A dynamic worker's functions and RpcTargets of its caller (WorkerCode.env): env name ->
+   * [the caller's id for it, is it a function], called back through rpcCallback with `token`
+   * (bindings/rpc-callbacks.ts), which runs the call in the caller's isolate.
+   */
+  refs?: { token: string; stubs: Record<string, [number, boolean]> };
 }
 
 /**
@@ -456,12 +511,23 @@ export interface IsolateEnv {
   actors: string[];
   /** service binding names */
   services: string[];
+  /** Worker Loader binding names */
+  loaders: string[];
+  /** WorkerEnv.values */
+  values: string | null;
+  /** WorkerEnv.outbound */
+  outbound: string | null;
+  /** WorkerEnv.refs */
+  refs: WorkerEnv['refs'] | null;
 }
 
 export function isolateEnv(env: WorkerEnv): IsolateEnv {
   const ai: Record<string, { model: string }> = {};
   for (const [name, b] of Object.entries(env.ai ?? {})) ai[name] = { model: b.model };
-  return { text: env.text, ai, actors: Object.keys(env.actors ?? {}), services: Object.keys(env.services ?? {}) };
+  return {
+    text: env.text, ai, actors: Object.keys(env.actors ?? {}), services: Object.keys(env.services ?? {}),
+    loaders: env.loaders ?? [], values: env.values ?? null, outbound: env.outbound ?? null, refs: env.refs ?? null,
+  };
 }
 
 export interface InitOptions {

@@ -4,6 +4,7 @@ import type { HibernationEvent } from '../sockets/hibernation.js';
 import type { ActorRequest, ActorResponse, ActorRouter } from '../bindings/actor-binding.js';
 import type { ActorStorage } from '../bindings/actor-storage.js';
 import type { ServiceRouter } from '../bindings/service-binding.js';
+import type { LoaderRouter } from '../bindings/worker-loader.js';
 import type { DispatchRequest, DispatchResponse } from '../abi/bridge.js';
 import { PulledBody, type BodyStream } from '../../common/body-stream.js';
 import type { WarmIsolate } from '../isolate/pool.js';
@@ -98,6 +99,8 @@ export type ActorHooks = Omit<IsolateHooks, 'bindings'> & {
   egressAllow?: readonly string[];
   /** Where the actor's env.<service binding> calls go (the agent's worker server). */
   serviceRouter?: ServiceRouter;
+  /** Where env.<worker loader> runs dynamic workers (the agent's DynamicWorkers). */
+  loaderRouter?: LoaderRouter;
   /** The actor's hibernatable WebSockets on the agent (actors/hibernation.ts). */
   hibernation?: HibernationCalls;
 };
@@ -126,8 +129,8 @@ export class ActorIsolate {
    * timed out) or a WorkerLimitError; the isolate is disposed in every case.
    */
   static async activate(def: ActorDefinition, activation: ActorActivation, warm: WarmIsolate, hooks: ActorHooks): Promise<ActorIsolate> {
-    const { actorRouter, egressAllow, serviceRouter, hibernation, ...isolateHooks } = hooks;
-    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(serviceRouter ? { serviceRouter } : {}), ...(hibernation ? { hibernation } : {}) });
+    const { actorRouter, egressAllow, serviceRouter, loaderRouter, hibernation, ...isolateHooks } = hooks;
+    const bindings = hostBindings({ storage: activation.storage, ...(actorRouter ? { actorRouter } : {}), ...(egressAllow ? { egressAllow } : {}), ...(serviceRouter ? { serviceRouter } : {}), ...(loaderRouter ? { loaderRouter } : {}), ...(hibernation ? { hibernation } : {}) });
     const w = await WorkerIsolate.load(def.worker, warm, { ...isolateHooks, bindings }, {
       className: def.className,
       id: activation.id,

@@ -23,6 +23,7 @@ import type { IsolatePool } from '../isolate/pool.js';
 import type { SocketRegistry } from '../sockets/sockets.js';
 import type { IsolateHooks, WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { ServiceRouter } from '../bindings/service-binding.js';
+import type { LoaderRouter } from '../bindings/worker-loader.js';
 
 // Everything an agent needs to host DurableActors, wired together: the DurableActor
 // configs (KV `edge-actors`), the ring of its region, the actor host on the durable log,
@@ -40,6 +41,8 @@ export interface ActorRuntimeOptions {
   hooks: Omit<IsolateHooks, 'bindings'>;
   /** Where actors' env.<service binding> calls go (the agent's worker server). */
   serviceRouter?: ServiceRouter;
+  /** Where the actors' env.<worker loader> runs dynamic workers. */
+  loaderRouter?: LoaderRouter;
   /** The agent's WebSockets (actors accept sockets; some are carried to other agents). */
   sockets: SocketRegistry;
   /** The served version of a worker (its workerRef), if this agent serves it. */
@@ -127,6 +130,7 @@ export class ActorRuntime {
             warm, {
               ...opts.hooks, actorRouter: this.isolateRouter, ...(opts.egressAllow ? { egressAllow: opts.egressAllow } : {}),
               ...(opts.serviceRouter ? { serviceRouter: opts.serviceRouter } : {}),
+              ...(opts.loaderRouter ? { loaderRouter: opts.loaderRouter } : {}),
               hibernation: this.hibernation.callsFor(cfg, id, worker.digest, name),
             },
           );

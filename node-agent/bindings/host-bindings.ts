@@ -3,6 +3,7 @@ import { EgressRules } from '../../common/egress.js';
 import type { BindingsFactory } from '../isolate/worker-isolate.js';
 import { ActorCalls, type ActorRouter } from './actor-binding.js';
 import { ServiceCalls, type ServiceRouter } from './service-binding.js';
+import { LoaderCalls, type LoaderRouter } from './worker-loader.js';
 import type { ActorStorage } from './actor-storage.js';
 import { AiCalls } from './ai-binding.js';
 import { hostCallbacks, type HibernationCalls } from './host-callbacks.js';
@@ -18,6 +19,8 @@ export interface HostBindingsOptions {
   actorRouter?: ActorRouter;
   /** Where env.<service binding> calls go (the agent's worker server); without one they fail. */
   serviceRouter?: ServiceRouter;
+  /** Where env.<worker loader> runs dynamic workers (the agent's DynamicWorkers); without one they fail. */
+  loaderRouter?: LoaderRouter;
   /** An actor isolate's state.storage; absent in a worker isolate. */
   storage?: ActorStorage;
   /**
@@ -30,6 +33,9 @@ export interface HostBindingsOptions {
   /** An actor isolate's hibernatable WebSockets (actors/hibernation.ts). */
   hibernation?: HibernationCalls;
 }
+
+/** workerd's error for fetch() in a dynamic worker whose globalOutbound is null. */
+export const OUTBOUND_BLOCKED = 'This worker is not permitted to access the internet via global functions like fetch(). It must use capabilities (such as bindings in \'env\') to talk to the outside world.';
 
 /** The policy a worker's fetch() runs under: its namespace's, plus the agent's allowances. */
 export function egressRules(key: string, policy: EgressPolicy | undefined, extra: readonly string[] = []): EgressRules {
@@ -57,12 +63,17 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     for (const bad of rules.invalid) ctx.onLog('warn', `egress allowance ignored: ${bad.message}`);
     const subrequests = new Subrequests({ worker: ctx.def.name, rules, ...(opts.resolve ? { resolve: opts.resolve } : {}) });
     const actors = new ActorCalls(ctx.def.env.actors, opts.actorRouter, ctx.def.name, ctx.grantSocket, ctx.invokeLocal);
+    const loaders = new LoaderCalls(ctx.def, opts.loaderRouter, () => ctx.requestDepth?.() ?? 0, ctx.invokeLocal);
+    // A dynamic worker with a globalOutbound never fetches itself: null refuses, a binding gets the requests (shim/index.js).
+    const outbound = ctx.def.env.outbound;
     const callbacks = hostCallbacks({
       workerName: ctx.def.name,
       ai,
       subrequests,
       actors,
       services: new ServiceCalls(ctx.def.env.services, opts.serviceRouter, ctx.def.name, () => ctx.requestDepth?.() ?? 0, ctx.invokeLocal),
+      loaders,
+      ...(outbound !== undefined ? { fetchRefused: outbound === 'block' ? OUTBOUND_BLOCKED : `worker ${ctx.def.name}: its fetch() goes to its globalOutbound binding` } : {}),
       storage: opts.storage ?? null,
       sockets: ctx.sockets,
       onLog: ctx.onLog,
@@ -74,8 +85,8 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     return {
       callbacks,
       // An actor body still open when the request ends is cancelled: that reaches the actor.
-      requestEnded: () => { ai.closeAll(); subrequests.closeAll(); actors.streams.closeAll('the caller\'s request ended'); },
-      dispose: () => { ai.closeAll(true); subrequests.closeAll(true); timers.close(); crypto.close(); actors.streams.closeAll('the caller\'s isolate is gone'); },
+      requestEnded: () => { loaders.requestEnded(); ai.closeAll(); subrequests.closeAll(); actors.streams.closeAll('the caller\'s request ended'); },
+      dispose: () => { loaders.dispose(); ai.closeAll(true); subrequests.closeAll(true); timers.close(); crypto.close(); actors.streams.closeAll('the caller\'s isolate is gone'); },
       hostBytes: () => subrequests.heldBytes() + actors.streams.heldBytes(),
     };
   };

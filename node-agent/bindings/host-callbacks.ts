@@ -6,6 +6,7 @@ import { ActorCallIdSchema, ActorExceptionError, AiHandleSchema, AiRunArgsSchema
 import type { AiCalls } from './ai-binding.js';
 import type { ActorCalls } from './actor-binding.js';
 import type { ServiceCalls } from './service-binding.js';
+import type { LoaderCalls } from './worker-loader.js';
 import { invokeCallback } from './rpc-callbacks.js';
 import { storageCall, type ActorStorage } from './actor-storage.js';
 import { SocketLimitError } from '../sockets/isolate-sockets.js';
@@ -44,6 +45,10 @@ export interface CallbackContext {
   actors: ActorCalls;
   /** The isolate's service bindings (env.<binding>.fetch() and RPC to a worker of its namespace). */
   services: ServiceCalls;
+  /** The isolate's Worker Loader bindings (env.<binding>.load() / get()). */
+  loaders: LoaderCalls;
+  /** Set for a dynamic worker whose globalOutbound is set: why its own fetch() is refused. */
+  fetchRefused?: string;
   /** The isolate's fetch() subrequests, under its egress policy. */
   subrequests: Subrequests;
   /** An actor isolate's state.storage; null in a worker isolate. */
@@ -131,6 +136,7 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
       ctx.timers.cancel(Number(id));
     },
     fetch(raw) {
+      if (ctx.fetchRefused !== undefined) return hostAsync(Promise.reject(new TypeError(ctx.fetchRefused)));
       const parsed = SubrequestInitSchema.safeParse(raw);
       if (!parsed.success) return hostAsync(Promise.reject(new TypeError(`fetch: malformed subrequest from worker ${ctx.workerName}: ${describeIssues(parsed.error)}`)));
       // Registered before this returns: the isolate's next call may be a fetchWrite for it.
@@ -194,6 +200,15 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
     },
     serviceCall(binding, request) {
       return hostAsync(ctx.services.call(binding, request, () => ctx.countSubrequest()));
+    },
+    loaderGet(binding, id) {
+      return ctx.loaders.get(binding, id);
+    },
+    loaderLoad(binding, id, code) {
+      return hostAsync(ctx.loaders.load(binding, id, code, () => ctx.countSubrequest()));
+    },
+    loaderCall(handle, entrypoint, request) {
+      return hostAsync(ctx.loaders.call(handle, entrypoint, request, () => ctx.countSubrequest()));
     },
     storage(op, a, b) {
       return storageCall(ctx.storage, op, a, b);

@@ -41,3 +41,18 @@ export function invokeCallback(token: unknown, message: unknown): Promise<string
   }
   return invoke(message);
 }
+
+/**
+ * A long-lived registration: the functions and RpcTargets a caller put in a dynamic worker's
+ * env (bindings/worker-loader.ts) are called back with this token for as long as the
+ * dynamic worker may use them; `unlendEnv` ends it.
+ */
+export function lendEnv(invoke: LocalInvoke): string {
+  const token = randomUUID();
+  calls.set(token, invoke);
+  return token;
+}
+
+export function unlendEnv(token: string): void {
+  calls.delete(token);
+}

@@ -76,37 +76,66 @@ export class ServiceCalls {
 
   /** The serviceCall callback's work: checks, counts a subrequest, bounds the depth, calls the router. */
   async call(binding: unknown, raw: unknown, countSubrequest: () => void): Promise<ServiceCallResult> {
-    const what = `env.${String(binding)}`;
     const target = typeof binding === 'string' ? this.bindings.get(binding) : undefined;
     if (!target) throw new TypeError(`worker ${this.workerName} has no service binding ${String(binding)}`);
-    const parsed = ServiceCallInitSchema.safeParse(raw);
-    if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
-    const init: ServiceCallInit = parsed.data;
-    if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
-      throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
-    }
-    const depth = this.depth() + 1;
-    if (depth > MAX_SERVICE_DEPTH) {
-      throw new ServiceDepthError(`${what}: Subrequest depth limit exceeded. This request recursed through Workers too many times (${MAX_SERVICE_DEPTH} service-binding hops).`);
-    }
-    try {
-      countSubrequest();
-    } catch (err) {
-      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    }
-    if (!this.router) throw new ServiceUnavailableError(`${what}: service bindings are not available on this agent`);
-    let res: ServiceResponse;
-    try {
-      // An RPC goes to the entrypoint the binding names (the shim's workerRpc reads the path).
-      const url = init.method === RPC_METHOD ? `${RPC_URL}${target.entrypoint ?? ''}` : init.url;
-      res = await withCallbacks(init.method, init.headers, this.invokeLocal, (headers) => this.router!.call(target, { url, method: init.method, headers, body: init.body ? new Uint8Array(init.body) : null }, depth));
-    } catch (err) {
-      if (err instanceof ActorExceptionError) throw err;
-      throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-    }
-    if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
-      throw new RangeError(`${what}: the response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
-    }
-    return { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
+    const router = this.router;
+    return internalCall({
+      what: `env.${String(binding)}`, caller: this.workerName, depth: this.depth(), countSubrequest, invokeLocal: this.invokeLocal, entrypoint: target.entrypoint,
+      send: router ? (req, depth) => router.call(target, req, depth) : undefined,
+    }, raw);
   }
+}
+
+/** One internal call: a service binding's, or a dynamic worker's (bindings/worker-loader.ts). */
+export interface InternalCall {
+  /** How errors name what was called (`env.SVC`). */
+  what: string;
+  /** The calling worker. */
+  caller: string;
+  /** The service depth of the caller's request in flight. */
+  depth: number;
+  countSubrequest: () => void;
+  invokeLocal: LocalInvoke | undefined;
+  /** The target's entrypoint: an RPC's URL names it. */
+  entrypoint: string | undefined;
+  /** Runs the request at `depth` on the target; absent: calls are not available here. */
+  send: ((req: ServiceRequest, depth: number) => Promise<ServiceResponse>) | undefined;
+}
+
+/**
+ * The work of a serviceCall or loaderCall callback: checks the request, counts a
+ * subrequest, bounds the depth, lends the call's callbacks, sends it, and bounds the answer.
+ */
+export async function internalCall(c: InternalCall, raw: unknown): Promise<ServiceCallResult> {
+  const what = c.what;
+  const parsed = ServiceCallInitSchema.safeParse(raw);
+  if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${c.caller}`);
+  const init: ServiceCallInit = parsed.data;
+  if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+    throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+  }
+  const depth = c.depth + 1;
+  if (depth > MAX_SERVICE_DEPTH) {
+    throw new ServiceDepthError(`${what}: Subrequest depth limit exceeded. This request recursed through Workers too many times (${MAX_SERVICE_DEPTH} service-binding hops).`);
+  }
+  try {
+    c.countSubrequest();
+  } catch (err) {
+    throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const send = c.send;
+  if (!send) throw new ServiceUnavailableError(`${what}: service bindings are not available on this agent`);
+  let res: ServiceResponse;
+  try {
+    // An RPC goes to the entrypoint the binding names (the shim's workerRpc reads the path).
+    const url = init.method === RPC_METHOD ? `${RPC_URL}${c.entrypoint ?? ''}` : init.url;
+    res = await withCallbacks(init.method, init.headers, c.invokeLocal, (headers) => send({ url, method: init.method, headers, body: init.body ? new Uint8Array(init.body) : null }, depth));
+  } catch (err) {
+    if (err instanceof ActorExceptionError) throw err;
+    throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  if (res.body.byteLength > MAX_ACTOR_BODY_BYTES) {
+    throw new RangeError(`${what}: the response body of ${res.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
+  }
+  return { status: res.status, statusText: res.statusText, headers: res.headers, body: toArrayBuffer(res.body) };
 }

@@ -33,5 +33,5 @@ export function isolateWorkerEnv(env: ResolvedEnv, region: string, aiUrl: AiUrl)
       ai[binding]!.models = models;
     }
   }
-  return { text: { ...env.text, ...env.secrets }, ai, actors: env.actors, ...(env.services ? { services: env.services } : {}) };
+  return { text: { ...env.text, ...env.secrets }, ai, actors: env.actors, ...(env.services ? { services: env.services } : {}), ...(env.workerLoaders?.length ? { loaders: env.workerLoaders } : {}) };
 }

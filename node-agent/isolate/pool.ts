@@ -99,6 +99,9 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     socketSend: new ivm.Callback(cb('socketSend')),
     socketClose: new ivm.Callback(cb('socketClose')),
     hibernation: new ivm.Callback(cb('hibernation')),
+    loaderGet: new ivm.Callback(cb('loaderGet')),
+    loaderLoad: new ivm.Callback(cb('loaderLoad'), { async: true }),
+    loaderCall: new ivm.Callback(cb('loaderCall'), { async: true }),
   };
 }
 

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
+import { compileCached } from './code-cache.js';
 import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
 import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
 
@@ -318,6 +319,13 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
+  /** The isolate's V8 heap in use plus what it allocated outside it (ArrayBuffers). */
+  async heapBytes(): Promise<number> {
+    if (this.dead) return 0;
+    const h = await this.warm.isolate.getHeapStatistics();
+    return h.used_heap_size + h.externally_allocated_size;
+  }
+
   /** Bytes the host holds for this isolate outside its heap (see IsolateBindings.hostBytes). */
   hostBytes(): number { return this.bindings.hostBytes?.() ?? 0; }
 
@@ -375,7 +383,7 @@ export class WorkerIsolate implements IsolateOwner {
       }
       // A module map (common/module-map.ts): its modules resolve among themselves.
       const modules = await loadModuleMap(def, warm, nodeCompat);
-      const module = await (modules ? modules.main() : warm.isolate.compileModule(def.source, { filename }))
+      const module = await (modules ? modules.main() : compileCached(warm.isolate, def.source, def.digest, filename))
         .catch((err: unknown) => { throw new BundleError(def.name, err instanceof ModuleImportError ? err.message : `does not compile: ${errorText(err)}`, { cause: err }); });
       // Built-in modules (cloudflare:workers, node:* with nodejs_compat) and the map's own; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();

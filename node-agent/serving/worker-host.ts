@@ -1,6 +1,7 @@
 import type { Logger } from '../../common/log.js';
 import type { IsolatePool } from '../isolate/pool.js';
-import { WorkerIsolate, WorkerLimitError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import { ActorExceptionError } from '../abi/bridge.js';
+import { WorkerIsolate, WorkerLimitError, WorkerScriptError, type IsolateHooks, type SocketOwner, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import type { SocketEvent } from '../sockets/isolate-sockets.js';
 import { EdgeError } from '../../common/errors.js';
 
@@ -38,6 +39,16 @@ export interface WorkerHostOptions {
 
 export class WorkerHostClosedError extends EdgeError {}
 
+/** A service call's request and response, bodies buffered (see bindings/service-binding.ts). */
+export interface InternalRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
+export interface InternalResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
+
+/** A service call's response body is buffered; this bounds it. */
+const MAX_INTERNAL_BODY_BYTES = 32 * 1024 * 1024;
+
+/** An internal call could not be answered as one (a WebSocket, a body over the limit). */
+export class InternalCallError extends EdgeError {}
+
 /** Every isolate is busy and the queue is full: the request is refused (503). */
 export class WorkerOverloadedError extends EdgeError {
   constructor(readonly worker: string, queued: number) {
@@ -70,6 +81,13 @@ export class WorkerHost {
   hostBytes(): number {
     let n = 0;
     for (const w of this.all) n += w.hostBytes();
+    return n;
+  }
+
+  /** The heap its isolates hold (WorkerIsolate.heapBytes). */
+  async heapBytes(): Promise<number> {
+    let n = 0;
+    for (const w of this.all) n += await w.heapBytes();
     return n;
   }
 
@@ -154,6 +172,45 @@ export class WorkerHost {
       return w;
     } finally {
       this.loading -= 1;
+    }
+  }
+
+  /**
+   * An internal call (a service binding's, a dynamic worker's): runs `req` at service depth
+   * `depth` in one of the isolates, as a client's request would be, body buffered. The
+   * worker's own exception (an RPC method threw) rejects as ActorExceptionError, so the
+   * caller rethrows it with its name and message.
+   */
+  async call(req: InternalRequest, depth: number, entrypoint?: string): Promise<InternalResponse> {
+    const key = this.def.key;
+    const iso = this.tryAcquire() ?? await this.acquire();
+    let id: number | undefined;
+    try {
+      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth, ...(entrypoint !== undefined ? { entrypoint } : {}) });
+      id = call.id;
+      const res = await call.response;
+      if (res.webSocket !== undefined) throw new InternalCallError(`worker ${this.def.name}: a WebSocket cannot be returned through a service binding here`, { context: { worker: key } });
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      if (res.body === 'stream') {
+        for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) {
+          size += c.byteLength;
+          if (size > MAX_INTERNAL_BODY_BYTES) {
+            iso.cancel(id, 'response body over the limit');
+            throw new InternalCallError(`worker ${this.def.name}: its response body is over the ${MAX_INTERNAL_BODY_BYTES}-byte limit of a service binding`, { context: { worker: key } });
+          }
+          chunks.push(c);
+        }
+      } else if (res.body !== null) {
+        chunks.push(new Uint8Array(res.body));
+      }
+      return { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+    } catch (err) {
+      if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, key, { cause: err });
+      throw err;
+    } finally {
+      if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
+      this.release(iso);
     }
   }
 

@@ -9,9 +9,9 @@ import { IsolatePool } from '../isolate/pool.js';
 import { AgentMetrics } from './metrics.js';
 import { Router } from './router.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
-import { WorkerHost } from './worker-host.js';
-import { WorkerScriptError, type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
-import { ActorExceptionError } from '../abi/bridge.js';
+import { DynamicWorkers } from './dynamic-workers.js';
+import { WorkerHost, type InternalRequest, type InternalResponse } from './worker-host.js';
+import { type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
 import { DEFAULT_SHARD_POLICY, LoadMeter, type ShardPolicy, type Shards } from './shard.js';
 
@@ -34,12 +34,7 @@ export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 /** A service binding named a worker this agent does not serve. */
 export class WorkerNotServedError extends EdgeError {}
 
-/** A service call's request and response, bodies buffered (see bindings/service-binding.ts). */
-export interface InternalRequest { url: string; method: string; headers: [string, string][]; body: Uint8Array | null }
-export interface InternalResponse { status: number; statusText: string; headers: [string, string][]; body: Uint8Array }
-
-/** A service call's response body is buffered; this bounds it. */
-const MAX_INTERNAL_BODY_BYTES = 32 * 1024 * 1024;
+export type { InternalRequest, InternalResponse } from './worker-host.js';
 
 export interface WorkerServerOptions {
   source: DesiredStateSource;
@@ -49,6 +44,8 @@ export interface WorkerServerOptions {
   maxBodyBytes?: number;
   /** Pre-warmed isolates kept ready for new workers. */
   poolSize?: number;
+  /** Bounds on the Worker Loader get()'s kept warm (DynamicWorkers' defaults). */
+  dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   maxIsolatesPerWorker?: number;
   maxQueuedPerWorker?: number;
   idleIsolateMs?: number;
@@ -94,6 +91,8 @@ export class WorkerServer {
   readonly metrics: AgentMetrics;
   readonly front: HttpFront;
   readonly pool: IsolatePool;
+  /** Worker Loader bindings' dynamic workers, run in this process beside their callers. */
+  readonly dynamic: DynamicWorkers;
   private readonly served = new Map<string, Served>();
   private readonly errors = new Map<string, { digest: string; error: string }>();
   private router = Router.build<WorkerHost>([]);
@@ -156,6 +155,7 @@ export class WorkerServer {
         if (reason !== 'idle' && reason !== 'replaced' && reason !== 'shutdown') opts.log.warn('isolate disposed', { worker, reason });
       },
     };
+    this.dynamic = new DynamicWorkers({ pool: this.pool, hooks: this.hooks, log: opts.log, registry: this.metrics.registry, ...opts.dynamicCache });
     this.front = new HttpFront({
       resolve: (host, path) => this.router.match(host, path)?.target,
       log: opts.log,
@@ -337,37 +337,8 @@ export class WorkerServer {
     if (!served) {
       throw new WorkerNotServedError(`worker ${key} is not served on this agent (a service binding reaches workers placed in the caller's region)`, { context: { worker: key } });
     }
-    const host = served.host;
     this.usageOf(key).requests++;
-    const iso = host.tryAcquire() ?? await host.acquire();
-    let id: number | undefined;
-    try {
-      const call = iso.begin({ url: req.url, method: req.method, headers: req.headers, body: req.body, depth, ...(entrypoint !== undefined ? { entrypoint } : {}) });
-      id = call.id;
-      const res = await call.response;
-      if (res.webSocket !== undefined) throw new WorkerNotServedError(`worker ${key}: a WebSocket cannot be returned through a service binding here`);
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      if (res.body === 'stream') {
-        for (let c = await iso.pullBody(id); c !== null; c = await iso.pullBody(id)) {
-          size += c.byteLength;
-          if (size > MAX_INTERNAL_BODY_BYTES) {
-            iso.cancel(id, 'response body over the limit');
-            throw new WorkerNotServedError(`worker ${key}: its response body is over the ${MAX_INTERNAL_BODY_BYTES}-byte limit of a service binding`);
-          }
-          chunks.push(c);
-        }
-      } else if (res.body !== null) {
-        chunks.push(new Uint8Array(res.body));
-      }
-      return { status: res.status, statusText: res.statusText, headers: res.headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
-    } catch (err) {
-      if (err instanceof WorkerScriptError && err.exception) throw new ActorExceptionError(err.exception, key, { cause: err });
-      throw err;
-    } finally {
-      if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
-      host.release(iso);
-    }
+    return served.host.call(req, depth, entrypoint);
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */
@@ -400,6 +371,7 @@ export class WorkerServer {
     if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });
     for (const s of this.served.values()) s.host.dispose();
     this.served.clear();
+    this.dynamic.close();
     this.pool.close();
   }
 }

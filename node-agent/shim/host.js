@@ -36,6 +36,9 @@ export const host = {
   socketSend: missing('socketSend'),
   socketClose: missing('socketClose'),
   hibernation: missing('hibernation'),
+  loaderGet: missing('loaderGet'),
+  loaderLoad: missing('loaderLoad'),
+  loaderCall: missing('loaderCall'),
 };
 
 export function setHost(cbs) {

@@ -12,6 +12,7 @@ import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal } from './rpc.js';
 import { serviceBinding } from './service.js';
+import { loaderBinding, registerBinding, registerServiceBinding, envValues, envRefs } from './loader.js';
 
 const g = globalThis;
 installWebApis(g);
@@ -105,13 +106,18 @@ function init(namespace, envData, options) {
     // A WorkerEntrypoint serves RPC (service bindings) even without a fetch() method.
     push(handlers, 'rpc');
   }
-  const bindings = { ...envData.text };
+  // A dynamic worker's plain values (WorkerCode.env) first: bindings are never shadowed by them.
+  const bindings = envData.values ? { ...envValues(envData.values), ...envData.text } : { ...envData.text };
+  // Each binding object is registered: a Worker Loader's WorkerCode.env may pass it on (loader.js).
   // ai bindings arrive as { name: { model } }: the server's address never enters the isolate.
-  for (const name of Object.keys(envData.ai ?? {})) bindings[name] = aiBinding(name);
+  for (const name of Object.keys(envData.ai ?? {})) bindings[name] = registerBinding(aiBinding(name), name);
   // actor bindings arrive as names: the DurableActor's uid never enters the isolate.
-  for (const name of envData.actors ?? []) bindings[name] = actorNamespace(String(name));
+  for (const name of envData.actors ?? []) bindings[name] = registerBinding(actorNamespace(String(name)), name);
   // service bindings arrive as names: the bound worker (and entrypoint) stays on the host.
-  for (const name of envData.services ?? []) bindings[name] = serviceBinding(String(name));
+  for (const name of envData.services ?? []) bindings[name] = registerServiceBinding(serviceBinding(String(name)), name);
+  for (const name of envData.loaders ?? []) bindings[name] = registerBinding(loaderBinding(String(name)), name);
+  if (envData.refs) envRefs(envData.refs, bindings);
+  if (envData.outbound) routeOutbound(envData.outbound, bindings);
   env = freeze(bindings);
   setWorkersEnv(env);
   if (options.actor) {
@@ -124,6 +130,27 @@ function init(namespace, envData, options) {
   }
   freezePlatform();
   return handlers;
+}
+
+/** The message workerd gives a dynamic worker whose globalOutbound is null. */
+const OUTBOUND_BLOCKED = 'This worker is not permitted to access the internet via global functions like fetch(). It must use capabilities (such as bindings in \'env\') to talk to the outside world.';
+
+/**
+ * A dynamic worker's globalOutbound: 'block', or 'service:<binding>', the service binding
+ * (not in its env) that receives every fetch(). The host refuses the isolate's own fetch()
+ * either way; this only makes the error the caller sees, or the route, the runtime's.
+ */
+function routeOutbound(outbound, bindings) {
+  let fetchImpl;
+  if (outbound === 'block') {
+    fetchImpl = async () => { throw new TypeError(OUTBOUND_BLOCKED); };
+  } else {
+    const name = String(outbound).slice('service:'.length);
+    const via = bindings[name];
+    delete bindings[name];
+    fetchImpl = (input, init = undefined) => via.fetch(input, init);
+  }
+  defineProperty(g, 'fetch', { value: fetchImpl, writable: true, enumerable: false, configurable: true });
 }
 
 /**

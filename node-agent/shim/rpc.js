@@ -385,12 +385,34 @@ function bindMethod(fn, target) {
 const localExports = new MapCtor();
 let nextLocal = 1;
 
+/**
+ * Functions and RpcTargets this isolate put in a dynamic worker's env (loader.js): kept for
+ * the isolate's life, REF_LIMIT at most (the oldest dropped), called through rpcLocal.
+ */
+const envExports = new MapCtor();
+
+/** Lends `v` to a dynamic worker's env; the id its stub calls. */
+export function lendToEnv(v) {
+  const id = nextLocal++;
+  MapSet(envExports, id, v);
+  if (envExports.size > REF_LIMIT) {
+    for (const k of envExports.keys()) { MapDelete(envExports, k); break; }
+  }
+  return id;
+}
+
+/** A dynamic worker's stub for a function or RpcTarget its caller put in its env: calls back with `token`. */
+export function envRefStub(token, id, callable) {
+  return rpcStub(null, (text) => hostOutcome(host.rpcCallback(token, text)), id, callable);
+}
+
 /** __edgeRpcLocal: a callee calls a function or RpcTarget this isolate passed to it. */
 export async function rpcLocal(text) {
   const msg = parse(text);
   if (msg.k === 'release') return stringify({ v: ['u'] });
-  if (!MapHas(localExports, msg.t)) throw new ErrorCtor('RPC stub used after the call it was passed to ended.');
-  const target = MapGet(localExports, msg.t);
+  const lent = MapHas(localExports, msg.t) ? localExports : envExports;
+  if (!MapHas(lent, msg.t)) throw new ErrorCtor('RPC stub used after the call it was passed to ended.');
+  const target = MapGet(lent, msg.t);
   const args = msg.a === undefined ? [] : decode(msg.a, noCallbacks);
   let result;
   if (msg.k === 'apply') {

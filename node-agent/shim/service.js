@@ -24,12 +24,19 @@ const RPC_URL = 'https://rpc.internal/';
 
 /** env.<binding> for a service binding. */
 export function serviceBinding(binding) {
-  const what = `env.${binding}.fetch()`;
+  return internalStub(`env.${binding}`, (init) => host.serviceCall(binding, init));
+}
+
+/**
+ * A stub whose fetch() and RPC methods are internal requests: `call(init)` hands one to the
+ * host (serviceCall, or loaderCall for a dynamic worker's entrypoint) and gives its pending outcome.
+ */
+export function internalStub(what, call) {
   const base = freeze({
     async fetch(input, init = undefined) {
       const request = new Request(input, init);
-      const bytes = await bodyBytes(requestBody(request), what);
-      const result = await hostOutcome(host.serviceCall(binding, {
+      const bytes = await bodyBytes(requestBody(request), `${what}.fetch()`);
+      const result = await hostOutcome(call({
         url: request.url,
         method: request.method,
         headers: ArrayMap(headerList(request.headers), (e) => [e[0], e[1]]),
@@ -39,11 +46,11 @@ export function serviceBinding(binding) {
     },
   });
   const send = async (text, callbacks) => {
-    const result = await hostOutcome(host.serviceCall(binding, {
+    const result = await hostOutcome(call({
       url: RPC_URL, method: RPC_METHOD, headers: callbacks ? [[RPC_CALLBACK_HEADER, '1']] : [], body: toArrayBuffer(encoder.encode(text)),
     }));
     const answer = decoder.decode(result.body);
-    if (result.status !== 200) throw new ErrorCtor(`env.${binding}: the RPC call failed: ${answer}`);
+    if (result.status !== 200) throw new ErrorCtor(`${what}: the RPC call failed: ${answer}`);
     return answer;
   };
   return rpcStub(base, send);

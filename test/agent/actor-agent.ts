@@ -24,6 +24,8 @@ export interface ActorWorker {
   cpuMsPerRequest?: number;
   memoryMiB?: number;
   compatibilityFlags?: string[];
+  /** Worker Loader binding names. */
+  workerLoaders?: string[];
 }
 
 export interface ActorAgent {
@@ -79,7 +81,7 @@ export async function startActorAgent(opts: { maxWebSocketMessageBytes?: number;
       namespace: w.namespace, name: w.name, uid: `uid-${w.namespace}-${w.name}`, generation: 1, version: digest(`${bundleDigest}/v1`), bundleDigest,
       regions: [REGION], routes: [{ host: w.host, pathPrefix: '/' }],
       limits: { cpuMsPerRequest: w.cpuMsPerRequest ?? 200, memoryMiB: w.memoryMiB ?? 128, subrequests: 50, wallMsPerRequest: 30_000 },
-      minWarmIsolates: 1, env: { text: {}, sealed: {}, actors, ai: {} },
+      minWarmIsolates: 1, env: { text: {}, sealed: {}, actors, ai: {}, ...(w.workerLoaders ? { workerLoaders: w.workerLoaders } : {}) },
       ...(w.compatibilityFlags ? { compatibilityFlags: w.compatibilityFlags } : {}),
     };
     await buckets.workers.put(workerKey(w.namespace, w.name), encodeJson(worker));

@@ -119,11 +119,13 @@ describe('edge dev', () => {
         'edgeworker.edge.isolates.dev/ai',
         'edgeworker.edge.isolates.dev/api',
         'edgeworker.edge.isolates.dev/chat',
+        'edgeworker.edge.isolates.dev/code-mode',
         'edgeworker.edge.isolates.dev/counter',
         'edgeworker.edge.isolates.dev/hello',
         'edgeworker.edge.isolates.dev/notes',
         'edgeworker.edge.isolates.dev/rooms',
         'edgeworker.edge.isolates.dev/ticker',
+        'edgeworker.edge.isolates.dev/weather-tools',
       ]);
       const status = await edge(['status']);
       expect(status.code).toBe(0);
@@ -192,6 +194,9 @@ describe('edge dev', () => {
       const ai = await send(us.port, 'ai.localhost', '/?prompt=hello+there');
       expect(ai.status).toBe(200);
       expect(await ai.text()).toBe('[stand-in model, us-east] echo: hello there\n');
+      // Code mode (examples/code-mode.yaml): the model's program, run in a Dynamic Worker with one tool.
+      const program = await send(eu.port, 'code-mode.localhost', '/?q=Porto');
+      expect(await program.json()).toEqual({ question: 'Porto', answer: { tool: 'forecast', result: { city: 'Porto', celsius: 19, sky: 'cloudy' } } });
 
       // An edit is re-applied and served; a broken edit is refused while the last good version serves.
       const hello = join(dir, 'hello.yaml');

@@ -194,6 +194,14 @@ export const API_ROWS: ApiRow[] = [
     tests: ["test/agent/service-bindings.test.ts"],
   },
   {
+    api: "Worker Loader (Dynamic Workers)",
+    types: ["WorkerLoader", "WorkerStub"],
+    globals: [],
+    there: "`spec.bindings.workerLoaders` / wrangler `worker_loaders`: `env.LOADER.load(code)` and `get(id, callback)` run code handed over at run time in a pooled isolate on the caller's agent; `getEntrypoint(name?)` with `fetch()` and JS RPC; `WorkerCode` `compatibilityDate`, `compatibilityFlags`, `mainModule`, `modules` (one plain module, or a module map), `env` (plain values; the caller's own bindings, `RpcTarget`s and functions as capabilities), `globalOutbound` (`null`, or a service binding that receives every `fetch()`), `limits` (capped by the caller's); contained like a deployed worker, errors rethrown with name and message, console lines in the caller's log tagged `[dynamic <id>]`; `get()`'s kept warm in an LRU per agent ([docs/dynamic-workers.md](docs/dynamic-workers.md))",
+    also: "`getEntrypoint` options (`props`, `limits`); `tails`; functions and `RpcTarget`s nested in `env` values; Python modules",
+    tests: ["test/agent/worker-loader.test.ts", "test/unit/worker-loader.test.ts"],
+  },
+  {
     api: "Node built-ins (`nodejs_compat`)",
     types: [],
     globals: [],

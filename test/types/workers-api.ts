@@ -75,6 +75,9 @@ export const WORKERS_API = {
   SyncKvStorage: [],
   // env.SERVICE, a service binding of the test's DEFAULT_ENV.
   Fetcher: ['connect'],
+  // env.LOADER, a Worker Loader binding of the test's DEFAULT_ENV, and what its load() returns (docs/dynamic-workers.md).
+  WorkerLoader: [],
+  WorkerStub: ['getDurableObjectClass'],
   // `import * as cw from 'cloudflare:workers'`, bundled by cli/deploy.ts's bundleWorker.
   'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'cache', 'tracing'],
   // typeof stub.anyMethodName === 'function' on a Durable Object stub.

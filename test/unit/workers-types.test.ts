@@ -174,6 +174,8 @@ const WORKER_REACH = `{
   ExecutionContext: () => ctx,
   Ai: () => env.AI,
   Fetcher: () => env.SERVICE,
+  WorkerLoader: () => env.LOADER,
+  WorkerStub: () => env.LOADER.load({ compatibilityDate: '2025-06-01', mainModule: 'a.js', modules: { 'a.js': 'export default {}' } }),
   DurableObjectNamespace: () => env.NS,
   DurableObjectId: () => env.NS.idFromName('a'),
   DurableObjectStub: () => env.NS.get(env.NS.idFromName('a')),
@@ -197,7 +199,7 @@ afterAll(() => { for (const x of live) x.dispose('shutdown'); actors.close(); })
 
 const DEFAULT_ENV: WorkerEnv = {
   text: {}, ai: { AI: { model: 'llama-3.1-8b', url: 'http://127.0.0.1:9' } }, actors: { NS: { namespace: 'default', actor: 'things', uid: UID } },
-  services: { SERVICE: { namespace: 'default', worker: 'other' } },
+  services: { SERVICE: { namespace: 'default', worker: 'other' } }, loaders: ['LOADER'],
 };
 
 async function loadWorker(source: string, env: WorkerEnv = DEFAULT_ENV): Promise<WorkerIsolate> {
