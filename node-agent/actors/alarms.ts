@@ -71,6 +71,11 @@ export class ActorAlarms {
     write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: err }));
   }
 
+  /** The id's name the alarm index holds for an actor (set with its alarm), if any. */
+  nameOf(config: ActorConfig, id: string): string | undefined {
+    return this.alarms.get(alarmKey(config.namespace, config.name, id))?.name;
+  }
+
   private replanAll(): void {
     for (const key of new Set([...this.alarms.keys(), ...this.timers.keys()])) this.plan(key);
   }

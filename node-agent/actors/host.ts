@@ -99,6 +99,11 @@ export interface ActorHostOptions {
   /** Alarm index: where an alarm of an actor not in memory is remembered. */
   onAlarmSet?(config: ActorConfig, id: string, time: number | null, name?: string): void;
   /**
+   * The id's name an activation made without a call gets (prewarm after a handover): the
+   * alarm index's, so the alarm that follows finds an instance with ctx.id.name.
+   */
+  knownName?(config: ActorConfig, id: string): string | undefined;
+  /**
    * Hibernatable WebSockets (actors/hibernation.ts): an actor whose only open sockets are
    * those is evicted after `idleMs` without events (or its idleTimeoutSeconds if shorter).
    */
@@ -383,7 +388,7 @@ export class ActorHost implements ActorRunner {
   /** Activates an actor without a request (it just moved here). */
   async prewarm(config: ActorConfig, id: string): Promise<void> {
     if (this.draining) return;
-    await this.activation(config, id);
+    await this.activation(config, id, this.nameOf(config, id, this.opts.knownName?.(config, id)));
   }
 
   /**

@@ -248,6 +248,15 @@ describe('actor host', () => {
     const fourth = setup(counter, { durable });
     expect(await fourth.host.alarm(config, named, T, 0, 'room-2')).toBe(true);
     expect(fourth.factory.of(named)[0]!.name).toBeUndefined();
+    await fourth.host.stop();
+    // Prewarmed after a handover (no call): the name the alarm index knows, checked against the id.
+    const known = setup(counter, { durable, knownName: () => 'room-1' });
+    await known.host.prewarm(config, named);
+    expect(known.factory.of(named)[0]!.name).toBe('room-1');
+    await known.host.stop();
+    const wrong = setup(counter, { durable, knownName: () => 'room-2' });
+    await wrong.host.prewarm(config, named);
+    expect(wrong.factory.of(named)[0]!.name).toBeUndefined();
   });
 
   it('re-announces the alarm the log holds when an actor activates', async () => {
