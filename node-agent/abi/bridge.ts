@@ -269,6 +269,14 @@ export interface HostCallbacks {
    * isolate core itself (WorkerIsolate), not by the bindings.
    */
   bodyDemand(id: number): void;
+  /**
+   * HTMLRewriter (shim/html-rewriter.js), answered by the isolate core itself: 'module',
+   * the first time the isolate uses it, gives lol-html's wasm module compiled by the host
+   * (once per process and memory maximum) with a memory maximum of `pages`, within the
+   * worker's budget; 'exhausted' / 'crashed' say its instance trapped (its memory reached
+   * that maximum, or a crash), and the host retires the isolate after this turn.
+   */
+  htmlRewriter(op: 'module' | 'exhausted' | 'crashed', pages?: number): object | undefined;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**

@@ -47,7 +47,9 @@ export const SHIM_BUILD_OPTIONS = {
   logLevel: 'silent',
   // sql.js (node-agent/shim/sql.js) reaches for these only when it runs under Node, which
   // an isolate is not: left as calls that are never made.
-  external: ['node:fs', 'node:crypto'],
+  // html-rewriter-wasm's glue requires these at its first use, where shim/html-rewriter.js
+  // answers them (the wasm bytes from the host, the shim's TextDecoder).
+  external: ['node:fs', 'node:crypto', 'fs', 'path', 'util', 'assert'],
 } as const satisfies Esbuild.BuildOptions;
 
 function bundleShim(entry: string, options: Esbuild.BuildOptions = SHIM_BUILD_OPTIONS): string {

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
+import { htmlRewriterModule } from './html-rewriter.js';
 import { compileCached } from './code-cache.js';
 import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
 import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
@@ -90,7 +91,7 @@ export interface BindingContext {
 
 export interface IsolateBindings {
   /** bodyDemand is the isolate core's own. */
-  callbacks: Omit<HostCallbacks, 'bodyDemand'>;
+  callbacks: Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter'>;
   /** The request in flight ended: nothing it started may outlive it. */
   requestEnded(): void;
   /** The isolate is gone. */
@@ -297,10 +298,33 @@ export class WorkerIsolate implements IsolateOwner {
         }
       },
     });
-    this.cbs = { ...this.bindings.callbacks, bodyDemand: (id) => this.onBodyDemand(Number(id)) };
+    this.cbs = {
+      ...this.bindings.callbacks,
+      bodyDemand: (id) => this.onBodyDemand(Number(id)),
+      htmlRewriter: (op, pages) => this.onHtmlRewriter(String(op), Number(pages)),
+    };
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  /**
+   * HTMLRewriter's host side: the wasm bytes, or word that its instance trapped. A trapped
+   * instance cannot be trusted again, so the isolate goes once the current call returns
+   * (disposing it from inside its own callback is not safe); the request fails with it.
+   */
+  private onHtmlRewriter(op: string, pages: number): object | undefined {
+    // The shim's budget (shim/web/wasm.js): the worker's memoryMiB in 64 KiB pages.
+    if (op === 'module') return htmlRewriterModule(pages, Math.floor((this.def.limits.memoryMiB * 1024 * 1024) / 65536));
+    if (op === 'exhausted' || op === 'crashed') {
+      this.hooks.onLog(this.def.name, 'error', `HTMLRewriter: its wasm instance trapped (${op === 'exhausted' ? 'memory limit' : 'crash'}); the isolate is retired`);
+      setImmediate(() => {
+        if (op === 'exhausted') this.kill('memory');
+        else this.dispose('crash');
+      });
+      return undefined;
+    }
+    throw new TypeError(`htmlRewriter: unknown op ${op}`);
+  }
 
   /**
    * A call from an RPC callee on a function or RpcTarget this isolate passed as an argument
@@ -427,7 +451,12 @@ export class WorkerIsolate implements IsolateOwner {
       await modules?.finish();
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
-      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit } : { workerName: def.name }];
+      // A worker whose source names HTMLRewriter loads lol-html now, under the startup
+      // budgets, not in its first request's 50 ms (a first use costs 10-30 ms of CPU). Not
+      // in a SQLite-backed actor: sql.js's memory reserves the whole wasm budget when the
+      // actor activates, which lol-html's share would then not leave it.
+      const htmlRewriter = def.source.includes('HTMLRewriter') && actor?.sqlite !== true;
+      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
       const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
         throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : err;

@@ -507,6 +507,9 @@ export class HttpFront {
         res.writeHead(response.status, response.statusText || undefined, outHeaders);
         finish(response.status);
         if (response.body === 'stream') {
+          // writeHead only buffers the head: with no first chunk yet it must go out alone
+          // now, or a body that fails later leaves the client with no response at all.
+          if (firstChunk === undefined) res.flushHeaders();
           await this.pumpResponseBody(res, iso, call.id, noBody, firstChunk !== undefined ? Promise.resolve(firstChunk.chunk) : first!);
         } else if (response.body !== null && !noBody) {
           res.end(Buffer.from(response.body));

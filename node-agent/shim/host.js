@@ -36,6 +36,7 @@ export const host = {
   socketSend: missing('socketSend'),
   socketClose: missing('socketClose'),
   hibernation: missing('hibernation'),
+  htmlRewriter: missing('htmlRewriter'),
   loaderGet: missing('loaderGet'),
   loaderLoad: missing('loaderLoad'),
   loaderCall: missing('loaderCall'),

@@ -12,6 +12,7 @@ import { installWasmLimits } from './web/wasm.js';
 import { installWorkersModule, setWorkersEnv, setWorkersWaitUntil, isEntrypointClass } from './workers-module.js';
 import { RPC_CALLBACK_HEADER, RPC_METHOD, rpcInvoke, rpcLocal } from './rpc.js';
 import { serviceBinding } from './service.js';
+import { warmHtmlRewriter } from './html-rewriter.js';
 import { loaderBinding, registerBinding, registerServiceBinding, envValues, envRefs } from './loader.js';
 
 const g = globalThis;
@@ -93,6 +94,7 @@ function init(namespace, envData, options) {
   // The cloudflare:workers module took its exports from here, if the worker imports it.
   delete g.__edgeCloudflareWorkers;
   workerName = String(options.workerName);
+  if (options.htmlRewriter === true) warmHtmlRewriter();
   const def = namespace.default;
   const handlers = [];
   if (def !== null && (typeof def === 'object' || typeof def === 'function')) {

@@ -36,6 +36,11 @@ describe('the built agent, without the dev dependencies or client-node', () => {
       name: 'hello', host: 'hello.test',
       source: 'export default { async fetch(request) { return new Response(`hello from ${new URL(request.url).pathname}`); } };',
     }));
+    // HTMLRewriter's lol-html comes from the runtime dependencies, its glue from the prebuilt shim.
+    writeFileSync(join(workers, 'html.yaml'), workerManifest({
+      name: 'html', host: 'html.test',
+      source: 'export default { fetch() { return new HTMLRewriter().on("b", { element(e) { e.setInnerContent("built"); } }).transform(new Response("<b>x</b>")); } };',
+    }));
   }, 180_000);
 
   afterAll(() => {
@@ -69,6 +74,8 @@ describe('the built agent, without the dev dependencies or client-node', () => {
     }, 30_000, 100);
     const r = await send(port, 'hello.test', '/x');
     expect(`${r.status} ${await r.text()}`).toBe('200 hello from /x');
+    const html = await send(port, 'html.test', '/');
+    expect(`${html.status} ${await html.text()}`).toBe('200 <b>built</b>');
   });
 
   it('falls back to the sources when one is newer than the build (here: to tsx, which is absent)', async () => {

@@ -140,7 +140,7 @@ beforeAll(async () => {
       agentName: name,
       listen: { host: '127.0.0.1', port: 0 },
       peerListen: { host: '127.0.0.1', port: 0 },
-      peerToken: TOKEN,
+      peerToken: TOKEN, shards: { enabled: true },
       presenceTtlMs: 5_000,
       actorLogReplicas: 1,
       maxBodyBytes: 64 * 1024 * 1024,
@@ -402,7 +402,7 @@ describe('shards: a saturated member', () => {
     for (const name of ['b1', 'b2']) {
       pair.set(name, await Agent.start({
         log: quiet, source: { kind: 'nats', url: nats.url, region, node: `node-${name}` }, agentName: name,
-        listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, presenceTtlMs: 5_000,
+        listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, shards: { enabled: true }, presenceTtlMs: 5_000,
         actorLogReplicas: 1, maxBodyBytes: 1024 * 1024, maxWebSocketMessageBytes: 1024 * 1024, poolSize: 1,
         // One isolate per worker: one request running and one waiting saturate it.
         maxIsolatesPerWorker: 1,
@@ -474,7 +474,7 @@ describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => 
     dir = mkdtempSync(join(tmpdir(), 'edge-shards-'));
     local = await Agent.start({
       log: quiet, source: { kind: 'nats', url: nats.url, region, node: 'node-c1' }, agentName: 'c1',
-      listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, presenceTtlMs: 5_000,
+      listen: { host: '127.0.0.1', port: 0 }, peerListen: { host: '127.0.0.1', port: 0 }, peerToken: TOKEN, shards: { enabled: true }, presenceTtlMs: 5_000,
       actorLogReplicas: 1, maxBodyBytes: 1024 * 1024, maxWebSocketMessageBytes: 1024 * 1024, poolSize: 1,
     });
     procPort = await freePort();
@@ -482,7 +482,7 @@ describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => 
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', region, '--node', 'node-c2', '--agent-name', 'c2',
       '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--pool-size', '1',
       // A long TTL: after the kill its presence stays live, as it would for up to a TTL.
-      '--presence-ttl-ms', '30000', '--isolate-hosts', '1', '--isolate-host-spares', '0', '--no-cordon',
+      '--presence-ttl-ms', '30000', '--shards', 'on', '--isolate-hosts', '1', '--isolate-host-spares', '0', '--no-cordon',
     ], { logFile: join(dir, 'agent-c2.log'), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: TOKEN } });
     regionView = new AgentView(buckets, quiet);
     await regionView.start();

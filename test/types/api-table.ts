@@ -131,11 +131,19 @@ export const API_ROWS: ApiRow[] = [
     tests: ["test/security/isolate-limits.test.ts", "test/agent/sqlite.test.ts"],
   },
   {
+    api: "HTMLRewriter",
+    types: ["HTMLRewriter", "Element", "EndTag", "Comment", "Text", "Doctype", "DocumentEnd"],
+    globals: [],
+    there: "`new HTMLRewriter().on(selector, { element, comments, text }).onDocument({ doctype, comments, text, end }).transform(response)`, streamed (synchronous handlers read nothing ahead); content as a string, `Response` or `ReadableStream`, `{ html }`; async handlers; a bad selector is a `TypeError` at `.on()`; `Element.canHaveContent`; lol-html (html-rewriter-wasm, compiled once per process) runs in the worker's isolate, its memory within half the worker's `memoryMiB`, its CPU the worker's ([docs/runtime-globals.md](docs/runtime-globals.md))",
+    also: "`Element.selfClosing`, `enableEsiTags`; not in SQLite-backed actors (sql.js takes the whole wasm budget)",
+    tests: ["test/agent/html-rewriter.test.ts", "test/unit/html-rewriter-module.test.ts", "test/unit/workers-types.test.ts"],
+  },
+  {
     api: "Other globals",
     types: [],
-    globals: ["caches", "HTMLRewriter", "EventSource", "MessageChannel", "reportError", "Cloudflare", "origin"],
+    globals: ["caches", "EventSource", "MessageChannel", "reportError", "Cloudflare", "origin"],
     there: "`structuredClone` (Date, RegExp, Map, Set, ArrayBuffer, typed arrays and DataView sharing their buffer, Blob/File, Error types with `cause`, BigInt, boxed primitives, sparse arrays, cycles), `setTimeout`/`setInterval` (1,000 pending per isolate)/`queueMicrotask`, `scheduler.wait(ms, { signal })` (within the same 1,000; one refused rejects), `console` (to the agent's log, tagged with the worker), `performance.now`, `navigator.userAgent` (`\"Cloudflare-Workers\"`), `navigator.hardwareConcurrency` (1)",
-    also: "`HTMLRewriter`: html-rewriter-wasm evaluated (works in an isolate, but its memory grows about 7.5x the document; not wired in, see docs/runtime-globals.md); `connect()` (`cloudflare:sockets`)",
+    also: "`connect()` (`cloudflare:sockets`)",
     tests: ["test/unit/shim/globals.test.ts", "test/agent/runtime-globals.test.ts"],
   },
   {

@@ -15,6 +15,8 @@ import { type Event as OurEvent, type EventTarget as OurEventTarget } from '../.
 import { type AbortController as OurAbortController, type AbortSignal as OurAbortSignal } from '../../node-agent/shim/web/abort.js';
 import { type Crypto as OurCrypto, type CryptoKey as OurCryptoKey, type DigestStream as OurDigestStream, type SubtleCrypto as OurSubtleCrypto } from '../../node-agent/shim/web/crypto.js';
 import type * as ws from '../../node-agent/shim/web/websocket.js';
+import { type HTMLRewriter as OurHTMLRewriter } from '../../node-agent/shim/html-rewriter.js';
+import type * as lol from 'html-rewriter-wasm';
 import { type actorNamespace } from '../../node-agent/shim/durable.js';
 import { type aiBinding } from '../../node-agent/shim/ai.js';
 
@@ -90,6 +92,14 @@ check<'DigestStream'>()<DigestStream, OurDigestStream>(true);
 check<'WebSocket'>()<WebSocket, ws.WebSocket>(true);
 check<'MessageEvent'>()<MessageEvent, ws.MessageEvent>(true);
 check<'CloseEvent'>()<CloseEvent, ws.CloseEvent>(true);
+check<'HTMLRewriter'>()<HTMLRewriter, OurHTMLRewriter>(true);
+// What handlers are handed: html-rewriter-wasm's classes, as its declarations type them.
+check<'Element'>()<Element, lol.Element>(true);
+check<'EndTag'>()<EndTag, lol.EndTag>(true);
+check<'Comment'>()<Comment, lol.Comment>(true);
+check<'Text'>()<Text, lol.TextChunk>(true);
+check<'Doctype'>()<Doctype, lol.Doctype>(true);
+check<'DocumentEnd'>()<DocumentEnd, lol.DocumentEnd>(true);
 check<'Ai'>()<Ai, ReturnType<typeof aiBinding>>(true);
 check<'DurableObjectNamespace'>()<DurableObjectNamespace, ReturnType<typeof actorNamespace>>(true);
 

@@ -47,6 +47,15 @@ export const WORKERS_API = {
   WebSocketPair: [],
   MessageEvent: ['origin', 'lastEventId', 'source', 'ports'],
   CloseEvent: [],
+  // ---- HTMLRewriter (lol-html in the isolate: node-agent/shim/html-rewriter.js) ----
+  HTMLRewriter: [],
+  // What handlers are handed (html-rewriter-wasm's classes): measured on live tokens.
+  Element: [],
+  EndTag: [],
+  Comment: [],
+  Text: [],
+  Doctype: [],
+  DocumentEnd: [],
   // ---- Handlers and bindings ----
   // The handlers the agent calls (HANDLERS_CALLED in test/unit/workers-types.test.ts).
   ExportedHandler: ['scheduled', 'queue', 'tail', 'trace', 'tailStream', 'email', 'connect', 'test'],
@@ -86,7 +95,7 @@ export const WORKERS_API = {
   globalThis: [
     // service-worker syntax
     'addEventListener', 'removeEventListener', 'dispatchEvent', 'reportError', 'onmessage',
-    'caches', 'Cloudflare', 'origin', 'HTMLRewriter', 'URLPattern', 'EventSource', 'MessageChannel',
+    'caches', 'Cloudflare', 'origin', 'URLPattern', 'EventSource', 'MessageChannel',
     'ReadableStreamBYOBReader',
   ],
 } as const;

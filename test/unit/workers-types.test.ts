@@ -125,6 +125,15 @@ const key = (m) => {
   return sym ? Symbol[sym[1]] : m;
 };
 const isFunction = (o, k) => { try { return typeof o[k] === 'function'; } catch { return false; } };
+/** One of each token an HTMLRewriter handler is handed, kept past its handler (measured by name only). */
+const htmlTokens = async () => {
+  const t = {};
+  await new HTMLRewriter()
+    .on('p', { element(el) { t.element = el; el.onEndTag((end) => { t.endTag = end; }); }, text(x) { t.text ??= x; }, comments(c) { t.comment = c; } })
+    .onDocument({ doctype(d) { t.doctype = d; }, end(e) { t.end = e; } })
+    .transform(new Response('<!DOCTYPE html><p>x<!--c--></p>')).text();
+  return t;
+};
 const present = async (members, reach) => {
   const out = {};
   for (const [name, get] of Object.entries(reach)) {
@@ -171,6 +180,13 @@ const WORKER_REACH = `{
   WebSocketPair: () => new WebSocketPair(),
   MessageEvent: () => new MessageEvent('message', { data: 'x' }),
   CloseEvent: () => new CloseEvent('close'),
+  HTMLRewriter: () => new HTMLRewriter(),
+  Element: async () => (await htmlTokens()).element,
+  EndTag: async () => (await htmlTokens()).endTag,
+  Comment: async () => (await htmlTokens()).comment,
+  Text: async () => (await htmlTokens()).text,
+  Doctype: async () => (await htmlTokens()).doctype,
+  DocumentEnd: async () => (await htmlTokens()).end,
   ExecutionContext: () => ctx,
   Ai: () => env.AI,
   Fetcher: () => env.SERVICE,

@@ -34,6 +34,7 @@ import { Response, bodyOf, responseParts } from './response.js';
 import { fetch } from './fetch.js';
 import { CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair } from './websocket.js';
 import { WebSocketRequestResponsePair } from '../hibernation.js';
+import { HTMLRewriter } from '../html-rewriter.js';
 
 let timeOrigin = 0;
 const performance = {
@@ -55,7 +56,7 @@ const CLASSES = {
   FormData, ReadableStream, ReadableStreamDefaultReader, ReadableStreamDefaultController, WritableStream,
   WritableStreamDefaultWriter, WritableStreamDefaultController, TransformStream, TransformStreamDefaultController,
   ByteLengthQueuingStrategy, CountQueuingStrategy, IdentityTransformStream, FixedLengthStream,
-  WebSocket, WebSocketPair, MessageEvent, CloseEvent, ErrorEvent, WebSocketRequestResponsePair,
+  WebSocket, WebSocketPair, MessageEvent, CloseEvent, ErrorEvent, WebSocketRequestResponsePair, HTMLRewriter,
 };
 
 const GLOBALS = {

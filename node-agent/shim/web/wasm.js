@@ -196,8 +196,35 @@ function Memory(descriptor) {
   return memory;
 }
 
+/** The platform's own module the next `new WebAssembly.Module` returns (provideNextModule). */
+let provided = null;
+
+/**
+ * The platform's own modules (HTMLRewriter's lol-html), compiled once per process by the
+ * host with a memory maximum of `pages` and handed in compiled: the next
+ * `new WebAssembly.Module` (the library's glue calls it) returns `module` instead of
+ * compiling, counted like any other module when it is instantiated.
+ */
+export function provideNextModule(module, pages) {
+  if (module === null) { provided = null; return; }
+  if (!(module instanceof OrigModule)) throw new TypeErrorCtor('provideNextModule: not a WebAssembly.Module');
+  if (!(pages >= 0 && pages <= budgetPages)) throw overBudget('provideNextModule', pages);
+  provided = { module, pages };
+}
+
+/** `share` of this isolate's budget, in pages. */
+export function budgetShare(share) {
+  return floor(budgetPages * share);
+}
+
 function Module(source) {
   if (new.target === undefined) throw new TypeErrorCtor("WebAssembly.Module: calling a constructor without 'new'");
+  if (provided !== null) {
+    const p = provided;
+    provided = null;
+    ReflectApply(weakMapSet, modulePages, [p.module, p.pages]);
+    return p.module;
+  }
   const bounded = boundedModule(source, 'new WebAssembly.Module');
   const module = new OrigModule(bounded.bytes);
   ReflectApply(weakMapSet, modulePages, [module, bounded.pages]);
