@@ -1,12 +1,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import type { Message, Plugin } from 'esbuild';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, NODE_BUILTIN_MODULES, NODE_UNSUPPORTED_MODULES, isBuiltinModule, nodeImportRefusal, nodeModuleName } from '../common/builtin-modules.js';
 import { COMPATIBILITY_FLAGS } from '../common/api/edgeworker.js';
 import { stringify } from 'yaml';
 import {
-  API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, type EdgeWorkerSpec,
+  API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, MAX_SOURCE_BYTES, type EdgeWorkerSpec,
 } from '../common/api/index.js';
 import { MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
 import { ConditionReasons } from '../common/reasons.js';
@@ -15,6 +16,7 @@ import {
   resolveCluster, TERMINAL_REASONS, workerReadiness, type DevState, type EdgeWorkerObj,
 } from './cluster-client.js';
 import { EdgeError } from '../common/errors.js';
+import { GZIP_KEY_SUFFIX } from '../common/resolve-bindings.js';
 import { AssetsError, assetsEntry, assetsModule, type AssetsConfig } from './assets.js';
 import { effectiveRules, ModuleRuleError, moduleRulesPlugin, type ModuleRule } from './module-rules.js';
 import { additionalModulesPlugin, findAdditionalModules, mainModuleName, unbundledModuleMap } from './module-map-build.js';
@@ -34,8 +36,8 @@ export const DEPLOY_USAGE = `usage: edge deploy [FILE.js] [--env ENV] [--name NA
 
 Bundles FILE.js and what it imports with esbuild (ES module, es2022, no Node built-ins),
 then creates or updates the EdgeWorker NAME (default: the file's name) with server-side
-apply. A bundle over ${MAX_INLINE_SOURCE_BYTES} bytes goes in ConfigMap NAME-bundle (key worker.js)
-instead of inline. Then it waits until the new version is Ready, printing each region's
+apply. A bundle over ${MAX_INLINE_SOURCE_BYTES} bytes goes in ConfigMap NAME-bundle instead of
+inline, gzip-compressed (binaryData key worker.js.gz; at most ${MAX_SOURCE_BYTES} bytes unpacked). Then it waits until the new version is Ready, printing each region's
 ready/desired agents; when the operator refuses it (BundleInvalid, SourceNotFound, ...)
 it prints why and exits 1.
 
@@ -74,7 +76,7 @@ find_additional_modules = true the files the rules match stay modules beside the
 const FIELD_MANAGER = 'edge-deploy';
 /** etcd and the apiserver cap a ConfigMap's data at 1 MiB. */
 const MAX_CONFIGMAP_BYTES = 1024 * 1024 - 1024;
-const CONFIGMAP_KEY = 'worker.js';
+const CONFIGMAP_KEY = `worker.js${GZIP_KEY_SUFFIX}`;
 
 class UsageError extends EdgeError {}
 
@@ -350,8 +352,11 @@ export async function runDeploy(argv: string[]): Promise<number> {
 
   const bytes = Buffer.byteLength(code);
   const big = bytes > MAX_INLINE_SOURCE_BYTES;
-  if (bytes > MAX_CONFIGMAP_BYTES) {
-    return fail(`the bundle is ${bytes} bytes; a ConfigMap holds at most ${MAX_CONFIGMAP_BYTES} (try --minify, or load large data at run time with fetch)`);
+  // A big bundle is stored compressed (an Agents SDK worker is ~1.1 MB, ~280 KB gzipped); the resolver unpacks it.
+  const packed = big ? gzipSync(code, { level: 9 }) : undefined;
+  if (bytes > MAX_SOURCE_BYTES) return fail(`the bundle is ${bytes} bytes; a worker's source is at most ${MAX_SOURCE_BYTES} (try --minify, or load large data at run time with fetch)`);
+  if (packed && packed.byteLength > MAX_CONFIGMAP_BYTES) {
+    return fail(`the bundle is ${bytes} bytes, ${packed.byteLength} gzip-compressed; a ConfigMap holds at most ${MAX_CONFIGMAP_BYTES} (try --minify, or load large data at run time with fetch)`);
   }
   const cmName = `${name}-bundle`;
 
@@ -365,7 +370,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
   const cm = {
     apiVersion: 'v1', kind: 'ConfigMap',
     metadata: { name: cmName, namespace, labels: { [MANAGED_BY_LABEL]: FIELD_MANAGER, [WORKER_LABEL]: name } },
-    data: { [CONFIGMAP_KEY]: code },
+    binaryData: { [CONFIGMAP_KEY]: packed?.toString('base64') ?? '' },
   };
   const actors = (project?.actors ?? []).map((a) => ({ ...a, metadata: { ...a.metadata, namespace } }));
   if (values['dry-run']) {
@@ -376,7 +381,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
   if (!target) return 1;
   const kube = new KubeClient(target.kc);
   const say = (s: string) => process.stdout.write(`${s}\n`);
-  say(`bundled ${what}: ${bytes} bytes${big ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored in ConfigMap ${namespace}/${cmName})` : ''}`);
+  say(`bundled ${what}: ${bytes} bytes${packed ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored gzip-compressed, ${packed.byteLength} bytes, in ConfigMap ${namespace}/${cmName})` : ''}`);
   const cmPath = `/api/v1/namespaces/${namespace}/configmaps/${cmName}`;
   const apply = { fieldManager: FIELD_MANAGER, force: 'true', fieldValidation: 'Strict' };
   let applied: EdgeWorkerObj;

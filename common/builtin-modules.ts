@@ -11,7 +11,7 @@
  */
 export const WORKERS_MODULE_GLOBAL = '__edgeCloudflareWorkers';
 
-const WORKERS_EXPORTS = ['DurableObject', 'WorkerEntrypoint', 'RpcTarget', 'env', 'waitUntil'] as const;
+const WORKERS_EXPORTS = ['DurableObject', 'WorkerEntrypoint', 'RpcTarget', 'env', 'waitUntil', 'exports'] as const;
 
 /** Module name -> its source in the isolate. */
 export const BUILTIN_MODULES: Readonly<Record<string, string>> = {

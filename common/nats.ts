@@ -192,6 +192,11 @@ export const ActorAlarmSchema = z.object({
   region: regionName(),
   /** Epoch milliseconds. */
   time: z.number(),
+  /**
+   * The id's name (idFromName) when the activation that set the alarm knew it: the alarm's
+   * activation of an evicted actor has ctx.id.name, as on Workers (the Agents SDK needs it).
+   */
+  name: z.string().optional(),
 });
 export type ActorAlarm = z.infer<typeof ActorAlarmSchema>;
 

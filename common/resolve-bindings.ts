@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { BUILTIN_LIMIT_DEFAULTS, type AiBinding, type EdgeWorkerSpec, type EgressPolicy, type Limits } from './api/index.js';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
+import { BUILTIN_LIMIT_DEFAULTS, MAX_SOURCE_BYTES, type AiBinding, type EdgeWorkerSpec, type EgressPolicy, type Limits } from './api/index.js';
 import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
 import { ConditionReasons } from './reasons.js';
@@ -31,6 +33,7 @@ export function aiServerKey(binding: string, model: string, primary: boolean): s
 /** The Ready=False reasons a spec that cannot be resolved gets. */
 export const RESOLVE_REASONS = {
   SourceNotFound: ConditionReasons.SourceNotFound,
+  BundleInvalid: ConditionReasons.BundleInvalid,
   SecretNotFound: ConditionReasons.SecretNotFound,
   ActorNotFound: ConditionReasons.ActorNotFound,
 } as const;
@@ -57,8 +60,8 @@ export class BindingResolutionError extends EdgeError {
  * even none, so it can also remove what no binding needs any more.
  */
 export interface BindingLookup {
-  /** A ConfigMap's data. */
-  configMap(namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** A ConfigMap's data and binaryData (decoded from base64). */
+  configMap(namespace: string, name: string): Promise<ConfigMapContent | undefined>;
   /** A Secret's values, decoded (not base64). */
   secret(namespace: string, name: string): Promise<Record<string, string> | undefined>;
   /** A DurableActor's metadata.uid: the key its actor ids are made with. */
@@ -66,6 +69,21 @@ export interface BindingLookup {
   /** server key (aiServerKey: a binding's name, or <binding>/<model> for its other models) -> region -> the Service of that region's model server. */
   aiServices(namespace: string, worker: string, bindings: readonly AiBinding[]): Promise<Record<string, Record<string, AiServiceRef>>>;
 }
+
+export interface ConfigMapContent {
+  data: Record<string, string>;
+  binaryData: Record<string, Uint8Array>;
+}
+
+/** A ConfigMap's `binaryData` (base64 values, as the apiserver and manifests write them) decoded. */
+export function decodeBinaryData(binaryData: Record<string, string> | undefined): Record<string, Uint8Array> {
+  return Object.fromEntries(Object.entries(binaryData ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+}
+
+/** The ConfigMap key suffix of a gzip-compressed source (in binaryData): decompressed when resolved. */
+export const GZIP_KEY_SUFFIX = '.gz';
+
+const gunzipAsync = promisify(gunzip);
 
 export interface ResolvedWorker {
   source: string;
@@ -80,13 +98,33 @@ export async function resolveSource(namespace: string, spec: EdgeWorkerSpec, loo
   // The CRD's CEL rule makes this unreachable in a cluster; a manifest in a directory is not validated by it.
   if (!ref) throw new BindingResolutionError(RESOLVE_REASONS.SourceNotFound, 'spec.source', undefined, 'neither inline nor configMapRef is set');
   const cm = await lookup.configMap(namespace, ref.name);
-  const text = cm?.[ref.key];
-  if (text === undefined) {
+  const where = `ConfigMap ${namespace}/${ref.name} key "${ref.key}"`;
+  const text = cm?.data[ref.key];
+  if (text !== undefined) return text;
+  const bytes = cm?.binaryData[ref.key];
+  if (bytes === undefined) {
     throw new BindingResolutionError(RESOLVE_REASONS.SourceNotFound, 'spec.source.configMapRef', undefined, cm
       ? `ConfigMap ${namespace}/${ref.name} has no key "${ref.key}"`
       : `ConfigMap ${namespace}/${ref.name} not found`);
   }
-  return text;
+  const invalid = (what: string) => new BindingResolutionError(RESOLVE_REASONS.BundleInvalid, 'spec.source.configMapRef', undefined, `${where}: ${what}`);
+  let source: Uint8Array = bytes;
+  if (ref.key.endsWith(GZIP_KEY_SUFFIX)) {
+    try {
+      // The cap stops zlib as it passes it: a bomb costs MAX_SOURCE_BYTES of memory, no more.
+      source = await gunzipAsync(bytes, { maxOutputLength: MAX_SOURCE_BYTES });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw invalid(`decompresses to more than ${MAX_SOURCE_BYTES} bytes`);
+      throw invalid(`is not gzip data (${(err as Error).message})`);
+    }
+  } else if (bytes.byteLength > MAX_SOURCE_BYTES) {
+    throw invalid(`is ${bytes.byteLength} bytes, more than ${MAX_SOURCE_BYTES}`);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(source);
+  } catch {
+    throw invalid('is not UTF-8 text');
+  }
 }
 
 /**

@@ -8,6 +8,12 @@ import {
 
 /** Largest inline source; bigger bundles go in a ConfigMap (etcd caps one object near 1.5 MiB). */
 export const MAX_INLINE_SOURCE_BYTES = 1_000_000;
+/**
+ * Largest module source from a ConfigMap, after a `.gz` key is decompressed (`edge deploy`
+ * stores bundles over MAX_INLINE_SOURCE_BYTES gzip-compressed in binaryData): the bound that
+ * keeps a gzip bomb in a ConfigMap from taking the operator's memory.
+ */
+export const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
 
 export const SourceSchema = z
   .object({

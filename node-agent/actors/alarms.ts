@@ -56,14 +56,24 @@ export class ActorAlarms {
   }
 
   /** Called by the actor host after a commit that set or cleared an alarm. */
-  record(config: ActorConfig, id: string, time: number | null): void {
+  record(config: ActorConfig, id: string, time: number | null, name?: string): void {
     const key = alarmKey(config.namespace, config.name, id);
     const current = this.alarms.get(key);
-    if (time === null ? !current : current?.time === time) return;
+    // An activation that does not know the name (one an alarm started without it) keeps the indexed one.
+    const keptName = name ?? current?.name;
+    if (time === null ? !current : current?.time === time && current.name === keptName) return;
     const write = time === null
       ? this.opts.index.purge(key)
-      : this.opts.index.put(key, encodeJson({ namespace: config.namespace, actor: config.name, id, region: config.region, time } satisfies ActorAlarm)).then(() => undefined);
+      : this.opts.index.put(key, encodeJson({
+        namespace: config.namespace, actor: config.name, id, region: config.region, time,
+        ...(keptName !== undefined ? { name: keptName } : {}),
+      } satisfies ActorAlarm)).then(() => undefined);
     write.catch((err: unknown) => this.opts.log.warn('could not index actor alarm', { actor: key, error: err }));
+  }
+
+  /** The id's name the alarm index holds for an actor (set with its alarm), if any. */
+  nameOf(config: ActorConfig, id: string): string | undefined {
+    return this.alarms.get(alarmKey(config.namespace, config.name, id))?.name;
   }
 
   private replanAll(): void {
@@ -95,7 +105,7 @@ export class ActorAlarms {
     if (!cfg || this.stopped) return;
     const retry = this.retries.get(key) ?? 0;
     try {
-      await this.opts.host.alarm(cfg, a.id, a.time, retry);
+      await this.opts.host.alarm(cfg, a.id, a.time, retry, a.name);
       this.retries.delete(key);
     } catch (err) {
       if (retry >= ALARM_MAX_RETRIES) {

@@ -1,6 +1,7 @@
 import type { Logger } from '../../common/log.js';
 import type { ActorConfig } from '../../common/nats.js';
 import { EdgeError } from '../../common/errors.js';
+import { ActorResetError } from './isolate.js';
 import { actorInstanceKey } from '../../common/keys.js';
 import { decodeValue, encodeValue } from '../bindings/actor-storage.js';
 import type { HibernationCalls } from '../bindings/host-callbacks.js';
@@ -342,6 +343,10 @@ export class Hibernation {
           await this.opts.run(group.config, group.id, q.event, group.name);
         } catch (err) {
           this.opts.log.warn('hibernatable WebSocket event failed', { actor: group.key, socket: q.socket.id, event: q.event.type, error: err });
+          // The actor was reset in this message's handler (a CPU or memory limit): nothing
+          // will ever answer it, so the client is told now, as a reset disconnects on Workers,
+          // instead of waiting on a reply (the Agents SDK's client waits 30 s per call).
+          if (err instanceof ActorResetError && q.event.type === 'message' && !q.socket.peerClosed) q.socket.closeToClient(1011, 'the Durable Object was reset');
         } finally {
           if (ending) this.forget(group, q.socket);
         }

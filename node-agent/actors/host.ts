@@ -84,7 +84,8 @@ export { ActorResetError } from './isolate.js';
 /** What the router and the alarms need of the host: run a call or an alarm on an actor here. */
 export interface ActorRunner {
   call(config: ActorConfig, id: string, req: PeerRequest): Promise<PeerResponse>;
-  alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean>;
+  /** `name`: the id's name the alarm was set under (ActorAlarm.name), for an activation it starts. */
+  alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean>;
 }
 
 export interface ActorHostOptions {
@@ -96,7 +97,12 @@ export interface ActorHostOptions {
   compactEvery?: number;
   onActiveChange?(): void;
   /** Alarm index: where an alarm of an actor not in memory is remembered. */
-  onAlarmSet?(config: ActorConfig, id: string, time: number | null): void;
+  onAlarmSet?(config: ActorConfig, id: string, time: number | null, name?: string): void;
+  /**
+   * The id's name an activation made without a call gets (prewarm after a handover): the
+   * alarm index's, so the alarm that follows finds an instance with ctx.id.name.
+   */
+  knownName?(config: ActorConfig, id: string): string | undefined;
   /**
    * Hibernatable WebSockets (actors/hibernation.ts): an actor whose only open sockets are
    * those is evicted after `idleMs` without events (or its idleTimeoutSeconds if shorter).
@@ -142,6 +148,8 @@ class Activation {
     readonly instance: ActorInstancePort,
     public epoch: number,
     seq: number,
+    /** The id's name the activation was made with (ctx.id.name), if it was known. */
+    readonly name?: string,
   ) {
     this.seq = seq;
   }
@@ -243,13 +251,20 @@ export class ActorHost implements ActorRunner {
     const headers = req.headers.filter(([k]) => k !== ACTOR_NAME_HEADER);
     let name: string | undefined;
     try { name = decodeURIComponent(req.headers[i]![1]); } catch { /* not ours: no name */ }
+    name = this.nameOf(config, id, name);
+    return { req: { ...req, headers }, ...(name !== undefined ? { name } : {}) };
+  }
+
+  /** `name` when it is the name `id` was made from, else undefined. */
+  private nameOf(config: ActorConfig, id: string, name: string | undefined): string | undefined {
+    if (name === undefined) return undefined;
     let ids = this.ids.get(config.uid);
     if (!ids) {
       if (this.ids.size >= 1024) this.ids.clear();
       ids = new ActorIds(config.uid);
       this.ids.set(config.uid, ids);
     }
-    return { req: { ...req, headers }, ...(name !== undefined && ids.idFromName(name).hex === id ? { name } : {}) };
+    return ids.idFromName(name).hex === id ? name : undefined;
   }
 
   /** Runs one request on the actor, activating it here if needed. */
@@ -346,10 +361,10 @@ export class ActorHost implements ActorRunner {
    * Runs the actor's alarm() handler for the alarm set for `time` (the caller retries with
    * backoff on failure). Returns false when the alarm is no longer set for that time.
    */
-  async alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
+  async alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean> {
     if (this.draining) throw new NotHereError(`agent ${this.opts.agent} is draining`);
     this.checkStall();
-    const act = await this.activation(config, id);
+    const act = await this.activation(config, id, this.nameOf(config, id, name));
     return act.run(async () => {
       if (act.closed) throw new NotHereError(`actor ${act.key} was deactivated here`);
       // A handler's effects are not all in storage (fetch, logs, other actors): it runs only
@@ -373,7 +388,7 @@ export class ActorHost implements ActorRunner {
   /** Activates an actor without a request (it just moved here). */
   async prewarm(config: ActorConfig, id: string): Promise<void> {
     if (this.draining) return;
-    await this.activation(config, id);
+    await this.activation(config, id, this.nameOf(config, id, this.opts.knownName?.(config, id)));
   }
 
   /**
@@ -393,7 +408,11 @@ export class ActorHost implements ActorRunner {
         const exception = err instanceof WorkerScriptError && !act.instance.dead;
         if (!exception) {
           act.storage.discardPending();
-          if (err instanceof ActorResetError || act.instance.dead) await this.deactivate(act, Why.Reset, false);
+          if (err instanceof ActorResetError || act.instance.dead) {
+            await this.deactivate(act, Why.Reset, false);
+            // Said as a reset whatever killed it (a limit, a crash): the socket's owner closes it.
+            if (!(err instanceof ActorResetError)) throw new ActorResetError(`${config.namespace}/${config.name}`, id, (err as Error).message);
+          }
           throw err;
         }
         // The handler threw: as for a request, what it wrote before is committed.
@@ -492,7 +511,7 @@ export class ActorHost implements ActorRunner {
   }
 
   private scheduleAlarm(act: Activation, time: number | null): void {
-    this.opts.onAlarmSet?.(act.config, act.addr.id, time);
+    this.opts.onAlarmSet?.(act.config, act.addr.id, time, act.name);
   }
 
   private activation(config: ActorConfig, id: string, name?: string): Promise<Activation> {
@@ -526,11 +545,11 @@ export class ActorHost implements ActorRunner {
     if (!loaded) throw new Error('unreachable');
     const storage = this.opts.factory.storage(loaded.state, config);
     const instance = await this.opts.factory.instance(config, id, storage, name);
-    const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq);
+    const act = new Activation(config, addr, key, storage, instance, claim.epoch, claim.seq, name);
     this.active.set(key, act);
     // The alarm index may have missed the last set (an owner killed between its commit and
     // the index write): the log is the truth, so re-announce it.
-    this.opts.onAlarmSet?.(config, id, loaded.state.alarm);
+    this.opts.onAlarmSet?.(config, id, loaded.state.alarm, name);
     this.opts.onActiveChange?.();
     // Writes made by the constructor (blockConcurrencyWhile) are committed before any request.
     await act.run(() => this.commit(act));

@@ -114,7 +114,8 @@ export class ActorRuntime {
       durable,
       hibernation: { holds: (key) => this.hibernation.holds(key), idleMs: opts.hibernateIdleMs ?? HIBERNATE_IDLE_MS },
       onActiveChange: () => opts.onActiveChange?.(),
-      onAlarmSet: (cfg, id, time) => this.alarms.record(cfg, id, time),
+      onAlarmSet: (cfg, id, time, name) => this.alarms.record(cfg, id, time, name),
+      knownName: (cfg, id) => this.alarms?.nameOf(cfg, id),
       factory: {
         storage: (state, cfg) => cfg.storageBackend === 'sqlite'
           // A statement's log entry must fit in one commit (NATS max_payload), with room for the request's others.

@@ -8,7 +8,7 @@ import { API_VERSION, EdgeModelSpecSchema, EdgeWorkerSchema, type AiBinding, typ
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import {
-  aiServerKey, builtinRunSettings, resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup,
+  aiServerKey, builtinRunSettings, decodeBinaryData, resolveWorker, sha256Digest, workerVersion, type AiServiceRef, type BindingLookup, type ConfigMapContent,
 } from '../../common/resolve-bindings.js';
 import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
@@ -38,6 +38,7 @@ const KeyedSchema = z.looseObject({
   metadata: z.looseObject({ name: z.string(), namespace: z.string().optional(), uid: z.string().optional() }),
   data: z.record(z.string(), z.string()).optional(),
   stringData: z.record(z.string(), z.string()).optional(),
+  binaryData: z.record(z.string(), z.string()).optional(),
 });
 
 type Doc = z.infer<typeof KeyedSchema>;
@@ -62,9 +63,9 @@ class ManifestLookup implements BindingLookup {
     return this.docs.find((d) => d.kind === kind && d.apiVersion === apiVersion && nsOf(d) === namespace && d.metadata.name === name);
   }
 
-  configMap(namespace: string, name: string): Promise<Record<string, string> | undefined> {
+  configMap(namespace: string, name: string): Promise<ConfigMapContent | undefined> {
     const cm = this.find('v1', 'ConfigMap', namespace, name);
-    return Promise.resolve(cm && { ...cm.data, ...cm.stringData });
+    return Promise.resolve(cm && { data: { ...cm.data, ...cm.stringData }, binaryData: decodeBinaryData(cm.binaryData) });
   }
 
   secret(namespace: string, name: string): Promise<Record<string, string> | undefined> {

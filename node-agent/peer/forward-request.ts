@@ -23,7 +23,10 @@ import { z } from 'zod';
 // failure means the member did not take it, and after it, a failure is a 502, never a
 // second run. A safe bodiless request (and a WebSocket handshake) skips that round trip:
 // one whose connection fails before any answer may be run here again, as HTTP allows for
-// safe methods (and as the front's proxy to its isolate hosts does).
+// safe methods (and as the front's proxy to its isolate hosts does). The member still
+// acknowledges it at once with an unasked-for 100 Continue (HTTP lets a server send one;
+// clients must read it), so a member that is stopped (SIGSTOP) or wedged is given up on
+// after the same timeout instead of holding the request until it resumes.
 
 export const SERVE_PATH = '/serve';
 /** The first host's view of the request (base64url JSON, ForwardMetaSchema). */
@@ -146,11 +149,14 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       preq.destroy();
     };
     let continueTimer: NodeJS.Timeout | undefined;
-    if (handshake) {
-      continueTimer = setTimeout(() => { if (!settled && !bodySent) fallBack('timeout'); }, connectMs + (opts.connectTimeoutMs ?? 1000));
+    /** A safe request is acknowledged by an early 100 Continue from the member (it asked for none). */
+    let acked = false;
+    if (!opts.upgrade) {
+      continueTimer = setTimeout(() => { if (!settled && !bodySent && !acked) fallBack('timeout'); }, connectMs + (opts.connectTimeoutMs ?? 1000));
     }
     preq.on('continue', () => {
       clearTimeout(continueTimer);
+      if (!handshake) { acked = true; return; }
       if (settled || bodySent) return;
       bodySent = true;
       if (hasBody) req.pipe(preq);

@@ -380,7 +380,8 @@ export class HttpFront {
       if (!fwd.expectContinue) req.resume();
       return;
     }
-    if (fwd?.expectContinue) res.writeContinue();
+    // Taken: said at once, asked for or not (forward-request.ts: a stopped member is given up on).
+    if (fwd) res.writeContinue();
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
       plain(res, 404, `no worker is routed for host "${hostname}" and path "${path}"\n`);

@@ -34,6 +34,7 @@ const isView = ArrayBuffer.isView;
 const isArray = Array.isArray;
 const freeze = Object.freeze;
 const defineProperty = Object.defineProperty;
+const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
 const dateNow = Date.now;
 const mathRandom = Math.random;
 const floor = Math.floor;
@@ -377,25 +378,37 @@ export async function openSql() {
   maxBytes = NumberCtor(init.maxBytes);
   maxEntryBytes = NumberCtor(init.maxEntryBytes) > 0 ? NumberCtor(init.maxEntryBytes) : MAX_VALUE_BYTES;
   const wasm = init.wasm;
-  SQL = await initSqlJs({
-    useOldExtensionFunctions: false,
-    print: () => {},
-    printErr: () => {},
-    instantiateWasm(imports, done) {
-      // SQLite reads 'now' from the module's date import: pin it while a logged
-      // statement runs, so replay reads the time the statement first read.
-      const env = imports.a;
-      for (const k of Object.keys(env)) {
-        const f = env[k];
-        if (typeof f === 'function' && ReflectApply(fnToString, f, []) === '()=>Date.now()') env[k] = clock;
-      }
-      const WA = globalThis.WebAssembly;
-      const module = new WA.Module(wasm);
-      const instance = new WA.Instance(module, imports);
-      done(instance, module);
-      return {};
-    },
-  });
+  // sql.js decides it runs under Node when `process.versions.node` is there, as it is with
+  // nodejs_compat (or anything a worker defines), and then require()s node:fs. It decides
+  // synchronously as initSqlJs is called: the global is out of its sight only for that call.
+  const g = globalThis;
+  const processDesc = getOwnPropertyDescriptor(g, 'process');
+  if (processDesc !== undefined) Reflect.deleteProperty(g, 'process');
+  let pending;
+  try {
+    pending = initSqlJs({
+      useOldExtensionFunctions: false,
+      print: () => {},
+      printErr: () => {},
+      instantiateWasm(imports, done) {
+        // SQLite reads 'now' from the module's date import: pin it while a logged
+        // statement runs, so replay reads the time the statement first read.
+        const env = imports.a;
+        for (const k of Object.keys(env)) {
+          const f = env[k];
+          if (typeof f === 'function' && ReflectApply(fnToString, f, []) === '()=>Date.now()') env[k] = clock;
+        }
+        const WA = globalThis.WebAssembly;
+        const module = new WA.Module(wasm);
+        const instance = new WA.Instance(module, imports);
+        done(instance, module);
+        return {};
+      },
+    });
+  } finally {
+    if (processDesc !== undefined) defineProperty(g, 'process', processDesc);
+  }
+  SQL = await pending;
   db = init.db === null ? new SQL.Database() : new SQL.Database(new U8(init.db));
   db.create_function('random', () => {
     const hi = nextRandom() | 0;

@@ -87,7 +87,12 @@ function waitUntil(promise) {
   currentWaitUntil(promise);
 }
 
-const exportsObject = freeze({ __proto__: null, DurableObject, WorkerEntrypoint, RpcTarget, env, waitUntil });
+// workerd's loopback bindings to the worker's own exports (`import { exports }`, ctx.exports).
+// There are none here: the object exists, empty, so a library that imports it at its top
+// level (the Agents SDK does, for sub-agents) loads, and finds no class in it when it looks.
+const loopbackExports = freeze({ __proto__: null });
+
+const exportsObject = freeze({ __proto__: null, DurableObject, WorkerEntrypoint, RpcTarget, env, waitUntil, exports: loopbackExports });
 
 /** Defines the global the cloudflare:workers module reads (name: WORKERS_MODULE_GLOBAL). */
 export function installWorkersModule(g, name) {

@@ -6,7 +6,7 @@ import type { WorkerConfig } from '../../common/nats.js';
 import { workerKey, workerRef } from '../../common/keys.js';
 import { ConditionReasons as R, ConditionTypes as T, type ConditionReason } from '../../common/reasons.js';
 import {
-  BindingResolutionError, resolveEnv, resolveSource, sealEnv, sha256Digest, workerVersion, type BindingLookup,
+  BindingResolutionError, decodeBinaryData, resolveEnv, resolveSource, sealEnv, sha256Digest, workerVersion, type BindingLookup,
 } from '../../common/resolve-bindings.js';
 import type { SecretSealer } from '../../common/sealing.js';
 import type { WorkerConfigs } from './worker-store.js';
@@ -56,7 +56,7 @@ class NotServable extends EdgeError {
 }
 
 const SecretSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
-const ConfigMapSchema = z.object({ data: z.record(z.string(), z.string()).optional() });
+const ConfigMapSchema = z.object({ data: z.record(z.string(), z.string()).optional(), binaryData: z.record(z.string(), z.string()).optional() });
 
 export class EdgeWorkerReconciler implements Reconciler {
   constructor(private readonly d: EdgeWorkerDeps) {}
@@ -107,7 +107,7 @@ export class EdgeWorkerReconciler implements Reconciler {
     return {
       configMap: async (namespace, name) => {
         const cm = await this.getObject(`/api/v1/namespaces/${namespace}/configmaps/${name}`, ConfigMapSchema);
-        return cm && (cm.data ?? {});
+        return cm && { data: cm.data ?? {}, binaryData: decodeBinaryData(cm.binaryData) };
       },
       secret: async (namespace, name) => {
         const secret = await this.getObject(`/api/v1/namespaces/${namespace}/secrets/${name}`, SecretSchema);

@@ -20,8 +20,10 @@ export interface ActorWorker {
   source: string;
   host: string;
   /** binding name -> DurableActor { name, className } of this worker. */
-  actors: Record<string, { name: string; className: string; idleTimeoutSeconds?: number }>;
+  actors: Record<string, { name: string; className: string; idleTimeoutSeconds?: number; storageBackend?: 'kv' | 'sqlite' }>;
   cpuMsPerRequest?: number;
+  memoryMiB?: number;
+  compatibilityFlags?: string[];
   /** Worker Loader binding names. */
   workerLoaders?: string[];
 }
@@ -71,14 +73,16 @@ export async function startActorAgent(opts: { maxWebSocketMessageBytes?: number;
       const cfg: ActorConfig = {
         namespace: w.namespace, name: a.name, uid, generation: 1, className: a.className, worker: w.name, region: REGION,
         idleTimeoutSeconds: a.idleTimeoutSeconds ?? 1, maxBytesPerActor: 10 * 1024 * 1024,
+        ...(a.storageBackend ? { storageBackend: a.storageBackend } : {}),
       };
       await buckets.actors.put(actorClassKey(w.namespace, a.name), encodeJson(cfg));
     }
     const worker: WorkerConfig = {
       namespace: w.namespace, name: w.name, uid: `uid-${w.namespace}-${w.name}`, generation: 1, version: digest(`${bundleDigest}/v1`), bundleDigest,
       regions: [REGION], routes: [{ host: w.host, pathPrefix: '/' }],
-      limits: { cpuMsPerRequest: w.cpuMsPerRequest ?? 200, memoryMiB: 128, subrequests: 50, wallMsPerRequest: 30_000 },
+      limits: { cpuMsPerRequest: w.cpuMsPerRequest ?? 200, memoryMiB: w.memoryMiB ?? 128, subrequests: 50, wallMsPerRequest: 30_000 },
       minWarmIsolates: 1, env: { text: {}, sealed: {}, actors, ai: {}, ...(w.workerLoaders ? { workerLoaders: w.workerLoaders } : {}) },
+      ...(w.compatibilityFlags ? { compatibilityFlags: w.compatibilityFlags } : {}),
     };
     await buckets.workers.put(workerKey(w.namespace, w.name), encodeJson(worker));
   };

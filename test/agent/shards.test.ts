@@ -512,6 +512,20 @@ describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => 
     expect(await counter(local.server.metrics.shardForwards)).toBeGreaterThan(forwards);
     expect(await counter(local.server.metrics.starts, { worker: `ns/${onProc}` })).toBe(0);
 
+    // Stopped (SIGSTOP: its connections stay open, nothing answers): a safe GET, which asks
+    // for no 100 Continue, is still given up on when the member's acknowledgement does not
+    // come, and runs here, instead of waiting for the member to be resumed.
+    const timeouts = await counter(local.server.metrics.shardFallbacks, { reason: 'timeout' });
+    proc.signal('SIGSTOP');
+    try {
+      const r = await send(local.port, { path: '/echo', host: `${onProc}.${HOST}`, headers: { 'x-test': 'while-stopped' } });
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body.toString())).toMatchObject({ method: 'GET', test: 'while-stopped' });
+      expect(await counter(local.server.metrics.shardFallbacks, { reason: 'timeout' })).toBe(timeouts + 1);
+    } finally {
+      proc.signal('SIGCONT');
+    }
+
     proc.killNow();
     proc = undefined;
     const fallbacks = await counter(local.server.metrics.shardFallbacks, { reason: 'unreachable' });
@@ -523,6 +537,7 @@ describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => 
       return await counter(local!.server.metrics.shardFallbacks, { reason: 'unreachable' }) > fallbacks;
     });
     expect(local.server.shardMembers(`ns/${onProc}`)?.[0]?.startsWith('c2~')).toBe(true);
+    // One cold start here for the stopped member's GET; the killed member's POST found it warm.
     expect(await counter(local.server.metrics.starts, { worker: `ns/${onProc}`, start: 'cold' })).toBe(1);
   }, 150_000);
 });

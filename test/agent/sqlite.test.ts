@@ -128,6 +128,21 @@ describe('SQLite-backed actor: the cursor API', () => {
   });
 });
 
+describe('SQLite-backed actor: a `process` global (nodejs_compat, or the worker\'s own)', () => {
+  // sql.js takes any global `process.versions.node` for Node and then require()s node:fs.
+  it.each([
+    ['with nodejs_compat', EVAL_ACTOR, ['nodejs_compat']],
+    ['defined by the worker', `globalThis.process = { versions: { node: '20.0.0' }, argv: ['node', 'worker'] };\n${EVAL_ACTOR}`, []],
+  ])('opens the database %s, and leaves the global as it was', async (_what, source, flags) => {
+    const h = new Harness({ worker: { ...workerDef(source), compatibilityFlags: flags }, className: 'Db', actor: 'test/db', sqlite: true });
+    await h.activate();
+    expect(await h.value(`sql.exec('CREATE TABLE t (x)'); sql.exec('INSERT INTO t VALUES (41)'); return sql.exec('SELECT x + 1 AS y FROM t').one();`)).toEqual({ y: 42 });
+    expect(await h.value('return typeof process.versions.node;')).toBe('string');
+    await h.restart();
+    expect(await h.value(`return sql.exec('SELECT x FROM t').one();`)).toEqual({ x: 41 });
+  });
+});
+
 describe('SQLite-backed actor: transactions, KV on the same database, determinism', () => {
   it('transactionSync commits together and rolls back on throw (statements and their log entries)', async () => {
     const h = new Harness(def());

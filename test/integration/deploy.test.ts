@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_INLINE_SOURCE_BYTES } from '../../common/api/index.js';
@@ -92,12 +93,12 @@ export default {
     const r = await deploy([entry, '--name', 'big', '--route', 'big.test']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`stored in ConfigMap ${NS}/big-bundle`);
+    expect(r.stdout).toMatch(new RegExp(`stored gzip-compressed, \\d+ bytes, in ConfigMap ${NS}/big-bundle`));
     expect(await get(agent(), 'big.test')).toEqual({ status: 200, text: `blob of ${blob.length}` });
     const ew = await kube.request<EW>('GET', crPath('edgeworkers', NS, 'big'));
-    expect(ew.spec.source).toEqual({ configMapRef: { name: 'big-bundle', key: 'worker.js' } });
+    expect(ew.spec.source).toEqual({ configMapRef: { name: 'big-bundle', key: 'worker.js.gz' } });
     const cm = await cluster.kubeConfig.makeApiClient(CoreV1Api).readNamespacedConfigMap({ namespace: NS, name: 'big-bundle' });
-    expect(cm.data?.['worker.js']?.length).toBeGreaterThan(MAX_INLINE_SOURCE_BYTES);
+    expect(gunzipSync(Buffer.from(cm.binaryData!['worker.js.gz']!, 'base64')).toString()).toContain(blob);
     expect(cm.metadata?.ownerReferences?.[0]).toMatchObject({ kind: 'EdgeWorker', name: 'big', uid: ew.metadata.uid });
 
     file('big/data.js', 'export const BLOB = "small";\n');

@@ -181,9 +181,9 @@ export const API_ROWS: ApiRow[] = [
     api: "`cloudflare:workers`",
     types: ["cloudflare:workers"],
     globals: [],
-    there: "`DurableObject` (`this.ctx`, `this.env`), `WorkerEntrypoint` (default and named exports; one instance per event), `RpcTarget`, `env` (readable inside handlers; empty at the top level), `waitUntil`; a derived class that never calls `super()` fails with V8's own ReferenceError, a class with no base keeps working",
-    also: "`cloudflare:email` sending (its `EmailMessage` can be made: there is no send_email binding), other `cloudflare:*` modules (refused at bundle time, naming the module)",
-    tests: ["test/agent/workers-module.test.ts"],
+    there: "`DurableObject` (`this.ctx`, `this.env`), `WorkerEntrypoint` (default and named exports; one instance per event), `RpcTarget`, `env` (readable inside handlers; empty at the top level), `waitUntil`, `exports` (empty); a derived class that never calls `super()` fails with V8's own ReferenceError, a class with no base keeps working. The Agents SDK (`agents`) runs unmodified on it: state sync, `this.sql`, `this.schedule` (alarms keep the Agent's name), `@callable` from `AgentClient` ([examples/agents](examples/agents))",
+    also: "`cloudflare:email` sending (its `EmailMessage` can be made: there is no send_email binding), other `cloudflare:*` modules (refused at bundle time, naming the module); loopback bindings in `exports` / `ctx.exports` (so the Agents SDK's sub-agents)",
+    tests: ["test/agent/workers-module.test.ts", "test/agent/agents-sdk.test.ts", "test/integration/agents-sdk-faults.test.ts"],
   },
   {
     api: "JS RPC",

@@ -88,7 +88,7 @@ export const WORKERS_API = {
   WorkerLoader: [],
   WorkerStub: ['getDurableObjectClass'],
   // `import * as cw from 'cloudflare:workers'`, bundled by cli/deploy.ts's bundleWorker.
-  'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'exports', 'cache', 'tracing'],
+  'cloudflare:workers': ['withEnv', 'withExports', 'withEnvAndExports', 'RpcStub', 'WorkflowStep', 'WorkflowEntrypoint', 'cache', 'tracing'],
   // typeof stub.anyMethodName === 'function' on a Durable Object stub.
   'JS RPC on stubs': [],
   // ---- The global scope: workers-types' globals that are not there ----

@@ -71,6 +71,19 @@ describe('actor alarms', () => {
     expect(host.alarms[1]).toMatchObject({ time: T0 + 90_000, retryCount: 0 });
   });
 
+  it('keeps the id\'s name with the alarm, through a set by an activation that did not know it, and fires with it', async () => {
+    const { index, host, alarms } = await setup();
+    await alarms.start();
+    alarms.record(config, ID, T0 + 1000, 'room-1');
+    await vi.advanceTimersByTimeAsync(0);
+    // The alarm's own activation (started without the name) sets the next one.
+    alarms.record(config, ID, T0 + 2000);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(index.writes.map((w) => (w.value as ActorAlarm | undefined)?.name)).toEqual(['room-1', 'room-1']);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(host.alarms).toEqual([expect.objectContaining({ time: T0 + 2000, name: 'room-1' })]);
+  });
+
   it('fires at once an alarm whose time passed while no agent watched', async () => {
     const { host, alarms, set } = await setup();
     await set(T0 - 60_000);

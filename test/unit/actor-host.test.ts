@@ -8,6 +8,8 @@ import { FakeActorFactory, textOf, textRequest, textResponse, type FakeActorCode
 import { FakeActorLog } from '../../node-agent/actors/fake/log.js';
 import { actorInstanceKey } from '../../common/keys.js';
 import { NotHereError } from '../../node-agent/peer/protocol.js';
+import { ACTOR_NAME_HEADER } from '../../node-agent/bindings/actor-binding.js';
+import { ActorIds } from '../../node-agent/bindings/actor-id.js';
 
 // ActorHost on its own, over an in-memory fenced log and actors made of test functions:
 // single activation, the input gate, the output gate, fencing, resets and drain.
@@ -56,13 +58,13 @@ function setup(code: FakeActorCode = counter, opts: Partial<ActorHostOptions> = 
   const durable = new FakeActorLog();
   const factory = new FakeActorFactory(code);
   const lines: LogFields[] = [];
-  const alarmsSet: { id: string; time: number | null }[] = [];
+  const alarmsSet: { id: string; time: number | null; name?: string }[] = [];
   const host = new ActorHost({
     agent: 'agent-a',
     log: createLogger({}, (l) => { lines.push(JSON.parse(l) as LogFields); }, 'debug'),
     durable,
     factory,
-    onAlarmSet: (_cfg, id, time) => { alarmsSet.push({ id, time }); },
+    onAlarmSet: (_cfg, id, time, name) => { alarmsSet.push({ id, time, ...(name !== undefined ? { name } : {}) }); },
     ...opts,
   });
   hosts.push(host);
@@ -224,6 +226,37 @@ describe('actor host', () => {
     expect(last).toMatchObject({ kind: 'commit' });
     expect(last?.kind === 'commit' && last.ops.map((o) => o.op)).toEqual(['put', 'alarm']);
     expect((await durable.load(addr(A))).state.alarm).toBeNull();
+  });
+
+  it('announces an alarm with the id\'s name the call carried, and gives that name to the activation an alarm starts', async () => {
+    const T = Date.UTC(2026, 0, 1);
+    const named = new ActorIds(config.uid).idFromName('room-1').hex;
+    const { host, durable, factory, alarmsSet } = setup({ fetch(_req, actor) { actor.storage.setAlarm(T); return textResponse(200, 'set'); } });
+    await host.call(config, named, { ...textRequest('/set'), headers: [[ACTOR_NAME_HEADER, 'room-1']] });
+    expect(factory.of(named)[0]!.name).toBe('room-1');
+    expect(alarmsSet.at(-1)).toEqual({ id: named, time: T, name: 'room-1' });
+    await host.stop();
+    // The next owner, with the actor not in memory: the alarm index gave it the name.
+    const again = setup(counter, { durable });
+    expect(await again.host.alarm(config, named, T, 0, 'room-1')).toBe(true);
+    expect(again.factory.of(named)[0]!.name).toBe('room-1');
+    // A name the id was not made from is not given.
+    await again.host.stop();
+    const third = setup({ fetch(_req, actor) { actor.storage.setAlarm(T); return textResponse(200, 'set'); } }, { durable });
+    await third.host.call(config, named, textRequest('/set'));
+    await third.host.stop();
+    const fourth = setup(counter, { durable });
+    expect(await fourth.host.alarm(config, named, T, 0, 'room-2')).toBe(true);
+    expect(fourth.factory.of(named)[0]!.name).toBeUndefined();
+    await fourth.host.stop();
+    // Prewarmed after a handover (no call): the name the alarm index knows, checked against the id.
+    const known = setup(counter, { durable, knownName: () => 'room-1' });
+    await known.host.prewarm(config, named);
+    expect(known.factory.of(named)[0]!.name).toBe('room-1');
+    await known.host.stop();
+    const wrong = setup(counter, { durable, knownName: () => 'room-2' });
+    await wrong.host.prewarm(config, named);
+    expect(wrong.factory.of(named)[0]!.name).toBeUndefined();
   });
 
   it('re-announces the alarm the log holds when an actor activates', async () => {

@@ -1,6 +1,9 @@
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { bundleWorker } from '../../cli/deploy.js';
 import {
-  API_VERSION, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, VERSION, type EdgeWorker,
+  API_VERSION, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, MAX_SOURCE_BYTES, VERSION, type EdgeWorker,
 } from '../../common/api/index.js';
 import { FakeAgentView } from '../../common/fake/agent-view.js';
 import { FINALIZER, POOL_ISOLATE, POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
@@ -165,6 +168,35 @@ describe('EdgeWorkerReconciler', () => {
     // The flag changes what the isolates run: the version (what agents report ready) changes.
     expect(t.store.get(`${NS}.flagged`)?.version).not.toBe(t.store.get(`${NS}.same`)?.version);
   });
+
+  it('publishes a gzip-compressed bundle from a ConfigMap\'s binaryData (an Agents SDK worker), and refuses a gzip bomb there as BundleInvalid', async () => {
+    const t = setup();
+    // What `edge deploy` stores for a bundle over MAX_INLINE_SOURCE_BYTES: the Agents SDK bundles to ~1.1 MB.
+    const built = await bundleWorker(fileURLToPath(new URL('../../examples/agents/src/server.ts', import.meta.url)), { minify: true, compatibilityFlags: ['nodejs_compat'] });
+    if (!('code' in built)) throw new Error(built.errors);
+    const member = gzipSync(Buffer.alloc(16 * 1024 * 1024), { level: 9 });
+    t.api.seed(`/api/v1/namespaces/${NS}/configmaps/agent-bundle`, {
+      metadata: { name: 'agent-bundle' },
+      binaryData: {
+        'worker.js.gz': gzipSync(built.code).toString('base64'),
+        // 1 GiB of zeros in 64 KiB.
+        'bomb.js.gz': Buffer.concat(Array.from({ length: 64 }, () => member)).toString('base64'),
+      },
+    });
+    t.worker('agent', { source: { configMapRef: { name: 'agent-bundle', key: 'worker.js.gz' } }, compatibilityFlags: ['nodejs_compat'] });
+    await t.reconcile('agent');
+    const cfg = t.store.get(`${NS}.agent`);
+    expect(t.store.bundles.get(cfg!.bundleDigest)).toBe(built.code);
+    expect(t.condition('agent', 'Ready')).toMatchObject({ status: 'False', reason: 'AgentsNotReady' });
+
+    t.worker('bomb', { source: { configMapRef: { name: 'agent-bundle', key: 'bomb.js.gz' } } });
+    expect(await t.reconcile('bomb')).toEqual({});
+    expect(t.store.get(`${NS}.bomb`)).toBeUndefined();
+    expect(t.condition('bomb', 'Ready')).toMatchObject({
+      status: 'False', reason: 'BundleInvalid',
+      message: `spec.source.configMapRef: ConfigMap ${NS}/agent-bundle key "bomb.js.gz": decompresses to more than ${MAX_SOURCE_BYTES} bytes`,
+    });
+  }, 30_000);
 
   it('throws a TerminalError, with the InvalidInference as its cause, for ai bindings that can never be valid', async () => {
     const t = setup();

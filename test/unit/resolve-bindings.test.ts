@@ -1,5 +1,6 @@
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { EdgeWorkerSpecSchema, type EdgeWorkerSpec } from '../../common/api/index.js';
+import { EdgeWorkerSpecSchema, MAX_SOURCE_BYTES, type EdgeWorkerSpec } from '../../common/api/index.js';
 import { FakeBindingLookup } from '../../common/fake/binding-lookup.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import {
@@ -42,6 +43,31 @@ describe('resolveWorker', () => {
     expect(missing.message).toBe(`spec.source.configMapRef: ConfigMap ${NS}/code not found`);
     lookup.configMaps.set(`${NS}/code`, { 'other.js': 'x' });
     expect((await failure(resolveWorker(NS, 'w', s, lookup))).message).toBe(`spec.source.configMapRef: ConfigMap ${NS}/code has no key "worker.js"`);
+  });
+
+  it('unpacks a gzip-compressed source from binaryData (a .gz key), and takes another binaryData key as UTF-8 text', async () => {
+    const lookup = new FakeBindingLookup();
+    const code = `export default { fetch() { return new Response(${JSON.stringify('é'.repeat(300_000))}); } }`;
+    lookup.configMapBinaries.set(`${NS}/code`, { 'worker.js.gz': gzipSync(code), 'plain.js': Buffer.from('plain ✓') });
+    expect((await resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'worker.js.gz' } } }), lookup)).source).toBe(code);
+    expect((await resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'plain.js' } } }), lookup)).source).toBe('plain ✓');
+    expect((await failure(resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'other.js.gz' } } }), lookup))).reason).toBe(RESOLVE_REASONS.SourceNotFound);
+  });
+
+  it('refuses a gzip bomb as BundleInvalid, zlib stopped at MAX_SOURCE_BYTES; and data that is not gzip or not UTF-8', async () => {
+    const lookup = new FakeBindingLookup();
+    // 1 GiB of zeros in 64 KiB: 64 gzip members of 16 MiB each (gunzip reads every member).
+    const member = gzipSync(Buffer.alloc(16 * 1024 * 1024), { level: 9 });
+    const bomb = Buffer.concat(Array.from({ length: 64 }, () => member));
+    expect(bomb.byteLength).toBeLessThan(1024 * 1024);
+    lookup.configMapBinaries.set(`${NS}/code`, { 'bomb.js.gz': bomb, 'junk.js.gz': Buffer.from('not gzip'), 'latin1.js': Buffer.from([0x65, 0xe9, 0x0a]) });
+    const bombed = await failure(resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'bomb.js.gz' } } }), lookup));
+    expect(bombed).toMatchObject({ reason: RESOLVE_REASONS.BundleInvalid, field: 'spec.source.configMapRef' });
+    expect(bombed.message).toBe(`spec.source.configMapRef: ConfigMap ${NS}/code key "bomb.js.gz": decompresses to more than ${MAX_SOURCE_BYTES} bytes`);
+    const junk = await failure(resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'junk.js.gz' } } }), lookup));
+    expect(junk.reason).toBe(RESOLVE_REASONS.BundleInvalid);
+    expect(junk.message).toMatch(/key "junk.js.gz": is not gzip data/);
+    expect((await failure(resolveWorker(NS, 'w', spec({ source: { configMapRef: { name: 'code', key: 'latin1.js' } } }), lookup))).message).toMatch(/is not UTF-8 text$/);
   });
 
   it('puts vars in env.text and Secret values in env.secrets (a secret wins over a var of its name)', async () => {

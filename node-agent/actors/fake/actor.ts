@@ -84,7 +84,11 @@ export class FakeActorInstance implements ActorInstancePort {
   readonly requests: PeerRequest[] = [];
   readonly alarms: number[] = [];
 
-  constructor(readonly config: ActorConfig, readonly id: string, readonly storage: FakeActorStorage, private readonly code: FakeActorCode) {}
+  constructor(
+    readonly config: ActorConfig, readonly id: string, readonly storage: FakeActorStorage, private readonly code: FakeActorCode,
+    /** The id's name the activation was given (ctx.id.name), if any. */
+    readonly name?: string,
+  ) {}
 
   async fetch(req: PeerRequest): Promise<PeerResponse> {
     this.requests.push(req);
@@ -112,9 +116,9 @@ export class FakeActorFactory implements ActorFactory {
     return new FakeActorStorage(state);
   }
 
-  async instance(config: ActorConfig, id: string, storage: ActorStoragePort): Promise<FakeActorInstance> {
+  async instance(config: ActorConfig, id: string, storage: ActorStoragePort, name?: string): Promise<FakeActorInstance> {
     if (!(storage instanceof FakeActorStorage)) throw new TypeError('FakeActorFactory instances need its own storage');
-    const inst = new FakeActorInstance(config, id, storage, this.code);
+    const inst = new FakeActorInstance(config, id, storage, this.code, name);
     this.instances.push(inst);
     await this.code.construct?.(inst);
     return inst;

@@ -8,7 +8,7 @@ import { textResponse } from './actor.js';
 
 export class FakeActorRunner implements ActorRunner {
   readonly calls: { config: ActorConfig; id: string; req: PeerRequest }[] = [];
-  readonly alarms: { config: ActorConfig; id: string; time: number; retryCount: number; at: number }[] = [];
+  readonly alarms: { config: ActorConfig; id: string; time: number; retryCount: number; at: number; name?: string }[] = [];
   onCall: (config: ActorConfig, id: string, req: PeerRequest) => Promise<PeerResponse> = async () => textResponse(200, 'ran');
   onAlarm: (config: ActorConfig, id: string, time: number, retryCount: number) => Promise<boolean> = async () => true;
 
@@ -17,8 +17,8 @@ export class FakeActorRunner implements ActorRunner {
     return this.onCall(config, id, req);
   }
 
-  alarm(config: ActorConfig, id: string, time: number, retryCount: number): Promise<boolean> {
-    this.alarms.push({ config, id, time, retryCount, at: Date.now() });
+  alarm(config: ActorConfig, id: string, time: number, retryCount: number, name?: string): Promise<boolean> {
+    this.alarms.push({ config, id, time, retryCount, at: Date.now(), ...(name !== undefined ? { name } : {}) });
     return this.onAlarm(config, id, time, retryCount);
   }
 }
