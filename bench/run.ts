@@ -14,7 +14,7 @@ import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.
 import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
 import { evaluate, markdownTable, NOT_APPLICABLE, problems, writeResults, type Cell, type Row } from './report.js';
 import { DYNAMIC_BODY, DYNAMIC_MODULE, HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE, LOADER_SOURCE, namedBody, namedSource } from './workloads.js';
-import { capnpConfig, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
+import { capnpConfig, capnpString, routedConfig, startWorkerd, workerdBinary, workerdVersion, type Workerd } from './workerd.js';
 
 // `npm run bench`: the node agent against workerd on this machine, same load generator,
 // same worker sources, same connections and duration; then the operator on its own (no
@@ -353,24 +353,16 @@ async function dynamicPhase(ctx: Ctx): Promise<Row[]> {
   const { cfg } = ctx;
   const n = cfg.quick ? 60 : 300;
   const cached = cfg.quick ? 50 : 200;
-  log(`[dynamic] agent: ${n} paced rounds of load(), get() and a deployed worker's call, load() back to back for 3 s, RSS of ${cached} cached get() workers`);
-  const agent = await forPeer(ctx, 'agent', async () => {
-    const d = dir(ctx, 'agent-dynamic');
-    writeWorkerDir(join(d, 'workers'), [
-      { name: 'loader', host: 'loader.bench', source: LOADER_SOURCE, minWarmIsolates: 1, bindings: { workerLoaders: [{ name: 'LOADER' }], services: [{ name: 'PLAIN', worker: 'plain' }] } },
-      { name: 'plain', host: 'plain.bench', source: DYNAMIC_MODULE, minWarmIsolates: 1 },
-    ]);
-    let a: Agent | undefined;
+  log(`[dynamic] agent and workerd: ${n} paced rounds of load(), get() and a deployed worker's call, load() back to back for 3 s, RSS of ${cached} cached get() workers`);
+  /** The same rounds against either peer: a caller at `port` (Host `host`), its process group `proc`. */
+  const measure = async (who: PeerName, port: number, host: string, proc: Proc) => {
     const keep = keepAliveAgent();
     try {
-      // As shipped: the dynamic workers run in their caller's isolate host (the RSS row reads the whole process group).
-      a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs);
-      await sleep(cfg.settleMs);
       const one = async (path: string) => {
-        const r = await httpRequest({ port: a!.port, host: 'loader.bench', path, agent: keep, timeoutMs: 30_000 });
+        const r = await httpRequest({ port, host, path, agent: keep, timeoutMs: 30_000 });
         if (path.startsWith('/calls')) {
-          if (r.status !== 200) throw new Error(`agent ${path}: ${r.status} ${r.body.slice(0, 300)}`);
-        } else expectBody(`agent ${path}`, r, DYNAMIC_BODY);
+          if (r.status !== 200) throw new Error(`${who} ${path}: ${r.status} ${r.body.slice(0, 300)}`);
+        } else expectBody(`${who} ${path}`, r, DYNAMIC_BODY);
         return r;
       };
       const series = async (path: string, count: number): Promise<void> => { for (let i = 0; i < count; i++) await one(path); };
@@ -406,44 +398,77 @@ async function dynamicPhase(ctx: Ctx): Promise<Row[]> {
       const t0 = performance.now();
       while (performance.now() - t0 < 3000) { await one('/load'); started++; }
       const perSecond = started / ((performance.now() - t0) / 1000);
-      const before = await settledRssKiB(a.proc, cfg.settleMs);
+      const before = await settledRssKiB(proc, cfg.settleMs);
       for (let i = 0; i < cached; i++) await one(`/get?id=rss-${i}`);
-      const after = await settledRssKiB(a.proc, cfg.settleMs);
-      const metrics = await agentMetricSums(a.adminPort);
-      log(`  agent: load() to first response in the caller mean ${loadParent.mean.toFixed(2)} ms, through HTTP p50 ${loadHttp.p50.toFixed(2)} p99 ${loadHttp.p99.toFixed(2)} ms; get() over a deployed worker in the caller p50 ${getParent.p50.toFixed(3)} ms, through HTTP p50 ${getHttp.p50.toFixed(3)} ms; ${perSecond.toFixed(0)} load()/s, RSS +${((after.kib - before.kib) / MiB).toFixed(1)} MiB for ${cached} cached`);
+      const after = await settledRssKiB(proc, cfg.settleMs);
+      log(`  ${who}: load() to first response in the caller mean ${loadParent.mean.toFixed(2)} ms, through HTTP p50 ${loadHttp.p50.toFixed(2)} p99 ${loadHttp.p99.toFixed(2)} ms; get() over a deployed worker in the caller p50 ${getParent.p50.toFixed(3)} ms, through HTTP p50 ${getHttp.p50.toFixed(3)} ms; ${perSecond.toFixed(0)} load()/s, RSS +${((after.kib - before.kib) / MiB).toFixed(1)} MiB for ${cached} cached`);
       return {
         noop: summarize(ms.noop), load: summarize(ms.load), get: summarize(ms.get), svc: summarize(ms.svc),
         loadHttp, getHttp, loadParent, getParent, perSecond, rssPerCachedMiB: (after.kib - before.kib) / MiB / cached,
-        metrics: Object.fromEntries(Object.entries(metrics).filter(([k]) => k.startsWith('edge_dynamic_worker'))),
       };
-    } finally { keep.destroy(); await a?.proc.stop(); }
+    } finally { keep.destroy(); }
+  };
+  const agent = await forPeer(ctx, 'agent', async () => {
+    const d = dir(ctx, 'agent-dynamic');
+    writeWorkerDir(join(d, 'workers'), [
+      { name: 'loader', host: 'loader.bench', source: LOADER_SOURCE, minWarmIsolates: 1, bindings: { workerLoaders: [{ name: 'LOADER' }], services: [{ name: 'PLAIN', worker: 'plain' }] } },
+      { name: 'plain', host: 'plain.bench', source: DYNAMIC_MODULE, minWarmIsolates: 1 },
+    ]);
+    let a: Agent | undefined;
+    try {
+      // As shipped: the dynamic workers run in their caller's isolate host (the RSS row reads the whole process group).
+      a = await startAgent(join(d, 'workers'), join(d, 'agent.log'), cfg.readyTimeoutMs);
+      await sleep(cfg.settleMs);
+      const out = await measure('agent', a.port, 'loader.bench', a.proc);
+      const metrics = await agentMetricSums(a.adminPort);
+      return { ...out, metrics: Object.fromEntries(Object.entries(metrics).filter(([k]) => k.startsWith('edge_dynamic_worker'))) };
+    } finally { await a?.proc.stop(); }
   });
-  ctx.raw.dynamic = { agent: 'ok' in agent ? agent.ok : agent.cell };
-  const none: Cell = { skipped: 'not measured: workerd\'s Worker Loader binding is experimental' };
+  // workerd's own Worker Loader (a `workerLoader` binding; it needs --experimental).
+  const workerd = await forPeer(ctx, 'workerd', async () => {
+    const d = dir(ctx, 'workerd-dynamic');
+    const config = [
+      'using Workerd = import "/workerd/workerd.capnp";',
+      'const config :Workerd.Config = (',
+      '  services = [',
+      `    (name = "loader", worker = (modules = [(name = "worker.js", esModule = ${capnpString(LOADER_SOURCE)})], compatibilityDate = "2025-06-01",`,
+      '      bindings = [(name = "LOADER", workerLoader = ()), (name = "PLAIN", service = "plain")])),',
+      `    (name = "plain", worker = (modules = [(name = "worker.js", esModule = ${capnpString(DYNAMIC_MODULE)})], compatibilityDate = "2025-06-01")),`,
+      '  ],',
+      '  sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "loader")],',
+      ');',
+    ].join('\n');
+    const w = await startWorkerd(ctx.wdBin ?? '', join(d, 'config.capnp'), config, ['http'], join(d, 'workerd.log'), cfg.readyTimeoutMs, 'workerd', ['--experimental']);
+    try {
+      await sleep(cfg.settleMs);
+      return await measure('workerd', w.ports.get('http') ?? 0, 'loader.bench', w.proc);
+    } finally { await w.proc.stop(); }
+  });
+  ctx.raw.dynamic = { agent: 'ok' in agent ? agent.ok : agent.cell, workerd: 'ok' in workerd ? workerd.ok : workerd.cell };
   return [
     {
       metric: 'load() of a 1 KB module to first response, in the caller (load() call to body read; mean: the isolate clock ticks in ms)',
-      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadParent.mean), workerd: none,
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadParent.mean), workerd: pick(workerd, (v) => v.loadParent.mean),
       floor: { text: 'agent <= 2 ms', check: (x) => x !== undefined && x <= 2 },
     },
     {
       metric: 'load() to first response p50, through HTTP (a request that loads and calls it, less one answered at once, paired by round)',
-      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadHttp.p50), workerd: none,
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadHttp.p50), workerd: pick(workerd, (v) => v.loadHttp.p50),
     },
-    { metric: 'load() to first response p99, through HTTP (same)', unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadHttp.p99), workerd: none },
+    { metric: 'load() to first response p99, through HTTP (same)', unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.loadHttp.p99), workerd: pick(workerd, (v) => v.loadHttp.p99) },
     {
       metric: 'get(id) warm call overhead over a plain deployed worker call p50, in the caller (20 interleaved calls of each per request)',
-      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.getParent.p50), workerd: none,
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.getParent.p50), workerd: pick(workerd, (v) => v.getParent.p50),
       floor: { text: 'agent p50 <= 0.1 ms', check: (x) => x !== undefined && x <= 0.1 },
     },
     {
       metric: 'get(id) warm call overhead over a plain deployed worker call p50, through HTTP (paired by round)',
-      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.getHttp.p50), workerd: none,
+      unit: 'ms', better: 'lower', agent: pick(agent, (v) => v.getHttp.p50), workerd: pick(workerd, (v) => v.getHttp.p50),
     },
-    { metric: 'dynamic workers started per second, load() per request, one client back to back (one isolate host: one core)', unit: 'per s', better: 'higher', agent: pick(agent, (v) => v.perSecond), workerd: none },
+    { metric: 'dynamic workers started per second, load() per request, one client back to back (one isolate host: one core)', unit: 'per s', better: 'higher', agent: pick(agent, (v) => v.perSecond), workerd: pick(workerd, (v) => v.perSecond) },
     {
       metric: `RSS per cached dynamic worker (${cached} get() ids)`,
-      unit: 'MiB', better: 'lower', agent: pick(agent, (v) => v.rssPerCachedMiB), workerd: none,
+      unit: 'MiB', better: 'lower', agent: pick(agent, (v) => v.rssPerCachedMiB), workerd: pick(workerd, (v) => v.rssPerCachedMiB),
       floor: { text: 'agent <= 2 MiB', check: (x) => x !== undefined && x <= 2 },
     },
   ];

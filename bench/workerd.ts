@@ -103,9 +103,9 @@ export interface Workerd {
 }
 
 /** Spawns `workerd serve config`, resolves once every socket in `socketNames` listens. */
-export async function startWorkerd(bin: string, configPath: string, configText: string, socketNames: string[], logFile: string, timeoutMs: number, name = 'workerd'): Promise<Workerd> {
+export async function startWorkerd(bin: string, configPath: string, configText: string, socketNames: string[], logFile: string, timeoutMs: number, name = 'workerd', extraArgs: string[] = []): Promise<Workerd> {
   writeFileSync(configPath, configText);
-  const proc = new Proc(name, bin, ['serve', configPath, '--control-fd=3'], { logFile, controlPipe: true });
+  const proc = new Proc(name, bin, ['serve', configPath, '--control-fd=3', ...extraArgs], { logFile, controlPipe: true });
   const ports = new Map<string, number>();
   const lines = createInterface({ input: proc.control });
   let timer: NodeJS.Timeout | undefined;
