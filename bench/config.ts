@@ -3,7 +3,7 @@
 export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation';
 export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'dynamic', 'op-create', 'op-scale', 'actors', 'hibernation'];
 /** The phases that run workerd (the operator phases have no peer). */
-export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'actors', 'hibernation'];
+export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'dynamic', 'actors', 'hibernation'];
 /** BENCH_ONLY shorthands. */
 const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts', 'dynamic'] };
 export type PeerName = 'agent' | 'workerd';
