@@ -6,6 +6,7 @@ import type { Logger } from '../../common/log.js';
 import type { FrontMetrics } from './metrics.js';
 import type { HostRoute, HostTarget } from './supervisor.js';
 import { InFlight, stopAccepting } from '../serving/graceful.js';
+import { spliceUpgrade } from '../../common/upgrade-splice.js';
 
 // The public HTTP listener of an agent whose isolates run in isolate-host processes
 // (docs/isolate-hosts.md): it routes each request by Host and path to the host serving the
@@ -173,7 +174,7 @@ export class HostProxy {
     preq.on('upgrade', (pres, hostSocket, hostHead) => {
       answered = true;
       if (!upgrade) { hostSocket.destroy(); res.destroy(); return; }
-      this.splice(res, upgrade, pres, hostSocket, hostHead);
+      spliceUpgrade(res, upgrade, pres, hostSocket, hostHead, this.tunnels);
     });
     preq.on('error', (err) => {
       // We cut it ourselves: the client went away (a load generator stopping, a browser tab closed).
@@ -202,31 +203,5 @@ export class HostProxy {
     if (!upgrade) res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
     // A bodiless request sent again has already ended: piping it would never end the new one.
     if (upgrade || retry) preq.end(); else req.pipe(preq);
-  }
-
-  /** The worker accepted a WebSocket: write its 101 to the client and join the two connections. */
-  private splice(res: ServerResponse, up: { socket: Socket; head: Buffer }, pres: IncomingMessage, hostSocket: Socket, hostHead: Buffer): void {
-    const client = up.socket;
-    res.detachSocket(client);
-    let head = `HTTP/1.1 101 ${pres.statusMessage || 'Switching Protocols'}\r\n`;
-    const raw = pres.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) head += `${raw[i]!}: ${raw[i + 1]!}\r\n`;
-    client.write(`${head}\r\n`);
-    if (hostHead.length > 0) client.write(hostHead);
-    if (up.head.length > 0) hostSocket.write(up.head);
-    this.tunnels.add(client);
-    this.tunnels.add(hostSocket);
-    const close = () => {
-      this.tunnels.delete(client);
-      this.tunnels.delete(hostSocket);
-      client.destroy();
-      hostSocket.destroy();
-    };
-    client.on('error', close);
-    hostSocket.on('error', close);
-    client.on('close', close);
-    hostSocket.on('close', close);
-    hostSocket.pipe(client);
-    client.pipe(hostSocket);
   }
 }

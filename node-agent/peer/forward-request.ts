@@ -1,6 +1,7 @@
 import { Agent as HttpAgent, request, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { z } from 'zod';
+import { spliceUpgrade } from '../../common/upgrade-splice.js';
 
 // A client's request for a worker, forwarded to a member of the worker's shard
 // (docs/shards.md) on that host's peer port: the request as the client sent it (method,
@@ -186,7 +187,7 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       if (abandoned) { peerSocket.destroy(); return; }
       settle({ done: true });
       if (!opts.upgrade) { peerSocket.destroy(); res.destroy(); return; }
-      splice(res, opts.upgrade, pres, peerSocket, peerHead, opts.tunnels);
+      spliceUpgrade(res, opts.upgrade, pres, peerSocket, peerHead, opts.tunnels);
     });
     preq.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(connectTimer);
@@ -213,30 +214,4 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
     if (!handshake) preq.end();
     else preq.flushHeaders();
   });
-}
-
-/** The member accepted a WebSocket: write its 101 to the client and join the two connections. */
-function splice(res: ServerResponse, up: { socket: Socket; head: Buffer }, pres: IncomingMessage, peerSocket: Socket, peerHead: Buffer, tunnels?: Set<Socket>): void {
-  const client = up.socket;
-  res.detachSocket(client);
-  let head = `HTTP/1.1 101 ${pres.statusMessage || 'Switching Protocols'}\r\n`;
-  const raw = pres.rawHeaders;
-  for (let i = 0; i < raw.length; i += 2) head += `${raw[i]!}: ${raw[i + 1]!}\r\n`;
-  client.write(`${head}\r\n`);
-  if (peerHead.length > 0) client.write(peerHead);
-  if (up.head.length > 0) peerSocket.write(up.head);
-  tunnels?.add(client);
-  tunnels?.add(peerSocket);
-  const close = () => {
-    tunnels?.delete(client);
-    tunnels?.delete(peerSocket);
-    client.destroy();
-    peerSocket.destroy();
-  };
-  client.on('error', close);
-  peerSocket.on('error', close);
-  client.on('close', close);
-  peerSocket.on('close', close);
-  peerSocket.pipe(client);
-  client.pipe(peerSocket);
 }
