@@ -34,7 +34,7 @@ export class AgentRing {
   private byNamespace = new Map<string, Ring>();
   private readonly listeners = new Set<() => void>();
 
-  constructor(private readonly view: AgentView) {
+  constructor(private readonly view: Pick<AgentView, 'agents' | 'onChange'>) {
     view.onChange((c) => { if (c.all) this.rebuild(); });
     this.rebuild();
   }

@@ -1,15 +1,29 @@
-import type { AgentReports } from '../agent-view.js';
+import type { AgentReports, AgentView, ViewChange } from '../agent-view.js';
 import type { AgentReport, Presence, WorkerReport } from '../nats.js';
 
 // Live agents and their reports, set by the test: no presence TTL, no NATS. An agent is
-// live from setAgent until removeAgent.
+// live from setAgent until removeAgent; setAgents replaces them all and tells onChange
+// listeners (the hash ring rebuilds on it).
 
-export class FakeAgentView implements AgentReports {
+export class FakeAgentView implements AgentReports, Pick<AgentView, 'agents' | 'onChange'> {
   private readonly live = new Map<string, Presence>();
   private readonly reports = new Map<string, AgentReport>();
+  private readonly listeners: ((c: ViewChange) => void)[] = [];
+
+  constructor(initial: readonly Presence[] = []) {
+    for (const p of initial) this.live.set(p.agent, p);
+  }
 
   setAgent(p: Presence): void { this.live.set(p.agent, p); }
   removeAgent(agent: string): void { this.live.delete(agent); }
+
+  setAgents(next: readonly Presence[]): void {
+    this.live.clear();
+    for (const p of next) this.live.set(p.agent, p);
+    for (const l of this.listeners) l({ all: true });
+  }
+
+  onChange(cb: (c: ViewChange) => void): void { this.listeners.push(cb); }
 
   /** Sets what `agent` says about one worker (workerKey form). */
   setWorkerReport(agent: string, worker: string, report: WorkerReport): void {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { AgentView, ViewChange } from '../../common/agent-view.js';
+import { FakeAgentView } from '../../common/fake/agent-view.js';
 import { AgentRing } from '../../common/agent-ring.js';
 import type { Presence } from '../../common/nats.js';
 import { LoadMeter, regionLoads, shardSize, Shards, type ShardRing } from '../../node-agent/serving/shard.js';
@@ -7,15 +7,6 @@ import { LoadMeter, regionLoads, shardSize, Shards, type ShardRing } from '../..
 // Shards without processes: the same view gives every host the same shard, a host joining
 // or leaving moves only its share, and the size follows the load (docs/shards.md).
 
-function fakeView(initial: Presence[]) {
-  let agents = initial;
-  const listeners: ((c: ViewChange) => void)[] = [];
-  const view = {
-    agents: (region?: string) => agents.filter((p) => region === undefined || p.region === region),
-    onChange: (cb: (c: ViewChange) => void) => { listeners.push(cb); },
-  } as unknown as AgentView;
-  return { view, set(next: Presence[]) { agents = next; for (const l of listeners) l({ all: true }); } };
-}
 
 const presence = (agent: string, region = 'eu-west'): Presence => ({
   agent, node: agent, region, address: `http://${agent}.test:8080`, peerAddress: `http://${agent}.test:9090`, ttlMs: 1000, startedAt: '2026-01-01T00:00:00Z', draining: false,
@@ -26,7 +17,7 @@ const names = ['a', 'b', 'c', 'd', 'e', 'f'];
 
 /** Each worker's shard of size n on a ring over `agents`, as one host computes it. */
 function shardsOf(agents: string[], n: number, order = agents): Map<string, string> {
-  const ring = new AgentRing(fakeView(order.map((a) => presence(a))).view);
+  const ring = new AgentRing(new FakeAgentView(order.map((a) => presence(a))));
   expect(ring.size('eu-west', workers[0]!)).toBe(agents.length);
   return new Map(workers.map((w) => [w, ring.members('eu-west', w, n).map((p) => p.agent).sort().join(',')]));
 }
@@ -68,7 +59,7 @@ describe('shard membership', () => {
   });
 
   it('grows by appending: a bigger shard keeps the smaller one\'s members', () => {
-    const ring = new AgentRing(fakeView(names.map((a) => presence(a))).view);
+    const ring = new AgentRing(new FakeAgentView(names.map((a) => presence(a))));
     for (const w of workers.slice(0, 500)) {
       const two = ring.members('eu-west', w, 2).map((p) => p.agent);
       const four = ring.members('eu-west', w, 4).map((p) => p.agent);
@@ -139,12 +130,12 @@ describe('load meter', () => {
 describe('shards on a host', () => {
   function fakeRing(agents: string[]): ShardRing & { set(a: string[]): void } {
     const listeners: (() => void)[] = [];
-    let ring = new AgentRing(fakeView(agents.map((a) => presence(a))).view);
+    let ring = new AgentRing(new FakeAgentView(agents.map((a) => presence(a))));
     return {
       members: (r, k, n, self) => ring.members(r, k, n, self),
       size: (r, k, self) => ring.size(r, k, self),
       onChange: (cb) => { listeners.push(cb); },
-      set(a) { ring = new AgentRing(fakeView(a.map((x) => presence(x))).view); for (const l of listeners) l(); },
+      set(a) { ring = new AgentRing(new FakeAgentView(a.map((x) => presence(x)))); for (const l of listeners) l(); },
     };
   }
 
