@@ -121,13 +121,11 @@ class Applier {
   /** Returns the EdgeWorkers and DurableActors that changed (created or their spec updated). */
   async apply(initial: boolean): Promise<ObjRef[]> {
     const files = readManifests(this.dir);
-    if (files.size === 0) {
-      say(`no manifests in ${this.dir} yet (*.yaml, *.yml, *.json): add one, e.g. \`cp examples/hello.yaml ${relative(process.cwd(), this.dir) || '.'}/\`, and it is applied when saved`);
-      return [];
-    }
-    const r = await kubectl(this.kubeconfig, [
-      'apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '-f', this.dir, '-o', 'json',
-    ]);
+    // kubectl refuses an empty directory with "no objects passed to apply": say what to do instead.
+    const r = files.size === 0
+      ? { code: 0, stdout: '', stderr: '' }
+      : await kubectl(this.kubeconfig, ['apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '-f', this.dir, '-o', 'json']);
+    if (files.size === 0) say(`no manifests in ${this.dir} (*.yaml, *.yml, *.json): add one, e.g. \`cp examples/hello.yaml ${relative(process.cwd(), this.dir) || '.'}/\`, and it is applied when saved`);
     let items = parseItems(r.stdout);
     if (r.code !== 0) {
       // kubectl names the object, not the file: ask again file by file to say which.

@@ -561,6 +561,7 @@ export class AgentFront implements RunningAgent {
       log, metrics,
       route: (host, path) => hosts.sup?.route(host, path),
       target: (i) => hosts.sup?.target(i),
+      ...(cfg.devErrorPages ? { unroutedToHost0: true } : {}),
     });
     const port = await proxy.listen(listen.port, listen.host);
     undo.push(() => proxy.close());
