@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
+import { EdgeError } from '../../common/errors.js';
 import { isTransientApiError, retryTransient } from './retry.js';
 
 export interface KubectlResult { code: number; stdout: string; stderr: string }
 
-class TransientKubectl extends Error { constructor(readonly result: KubectlResult) { super(result.stderr); } }
+/** A kubectl run the apiserver refused for now (retryTransient's signal to run it again). */
+class TransientKubectlError extends EdgeError { constructor(readonly result: KubectlResult) { super(result.stderr); } }
 
 /**
  * Runs the machine's kubectl against a kubeconfig; never throws on a non-zero exit. A run
@@ -14,11 +16,11 @@ export async function kubectl(kubeconfigPath: string, args: string[], stdin?: st
   try {
     return await retryTransient(async () => {
       const r = await kubectlOnce(kubeconfigPath, args, stdin);
-      if (r.code !== 0 && isTransientApiError(r.stderr)) throw new TransientKubectl(r);
+      if (r.code !== 0 && isTransientApiError(r.stderr)) throw new TransientKubectlError(r);
       return r;
     });
   } catch (err) {
-    if (err instanceof TransientKubectl) return err.result;
+    if (err instanceof TransientKubectlError) return err.result;
     throw err;
   }
 }
