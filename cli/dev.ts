@@ -16,6 +16,7 @@ import { kubectl } from './local/kubectl.js';
 import { portHolder } from './local/ports.js';
 import { retryTransient } from './local/retry.js';
 import { mapInlinePositions } from './yaml-source.js';
+import { printable } from './logs.js';
 import { killAllManaged } from './local/process.js';
 import { buildTools } from './local/tools.js';
 
@@ -306,9 +307,9 @@ async function followWorkerOutput(cluster: LocalCluster, dir: string): Promise<N
       const who = `${l.worker.startsWith('default/') ? l.worker.slice('default/'.length) : l.worker} ${l.region}`;
       if (l.kind === 'exception') {
         const mapped = mapInlinePositions(`${l.message}${l.stack ? `\n${l.stack}` : ''}`, dir);
-        process.stderr.write(`[${who}] Uncaught ${indent(mapped.text, '  ').trimStart()}\n${mapped.frame ? `${indent(mapped.frame, '  ')}\n` : ''}  (ray ${l.ray ?? '?'}; edge logs ${l.worker.split('/')[1]} shows it again)\n`);
+        process.stderr.write(printable(`[${who}] Uncaught ${indent(mapped.text, '  ').trimStart()}\n${mapped.frame ? `${indent(mapped.frame, '  ')}\n` : ''}  (ray ${l.ray ?? '?'}; edge logs ${l.worker.split('/')[1]} shows it again)`) + '\n');
       } else {
-        process.stderr.write(`[${who}] ${l.level === 'log' ? '' : `${l.level}: `}${l.message}\n`);
+        process.stderr.write(`${printable(`[${who}] ${l.level === 'log' ? '' : `${l.level}: `}${l.message}`)}\n`);
       }
     }
   })();

@@ -36,8 +36,25 @@ NATS: --nats, else $EDGE_NATS_URL, else the running \`edge dev\`. Credentials: -
 --namespace defaults to default.
 `;
 
+/**
+ * A worker's text made safe for a terminal: control characters other than newline and tab
+ * (an escape sequence could clear the screen, retitle the window or fake other lines) are
+ * shown as \xNN / \uNNNN instead of being obeyed.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
 /** One line (or, for an exception, several) as a terminal shows it; inline workers' positions in YAML under `edge dev`. */
 export function formatLogLine(l: LogLine, devDir?: string): string {
+  return printable(formatRaw(l, devDir));
+}
+
+function formatRaw(l: LogLine, devDir?: string): string {
   const where = `${l.ts} ${l.region}/${l.node}`;
   if (l.kind === 'request') {
     const cpu = l.cpuMs !== undefined ? ` cpu ${l.cpuMs.toFixed(1)} ms` : '';

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatLogLine, statusMatcher } from '../../cli/logs.js';
+import { formatLogLine, printable, statusMatcher } from '../../cli/logs.js';
 import { freePort, portHolder } from '../../cli/local/ports.js';
 import { isTransientApiError, retryTransient } from '../../cli/local/retry.js';
 import { codeFrame, findInlineWorker, mapInlinePositions } from '../../cli/yaml-source.js';
@@ -77,6 +77,12 @@ describe('edge logs lines and filters', () => {
     expect(formatLogLine(req(200))).toBe('t r/n GET http://w/x 200 1.3 ms cpu 0.5 ms');
     expect(formatLogLine({ ...base, kind: 'exception', level: 'error', message: 'Error: x', stack: '    at f (a.js:1:1)', ray: 'abc' }))
       .toBe('t r/n error Uncaught Error: x\n        at f (a.js:1:1)\n    (ray abc)');
+  });
+
+  it('a hostile worker cannot drive the terminal: escape sequences and other controls are shown, not obeyed', () => {
+    expect(printable('a\u001b[2J\u001b]0;pwned\u0007b\r\n\tc\u2028')).toBe('a\\x1b[2J\\x1b]0;pwned\\x07b\\x0d\n\tc\\u2028');
+    expect(formatLogLine({ ...base, message: 'x\u001b[1Afake line' })).toBe('t r/n info  x\\x1b[1Afake line');
+    expect(formatLogLine({ ...base, kind: 'exception', message: 'E\u001b[0m', stack: '    at \u009bf (a.js:1:1)' })).not.toMatch(/\p{Cc}(?<![\n\t])/u);
   });
 
   it('--status: ok, error, exact and classes; exceptions only with error; console lines never', () => {
