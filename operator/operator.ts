@@ -209,6 +209,7 @@ export class Operator {
       }),
     };
     this.controllers = Object.values(controllers);
+    this.metrics.setControllers(Object.values(controllers));
     const { ew, da } = controllers;
     const refs = new RefWatcher(kc, log, (key) => ew.enqueue(key));
     // Placement follows Node labels: a change re-queues everything (once the caches are whole).
