@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger } from '../common/log.js';
+import { createLogger, type LogLevel } from '../common/log.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_AI_IMAGE, Operator, type AdminListen } from '../operator/operator.js';
@@ -62,7 +62,34 @@ function either<T>(values: Record<string, unknown>, name: string, alias: string,
   return a === undefined ? undefined : parseAlias(`--${alias}`, a);
 }
 
-export async function runOperator(argv: string[]): Promise<number> {
+/** What the command line decides, validated (the chart test reads the chart's flags through it). */
+export interface OperatorFlags {
+  natsUrl: string;
+  natsUser?: string;
+  natsPasswordFile?: string;
+  natsCa?: string;
+  sealingKeyFile: string;
+  kubeconfig?: string;
+  identity?: string;
+  /** The admin listeners: one when metrics and probes share an address. */
+  listen: AdminListen[];
+  logLevel?: LogLevel;
+  leaderElection: boolean;
+  leaseName: string;
+  leaseNamespace: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  concurrency: number;
+  resyncMs: number;
+  secretPollMs: number;
+  aiImage: string;
+  modelNamespace?: string;
+  actorLogReplicas: number;
+}
+
+/** Parses `edge operator`'s flags; 'help' for --help. Throws UsageError. */
+export function parseOperatorFlags(argv: string[]): OperatorFlags | 'help' {
   const { values } = parseFlags(OPERATOR_USAGE, {
     args: argv,
     options: {
@@ -100,7 +127,7 @@ export async function runOperator(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) { process.stdout.write(OPERATOR_USAGE); return 0; }
+  if (values.help) return 'help';
   const usage = (msg: string) => new UsageError(msg, OPERATOR_USAGE);
   if (!values.nats) throw usage('--nats URL is required');
   const sealingKeyFile = values['sealing-key-file'] ?? process.env.EDGE_SEALING_KEY_FILE;
@@ -143,36 +170,47 @@ export async function runOperator(argv: string[]): Promise<number> {
     if (metricsAt) listen.push({ ...metricsAt, serve: ['metrics'] });
   }
 
+  return {
+    natsUrl: values.nats, natsUser: values['nats-user'], natsPasswordFile: values['nats-password-file'], natsCa: values['nats-ca'] ?? process.env.EDGE_NATS_CA,
+    sealingKeyFile, kubeconfig: values.kubeconfig, identity: values.identity, listen, logLevel: level,
+    leaderElection: values['leader-elect'], leaseName, leaseNamespace, leaseDurationMs, renewDeadlineMs, retryPeriodMs,
+    concurrency, resyncMs, secretPollMs, aiImage: values['ai-image'], modelNamespace: values['model-namespace'], actorLogReplicas,
+  };
+}
+
+export async function runOperator(argv: string[]): Promise<number> {
+  const f = parseOperatorFlags(argv);
+  if (f === 'help') { process.stdout.write(OPERATOR_USAGE); return 0; }
   const kc = new KubeConfig();
-  if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+  if (f.kubeconfig) kc.loadFromFile(f.kubeconfig);
   else kc.loadFromDefault();
-  const identity = values.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
-  const log = createLogger({ component: 'operator', identity }, undefined, level);
+  const identity = f.identity ?? process.env.POD_NAME ?? `${hostname()}-${process.pid}`;
+  const log = createLogger({ component: 'operator', identity }, undefined, f.logLevel);
   let lost = false;
   const operator = new Operator({
-    kc, natsUrl: values.nats, identity, log,
+    kc, natsUrl: f.natsUrl, identity, log,
     natsAuth: {
-      credentials: natsCredentialsFrom({ user: values['nats-user'], passwordFile: values['nats-password-file'] }),
-      caFile: values['nats-ca'] ?? process.env.EDGE_NATS_CA,
+      credentials: natsCredentialsFrom({ user: f.natsUser, passwordFile: f.natsPasswordFile }),
+      caFile: f.natsCa,
     },
-    sealer: SecretSealer.fromFile(sealingKeyFile),
-    actorLogReplicas,
-    leaderElection: values['leader-elect'],
-    leaseNamespace,
-    leaseName,
-    leaseDurationMs,
-    renewDeadlineMs,
-    retryPeriodMs,
-    defaultAiImage: values['ai-image'],
-    ...(values['model-namespace'] ? { modelNamespace: values['model-namespace'] } : {}),
-    concurrency,
-    resyncMs,
-    secretPollMs,
+    sealer: SecretSealer.fromFile(f.sealingKeyFile),
+    actorLogReplicas: f.actorLogReplicas,
+    leaderElection: f.leaderElection,
+    leaseNamespace: f.leaseNamespace,
+    leaseName: f.leaseName,
+    leaseDurationMs: f.leaseDurationMs,
+    renewDeadlineMs: f.renewDeadlineMs,
+    retryPeriodMs: f.retryPeriodMs,
+    defaultAiImage: f.aiImage,
+    ...(f.modelNamespace ? { modelNamespace: f.modelNamespace } : {}),
+    concurrency: f.concurrency,
+    resyncMs: f.resyncMs,
+    secretPollMs: f.secretPollMs,
     onLostLeadership: () => { lost = true; process.kill(process.pid, 'SIGTERM'); },
   });
-  const ports = await operator.start(listen);
-  const urls = Object.fromEntries(listen.map((l, i) => [(l.serve ?? ['admin']).join('+'), `http://${l.host}:${ports[i]}`]));
-  log.info('operator started', { ...urls, leaderElection: values['leader-elect'] });
+  const ports = await operator.start(f.listen);
+  const urls = Object.fromEntries(f.listen.map((l, i) => [(l.serve ?? ['admin']).join('+'), `http://${l.host}:${ports[i]}`]));
+  log.info('operator started', { ...urls, leaderElection: f.leaderElection });
   await new Promise<void>((resolveStop) => {
     process.once('SIGINT', () => resolveStop());
     process.once('SIGTERM', () => resolveStop());

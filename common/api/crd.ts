@@ -114,7 +114,7 @@ export function buildCrd(r: ResourceKind): JsonObject {
     description: `${r.kind} (${GROUP}/${VERSION}); see docs/api.md.`,
     required: ['spec'],
     properties: {
-      // Kubernetes' own words for the three (as controller-gen writes them).
+      // Kubernetes' own words (as controller-gen writes them).
       apiVersion: {
         type: 'string',
         description: 'APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources',
@@ -123,7 +123,9 @@ export function buildCrd(r: ResourceKind): JsonObject {
         type: 'string',
         description: 'Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds',
       },
-      metadata: { type: 'object', description: 'Standard object\'s metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata' },
+      // The apiserver refuses anything but name and generateName here, a description too;
+      // kubectl explain shows ObjectMeta's own.
+      metadata: { type: 'object' },
       spec: schemaOf(r.spec),
       status: schemaOf(r.status),
     },
