@@ -71,10 +71,11 @@ export class ConsoleStream {
 
   /** For WorkerServer.requestListeners. */
   readonly requestListener = (r: ServedRequest): void => {
-    const ref = parseOrSkip(parseWorkerRef, r.worker);
-    if (!ref) return;
+    // The bucket first: past the rate (a busy worker) a request costs a map lookup, nothing more.
     const dropped = take(this.requestBuckets, r.worker, REQUEST_BURST, REQUEST_RATE_PER_S);
     if (dropped === undefined) return;
+    const ref = parseOrSkip(parseWorkerRef, r.worker);
+    if (!ref) return;
     const subject = SUBJECTS.requests(ref.namespace, ref.name);
     if (dropped > 0) this.send(subject, this.line(r.worker, 'warn', `[edge] ${dropped} request line${dropped === 1 ? '' : 's'} left out on ${this.opts.node} (over ${REQUEST_RATE_PER_S}/s)`));
     const url = r.url.length > MAX_URL_CHARS ? `${r.url.slice(0, MAX_URL_CHARS)}...` : r.url;

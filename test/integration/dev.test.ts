@@ -72,7 +72,7 @@ describe('edge dev', () => {
   // connection, and the next request on it would fail with "socket hang up".
   const edge = async (args: string[]) => {
     try {
-      const r = await execFileAsync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+      const r = await execFileAsync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 60_000 });
       return { code: 0, out: r.stdout };
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
@@ -265,22 +265,24 @@ describe('edge dev', () => {
       expect(shown).toMatch(/> 13 \|\s+throw new RangeError/);
       // edge logs: the exception (YAML positions, the ray), one line per request with --requests, filters, JSON.
       await waitFor('edge logs boom shows the exception', async () => (await edge(['logs', 'boom'])).out.includes(`(ray ${ray})`), 15_000, 500);
-      const logged = await edge(['logs', 'boom']);
-      expect(logged.code).toBe(0);
-      expect(logged.out).toMatch(/eu-west\/isolate-eu-west error Uncaught RangeError: too big: 42\n\s+at check \(\S*boom\.yaml:13:15\)/);
-      const reqs = await edge(['logs', 'boom', '--status', '5xx']);
-      expect(reqs.out).toMatch(new RegExp(`eu-west/isolate-eu-west GET http://boom\\.localhost/x 500 [\\d.]+ ms cpu [\\d.]+ ms ray ${ray}`));
-      expect((await edge(['logs', 'boom', '--status', 'ok'])).out).not.toContain('/x 500');
-      expect((await edge(['logs', 'boom', '--requests', '--search', 'nothing-like-this'])).out).not.toMatch(/GET|Uncaught/);
-      const asJson = (await edge(['logs', 'boom', '--format', 'json'])).out.trim().split('\n').map((l) => JSON.parse(l) as { kind?: string; ray?: string; stack?: string });
-      expect(asJson.find((l) => l.kind === 'exception' && l.ray === ray)?.stack).toMatch(/worker:default\/boom\.js:2:9/);
-      // A worker that does not exist is an error; a region that does not exist is refused before anything is applied.
-      const nosuch = await edge(['logs', 'nosuch']);
-      expect(nosuch.code).toBe(1);
-      expect(nosuch.out).toContain('there is no EdgeWorker default/nosuch');
       const js = join(work, 'nowhere.js');
       writeFileSync(js, 'export default { fetch() { return new Response("x"); } };\n');
-      const nowhere = await edge(['deploy', js, '--regions', 'nowhere', '--no-wait']);
+      // Independent commands, run side by side (each is a Node process start).
+      const [logged, reqs, oks, searched, jsonLines, nosuch, nowhere] = await Promise.all([
+        edge(['logs', 'boom']), edge(['logs', 'boom', '--status', '5xx']), edge(['logs', 'boom', '--status', 'ok']),
+        edge(['logs', 'boom', '--requests', '--search', 'nothing-like-this']), edge(['logs', 'boom', '--format', 'json']),
+        edge(['logs', 'nosuch']), edge(['deploy', js, '--regions', 'nowhere', '--no-wait']),
+      ]);
+      expect(logged.code).toBe(0);
+      expect(logged.out).toMatch(/eu-west\/isolate-eu-west error Uncaught RangeError: too big: 42\n\s+at check \(\S*boom\.yaml:13:15\)/);
+      expect(reqs.out).toMatch(new RegExp(`eu-west/isolate-eu-west GET http://boom\\.localhost/x 500 [\\d.]+ ms cpu [\\d.]+ ms ray ${ray}`));
+      expect(oks.out).not.toContain('/x 500');
+      expect(searched.out).not.toMatch(/GET|Uncaught/);
+      const asJson = jsonLines.out.trim().split('\n').map((l) => JSON.parse(l) as { kind?: string; ray?: string; stack?: string });
+      expect(asJson.find((l) => l.kind === 'exception' && l.ray === ray)?.stack).toMatch(/worker:default\/boom\.js:2:9/);
+      // A worker that does not exist is an error; a region that does not exist is refused before anything is applied.
+      expect(nosuch.code).toBe(1);
+      expect(nosuch.out).toContain('there is no EdgeWorker default/nosuch');
       expect(nowhere.code).toBe(1);
       expect(nowhere.out).toContain('--regions: no region "nowhere" in this cluster (regions with isolate nodes: ap-south, eu-west, us-east); nothing was applied');
       expect((await kubectl(kubeconfig!, ['get', 'ew', 'nowhere', '--ignore-not-found', '-o', 'name'])).stdout).toBe('');
