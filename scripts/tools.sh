@@ -165,12 +165,17 @@ build() {
   start=$(date +%s)
   if [ -x "$dst" ]; then log "rebuilding $tool $(version_of "$tool"): its build recipe changed (takes minutes)"
   else log "building $tool $(version_of "$tool") from Go modules (first time only; takes minutes)"; fi
+  # go build says nothing until it is done: a line every 30 s says it is still going.
+  ( while sleep 30; do log "  still building $tool ($(( $(date +%s) - start ))s)"; done ) &
+  ticker=$!
+  trap 'kill "$ticker" 2>/dev/null' EXIT
   case "$tool" in
     kube-apiserver) build_kube_apiserver "$dst.tmp" ;;
     etcd) build_etcd "$dst.tmp" ;;
     nats-server) build_nats_server "$dst.tmp" ;;
     helm) build_helm "$dst.tmp" ;;
   esac
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true; trap - EXIT
   mv "$dst.tmp" "$dst"
   recipe_of "$tool" > "$dst.recipe"
   log "built $tool in $(( $(date +%s) - start ))s -> $dst"
