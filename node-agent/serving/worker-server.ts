@@ -28,6 +28,8 @@ const SHARD_TICK_MS = 500;
  * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
  */
 export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
+/** Idle isolates above minWarmIsolates (every one outside the worker's shard) live this long (`edge agent --idle-isolate-ms`). */
+export const DEFAULT_IDLE_ISOLATE_MS = 60_000;
 /** Requests that may queue for a busy worker before the agent answers 503. */
 export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 
@@ -287,7 +289,7 @@ export class WorkerServer {
       log: this.opts.log,
       minWarm: w.minWarmIsolates,
       maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.minWarmIsolates),
-      idleMs: this.opts.idleIsolateMs ?? 60_000,
+      idleMs: this.opts.idleIsolateMs ?? DEFAULT_IDLE_ISOLATE_MS,
       maxQueued: this.opts.maxQueuedPerWorker ?? DEFAULT_MAX_QUEUED_PER_WORKER,
       onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
