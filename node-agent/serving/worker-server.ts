@@ -307,20 +307,42 @@ export class WorkerServer {
     this.errors.delete(w.key);
     host.setDormant(this.dormant.has(refNamespace(w.key)));
     this.served.set(w.key, { desired: w, host });
-    this.rebuildRouter();
-    for (const l of this.versionListeners) l(w.key);
+    // The previous version drains once the route table points at this one.
+    this.scheduleRouter(() => {
+      for (const l of this.versionListeners) l(w.key);
+      if (previous) void previous.host.drain();
+    });
     this.opts.log.info(previous ? 'worker updated' : 'worker loaded', { worker: w.key, digest: w.def.digest, isolates: host.isolates });
-    if (previous) void previous.host.drain();
   }
 
+  /**
+   * The route table is rebuilt from every served worker (O(workers)), so versions loaded
+   * one after another (10,000 workers at start) share rebuilds rather than each doing one:
+   * the next rebuild waits ten times as long as the last one took (at least a tick), and
+   * apply() rebuilds at once when it is done. `then` runs after the rebuild.
+   */
+  private scheduleRouter(then: () => void): void {
+    this.afterRouter.push(then);
+    if (this.routerTimer) return;
+    this.routerTimer = setTimeout(() => this.rebuildRouter(), Math.min(1000, 10 * this.lastRouterBuildMs));
+  }
+
+  private routerTimer: NodeJS.Timeout | undefined;
+  private lastRouterBuildMs = 0;
+  private readonly afterRouter: (() => void)[] = [];
+
   private rebuildRouter(): void {
+    if (this.routerTimer) { clearTimeout(this.routerTimer); this.routerTimer = undefined; }
+    const t0 = performance.now();
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
+    this.lastRouterBuildMs = performance.now() - t0;
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
     if (this.routeListeners.size > 0) {
       const routes = this.routes();
       for (const l of this.routeListeners) l(routes);
     }
+    for (const then of this.afterRouter.splice(0)) then();
   }
 
   /** Every served worker's routes. */
@@ -368,6 +390,7 @@ export class WorkerServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.shardTimer) clearInterval(this.shardTimer);
+    if (this.routerTimer) clearTimeout(this.routerTimer);
     await this.opts.source.stop();
     const cut = await this.front.close(graceMs);
     if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });
