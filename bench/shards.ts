@@ -151,7 +151,7 @@ async function startRegion(ctx: ShardCtx, dir: string, shards: boolean, natsUrl:
 
 /** Sums of the agent's series by metric name and, where asked, by one label (`name{label}`). */
 async function scrape(a: RegionAgent, byLabel: Record<string, string> = {}): Promise<Record<string, number>> {
-  const r = await httpRequest({ port: a.adminPort, path: '/metrics', timeoutMs: 30_000 });
+  const r = await httpRequest({ port: a.adminPort, path: '/metrics', timeoutMs: 60_000 });
   if (r.status !== 200) throw new Error(`${a.name} /metrics answered ${r.status}`);
   const out: Record<string, number> = {};
   for (const line of r.body.split('\n')) {
@@ -252,7 +252,7 @@ async function drive(agents: RegionAgent[], zipf: Zipf, pickAgent: () => number,
 async function forwardOverhead(agents: RegionAgent[], calls: number): Promise<{ local: Summary; forwarded: Summary; paired: Summary; member: string; outsider: string }> {
   const ref = refOf(0);
   const isMember = await Promise.all(agents.map(async (a) => {
-    const r = await httpRequest({ port: a.adminPort, path: '/metrics', timeoutMs: 30_000 });
+    const r = await httpRequest({ port: a.adminPort, path: '/metrics', timeoutMs: 60_000 });
     return new RegExp(`^edge_shard_member\\{[^}]*worker="${ref}"[^}]*\\} 1$`, 'm').test(r.body);
   }));
   const member = agents.find((_, i) => isMember[i]);
@@ -265,8 +265,8 @@ async function forwardOverhead(agents: RegionAgent[], calls: number): Promise<{ 
   const paired: number[] = [];
   try {
     for (let i = 0; i < calls + 20; i++) {
-      const l = await httpRequest({ port: member.port, host: hostOf(0), agent: keepLocal });
-      const f = await httpRequest({ port: outsider.port, host: hostOf(0), agent: keepFwd });
+      const l = await httpRequest({ port: member.port, host: hostOf(0), agent: keepLocal, timeoutMs: 30_000 });
+      const f = await httpRequest({ port: outsider.port, host: hostOf(0), agent: keepFwd, timeoutMs: 30_000 });
       for (const r of [l, f]) if (r.status !== 200 || r.body !== namedBody(nameOf(0))) throw new Error(`forward overhead: ${r.status} ${r.body.slice(0, 200)}`);
       if (i < 20) continue;
       local.push(l.ms);
@@ -299,6 +299,7 @@ export interface ModeResult {
   isolatesAtEnd: number;
   rss: { total: number; perAgent: number[]; processes: number; peakTotal: number };
   overhead?: { local: Summary; forwarded: Summary; paired: Summary; member: string; outsider: string };
+  overheadError?: string;
 }
 
 async function runMode(ctx: ShardCtx, shards: boolean, natsUrl: string): Promise<ModeResult> {
@@ -331,14 +332,21 @@ async function runMode(ctx: ShardCtx, shards: boolean, natsUrl: string): Promise
       const m = /^edge_shard_fallbacks_total\{(.*)\}$/.exec(k);
       if (m?.[1]) fallbacks[m[1]] = delta(k);
     }
-    const overhead = shards ? await forwardOverhead(agents, cfg.shardOverheadCalls) : undefined;
+    let overhead: ModeResult['overhead'];
+    let overheadError: string | undefined;
+    if (shards) {
+      try { overhead = await forwardOverhead(agents, cfg.shardOverheadCalls); } catch (err) {
+        overheadError = err instanceof Error ? err.message : String(err);
+        ctx.warn(`shards on: forward overhead not measured: ${overheadError}`);
+      }
+    }
     const r: ModeResult = {
       shards, readyMs, requests: load.ok, rps: load.ok / seconds, skipped: load.skipped, bad: load.bad, errors: load.errors,
       ...(load.firstError ? { firstError: load.firstError } : {}),
       latency: summarize(load.latencies), warm, cold, warmRate: warm + cold > 0 ? (100 * warm) / (warm + cold) : NaN,
       coldPerMinute: (cold * 60) / seconds, forwards: delta('edge_shard_forwards_total'), forwardedIn: delta('edge_shard_forwarded_in_total'),
       fallbacks, isolatesAtEnd: after.edge_worker_isolates ?? NaN,
-      rss: { ...rss, peakTotal }, ...(overhead ? { overhead } : {}),
+      rss: { ...rss, peakTotal }, ...(overhead ? { overhead } : {}), ...(overheadError ? { overheadError } : {}),
     };
     log(`  shards ${shards ? 'on' : 'off'}: ${Math.round(r.rps)} req/s (${load.skipped} skipped, ${load.bad} non-200, ${load.errors} errors), warm ${r.warmRate.toFixed(2)} % (${warm} warm, ${cold} cold = ${r.coldPerMinute.toFixed(0)}/min), p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms, ${r.forwards} forwarded, ${r.isolatesAtEnd} isolates, RSS ${r.rss.total.toFixed(0)} MiB (${r.rss.perAgent.map((x) => x.toFixed(0)).join(' / ')}; peak ${peakTotal.toFixed(0)})`);
     if (overhead) log(`  shards on: ${refOf(0)} on member ${overhead.member} p50 ${overhead.local.p50.toFixed(3)} ms, forwarded from ${overhead.outsider} p50 ${overhead.forwarded.p50.toFixed(3)} ms, paired difference p50 ${overhead.paired.p50.toFixed(3)} ms`);

@@ -1,4 +1,4 @@
-import type { NatsConnection } from 'nats';
+import { ErrorCode, type NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { encodeJson, SUBJECTS, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport } from '../../common/nats.js';
 import { agentKey, parseOrSkip, parseWorkerRef, workerKey } from '../../common/keys.js';
@@ -51,6 +51,8 @@ export class AgentPresence {
   private heartbeat: NodeJS.Timeout | undefined;
   private reporter: NodeJS.Timeout | undefined;
   private lastReport = '';
+  /** A report the server refused as over its max_payload: not sent again until it changes. */
+  private tooBig = '';
   private seq = 0;
   private draining = false;
   private readonly startedAt = new Date().toISOString();
@@ -172,7 +174,7 @@ export class AgentPresence {
       }
       const actors = this.opts.actors?.() ?? {};
       const body = JSON.stringify([workers, actors]);
-      if (body === this.lastReport) return;
+      if (body === this.lastReport || body === this.tooBig) return;
       const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers, actors };
       if (!this.connected) return;
       try {
@@ -180,6 +182,13 @@ export class AgentPresence {
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));
         this.lastReport = body;
       } catch (err) {
+        if ((err as { code?: string }).code === ErrorCode.MaxPayloadExceeded) {
+          // Retrying the same report cannot help (thousands of workers on one agent: issue 17's
+          // bench); it is tried again once it changes.
+          this.tooBig = body;
+          this.opts.log.error('worker report is over the NATS server\'s max_payload; the operator does not see this agent\'s workers until it shrinks', { key: this.key, bytes: encodeJson(report).length, workers: Object.keys(workers).length });
+          return;
+        }
         this.opts.log.warn('worker report failed; will retry', { key: this.key, error: err });
       }
     });
