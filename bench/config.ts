@@ -133,7 +133,7 @@ export function loadConfig(): BenchConfig {
     actorRecoveryTimeoutMs: num('BENCH_ACTOR_TIMEOUT_S', 30, 5, 600) * 1000,
     shardAgents: num('BENCH_SHARDS_AGENTS', 6, 3, 16),
     shardWorkers: num('BENCH_SHARDS_WORKERS', quick ? 1000 : 10_000, 10, 100_000),
-    shardRate: num('BENCH_SHARDS_RATE', 100, 1, 100_000),
+    shardRate: num('BENCH_SHARDS_RATE', 50, 1, 100_000),
     shardWarmupS: num('BENCH_SHARDS_WARMUP_S', quick ? 10 : 30, 0, 3600),
     shardDurationS: num('BENCH_SHARDS_DURATION_S', quick ? 20 : 90, 5, 3600),
     shardIdleMs: num('BENCH_SHARDS_IDLE_MS', 30_000, 1000, 3_600_000),

@@ -396,6 +396,7 @@ export class Agent implements RunningAgent {
         peerAddress: peerUrl,
         ttlMs: cfg.presenceTtlMs,
         status: () => server.status(),
+        statusVersion: () => server.statusVersion,
         actors: () => rt.host.counts(),
         shardLoad: () => server.meter.published(),
         ...(share ? { isolateHost: share } : {}),

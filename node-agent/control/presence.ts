@@ -25,6 +25,12 @@ export interface PresenceOptions {
   ttlMs: number;
   log: Logger;
   status(): WorkerState[];
+  /**
+   * Changes whenever status() may say something new (WorkerServer.statusVersion); while it
+   * does not, the report's workers part is not rebuilt (10,000 workers: a sort, a map and a
+   * 1 MB JSON five times a second per agent). Absent: rebuilt every time.
+   */
+  statusVersion?(): number;
   /** Actors active per DurableActor (actorClassKey). */
   actors?(): Record<string, { active: number }>;
   load?(): { workers: number; inflight: number };
@@ -51,6 +57,8 @@ export class AgentPresence {
   private heartbeat: NodeJS.Timeout | undefined;
   private reporter: NodeJS.Timeout | undefined;
   private lastReport = '';
+  /** The report's workers part as last built, and the statusVersion it was built at. */
+  private workersPart: { version: number | undefined; workers: Record<string, WorkerReport>; json: string } | undefined;
   /** A report the server refused as over its max_payload: not sent again until it changes. */
   private tooBig = '';
   private seq = 0;
@@ -163,17 +171,22 @@ export class AgentPresence {
   /** Publishes the per-worker report when it differs from the last one written. */
   report(): Promise<void> {
     this.writing = this.writing.then(async () => {
-      const workers: Record<string, WorkerReport> = {};
-      for (const s of this.opts.status()) {
-        // Served from NATS configs, whose names are DNS labels; a throw here would stall every later write.
-        const w = parseOrSkip(parseWorkerRef, s.key);
-        if (!w) continue;
-        workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
-          ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
-          : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
+      const version = this.opts.statusVersion?.();
+      if (version === undefined || version !== this.workersPart?.version) {
+        const workers: Record<string, WorkerReport> = {};
+        for (const s of this.opts.status()) {
+          // Served from NATS configs, whose names are DNS labels; a throw here would stall every later write.
+          const w = parseOrSkip(parseWorkerRef, s.key);
+          if (!w) continue;
+          workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
+            ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
+            : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
+        }
+        this.workersPart = { version, workers, json: JSON.stringify(workers) };
       }
+      const { workers } = this.workersPart;
       const actors = this.opts.actors?.() ?? {};
-      const body = JSON.stringify([workers, actors]);
+      const body = `${this.workersPart.json}\n${JSON.stringify(actors)}`;
       if (body === this.lastReport || body === this.tooBig) return;
       const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers, actors };
       if (!this.connected) return;

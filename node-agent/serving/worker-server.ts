@@ -199,8 +199,17 @@ export class WorkerServer {
 
   private isMember(key: string): boolean { return this.shards?.isMember(key) ?? true; }
 
+  /**
+   * Bumped whenever status() may say something new but a worker's isolate count (a version
+   * served or refused, a worker gone, a shard membership changed): the agent's report is
+   * rebuilt only then.
+   */
+  get statusVersion(): number { return this.statusEpoch; }
+  private statusEpoch = 0;
+
   /** Hosts joined or left, or a shard grew or shrank: members warm up, the others let go when idle. */
   private applyMembership(): void {
+    this.statusEpoch++;
     for (const [key, s] of this.served) s.host.setMember(this.isMember(key));
   }
 
@@ -300,6 +309,7 @@ export class WorkerServer {
     } catch (err) {
       // The previous version, if any, keeps serving.
       this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
+      this.statusEpoch++;
       this.metrics.bundleErrors.inc({ worker: w.key });
       this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: err, previous: previous?.desired.def.digest });
       return;
@@ -333,6 +343,7 @@ export class WorkerServer {
 
   private rebuildRouter(): void {
     if (this.routerTimer) { clearTimeout(this.routerTimer); this.routerTimer = undefined; }
+    this.statusEpoch++;
     const t0 = performance.now();
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
     this.lastRouterBuildMs = performance.now() - t0;
