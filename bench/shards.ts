@@ -198,9 +198,9 @@ async function drive(agents: RegionAgent[], zipf: Zipf, pickAgent: () => number,
   const stats: LoadStats = { sent: 0, ok: 0, bad: 0, errors: 0, skipped: 0, latencies: [] };
   let inFlight = 0;
   const pending = new Set<Promise<void>>();
-  const one = (i: number, a: number): Promise<void> => new Promise((done) => {
+  const one = (i: number, a: number, retried = false): Promise<void> => new Promise((done) => {
     const t0 = performance.now();
-    inFlight++;
+    if (!retried) inFlight++;
     const req = request({ host: '127.0.0.1', port: agents[a]!.port, path: '/', headers: { host: hostOf(i) }, agent: pools[a], timeout: 30_000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -218,7 +218,13 @@ async function drive(agents: RegionAgent[], zipf: Zipf, pickAgent: () => number,
       });
     });
     req.on('timeout', () => req.destroy(new Error('no response within 30 s')));
-    req.on('error', (err) => {
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // A kept-alive connection the agent closed as idle just as this request went out on it
+      // (Node's keep-alive race): sent again once on a fresh one, as HTTP clients do for GET.
+      if (req.reusedSocket && !retried && (err.code === 'ECONNRESET' || err.message === 'socket hang up')) {
+        void one(i, a, true).then(done);
+        return;
+      }
       inFlight--;
       stats.errors++;
       stats.firstError ??= `${hostOf(i)} on ${agents[a]!.name}: ${err.message}`;
