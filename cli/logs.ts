@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util';
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { decodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_PER_WORKER, LOGS_STREAM, LogLineSchema, SUBJECTS, type LogLine } from '../common/nats.js';
-import { readDevState, resolveNats, type DevState } from './cluster-client.js';
-import { mapInlinePositions } from './yaml-source.js';
+import { readDevState, type DevState } from './cluster-client.js';
+import { resolveNats } from './nats-target.js';
 
 // `edge logs NAME [-f]`: a worker's console output and uncaught exceptions, and with
 // --requests one line per request, from every agent that runs it. Agents publish each line
@@ -49,12 +49,12 @@ export function printable(text: string): string {
   });
 }
 
-/** One line (or, for an exception, several) as a terminal shows it; inline workers' positions in YAML under `edge dev`. */
-export function formatLogLine(l: LogLine, devDir?: string): string {
-  return printable(formatRaw(l, devDir));
+/** One line (or, for an exception, several) as a terminal shows it; `positions` rewrites an exception's (inline workers' to YAML under `edge dev`). */
+export function formatLogLine(l: LogLine, positions?: (text: string) => string): string {
+  return printable(formatRaw(l, positions));
 }
 
-function formatRaw(l: LogLine, devDir?: string): string {
+function formatRaw(l: LogLine, positions?: (text: string) => string): string {
   const where = `${l.ts} ${l.region}/${l.node}`;
   if (l.kind === 'request') {
     const cpu = l.cpuMs !== undefined ? ` cpu ${l.cpuMs.toFixed(1)} ms` : '';
@@ -62,7 +62,7 @@ function formatRaw(l: LogLine, devDir?: string): string {
   }
   if (l.kind === 'exception') {
     let text = `${l.message}${l.stack ? `\n${l.stack}` : ''}`;
-    if (devDir) text = mapInlinePositions(text, devDir).text;
+    if (positions) text = positions(text);
     return `${where} ${'error'.padEnd(5)} Uncaught ${text.replace(/\n/g, '\n    ')}${l.ray ? `\n    (ray ${l.ray})` : ''}`;
   }
   return `${where} ${l.level.padEnd(5)} ${l.message}`;
@@ -141,6 +141,9 @@ export async function runLogs(argv: string[]): Promise<number> {
   const subjects = withRequests ? [subject, SUBJECTS.requests(values.namespace, name!)] : [subject];
   const dev: DevState | undefined = readDevState();
   const devDir = dev && url === dev.natsUrl ? dev.dir : undefined;
+  // Loaded only under edge dev (it brings the YAML parser).
+  const mapInline = devDir ? (await import('./yaml-source.js')).mapInlinePositions : undefined;
+  const positions = mapInline && devDir ? (text: string) => mapInline(text, devDir).text : undefined;
   const wanted = (l: LogLine) => (!byStatus || byStatus(l))
     && (search === undefined || [l.message, l.url ?? '', l.stack ?? ''].some((t) => t.toLowerCase().includes(search)));
   /** Says so and fails when NAME is no EdgeWorker (when the cluster can be asked). */
@@ -163,7 +166,7 @@ export async function runLogs(argv: string[]): Promise<number> {
       return wanted(l) ? l : undefined;
     } catch { return undefined; /* not ours */ }
   };
-  const show = (l: LogLine | undefined) => { if (l) process.stdout.write(`${json ? JSON.stringify(l) : formatLogLine(l, devDir)}\n`); };
+  const show = (l: LogLine | undefined) => { if (l) process.stdout.write(`${json ? JSON.stringify(l) : formatLogLine(l, positions)}\n`); };
   const print = (data: Uint8Array) => show(decode(data));
   let stopped = false;
   let stopReading: (() => void) | undefined;
