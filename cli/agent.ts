@@ -28,7 +28,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N] [--idle-isolate-ms N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
                   [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
-                  [--drain-delay-ms N] [--drain-timeout-ms N]
+                  [--drain-delay-ms N] [--drain-timeout-ms N] [--dev-error-pages]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
 ConfigMaps, Secrets and DurableActors in DIR resolve configMapRef, secret and actor
@@ -64,6 +64,9 @@ listeners close once the requests they accepted are answered, and the agent exit
 follows the delay is bounded by --drain-timeout-ms (default ${DEFAULT_DRAIN_TIMEOUT_MS}): past it what still
 runs is cut (its connection closes; an actor not yet released goes to the next owner's claim).
 Keep the pod's terminationGracePeriodSeconds above the two together.
+--dev-error-pages: \`edge dev\`'s agents only, never in a cluster: a worker's uncaught
+exception is answered with its message and stack (an HTML page to a browser), and a host
+routed only in other regions with a 404 naming the worker and its regions.
 --actor-log-replicas: JetStream replicas for actor state when this agent creates the
 stream (use 3 on a NATS cluster: an acknowledged write then survives a server loss).
 --sql-snapshot-entries N (default 1000): a SQLite-backed actor's log is snapshotted (its
@@ -123,7 +126,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       admin: { type: 'string', default: '127.0.0.1:9090' },
       'max-body-mb': { type: 'string', default: '100' },
       'max-ws-message-kb': { type: 'string', default: '1024' },
-      'trusted-proxy': { type: 'string', multiple: true },
+      'trusted-proxy': { type: 'string', multiple: true }, 'dev-error-pages': { type: 'boolean' },
       'pool-size': { type: 'string', default: '4' },
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
       'idle-isolate-ms': { type: 'string', default: String(DEFAULT_IDLE_ISOLATE_MS) },
@@ -202,6 +205,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     maxIsolatesPerWorker: num('--max-isolates-per-worker', values['max-isolates-per-worker']),
     idleIsolateMs: num('--idle-isolate-ms', values['idle-isolate-ms']),
     trustedProxies: values['trusted-proxy'] ?? [],
+    ...(values['dev-error-pages'] ? { devErrorPages: true } : {}),
     isolateHosts,
     isolateHostSpares: num('--isolate-host-spares', values['isolate-host-spares']),
     isolateHostCordon: !values['no-cordon'],

@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import {
   API_VERSION, DNS_LABEL_PATTERN, JS_IDENTIFIER_PATTERN, MAX_INLINE_SOURCE_BYTES, MAX_SOURCE_BYTES, type EdgeWorkerSpec,
 } from '../common/api/index.js';
-import { MANAGED_BY_LABEL, WORKER_LABEL } from '../common/labels.js';
+import { MANAGED_BY_LABEL, POOL_ISOLATE, POOL_LABEL, REGION_LABEL, WORKER_LABEL } from '../common/labels.js';
 import { ConditionReasons } from '../common/reasons.js';
 import { crPath, isNotFound, KubeClient, KubeError } from '../operator/runtime/kube-client.js';
 import {
@@ -31,7 +31,7 @@ export const DEPLOY_USAGE = `usage: edge deploy [FILE.js] [--env ENV] [--name NA
                    [--route HOST[/PATH]]... [--var KEY=VALUE]... [--actor BINDING=DURABLEACTOR]...
                    [--ai BINDING=MODEL]... [--service BINDING=WORKER[:ENTRYPOINT]]...
                    [--compatibility-date YYYY-MM-DD] [--compatibility-flag FLAG]... [--cpu-ms N]
-                   [--min-warm N] [--minify] [--no-bundle] [--kubeconfig FILE]
+                   [--min-warm N] [--minify] [--no-bundle] [--no-source-map] [--kubeconfig FILE]
                    [--no-wait] [--timeout SECONDS] [--dry-run]
 
 Bundles FILE.js and what it imports with esbuild (ES module, es2022, no Node built-ins),
@@ -54,7 +54,8 @@ bundled: main and every file under base_dir (default: main's directory) that a r
 find_additional_modules = true the files the rules match stay modules beside the bundle.
 
   --route HOST[/PATH]   repeatable; default NAME.localhost
-  --regions a,b         default: every region with isolate nodes
+  --regions a,b         default: every region with isolate nodes; a region without any is
+                        refused before anything is applied
   --var KEY=VALUE       env.KEY (repeatable)
   --actor B=DA          env.B is the DurableActor DA of the namespace (repeatable)
   --ai B=MODEL          env.B.run(MODEL, ...) on the regions' GPU model servers (repeatable)
@@ -68,6 +69,9 @@ find_additional_modules = true the files the rules match stay modules beside the
                         and process globals
   --no-bundle           upload FILE as it is, with the files under its directory that the
                         module rules match as modules of their own (wrangler's no_bundle)
+  --no-source-map       leave out the inline source map (sources' text never included) the
+                        bundle otherwise ends with; the agents map uncaught exceptions' stacks
+                        through it to your files (edge logs, edge dev)
   --dry-run             print the objects it would apply, as YAML, and stop
   --kubeconfig FILE     default: $KUBECONFIG, else the running \`edge dev\`, else ~/.kube/config
   --namespace NS        default: the kubeconfig context's namespace, else default
@@ -153,7 +157,15 @@ export interface BundleOptions {
   compatibilityFlags?: readonly string[];
   /** find_additional_modules: imports of files the rules match under `root` stay imports of the bundle, named `mainName` in the module map. */
   additionalModules?: { root: string; mainName: string };
+  /**
+   * Append an inline source map (without the sources' text): the agents map an uncaught
+   * exception's stack through it to the files it was built from (common/source-map.ts).
+   */
+  sourceMap?: boolean;
 }
+
+/** An inline source map comment at the end of a bundle (bundleWorker's sourceMap). */
+export const INLINE_SOURCE_MAP = /\n\/\/# sourceMappingURL=data:application\/json;base64,[A-Za-z0-9+/=]+\s*$/;
 
 const ASSETS_MODULE = 'edge-assets:module';
 
@@ -183,6 +195,7 @@ export async function bundleWorker(file: string | undefined, opts: BundleOptions
       bundle: true, write: false, format: 'esm', platform: 'neutral', target: 'es2022',
       mainFields: ['browser', 'module', 'main'], conditions: ['workerd', 'worker', 'browser'],
       minify: opts.minify ?? false, logLevel: 'silent', legalComments: 'none', charset: 'utf8',
+      ...(opts.sourceMap ? { sourcemap: 'inline' as const, sourcesContent: false } : {}),
       ...(opts.define ? { define: opts.define } : {}), ...(opts.alias ? { alias: opts.alias } : {}),
       plugins: [...plugins, nodeModules(opts.compatibilityFlags ?? [])],
       // With nodejs_compat, async functions become generators resumed through
@@ -210,7 +223,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
         route: { type: 'string', multiple: true }, var: { type: 'string', multiple: true },
         actor: { type: 'string', multiple: true }, ai: { type: 'string', multiple: true }, service: { type: 'string', multiple: true },
         'compatibility-date': { type: 'string' }, 'compatibility-flag': { type: 'string', multiple: true }, 'cpu-ms': { type: 'string' }, 'min-warm': { type: 'string' },
-        minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, kubeconfig: { type: 'string' },
+        minify: { type: 'boolean' }, 'no-bundle': { type: 'boolean' }, 'no-source-map': { type: 'boolean' }, kubeconfig: { type: 'string' },
         env: { type: 'string' }, 'no-wait': { type: 'boolean' }, timeout: { type: 'string', default: '120' }, 'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -304,6 +317,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
         ...(additional ? { additionalModules: additional } : {}),
         minify: values.minify ?? project?.minify ?? false,
         compatibilityFlags: flags,
+        sourceMap: !values['no-source-map'],
         ...(project ? { root: project.root, rules: project.rules } : {}),
         ...(project?.assets ? { assets: project.assets } : {}),
         ...(project?.define ? { define: project.define } : {}),
@@ -350,6 +364,10 @@ export async function runDeploy(argv: string[]): Promise<number> {
     throw err;
   }
 
+  if (Buffer.byteLength(code) > MAX_SOURCE_BYTES && INLINE_SOURCE_MAP.test(code)) {
+    code = code.replace(INLINE_SOURCE_MAP, '\n');
+    process.stderr.write(`edge deploy: the bundle is too big to carry its source map: left out (exceptions' stacks name lines of the bundle)\n`);
+  }
   const bytes = Buffer.byteLength(code);
   const big = bytes > MAX_INLINE_SOURCE_BYTES;
   // A big bundle is stored compressed (an Agents SDK worker is ~1.1 MB, ~280 KB gzipped); the resolver unpacks it.
@@ -384,6 +402,15 @@ export async function runDeploy(argv: string[]): Promise<number> {
   say(`bundled ${what}: ${bytes} bytes${packed ? ` (over ${MAX_INLINE_SOURCE_BYTES}: stored gzip-compressed, ${packed.byteLength} bytes, in ConfigMap ${namespace}/${cmName})` : ''}`);
   const cmPath = `/api/v1/namespaces/${namespace}/configmaps/${cmName}`;
   const apply = { fieldManager: FIELD_MANAGER, force: 'true', fieldValidation: 'Strict' };
+  const requested = (spec as EdgeWorkerSpec).placement?.regions;
+  if (requested?.length) {
+    // Checked before anything is applied: a worker placed nowhere would be left behind, never Ready.
+    const known = await clusterRegions(kube);
+    const unknown = known ? requested.filter((r) => !known.includes(r)) : [];
+    if (unknown.length > 0) {
+      return fail(`--regions: no region ${unknown.map((r) => `"${r}"`).join(', ')} in this cluster (regions with isolate nodes: ${known!.length > 0 ? known!.join(', ') : 'none'}); nothing was applied`);
+    }
+  }
   let applied: EdgeWorkerObj;
   try {
     if (big) await kube.request('PATCH', cmPath, { patch: 'apply', body: cm, query: apply });
@@ -414,6 +441,16 @@ export async function runDeploy(argv: string[]): Promise<number> {
   say(`${applied.metadata.generation === 1 ? 'created' : 'applied'} EdgeWorker ${namespace}/${name} (generation ${applied.metadata.generation}) via ${target.from}`);
   if (values['no-wait']) return 0;
   return waitReady(kube, namespace, name, applied.metadata.generation, timeoutS * 1000, target.dev, say);
+}
+
+/** The regions with isolate Nodes (what placement may name); undefined when Nodes cannot be listed (no RBAC for them). */
+async function clusterRegions(kube: KubeClient): Promise<string[] | undefined> {
+  try {
+    const nodes = await kube.request<{ items: { metadata: { labels?: Record<string, string> } }[] }>('GET', '/api/v1/nodes', { query: { labelSelector: `${POOL_LABEL}=${POOL_ISOLATE}` } });
+    return [...new Set(nodes.items.map((n) => n.metadata.labels?.[REGION_LABEL]).filter((r): r is string => r !== undefined))].sort();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Polls the worker until its current generation is Ready (0), refused (1) or the time is up (1). */

@@ -1,15 +1,22 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
 import { parseAllDocuments } from 'yaml';
+import { natsClientOptions } from '../common/nats-auth.js';
+import { decodeJson, LogLineSchema, SUBJECTS } from '../common/nats.js';
 import { ConditionReasons } from '../common/reasons.js';
 import { KubeClient } from '../operator/runtime/kube-client.js';
 import {
   actorReadiness, clearDevState, listCrs, TERMINAL_REASONS, workerReadiness, writeDevState,
   type DevState, type DurableActorObj, type EdgeWorkerObj, type Readiness,
 } from './cluster-client.js';
-import { EDGE_BIN, LocalCluster, type CatalogueEntry } from './local/cluster.js';
+import { EDGE_BIN, LocalCluster, portFree, type CatalogueEntry } from './local/cluster.js';
 import { kubectl } from './local/kubectl.js';
+import { portHolder } from './local/ports.js';
+import { retryTransient } from './local/retry.js';
+import { mapInlinePositions } from './yaml-source.js';
+import { printable } from './logs.js';
 import { killAllManaged } from './local/process.js';
 import { buildTools } from './local/tools.js';
 
@@ -19,16 +26,33 @@ import { buildTools } from './local/tools.js';
 
 export interface DevOptions {
   dir: string;
-  /** HTTP port of the first region's agent; the next regions get the next ports (taken ones: any free port). */
+  /**
+   * HTTP port of the first region's agent (default 8787, wrangler dev's); the next regions
+   * get the next ports. A taken one is an error naming its holder; 0 picks free ports.
+   */
   port?: number;
   regions?: string[];
 }
 
 export const DEV_REGIONS = ['eu-west', 'us-east', 'ap-south'];
+/** The first region's port: wrangler dev's. */
+export const DEV_PORT = 8787;
 export const DEV_FIELD_MANAGER = 'edge-dev';
 const MANIFEST = /\.(ya?ml|json)$/;
 
 const say = (msg: string) => process.stderr.write(`[edge dev] ${msg}\n`);
+const indent = (text: string, by = '  ') => text.replace(/^/gm, by);
+
+/** Which of `ports` are taken, each with what /proc says holds it; empty when all are free. */
+export async function takenPorts(ports: number[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of ports) {
+    if (await portFree(p)) continue;
+    const h = portHolder(p);
+    out.push(h ? `port ${p} is in use by pid ${h.pid} (${h.command})` : `port ${p} is in use (by a process this user cannot see: try \`ss -ltnp 'sport = :${p}'\`)`);
+  }
+  return out;
+}
 
 interface ObjRef { apiVersion: string; kind: string; namespace: string; name: string }
 const refKey = (o: ObjRef) => `${o.kind}/${o.namespace}/${o.name}`;
@@ -66,6 +90,16 @@ function parseItems(stdout: string): Item[] {
   } catch { return []; }
 }
 
+/** Runs kubectl apply for each manifest in DIR alone (server dry run): the files kubectl's combined run failed on, each with its error. */
+async function problemsByFile(dir: string, kubeconfig: string, files: string[]): Promise<string[]> {
+  const out: string[] = [];
+  await Promise.all(files.map(async (f) => {
+    const r = await kubectl(kubeconfig, ['apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '--dry-run=server', '-f', join(dir, f), '-o', 'name']);
+    if (r.code !== 0) out.push(`${f}:\n${indent(r.stderr.trimEnd().replace(/ for: "[^"]*"/g, ''))}`);
+  }));
+  return out.sort();
+}
+
 /** Applies DIR with kubectl (server-side) and says what changed; deletes what left the files. */
 class Applier {
   private versions = new Map<string, string>();
@@ -88,12 +122,16 @@ class Applier {
   /** Returns the EdgeWorkers and DurableActors that changed (created or their spec updated). */
   async apply(initial: boolean): Promise<ObjRef[]> {
     const files = readManifests(this.dir);
-    const r = await kubectl(this.kubeconfig, [
-      'apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '-f', this.dir, '-o', 'json',
-    ]);
+    // kubectl refuses an empty directory with "no objects passed to apply": say what to do instead.
+    const r = files.size === 0
+      ? { code: 0, stdout: '', stderr: '' }
+      : await kubectl(this.kubeconfig, ['apply', '--server-side', `--field-manager=${DEV_FIELD_MANAGER}`, '--force-conflicts', '-f', this.dir, '-o', 'json']);
+    if (files.size === 0) say(`no manifests in ${this.dir} (*.yaml, *.yml, *.json): add one, e.g. \`cp examples/hello.yaml ${relative(process.cwd(), this.dir) || '.'}/\`, and it is applied when saved`);
     let items = parseItems(r.stdout);
     if (r.code !== 0) {
-      say(`kubectl apply found problems (fix the file and save it again):\n${r.stderr.trimEnd().replace(/^/gm, '  ')}`);
+      // kubectl names the object, not the file: ask again file by file to say which.
+      const byFile = await problemsByFile(this.dir, this.kubeconfig, [...files.keys()]);
+      say(`kubectl apply found problems (fix the file and save it again):\n${indent(byFile.length > 0 ? byFile.join('\n') : r.stderr.trimEnd())}`);
       // kubectl prints nothing when any object failed: read what the others are now.
       items = await this.read([...files.values()].flatMap((refs) => refs ?? []));
     }
@@ -146,14 +184,14 @@ function readinessOf(s: Snapshot, o: ObjRef): Readiness | undefined {
  * Waits until each object is Ready or refused for good, printing one line per object as
  * it settles (and, every 10 s, what is still pending). Never throws: dev keeps running.
  */
-async function settle(kube: KubeClient, objs: ObjRef[], timeoutMs: number, abort: () => boolean): Promise<void> {
+async function settle(kube: KubeClient, objs: ObjRef[], timeoutMs: number, abort: () => boolean, dir?: string): Promise<void> {
   const pending = new Map(objs.map((o) => [refKey(o), o]));
   const t0 = Date.now();
   let lastNote = t0;
   const refusedSince = new Map<string, number>();
   while (pending.size > 0) {
     let s: Snapshot;
-    try { s = await snapshot(kube); } catch (err) { say(`reading status failed: ${(err as Error).message}`); return; }
+    try { s = await retryTransient(() => snapshot(kube)); } catch (err) { say(`reading status failed: ${(err as Error).message}`); return; }
     for (const [k, o] of pending) {
       const r = readinessOf(s, o);
       if (!r?.current) continue;
@@ -167,7 +205,9 @@ async function settle(kube: KubeClient, objs: ObjRef[], timeoutMs: number, abort
         const since = refusedSince.get(k) ?? Date.now();
         refusedSince.set(k, since);
         if (r.reason === ConditionReasons.BundleInvalid || Date.now() - since > 8000) {
-          say(`  refused  ${name} ${r.reason}: ${r.message}`);
+          // An inline worker's position is in a made-up file: say it in the YAML, with the lines around it.
+          const m = dir ? mapInlinePositions(r.message, dir) : { text: r.message };
+          say(`  refused  ${name} ${r.reason}: ${m.text}${m.frame ? `\n${indent(m.frame, '             ')}` : ''}`);
           pending.delete(k);
         }
       } else refusedSince.delete(k);
@@ -207,14 +247,19 @@ function routeLines(s: Snapshot, cluster: LocalCluster): string[] {
   return rows.map(([n, u, where]) => `  ${n.padEnd(w0)}  ${u.padEnd(w1)}  ${where}`.trimEnd());
 }
 
-function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: number): string {
+function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: number, portsPicked: boolean): string {
   const cp = cluster.cp;
   const edgeCmd = relative(process.cwd(), EDGE_BIN).startsWith('..') ? EDGE_BIN : relative(process.cwd(), EDGE_BIN);
   const rw = Math.max('operator'.length, ...cluster.agents.map((a) => a.region.length));
+  const ports = cluster.agents.map((a) => a.port);
   return [
     '',
     `edge dev: ${cluster.agents.length} regions, ${cluster.processes.length} processes, ready in ${(startedMs / 1000).toFixed(1)} s`,
     '',
+    ...(portsPicked ? [
+      `*** PORTS: ${cluster.agents.map((a) => `${a.region} ${a.port}`).join(', ')} (not ${DEV_PORT}-${DEV_PORT + ports.length - 1}): use these in place of ${DEV_PORT}, ${DEV_PORT + 1}, ... in the README's commands ***`,
+      '',
+    ] : []),
     `workers in ${relative(process.cwd(), dir).startsWith('..') ? dir : relative(process.cwd(), dir) || '.'} (save a file there and it is re-applied), and the regions they run in:`,
     ...routeLines(s, cluster),
     '',
@@ -232,12 +277,43 @@ function banner(cluster: LocalCluster, s: Snapshot, dir: string, startedMs: numb
     `  export KUBECONFIG=${cp.kubeconfigPath}`,
     '  kubectl get ew,da',
     `  ${edgeCmd} status`,
-    `  ${edgeCmd} logs ${s.workers.some((w) => w.metadata.name === 'chat') ? 'chat' : s.workers[0]?.metadata.name ?? 'NAME'} -f`,
+    `  ${edgeCmd} logs ${s.workers.some((w) => w.metadata.name === 'chat') ? 'chat' : s.workers[0]?.metadata.name ?? 'NAME'} -f --requests`,
     `  ${edgeCmd} deploy my-worker.js`,
     '',
     'Ctrl-C stops everything.',
     '',
   ].join('\n');
+}
+
+/**
+ * Prints workers' console output and uncaught exceptions here as they happen (what
+ * `edge logs -f` shows for one worker), an inline worker's positions in its YAML file.
+ * Best effort: without it `edge logs` still works.
+ */
+async function followWorkerOutput(cluster: LocalCluster, dir: string): Promise<NatsConnection | undefined> {
+  let conn: NatsConnection;
+  try {
+    conn = await connect({ ...natsClientOptions({ role: 'logs', credentials: cluster.cp.natsCredentials.logs }), servers: cluster.cp.natsUrl, name: 'edge dev' });
+  } catch (err) {
+    say(`not showing workers' output here (NATS: ${(err as Error).message}); edge logs NAME -f shows it`);
+    return undefined;
+  }
+  // edge.logs.<namespace>.<name>: console lines and exceptions (requests are one token longer).
+  const sub = conn.subscribe(SUBJECTS.logs('*', '*'));
+  void (async () => {
+    for await (const m of sub) {
+      let l;
+      try { l = decodeJson(LogLineSchema, m.data, 'log line'); } catch { continue; }
+      const who = `${l.worker.startsWith('default/') ? l.worker.slice('default/'.length) : l.worker} ${l.region}`;
+      if (l.kind === 'exception') {
+        const mapped = mapInlinePositions(`${l.message}${l.stack ? `\n${l.stack}` : ''}`, dir);
+        process.stderr.write(printable(`[${who}] Uncaught ${indent(mapped.text, '  ').trimStart()}\n${mapped.frame ? `${indent(mapped.frame, '  ')}\n` : ''}  (ray ${l.ray ?? '?'}; edge logs ${l.worker.split('/')[1]} shows it again)`) + '\n');
+      } else {
+        process.stderr.write(`${printable(`[${who}] ${l.level === 'log' ? '' : `${l.level}: `}${l.message}`)}\n`);
+      }
+    }
+  })();
+  return conn;
 }
 
 function hasKubectl(): boolean {
@@ -264,16 +340,27 @@ export async function runDev(opts: DevOptions): Promise<number> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) { say(`no such directory: ${dir}`); return 2; }
   if (!hasKubectl()) { say('kubectl is not on PATH: edge dev applies the manifests with it'); return 1; }
   const regions = opts.regions ?? DEV_REGIONS;
-  const first = opts.port ?? 8787;
+  const first = opts.port ?? DEV_PORT;
+  // A taken port is an error naming its holder: swapped silently, the README's first curl
+  // would reach whatever holds it. --port 0 asks for free ports instead.
+  const wanted = first === 0 ? [] : regions.map((_, i) => first + i);
+  const taken = await takenPorts(wanted);
+  if (taken.length > 0) {
+    say(`cannot serve ${regions.length === 1 ? 'the region' : `the ${regions.length} regions`} on ${wanted.length === 1 ? `port ${wanted[0]}` : `ports ${wanted[0]}-${wanted.at(-1)}`}:\n${indent(taken.join('\n'))}\n`
+      + `stop that process, give another first port (--port N: the regions take N${regions.length > 1 ? `..N+${regions.length - 1}` : ''}), or --port 0 for free ports (printed when ready)`);
+    return 1;
+  }
 
   let cluster: LocalCluster | undefined;
   let watcher: FSWatcher | undefined;
+  let nc: NatsConnection | undefined;
   let stopping: Promise<void> | undefined;
   let starting = true;
   const stop = () => {
     stopping ??= (async () => {
       say('stopping...');
       watcher?.close();
+      await nc?.close().catch(() => {});
       clearDevState();
       await cluster?.stop();
       say('stopped; nothing left running');
@@ -300,9 +387,11 @@ export async function runDev(opts: DevOptions): Promise<number> {
     await buildTools(['etcd', 'kube-apiserver', 'nats-server'], say);
     if (signalled) return 0;
     cluster = await LocalCluster.start({
-      regions, ports: regions.map((_, i) => first + i), fieldManager: DEV_FIELD_MANAGER, progress: say,
+      regions, ports: wanted, fieldManager: DEV_FIELD_MANAGER, progress: say,
       operator: { identity: 'edge-dev' },
-      models: { label: (r) => `stand-in model, ${r}`, tokenDelayMs: 30 },
+      // Only edge dev's agents answer an uncaught exception with its stack (never a cluster's).
+      agentArgs: ['--dev-error-pages'],
+      models: { label: (r) => `stand-in model, ${r}`, tokenDelayMs: 30, standInsReady: true },
       // The catalogue (EdgeModels) offers the model examples/ai.yaml binds and one Workers AI
       // model of each task type; the stand-in servers answer for any model and every task.
       catalogue: DEV_CATALOGUE,
@@ -312,8 +401,11 @@ export async function runDev(opts: DevOptions): Promise<number> {
     const applier = new Applier(dir, cluster.cp.kubeconfigPath);
     say(`applying the manifests in ${dir}...`);
     const applied = await applier.apply(true);
-    await settle(kube, applied, 90_000, () => signalled);
+    await settle(kube, applied, 90_000, () => signalled, dir);
     if (signalled) { await stop(); return 0; }
+    const moved = wanted.flatMap((p, i) => (cluster!.agents[i] && cluster!.agents[i].port !== p ? [`${cluster!.agents[i].region} :${p} -> :${cluster!.agents[i].port}`] : []));
+    if (moved.length > 0) say(`WARNING: ports taken while starting: ${moved.join(', ')}`);
+    nc = await followWorkerOutput(cluster, dir);
 
     const cp = cluster.cp;
     const state: DevState = {
@@ -323,7 +415,7 @@ export async function runDev(opts: DevOptions): Promise<number> {
       operatorMetrics: `http://127.0.0.1:${cluster.operators[0]!.admin}/metrics`,
     };
     writeDevState(state);
-    process.stdout.write(banner(cluster, await snapshot(kube), dir, performance.now() - t0));
+    process.stdout.write(banner(cluster, await retryTransient(() => snapshot(kube)), dir, performance.now() - t0, first === 0 || moved.length > 0));
     starting = false;
 
     // Hot reload: re-apply on every change (debounced), one apply at a time.
@@ -333,7 +425,7 @@ export async function runDev(opts: DevOptions): Promise<number> {
       running = running.then(async () => {
         if (stopping) return;
         const changed = await applier.apply(false);
-        if (changed.length > 0 && !stopping) await settle(kube, changed, 60_000, () => stopping !== undefined);
+        if (changed.length > 0 && !stopping) await settle(kube, changed, 60_000, () => stopping !== undefined, dir);
       }).catch((err: unknown) => { say(`re-applying failed: ${(err as Error).message}`); });
     };
     watcher = watch(dir, (_event, file) => {

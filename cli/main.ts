@@ -18,8 +18,9 @@ commands:
   secret put NAME [--name WORKER]
                 store stdin in a Secret and bind it as env.NAME (edge secret --help)
   status        EdgeWorkers and DurableActors: regions, readiness (edge status --help)
-  logs NAME [-f]
-                a worker's console output from every agent (edge logs --help)
+  logs NAME [-f] [--requests]
+                a worker's console output and uncaught exceptions (and one line per
+                request) from every agent (edge logs --help)
   agent         run a node agent: the workers of a directory, or those the operator
                 placed in its region (edge agent --help)
   operator      run the operator (edge operator --help)
@@ -34,13 +35,18 @@ const DEV_USAGE = `usage: edge dev [DIR] [--port N]
 Starts on loopback, as real processes: etcd, kube-apiserver and nats-server (built from
 pinned Go modules the first time, into ~/.cache/edge-isolates/bin), the CRDs, Node
 objects for three regions (eu-west, us-east, ap-south), an \`edge agent\` per region on
-ports N, N+1, N+2 (default 8787; a taken port is replaced by a free one) and \`edge
-operator\`. env.AI calls go to a stand-in model server per region that echoes (there is
-no GPU). Then it applies every manifest in DIR (default: examples/) with kubectl
+ports N, N+1, N+2 (default 8787, as wrangler dev; a taken port is an error naming the
+process that holds it; --port 0 picks free ports and prints them) and \`edge operator\`.
+env.AI calls go to a stand-in model server per region that echoes (there is no GPU; its
+model servers count as ready). Then it applies every manifest in DIR (default: examples/) with kubectl
 (server-side), waits until the workers and actors are Ready, and prints their URLs, the
 kubeconfig, the NATS URL and the metrics URLs. Saving a file in DIR re-applies it (a
 manifest removed from DIR deletes its objects). Ctrl-C stops everything and removes the
 temporary directory (kept with EDGE_KEEP_TMP=1).
+Workers' console output and uncaught exceptions are printed here as they happen (an
+inline worker's lines as lines of its YAML file); a request that hits an uncaught
+exception is answered with its message and stack (an HTML page to a browser): edge dev's
+agents only (\`edge agent --dev-error-pages\`), never a cluster's.
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -71,7 +77,7 @@ async function run(argv: string[]): Promise<number> {
       const { values, positionals } = parsed;
       if (values.help) { process.stdout.write(DEV_USAGE); return 0; }
       const port = values.port === undefined ? undefined : Number(values.port);
-      if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65534)) {
+      if (port !== undefined && !(Number.isInteger(port) && port >= 0 && port < 65534)) {
         process.stderr.write(`edge dev: --port must be a TCP port, got "${values.port}"\n`);
         return 2;
       }

@@ -45,6 +45,11 @@ export const SUBJECTS = {
   /** Console output of one worker (and of its actors), from every agent: `edge.logs.<namespace>.<name>` (payload: LogLine). */
   logs: (namespace: string, name: string) => `edge.logs.${namespace}.${name}`,
   logsAll: 'edge.logs.>',
+  /**
+   * One line per request a worker served (`edge logs --requests`): `edge.logs.<namespace>.<name>.requests`,
+   * a subject of its own so a busy worker's requests do not push its console lines out of the stream.
+   */
+  requests: (namespace: string, name: string) => `edge.logs.${namespace}.${name}.requests`,
 } as const;
 
 /**
@@ -72,17 +77,34 @@ export function logsStreamConfig(): Partial<StreamConfig> {
   };
 }
 
-/** One console line of a worker, as `edge logs` prints it. */
+/**
+ * One line of a worker, as `edge logs` prints it: a console line, an uncaught exception
+ * (kind `exception`: the error's text, its stack in the worker's own source, the ray id
+ * the client was given) or a request it served (kind `request`, on SUBJECTS.requests).
+ */
 export const LogLineSchema = z.object({
   /** ISO time the agent saw the line. */
   ts: z.string(),
-  /** The console method: log, info, warn, error, debug. */
+  /** The console method: log, info, warn, error, debug (`error` for an exception, `info` for a request). */
   level: z.string(),
   message: z.string(),
   region: z.string(),
   node: z.string(),
   /** `<namespace>/<name>` (workerRef). */
   worker: z.string(),
+  /** Absent: a console line. */
+  kind: z.enum(['console', 'exception', 'request']).optional(),
+  /** The x-edge-ray the client got (exceptions and failed requests). */
+  ray: z.string().optional(),
+  /** An exception's stack frames, the worker's own only (the runtime's are left out), one per line. */
+  stack: z.string().optional(),
+  method: z.string().optional(),
+  url: z.string().optional(),
+  status: z.number().int().optional(),
+  /** Wall time from the request's arrival to its response's head. */
+  durationMs: z.number().optional(),
+  /** CPU time the worker's isolate used for the request. */
+  cpuMs: z.number().optional(),
 });
 export type LogLine = z.infer<typeof LogLineSchema>;
 

@@ -95,6 +95,8 @@ export interface AgentConfig {
   dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
   trustedProxies?: string[];
+  /** `edge dev` only: uncaught exceptions answered with their stack, "not placed in this region" 404s (WorkerServerOptions.devErrorPages). */
+  devErrorPages?: boolean;
   /**
    * Run tenants' isolates in this many isolate-host processes, this process being only the
    * front (docs/isolate-hosts.md); 0 or absent: in this process. startAgent() picks.
@@ -322,6 +324,7 @@ export class Agent implements RunningAgent {
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
       ...(cfg.source.region !== undefined ? { colo: cfg.source.region } : {}),
+      ...(cfg.devErrorPages ? { devErrorPages: true } : {}),
     });
     // Its pool holds warm isolates from here on (stop is safe before start).
     undo.push(() => server.stop());
@@ -339,6 +342,8 @@ export class Agent implements RunningAgent {
       await consoleStream.start();
       undo.push(() => consoleStream.stop());
       server.consoleListeners.add(consoleStream.listener);
+      server.requestListeners.add(consoleStream.requestListener);
+      server.exceptionListeners.add(consoleStream.exceptionListener);
       // Actors: the ring of this region, the durable log, and the peer port other agents forward to.
       // Given the connection and its own key, the view judges no agent while it cannot hear
       // (NATS down, its watch broken): a NATS outage no longer empties the ring.
@@ -468,6 +473,8 @@ export class Agent implements RunningAgent {
       n?.peer.close();
       if (n) {
         this.server.consoleListeners.delete(n.consoleStream.listener);
+        this.server.requestListeners.delete(n.consoleStream.requestListener);
+        this.server.exceptionListeners.delete(n.consoleStream.exceptionListener);
         n.consoleStream.stop();
         await n.nc.drain();
       }
@@ -562,6 +569,7 @@ export class AgentFront implements RunningAgent {
       log, metrics,
       route: (host, path) => hosts.sup?.route(host, path),
       target: (i) => hosts.sup?.target(i),
+      ...(cfg.devErrorPages ? { unroutedToHost0: true } : {}),
     });
     const port = await proxy.listen(listen.port, listen.host);
     undo.push(() => proxy.close());

@@ -2,11 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CoreV1Api, type V1Taint } from '@kubernetes/client-node';
-import { GPU_TAINT_KEY, POOL_GPU, POOL_ISOLATE, POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
+import { APP_NAME_LABEL, GPU_TAINT_KEY, INFERENCE_APP, POOL_GPU, POOL_ISOLATE, POOL_LABEL, REGION_LABEL } from '../../common/labels.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { installCrds } from './crds.js';
 import { ANY_MODEL, startOpenAiServer, type OpenAiServer } from './model-stub.js';
 import { freePort, waitFor } from './ports.js';
+import { retryTransient } from './retry.js';
 import { ManagedProcess } from './process.js';
 import { REPO_ROOT } from './tools.js';
 import { API_VERSION, EDGE_MODEL, type AiTaskType } from '../../common/api/index.js';
@@ -38,6 +39,12 @@ export interface ModelStubOptions {
   label?: (region: string) => string;
   /** Pause between streamed tokens. */
   tokenDelayMs?: number;
+  /**
+   * The operator's inference Deployments count as ready (`edge dev`): with no kubelet here
+   * they never run, and the stand-in server of each region answers for them, so their
+   * status is written as a kubelet would once their pods were ready.
+   */
+  standInsReady?: boolean;
 }
 
 export interface StartOperatorOptions {
@@ -130,6 +137,7 @@ export class LocalCluster {
   /** Starts per log name, so a restarted process writes a log of its own. */
   private readonly logs = new Map<string, number>();
   private stopping: Promise<void> | undefined;
+  private standIns: NodeJS.Timeout | undefined;
 
   private constructor(readonly cp: ControlPlane, readonly opts: LocalClusterOptions) {}
 
@@ -144,8 +152,9 @@ export class LocalCluster {
       const t1 = performance.now();
       const models = opts.models;
       const catalogue = opts.catalogue ?? (models?.model && models.model !== ANY_MODEL ? [models.model] : []);
+      // Each step waits out a just-started apiserver's transient 429s (retry.ts).
       await Promise.all([
-        installCrds(cp.kubeConfig, opts.fieldManager).then(() => c.createCatalogue(catalogue)),
+        retryTransient(() => installCrds(cp.kubeConfig, opts.fieldManager)).then(() => c.createCatalogue(catalogue)),
         c.createNodes(),
         ...(models ? opts.regions.map(async (r) => {
           c.models.set(r, await startOpenAiServer({ model: models.model ?? ANY_MODEL, label: models.label?.(r) ?? r, tokenDelayMs: models.tokenDelayMs ?? 0 }));
@@ -170,6 +179,7 @@ export class LocalCluster {
       ]);
       const order = nodes.map((n) => n.node);
       c.agents.sort((a, b) => order.indexOf(a.node) - order.indexOf(b.node));
+      if (models?.standInsReady) c.markStandInsReady();
     } catch (err) {
       await c.stop();
       throw err;
@@ -198,17 +208,42 @@ export class LocalCluster {
     const core = this.cp.kubeConfig.makeApiClient(CoreV1Api);
     const gpuTaint: V1Taint = { key: GPU_TAINT_KEY, value: 'present', effect: 'NoSchedule' };
     await Promise.all(this.opts.regions.flatMap((r) => [
-      ...this.isolateNodes(r).map((node) => core.createNode({ body: { metadata: { name: node, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } })),
-      core.createNode({ body: { metadata: { name: `gpu-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_GPU } }, spec: { taints: [gpuTaint] } } }),
+      ...this.isolateNodes(r).map((node) => retryTransient(() => core.createNode({ body: { metadata: { name: node, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_ISOLATE } } } }))),
+      retryTransient(() => core.createNode({ body: { metadata: { name: `gpu-${r}`, labels: { [REGION_LABEL]: r, [POOL_LABEL]: POOL_GPU } }, spec: { taints: [gpuTaint] } } })),
     ]));
   }
 
   /** One EdgeModel per model id (the admin's catalogue; the stand-in servers answer for any of them). */
   private async createCatalogue(entries: Array<string | CatalogueEntry>): Promise<void> {
     const kube = new KubeClient(this.cp.kubeConfig);
-    await Promise.all(entries.map((e) => (typeof e === 'string' ? { model: e } : e)).map((e) => kube.request('POST', crPath(EDGE_MODEL.plural), {
+    await Promise.all(entries.map((e) => (typeof e === 'string' ? { model: e } : e)).map((e) => retryTransient(() => kube.request('POST', crPath(EDGE_MODEL.plural), {
       body: { apiVersion: API_VERSION, kind: EDGE_MODEL.kind, metadata: { name: catalogueName(e.model) }, spec: { gpus: 1, ...e } },
-    })));
+    }))));
+  }
+
+  /** Every second, inference Deployments whose status is short of their replicas are given a ready status (ModelStubOptions.standInsReady). */
+  private markStandInsReady(): void {
+    const kube = new KubeClient(this.cp.kubeConfig);
+    type Dep = { metadata: { name: string; namespace: string; generation?: number }; spec?: { replicas?: number }; status?: { readyReplicas?: number } };
+    let busy = false;
+    const tick = async () => {
+      if (busy || this.stopping) return;
+      busy = true;
+      try {
+        const list = await kube.request<{ items: Dep[] }>('GET', '/apis/apps/v1/deployments', { query: { labelSelector: `${APP_NAME_LABEL}=${INFERENCE_APP}` } });
+        for (const d of list.items) {
+          const n = d.spec?.replicas ?? 1;
+          if ((d.status?.readyReplicas ?? 0) >= n) continue;
+          await kube.request('PATCH', `/apis/apps/v1/namespaces/${d.metadata.namespace}/deployments/${d.metadata.name}/status`, {
+            patch: 'merge',
+            body: { status: { observedGeneration: d.metadata.generation ?? 1, replicas: n, readyReplicas: n, availableReplicas: n, updatedReplicas: n } },
+          });
+        }
+      } catch { /* next tick */ } finally { busy = false; }
+    };
+    this.standIns = setInterval(() => { void tick(); }, 1000);
+    this.standIns.unref();
+    void tick();
   }
 
   /** `<name>.log` the first time, `<name>.<n>.log` for the n-th start under the same name. */
@@ -308,6 +343,7 @@ export class LocalCluster {
   /** The operators first (so they write nothing more), then the agents (they drain), then the rest. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      clearInterval(this.standIns);
       await Promise.all(this.operators.map((o) => o.proc.stop(5000)));
       await Promise.all(this.agents.map((a) => a.proc.stop(8000)));
       await Promise.all([...this.models.values()].map((m) => m.close()));

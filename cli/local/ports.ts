@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * Where freePort looks: below the kernel's ephemeral range (32768-60999 on Linux), so no
@@ -40,4 +41,45 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** A process listening on a TCP port, as /proc tells it. */
+export interface PortHolder { pid: number; command: string }
+
+/**
+ * Who listens on TCP `port` (any address, v4 or v6): the socket's inode from
+ * /proc/net/tcp{,6} (state 0A, LISTEN), then the process with an fd on `socket:[inode]`.
+ * undefined when nothing listens or the holder is not visible (another user's process:
+ * /proc hides its fds).
+ */
+export function portHolder(port: number): PortHolder | undefined {
+  const inodes = new Set<string>();
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try { text = readFileSync(table, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+      if (f.length > 9 && f[3] === '0A' && f[1]!.endsWith(`:${hex}`) && f[9] !== '0') inodes.add(f[9]!);
+    }
+  }
+  if (inodes.size === 0) return undefined;
+  let pids: string[];
+  try { pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)); } catch { return undefined; }
+  for (const pid of pids) {
+    let fds: string[];
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let target: string;
+      try { target = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m && inodes.has(m[1]!)) {
+        let command = '?';
+        try { command = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').slice(0, 200) || '?'; } catch { /* gone */ }
+        return { pid: Number(pid), command };
+      }
+    }
+  }
+  return undefined;
 }

@@ -6,6 +6,7 @@ import { workerRef } from '../../common/keys.js';
 import { openEnv } from '../../common/resolve-bindings.js';
 import { SealedValueError, type SecretSealer } from '../../common/sealing.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
+import { Router } from '../serving/router.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 
 // Desired state from the operator, over NATS (`edge agent --nats`): the KV bucket of
@@ -42,6 +43,8 @@ export class NatsSource implements DesiredStateSource {
   private building = Promise.resolve();
   private stopped = false;
   private readonly aiUrl: AiUrl;
+  /** Workers placed in other regions only, by route (built when first asked after a change). */
+  private elsewhere: Router<string[]> | undefined;
 
   constructor(private readonly opts: NatsSourceOptions) {
     this.aiUrl = opts.aiUrl ?? aiUrlFromTemplate();
@@ -51,7 +54,7 @@ export class NatsSource implements DesiredStateSource {
     let synced = false;
     this.follower = followBucket(this.opts.buckets.workers, {
       put: (key, value) => { this.applyConfig(key, value); if (synced) this.schedule(onUpdate); },
-      delete: (key) => { this.configs.delete(key); if (synced) this.schedule(onUpdate); },
+      delete: (key) => { this.configs.delete(key); this.elsewhere = undefined; if (synced) this.schedule(onUpdate); },
     }, { log: this.opts.log, name: 'workers' });
     await this.follower.initial;
     synced = true;
@@ -62,10 +65,19 @@ export class NatsSource implements DesiredStateSource {
     try {
       const cfg = decodeJson(WorkerConfigSchema, value, `worker config ${key}`);
       this.configs.set(key, cfg);
+      this.elsewhere = undefined;
     } catch (err) {
       // Keep what was there: a config we cannot read must not take a running worker down.
       this.opts.log.error('ignoring unreadable worker config', { key, error: err });
     }
+  }
+
+  placedElsewhere(host: string, path: string): { key: string; regions: string[] } | undefined {
+    this.elsewhere ??= Router.build([...this.configs.values()]
+      .filter((c) => !c.regions.includes(this.opts.region))
+      .map((c) => ({ key: workerRef(c.namespace, c.name), routes: c.routes, target: c.regions })));
+    const m = this.elsewhere.match(host, path);
+    return m ? { key: m.key, regions: m.target } : undefined;
   }
 
   private schedule(onUpdate: (workers: DesiredWorker[]) => void, delayMs = 20): void {

@@ -42,4 +42,8 @@ export class SharedSource implements DesiredStateSource {
   }
 
   stop(): Promise<void> { return this.inner.stop(); }
+
+  placedElsewhere(host: string, path: string): { key: string; regions: string[] } | undefined {
+    return this.inner.placedElsewhere?.(host, path);
+  }
 }

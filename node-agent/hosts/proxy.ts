@@ -23,6 +23,11 @@ export interface HostProxyOptions {
   route(host: string, path: string): HostRoute | undefined;
   /** How to reach host `index`; undefined while it is down. */
   target(index: number): HostTarget | undefined;
+  /**
+   * `edge dev` (--dev-error-pages): a request no worker here is routed for goes to host 0,
+   * whose HttpFront knows every worker of the region's feed and can say "placed elsewhere".
+   */
+  unroutedToHost0?: boolean;
 }
 
 // Connection-level headers are the front's and the host's business, not the worker's: node's
@@ -135,7 +140,7 @@ export class HostProxy {
   private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }, retry = false): void {
     const hostHeader = req.headers.host ?? '';
     const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
-    const r = this.opts.route(hostHeader, path);
+    const r = this.opts.route(hostHeader, path) ?? (this.opts.unroutedToHost0 && this.opts.target(0) ? { index: 0, worker: '' } : undefined);
     if (!r) {
       plain(res, 404, `no worker is routed for host "${hostHeader}" and path "${path}"\n`);
       req.resume();

@@ -672,6 +672,13 @@ export class WorkerIsolate implements IsolateOwner {
     this.warm.entry.__edgeCancel.applyIgnored(undefined, [id, reason], { arguments: { copy: true } });
   }
 
+  /** CPU the isolate has used on request `id` so far (undefined when that is not the request it runs). */
+  cpuMsOf(id: number): number | undefined {
+    const r = this.inflight;
+    if (r?.id !== id || this.warm.isolate.isDisposed) return undefined;
+    try { return Number(this.warm.isolate.cpuTime - r.cpuStart) / 1e6; } catch { return undefined; }
+  }
+
   /**
    * Frees the isolate at once when the request needs no settling (the common case);
    * false means the caller must await finish(id).

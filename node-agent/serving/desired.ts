@@ -19,4 +19,6 @@ export interface DesiredStateSource {
   /** Calls onUpdate with the whole desired set now and whenever it changes. */
   start(onUpdate: (workers: DesiredWorker[]) => void): Promise<void>;
   stop(): Promise<void>;
+  /** A worker routed for host and path that is placed in other regions only: its key and those regions. */
+  placedElsewhere?(host: string, path: string): { key: string; regions: string[] } | undefined;
 }

@@ -40,6 +40,39 @@ export interface HttpFrontOptions {
   colo?: string;
   /** Workers' shards (docs/shards.md): a request for a worker this host is not a member of is forwarded to one. */
   shards?: { shards: Shards; peerToken: string; meter: LoadMeter; connectTimeoutMs?: number };
+  /** Told each request a worker served here, once its response ended (`edge logs --requests`). */
+  onServed?(r: ServedRequest): void;
+  /** Told each uncaught exception of a worker's code; answers it as the worker's author reads it (message, own frames). */
+  onException?(worker: string, error: WorkerScriptError, ray: string): WorkerException;
+  /**
+   * A worker's uncaught exception is answered with its message and stack (an HTML page to
+   * a browser) instead of a bare 500: `edge dev` only (`edge agent --dev-error-pages`),
+   * never in a cluster, where the client is not the worker's author.
+   */
+  devErrorPages?: boolean;
+  /** A host that routes to no worker here: why not, when some region serves it (`edge dev`'s agents: "not placed in this region"). */
+  notHere?(host: string, path: string): string | undefined;
+}
+
+/** A request a worker served, as `edge logs --requests` prints it. */
+export interface ServedRequest { worker: string; method: string; url: string; status: number; durationMs: number; cpuMs?: number; ray?: string }
+
+/** An uncaught exception as its author reads it: the error's text and the worker's own stack frames. */
+export interface WorkerException { message: string; stack: string }
+
+const escapeHtml = (t: string) => t.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** `edge dev`'s error page (devErrorPages): what a browser shows for a worker's uncaught exception. */
+function devErrorPage(worker: string, ray: string, e: WorkerException, method: string, url: string): string {
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>${escapeHtml(e.message.split('\n')[0]!)}</title>
+<style>body{font:14px/1.5 system-ui,sans-serif;margin:2rem;color:#222}h1{font-size:1.3rem;color:#b00020}pre{background:#f6f6f6;padding:1rem;overflow:auto}small{color:#666}</style></head>
+<body><h1>${escapeHtml(e.message)}</h1>
+<p>worker <b>${escapeHtml(worker)}</b> threw an uncaught exception while handling <code>${escapeHtml(method)} ${escapeHtml(url)}</code></p>
+<pre>${escapeHtml(e.stack || '(no stack frames in the worker\'s own code)')}</pre>
+<p><small>ray ${escapeHtml(ray)} &middot; edge dev shows this page; in a cluster the client gets a plain 500. The same exception is in <code>edge logs ${escapeHtml(worker.slice(worker.indexOf('/') + 1))}</code>.</small></p>
+</body></html>
+`;
 }
 
 /** A request another host forwarded here (it arrived on the peer port): served here, never forwarded again. */
@@ -384,7 +417,8 @@ export class HttpFront {
     if (fwd) res.writeContinue();
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
-      plain(res, 404, `no worker is routed for host "${hostname}" and path "${path}"\n`);
+      const elsewhere = this.opts.notHere?.(hostname, path);
+      plain(res, 404, elsewhere !== undefined ? `${elsewhere}\n` : `no worker is routed for host "${hostname}" and path "${path}"\n`);
       req.resume();
       return;
     }
@@ -413,8 +447,11 @@ export class HttpFront {
     }
     if (fwd) this.opts.metrics.shardForwardedIn.inc();
     this.opts.onRequest?.(name);
+    const served: ServedRequest = { worker: name, method: req.method ?? 'GET', url: url.href, status: 0, durationMs: 0 };
     const finish = (status: number) => {
-      this.opts.metrics.observeRequest(name, status, (performance.now() - started) / 1000);
+      served.durationMs = performance.now() - started;
+      served.status = status;
+      this.opts.metrics.observeRequest(name, status, served.durationMs / 1000);
     };
     try {
       const declared = contentLength === undefined ? undefined : Number(contentLength);
@@ -519,13 +556,18 @@ export class HttpFront {
         }
       } finally {
         meter?.end(name);
-        if (id !== undefined && !iso.finishNow(id)) await iso.finish(id);
+        if (id !== undefined) {
+          const cpu = iso.cpuMsOf(id);
+          if (cpu !== undefined) served.cpuMs = cpu;
+          if (!iso.finishNow(id)) await iso.finish(id);
+        }
         host.release(iso);
       }
     } catch (err) {
-      this.fail(res, name, err, finish);
+      served.ray = this.fail(res, name, err, finish, served);
       req.resume();
     }
+    if (served.status !== 0) this.opts.onServed?.(served);
   }
 
   /**
@@ -590,7 +632,8 @@ export class HttpFront {
     }
   }
 
-  private fail(res: ServerResponse, worker: string, err: unknown, finish: (status: number) => void): void {
+  /** Answers a request that failed; returns the ray id the client was given. */
+  private fail(res: ServerResponse, worker: string, err: unknown, finish: (status: number) => void, served: ServedRequest): string {
     const ray = rayId();
     let status = 500;
     let body: string;
@@ -617,11 +660,24 @@ export class HttpFront {
     } else if (err instanceof WorkerScriptError) {
       body = `worker ${worker} threw an exception (ray ${ray})\n`;
       this.opts.log.error('worker threw an exception', { worker, error: err, ray });
+      const e = this.opts.onException?.(worker, err, ray);
+      if (this.opts.devErrorPages && !res.headersSent) {
+        const shown = e ?? { message: err.message, stack: '' };
+        finish(status);
+        if (/\btext\/html\b/.test(String(res.req.headers.accept ?? ''))) {
+          res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'x-edge-ray': ray, 'cache-control': 'no-store' });
+          res.end(devErrorPage(worker, ray, shown, served.method, served.url));
+        } else {
+          plain(res, status, `${body}${shown.message}\n${shown.stack ? `${shown.stack}\n` : ''}`, extra);
+        }
+        return ray;
+      }
     } else {
       body = `internal error in the edge agent (ray ${ray})\n`;
       this.opts.log.error('agent error while handling a request', { worker, error: err, ray });
     }
     finish(status);
     plain(res, status, body, extra);
+    return ray;
   }
 }

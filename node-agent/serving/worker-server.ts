@@ -2,7 +2,8 @@ import { refNamespace } from '../../common/keys.js';
 import type { Logger } from '../../common/log.js';
 import { errorMessage } from '../../common/log.js';
 import type { DesiredStateSource, DesiredWorker } from './desired.js';
-import { HttpFront } from './http-front.js';
+import { HttpFront, type ServedRequest, type WorkerException } from './http-front.js';
+import { inlineSourceMap, workerStack, type SourceMap } from '../../common/source-map.js';
 import type { SlowClientLimits } from './request-body.js';
 import { TrustedProxies } from './trusted-proxy.js';
 import { IsolatePool } from '../isolate/pool.js';
@@ -11,7 +12,7 @@ import { Router } from './router.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, SocketRegistry } from '../sockets/sockets.js';
 import { DynamicWorkers } from './dynamic-workers.js';
 import { WorkerHost, type InternalRequest, type InternalResponse } from './worker-host.js';
-import { type BindingsFactory, type IsolateHooks, type WorkerDefinition } from '../isolate/worker-isolate.js';
+import { type BindingsFactory, type IsolateHooks, type WorkerDefinition, type WorkerScriptError } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
 import { DEFAULT_SHARD_POLICY, LoadMeter, type ShardPolicy, type Shards } from './shard.js';
 
@@ -65,7 +66,15 @@ export interface WorkerServerOptions {
   maxWebSocketBacklogBytes?: number;
   /** Bytes all sockets of one isolate may hold for slow clients (default 32 MiB, at most memoryMiB / 4). */
   maxIsolateWebSocketBacklogBytes?: number;
+  /**
+   * `edge dev` only (`edge agent --dev-error-pages`): an uncaught exception is answered with
+   * its message and stack, and a host routed only in other regions with a 404 that says so.
+   */
+  devErrorPages?: boolean;
 }
+
+/** Source maps decoded from bundles, by digest (null: the bundle has none); a few are kept. */
+const MAX_SOURCE_MAPS = 32;
 
 /** What a namespace's isolates used since the last takeUsage() (told to the agent's front by an isolate host). */
 export interface NamespaceUsage {
@@ -109,6 +118,11 @@ export class WorkerServer {
   readonly sockets: SocketRegistry;
   /** Console output of workers, for `edge logs` and tests. */
   readonly consoleListeners = new Set<(worker: string, level: string, message: string) => void>();
+  /** Each request a worker served here (`edge logs --requests`). */
+  readonly requestListeners = new Set<(r: ServedRequest) => void>();
+  /** Each uncaught exception of a worker's code (`edge logs`, `edge dev`'s terminal), its stack in the worker's source. */
+  readonly exceptionListeners = new Set<(worker: string, e: WorkerException & { ray: string }) => void>();
+  private readonly sourceMaps = new Map<string, SourceMap | null>();
   /** Told every served worker's routes whenever the route table is rebuilt. */
   readonly routeListeners = new Set<(routes: ServedRoutes[]) => void>();
   private usage = new Map<string, NamespaceUsage>();
@@ -168,6 +182,9 @@ export class WorkerServer {
       trustedProxies: new TrustedProxies(opts.trustedProxies),
       ...(opts.colo !== undefined ? { colo: opts.colo } : {}),
       onRequest: (worker) => { this.usageOf(worker).requests++; },
+      onServed: (r) => { for (const l of this.requestListeners) l(r); },
+      onException: (worker, err, ray) => this.exception(worker, err, ray),
+      ...(opts.devErrorPages ? { devErrorPages: true, notHere: (host: string, path: string) => this.notHere(host, path) } : {}),
     });
   }
 
@@ -377,6 +394,32 @@ export class WorkerServer {
   }
 
   /** The definition of the version of a worker (`namespace/name`) served now. */
+  /** An uncaught exception as the worker's author reads it (frames mapped through the bundle's source map), told to the listeners. */
+  private exception(worker: string, err: WorkerScriptError, ray: string): WorkerException {
+    const def = [...this.served.values()].find((s) => s.desired.def.name === worker)?.desired.def;
+    let map: SourceMap | null | undefined;
+    if (def) {
+      map = this.sourceMaps.get(def.digest);
+      if (map === undefined) {
+        try { map = inlineSourceMap(def.source) ?? null; } catch { map = null; }
+        if (this.sourceMaps.size >= MAX_SOURCE_MAPS) this.sourceMaps.delete(this.sourceMaps.keys().next().value!);
+        this.sourceMaps.set(def.digest, map);
+      }
+    }
+    const e = workerStack(err.message, `worker:${worker}.js`, map ?? undefined);
+    for (const l of this.exceptionListeners) {
+      try { l(worker, { ...e, ray }); } catch (listenerErr) { this.opts.log.warn('exception listener failed', { error: listenerErr }); }
+    }
+    return e;
+  }
+
+  private notHere(host: string, path: string): string | undefined {
+    const w = this.opts.source.placedElsewhere?.(host, path);
+    if (!w) return undefined;
+    const here = this.opts.colo ?? 'this region';
+    return `worker ${w.key} is routed for ${host}${path === '/' ? '' : path} but is not placed in region ${here}: it runs in ${w.regions.length > 0 ? w.regions.join(', ') : 'no region'} (spec.placement.regions; see edge status)`;
+  }
+
   workerDefinition(key: string): WorkerDefinition | undefined {
     return this.served.get(key)?.desired.def;
   }

@@ -55,7 +55,7 @@ export interface TestAgent {
 
 export async function startTestAgent(
   workers: WorkerSpecInput[],
-  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies' | 'colo'> & {
+  opts: Pick<WorkerServerOptions, 'maxBodyBytes' | 'maxIsolatesPerWorker' | 'maxQueuedPerWorker' | 'maxWebSocketMessageBytes' | 'slowClients' | 'trustedProxies' | 'colo' | 'devErrorPages'> & {
     /** Allowances past the default egress policy (as `edge agent --egress-allow`): a local upstream a worker fetches. */
     egressAllow?: string[];
     /** How workers' fetch() looks names up (default: the system's). */

@@ -1,5 +1,6 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +13,10 @@ import { REPO_ROOT } from '../../cli/local/tools.js';
 
 // `edge dev` as a user runs it, on a fresh copy of examples/: the whole system as real
 // processes (control plane, NATS, operator, an agent per region), every example answering,
-// an edit re-applied, and Ctrl-C leaving nothing behind.
+// an edit re-applied, and Ctrl-C leaving nothing behind. Issue 18: a taken port is an
+// error naming its holder; a worker's uncaught exception shows in the terminal and in
+// `edge logs` (positions in its YAML file), and in the browser as a page with the stack;
+// errors name the YAML file and line; the ai example is not Degraded.
 
 const EDGE = join(REPO_ROOT, 'bin/edge.mjs');
 const execFileAsync = promisify(execFile);
@@ -68,13 +72,28 @@ describe('edge dev', () => {
   // connection, and the next request on it would fail with "socket hang up".
   const edge = async (args: string[]) => {
     try {
-      const r = await execFileAsync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+      const r = await execFileAsync(process.execPath, ['--no-node-snapshot', EDGE, ...args], { env, encoding: 'utf8', timeout: 60_000 });
       return { code: 0, out: r.stdout };
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
       return { code: e.code, out: `${e.stdout}${e.stderr}` };
     }
   };
+
+  it('refuses a taken port, naming the process that holds it, before starting anything', async () => {
+    const port = await freePort();
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(port, '127.0.0.1', () => r()));
+    try {
+      const r = await edge(['dev', dir, '--port', String(port)]);
+      expect(r.code).toBe(1);
+      expect(r.out).toContain(`port ${port} is in use by pid ${process.pid} (`);
+      expect(r.out).toMatch(/--port 0 for free ports/);
+      expect(r.out).not.toMatch(/starting etcd/);
+    } finally {
+      holder.close();
+    }
+  }, 60_000);
 
   it('runs three regions with the operator, serves every example, re-applies edits and stops cleanly on SIGINT', async () => {
     const port = await freePort();
@@ -172,7 +191,9 @@ describe('edge dev', () => {
       const first = await count(eu.port);
       expect(await count(us.port)).toBe(first + 1);
       expect(await count(eu.port)).toBe(first + 2);
-      expect((await send(ap.port, 'counter.localhost', '/apples')).status).toBe(404);
+      const elsewhere = await send(ap.port, 'counter.localhost', '/apples');
+      expect(elsewhere.status).toBe(404);
+      expect(await elsewhere.text()).toMatch(/^worker default\/counter is routed for counter\.localhost\/apples but is not placed in region ap-south: it runs in (eu-west, us-east|us-east, eu-west)/);
 
       // The chat page, and a WebSocket round trip through the room actor from two regions.
       const page = await send(ap.port, 'chat.localhost', '/');
@@ -194,6 +215,8 @@ describe('edge dev', () => {
       const ai = await send(us.port, 'ai.localhost', '/?prompt=hello+there');
       expect(ai.status).toBe(200);
       expect(await ai.text()).toBe('[stand-in model, us-east] echo: hello there\n');
+      // The stand-in model servers count as ready: the ai worker is not Degraded.
+      await waitFor('ai not Degraded', async () => (await kubectl(kubeconfig!, ['get', 'ew', 'ai', '-o', 'jsonpath={.status.conditions[?(@.type=="Degraded")].status}'])).stdout === 'False', 30_000, 500);
       // Code mode (examples/code-mode.yaml): the model's program, run in a Dynamic Worker with one tool.
       const program = await send(eu.port, 'code-mode.localhost', '/?q=Porto');
       expect(await program.json()).toEqual({ question: 'Porto', answer: { tool: 'forecast', result: { city: 'Porto', celsius: 19, sky: 'cloudy' } } });
@@ -207,6 +230,69 @@ describe('edge dev', () => {
       writeFileSync(api, readFileSync(api, 'utf8').replace('const ITEMS = [', 'const ITEMS = [[['));
       await waitFor('the broken edit refused', async () => /refused\s+worker api\s+BundleInvalid: .*does not compile/.test(out), 60_000, 100);
       expect((await send(eu.port, 'api.localhost', '/api/items/1')).status).toBe(200);
+      // Its position is a line of api.yaml (the inline source starts after line 20), with the lines around it.
+      const refusal = out.slice(out.search(/refused\s+worker api/));
+      const edited = readFileSync(api, 'utf8').split('\n').findIndex((l) => l.includes('const ITEMS = [[[')) + 1;
+      const at = Number(/\[\S*api\.yaml:(\d+):\d+\]/.exec(refusal)?.[1]);
+      expect(at).toBeGreaterThanOrEqual(edited);
+      expect(refusal).toMatch(new RegExp(`^\\s+> ${at} \\|`, 'm'));
+      expect(refusal).not.toContain('worker:default/api.js');
+
+      // A schema error names the file it is in.
+      writeFileSync(join(dir, 'bad.yaml'), 'apiVersion: edge.isolates.dev/v1alpha1\nkind: EdgeWorker\nmetadata:\n  name: bad\nspec:\n  routes: not-a-list\n  source:\n    inline: "export default {}"\n');
+      await waitFor('the schema error reported with its file', async () => /kubectl apply found problems[^]*\n\s+bad\.yaml:\n[^]*routes/.test(out), 30_000, 100);
+      rmSync(join(dir, 'bad.yaml'));
+
+      // A worker that throws: the terminal, edge logs and the browser.
+      writeFileSync(join(dir, 'boom.yaml'), [
+        'apiVersion: edge.isolates.dev/v1alpha1', 'kind: EdgeWorker', 'metadata:', '  name: boom', 'spec:',
+        '  routes:', '    - host: boom.localhost', '  placement:', '    regions: [eu-west]', '  source:', '    inline: |',
+        '      function check(n) {', "        throw new RangeError('too big: ' + n);", '      }',
+        '      export default {', '        async fetch(request) {', '          return check(42);', '        },', '      };', '',
+      ].join('\n'));
+      await waitFor('boom ready', async () => /ready\s+worker boom/.test(out), 60_000, 100);
+      const errorPage = await send(eu.port, 'boom.localhost', '/x', { headers: { accept: 'text/html' } });
+      expect(errorPage.status).toBe(500);
+      const ray = errorPage.headers.get('x-edge-ray')!;
+      const html = await errorPage.text();
+      expect(html).toContain('<h1>RangeError: too big: 42</h1>');
+      expect(html).toMatch(/at check \(worker:default\/boom\.js:2:9\)/);
+      // The terminal: the exception with its position in boom.yaml (line 13: the throw) and a code frame.
+      await waitFor('the exception in the terminal', async () => out.includes(`(ray ${ray};`), 15_000, 100);
+      const shown = out.slice(out.lastIndexOf('[boom eu-west] Uncaught RangeError: too big: 42'));
+      expect(shown).toMatch(/at check \(\S*boom\.yaml:13:15\)/);
+      expect(shown).toMatch(/at Object\.fetch \(\S*boom\.yaml:17:18\)/);
+      expect(shown).toMatch(/> 13 \|\s+throw new RangeError/);
+      // edge logs: the exception (YAML positions, the ray), one line per request with --requests, filters, JSON.
+      await waitFor('edge logs boom shows the exception', async () => (await edge(['logs', 'boom'])).out.includes(`(ray ${ray})`), 15_000, 500);
+      const js = join(work, 'nowhere.js');
+      writeFileSync(js, 'export default { fetch() { return new Response("x"); } };\n');
+      // Independent commands, run side by side (each is a Node process start).
+      const [logged, reqs, oks, searched, jsonLines, nosuch, nowhere] = await Promise.all([
+        edge(['logs', 'boom']), edge(['logs', 'boom', '--status', '5xx']), edge(['logs', 'boom', '--status', 'ok']),
+        edge(['logs', 'boom', '--requests', '--search', 'nothing-like-this']), edge(['logs', 'boom', '--format', 'json']),
+        edge(['logs', 'nosuch']), edge(['deploy', js, '--regions', 'nowhere', '--no-wait']),
+      ]);
+      expect(logged.code).toBe(0);
+      expect(logged.out).toMatch(/eu-west\/isolate-eu-west error Uncaught RangeError: too big: 42\n\s+at check \(\S*boom\.yaml:13:15\)/);
+      expect(reqs.out).toMatch(new RegExp(`eu-west/isolate-eu-west GET http://boom\\.localhost/x 500 [\\d.]+ ms cpu [\\d.]+ ms ray ${ray}`));
+      expect(oks.out).not.toContain('/x 500');
+      expect(searched.out).not.toMatch(/GET|Uncaught/);
+      const asJson = jsonLines.out.trim().split('\n').map((l) => JSON.parse(l) as { kind?: string; ray?: string; stack?: string });
+      expect(asJson.find((l) => l.kind === 'exception' && l.ray === ray)?.stack).toMatch(/worker:default\/boom\.js:2:9/);
+      // A worker that does not exist is an error; a region that does not exist is refused before anything is applied.
+      expect(nosuch.code).toBe(1);
+      expect(nosuch.out).toContain('there is no EdgeWorker default/nosuch');
+      expect(nowhere.code).toBe(1);
+      expect(nowhere.out).toContain('--regions: no region "nowhere" in this cluster (regions with isolate nodes: ap-south, eu-west, us-east); nothing was applied');
+      expect((await kubectl(kubeconfig!, ['get', 'ew', 'nowhere', '--ignore-not-found', '-o', 'name'])).stdout).toBe('');
+
+      // Every manifest moved out: a friendly word (no kubectl error), and their objects deleted.
+      const away = join(work, 'away');
+      mkdirSync(away);
+      for (const f of readdirSync(dir).filter((n) => /\.ya?ml$/.test(n))) renameSync(join(dir, f), join(away, f));
+      await waitFor('the empty directory reported', async () => /no manifests in \S+ \(\*\.yaml, \*\.yml, \*\.json\): add one/.test(out) && /deleted worker boom/.test(out), 30_000, 100);
+      expect(out).not.toMatch(/no objects passed to apply/);
 
       // Ctrl-C: everything stops, nothing is left.
       const pids = descendants(child.pid!);
