@@ -280,6 +280,12 @@ export interface HostCallbacks {
    * that maximum, or a crash), and the host retires the isolate after this turn.
    */
   htmlRewriter(op: 'module' | 'exhausted' | 'crashed', pages?: number): object | undefined;
+  /**
+   * One of the shim's libraries kept out of the snapshot (SHIM_LIBS in
+   * isolate/shim-bundle.ts), answered by the isolate core: a function made in the
+   * isolate's context, (module, exports, require, __dirname), that evaluates it there.
+   */
+  lib(name: string): unknown;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**

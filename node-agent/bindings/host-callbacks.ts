@@ -87,7 +87,7 @@ function hostAsync<T>(work: Promise<T>): HostAsync<T> {
   return new ivm.Reference(() => outcome);
 }
 
-export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter'> {
+export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'> {
   return {
     log(level, message) {
       ctx.onLog(String(level), String(message));
