@@ -77,7 +77,8 @@ let loadError = null;
 let broken = null;
 
 /**
- * The glue, evaluated on first use. Its external requires go through a `require` global
+ * The glue, evaluated on first use. Its own external requires go to the function the host
+ * hands over (web/lib.js), asyncify.js's (bundled in the shim) through a `require` global
  * that exists only while it loads (esbuild's __require looks for one); no worker code runs
  * in between.
  */
