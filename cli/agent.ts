@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { parseEgressRule } from '../common/egress.js';
 import { createLogger } from '../common/log.js';
+import { UsageError, parseFlags } from './flags.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
@@ -91,12 +91,12 @@ http://{service}.{namespace}.svc.cluster.local:{port}).
 
 function hostPort(flag: string, value: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(value);
-  if (!m) throw new Error(`${flag} must be HOST:PORT, got "${value}"`);
+  if (!m) throw new UsageError(`${flag} must be HOST:PORT, got "${value}"`, AGENT_USAGE);
   return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseFlags(AGENT_USAGE, {
     args: argv,
     options: {
       workers: { type: 'string' },
@@ -146,7 +146,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   const admin = hostPort('--admin', values.admin);
   const num = (flag: string, v: string) => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`${flag} must be a non-negative number, got "${v}"`);
+    if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a non-negative number, got "${v}"`, AGENT_USAGE);
     return n;
   };
   for (const rule of values['egress-allow']) {

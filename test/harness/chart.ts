@@ -96,7 +96,8 @@ export const OPERATOR_CLUSTER_PERMISSIONS = [
   ...['get', 'list', 'watch'].map((v) => `core/configmaps:${v}`),
   // Bound Secrets are read by name; never listed or watched.
   'core/secrets:get',
-  'core/events:create',
+  // A repeated Event patches the first one's count (operator/runtime/events.ts).
+  'core/events:create', 'core/events:patch',
 ].sort();
 
 /** In the model namespace only: the model servers' Deployments and Services. */

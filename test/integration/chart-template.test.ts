@@ -4,6 +4,7 @@ import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { REPO_ROOT } from '../../cli/local/tools.js';
+import { parseOperatorFlags } from '../../cli/operator.js';
 import { natsPermissions, NATS_USERS } from '../../common/nats-auth.js';
 import {
   CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, OPERATOR_MODEL_SERVER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
@@ -109,8 +110,19 @@ describe('the Helm chart, rendered', () => {
     expect(c.image).toBe('edge-isolates/operator:0.1.0');
     expect(arg(c, 'nats')).toBe('tls://edge-isolates-nats.edge-system.svc.cluster.local:4222');
     expect(arg(c, 'identity')).toBe('$(POD_NAME)');
-    expect(arg(c, 'lease-namespace')).toBe('$(POD_NAMESPACE)');
-    expect(arg(c, 'lease-name')).toBe('edge-isolates-operator');
+    expect(arg(c, 'leader-elect-resource-namespace')).toBe('$(POD_NAMESPACE)');
+    expect(arg(c, 'leader-elect-resource-name')).toBe('edge-isolates-operator');
+    // controller-runtime's names, one port for metrics and probes, durations as Go writes them.
+    expect(arg(c, 'metrics-bind-address')).toBe(':9091');
+    expect(arg(c, 'health-probe-bind-address')).toBe(':9091');
+    expect(c.args).toContain('--leader-elect');
+    expect(arg(c, 'leader-elect-lease-duration')).toBe('15000ms');
+    // The operator's own parser takes every flag the chart passes, and reads them as meant.
+    const flags = parseOperatorFlags(c.args!.slice(1));
+    expect(flags).toMatchObject({
+      leaderElection: true, leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, concurrency: 4, resyncMs: 300_000,
+      listen: [{ host: '0.0.0.0', port: 9091 }], leaseName: 'edge-isolates-operator', leaseNamespace: '$(POD_NAMESPACE)',
+    });
     expect(op.spec.template.spec.serviceAccountName).toBe('edge-isolates-operator');
     expect(op.spec.template.spec.automountServiceAccountToken).toBe(true);
 
@@ -273,7 +285,7 @@ describe('the Helm chart, rendered', () => {
     expect(names(objs)).toContain('DaemonSet/prod-edge-isolates-agent-eu-west');
     const op = one<Workload>(objs, 'Deployment', 'prod-edge-isolates-operator');
     expect(arg(op.spec.template.spec.containers[0]!, 'nats')).toBe('tls://prod-nats.edge.svc.cluster.local:4222');
-    expect(arg(op.spec.template.spec.containers[0]!, 'lease-name')).toBe('prod-edge-isolates-operator');
+    expect(arg(op.spec.template.spec.containers[0]!, 'leader-elect-resource-name')).toBe('prod-edge-isolates-operator');
     const natsRelease = await render(chart.dir, { release: 'edge-nats', set: ['clusterDomain=corp.internal'] });
     expect(arg(one<Workload>(natsRelease, 'Deployment', 'edge-nats-edge-isolates-operator').spec.template.spec.containers[0]!, 'nats'))
       .toBe('tls://edge-nats.edge-system.svc.corp.internal:4222');
