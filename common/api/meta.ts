@@ -3,9 +3,7 @@ import { z } from 'zod';
 // Shared building blocks of the edge.isolates.dev API. Patterns are the Kubernetes ones so
 // the apiserver and the runtime agree on what a valid name is.
 
-export const GROUP = 'edge.isolates.dev';
-export const VERSION = 'v1alpha1';
-export const API_VERSION = `${GROUP}/${VERSION}`;
+export { API_VERSION, GROUP, VERSION } from './group.js';
 
 /** RFC 1123 label: object names we use inside NATS keys, region names, ConfigMap keys of ours. */
 export const DNS_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';

@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import { parseOperatorFlags } from '../../cli/operator.js';
 import { natsPermissions, NATS_USERS } from '../../common/nats-auth.js';
 import {
   CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, OPERATOR_MODEL_SERVER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
-  preparedChart, render, type K8sObject, type Rule,
+  preparedChart, render, SERVICE_MONITOR_API, type K8sObject, type Rule,
 } from '../harness/chart.js';
 
 // The chart without a cluster: helm lint, helm template of the three example values files,
@@ -74,10 +75,14 @@ describe('the Helm chart, rendered', () => {
   const chart = preparedChart();
   afterAll(() => chart.cleanup());
 
-  it('declares the official NATS chart as a conditional dependency', () => {
+  it('declares the official NATS chart as a conditional dependency, vendored and pinned by Chart.lock', () => {
+    const vendored = parse(readFileSync(join(REPO_ROOT, 'charts/nats/Chart.yaml'), 'utf8')) as { name: string; version: string };
+    expect(vendored.name).toBe('nats');
     expect(chartYaml().dependencies).toEqual([
-      { name: 'nats', version: expect.stringMatching(/^\^1\./) as unknown, repository: 'https://nats-io.github.io/k8s/helm/charts/', condition: 'nats.enabled' },
+      { name: 'nats', version: vendored.version, repository: 'file://../nats', condition: 'nats.enabled' },
     ]);
+    const lock = parse(readFileSync(join(CHART_DIR, 'Chart.lock'), 'utf8')) as { dependencies: unknown[] };
+    expect(lock.dependencies).toEqual([{ name: 'nats', repository: 'file://../nats', version: vendored.version }]);
   });
 
   it('lints with no warnings, with its defaults and with each example', async () => {
@@ -89,7 +94,10 @@ describe('the Helm chart, rendered', () => {
   });
 
   it('lints from the repository with only the dependency to build missing (what `helm dependency build` fixes)', async () => {
-    const { stdout } = await helm(['lint', CHART_DIR]);
+    // A copy as committed: a checkout where the README's `helm dependency build` ran has charts/*.tgz.
+    const dir = join(mkdtempSync(join(tmpdir(), 'edge-chart-lint-')), 'edge-isolates');
+    cpSync(CHART_DIR, dir, { recursive: true, filter: (src) => src !== join(CHART_DIR, 'charts') });
+    const { stdout } = await helm(['lint', dir]).finally(() => rmSync(join(dir, '..'), { recursive: true, force: true }));
     expect(stdout.match(/\[(WARNING|ERROR)\].*/g)).toEqual([
       expect.stringMatching(/^\[WARNING\] .*: chart directory is missing these dependencies: nats$/) as unknown,
     ]);
@@ -154,7 +162,8 @@ describe('the Helm chart, rendered', () => {
   });
 
   it('three regions: a DaemonSet, Service and PDB each, with the region\'s own selector, tolerations and resources', async () => {
-    const objs = await render(chart.dir, { values: [examplePath('three-regions')] });
+    // As on a cluster with the Prometheus Operator (the example asks for a ServiceMonitor).
+    const objs = await render(chart.dir, { values: [examplePath('three-regions')], apiVersions: [SERVICE_MONITOR_API] });
     const regions = ['eu-west', 'us-east', 'ap-south'];
     expect(names(objs)).toEqual([
       ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-nats-tls', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
