@@ -56,6 +56,12 @@ export async function build(out, { quick = false } = {}) {
   const { NODE_COMPAT_BUILD_OPTIONS, NODE_COMPAT_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
   const nodeCompat = buildSync({ ...NODE_COMPAT_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/node/index.js')] });
   writeFileSync(join(out, 'node-agent/isolate', NODE_COMPAT_BUNDLE_FILE), nodeCompat.outputFiles[0].text);
+  // The libraries the shim loads at first use (node-agent/isolate/libs.ts), each a script of its own.
+  const { SHIM_LIBS, libBuildOptions, libBundleFile, wrapLib } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
+  for (const name of Object.keys(SHIM_LIBS)) {
+    const lib = buildSync(libBuildOptions(name, join(ROOT, 'node-agent/shim')));
+    writeFileSync(join(out, 'node-agent/isolate', libBundleFile(name)), wrapLib(lib.outputFiles[0].text));
+  }
 
   const stamp = join(out, '.built');
   closeSync(openSync(stamp, 'w'));

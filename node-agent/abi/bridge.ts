@@ -280,6 +280,12 @@ export interface HostCallbacks {
    * that maximum, or a crash), and the host retires the isolate after this turn.
    */
   htmlRewriter(op: 'module' | 'exhausted' | 'crashed', pages?: number): object | undefined;
+  /**
+   * One of the shim's libraries kept out of the snapshot (SHIM_LIBS in
+   * isolate/shim-bundle.ts), answered by the isolate core: a function made in the
+   * isolate's context, (module, exports, require, __dirname), that evaluates it there.
+   */
+  lib(name: string): unknown;
   /** state.storage of an actor (in memory on the host): see storageCall in node-agent/actor-storage.ts. */
   storage(op: string, a?: unknown, b?: unknown): unknown;
   /**
@@ -310,15 +316,20 @@ export interface HostCallbacks {
   /**
    * Async: starts a dynamic worker from `code` (LoaderCodeSchema) under `id` (null: load(),
    * one-off, gone when the caller's request ends) and settles with its number, or with the
-   * error that it does not load (compile errors, startup limits) or is refused.
+   * error that it does not load (compile errors, startup limits) or is refused. `ticket`
+   * (a load()'s, a positive integer new to the request): loaderCall may name the load by
+   * -ticket before it settles, so the stub's first call does not wait for the load's answer
+   * to come back into the isolate first (the host runs it once the load is done).
    */
-  loaderLoad(binding: string, id: string | null, code: unknown): HostAsync<number>;
+  loaderLoad(binding: string, id: string | null, code: unknown, ticket?: number): HostAsync<number>;
   /**
    * Async: a call to a dynamic worker's entrypoint (null: its default export), as a service
    * binding's call is (fetch(), or an RPC's internal request): counted, bounded in depth,
    * and settled with its buffered response or its exception. `warm`: a get(id)'s call by
    * the number it had: settles with null, sending and counting nothing, when that worker
-   * is no longer the warm one of its id (the shim then asks loaderGet again).
+   * is no longer the warm one of its id (the shim then asks loaderGet again). `handle`: the
+   * number loaderLoad settled with, or -ticket for a load() of this request (then it fails
+   * with the load's own error when it did not load).
    */
   loaderCall(handle: number, entrypoint: string | null, request: ServiceCallInit, warm: boolean): HostAsync<ServiceCallResult | null>;
 }

@@ -87,7 +87,7 @@ function hostAsync<T>(work: Promise<T>): HostAsync<T> {
   return new ivm.Reference(() => outcome);
 }
 
-export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter'> {
+export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'> {
   return {
     log(level, message) {
       ctx.onLog(String(level), String(message));
@@ -204,8 +204,8 @@ export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDe
     loaderGet(binding, id) {
       return ctx.loaders.get(binding, id);
     },
-    loaderLoad(binding, id, code) {
-      return hostAsync(ctx.loaders.load(binding, id, code, () => ctx.countSubrequest()));
+    loaderLoad(binding, id, code, ticket) {
+      return hostAsync(ctx.loaders.load(binding, id, code, () => ctx.countSubrequest(), ticket));
     },
     loaderCall(handle, entrypoint, request, warm) {
       return hostAsync(ctx.loaders.call(handle, entrypoint, request, () => ctx.countSubrequest(), warm === true));

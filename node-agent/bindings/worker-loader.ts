@@ -146,6 +146,8 @@ export class LoaderCalls {
   private nextNumber = 1;
   /** load()s made during the request in flight: gone when it ends. */
   private readonly oneOff = new Set<DynamicWorker>();
+  /** The request's load()s by the shim's ticket (loaderCall's -ticket), loading or loaded. */
+  private readonly tickets = new Map<number, Promise<DynamicWorker>>();
   /** Loads started during the request in flight (MAX_LOADS_PER_REQUEST). */
   private loadsThisRequest = 0;
   /** Tokens under which dynamic workers call back the functions and RpcTargets this isolate put in their env: the request's, and the isolate's (get()'s). */
@@ -185,7 +187,18 @@ export class LoaderCalls {
     return w ? this.number(w) : null;
   }
 
-  async load(binding: unknown, id: unknown, raw: unknown, countSubrequest: () => void): Promise<number> {
+  load(binding: unknown, id: unknown, raw: unknown, countSubrequest: () => void, ticket?: unknown): Promise<number> {
+    const loading = this.start(binding, id, raw, countSubrequest);
+    if (id === null && typeof ticket === 'number' && Number.isSafeInteger(ticket) && ticket > 0 && !this.tickets.has(ticket)) {
+      // A call naming the ticket waits for this load; one that fails is answered by its call, not left unhandled here.
+      const w = loading.then((n) => this.byNumber.get(n)!);
+      w.catch(() => {});
+      this.tickets.set(ticket, w);
+    }
+    return loading;
+  }
+
+  private async start(binding: unknown, id: unknown, raw: unknown, countSubrequest: () => void): Promise<number> {
     const b = this.binding(binding);
     if (id !== null && (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX)) throw new TypeError(`env.${b}.get(): the id must be a string of 1 to ${ID_MAX} characters`);
     const parsed = LoaderCodeSchema.safeParse(raw);
@@ -214,7 +227,8 @@ export class LoaderCalls {
 
   /** `warm`: a get(id)'s call by the number it had (HostCallbacks.loaderCall): null, with nothing sent or counted, once that worker is no longer the warm one. */
   async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void, warm = false): Promise<ServiceCallResult | null> {
-    const w = typeof handle === 'number' ? this.byNumber.get(handle) : undefined;
+    const pending = typeof handle === 'number' && handle < 0 && !warm ? this.tickets.get(-handle) : undefined;
+    const w = pending ? await pending : typeof handle === 'number' ? this.byNumber.get(handle) : undefined;
     if (warm && (!w || w.dead || !this.router?.touch(w))) return null;
     if (!w) throw new TypeError(`worker ${this.parent.name}: no such dynamic worker`);
     if (entrypoint !== null && typeof entrypoint !== 'string') throw new TypeError('getEntrypoint(name): name must be a string');
@@ -232,6 +246,7 @@ export class LoaderCalls {
   /** The request in flight ended: its load()s go, and numbers of workers gone are forgotten. */
   requestEnded(): void {
     this.loadsThisRequest = 0;
+    this.tickets.clear();
     for (const w of this.oneOff) this.router?.release(w);
     this.oneOff.clear();
     for (const t of this.requestTokens.splice(0)) unlendEnv(t);

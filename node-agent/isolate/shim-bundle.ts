@@ -81,3 +81,50 @@ export function nodeCompatSource(): string {
   nodeCached ??= prebuilt(NODE_COMPAT_BUNDLE_FILE) ?? bundleShim(NODE_COMPAT_ENTRY, NODE_COMPAT_BUILD_OPTIONS);
   return nodeCached;
 }
+
+// Libraries the shim loads into an isolate only at their first use (isolate/libs.ts), kept
+// out of the snapshot: every isolate holds the snapshot's source text and functions (a
+// cached dynamic worker paid ~240 KB of RSS for these four), and most never compress,
+// rewrite HTML or open SQLite. Each is a script of its own whose value is a function
+// (module, exports, require, __dirname) that evaluates the library where it is called.
+
+/** Library name -> the module its script exports. */
+export const SHIM_LIBS = {
+  'pako-deflate': 'pako/lib/deflate.js',
+  'pako-inflate': 'pako/lib/inflate.js',
+  'sql-wasm': 'sql.js/dist/sql-wasm.js',
+  'html-rewriter': 'html-rewriter-wasm/dist/html_rewriter.js',
+} as const;
+export type ShimLib = keyof typeof SHIM_LIBS;
+export const isShimLib = (name: string): name is ShimLib => Object.hasOwn(SHIM_LIBS, name);
+/** The prebuilt script of a library, next to this module. */
+export const libBundleFile = (name: ShimLib): string => `lib-${name}.bundle.js`;
+
+/** How a library is bundled, here and by scripts/build.mjs (which wraps it with wrapLib); `shimDir` is where its package is resolved from. */
+export function libBuildOptions(name: ShimLib, shimDir = join(HERE, '../shim')): Esbuild.BuildOptions {
+  return {
+    ...SHIM_BUILD_OPTIONS,
+    format: 'cjs',
+    stdin: { contents: `module.exports = require(${JSON.stringify(SHIM_LIBS[name])});`, resolveDir: shimDir, sourcefile: `lib-${name}.js` },
+  };
+}
+
+/** A library's CommonJS bundle as a script whose completion value is its module function. */
+export const wrapLib = (bundle: string): string => `(function (module, exports, require, __dirname) {\n${bundle}\n})`;
+
+const libCached = new Map<ShimLib, string>();
+export function libSource(name: ShimLib): string {
+  let code = libCached.get(name);
+  if (code === undefined) {
+    code = prebuilt(libBundleFile(name)) ?? wrapLib(bundleLib(libBuildOptions(name)));
+    libCached.set(name, code);
+  }
+  return code;
+}
+
+function bundleLib(options: Esbuild.BuildOptions): string {
+  const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof Esbuild;
+  const file = buildSync(options).outputFiles?.[0];
+  if (!file) throw new ShimBundleError(`bundling a shim library (${options.stdin?.sourcefile ?? '?'}) produced no output`);
+  return file.text;
+}

@@ -11,6 +11,7 @@ import type ivm from 'isolated-vm';
 import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
 import { htmlRewriterModule } from './html-rewriter.js';
+import { libModule } from './libs.js';
 import { compileCached, SYNC_COMPILE_MAX_CHARS } from './code-cache.js';
 import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
 import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
@@ -91,7 +92,7 @@ export interface BindingContext {
 
 export interface IsolateBindings {
   /** bodyDemand is the isolate core's own. */
-  callbacks: Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter'>;
+  callbacks: Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'>;
   /** The request in flight ended: nothing it started may outlive it. */
   requestEnded(): void;
   /** The isolate is gone. */
@@ -302,6 +303,7 @@ export class WorkerIsolate implements IsolateOwner {
       ...this.bindings.callbacks,
       bodyDemand: (id) => this.onBodyDemand(Number(id)),
       htmlRewriter: (op, pages) => this.onHtmlRewriter(String(op), Number(pages)),
+      lib: (name) => libModule(this.warm, String(name)),
     };
   }
 

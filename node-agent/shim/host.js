@@ -37,6 +37,7 @@ export const host = {
   socketClose: missing('socketClose'),
   hibernation: missing('hibernation'),
   htmlRewriter: missing('htmlRewriter'),
+  lib: missing('lib'),
   loaderGet: missing('loaderGet'),
   loaderLoad: missing('loaderLoad'),
   loaderCall: missing('loaderCall'),

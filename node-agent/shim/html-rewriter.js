@@ -18,6 +18,7 @@ import { ReadableStream } from './web/streams.js';
 import { Response, NULL_BODY_STATUSES } from './web/response.js';
 import { Headers } from './web/headers.js';
 import { ReflectApply } from './web/primordials.js';
+import { loadLib } from './web/lib.js';
 
 const g = globalThis;
 const TypeErrorCtor = TypeError;
@@ -76,7 +77,8 @@ let loadError = null;
 let broken = null;
 
 /**
- * The glue, evaluated on first use. Its external requires go through a `require` global
+ * The glue, evaluated on first use. Its own external requires go to the function the host
+ * hands over (web/lib.js), asyncify.js's (bundled in the shim) through a `require` global
  * that exists only while it loads (esbuild's __require looks for one); no worker code runs
  * in between.
  */
@@ -88,9 +90,8 @@ function lolHtml() {
   defineProperty(g, 'require', { value: nodeModule, writable: true, configurable: true, enumerable: false });
   defineProperty(g, '__dirname', { value: '', writable: true, configurable: true, enumerable: false });
   try {
-    // A require, not an import: esbuild runs the glue's module body here, at first use, not at snapshot time.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports, no-undef
-    const glue = require('html-rewriter-wasm/dist/html_rewriter.js');
+    // Out of the snapshot (web/lib.js): the glue's module body runs here, at first use.
+    const glue = loadLib('html-rewriter', nodeModule, '');
     addElementGetters(glue.Element.prototype);
     for (const cls of [glue.Element, glue.EndTag, glue.TextChunk, glue.Comment]) patchContent(cls.prototype);
     lol = glue;

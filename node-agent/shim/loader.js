@@ -125,7 +125,14 @@ function workerCode(code) {
   };
 }
 
-/** A dynamic worker's stub: `handle()` resolves with the host's number for it; `warmCall`, when given, tries the call first (see get()). */
+/** load()s made by this isolate: each load's ticket (loaderLoad), by which its stub's calls name it. */
+let tickets = 0;
+
+/**
+ * A dynamic worker's stub: `handle()` resolves with the host's number for it (a load()'s:
+ * -ticket at once, the host waits for the load); `warmCall`, when given, tries the call
+ * first (see get()).
+ */
 function workerStub(binding, handle, warmCall = undefined) {
   return freeze({
     getEntrypoint(name = undefined) {
@@ -156,10 +163,14 @@ export function loaderBinding(binding) {
   return freeze({
     load(code) {
       // A malformed WorkerCode throws here, as on Workers (the code is read at the call).
-      const pending = hostOutcome(host.loaderLoad(binding, null, workerCode(code)));
-      // Nobody may ever call it: a failed load surfaces at the first call, not as an unhandled rejection.
+      const ticket = ++tickets;
+      const pending = hostOutcome(host.loaderLoad(binding, null, workerCode(code), ticket));
+      // Nobody may ever call it: a failed load surfaces at the first call (the host answers
+      // the call with the load's error), not as an unhandled rejection.
       pending.catch(() => {});
-      return workerStub(binding, () => pending);
+      // Calls name the load by its ticket (the host runs them once it is loaded), so the
+      // first one does not wait for the load's answer to come back here first.
+      return workerStub(binding, () => -ticket);
     },
     get(id, getCode) {
       if (typeof getCode !== 'function') throw new TypeErrorCtor(`env.${binding}.get(id, callback): callback must be a function returning the WorkerCode`);

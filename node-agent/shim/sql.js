@@ -19,8 +19,8 @@
 // the same commit on the host.
 //
 // Runs at snapshot time: nothing here calls a host callback (or runs) until used.
-import initSqlJs from 'sql.js/dist/sql-wasm.js';
 import { host } from './host.js';
+import { loadLib } from './web/lib.js';
 import { ArrayPush, ReflectApply } from './web/primordials.js';
 
 const ErrorCtor = Error;
@@ -373,6 +373,9 @@ function internalRead(query, params = []) {
  * the module from the bytes the host hands over, restores the snapshot and replays the
  * log after it.
  */
+/** sql.js's initSqlJs, once loaded. */
+let sqlJs = null;
+
 export async function openSql() {
   const init = host.storage('sqlInit');
   maxBytes = NumberCtor(init.maxBytes);
@@ -381,6 +384,8 @@ export async function openSql() {
   // sql.js decides it runs under Node when `process.versions.node` is there, as it is with
   // nodejs_compat (or anything a worker defines), and then require()s node:fs. It decides
   // synchronously as initSqlJs is called: the global is out of its sight only for that call.
+  // Out of the snapshot (web/lib.js): sql.js's glue is evaluated at the first open.
+  const initSqlJs = sqlJs ??= loadLib('sql-wasm');
   const g = globalThis;
   const processDesc = getOwnPropertyDescriptor(g, 'process');
   if (processDesc !== undefined) Reflect.deleteProperty(g, 'process');

@@ -4,16 +4,15 @@
 // limits, never the agent's.
 import { TransformStream } from './streams.js';
 import { requireArgs } from './util.js';
+import { loadLib } from './lib.js';
 
-// pako is loaded on first use, not at snapshot time: its module init makes typed arrays,
-// which this V8's snapshot cannot hold (deserializing fails on their backing store), and
-// most isolates never compress.
+// pako is loaded on first use (web/lib.js), not part of the snapshot: its module init makes
+// typed arrays, which this V8's snapshot cannot hold, and most isolates never compress, so
+// none carries its code until then.
 let deflateModule;
 let inflateModule;
-/* eslint-disable no-undef, @typescript-eslint/no-require-imports -- esbuild turns these into lazy module inits */
-const newDeflate = (opts) => new (deflateModule ??= require('pako/lib/deflate.js')).Deflate(opts);
-const newInflate = (opts) => new (inflateModule ??= require('pako/lib/inflate.js')).Inflate(opts);
-/* eslint-enable no-undef, @typescript-eslint/no-require-imports */
+const newDeflate = (opts) => new (deflateModule ??= loadLib('pako-deflate')).Deflate(opts);
+const newInflate = (opts) => new (inflateModule ??= loadLib('pako-inflate')).Inflate(opts);
 
 const FORMATS = ['gzip', 'deflate', 'deflate-raw'];
 /** Input is fed to zlib this much at a time, so one write cannot make one giant output burst before the stream sees it. */
