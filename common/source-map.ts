@@ -1,84 +1,36 @@
 // A worker's exception, as its author wants to read it: the message, then the frames of the
 // worker's own code (the runtime's shim frames left out), each mapped through the bundle's
 // source map when `edge deploy` shipped one (an inline `sourceMappingURL=data:` comment at
-// the end of the bundle; V8 ignores it). Source map v3 only needs base64 VLQ decoding and
-// a search; @jridgewell/trace-mapping does the same but is not a dependency of the agent.
+// the end of the bundle; V8 ignores it). Decoding and lookup are @jridgewell/trace-mapping's
+// (what vitest and Babel map stacks with).
+import { TraceMap, originalPositionFor, GREATEST_LOWER_BOUND, LEAST_UPPER_BOUND } from '@jridgewell/trace-mapping';
 
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-const B64_VALUE = new Map([...B64].map((c, i) => [c, i]));
+export type SourceMap = TraceMap;
 
-/** One mapped segment: generated column, then where it came from. */
-type Segment = [genCol: number, source: number, line: number, col: number];
+interface RawMap { version?: number; sources?: unknown; mappings?: unknown }
 
-export interface SourceMap {
-  sources: string[];
-  /** Per generated line (0-based), its segments sorted by generated column. */
-  lines: Segment[][];
-}
-
-interface RawMap { version?: number; sources?: unknown; sourceRoot?: unknown; mappings?: unknown }
-
-/** Decodes a v3 source map's JSON; undefined when it is not one this reads (no index maps). */
+/** Decodes a v3 source map's JSON; undefined when it is not one or its mappings hold a character outside base64. */
 export function parseSourceMap(json: string): SourceMap | undefined {
   let raw: RawMap;
   try { raw = JSON.parse(json) as RawMap; } catch { return undefined; }
   if (raw.version !== 3 || typeof raw.mappings !== 'string' || !Array.isArray(raw.sources)) return undefined;
-  const root = typeof raw.sourceRoot === 'string' && raw.sourceRoot !== '' ? raw.sourceRoot.replace(/\/?$/, '/') : '';
-  const sources = raw.sources.map((s) => `${root}${String(s)}`);
-  const lines: Segment[][] = [];
-  let source = 0;
-  let line = 0;
-  let col = 0;
-  for (const text of raw.mappings.split(';')) {
-    const segs: Segment[] = [];
-    let genCol = 0;
-    for (const seg of text.split(',')) {
-      if (seg === '') continue;
-      const v = decodeVlq(seg);
-      if (v === undefined) return undefined;
-      genCol += v[0]!;
-      if (v.length < 4) continue;
-      source += v[1]!;
-      line += v[2]!;
-      col += v[3]!;
-      segs.push([genCol, source, line, col]);
-    }
-    segs.sort((a, b) => a[0] - b[0]);
-    lines.push(segs);
+  if (!/^[A-Za-z0-9+/,;]*$/.test(raw.mappings)) return undefined;
+  try {
+    // The decoder is lenient: a truncated VLQ becomes a segment without a source, which maps nothing.
+    return new TraceMap(raw as ConstructorParameters<typeof TraceMap>[0]);
+  } catch {
+    return undefined;
   }
-  return { sources, lines };
-}
-
-function decodeVlq(seg: string): number[] | undefined {
-  const out: number[] = [];
-  let value = 0;
-  let shift = 0;
-  for (const c of seg) {
-    const d = B64_VALUE.get(c);
-    if (d === undefined) return undefined;
-    value += (d & 31) << shift;
-    if (d & 32) { shift += 5; continue; }
-    out.push(value & 1 ? -(value >>> 1) : value >>> 1);
-    value = 0;
-    shift = 0;
-  }
-  return shift === 0 ? out : undefined;
 }
 
 /** Where 1-based `line`:`column` of the generated code came from (1-based too), or undefined. */
 export function originalPosition(map: SourceMap, line: number, column: number): { source: string; line: number; column: number } | undefined {
-  const segs = map.lines[line - 1];
-  if (!segs || segs.length === 0) return undefined;
-  // The last segment starting at or before the column.
-  let lo = 0;
-  let hi = segs.length - 1;
-  let found = -1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    if (segs[mid]![0] <= column - 1) { found = mid; lo = mid + 1; } else hi = mid - 1;
-  }
-  const s = segs[Math.max(found, 0)]!;
-  return { source: map.sources[s[1]] ?? '?', line: s[2] + 1, column: s[3] + 1 };
+  const at = { line, column: column - 1 };
+  // A column before the line's first segment takes that segment, as a stack column often points just before it.
+  let o = originalPositionFor(map, { ...at, bias: GREATEST_LOWER_BOUND });
+  if (o.source === null) o = originalPositionFor(map, { ...at, bias: LEAST_UPPER_BOUND });
+  if (o.source === null || o.line === null || o.column === null) return undefined;
+  return { source: o.source, line: o.line, column: o.column + 1 };
 }
 
 const INLINE_MAP = /\n\/\/# sourceMappingURL=data:application\/json;(?:charset=utf-8;)?base64,([A-Za-z0-9+/=]+)\s*$/;
