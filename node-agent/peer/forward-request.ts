@@ -75,7 +75,8 @@ export interface ForwardOptions {
   meta: ForwardMeta;
   /**
    * A connection not made within this long counts as unreachable, and a member that has
-   * not said 100 Continue within it (stopped, stalled) as not taking the request (default 1 s).
+   * not said 100 Continue within twice it since the forward began (stopped, stalled) as not
+   * taking the request (default 1 s).
    */
   connectTimeoutMs?: number;
   /**
