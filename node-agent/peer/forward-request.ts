@@ -27,9 +27,10 @@ import { HEARTBEAT_HEADER, heartbeatFor } from './protocol.js';
 // buffer, and the member, resumed after we gave up on it and ran it here, would run it
 // again (GETs that write are common: a counter's /inc). After the 100 the member has it:
 // a failure is a 502 saying the outcome is unknown, never a second run here. While it
-// runs, the member sends 102 Processing every so often (HEARTBEAT_HEADER), so a member
-// that took the request and then stopped is given up on after `silenceMs` (its presence
-// TTL plus a margin, as for actor calls) instead of holding the client until it resumes.
+// runs, the member sends 102 Processing at once and then every so often (HEARTBEAT_HEADER),
+// so a member that took the request and then stopped is given up on after `silenceMs` (its
+// presence TTL plus a margin, as for actor calls) instead of holding the client until it
+// resumes.
 // A WebSocket handshake cannot wait for a last chunk (the connection is handed over at its
 // headers): it is acknowledged by a 100 too, and given up on without one, so it may run a
 // second time on a member that was stopped with it and then resumed (its 101 then goes to
@@ -164,10 +165,18 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
     // given up on, and run here.
     const continueTimer = setTimeout(() => { if (!settled && !taken) fallBack('timeout'); }, 2 * connectMs);
     // Taken and then silent (no heartbeat): the member stopped or is wedged with it.
+    // Armed by the member's first 102, which it sends right after its 100: a member of an
+    // older version (a rolling update) sends none, and is waited for as before.
     const silenceMs = opts.silenceMs;
     let silent = false;
-    if (silenceMs !== undefined) preq.setTimeout(silenceMs, () => { silent = true; preq.destroy(new Error(`silent for ${silenceMs} ms`)); });
-    const headDone = (s: Socket | null) => { if (silenceMs !== undefined) s?.setTimeout(0); };
+    let armed = false;
+    let headIn = false;
+    preq.on('information', (info: { statusCode: number }) => {
+      if (info.statusCode !== 102 || armed || headIn || silenceMs === undefined) return;
+      armed = true;
+      preq.setTimeout(silenceMs, () => { silent = true; preq.destroy(new Error(`silent for ${silenceMs} ms`)); });
+    });
+    const headDone = (s: Socket | null) => { headIn = true; if (armed) s?.setTimeout(0); };
     preq.on('continue', () => {
       clearTimeout(continueTimer);
       if (settled || taken) return;

@@ -390,6 +390,8 @@ export class HttpFront {
     if (fwd) {
       res.writeContinue();
       if (fwd.beatMs !== undefined) {
+        // One at once: the sender bounds our silence only once it saw we send them.
+        res.writeProcessing();
         // An accepted WebSocket detaches the response from its socket: no more beats then.
         const beat = setInterval(() => { if (res.headersSent || res.destroyed || !res.socket) clearInterval(beat); else res.writeProcessing(); }, fwd.beatMs);
         res.once('close', () => clearInterval(beat));
