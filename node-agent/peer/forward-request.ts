@@ -161,7 +161,7 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       settle({ done: false, reason });
       preq.destroy();
     };
-    // Not taken within the connect timeout after the connection (a stopped or wedged member):
+    // Not taken within twice the connect timeout since it began (a stopped or wedged member):
     // given up on, and run here.
     const continueTimer = setTimeout(() => { if (!settled && !taken) fallBack('timeout'); }, 2 * connectMs);
     // Taken and then silent (no heartbeat): the member stopped or is wedged with it.
