@@ -1,7 +1,9 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation';
+export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation' | 'shards';
 export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'dynamic', 'op-create', 'op-scale', 'actors', 'hibernation'];
+/** Phases only BENCH_ONLY runs: shards takes 8-10 minutes and about 4 GiB on 2 cores. */
+const OPT_IN_PHASES: readonly Phase[] = ['shards'];
 /** The phases that run workerd (the operator phases have no peer). */
 export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'dynamic', 'actors', 'hibernation'];
 /** BENCH_ONLY shorthands. */
@@ -57,6 +59,24 @@ export interface BenchConfig {
   actorPollMs: number;
   /** Actors: longest wait for all actors of the killed agent to answer again. */
   actorRecoveryTimeoutMs: number;
+  /** Shards (issue 17): agents (processes) in the one region. */
+  shardAgents: number;
+  /** Shards: workers published to the region. */
+  shardWorkers: number;
+  /** Shards: requests a second offered (open loop), Zipf over the workers, uniform over the agents. */
+  shardRate: number;
+  /** Shards: unmeasured load before each mode's measured window (isolates loaded, shards sized). */
+  shardWarmupS: number;
+  /** Shards: measured seconds per mode. */
+  shardDurationS: number;
+  /** Shards: the agents' --idle-isolate-ms (the same in both modes). */
+  shardIdleMs: number;
+  /** Shards: every worker's minWarmIsolates (the same in both modes). */
+  shardMinWarm: number;
+  /** Shards: the agents' --isolate-hosts. */
+  shardIsolateHosts: number;
+  /** Shards: measured calls of each kind for the forward overhead. */
+  shardOverheadCalls: number;
   phases: Set<Phase>;
   peers: Set<PeerName>;
 }
@@ -71,13 +91,13 @@ function num(name: string, fallback: number, min: number, max: number): number {
   return v;
 }
 
-function list<T extends string>(name: string, all: readonly T[], aliases: Record<string, T[]> = {}): Set<T> {
+function list<T extends string>(name: string, all: readonly T[], aliases: Record<string, T[]> = {}, optIn: readonly T[] = []): Set<T> {
   const raw = process.env[name];
   if (raw === undefined || raw.trim() === '') return new Set(all);
   const picked = raw.split(',').map((s) => s.trim()).filter(Boolean).flatMap((p) => aliases[p] ?? [p]);
   for (const p of picked) {
-    if (!(all as readonly string[]).includes(p)) {
-      throw new Error(`${name}: unknown value "${p}" (expected some of ${[...all, ...Object.keys(aliases)].join(',')})`);
+    if (!(all as readonly string[]).includes(p) && !(optIn as readonly string[]).includes(p)) {
+      throw new Error(`${name}: unknown value "${p}" (expected some of ${[...all, ...optIn, ...Object.keys(aliases)].join(',')})`);
     }
   }
   return new Set(picked as T[]);
@@ -113,7 +133,16 @@ export function loadConfig(): BenchConfig {
     actorRecoveryActors: num('BENCH_ACTOR_RECOVERY_ACTORS', quick ? 30 : 50, 3, 1000),
     actorPollMs: num('BENCH_ACTOR_POLL_MS', 10, 1, 1000),
     actorRecoveryTimeoutMs: num('BENCH_ACTOR_TIMEOUT_S', 30, 5, 600) * 1000,
-    phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES),
+    shardAgents: num('BENCH_SHARDS_AGENTS', 6, 3, 16),
+    shardWorkers: num('BENCH_SHARDS_WORKERS', quick ? 1000 : 10_000, 10, 100_000),
+    shardRate: num('BENCH_SHARDS_RATE', 50, 1, 100_000),
+    shardWarmupS: num('BENCH_SHARDS_WARMUP_S', quick ? 10 : 30, 0, 3600),
+    shardDurationS: num('BENCH_SHARDS_DURATION_S', quick ? 20 : 60, 5, 3600),
+    shardIdleMs: num('BENCH_SHARDS_IDLE_MS', 30_000, 1000, 3_600_000),
+    shardMinWarm: num('BENCH_SHARDS_MIN_WARM', 0, 0, 64),
+    shardIsolateHosts: num('BENCH_SHARDS_ISOLATE_HOSTS', 0, 0, 8),
+    shardOverheadCalls: num('BENCH_SHARDS_OVERHEAD_CALLS', quick ? 100 : 500, 10, 100_000),
+    phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES, OPT_IN_PHASES),
     peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),
   };
 }

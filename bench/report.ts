@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 // The comparison table (markdown on stdout) and the JSON record in bench/results/.
 
-export type Unit = 'req/s' | 'ms' | 'MiB' | 's' | 'per s';
+export type Unit = 'req/s' | 'ms' | 'MiB' | 's' | 'per s' | 'per min' | '%' | 'x' | 'count';
 
 export const NOT_APPLICABLE = 'not applicable';
 
@@ -46,6 +46,10 @@ export function fmt(v: number, unit: Unit): string {
   if (unit === 'ms') return `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`;
   if (unit === 'MiB') return `${v.toFixed(2)} MiB`;
   if (unit === 'per s') return `${Math.round(v).toLocaleString('en-US')} /s`;
+  if (unit === 'per min') return `${Math.round(v).toLocaleString('en-US')} /min`;
+  if (unit === '%') return `${v >= 99 ? v.toFixed(3) : v.toFixed(2)} %`;
+  if (unit === 'x') return Number.isFinite(v) ? `${v.toFixed(2)}x` : 'inf';
+  if (unit === 'count') return Math.round(v).toLocaleString('en-US');
   return `${v.toFixed(2)} s`;
 }
 

@@ -9,6 +9,7 @@ import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Age
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
+import { shardsPhase } from './shards.js';
 import { soakMain } from './soak.js';
 import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.js';
 import { killChildrenOnSignals, machineBusy, settledRssKiB, sleep, type Proc } from './procs.js';
@@ -638,6 +639,12 @@ async function main(): Promise<number> {
         agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
       }));
     }
+    if (cfg.phases.has('shards')) {
+      rows.push(...await shardsPhase({
+        cfg, raw: ctx.raw, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+        down: ctx.down.agent, skip: cfg.peers.has('agent') ? undefined : 'not selected (BENCH_PEERS has no agent)',
+      }));
+    }
   } catch (err) {
     crashed = err;
     log(`bench: stopped early: ${err instanceof Error ? err.stack : String(err)}`);
@@ -660,6 +667,7 @@ async function main(): Promise<number> {
     ...cfg.phases.has('dynamic') ? ['dynamic workers'] : [],
     ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
     ...cfg.phases.has('hibernation') ? ['hibernated WebSockets vs workerd'] : [],
+    ...cfg.phases.has('shards') ? ['shards on vs off'] : [],
   ];
   const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
   const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;

@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { parseEgressRule } from '../common/egress.js';
 import { createLogger } from '../common/log.js';
+import { UsageError, parseFlags } from './flags.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
 import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, startAgent, type AgentConfig } from '../node-agent/agent.js';
-import { DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
+import { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
 import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
@@ -25,7 +25,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--agent-name NAME] [--presence-ttl-ms N] [--ai-url-template T]
                   [--peer-listen HOST:PORT] [--peer-advertise URL] [--actor-log-replicas N]
                   [--sql-snapshot-entries N]
-                  [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N]
+                  [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N] [--idle-isolate-ms N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
                   [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
                   [--drain-delay-ms N] [--drain-timeout-ms N]
@@ -70,6 +70,8 @@ stream (use 3 on a NATS cluster: an acknowledged write then survives a server lo
 database file) once this many statements were logged since the last snapshot, or 1 MiB
 of them (or half the database, if more), or statements that took 300 ms to run, so a
 new owner replays at most that much.
+--idle-isolate-ms N (default ${DEFAULT_IDLE_ISOLATE_MS}): an isolate idle this long is disposed, unless it is
+one of its worker's minWarmIsolates on a member of the worker's shard.
 --isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,
 namespaces spread over them, this process keeping only the HTTP front, the admin port and
 the presence; a V8 fatal error then takes down one host's namespaces (answered 503 until it
@@ -91,12 +93,12 @@ http://{service}.{namespace}.svc.cluster.local:{port}).
 
 function hostPort(flag: string, value: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(value);
-  if (!m) throw new Error(`${flag} must be HOST:PORT, got "${value}"`);
+  if (!m) throw new UsageError(`${flag} must be HOST:PORT, got "${value}"`, AGENT_USAGE);
   return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
 }
 
 export async function runAgent(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseFlags(AGENT_USAGE, {
     args: argv,
     options: {
       workers: { type: 'string' },
@@ -124,6 +126,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'trusted-proxy': { type: 'string', multiple: true },
       'pool-size': { type: 'string', default: '4' },
       'max-isolates-per-worker': { type: 'string', default: String(DEFAULT_MAX_ISOLATES_PER_WORKER) },
+      'idle-isolate-ms': { type: 'string', default: String(DEFAULT_IDLE_ISOLATE_MS) },
       'egress-allow': { type: 'string', multiple: true, default: [] },
       'dev-peer-token': { type: 'boolean', default: false },
       'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
@@ -146,7 +149,7 @@ export async function runAgent(argv: string[]): Promise<number> {
   const admin = hostPort('--admin', values.admin);
   const num = (flag: string, v: string) => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`${flag} must be a non-negative number, got "${v}"`);
+    if (!Number.isFinite(n) || n < 0) throw new UsageError(`${flag} must be a non-negative number, got "${v}"`, AGENT_USAGE);
     return n;
   };
   for (const rule of values['egress-allow']) {
@@ -198,6 +201,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     maxWebSocketMessageBytes: num('--max-ws-message-kb', values['max-ws-message-kb']) * 1024,
     poolSize: num('--pool-size', values['pool-size']),
     maxIsolatesPerWorker: num('--max-isolates-per-worker', values['max-isolates-per-worker']),
+    idleIsolateMs: num('--idle-isolate-ms', values['idle-isolate-ms']),
     trustedProxies: values['trusted-proxy'] ?? [],
     isolateHosts,
     isolateHostSpares: num('--isolate-host-spares', values['isolate-host-spares']),

@@ -1,12 +1,10 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import type { KubeConfig } from '@kubernetes/client-node';
 import type { Condition } from '../common/api/index.js';
-import { natsClientOptions, natsCredentialsFrom } from '../common/nats-auth.js';
-import type { ConnectionOptions } from 'nats';
 import { ConditionReasons as R, ConditionTypes, type ConditionReason, type ConditionType } from '../common/reasons.js';
-import { crPath, type KubeClient } from '../operator/runtime/kube-client.js';
+import { crPath, type KubeClient, type KubeCredentials } from '../operator/runtime/kube-client.js';
+import { kubeconfigFiles, loadKubeconfig } from './kubeconfig.js';
 
 // What `edge deploy`, `edge status` and `edge logs` share: finding the cluster (flags,
 // $KUBECONFIG, or the one `edge dev` is running, remembered in a small state file) and
@@ -58,39 +56,28 @@ export function readDevState(): DevState | undefined {
   } catch { return undefined; }
 }
 
-export interface ClusterTarget { kc: KubeConfig; from: string; namespace: string; dev: DevState | undefined }
+export interface ClusterTarget { kc: KubeCredentials; from: string; namespace: string; dev: DevState | undefined }
 
 /** --kubeconfig, else $KUBECONFIG, else the running `edge dev`, else ~/.kube/config. */
 export async function resolveCluster(flag: string | undefined): Promise<ClusterTarget> {
-  // client-node takes about as long to load as the rest of the CLI: only the commands that
-  // talk to the apiserver pay for it, after their flags parsed (so not `--help`, nor `edge logs`).
+  const dev = readDevState();
+  let file: string | undefined;
+  let from: string;
+  if (flag) { file = flag; from = flag; }
+  else if (process.env.KUBECONFIG) from = `$KUBECONFIG (${process.env.KUBECONFIG})`;
+  else if (dev) { file = dev.kubeconfig; from = `edge dev (${dev.kubeconfig})`; }
+  else if (existsSync(join(homedir(), '.kube', 'config'))) from = '~/.kube/config';
+  else throw new Error('no cluster: give --kubeconfig FILE, set $KUBECONFIG, or start `edge dev`');
+  const devTarget = dev && (flag ?? process.env.KUBECONFIG ?? dev.kubeconfig) === dev.kubeconfig ? dev : undefined;
+  const light = loadKubeconfig(kubeconfigFiles(file));
+  if (light) return { kc: light.credentials, from, namespace: light.namespace, dev: devTarget };
+  // An exec plugin, auth-provider, impersonation or proxy: client-node does those. It takes
+  // about as long to load as the rest of the command, so only such kubeconfigs pay for it.
   const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
-  const dev = readDevState();
-  let from: string;
-  if (flag) { kc.loadFromFile(flag); from = flag; }
-  else if (process.env.KUBECONFIG) { kc.loadFromDefault(); from = `$KUBECONFIG (${process.env.KUBECONFIG})`; }
-  else if (dev) { kc.loadFromFile(dev.kubeconfig); from = `edge dev (${dev.kubeconfig})`; }
-  else if (existsSync(join(homedir(), '.kube', 'config'))) { kc.loadFromDefault(); from = '~/.kube/config'; }
-  else throw new Error('no cluster: give --kubeconfig FILE, set $KUBECONFIG, or start `edge dev`');
+  if (file) kc.loadFromFile(file); else kc.loadFromDefault();
   const ctx = kc.getContextObject(kc.getCurrentContext());
-  return { kc, from, namespace: ctx?.namespace || 'default', dev: dev && (flag ?? process.env.KUBECONFIG ?? dev.kubeconfig) === dev.kubeconfig ? dev : undefined };
-}
-
-/**
- * --nats, else $EDGE_NATS_URL, else the running `edge dev`'s; with the credentials of the
- * flags, else $EDGE_NATS_USER and its password, else those `edge dev` wrote for `edge logs`.
- */
-export function resolveNats(flags: { url?: string; user?: string; passwordFile?: string; ca?: string }): { url: string; options: Partial<ConnectionOptions> } {
-  const dev = readDevState();
-  const url = flags.url ?? process.env.EDGE_NATS_URL ?? dev?.natsUrl;
-  if (!url) throw new Error('no NATS: give --nats URL, set $EDGE_NATS_URL, or start `edge dev`');
-  let credentials = natsCredentialsFrom({ user: flags.user, passwordFile: flags.passwordFile });
-  if (!credentials && dev && url === dev.natsUrl && dev.natsUser && dev.natsPasswordFile) {
-    credentials = natsCredentialsFrom({ user: dev.natsUser, passwordFile: dev.natsPasswordFile });
-  }
-  const caFile = flags.ca ?? process.env.EDGE_NATS_CA;
-  return { url, options: natsClientOptions({ role: 'logs', ...(credentials ? { credentials } : {}), ...(caFile ? { caFile } : {}) }) };
+  return { kc, from, namespace: ctx?.namespace || 'default', dev: devTarget };
 }
 
 export interface CrMeta { name: string; namespace: string; uid?: string; generation: number; creationTimestamp?: string; resourceVersion?: string }

@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
 import { decodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_PER_WORKER, LOGS_STREAM, LogLineSchema, SUBJECTS, type LogLine } from '../common/nats.js';
-import { readDevState, resolveNats } from './cluster-client.js';
+import { readDevState } from './cluster-client.js';
+import { resolveNats } from './nats-target.js';
 
 // `edge logs NAME [-f]`: a worker's console output, from every agent that runs it. Agents
 // publish each line on edge.logs.<namespace>.<name>; the EDGE_LOGS stream keeps the last

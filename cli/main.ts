@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { UsageError } from './flags.js';
 
 // Entry point of the `edge` command: one sub-command per module under cli/.
 
@@ -43,6 +44,17 @@ temporary directory (kept with EDGE_KEEP_TMP=1).
 `;
 
 export async function main(argv: string[]): Promise<number> {
+  try {
+    return await run(argv);
+  } catch (err) {
+    // A command line that cannot run: its usage and exit 2, as Go's flag package does (no stack trace).
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`edge ${argv[0]}: ${err.message}\n${err.usage ? `\n${err.usage}` : `run "edge ${argv[0]} --help" for usage\n`}`);
+    return 2;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'dev': {

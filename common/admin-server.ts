@@ -24,6 +24,10 @@ export interface AdminHandlers {
   statusToken?: string;
 }
 
+/** What one admin listener serves: /metrics; /healthz and /readyz; /status. Default all three. */
+export type AdminPath = 'metrics' | 'probes' | 'status';
+const ALL_PATHS: readonly AdminPath[] = ['metrics', 'probes', 'status'];
+
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
 /** True when the request carries `Authorization: Bearer <token>` (compared in constant time). */
@@ -33,7 +37,12 @@ export function bearerMatches(header: string | undefined, token: string | undefi
   return m !== null && timingSafeEqual(digest(m[1]!), digest(token));
 }
 
-export async function startAdminServer(h: AdminHandlers, port: number, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
+export async function startAdminServer(h: AdminHandlers, port: number, host = '127.0.0.1', serve: readonly AdminPath[] = ALL_PATHS): Promise<{ server: Server; port: number }> {
+  const served = (path: string | undefined): boolean => {
+    if (path === '/metrics') return serve.includes('metrics');
+    if (path === '/healthz' || path === '/readyz') return serve.includes('probes');
+    return path !== '/status' || serve.includes('status');
+  };
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -41,7 +50,7 @@ export async function startAdminServer(h: AdminHandlers, port: number, host = '1
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') { send(405, 'method not allowed\n'); return; }
-    switch (path) {
+    switch (served(path) ? path : undefined) {
       case '/healthz': send(200, 'ok\n'); return;
       case '/readyz': {
         const why = h.notReady();
@@ -56,7 +65,7 @@ export async function startAdminServer(h: AdminHandlers, port: number, host = '1
       case '/metrics':
         h.registry.metrics().then((text) => send(200, text, h.registry.contentType), (err: unknown) => send(500, `${String(err)}\n`));
         return;
-      default: send(404, 'not found: try /metrics, /healthz, /readyz or /status\n');
+      default: send(404, `not found: try ${serve.map((p) => (p === 'probes' ? '/healthz, /readyz' : `/${p}`)).join(', ')}\n`);
     }
   });
   server.listen(port, host);

@@ -1,5 +1,5 @@
 import {
-  connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type ConnectionOptions, type KV, type NatsConnection, type ObjectStore, type StreamConfig,
+  connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type ConnectionOptions, type JetStreamManager, type KV, type NatsConnection, type ObjectStore, type StreamConfig,
 } from 'nats';
 import { z } from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
@@ -300,6 +300,43 @@ export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<Edg
     js.views.kv(AGENT_REPORTS_BUCKET, { history: 1, replicas }),
   ]);
   return { workers, actors, alarms, bundles, agents, reports };
+}
+
+/**
+ * One object of an object store bucket, read with message gets: its meta message, then its
+ * chunks one by one. ObjectStore.get() subscribes an ordered consumer per call, which the
+ * server keeps until it has been inactive a while: an agent loading a region's 10,000
+ * bundles at start left thousands behind and ran into the server's consumer limit. Null
+ * when the object is absent or deleted; a link is not followed (bundles are never links).
+ * The caller checks the bytes against the digest it expects.
+ */
+export async function readObjectDirect(jsm: JetStreamManager, bucket: string, name: string): Promise<Uint8Array | null> {
+  const stream = `OBJ_${bucket}`;
+  // The object store's meta subject: the name in padded base64url (nats.js's Base64UrlPaddedCodec).
+  const metaSubject = `$O.${bucket}.M.${Buffer.from(name).toString('base64').replace(/\+/g, '-').replace(/\//g, '_')}`;
+  let meta;
+  try {
+    meta = await jsm.streams.getMessage(stream, { last_by_subj: metaSubject });
+  } catch (err) {
+    if ((err as { code?: string }).code === '404') return null;
+    throw err;
+  }
+  const info = JSON.parse(new TextDecoder().decode(meta.data)) as { nuid: string; size: number; chunks: number; deleted?: boolean; options?: { link?: unknown } };
+  if (info.deleted || info.options?.link) return null;
+  const out = new Uint8Array(info.size);
+  let at = 0;
+  let seq = 0;
+  for (let i = 0; i < info.chunks; i++) {
+    // The server's STREAM.MSG.GET takes next_by_subj (the first message on the subject from seq); nats.js's type omits it.
+    const next = { seq: seq + 1, next_by_subj: `$O.${bucket}.C.${info.nuid}` } as unknown as { seq: number };
+    const m = await jsm.streams.getMessage(stream, next);
+    if (at + m.data.length > out.length) throw new Error(`object ${name} in ${bucket}: its chunks hold more than its ${info.size} bytes`);
+    out.set(m.data, at);
+    at += m.data.length;
+    seq = m.seq;
+  }
+  if (at !== info.size) throw new Error(`object ${name} in ${bucket}: ${at} bytes in its chunks, ${info.size} in its meta`);
+  return out;
 }
 
 /** Connects with the reconnect behaviour every long-running component wants. */

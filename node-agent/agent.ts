@@ -9,7 +9,7 @@ import { startAdminServer as startAdminEndpoints } from '../common/admin-server.
 import { isCordonShare, isolateHostName } from '../common/isolate-hosts.js';
 import { agentKey, workerRef } from '../common/keys.js';
 import type { Logger } from '../common/log.js';
-import type { EdgeBuckets } from '../common/nats.js';
+import { BUNDLES_BUCKET, readObjectDirect, type EdgeBuckets } from '../common/nats.js';
 import { natsClientOptions, type NatsClientAuth } from '../common/nats-auth.js';
 import { bindBuckets } from '../common/nats-provision.js';
 import { connectNatsWaiting, Startup, untilNats } from '../common/nats-startup.js';
@@ -89,6 +89,8 @@ export interface AgentConfig {
   maxWebSocketMessageBytes: number;
   poolSize: number;
   maxIsolatesPerWorker?: number;
+  /** Idle isolates of a worker above its minWarmIsolates (all of them outside its shard) are disposed after this long (default 60 s). */
+  idleIsolateMs?: number;
   /** Worker Loader get()'s kept warm per process: at most this many, holding at most this much heap (serving/dynamic-workers.ts defaults). */
   dynamicCache?: { maxEntries?: number; maxBytes?: number; callerShare?: number };
   /** Peers whose CF-Connecting-IP / X-Forwarded-* are believed: CIDRs, addresses or "unix" (default none). */
@@ -277,7 +279,11 @@ export class Agent implements RunningAgent {
       // An agent may not create streams: it waits for the operator to.
       buckets = await untilNats('binding the NATS buckets', () => bindBuckets(conn, log, { onWait: (why) => startup.wait(why) }), waiting);
       const sealer = cfg.source.sealer ?? (cfg.source.sealingKeyFile ? SecretSealer.fromFile(cfg.source.sealingKeyFile) : undefined);
-      source = new NatsSource({ buckets, region: cfg.source.region, log, aiUrl, ...(sealer ? { sealer } : {}) });
+      const jsm = await conn.jetstreamManager();
+      source = new NatsSource({
+        buckets, region: cfg.source.region, log, aiUrl, ...(sealer ? { sealer } : {}),
+        readBundle: (digest) => readObjectDirect(jsm, BUNDLES_BUCKET, digest),
+      });
     }
     // An isolate host serves only its share of the agent's tenants.
     const share = cfg.isolateHost;
@@ -311,6 +317,7 @@ export class Agent implements RunningAgent {
       poolSize: cfg.poolSize,
       ...(cfg.dynamicCache ? { dynamicCache: cfg.dynamicCache } : {}),
       maxIsolatesPerWorker: cfg.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER,
+      ...(cfg.idleIsolateMs !== undefined ? { idleIsolateMs: cfg.idleIsolateMs } : {}),
       // An isolate host believes the client address its front (its only peer, on a Unix socket) set.
       trustedProxies: share ? [...(cfg.trustedProxies ?? []), 'unix'] : cfg.trustedProxies,
       ...(cfg.source.region !== undefined ? { colo: cfg.source.region } : {}),
@@ -388,6 +395,7 @@ export class Agent implements RunningAgent {
         peerAddress: peerUrl,
         ttlMs: cfg.presenceTtlMs,
         status: () => server.status(),
+        statusVersion: () => server.statusVersion,
         actors: () => rt.host.counts(),
         shardLoad: () => server.meter.published(),
         ...(share ? { isolateHost: share } : {}),

@@ -6,7 +6,7 @@ import {
   DurableActorSchema, EDGE_MODEL, EDGE_POLICY, EdgeModelSchema, EdgePolicySchema, EdgeWorkerSchema, GROUP, VERSION,
   type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker,
 } from '../common/api/index.js';
-import { startAdminServer } from '../common/admin-server.js';
+import { startAdminServer, type AdminPath } from '../common/admin-server.js';
 import { MANAGED_BY, MANAGED_BY_LABEL, WORKER_LABEL, WORKER_NAMESPACE_LABEL } from '../common/labels.js';
 import type { Logger } from '../common/log.js';
 import { followBucket } from '../common/kv-follower.js';
@@ -55,6 +55,11 @@ export interface OperatorOptions {
   identity: string;
   log: Logger;
   leaseNamespace: string;
+  /**
+   * Elect one acting replica with a Lease (default true). false: act at once, as the only
+   * replica (controller-runtime's --leader-elect=false); two such replicas fight.
+   */
+  leaderElection?: boolean;
   leaseName?: string;
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
@@ -75,6 +80,9 @@ export interface OperatorOptions {
   onLostLeadership?: () => void;
 }
 
+/** One admin listener: where, and what it serves (all of /metrics, the probes and /status by default). */
+export interface AdminListen { host: string; port: number; serve?: readonly AdminPath[] }
+
 interface NodeObject extends KubeObject { metadata: KubeObject['metadata'] & { labels?: Record<string, string> }; spec?: { unschedulable?: boolean } }
 
 interface Lifecycle { metadata: { generation?: number; deletionTimestamp?: string; finalizers?: string[] } }
@@ -90,7 +98,8 @@ export class Operator {
   private nc: NatsConnection | undefined;
   private buckets: EdgeBuckets | undefined;
   private elector: LeaderElector | undefined;
-  private admin: Server | undefined;
+  private readonly admins: Server[] = [];
+  private leadingWithoutElection = false;
   private leading: Promise<void> | undefined;
   private stopping = false;
   private readonly cleanups: (() => Promise<void> | void)[] = [];
@@ -103,13 +112,15 @@ export class Operator {
     this.client = new KubeClient(opts.kc);
   }
 
-  get isLeader(): boolean { return this.elector?.isLeader ?? false; }
+  get isLeader(): boolean { return this.elector?.isLeader ?? this.leadingWithoutElection; }
   /** Leader with every cache synced and the first full reconcile queued. */
   get isActive(): boolean { return this.isLeader && this.synced; }
 
-  async start(adminPort = 0, adminHost = '127.0.0.1'): Promise<number> {
-    // The admin port first: /readyz says what start-up waits for (NATS away is waited for, never an exit).
-    const port = await this.startAdmin(adminPort, adminHost);
+  /** Starts the admin listeners (their bound ports, in order), then NATS, then the Lease. */
+  async start(listen: readonly AdminListen[] = [{ host: '127.0.0.1', port: 0 }]): Promise<number[]> {
+    // The admin ports first: /readyz says what start-up waits for (NATS away is waited for, never an exit).
+    const ports: number[] = [];
+    for (const l of listen) ports.push(await this.startAdmin(l));
     const waiting = { log: this.opts.log, startup: this.startup, stopped: () => this.stopping };
     const nc = await connectNatsWaiting(this.opts.natsUrl, `edge-operator ${this.opts.identity}`, natsClientOptions({ role: 'operator', ...this.opts.natsAuth }), waiting);
     this.nc = nc;
@@ -117,6 +128,16 @@ export class Operator {
     // Agents may not create streams: whichever operator starts first creates them.
     this.buckets = await untilNats('creating the NATS streams', () => provisionNats(nc, { log: this.opts.log, actorLogReplicas: this.opts.actorLogReplicas, kvReplicas: this.opts.actorLogReplicas }), waiting);
     this.startup.done();
+    if (this.opts.leaderElection === false) {
+      this.opts.log.warn('leader election off (--leader-elect=false): acting now; run no other replica');
+      this.leadingWithoutElection = true;
+      this.metrics.leader.set(1);
+      this.leading = this.lead().catch((err: unknown) => {
+        this.opts.log.error('controllers failed to start', { error: err });
+        this.opts.onLostLeadership?.();
+      });
+      return ports;
+    }
     this.elector = new LeaderElector({
       kc: this.opts.kc,
       namespace: this.opts.leaseNamespace,
@@ -142,7 +163,7 @@ export class Operator {
       onNewLeader: (leader: string) => this.opts.log.info('leader', { leader, me: leader === this.opts.identity }),
     });
     await this.elector.start();
-    return port;
+    return ports;
   }
 
   private async lead(): Promise<void> {
@@ -209,6 +230,7 @@ export class Operator {
       }),
     };
     this.controllers = Object.values(controllers);
+    this.metrics.setControllers(Object.values(controllers));
     const { ew, da } = controllers;
     const refs = new RefWatcher(kc, log, (key) => ew.enqueue(key));
     // Placement follows Node labels: a change re-queues everything (once the caches are whole).
@@ -330,14 +352,14 @@ export class Operator {
     this.metrics.queueDepth.set(this.controllers.reduce((n, c) => n + c.queueLength, 0));
   }
 
-  private async startAdmin(port: number, host: string): Promise<number> {
+  private async startAdmin({ host, port, serve }: AdminListen): Promise<number> {
     const { server, port: bound } = await startAdminServer({
       registry: this.metrics.registry,
       // A follower is ready too: it is up and waiting for the Lease.
       notReady: () => this.startup.waiting ?? (this.nc && !this.nc.isClosed() ? undefined : 'not connected to NATS'),
       status: () => ({ identity: this.opts.identity, leader: this.isLeader, active: this.isActive }),
-    }, port, host);
-    this.admin = server;
+    }, port, host, serve);
+    this.admins.push(server);
     return bound;
   }
 
@@ -347,7 +369,7 @@ export class Operator {
     for (const c of this.cleanups.splice(0).reverse()) await c();
     await this.leading;
     await this.elector?.release();
-    this.admin?.close();
+    for (const a of this.admins) a.close();
     await this.nc?.drain().catch(() => undefined);
     disposeBundleChecker();
   }

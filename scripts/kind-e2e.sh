@@ -5,11 +5,11 @@
 #   1. creates the kind cluster of kind-config.yaml (three regions, isolate and GPU pools),
 #   2. builds the operator and agent images (Dockerfile) and loads them into the nodes,
 #   3. installs the Helm chart with agents in the three regions and NATS from the official
-#      NATS chart (`helm dependency build` downloads it),
+#      NATS chart (`helm dependency build` packages the vendored charts/nats),
 #   4. applies examples/ and checks the answers through each region's Service.
 #
 # Needs docker, kind, kubectl, helm (>= 3.14) and curl, and network access for the base
-# images and the NATS chart. Usage:
+# images. Usage:
 #
 #   scripts/kind-e2e.sh                 # everything, cluster kept for poking around
 #   CLEANUP=1 scripts/kind-e2e.sh       # delete the cluster at the end
@@ -62,7 +62,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 # 3. The chart: three regions, NATS with JetStream from the official chart.
-say "helm dependency build (downloads the NATS chart)"
+say "helm dependency build (packages the vendored NATS chart)"
 helm dependency build "$CHART"
 cat > "$tmp/values.yaml" <<EOF
 regions:

@@ -25,10 +25,23 @@ fi
 
 stamp=node_modules/.edge-setup-stamp
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
-  say "installing npm packages (isolated-vm compiles from source: a minute or two the first time)"
-  npm ci --no-audit --no-fund
-  node --no-node-snapshot -e "require('isolated-vm')" || { say "isolated-vm did not build; see the npm output above"; exit 1; }
+  say "step 1/2: npm packages. The first time this takes about 4 minutes on 2 cores, nearly all"
+  say "  of it compiling isolated-vm from C++ (no prebuilt binary is reachable); later runs skip it."
+  # --foreground-scripts: the install scripts' output (node-gyp's) comes through, for
+  # npm-progress.mjs to turn into a line per compiled file; the whole of it goes to a log.
+  npmlog=$(mktemp "${TMPDIR:-/tmp}/edge-setup-npm.XXXXXX.log")
+  if ! npm ci --no-audit --no-fund --foreground-scripts 2>&1 | node scripts/npm-progress.mjs "$npmlog"; then
+    say "npm ci failed; the last lines of its output (all of it: $npmlog):"
+    tail -n 30 "$npmlog" >&2
+    exit 1
+  fi
+  node --no-node-snapshot -e "require('isolated-vm')" || { say "isolated-vm did not build; its build output: $npmlog"; exit 1; }
+  rm -f "$npmlog"
   touch "$stamp"
+else
+  say "step 1/2: npm packages: installed"
 fi
 
+if bash scripts/tools.sh --check >/dev/null; then say "step 2/2: kube-apiserver, etcd, nats-server, helm: built"
+else say "step 2/2: kube-apiserver, etcd, nats-server, helm from Go modules (the first time: minutes each, kube-apiserver longest)"; fi
 bash scripts/tools.sh

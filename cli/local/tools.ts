@@ -48,10 +48,15 @@ const isExecutable = (p: string) => {
   try { accessSync(p, constants.X_OK); return true; } catch { return false; }
 };
 
-/** Path of a cached tool, building the missing ones first (minutes, once). */
+/**
+ * Path of a cached tool, building the missing ones first (minutes, once). A binary without
+ * the recipe stamp scripts/tools.sh writes beside it predates the stamps: tools.sh decides
+ * whether it is still good (it stamps it) or is rebuilt. A stamp from an older recipe is
+ * caught by tools.sh itself, which `make dev` and `make test` run first.
+ */
 export function toolPath(tool: Tool): string {
   const p = join(toolsDir(), `${tool}-${toolVersions()[tool]}`);
-  if (isExecutable(p)) return p;
+  if (isExecutable(p) && existsSync(`${p}.recipe`)) return p;
   const r = spawnSync('bash', [join(REPO_ROOT, 'scripts/tools.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0 || !isExecutable(p)) {
     throw new Error(`${tool} is not built and scripts/tools.sh failed (exit ${r.status ?? r.signal}); see its output above`);

@@ -24,6 +24,10 @@ export interface ResourceKind {
 const readyColumn: PrinterColumn = {
   name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status',
 };
+// The Ready condition's reason says why a False is False (kubectl get's REASON).
+const reasonColumn: PrinterColumn = {
+  name: 'Reason', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+};
 const ageColumn: PrinterColumn = { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' };
 
 export const EDGE_WORKER: ResourceKind = {
@@ -31,7 +35,9 @@ export const EDGE_WORKER: ResourceKind = {
   spec: EdgeWorkerSpecSchema, status: EdgeWorkerStatusSchema,
   columns: [
     readyColumn,
-    { name: 'Regions', type: 'string', jsonPath: '.spec.placement.regions', description: 'Regions named in the spec; empty means all.' },
+    reasonColumn,
+    // A list column prints as JSON, so the operator keeps the text in status.
+    { name: 'Regions', type: 'string', jsonPath: '.status.regionsText', description: 'Regions named in the spec, or "all" (every region with isolate nodes) when it names none.' },
     { name: 'Digest', type: 'string', jsonPath: '.status.bundleDigest', priority: 1 },
     ageColumn,
   ],
@@ -42,7 +48,8 @@ export const DURABLE_ACTOR: ResourceKind = {
   spec: DurableActorSpecSchema, status: DurableActorStatusSchema,
   columns: [
     readyColumn,
-    { name: 'Regions', type: 'string', jsonPath: '.status.region', description: 'Region the actors live in.' },
+    reasonColumn,
+    { name: 'Region', type: 'string', jsonPath: '.status.region', description: 'Region the actors live in.' },
     { name: 'Active', type: 'integer', jsonPath: '.status.activeActors', priority: 1 },
     ageColumn,
   ],
@@ -107,8 +114,17 @@ export function buildCrd(r: ResourceKind): JsonObject {
     description: `${r.kind} (${GROUP}/${VERSION}); see docs/api.md.`,
     required: ['spec'],
     properties: {
-      apiVersion: { type: 'string' },
-      kind: { type: 'string' },
+      // Kubernetes' own words (as controller-gen writes them).
+      apiVersion: {
+        type: 'string',
+        description: 'APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources',
+      },
+      kind: {
+        type: 'string',
+        description: 'Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds',
+      },
+      // The apiserver refuses anything but name and generateName here, a description too;
+      // kubectl explain shows ObjectMeta's own.
       metadata: { type: 'object' },
       spec: schemaOf(r.spec),
       status: schemaOf(r.status),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { API_VERSION, DNS_LABEL_PATTERN, ObjectMetaSchema, cel, conditionList, modelId } from './meta.js';
+import { API_VERSION, DNS_LABEL_PATTERN, ObjectMetaSchema, cel, conditionList, modelId, observedGeneration } from './meta.js';
 import { HOST_PATTERN, LIMIT_FIELDS, limitField, type LimitField } from './edgeworker.js';
 import { EgressPolicySchema } from './policy.js';
 
@@ -27,6 +27,7 @@ export type PolicyLimitValues = z.infer<typeof PolicyLimitValuesSchema>;
 
 /** A host a namespace may claim: a host name, or `*.domain` for every name under domain (two labels at least). */
 export const HostGrantSchema = z.string().min(1).max(253).regex(HOST_PATTERN)
+  .describe('A host name, or *.domain for every name under it.')
   .meta(cel({
     rule: "!self.startsWith('*.') || self.matches('^[*][.][^.]+[.][^.]+')",
     message: 'a host pattern wildcard needs at least two labels after "*."',
@@ -34,7 +35,7 @@ export const HostGrantSchema = z.string().min(1).max(253).regex(HOST_PATTERN)
 
 export const EdgePolicySpecSchema = z.object({
   // One pattern, not a union: a structural schema allows no anyOf with types.
-  namespaces: z.array(z.string().min(1).max(63).regex(NAMESPACE_OR_ALL)).min(1).max(1024)
+  namespaces: z.array(z.string().min(1).max(63).regex(NAMESPACE_OR_ALL).describe('A namespace name, or "*".')).min(1).max(1024)
     .meta({ 'x-kubernetes-list-type': 'set' })
     .describe('Namespaces this policy governs; "*" makes it the default for every namespace no other policy names.'),
   limits: z.object({
@@ -42,7 +43,8 @@ export const EdgePolicySpecSchema = z.object({
       .describe('What a worker gets for a limit its spec leaves unset.'),
     max: PolicyLimitValuesSchema.optional()
       .describe('Ceilings: a worker asking for more is not deployed (Ready=False, LimitExceeded).'),
-  }).optional(),
+  }).optional()
+    .describe('Defaults and ceilings of the EdgeWorkers\' spec.limits (and of placement.minWarmIsolates) in the namespaces.'),
   routes: z.object({
     hosts: z.array(HostGrantSchema).max(1024)
       .meta({ 'x-kubernetes-list-type': 'set' })
@@ -54,16 +56,17 @@ export const EdgePolicySpecSchema = z.object({
   gpu: z.object({
     maxGpus: z.number().int().min(0).max(65_536).optional()
       .describe('GPUs the namespace\'s model servers may hold in all: sum of gpus x replicasPerRegion x regions.'),
-    models: z.array(modelId()).max(256).optional()
+    models: z.array(modelId().describe('A catalogue model id.')).max(256).optional()
       .meta({ 'x-kubernetes-list-type': 'set' })
       .describe('Catalogue models (EdgeModel spec.model) the namespace may bind; unset: all of them.'),
-  }).optional(),
-});
+  }).optional()
+    .describe('The GPUs and catalogue models the namespaces\' ai bindings may use.'),
+}).describe('What the cluster admin decides for the namespaces: limits, hosts, egress, GPUs and models.');
 
 export const EdgePolicyStatusSchema = z.object({
-  observedGeneration: z.number().int().min(0).optional(),
+  observedGeneration: observedGeneration(),
   conditions: conditionList().optional(),
-});
+}).describe('What the operator observed; written by the operator only.');
 
 export const EdgePolicySchema = z.object({
   apiVersion: z.literal(API_VERSION),
@@ -88,17 +91,18 @@ export const EdgeModelSpecSchema = z.object({
     .describe('The weights the server loads (--model), e.g. a Hugging Face repo id; unset: model.'),
   image: z.string().min(1).max(512).optional()
     .describe('Model server image speaking the OpenAI-compatible API; unset: the operator\'s --ai-image.'),
-  gpus: z.number().int().min(0).max(8).default(1).describe('GPUs per replica.'),
-  args: z.array(z.string().max(1024)).max(64).optional()
+  gpus: z.number().int().min(0).max(8).default(1).describe('GPUs (nvidia.com/gpu) per model server replica, a count 0-8. Default 1.'),
+  args: z.array(z.string().max(1024).describe('One argument.')).max(64).optional()
     .describe('Extra arguments after the ones the operator sets (--model, --port, --served-model-name, --tensor-parallel-size).'),
 })
   // vLLM, the default image, generates no images: a text-to-image model names its server.
-  .meta(cel({ rule: "self.task != 'text-to-image' || has(self.image)", message: 'spec.image: a text-to-image model needs an image (a server with /v1/images/generations); the default image has none', fieldPath: '.image' }));
+  .meta(cel({ rule: "self.task != 'text-to-image' || has(self.image)", message: 'spec.image: a text-to-image model needs an image (a server with /v1/images/generations); the default image has none', fieldPath: '.image' }))
+  .describe('One model server the cluster offers: the model id ai bindings name, its image, GPUs and arguments.');
 
 export const EdgeModelStatusSchema = z.object({
-  observedGeneration: z.number().int().min(0).optional(),
+  observedGeneration: observedGeneration(),
   conditions: conditionList().optional(),
-});
+}).describe('What the operator observed; written by the operator only.');
 
 export const EdgeModelSchema = z.object({
   apiVersion: z.literal(API_VERSION),

@@ -3,9 +3,7 @@ import { z } from 'zod';
 // Shared building blocks of the edge.isolates.dev API. Patterns are the Kubernetes ones so
 // the apiserver and the runtime agree on what a valid name is.
 
-export const GROUP = 'edge.isolates.dev';
-export const VERSION = 'v1alpha1';
-export const API_VERSION = `${GROUP}/${VERSION}`;
+export { API_VERSION, GROUP, VERSION } from './group.js';
 
 /** RFC 1123 label: object names we use inside NATS keys, region names, ConfigMap keys of ours. */
 export const DNS_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
@@ -48,17 +46,26 @@ export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
 
 /** metav1.Condition, as the apiserver validates it elsewhere. */
 export const ConditionSchema = z.object({
-  type: z.string().min(1).max(316).regex(/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$/),
-  status: z.enum(['True', 'False', 'Unknown']),
-  observedGeneration: z.number().int().min(0).optional(),
-  lastTransitionTime: z.string().meta({ format: 'date-time' }),
-  reason: z.string().min(1).max(1024).regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/),
-  message: z.string().max(32768),
-});
+  type: z.string().min(1).max(316).regex(/^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$/)
+    .describe('The aspect this condition is about: Ready, Placed or Degraded (docs/operator.md).'),
+  status: z.enum(['True', 'False', 'Unknown']).describe('True, False or Unknown.'),
+  observedGeneration: z.number().int().min(0).optional()
+    .describe('The metadata.generation this condition was computed from; older than metadata.generation means it is stale.'),
+  lastTransitionTime: z.string().meta({ format: 'date-time' })
+    .describe('When status last changed (RFC 3339 time).'),
+  reason: z.string().min(1).max(1024).regex(/^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/)
+    .describe('Why, in one CamelCase word scripts can match on (common/reasons.ts); kubectl get prints the Ready condition\'s as REASON.'),
+  message: z.string().max(32768).describe('Why, for a person: what is wrong and what would fix it; may be empty.'),
+}).describe('One aspect of the object\'s state.');
 export type Condition = z.infer<typeof ConditionSchema>;
 
 export const conditionList = () =>
-  z.array(ConditionSchema).max(16).meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
+  z.array(ConditionSchema).max(16).meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] })
+    .describe('The latest observations of the object\'s state, one per type (metav1.Condition); Ready=True means it serves.');
+
+/** status.observedGeneration, alike in every kind. */
+export const observedGeneration = () => z.number().int().min(0).optional()
+  .describe('The metadata.generation the operator last acted on; behind metadata.generation means the status is not yet about the current spec.');
 
 /** A CEL rule the generator copies into the CRD as x-kubernetes-validations. */
 export interface CelRule {

@@ -22,8 +22,10 @@ export const EgressRuleSchema = z.string().min(1).max(253)
  * connection and every redirect hop.
  */
 export const EgressPolicySchema = z.object({
-  publicInternet: z.boolean().default(true),
-  allow: z.array(EgressRuleSchema).max(256).default([]),
+  publicInternet: z.boolean().default(true)
+    .describe('Whether workers reach public unicast addresses; false leaves only allow. Default true.'),
+  allow: z.array(EgressRuleSchema).max(256).default([])
+    .describe('Destinations opened on top of the default (at most 256): private or cluster addresses and names the default refuses.'),
 });
 export type EgressPolicy = z.infer<typeof EgressPolicySchema>;
 export type EgressRule = z.infer<typeof EgressRuleSchema>;

@@ -22,6 +22,11 @@ export interface NatsSourceOptions {
   aiUrl?: AiUrl;
   /** Opens the Secret values the operator sealed (none: a worker with secret bindings is not served). */
   sealer?: SecretSealer;
+  /**
+   * Reads a bundle by digest (null: not there); default the object store's getBlob. The
+   * agent passes a direct-get reader (common/nats.ts readObjectDirect): no consumer per bundle.
+   */
+  readBundle?: (digest: string) => Promise<Uint8Array | null>;
 }
 
 /** Retry delay for a bundle that could not be fetched (the operator writes bundles before configs, so this is rare). */
@@ -126,7 +131,7 @@ export class NatsSource implements DesiredStateSource {
   private async bundle(cfg: WorkerConfig): Promise<string> {
     const cached = this.bundles.get(cfg.bundleDigest);
     if (cached !== undefined) return cached;
-    const bytes = await this.opts.buckets.bundles.getBlob(cfg.bundleDigest);
+    const bytes = await (this.opts.readBundle ? this.opts.readBundle(cfg.bundleDigest) : this.opts.buckets.bundles.getBlob(cfg.bundleDigest));
     if (bytes === null) throw new Error(`bundle ${cfg.bundleDigest} is not in the object store`);
     const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     if (actual !== cfg.bundleDigest) throw new Error(`bundle ${cfg.bundleDigest} has digest ${actual}`);

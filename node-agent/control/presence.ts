@@ -1,4 +1,4 @@
-import type { NatsConnection } from 'nats';
+import { ErrorCode, type NatsConnection } from 'nats';
 import type { Logger } from '../../common/log.js';
 import { encodeJson, SUBJECTS, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport } from '../../common/nats.js';
 import { agentKey, parseOrSkip, parseWorkerRef, workerKey } from '../../common/keys.js';
@@ -25,6 +25,12 @@ export interface PresenceOptions {
   ttlMs: number;
   log: Logger;
   status(): WorkerState[];
+  /**
+   * Changes whenever status() may say something new (WorkerServer.statusVersion); while it
+   * does not, the report's workers part is not rebuilt (10,000 workers: a sort, a map and a
+   * 1 MB JSON five times a second per agent). Absent: rebuilt every time.
+   */
+  statusVersion?(): number;
   /** Actors active per DurableActor (actorClassKey). */
   actors?(): Record<string, { active: number }>;
   load?(): { workers: number; inflight: number };
@@ -51,6 +57,10 @@ export class AgentPresence {
   private heartbeat: NodeJS.Timeout | undefined;
   private reporter: NodeJS.Timeout | undefined;
   private lastReport = '';
+  /** The report's workers part as last built, and the statusVersion it was built at. */
+  private workersPart: { version: number | undefined; workers: Record<string, WorkerReport>; json: string } | undefined;
+  /** A report the server refused as over its max_payload: not sent again until it changes. */
+  private tooBig = '';
   private seq = 0;
   private draining = false;
   private readonly startedAt = new Date().toISOString();
@@ -161,18 +171,23 @@ export class AgentPresence {
   /** Publishes the per-worker report when it differs from the last one written. */
   report(): Promise<void> {
     this.writing = this.writing.then(async () => {
-      const workers: Record<string, WorkerReport> = {};
-      for (const s of this.opts.status()) {
-        // Served from NATS configs, whose names are DNS labels; a throw here would stall every later write.
-        const w = parseOrSkip(parseWorkerRef, s.key);
-        if (!w) continue;
-        workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
-          ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
-          : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
+      const version = this.opts.statusVersion?.();
+      if (version === undefined || version !== this.workersPart?.version) {
+        const workers: Record<string, WorkerReport> = {};
+        for (const s of this.opts.status()) {
+          // Served from NATS configs, whose names are DNS labels; a throw here would stall every later write.
+          const w = parseOrSkip(parseWorkerRef, s.key);
+          if (!w) continue;
+          workers[workerKey(w.namespace, w.name)] = s.state === 'ready'
+            ? { version: s.digest, state: 'ready', ...(s.shardMember !== undefined ? { shardMember: s.shardMember } : {}) }
+            : { version: s.digest, state: 'error', error: s.error, ...(s.servingDigest ? { servingVersion: s.servingDigest } : {}) };
+        }
+        this.workersPart = { version, workers, json: JSON.stringify(workers) };
       }
+      const { workers } = this.workersPart;
       const actors = this.opts.actors?.() ?? {};
-      const body = JSON.stringify([workers, actors]);
-      if (body === this.lastReport) return;
+      const body = `${this.workersPart.json}\n${JSON.stringify(actors)}`;
+      if (body === this.lastReport || body === this.tooBig) return;
       const report: AgentReport = { agent: this.opts.agent, region: this.opts.region, seq: ++this.seq, workers, actors };
       if (!this.connected) return;
       try {
@@ -180,6 +195,13 @@ export class AgentPresence {
         this.opts.nc.publish(SUBJECTS.agentStatus(this.opts.region, this.opts.agent), encodeJson(report));
         this.lastReport = body;
       } catch (err) {
+        if ((err as { code?: string }).code === ErrorCode.MaxPayloadExceeded) {
+          // Retrying the same report cannot help (thousands of workers on one agent: issue 17's
+          // bench); it is tried again once it changes.
+          this.tooBig = body;
+          this.opts.log.error('worker report is over the NATS server\'s max_payload; the operator does not see this agent\'s workers until it shrinks', { key: this.key, bytes: encodeJson(report).length, workers: Object.keys(workers).length });
+          return;
+        }
         this.opts.log.warn('worker report failed; will retry', { key: this.key, error: err });
       }
     });

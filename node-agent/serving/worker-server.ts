@@ -28,6 +28,8 @@ const SHARD_TICK_MS = 500;
  * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
  */
 export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
+/** Idle isolates above minWarmIsolates (every one outside the worker's shard) live this long (`edge agent --idle-isolate-ms`). */
+export const DEFAULT_IDLE_ISOLATE_MS = 60_000;
 /** Requests that may queue for a busy worker before the agent answers 503. */
 export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 
@@ -197,8 +199,17 @@ export class WorkerServer {
 
   private isMember(key: string): boolean { return this.shards?.isMember(key) ?? true; }
 
+  /**
+   * Bumped whenever status() may say something new but a worker's isolate count (a version
+   * served or refused, a worker gone, a shard membership changed): the agent's report is
+   * rebuilt only then.
+   */
+  get statusVersion(): number { return this.statusEpoch; }
+  private statusEpoch = 0;
+
   /** Hosts joined or left, or a shard grew or shrank: members warm up, the others let go when idle. */
   private applyMembership(): void {
+    this.statusEpoch++;
     for (const [key, s] of this.served) s.host.setMember(this.isMember(key));
   }
 
@@ -287,7 +298,7 @@ export class WorkerServer {
       log: this.opts.log,
       minWarm: w.minWarmIsolates,
       maxIsolates: Math.max(this.opts.maxIsolatesPerWorker ?? DEFAULT_MAX_ISOLATES_PER_WORKER, w.minWarmIsolates),
-      idleMs: this.opts.idleIsolateMs ?? 60_000,
+      idleMs: this.opts.idleIsolateMs ?? DEFAULT_IDLE_ISOLATE_MS,
       maxQueued: this.opts.maxQueuedPerWorker ?? DEFAULT_MAX_QUEUED_PER_WORKER,
       onColdStart: (worker) => this.metrics.coldStarts.inc({ worker }),
       onIsolates: (worker, n) => this.metrics.workerIsolates.set({ worker }, n),
@@ -298,6 +309,7 @@ export class WorkerServer {
     } catch (err) {
       // The previous version, if any, keeps serving.
       this.errors.set(w.key, { digest: w.def.digest, error: errorMessage(err) });
+      this.statusEpoch++;
       this.metrics.bundleErrors.inc({ worker: w.key });
       this.opts.log.error('worker version refused', { worker: w.key, digest: w.def.digest, error: err, previous: previous?.desired.def.digest });
       return;
@@ -305,20 +317,43 @@ export class WorkerServer {
     this.errors.delete(w.key);
     host.setDormant(this.dormant.has(refNamespace(w.key)));
     this.served.set(w.key, { desired: w, host });
-    this.rebuildRouter();
-    for (const l of this.versionListeners) l(w.key);
+    // The previous version drains once the route table points at this one.
+    this.scheduleRouter(() => {
+      for (const l of this.versionListeners) l(w.key);
+      if (previous) void previous.host.drain();
+    });
     this.opts.log.info(previous ? 'worker updated' : 'worker loaded', { worker: w.key, digest: w.def.digest, isolates: host.isolates });
-    if (previous) void previous.host.drain();
   }
 
+  /**
+   * The route table is rebuilt from every served worker (O(workers)), so versions loaded
+   * one after another (10,000 workers at start) share rebuilds rather than each doing one:
+   * the next rebuild waits ten times as long as the last one took (at least a tick), and
+   * apply() rebuilds at once when it is done. `then` runs after the rebuild.
+   */
+  private scheduleRouter(then: () => void): void {
+    this.afterRouter.push(then);
+    if (this.routerTimer) return;
+    this.routerTimer = setTimeout(() => this.rebuildRouter(), Math.min(1000, 10 * this.lastRouterBuildMs));
+  }
+
+  private routerTimer: NodeJS.Timeout | undefined;
+  private lastRouterBuildMs = 0;
+  private readonly afterRouter: (() => void)[] = [];
+
   private rebuildRouter(): void {
+    if (this.routerTimer) { clearTimeout(this.routerTimer); this.routerTimer = undefined; }
+    this.statusEpoch++;
+    const t0 = performance.now();
     this.router = Router.build([...this.served.values()].map((s) => ({ key: s.desired.key, routes: s.desired.routes, target: s.host })));
+    this.lastRouterBuildMs = performance.now() - t0;
     for (const c of this.router.conflicts) this.opts.log.warn('route conflict', { detail: c });
     this.metrics.workersLoaded.set(this.served.size);
     if (this.routeListeners.size > 0) {
       const routes = this.routes();
       for (const l of this.routeListeners) l(routes);
     }
+    for (const then of this.afterRouter.splice(0)) then();
   }
 
   /** Every served worker's routes. */
@@ -366,6 +401,7 @@ export class WorkerServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.shardTimer) clearInterval(this.shardTimer);
+    if (this.routerTimer) clearTimeout(this.routerTimer);
     await this.opts.source.stop();
     const cut = await this.front.close(graceMs);
     if (cut > 0) this.opts.log.warn('requests cut at the end of the drain', { requests: cut, graceMs });

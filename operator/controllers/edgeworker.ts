@@ -21,7 +21,7 @@ import { catalogue, checkGpuQuota, gpusOf, modelServers } from './models.js';
 import { ensureFinalizer, hasFinalizer, removeFinalizer, writeStatus } from '../runtime/cr-writes.js';
 import { isNotFound, type KubeApi } from '../runtime/kube-client.js';
 import { TerminalError, type ObjectKey, type ReconcileContext, type Reconciler, type Result } from '../runtime/controller.js';
-import { place, regionsOf, type NodeInfo } from './placement.js';
+import { place, regionsColumn, regionsOf, type NodeInfo } from './placement.js';
 import { EdgeError } from '../../common/errors.js';
 
 // The EdgeWorker reconciler: reads the CR (from the informer cache), the Nodes and the
@@ -281,6 +281,8 @@ export class EdgeWorkerReconciler implements Reconciler {
       ...(published?.bundleDigest ? { bundleDigest: published.bundleDigest } : ew.status?.bundleDigest ? { bundleDigest: ew.status.bundleDigest } : {}),
       conditions,
       regions,
+      // kubectl get's REGIONS column: a printer column prints a list as JSON, so the text is kept here.
+      regionsText: regionsColumn(ew.spec.placement.regions),
     };
     if (sameStatus(status, ew.status)) return;
     if (!(await writeStatus(this.d.client, PLURAL, ew, status))) return;

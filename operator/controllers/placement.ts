@@ -56,3 +56,7 @@ export function place(requested: string[] | undefined, regions: Map<string, Regi
   }
   return { placed, missing, missingGpu, desiredAgents };
 }
+
+/** The REGIONS column: the spec's regions joined, or "all" for a spec naming none (every region with isolate nodes). */
+export const regionsColumn = (regions: readonly string[] | undefined): string =>
+  regions && regions.length > 0 ? regions.join(',') : 'all';

@@ -11,7 +11,7 @@ import { objectKeyOf, type ObjectKey } from '../runtime/controller.js';
 //
 // Secrets are not watched: list/watch on Secrets would let the operator enumerate every
 // Secret of the cluster, so its RBAC holds `get` only and it re-reads the Secrets workers
-// bind by name every --secret-poll-ms (hasSecretRefs picks the workers to re-queue).
+// bind by name every --secret-poll-interval (hasSecretRefs picks the workers to re-queue).
 
 type Kind = 'configmaps';
 

@@ -98,6 +98,12 @@ export class Controller<T extends Namespaced> {
 
   /** Keys waiting (not counting those being reconciled or delayed). */
   get queueLength(): number { return this.queue.len; }
+  /** Reconciles that may run at once (controller_runtime_max_concurrent_reconciles). */
+  get maxConcurrentReconciles(): number { return this.opts.concurrency ?? 1; }
+  /** Reconciles running now (controller_runtime_active_workers). */
+  get activeWorkers(): number { return this.queue.inFlight; }
+  /** Seconds of reconciles in progress, and the longest (the workqueue's unfinished-work gauges). */
+  unfinishedWork(): { seconds: number; longestSeconds: number } { return this.queue.unfinishedWork(); }
 
   /** The kind this controller reconciles: each event passing `predicate` queues its object. */
   watchFor(source: ListSource<T>, predicate: Predicate<T> = () => true): this {

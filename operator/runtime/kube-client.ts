@@ -1,7 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import { Agent, request as httpsRequest, type RequestOptions as RequestOptionsHttps } from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
-import { GROUP, VERSION } from '../../common/api/index.js';
+import { GROUP, VERSION } from '../../common/api/group.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Raw JSON requests to the kube-apiserver for our own kinds. client-node's typed clients
@@ -41,11 +40,21 @@ export interface KubeApi {
   request<T = unknown>(method: string, path: string, opts?: RequestOptions): Promise<T>;
 }
 
+/**
+ * What KubeClient needs of a kubeconfig: the server, and the TLS options and headers of each
+ * request. client-node's KubeConfig is one (it does every kind of authentication); the CLI
+ * has a lighter one for the common kinds (cli/kubeconfig.ts), which spares it loading client-node.
+ */
+export interface KubeCredentials {
+  getCurrentCluster(): { server: string } | null;
+  applyToHTTPSOptions(opts: RequestOptionsHttps): Promise<void>;
+}
+
 export class KubeClient implements KubeApi {
   private readonly server: URL;
   private agent: Agent | undefined;
 
-  constructor(readonly kc: KubeConfig) {
+  constructor(readonly kc: KubeCredentials) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
     this.server = new URL(cluster.server);
@@ -59,7 +68,7 @@ export class KubeClient implements KubeApi {
     await this.kc.applyToHTTPSOptions(reqOpts);
     const secure = url.protocol === 'https:';
     if (secure && !this.agent) {
-      this.agent = new Agent({ keepAlive: true, maxSockets: 32, ca: reqOpts.ca, cert: reqOpts.cert, key: reqOpts.key, rejectUnauthorized: reqOpts.rejectUnauthorized });
+      this.agent = new Agent({ keepAlive: true, maxSockets: 32, ca: reqOpts.ca, cert: reqOpts.cert, key: reqOpts.key, rejectUnauthorized: reqOpts.rejectUnauthorized, servername: reqOpts.servername });
     }
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     const headers: Record<string, string> = { ...(reqOpts.headers as Record<string, string>), accept: 'application/json' };

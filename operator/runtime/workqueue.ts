@@ -31,8 +31,14 @@ export type WorkQueueMetricsEvent =
   | { kind: 'add'; queue: string; key: string; depth: number }
   /** A key was scheduled again after a failure, `delayMs` from now (its `requeues`-th retry). */
   | { kind: 'retry'; queue: string; key: string; delayMs: number; requeues: number }
-  /** A handler finished: time spent queued before it started, time in the handler, outcome. */
-  | { kind: 'done'; queue: string; key: string; waitMs: number; workMs: number; ok: boolean };
+  /**
+   * A handler finished: time spent queued before it started, time in the handler, outcome
+   * (`result` in controller-runtime's words: success, requeue_after, error; terminal is an
+   * error that is not retried).
+   */
+  | { kind: 'done'; queue: string; key: string; waitMs: number; workMs: number; ok: boolean; result: WorkOutcome };
+
+export type WorkOutcome = 'success' | 'requeue_after' | 'error' | 'terminal';
 
 export interface WorkQueueStats {
   /** Keys accepted by add() (deduped adds are not counted). */
@@ -74,6 +80,8 @@ export class WorkQueue {
   /** Keys that need processing (queued, or re-added while being processed). */
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
+  /** When each running handler started (workqueue_unfinished_work_seconds). */
+  private readonly started = new Map<string, number>();
   /** When each dirty key was accepted, for the wait-time metric. */
   private readonly addedAt = new Map<string, number>();
   /** addAfter timers; only the earliest pending deadline per key is kept. */
@@ -106,6 +114,20 @@ export class WorkQueue {
   get delayedCount(): number { return this.delayed.size; }
   get isShuttingDown(): boolean { return this.shuttingDown; }
   get stats(): Readonly<WorkQueueStats> { return { ...this.counters }; }
+
+  /**
+   * Work in progress, as client-go's workqueue metrics report it: the seconds all running
+   * handlers have run so far, and the longest of them.
+   */
+  unfinishedWork(now = performance.now()): { seconds: number; longestSeconds: number } {
+    let total = 0;
+    let longest = 0;
+    for (const t of this.started.values()) {
+      total += now - t;
+      longest = Math.max(longest, now - t);
+    }
+    return { seconds: total / 1000, longestSeconds: longest / 1000 };
+  }
 
   /** Queues `key` unless it is already queued; a key being processed is queued again when its handler finishes. */
   add(key: string): void {
@@ -219,6 +241,7 @@ export class WorkQueue {
       const queuedAt = this.addedAt.get(key);
       this.addedAt.delete(key);
       const start = performance.now();
+      this.started.set(key, start);
       let ok = true;
       let result: WorkResult | undefined;
       try {
@@ -228,20 +251,26 @@ export class WorkQueue {
         this.log?.warn('reconcile failed; retrying with backoff', { key, error: err, requeues: this.numRequeues(key) + 1 });
       }
       const workMs = performance.now() - start;
-      if (!ok) { this.counters.failed++; this.addRateLimited(key); } else if (result?.terminal) {
+      this.started.delete(key);
+      let outcome: WorkOutcome = 'success';
+      if (!ok) { outcome = 'error'; this.counters.failed++; this.addRateLimited(key); } else if (result?.terminal) {
         ok = false;
+        outcome = 'terminal';
         this.counters.failed++;
         this.forget(key);
       } else {
         this.counters.succeeded++;
         this.forget(key);
-        if (result?.requeueAfter !== undefined && result.requeueAfter > 0) this.addAfter(key, result.requeueAfter);
+        if (result?.requeueAfter !== undefined && result.requeueAfter > 0) {
+          outcome = 'requeue_after';
+          this.addAfter(key, result.requeueAfter);
+        }
       }
       this.counters.processingMsTotal += workMs;
       this.counters.processingMsMax = Math.max(this.counters.processingMsMax, workMs);
       // A key re-added while it ran got a fresh addedAt; keep that one for its next run.
       const waitMs = queuedAt === undefined ? 0 : start - queuedAt;
-      this.emit({ kind: 'done', queue: this.name, key, waitMs, workMs, ok });
+      this.emit({ kind: 'done', queue: this.name, key, waitMs, workMs, ok, result: outcome });
       this.done(key);
     }
   }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
-import { REPO_ROOT, toolPath, toolVersions } from '../../cli/local/tools.js';
+import { REPO_ROOT, toolPath } from '../../cli/local/tools.js';
 
 // The Helm chart in tests: helm (built from source by scripts/tools.sh), the chart made
 // ready the way `helm dependency build` would, and its rendered objects.
@@ -43,15 +43,17 @@ export function chartYaml(dir = CHART_DIR): ChartYaml {
 /**
  * A copy of the chart with its dependencies present, as `helm dependency build` leaves it.
  * Helm refuses to template or install a chart whose Chart.yaml declares a dependency that is
- * missing from charts/, even a disabled one, and lint warns about it; the official NATS chart
- * cannot be downloaded here (no network), so charts/nats/ gets a stand-in: a chart of that
- * name and a matching version with no templates. Tests render with nats.enabled=true only to
- * check what this chart does with it (the URL it points at); the stand-in renders nothing.
+ * missing from charts/, even a disabled one, and lint warns about it. charts/nats/ gets a
+ * stand-in: a chart of that name and version with no templates, so these tests see only this
+ * chart's objects. Tests render with nats.enabled=true only to check what this chart does
+ * with it (the URL it points at); the stand-in renders nothing. The real NATS chart (vendored
+ * in charts/nats) is installed by chart-readme.test.ts, through `helm dependency build`.
  */
 export function preparedChart(): { dir: string; cleanup(): void } {
   const root = mkdtempSync(join(tmpdir(), 'edge-chart-'));
   const dir = join(root, 'edge-isolates');
-  cpSync(CHART_DIR, dir, { recursive: true });
+  // Not charts/: a `helm dependency build` run in this checkout leaves the packaged NATS chart there.
+  cpSync(CHART_DIR, dir, { recursive: true, filter: (src) => src !== join(CHART_DIR, 'charts') });
   for (const dep of chartYaml().dependencies ?? []) {
     const version = /\d+\.\d+\.\d+/.exec(dep.version)?.[0] ?? '0.0.0';
     mkdirSync(join(dir, 'charts', dep.name), { recursive: true });
@@ -61,9 +63,6 @@ export function preparedChart(): { dir: string; cleanup(): void } {
   return { dir, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
-/** The Kubernetes version helm renders for (the harness apiserver's). */
-export const KUBE_VERSION = toolVersions()['kube-apiserver'];
-
 export interface K8sObject {
   apiVersion: string;
   kind: string;
@@ -71,9 +70,18 @@ export interface K8sObject {
   [key: string]: unknown;
 }
 
-/** `helm template` of the chart with these values files and --set flags, parsed. */
-export async function render(chartDir: string, opts: { values?: string[]; set?: string[]; namespace?: string; release?: string; includeCrds?: boolean } = {}): Promise<K8sObject[]> {
-  const args = ['template', opts.release ?? 'edge-isolates', chartDir, '--namespace', opts.namespace ?? 'edge-system', '--kube-version', KUBE_VERSION];
+/** The API a cluster with the Prometheus Operator has, for `apiVersions`. */
+export const SERVICE_MONITOR_API = 'monitoring.coreos.com/v1/ServiceMonitor';
+
+/**
+ * `helm template` of the chart with these values files and --set flags, parsed. No
+ * --kube-version: helm's own default must satisfy the chart's kubeVersion (scripts/tools.sh
+ * builds it with the Kubernetes version ldflags of Helm's Makefile). `apiVersions`: what the
+ * pretended cluster serves beyond the built-in kinds (--api-versions).
+ */
+export async function render(chartDir: string, opts: { values?: string[]; set?: string[]; namespace?: string; release?: string; includeCrds?: boolean; apiVersions?: string[] } = {}): Promise<K8sObject[]> {
+  const args = ['template', opts.release ?? 'edge-isolates', chartDir, '--namespace', opts.namespace ?? 'edge-system'];
+  for (const a of opts.apiVersions ?? []) args.push('--api-versions', a);
   for (const v of opts.values ?? []) args.push('-f', v);
   for (const s of opts.set ?? []) args.push('--set', s);
   if (opts.includeCrds) args.push('--include-crds');
@@ -96,7 +104,8 @@ export const OPERATOR_CLUSTER_PERMISSIONS = [
   ...['get', 'list', 'watch'].map((v) => `core/configmaps:${v}`),
   // Bound Secrets are read by name; never listed or watched.
   'core/secrets:get',
-  'core/events:create',
+  // A repeated Event patches the first one's count (operator/runtime/events.ts).
+  'core/events:create', 'core/events:patch',
 ].sort();
 
 /** In the model namespace only: the model servers' Deployments and Services. */

@@ -92,7 +92,7 @@ describe('helm install into the harness apiserver', () => {
     expect(await secretData('edge-isolates-nats-auth')).toEqual(nats);
     expect(await secretData('edge-isolates-sealing-key')).toEqual(sealing);
     const dep = await kube.request<{ spec: { template: { spec: { containers: { args: string[] }[] } } } }>('GET', `/apis/apps/v1/namespaces/${ns}/deployments/edge-isolates-operator`);
-    expect(dep.spec.template.spec.containers[0]!.args).toContain('--concurrency=8');
+    expect(dep.spec.template.spec.containers[0]!.args).toContain('--max-concurrent-reconciles=8');
   });
 
   it('refuses wrong values before touching the cluster', async () => {

@@ -1,13 +1,15 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { REPO_ROOT } from '../../cli/local/tools.js';
+import { parseOperatorFlags } from '../../cli/operator.js';
 import { natsPermissions, NATS_USERS } from '../../common/nats-auth.js';
 import {
   CHART_DIR, EXAMPLES, OPERATOR_CLUSTER_PERMISSIONS, OPERATOR_MODEL_SERVER_PERMISSIONS, chartYaml, examplePath, flattenRules, helm, operatorLeasePermissions,
-  preparedChart, render, type K8sObject, type Rule,
+  preparedChart, render, SERVICE_MONITOR_API, type K8sObject, type Rule,
 } from '../harness/chart.js';
 
 // The chart without a cluster: helm lint, helm template of the three example values files,
@@ -73,10 +75,14 @@ describe('the Helm chart, rendered', () => {
   const chart = preparedChart();
   afterAll(() => chart.cleanup());
 
-  it('declares the official NATS chart as a conditional dependency', () => {
+  it('declares the official NATS chart as a conditional dependency, vendored and pinned by Chart.lock', () => {
+    const vendored = parse(readFileSync(join(REPO_ROOT, 'charts/nats/Chart.yaml'), 'utf8')) as { name: string; version: string };
+    expect(vendored.name).toBe('nats');
     expect(chartYaml().dependencies).toEqual([
-      { name: 'nats', version: expect.stringMatching(/^\^1\./) as unknown, repository: 'https://nats-io.github.io/k8s/helm/charts/', condition: 'nats.enabled' },
+      { name: 'nats', version: vendored.version, repository: 'file://../nats', condition: 'nats.enabled' },
     ]);
+    const lock = parse(readFileSync(join(CHART_DIR, 'Chart.lock'), 'utf8')) as { dependencies: unknown[] };
+    expect(lock.dependencies).toEqual([{ name: 'nats', repository: 'file://../nats', version: vendored.version }]);
   });
 
   it('lints with no warnings, with its defaults and with each example', async () => {
@@ -88,7 +94,10 @@ describe('the Helm chart, rendered', () => {
   });
 
   it('lints from the repository with only the dependency to build missing (what `helm dependency build` fixes)', async () => {
-    const { stdout } = await helm(['lint', CHART_DIR]);
+    // A copy as committed: a checkout where the README's `helm dependency build` ran has charts/*.tgz.
+    const dir = join(mkdtempSync(join(tmpdir(), 'edge-chart-lint-')), 'edge-isolates');
+    cpSync(CHART_DIR, dir, { recursive: true, filter: (src) => src !== join(CHART_DIR, 'charts') });
+    const { stdout } = await helm(['lint', dir]).finally(() => rmSync(join(dir, '..'), { recursive: true, force: true }));
     expect(stdout.match(/\[(WARNING|ERROR)\].*/g)).toEqual([
       expect.stringMatching(/^\[WARNING\] .*: chart directory is missing these dependencies: nats$/) as unknown,
     ]);
@@ -109,8 +118,19 @@ describe('the Helm chart, rendered', () => {
     expect(c.image).toBe('edge-isolates/operator:0.1.0');
     expect(arg(c, 'nats')).toBe('tls://edge-isolates-nats.edge-system.svc.cluster.local:4222');
     expect(arg(c, 'identity')).toBe('$(POD_NAME)');
-    expect(arg(c, 'lease-namespace')).toBe('$(POD_NAMESPACE)');
-    expect(arg(c, 'lease-name')).toBe('edge-isolates-operator');
+    expect(arg(c, 'leader-elect-resource-namespace')).toBe('$(POD_NAMESPACE)');
+    expect(arg(c, 'leader-elect-resource-name')).toBe('edge-isolates-operator');
+    // controller-runtime's names, one port for metrics and probes, durations as Go writes them.
+    expect(arg(c, 'metrics-bind-address')).toBe(':9091');
+    expect(arg(c, 'health-probe-bind-address')).toBe(':9091');
+    expect(c.args).toContain('--leader-elect');
+    expect(arg(c, 'leader-elect-lease-duration')).toBe('15000ms');
+    // The operator's own parser takes every flag the chart passes, and reads them as meant.
+    const flags = parseOperatorFlags(c.args!.slice(1));
+    expect(flags).toMatchObject({
+      leaderElection: true, leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, concurrency: 4, resyncMs: 300_000,
+      listen: [{ host: '0.0.0.0', port: 9091 }], leaseName: 'edge-isolates-operator', leaseNamespace: '$(POD_NAMESPACE)',
+    });
     expect(op.spec.template.spec.serviceAccountName).toBe('edge-isolates-operator');
     expect(op.spec.template.spec.automountServiceAccountToken).toBe(true);
 
@@ -142,7 +162,8 @@ describe('the Helm chart, rendered', () => {
   });
 
   it('three regions: a DaemonSet, Service and PDB each, with the region\'s own selector, tolerations and resources', async () => {
-    const objs = await render(chart.dir, { values: [examplePath('three-regions')] });
+    // As on a cluster with the Prometheus Operator (the example asks for a ServiceMonitor).
+    const objs = await render(chart.dir, { values: [examplePath('three-regions')], apiVersions: [SERVICE_MONITOR_API] });
     const regions = ['eu-west', 'us-east', 'ap-south'];
     expect(names(objs)).toEqual([
       ...BASE, ...regions.flatMap(perRegion), 'Secret/edge-isolates-peer-token', 'Secret/edge-isolates-nats-tls', 'Service/edge-isolates-agent-metrics', 'ServiceMonitor/edge-isolates',
@@ -273,7 +294,7 @@ describe('the Helm chart, rendered', () => {
     expect(names(objs)).toContain('DaemonSet/prod-edge-isolates-agent-eu-west');
     const op = one<Workload>(objs, 'Deployment', 'prod-edge-isolates-operator');
     expect(arg(op.spec.template.spec.containers[0]!, 'nats')).toBe('tls://prod-nats.edge.svc.cluster.local:4222');
-    expect(arg(op.spec.template.spec.containers[0]!, 'lease-name')).toBe('prod-edge-isolates-operator');
+    expect(arg(op.spec.template.spec.containers[0]!, 'leader-elect-resource-name')).toBe('prod-edge-isolates-operator');
     const natsRelease = await render(chart.dir, { release: 'edge-nats', set: ['clusterDomain=corp.internal'] });
     expect(arg(one<Workload>(natsRelease, 'Deployment', 'edge-nats-edge-isolates-operator').spec.template.spec.containers[0]!, 'nats'))
       .toBe('tls://edge-nats.edge-system.svc.corp.internal:4222');
