@@ -84,7 +84,7 @@ is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by
 One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
 of namespaces that take more than their share of the node's CPU or keep hitting their CPU
 or memory limit, until they have behaved for 60 s (doubling per repeat); --no-cordon: none.
---shards on|off (default off until issue 17's bench and fault runs have it on; NATS mode): each worker is kept warm on a few agents of the
+--shards on|off (default on; NATS mode): each worker is kept warm on a few agents of the
 region (its shard, on a consistent-hash ring), and the others forward its requests to them
 over the peer port (docs/shards.md). --shard-min (default 2) and --shard-max (default 8) bound
 a worker's shard unless its spec.placement.shard does; it grows by one member per
@@ -135,7 +135,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
       'isolate-host-spares': { type: 'string', default: '1' },
       'no-cordon': { type: 'boolean', default: false },
-      shards: { type: 'string', default: 'off' },
+      shards: { type: 'string', default: 'on' },
       'shard-min': { type: 'string', default: '2' },
       'shard-max': { type: 'string', default: '8' },
       'shard-target-concurrency': { type: 'string', default: '4' },
@@ -179,6 +179,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       ...(keyFile ? { sealer: SecretSealer.fromFile(keyFile), sealingKeyFile: keyFile } : {}),
     };
   }
+  if (values.shards !== 'on' && values.shards !== 'off') return fail(`--shards must be on or off, got "${values.shards}"`);
   const isolateHosts = num('--isolate-hosts', values['isolate-hosts']);
   if (!Number.isInteger(isolateHosts)) return fail(`--isolate-hosts must be a whole number, got "${values['isolate-hosts']}"`);
   const agent = await startAgent({

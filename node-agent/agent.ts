@@ -126,9 +126,8 @@ export interface AgentConfig {
   /** Set in an isolate-host process: which agent it belongs to and its share of namespaces. */
   isolateHost?: HostShare & { of: string };
   /**
-   * Workers' shards (docs/shards.md; NATS mode): `enabled` true (`--shards on`) turns them
-   * on; off (the default until issue 17's bench and fault runs have them on) every host
-   * serves every worker; min/max the default range of a worker without
+   * Workers' shards (docs/shards.md; NATS mode): on unless `enabled` is false (`--shards
+   * off`: every host serves every worker); min/max the default range of a worker without
    * spec.placement.shard; targetConcurrency the in-flight requests per member a shard aims at.
    */
   shards?: { enabled?: boolean; min?: number; max?: number; targetConcurrency?: number; connectTimeoutMs?: number };
@@ -369,7 +368,7 @@ export class Agent implements RunningAgent {
       undo.push(() => rt.stop());
       // The cordon host runs namespaces moved off their home host: it serves what reaches it.
       const sc = cfg.shards ?? {};
-      if (sc.enabled === true && !(share && isCordonShare(share))) {
+      if (sc.enabled !== false && !(share && isCordonShare(share))) {
         const shards = new Shards({
           ring: rt.ring, region, self: cfg.agentName, loads: () => regionLoads(view.agents(region)),
           pendingSelf: () => !view.agents(region).some((p) => p.agent === cfg.agentName),

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { bridge, type HostSocket, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
 import { ActorIds } from '../bindings/actor-id.js';
-import { CallOutcomeUnknownError, ForeignActorIdError, NotHereError, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
+import { CallOutcomeUnknownError, ForeignActorIdError, NotHereError, SILENCE_MARGIN_MS, type PeerForwarder, type PeerHandler, type PeerRequest, type PeerResponse } from '../peer/protocol.js';
 import { EdgeError } from '../../common/errors.js';
 
 // Gets an actor call to the agent that owns the actor, from any agent: the ring of the
@@ -53,9 +53,6 @@ export interface ActorRouterOptions {
   /** The agent-to-agent transport (default: HTTP to the owner's peer port). */
   forward?: PeerForwarder;
 }
-
-/** How much longer than its presence TTL a forwarded call waits on a silent owner. */
-export const SILENCE_MARGIN_MS = 1_000;
 
 /** Forwarding stops after this many agent-to-agent hops; a call then runs where it is. */
 const MAX_HOPS = 3;

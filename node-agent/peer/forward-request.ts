@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request, type ClientRequest, type IncomingMessage, 
 import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { spliceUpgrade } from '../../common/upgrade-splice.js';
+import { HEARTBEAT_HEADER, heartbeatFor } from './protocol.js';
 
 // A client's request for a worker, forwarded to a member of the worker's shard
 // (docs/shards.md) on that host's peer port: the request as the client sent it (method,
@@ -18,16 +19,22 @@ import { spliceUpgrade } from '../../common/upgrade-splice.js';
 // worker is saturated there, or not served there): then, and when the member cannot be
 // reached at all, the first host serves the request itself (a cold start beats an error).
 //
-// Serving it here must not run it twice. A request with a body, or with a method that is
-// not safe (anything but GET, HEAD, OPTIONS), asks for 100 Continue, and the member runs
-// nothing before it sent it (as actor calls do: protocol.ts): until the 100 arrives, any
-// failure means the member did not take it, and after it, a failure is a 502, never a
-// second run. A safe bodiless request (and a WebSocket handshake) skips that round trip:
-// one whose connection fails before any answer may be run here again, as HTTP allows for
-// safe methods (and as the front's proxy to its isolate hosts does). The member still
-// acknowledges it at once with an unasked-for 100 Continue (HTTP lets a server send one;
-// clients must read it), so a member that is stopped (SIGSTOP) or wedged is given up on
-// after the same timeout instead of holding the request until it resumes.
+// Serving it here must not run it twice. Every request (the bodiless GETs too) asks for 100
+// Continue, and sends its body, or for a bodiless one its only (empty) chunk, only once the
+// member said it: a member cannot run a request before it has all of it, so until the 100
+// arrives any failure means the member did not take it and the request runs here. A safe
+// GET sent whole would not do: to a stopped member (SIGSTOP) it waits in the kernel's
+// buffer, and the member, resumed after we gave up on it and ran it here, would run it
+// again (GETs that write are common: a counter's /inc). After the 100 the member has it:
+// a failure is a 502 saying the outcome is unknown, never a second run here. While it
+// runs, the member sends 102 Processing at once and then every so often (HEARTBEAT_HEADER),
+// so a member that took the request and then stopped is given up on after `silenceMs` (its
+// presence TTL plus a margin, as for actor calls) instead of holding the client until it
+// resumes.
+// A WebSocket handshake cannot wait for a last chunk (the connection is handed over at its
+// headers): it is acknowledged by a 100 too, and given up on without one, so it may run a
+// second time on a member that was stopped with it and then resumed (its 101 then goes to
+// a closed connection).
 
 export const SERVE_PATH = '/serve';
 /** The first host's view of the request (base64url JSON, ForwardMetaSchema). */
@@ -69,17 +76,21 @@ export interface ForwardOptions {
   meta: ForwardMeta;
   /**
    * A connection not made within this long counts as unreachable, and a member that has
-   * not said 100 Continue within it (stopped, stalled) as not taking the request (default 1 s).
+   * not said 100 Continue within twice it since the forward began (stopped, stalled) as not
+   * taking the request (default 1 s).
    */
   connectTimeoutMs?: number;
+  /**
+   * Once the member took the request (its 100 Continue), how long it may be silent (no 102
+   * heartbeat, no answer) before the request fails with a 502: the member's presence TTL
+   * plus SILENCE_MARGIN_MS. Until the response head only; undefined: no bound.
+   */
+  silenceMs?: number;
   /** The client's connection of an Upgrade request (the response was assigned to it). */
   upgrade?: { socket: Socket; head: Buffer };
   /** Spliced WebSocket connections, so the front can close them when it stops. */
   tunnels?: Set<Socket>;
 }
-
-/** Methods HTTP calls safe: run again after a connection that failed before the answer. */
-const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 function requestHeaders(req: IncomingMessage, opts: ForwardOptions, expectContinue: boolean, hasBody: boolean): string[] {
   const out: string[] = [];
@@ -95,6 +106,7 @@ function requestHeaders(req: IncomingMessage, opts: ForwardOptions, expectContin
     out.push(raw[i]!, raw[i + 1]!);
   }
   out.push(TOKEN_HEADER, opts.token, FORWARD_META_HEADER, encodeForwardMeta(opts.meta));
+  if (opts.silenceMs !== undefined) out.push(HEARTBEAT_HEADER, String(heartbeatFor(opts.silenceMs)));
   if (expectContinue) out.push('expect', '100-continue');
   if (emptyChunked) out.push('transfer-encoding', 'chunked');
   return out;
@@ -119,11 +131,11 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
   const target = new URL(SERVE_PATH, peerAddress);
   const hasBody = !opts.upgrade && hasBodyOf(req);
   /** The member says when it takes the request (100 Continue): until then nothing ran there. */
-  const handshake = !opts.upgrade && (hasBody || !SAFE.has(req.method ?? 'GET'));
+  const handshake = !opts.upgrade;
   return new Promise((resolve) => {
     let settled = false;
-    /** The member sent 100 Continue: it took the request (the body follows, if any). */
-    let bodySent = false;
+    /** The member sent 100 Continue: it took the request (the body, or the last chunk, follows). */
+    let taken = false;
     let clientGone = false;
     const settle = (o: ForwardOutcome) => { if (!settled) { settled = true; resolve(o); } };
     const preq: ClientRequest = request({
@@ -149,26 +161,37 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       settle({ done: false, reason });
       preq.destroy();
     };
-    let continueTimer: NodeJS.Timeout | undefined;
-    /** A safe request is acknowledged by an early 100 Continue from the member (it asked for none). */
-    let acked = false;
-    if (!opts.upgrade) {
-      continueTimer = setTimeout(() => { if (!settled && !bodySent && !acked) fallBack('timeout'); }, connectMs + (opts.connectTimeoutMs ?? 1000));
-    }
+    // Not taken within twice the connect timeout since it began (a stopped or wedged member):
+    // given up on, and run here.
+    const continueTimer = setTimeout(() => { if (!settled && !taken) fallBack('timeout'); }, 2 * connectMs);
+    // Taken and then silent (no heartbeat): the member stopped or is wedged with it.
+    // Armed by the member's first 102, which it sends right after its 100: a member of an
+    // older version (a rolling update) sends none, and is waited for as before.
+    const silenceMs = opts.silenceMs;
+    let silent = false;
+    let armed = false;
+    let headIn = false;
+    preq.on('information', (info: { statusCode: number }) => {
+      if (info.statusCode !== 102 || armed || headIn || silenceMs === undefined) return;
+      armed = true;
+      preq.setTimeout(silenceMs, () => { silent = true; preq.destroy(new Error(`silent for ${silenceMs} ms`)); });
+    });
+    const headDone = (s: Socket | null) => { headIn = true; if (armed) s?.setTimeout(0); };
     preq.on('continue', () => {
       clearTimeout(continueTimer);
-      if (!handshake) { acked = true; return; }
-      if (settled || bodySent) return;
-      bodySent = true;
+      if (settled || taken) return;
+      taken = true;
+      if (!handshake) return;
       if (hasBody) req.pipe(preq);
       else preq.end();
     });
     preq.on('response', (pres) => {
       clearTimeout(connectTimer);
       clearTimeout(continueTimer);
+      headDone(pres.socket);
       if (abandoned) { pres.resume(); return; }
       const refusal = pres.headers[SHARD_REFUSAL_HEADER];
-      if (!bodySent && (pres.statusCode === 503 || pres.statusCode === 421) && (refusal === 'overloaded' || refusal === 'not-here')) {
+      if (!taken && (pres.statusCode === 503 || pres.statusCode === 421) && (refusal === 'overloaded' || refusal === 'not-here')) {
         pres.resume();
         fallBack(refusal);
         return;
@@ -184,6 +207,8 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
     });
     preq.on('upgrade', (pres, peerSocket: Socket, peerHead: Buffer) => {
       clearTimeout(connectTimer);
+      clearTimeout(continueTimer);
+      headDone(peerSocket);
       if (abandoned) { peerSocket.destroy(); return; }
       settle({ done: true });
       if (!opts.upgrade) { peerSocket.destroy(); res.destroy(); return; }
@@ -194,16 +219,15 @@ export function forwardRequest(peerAddress: string, req: IncomingMessage, res: S
       clearTimeout(continueTimer);
       if (abandoned || clientGone) return;
       if (settled) { res.destroy(); return; }
-      // Not taken: the connection was refused, or the member never said 100 Continue; or a
-      // safe request's connection failed before any answer.
-      if (!handshake || !bodySent) {
-        fallBack('unreachable');
+      // Not taken: the connection was refused or failed, or the member never said 100 Continue.
+      if (!taken) {
+        fallBack(silent ? 'timeout' : 'unreachable');
         return;
       }
       settle({ done: true });
       if (!res.headersSent) {
-        const body = `the shard member serving this worker went away mid-request: ${err.message}\n`;
-        res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+        const body = `the shard member serving this worker took the request and then went away or stopped answering (${err.message}); it may or may not have run (outcome unknown)\n`;
+        res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
         res.end(body);
       } else {
         res.destroy();

@@ -6,7 +6,7 @@ import { errorMessage } from '../../common/log.js';
 import { actorInstanceKey, parseActorInstanceKey, parseOrSkip } from '../../common/keys.js';
 import { ActorExceptionError, actorException, HeaderListSchema } from '../abi/bridge.js';
 import {
-  CallOutcomeUnknownError, ForeignActorIdError, HEARTBEAT_HEADER, MISDIRECTED, NotHereError, OUTCOME_HEADER, OUTCOME_UNKNOWN, PEER_PATH,
+  askedHeartbeat, CallOutcomeUnknownError, ForeignActorIdError, HEARTBEAT_HEADER, heartbeatFor, MISDIRECTED, NotHereError, OUTCOME_HEADER, OUTCOME_UNKNOWN, PEER_PATH,
   type PeerForwardOptions, type PeerHandler, type PeerRequest, type PeerResponse,
 } from './protocol.js';
 import { EdgeError } from '../../common/errors.js';
@@ -21,10 +21,6 @@ import type { Socket } from 'node:net';
 const MAX_PEER_BODY = 32 * 1024 * 1024;
 /** A caller that gives no bound waits this long for a silent peer (the old fixed timeout). */
 const DEFAULT_SILENCE_MS = 120_000;
-/** Heartbeats (102 Processing) a peer sends while a call runs: the caller's bound / 5, within these. */
-const MIN_HEARTBEAT_MS = 50;
-const MAX_HEARTBEAT_MS = 2_000;
-const heartbeatFor = (silenceMs: number): number => Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, Math.floor(silenceMs / 5)));
 const peerAgent = new HttpAgent({ keepAlive: true, maxSockets: 64 });
 
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
@@ -112,8 +108,7 @@ export async function startPeerServer(handler: PeerHandler, log: Logger, port: n
       const hops = Number(req.headers['x-edge-hops'] ?? '0') || 0;
       // While the call runs, 102 Processing tells the caller this agent is alive and on it,
       // so a long call is not taken for a paused agent.
-      const asked = Number(req.headers[HEARTBEAT_HEADER]);
-      const beatMs = Number.isFinite(asked) && asked > 0 ? Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, asked)) : MAX_HEARTBEAT_MS;
+      const beatMs = askedHeartbeat(req.headers[HEARTBEAT_HEADER]);
       const beat = setInterval(() => { if (!res.headersSent && !res.destroyed) res.writeProcessing(); }, beatMs);
       // The caller gone before the answer: a streamed request body it was sending fails.
       res.once('close', () => { if (!res.writableFinished) upload?.cancel('the calling agent closed the connection'); });

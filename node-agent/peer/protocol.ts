@@ -29,6 +29,20 @@ export const OUTCOME_UNKNOWN = 504;
 export const OUTCOME_HEADER = 'x-edge-outcome';
 /** Request header: how often the peer should send 102 Processing while the call runs (ms). */
 export const HEARTBEAT_HEADER = 'x-edge-heartbeat-ms';
+/**
+ * A peer that took a call (an actor call, a forwarded request) is given up on once it has
+ * been silent for its presence TTL plus this: by then the region has dropped it.
+ */
+export const SILENCE_MARGIN_MS = 1_000;
+/** Heartbeats (102 Processing) a peer sends while a call runs: the caller's bound / 5, within these. */
+export const MIN_HEARTBEAT_MS = 50;
+export const MAX_HEARTBEAT_MS = 2_000;
+export const heartbeatFor = (silenceMs: number): number => Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, Math.floor(silenceMs / 5)));
+/** The interval a caller asked for in HEARTBEAT_HEADER, within bounds (MAX_HEARTBEAT_MS when it asked for none). */
+export function askedHeartbeat(h: string | string[] | undefined): number {
+  const asked = Number(h);
+  return Number.isFinite(asked) && asked > 0 ? Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, asked)) : MAX_HEARTBEAT_MS;
+}
 
 export interface PeerRequest {
   url: string;

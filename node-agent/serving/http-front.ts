@@ -15,6 +15,7 @@ import { DEFAULT_SLOW_CLIENT_LIMITS, HttpError, RequestBody, type SlowClientLimi
 import { InFlight, stopAccepting } from './graceful.js';
 import { clientOrigin, FORWARDING_HEADERS, GEO_HEADERS, TrustedProxies, type ForwardingHeaders } from './trusted-proxy.js';
 import { FORWARD_META_HEADER, SHARD_REFUSAL_HEADER, decodeForwardMeta, forwardRequest, type ForwardMeta } from '../peer/forward-request.js';
+import { askedHeartbeat, HEARTBEAT_HEADER, SILENCE_MARGIN_MS } from '../peer/protocol.js';
 import type { LoadMeter, Shards } from './shard.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
@@ -76,7 +77,11 @@ function devErrorPage(worker: string, ray: string, e: WorkerException, method: s
 }
 
 /** A request another host forwarded here (it arrived on the peer port): served here, never forwarded again. */
-interface Forwarded { meta: ForwardMeta; expectContinue: boolean }
+/** `beatMs`: the forwarding host's HEARTBEAT_HEADER (102 Processing until the answer's head). */
+interface Forwarded { meta: ForwardMeta; expectContinue: boolean; beatMs?: number }
+
+const beatOf = (req: IncomingMessage): { beatMs?: number } =>
+  req.headers[HEARTBEAT_HEADER] === undefined ? {} : { beatMs: askedHeartbeat(req.headers[HEARTBEAT_HEADER]) };
 
 /** The raw connection of an `Upgrade: websocket` request, for completing the handshake. */
 interface Upgrade { socket: Socket; head: Buffer }
@@ -276,14 +281,14 @@ export class HttpFront {
     const meta = decodeForwardMeta(req.headers[FORWARD_META_HEADER]);
     if (!meta) { plain(res, 400, 'malformed forwarded request\n'); req.resume(); return; }
     this.inflight.track(res);
-    void this.handle(req, res, undefined, { meta, expectContinue });
+    void this.handle(req, res, undefined, { meta, expectContinue, ...beatOf(req) });
   }
 
   /** A WebSocket upgrade another host forwarded here (see serveForwarded). */
   serveForwardedUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const meta = decodeForwardMeta(req.headers[FORWARD_META_HEADER]);
     if (!meta) { socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n'); return; }
-    this.upgrade(req, socket, head, { meta, expectContinue: false });
+    this.upgrade(req, socket, head, { meta, expectContinue: false, ...beatOf(req) });
   }
 
   /**
@@ -413,8 +418,18 @@ export class HttpFront {
       if (!fwd.expectContinue) req.resume();
       return;
     }
-    // Taken: said at once, asked for or not (forward-request.ts: a stopped member is given up on).
-    if (fwd) res.writeContinue();
+    // Taken: said at once, asked for or not, then heartbeats until the answer's head
+    // (forward-request.ts: a stopped member is given up on either way).
+    if (fwd) {
+      res.writeContinue();
+      if (fwd.beatMs !== undefined) {
+        // One at once: the sender bounds our silence only once it saw we send them.
+        res.writeProcessing();
+        // An accepted WebSocket detaches the response from its socket: no more beats then.
+        const beat = setInterval(() => { if (res.headersSent || res.destroyed || !res.socket) clearInterval(beat); else res.writeProcessing(); }, fwd.beatMs);
+        res.once('close', () => clearInterval(beat));
+      }
+    }
     if (!worker) {
       this.opts.metrics.observeRequest('', 404, undefined);
       const elsewhere = this.opts.notHere?.(hostname, path);
@@ -432,7 +447,7 @@ export class HttpFront {
         for (const member of route.members.slice(0, 2)) {
           if (!member.peerAddress) continue;
           const out = await forwardRequest(member.peerAddress, req, res, {
-            token: sh.peerToken, meta, tunnels: this.tunnels,
+            token: sh.peerToken, meta, tunnels: this.tunnels, silenceMs: member.ttlMs + SILENCE_MARGIN_MS,
             ...(upgrade ? { upgrade } : {}), ...(sh.connectTimeoutMs !== undefined ? { connectTimeoutMs: sh.connectTimeoutMs } : {}),
           });
           if (out.done) {

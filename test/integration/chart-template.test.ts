@@ -355,6 +355,14 @@ describe('the Helm chart, rendered', () => {
     expect(byKind(await render(chart.dir, { values: [examplePath('one-region')], set: ['networkPolicy.enabled=false'] }), 'NetworkPolicy')).toEqual([]);
   });
 
+  it('runs the agents with shards on by default, and passes the shard settings', async () => {
+    const shardArgs = async (set: string[]) => one<Workload>(await render(chart.dir, { values: [examplePath('one-region')], set }), 'DaemonSet', 'edge-isolates-agent-eu-west')
+      .spec.template.spec.containers[0]!.args?.filter((x) => x.startsWith('--shard'));
+    expect(await shardArgs([])).toEqual(['--shards=on', '--shard-min=2', '--shard-max=8', '--shard-target-concurrency=4']);
+    expect(await shardArgs(['agent.shards.enabled=false', 'agent.shards.min=1', 'agent.shards.max=3']))
+      .toEqual(['--shards=off', '--shard-min=1', '--shard-max=3', '--shard-target-concurrency=4']);
+  });
+
   it('passes egress allowances and the admin token to the agents', async () => {
     const objs = await render(chart.dir, {
       values: [examplePath('one-region')],
