@@ -411,10 +411,12 @@ export class HttpFront {
     const hostname = url.hostname;
     const path = url.pathname;
     let worker = this.opts.resolve(hostname, path);
-    if (fwd && (!worker || worker.saturated)) {
-      // Refused before its body was read: the first host serves it itself.
-      const why = worker ? 'overloaded' : 'not-here';
-      plain(res, worker ? 503 : 421, `this host does not take this request now (${why})\n`, { [SHARD_REFUSAL_HEADER]: why });
+    if (fwd && (!worker || worker.saturated || this.inflight.isDraining)) {
+      // Refused before its body was read: the first host serves it itself. A draining host
+      // takes no new work from its peers (they drop it from the ring once they see it
+      // draining; until then, and until its listener closes, it says not-here).
+      const why = worker && !this.inflight.isDraining ? 'overloaded' : 'not-here';
+      plain(res, why === 'overloaded' ? 503 : 421, `this host does not take this request now (${why})\n`, { [SHARD_REFUSAL_HEADER]: why });
       if (!fwd.expectContinue) req.resume();
       return;
     }

@@ -435,6 +435,21 @@ describe('shards: a saturated member', () => {
     expect(await counter(o.server.metrics.starts, { worker: 'ns/busy', start: 'cold' })).toBe(1);
     for (const h of await Promise.all(holds)) expect(h.body.toString()).toBe('held');
   });
+
+  it('a draining member takes no forwarded request: it says not-here before the body, and the first agent serves it', async () => {
+    const member = [...pair.keys()].find((n) => pair.get(n)!.server.shardMembers('ns/busy')?.includes(n))!;
+    const m = pair.get(member)!;
+    const o = pair.get([...pair.keys()].find((n) => n !== member)!)!;
+    // The first step of a drain (SIGTERM); its presence still says live, so o still forwards to it.
+    m.server.front.drain();
+    const notHere = await counter(o.server.metrics.shardFallbacks, { reason: 'not-here' });
+    const inBefore = await counter(m.server.metrics.shardForwardedIn);
+    const res = await send(o.port, { method: 'POST', path: '/echo', host: `busy.${HOST}`, body: Buffer.alloc(1000, 7) });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ method: 'POST', len: 1000 });
+    expect(await counter(o.server.metrics.shardFallbacks, { reason: 'not-here' })).toBe(notHere + 1);
+    expect(await counter(m.server.metrics.shardForwardedIn)).toBe(inBefore);
+  });
 });
 
 describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => {
