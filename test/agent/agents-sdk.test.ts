@@ -10,7 +10,7 @@ import { MAX_INLINE_SOURCE_BYTES } from '../../common/api/index.js';
 import { createLogger } from '../../common/log.js';
 import { DirectorySource } from '../../node-agent/control/desired-state.js';
 import type { DesiredWorker } from '../../node-agent/serving/desired.js';
-import { bundleWorker } from '../../cli/deploy.js';
+import { INLINE_SOURCE_MAP, bundleWorker } from '../../cli/deploy.js';
 import { waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { startActorAgent, type ActorAgent } from './actor-agent.js';
@@ -163,7 +163,9 @@ describe('edge deploy of examples/agents (a wrangler project, its bundle over th
       const workers = await new Promise<DesiredWorker[]>((resolve) => { void source.start(resolve); });
       await source.stop();
       expect(workers.map((w) => w.key)).toEqual(['default/agents-counter']);
-      expect(workers[0]!.def.source).toBe(bundle.code);
+      // edge deploy adds its inline source map (for exception stacks); the code before it is the bundle.
+      expect(workers[0]!.def.source).toMatch(INLINE_SOURCE_MAP);
+      expect(workers[0]!.def.source.replace(INLINE_SOURCE_MAP, '\n')).toBe(bundle.code);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
