@@ -130,10 +130,12 @@ describe('the chart\'s operator ServiceAccount runs the operator', () => {
     await create('hello', { source: { inline: hello('hi') }, routes: [{ host: 'hello.test' }], placement: { regions: ['eu-west', 'us-east'] } });
     const ew = await waitCondition('hello', 'Ready', 'True');
     expect(ew.metadata.finalizers).toEqual([FINALIZER]);
-    expect(ew.status?.regions).toEqual([
+    expect(ew.status?.regions).toMatchObject([
       { name: 'eu-west', desiredAgents: 1, readyAgents: 1 },
       { name: 'us-east', desiredAgents: 1, readyAgents: 1 },
     ]);
+    // Shards are on by default: a one-agent region's shard is that agent.
+    expect(ew.status?.regions?.map((r) => r.shard?.length)).toEqual([1, 1]);
     expect(await get(cluster.agent('eu-west'), 'hello.test')).toEqual({ status: 200, text: 'hi' });
     expect(await get(cluster.agent('us-east'), 'hello.test')).toEqual({ status: 200, text: 'hi' });
     await waitFor('an Event from operator-a', async () => {
