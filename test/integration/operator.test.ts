@@ -63,10 +63,12 @@ describe('edge operator with agents in three regions', () => {
     await create('hello', { source: { inline: hello('v1') }, routes: [{ host: 'hello.test' }], placement: { regions: ['eu-west', 'us-east'] } });
     const ew = await waitCondition('hello', 'Ready', 'True');
     expect(ew.metadata.finalizers).toEqual([FINALIZER]);
-    expect(ew.status?.regions).toEqual([
+    expect(ew.status?.regions).toMatchObject([
       { name: 'eu-west', desiredAgents: 1, readyAgents: 1 },
       { name: 'us-east', desiredAgents: 1, readyAgents: 1 },
     ]);
+    // Shards are on by default: a one-agent region's shard is that agent.
+    expect(ew.status?.regions?.map((r) => r.shard?.length)).toEqual([1, 1]);
     expect(ew.status?.bundleDigest).toMatch(/^sha256:[a-f0-9]{64}$/);
     expect(cond(ew, 'Placed')).toMatchObject({ status: 'True', reason: 'Placed' });
     expect(cond(ew, 'Degraded')).toMatchObject({ status: 'False' });
