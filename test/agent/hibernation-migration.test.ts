@@ -51,7 +51,7 @@ describe('a hibernated WebSocket outlives its owner agent (SIGKILL)', () => {
     const port = await freePort();
     b = new ManagedProcess('agent-b', process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', a.nats.url, '--region', REGION, '--node', 'node-b',
-      '--listen', `127.0.0.1:${port}`, '--peer-listen', '127.0.0.1:0', '--pool-size', '1', '--presence-ttl-ms', '1000', '--isolate-hosts', '0',
+      '--listen', `127.0.0.1:${port}`, '--peer-listen', '127.0.0.1:0', '--admin', `127.0.0.1:${await freePort()}`, '--pool-size', '1', '--presence-ttl-ms', '1000', '--isolate-hosts', '0',
     ], { logFile: join(dir, 'agent-b.log'), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: PEER_TOKEN } });
     // A room whose owner is agent b, reached through agent a (until a sees b, a owns them all).
     await waitFor('a room owned by agent b', async () => {

@@ -122,7 +122,7 @@ describe('shards: a member stopped with SIGSTOP', () => {
     // Shards are on by default: no --shards flag.
     proc = new ManagedProcess('agent-s2', process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', REGION, '--node', 'node-s2', '--agent-name', 's2',
-      '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--pool-size', '1', '--presence-ttl-ms', String(TTL_MS),
+      '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--admin', `127.0.0.1:${await freePort()}`, '--pool-size', '1', '--presence-ttl-ms', String(TTL_MS),
       '--isolate-hosts', '0', '--egress-allow', `127.0.0.1:${sinkPort}`,
     ], { logFile: join(dir, 'agent-s2.log'), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: TOKEN } });
     view = new AgentView(buckets, quiet);

@@ -495,7 +495,7 @@ describe('shards: an `edge agent` process with isolate hosts, SIGKILLed', () => 
     procPort = await freePort();
     proc = new ManagedProcess('agent-c2', process.execPath, [
       '--no-node-snapshot', EDGE_BIN, 'agent', '--nats', nats.url, '--region', region, '--node', 'node-c2', '--agent-name', 'c2',
-      '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--pool-size', '1',
+      '--listen', `127.0.0.1:${procPort}`, '--peer-listen', '127.0.0.1:0', '--admin', `127.0.0.1:${await freePort()}`, '--pool-size', '1',
       // A long TTL: after the kill its presence stays live, as it would for up to a TTL.
       '--presence-ttl-ms', '30000', '--shards', 'on', '--isolate-hosts', '1', '--isolate-host-spares', '0', '--no-cordon',
     ], { logFile: join(dir, 'agent-c2.log'), cwd: REPO_ROOT, env: { ...process.env, EDGE_PEER_TOKEN: TOKEN } });
