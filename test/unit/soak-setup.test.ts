@@ -39,13 +39,16 @@ describe('soak setup', () => {
   it('finds a process and its descendants in /proc', async () => {
     const child = spawn('sh', ['-c', 'sleep 30 & wait'], { stdio: 'ignore' });
     try {
+      // The forked child is listed as `sh` until its exec of sleep completes, so wait
+      // for the exec, not merely for a second process.
+      const hasSleep = (t: ReturnType<typeof processTree>): boolean => t.some((p) => p.comm === 'sleep' && p.ppid === child.pid);
       let tree: ReturnType<typeof processTree> = [];
-      for (let i = 0; i < 50 && tree.length < 2; i++) {
+      for (let i = 0; i < 250 && !hasSleep(tree); i++) {
         tree = processTree(child.pid ?? -1);
-        if (tree.length < 2) await new Promise((r) => setTimeout(r, 20));
+        if (!hasSleep(tree)) await new Promise((r) => setTimeout(r, 20));
       }
       expect(tree[0]?.pid).toBe(child.pid);
-      expect(tree.some((p) => p.comm === 'sleep' && p.ppid === child.pid)).toBe(true);
+      expect(hasSleep(tree)).toBe(true);
       expect(tree.every((p) => p.rssKiB > 0)).toBe(true);
     } finally {
       for (const p of processTree(child.pid ?? -1).reverse()) { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } }
