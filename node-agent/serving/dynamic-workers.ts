@@ -183,8 +183,9 @@ export class DynamicWorkers {
     if (e.gone) return;
     e.gone = true;
     this.live.delete(e);
-    // Calls in flight finish first.
-    void e.host.drain();
+    // Calls in flight finish first. Disposing an isolate takes ~0.5 ms of this thread: a
+    // load()'s worker goes when its caller's request ends, and the response must not wait.
+    setImmediate(() => void e.host.drain());
   }
 
   /**
