@@ -145,6 +145,8 @@ export class DynamicWorkers {
       pool: this.opts.pool, hooks, log: this.opts.log,
       // One isolate, kept (and replaced when a limit kills it) until the entry goes.
       minWarm: 1, maxIsolates: 1, idleMs: 2 ** 30, maxQueued: MAX_QUEUED_CALLS,
+      // Its first call follows at once: it runs behind init on the isolate's thread.
+      pipelineInit: true,
     });
     await host.start();
     const entry: Entry = {

@@ -43,6 +43,8 @@ const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePu
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
+/** init finished (the env built, the platform frozen): a request queued behind an init that failed runs nothing. */
+let initialized = false;
 let entry = null;
 /** Where RPC calls go (rpc.js): the actor instance, or the default WorkerEntrypoint; null: none. */
 let rpcEntry = null;
@@ -143,9 +145,11 @@ function init(namespace, envData, options) {
     entry = actor.adapter;
     rpcEntry = actor.adapter.rpc;
     freezePlatform();
+    initialized = true;
     return actor.handlers;
   }
   freezePlatform();
+  initialized = true;
   return handlers;
 }
 
@@ -232,6 +236,7 @@ function encodeResponse(status, statusText, headers, kind, done, tail) {
 }
 
 async function dispatch(id, head, reqBody, entrypointName = undefined) {
+  if (!initialized && id !== -1) throw new Error(`worker ${workerName} did not initialize`);
   const state = { feed: null, reader: null, waitUntil: [], request: null };
   live.set(id, state);
   // head: "method\nurl\nclientAddress\ncf(\nname\nvalue)*" (HTTP forbids newlines in all of
