@@ -35,7 +35,7 @@ export interface WorkerHostOptions {
   maxQueued: number;
   onColdStart?: (worker: string) => void;
   onIsolates?: (worker: string, count: number) => void;
-  /** WorkerIsolate's LoadOptions.pipelineInit (a dynamic worker's host). */
+  /** WorkerIsolate's LoadOptions.pipelineInit for every load (a dynamic worker's host); a cold start's always is. */
   pipelineInit?: boolean;
 }
 
@@ -163,11 +163,12 @@ export class WorkerHost {
     this.reaper.unref();
   }
 
-  private async load(): Promise<WorkerIsolate> {
+  /** `forRequest`: a request waits for it (a cold start), so its init is pipelined (LoadOptions.pipelineInit). */
+  private async load(forRequest = false): Promise<WorkerIsolate> {
     this.loading += 1;
     try {
       const warm = this.opts.pool.take(this.def.limits.memoryMiB);
-      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, undefined, this.opts.pipelineInit ? { pipelineInit: true } : undefined);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, undefined, forRequest || this.opts.pipelineInit ? { pipelineInit: true } : undefined);
       w.setSocketOwner(this.socketOwner);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);
@@ -239,7 +240,7 @@ export class WorkerHost {
     if (this.all.size + this.loading < this.opts.maxIsolates) {
       this.opts.onColdStart?.(this.def.name);
       if (start) start.cold = true;
-      return this.load();
+      return this.load(true);
     }
     if (this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
