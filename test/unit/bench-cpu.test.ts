@@ -1,0 +1,120 @@
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import {
+  cpuDelta, descendants, expandCpuList, maybePinned, parseCpuStat, parseCpusAllowed, parseProcStat, readAllProcStats,
+  tasksetArgv, tasksetMissing, treeAffinity, treeCpuSeconds, treeTicks, type ProcStat,
+} from '../../bench/cpu.js';
+import { sleep } from '../../bench/procs.js';
+
+// The pure parts of the per-core bench (bench/percore.ts, bench/cpu.ts): /proc parsing, CPU
+// summed over a process tree, taskset command lines; and, where taskset exists, that a
+// process tree started under it is pinned all the way down. No timing is asserted.
+
+const stat = (pid: number, ppid: number, utime: number, stime: number, cutime = 0, cstime = 0, comm = 'node'): string =>
+  `${pid} (${comm}) S ${ppid} ${pid} ${pid} 0 -1 4194304 1200 0 0 0 ${utime} ${stime} ${cutime} ${cstime} 20 0 11 0 4242 1000000 5000`;
+
+describe('bench/cpu: /proc parsing', () => {
+  it('reads pid, parent, group and the four CPU times of a stat line', () => {
+    expect(parseProcStat(stat(42, 7, 150, 30, 12, 3))).toEqual({
+      pid: 42, comm: 'node', state: 'S', ppid: 7, pgrp: 42, utime: 150, stime: 30, cutime: 12, cstime: 3,
+    });
+  });
+
+  it('counts fields from the last ")" so a command name with spaces and parentheses does not shift them', () => {
+    const p = parseProcStat(stat(9, 1, 5, 6, 0, 0, 'a) (b c'));
+    expect(p.comm).toBe('a) (b c');
+    expect([p.ppid, p.utime, p.stime]).toEqual([1, 5, 6]);
+  });
+
+  it('refuses what is not a stat line', () => {
+    expect(() => parseProcStat('garbage')).toThrow(/not a \/proc/);
+    expect(() => parseProcStat('1 (x) S 0 1 1 0 -1 0 0 0 0 0 nope 2 0 0')).toThrow(/field 14/);
+  });
+
+  it('reads Cpus_allowed_list from a status file', () => {
+    const status = 'Name:\tnode\nCpus_allowed:\t2\nCpus_allowed_list:\t1\nMems_allowed_list:\t0\n';
+    expect(parseCpusAllowed(status)).toBe('1');
+    expect(parseCpusAllowed('Cpus_allowed_list:\t0-1\n')).toBe('0-1');
+    expect(parseCpusAllowed('Name:\tx\n')).toBeUndefined();
+  });
+
+  it('reads per-CPU busy, idle and steal ticks from /proc/stat, leaving out the all-CPU line and guest time', () => {
+    const text = 'cpu  20 0 10 100 5 0 0 4 0 0\ncpu0 10 1 5 50 2 1 1 3 7 0\ncpu1 10 0 5 50 3 0 0 1 0 0\nintr 1 2\n';
+    const m = parseCpuStat(text);
+    expect([...m.keys()]).toEqual([0, 1]);
+    expect(m.get(0)).toEqual({ busy: 10 + 1 + 5 + 1 + 1, idle: 52, steal: 3 });
+    expect(m.get(1)).toEqual({ busy: 15, idle: 53, steal: 1 });
+  });
+
+  it('expands taskset CPU lists and takes the difference of two /proc/stat reads over some CPUs', () => {
+    expect(expandCpuList('1')).toEqual([1]);
+    expect(expandCpuList('0-2,5')).toEqual([0, 1, 2, 5]);
+    expect(() => expandCpuList('2-1')).toThrow();
+    expect(() => expandCpuList('x')).toThrow();
+    const a = parseCpuStat('cpu0 10 0 0 10 0 0 0 0\ncpu1 10 0 0 10 0 0 0 0\n');
+    const b = parseCpuStat('cpu0 30 0 0 15 0 0 0 1\ncpu1 11 0 0 99 0 0 0 0\n');
+    expect(cpuDelta(a, b, [0])).toEqual({ busy: 20, idle: 5, steal: 1 });
+    expect(cpuDelta(a, b, [0, 1])).toEqual({ busy: 21, idle: 94, steal: 1 });
+  });
+});
+
+describe('bench/cpu: a process tree', () => {
+  // 10 (server) -> 11 (host) -> 13 (its child); 10 -> 12 (host); 20 is someone else's, 1 is init.
+  const all: ProcStat[] = [
+    stat(1, 0, 1000, 1000), stat(10, 1, 100, 20, 7, 1), stat(11, 10, 300, 30), stat(12, 10, 50, 5),
+    stat(13, 11, 2, 1), stat(20, 1, 999, 999),
+  ].map(parseProcStat);
+
+  it('finds the root and every descendant by parent pid, and nothing else', () => {
+    expect(descendants(all, 10).map((p) => p.pid).sort((x, y) => x - y)).toEqual([10, 11, 12, 13]);
+    expect(descendants(all, 11).map((p) => p.pid)).toEqual([11, 13]);
+    expect(descendants(all, 99)).toEqual([]);
+  });
+
+  it('sums utime + stime + reaped children (cutime + cstime) over the tree', () => {
+    expect(treeTicks(descendants(all, 10))).toBe(100 + 20 + 7 + 1 + 300 + 30 + 50 + 5 + 2 + 1);
+    expect(treeTicks([])).toBe(0);
+  });
+
+  it('survives a parent-pid loop without going round forever', () => {
+    const loop = [stat(5, 6, 1, 0), stat(6, 5, 1, 0)].map(parseProcStat);
+    expect(descendants(loop, 5).map((p) => p.pid)).toEqual([5, 6]);
+  });
+
+  it('reads this process from the real /proc', () => {
+    expect(readAllProcStats().some((p) => p.pid === process.pid)).toBe(true);
+    const own = treeCpuSeconds(process.pid);
+    expect(own.processes).toBeGreaterThanOrEqual(1);
+    expect(own.seconds).toBeGreaterThan(0);
+  });
+});
+
+describe('bench/cpu: taskset', () => {
+  it('builds `taskset -c CPUS CMD ARGS` and leaves a command alone without CPUs', () => {
+    expect(tasksetArgv('1', '/usr/bin/node', ['bin/edge.mjs', 'agent'])).toEqual(['taskset', ['-c', '1', '/usr/bin/node', 'bin/edge.mjs', 'agent']]);
+    expect(tasksetArgv('0-1', 'wrk', [])).toEqual(['taskset', ['-c', '0-1', 'wrk']]);
+    expect(maybePinned(undefined, 'workerd', ['serve', 'x.capnp'])).toEqual(['workerd', ['serve', 'x.capnp']]);
+    expect(maybePinned('0', 'workerd', ['serve'])).toEqual(['taskset', ['-c', '0', 'workerd', 'serve']]);
+  });
+
+  it('refuses a CPU list that taskset would read as an option or a mask', () => {
+    for (const bad of ['', '-p', '1 2', 'all', '0x3', '1;rm']) expect(() => tasksetArgv(bad, 'x', [])).toThrow(/not a CPU list/);
+  });
+
+  it.skipIf(tasksetMissing() !== null)('pins a started process and every process it starts, threads included', async () => {
+    const [cmd, args] = tasksetArgv('0', 'sh', ['-c', 'sleep 30 & sleep 30 & wait']);
+    const child = spawn(cmd, args, { stdio: 'ignore', detached: true });
+    const sleeps = (t: { comm: string }[]): number => t.filter((p) => p.comm === 'sleep').length;
+    try {
+      // A forked child is listed as sh until it execs sleep: wait for both execs.
+      let tree = treeAffinity(child.pid ?? -1);
+      for (let i = 0; i < 250 && sleeps(tree) < 2; i++) { await sleep(20); tree = treeAffinity(child.pid ?? -1); }
+      expect(tree.length).toBe(3);
+      for (const p of tree) {
+        expect(p.cpus).toBe('0');
+        expect(p.threadsElsewhere).toBe(0);
+      }
+      expect(sleeps(tree)).toBe(2);
+    } finally { try { process.kill(-(child.pid ?? 0), 'SIGKILL'); } catch { /* gone */ } }
+  });
+});
