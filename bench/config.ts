@@ -91,6 +91,8 @@ export interface BenchConfig {
   percoreP99Connections: number;
   /** Per core: the pinned agent's --isolate-hosts (undefined: the agent's default, as shipped). */
   percoreAgentHosts: number | undefined;
+  /** Per core: more `edge agent` flags for every agent of the phase (e.g. --no-cordon). */
+  percoreAgentArgs: string[];
   /** Per core: the agent's --isolate-hosts of the unpinned scaling runs (empty: none). */
   percoreScaleHosts: number[];
   phases: Set<Phase>;
@@ -181,6 +183,7 @@ export function loadConfig(): BenchConfig {
     percoreConnections: num('BENCH_PERCORE_CONNECTIONS', 32, 1, 1000),
     percoreP99Connections: num('BENCH_PERCORE_P99_CONNECTIONS', 50, 1, 1000),
     percoreAgentHosts: process.env.BENCH_PERCORE_AGENT_HOSTS ? num('BENCH_PERCORE_AGENT_HOSTS', 0, 0, 16) : undefined,
+    percoreAgentArgs: (process.env.BENCH_PERCORE_AGENT_ARGS ?? '').split(/\s+/).filter(Boolean),
     percoreScaleHosts: numList('BENCH_PERCORE_SCALE_HOSTS', [1, 2], 1, 16),
     phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES, OPT_IN_PHASES),
     peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),

@@ -167,6 +167,44 @@ export function treeCpuSeconds(pid: number): { seconds: number; processes: numbe
   return { seconds: treeTicks(tree) / ticksPerSecond(), processes: tree.length };
 }
 
+export interface ThreadTicks { pid: number; main: boolean; comm: string; ticks: number }
+
+/**
+ * utime + stime of every thread of `pids` by "pid/tid", with the thread's name (V8 names its
+ * platform workers; node's other threads, isolated-vm's included, are all "node") and
+ * whether it is the process's main thread (tid = pid: the event loop).
+ */
+export function readThreadTicks(pids: readonly number[]): Map<string, ThreadTicks> {
+  const out = new Map<string, ThreadTicks>();
+  for (const pid of pids) {
+    let tids: string[];
+    try { tids = readdirSync(`/proc/${pid}/task`); } catch { continue; }
+    for (const tid of tids) {
+      try {
+        const t = parseProcStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+        out.set(`${pid}/${tid}`, { pid, main: Number(tid) === pid, comm: t.comm, ticks: t.utime + t.stime });
+      } catch { /* thread exited */ }
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU ticks between two thread reads, summed by `label(pid)` and thread (the main thread,
+ * or the other threads by name), largest first (a thread that exited between the reads is
+ * missing from this split).
+ */
+export function threadSplit(before: Map<string, { ticks: number }>, after: Map<string, ThreadTicks>, label: (pid: number) => string): { what: string; ticks: number }[] {
+  const sums = new Map<string, number>();
+  for (const [key, t] of after) {
+    const d = t.ticks - (before.get(key)?.ticks ?? 0);
+    if (d <= 0) continue;
+    const what = `${label(t.pid)} ${t.main ? 'main thread' : `${t.comm} threads`}`;
+    sums.set(what, (sums.get(what) ?? 0) + d);
+  }
+  return [...sums].map(([what, ticks]) => ({ what, ticks })).sort((a, b) => b.ticks - a.ticks);
+}
+
 export interface Affinity { pid: number; comm: string; cpus: string; threads: number; threadsElsewhere: number }
 
 /**

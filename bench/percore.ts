@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { agentMetricSums, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import type { BenchConfig } from './config.js';
-import { cpuDelta, descendants, expandCpuList, readAllProcStats, readCpuStat, tasksetMissing, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
+import { cpuDelta, descendants, expandCpuList, readAllProcStats, readCpuStat, readThreadTicks, tasksetMissing, threadSplit, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
 import { expectBody, httpRequest } from './http.js';
 import { runLoadApart, type Loadgen, type LoadResult, type LoadSpec } from './load.js';
 import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
@@ -46,6 +46,8 @@ export interface Measured {
   perCpuS: number;
   /** Each process's share of serverCpuS (comm and pid), largest first. */
   byProcess: { pid: number; comm: string; cpuS: number }[];
+  /** CPU seconds by process role (the server's own process, or a child) and thread name, largest first. */
+  byThread: { what: string; cpuS: number }[];
   /** Where each of the tree's processes may run, read at the end of the window. */
   affinity: Affinity[];
   /** The load generator's CPU seconds / its measured seconds, where known. */
@@ -63,13 +65,16 @@ const ticksOf = (p: ProcStat): number => p.utime + p.stime + p.cutime + p.cstime
 async function measure(ctx: PercoreCtx, what: string, pid: number, spec: LoadSpec, serverCpus: string | undefined, tmpDir: string): Promise<Measured> {
   let before: ProcStat[] = [];
   let cpusBefore = new Map<number, CpuTicks>();
+  let threadsBefore = new Map<string, { ticks: number }>();
   let t0 = 0;
   const load = await runLoadApart(ctx.tool, spec, ctx.cfg.warmupS, tmpDir, () => {
     before = descendants(readAllProcStats(), pid);
+    threadsBefore = readThreadTicks(before.map((p) => p.pid));
     cpusBefore = readCpuStat();
     t0 = performance.now();
   });
   const after = descendants(readAllProcStats(), pid);
+  const threadsAfter = readThreadTicks(after.map((p) => p.pid));
   const cpusAfter = readCpuStat();
   const wallS = (performance.now() - t0) / 1000;
   const affinity = treeAffinity(pid);
@@ -86,11 +91,13 @@ async function measure(ctx: PercoreCtx, what: string, pid: number, spec: LoadSpe
   const m: Measured = {
     load, connections: spec.connections, serverCpuS, wallS, coresUsed: serverCpuS / wallS,
     perCpuS: serverCpuS > 0 ? load.requests / serverCpuS : NaN, byProcess, affinity,
+    byThread: threadSplit(threadsBefore, threadsAfter, (p) => (p === pid ? 'server' : `child ${p}`)).map((t) => ({ what: t.what, cpuS: t.ticks / hz })),
     ...(load.loadgenCpuS !== undefined ? { loadgenBusy: load.loadgenCpuS / load.durationS } : {}),
     otherCores: Math.max(0, others) / wallS, stealCores: cores.steal / hz / wallS,
   };
   const split = byProcess.filter((p) => p.cpuS >= 0.01).map((p) => `${p.comm}[${p.pid}] ${p.cpuS.toFixed(2)}`).join(', ');
-  log(`  ${what}, ${spec.connections} conn: ${Math.round(load.rps)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms; server ${serverCpuS.toFixed(2)} CPU-s in ${wallS.toFixed(1)} s (${m.coresUsed.toFixed(2)} cores: ${split}), ${Math.round(m.perCpuS)} req/CPU-s${m.loadgenBusy !== undefined ? `; load generator ${Math.round(m.loadgenBusy * 100)} % of a core` : ''}; other work ${m.otherCores.toFixed(2)} cores, steal ${m.stealCores.toFixed(2)} ${serverCpus !== undefined ? `on CPU ${serverCpus}` : 'on all CPUs'}`);
+  const threads = m.byThread.slice(0, 6).map((t) => `${t.what} ${t.cpuS.toFixed(2)}`).join(', ');
+  log(`  ${what}, ${spec.connections} conn: ${Math.round(load.rps)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms; server ${serverCpuS.toFixed(2)} CPU-s in ${wallS.toFixed(1)} s (${m.coresUsed.toFixed(2)} cores: ${split}), ${Math.round(m.perCpuS)} req/CPU-s${m.loadgenBusy !== undefined ? `; load generator ${Math.round(m.loadgenBusy * 100)} % of a core` : ''}; busiest threads (CPU-s): ${threads}; other work ${m.otherCores.toFixed(2)} cores, steal ${m.stealCores.toFixed(2)} ${serverCpus !== undefined ? `on CPU ${serverCpus}` : 'on all CPUs'}`);
   if (serverCpus !== undefined && m.otherCores + m.stealCores > 0.1) {
     ctx.warn(`percore ${what}, ${spec.connections} connections: CPU ${serverCpus} spent ${Math.round((m.otherCores + m.stealCores) * 100)} % of the window on other work or steal, not the server: its figures are low by about that much`);
   }
@@ -135,7 +142,9 @@ async function runServer(ctx: PercoreCtx, what: string, server: Server, loadCpus
 async function agentServer(ctx: PercoreCtx, d: string, name: string, cpus: string | undefined, isolateHosts: number | undefined): Promise<Server> {
   const workers: AgentWorker[] = SCRIPTS.map((s) => ({ name: s.key, host: s.host, source: s.key === 'hello' ? HELLO_SOURCE : JSON_SOURCE, minWarmIsolates: ctx.cfg.agentWarmIsolates }));
   writeWorkerDir(join(d, 'workers'), workers);
-  const a: Agent = await startAgent(join(d, 'workers'), join(d, 'agent.log'), ctx.cfg.readyTimeoutMs, name, { ...(cpus !== undefined ? { cpus } : {}), ...(isolateHosts !== undefined ? { isolateHosts } : {}) });
+  const a: Agent = await startAgent(join(d, 'workers'), join(d, 'agent.log'), ctx.cfg.readyTimeoutMs, name, {
+    ...(cpus !== undefined ? { cpus } : {}), ...(isolateHosts !== undefined ? { isolateHosts } : {}), extraArgs: ctx.cfg.percoreAgentArgs,
+  });
   const afterLoads = async (): Promise<void> => {
     // The agent as shipped contains tenants: a load that trips a limit moves the namespace to
     // the low-priority isolate host (docs/isolate-hosts.md), which the figures then include.
@@ -192,7 +201,7 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     }));
   }
   ctx.raw.percore = {
-    serverCpus: sc, loadCpus: lc, agentIsolateHosts: cfg.percoreAgentHosts ?? 'default', clockTicksPerSecond: ticksPerSecond(),
+    serverCpus: sc, loadCpus: lc, agentIsolateHosts: cfg.percoreAgentHosts ?? 'default', agentExtraArgs: cfg.percoreAgentArgs, clockTicksPerSecond: ticksPerSecond(),
     agent: rawOf(agent), workerd: rawOf(workerd),
     scale: Object.fromEntries([...scale].map(([h, o]) => [String(h), rawOf(o)])),
   };

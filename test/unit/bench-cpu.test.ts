@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
   cpuDelta, descendants, expandCpuList, maybePinned, parseCpuStat, parseCpusAllowed, parseProcStat, readAllProcStats,
-  tasksetArgv, tasksetMissing, treeAffinity, treeCpuSeconds, treeTicks, type ProcStat,
+  tasksetArgv, tasksetMissing, threadSplit, treeAffinity, treeCpuSeconds, treeTicks, type ProcStat,
 } from '../../bench/cpu.js';
 import { sleep } from '../../bench/procs.js';
 
@@ -74,6 +74,18 @@ describe('bench/cpu: a process tree', () => {
   it('sums utime + stime + reaped children (cutime + cstime) over the tree', () => {
     expect(treeTicks(descendants(all, 10))).toBe(100 + 20 + 7 + 1 + 300 + 30 + 50 + 5 + 2 + 1);
     expect(treeTicks([])).toBe(0);
+  });
+
+  it('splits CPU by process role and thread name between two reads, new threads counted from zero', () => {
+    const before = new Map([['10/10', { ticks: 100 }], ['10/14', { ticks: 5 }], ['11/11', { ticks: 50 }], ['11/15', { ticks: 7 }]]);
+    const after = new Map([
+      ['10/10', { pid: 10, main: true, comm: 'node', ticks: 160 }], ['10/14', { pid: 10, main: false, comm: 'V8 Worker', ticks: 5 }],
+      ['11/11', { pid: 11, main: true, comm: 'node', ticks: 90 }], ['11/15', { pid: 11, main: false, comm: 'node', ticks: 17 }],
+      ['11/16', { pid: 11, main: false, comm: 'node', ticks: 3 }], ['12/12', { pid: 12, main: true, comm: 'node', ticks: 1 }],
+    ]);
+    expect(threadSplit(before, after, (pid) => (pid === 10 ? 'front' : 'host'))).toEqual([
+      { what: 'front main thread', ticks: 60 }, { what: 'host main thread', ticks: 41 }, { what: 'host node threads', ticks: 13 },
+    ]);
   });
 
   it('survives a parent-pid loop without going round forever', () => {
