@@ -15,13 +15,13 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const EDGE = process.env.BENCH_EDGE_ENTRY ? resolve(process.env.BENCH_EDGE_ENTRY) : join(ROOT, 'bin', 'edge.mjs');
 const NODE_ARGS = ['--no-node-snapshot', EDGE, 'agent'];
 
-export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number; bindings?: Record<string, unknown> }
+export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number; bindings?: Record<string, unknown>; namespace?: string }
 
 export function manifest(w: AgentWorker): Record<string, unknown> {
   return {
     apiVersion: 'edge.isolates.dev/v1alpha1',
     kind: 'EdgeWorker',
-    metadata: { name: w.name },
+    metadata: { name: w.name, ...(w.namespace ? { namespace: w.namespace } : {}) },
     spec: {
       compatibilityDate: '2025-01-01',
       routes: [{ host: w.host }],

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { isolateHostIndex } from '../common/isolate-hosts.js';
 import { agentMetricSums, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import type { BenchConfig } from './config.js';
 import { cpuDelta, descendants, expandCpuList, readAllProcStats, readCpuStat, readThreadTicks, tasksetMissing, threadSplit, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
@@ -34,7 +35,10 @@ const SCRIPTS: Script[] = [
 
 /** One measured load and what the server's process tree spent on it. */
 export interface Measured {
+  /** The load, or several at once combined (combineLoads). */
   load: LoadResult;
+  /** The loads run at once, when there were several. */
+  parts?: LoadResult[];
   connections: number;
   /** CPU seconds of the server's whole tree (all processes, all threads) in the measured window. */
   serverCpuS: number;
@@ -62,17 +66,39 @@ export interface Measured {
 
 const ticksOf = (p: ProcStat): number => p.utime + p.stime + p.cutime + p.cstime;
 
-async function measure(ctx: PercoreCtx, what: string, pid: number, spec: LoadSpec, serverCpus: string | undefined, tmpDir: string): Promise<Measured> {
+/** Several loads run at once as one: requests and req/s summed, the worst p50 and p99. */
+export function combineLoads(loads: readonly LoadResult[]): LoadResult {
+  const [first, ...rest] = loads;
+  if (!first) throw new Error('no load to combine');
+  if (rest.length === 0) return first;
+  const sum = (f: (l: LoadResult) => number): number => loads.reduce((a, l) => a + f(l), 0);
+  const cpu = loads.every((l) => l.loadgenCpuS !== undefined) ? { loadgenCpuS: sum((l) => l.loadgenCpuS ?? 0) } : {};
+  return {
+    tool: first.tool, requests: sum((l) => l.requests), durationS: Math.max(...loads.map((l) => l.durationS)), rps: sum((l) => l.rps),
+    p50Ms: Math.max(...loads.map((l) => l.p50Ms)), p99Ms: Math.max(...loads.map((l) => l.p99Ms)), errors: sum((l) => l.errors), non2xx: sum((l) => l.non2xx), ...cpu,
+  };
+}
+
+/**
+ * `specs` at once (each a warm-up, then its measured load, in a load generator process of its
+ * own), with the server tree's CPU read when the first measured window opens and when the
+ * last load has answered.
+ */
+async function measure(ctx: PercoreCtx, what: string, pid: number, specs: LoadSpec[], serverCpus: string | undefined, tmpDir: string): Promise<Measured> {
   let before: ProcStat[] = [];
   let cpusBefore = new Map<number, CpuTicks>();
   let threadsBefore = new Map<string, { ticks: number }>();
   let t0 = 0;
-  const load = await runLoadApart(ctx.tool, spec, ctx.cfg.warmupS, tmpDir, () => {
+  const onStart = (): void => {
+    if (t0 !== 0) return;
     before = descendants(readAllProcStats(), pid);
     threadsBefore = readThreadTicks(before.map((p) => p.pid));
     cpusBefore = readCpuStat();
     t0 = performance.now();
-  });
+  };
+  const loads = await Promise.all(specs.map((spec) => runLoadApart(ctx.tool, spec, ctx.cfg.warmupS, tmpDir, onStart)));
+  const load = combineLoads(loads);
+  const spec = { connections: specs.reduce((a, x) => a + x.connections, 0), cpus: specs[0]?.cpus };
   const after = descendants(readAllProcStats(), pid);
   const threadsAfter = readThreadTicks(after.map((p) => p.pid));
   const cpusAfter = readCpuStat();
@@ -89,7 +115,7 @@ async function measure(ctx: PercoreCtx, what: string, pid: number, spec: LoadSpe
   const cores = cpuDelta(cpusBefore, cpusAfter, serverCpus !== undefined ? expandCpuList(serverCpus) : [...cpusAfter.keys()]);
   const others = cores.busy / hz - serverCpuS - (serverCpus === undefined ? load.loadgenCpuS ?? 0 : 0);
   const m: Measured = {
-    load, connections: spec.connections, serverCpuS, wallS, coresUsed: serverCpuS / wallS,
+    load, ...(loads.length > 1 ? { parts: loads } : {}), connections: spec.connections, serverCpuS, wallS, coresUsed: serverCpuS / wallS,
     perCpuS: serverCpuS > 0 ? load.requests / serverCpuS : NaN, byProcess, affinity,
     byThread: threadSplit(threadsBefore, threadsAfter, (p) => (p === pid ? 'server' : `child ${p}`)).map((t) => ({ what: t.what, cpuS: t.ticks / hz })),
     ...(load.loadgenCpuS !== undefined ? { loadgenBusy: load.loadgenCpuS / load.durationS } : {}),
@@ -100,6 +126,9 @@ async function measure(ctx: PercoreCtx, what: string, pid: number, spec: LoadSpe
   log(`  ${what}, ${spec.connections} conn: ${Math.round(load.rps)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms; server ${serverCpuS.toFixed(2)} CPU-s in ${wallS.toFixed(1)} s (${m.coresUsed.toFixed(2)} cores: ${split}), ${Math.round(m.perCpuS)} req/CPU-s${m.loadgenBusy !== undefined ? `; load generator ${Math.round(m.loadgenBusy * 100)} % of a core` : ''}; busiest threads (CPU-s): ${threads}; other work ${m.otherCores.toFixed(2)} cores, steal ${m.stealCores.toFixed(2)} ${serverCpus !== undefined ? `on CPU ${serverCpus}` : 'on all CPUs'}`);
   if (serverCpus !== undefined && m.otherCores + m.stealCores > 0.1) {
     ctx.warn(`percore ${what}, ${spec.connections} connections: CPU ${serverCpus} spent ${Math.round((m.otherCores + m.stealCores) * 100)} % of the window on other work or steal, not the server: its figures are low by about that much`);
+  }
+  if (serverCpus === undefined && m.otherCores > 0.2) {
+    ctx.warn(`percore ${what}: other work kept ${m.otherCores.toFixed(2)} cores busy beside the agent and the load generator: the unpinned figures are noisy`);
   }
   if (spec.cpus !== undefined && m.loadgenBusy !== undefined && m.loadgenBusy > 0.9) {
     ctx.warn(`percore ${what}, ${spec.connections} connections: the load generator kept its core ${Math.round(m.loadgenBusy * 100)} % busy, so req/s may be the client's limit, not the server's (requests per CPU-second still holds)`);
@@ -128,9 +157,9 @@ async function runServer(ctx: PercoreCtx, what: string, server: Server, loadCpus
       port: t.port, host: t.host, method: s.method, body: s.body, connections: ctx.cfg.percoreConnections, durationS: ctx.cfg.durationS,
       threads: loadCpus === undefined ? ctx.cfg.threads : 1, cpus: loadCpus,
     };
-    const tput = await measure(ctx, `${what} ${s.key}`, server.pid, spec, serverCpus, tmpDir);
+    const tput = await measure(ctx, `${what} ${s.key}`, server.pid, [spec], serverCpus, tmpDir);
     if (serverCpus !== undefined) checkPinned(`${what} ${s.key}`, tput.affinity, serverCpus);
-    const p99 = p99Connections === undefined ? undefined : await measure(ctx, `${what} ${s.key}`, server.pid, { ...spec, connections: p99Connections }, serverCpus, tmpDir);
+    const p99 = p99Connections === undefined ? undefined : await measure(ctx, `${what} ${s.key}`, server.pid, [{ ...spec, connections: p99Connections }], serverCpus, tmpDir);
     const after = await httpRequest({ port: t.port, host: t.host, method: s.method, body: s.body });
     expectBody(`${what} ${s.key} after load`, after, s.reply);
     out[s.key] = { tput, ...(p99 ? { p99 } : {}) };
@@ -139,8 +168,33 @@ async function runServer(ctx: PercoreCtx, what: string, server: Server, loadCpus
   return out as Runs;
 }
 
+/**
+ * A namespace per script, chosen so that with `hosts` isolate hosts they land on different
+ * ones (the agent places a namespace's isolates on one host: FNV-1a(namespace) mod N).
+ */
+export function spreadNamespaces(keys: readonly string[], hosts: number): Map<string, string> {
+  const out = new Map<string, string>();
+  const used = new Set<number>();
+  let i = 0;
+  for (const key of keys) {
+    for (;; i++) {
+      const ns = `bench-${i}`;
+      const host = isolateHostIndex(ns, hosts);
+      if (used.has(host) && used.size < hosts) continue;
+      used.add(host);
+      out.set(key, ns);
+      i++;
+      break;
+    }
+  }
+  return out;
+}
+
 async function agentServer(ctx: PercoreCtx, d: string, name: string, cpus: string | undefined, isolateHosts: number | undefined): Promise<Server> {
-  const workers: AgentWorker[] = SCRIPTS.map((s) => ({ name: s.key, host: s.host, source: s.key === 'hello' ? HELLO_SOURCE : JSON_SOURCE, minWarmIsolates: ctx.cfg.agentWarmIsolates }));
+  const namespaces = spreadNamespaces(SCRIPTS.map((s) => s.key), Math.max(2, ...ctx.cfg.percoreScaleHosts));
+  const workers: AgentWorker[] = SCRIPTS.map((s) => ({
+    name: s.key, namespace: namespaces.get(s.key), host: s.host, source: s.key === 'hello' ? HELLO_SOURCE : JSON_SOURCE, minWarmIsolates: ctx.cfg.agentWarmIsolates,
+  }));
   writeWorkerDir(join(d, 'workers'), workers);
   const a: Agent = await startAgent(join(d, 'workers'), join(d, 'agent.log'), ctx.cfg.readyTimeoutMs, name, {
     ...(cpus !== undefined ? { cpus } : {}), ...(isolateHosts !== undefined ? { isolateHosts } : {}), extraArgs: ctx.cfg.percoreAgentArgs,
@@ -193,11 +247,23 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     const s = await workerdServer(ctx, ctx.dir('workerd-percore'), sc);
     try { return await runServer(ctx, 'workerd (pinned)', s, lc, sc, cfg.percoreP99Connections, ctx.dir('workerd-percore-load')); } finally { await s.stop(); }
   });
-  const scale = new Map<number, Outcome<Runs>>();
+  const scale = new Map<number, Outcome<Runs & { both: Measured }>>();
   for (const hosts of cfg.percoreScaleHosts) {
-    scale.set(hosts, await guarded(ctx.agent, `agent (unpinned, ${hosts} hosts)`, async () => {
-      const s = await agentServer(ctx, ctx.dir(`agent-scale-${hosts}`), `agent (unpinned, ${hosts} hosts)`, undefined, hosts);
-      try { return await runServer(ctx, `agent (unpinned, ${hosts} hosts)`, s, undefined, undefined, undefined, ctx.dir(`agent-scale-${hosts}-load`)); } finally { await s.stop(); }
+    const what = `agent (unpinned, ${hosts} hosts)`;
+    scale.set(hosts, await guarded(ctx.agent, what, async () => {
+      const s = await agentServer(ctx, ctx.dir(`agent-scale-${hosts}`), what, undefined, hosts);
+      try {
+        const tmpDir = ctx.dir(`agent-scale-${hosts}-load`);
+        const runs = await runServer(ctx, what, s, undefined, undefined, undefined, tmpDir);
+        // Both scripts at once, from two namespaces (on two hosts when there are two), half the connections each.
+        const half = Math.max(1, Math.round(cfg.percoreConnections / 2));
+        const specs = SCRIPTS.map((x): LoadSpec => {
+          const t = s.target(x);
+          return { port: t.port, host: t.host, method: x.method, body: x.body, connections: half, durationS: cfg.durationS, threads: 1 };
+        });
+        const both = await measure(ctx, `${what} hello + json at once`, s.pid, specs, undefined, tmpDir);
+        return { ...runs, both };
+      } finally { await s.stop(); }
     }));
   }
   ctx.raw.percore = {
@@ -211,6 +277,7 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     const v = f(o.ok[key]);
     return v === undefined ? { error: 'not measured' } : { value: v };
   };
+  const bothCell = (o: Outcome<{ both: Measured }>, f: (m: Measured) => number): Cell => ('cell' in o ? o.cell : { value: f(o.ok.both) });
   const rows: Row[] = [];
   const c = cfg.percoreConnections;
   const pin = `pinned (server CPU ${sc}, load CPU ${lc})`;
@@ -250,6 +317,11 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
       rows.push({ metric: `${head}: agent CPU used`, unit: 'cores', better: 'info', agent: cell(o, s.key, (r) => r.tput.coresUsed), workerd: na });
       rows.push({ metric: `${head}: requests per agent CPU-second`, unit: 'per CPU-s', better: 'info', agent: cell(o, s.key, (r) => r.tput.perCpuS), workerd: na });
     }
+    const half = Math.max(1, Math.round(c / 2));
+    const head = `agent unpinned, --isolate-hosts ${hosts}, hello-world and JSON at once from two namespaces (${hosts > 1 ? 'two hosts' : 'one host'}), ${half} + ${half} connections`;
+    rows.push({ metric: `${head}: throughput (both)`, unit: 'req/s', better: 'info', agent: bothCell(o, (m) => m.load.rps), workerd: na });
+    rows.push({ metric: `${head}: agent CPU used`, unit: 'cores', better: 'info', agent: bothCell(o, (m) => m.coresUsed), workerd: na });
+    rows.push({ metric: `${head}: requests per agent CPU-second`, unit: 'per CPU-s', better: 'info', agent: bothCell(o, (m) => m.perCpuS), workerd: na });
   }
   return rows;
 }

@@ -4,7 +4,10 @@ import {
   cpuDelta, descendants, expandCpuList, maybePinned, parseCpuStat, parseCpusAllowed, parseProcStat, readAllProcStats,
   tasksetArgv, tasksetMissing, threadSplit, treeAffinity, treeCpuSeconds, treeTicks, type ProcStat,
 } from '../../bench/cpu.js';
+import type { LoadResult } from '../../bench/load.js';
+import { combineLoads, spreadNamespaces } from '../../bench/percore.js';
 import { sleep } from '../../bench/procs.js';
+import { isolateHostIndex } from '../../common/isolate-hosts.js';
 
 // The pure parts of the per-core bench (bench/percore.ts, bench/cpu.ts): /proc parsing, CPU
 // summed over a process tree, taskset command lines; and, where taskset exists, that a
@@ -128,5 +131,27 @@ describe('bench/cpu: taskset', () => {
       }
       expect(sleeps(tree)).toBe(2);
     } finally { try { process.kill(-(child.pid ?? 0), 'SIGKILL'); } catch { /* gone */ } }
+  });
+});
+
+describe('bench/percore: helpers', () => {
+  const load = (rps: number, p50: number, p99: number, cpu?: number): LoadResult => ({
+    tool: 'autocannon', requests: rps * 10, durationS: 10, rps, p50Ms: p50, p99Ms: p99, errors: 1, non2xx: 0, ...(cpu !== undefined ? { loadgenCpuS: cpu } : {}),
+  });
+
+  it('combines loads run at once: requests and req/s summed, the worst percentiles', () => {
+    expect(combineLoads([load(100, 2, 9, 1), load(50, 3, 7, 2)])).toEqual({
+      tool: 'autocannon', requests: 1500, durationS: 10, rps: 150, p50Ms: 3, p99Ms: 9, errors: 2, non2xx: 0, loadgenCpuS: 3,
+    });
+    expect(combineLoads([load(100, 2, 9)])).toEqual(load(100, 2, 9));
+    expect('loadgenCpuS' in combineLoads([load(1, 1, 1, 1), load(1, 1, 1)])).toBe(false);
+  });
+
+  it('puts each script in a namespace of its own host when there are enough hosts', () => {
+    const two = spreadNamespaces(['hello', 'json'], 2);
+    expect(new Set([...two.values()].map((ns) => isolateHostIndex(ns, 2)))).toEqual(new Set([0, 1]));
+    expect(new Set(two.values()).size).toBe(2);
+    const one = spreadNamespaces(['hello', 'json'], 1);
+    expect(new Set(one.values()).size).toBe(2);
   });
 });
