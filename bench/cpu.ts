@@ -91,8 +91,12 @@ export function maybePinned(cpus: string | undefined, cmd: string, args: readonl
   return cpus === undefined ? [cmd, [...args]] : tasksetArgv(cpus, cmd, args);
 }
 
-/** Ticks of one CPU line of /proc/stat: busy (user, nice, system, irq, softirq), idle (idle, iowait), steal (the hypervisor ran someone else). */
-export interface CpuTicks { busy: number; idle: number; steal: number }
+/**
+ * Ticks of one CPU line of /proc/stat: busy in processes (user, nice, system), in interrupts
+ * (irq, softirq: much of loopback TCP runs there, charged to no process), idle (idle,
+ * iowait), steal (the hypervisor ran someone else).
+ */
+export interface CpuTicks { busy: number; irq: number; idle: number; steal: number }
 
 /**
  * The per-CPU lines of /proc/stat ("cpu0 user nice system idle iowait irq softirq steal
@@ -105,7 +109,7 @@ export function parseCpuStat(text: string): Map<number, CpuTicks> {
     if (!m) continue;
     const v = (m[2] ?? '').trim().split(/\s+/).map(Number);
     const f = (i: number): number => v[i] ?? 0;
-    out.set(Number(m[1]), { busy: f(0) + f(1) + f(2) + f(5) + f(6), idle: f(3) + f(4), steal: f(7) });
+    out.set(Number(m[1]), { busy: f(0) + f(1) + f(2), irq: f(5) + f(6), idle: f(3) + f(4), steal: f(7) });
   }
   return out;
 }
@@ -123,12 +127,13 @@ export function expandCpuList(list: string): number[] {
 
 /** What `cpus` did between two /proc/stat reads, summed over them, in ticks. */
 export function cpuDelta(before: Map<number, CpuTicks>, after: Map<number, CpuTicks>, cpus: readonly number[]): CpuTicks {
-  const d: CpuTicks = { busy: 0, idle: 0, steal: 0 };
+  const d: CpuTicks = { busy: 0, irq: 0, idle: 0, steal: 0 };
   for (const c of cpus) {
     const a = before.get(c);
     const b = after.get(c);
     if (!a || !b) continue;
     d.busy += b.busy - a.busy;
+    d.irq += b.irq - a.irq;
     d.idle += b.idle - a.idle;
     d.steal += b.steal - a.steal;
   }

@@ -57,10 +57,12 @@ export interface Measured {
   /** The load generator's CPU seconds / its measured seconds, where known. */
   loadgenBusy?: number;
   /**
-   * The server's CPUs (pinned) or all CPUs (unpinned) in the window, in cores: busy with
-   * anything but the server (other work: the machine is shared), and stolen by the hypervisor.
+   * The server's CPUs (pinned) or all CPUs (unpinned) in the window, in cores: processes
+   * other than the server (and, unpinned, the load generator: the machine is shared),
+   * interrupts (softirq: loopback TCP of both ends, charged to no process), and steal.
    */
   otherCores: number;
+  irqCores: number;
   stealCores: number;
 }
 
@@ -119,16 +121,16 @@ async function measure(ctx: PercoreCtx, what: string, pid: number, specs: LoadSp
     perCpuS: serverCpuS > 0 ? load.requests / serverCpuS : NaN, byProcess, affinity,
     byThread: threadSplit(threadsBefore, threadsAfter, (p) => (p === pid ? 'server' : `child ${p}`)).map((t) => ({ what: t.what, cpuS: t.ticks / hz })),
     ...(load.loadgenCpuS !== undefined ? { loadgenBusy: load.loadgenCpuS / load.durationS } : {}),
-    otherCores: Math.max(0, others) / wallS, stealCores: cores.steal / hz / wallS,
+    otherCores: Math.max(0, others) / wallS, irqCores: cores.irq / hz / wallS, stealCores: cores.steal / hz / wallS,
   };
   const split = byProcess.filter((p) => p.cpuS >= 0.01).map((p) => `${p.comm}[${p.pid}] ${p.cpuS.toFixed(2)}`).join(', ');
   const threads = m.byThread.slice(0, 6).map((t) => `${t.what} ${t.cpuS.toFixed(2)}`).join(', ');
-  log(`  ${what}, ${spec.connections} conn: ${Math.round(load.rps)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms; server ${serverCpuS.toFixed(2)} CPU-s in ${wallS.toFixed(1)} s (${m.coresUsed.toFixed(2)} cores: ${split}), ${Math.round(m.perCpuS)} req/CPU-s${m.loadgenBusy !== undefined ? `; load generator ${Math.round(m.loadgenBusy * 100)} % of a core` : ''}; busiest threads (CPU-s): ${threads}; other work ${m.otherCores.toFixed(2)} cores, steal ${m.stealCores.toFixed(2)} ${serverCpus !== undefined ? `on CPU ${serverCpus}` : 'on all CPUs'}`);
+  log(`  ${what}, ${spec.connections} conn: ${Math.round(load.rps)} req/s, p50 ${load.p50Ms.toFixed(2)} ms, p99 ${load.p99Ms.toFixed(2)} ms; server ${serverCpuS.toFixed(2)} CPU-s in ${wallS.toFixed(1)} s (${m.coresUsed.toFixed(2)} cores: ${split}), ${Math.round(m.perCpuS)} req/CPU-s${m.loadgenBusy !== undefined ? `; load generator ${Math.round(m.loadgenBusy * 100)} % of a core` : ''}; busiest threads (CPU-s): ${threads}; other processes ${m.otherCores.toFixed(2)} cores, irq/softirq ${m.irqCores.toFixed(2)}, steal ${m.stealCores.toFixed(2)} ${serverCpus !== undefined ? `on CPU ${serverCpus}` : 'on all CPUs'}`);
   if (serverCpus !== undefined && m.otherCores + m.stealCores > 0.1) {
-    ctx.warn(`percore ${what}, ${spec.connections} connections: CPU ${serverCpus} spent ${Math.round((m.otherCores + m.stealCores) * 100)} % of the window on other work or steal, not the server: its figures are low by about that much`);
+    ctx.warn(`percore ${what}, ${spec.connections} connections: CPU ${serverCpus} spent ${Math.round((m.otherCores + m.stealCores) * 100)} % of the window on other processes or steal, not the server: its figures are low by about that much`);
   }
   if (serverCpus === undefined && m.otherCores > 0.2) {
-    ctx.warn(`percore ${what}: other work kept ${m.otherCores.toFixed(2)} cores busy beside the agent and the load generator: the unpinned figures are noisy`);
+    ctx.warn(`percore ${what}: other processes kept ${m.otherCores.toFixed(2)} cores busy beside the agent and the load generator: the unpinned figures are noisy`);
   }
   if (spec.cpus !== undefined && m.loadgenBusy !== undefined && m.loadgenBusy > 0.9) {
     ctx.warn(`percore ${what}, ${spec.connections} connections: the load generator kept its core ${Math.round(m.loadgenBusy * 100)} % busy, so req/s may be the client's limit, not the server's (requests per CPU-second still holds)`);
@@ -296,7 +298,7 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
       agent: cell(agent, s.key, (r) => r.tput.coresUsed), workerd: cell(workerd, s.key, (r) => r.tput.coresUsed),
     });
     rows.push({
-      metric: `${pin}, ${s.label}, ${c} connections: CPU ${sc} busy with other work or stolen (noise)`, unit: 'cores', better: 'info',
+      metric: `${pin}, ${s.label}, ${c} connections: CPU ${sc} busy with other processes or stolen (noise)`, unit: 'cores', better: 'info',
       agent: cell(agent, s.key, (r) => r.tput.otherCores + r.tput.stealCores), workerd: cell(workerd, s.key, (r) => r.tput.otherCores + r.tput.stealCores),
     });
     rows.push({

@@ -45,8 +45,8 @@ describe('bench/cpu: /proc parsing', () => {
     const text = 'cpu  20 0 10 100 5 0 0 4 0 0\ncpu0 10 1 5 50 2 1 1 3 7 0\ncpu1 10 0 5 50 3 0 0 1 0 0\nintr 1 2\n';
     const m = parseCpuStat(text);
     expect([...m.keys()]).toEqual([0, 1]);
-    expect(m.get(0)).toEqual({ busy: 10 + 1 + 5 + 1 + 1, idle: 52, steal: 3 });
-    expect(m.get(1)).toEqual({ busy: 15, idle: 53, steal: 1 });
+    expect(m.get(0)).toEqual({ busy: 10 + 1 + 5, irq: 1 + 1, idle: 52, steal: 3 });
+    expect(m.get(1)).toEqual({ busy: 15, irq: 0, idle: 53, steal: 1 });
   });
 
   it('expands taskset CPU lists and takes the difference of two /proc/stat reads over some CPUs', () => {
@@ -55,9 +55,9 @@ describe('bench/cpu: /proc parsing', () => {
     expect(() => expandCpuList('2-1')).toThrow();
     expect(() => expandCpuList('x')).toThrow();
     const a = parseCpuStat('cpu0 10 0 0 10 0 0 0 0\ncpu1 10 0 0 10 0 0 0 0\n');
-    const b = parseCpuStat('cpu0 30 0 0 15 0 0 0 1\ncpu1 11 0 0 99 0 0 0 0\n');
-    expect(cpuDelta(a, b, [0])).toEqual({ busy: 20, idle: 5, steal: 1 });
-    expect(cpuDelta(a, b, [0, 1])).toEqual({ busy: 21, idle: 94, steal: 1 });
+    const b = parseCpuStat('cpu0 30 0 0 15 0 0 4 1\ncpu1 11 0 0 99 0 0 0 0\n');
+    expect(cpuDelta(a, b, [0])).toEqual({ busy: 20, irq: 4, idle: 5, steal: 1 });
+    expect(cpuDelta(a, b, [0, 1])).toEqual({ busy: 21, irq: 4, idle: 94, steal: 1 });
   });
 });
 
