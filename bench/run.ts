@@ -679,7 +679,9 @@ async function main(): Promise<number> {
     ...cfg.phases.has('percore') ? ['per core (pinned) agent vs workerd'] : [],
   ];
   const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
-  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
+  const onlyPercore = cfg.phases.size === 1 && cfg.phases.has('percore');
+  const conns = onlyPercore ? `${cfg.percoreConnections} and ${cfg.percoreP99Connections}` : String(cfg.connections);
+  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${conns} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
   process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
   const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
   const file = writeResults({
