@@ -66,11 +66,15 @@ export interface SubrequestOptions {
   resolve?: Resolver;
 }
 
+const KEEP_ALIVE = { keepAlive: true, maxFreeSockets: 4, timeout: 30_000 } as const;
+
 /** The subrequests of one isolate. */
 export class Subrequests {
   private readonly open = new Map<number, Open>();
-  private readonly http = new HttpAgent({ keepAlive: true, maxFreeSockets: 4, timeout: 30_000 });
-  private readonly https = new HttpsAgent({ keepAlive: true, maxFreeSockets: 4, timeout: 30_000 });
+  // Made at the first fetch(): most isolates (a dynamic worker's, a cold start's) never
+  // fetch, and two agents cost ~0.05 ms of each isolate's start.
+  private httpAgent: HttpAgent | undefined;
+  private httpsAgent: HttpsAgent | undefined;
   private readonly resolve: Resolver;
   private closed = false;
 
@@ -180,7 +184,7 @@ export class Subrequests {
       try {
         req = (tls ? httpsRequest : httpRequest)({
           host: dest.address, family: dest.family, port, method, path: `${url.pathname}${url.search}`,
-          headers: out.flat(), agent: tls ? this.https : this.http, signal: o.abort.signal,
+          headers: out.flat(), agent: tls ? (this.httpsAgent ??= new HttpsAgent(KEEP_ALIVE)) : (this.httpAgent ??= new HttpAgent(KEEP_ALIVE)), signal: o.abort.signal,
           // The certificate is checked against the name the worker asked for, never the address.
           ...(tls ? { servername: isIP(hostname) ? '' : hostname } : {}),
         }, resolve);
@@ -290,8 +294,8 @@ export class Subrequests {
   closeAll(final = false): void {
     if (final) {
       this.closed = true;
-      this.http.destroy();
-      this.https.destroy();
+      this.httpAgent?.destroy();
+      this.httpsAgent?.destroy();
     }
     if (this.open.size === 0) return;
     for (const [id, o] of [...this.open]) this.drop(id, o);

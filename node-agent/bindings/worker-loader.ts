@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { LoaderCodeSchema, type LoaderCode, type ServiceCallResult, type WorkerEnv } from '../abi/bridge.js';
-import { EdgeError, describeIssues } from '../../common/errors.js';
+import { parseLoaderCode, type LoaderCode, type ServiceCallResult, type WorkerEnv } from '../abi/bridge.js';
+import { EdgeError } from '../../common/errors.js';
 import { encodeModuleMap, type ModuleEntry } from '../../common/module-map.js';
 import { LIMIT_BOUNDS } from '../../common/api/edgeworker.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
@@ -201,8 +201,8 @@ export class LoaderCalls {
   private async start(binding: unknown, id: unknown, raw: unknown, countSubrequest: () => void): Promise<number> {
     const b = this.binding(binding);
     if (id !== null && (typeof id !== 'string' || id.length === 0 || id.length > ID_MAX)) throw new TypeError(`env.${b}.get(): the id must be a string of 1 to ${ID_MAX} characters`);
-    const parsed = LoaderCodeSchema.safeParse(raw);
-    if (!parsed.success) throw new TypeError(`env.${b}: malformed WorkerCode: ${describeIssues(parsed.error)}`);
+    const parsed = parseLoaderCode(raw);
+    if (!parsed.ok) throw new TypeError(`env.${b}: malformed WorkerCode: ${parsed.error}`);
     if (!this.router) throw new WorkerLoaderError(`env.${b}: Worker Loaders are not available on this agent`);
     if (this.loadsThisRequest >= MAX_LOADS_PER_REQUEST) {
       throw new RangeError(`env.${b}: this request already started ${MAX_LOADS_PER_REQUEST} dynamic workers, the most one request may start; reuse them, or use get(id) with ids that stay warm`);

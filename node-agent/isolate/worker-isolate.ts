@@ -138,6 +138,17 @@ export interface SocketOwner {
 // continuation), so a quick handler's next request froze the event loop for as long as
 // that code spun. See docs/agent.md, "Dispatch".
 
+/** How WorkerIsolate.load loads. */
+export interface LoadOptions {
+  /**
+   * Answer once the module has evaluated, with init (the env, the handlers, freezing the
+   * platform) still running on the isolate's thread, and the first request queued behind
+   * it: a load whose first request follows at once (a dynamic worker's) skips a round trip.
+   * A module that fails init fails that request instead of the load. Not for actors.
+   */
+  pipelineInit?: boolean;
+}
+
 /**
  * Workers' limit on a worker's startup (its module's top level, the global scope): 1 s of
  * CPU, as on Cloudflare (developers.cloudflare.com/workers/platform/limits, "Worker
@@ -256,6 +267,10 @@ export class WorkerIsolate implements IsolateOwner {
   private nextId = 1;
   /** The request in flight: budgets are measured from its start. */
   private inflight: Inflight | undefined;
+  /** A pipelined init still running (LoadOptions.pipelineInit): the first request's answer waits for it. */
+  private initPending: Promise<void> | undefined;
+  /** Its failure: the isolate served nothing and is gone; it is not replaced (WorkerHost). */
+  initFailed = false;
   private killedFor: LimitReason | undefined;
   private disposed = false;
   private readonly cbs: HostCallbacks;
@@ -385,16 +400,16 @@ export class WorkerIsolate implements IsolateOwner {
    * be getters or proxies) runs on isolated-vm's threads, never on the event loop, under the
    * fixed startup budgets (STARTUP_CPU_MS, STARTUP_WALL_MS) that the watchdog enforces.
    */
-  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
+  static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode, opts?: LoadOptions): Promise<WorkerIsolate> {
     await loads.acquire(def.key);
     try {
-      return await WorkerIsolate.loadNow(def, warm, hooks, actor);
+      return await WorkerIsolate.loadNow(def, warm, hooks, actor, opts);
     } finally {
       loads.release();
     }
   }
 
-  private static async loadNow(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode): Promise<WorkerIsolate> {
+  private static async loadNow(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode, opts?: LoadOptions): Promise<WorkerIsolate> {
     const w = new WorkerIsolate(def, warm, hooks, actor);
     warm.owner.current = w;
     w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
@@ -463,13 +478,32 @@ export class WorkerIsolate implements IsolateOwner {
       const htmlRewriter = def.source.includes('HTMLRewriter') && actor?.sqlite !== true;
       const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
-      const handlers = await warm.entry.__edgeInit.apply(undefined, initArgs, initOpts).catch((err: unknown) => {
-        throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : err;
-      }) as string[];
-      if (!actor && !handlers.includes('fetch') && !handlers.includes('rpc')) {
-        throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
+      const inited = (warm.entry.__edgeInit.apply(undefined, initArgs, initOpts) as Promise<string[]>).then((handlers) => {
+        if (!actor && !handlers.includes('fetch') && !handlers.includes('rpc')) {
+          throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
+        }
+        if (w.dead) throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : 'its isolate died while loading');
+      }, (err: unknown) => {
+        throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : new BundleError(def.name, errorText(err), { cause: err });
+      });
+      if (opts?.pipelineInit && !actor) {
+        // The load is done here: init is queued on the isolate's thread, and a first request
+        // begun now is queued right behind it, so init, freezing the platform and the first
+        // request run back to back there while this thread routes the call (~0.3 ms of a
+        // dynamic worker's first response). The startup budgets hold until that request
+        // begins; a failed init fails the first request with its own error.
+        w.initPending = inited.then(() => {
+          w.initPending = undefined;
+          if (w.inflight?.startup) w.free();
+        }, (err: unknown) => {
+          w.initFailed = true;
+          w.dispose('crash');
+          throw err;
+        });
+        w.initPending.catch(() => {});
+        return w;
       }
-      if (w.dead) throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : 'its isolate died while loading');
+      await inited;
       w.free();
       return w;
     } catch (err) {
@@ -532,7 +566,9 @@ export class WorkerIsolate implements IsolateOwner {
    */
   begin(req: DispatchRequest): { id: number; response: Promise<DispatchResponse> } {
     if (this.dead) throw new WorkerScriptError(this.def.name, `worker ${this.def.name}: isolate already disposed`);
-    if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
+    // A pipelined init's startup record gives way to the first request (LoadOptions.pipelineInit).
+    if (this.inflight && !(this.inflight.startup && this.initPending)) throw new Error(`worker ${this.def.name}: isolate is busy`);
+    const init = this.initPending;
     const id = this.nextId++;
     this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false, depth: req.depth ?? 0 };
     active.add(this);
@@ -545,9 +581,14 @@ export class WorkerIsolate implements IsolateOwner {
     const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
-    const response = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
+    const dispatched = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
       ...argOpts, result: { promise: true, copy: true },
     }) as Promise<WireResponse>).then(decode, failed);
+    if (!init) return { id, response: dispatched };
+    // The request ran after init on the isolate's thread: init's failure is the answer,
+    // unless this request hit a limit of its own.
+    dispatched.catch(() => {});
+    const response = init.then(() => dispatched, (err: unknown) => dispatched.then(() => { throw err; }, (own: unknown) => { throw this.killedFor ? own : err; }));
     return { id, response };
   }
 

@@ -145,6 +145,8 @@ export class DynamicWorkers {
       pool: this.opts.pool, hooks, log: this.opts.log,
       // One isolate, kept (and replaced when a limit kills it) until the entry goes.
       minWarm: 1, maxIsolates: 1, idleMs: 2 ** 30, maxQueued: MAX_QUEUED_CALLS,
+      // Its first call follows at once: it runs behind init on the isolate's thread.
+      pipelineInit: true,
     });
     await host.start();
     const entry: Entry = {
@@ -183,8 +185,9 @@ export class DynamicWorkers {
     if (e.gone) return;
     e.gone = true;
     this.live.delete(e);
-    // Calls in flight finish first.
-    void e.host.drain();
+    // Calls in flight finish first. Disposing an isolate takes ~0.5 ms of this thread: a
+    // load()'s worker goes when its caller's request ends, and the response must not wait.
+    setImmediate(() => void e.host.drain());
   }
 
   /**

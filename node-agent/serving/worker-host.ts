@@ -35,6 +35,8 @@ export interface WorkerHostOptions {
   maxQueued: number;
   onColdStart?: (worker: string) => void;
   onIsolates?: (worker: string, count: number) => void;
+  /** WorkerIsolate's LoadOptions.pipelineInit (a dynamic worker's host). */
+  pipelineInit?: boolean;
 }
 
 export class WorkerHostClosedError extends EdgeError {}
@@ -165,7 +167,7 @@ export class WorkerHost {
     this.loading += 1;
     try {
       const warm = this.opts.pool.take(this.def.limits.memoryMiB);
-      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks);
+      const w = await WorkerIsolate.load(this.def, warm, this.opts.hooks, undefined, this.opts.pipelineInit ? { pipelineInit: true } : undefined);
       w.setSocketOwner(this.socketOwner);
       this.all.add(w);
       this.opts.onIsolates?.(this.def.name, this.all.size);
@@ -248,7 +250,8 @@ export class WorkerHost {
     if (w.dead) {
       this.events.delete(w);
       this.forget(w);
-      this.replaceDead();
+      // A module whose init failed would fail again: the next call loads it and is told so.
+      if (!w.initFailed) this.replaceDead();
       return;
     }
     if (this.events.has(w)) { this.runEvents(w); return; }

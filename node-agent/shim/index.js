@@ -30,6 +30,8 @@ const UInt8 = Uint8Array;
 const freeze = Object.freeze;
 const defineProperty = Object.defineProperty;
 const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
+const getOwnPropertyDescriptors = Object.getOwnPropertyDescriptors;
+const objectKeys = Object.keys;
 const PromiseCtor = Promise;
 const allSettled = Promise.allSettled.bind(Promise);
 // A worker may replace Array.prototype.push; the runtime must not depend on it.
@@ -41,6 +43,8 @@ const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePu
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
+/** init finished (the env built, the platform frozen): a request queued behind an init that failed runs nothing. */
+let initialized = false;
 let entry = null;
 /** Where RPC calls go (rpc.js): the actor instance, or the default WorkerEntrypoint; null: none. */
 let rpcEntry = null;
@@ -84,7 +88,11 @@ function freezePlatform(mode = undefined) {
       if (value.prototype) freeze(value.prototype);
     } else if (value !== null && typeof value === 'object') {
       freeze(value);
-      for (const inner of Object.values(value)) {
+      // By descriptor: reading the values would run getters (performance.timeOrigin's takes
+      // the clock, ~40 us of every load, and must wait for its first use).
+      const inners = getOwnPropertyDescriptors(value);
+      for (const key of objectKeys(inners)) {
+        const inner = inners[key].value;
         if (inner !== null && (typeof inner === 'object' || typeof inner === 'function')) freeze(inner);
       }
     }
@@ -137,9 +145,11 @@ function init(namespace, envData, options) {
     entry = actor.adapter;
     rpcEntry = actor.adapter.rpc;
     freezePlatform();
+    initialized = true;
     return actor.handlers;
   }
   freezePlatform();
+  initialized = true;
   return handlers;
 }
 
@@ -226,6 +236,7 @@ function encodeResponse(status, statusText, headers, kind, done, tail) {
 }
 
 async function dispatch(id, head, reqBody, entrypointName = undefined) {
+  if (!initialized && id !== -1) throw new Error(`worker ${workerName} did not initialize`);
   const state = { feed: null, reader: null, waitUntil: [], request: null };
   live.set(id, state);
   // head: "method\nurl\nclientAddress\ncf(\nname\nvalue)*" (HTTP forbids newlines in all of

@@ -322,6 +322,22 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect((throws.error as { message: string }).message).toMatch(/top-level boom/);
     const handler = await call('/load', { src: 'export default { fetch() { throw new SyntaxError("handler boom"); } };' });
     expect(handler.error).toEqual({ name: 'SyntaxError', message: 'handler boom' });
+    // A dynamic worker's init runs behind its evaluate and ahead of its first call, on the
+    // isolate's thread (LoadOptions.pipelineInit): what init refuses is still the call's error,
+    // and a get(id) that failed so is not kept.
+    const noFetch = await call('/load', { src: 'export default { scheduled() {} };' });
+    expect((noFetch.error as { message: string }).message).toMatch(/has no fetch handler/);
+    for (let i = 0; i < 2; i++) {
+      const again = await call('/get?id=nofetch', { src: 'export default { scheduled() {} };' });
+      expect((again.error as { message: string }).message).toMatch(/has no fetch handler/);
+    }
+    // A top-level await: init waits for the whole module.
+    const tla = await call('/load', { src: 'const v = await Promise.resolve("awaited"); globalThis.later = v; export default { fetch() { return new Response(globalThis.later); } };' });
+    expect(tla).toEqual({ status: 200, text: 'awaited' });
+    // Tenant code inside init (a getter on the default export that spins) is stopped by its budgets.
+    const getter = await call('/load', { src: 'export default { get fetch() { for (;;) {} } };', limits: { cpuMs: 50 } });
+    expect((getter.error as { message: string }).message).toMatch(/CPU limit/);
+    expect((await call('/neighbour')).text).toBe('parent ok parent module state');
   });
 
   it('hostile dynamic code (a loop, a memory bomb, a wasm bomb, a timer flood) is contained: the parent catches it and it and its neighbours keep serving', async () => {

@@ -25,7 +25,7 @@ export default {
     return Response.json({
       topWaitUntil, edge, assign,
       polyfill: Response.polyfilled() + ' ' + new ReadableStream().polyfilledMethod(),
-      frozen: [Object.isFrozen(Response), Object.isFrozen(Headers.prototype), Object.isFrozen(URL)],
+      frozen: [Object.isFrozen(Response), Object.isFrozen(Headers.prototype), Object.isFrozen(URL), Object.isFrozen(console.log), Object.isFrozen(crypto.subtle), Object.isFrozen(performance.now)],
       url: request.url, accept: request.headers.get('accept'), body: await request.text(),
     });
   },
@@ -65,7 +65,7 @@ describe('pooled isolates are primed, and a primed isolate is a fresh one to its
     expect(b).toEqual(a);
     expect(b).toEqual({
       topWaitUntil: 'waitUntil() can only be called while a request is being handled', edge: [], assign: 'TypeError',
-      polyfill: 'static proto', frozen: [true, true, true], url: 'http://probe.test/p?q=1', accept: 'text/probe', body: 'sent',
+      polyfill: 'static proto', frozen: [true, true, true, true, true, true], url: 'http://probe.test/p?q=1', accept: 'text/probe', body: 'sent',
     });
   });
 
