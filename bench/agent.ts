@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { httpRequest, isOk } from './http.js';
+import { maybePinned } from './cpu.js';
 import { freePort, Proc, waitUntil } from './procs.js';
 
 // Our node agent, the other peer: EdgeWorker manifests in a directory and
@@ -14,13 +15,13 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const EDGE = process.env.BENCH_EDGE_ENTRY ? resolve(process.env.BENCH_EDGE_ENTRY) : join(ROOT, 'bin', 'edge.mjs');
 const NODE_ARGS = ['--no-node-snapshot', EDGE, 'agent'];
 
-export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number; bindings?: Record<string, unknown> }
+export interface AgentWorker { name: string; host: string; source: string; minWarmIsolates: number; bindings?: Record<string, unknown>; namespace?: string }
 
 export function manifest(w: AgentWorker): Record<string, unknown> {
   return {
     apiVersion: 'edge.isolates.dev/v1alpha1',
     kind: 'EdgeWorker',
-    metadata: { name: w.name },
+    metadata: { name: w.name, ...(w.namespace ? { namespace: w.namespace } : {}) },
     spec: {
       compatibilityDate: '2025-01-01',
       routes: [{ host: w.host }],
@@ -56,22 +57,22 @@ export function agentUnavailable(): Promise<string | null> {
 export interface Agent { proc: Proc; port: number; adminPort: number; spawnToReadyMs: number }
 
 /**
- * Fixed ports (to restart an agent where its clients expect it), extra `edge agent` flags, and
- * its --isolate-hosts (default: the agent's own, as shipped).
+ * Fixed ports (to restart an agent where its clients expect it), extra `edge agent` flags,
+ * its --isolate-hosts (default: the agent's own, as shipped), and a taskset CPU list the
+ * agent and every process it starts run on (bench/percore.ts).
  */
-export interface StartOptions { port?: number; adminPort?: number; extraArgs?: string[]; isolateHosts?: number }
+export interface StartOptions { port?: number; adminPort?: number; extraArgs?: string[]; isolateHosts?: number; cpus?: string }
 
 export async function startAgent(workersDir: string, logFile: string, readyTimeoutMs: number, name = 'agent', opts: StartOptions = {}): Promise<Agent> {
   const port = opts.port ?? await freePort();
   const adminPort = opts.adminPort ?? await freePort();
-  const proc = new Proc(name, process.execPath,
-    [
-      ...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
-      // No load balancer to wait for: stopping takes no drain delay.
-      '--drain-delay-ms', '0',
-      ...(opts.isolateHosts !== undefined ? ['--isolate-hosts', String(opts.isolateHosts)] : []), ...opts.extraArgs ?? [],
-    ],
-    { logFile, cwd: ROOT });
+  const [cmd, args] = maybePinned(opts.cpus, process.execPath, [
+    ...NODE_ARGS, '--workers', workersDir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`,
+    // No load balancer to wait for: stopping takes no drain delay.
+    '--drain-delay-ms', '0',
+    ...(opts.isolateHosts !== undefined ? ['--isolate-hosts', String(opts.isolateHosts)] : []), ...opts.extraArgs ?? [],
+  ]);
+  const proc = new Proc(name, cmd, args, { logFile, cwd: ROOT });
   try {
     await waitUntil(`${name} /readyz`, () => isOk(adminPort, '/readyz'), readyTimeoutMs, proc, 25);
   } catch (err) {

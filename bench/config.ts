@@ -1,11 +1,15 @@
 // Benchmark settings, from the environment. Every count and every wait is bounded here.
 
-export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation' | 'shards';
+export type Phase = 'warm' | 'cold' | 'memory' | 'hosts' | 'dynamic' | 'op-create' | 'op-scale' | 'actors' | 'hibernation' | 'shards' | 'percore';
 export const ALL_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'hosts', 'dynamic', 'op-create', 'op-scale', 'actors', 'hibernation'];
-/** Phases only BENCH_ONLY runs: shards takes 8-10 minutes and about 4 GiB on 2 cores. */
-const OPT_IN_PHASES: readonly Phase[] = ['shards'];
+/**
+ * Phases only BENCH_ONLY runs: shards takes 8-10 minutes and about 4 GiB on 2 cores;
+ * percore about 4 minutes (twelve loads), which would take the full run past 10 minutes,
+ * and its pinned figures are a separate question from the warm rows' whole-box ones.
+ */
+const OPT_IN_PHASES: readonly Phase[] = ['shards', 'percore'];
 /** The phases that run workerd (the operator phases have no peer). */
-export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'dynamic', 'actors', 'hibernation'];
+export const PEER_PHASES: readonly Phase[] = ['warm', 'cold', 'memory', 'dynamic', 'actors', 'hibernation', 'percore'];
 /** BENCH_ONLY shorthands. */
 const PHASE_ALIASES: Record<string, Phase[]> = { operator: ['op-create', 'op-scale'], agent: ['warm', 'cold', 'memory', 'hosts', 'dynamic'] };
 export type PeerName = 'agent' | 'workerd';
@@ -77,6 +81,20 @@ export interface BenchConfig {
   shardIsolateHosts: number;
   /** Shards: measured calls of each kind for the forward overhead. */
   shardOverheadCalls: number;
+  /** Per core (issue 19): the taskset CPU list of the server under test. */
+  percoreServerCpus: string;
+  /** Per core: the taskset CPU list of the load generator (another core than the server's). */
+  percoreLoadCpus: string;
+  /** Per core: connections of the throughput loads (req/s, p50, CPU). */
+  percoreConnections: number;
+  /** Per core: connections of the p99 loads (issue 19's floor: p99 under 10 ms at 50). */
+  percoreP99Connections: number;
+  /** Per core: the pinned agent's --isolate-hosts (undefined: the agent's default, as shipped). */
+  percoreAgentHosts: number | undefined;
+  /** Per core: more `edge agent` flags for every agent of the phase (e.g. --no-cordon). */
+  percoreAgentArgs: string[];
+  /** Per core: the agent's --isolate-hosts of the unpinned scaling runs (empty: none). */
+  percoreScaleHosts: number[];
   phases: Set<Phase>;
   peers: Set<PeerName>;
 }
@@ -89,6 +107,24 @@ function num(name: string, fallback: number, min: number, max: number): number {
     throw new Error(`${name}=${raw}: expected a number from ${min} to ${max}`);
   }
   return v;
+}
+
+function cpuList(name: string, fallback: string): string {
+  const raw = process.env[name]?.trim() || fallback;
+  if (!/^\d+([-,]\d+)*$/.test(raw)) throw new Error(`${name}=${raw}: expected a taskset CPU list such as 0, 1 or 0-1`);
+  return raw;
+}
+
+/** A comma list of whole numbers; "none" or "0" alone: the empty list. */
+function numList(name: string, fallback: number[], min: number, max: number): number[] {
+  const raw = process.env[name]?.trim();
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'none' || raw === '0') return [];
+  return raw.split(',').map((s) => {
+    const v = Number(s.trim());
+    if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${name}=${raw}: expected whole numbers from ${min} to ${max}, comma-separated (or none)`);
+    return v;
+  });
 }
 
 function list<T extends string>(name: string, all: readonly T[], aliases: Record<string, T[]> = {}, optIn: readonly T[] = []): Set<T> {
@@ -142,6 +178,13 @@ export function loadConfig(): BenchConfig {
     shardMinWarm: num('BENCH_SHARDS_MIN_WARM', 0, 0, 64),
     shardIsolateHosts: num('BENCH_SHARDS_ISOLATE_HOSTS', 0, 0, 8),
     shardOverheadCalls: num('BENCH_SHARDS_OVERHEAD_CALLS', quick ? 100 : 500, 10, 100_000),
+    percoreServerCpus: cpuList('BENCH_PERCORE_SERVER_CPUS', '1'),
+    percoreLoadCpus: cpuList('BENCH_PERCORE_LOAD_CPUS', '0'),
+    percoreConnections: num('BENCH_PERCORE_CONNECTIONS', 32, 1, 1000),
+    percoreP99Connections: num('BENCH_PERCORE_P99_CONNECTIONS', 50, 1, 1000),
+    percoreAgentHosts: process.env.BENCH_PERCORE_AGENT_HOSTS ? num('BENCH_PERCORE_AGENT_HOSTS', 0, 0, 16) : undefined,
+    percoreAgentArgs: (process.env.BENCH_PERCORE_AGENT_ARGS ?? '').split(/\s+/).filter(Boolean),
+    percoreScaleHosts: numList('BENCH_PERCORE_SCALE_HOSTS', [1, 2], 1, 16),
     phases: list<Phase>('BENCH_ONLY', ALL_PHASES, PHASE_ALIASES, OPT_IN_PHASES),
     peers: list<PeerName>('BENCH_PEERS', ['agent', 'workerd']),
   };

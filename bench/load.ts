@@ -1,6 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { maybePinned } from './cpu.js';
 
 // The load generator, the same for both peers: wrk when installed, else autocannon
 // (programmatic, in this process, which makes it the weaker client of the two).
@@ -15,6 +18,8 @@ export interface LoadSpec {
   connections: number;
   durationS: number;
   threads: number;
+  /** taskset CPU list the load generator runs on (bench/percore.ts); unset: wherever the kernel puts it. */
+  cpus?: string;
 }
 
 export interface LoadResult {
@@ -27,6 +32,8 @@ export interface LoadResult {
   /** Socket errors and timeouts. */
   errors: number;
   non2xx: number;
+  /** CPU seconds the load generator used in the measured window, where known (a child autocannon). */
+  loadgenCpuS?: number;
 }
 
 export const WRK_INSTALL_HINT = 'wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu) gives the preferred load generator';
@@ -66,7 +73,8 @@ async function runWrk(spec: LoadSpec, tmpDir: string): Promise<LoadResult> {
   const args = ['-t', String(Math.min(spec.threads, spec.connections)), '-c', String(spec.connections), '-d', `${spec.durationS}s`,
     '--timeout', '5s', '-s', script, `http://127.0.0.1:${spec.port}/`];
   const out = await new Promise<string>((resolveOut, reject) => {
-    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, argv] = maybePinned(spec.cpus, 'wrk', args);
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
     child.stdout.on('data', (c: Buffer) => { text += c.toString(); });
     child.stderr.on('data', (c: Buffer) => { text += c.toString(); });
@@ -111,4 +119,38 @@ async function runAutocannon(spec: LoadSpec): Promise<LoadResult> {
 
 export function runLoad(tool: Loadgen, spec: LoadSpec, tmpDir: string): Promise<LoadResult> {
   return tool === 'wrk' ? runWrk(spec, tmpDir) : runAutocannon(spec);
+}
+
+const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'loadgen-child.ts');
+
+/**
+ * A warm-up, then a measured load, with the generator in a process of its own pinned to
+ * `spec.cpus` (wrk is one anyway; autocannon runs in bench/loadgen-child.ts under this
+ * process's tsx loader). `onStart` runs just before the measured window opens, so a
+ * caller can read the server's CPU time across exactly that window.
+ */
+export async function runLoadApart(tool: Loadgen, spec: LoadSpec, warmupS: number, tmpDir: string, onStart: () => void): Promise<LoadResult> {
+  if (tool === 'wrk') {
+    if (warmupS > 0) await runWrk({ ...spec, durationS: warmupS }, tmpDir);
+    onStart();
+    return runWrk(spec, tmpDir);
+  }
+  const [cmd, argv] = maybePinned(spec.cpus, process.execPath, [...process.execArgv, CHILD, JSON.stringify({ spec, warmupS })]);
+  return new Promise<LoadResult>((resolveResult, reject) => {
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let result: LoadResult | undefined;
+    let errText = '';
+    child.stderr.on('data', (c: Buffer) => { errText = (errText + c.toString()).slice(-2000); });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line === 'BENCH_LOAD_START') onStart();
+      else if (line.startsWith('BENCH_LOAD_RESULT ')) result = JSON.parse(line.slice('BENCH_LOAD_RESULT '.length)) as LoadResult;
+    });
+    const kill = setTimeout(() => child.kill('SIGKILL'), (warmupS + spec.durationS + 60) * 1000);
+    child.on('error', (err) => { clearTimeout(kill); reject(err); });
+    child.on('close', (code) => {
+      clearTimeout(kill);
+      if (code === 0 && result) resolveResult(result);
+      else reject(new Error(`load generator exited ${code}${result ? '' : ' without a result'}: ${errText.slice(-500)}`));
+    });
+  });
 }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 // The comparison table (markdown on stdout) and the JSON record in bench/results/.
 
-export type Unit = 'req/s' | 'ms' | 'MiB' | 's' | 'per s' | 'per min' | '%' | 'x' | 'count';
+export type Unit = 'req/s' | 'ms' | 'MiB' | 's' | 'per s' | 'per min' | '%' | 'x' | 'count' | 'per CPU-s' | 'cores';
 
 export const NOT_APPLICABLE = 'not applicable';
 
@@ -50,6 +50,8 @@ export function fmt(v: number, unit: Unit): string {
   if (unit === '%') return `${v >= 99 ? v.toFixed(3) : v.toFixed(2)} %`;
   if (unit === 'x') return Number.isFinite(v) ? `${v.toFixed(2)}x` : 'inf';
   if (unit === 'count') return Math.round(v).toLocaleString('en-US');
+  if (unit === 'per CPU-s') return `${Math.round(v).toLocaleString('en-US')} /CPU-s`;
+  if (unit === 'cores') return `${v.toFixed(2)} cores`;
   return `${v.toFixed(2)} s`;
 }
 

@@ -9,6 +9,7 @@ import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Age
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
+import { percorePhase } from './percore.js';
 import { shardsPhase } from './shards.js';
 import { soakMain } from './soak.js';
 import { operatorCreatePhase, operatorScalePhase, type OpCtx } from './operator.js';
@@ -639,6 +640,13 @@ async function main(): Promise<number> {
         agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
       }));
     }
+    if (cfg.phases.has('percore')) {
+      const side = (peer: PeerName): { down?: string; skip?: string } => (cfg.peers.has(peer) ? (ctx.down[peer] ? { down: ctx.down[peer] } : {}) : { skip: 'not selected (BENCH_PEERS)' });
+      rows.push(...await percorePhase({
+        cfg, raw: ctx.raw, tool: ctx.tool, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
+        agent: side('agent'), workerd: { bin: ctx.wdBin, ...side('workerd') },
+      }));
+    }
     if (cfg.phases.has('shards')) {
       rows.push(...await shardsPhase({
         cfg, raw: ctx.raw, dir: (what) => dir(ctx, what), warn: (msg) => warn(ctx, msg),
@@ -668,9 +676,12 @@ async function main(): Promise<number> {
     ...cfg.phases.has('actors') ? ['actors vs workerd Durable Objects'] : [],
     ...cfg.phases.has('hibernation') ? ['hibernated WebSockets vs workerd'] : [],
     ...cfg.phases.has('shards') ? ['shards on vs off'] : [],
+    ...cfg.phases.has('percore') ? ['per core (pinned) agent vs workerd'] : [],
   ];
   const what = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1) ?? ''}` : parts[0] ?? 'nothing';
-  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${cfg.connections} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
+  const onlyPercore = cfg.phases.size === 1 && cfg.phases.has('percore');
+  const conns = onlyPercore ? `${cfg.percoreConnections} and ${cfg.percoreP99Connections}` : String(cfg.connections);
+  const header = `## ${what} (${startedAt.toISOString()}, ${cpus().length} CPUs${peerPhases || cfg.phases.has('hosts') ? `, ${tool} ${conns} connections ${cfg.durationS} s` : ''}${cfg.quick ? ', quick mode' : ''})`;
   process.stdout.write(`\n${header}\n\n${table}\n${notes.length ? `\n${notes.join('\n')}\n` : ''}\n`);
   const failed = crashed !== undefined || rows.some((r) => 'error' in r.agent || 'error' in r.workerd);
   const file = writeResults({

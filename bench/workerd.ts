@@ -5,6 +5,7 @@ import { arch, platform } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { maybePinned } from './cpu.js';
 import { Proc } from './procs.js';
 
 // workerd, the peer: capnp text configs and a spawn that waits for workerd's own
@@ -102,10 +103,14 @@ export interface Workerd {
   spawnToListenMs: number;
 }
 
-/** Spawns `workerd serve config`, resolves once every socket in `socketNames` listens. */
-export async function startWorkerd(bin: string, configPath: string, configText: string, socketNames: string[], logFile: string, timeoutMs: number, name = 'workerd', extraArgs: string[] = []): Promise<Workerd> {
+/**
+ * Spawns `workerd serve config`, resolves once every socket in `socketNames` listens; with
+ * `cpus`, under taskset on those CPUs (bench/percore.ts).
+ */
+export async function startWorkerd(bin: string, configPath: string, configText: string, socketNames: string[], logFile: string, timeoutMs: number, name = 'workerd', extraArgs: string[] = [], cpus?: string): Promise<Workerd> {
   writeFileSync(configPath, configText);
-  const proc = new Proc(name, bin, ['serve', configPath, '--control-fd=3', ...extraArgs], { logFile, controlPipe: true });
+  const [cmd, args] = maybePinned(cpus, bin, ['serve', configPath, '--control-fd=3', ...extraArgs]);
+  const proc = new Proc(name, cmd, args, { logFile, controlPipe: true });
   const ports = new Map<string, number>();
   const lines = createInterface({ input: proc.control });
   let timer: NodeJS.Timeout | undefined;
