@@ -57,9 +57,11 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgeRpcLocal(message: string): Promise<string>  -- a call from an RPC callee on a
 //     function or RpcTarget this isolate passed as an argument of the RPC call it is waiting
 //     on (node-agent/shim/rpc.js); runs beside that call, counted in its budgets.
-//   __edgeWarm(): Promise<void>  -- run once by the pool (isolate/pool.ts) on a pooled
-//     isolate no worker owns yet: one request through the shim's own handler, so the
-//     request path is compiled before a worker's first request; it leaves nothing behind.
+//   __edgeWarm(step: 'begin' | 'end'): Promise<void>  -- run by the pool (isolate/pool.ts) on a
+//     pooled isolate no worker owns yet: 'begin' sends one request through the shim's own
+//     handler, so the request path is compiled before a worker's first request, and leaves
+//     that handler in place for one more request the pool sends through __edgeDispatch
+//     (id -1); 'end' puts everything back: it leaves nothing behind.
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
@@ -133,6 +135,26 @@ export const ServiceCallInitSchema = z.object({
   body: z.instanceof(ArrayBuffer).refine((b) => b.byteLength <= ACTOR_WHOLE_BODY_BYTES, 'a service binding\'s request body is at most 32 MiB').nullable(),
 });
 export type ServiceCallInit = z.infer<typeof ServiceCallInitSchema>;
+
+/**
+ * ServiceCallInitSchema's check, written out: every service-binding and dynamic-worker call
+ * runs it on its path (zod's parse ~0.1 ms with cold caches, this a few us);
+ * test/unit/bridge-parsers.test.ts holds the two to the same verdict. Null: malformed.
+ */
+export function parseServiceCallInit(raw: unknown): ServiceCallInit | null {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  const { url, method, headers, body } = raw as Record<string, unknown>;
+  if (typeof url !== 'string' || url.length > 64 * 1024) return null;
+  if (typeof method !== 'string' || method.length === 0 || method.length > 64) return null;
+  if (!Array.isArray(headers)) return null;
+  const list: [string, string][] = [];
+  for (const h of headers as unknown[]) {
+    if (!Array.isArray(h) || h.length !== 2 || typeof h[0] !== 'string' || typeof h[1] !== 'string') return null;
+    list.push([h[0], h[1]]);
+  }
+  if (body !== null && !(body instanceof ArrayBuffer && body.byteLength <= ACTOR_WHOLE_BODY_BYTES)) return null;
+  return { url, method, headers: list, body };
+}
 
 /** What serviceCall settles with: the bound worker's response, body whole. */
 export interface ServiceCallResult {
@@ -360,7 +382,7 @@ const isPositive = (v: unknown): v is number => typeof v === 'number' && Number.
 /**
  * LoaderCodeSchema's check, written out: every load() runs it on its path, where zod's parse
  * took ~0.15 ms of a ~2 ms load once the previous load had left the caches cold (this:
- * ~0.02). test/unit/loader-code.test.ts holds the two to the same verdict on every field.
+ * ~0.02). test/unit/bridge-parsers.test.ts holds the two to the same verdict on every field.
  * Unknown keys are dropped, as zod's object does.
  */
 export function parseLoaderCode(raw: unknown): { ok: true; data: LoaderCode } | { ok: false; error: string } {

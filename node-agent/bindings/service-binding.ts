@@ -1,4 +1,4 @@
-import { ActorExceptionError, RPC_METHOD, RPC_URL, ServiceCallInitSchema, type ServiceCallInit, type ServiceCallResult } from '../abi/bridge.js';
+import { ActorExceptionError, RPC_METHOD, RPC_URL, parseServiceCallInit, type ServiceCallInit, type ServiceCallResult } from '../abi/bridge.js';
 import { EdgeError } from '../../common/errors.js';
 import { MAX_ACTOR_BODY_BYTES } from './actor-binding.js';
 import { withCallbacks, type LocalInvoke } from './rpc-callbacks.js';
@@ -107,10 +107,19 @@ export interface InternalCall {
  * subrequest, bounds the depth, lends the call's callbacks, sends it, and bounds the answer.
  */
 export async function internalCall(c: InternalCall, raw: unknown): Promise<ServiceCallResult> {
+  return sendInternalCall(c, checkInternalCall(c, raw));
+}
+
+/** internalCall's check of the shim's request: what can be done before the callee is there (a dynamic worker still loading). */
+export function checkInternalCall(c: Pick<InternalCall, 'what' | 'caller'>, raw: unknown): ServiceCallInit {
+  const init = parseServiceCallInit(raw);
+  if (!init) throw new TypeError(`${c.what}: malformed request from worker ${c.caller}`);
+  return init;
+}
+
+/** internalCall once its request is checked (checkInternalCall). */
+export async function sendInternalCall(c: InternalCall, init: ServiceCallInit): Promise<ServiceCallResult> {
   const what = c.what;
-  const parsed = ServiceCallInitSchema.safeParse(raw);
-  if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${c.caller}`);
-  const init: ServiceCallInit = parsed.data;
   if (init.body && init.body.byteLength > MAX_ACTOR_BODY_BYTES) {
     throw new RangeError(`${what}: the request body of ${init.body.byteLength} bytes is over the ${MAX_ACTOR_BODY_BYTES}-byte limit`);
   }

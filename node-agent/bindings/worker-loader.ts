@@ -4,7 +4,7 @@ import { EdgeError } from '../../common/errors.js';
 import { encodeModuleMap, type ModuleEntry } from '../../common/module-map.js';
 import { LIMIT_BOUNDS } from '../../common/api/edgeworker.js';
 import type { WorkerDefinition } from '../isolate/worker-isolate.js';
-import { internalCall, type ServiceRequest, type ServiceResponse } from './service-binding.js';
+import { checkInternalCall, internalCall, sendInternalCall, type ServiceRequest, type ServiceResponse } from './service-binding.js';
 import { lendEnv, unlendEnv, type LocalInvoke } from './rpc-callbacks.js';
 
 // The host side of Worker Loader bindings (Dynamic Workers; node-agent/shim/loader.js is
@@ -228,19 +228,23 @@ export class LoaderCalls {
   /** `warm`: a get(id)'s call by the number it had (HostCallbacks.loaderCall): null, with nothing sent or counted, once that worker is no longer the warm one. */
   async call(handle: unknown, entrypoint: unknown, raw: unknown, countSubrequest: () => void, warm = false): Promise<ServiceCallResult | null> {
     const pending = typeof handle === 'number' && handle < 0 && !warm ? this.tickets.get(-handle) : undefined;
+    // Checked while a load() named by its ticket is still loading, not after.
+    const what = 'dynamic worker';
+    const init = pending ? checkInternalCall({ what, caller: this.parent.name }, raw) : undefined;
     const w = pending ? await pending : typeof handle === 'number' ? this.byNumber.get(handle) : undefined;
     if (warm && (!w || w.dead || !this.router?.touch(w))) return null;
     if (!w) throw new TypeError(`worker ${this.parent.name}: no such dynamic worker`);
     if (entrypoint !== null && typeof entrypoint !== 'string') throw new TypeError('getEntrypoint(name): name must be a string');
     const router = this.router!;
-    return internalCall({
-      what: 'dynamic worker', caller: this.parent.name, depth: this.depth(), countSubrequest, invokeLocal: this.invokeLocal,
+    const c = {
+      what, caller: this.parent.name, depth: this.depth(), countSubrequest, invokeLocal: this.invokeLocal,
       entrypoint: entrypoint ?? undefined,
-      send: (req, depth) => {
+      send: (req: ServiceRequest, depth: number) => {
         if (w.dead) throw new WorkerLoaderError('the dynamic worker is gone (its caller\'s request that load()ed it ended, or it was evicted); load it again');
         return router.call(w, req, depth, entrypoint ?? undefined);
       },
-    }, raw);
+    };
+    return init ? sendInternalCall(c, init) : internalCall(c, raw);
   }
 
   /** The request in flight ended: its load()s go, and numbers of workers gone are forgotten. */

@@ -24,7 +24,7 @@ export interface WarmIsolate {
   /** Who the callbacks act for; null while pooled. */
   owner: { current: IsolateOwner | null };
   /** __edgeWarm, until primeIsolate has run it. */
-  prime?: ivm.Reference<() => Promise<void>>;
+  prime?: ivm.Reference<(step: 'begin' | 'end') => Promise<void>>;
 }
 
 /** The shim snapshot is unfit to make isolates from (see checkSnapshot). */
@@ -123,7 +123,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       return r;
     };
     const install = ref('__edgeInstall');
-    const prime = ref('__edgeWarm') as unknown as ivm.Reference<() => Promise<void>>;
+    const prime = ref('__edgeWarm') as unknown as ivm.Reference<(step: 'begin' | 'end') => Promise<void>>;
     const entry = {
       __edgeInit: ref('__edgeInit'), __edgeDispatch: ref('__edgeDispatch'),
       __edgePushBody: ref('__edgePushBody'),
@@ -168,6 +168,9 @@ const PRIME_TIMEOUT_MS = 1000;
  * the request path on its first request's clock. An isolate whose warm-up failed is still
  * usable (only slower); none is ever primed twice or once a worker owns it.
  */
+/** The request the warm-up sends through __edgeDispatch (encodeRequestHead's form): the shim's own handler answers it. */
+const WARM_REQUEST_HEAD = 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*';
+
 export async function primeIsolate(warm: WarmIsolate): Promise<void> {
   const prime = warm.prime;
   if (!prime || warm.owner.current !== null) return;
@@ -176,8 +179,16 @@ export async function primeIsolate(warm: WarmIsolate): Promise<void> {
   try {
     // The timeout bounds the synchronous part; the race, a promise that would never settle (the pool's refill waits on it).
     let timer: NodeJS.Timeout | undefined;
+    const steps = (async () => {
+      try {
+        await prime.apply(undefined, ['begin'], { arguments: { copy: true }, result: { promise: true }, timeout: PRIME_TIMEOUT_MS });
+        await warm.entry.__edgeDispatch.apply(undefined, [-1, WARM_REQUEST_HEAD, null], { result: { promise: true, copy: true }, timeout: PRIME_TIMEOUT_MS });
+      } finally {
+        await prime.apply(undefined, ['end'], { arguments: { copy: true }, result: { promise: true }, timeout: PRIME_TIMEOUT_MS });
+      }
+    })();
     await Promise.race([
-      prime.apply(undefined, [], { result: { promise: true }, timeout: PRIME_TIMEOUT_MS }),
+      steps,
       new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('warm-up timed out')), 2 * PRIME_TIMEOUT_MS); }),
     ]).finally(() => clearTimeout(timer));
   } catch (err) {
