@@ -112,7 +112,10 @@ export class CordonPolicy {
     const share = Math.max(this.minShare, (this.factor * this.opts.cores) / Math.max(1, using));
     for (const [ns, t] of this.tenants) {
       const rate = rates.get(ns)!;
-      if (rate > share) t.overSince ??= now; else t.overSince = undefined;
+      // Alone, a tenant takes CPU from nobody: cordoning it only costs it (its requests' host
+      // work, charged at requestCostMs, put a lone busy tenant over a whole node's share).
+      const alone = using <= 1;
+      if (rate > share && !alone) t.overSince ??= now; else t.overSince = undefined;
       // Twice the share is no burst of held-up requests: no need to wait.
       const sustained = t.overSince !== undefined && (now - t.overSince >= this.sustainMs || rate > 2 * share || now < t.probationUntil);
       const offence: CordonReason | undefined = t.kills > 0 ? 'limit-hit' : sustained ? 'cpu-share' : undefined;

@@ -38,6 +38,23 @@ describe('CordonPolicy', () => {
     expect(run(p, { busy: 1.9 }, 0, 30_000)).toEqual([]);
   });
 
+  it('never cordons a lone tenant for the host work of its requests; does once a neighbour needs the CPU', () => {
+    // One core (the agent pinned): 4,000 requests a second of 0.1 ms each are charged 2.4
+    // cores, over the node's whole share, but nobody else is there to protect.
+    const p = new CordonPolicy({ cores: 1 });
+    const changes = [];
+    for (let t = 0; t < 10_000; t += 200) {
+      p.report(t, { busy: { cpuMs: 80, requests: 800, limitHits: 0 } });
+      changes.push(...p.evaluate(t));
+    }
+    expect(changes).toEqual([]);
+    for (let t = 10_000; t < 13_000; t += 200) {
+      p.report(t, { busy: { cpuMs: 80, requests: 800, limitHits: 0 }, neighbour: { cpuMs: 10, requests: 5, limitHits: 0 } });
+      changes.push(...p.evaluate(t));
+    }
+    expect(changes).toEqual([expect.objectContaining({ namespace: 'busy', cordoned: true, reason: 'cpu-share' })]);
+  });
+
   it('does not cordon two busy tenants that share the node evenly', () => {
     const p = new CordonPolicy({ cores: 2 });
     expect(run(p, { a: 0.9, b: 0.9 }, 0, 30_000)).toEqual([]);
