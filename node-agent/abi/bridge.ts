@@ -34,12 +34,6 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
 //     bounds the isolate's WebAssembly memory (node-agent/shim/web/wasm.js)
 //   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
-//   __edgeInitEnv(env: IsolateEnv, options: InitOptions): void, then
-//   __edgeBind(namespace: ModuleNamespace): string[]  -- __edgeInit in two halves for a
-//     pipelined load (isolate/worker-isolate.ts): the first is queued right behind the
-//     module's evaluate (the host has no namespace until evaluate answers), builds the env
-//     and freezes the platform if the module's top level has finished; the second binds
-//     the module and freezes if the first could not. Not for actors.
 //   __edgeDispatch(id: number, head: string, body: WireBody, entrypoint?: string): Promise<WireResponse>
 //   Every entry point that returns a promise rejects only with a plain Error whose
 //   message the shim made inside the isolate (a worker's own error object could have
@@ -71,7 +65,7 @@ import { EdgeError } from '../../common/errors.js';
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
-  '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm', '__edgeInitEnv', '__edgeBind',
+  '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm',
 ] as const;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */

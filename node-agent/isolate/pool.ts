@@ -131,8 +131,6 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       __edgeActor: ref('__edgeActor'),
       __edgeSocketEvent: ref('__edgeSocketEvent'),
       __edgeRpcLocal: ref('__edgeRpcLocal'),
-      __edgeInitEnv: ref('__edgeInitEnv'),
-      __edgeBind: ref('__edgeBind'),
     };
     const owner: WarmIsolate['owner'] = { current: null };
     install.applySync(undefined, [callbacksFor(owner), memoryMiB], { arguments: { copy: true } });

@@ -161,14 +161,6 @@ export const STARTUP_CPU_MS = 1000;
 export const STARTUP_WALL_MS = 10_000;
 
 /**
- * Appended to a single module loaded with LoadOptions.pipelineInit: the shim's hook
- * (shim/index.js, TOP_LEVEL_DONE) learns that the top level has finished. After the last
- * line, so no line of the worker's own moves; a worker that shadows `globalThis` or
- * `Symbol` only makes freezing wait for the module's bind.
- */
-const TOP_LEVEL_DONE_CALL = '\n;globalThis[Symbol.for("edge-isolates.topLevelDone")]?.();\n';
-
-/**
  * Module loads running at once, agent-wide. A top level may spin for its whole startup
  * budget on one of isolated-vm's threads, and the OS shares the cores between threads, not
  * tenants: eleven loads of a worker that spins 950 ms at startup left the event loop one
@@ -434,10 +426,7 @@ export class WorkerIsolate implements IsolateOwner {
       const modules = await loadModuleMap(def, warm, nodeCompat);
       // A small single module compiles and links here, on the event loop (SYNC_COMPILE_MAX_CHARS: no worker code runs in either step).
       const inline = !modules && !nodeCompat && def.source.length <= SYNC_COMPILE_MAX_CHARS;
-      // A pipelined single module tells the shim when its top level has finished (TOP_LEVEL_DONE_CALL).
-      const early = inline && opts?.pipelineInit === true && !actor;
-      const source = early ? def.source + TOP_LEVEL_DONE_CALL : def.source;
-      const module = await (modules ? modules.main() : compileCached(warm.isolate, source, early ? `${def.digest}+top-level-done` : def.digest, filename, inline))
+      const module = await (modules ? modules.main() : compileCached(warm.isolate, def.source, def.digest, filename, inline))
         .catch((err: unknown) => { throw new BundleError(def.name, err instanceof ModuleImportError ? err.message : `does not compile: ${errorText(err)}`, { cause: err }); });
       // Built-in modules (cloudflare:workers, node:* with nodejs_compat) and the map's own; each is compiled once per load.
       const builtins = new Map<string, Promise<ivm.Module>>();
@@ -472,6 +461,14 @@ export class WorkerIsolate implements IsolateOwner {
       } catch (err) {
         throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }
+      try {
+        // V8's timeout (wall time) backs up the watchdog's CPU budget.
+        await module.evaluate({ timeout: STARTUP_WALL_MS, promise: true });
+      } catch (err) {
+        throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
+      }
+      if (nodeCompat) await hideNodeModules(warm);
+      await modules?.finish();
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       // A worker whose source names HTMLRewriter loads lol-html now, under the startup
@@ -479,26 +476,9 @@ export class WorkerIsolate implements IsolateOwner {
       // in a SQLite-backed actor: sql.js's memory reserves the whole wasm budget when the
       // actor activates, which lol-html's share would then not leave it.
       const htmlRewriter = def.source.includes('HTMLRewriter') && actor?.sqlite !== true;
-      const options = actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter };
+      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
-      // V8's timeout (wall time) backs up the watchdog's CPU budget.
-      const evaluated = module.evaluate({ timeout: STARTUP_WALL_MS, promise: true });
-      // Pipelined: the env is built, and the platform frozen, on the isolate's thread right
-      // behind the top level, while evaluate's answer travels back here (~0.3 ms of a first
-      // response); the module is bound once it has (the namespace exists only then).
-      const envBuilt = early ? warm.entry.__edgeInitEnv.apply(undefined, [isolateEnv(def.env), options], initOpts) as Promise<void> : undefined;
-      envBuilt?.catch(() => {});
-      try {
-        await evaluated;
-      } catch (err) {
-        throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
-      }
-      if (nodeCompat) await hideNodeModules(warm);
-      await modules?.finish();
-      const initCall = envBuilt
-        ? Promise.all([envBuilt, warm.entry.__edgeBind.apply(undefined, [module.namespace.derefInto()], initOpts) as Promise<string[]>]).then(([, handlers]) => handlers)
-        : warm.entry.__edgeInit.apply(undefined, [module.namespace.derefInto(), isolateEnv(def.env), options], initOpts) as Promise<string[]>;
-      const inited = initCall.then((handlers) => {
+      const inited = (warm.entry.__edgeInit.apply(undefined, initArgs, initOpts) as Promise<string[]>).then((handlers) => {
         if (!actor && !handlers.includes('fetch') && !handlers.includes('rpc')) {
           throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
         }

@@ -41,8 +41,6 @@ const noop = () => {};
 
 const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle'];
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
-ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeInitEnv';
-ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeBind';
 
 let workerName = '(uninitialized)';
 /** init finished (the env built, the platform frozen): a request queued behind an init that failed runs nothing. */
@@ -102,82 +100,18 @@ function freezePlatform(mode = undefined) {
   }
 }
 
-/**
- * The hook a single module the host compiles for a pipelined load calls at the end of its
- * top level (TOP_LEVEL_DONE_CALL in isolate/worker-isolate.ts): then initEnv, queued
- * right behind the module's evaluate, may freeze the platform at once. A module that awaits
- * at its top level has not called it when initEnv runs, and freezing waits for bind. The
- * worker can reach it (a symbol on globalThis, gone once called or bound): calling it early
- * only freezes its own platform before its own polyfills, and hiding it only moves freezing
- * to bind.
- */
-const TOP_LEVEL_DONE = Symbol.for('edge-isolates.topLevelDone');
-let topLevelDone = false;
-let frozen = false;
-
-function freezeOnce() {
-  if (frozen) return;
-  frozen = true;
-  freezePlatform();
-}
-
 function install(callbacks, memoryMiB) {
   setHost(callbacks);
   installWasmLimits(g, memoryMiB);
   for (const name of ENTRY_POINTS) delete g[name];
-  defineProperty(g, TOP_LEVEL_DONE, {
-    value: () => { topLevelDone = true; delete g[TOP_LEVEL_DONE]; }, writable: false, enumerable: false, configurable: true,
-  });
-}
-
-/**
- * A pipelined load's first half (the host queues it right behind the module's evaluate):
- * the env, and freezing when the module's top level has finished. bind() completes it.
- */
-function initEnv(envData, options) {
-  if (envData === COMPILE_ONLY) return;
-  delete g.__edgeCloudflareWorkers;
-  workerName = String(options.workerName);
-  if (options.htmlRewriter === true) warmHtmlRewriter();
-  buildEnv(envData);
-  if (topLevelDone) freezeOnce();
-}
-
-/** A pipelined load's second half, once the module has evaluated: its handlers, then freezing if initEnv could not. */
-function bind(namespace) {
-  if (namespace === COMPILE_ONLY) return [];
-  delete g[TOP_LEVEL_DONE];
-  const handlers = bindModule(namespace);
-  freezeOnce();
-  initialized = true;
-  return handlers;
 }
 
 function init(namespace, envData, options) {
   if (namespace === COMPILE_ONLY) return [];
-  delete g[TOP_LEVEL_DONE];
   // The cloudflare:workers module took its exports from here, if the worker imports it.
   delete g.__edgeCloudflareWorkers;
   workerName = String(options.workerName);
   if (options.htmlRewriter === true) warmHtmlRewriter();
-  const handlers = bindModule(namespace);
-  buildEnv(envData);
-  if (options.actor) {
-    // An actor isolate: requests go to the instance of the exported class (see durable.js).
-    const actor = actorInit(namespace, options.actor, env, workerName);
-    entry = actor.adapter;
-    rpcEntry = actor.adapter.rpc;
-    freezeOnce();
-    initialized = true;
-    return actor.handlers;
-  }
-  freezeOnce();
-  initialized = true;
-  return handlers;
-}
-
-/** The module's default export as the entry, its named exports for entrypoints; the handlers it has. */
-function bindModule(namespace) {
   const def = namespace.default;
   const handlers = [];
   if (def !== null && (typeof def === 'object' || typeof def === 'function')) {
@@ -191,10 +125,6 @@ function bindModule(namespace) {
     // A WorkerEntrypoint serves RPC (service bindings) even without a fetch() method.
     push(handlers, 'rpc');
   }
-  return handlers;
-}
-
-function buildEnv(envData) {
   // A dynamic worker's plain values (WorkerCode.env) first: bindings are never shadowed by them.
   const bindings = envData.values ? { ...envValues(envData.values), ...envData.text } : { ...envData.text };
   // Each binding object is registered: a Worker Loader's WorkerCode.env may pass it on (loader.js).
@@ -209,6 +139,18 @@ function buildEnv(envData) {
   if (envData.outbound) routeOutbound(envData.outbound, bindings);
   env = freeze(bindings);
   setWorkersEnv(env);
+  if (options.actor) {
+    // An actor isolate: requests go to the instance of the exported class (see durable.js).
+    const actor = actorInit(namespace, options.actor, env, workerName);
+    entry = actor.adapter;
+    rpcEntry = actor.adapter.rpc;
+    freezePlatform();
+    initialized = true;
+    return actor.handlers;
+  }
+  freezePlatform();
+  initialized = true;
+  return handlers;
 }
 
 /** The message workerd gives a dynamic worker whose globalOutbound is null. */
@@ -402,8 +344,6 @@ async function warm(step = 'begin') {
     await dispatch(-1, 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*', null);
     isEntrypointClass(entry);
     init(COMPILE_ONLY);
-    initEnv(COMPILE_ONLY);
-    bind(COMPILE_ONLY);
     freezePlatform(COMPILE_ONLY);
     // What init does with a dynamic worker's plain env values (WorkerCode.env).
     envValues(JSONStringify(encode({ warm: [1, 'a', { b: null }] }, noop)));
@@ -520,8 +460,6 @@ ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeRpcLocal';
 exported.__edgeRpcLocal = rejectsWithException(rpcLocal);
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeWarm';
 exported.__edgeWarm = warm;
-exported.__edgeInitEnv = initEnv;
-exported.__edgeBind = bind;
 for (const name of ENTRY_POINTS) {
   defineProperty(g, name, { value: exported[name], writable: false, enumerable: false, configurable: true });
 }

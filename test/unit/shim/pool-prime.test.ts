@@ -25,7 +25,6 @@ export default {
     return Response.json({
       topWaitUntil, edge, assign,
       polyfill: Response.polyfilled() + ' ' + new ReadableStream().polyfilledMethod(),
-      hooks: Object.getOwnPropertySymbols(globalThis).map(String),
       frozen: [Object.isFrozen(Response), Object.isFrozen(Headers.prototype), Object.isFrozen(URL), Object.isFrozen(console.log), Object.isFrozen(crypto.subtle), Object.isFrozen(performance.now)],
       url: request.url, accept: request.headers.get('accept'), body: await request.text(),
     });
@@ -39,8 +38,8 @@ const def = (source: string, name: string): WorkerDefinition => ({
 });
 const hooks = () => ({ onLog: () => {}, onDispose: () => {}, sockets: new SocketRegistry({}), bindings: hostBindings() });
 
-async function serve(source: string, warm: WarmIsolate, name: string, pipelineInit = false): Promise<unknown> {
-  const w = await WorkerIsolate.load(def(source, name), warm, hooks(), undefined, { pipelineInit });
+async function serve(source: string, warm: WarmIsolate, name: string): Promise<unknown> {
+  const w = await WorkerIsolate.load(def(source, name), warm, hooks());
   try {
     const { id, response } = w.begin({ url: 'http://probe.test/p?q=1', method: 'POST', headers: [['accept', 'text/probe']], body: new TextEncoder().encode('sent').buffer as ArrayBuffer });
     const res = await response;
@@ -65,26 +64,9 @@ describe('pooled isolates are primed, and a primed isolate is a fresh one to its
     const b = await serve(PROBE, primed, 'primed');
     expect(b).toEqual(a);
     expect(b).toEqual({
-      topWaitUntil: 'waitUntil() can only be called while a request is being handled', edge: [], hooks: [], assign: 'TypeError',
+      topWaitUntil: 'waitUntil() can only be called while a request is being handled', edge: [], assign: 'TypeError',
       polyfill: 'static proto', frozen: [true, true, true, true, true, true], url: 'http://probe.test/p?q=1', accept: 'text/probe', body: 'sent',
     });
-  });
-
-  it('a pipelined load (init queued behind evaluate) gives the worker the same platform, with a top-level await too', async () => {
-    const primed = warmIsolate(128);
-    await primeIsolate(primed);
-    const expected = await serve(PROBE, warmIsolate(128), 'sequential');
-    expect(await serve(PROBE, primed, 'pipelined', true)).toEqual(expected);
-    // Polyfills after a top-level await (of a wasm instance, as workers do): freezing waited for the whole module.
-    const awaiting = PROBE.replace("Response.polyfilled = ", "await WebAssembly.instantiate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));\nResponse.polyfilled = ");
-    const late = warmIsolate(128);
-    await primeIsolate(late);
-    expect(await serve(awaiting, late, 'awaiting', true)).toEqual(expected);
-    // A module that hides the hook from its own end (a module-scope globalThis): still frozen before its first request.
-    const hiding = `const globalThis = {};\n${PROBE.replace(/globalThis/g, 'self')}`;
-    const hidden = warmIsolate(128);
-    await primeIsolate(hidden);
-    expect(await serve(hiding, hidden, 'hiding', true)).toMatchObject({ polyfill: 'static proto', assign: 'TypeError', frozen: [true, true, true, true, true, true] });
   });
 
   it('the warm-up\'s handler is not reachable: a worker without fetch is still refused', async () => {
