@@ -109,7 +109,11 @@ export class CordonPolicy {
       rates.set(ns, this.rate(t));
     }
     const using = [...rates.values()].filter((r) => r >= 0.01).length;
-    const share = Math.max(this.minShare, (this.factor * this.opts.cores) / Math.max(1, using));
+    // What is shared is the node, or what the tenants are charged when that is more: the
+    // request cost is an estimate, and tenants sharing evenly must not all be over it.
+    let total = 0;
+    for (const r of rates.values()) total += r;
+    const share = Math.max(this.minShare, (this.factor * Math.max(this.opts.cores, total)) / Math.max(1, using));
     for (const [ns, t] of this.tenants) {
       const rate = rates.get(ns)!;
       // Alone, a tenant takes CPU from nobody: cordoning it only costs it (its requests' host

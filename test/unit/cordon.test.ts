@@ -60,6 +60,17 @@ describe('CordonPolicy', () => {
     expect(run(p, { a: 0.9, b: 0.9 }, 0, 30_000)).toEqual([]);
   });
 
+  it('does not cordon tenants sharing evenly whose charged requests add up to more than the node', () => {
+    // 2,000 requests a second each at 0.15 ms: charged 1.3 cores each on a 2-core node.
+    const p = new CordonPolicy({ cores: 2 });
+    const changes = [];
+    for (let t = 0; t < 20_000; t += 200) {
+      p.report(t, { a: { cpuMs: 60, requests: 400, limitHits: 0 }, b: { cpuMs: 60, requests: 400, limitHits: 0 } });
+      changes.push(...p.evaluate(t));
+    }
+    expect(changes).toEqual([]);
+  });
+
   it('cordons at once on a limit kill, releases after the hold, and doubles the hold on a repeat', () => {
     const p = new CordonPolicy({ cores: 2, holdMs: 10_000 });
     p.report(0, { bomb: { cpuMs: 5, requests: 1, limitHits: 1 } });
