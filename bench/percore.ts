@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { isolateHostIndex } from '../common/isolate-hosts.js';
+import type { ActorCtx } from './actors.js';
 import { agentMetricSums, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
-import type { BenchConfig } from './config.js';
 import { cpuDelta, descendants, expandCpuList, readAllProcStats, readCpuStat, readThreadTicks, tasksetMissing, threadSplit, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
 import { expectBody, httpRequest } from './http.js';
-import { runLoadApart, type Loadgen, type LoadResult, type LoadSpec } from './load.js';
+import { runLoadApart, type LoadResult, type LoadSpec } from './load.js';
 import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
 import { capnpConfig, startWorkerd, type Workerd } from './workerd.js';
 import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE } from './workloads.js';
@@ -17,15 +17,8 @@ import { HELLO_BODY, HELLO_SOURCE, JSON_REPLY, JSON_REQUEST, JSON_SOURCE } from 
 
 const log = (msg: string): void => { process.stderr.write(`${msg}\n`); };
 
-export interface PercoreCtx {
-  cfg: BenchConfig;
-  raw: Record<string, unknown>;
-  tool: Loadgen;
-  dir(what: string): string;
-  warn(msg: string): void;
-  agent: { down?: string; skip?: string };
-  workerd: { bin: string | null; down?: string; skip?: string };
-}
+/** The context bench/run.ts hands a phase that runs both peers: the actors phase's. */
+export type PercoreCtx = ActorCtx;
 
 interface Script { key: 'hello' | 'json'; label: string; host: string; method: 'GET' | 'POST'; body?: string; reply: string }
 const SCRIPTS: Script[] = [
