@@ -161,16 +161,16 @@ const PRIMING: IsolateOwner = {
 };
 /** The warm-up request's bound: it runs only the shim's own code. */
 const PRIME_TIMEOUT_MS = 1000;
-
-/**
- * Runs one request through the shim's own handler in a pooled isolate (`__edgeWarm`), on
- * isolated-vm's thread, off the event loop, so the worker that takes it does not compile
- * the request path on its first request's clock. An isolate whose warm-up failed is still
- * usable (only slower); none is ever primed twice or once a worker owns it.
- */
 /** The request the warm-up sends through __edgeDispatch (encodeRequestHead's form): the shim's own handler answers it. */
 const WARM_REQUEST_HEAD = 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*';
 
+/**
+ * Runs the shim's own handler in a pooled isolate, on isolated-vm's thread, off the event
+ * loop: once inside `__edgeWarm`, then once more through the `__edgeDispatch` entry point
+ * (isolated-vm's first call of it has costs of its own), so the worker that takes it does
+ * not compile the request path on its first request's clock. An isolate whose warm-up failed is still
+ * usable (only slower); none is ever primed twice or once a worker owns it.
+ */
 export async function primeIsolate(warm: WarmIsolate): Promise<void> {
   const prime = warm.prime;
   if (!prime || warm.owner.current !== null) return;
