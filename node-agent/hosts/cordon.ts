@@ -114,11 +114,11 @@ export class CordonPolicy {
     let total = 0;
     for (const r of rates.values()) total += r;
     const share = Math.max(this.minShare, (this.factor * Math.max(this.opts.cores, total)) / Math.max(1, using));
+    // Alone, a tenant takes CPU from nobody: cordoning it only costs it (its requests' host
+    // work, charged at requestCostMs, put a lone busy tenant over a whole node's share).
+    const alone = using <= 1;
     for (const [ns, t] of this.tenants) {
       const rate = rates.get(ns)!;
-      // Alone, a tenant takes CPU from nobody: cordoning it only costs it (its requests' host
-      // work, charged at requestCostMs, put a lone busy tenant over a whole node's share).
-      const alone = using <= 1;
       if (rate > share && !alone) t.overSince ??= now; else t.overSince = undefined;
       // Twice the share is no burst of held-up requests: no need to wait.
       const sustained = t.overSince !== undefined && (now - t.overSince >= this.sustainMs || rate > 2 * share || now < t.probationUntil);
