@@ -2,7 +2,7 @@
 // node-agent/bridge.ts for the protocol) on top of the Web APIs in ./web/.
 // This file runs at snapshot time: it must not call a host callback at top level.
 import { setHost, host } from './host.js';
-import { installWebApis, abortRequest, bodyOf, makeRequest, responseParts, PLATFORM_GLOBALS } from './web/index.js';
+import { installWebApis, abortRequest, bodyOf, bodyReader, fedStream, makeRequest, responseParts } from './web/index.js';
 import { DOMException } from './web/util.js';
 import { aiBinding } from './ai.js';
 import { actorNamespace, actorInit, actorEvent } from './durable.js';
@@ -25,13 +25,9 @@ installWorkersModule(g, '__edgeCloudflareWorkers');
 const ResponseCtor = g.Response;
 const encoder = new g.TextEncoder();
 const decoder = new g.TextDecoder();
-const ReadableStreamCtor = g.ReadableStream;
 const UInt8 = Uint8Array;
 const freeze = Object.freeze;
 const defineProperty = Object.defineProperty;
-const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
-const getOwnPropertyDescriptors = Object.getOwnPropertyDescriptors;
-const objectKeys = Object.keys;
 const PromiseCtor = Promise;
 const allSettled = Promise.allSettled.bind(Promise);
 // A worker may replace Array.prototype.push; the runtime must not depend on it.
@@ -43,7 +39,7 @@ const ENTRY_POINTS = ['__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePu
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeSocketEvent';
 
 let workerName = '(uninitialized)';
-/** init finished (the env built, the platform frozen): a request queued behind an init that failed runs nothing. */
+/** init finished (the env built): a request queued behind an init that failed runs nothing. */
 let initialized = false;
 let entry = null;
 /** Where RPC calls go (rpc.js): the actor instance, or the default WorkerEntrypoint; null: none. */
@@ -70,35 +66,11 @@ function logError(prefix, err) {
 }
 
 /**
- * What warm() passes to init and freezePlatform: V8 compiles a function at its first call,
- * so the pool's warm-up calls them with this, and they return before doing anything.
- * Unreachable to tenant code (module scope; both run only from the host).
+ * What warm() passes to init: V8 compiles a function at its first call, so the pool's
+ * warm-up calls it with this, and it returns before doing anything. Unreachable to tenant
+ * code (module scope; init runs only from the host).
  */
 const COMPILE_ONLY = freeze({});
-
-/** Freezes the platform's own objects so one request cannot change what the next sees. */
-function freezePlatform(mode = undefined) {
-  if (mode === COMPILE_ONLY) return;
-  for (const name of PLATFORM_GLOBALS) {
-    const desc = getOwnPropertyDescriptor(g, name);
-    if (!desc) continue;
-    const value = desc.value;
-    if (typeof value === 'function') {
-      freeze(value);
-      if (value.prototype) freeze(value.prototype);
-    } else if (value !== null && typeof value === 'object') {
-      freeze(value);
-      // By descriptor: reading the values would run getters (performance.timeOrigin's takes
-      // the clock, ~40 us of every load, and must wait for its first use).
-      const inners = getOwnPropertyDescriptors(value);
-      for (const key of objectKeys(inners)) {
-        const inner = inners[key].value;
-        if (inner !== null && (typeof inner === 'object' || typeof inner === 'function')) freeze(inner);
-      }
-    }
-    if (desc.configurable) defineProperty(g, name, { value, writable: false, enumerable: desc.enumerable, configurable: false });
-  }
-}
 
 function install(callbacks, memoryMiB) {
   setHost(callbacks);
@@ -144,11 +116,9 @@ function init(namespace, envData, options) {
     const actor = actorInit(namespace, options.actor, env, workerName);
     entry = actor.adapter;
     rpcEntry = actor.adapter.rpc;
-    freezePlatform();
     initialized = true;
     return actor.handlers;
   }
-  freezePlatform();
   initialized = true;
   return handlers;
 }
@@ -255,7 +225,9 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
   if (reqBody === 1) { // streamed: see WireBody in node-agent/bridge.ts
     // pull() tells the host the handler wants more: a host that feeds the body only on
     // demand (an actor's caller, node-agent/actors/isolate.ts) holds nothing ahead of it.
-    body = new ReadableStreamCtor({ start(controller) { state.feed = controller; }, pull() { host.bodyDemand(id).then(undefined, noop); } });
+    const fed = fedStream(() => { host.bodyDemand(id).then(undefined, noop); });
+    state.feed = fed;
+    body = fed.stream;
   } else if (typeof reqBody === 'string') {
     // latin1: one char per byte (see DispatchRequest.body)
     body = new UInt8(reqBody.length);
@@ -295,7 +267,7 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
   // A 101 hands the client end of its WebSocketPair to the host (kind "w<id>", no body).
   const socket = takeResponseSocket(res);
   const out = bodyOf(res);
-  if (out !== null && typeof out !== 'string' && !(out instanceof UInt8)) state.reader = out.getReader();
+  if (out !== null && typeof out !== 'string' && !(out instanceof UInt8)) state.reader = bodyReader(out);
   // Nothing left to wait for: forget the request now so the host can skip settle().
   const done = state.reader === null && state.waitUntil.length === 0 && state.feed === null;
   if (done) live.delete(id);
@@ -320,9 +292,7 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
  * dispatch, Request, Headers, URL, Response and the encoders on the request's clock
  * (~1.5 ms: most of a dynamic worker's load() to first response). No worker, env or
  * tenant code exists yet; what the request leaves (the handler, its state, ctx.waitUntil)
- * is put back as it was. It never freezes the platform: freezing waits for the module.
- * init and freezePlatform are compiled here too, without running (COMPILE_ONLY): compiling
- * them at a load cost ~0.2 ms of it. In two steps: 'begin' leaves the warm-up's handler in
+ * is put back as it was. init is compiled here too, without running (COMPILE_ONLY). In two steps: 'begin' leaves the warm-up's handler in
  * place so the host can then send one request through __edgeDispatch itself (isolated-vm's
  * path for an entry point's promise has first-call costs of its own, ~0.08 ms), and 'end'
  * puts everything back.
@@ -344,7 +314,6 @@ async function warm(step = 'begin') {
     await dispatch(-1, 'GET\nhttp://warm.invalid/\n\n\naccept\n*/*', null);
     isEntrypointClass(entry);
     init(COMPILE_ONLY);
-    freezePlatform(COMPILE_ONLY);
     // What init does with a dynamic worker's plain env values (WorkerCode.env).
     envValues(JSONStringify(encode({ warm: [1, 'a', { b: null }] }, noop)));
   } finally {
@@ -398,7 +367,7 @@ function cancel(id, reason) {
   // a fetch() made with that signal is cancelled with it.
   if (state.request !== null) abortRequest(state.request, new DOMException(`The request was aborted: ${String(reason)}`, 'AbortError'));
   const err = new Error(String(reason));
-  try { if (state.feed) state.feed.error(err); } catch { /* already closed */ }
+  if (state.feed) state.feed.error(err);
   if (state.reader) state.reader.cancel(err).catch(() => {});
 }
 

@@ -2,8 +2,6 @@
 //
 // Contract with ../index.js (the runtime):
 //   installWebApis(g)      defines the Web API globals on g (at snapshot time)
-//   PLATFORM_GLOBALS       names of the globals installWebApis defines; the runtime freezes
-//                          them and their prototypes once the worker's module has loaded
 //   makeRequest({url, method, headers, body})  body: null | Uint8Array | ReadableStream
 //   bodyOf(response)       null | string | Uint8Array | ReadableStream (marks the body
 //                          used; a string is a text body the host encodes to UTF-8)
@@ -23,7 +21,7 @@ import { Headers, headerList } from './headers.js';
 import {
   ByteLengthQueuingStrategy, CountQueuingStrategy, FixedLengthStream, IdentityTransformStream, ReadableStream,
   ReadableStreamDefaultController, ReadableStreamDefaultReader, TransformStream, TransformStreamDefaultController,
-  WritableStream, WritableStreamDefaultController, WritableStreamDefaultWriter,
+  WritableStream, WritableStreamDefaultController, WritableStreamDefaultWriter, bodyReader, fedStream,
 } from './streams.js';
 import { TextDecoderStream, TextEncoderStream } from './text-streams.js';
 import { CompressionStream, DecompressionStream } from './compression.js';
@@ -65,7 +63,11 @@ const GLOBALS = {
   atob, btoa, structuredClone, fetch, setTimeout, clearTimeout, setInterval, clearInterval, queueMicrotask,
 };
 
-export const PLATFORM_GLOBALS = Object.keys(GLOBALS);
+// Writable and configurable, as on Workers: a worker may wrap fetch or patch a prototype,
+// at its top level or in a request (instrumentation such as Sentry's does it in its first
+// request), and its later requests see the change. The runtime never relies on them: it
+// captured what it uses at snapshot time.
+const PLATFORM_GLOBALS = Object.keys(GLOBALS);
 
 const entriesMap = (pairs) => new Map(pairs);
 const INSPECT = new Map([
@@ -95,4 +97,4 @@ export function installWebApis(g) {
 // creates later throws "n is not defined" (seen with Headers.set). So at snapshot time
 // the shim only defines things; every request path compiles lazily in the isolate.
 
-export { makeRequest, abortRequest, bodyOf, responseParts };
+export { makeRequest, abortRequest, bodyOf, responseParts, bodyReader, fedStream };

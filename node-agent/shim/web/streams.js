@@ -1237,6 +1237,37 @@ export function chunkReader(stream, what) {
 }
 
 /**
+ * For the runtime: a stream it feeds itself (a request body the host pushes), through the
+ * controller's own state, not its public methods, which a worker may have replaced.
+ * onPull runs when the stream wants more. enqueue and close do nothing once the stream is
+ * closed or errored (the reader cancelled it).
+ */
+export function fedStream(onPull) {
+  const stream = new ReadableStream({ pull: onPull });
+  const c = rsOf(stream).c;
+  return {
+    stream,
+    enqueue(chunk) { if (canCloseOrEnqueue(c)) controllerEnqueue(c, chunk); },
+    close() { if (canCloseOrEnqueue(c)) controllerClose(c); },
+    error(e) { controllerError(c, e); },
+  };
+}
+
+/**
+ * For the runtime: the response body's reader, through the stream's own state. read()
+ * resolves with {value, done}, as a default reader's does; cancel(reason) cancels it.
+ */
+export function bodyReader(stream) {
+  const s = rsOf(stream);
+  if (s.reader !== null) throw new TypeError('This ReadableStream is currently locked to a reader');
+  const r = acquireReader(s);
+  return {
+    read: () => read(r),
+    cancel: (reason) => streamCancel(s, reason),
+  };
+}
+
+/**
  * Reads a body stream to its end, leaving it locked and disturbed as "fully reading" a
  * body does. Resolves with the chunks (Uint8Arrays, not copied) and their total size.
  */

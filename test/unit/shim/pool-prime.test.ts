@@ -8,20 +8,21 @@ import { SocketRegistry } from '../../../node-agent/sockets/sockets.js';
 // own handler, so a worker's first request does not compile the request path). A primed
 // isolate must be indistinguishable to the worker from an unprimed one: no entry point
 // left, ctx.waitUntil still refused at the top level, no handler of the warm-up reachable,
-// and the platform globals still open to the module's top level and frozen after it.
+// and the platform globals open to the module, at its top level and in its requests, as on
+// Workers.
 
 const PROBE = `
 import { waitUntil } from 'cloudflare:workers';
 let topWaitUntil;
 try { waitUntil(Promise.resolve()); topWaitUntil = 'allowed'; } catch (e) { topWaitUntil = e.message; }
-// A top-level polyfill of a platform global works: freezing waits for the module.
+// A top-level polyfill of a platform global works, and so does a patch made in a request.
 Response.polyfilled = () => 'static';
 ReadableStream.prototype.polyfilledMethod = function () { return 'proto'; };
 const edge = Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith('__edge'));
 export default {
   async fetch(request) {
     let assign;
-    try { Headers.prototype.get = () => 'tampered'; assign = 'allowed'; } catch (e) { assign = e.constructor.name; }
+    try { Headers.prototype.probed = () => 'patched'; assign = new Headers().probed(); } catch (e) { assign = e.constructor.name; }
     return Response.json({
       topWaitUntil, edge, assign,
       polyfill: Response.polyfilled() + ' ' + new ReadableStream().polyfilledMethod(),
@@ -64,8 +65,8 @@ describe('pooled isolates are primed, and a primed isolate is a fresh one to its
     const b = await serve(PROBE, primed, 'primed');
     expect(b).toEqual(a);
     expect(b).toEqual({
-      topWaitUntil: 'waitUntil() can only be called while a request is being handled', edge: [], assign: 'TypeError',
-      polyfill: 'static proto', frozen: [true, true, true, true, true, true], url: 'http://probe.test/p?q=1', accept: 'text/probe', body: 'sent',
+      topWaitUntil: 'waitUntil() can only be called while a request is being handled', edge: [], assign: 'patched',
+      polyfill: 'static proto', frozen: [false, false, false, false, false, false], url: 'http://probe.test/p?q=1', accept: 'text/probe', body: 'sent',
     });
   });
 

@@ -297,6 +297,7 @@ describe('limits and isolation (hostile)', () => {
   }, 120_000);
 
   it('a key cannot be forged from a number, an object, the CryptoKey prototype or the host\'s wire form', async () => {
+    // A key's own algorithm and usages are frozen; CryptoKey.prototype is open, as on workerd: the key's state is in private fields.
     expect(await run(`
       const name = async (f) => { try { await f(); return 'resolved'; } catch (e) { return e.name; } };
       const real = await subtle.importKey('raw', utf8('k'), { name: 'HMAC', hash: 'SHA-256' }, true, ['sign']);
@@ -315,7 +316,7 @@ describe('limits and isolation (hostile)', () => {
       };
     `)).toEqual({
       number: 'TypeError', object: 'TypeError', proto: 'TypeError', wire: 'TypeError', wireInAlgorithm: 'TypeError',
-      construct: 'TypeError', getter: 'TypeError', frozen: ['HMAC', true, true], stillWorks: 32,
+      construct: 'TypeError', getter: 'TypeError', frozen: ['HMAC', true, false], stillWorks: 32,
     });
   });
 
