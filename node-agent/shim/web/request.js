@@ -1,5 +1,5 @@
 // Request.
-import { host } from '../host.js';
+import { parseURL } from './url.js';
 import { Headers, appendHeader, copyHeaders, hasHeader, trustedHeaders } from './headers.js';
 import { AbortController, AbortSignal, abortSignal } from './abort.js';
 import { cloneBody, extractBody, mixinBody, newBody, transferBody } from './body.js';
@@ -20,7 +20,7 @@ function normalizeMethod(m) {
 }
 
 function requestURL(input) {
-  const r = host.parseURL(String(input).toWellFormed());
+  const r = parseURL(String(input).toWellFormed());
   if (r === null) throw new TypeError(`Invalid URL: ${String(input)} (a Request needs an absolute URL)`);
   if (r.username !== '' || r.password !== '') throw new TypeError('A Request URL must not include credentials');
   return r.href;

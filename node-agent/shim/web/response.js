@@ -1,5 +1,5 @@
 // Response.
-import { host } from '../host.js';
+import { parseURL } from './url.js';
 import { Headers, appendHeader, copyHeaders, hasHeader, headerList, sortAndCombine, trustedHeaders } from './headers.js';
 import { cloneBody, extractBody, mixinBody, newBody, takeBody, textSource } from './body.js';
 import { INTERNAL, isObject } from './util.js';
@@ -100,7 +100,7 @@ export class Response {
   }
 
   static redirect(url, status = 302) {
-    const parsed = host.parseURL(String(url).toWellFormed());
+    const parsed = parseURL(String(url).toWellFormed());
     if (parsed === null) throw new TypeError(`Response.redirect: invalid URL ${String(url)} (it must be absolute)`);
     const code = unsignedShort(status);
     if (!ArrayIncludes(REDIRECT_STATUSES, code)) throw new RangeError(`Response.redirect: ${String(status)} is not a redirect status (301, 302, 303, 307 or 308)`);

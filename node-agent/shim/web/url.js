@@ -5,12 +5,39 @@
 import { host } from '../host.js';
 import { utf8Decode, utf8Encode } from './encoding.js';
 import { INTERNAL, isObject, mixinPairIteration, requireArgs } from './util.js';
-import { ArrayFilter, ArrayFind, ArrayFindIndex, ArrayJoin, ArrayMap, ArrayPush, ArraySome, ArraySort } from './primordials.js';
+import { ArrayFilter, ArrayFind, ArrayFindIndex, ArrayJoin, ArrayMap, ArrayPush, ArraySome, ArraySort, MapGet, MapSet } from './primordials.js';
 
 const usv = (v) => String(v).toWellFormed();
+const MapCtor = Map;
+
+// A parse is a synchronous round trip to the host's thread, which may be busy (a Worker
+// Loader's load compiling there held a caller's `new Request(url)` ~0.5 ms), and the host's
+// answer is a pure function of the strings. A worker parses the same few URLs again and
+// again (the origins it fetches, its routes), so each isolate keeps its last few parses.
+// A record is never changed in place (setters replace it), so one may be shared.
+const PARSED_MAX = 32;
+const PARSED_KEY_CHARS = 512;
+let parsed = new MapCtor();
+let parsedCount = 0;
+
+/** The host's WHATWG parse of well-formed strings: its record, or null when invalid. */
+export function parseURL(url, base = undefined) {
+  const key = base === undefined ? `0${url}` : `1${base.length}:${base}${url}`;
+  if (key.length > PARSED_KEY_CHARS) return base === undefined ? host.parseURL(url) : host.parseURL(url, base);
+  const hit = MapGet(parsed, key);
+  if (hit !== undefined) return hit;
+  const r = base === undefined ? host.parseURL(url) : host.parseURL(url, base);
+  if (parsedCount >= PARSED_MAX) {
+    parsed = new MapCtor();
+    parsedCount = 0;
+  }
+  MapSet(parsed, key, r);
+  parsedCount += 1;
+  return r;
+}
 
 function parse(url, base) {
-  return base === undefined ? host.parseURL(usv(url)) : host.parseURL(usv(url), usv(base));
+  return base === undefined ? parseURL(usv(url)) : parseURL(usv(url), usv(base));
 }
 
 let setQueryOf;
