@@ -1,8 +1,10 @@
 // URL and URLSearchParams. Parsing and setters go to the host's WHATWG URL parser so
-// every edge case (IDNA, IPv6, special schemes, percent-encoding) is the standard's;
+// every edge case (IDNA, IPv6, special schemes, percent-encoding) is the standard's,
+// except the plain http(s) URLs ./url-fast.js parses in the isolate to the same record;
 // URLSearchParams is the application/x-www-form-urlencoded algorithms, live-linked to
 // its URL's query.
 import { host } from '../host.js';
+import { fastParseURL } from './url-fast.js';
 import { utf8Decode, utf8Encode } from './encoding.js';
 import { INTERNAL, isObject, mixinPairIteration, requireArgs } from './util.js';
 import { ArrayFilter, ArrayFind, ArrayFindIndex, ArrayJoin, ArrayMap, ArrayPush, ArraySome, ArraySort, MapGet, MapSet } from './primordials.js';
@@ -22,6 +24,10 @@ let parsedCount = 0;
 
 /** The host's WHATWG parse of well-formed strings: its record, or null when invalid. */
 export function parseURL(url, base = undefined) {
+  if (base === undefined) {
+    const fast = fastParseURL(url);
+    if (fast !== undefined) return fast;
+  }
   const key = base === undefined ? `0${url}` : `1${base.length}:${base}${url}`;
   if (key.length > PARSED_KEY_CHARS) return base === undefined ? host.parseURL(url) : host.parseURL(url, base);
   const hit = MapGet(parsed, key);
