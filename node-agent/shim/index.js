@@ -292,10 +292,10 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
  * dispatch, Request, Headers, URL, Response and the encoders on the request's clock
  * (~1.5 ms: most of a dynamic worker's load() to first response). No worker, env or
  * tenant code exists yet; what the request leaves (the handler, its state, ctx.waitUntil)
- * is put back as it was. init is compiled here too, without running (COMPILE_ONLY). In two steps: 'begin' leaves the warm-up's handler in
- * place so the host can then send one request through __edgeDispatch itself (isolated-vm's
- * path for an entry point's promise has first-call costs of its own, ~0.08 ms), and 'end'
- * puts everything back.
+ * is put back as it was. init is compiled here too, without running (COMPILE_ONLY). In
+ * two steps: 'begin' leaves the warm-up's handler in place so the host can then send one
+ * request through __edgeDispatch itself (isolated-vm's path for an entry point's promise
+ * has first-call costs of its own, ~0.08 ms), and 'end' puts everything back.
  */
 async function warm(step = 'begin') {
   if (step === 'end') {

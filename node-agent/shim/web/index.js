@@ -65,8 +65,9 @@ const GLOBALS = {
 
 // Writable and configurable, as on Workers: a worker may wrap fetch or patch a prototype,
 // at its top level or in a request (instrumentation such as Sentry's does it in its first
-// request), and its later requests see the change. The runtime never relies on them: it
-// captured what it uses at snapshot time.
+// request), and its later requests see the change. The runtime's request path does not go
+// through them: it captured its constructors at snapshot time, and reads and feeds bodies
+// through the streams' own state (streams.js bodyReader, fedStream).
 const PLATFORM_GLOBALS = Object.keys(GLOBALS);
 
 const entriesMap = (pairs) => new Map(pairs);

@@ -14,7 +14,6 @@ const HOSTNAME = /^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$/;
 // A last label that makes the host an IPv4 address (the WHATWG "ends in a number" check).
 const NUMERIC_LABEL = /^(0[xX][0-9A-Fa-f]*|[0-9]+)$/;
 const PORT = /^[0-9]*$/;
-const DEFAULT_PORTS = { http: '80', https: '443' };
 
 /** A dot segment, also in its percent-encoded forms ("%2e", ".%2E", ...). */
 function isDotSegment(seg) {
@@ -29,16 +28,16 @@ export function fastParseURL(input) {
   const m = SCHEME.exec(input);
   if (m === null) return undefined;
   const scheme = m[1].toLowerCase();
-  const defaultPort = scheme === 'http' || scheme === 'https' ? DEFAULT_PORTS[scheme] : undefined;
+  const defaultPort = scheme === 'http' ? '80' : scheme === 'https' ? '443' : undefined;
   if (defaultPort === undefined) return undefined;
-  let i = m[0].length;
-  let end = i;
+  const start = m[0].length;
+  let end = start;
   while (end < input.length) {
     const c = input.charCodeAt(end);
     if (c === 0x2f || c === 0x3f || c === 0x23) break; // / ? #
     end++;
   }
-  const authority = input.slice(i, end);
+  const authority = input.slice(start, end);
   if (authority.includes('@') || authority.includes('%')) return undefined;
   const colon = authority.indexOf(':');
   if (colon !== authority.lastIndexOf(':')) return undefined;
@@ -57,9 +56,8 @@ export function fastParseURL(input) {
     if (n > 65535) return undefined;
     port = String(n) === defaultPort ? '' : String(n);
   }
-  i = end;
-  const hashAt = input.indexOf('#', i);
-  const beforeHash = hashAt < 0 ? input.slice(i) : input.slice(i, hashAt);
+  const hashAt = input.indexOf('#', end);
+  const beforeHash = hashAt < 0 ? input.slice(end) : input.slice(end, hashAt);
   const fragment = hashAt < 0 ? null : input.slice(hashAt + 1);
   const queryAt = beforeHash.indexOf('?');
   const path = queryAt < 0 ? beforeHash : beforeHash.slice(0, queryAt);
