@@ -112,10 +112,13 @@ describe('stub.fetch() streams between worker and actor across agents', () => {
     const via = await caller('b1');
     expect(await get(via, '/cancel-after?actor=b1&tag=b1&n=2&pause=500')).toBe('cancelled');
     const rec = await waitCancelled(via, 'b1');
-    // Socket buffers between the agents hold some 16 KiB chunks; an unbounded pipeline would
-    // have produced without end for the whole pause (the old one failed at 32 MiB: 2048).
+    // The TCP connection between the agents holds 16 KiB chunks in its kernel buffers: the
+    // sender's grows to tcp_wmem's 4 MiB and the receiver's with autotuning (tcp_rmem's max
+    // is 32 MiB here), so how many depends on the kernel, not on the agents. CI runs on this
+    // machine saw 267 to 457 (a bound of 400 failed twice, at 428 and 457). An unbounded
+    // pipeline produces without end for the whole pause (the old one failed at 32 MiB: 2048).
     console.log(`across agents: ${rec.produced} chunks produced for 2 read`);
-    expect(rec.produced).toBeLessThanOrEqual(2 + 400);
+    expect(rec.produced).toBeLessThanOrEqual(2 + 1000);
   });
 
   it('a caller that never reads: its request ending ends the actor\'s stream on the other agent', async () => {
