@@ -11,6 +11,19 @@
  */
 export const WORKERS_MODULE_GLOBAL = '__edgeCloudflareWorkers';
 
+/**
+ * A worker's module graph is evaluated under a root module the host makes (LOAD_ROOT_SOURCE):
+ * its first import takes the function the shim left in this global and deletes the global,
+ * before any code of the worker runs; its body hands that function the worker module's
+ * namespace once the graph has evaluated. Init then finds the namespace inside the isolate,
+ * so the host can queue init right behind the evaluation without waiting for its answer.
+ */
+export const MODULE_LOADED_GLOBAL = '__edgeModuleLoaded';
+/** The root's two imports: the shim's hand-over function, and the worker's main module. */
+export const LOAD_ROOT_IMPORTS = { loaded: 'edge-internal:loaded', worker: 'edge-internal:worker' } as const;
+export const LOADED_MODULE_SOURCE = `const loaded = globalThis.${MODULE_LOADED_GLOBAL};\ndelete globalThis.${MODULE_LOADED_GLOBAL};\nexport default loaded;\n`;
+export const LOAD_ROOT_SOURCE = `import loaded from '${LOAD_ROOT_IMPORTS.loaded}';\nimport * as worker from '${LOAD_ROOT_IMPORTS.worker}';\nloaded(worker);\n`;
+
 const WORKERS_EXPORTS = ['DurableObject', 'WorkerEntrypoint', 'RpcTarget', 'env', 'waitUntil', 'exports'] as const;
 
 /** Module name -> its source in the isolate. */

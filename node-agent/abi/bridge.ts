@@ -14,15 +14,18 @@ import { EdgeError } from '../../common/errors.js';
 //  2. For each isolate made from the snapshot, before any user code runs, the host takes
 //     References to the SHIM_GLOBALS functions and then calls
 //     `__edgeInstall(callbacks)` with HostCallbacks (ivm.Callback functions). The shim
-//     keeps the callbacks in its closure and deletes every `__edge*` global, so user code
-//     can reach neither the callbacks nor the entry points.
-//  3. The host compiles and evaluates the worker's ES module, then calls
-//     `init(namespace, env, options)` (the `__edgeInit` reference) with the module
-//     namespace object and the plain-data env (isolateEnv(WorkerEnv): the ai bindings'
-//     server URLs stay on the host). The shim builds `env`, freezes the platform's
-//     intrinsics and Web API globals (so tampering cannot leak into the next request),
-//     and returns the names of the handlers the default export has
-//     (`["fetch"]`, ...), or throws a message saying what is wrong with the module.
+//     keeps the callbacks in its closure and deletes every entry point's global, so user
+//     code can reach neither the callbacks nor the entry points (of the two globals left
+//     for modules, the load's root takes MODULE_LOADED_GLOBAL away before any code of the
+//     worker runs, and cloudflare:workers or init takes WORKERS_MODULE_GLOBAL).
+//  3. The host compiles the worker's ES module and evaluates it under a root module
+//     (LOAD_ROOT_SOURCE in common/builtin-modules.ts) that hands its namespace to the
+//     shim, then calls `init(null, env, options)` (the `__edgeInit` reference; null: that
+//     namespace) with the plain-data env (isolateEnv(WorkerEnv): the ai bindings' server
+//     URLs stay on the host). A load a request waits for queues init right behind the
+//     evaluation. The shim builds `env` and returns the names of the handlers the default
+//     export has (`["fetch"]`, ...), or throws a message saying what is wrong with the
+//     module. The platform is not frozen: as on workerd, a worker may patch it.
 //  4. Per request: `dispatch(id, request)` returns a Promise of DispatchResponse. A body
 //     passed as "stream" is fed with `pushBody(id, chunk)` calls ending with
 //     `pushBody(id, null)` (or `cancel(id, reason)` when the client goes away); a response
@@ -33,7 +36,7 @@ import { EdgeError } from '../../common/errors.js';
 // Entry points (all take and return copies):
 //   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
 //     bounds the isolate's WebAssembly memory (node-agent/shim/web/wasm.js)
-//   __edgeInit(namespace: ModuleNamespace, env: IsolateEnv, options: InitOptions): string[]
+//   __edgeInit(namespace: null, env: IsolateEnv, options: InitOptions): string[]
 //   __edgeDispatch(id: number, head: string, body: WireBody, entrypoint?: string): Promise<WireResponse>
 //   Every entry point that returns a promise rejects only with a plain Error whose
 //   message the shim made inside the isolate (a worker's own error object could have

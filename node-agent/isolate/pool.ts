@@ -2,6 +2,7 @@ import ivm from 'isolated-vm';
 import type { SHIM_GLOBALS, HostCallbacks, UrlRecord } from '../abi/bridge.js';
 import { shimSource } from './shim-bundle.js';
 import { EdgeError } from '../../common/errors.js';
+import { LOAD_ROOT_IMPORTS, LOAD_ROOT_SOURCE, LOADED_MODULE_SOURCE } from '../../common/builtin-modules.js';
 
 // Pre-warmed isolates. Each is made from a V8 snapshot that already holds the Workers API
 // shim, has its context created and its host callbacks installed, and is primed (one
@@ -25,6 +26,8 @@ export interface WarmIsolate {
   owner: { current: IsolateOwner | null };
   /** __edgeWarm, until primeIsolate has run it. */
   prime?: ivm.Reference<(step: 'begin' | 'end') => Promise<void>>;
+  /** The load's root module and its hand-over import, compiled ahead (common/builtin-modules.ts LOAD_ROOT_SOURCE). */
+  root: { root: ivm.Module; loaded: ivm.Module };
 }
 
 /** The shim snapshot is unfit to make isolates from (see checkSnapshot). */
@@ -135,7 +138,11 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
     const owner: WarmIsolate['owner'] = { current: null };
     install.applySync(undefined, [callbacksFor(owner), memoryMiB], { arguments: { copy: true } });
     install.release();
-    return { isolate, context, entry, memoryMiB, owner, prime };
+    const root = {
+      root: isolate.compileModuleSync(LOAD_ROOT_SOURCE, { filename: 'edge-internal:root' }),
+      loaded: isolate.compileModuleSync(LOADED_MODULE_SOURCE, { filename: LOAD_ROOT_IMPORTS.loaded }),
+    };
+    return { isolate, context, entry, memoryMiB, owner, prime, root };
   } catch (err) {
     if (!isolate.isDisposed) isolate.dispose();
     throw err;

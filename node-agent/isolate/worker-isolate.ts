@@ -8,7 +8,7 @@ import { SocketRegistry } from '../sockets/sockets.js';
 import { EdgeError } from '../../common/errors.js';
 import { availableParallelism } from 'node:os';
 import type ivm from 'isolated-vm';
-import { BUILTIN_MODULES, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
+import { BUILTIN_MODULES, LOAD_ROOT_IMPORTS, NODEJS_COMPAT_FLAG, isBuiltinModule, isNodeBuiltinSpecifier, nodeImportRefusal, nodeModuleName } from '../../common/builtin-modules.js';
 import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compat.js';
 import { htmlRewriterModule } from './html-rewriter.js';
 import { libModule } from './libs.js';
@@ -141,10 +141,12 @@ export interface SocketOwner {
 /** How WorkerIsolate.load loads. */
 export interface LoadOptions {
   /**
-   * Answer once the module has evaluated, with init (the env, the handlers, freezing the
-   * platform) still running on the isolate's thread, and the first request queued behind
-   * it: a load whose first request follows at once (a dynamic worker's) skips a round trip.
-   * A module that fails init fails that request instead of the load. Not for actors.
+   * Answer once init (the env, the handlers) is queued on the isolate's thread, with the
+   * first request to be queued behind it: a load whose first request follows at once (a
+   * dynamic worker's, a cold start's) skips the round trips. A single module without
+   * nodejs_compat has its evaluation queued with init too; others answer once it is done.
+   * A module that fails to evaluate or init fails that request instead of the load. Not
+   * for actors.
    */
   pipelineInit?: boolean;
 }
@@ -272,6 +274,8 @@ export class WorkerIsolate implements IsolateOwner {
   /** Its failure: the isolate served nothing and is gone; it is not replaced (WorkerHost). */
   initFailed = false;
   private killedFor: LimitReason | undefined;
+  /** The kill came while the module or init still ran (a request queued behind a pipelined load): the load's error is the answer. */
+  private killedInStartup = false;
   private disposed = false;
   private readonly cbs: HostCallbacks;
   /** The host side of env.* for this isolate: told when a request ends and when the isolate goes. */
@@ -455,20 +459,33 @@ export class WorkerIsolate implements IsolateOwner {
         }
         return m;
       };
+      // The worker's module is evaluated under the root (LOAD_ROOT_SOURCE), which hands its namespace to the shim.
+      const { root, loaded } = warm.root;
+      const resolveRoot = (specifier: string, referrer: ivm.Module): ivm.Module | Promise<ivm.Module> => {
+        if (referrer !== root) return resolveImport(specifier, referrer);
+        if (specifier === LOAD_ROOT_IMPORTS.loaded) return loaded;
+        if (specifier === LOAD_ROOT_IMPORTS.worker) return module;
+        throw new Error(`the load's root module imports ${specifier}`);
+      };
       try {
-        if (inline && module.dependencySpecifiers.length === 0) module.instantiateSync(warm.context, () => { throw new Error('a module without imports resolved one'); });
-        else await module.instantiate(warm.context, resolveImport);
+        if (inline && module.dependencySpecifiers.length === 0) root.instantiateSync(warm.context, resolveRoot as (specifier: string, referrer: ivm.Module) => ivm.Module);
+        else await root.instantiate(warm.context, resolveRoot);
       } catch (err) {
         throw err instanceof BundleError ? err : new BundleError(def.name, errorText(err), { cause: err });
       }
-      try {
-        // V8's timeout (wall time) backs up the watchdog's CPU budget.
-        await module.evaluate({ timeout: STARTUP_WALL_MS, promise: true });
-      } catch (err) {
+      // V8's timeout (wall time) backs up the watchdog's CPU budget.
+      const evaluated = root.evaluate({ timeout: STARTUP_WALL_MS, promise: true }).then(() => {}, (err: unknown) => {
+        // isolated-vm disposes an isolate over its memory limit itself (no watchdog kill).
+        if (!w.killedFor && warm.isolate.isDisposed && /memory limit/.test(errorText(err))) w.markKilled('memory');
         throw new BundleError(def.name, w.killedFor ? w.startupLimitText() : `threw while loading: ${errorText(err)}`, { cause: err });
+      });
+      // Init can be queued behind the evaluation at once where nothing runs between the two on this side.
+      const pipelined = opts?.pipelineInit === true && !actor && !nodeCompat && !modules;
+      if (!pipelined) {
+        await evaluated;
+        if (nodeCompat) await hideNodeModules(warm);
+        await modules?.finish();
       }
-      if (nodeCompat) await hideNodeModules(warm);
-      await modules?.finish();
       // The isolate gets the env less what the worker must not see (ai server URLs).
       const actorInit: ActorInitOptions | undefined = actor && { className: actor.className, id: actor.id, name: actor.name, blockTimeoutMs: actor.blockTimeoutMs, sqlite: actor.sqlite === true };
       // A worker whose source names HTMLRewriter loads lol-html now, under the startup
@@ -476,9 +493,10 @@ export class WorkerIsolate implements IsolateOwner {
       // in a SQLite-backed actor: sql.js's memory reserves the whole wasm budget when the
       // actor activates, which lol-html's share would then not leave it.
       const htmlRewriter = def.source.includes('HTMLRewriter') && actor?.sqlite !== true;
-      const initArgs = [module.namespace.derefInto(), isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
+      // null: the namespace the root handed to the shim.
+      const initArgs = [null, isolateEnv(def.env), actorInit ? { workerName: def.name, actor: actorInit, htmlRewriter } : { workerName: def.name, htmlRewriter }];
       const initOpts = { arguments: { copy: true }, result: { copy: true }, timeout: STARTUP_WALL_MS } as const;
-      const inited = (warm.entry.__edgeInit.apply(undefined, initArgs, initOpts) as Promise<string[]>).then((handlers) => {
+      const initCall = (warm.entry.__edgeInit.apply(undefined, initArgs, initOpts) as Promise<string[]>).then((handlers) => {
         if (!actor && !handlers.includes('fetch') && !handlers.includes('rpc')) {
           throw new BundleError(def.name, 'has no fetch handler: export default { async fetch(request, env, ctx) { ... } }');
         }
@@ -486,15 +504,21 @@ export class WorkerIsolate implements IsolateOwner {
       }, (err: unknown) => {
         throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : new BundleError(def.name, errorText(err), { cause: err });
       });
-      if (opts?.pipelineInit && !actor) {
-        // The load is done here: init is queued on the isolate's thread, and a first request
-        // begun now is queued right behind it, so init, freezing the platform and the first
-        // request run back to back there while this thread routes the call (~0.3 ms of a
-        // dynamic worker's first response). The startup budgets hold until that request
-        // begins; a failed init fails the first request with its own error.
+      // A module that threw: its error, not init's (which then finds no namespace).
+      if (pipelined) initCall.catch(() => {});
+      const inited = pipelined ? evaluated.then(() => initCall) : initCall;
+      if (pipelined) {
+        // The load is done here: the evaluation and init are queued on the isolate's thread,
+        // and a first request begun now is queued right behind them, so they run back to
+        // back there while this thread routes the call (two round trips of a dynamic
+        // worker's first response). The startup budgets hold until init is done, the
+        // request's own from then on; a module that fails to evaluate or init fails the
+        // first request with that error.
         w.initPending = inited.then(() => {
           w.initPending = undefined;
-          if (w.inflight?.startup) w.free();
+          const r = w.inflight;
+          if (r?.id === 0) w.free();
+          else if (r?.startup) w.startRequestClock(r);
         }, (err: unknown) => {
           w.initFailed = true;
           w.dispose('crash');
@@ -508,10 +532,18 @@ export class WorkerIsolate implements IsolateOwner {
       return w;
     } catch (err) {
       const killed = w.killedFor !== undefined || (warm.isolate.isDisposed && /memory limit/.test(errorText(err)));
-      if (!w.killedFor && killed) w.killedFor = 'memory';
+      if (!w.killedFor && killed) w.markKilled('memory');
       w.dispose('crash');
       throw err instanceof BundleError && !killed ? err : new BundleError(def.name, killed ? w.startupLimitText() : errorText(err), { cause: err });
     }
+  }
+
+  /** A request queued behind a pipelined load begins on the isolate's thread once init is done: its budgets count from here. */
+  private startRequestClock(r: Inflight): void {
+    delete r.startup;
+    r.cpuStart = this.warm.isolate.cpuTime;
+    r.procStart = processCpuNs();
+    r.wallStart = performance.now();
   }
 
   private startupLimitText(): string {
@@ -539,8 +571,13 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   private kill(reason: LimitReason): void {
-    this.killedFor = reason;
+    this.markKilled(reason);
     this.dispose(reason);
+  }
+
+  private markKilled(reason: LimitReason): void {
+    this.killedFor = reason;
+    this.killedInStartup = this.inflight?.startup === true;
   }
 
   /** Maps a failure of a call into the isolate onto what happened. */
@@ -548,7 +585,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.killedFor) return new WorkerLimitError(this.def.name, this.killedFor, this.def.limits);
     const msg = errorText(err);
     if (/disposed during execution due to memory limit/.test(msg) || (this.warm.isolate.isDisposed && /memory/i.test(msg))) {
-      this.killedFor = 'memory';
+      this.markKilled('memory');
       this.dispose('memory');
       return new WorkerLimitError(this.def.name, 'memory', this.def.limits);
     }
@@ -570,7 +607,11 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.inflight && !(this.inflight.startup && this.initPending)) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const init = this.initPending;
     const id = this.nextId++;
-    this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false, depth: req.depth ?? 0 };
+    // Behind a pipelined load the request runs under the startup budgets until init is done (startRequestClock).
+    const load = init ? this.inflight : undefined;
+    this.inflight = load
+      ? { id, cpuStart: load.cpuStart, procStart: load.procStart, wallStart: load.wallStart, subrequests: 0, settled: false, depth: req.depth ?? 0, startup: true }
+      : { id, cpuStart: this.warm.isolate.cpuTime, procStart: processCpuNs(), wallStart: performance.now(), subrequests: 0, settled: false, depth: req.depth ?? 0 };
     active.add(this);
     ensureWatchdog();
     const head = encodeRequestHead(req);
@@ -588,7 +629,7 @@ export class WorkerIsolate implements IsolateOwner {
     // The request ran after init on the isolate's thread: init's failure is the answer,
     // unless this request hit a limit of its own.
     dispatched.catch(() => {});
-    const response = init.then(() => dispatched, (err: unknown) => dispatched.then(() => { throw err; }, (own: unknown) => { throw this.killedFor ? own : err; }));
+    const response = init.then(() => dispatched, (err: unknown) => dispatched.then(() => { throw err; }, (own: unknown) => { throw this.killedFor && !this.killedInStartup ? own : err; }));
     return { id, response };
   }
 

@@ -72,6 +72,20 @@ function logError(prefix, err) {
  */
 const COMPILE_ONLY = freeze({});
 
+/**
+ * The worker module's namespace, handed over by the load's root module once the worker's
+ * module graph has evaluated (isolate/load-root.ts): init takes it from here, so the host
+ * can queue init right behind the evaluation instead of waiting for it to answer.
+ */
+let loadedNamespace = null;
+// The root's first import takes this and deletes the global before any tenant code runs.
+defineProperty(g, '__edgeModuleLoaded', {
+  value: (namespace) => { if (loadedNamespace === null) loadedNamespace = namespace; },
+  writable: false, enumerable: false, configurable: true,
+});
+/** What init throws when the module is still evaluating (a top-level await that waits on a timer or I/O). */
+const NOT_EVALUATED = 'its top level (global scope) had not finished when the worker started: a top-level await may wait only on promises that settle at once (not on a timer or I/O)';
+
 function install(callbacks, memoryMiB) {
   setHost(callbacks);
   installWasmLimits(g, memoryMiB);
@@ -80,6 +94,11 @@ function install(callbacks, memoryMiB) {
 
 function init(namespace, envData, options) {
   if (namespace === COMPILE_ONLY) return [];
+  // null: the one the load's root module handed over.
+  if (namespace === null) {
+    namespace = loadedNamespace;
+    if (namespace === null) throw new ErrorCtor(NOT_EVALUATED);
+  }
   // The cloudflare:workers module took its exports from here, if the worker imports it.
   delete g.__edgeCloudflareWorkers;
   workerName = String(options.workerName);

@@ -315,7 +315,7 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     expect(JSON.stringify(line)).toContain('[dynamic chatty] hello from dynamic code');
   });
 
-  it('a module that does not compile or throws at load is an error the parent catches', async () => {
+  it('a module that does not compile, throws or awaits a timer at load is an error the parent catches; its top level runs under the startup budgets', async () => {
     const bad = await call('/load', { src: 'export default {' });
     expect((bad.error as { message: string }).message).toMatch(/does not compile/);
     const throws = await call('/load', { src: 'throw new Error("top-level boom"); export default {};' });
@@ -334,6 +334,26 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     // A top-level await: init waits for the whole module.
     const tla = await call('/load', { src: 'const v = await Promise.resolve("awaited"); globalThis.later = v; export default { fetch() { return new Response(globalThis.later); } };' });
     expect(tla).toEqual({ status: 200, text: 'awaited' });
+    // One that awaits a timer is still evaluating when init runs (workerd refuses timers at global scope): the call says so.
+    const tlaTimer = await call('/load', { src: 'await new Promise((r) => setTimeout(r, 5)); export default { fetch() { return new Response("late"); } };' });
+    expect((tlaTimer.error as { message: string }).message).toMatch(/top level \(global scope\) had not finished/);
+    // The module is evaluated under the runtime's root module, queued with init ahead of the
+    // first call (LoadOptions.pipelineInit): the hand-over global the root takes is gone before
+    // the worker's top level runs, and its specifiers are not the worker's to import.
+    const top = await call('/load', { src: 'const seen = Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__edgeModule")); export default { fetch() { return new Response(JSON.stringify(seen)); } };' });
+    expect(top).toEqual({ status: 200, text: '[]' });
+    for (const specifier of ['edge-internal:loaded', 'edge-internal:worker']) {
+      const imp = await call('/load', { src: `import x from '${specifier}'; export default { fetch() { return new Response(String(x)); } };` });
+      expect((imp.error as { message: string }).message).toMatch(new RegExp(`imports "${specifier}"`));
+    }
+    // The top level runs under the startup budgets, not the first call's: 150 ms of CPU there
+    // with a 50 ms request limit loads and serves; an endless one is stopped at the startup limit.
+    const heavy = await call('/load', { src: 'const t = Date.now(); let n = 0; while (Date.now() - t < 150) n++; export default { fetch() { return new Response("heavy " + (n > 0)); } };', limits: { cpuMs: 50 } });
+    expect(heavy).toEqual({ status: 200, text: 'heavy true' });
+    const endless = await call('/load', { src: 'for (;;) {} export default { fetch() { return new Response("never"); } };', limits: { cpuMs: 50 } });
+    expect((endless.error as { message: string }).message).toMatch(/top level \(global scope\) exceeded the startup CPU limit/);
+    const hoard = await call('/load', { src: 'const a = []; for (;;) a.push(new Array(100000).fill(Math.random())); export default { fetch() { return new Response("never"); } };', limits: { memoryMiB: 32 } });
+    expect((hoard.error as { message: string }).message).toMatch(/ran out of memory while loading \(its limit is 32 MiB\)/);
     // Tenant code inside init (a getter on the default export that spins) is stopped by its budgets.
     const getter = await call('/load', { src: 'export default { get fetch() { for (;;) {} } };', limits: { cpuMs: 50 } });
     expect((getter.error as { message: string }).message).toMatch(/CPU limit/);
