@@ -29,9 +29,10 @@ import { EdgeError } from '../../common/errors.js';
 //  4. Per request: `dispatch(id, request)` returns a Promise of DispatchResponse. A body
 //     passed as "stream" is fed with `pushBody(id, chunk)` calls ending with
 //     `pushBody(id, null)` (or `cancel(id, reason)` when the client goes away); a response
-//     body of "stream" is read with `pullBody(id)` until it resolves with null.
+//     body of "stream" is read with `pullBody(id)` until it resolves with null or 'done'.
 //     `settle(id)` resolves once every ctx.waitUntil promise of that request has settled
-//     and forgets the request.
+//     and forgets the request; a response whose `done` is set, or a body that ended with
+//     'done', needs none.
 //
 // Entry points (all take and return copies):
 //   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
@@ -45,7 +46,9 @@ import { EdgeError } from '../../common/errors.js';
 //   decodeResponse below): crossing the boundary as a string costs a fraction of a
 //   structured-cloned object, on every request.
 //   __edgePushBody(id: number, chunk: ArrayBuffer | null): void
-//   __edgePullBody(id: number): Promise<ArrayBuffer | null>
+//   __edgePullBody(id: number): Promise<ArrayBuffer | null | 'done'>  -- at the body's end,
+//     'done' when nothing of the request is left in the isolate (no waitUntil, no request
+//     body still being pushed): the request is over without settle(); null: call settle()
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
 //   __edgeActor(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport' | 'ws', arg): Promise<{ reset: string | null; error: string | null }>

@@ -705,7 +705,12 @@ export class WorkerIsolate implements IsolateOwner {
     try {
       const ab = await this.warm.entry.__edgePullBody.apply(undefined, [id], {
         arguments: { copy: true }, result: { promise: true, copy: true },
-      }) as ArrayBuffer | null;
+      }) as ArrayBuffer | null | 'done';
+      if (ab === 'done') {
+        // Nothing of the request is left in the isolate: finishNow() frees it without a settle() round trip.
+        if (this.inflight?.id === id) this.inflight.settled = true;
+        return null;
+      }
       return ab === null ? null : new Uint8Array(ab);
     } catch (err) {
       throw this.failure(err);

@@ -361,16 +361,35 @@ function errorText(e) {
 function pushBody(id, chunk) {
   const state = live.get(id);
   if (!state || !state.feed) return;
-  if (chunk === null) state.feed.close();
-  else state.feed.enqueue(new UInt8(chunk));
+  if (chunk === null) {
+    state.feed.close();
+    // Nothing more comes from the host: a response made after the handler read it all is the whole request.
+    state.feed = null;
+  } else {
+    state.feed.enqueue(new UInt8(chunk));
+  }
 }
+
+/**
+ * What pullBody answers at a body's end when nothing of the request is left (no waitUntil,
+ * no request body still fed): the request is over, as one whose response was whole is, and
+ * the host frees the isolate without a settle() round trip. null: the body ended, settle().
+ */
+const BODY_DONE = 'done';
 
 async function pullBody(id) {
   const state = live.get(id);
   if (!state || !state.reader) return null;
   for (;;) {
     const { done, value } = await state.reader.read();
-    if (done) return null;
+    if (done) {
+      state.reader = null;
+      if (state.waitUntil.length === 0 && state.feed === null) {
+        live.delete(id);
+        return BODY_DONE;
+      }
+      return null;
+    }
     if (!(value instanceof UInt8)) {
       throw new TypeError(`worker ${workerName}: a response body stream produced ${describe(value)}; chunks must be Uint8Array`);
     }
