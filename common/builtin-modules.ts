@@ -5,9 +5,10 @@
 // Any other import is refused, with the name of what was imported.
 
 /**
- * The global the shim defines holding the cloudflare:workers exports. The module takes it
- * away as it loads (before any code of the worker runs), and __edgeInit removes it where no
- * module imported it, so a worker never sees a global Workers does not have.
+ * The global the shim defines holding the cloudflare:workers exports. The load's root
+ * module takes it away before any code of the worker runs (LOADED_MODULE_SOURCE), and the
+ * cloudflare:workers module imports it from there, so a worker never sees a global Workers
+ * does not have.
  */
 export const WORKERS_MODULE_GLOBAL = '__edgeCloudflareWorkers';
 
@@ -21,14 +22,16 @@ export const WORKERS_MODULE_GLOBAL = '__edgeCloudflareWorkers';
 export const MODULE_LOADED_GLOBAL = '__edgeModuleLoaded';
 /** The root's two imports: the shim's hand-over function, and the worker's main module. */
 export const LOAD_ROOT_IMPORTS = { loaded: 'edge-internal:loaded', worker: 'edge-internal:worker' } as const;
-export const LOADED_MODULE_SOURCE = `const loaded = globalThis.${MODULE_LOADED_GLOBAL};\ndelete globalThis.${MODULE_LOADED_GLOBAL};\nexport default loaded;\n`;
+export const LOADED_MODULE_SOURCE = `const loaded = globalThis.${MODULE_LOADED_GLOBAL};\nconst workers = globalThis.${WORKERS_MODULE_GLOBAL};\n`
+  + `delete globalThis.${MODULE_LOADED_GLOBAL};\ndelete globalThis.${WORKERS_MODULE_GLOBAL};\nexport default loaded;\nexport { workers };\n`;
 export const LOAD_ROOT_SOURCE = `import loaded from '${LOAD_ROOT_IMPORTS.loaded}';\nimport * as worker from '${LOAD_ROOT_IMPORTS.worker}';\nloaded(worker);\n`;
 
 const WORKERS_EXPORTS = ['DurableObject', 'WorkerEntrypoint', 'RpcTarget', 'env', 'waitUntil', 'exports'] as const;
 
 /** Module name -> its source in the isolate. */
 export const BUILTIN_MODULES: Readonly<Record<string, string>> = {
-  'cloudflare:workers': `const m = globalThis.${WORKERS_MODULE_GLOBAL};\ndelete globalThis.${WORKERS_MODULE_GLOBAL};\n`
+  // Its exports come from the load's root (the only module besides the root that may import it).
+  'cloudflare:workers': `import { workers as m } from '${LOAD_ROOT_IMPORTS.loaded}';\n`
     + WORKERS_EXPORTS.map((n) => `export const ${n} = m.${n};`).join('\n') + '\n',
   // workerd's EmailMessage, which libraries import at their top level (the Agents SDK does).
   // It can be made but never sent: there is no send_email binding kind here.

@@ -15,9 +15,9 @@ import { EdgeError } from '../../common/errors.js';
 //     References to the SHIM_GLOBALS functions and then calls
 //     `__edgeInstall(callbacks)` with HostCallbacks (ivm.Callback functions). The shim
 //     keeps the callbacks in its closure and deletes every entry point's global, so user
-//     code can reach neither the callbacks nor the entry points (of the two globals left
-//     for modules, the load's root takes MODULE_LOADED_GLOBAL away before any code of the
-//     worker runs, and cloudflare:workers or init takes WORKERS_MODULE_GLOBAL).
+//     code can reach neither the callbacks nor the entry points (the two globals left for
+//     modules, MODULE_LOADED_GLOBAL and WORKERS_MODULE_GLOBAL, the load's root takes away
+//     before any code of the worker runs).
 //  3. The host compiles the worker's ES module and evaluates it under a root module
 //     (LOAD_ROOT_SOURCE in common/builtin-modules.ts) that hands its namespace to the
 //     shim, then calls `init(null, env, options)` (the `__edgeInit` reference; null: that

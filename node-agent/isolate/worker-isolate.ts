@@ -454,14 +454,17 @@ export class WorkerIsolate implements IsolateOwner {
         }
         let m = builtins.get(specifier);
         if (!m) {
-          m = warm.isolate.compileModule(BUILTIN_MODULES[specifier]!, { filename: specifier });
+          m = warm.isolate.compileModule(BUILTIN_MODULES[specifier]!, { filename: specifier }).then((b) => { builtinModules.add(b); return b; });
           builtins.set(specifier, m);
         }
         return m;
       };
+      /** The built-in modules compiled for this load: they may import the root's hand-over module (cloudflare:workers does). */
+      const builtinModules = new Set<ivm.Module>();
       // The worker's module is evaluated under the root (LOAD_ROOT_SOURCE), which hands its namespace to the shim.
       const { root, loaded } = warm.root;
       const resolveRoot = (specifier: string, referrer: ivm.Module): ivm.Module | Promise<ivm.Module> => {
+        if (specifier === LOAD_ROOT_IMPORTS.loaded && builtinModules.has(referrer)) return loaded;
         if (referrer !== root) return resolveImport(specifier, referrer);
         if (specifier === LOAD_ROOT_IMPORTS.loaded) return loaded;
         if (specifier === LOAD_ROOT_IMPORTS.worker) return module;

@@ -17,7 +17,7 @@ import { loaderBinding, registerBinding, registerServiceBinding, envValues, envR
 
 const g = globalThis;
 installWebApis(g);
-// The cloudflare:workers module reads its exports from here (WORKERS_MODULE_GLOBAL in common/builtin-modules.ts).
+// The cloudflare:workers module's exports, taken away by the load's root module (WORKERS_MODULE_GLOBAL in common/builtin-modules.ts).
 installWorkersModule(g, '__edgeCloudflareWorkers');
 
 // Captured before any user code runs, so a worker replacing globals cannot change how
@@ -99,8 +99,6 @@ function init(namespace, envData, options) {
     namespace = loadedNamespace;
     if (namespace === null) throw new ErrorCtor(NOT_EVALUATED);
   }
-  // The cloudflare:workers module took its exports from here, if the worker imports it.
-  delete g.__edgeCloudflareWorkers;
   workerName = String(options.workerName);
   if (options.htmlRewriter === true) warmHtmlRewriter();
   const def = namespace.default;

@@ -1,6 +1,7 @@
 // The `cloudflare:workers` module: DurableObject, WorkerEntrypoint, RpcTarget, env and
 // waitUntil. The host compiles a small module re-exporting these from the global named by
-// WORKERS_MODULE_GLOBAL (common/builtin-modules.ts) and resolves the worker's import of
+// WORKERS_MODULE_GLOBAL (common/builtin-modules.ts), which the load's root module takes
+// before any code of the worker runs and hands on, and resolves the worker's import of
 // "cloudflare:workers" to it; the classes are the same objects in every module of the isolate.
 //
 // Runs at snapshot time: nothing here calls a host callback until used.
@@ -94,7 +95,7 @@ const loopbackExports = freeze({ __proto__: null });
 
 const exportsObject = freeze({ __proto__: null, DurableObject, WorkerEntrypoint, RpcTarget, env, waitUntil, exports: loopbackExports });
 
-/** Defines the global the cloudflare:workers module reads (name: WORKERS_MODULE_GLOBAL). */
+/** Defines the global the cloudflare:workers module's exports come from (name: WORKERS_MODULE_GLOBAL). */
 export function installWorkersModule(g, name) {
   defineProperty(g, name, { value: exportsObject, writable: false, enumerable: false, configurable: true });
 }

@@ -340,8 +340,10 @@ describe('Worker Loader bindings (Dynamic Workers)', () => {
     // The module is evaluated under the runtime's root module, queued with init ahead of the
     // first call (LoadOptions.pipelineInit): the hand-over global the root takes is gone before
     // the worker's top level runs, and its specifiers are not the worker's to import.
-    const top = await call('/load', { src: 'const seen = Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__edgeModule")); export default { fetch() { return new Response(JSON.stringify(seen)); } };' });
+    const top = await call('/load', { src: 'const seen = Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__edge")); export default { fetch() { return new Response(JSON.stringify(seen)); } };' });
     expect(top).toEqual({ status: 200, text: '[]' });
+    const withWorkers = await call('/load', { src: 'import { WorkerEntrypoint } from "cloudflare:workers"; const seen = Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__edge")); export default class extends WorkerEntrypoint { fetch() { return new Response(JSON.stringify(seen)); } };' });
+    expect(withWorkers).toEqual({ status: 200, text: '[]' });
     for (const specifier of ['edge-internal:loaded', 'edge-internal:worker']) {
       const imp = await call('/load', { src: `import x from '${specifier}'; export default { fetch() { return new Response(String(x)); } };` });
       expect((imp.error as { message: string }).message).toMatch(new RegExp(`imports "${specifier}"`));
