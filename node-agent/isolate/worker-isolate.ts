@@ -406,11 +406,18 @@ export class WorkerIsolate implements IsolateOwner {
    */
   static async load(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode, opts?: LoadOptions): Promise<WorkerIsolate> {
     await loads.acquire(def.key);
+    let w: WorkerIsolate;
     try {
-      return await WorkerIsolate.loadNow(def, warm, hooks, actor, opts);
-    } finally {
+      w = await WorkerIsolate.loadNow(def, warm, hooks, actor, opts);
+    } catch (err) {
       loads.release();
+      throw err;
     }
+    // A pipelined load's top level may still be running: its turn at the gate ends with its init.
+    const pending = w.initPending;
+    if (pending) pending.then(() => loads.release(), () => loads.release());
+    else loads.release();
+    return w;
   }
 
   private static async loadNow(def: WorkerDefinition, warm: WarmIsolate, hooks: IsolateHooks, actor?: ActorMode, opts?: LoadOptions): Promise<WorkerIsolate> {
