@@ -471,9 +471,8 @@ export class WorkerIsolate implements IsolateOwner {
       // The worker's module is evaluated under the root (LOAD_ROOT_SOURCE), which hands its namespace to the shim.
       const { root, loaded } = warm.root;
       const resolveRoot = (specifier: string, referrer: ivm.Module): ivm.Module | Promise<ivm.Module> => {
-        if (specifier === LOAD_ROOT_IMPORTS.loaded && builtinModules.has(referrer)) return loaded;
+        if (specifier === LOAD_ROOT_IMPORTS.loaded && (referrer === root || builtinModules.has(referrer))) return loaded;
         if (referrer !== root) return resolveImport(specifier, referrer);
-        if (specifier === LOAD_ROOT_IMPORTS.loaded) return loaded;
         if (specifier === LOAD_ROOT_IMPORTS.worker) return module;
         throw new Error(`the load's root module imports ${specifier}`);
       };
@@ -514,10 +513,10 @@ export class WorkerIsolate implements IsolateOwner {
       }, (err: unknown) => {
         throw w.killedFor ? new BundleError(def.name, w.startupLimitText(), { cause: err }) : new BundleError(def.name, errorText(err), { cause: err });
       });
-      // A module that threw: its error, not init's (which then finds no namespace).
-      if (pipelined) initCall.catch(() => {});
       const inited = pipelined ? evaluated.then(() => initCall) : initCall;
       if (pipelined) {
+        // A module that threw: its error, not init's (which then finds no namespace).
+        initCall.catch(() => {});
         // The load is done here: the evaluation and init are queued on the isolate's thread,
         // and a first request begun now is queued right behind them, so they run back to
         // back there while this thread routes the call (two round trips of a dynamic

@@ -74,7 +74,7 @@ const COMPILE_ONLY = freeze({});
 
 /**
  * The worker module's namespace, handed over by the load's root module once the worker's
- * module graph has evaluated (isolate/load-root.ts): init takes it from here, so the host
+ * module graph has evaluated (LOAD_ROOT_SOURCE in common/builtin-modules.ts): init takes it from here, so the host
  * can queue init right behind the evaluation instead of waiting for it to answer.
  */
 let loadedNamespace = null;
@@ -286,7 +286,7 @@ async function dispatch(id, head, reqBody, entrypointName = undefined) {
   const out = bodyOf(res);
   if (out !== null && typeof out !== 'string' && !(out instanceof UInt8)) state.reader = bodyReader(out);
   // Nothing left to wait for: forget the request now so the host can skip settle().
-  const done = state.reader === null && state.waitUntil.length === 0 && state.feed === null;
+  const done = requestOver(state);
   if (done) live.delete(id);
   if (socket !== null) return encodeResponse(status, statusText, outHeaders, `w${socket}`, done, undefined);
   if (out === null) return encodeResponse(status, statusText, outHeaders, 'n', done, undefined);
@@ -375,6 +375,11 @@ function pushBody(id, chunk) {
  */
 const BODY_DONE = 'done';
 
+/** Nothing of a request is left: no response body to pull, no waitUntil, no request body still fed. */
+function requestOver(state) {
+  return state.reader === null && state.waitUntil.length === 0 && state.feed === null;
+}
+
 async function pullBody(id) {
   const state = live.get(id);
   if (!state || !state.reader) return null;
@@ -382,7 +387,7 @@ async function pullBody(id) {
     const { done, value } = await state.reader.read();
     if (done) {
       state.reader = null;
-      if (state.waitUntil.length === 0 && state.feed === null) {
+      if (requestOver(state)) {
         live.delete(id);
         return BODY_DONE;
       }
