@@ -21,6 +21,14 @@ import { ActorIds } from '../bindings/actor-id.js';
 // another agent claimed the actor meanwhile, the response is discarded and the actor
 // deactivated here, so a stale owner can never have a write acknowledged.
 //
+// Commits are pipelined, as workerd's are: the input gate opens when a request's handler
+// returns, not when its commit is acknowledged, so the next request runs while the commit
+// is in flight. Its writes wait for that commit and then go in the next one, with those of
+// every request that ended meanwhile (one log write for many requests). A response waits
+// for the commit holding its own writes, or, when it wrote nothing, for the newest commit
+// of writes it may have read; a failed commit fails every response behind it, and the
+// activation with them.
+//
 // A request that wrote nothing is fenced too (the read barrier): its response is released
 // only after a log check sent after the read ran shows the log still ends at one of this
 // activation's own writes since, i.e. nobody claimed or wrote the actor in between (reads
@@ -139,6 +147,14 @@ class Activation {
   private queued: Promise<number> | undefined;
   /** Reads waiting for their barrier: a hand-over answers them before it releases. */
   private readonly reads = new Set<Promise<unknown>>();
+  /** The newest commit not yet acknowledged (in flight, or waiting for the one in flight). */
+  private tail: Promise<void> | undefined;
+  /** The writes of the commit waiting for the one in flight: later writes fold into it. */
+  private batch: StorageOp[] | undefined;
+  /** Why a commit failed: every later one fails with it (the activation is going). */
+  failure: Error | undefined;
+  /** A compaction is queued on the input gate. */
+  compacting = false;
 
   constructor(
     readonly config: ActorConfig,
@@ -208,6 +224,37 @@ class Activation {
   }
 
   idle(): Promise<unknown> { return Promise.allSettled([this.queue, ...this.reads]); }
+
+  /**
+   * Sends `ops` as a commit now when none is in flight; otherwise they go, with whatever
+   * else ends meanwhile, in the commit that follows the one in flight. Resolves when they
+   * are durable.
+   */
+  enqueue(ops: StorageOp[], send: (ops: StorageOp[]) => Promise<void>): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.batch) {
+      for (const op of ops) this.batch.push(op);
+      return this.tail!;
+    }
+    let p: Promise<void>;
+    if (this.tail) {
+      const batch = ops.slice();
+      this.batch = batch;
+      p = this.tail.then(() => {
+        if (this.batch === batch) this.batch = undefined;
+        return send(batch);
+      });
+    } else {
+      p = send(ops);
+    }
+    this.tail = p;
+    const clear = () => { if (this.tail === p) this.tail = undefined; };
+    p.then(clear, (err: unknown) => { this.failure ??= err instanceof Error ? err : new Error(String(err)); clear(); });
+    return p;
+  }
+
+  /** The newest commit not yet acknowledged, if any: what a read of the actor's memory depends on. */
+  get unacknowledged(): Promise<void> | undefined { return this.tail; }
 }
 
 export class ActorHost implements ActorRunner {
@@ -280,6 +327,11 @@ export class ActorHost implements ActorRunner {
       try {
         res = await act.instance.fetch(req);
       } catch (err) {
+        // A commit behind which it ran failed, and took the activation with it.
+        if (act.failure) {
+          act.storage.discardPending();
+          throw act.failure;
+        }
         const exception = err instanceof WorkerScriptError ? err.exception : undefined;
         if (exception && !act.instance.dead) {
           // The actor's code threw. As on Workers, the output gate confirms the writes it
@@ -302,17 +354,21 @@ export class ActorHost implements ActorRunner {
         throw err;
       }
       // The output gate: a write is proven current by its fenced commit; a read waits, out
-      // of the input gate, for the read barrier. A streamed body follows its head.
+      // of the input gate, for the read barrier.
+      if (!res.ended) {
+        // Pipelined: the input gate opens now, and the response waits outside it.
+        const readAt = act.seq;
+        return { res, readAt, durable: act.hold(this.commit(act)) };
+      }
+      // A streamed body follows its head, and the input gate stays closed until it is over.
       let wrote: boolean;
       try {
         wrote = await this.commit(act);
       } catch (err) {
-        if (res.stream) await this.dropBody(act, res, 'the actor\'s writes could not be committed');
+        await this.dropBody(act, res, 'the actor\'s writes could not be committed');
         throw err;
       }
-      const out = { res, readAt: wrote ? -1 : act.seq };
-      if (!res.ended) return out;
-      // The head goes now; the input gate stays closed until the body is over.
+      const out = { res, readAt: act.seq, durable: Promise.resolve(wrote) };
       headReady(out);
       await this.afterBody(act, res.ended);
       return out;
@@ -320,13 +376,13 @@ export class ActorHost implements ActorRunner {
     let headReady!: (head: Awaited<typeof task>) => void;
     const head = new Promise<Awaited<typeof task>>((resolve) => { headReady = resolve; });
     const done = await Promise.race([head, task]);
-    if (done.readAt >= 0) {
-      try {
-        await act.hold(this.prove(act, done.readAt));
-      } catch (err) {
-        if (done.res.stream) done.res.stream.cancel('the actor moved to another agent');
-        throw err;
-      }
+    try {
+      // true: its writes, or those it may have read, are durable (a fenced commit proves it current).
+      const proven = await done.durable;
+      if (!proven) await act.hold(this.prove(act, done.readAt));
+    } catch (err) {
+      if (done.res.stream) done.res.stream.cancel('the actor moved to another agent');
+      throw err;
     }
     return done.res;
   }
@@ -436,35 +492,62 @@ export class ActorHost implements ActorRunner {
     });
   }
 
-  /** Commits what the current task wrote; false when it wrote nothing (nothing proved ownership then). */
-  private async commit(act: Activation): Promise<boolean> {
+  /**
+   * Commits what the current task wrote (pipelined, see the top of this file). Resolves
+   * true once that is durable. A task that wrote nothing may have read writes still in
+   * flight: true once the newest commit is acknowledged, or false when none was
+   * outstanding (nothing proved ownership then: the read barrier must).
+   */
+  private commit(act: Activation): Promise<boolean> {
+    // A task that ran on top of a failed commit answers nothing from that memory.
+    if (act.failure) return Promise.reject(act.failure);
     const ops = act.storage.takePending();
-    if (ops.length === 0) return false;
+    if (ops.length === 0) {
+      const last = act.unacknowledged;
+      return last ? last.then(() => true) : Promise.resolve(false);
+    }
+    return act.enqueue(ops, (batch) => this.send(act, batch)).then(() => true);
+  }
+
+  /** One fenced log write of the writes of one or more tasks. */
+  private async send(act: Activation, ops: StorageOp[]): Promise<void> {
     try {
       act.seq = await this.opts.durable.commit(act.addr, act.epoch, act.seq, ops);
     } catch (err) {
       act.storage.discardPending();
       if (err instanceof FencedError) {
+        act.failure ??= new NotHereError(`actor ${act.key} moved to another agent`);
         this.opts.log.warn('actor write fenced: another agent owns it now; deactivating', { actor: act.key, epoch: act.epoch });
         await this.deactivate(act, Why.Fenced, false);
-        throw new NotHereError(`actor ${act.key} moved to another agent`);
+      } else {
+        // The write's fate is unknown to us: restart the actor from the log.
+        act.failure ??= new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`, { cause: err });
+        await this.deactivate(act, Why.WriteFailed, false);
       }
-      // The write's fate is unknown to us: restart the actor from the log.
-      await this.deactivate(act, Why.WriteFailed, false);
-      throw new Error(`actor ${act.key}: storage write failed: ${errorMessage(err)}`, { cause: err });
+      throw act.failure;
     }
     act.commits += 1;
     for (const op of ops) if (op.op === 'alarm') this.scheduleAlarm(act, op.time);
     const compact = act.storage.wantsCompaction ? act.storage.wantsCompaction() : act.commits % (this.opts.compactEvery ?? 200) === 0;
-    if (compact) {
-      try {
-        if (act.storage.wantsCompaction) await act.instance.prepareSnapshot?.();
-        act.seq = (await this.opts.durable.compact(act.addr, act.epoch, act.seq, act.storage.snapshot(), this.opts.agent)).seq;
-      } catch (err) {
-        this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });
-      }
+    if (compact && !act.compacting) {
+      act.compacting = true;
+      // On the input gate, where no task can write while the snapshot is taken.
+      act.run(() => this.compact(act)).catch(noop);
     }
-    return true;
+  }
+
+  /** Replaces the actor's log with a snapshot of its state, once no commit is outstanding. */
+  private async compact(act: Activation): Promise<void> {
+    act.compacting = false;
+    try {
+      // The snapshot must hold exactly what the log does: no write of a task still in flight.
+      while (act.unacknowledged) await act.unacknowledged;
+      if (act.closed) return;
+      if (act.storage.wantsCompaction) await act.instance.prepareSnapshot?.();
+      act.seq = (await this.opts.durable.compact(act.addr, act.epoch, act.seq, act.storage.snapshot(), this.opts.agent)).seq;
+    } catch (err) {
+      if (!act.closed) this.opts.log.warn('actor log compaction failed', { actor: act.key, error: err });
+    }
   }
 
   /**
@@ -477,6 +560,8 @@ export class ActorHost implements ActorRunner {
    */
   private async prove(act: Activation, since = act.seq): Promise<void> {
     const last = await act.barrier(() => this.opts.durable.lastSequence(act.addr));
+    // The log may end at a commit of ours whose acknowledgement is still on its way.
+    if (!act.current(last, since) && act.unacknowledged) await act.unacknowledged.catch(noop);
     if (act.current(last, since)) {
       act.suspect = false;
       return;

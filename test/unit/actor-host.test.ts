@@ -317,6 +317,158 @@ describe('actor host', () => {
 });
 
 // Issue 13: a superseded activation serves nothing, not even a read, and runs no alarm.
+describe('actor host: pipelined commits', () => {
+  /** The text of each put of `key` in the actor's commit records, a list per record. */
+  const puts = (durable: FakeActorLog, id: string) => durable.records(addr(id))
+    .filter((r) => r.kind === 'commit')
+    .map((r) => (r.kind === 'commit' ? r.ops.map((op) => (op.op === 'put' ? new TextDecoder().decode(op.value) : op.op)) : []));
+
+  it('opens the input gate while a commit is in flight, and folds the writes made meanwhile into the next commit', async () => {
+    const ran: string[] = [];
+    const { host, durable } = setup({
+      fetch(req, actor) {
+        const path = new URL(req.url).pathname;
+        ran.push(path);
+        actor.storage.put('last', path);
+        return textResponse(200, path);
+      },
+    });
+    await host.call(config, A, textRequest('/warm'));
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    const first = host.call(config, A, textRequest('/a'));
+    await settled(first);
+    const later = ['/b', '/c', '/d'].map((p) => host.call(config, A, textRequest(p)));
+    await settled(later[2]!);
+    // Every handler ran while /a's commit was held, and no response went out.
+    expect(ran).toEqual(['/warm', '/a', '/b', '/c', '/d']);
+    for (const call of [first, ...later]) expect(await settled(call)).toBe(false);
+    durable.hook = undefined;
+    held.resolve();
+    expect((await Promise.all([first, ...later])).map(textOf)).toEqual(['/a', '/b', '/c', '/d']);
+    // /b, /c and /d went in one log write, after /a's, in the order they ran.
+    expect(puts(durable, A)).toEqual([['/warm'], ['/a'], ['/b', '/c', '/d']]);
+  });
+
+  it('holds a read that ran behind an unacknowledged write until that write is durable, with no log check of its own', async () => {
+    const { host, durable } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    const write = host.call(config, A, textRequest('/inc', 'POST'));
+    await settled(write);
+    const checks = durable.checks.length;
+    const read = host.call(config, A, textRequest('/read'));
+    // The read saw count 2, which is not durable yet: it may not be answered.
+    expect(await settled(read)).toBe(false);
+    held.resolve();
+    expect(textOf(await read)).toBe('2');
+    expect(textOf(await write)).toBe('2');
+    expect(durable.checks.length).toBe(checks);
+  });
+
+  it('fails every response behind a fenced commit: none of their writes lands, and the activation goes', async () => {
+    const { host, durable, factory } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    const calls = [textRequest('/inc', 'POST'), textRequest('/inc', 'POST'), textRequest('/read'), textRequest('/inc', 'POST')]
+      .map((r) => host.call(config, A, r));
+    await settled(calls[3]!);
+    durable.hook = undefined;
+    const taken = await durable.steal(addr(A), 'agent-b');
+    held.resolve();
+    for (const call of calls) await expect(call).rejects.toBeInstanceOf(NotHereError);
+    expect(durable.records(addr(A)).filter((r) => r.seq > taken.seq)).toEqual([]);
+    // One refused write: the folded one behind it was never sent.
+    expect(durable.fenced).toHaveLength(1);
+    expect(factory.of(A)[0]!.disposedAs).toBe('fenced');
+    // The next call claims it again and reads what the log holds: the first write only.
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+  });
+
+  it('fails a response whose handler was still running when a commit before it failed', async () => {
+    const gate = deferred();
+    let entered = deferred();
+    const { host, durable } = setup({
+      async fetch(req, actor) {
+        if (new URL(req.url).pathname === '/slow') {
+          entered.resolve();
+          await gate.promise;
+          // Its memory holds the failed write: what it reads must not be answered.
+          return textResponse(200, actor.storage.get('count') ?? '0');
+        }
+        return counter.fetch!(req, actor);
+      },
+    });
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    durable.hook = (write) => { if (write === 'commit') return entered.promise.then(() => { throw new Error('nats: timeout'); }); };
+    const write = host.call(config, A, textRequest('/inc', 'POST'));
+    const slow = host.call(config, A, textRequest('/slow'));
+    await expect(write).rejects.toThrow(/storage write failed: nats: timeout/);
+    durable.hook = undefined;
+    gate.resolve();
+    await expect(slow).rejects.toThrow(/storage write failed|was deactivated|isolate/);
+    entered = deferred();
+    expect(textOf(await host.call(config, A, textRequest('/read')))).toBe('1');
+  });
+
+  it('does not take its own commit, landed but not yet acknowledged, for another writer\'s', async () => {
+    const { host, durable, factory } = setup();
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const check = deferred();
+    const ack = deferred();
+    let landed = deferred();
+    durable.hook = async (op) => { if (op === 'check') await check.promise; };
+    const commit = durable.commit.bind(durable);
+    durable.commit = async (...args) => {
+      const seq = await commit(...args);
+      landed.resolve();
+      await ack.promise;
+      return seq;
+    };
+    // The read's log check is sent before the write's commit lands, and answered after.
+    const read = host.call(config, A, textRequest('/read'));
+    await settled(read);
+    const write = host.call(config, A, textRequest('/inc', 'POST'));
+    await landed.promise;
+    check.resolve();
+    await settled(read);
+    ack.resolve();
+    expect(textOf(await read)).toBe('1');
+    expect(textOf(await write)).toBe('2');
+    expect(host.isActive(keyOf(A))).toBe(true);
+    expect(factory.of(A)).toHaveLength(1);
+    landed = deferred();
+  });
+
+  it('compacts once no commit is outstanding: the snapshot holds no write that was still in flight', async () => {
+    // Every commit wants a compaction: the first is acknowledged while the next, folded, waits.
+    const { host, durable } = setup(counter, { compactEvery: 1 });
+    const dec = (v: Uint8Array | undefined) => new TextDecoder().decode(v);
+    // Each snapshot's count beside the count the log held when it was written.
+    const snapshots: [string, string][] = [];
+    const compact = durable.compact.bind(durable);
+    durable.compact = async (a, epoch, seq, state, agent) => {
+      snapshots.push([dec(state.values.get('count')), dec((await durable.load(a)).state.values.get('count'))]);
+      return compact(a, epoch, seq, state, agent);
+    };
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    const calls = Array.from({ length: 9 }, () => host.call(config, A, textRequest('/inc', 'POST')));
+    await settled(calls[8]!);
+    durable.hook = undefined;
+    held.resolve();
+    expect((await Promise.all(calls)).map(textOf)).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    for (let i = 0; i < 6; i++) await host.call(config, A, textRequest('/inc', 'POST'));
+    expect(durable.fenced).toEqual([]);
+    expect(durable.records(addr(A))[0]).toMatchObject({ kind: 'snapshot' });
+    expect(snapshots.length).toBeGreaterThan(1);
+    for (const [snap, log] of snapshots) expect(snap).toBe(log);
+    expect(dec((await durable.load(addr(A))).state.values.get('count'))).toBe('15');
+  });
+});
+
 describe('actor host: the read barrier', () => {
   const enc = new TextEncoder();
   /** Another agent claims the actor and writes `count` (as its own requests would). */
