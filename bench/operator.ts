@@ -6,7 +6,7 @@ import { LocalCluster, QUICK_FAILOVER, type LocalAgent, type LocalOperator } fro
 import { agentMetricSums } from './agent.js';
 import type { BenchConfig } from './config.js';
 import { httpRequest, summarize, type Summary } from './http.js';
-import { cpuTimes, processCpuTicks, processMemKiB, sleep, type Proc } from './procs.js';
+import { cpuTimes, processMemKiB, processTree, sleep, type Proc } from './procs.js';
 import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
 import { namedBody, namedSource } from './workloads.js';
 
@@ -235,18 +235,23 @@ class MemTracker {
 
 export interface CpuWindow { seconds: number; machineBusyFraction: number; byProcess: Record<string, number>; otherWorkCpuS: number }
 
-/** CPU seconds each of our processes used over a window, and what the rest of the machine used. */
+/** CPU seconds each of our processes (with its children) used over a window, and what the rest of the machine used. */
 export function cpuWindow(procs: Record<string, number>): () => CpuWindow {
   const hz = 100; // USER_HZ: /proc/stat and /proc/PID/stat count in the same ticks
   const m0 = cpuTimes();
   const t0 = performance.now();
   const self0 = process.cpuUsage();
-  const p0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, processCpuTicks(pid) ?? NaN]));
+  // A process with its children: an agent's isolate hosts do its tenants' work.
+  const ticks = (pid: number): number => {
+    const tree = processTree(pid);
+    return tree.length === 0 ? NaN : tree.reduce((a, p) => a + p.cpuTicks, 0);
+  };
+  const p0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, ticks(pid)]));
   return () => {
     const m1 = cpuTimes();
     const self = process.cpuUsage(self0);
     const byProcess: Record<string, number> = { bench: (self.user + self.system) / 1e6 };
-    for (const [k, pid] of Object.entries(procs)) byProcess[k] = ((processCpuTicks(pid) ?? NaN) - (p0[k] ?? NaN)) / hz;
+    for (const [k, pid] of Object.entries(procs)) byProcess[k] = (ticks(pid) - (p0[k] ?? NaN)) / hz;
     const busyS = (m1.busy - m0.busy) / hz;
     const ours = Object.values(byProcess).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
     return {
