@@ -159,8 +159,12 @@ async function startCluster(cfg: BenchConfig): Promise<Cluster> {
     });
     // idleTimeoutSeconds: long enough that no actor is evicted between the bench's steps.
     await post('durableactors', 'DurableActor', DA, { workerRef: { name: 'counter' }, className: 'Counter', locationHint: REGION, idleTimeoutSeconds: 600 });
-    await post('edgeworkers', 'EdgeWorker', 'counter', { source: { inline: COUNTER_SOURCE }, routes: [{ host: HOST }], bindings: { actors: [{ name: 'COUNTER', actor: DA }] } });
-    await post('edgeworkers', 'EdgeWorker', 'plain', { source: { inline: HELLO_SOURCE }, routes: [{ host: PLAIN_HOST }] });
+    // Served by every agent (no shard, docs/shards.md): with the default shard of two of the
+    // three agents, the actor's owner is outside its worker's shard one time in three, and
+    // its "same agent" calls would go owner -> a shard member -> owner (two hops, both ways).
+    const everyAgent = { placement: { shard: { min: 0, max: 8 } } };
+    await post('edgeworkers', 'EdgeWorker', 'counter', { source: { inline: COUNTER_SOURCE }, routes: [{ host: HOST }], bindings: { actors: [{ name: 'COUNTER', actor: DA }] }, ...everyAgent });
+    await post('edgeworkers', 'EdgeWorker', 'plain', { source: { inline: HELLO_SOURCE }, routes: [{ host: PLAIN_HOST }], ...everyAgent });
     type Obj = { metadata: { generation: number; uid?: string }; status?: { observedGeneration?: number; conditions?: { type: string; status: string; reason?: string; message?: string }[] } };
     const ready = async (plural: string, name: string): Promise<Obj | undefined> => {
       const o = await kube.request<Obj>('GET', crPath(plural, NS, name));
