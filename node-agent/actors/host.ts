@@ -223,7 +223,11 @@ class Activation {
     return read;
   }
 
-  idle(): Promise<unknown> { return Promise.allSettled([this.queue, ...this.reads]); }
+  /** Settles once the tasks queued now are done, and then what they left: their commits and read barriers. */
+  async idle(): Promise<void> {
+    await Promise.allSettled([this.queue, ...this.reads]);
+    await Promise.allSettled([...this.reads]);
+  }
 
   /**
    * Sends `ops` as a commit now when none is in flight; otherwise they go, with whatever

@@ -442,6 +442,31 @@ describe('actor host: pipelined commits', () => {
     landed = deferred();
   });
 
+  it('hands an actor over only once the commit its last request left in flight is acknowledged', async () => {
+    const gate = deferred();
+    const { host, durable } = setup({
+      async fetch(req, actor) {
+        if (new URL(req.url).pathname === '/slow') await gate.promise;
+        return counter.fetch!(req, actor);
+      },
+    });
+    await host.call(config, A, textRequest('/inc', 'POST'));
+    const held = deferred();
+    durable.hook = async (write) => { if (write === 'commit') await held.promise; };
+    // Running when the drain begins; its commit is sent once the handler returns.
+    const call = host.call(config, A, textRequest('/slow', 'POST'));
+    await settled(call);
+    const drained = host.drain();
+    gate.resolve();
+    expect(await settled(drained)).toBe(false);
+    durable.hook = undefined;
+    held.resolve();
+    expect(textOf(await call)).toBe('2');
+    await drained;
+    expect(durable.fenced).toEqual([]);
+    expect(durable.records(addr(A)).at(-1)).toMatchObject({ kind: 'release', agent: 'agent-a' });
+  });
+
   it('compacts once no commit is outstanding: the snapshot holds no write that was still in flight', async () => {
     // Every commit wants a compaction: the first is acknowledged while the next, folded, waits.
     const { host, durable } = setup(counter, { compactEvery: 1 });
