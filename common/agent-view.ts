@@ -26,7 +26,7 @@ import {
 
 export type ViewChange = { all: true } | { all: false; workers: Set<string>; actors: Set<string> };
 
-interface Live { presence: Presence; lastSeen: number }
+interface Live { presence: Presence; lastSeen: number; /** The record as written, to skip parsing an identical refresh. */ raw: Buffer }
 
 export interface AgentViewOptions {
   /** Follow the reports bucket too (default true). */
@@ -104,9 +104,17 @@ export class AgentView {
 
   private applyPresence(key: string, value: Uint8Array): void {
     try {
-      const presence = decodeJson(PresenceSchema, value, `agent presence ${key}`);
       const known = this.live.get(key);
-      this.live.set(key, { presence, lastSeen: Date.now() });
+      // Most refreshes repeat the last one byte for byte: seen again, nothing to parse (every
+      // process of a region follows every other's, a few times per TTL).
+      const raw = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+      if (known?.raw.equals(raw)) {
+        known.lastSeen = Date.now();
+        if (key === this.opts.self && this.deaf === 'own presence unseen') this.hear();
+        return;
+      }
+      const presence = decodeJson(PresenceSchema, value, `agent presence ${key}`);
+      this.live.set(key, { presence, raw: Buffer.from(raw), lastSeen: Date.now() });
       if (key === this.opts.self && this.deaf === 'own presence unseen') this.hear();
       // A restarted isolate host keeps its name but comes back with a new peer port and start time.
       if (!known || known.presence.draining !== presence.draining || known.presence.address !== presence.address
