@@ -19,11 +19,27 @@ function canListen(port: number): Promise<boolean> {
   });
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range. */
+/**
+ * Ports this process handed out lately. A port is free again the moment canListen closes
+ * it, until its caller binds it: without this, a second draw could return it to another
+ * component meanwhile (a bench run's etcd once failed with "creating peer listener failed:
+ * bind: address already in use").
+ */
+const handed = new Set<number>();
+const HANDED_MAX = 2048;
+
+/** A TCP port on 127.0.0.1 that was free a moment ago, outside the ephemeral range, not handed out lately here. */
 export async function freePort(): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const port = LOW + Math.floor(Math.random() * (HIGH - LOW));
-    if (await canListen(port)) return port;
+    if (handed.has(port)) continue;
+    // Reserved before the check, which awaits: a caller meanwhile draws another.
+    handed.add(port);
+    if (await canListen(port)) {
+      if (handed.size > HANDED_MAX) handed.delete(handed.values().next().value!);
+      return port;
+    }
+    handed.delete(port);
   }
   throw new Error(`no free port between ${LOW} and ${HIGH} after 200 tries`);
 }
