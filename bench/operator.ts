@@ -6,7 +6,8 @@ import { LocalCluster, QUICK_FAILOVER, type LocalAgent, type LocalOperator } fro
 import { agentMetricSums } from './agent.js';
 import type { BenchConfig } from './config.js';
 import { httpRequest, summarize, type Summary } from './http.js';
-import { cpuTimes, processMemKiB, processTree, sleep, type Proc } from './procs.js';
+import { treeCpuSeconds } from './cpu.js';
+import { cpuTimes, processMemKiB, sleep, type Proc } from './procs.js';
 import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
 import { namedBody, namedSource } from './workloads.js';
 
@@ -242,16 +243,16 @@ export function cpuWindow(procs: Record<string, number>): () => CpuWindow {
   const t0 = performance.now();
   const self0 = process.cpuUsage();
   // A process with its children: an agent's isolate hosts do its tenants' work.
-  const ticks = (pid: number): number => {
-    const tree = processTree(pid);
-    return tree.length === 0 ? NaN : tree.reduce((a, p) => a + p.cpuTicks, 0);
+  const seconds = (pid: number): number => {
+    const tree = treeCpuSeconds(pid);
+    return tree.processes === 0 ? NaN : tree.seconds;
   };
-  const p0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, ticks(pid)]));
+  const p0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, seconds(pid)]));
   return () => {
     const m1 = cpuTimes();
     const self = process.cpuUsage(self0);
     const byProcess: Record<string, number> = { bench: (self.user + self.system) / 1e6 };
-    for (const [k, pid] of Object.entries(procs)) byProcess[k] = (ticks(pid) - (p0[k] ?? NaN)) / hz;
+    for (const [k, pid] of Object.entries(procs)) byProcess[k] = seconds(pid) - (p0[k] ?? NaN);
     const busyS = (m1.busy - m0.busy) / hz;
     const ours = Object.values(byProcess).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
     return {
