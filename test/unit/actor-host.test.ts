@@ -34,6 +34,16 @@ const counter: FakeActorCode = {
   },
 };
 
+/** The counter, but a request to `path` first waits for `gate`. */
+function gatedCounter(path: string, gate: Promise<void>): FakeActorCode {
+  return {
+    async fetch(req, actor) {
+      if (new URL(req.url).pathname === path) await gate;
+      return counter.fetch!(req, actor);
+    },
+  };
+}
+
 function deferred() {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => { resolve = r; });
@@ -444,12 +454,7 @@ describe('actor host: pipelined commits', () => {
 
   it('hands an actor over only once the commit its last request left in flight is acknowledged', async () => {
     const gate = deferred();
-    const { host, durable } = setup({
-      async fetch(req, actor) {
-        if (new URL(req.url).pathname === '/slow') await gate.promise;
-        return counter.fetch!(req, actor);
-      },
-    });
+    const { host, durable } = setup(gatedCounter('/slow', gate.promise));
     await host.call(config, A, textRequest('/inc', 'POST'));
     const held = deferred();
     durable.hook = async (write) => { if (write === 'commit') await held.promise; };
@@ -553,12 +558,7 @@ describe('actor host: the read barrier', () => {
 
   it('fences a read whose actor was claimed while the read ran', async () => {
     const gate = deferred();
-    const { host, durable } = setup({
-      async fetch(req, actor) {
-        if (new URL(req.url).pathname === '/slowread') await gate.promise;
-        return counter.fetch!(req, actor);
-      },
-    });
+    const { host, durable } = setup(gatedCounter('/slowread', gate.promise));
     await host.call(config, A, textRequest('/inc', 'POST'));
     const read = host.call(config, A, textRequest('/slowread'));
     await settled(read);
