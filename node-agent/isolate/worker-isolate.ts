@@ -257,6 +257,8 @@ interface Inflight {
   cpuCounted?: bigint;
   /** DispatchRequest.depth. */
   depth?: number;
+  /** isolate.cpuTime at the last look of stalledOutside(). */
+  cpuSeen?: bigint;
 }
 
 /** CPU and wall budgets of one actor event when they are not a request's (see actorEvent). */
@@ -563,6 +565,22 @@ export class WorkerIsolate implements IsolateOwner {
 
   get dead(): boolean { return this.disposed || this.warm.isolate.isDisposed; }
   get busy(): boolean { return this.inflight !== undefined; }
+
+  /**
+   * Whether the request in flight waits outside the isolate (a subrequest, a timer, an
+   * actor, its caller reading the body): its code has run since it began, and not since
+   * the last look. One not yet begun on the isolate's thread, or running, is not stalled.
+   * cpuTime counts a running slice's time as it goes (see processCpuNs), so a slice still
+   * running looks like progress. Called by WorkerHost's growth check.
+   */
+  stalledOutside(): boolean {
+    const r = this.inflight;
+    if (!r || this.dead) return false;
+    const cpu = this.warm.isolate.cpuTime;
+    const last = r.cpuSeen ?? r.cpuStart;
+    r.cpuSeen = cpu;
+    return cpu === last && cpu > r.cpuStart;
+  }
 
   /** Called by the watchdog. */
   checkBudgets(now: number): void {

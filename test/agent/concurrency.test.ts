@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { startTestAgent, type TestAgent } from './agent-harness.js';
+import { RUNNING_ISOLATES } from '../../node-agent/serving/worker-host.js';
 
 // A worker waiting on subrequests serves many requests at once: the upstream below only
 // answers once RELEASE_AT requests are waiting on it together, so the test passes only
@@ -68,5 +69,29 @@ describe('a worker with every isolate busy and a full queue', () => {
     }
     expect(await Promise.all([first, ...queued].map(async (p) => `${(await p).status} ${await (await p).text()}`)))
       .toEqual(['200 answer 0', '200 answer 1', '200 answer 2']);
+  });
+});
+
+describe('a CPU-bound worker under concurrency', () => {
+  // Each request spins ~3 ms of CPU and waits on nothing: more isolates than can run at
+  // once would only take turns on the cores (worker-host.ts, GROW_AFTER_MS), so the host
+  // keeps at most RUNNING_ISOLATES of them running, however many requests wait.
+  let agent: TestAgent | undefined;
+  beforeAll(async () => {
+    agent = await startTestAgent([{
+      name: 'spin',
+      source: `export default { async fetch() { const end = Date.now() + 3; let n = 0; while (Date.now() < end) n++; return new Response(String(n > 0)); } }`,
+    }]);
+  });
+  afterAll(async () => { await agent?.stop(); });
+
+  it(`serves 32 requests at once with at most ${RUNNING_ISOLATES} isolates, not one per request`, async () => {
+    for (let round = 0; round < 3; round++) {
+      const replies = await Promise.all(Array.from({ length: 32 }, () => agent!.get('spin.test').then(async (r) => `${r.status} ${await r.text()}`)));
+      expect(replies).toEqual(Array(32).fill('200 true'));
+    }
+    const state = agent!.agent.status().find((s) => s.key === 'default/spin');
+    expect(state?.state).toBe('ready');
+    expect(state && 'isolates' in state ? state.isolates : undefined).toBeLessThanOrEqual(RUNNING_ISOLATES);
   });
 });
