@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import type { Logger } from '../../common/log.js';
 import type { IsolatePool } from '../isolate/pool.js';
 import { ActorExceptionError } from '../abi/bridge.js';
@@ -35,7 +36,8 @@ interface QueuedEvent { socketId: number; event: SocketEvent; bytes: number }
  * I/O still grows to as many isolates as it has requests waiting.
  */
 export const GROW_AFTER_MS = 1;
-export const RUNNING_ISOLATES = 2;
+/** Isolates of one worker that may run code at once: each runs on a thread of its own, so one per core this process may use, and at least two. */
+export const RUNNING_ISOLATES = Math.max(2, availableParallelism());
 
 export interface WorkerHostOptions {
   pool: IsolatePool;
