@@ -1,9 +1,11 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isolateHostIndex } from '../common/isolate-hosts.js';
 import type { ActorCtx } from './actors.js';
 import { agentMetricSums, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
-import { cpuDelta, descendants, expandCpuList, readAllProcStats, readCpuStat, readThreadTicks, tasksetMissing, threadSplit, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
+import { cpuDelta, maybePinned, descendants, expandCpuList, readAllProcStats, readCpuStat, readThreadTicks, tasksetMissing, threadSplit, ticksPerSecond, treeAffinity, treeTicks, type Affinity, type CpuTicks, type ProcStat } from './cpu.js';
 import { expectBody, httpRequest } from './http.js';
+import { freePort, Proc, waitUntil } from './procs.js';
 import { runLoadApart, type LoadResult, type LoadSpec } from './load.js';
 import { NOT_APPLICABLE, type Cell, type Row } from './report.js';
 import { capnpConfig, startWorkerd, type Workerd } from './workerd.js';
@@ -212,6 +214,22 @@ async function workerdServer(ctx: PercoreCtx, d: string, cpus: string): Promise<
   return { pid: w.proc.pid, target: (s) => ({ port: w.ports.get(s.key) ?? 0, host: s.host }), stop: () => w.proc.stop() };
 }
 
+const RELAY_FLOOR = join(dirname(fileURLToPath(import.meta.url)), 'relay-floor.ts');
+
+/** bench/relay-floor.ts pinned to `cpus`: the agent's shape with none of its work. */
+async function relayFloorServer(d: string, cpus: string): Promise<Server> {
+  const port = await freePort();
+  const [cmd, args] = maybePinned(cpus, process.execPath, [...process.execArgv, RELAY_FLOOR, 'front', String(port), join(d, 'back.sock')]);
+  const proc = new Proc('relay floor (pinned)', cmd, args, { logFile: join(d, 'relay-floor.log') });
+  try {
+    await waitUntil('the relay floor to answer', async () => (await httpRequest({ port, host: 'hello.bench' })).status === 200, 60_000, proc);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return { pid: proc.pid, target: (s) => ({ port, host: s.host }), stop: () => proc.stop() };
+}
+
 type Outcome<T> = { ok: T } | { cell: Cell };
 
 async function guarded<T>(side: { down?: string; skip?: string }, what: string, fn: () => Promise<T>): Promise<Outcome<T>> {
@@ -242,6 +260,10 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     const s = await workerdServer(ctx, ctx.dir('workerd-percore'), sc);
     try { return await runServer(ctx, 'workerd (pinned)', s, lc, sc, cfg.percoreP99Connections, ctx.dir('workerd-percore-load')); } finally { await s.stop(); }
   });
+  const floor = await guarded(pinnedSide({}), 'relay floor (pinned)', async () => {
+    const s = await relayFloorServer(ctx.dir('relay-floor'), sc);
+    try { return await runServer(ctx, 'relay floor (pinned)', s, lc, sc, undefined, ctx.dir('relay-floor-load')); } finally { await s.stop(); }
+  });
   const scale = new Map<number, Outcome<Runs & { both: Measured }>>();
   for (const hosts of cfg.percoreScaleHosts) {
     const what = `agent (unpinned, ${hosts} hosts)`;
@@ -263,7 +285,7 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
   }
   ctx.raw.percore = {
     serverCpus: sc, loadCpus: lc, agentIsolateHosts: cfg.percoreAgentHosts ?? 'default', agentExtraArgs: cfg.percoreAgentArgs, clockTicksPerSecond: ticksPerSecond(),
-    agent: rawOf(agent), workerd: rawOf(workerd),
+    agent: rawOf(agent), workerd: rawOf(workerd), relayFloor: rawOf(floor),
     scale: Object.fromEntries([...scale].map(([h, o]) => [String(h), rawOf(o)])),
   };
 
@@ -285,6 +307,10 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     rows.push({
       metric: `${pin}, ${s.label}, ${c} connections: requests per server CPU-second (whole process tree)`, unit: 'per CPU-s', better: 'higher',
       agent: cell(agent, s.key, (r) => r.tput.perCpuS), workerd: cell(workerd, s.key, (r) => r.tput.perCpuS),
+    });
+    rows.push({
+      metric: `${pin}, ${s.label}, ${c} connections: requests per server CPU-second of the shape's floor (bench/relay-floor.ts: a bare Node relay to one isolated-vm call, none of the agent's work) in the agent column`, unit: 'per CPU-s', better: 'higher',
+      agent: cell(floor, s.key, (r) => r.tput.perCpuS), workerd: cell(workerd, s.key, (r) => r.tput.perCpuS),
     });
     rows.push({
       metric: `${pin}, ${s.label}, ${c} connections: server CPU used`, unit: 'cores', better: 'info',

@@ -5,7 +5,7 @@ export const HELLO_SOURCE = `export default { async fetch(request, env, ctx) { r
 export const HELLO_BODY = 'hello';
 
 /** The JSON transform, as JS text: inlined into the worker and evaluated here for the expected body. */
-const TRANSFORM_JS = `function transform(order) {
+export const TRANSFORM_JS = `function transform(order) {
   let total = 0;
   const lines = [];
   for (const it of order.items) {
