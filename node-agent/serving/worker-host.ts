@@ -118,11 +118,13 @@ export class WorkerHost {
   private get minWarm(): number { return this.dormant || this.cold ? 0 : this.opts.minWarm; }
 
   /**
-   * Every isolate is busy, none can be added, and as many requests as isolates already
-   * wait: a shard member refuses a forwarded request then, and the first host serves it.
+   * Every isolate is busy and as many requests as it may ever have isolates already wait: a
+   * shard member refuses a forwarded request then, and the first host serves it. Whether
+   * more could be loaded does not matter: a CPU-bound worker is not grown (GROW_AFTER_MS),
+   * and its queue is as long a wait.
    */
   get saturated(): boolean {
-    return this.idle.length === 0 && this.all.size + this.loading >= this.opts.maxIsolates && this.waiters.length >= this.opts.maxIsolates;
+    return this.idle.length === 0 && this.waiters.length >= this.opts.maxIsolates;
   }
 
   /**

@@ -87,11 +87,18 @@ describe('a CPU-bound worker under concurrency', () => {
   });
   afterAll(async () => { await agent?.stop(); });
 
-  it(`serves 32 requests at once with about ${RUNNING_ISOLATES} isolates, not one per request`, async () => {
+  it(`serves 32 requests at once with about ${RUNNING_ISOLATES} isolates, not one per request, and a deep queue is saturated`, async () => {
     for (let round = 0; round < 3; round++) {
       const replies = await Promise.all(Array.from({ length: 32 }, () => agent!.get('spin.test').then(async (r) => `${r.status} ${await r.text()}`)));
       expect(replies).toEqual(Array(32).fill('200 true'));
     }
+    // Its queue, not whether more isolates could load, says when a shard member should send
+    // a forwarded request back: 16 waiting (the default maxIsolates) is saturated.
+    let saturated = false;
+    const burst = Promise.all(Array.from({ length: 40 }, () => agent!.get('spin.test').then((r) => r.status)));
+    const poll = setInterval(() => { saturated ||= agent!.agent.saturated('default/spin'); }, 1);
+    try { expect(await burst).toEqual(Array(40).fill(200)); } finally { clearInterval(poll); }
+    expect(saturated).toBe(true);
     const state = agent!.agent.status().find((s) => s.key === 'default/spin');
     expect(state?.state).toBe('ready');
     expect(state && 'isolates' in state ? state.isolates : undefined).toBeLessThanOrEqual(RUNNING_ISOLATES + 2);
