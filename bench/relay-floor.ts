@@ -12,10 +12,14 @@ import { TRANSFORM_JS } from './workloads.js';
 // worker does. What the agent spends per request beyond this row is its own work; what
 // this row spends beyond workerd is the shape's (two Node HTTP stacks and an isolate hop).
 //
+// `single` is the same isolate call answered by one process on TCP: the floor without the
+// process boundary.
+//
 //   node --import tsx bench/relay-floor.ts front PORT SOCKET   (spawns the back itself)
+//   node --import tsx bench/relay-floor.ts single PORT -
 
 const [role, portArg, sock] = process.argv.slice(2);
-if (!sock) throw new Error('usage: relay-floor.ts front|back PORT SOCKET');
+if (!sock) throw new Error('usage: relay-floor.ts front|back|single PORT SOCKET');
 
 const body = (req: IncomingMessage): Promise<string> => new Promise((resolve, reject) => {
   const chunks: Buffer[] = [];
@@ -24,22 +28,26 @@ const body = (req: IncomingMessage): Promise<string> => new Promise((resolve, re
   req.on('error', reject);
 });
 
-if (role === 'back') {
+if (role === 'back' || role === 'single') {
   const isolate = new ivm.Isolate({ memoryLimit: 128 });
   const context = isolate.createContextSync();
   context.evalSync(`${TRANSFORM_JS}
     globalThis.hello = async () => 'hello';
     globalThis.json = async (text) => JSON.stringify(transform(JSON.parse(text)));`);
   const calls = { hello: context.global.getSync('hello', { reference: true }) as ivm.Reference, json: context.global.getSync('json', { reference: true }) as ivm.Reference };
-  rmSync(sock, { force: true });
-  createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+  const server = createServer({ keepAliveTimeout: role === 'single' ? 5_000 : 60_000 }, (req, res) => {
     void body(req).then(async (text) => {
       const json = (req.headers.host ?? '').startsWith('json');
       const out = await (json ? calls.json : calls.hello).apply(undefined, json ? [text] : [], { result: { promise: true, copy: true } }) as string;
       res.writeHead(200, { 'content-type': json ? 'application/json' : 'text/plain;charset=UTF-8', 'content-length': Buffer.byteLength(out) });
       res.end(out);
     }, () => res.destroy());
-  }).listen(sock, () => process.stdout.write('READY\n'));
+  });
+  if (role === 'single') server.listen(Number(portArg), '127.0.0.1');
+  else {
+    rmSync(sock, { force: true });
+    server.listen(sock, () => process.stdout.write('READY\n'));
+  }
 } else {
   const back = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'back', '0', sock], { stdio: ['ignore', 'pipe', 'inherit'] });
   back.stdout.once('data', () => {
