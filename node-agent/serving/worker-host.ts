@@ -263,7 +263,10 @@ export class WorkerHost {
       if (start) start.cold = true;
       return this.load(true);
     }
-    if (!room && this.waiters.length >= this.opts.maxQueued) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
+    // The bound of when every request past the busy isolates loaded one of its own: the
+    // isolates that could still load, plus maxQueued.
+    const loadable = this.opts.maxIsolates - this.all.size - this.loading;
+    if (this.waiters.length >= this.opts.maxQueued + Math.max(0, loadable)) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
     const waited = new Promise<WorkerIsolate>((resolve, reject) => this.waiters.push({ resolve, reject }));
     if (room) this.armGrowth();
     return waited;

@@ -72,6 +72,27 @@ describe('a worker with every isolate busy and a full queue', () => {
   });
 });
 
+describe('a worker with room to grow and a full queue', () => {
+  const ctx = proxyToHeldUpstream('grow', { maxIsolatesPerWorker: 3, maxQueuedPerWorker: 2 });
+  const held = ctx.held;
+  const get = () => ctx.agent!.get('grow.test');
+
+  it('takes as many requests as maxIsolates running plus maxQueued waiting, even while its isolates are still growing', async () => {
+    // All at once, before a second isolate could load: the queue's bound counts the
+    // isolates that could still load, as if each request past the busy ones had loaded its own.
+    const replies = Array.from({ length: 7 }, () => get().then(async (r) => (r.status === 503 ? 'refused' : `${r.status} ${await r.text()}`)));
+    // The upstream answers once the isolates have grown: three requests there at once.
+    await waitFor('three requests at the upstream', async () => held.length === 3, 5000, 10);
+    for (let answered = 0; answered < 5; answered++) {
+      await waitFor('a request at the upstream', async () => held.length > 0, 5000, 10);
+      held.shift()!.end('answered');
+    }
+    const all = await Promise.all(replies);
+    expect(all.filter((r) => r === 'refused')).toHaveLength(2);
+    expect(all.filter((r) => r === '200 answered')).toHaveLength(5);
+  });
+});
+
 describe('a CPU-bound worker under concurrency', () => {
   // Each request spins ~3 ms of CPU and waits on nothing: more isolates than can run at
   // once would only take turns on the cores (worker-host.ts, GROW_AFTER_MS), so the host
