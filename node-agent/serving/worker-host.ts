@@ -257,20 +257,22 @@ export class WorkerHost {
       if (!w.dead) return w;
       this.forget(w);
     }
-    const room = this.all.size + this.loading < this.opts.maxIsolates;
-    if (room && this.all.size + this.loading === 0) {
+    const loadable = this.loadable;
+    if (loadable > 0 && this.all.size + this.loading === 0) {
       this.opts.onColdStart?.(this.def.name);
       if (start) start.cold = true;
       return this.load(true);
     }
     // The bound of when every request past the busy isolates loaded one of its own: the
     // isolates that could still load, plus maxQueued.
-    const loadable = this.opts.maxIsolates - this.all.size - this.loading;
     if (this.waiters.length >= this.opts.maxQueued + Math.max(0, loadable)) throw new WorkerOverloadedError(this.def.name, this.waiters.length);
     const waited = new Promise<WorkerIsolate>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    if (room) this.armGrowth();
+    if (loadable > 0) this.armGrowth();
     return waited;
   }
+
+  /** Isolates that could still be loaded before maxIsolates. */
+  private get loadable(): number { return this.opts.maxIsolates - this.all.size - this.loading; }
 
   /** While requests wait, the growth check of GROW_AFTER_MS runs every GROW_AFTER_MS. */
   private armGrowth(): void {
@@ -285,7 +287,7 @@ export class WorkerHost {
         let running = this.loading;
         // Every busy isolate is looked at, so each one's last look is one interval old.
         for (const w of this.all) if (w.busy && !w.stalledOutside()) running += 1;
-        if (running < RUNNING_ISOLATES && this.loading < this.waiters.length && this.all.size + this.loading < this.opts.maxIsolates) this.grow();
+        if (running < RUNNING_ISOLATES && this.loading < this.waiters.length && this.loadable > 0) this.grow();
         this.armGrowth();
       });
     }, GROW_AFTER_MS);
