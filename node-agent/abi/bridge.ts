@@ -38,7 +38,10 @@ import { EdgeError } from '../../common/errors.js';
 //   __edgeInstall(callbacks: HostCallbacks, memoryMiB: number): void  -- memoryMiB also
 //     bounds the isolate's WebAssembly memory (node-agent/shim/web/wasm.js)
 //   __edgeInit(namespace: null, env: IsolateEnv, options: InitOptions): string[]
-//   __edgeDispatch(id: number, head: string, body: WireBody, entrypoint?: string): Promise<WireResponse>
+//   __edgeDispatch(id: number, head: string, body: WireBody, entrypoint?: string): void
+//     -- called with applyIgnored; answered by the respond callback (DispatchAnswer below),
+//     once, with the response or with the exception's text: isolated-vm's promise-returning
+//     apply costs the host's thread a stack trace and a promise per call.
 //   Every entry point that returns a promise rejects only with a plain Error whose
 //   message the shim made inside the isolate (a worker's own error object could have
 //   getters that spin, and isolated-vm copies a rejection on the host's thread).
@@ -73,6 +76,13 @@ export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
   '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm',
 ] as const;
+
+/**
+ * The shim's answer to `__edgeDispatch(id, ...)`, an "ignored" callback installed beside
+ * HostCallbacks: `response` and nulls, or null, the exception's text (made in the isolate)
+ * and its `[name, message]` as JSON (what a rejection's EXCEPTION_MARK stack carries).
+ */
+export type DispatchAnswer = (id: number, response: WireResponse | null, error: string | null, exception: string | null) => void;
 
 /** Header list in order, names lower-cased by the sender; duplicates allowed. */
 export const HeaderListSchema = z.array(z.tuple([z.string(), z.string()]));

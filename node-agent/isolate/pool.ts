@@ -1,5 +1,5 @@
 import ivm from 'isolated-vm';
-import type { SHIM_GLOBALS, HostCallbacks, UrlRecord } from '../abi/bridge.js';
+import type { SHIM_GLOBALS, DispatchAnswer, HostCallbacks, UrlRecord, WireResponse } from '../abi/bridge.js';
 import { shimSource } from './shim-bundle.js';
 import { EdgeError } from '../../common/errors.js';
 import { LOAD_ROOT_IMPORTS, LOAD_ROOT_SOURCE, LOADED_MODULE_SOURCE } from '../../common/builtin-modules.js';
@@ -15,6 +15,8 @@ export type EntryPoint = (typeof SHIM_GLOBALS)[number];
 /** Host-side state a pooled isolate's callbacks consult; set when a worker takes it. */
 export interface IsolateOwner {
   callbacks(): HostCallbacks;
+  /** The shim's answer to a request begun with __edgeDispatch. */
+  answer: DispatchAnswer;
 }
 
 export interface WarmIsolate {
@@ -69,7 +71,7 @@ function checkSnapshot(made: ivm.ExternalCopy<ArrayBuffer>): void {
 
 const unowned = (name: string) => () => { throw new Error(`host callback ${name} called by an isolate no worker owns`); };
 
-function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, ivm.Callback> {
+function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks | 'respond', ivm.Callback> {
   const cb = <K extends keyof HostCallbacks>(name: K) => (...args: Parameters<HostCallbacks[K]>) => {
     const target = owner.current?.callbacks()[name] ?? unowned(name);
     return (target as (...a: unknown[]) => unknown)(...args);
@@ -111,6 +113,9 @@ function callbacksFor(owner: WarmIsolate['owner']): Record<keyof HostCallbacks, 
     loaderGet: new ivm.Callback(cb('loaderGet')),
     loaderLoad: new ivm.Callback(cb('loaderLoad'), { async: true }),
     loaderCall: new ivm.Callback(cb('loaderCall'), { async: true }),
+    // Ignored: the isolate goes on at once, and the host runs it as its next task. An answer
+    // for an isolate nobody owns any more (disposed, its requests already failed) is dropped.
+    respond: new ivm.Callback((...args: Parameters<DispatchAnswer>) => { owner.current?.answer(...args); }, { ignored: true }),
   };
 }
 
@@ -155,7 +160,7 @@ const urlRecord = (u: URL): UrlRecord => ({
   href: u.href, origin: u.origin, protocol: u.protocol, username: u.username, password: u.password,
   host: u.host, hostname: u.hostname, port: u.port, pathname: u.pathname, search: u.search, hash: u.hash,
 });
-const PRIMING: IsolateOwner = {
+const PRIMING_CALLBACKS: Pick<IsolateOwner, 'callbacks'> = {
   callbacks: () => ({
     parseURL(input: string, base?: string) {
       try {
@@ -182,14 +187,19 @@ export async function primeIsolate(warm: WarmIsolate): Promise<void> {
   const prime = warm.prime;
   if (!prime || warm.owner.current !== null) return;
   delete warm.prime;
-  warm.owner.current = PRIMING;
+  let answered: ((response: WireResponse | null, error: string | null) => void) | undefined;
+  const priming: IsolateOwner = { ...PRIMING_CALLBACKS, answer: (_id, response, error) => answered?.(response, error) };
+  warm.owner.current = priming;
   try {
     // The timeout bounds the synchronous part; the race, a promise that would never settle (the pool's refill waits on it).
     let timer: NodeJS.Timeout | undefined;
     const steps = (async () => {
       try {
         await prime.apply(undefined, ['begin'], { arguments: { copy: true }, result: { promise: true }, timeout: PRIME_TIMEOUT_MS });
-        await warm.entry.__edgeDispatch.apply(undefined, [-1, WARM_REQUEST_HEAD, null], { result: { promise: true, copy: true }, timeout: PRIME_TIMEOUT_MS });
+        await new Promise<void>((resolve, reject) => {
+          answered = (_response, error) => { if (error === null) resolve(); else reject(new Error(error)); };
+          warm.entry.__edgeDispatch.applyIgnored(undefined, [-1, WARM_REQUEST_HEAD, null]);
+        });
       } finally {
         await prime.apply(undefined, ['end'], { arguments: { copy: true }, result: { promise: true }, timeout: PRIME_TIMEOUT_MS });
       }
@@ -204,7 +214,7 @@ export async function primeIsolate(warm: WarmIsolate): Promise<void> {
     if (err instanceof Error && err.message === 'warm-up timed out' && !warm.isolate.isDisposed) warm.isolate.dispose();
   } finally {
     prime.release();
-    if (warm.owner.current === PRIMING) warm.owner.current = null;
+    if (warm.owner.current === priming) warm.owner.current = null;
   }
 }
 

@@ -1,4 +1,4 @@
-import { ActorExceptionError, decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
+import { ActorExceptionError, EXCEPTION_MARK, decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
 import type { EgressPolicy } from '../../common/api/policy.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
@@ -235,6 +235,10 @@ function ensureWatchdog(): void {
   watchdog.unref();
 }
 
+/** What a request's answer fails with when its isolate is gone: isolated-vm's words for it, which failure() reads. */
+const ISOLATE_GONE = 'Isolate was disposed during execution';
+const ISOLATE_GONE_MEMORY = 'Isolate was disposed during execution due to memory limit';
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -294,6 +298,8 @@ export class WorkerIsolate implements IsolateOwner {
   private socketOwner: SocketOwner | undefined;
   /** Sockets actors handed this isolate (by registry id): the only foreign ones it may return. */
   private readonly grantedSockets = new Set<number>();
+  /** Requests begun and not answered yet (answer(), the shim's respond callback): id -> their settlement. */
+  private readonly answers = new Map<number, { resolve(r: WireResponse): void; reject(err: unknown): void }>();
   /** The streamed request body's demand (bodyDemand calls) for the request in flight. */
   private demand: { id: number; wanted: boolean; waiter?: ((ok: boolean) => void) | undefined } | undefined;
   readonly createdAt = performance.now();
@@ -336,6 +342,28 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  /** The shim's answer to a request (IsolateOwner.answer): its rejection carries the exception as a dispatch rejection did. */
+  answer(id: number, response: WireResponse | null, error: string | null, exception: string | null): void {
+    const a = this.answers.get(id);
+    if (!a) return;
+    this.answers.delete(id);
+    if (error === null) { a.resolve(response as WireResponse); return; }
+    const err = new Error(String(error));
+    err.stack = EXCEPTION_MARK + String(exception);
+    a.reject(err);
+  }
+
+  /**
+   * Fails the requests still waiting for an answer once the isolate is gone: nothing in it
+   * will answer them. `cause` reads as isolated-vm's own rejection did (failure() maps it).
+   */
+  private failUnanswered(cause: string): void {
+    if (this.answers.size === 0) return;
+    const pending = [...this.answers.values()];
+    this.answers.clear();
+    for (const a of pending) a.reject(new Error(cause));
+  }
 
   /**
    * HTMLRewriter's host side: the wasm bytes, or word that its instance trapped. A trapped
@@ -595,6 +623,9 @@ export class WorkerIsolate implements IsolateOwner {
   /** Called by the watchdog. */
   checkBudgets(now: number): void {
     const r = this.inflight;
+    // isolated-vm disposes an isolate over its memory limit itself: a request it was
+    // running has no promise of isolated-vm's to reject, so the watchdog fails it.
+    if (this.warm.isolate.isDisposed && !this.disposed) this.failUnanswered(ISOLATE_GONE_MEMORY);
     if (!r || this.dead) return;
     const cpuNow = this.warm.isolate.cpuTime;
     const cpuMs = Number(cpuNow - r.cpuStart) / 1e6;
@@ -660,9 +691,15 @@ export class WorkerIsolate implements IsolateOwner {
     const argOpts = body instanceof ArrayBuffer ? { arguments: { copy: true } } as const : {};
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
-    const dispatched = (this.warm.entry.__edgeDispatch.apply(undefined, args, {
-      ...argOpts, result: { promise: true, copy: true },
-    }) as Promise<WireResponse>).then(decode, failed);
+    const dispatched = new Promise<WireResponse>((resolve, reject) => {
+      this.answers.set(id, { resolve, reject });
+      try {
+        this.warm.entry.__edgeDispatch.applyIgnored(undefined, args, argOpts);
+      } catch (err) {
+        this.answers.delete(id);
+        reject(err);
+      }
+    }).then(decode, failed);
     if (!init) return { id, response: dispatched };
     // The request ran after init on the isolate's thread: init's failure is the answer,
     // unless this request hit a limit of its own.
@@ -861,9 +898,11 @@ export class WorkerIsolate implements IsolateOwner {
     this.sockets.closeAll(reason === 'shutdown' ? 1001 : 1011, reason === 'shutdown' ? 'the edge agent is shutting down' : `the worker's isolate was disposed (${reason})`);
     this.warm.owner.current = null;
     this.reportCpu();
-    if (!this.warm.isolate.isDisposed) {
+    const byIvm = this.warm.isolate.isDisposed;
+    if (!byIvm) {
       try { this.warm.isolate.dispose(); } catch { /* already gone */ }
     }
+    this.failUnanswered(byIvm ? ISOLATE_GONE_MEMORY : ISOLATE_GONE);
     this.hooks.onDispose(this.def.name, reason);
   }
 }

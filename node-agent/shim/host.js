@@ -41,6 +41,7 @@ export const host = {
   loaderGet: missing('loaderGet'),
   loaderLoad: missing('loaderLoad'),
   loaderCall: missing('loaderCall'),
+  respond: missing('respond'),
 };
 
 export function setHost(cbs) {

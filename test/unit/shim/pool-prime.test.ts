@@ -78,7 +78,10 @@ describe('pooled isolates are primed, and a primed isolate is a fresh one to its
 
   it('an isolate a worker owns is never primed, and none twice', async () => {
     const owned = warmIsolate(128);
-    const owner = { callbacks: () => { throw new Error('the worker\'s callbacks were used by the warm-up'); } };
+    const owner = {
+      callbacks: () => { throw new Error('the worker\'s callbacks were used by the warm-up'); },
+      answer: () => { throw new Error('the warm-up answered for the worker'); },
+    };
     owned.owner.current = owner;
     await primeIsolate(owned);
     expect(owned.prime).toBeDefined();
