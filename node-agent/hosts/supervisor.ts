@@ -1,6 +1,7 @@
 import { refNamespace } from '../../common/keys.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent as HttpAgent } from 'node:http';
+import { Pool } from 'undici';
 import { EdgeError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { Router } from '../serving/router.js';
@@ -137,12 +138,21 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null } 
   return e.signal ? `signal ${e.signal}` : `code ${e.code ?? '?'}`;
 }
 
+function closeTarget(t: HostTarget | undefined): void {
+  if (!t) return;
+  t.agent.destroy();
+  // Requests still on it fail (the host is gone or the agent stops): proxy.ts answers them.
+  t.pool.destroy().catch(() => { /* already closed */ });
+}
+
 /** What the front needs to reach a host that is up. */
 export interface HostTarget {
   index: number;
   socketPath: string;
-  /** Keep-alive connections to the host's socket. */
+  /** Keep-alive connections to the host's socket, for WebSocket upgrades (node's client hands the socket over). */
   agent: HttpAgent;
+  /** Keep-alive connections to the host's socket, for every other request (proxy.ts: undici's dispatch). */
+  pool: Pool;
 }
 
 interface Slot {
@@ -301,7 +311,7 @@ export class HostSupervisor<Config> {
       await p.exited;
       clearTimeout(timer);
     }));
-    for (const s of this.slots) s.target?.agent.destroy();
+    for (const s of this.slots) closeTarget(s.target);
   }
 
   private spawn(): HostProcess {
@@ -355,7 +365,12 @@ export class HostSupervisor<Config> {
     const ready = p.next('ready');
     p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
     const m = await ready;
-    slot.target = { index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity, timeout: FRONT_IDLE_MS }) };
+    slot.target = {
+      index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity, timeout: FRONT_IDLE_MS }),
+      // No headers or body timeout: the host bounds a request by the worker's wall limit, and
+      // a streamed body may pause for as long as its worker waits.
+      pool: new Pool('http://localhost', { socketPath: m.socketPath, pipelining: 1, keepAliveMaxTimeout: FRONT_IDLE_MS, headersTimeout: 0, bodyTimeout: 0 }),
+    };
     slot.ready = true;
     this.setRoutes(slot, m.routes);
     if (this.cordon) this.tellHosts(true);
@@ -437,7 +452,7 @@ export class HostSupervisor<Config> {
     if (slot.proc !== p) return;
     const served = slot.target !== undefined;
     slot.proc = undefined;
-    slot.target?.agent.destroy();
+    closeTarget(slot.target);
     slot.target = undefined;
     this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
     if (this.stopping) return;
