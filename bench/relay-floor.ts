@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { Agent, createServer, request, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
+import { Pool, type Dispatcher } from 'undici';
 import ivm from 'isolated-vm';
 import { TRANSFORM_JS } from './workloads.js';
 
 // The floor of the agent's shape, for bench/percore.ts: a front process relaying each
-// request with Node's http over a Unix socket to a child process whose Node http server
-// answers it with one asynchronous isolated-vm call, and nothing else: no routing table,
+// request with undici over a Unix socket to a child process whose Node http server
+// answers it with one isolated-vm call (applyIgnored, answered by a callback, as the agent calls), and nothing else: no routing table,
 // limits, metrics, Request or Response objects, logs. The hello-world call returns its
 // text; the JSON call parses the body, runs the bench's transform and serializes it, as the
 // worker does. What the agent spends per request beyond this row is its own work; what
@@ -31,16 +32,33 @@ const body = (req: IncomingMessage): Promise<string> => new Promise((resolve, re
 if (role === 'back' || role === 'single') {
   const isolate = new ivm.Isolate({ memoryLimit: 128 });
   const context = isolate.createContextSync();
+  // As the agent calls a worker (node-agent/isolate/worker-isolate.ts, begin): applyIgnored
+  // in, the answer back through an ignored callback.
+  let nextId = 1;
+  const answers = new Map<number, (out: string | null) => void>();
+  context.global.setSync('__respond', new ivm.Callback((id: number, out: string | null) => {
+    const done = answers.get(id);
+    answers.delete(id);
+    done?.(out);
+  }, { ignored: true }));
   context.evalSync(`${TRANSFORM_JS}
-    globalThis.hello = async () => 'hello';
-    globalThis.json = async (text) => JSON.stringify(transform(JSON.parse(text)));`);
+    const respond = __respond;
+    delete globalThis.__respond;
+    globalThis.hello = (id) => { Promise.resolve('hello').then((out) => respond(id, out)); };
+    globalThis.json = (id, text) => {
+      Promise.resolve(text).then((t) => JSON.stringify(transform(JSON.parse(t)))).then((out) => respond(id, out), () => respond(id, null));
+    };`);
   const calls = { hello: context.global.getSync('hello', { reference: true }) as ivm.Reference, json: context.global.getSync('json', { reference: true }) as ivm.Reference };
   const server = createServer({ keepAliveTimeout: role === 'single' ? 5_000 : 60_000 }, (req, res) => {
-    void body(req).then(async (text) => {
+    void body(req).then((text) => {
       const json = (req.headers.host ?? '').startsWith('json');
-      const out = await (json ? calls.json : calls.hello).apply(undefined, json ? [text] : [], { result: { promise: true, copy: true } }) as string;
-      res.writeHead(200, { 'content-type': json ? 'application/json' : 'text/plain;charset=UTF-8', 'content-length': Buffer.byteLength(out) });
-      res.end(out);
+      const id = nextId++;
+      answers.set(id, (out) => {
+        if (out === null) { res.destroy(); return; }
+        res.writeHead(200, { 'content-type': json ? 'application/json' : 'text/plain;charset=UTF-8', 'content-length': Buffer.byteLength(out) });
+        res.end(out);
+      });
+      (json ? calls.json : calls.hello).applyIgnored(undefined, json ? [id, text] : [id]);
     }, () => res.destroy());
   });
   if (role === 'single') server.listen(Number(portArg), '127.0.0.1');
@@ -51,21 +69,32 @@ if (role === 'back' || role === 'single') {
 } else {
   const back = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'back', '0', sock], { stdio: ['ignore', 'pipe', 'inherit'] });
   back.stdout.once('data', () => {
-    const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+    // The agent's front relays with undici's dispatch (node-agent/hosts/proxy.ts): so does the floor.
+    const pool = new Pool('http://localhost', { socketPath: sock, pipelining: 1, headersTimeout: 0, bodyTimeout: 0 });
     createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
       const headers: string[] = [];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
-      const preq = request({ socketPath: sock, agent, method: req.method, path: req.url, headers, setHost: false }, (pres) => {
-        const out: string[] = [];
-        for (let i = 0; i < pres.rawHeaders.length; i += 2) {
-          const k = pres.rawHeaders[i]!.toLowerCase();
-          if (k !== 'connection' && k !== 'keep-alive') out.push(pres.rawHeaders[i]!, pres.rawHeaders[i + 1]!);
-        }
-        res.writeHead(pres.statusCode ?? 502, out);
-        pres.pipe(res);
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        if (req.rawHeaders[i]!.toLowerCase() !== 'connection') headers.push(req.rawHeaders[i]!, req.rawHeaders[i + 1]!);
+      }
+      let resume: (() => void) | undefined;
+      pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: req.method === 'GET' ? null : req }, {
+        onConnect() { /* never aborted: the load generator reads every answer */ },
+        onHeaders(status, raw, r) {
+          const out: string[] = [];
+          const rawHeaders = raw as unknown as Buffer[];
+          for (let i = 0; i < rawHeaders.length; i += 2) {
+            const k = rawHeaders[i]!.toString('latin1');
+            if (k.toLowerCase() !== 'connection' && k.toLowerCase() !== 'keep-alive') out.push(k, rawHeaders[i + 1]!.toString('latin1'));
+          }
+          res.writeHead(status, out);
+          resume = r;
+          res.on('drain', () => resume?.());
+          return true;
+        },
+        onData: (chunk) => res.write(chunk),
+        onComplete: () => { res.end(); },
+        onError: () => { res.destroy(); },
       });
-      preq.on('error', () => res.destroy());
-      req.pipe(preq);
     }).listen(Number(portArg), '127.0.0.1');
   });
   const stop = (): void => { back.kill('SIGKILL'); process.exit(0); };
