@@ -37,7 +37,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 
 /**
  * What undici refuses in a request's headers, besides HOP_BY_HOP: it frames the body itself,
- * and this front already answered a client's Expect (node's server sends 100 Continue).
+ * and this front already answered a client's Expect (node's server sends 100 Continue). An
+ * upgrade request has no body: they go from it too.
  */
 const FRAMING = new Set(['transfer-encoding', 'expect']);
 
@@ -54,16 +55,22 @@ function plain(res: ServerResponse, status: number, body: string, extra: Record<
   res.end(body);
 }
 
-/** The request's headers for the host: hop-by-hop ones dropped (kept for an upgrade), CF-Connecting-IP set by us. */
-function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] {
+/**
+ * The request's headers for the host: hop-by-hop ones dropped (kept for an upgrade), and
+ * what undici frames itself; CF-Connecting-IP set by us. Null when the request carries more
+ * than one Host: undici would send one, and the host's HttpFront must see that there were two.
+ */
+function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] | null {
   const out: string[] = [];
   const raw = req.rawHeaders;
+  let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
     // The host takes the client address from this header (only the front reaches the host):
     // a client's own must not pass through as if the front had set it.
-    if (k === 'cf-connecting-ip') continue;
+    if (k === 'cf-connecting-ip' || FRAMING.has(k)) continue;
     if (HOP_BY_HOP.has(k) && !(upgrade && (k === 'upgrade' || k === 'connection'))) continue;
+    if (k === 'host' && ++hosts > 1) return null;
     out.push(raw[i]!, raw[i + 1]!);
   }
   const addr = req.socket.remoteAddress;
@@ -74,21 +81,6 @@ function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] {
 /** No body follows the headers. */
 const bodiless = (req: IncomingMessage): boolean =>
   req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] === undefined || req.headers['content-length'] === '0');
-
-/** The request's headers for undici: forwardHeaders less what undici frames itself; null when it carries more than one Host. */
-function relayHeaders(req: IncomingMessage): string[] | null {
-  const all = forwardHeaders(req, false);
-  const out: string[] = [];
-  let hosts = 0;
-  for (let i = 0; i < all.length; i += 2) {
-    const k = all[i]!.toLowerCase();
-    if (FRAMING.has(k)) continue;
-    // undici keeps one Host; the host's HttpFront must still see that there were two.
-    if (k === 'host' && ++hosts > 1) return null;
-    out.push(all[i]!, all[i + 1]!);
-  }
-  return out;
-}
 
 /** A response's raw headers from undici (latin1, as node's parser reads them), hop-by-hop ones dropped. */
 function rawResponseHeaders(raw: Buffer[]): string[] {
@@ -191,14 +183,20 @@ export class HostProxy {
       req.resume();
       return;
     }
-    if (!upgrade) { this.relay(req, res, r, t, retry); return; }
+    const headers = forwardHeaders(req, upgrade !== undefined);
+    if (headers === null) {
+      plain(res, 400, 'a request must carry one Host header\n', { connection: 'close' });
+      req.resume();
+      return;
+    }
+    if (!upgrade) { this.relay(req, res, r, t, headers, retry); return; }
     const preq: ClientRequest = request({
       socketPath: t.socketPath,
       // An upgraded connection is handed over for good: not one of the pool's.
       agent: upgrade ? false : t.agent,
       method: req.method,
       path: req.url,
-      headers: forwardHeaders(req, upgrade !== undefined),
+      headers,
       setHost: false,
     });
     let answered = false;
@@ -250,13 +248,7 @@ export class HostProxy {
    * HTTP client (ClientRequest, its agent's bookkeeping, a stream pipe each way) cost the
    * front about 30 µs a request more (docs/agent.md, "Throughput against workerd").
    */
-  private relay(req: IncomingMessage, res: ServerResponse, r: HostRoute, t: HostTarget, retry: boolean): void {
-    const headers = relayHeaders(req);
-    if (headers === null) {
-      plain(res, 400, 'a request must carry one Host header\n', { connection: 'close' });
-      req.resume();
-      return;
-    }
+  private relay(req: IncomingMessage, res: ServerResponse, r: HostRoute, t: HostTarget, headers: string[], retry: boolean): void {
     let answered = false;
     let clientGone = false;
     let abort: ((err?: Error) => void) | undefined;
