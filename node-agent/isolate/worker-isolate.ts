@@ -13,6 +13,7 @@ import { hideNodeModules, installNodeCompat, nodeModuleCode } from './node-compa
 import { htmlRewriterModule } from './html-rewriter.js';
 import { libModule } from './libs.js';
 import { compileCached, SYNC_COMPILE_MAX_CHARS } from './code-cache.js';
+import { chargedNs, CpuLedger, type CpuSeen } from './cpu-ledger.js';
 import { decodeModuleMap, isModuleMapSource } from '../../common/module-map.js';
 import { ModuleImportError, ModuleMapLoader, moduleMapBytes, prepareModuleMap, type PreparedModuleMap } from './module-map-loader.js';
 
@@ -202,15 +203,7 @@ class LoadGate {
 }
 const loads = new LoadGate();
 
-/**
- * This process's CPU time (all threads), in ns. isolated-vm's `cpuTime` is the thread's CPU
- * time for finished slices but, for the slice still running, the wall time since it began
- * (executor.cc, CpuTimer::Delta): a tenant whose thread the kernel has descheduled (a busy
- * node, or the cordon host at nice 19) would be charged the time it waited. The watchdog
- * therefore kills for CPU only once the process, too, has spent the limit since the request
- * began: the process's CPU is at least the isolate's, so a spinner is stopped on time and a
- * starved tenant is not stopped for waiting.
- */
+/** This process's CPU time (all threads), in ns: what the CPU limit is charged from (cpu-ledger.ts). */
 function processCpuNs(): bigint {
   const u = process.cpuUsage();
   return BigInt(u.user + u.system) * 1000n;
@@ -219,6 +212,9 @@ function processCpuNs(): bigint {
 /** processCpuNs() read once per watchdog tick. */
 let tickProcCpu: bigint | undefined;
 const procCpu = (): bigint => (tickProcCpu ??= processCpuNs());
+
+/** Every isolate's time and the main thread's, for the share of the process's CPU each request is charged. */
+const ledger = new CpuLedger(() => performance.eventLoopUtilization().active);
 
 const active = new Set<WorkerIsolate>();
 let watchdog: NodeJS.Timeout | undefined;
@@ -229,6 +225,9 @@ function ensureWatchdog(): void {
   watchdog = setInterval(() => {
     if (active.size === 0) { clearInterval(watchdog); watchdog = undefined; return; }
     tickProcCpu = undefined;
+    // Everyone's time first, so each request's share is taken against the same look.
+    ledger.observeMain();
+    for (const w of active) w.observeCpu();
     const now = performance.now();
     for (const w of active) w.checkBudgets(now);
   }, WATCHDOG_MS);
@@ -248,12 +247,13 @@ interface Inflight {
   cpuStart: bigint;
   /**
    * This process's CPU time at the first watchdog tick after the start (procCpu()), unset
-   * until then. Read per tick, not per request: getrusage cost ~8 µs a request, 9 % of a
-   * busy host's main thread. Taken after the start, the process time since it is never more
-   * than since the start, so the CPU kill's cross-check can only come later (one tick at
-   * most), never sooner.
+   * until then, with the isolate's and the ledger's readings at that tick: the CPU kill
+   * charges the request its share of the process's CPU since (cpu-ledger.ts). Read per
+   * tick, not per request: getrusage cost ~8 µs a request, 9 % of a busy host's main
+   * thread. Taken after the start, the process time since it is never more than since the
+   * start, so the kill can only come later (one tick at most), never sooner.
    */
-  procStart?: bigint;
+  procStart?: { procNs: bigint; ownNs: bigint; allNs: bigint };
   wallStart: number;
   subrequests: number;
   settled: boolean;
@@ -304,6 +304,8 @@ export class WorkerIsolate implements IsolateOwner {
   private demand: { id: number; wanted: boolean; waiter?: ((ok: boolean) => void) | undefined } | undefined;
   readonly createdAt = performance.now();
   lastUsed = performance.now();
+  /** Its cpuTime at the ledger's last look (observeCpu). */
+  private readonly cpuSeen: CpuSeen;
 
   private constructor(
     readonly def: WorkerDefinition,
@@ -311,6 +313,7 @@ export class WorkerIsolate implements IsolateOwner {
     private readonly hooks: IsolateHooks,
     private readonly actor?: ActorMode,
   ) {
+    this.cpuSeen = { cpuNs: warm.isolate.cpuTime };
     this.sockets = new IsolateSockets(hooks.sockets ?? new SocketRegistry(), def.name, (socket, event) => {
       if (this.dead) return;
       if (this.socketOwner) this.socketOwner.socketEvent(this, socket.id, event);
@@ -620,6 +623,17 @@ export class WorkerIsolate implements IsolateOwner {
     return r.stillLooks >= 2;
   }
 
+  /**
+   * Tells the ledger this isolate's time since its last look; returns its cpuTime, or its
+   * last reading once isolated-vm has disposed it (over its memory limit), when cpuTime throws.
+   */
+  observeCpu(): bigint {
+    if (this.warm.isolate.isDisposed) return this.cpuSeen.cpuNs;
+    // isolated-vm may dispose it on its own thread between the check and the read.
+    try { ledger.observe(this.cpuSeen, this.warm.isolate.cpuTime); } catch { /* disposed: its last reading stands */ }
+    return this.cpuSeen.cpuNs;
+  }
+
   /** Called by the watchdog. */
   checkBudgets(now: number): void {
     const r = this.inflight;
@@ -627,15 +641,16 @@ export class WorkerIsolate implements IsolateOwner {
     // running has no promise of isolated-vm's to reject, so the watchdog fails it.
     if (this.warm.isolate.isDisposed && !this.disposed) this.failUnanswered(ISOLATE_GONE_MEMORY);
     if (!r || this.dead) return;
-    const cpuNow = this.warm.isolate.cpuTime;
+    const cpuNow = this.observeCpu();
     const cpuMs = Number(cpuNow - r.cpuStart) / 1e6;
     if (this.hooks.onCpu && cpuNow - (r.cpuCounted ?? r.cpuStart) >= CPU_REPORT_STEP_NS) {
       this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
       r.cpuCounted = cpuNow;
     }
     const limit = r.budget?.cpuMs ?? (r.startup ? STARTUP_CPU_MS : this.def.limits.cpuMsPerRequest);
-    if (r.procStart === undefined) r.procStart = procCpu();
-    else if (cpuMs > limit && Number(procCpu() - r.procStart) / 1e6 >= limit) { this.kill('cpu'); return; }
+    const from = r.procStart;
+    if (from === undefined) r.procStart = { procNs: procCpu(), ownNs: cpuNow, allNs: ledger.totalNs };
+    else if (cpuMs > limit && Number(chargedNs(procCpu() - from.procNs, cpuNow - from.ownNs, ledger.totalNs - from.allNs)) / 1e6 >= limit) { this.kill('cpu'); return; }
     if (!r.wallFree && now - r.wallStart > (r.budget?.wallMs ?? (r.startup ? STARTUP_WALL_MS : this.def.limits.wallMsPerRequest))) this.kill('wall');
   }
 
@@ -877,11 +892,13 @@ export class WorkerIsolate implements IsolateOwner {
     }
   }
 
+  /** At a request's end: its CPU to hooks.onCpu, and its isolate's time to the ledger, so other requests' shares count it without waiting for a tick. */
   private reportCpu(): void {
     const r = this.inflight;
-    if (!r || !this.hooks.onCpu || this.warm.isolate.isDisposed) return;
+    if (!r || this.warm.isolate.isDisposed) return;
     try {
-      const now = this.warm.isolate.cpuTime;
+      const now = this.observeCpu();
+      if (!this.hooks.onCpu) return;
       this.hooks.onCpu(this.def.name, Number(now - (r.cpuCounted ?? r.cpuStart)) / 1e6);
       // Counted once, whether the request ends or the isolate is disposed under it.
       r.cpuCounted = now;

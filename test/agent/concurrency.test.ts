@@ -111,7 +111,8 @@ describe('a CPU-bound worker under concurrency', () => {
   it(`serves 32 requests at once with about ${RUNNING_ISOLATES} isolates, not one per request, and a deep queue is saturated`, async () => {
     for (let round = 0; round < 3; round++) {
       const replies = await Promise.all(Array.from({ length: 32 }, () => agent!.get('spin.test').then(async (r) => `${r.status} ${await r.text()}`)));
-      expect(replies).toEqual(Array(32).fill('200 true'));
+      // Only the replies that differ, so a failure shows them whole.
+      expect(replies.filter((r) => r !== '200 true')).toEqual([]);
     }
     // Its queue, not whether more isolates could load, says when a shard member should send
     // a forwarded request back: 16 waiting (the default maxIsolates) is saturated.
