@@ -189,18 +189,19 @@ export class HostProxy {
       req.resume();
       return;
     }
-    if (!upgrade) { this.relay(req, res, r, t, headers, retry); return; }
-    const preq: ClientRequest = request({
-      socketPath: t.socketPath,
-      // An upgraded connection is handed over for good: not one of the pool's.
-      agent: upgrade ? false : t.agent,
-      method: req.method,
-      path: req.url,
-      headers,
-      setHost: false,
-    });
+    if (upgrade) this.relayUpgrade(req, res, r, t, headers, upgrade);
+    else this.relay(req, res, r, t, headers, retry);
+  }
+
+  /**
+   * Relays a WebSocket upgrade with node's HTTP client, on a connection of its own: on a 101
+   * the host's socket is handed over and spliced to the client's for good.
+   */
+  private relayUpgrade(req: IncomingMessage, res: ServerResponse, r: HostRoute, t: HostTarget, headers: string[], upgrade: { socket: Socket; head: Buffer }): void {
+    const preq: ClientRequest = request({ socketPath: t.socketPath, agent: false, method: req.method, path: req.url, headers, setHost: false });
     let answered = false;
     let clientGone = false;
+    // The host refused the upgrade with an ordinary response (a 404, a worker's 426).
     preq.on('response', (pres) => {
       answered = true;
       res.writeHead(pres.statusCode ?? 502, pres.statusMessage, responseHeaders(pres));
@@ -211,22 +212,12 @@ export class HostProxy {
     });
     preq.on('upgrade', (pres, hostSocket, hostHead) => {
       answered = true;
-      if (!upgrade) { hostSocket.destroy(); res.destroy(); return; }
       spliceUpgrade(res, upgrade, pres, hostSocket, hostHead, this.tunnels);
     });
     preq.on('error', (err) => {
-      // We cut it ourselves: the client went away (a load generator stopping, a browser tab closed).
+      // We cut it ourselves: the client went away.
       if (clientGone) return;
       if (answered) { res.destroy(); return; }
-      // A pooled connection the host closed as we wrote on it (the host still runs): the host
-      // never read the request, so a bodiless safe one goes again, once, on a new connection,
-      // as Go's Transport and browsers do.
-      if (!retry && !upgrade && preq.reusedSocket && RETRYABLE.has(req.method ?? '') && bodiless(req)
-        && ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || (err as NodeJS.ErrnoException).code === 'EPIPE')) {
-        answered = true;
-        this.forward(req, res, undefined, true);
-        return;
-      }
       answered = true;
       // The host died under the request (or its socket is gone): nothing reached the client yet.
       this.opts.log.warn('isolate host failed a request', { host: r.index, worker: r.worker, error: err });
@@ -235,12 +226,7 @@ export class HostProxy {
     // The client gave up: stop the host's work on it.
     res.on('close', () => { if (!res.writableFinished) { clientGone = true; preq.destroy(); } });
     req.on('error', () => { clientGone = true; preq.destroy(); });
-    // Answered before the client finished sending (the host's 408 for a stalled body, a 413,
-    // a 503): the rest of the body is nobody's, so the connection goes with it; otherwise a
-    // slow-body client would hold the front's connection after the host let go of it.
-    if (!upgrade) res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
-    // A bodiless request sent again has already ended: piping it would never end the new one.
-    if (upgrade || retry) preq.end(); else req.pipe(preq);
+    preq.end();
   }
 
   /**
@@ -289,7 +275,9 @@ export class HostProxy {
     // The client gave up: stop the host's work on it.
     res.on('close', () => { if (!res.writableFinished) gone(); });
     req.on('error', gone);
-    // Answered before the client finished sending: the rest of the body is nobody's (see forward).
+    // Answered before the client finished sending (the host's 408 for a stalled body, a 413,
+    // a 503): the rest of the body is nobody's, so the connection goes with it; otherwise a
+    // slow-body client would hold the front's connection after the host let go of it.
     res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
     try {
       t.pool.dispatch({ method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: noBody ? null : req }, handler);

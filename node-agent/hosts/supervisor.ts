@@ -1,6 +1,5 @@
 import { refNamespace } from '../../common/keys.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Agent as HttpAgent } from 'node:http';
 import { Pool } from 'undici';
 import { EdgeError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
@@ -140,7 +139,6 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null } 
 
 function closeTarget(t: HostTarget | undefined): void {
   if (!t) return;
-  t.agent.destroy();
   // Requests still on it fail (the host is gone or the agent stops): proxy.ts answers them.
   t.pool.destroy().catch(() => { /* already closed */ });
 }
@@ -149,9 +147,7 @@ function closeTarget(t: HostTarget | undefined): void {
 export interface HostTarget {
   index: number;
   socketPath: string;
-  /** Keep-alive connections to the host's socket, for WebSocket upgrades (node's client hands the socket over). */
-  agent: HttpAgent;
-  /** Keep-alive connections to the host's socket, for every other request (proxy.ts: undici's dispatch). */
+  /** Keep-alive connections to the host's socket for every request but a WebSocket upgrade (proxy.ts: undici's dispatch). */
   pool: Pool;
 }
 
@@ -366,7 +362,7 @@ export class HostSupervisor<Config> {
     p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
     const m = await ready;
     slot.target = {
-      index: slot.index, socketPath: m.socketPath, agent: new HttpAgent({ keepAlive: true, maxSockets: Infinity, timeout: FRONT_IDLE_MS }),
+      index: slot.index, socketPath: m.socketPath,
       // No headers or body timeout: the host bounds a request by the worker's wall limit, and
       // a streamed body may pause for as long as its worker waits.
       pool: new Pool('http://localhost', { socketPath: m.socketPath, pipelining: 1, keepAliveMaxTimeout: FRONT_IDLE_MS, headersTimeout: 0, bodyTimeout: 0 }),
