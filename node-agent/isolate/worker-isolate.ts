@@ -634,14 +634,14 @@ export class WorkerIsolate implements IsolateOwner {
     return this.cpuSeen.cpuNs;
   }
 
-  /** Called by the watchdog. */
+  /** Called by the watchdog, right after its observeCpu() of every active isolate: the reading it took is this one's cpuTime. */
   checkBudgets(now: number): void {
     const r = this.inflight;
     // isolated-vm disposes an isolate over its memory limit itself: a request it was
     // running has no promise of isolated-vm's to reject, so the watchdog fails it.
     if (this.warm.isolate.isDisposed && !this.disposed) this.failUnanswered(ISOLATE_GONE_MEMORY);
     if (!r || this.dead) return;
-    const cpuNow = this.observeCpu();
+    const cpuNow = this.cpuSeen.cpuNs;
     const cpuMs = Number(cpuNow - r.cpuStart) / 1e6;
     if (this.hooks.onCpu && cpuNow - (r.cpuCounted ?? r.cpuStart) >= CPU_REPORT_STEP_NS) {
       this.hooks.onCpu(this.def.name, Number(cpuNow - (r.cpuCounted ?? r.cpuStart)) / 1e6);
