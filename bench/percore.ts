@@ -216,13 +216,16 @@ async function workerdServer(ctx: PercoreCtx, d: string, cpus: string): Promise<
 
 const RELAY_FLOOR = join(dirname(fileURLToPath(import.meta.url)), 'relay-floor.ts');
 
+type FloorRole = 'front' | 'frames' | 'single';
+
 /**
  * bench/relay-floor.ts pinned to `cpus`: the agent's shape with none of its work (`front`:
- * a relay to a child process), or the same isolate call in one process (`single`).
+ * an HTTP relay to a child process), the same with compact frames between the two
+ * (`frames`), or the same isolate call in one process (`single`).
  */
-async function relayFloorServer(d: string, cpus: string, role: 'front' | 'single'): Promise<Server> {
+async function relayFloorServer(d: string, cpus: string, role: FloorRole): Promise<Server> {
   const port = await freePort();
-  const [cmd, args] = maybePinned(cpus, process.execPath, [...process.execArgv, RELAY_FLOOR, role, String(port), role === 'front' ? join(d, 'back.sock') : '-']);
+  const [cmd, args] = maybePinned(cpus, process.execPath, [...process.execArgv, RELAY_FLOOR, role, String(port), role === 'single' ? '-' : join(d, 'back.sock')]);
   const proc = new Proc(`relay floor (${role}, pinned)`, cmd, args, { logFile: join(d, 'relay-floor.log') });
   try {
     await waitUntil('the relay floor to answer', async () => (await httpRequest({ port, host: 'hello.bench' })).status === 200, 60_000, proc);
@@ -263,11 +266,12 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     const s = await workerdServer(ctx, ctx.dir('workerd-percore'), sc);
     try { return await runServer(ctx, 'workerd (pinned)', s, lc, sc, cfg.percoreP99Connections, ctx.dir('workerd-percore-load')); } finally { await s.stop(); }
   });
-  const floorOf = (role: 'front' | 'single') => guarded(pinnedSide({}), `relay floor (${role}, pinned)`, async () => {
+  const floorOf = (role: FloorRole) => guarded(pinnedSide({}), `relay floor (${role}, pinned)`, async () => {
     const s = await relayFloorServer(ctx.dir(`relay-floor-${role}`), sc, role);
     try { return await runServer(ctx, `relay floor (${role}, pinned)`, s, lc, sc, undefined, ctx.dir(`relay-floor-${role}-load`)); } finally { await s.stop(); }
   });
   const floor = await floorOf('front');
+  const frames = await floorOf('frames');
   const single = await floorOf('single');
   const scale = new Map<number, Outcome<Runs & { both: Measured }>>();
   for (const hosts of cfg.percoreScaleHosts) {
@@ -290,7 +294,7 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
   }
   ctx.raw.percore = {
     serverCpus: sc, loadCpus: lc, agentIsolateHosts: cfg.percoreAgentHosts ?? 'default', agentExtraArgs: cfg.percoreAgentArgs, clockTicksPerSecond: ticksPerSecond(),
-    agent: rawOf(agent), workerd: rawOf(workerd), relayFloor: rawOf(floor), oneProcessFloor: rawOf(single),
+    agent: rawOf(agent), workerd: rawOf(workerd), relayFloor: rawOf(floor), frameRelayFloor: rawOf(frames), oneProcessFloor: rawOf(single),
     scale: Object.fromEntries([...scale].map(([h, o]) => [String(h), rawOf(o)])),
   };
 
@@ -316,6 +320,10 @@ export async function percorePhase(ctx: PercoreCtx): Promise<Row[]> {
     rows.push({
       metric: `${pin}, ${s.label}, ${c} connections: requests per server CPU-second of the shape's floor (bench/relay-floor.ts: a bare Node relay to one isolated-vm call, none of the agent's work) in the agent column`, unit: 'per CPU-s', better: 'higher',
       agent: cell(floor, s.key, (r) => r.tput.perCpuS), workerd: cell(workerd, s.key, (r) => r.tput.perCpuS),
+    });
+    rows.push({
+      metric: `${pin}, ${s.label}, ${c} connections: requests per server CPU-second of the shape's floor with compact frames instead of HTTP between the processes (relay-floor.ts frames: the front parses HTTP once, the child has no HTTP stack) in the agent column`, unit: 'per CPU-s', better: 'higher',
+      agent: cell(frames, s.key, (r) => r.tput.perCpuS), workerd: cell(workerd, s.key, (r) => r.tput.perCpuS),
     });
     rows.push({
       metric: `${pin}, ${s.label}, ${c} connections: requests per server CPU-second of the same isolate call answered by one process (relay-floor.ts single: no process boundary, none of the agent's work) in the agent column`, unit: 'per CPU-s', better: 'higher',
