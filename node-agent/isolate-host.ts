@@ -64,9 +64,11 @@ export async function runIsolateHost(): Promise<number> {
   const log = createLogger({ component: 'isolate-host', host: cordon ? 'cordon' : index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
   if (cordon) renice(CORDON_NICE, log);
   const socketPath = join(socketDir, `h${index}.${process.pid}.sock`);
+  const framesPath = join(socketDir, `h${index}.${process.pid}.f.sock`);
   let agent: Agent;
   try {
     agent = await Agent.start({ ...config, log, listen: { path: socketPath } });
+    await agent.server.front.listenFrames(framesPath);
   } catch (err) {
     log.error('isolate host failed to start', { error: err });
     process.exit(1);
@@ -104,7 +106,7 @@ export async function runIsolateHost(): Promise<number> {
         return;
     }
   });
-  post({ type: 'ready', socketPath, routes: server.routes() });
+  post({ type: 'ready', socketPath, framesPath, routes: server.routes() });
   // Runs until the front says stop (or goes away): the IPC channel keeps the process alive.
   return new Promise<number>(() => undefined);
 }

@@ -32,8 +32,8 @@ export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 export type FromHost =
   /** Modules loaded: ready to be told which host to be (a spare waits here). */
   | { type: 'booted' }
-  /** Serving on `socketPath` with these workers. */
-  | { type: 'ready'; socketPath: string; routes: ServedRoutes[] }
+  /** Serving on `socketPath` (HTTP: upgrades) and `framesPath` (framed requests: serving/host-frames.ts) with these workers. */
+  | { type: 'ready'; socketPath: string; framesPath: string; routes: ServedRoutes[] }
   /** The served workers or their routes changed. */
   | { type: 'routes'; routes: ServedRoutes[] }
   | { type: 'status'; id: number; status: HostStatus }

@@ -7,12 +7,12 @@ import type { FrontMetrics } from './metrics.js';
 import type { HostRoute, HostTarget } from './supervisor.js';
 import { InFlight, stopAccepting } from '../serving/graceful.js';
 import { spliceUpgrade } from '../../common/upgrade-splice.js';
-import type { Dispatcher } from 'undici';
 
 // The public HTTP listener of an agent whose isolates run in isolate-host processes
 // (docs/isolate-hosts.md): it routes each request by Host and path to the host serving the
-// worker's namespace and relays it over that host's Unix socket, bodies streamed both ways,
-// WebSocket upgrades spliced. Everything about HTTP semantics (limits, the worker's view of
+// worker's namespace and relays it as frames on that host's connection (frame-relay.ts),
+// bodies streamed both ways; a WebSocket upgrade goes over the host's HTTP socket and is
+// spliced. Everything about HTTP semantics (limits, the worker's view of
 // the request, error bodies) stays in the host's HttpFront, so a request means the same with
 // or without hosts. What the front answers itself: 404 (no route), 503 with Retry-After
 // (the worker's host is down or died under the request), 400 (malformed HTTP).
@@ -35,18 +35,6 @@ export interface HostProxyOptions {
 // client writes its own. Upgrade and Connection travel on an upgrade request.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
 
-/**
- * What undici refuses in a request's headers, besides HOP_BY_HOP: it frames the body itself,
- * and this front already answered a client's Expect (node's server sends 100 Continue). An
- * upgrade request has no body: they go from it too.
- */
-const FRAMING = new Set(['transfer-encoding', 'expect']);
-
-/** Requests the front may send again when a reused connection was reset before any answer. */
-const RETRYABLE = new Set(['GET', 'HEAD', 'OPTIONS']);
-/** How undici and the socket say the host closed or reset a connection under a request. */
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
-
 const rayId = () => randomBytes(8).toString('hex');
 
 function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
@@ -57,8 +45,10 @@ function plain(res: ServerResponse, status: number, body: string, extra: Record<
 
 /**
  * The request's headers for the host: hop-by-hop ones dropped (kept for an upgrade), and
- * what undici frames itself; CF-Connecting-IP set by us. Null when the request carries more
- * than one Host: undici would send one, and the host's HttpFront must see that there were two.
+ * Expect (this front's server answered it); CF-Connecting-IP set by us. Transfer-Encoding
+ * stays on a framed request: it tells the host's HttpFront that a body of unknown length
+ * follows (the front has already decoded the chunks). Null when the request carries more
+ * than one Host: refused here, as the host's HttpFront would.
  */
 function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] | null {
   const out: string[] = [];
@@ -68,27 +58,13 @@ function forwardHeaders(req: IncomingMessage, upgrade: boolean): string[] | null
     const k = raw[i]!.toLowerCase();
     // The host takes the client address from this header (only the front reaches the host):
     // a client's own must not pass through as if the front had set it.
-    if (k === 'cf-connecting-ip' || FRAMING.has(k)) continue;
+    if (k === 'cf-connecting-ip' || k === 'expect' || (upgrade && k === 'transfer-encoding')) continue;
     if (HOP_BY_HOP.has(k) && !(upgrade && (k === 'upgrade' || k === 'connection'))) continue;
     if (k === 'host' && ++hosts > 1) return null;
     out.push(raw[i]!, raw[i + 1]!);
   }
   const addr = req.socket.remoteAddress;
   if (addr) out.push('cf-connecting-ip', addr);
-  return out;
-}
-
-/** No body follows the headers. */
-const bodiless = (req: IncomingMessage): boolean =>
-  req.headers['transfer-encoding'] === undefined && (req.headers['content-length'] === undefined || req.headers['content-length'] === '0');
-
-/** A response's raw headers from undici (latin1, as node's parser reads them), hop-by-hop ones dropped. */
-function rawResponseHeaders(raw: Buffer[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const k = raw[i]!.toString('latin1');
-    if (!HOP_BY_HOP.has(k.toLowerCase())) out.push(k, raw[i + 1]!.toString('latin1'));
-  }
   return out;
 }
 
@@ -163,7 +139,7 @@ export class HostProxy {
     plain(res, 503, `worker ${worker} is unavailable: ${why}; retry shortly (ray ${ray})\n`, { 'retry-after': '1', 'x-edge-ray': ray });
   }
 
-  private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }, retry = false): void {
+  private forward(req: IncomingMessage, res: ServerResponse, upgrade?: { socket: Socket; head: Buffer }): void {
     const hostHeader = req.headers.host ?? '';
     const path = (req.url ?? '/').split('?', 1)[0] ?? '/';
     const r = this.opts.route(hostHeader, path) ?? (this.opts.unroutedToHost0 && this.opts.target(0) ? { index: 0, worker: '' } : undefined);
@@ -174,7 +150,7 @@ export class HostProxy {
     }
     if (r.moving) {
       // Its body waits unread in the socket meanwhile; the client may give up.
-      void r.moving.then(() => { if (!res.destroyed && !req.destroyed) this.forward(req, res, upgrade, retry); });
+      void r.moving.then(() => { if (!res.destroyed && !req.destroyed) this.forward(req, res, upgrade); });
       return;
     }
     const t = this.opts.target(r.index);
@@ -190,7 +166,7 @@ export class HostProxy {
       return;
     }
     if (upgrade) this.relayUpgrade(req, res, r, t, headers, upgrade);
-    else this.relay(req, res, r, t, headers, retry);
+    else this.relay(req, res, r, t, headers);
   }
 
   /**
@@ -230,62 +206,16 @@ export class HostProxy {
   }
 
   /**
-   * Relays a request that is not an upgrade with undici's dispatch on the host's pool: node's
-   * HTTP client (ClientRequest, its agent's bookkeeping, a stream pipe each way) cost the
-   * front about 30 µs a request more (docs/agent.md, "Throughput against workerd").
+   * Relays a request that is not an upgrade as frames on the host's one connection
+   * (frame-relay.ts): the host neither parses nor writes HTTP for it, which took about a
+   * third of a relayed request's CPU (docs/agent.md, "Throughput against workerd").
    */
-  private relay(req: IncomingMessage, res: ServerResponse, r: HostRoute, t: HostTarget, headers: string[], retry: boolean): void {
-    let answered = false;
-    let clientGone = false;
-    let abort: ((err?: Error) => void) | undefined;
-    let resumeHost: (() => void) | undefined;
-    const onDrain = (): void => resumeHost?.();
-    const gone = (): void => { clientGone = true; abort?.(); };
-    const noBody = bodiless(req);
-    const handler: Dispatcher.DispatchHandlers = {
-      onConnect: (a) => {
-        abort = a;
-        if (clientGone) a();
-      },
-      onHeaders: (status, raw, resume, statusText) => {
-        answered = true;
-        res.writeHead(status, statusText || undefined, rawResponseHeaders(raw as unknown as Buffer[]));
-        resumeHost = resume;
-        res.on('drain', onDrain);
-        return true;
-      },
-      // False pauses the host's connection until the client has taken what was written.
-      onData: (chunk) => res.write(chunk),
-      onComplete: () => { res.end(); },
-      onError: (err) => {
-        if (clientGone) return;
-        if (answered) { res.destroy(); return; }
-        answered = true;
-        // A pooled connection the host closed as we wrote on it: a bodiless safe request goes
-        // again, once, as Go's Transport and browsers do.
-        if (!retry && noBody && RETRYABLE.has(req.method ?? '') && RESET_CODES.has((err as NodeJS.ErrnoException).code ?? '')) {
-          this.forward(req, res, undefined, true);
-          return;
-        }
-        // The host died under the request (or its socket is gone): nothing reached the client yet.
-        this.opts.log.warn('isolate host failed a request', { host: r.index, worker: r.worker, error: err });
-        this.unavailable(res, r.worker, 'its isolate host went away');
-      },
-    };
-    // The client gave up: stop the host's work on it.
-    res.on('close', () => { if (!res.writableFinished) gone(); });
-    req.on('error', gone);
-    // Answered before the client finished sending (the host's 408 for a stalled body, a 413,
-    // a 503): the rest of the body is nobody's, so the connection goes with it; otherwise a
-    // slow-body client would hold the front's connection after the host let go of it.
-    res.on('finish', () => { if (!req.complete) req.socket.destroy(); });
-    try {
-      t.pool.dispatch({ method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: noBody ? null : req }, handler);
-    } catch (err) {
-      // undici refused the request's form (a path or header it will not write).
-      answered = true;
-      plain(res, 400, `${err instanceof Error ? err.message : String(err)}\n`, { connection: 'close' });
+  private relay(req: IncomingMessage, res: ServerResponse, r: HostRoute, t: HostTarget, headers: string[]): void {
+    t.frames.relay(req, res, headers, (err) => {
+      // The host died under the request (or its socket is gone): nothing reached the client yet.
+      this.opts.log.warn('isolate host failed a request', { host: r.index, worker: r.worker, error: err });
+      this.unavailable(res, r.worker, 'its isolate host went away');
       req.resume();
-    }
+    });
   }
 }

@@ -1,7 +1,7 @@
 import { refNamespace } from '../../common/keys.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Pool } from 'undici';
 import { EdgeError } from '../../common/errors.js';
+import { FrameClient } from './frame-relay.js';
 import type { Logger } from '../../common/log.js';
 import { Router } from '../serving/router.js';
 import type { ServedRoutes } from '../serving/worker-server.js';
@@ -46,12 +46,6 @@ const MOVE_WAIT_MS = 3_000;
 
 /** Where a request goes; `moving`: wait for it, then ask again (its worker is moving to the cordon host). */
 export interface HostRoute { index: number; worker: string; moving?: Promise<void> }
-
-/**
- * How long the front keeps an idle connection to a host (the pool's `timeout`): shorter than
- * the host keeps it (HOST_SOCKET_KEEPALIVE_MS), so it is always the front that closes one.
- */
-export const FRONT_IDLE_MS = 30_000;
 
 /** Crashes within this window count towards the backoff. */
 const CRASH_WINDOW_MS = 30_000;
@@ -140,15 +134,16 @@ function describeExit(e: { code: number | null; signal: NodeJS.Signals | null } 
 function closeTarget(t: HostTarget | undefined): void {
   if (!t) return;
   // Requests still on it fail (the host is gone or the agent stops): proxy.ts answers them.
-  t.pool.destroy().catch(() => { /* already closed */ });
+  t.frames.close();
 }
 
 /** What the front needs to reach a host that is up. */
 export interface HostTarget {
   index: number;
+  /** The host's HTTP socket: WebSocket upgrades, each on a connection of its own. */
   socketPath: string;
-  /** Keep-alive connections to the host's socket for every request but a WebSocket upgrade (proxy.ts: undici's dispatch). */
-  pool: Pool;
+  /** Every other request, as frames on one connection (frame-relay.ts). */
+  frames: FrameClient;
 }
 
 interface Slot {
@@ -361,12 +356,9 @@ export class HostSupervisor<Config> {
     const ready = p.next('ready');
     p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
     const m = await ready;
-    slot.target = {
-      index: slot.index, socketPath: m.socketPath,
-      // No headers or body timeout: the host bounds a request by the worker's wall limit, and
-      // a streamed body may pause for as long as its worker waits.
-      pool: new Pool('http://localhost', { socketPath: m.socketPath, pipelining: 1, keepAliveMaxTimeout: FRONT_IDLE_MS, headersTimeout: 0, bodyTimeout: 0 }),
-    };
+    // No timeouts on the relay: the host bounds a request by the worker's wall limit, and a
+    // streamed body may pause for as long as its worker waits.
+    slot.target = { index: slot.index, socketPath: m.socketPath, frames: new FrameClient(m.framesPath, this.opts.log) };
     slot.ready = true;
     this.setRoutes(slot, m.routes);
     if (this.cordon) this.tellHosts(true);

@@ -17,6 +17,7 @@ import { clientOrigin, FORWARDING_HEADERS, GEO_HEADERS, TrustedProxies, type For
 import { FORWARD_META_HEADER, SHARD_REFUSAL_HEADER, decodeForwardMeta, forwardRequest, type ForwardMeta } from '../peer/forward-request.js';
 import { askedHeartbeat, HEARTBEAT_HEADER, SILENCE_MARGIN_MS } from '../peer/protocol.js';
 import type { LoadMeter, Shards } from './shard.js';
+import { FrameServer } from './host-frames.js';
 
 // The agent's public HTTP server: routes each request by Host and path to a worker,
 // streams bodies in and out of the worker's isolate, and turns every failure into a
@@ -144,7 +145,7 @@ async function holdFor<T>(p: Promise<T>, ms: number): Promise<{ chunk: T } | und
   }
 }
 
-/** Idle keep-alive time of a Unix-socket listener: longer than the front keeps an idle connection. */
+/** Idle keep-alive time of a Unix-socket listener (an isolate host's, which only its front reaches). */
 export const HOST_SOCKET_KEEPALIVE_MS = 120_000;
 
 function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
@@ -170,6 +171,8 @@ export class HttpFront {
   private readonly inflight = new InFlight();
   /** WebSocket connections spliced to a shard member. */
   private readonly tunnels = new Set<Socket>();
+  /** An isolate host's listener for the front's framed requests (listenFrames). */
+  private frames: FrameServer | undefined;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.limits = { ...DEFAULT_SLOW_CLIENT_LIMITS, ...opts.slowClients };
@@ -237,10 +240,10 @@ export class HttpFront {
   /** Listens on TCP, or on a Unix socket (`{ path }`, port 0 returned). */
   async listen(port: number | { path: string }, host = '127.0.0.1'): Promise<number> {
     if (typeof port === 'object') {
-      // Behind the agent's front (docs/isolate-hosts.md) the only client is the front's
-      // connection pool, which closes idle connections itself (FRONT_IDLE_MS in
-      // hosts/supervisor.ts). Were this side to close them at 5 s, a request the front writes
-      // on a connection this side is closing at that instant is reset before it is read.
+      // Behind the agent's front (docs/isolate-hosts.md) the only client is the front, which
+      // sends WebSocket upgrades here, each on a connection of its own (everything else
+      // comes as frames: listenFrames). A long idle bound keeps this side from closing a
+      // connection the front is writing a request on.
       this.server.keepAliveTimeout = HOST_SOCKET_KEEPALIVE_MS;
       this.server.listen(port.path);
       await once(this.server, 'listening');
@@ -251,6 +254,19 @@ export class HttpFront {
     const addr = this.server.address();
     if (addr === null || typeof addr === 'string') throw new Error('HTTP front has no TCP address');
     return addr.port;
+  }
+
+  /**
+   * An isolate host's second listener (serving/host-frames.ts): the agent's front relays
+   * ordinary requests here as frames; upgrades still come to the HTTP listener.
+   */
+  async listenFrames(path: string): Promise<void> {
+    const frames = new FrameServer((req, res) => {
+      this.inflight.track(res);
+      void this.handle(req, res);
+    }, this.opts.log);
+    await frames.listen(path);
+    this.frames = frames;
   }
 
   /** Draining: every response from now on closes its connection (the listener stays open). */
@@ -265,7 +281,9 @@ export class HttpFront {
    */
   async close(graceMs = 0): Promise<number> {
     clearInterval(this.bodyTimer);
+    this.frames?.server.close();
     const { cut, closed } = await stopAccepting(this.server, this.inflight, graceMs);
+    this.frames?.close();
     for (const ws of this.webSockets) ws.close(1001, 'the edge agent is shutting down');
     for (const t of this.tunnels) t.destroy();
     for (const s of this.sockets) s.destroy();
