@@ -56,8 +56,11 @@ export class FrameClient {
    */
   relay(req: IncomingMessage, res: ServerResponse, headers: string[], failed: (err: Error) => void): void {
     const send = this.connection();
-    const id = this.nextId;
-    this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
+    let id = this.nextId;
+    // After 2^32 requests on one connection the ids come round: one still open (a stream of
+    // server-sent events, say) keeps its id.
+    while (this.streams.has(id)) id = id >= 0xffff_fffe ? 1 : id + 1;
+    this.nextId = id >= 0xffff_fffe ? 1 : id + 1;
     const body = hasBody(req);
     const s: Stream = { req, res, head: false, owed: 0, unacked: 0, paused: false, failed };
     this.streams.set(id, s);

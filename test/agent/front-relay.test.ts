@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { waitFor } from '../../cli/local/ports.js';
 import { startAgentProcess, type AgentProcess } from '../security/agent-process.js';
 
-// The agent's front relaying to an isolate host (node-agent/hosts/proxy.ts, undici's
-// dispatch on the host's socket): what a client sends reaches the worker whole, what the
+// The agent's front relaying to an isolate host (node-agent/hosts/proxy.ts, as frames:
+// hosts/frame-relay.ts): what a client sends reaches the worker whole, what the
 // worker answers reaches the client whole, and a client that goes away stops the worker.
 
 const ECHO = `export default {
