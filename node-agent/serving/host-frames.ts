@@ -43,6 +43,7 @@ export const DATA_FRAME_BYTES = 64 * 1024;
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** A response head over this is refused at writeHead (node's HTTP client refused heads over 16 KiB here before). */
 export const MAX_HEAD_BYTES = 256 * 1024;
+/** u32 length, u8 type, u32 stream id: the length counts what follows its own four bytes. */
 const HEADER_BYTES = 9;
 
 export interface OpenFrame { method: string; url: string; headers: string[]; httpVersion: string; body: boolean }
@@ -53,7 +54,7 @@ export class FrameProtocolError extends EdgeError {}
 
 export function encodeFrame(type: FrameType, id: number, payload?: Buffer | string): Buffer {
   const len = payload === undefined ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-  const b = Buffer.allocUnsafe(4 + HEADER_BYTES - 4 + len);
+  const b = Buffer.allocUnsafe(HEADER_BYTES + len);
   b.writeUInt32LE(HEADER_BYTES - 4 + len, 0);
   b[4] = type;
   b.writeUInt32LE(id, 5);
@@ -173,7 +174,6 @@ export class FramedRequest extends Readable {
 export class FramedResponse extends Writable {
   headersSent = false;
   statusCode = 200;
-  shouldKeepAlive = true;
   readonly req: FramedRequest;
   private readonly extra: string[] = [];
   private unacked = 0;
