@@ -11,9 +11,6 @@ import {
 // format): one Unix-socket connection, opened when first needed and again after it closes,
 // carrying every ordinary request the front relays to that host, interleaved.
 
-// Connection-level headers are the front's business with its client, not the host's.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
-
 /** A relayed request the host could not answer; `context.socket` says which host. */
 export class HostRelayError extends EdgeError {
   constructor(message: string, socket: string, options?: { cause?: unknown }) {
@@ -148,13 +145,10 @@ export class FrameClient {
   private onStreamFrame(send: (b: Buffer) => void, s: Stream, type: number, id: number, payload: Buffer): void {
     switch (type) {
       case FrameType.head: {
+        // Connection-level headers were left out by the host (FramedResponse.writeHead).
         const head = JSON.parse(payload.toString('utf8')) as HeadFrame;
-        const out: string[] = [];
-        for (let i = 0; i + 1 < head.headers.length; i += 2) {
-          if (!HOP_BY_HOP.has(head.headers[i]!.toLowerCase())) out.push(head.headers[i]!, head.headers[i + 1]!);
-        }
         s.head = true;
-        s.res.writeHead(head.status, head.statusText || undefined, out);
+        s.res.writeHead(head.status, head.statusText || undefined, head.headers);
         return;
       }
       case FrameType.data:

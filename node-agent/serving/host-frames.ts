@@ -35,6 +35,9 @@ export const FrameType = {
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
+/** Response headers about the connection, not the response: the front writes its own. */
+const CONNECTION_LEVEL = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
+
 /** Unacknowledged body bytes a side may have sent on one stream. */
 export const WINDOW_BYTES = 256 * 1024;
 /** A body chunk larger than this goes as several DATA frames. */
@@ -188,8 +191,7 @@ export class FramedResponse extends Writable {
   get socket(): FramedSocket | null { return this.destroyed ? null : this.req.socket; }
 
   setHeader(name: string, value: string | number): this {
-    // Connection-level headers are the front's own business with its client.
-    if (name.toLowerCase() !== 'connection') this.extra.push(name, String(value));
+    this.extra.push(name, String(value));
     return this;
   }
 
@@ -200,12 +202,19 @@ export class FramedResponse extends Writable {
     let h = headers;
     if (typeof textOrHeaders === 'string') text = textOrHeaders;
     else if (textOrHeaders !== undefined) h = textOrHeaders;
-    const flat = [...this.extra];
-    if (Array.isArray(h)) for (const v of h) flat.push(String(v));
-    else if (h) for (const [k, v] of Object.entries(h)) flat.push(k, String(v));
-    // What ServerResponse refuses, refused here alike (the handler answers 500 instead): the
-    // front writes these headers to its client with node's HTTP server.
-    for (let i = 0; i + 1 < flat.length; i += 2) { validateHeaderName(flat[i]!); validateHeaderValue(flat[i]!, flat[i + 1]!); }
+    const given = [...this.extra];
+    if (Array.isArray(h)) for (const v of h) given.push(String(v));
+    else if (h) for (const [k, v] of Object.entries(h)) given.push(k, String(v));
+    const flat: string[] = [];
+    for (let i = 0; i + 1 < given.length; i += 2) {
+      // What ServerResponse refuses, refused here alike (the handler answers 500 instead): the
+      // front writes these headers to its client with node's HTTP server.
+      validateHeaderName(given[i]!);
+      validateHeaderValue(given[i]!, given[i + 1]!);
+      // Connection-level headers (a drain's or an error's `Connection: close`) are the
+      // front's own business with its client: they stay here.
+      if (!CONNECTION_LEVEL.has(given[i]!.toLowerCase())) flat.push(given[i]!, given[i + 1]!);
+    }
     if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError(`invalid status code ${status}`);
     const head = JSON.stringify({ status, statusText: text, headers: flat } satisfies HeadFrame);
     if (head.length > MAX_HEAD_BYTES) throw new RangeError(`a response head of ${head.length} bytes is over the relay's ${MAX_HEAD_BYTES}`);

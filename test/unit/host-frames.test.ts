@@ -227,13 +227,17 @@ describe('the frame relay', () => {
         res.end('unreachable');
         return;
       }
-      res.writeHead(200, undefined, ['content-length', '2', 'x-form', 'status, undefined, headers']);
+      // A connection-level header is the host's to drop: the front keeps its client's connection.
+      res.setHeader('connection', 'close');
+      res.writeHead(200, undefined, ['content-length', '2', 'x-form', 'status, undefined, headers', 'Keep-Alive', 'timeout=1']);
       res.end('ok');
     });
     const [bad, good] = await Promise.all([send(r.port, { path: '/bad' }), send(r.port, { path: '/good' })]);
     expect(bad.status).toBe(500);
     expect(good.body.toString()).toBe('ok');
     expect(good.headers['x-form']).toBe('status, undefined, headers');
+    expect(good.headers.connection).toBe('keep-alive');
+    expect(good.headers['keep-alive']).not.toBe('timeout=1');
   });
 
   it('a host that goes away fails the requests it had not answered (the caller answers them) and cuts the ones it had', async () => {
