@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createConnection, createServer as createNetServer, type Socket } from 'node:net';
+import { createConnection, createServer as createNetServer } from 'node:net';
+import { corkedWriter, encodeFrame, frameReader, FrameType } from '../node-agent/serving/host-frames.js';
 import { Pool, type Dispatcher } from 'undici';
 import ivm from 'isolated-vm';
 import { TRANSFORM_JS } from './workloads.js';
@@ -17,10 +18,10 @@ import { TRANSFORM_JS } from './workloads.js';
 // `single` is the same isolate call answered by one process on TCP: the floor without the
 // process boundary.
 //
-// `frames` is the relay of docs/agent.md's plan: the front parses HTTP once and sends each
-// request to the child as a compact frame over the Unix socket; the child has no HTTP stack
-// and answers with a frame (writes corked per event-loop turn on both sides). Its row is the
-// best a process boundary can do with a Node front.
+// `frames` relays as the agent's front does, with its frame code: the front parses HTTP
+// once and sends each request to the child as a compact frame over the Unix socket; the
+// child has no HTTP stack and answers with a frame (writes corked per event-loop turn on
+// both sides). Its row is the process boundary's own cost with a Node front.
 //
 //   node --import tsx bench/relay-floor.ts front PORT SOCKET   (spawns the back itself)
 //   node --import tsx bench/relay-floor.ts frames PORT SOCKET  (spawns frames-back itself)
@@ -29,32 +30,9 @@ import { TRANSFORM_JS } from './workloads.js';
 const [role, portArg, sock] = process.argv.slice(2);
 if (!sock) throw new Error('usage: relay-floor.ts front|frames|single PORT SOCKET');
 
-// A frame: u32 length of what follows, u32 request id, then for a request u8 kind (0 hello,
-// 1 json) and the body; for an answer u16 status (0: the call failed) and the body.
-function frameReader(onFrame: (frame: Buffer) => void): (chunk: Buffer) => void {
-  let pending: Buffer | null = null;
-  return (chunk) => {
-    const buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-    let at = 0;
-    while (buf.length - at >= 4) {
-      const len = buf.readUInt32LE(at);
-      if (buf.length - at - 4 < len) break;
-      onFrame(buf.subarray(at + 4, at + 4 + len));
-      at += 4 + len;
-    }
-    pending = at < buf.length ? buf.subarray(at) : null;
-  };
-}
-
-/** Writes go out corked and leave once per event-loop turn, as one writev. */
-function corkedWriter(sock: Socket): (b: Buffer) => void {
-  let corked = false;
-  const flush = (): void => { corked = false; sock.uncork(); };
-  return (b) => {
-    if (!corked) { corked = true; sock.cork(); process.nextTick(flush); }
-    sock.write(b);
-  };
-}
+// Frames as the agent's front and hosts write them (node-agent/serving/host-frames.ts): a
+// request is one `open` frame whose payload is a kind byte (0 hello, 1 json) and the body;
+// an answer is one `data` frame, or a `reset` when the call failed.
 
 const body = (req: IncomingMessage): Promise<string> => new Promise((resolve, reject) => {
   const chunks: Buffer[] = [];
@@ -117,16 +95,9 @@ if (role === 'back' || role === 'single') {
   createNetServer((conn) => {
     conn.setNoDelay(true);
     const send = corkedWriter(conn);
-    conn.on('data', frameReader((f) => {
-      const id = f.readUInt32LE(0);
-      isolate.call(f[4] === 1, f.toString('utf8', 5), (out) => {
-        const len = out === null ? 0 : Buffer.byteLength(out);
-        const b = Buffer.allocUnsafe(10 + len);
-        b.writeUInt32LE(6 + len, 0);
-        b.writeUInt32LE(id, 4);
-        b.writeUInt16LE(out === null ? 0 : 200, 8);
-        if (out !== null) b.write(out, 10, 'utf8');
-        send(b);
+    conn.on('data', frameReader((_type, id, payload) => {
+      isolate.call(payload[0] === 1, payload.toString('utf8', 1), (out) => {
+        send(out === null ? encodeFrame(FrameType.reset, id) : encodeFrame(FrameType.data, id, out));
       });
     }));
   }).listen(sock, () => process.stdout.write('READY\n'));
@@ -138,24 +109,17 @@ if (role === 'back' || role === 'single') {
     const send = corkedWriter(conn);
     let nextId = 1;
     const waiting = new Map<number, { res: ServerResponse; json: boolean }>();
-    conn.on('data', frameReader((f) => {
-      const id = f.readUInt32LE(0);
+    conn.on('data', frameReader((type, id, payload) => {
       const w = waiting.get(id);
       waiting.delete(id);
-      if (w) answer(w.res, w.json, f.readUInt16LE(4) === 0 ? null : f.toString('utf8', 6));
+      if (w) answer(w.res, w.json, type === FrameType.reset ? null : payload.toString('utf8'));
     }));
     createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
       void body(req).then((text) => {
         const json = (req.headers.host ?? '').startsWith('json');
         const id = nextId++;
         waiting.set(id, { res, json });
-        const len = Buffer.byteLength(text);
-        const b = Buffer.allocUnsafe(9 + len);
-        b.writeUInt32LE(5 + len, 0);
-        b.writeUInt32LE(id, 4);
-        b[8] = json ? 1 : 0;
-        b.write(text, 9, 'utf8');
-        send(b);
+        send(encodeFrame(FrameType.open, id, Buffer.concat([Buffer.of(json ? 1 : 0), Buffer.from(text)])));
       }, () => res.destroy());
     }).listen(Number(portArg), '127.0.0.1');
   });
