@@ -4,6 +4,7 @@ import { setPriority } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { countServed, sleep, startAgentProcess, type AgentProcess } from './agent-process.js';
+import { HOST_NICE } from '../../node-agent/isolate-host.js';
 
 // Issue 12, the soak's p99 floor: a tenant that takes more than its share of the node's CPU,
 // or keeps hitting its limits, is moved to the agent's cordon host (node-agent/hosts/cordon.ts),
@@ -57,7 +58,9 @@ describe('the cordon', () => {
     expect(cordon!.workers).toEqual([]);
     expect(s.cordon?.namespaces).toEqual([]);
     expect(new Set(niceValues(cordon!.pid))).toEqual(new Set([19]));
-    for (const h of s.hosts.filter((x) => !x.cordon)) expect(new Set(niceValues(h.pid))).toEqual(new Set([0]));
+    for (const h of s.hosts.filter((x) => !x.cordon)) expect(new Set(niceValues(h.pid))).toEqual(new Set([HOST_NICE]));
+    // The front stays at the default priority: its hosts and their tenants come after it.
+    expect(new Set(niceValues(agent.child.pid!))).toEqual(new Set([0]));
   });
 
   it('moves a tenant over its CPU share to the cordon host; neither it nor its neighbour sees a failure', async () => {
