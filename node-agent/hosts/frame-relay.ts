@@ -2,6 +2,7 @@ import { createConnection, type Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EdgeError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
+import { hasRequestBody } from '../../common/http-message.js';
 import {
   ackOf, corkedWriter, DATA_FRAME_BYTES, encodeAck, encodeFrame, frameReader, FrameProtocolError, FrameType, WINDOW_BYTES,
   type HeadFrame, type OpenFrame,
@@ -32,10 +33,6 @@ interface Stream {
   failed(err: Error): void;
 }
 
-/** A request's body follows its head (IncomingMessage's own test). */
-const hasBody = (req: IncomingMessage): boolean =>
-  req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
-
 export class FrameClient {
   private conn: Socket | undefined;
   private send: ((b: Buffer) => void) | undefined;
@@ -58,7 +55,7 @@ export class FrameClient {
     // server-sent events, say) keeps its id.
     while (this.streams.has(id)) id = id >= 0xffff_fffe ? 1 : id + 1;
     this.nextId = id >= 0xffff_fffe ? 1 : id + 1;
-    const body = hasBody(req);
+    const body = hasRequestBody(req);
     const s: Stream = { req, res, head: false, owed: 0, unacked: 0, paused: false, failed };
     this.streams.set(id, s);
     const open: OpenFrame = { method: req.method ?? 'GET', url: req.url ?? '/', headers, httpVersion: req.httpVersion, body };

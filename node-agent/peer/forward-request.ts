@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request, type ClientRequest, type IncomingMessage, 
 import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { spliceUpgrade } from '../../common/upgrade-splice.js';
+import { hasRequestBody } from '../../common/http-message.js';
 import { HEARTBEAT_HEADER, heartbeatFor } from './protocol.js';
 
 // A client's request for a worker, forwarded to a member of the worker's shard
@@ -119,9 +120,6 @@ function responseHeaders(res: IncomingMessage): string[] {
   return out;
 }
 
-const hasBodyOf = (req: IncomingMessage): boolean =>
-  req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
-
 /**
  * Forwards a client's request to a shard member's peer port (`peerAddress`). Resolves once
  * the member has answered (done) or certainly has not taken the request (not done: the
@@ -129,7 +127,7 @@ const hasBodyOf = (req: IncomingMessage): boolean =>
  */
 export function forwardRequest(peerAddress: string, req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): Promise<ForwardOutcome> {
   const target = new URL(SERVE_PATH, peerAddress);
-  const hasBody = !opts.upgrade && hasBodyOf(req);
+  const hasBody = !opts.upgrade && hasRequestBody(req);
   /** The member says when it takes the request (100 Continue): until then nothing ran there. */
   const handshake = !opts.upgrade;
   return new Promise((resolve) => {
