@@ -20,7 +20,7 @@ export const CORDON_NICE = 19;
  * When the front and its hosts share a busy core, the front then reads and writes its
  * clients' requests in bursts and a host answers the burst in one event-loop turn, where at
  * equal priority each wake-up preempted the other side after a request or two. Pinned to one
- * core, hello-world through the agent went from 10,800-11,000 to 13,200-14,300 requests
+ * core, hello-world through the agent went from 11,600-12,000 to 13,500-14,300 requests
  * per CPU-second (three pairs of runs; docs/agent.md, "Throughput against workerd"). On an
  * idle core nice changes nothing; the cordon stays 22 times lighter (weight 15 against 335).
  */
