@@ -76,6 +76,24 @@ function send(port: number, opts: { method?: string; path?: string; headers?: Re
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Writes `total` bytes to `w` in 64 KiB chunks as fast as it takes them (waiting for drain),
+ * then ends it; returns how much it has written so far.
+ */
+function flood(w: { write(chunk: Buffer): boolean; once(event: 'drain', fn: () => void): unknown; end(): unknown }, total: number): () => number {
+  const chunk = Buffer.alloc(64 * 1024, 7);
+  let written = 0;
+  const pump = (): void => {
+    while (written < total) {
+      written += chunk.length;
+      if (!w.write(chunk)) { w.once('drain', pump); return; }
+    }
+    w.end();
+  };
+  pump();
+  return () => written;
+}
+
 describe('frame codec', () => {
   it('reassembles frames from any split of the byte stream', () => {
     const frames = [
@@ -132,18 +150,10 @@ describe('the frame relay', () => {
 
   it('holds a handler that writes faster than its client reads to about a window, and delivers everything once the client reads', async () => {
     const total = 48 * 1024 * 1024;
-    let accepted = 0;
+    let accepted = (): number => 0;
     const r = await rig((_req, res) => {
       res.writeHead(200, { 'content-length': String(total) });
-      const chunk = Buffer.alloc(64 * 1024, 7);
-      const pump = (): void => {
-        while (accepted < total) {
-          accepted += chunk.length;
-          if (!res.write(chunk)) { res.once('drain', pump); return; }
-        }
-        res.end();
-      };
-      pump();
+      accepted = flood(res, total);
     });
     const received = await new Promise<number>((resolve, reject) => {
       const req = request({ port: r.port, host: '127.0.0.1', path: '/' }, (res) => {
@@ -152,7 +162,7 @@ describe('the frame relay', () => {
         // the front's socket buffers and the kernel's, never the whole body.
         setTimeout(() => {
           try {
-            expect(accepted).toBeLessThan(16 * 1024 * 1024);
+            expect(accepted()).toBeLessThan(16 * 1024 * 1024);
           } catch (err) { reject(err); return; }
           let n = 0;
           res.on('data', (c: Buffer) => { n += c.length; });
@@ -171,29 +181,21 @@ describe('the frame relay', () => {
     let hostRes: ServerResponse | undefined;
     const r = await rig((req, res) => { hostReq = req; hostRes = res; req.pause(); });
     const total = 32 * 1024 * 1024;
-    let written = 0;
+    let written = (): number => 0;
     const done = new Promise<number>((resolve, reject) => {
       const req = request({ port: r.port, host: '127.0.0.1', method: 'POST', path: '/', headers: { 'content-length': String(total) } }, (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
       });
       req.on('error', reject);
-      const chunk = Buffer.alloc(64 * 1024, 1);
-      const pump = (): void => {
-        while (written < total) {
-          written += chunk.length;
-          if (!req.write(chunk)) { req.once('drain', pump); return; }
-        }
-        req.end();
-      };
-      pump();
+      written = flood(req, total);
     });
     await sleep(1000);
     expect(hostReq).toBeDefined();
     // Paused: it has buffered what arrived; the front stopped at the window.
     // The window, plus what the host took while under its stream's high-water mark, plus one socket read.
     expect(hostReq!.readableLength).toBeLessThanOrEqual(WINDOW_BYTES + 3 * 64 * 1024);
-    expect(written).toBeLessThan(total);
+    expect(written()).toBeLessThan(total);
     let got = 0;
     hostReq!.on('data', (c: Buffer) => { got += c.length; });
     hostReq!.on('end', () => { hostRes!.writeHead(200, { 'content-length': '0' }); hostRes!.end(); });
