@@ -75,5 +75,8 @@ COPY --from=agent-files --chown=0:0 /app/package.json ./
 COPY --from=agent-files --chown=0:0 /app/bin ./bin
 COPY --from=agent-files --chown=0:0 /app/dist ./dist
 COPY --from=agent-files --chown=0:0 /app/node_modules ./node_modules
+# taskset (util-linux; glibc only): the agent pins each isolate host to a CPU with it
+# (--pin-hosts, node-agent/hosts/cpu-affinity.ts). Without it the hosts run unpinned.
+COPY --from=agent-files --chown=0:0 /usr/bin/taskset /usr/bin/taskset
 EXPOSE 8080 8081 9090
 CMD ["agent", "--help"]

@@ -1,5 +1,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { expandCpuList, parseCpusAllowed } from '../common/cpu-list.js';
+
+export { expandCpuList, parseCpusAllowed };
 
 // CPU time of a server's whole process tree from /proc, and the taskset(1) command lines
 // that pin a server and a load generator to a core each (bench/percore.ts). The parsers and
@@ -75,11 +78,6 @@ export function treeTicks(tree: readonly ProcStat[]): number {
   return tree.reduce((sum, p) => sum + p.utime + p.stime + p.cutime + p.cstime, 0);
 }
 
-/** The Cpus_allowed_list of a /proc/<pid>/status (e.g. "1" or "0-1"); undefined when absent. */
-export function parseCpusAllowed(status: string): string | undefined {
-  return /^Cpus_allowed_list:\s*(\S+)\s*$/m.exec(status)?.[1];
-}
-
 /** `taskset -c CPUS CMD ARGS...`: CMD starts with its affinity set to CPUS, and every process it starts inherits it. */
 export function tasksetArgv(cpus: string, cmd: string, args: readonly string[]): [string, string[]] {
   if (!/^\d+([-,]\d+)*$/.test(cpus)) throw new Error(`taskset: "${cpus}" is not a CPU list (e.g. 0, 1 or 0-1)`);
@@ -110,17 +108,6 @@ export function parseCpuStat(text: string): Map<number, CpuTicks> {
     const v = (m[2] ?? '').trim().split(/\s+/).map(Number);
     const f = (i: number): number => v[i] ?? 0;
     out.set(Number(m[1]), { busy: f(0) + f(1) + f(2), irq: f(5) + f(6), idle: f(3) + f(4), steal: f(7) });
-  }
-  return out;
-}
-
-/** The CPU numbers of a taskset list ("0", "1,3", "0-2,5"). */
-export function expandCpuList(list: string): number[] {
-  const out: number[] = [];
-  for (const part of list.split(',')) {
-    const [a, b] = part.split('-').map(Number);
-    if (a === undefined || !Number.isInteger(a) || (b !== undefined && (!Number.isInteger(b) || b < a))) throw new Error(`not a CPU list: ${JSON.stringify(list)}`);
-    for (let c = a; c <= (b ?? a); c++) out.push(c);
   }
   return out;
 }

@@ -11,6 +11,7 @@ import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
 import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, startAgent, type AgentConfig } from '../node-agent/agent.js';
 import { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
 import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
+import { PIN_HOSTS_MODES } from '../node-agent/hosts/cpu-affinity.js';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
 // (following the operator). This file only parses flags; node-agent/agent.ts builds the agent.
@@ -28,6 +29,7 @@ export const AGENT_USAGE = `usage: edge agent (--workers DIR [--region R] | --na
                   [--max-body-mb N] [--pool-size N] [--max-isolates-per-worker N] [--idle-isolate-ms N]
                   [--max-ws-message-kb N] [--trusted-proxy CIDR]... [--egress-allow RULE]... [--dev-peer-token]
                   [--isolate-hosts N] [--isolate-host-spares N] [--no-cordon]
+                  [--pin-hosts auto|on|off]
                   [--drain-delay-ms N] [--drain-timeout-ms N] [--dev-error-pages]
 
 With --workers, serves every EdgeWorker manifest in DIR (reloading when it changes);
@@ -84,6 +86,9 @@ is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by
 One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
 of namespaces that take more than their share of the node's CPU or keep hitting their CPU
 or memory limit, until they have behaved for 60 s (doubling per repeat); --no-cordon: none.
+--pin-hosts auto|on|off (default auto): pin host i to the i-th CPU this process may use
+(taskset), so a host's threads hand requests to each other on one CPU. auto pins when there
+are at least as many hosts as CPUs (a pod with a cpuset, --isolate-hosts set to the cores).
 --shards on|off (default on; NATS mode): each worker is kept warm on a few agents of the
 region (its shard, on a consistent-hash ring), and the others forward its requests to them
 over the peer port (docs/shards.md). --shard-min (default 2) and --shard-max (default 8) bound
@@ -135,6 +140,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
       'isolate-host-spares': { type: 'string', default: '1' },
       'no-cordon': { type: 'boolean', default: false },
+      'pin-hosts': { type: 'string', default: 'auto' },
       shards: { type: 'string', default: 'on' },
       'shard-min': { type: 'string', default: '2' },
       'shard-max': { type: 'string', default: '8' },
@@ -182,6 +188,8 @@ export async function runAgent(argv: string[]): Promise<number> {
   if (values.shards !== 'on' && values.shards !== 'off') return fail(`--shards must be on or off, got "${values.shards}"`);
   const isolateHosts = num('--isolate-hosts', values['isolate-hosts']);
   if (!Number.isInteger(isolateHosts)) return fail(`--isolate-hosts must be a whole number, got "${values['isolate-hosts']}"`);
+  const pinHosts = PIN_HOSTS_MODES.find((m) => m === values['pin-hosts']);
+  if (!pinHosts) return fail(`--pin-hosts must be one of ${PIN_HOSTS_MODES.join(', ')}, got "${values['pin-hosts']}"`);
   const agent = await startAgent({
     log,
     source,
@@ -210,6 +218,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     isolateHosts,
     isolateHostSpares: num('--isolate-host-spares', values['isolate-host-spares']),
     isolateHostCordon: !values['no-cordon'],
+    pinHosts,
     shards: {
       enabled: values.shards === 'on',
       min: num('--shard-min', values['shard-min']),

@@ -29,6 +29,7 @@ import { AgentPresence } from './control/presence.js';
 import { aiUrlFromTemplate } from './control/worker-env.js';
 import { MIN_PEER_TOKEN_LENGTH, PeerTokenError, startPeerServer, type PeerServer } from './peer/peer-server.js';
 import { SharedSource, servesShare, type HostShare } from './hosts/assignment.js';
+import { allowedCpus, hostCpuPlan, type PinHosts } from './hosts/cpu-affinity.js';
 import { FrontMetrics } from './hosts/metrics.js';
 import { HostProxy } from './hosts/proxy.js';
 import { HostSupervisor } from './hosts/supervisor.js';
@@ -111,6 +112,8 @@ export interface AgentConfig {
    * hitting their limits, at the lowest CPU priority (hosts/cordon.ts; default true).
    */
   isolateHostCordon?: boolean;
+  /** With isolate hosts: pin host i to one CPU (hosts/cpu-affinity.ts; default auto). */
+  pinHosts?: PinHosts;
   /**
    * Drain (SIGTERM): how long /readyz says 503 while everything is still served, before
    * actors are handed over and listeners closed: the time load balancers and Kubernetes
@@ -574,11 +577,15 @@ export class AgentFront implements RunningAgent {
     undo.push(() => proxy.close());
     const advertise = cfg.advertise ?? `http://${listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host}:${port}`;
 
-    const { log: _log, admin: _admin, isolateHosts: _n, isolateHostSpares: _s, isolateHostCommand: _c, isolateHostCordon: _cordon, ...shared } = cfg;
+    const { log: _log, admin: _admin, isolateHosts: _n, isolateHostSpares: _s, isolateHostCommand: _c, isolateHostCordon: _cordon, pinHosts: _pin, ...shared } = cfg;
     // A SecretSealer is an object with methods: the hosts open the key file themselves.
     if (shared.source.kind === 'nats') { const { sealer: _sealer, ...src } = shared.source; shared.source = src; }
+    const allowed = allowedCpus();
+    const cpus = hostCpuPlan(cfg.pinHosts ?? 'auto', count, allowed);
+    log.info(cpus ? 'isolate hosts pinned one per CPU' : 'isolate hosts not pinned', { pinHosts: cfg.pinHosts ?? 'auto', hosts: count, allowedCpus: allowed?.join(','), ...(cpus ? { cpus: cpus.join(',') } : {}) });
     const sup = new HostSupervisor<IsolateHostConfig>({
       count,
+      ...(cpus ? { cpuOf: (index: number) => cpus[index] } : {}),
       spares: cfg.isolateHostSpares ?? 1,
       command,
       socketDir,

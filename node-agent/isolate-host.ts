@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { isCordonShare } from '../common/isolate-hosts.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { Agent, type IsolateHostConfig } from './agent.js';
+import { pinThisProcess } from './hosts/cpu-affinity.js';
 import { asToHost, USAGE_REPORT_MS, type FromHost, type ToHost } from './hosts/protocol.js';
 
 // An isolate-host process (`edge isolate-host`, started only by an agent front, never by
@@ -41,6 +42,15 @@ function renice(nice: number, log: Logger): void {
   log.info('isolate host lowered its CPU priority', { nice, threads: tids.length, failed });
 }
 
+/** Pins the whole process to `cpu` (hosts/cpu-affinity.ts); a host that cannot be pinned still serves, unpinned. */
+function pin(cpu: number, log: Logger): void {
+  try {
+    log.info('isolate host pinned to its CPU', { cpu, threads: pinThisProcess(cpu) });
+  } catch (err) {
+    log.warn('isolate host could not be pinned to its CPU; it runs unpinned', { cpu, error: err });
+  }
+}
+
 /** Exit code when the front went away (its IPC channel closed): nothing routes here any more. */
 const EXIT_FRONT_GONE = 70;
 
@@ -69,10 +79,12 @@ export async function runIsolateHost(): Promise<number> {
     post({ type: 'booted' });
   });
 
-  const { config, index, count, socketDir } = start;
+  const { config, index, count, socketDir, cpu } = start;
   const source = config.source;
   const cordon = isCordonShare({ index, count });
   const log = createLogger({ component: 'isolate-host', host: cordon ? 'cordon' : index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
+  // Before any isolate exists: isolated-vm's threads, started later, inherit the CPU and the nice value.
+  if (cpu !== undefined) pin(cpu, log);
   renice(cordon ? CORDON_NICE : HOST_NICE, log);
   const socketPath = join(socketDir, `h${index}.${process.pid}.sock`);
   const framesPath = join(socketDir, `h${index}.${process.pid}.f.sock`);

@@ -7,8 +7,11 @@ import type { NamespaceUsage, ServedRoutes, WorkerState } from '../serving/worke
 
 /** What the front tells a host. */
 export type ToHost<Config = unknown> =
-  /** Become host `index` of `count`: start serving its share of namespaces on a Unix socket in `socketDir`. */
-  | { type: 'start'; index: number; count: number; socketDir: string; config: Config }
+  /**
+   * Become host `index` of `count`: start serving its share of namespaces on a Unix socket
+   * in `socketDir`, pinned to `cpu` when it is set (hosts/cpu-affinity.ts).
+   */
+  | { type: 'start'; index: number; count: number; socketDir: string; config: Config; cpu?: number }
   | { type: 'status'; id: number }
   | { type: 'metrics'; id: number }
   /** The cordon (hosts/cordon.ts): to the cordon host, the namespaces it serves; to the others, the cordoned ones. */

@@ -30,6 +30,8 @@ export interface HostSupervisorOptions<Config> {
   log: Logger;
   metrics: FrontMetrics;
   env?: NodeJS.ProcessEnv;
+  /** The CPU host `index` is pinned to (hosts/cpu-affinity.ts); undefined, or absent: not pinned. The cordon host never is. */
+  cpuOf?(index: number): number | undefined;
   /** Run a cordon host (index = count) for tenants over their CPU share (hosts/cordon.ts); undefined: none. */
   cordon?: CordonOptions;
 }
@@ -171,6 +173,8 @@ export interface HostInfo {
   workers: string[];
   /** The cordon host (hosts/cordon.ts): serves the cordoned namespaces at the lowest CPU priority. */
   cordon?: true;
+  /** The CPU it is pinned to (hosts/cpu-affinity.ts). */
+  cpu?: number;
 }
 
 export class HostSupervisor<Config> {
@@ -259,10 +263,16 @@ export class HostSupervisor<Config> {
     return this.slots[index]?.target;
   }
 
+  /** The CPU host `index` is pinned to; the cordon host (index = count) is not. */
+  private cpuOf(index: number): number | undefined {
+    return index < this.opts.count ? this.opts.cpuOf?.(index) : undefined;
+  }
+
   hosts(): HostInfo[] {
     return this.slots.map((s) => ({
       index: s.index, pid: s.proc?.pid, up: s.target !== undefined, restarts: s.restarts, workers: s.routes.map((r) => r.key),
       ...(s === this.cordonSlot ? { cordon: true as const } : {}),
+      ...(this.cpuOf(s.index) !== undefined ? { cpu: this.cpuOf(s.index)! } : {}),
     }));
   }
 
@@ -354,7 +364,8 @@ export class HostSupervisor<Config> {
     };
     void p.exited.then(() => this.exited(slot, p));
     const ready = p.next('ready');
-    p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index) });
+    const cpu = this.cpuOf(slot.index);
+    p.send({ type: 'start', index: slot.index, count: this.opts.count, socketDir: this.opts.socketDir, config: this.opts.config(slot.index), ...(cpu !== undefined ? { cpu } : {}) });
     const m = await ready;
     // No timeouts on the relay: the host bounds a request by the worker's wall limit, and a
     // streamed body may pause for as long as its worker waits.
