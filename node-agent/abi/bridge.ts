@@ -152,14 +152,9 @@ export const ServiceCallInitSchema = z.object({
 });
 export type ServiceCallInit = z.infer<typeof ServiceCallInitSchema>;
 
-/**
- * ServiceCallInitSchema's check, written out: every service-binding and dynamic-worker call
- * runs it on its path (zod's parse ~0.1 ms with cold caches, this a few us);
- * test/unit/bridge-parsers.test.ts holds the two to the same verdict. Null: malformed.
- */
-export function parseServiceCallInit(raw: unknown): ServiceCallInit | null {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
-  const { url, method, headers, body } = raw as Record<string, unknown>;
+/** The url, method and headers of an internal request, checked as the schemas above check them; null: malformed. */
+function parseRequestHead(raw: Record<string, unknown>): { url: string; method: string; headers: [string, string][] } | null {
+  const { url, method, headers } = raw;
   if (typeof url !== 'string' || url.length > 64 * 1024) return null;
   if (typeof method !== 'string' || method.length === 0 || method.length > 64) return null;
   if (!Array.isArray(headers)) return null;
@@ -168,8 +163,36 @@ export function parseServiceCallInit(raw: unknown): ServiceCallInit | null {
     if (!Array.isArray(h) || h.length !== 2 || typeof h[0] !== 'string' || typeof h[1] !== 'string') return null;
     list.push([h[0], h[1]]);
   }
-  if (body !== null && !(body instanceof ArrayBuffer && body.byteLength <= ACTOR_WHOLE_BODY_BYTES)) return null;
-  return { url, method, headers: list, body };
+  return { url, method, headers: list };
+}
+
+const isWholeBody = (body: unknown): body is ArrayBuffer => body instanceof ArrayBuffer && body.byteLength <= ACTOR_WHOLE_BODY_BYTES;
+
+/**
+ * ServiceCallInitSchema's check, written out: every service-binding and dynamic-worker call
+ * runs it on its path (zod's parse ~0.1 ms with cold caches, this a few us);
+ * test/unit/bridge-parsers.test.ts holds the two to the same verdict. Null: malformed.
+ */
+export function parseServiceCallInit(raw: unknown): ServiceCallInit | null {
+  if (!isRecord(raw)) return null;
+  const head = parseRequestHead(raw);
+  const { body } = raw;
+  if (!head || (body !== null && !isWholeBody(body))) return null;
+  return { ...head, body };
+}
+
+/**
+ * ActorFetchInitSchema's check, written out, for the same reason: every stub.fetch() runs
+ * it (zod's parse was ~2 % of an isolate host's main thread per actor call);
+ * test/unit/bridge-parsers.test.ts holds the two to the same verdict. Null: malformed.
+ */
+export function parseActorFetchInit(raw: unknown): ActorFetchInit | null {
+  if (!isRecord(raw)) return null;
+  const head = parseRequestHead(raw);
+  const { id, body } = raw;
+  if (!head || typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) return null;
+  if (body !== null && body !== 1 && !isWholeBody(body)) return null;
+  return { id, ...head, body };
 }
 
 /** What serviceCall settles with: the bound worker's response, body whole. */

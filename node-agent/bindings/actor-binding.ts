@@ -1,6 +1,6 @@
 import { ActorIds } from './actor-id.js';
 import { withCallbacks, type LocalInvoke } from './rpc-callbacks.js';
-import { ActorExceptionError, ActorFetchInitSchema, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
+import { ActorExceptionError, parseActorFetchInit, type ActorFetchInit, type ActorFetchResult, type ActorIdKind, type ActorIdRecord } from '../abi/bridge.js';
 import type { BodyStream } from '../../common/body-stream.js';
 import { ActorStreams } from './actor-streams.js';
 
@@ -119,9 +119,8 @@ export class ActorCalls {
     const b = this.binding(binding);
     if (typeof id !== 'string' || !b.ids.owns(id)) throw new TypeError(`${what}: the id is not an id of this actor namespace`);
     const hex = id.toLowerCase();
-    const parsed = ActorFetchInitSchema.safeParse(raw);
-    if (!parsed.success) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
-    const init = parsed.data;
+    const init = parseActorFetchInit(raw);
+    if (!init) throw new TypeError(`${what}: malformed request from worker ${this.workerName}`);
     // A name travels only when it really is the id's name.
     const opts: ActorCallOptions = {};
     if (typeof name === 'string' && b.ids.idFromName(name).hex === hex) opts.name = name;

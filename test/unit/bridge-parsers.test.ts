@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { LoaderCodeSchema, ServiceCallInitSchema, parseLoaderCode, parseServiceCallInit } from '../../node-agent/abi/bridge.js';
+import { ActorFetchInitSchema, LoaderCodeSchema, ServiceCallInitSchema, parseActorFetchInit, parseLoaderCode, parseServiceCallInit } from '../../node-agent/abi/bridge.js';
 
-// parseLoaderCode and parseServiceCallInit are LoaderCodeSchema's and ServiceCallInitSchema's
-// checks written out for the load() and internal-call paths (zod's parse was ~0.1-0.15 ms of
+// parseLoaderCode, parseServiceCallInit and parseActorFetchInit are LoaderCodeSchema's,
+// ServiceCallInitSchema's and ActorFetchInitSchema's checks written out for the load(),
+// internal-call and stub.fetch() paths (zod's parse was ~0.1-0.15 ms of
 // each with cold caches). The schemas stay the definition: both must give the same verdict
 // on every input, and the same data when they accept.
 
@@ -107,6 +108,34 @@ describe('parseServiceCallInit', () => {
   it.each(callCases)('gives zod\'s verdict and data: %s', (_name, input) => {
     const mine = parseServiceCallInit(input);
     const zod = ServiceCallInitSchema.safeParse(input);
+    expect(mine !== null).toBe(zod.success);
+    if (mine && zod.success) expect(mine).toEqual(zod.data);
+  });
+});
+
+const actorCall = () => ({ id: 7, ...call() });
+const actorWith = (k: string, value: unknown): Input => ({ ...actorCall(), [k]: value });
+const actorCases: [string, unknown][] = [
+  // Every service-call case, with an id: the head and whole-body rules are the same.
+  ...callCases.map(([name, input]): [string, unknown] => [`${name} (with an id)`, typeof input === 'object' && input !== null && !Array.isArray(input) ? { id: 7, ...input } : input]),
+  ['body streamed (1)', actorWith('body', 1)],
+  ['body 2', actorWith('body', 2)],
+  ['body true', actorWith('body', true)],
+  ['no id', call()],
+  ['id 0', actorWith('id', 0)],
+  ['id negative', actorWith('id', -3)],
+  ['id a fraction', actorWith('id', 1.5)],
+  ['id a string', actorWith('id', '7')],
+  ['id NaN', actorWith('id', Number.NaN)],
+  ['id Infinity', actorWith('id', Number.POSITIVE_INFINITY)],
+  ['id the largest safe integer', actorWith('id', Number.MAX_SAFE_INTEGER)],
+  ['id past the safe integers', actorWith('id', Number.MAX_SAFE_INTEGER + 2)],
+];
+
+describe('parseActorFetchInit', () => {
+  it.each(actorCases)('gives zod\'s verdict and data: %s', (_name, input) => {
+    const mine = parseActorFetchInit(input);
+    const zod = ActorFetchInitSchema.safeParse(input);
     expect(mine !== null).toBe(zod.success);
     if (mine && zod.success) expect(mine).toEqual(zod.data);
   });
