@@ -43,11 +43,13 @@ function renice(nice: number, log: Logger): void {
 }
 
 /** Pins the whole process to `cpu` (hosts/cpu-affinity.ts); a host that cannot be pinned still serves, unpinned. */
-function pin(cpu: number, log: Logger): void {
+function pin(cpu: number, log: Logger): boolean {
   try {
     log.info('isolate host pinned to its CPU', { cpu, threads: pinThisProcess(cpu) });
+    return true;
   } catch (err) {
     log.warn('isolate host could not be pinned to its CPU; it runs unpinned', { cpu, error: err });
+    return false;
   }
 }
 
@@ -84,7 +86,7 @@ export async function runIsolateHost(): Promise<number> {
   const cordon = isCordonShare({ index, count });
   const log = createLogger({ component: 'isolate-host', host: cordon ? 'cordon' : index, ...(source.kind === 'nats' ? { region: source.region, node: source.node } : {}) });
   // Before any isolate exists: isolated-vm's threads, started later, inherit the CPU and the nice value.
-  if (cpu !== undefined) pin(cpu, log);
+  const pinned = cpu !== undefined && pin(cpu, log);
   renice(cordon ? CORDON_NICE : HOST_NICE, log);
   const socketPath = join(socketDir, `h${index}.${process.pid}.sock`);
   const framesPath = join(socketDir, `h${index}.${process.pid}.f.sock`);
@@ -129,7 +131,7 @@ export async function runIsolateHost(): Promise<number> {
         return;
     }
   });
-  post({ type: 'ready', socketPath, framesPath, routes: server.routes() });
+  post({ type: 'ready', socketPath, framesPath, routes: server.routes(), ...(pinned ? { cpu } : {}) });
   // Runs until the front says stop (or goes away): the IPC channel keeps the process alive.
   return new Promise<number>(() => undefined);
 }

@@ -36,7 +36,8 @@ export type FromHost =
   /** Modules loaded: ready to be told which host to be (a spare waits here). */
   | { type: 'booted' }
   /** Serving on `socketPath` (HTTP: upgrades) and `framesPath` (framed requests: serving/host-frames.ts) with these workers. */
-  | { type: 'ready'; socketPath: string; framesPath: string; routes: ServedRoutes[] }
+  /** `cpu`: the CPU it pinned itself to (absent: it runs unpinned, asked to or not). */
+  | { type: 'ready'; socketPath: string; framesPath: string; routes: ServedRoutes[]; cpu?: number }
   /** The served workers or their routes changed. */
   | { type: 'routes'; routes: ServedRoutes[] }
   | { type: 'status'; id: number; status: HostStatus }

@@ -162,6 +162,8 @@ interface Slot {
   downSince: number | undefined;
   /** A restart is scheduled or under way. */
   pending: boolean;
+  /** The CPU its process pinned itself to (its `ready` says; hosts/cpu-affinity.ts). */
+  cpu: number | undefined;
 }
 
 /** The front's view of one host, for /status. */
@@ -173,7 +175,7 @@ export interface HostInfo {
   workers: string[];
   /** The cordon host (hosts/cordon.ts): serves the cordoned namespaces at the lowest CPU priority. */
   cordon?: true;
-  /** The CPU it is pinned to (hosts/cpu-affinity.ts). */
+  /** The CPU it pinned itself to (hosts/cpu-affinity.ts); absent: unpinned. */
   cpu?: number;
 }
 
@@ -196,7 +198,7 @@ export class HostSupervisor<Config> {
   constructor(private readonly opts: HostSupervisorOptions<Config>) {
     const n = opts.count + (opts.cordon ? 1 : 0);
     this.slots = Array.from({ length: n }, (_, index) => ({
-      index, proc: undefined, target: undefined, routes: [], crashes: [], restarts: 0, timer: undefined, ready: false, downSince: undefined, pending: false,
+      index, proc: undefined, target: undefined, routes: [], crashes: [], restarts: 0, timer: undefined, ready: false, downSince: undefined, pending: false, cpu: undefined,
     }));
     if (opts.cordon) {
       this.cordon = new CordonPolicy(opts.cordon);
@@ -272,7 +274,7 @@ export class HostSupervisor<Config> {
     return this.slots.map((s) => ({
       index: s.index, pid: s.proc?.pid, up: s.target !== undefined, restarts: s.restarts, workers: s.routes.map((r) => r.key),
       ...(s === this.cordonSlot ? { cordon: true as const } : {}),
-      ...(this.cpuOf(s.index) !== undefined ? { cpu: this.cpuOf(s.index)! } : {}),
+      ...(s.cpu !== undefined ? { cpu: s.cpu } : {}),
     }));
   }
 
@@ -371,6 +373,7 @@ export class HostSupervisor<Config> {
     // streamed body may pause for as long as its worker waits.
     slot.target = { index: slot.index, socketPath: m.socketPath, frames: new FrameClient(m.framesPath, this.opts.log) };
     slot.ready = true;
+    slot.cpu = m.cpu;
     this.setRoutes(slot, m.routes);
     if (this.cordon) this.tellHosts(true);
     this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);

@@ -85,9 +85,10 @@ describe('isolate hosts that cannot be pinned', () => {
   }, 90_000);
   afterAll(() => agent?.stop());
 
-  it('serve unpinned and say so in the log', async () => {
+  it('serve unpinned and say so, in the log and in /status', async () => {
     await serveEveryWorker(agent);
     for (const h of (await hosts(agent)).filter((x) => !x.cordon)) {
+      expect(h.cpu, `host ${h.index}`).toBeUndefined();
       expect(new Set(threadCpus(h.pid).map((c) => c.join(',')))).toEqual(new Set([allowed.join(',')]));
     }
     expect(agent.output()).toContain('isolate host could not be pinned to its CPU; it runs unpinned');
