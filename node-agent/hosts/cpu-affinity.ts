@@ -63,13 +63,15 @@ function unpinnedThreads(cpu: number): number {
  * many threads there are; throws HostAffinityError when taskset is missing or refused.
  */
 export function pinThisProcess(cpu: number): number {
+  let off = 0;
   for (let pass = 0; pass < 2; pass++) {
     try {
       execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(process.pid)], { stdio: 'ignore', timeout: 5_000 });
     } catch (err) {
       throw new HostAffinityError(`could not pin isolate host ${process.pid} to CPU ${cpu} with taskset -a -p: ${err instanceof Error ? err.message : String(err)}`, { cause: err, context: { cpu } });
     }
-    if (unpinnedThreads(cpu) === 0) return readdirSync('/proc/self/task').length;
+    off = unpinnedThreads(cpu);
+    if (off === 0) return readdirSync('/proc/self/task').length;
   }
-  throw new HostAffinityError(`isolate host ${process.pid}: ${unpinnedThreads(cpu)} threads are still not pinned to CPU ${cpu} after taskset -a -p`, { context: { cpu } });
+  throw new HostAffinityError(`isolate host ${process.pid}: ${off} threads are still not pinned to CPU ${cpu} after taskset -a -p`, { context: { cpu } });
 }
