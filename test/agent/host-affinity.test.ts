@@ -21,14 +21,17 @@ async function hosts(agent: AgentProcess): Promise<HostInfo[]> {
   return (await r.json() as { hosts: HostInfo[] }).hosts;
 }
 
-/** Every thread's allowed CPUs, as CPU numbers. */
-function threadCpus(pid: number): number[][] {
+/** Every thread's allowed CPUs, as a list ("0,1"). */
+function threadCpus(pid: number): string[] {
   return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
     try {
-      return [expandCpuList(parseCpusAllowed(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))!)];
+      return [expandCpuList(parseCpusAllowed(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))!).join(',')];
     } catch { return []; } // the thread exited meanwhile
   });
 }
+
+/** The distinct CPU lists of a process's threads: one when all of them are alike. */
+const cpuLists = (pid: number): Set<string> => new Set(threadCpus(pid));
 
 async function serveEveryWorker(agent: AgentProcess): Promise<void> {
   for (const ns of NAMESPACES) {
@@ -38,75 +41,72 @@ async function serveEveryWorker(agent: AgentProcess): Promise<void> {
 }
 
 const allowed = allowedCpus()!;
+const ALL = allowed.join(',');
 
-describe('isolate hosts pinned one per CPU (--pin-hosts on)', () => {
-  let agent: AgentProcess;
+/** The agent of a describe block (two isolate hosts and `args`), started before its tests, every worker served once. */
+function agentFor(args: string[], env: NodeJS.ProcessEnv = {}): () => AgentProcess {
+  let agent: AgentProcess | undefined;
   beforeAll(async () => {
-    agent = await startAgentProcess(workers, ['--isolate-hosts', '2', '--pin-hosts', 'on'], { EDGE_ADMIN_TOKEN: ADMIN_TOKEN });
+    agent = await startAgentProcess(workers, ['--isolate-hosts', '2', ...args], { EDGE_ADMIN_TOKEN: ADMIN_TOKEN, ...env });
     await serveEveryWorker(agent);
   }, 90_000);
   afterAll(() => agent?.stop());
+  return () => agent!;
+}
+
+describe('isolate hosts pinned one per CPU (--pin-hosts on)', () => {
+  const agent = agentFor(['--pin-hosts', 'on']);
 
   it('pins host i, every thread of it, to the i-th CPU the agent may use; the front and the cordon host stay on all of them', async () => {
-    const hs = await hosts(agent);
+    const hs = await hosts(agent());
     const ordinary = hs.filter((h) => !h.cordon);
     expect(ordinary.map((h) => h.cpu)).toEqual([0, 1].map((i) => allowed[i % allowed.length]));
     for (const h of ordinary) {
       const threads = threadCpus(h.pid);
       // The main thread, V8's and libuv's, and isolated-vm's pool (started by the requests above).
       expect(threads.length).toBeGreaterThan(4);
-      expect(new Set(threads.map((c) => c.join(','))), `host ${h.index}`).toEqual(new Set([String(h.cpu)]));
+      expect(new Set(threads), `host ${h.index}`).toEqual(new Set([String(h.cpu)]));
     }
     const cordon = hs.find((h) => h.cordon)!;
     expect(cordon.cpu).toBeUndefined();
-    expect(new Set(threadCpus(cordon.pid).map((c) => c.join(',')))).toEqual(new Set([allowed.join(',')]));
-    expect(new Set(threadCpus(agent.child.pid!).map((c) => c.join(',')))).toEqual(new Set([allowed.join(',')]));
+    expect(cpuLists(cordon.pid)).toEqual(new Set([ALL]));
+    expect(cpuLists(agent().child.pid!)).toEqual(new Set([ALL]));
   });
 
   it('pins the process that replaces a crashed host to the same CPU', async () => {
-    const before = (await hosts(agent)).find((h) => h.index === 0)!;
+    const before = (await hosts(agent())).find((h) => h.index === 0)!;
     process.kill(before.pid, 'SIGKILL');
     let after: HostInfo | undefined;
     await waitFor('host 0 back', async () => {
-      after = (await hosts(agent)).find((h) => h.index === 0 && h.up && h.pid !== before.pid);
+      after = (await hosts(agent())).find((h) => h.index === 0 && h.up && h.pid !== before.pid);
       return after !== undefined;
     }, 30_000, 50);
-    await serveEveryWorker(agent);
+    await serveEveryWorker(agent());
     expect(after!.cpu).toBe(before.cpu);
-    expect(new Set(threadCpus(after!.pid).map((c) => c.join(',')))).toEqual(new Set([String(before.cpu)]));
+    expect(cpuLists(after!.pid)).toEqual(new Set([String(before.cpu)]));
   });
 });
 
 describe('isolate hosts that cannot be pinned', () => {
-  let agent: AgentProcess;
-  beforeAll(async () => {
-    // No taskset on the PATH (the agent and its hosts start from process.execPath).
-    agent = await startAgentProcess(workers, ['--isolate-hosts', '2', '--pin-hosts', 'on'], { EDGE_ADMIN_TOKEN: ADMIN_TOKEN, PATH: '/nonexistent' });
-  }, 90_000);
-  afterAll(() => agent?.stop());
+  // No taskset on the PATH (the agent and its hosts start from process.execPath).
+  const agent = agentFor(['--pin-hosts', 'on'], { PATH: '/nonexistent' });
 
   it('serve unpinned and say so, in the log and in /status', async () => {
-    await serveEveryWorker(agent);
-    for (const h of (await hosts(agent)).filter((x) => !x.cordon)) {
+    for (const h of (await hosts(agent())).filter((x) => !x.cordon)) {
       expect(h.cpu, `host ${h.index}`).toBeUndefined();
-      expect(new Set(threadCpus(h.pid).map((c) => c.join(',')))).toEqual(new Set([allowed.join(',')]));
+      expect(cpuLists(h.pid), `host ${h.index}`).toEqual(new Set([ALL]));
     }
-    expect(agent.output()).toContain('isolate host could not be pinned to its CPU; it runs unpinned');
+    expect(agent().output()).toContain('isolate host could not be pinned to its CPU; it runs unpinned');
   });
 });
 
 describe('--pin-hosts off', () => {
-  let agent: AgentProcess;
-  beforeAll(async () => {
-    agent = await startAgentProcess(workers, ['--isolate-hosts', '2', '--pin-hosts', 'off'], { EDGE_ADMIN_TOKEN: ADMIN_TOKEN });
-    await serveEveryWorker(agent);
-  }, 90_000);
-  afterAll(() => agent?.stop());
+  const agent = agentFor(['--pin-hosts', 'off']);
 
   it('leaves every host on every CPU the agent may use', async () => {
-    for (const h of await hosts(agent)) {
+    for (const h of await hosts(agent())) {
       expect(h.cpu).toBeUndefined();
-      expect(new Set(threadCpus(h.pid).map((c) => c.join(',')))).toEqual(new Set([allowed.join(',')]));
+      expect(cpuLists(h.pid), `host ${h.index}`).toEqual(new Set([ALL]));
     }
   });
 });

@@ -104,13 +104,18 @@ const callCases: [string, unknown][] = [
   ['body over 32 MiB', callWith('body', new ArrayBuffer(32 * 1024 * 1024 + 1))],
 ];
 
-describe('parseServiceCallInit', () => {
-  it.each(callCases)('gives zod\'s verdict and data: %s', (_name, input) => {
-    const mine = parseServiceCallInit(input);
-    const zod = ServiceCallInitSchema.safeParse(input);
-    expect(mine !== null).toBe(zod.success);
-    if (mine && zod.success) expect(mine).toEqual(zod.data);
+/** Each case: the written-out parser gives the schema's verdict, and the same data when both accept. */
+function sameAsZod(cases: [string, unknown][], mine: (raw: unknown) => unknown, schema: { safeParse(raw: unknown): { success: boolean; data?: unknown } }): void {
+  it.each(cases)('gives zod\'s verdict and data: %s', (_name, input) => {
+    const parsed = mine(input);
+    const zod = schema.safeParse(input);
+    expect(parsed !== null).toBe(zod.success);
+    if (parsed !== null && zod.success) expect(parsed).toEqual(zod.data);
   });
+}
+
+describe('parseServiceCallInit', () => {
+  sameAsZod(callCases, parseServiceCallInit, ServiceCallInitSchema);
 });
 
 const actorCall = () => ({ id: 7, ...call() });
@@ -133,10 +138,5 @@ const actorCases: [string, unknown][] = [
 ];
 
 describe('parseActorFetchInit', () => {
-  it.each(actorCases)('gives zod\'s verdict and data: %s', (_name, input) => {
-    const mine = parseActorFetchInit(input);
-    const zod = ActorFetchInitSchema.safeParse(input);
-    expect(mine !== null).toBe(zod.success);
-    if (mine && zod.success) expect(mine).toEqual(zod.data);
-  });
+  sameAsZod(actorCases, parseActorFetchInit, ActorFetchInitSchema);
 });
