@@ -30,7 +30,7 @@ export interface HostSupervisorOptions<Config> {
   log: Logger;
   metrics: FrontMetrics;
   env?: NodeJS.ProcessEnv;
-  /** The CPU host `index` is pinned to (hosts/cpu-affinity.ts); undefined, or absent: not pinned. The cordon host never is. */
+  /** The CPU host `index` is told to pin itself to (hosts/cpu-affinity.ts); undefined, or absent: none. Never the cordon host. */
   cpuOf?(index: number): number | undefined;
   /** Run a cordon host (index = count) for tenants over their CPU share (hosts/cordon.ts); undefined: none. */
   cordon?: CordonOptions;
@@ -265,7 +265,7 @@ export class HostSupervisor<Config> {
     return this.slots[index]?.target;
   }
 
-  /** The CPU host `index` is pinned to; the cordon host (index = count) is not. */
+  /** The CPU host `index` is told to pin itself to; none for the cordon host (index = count). */
   private cpuOf(index: number): number | undefined {
     return index < this.opts.count ? this.opts.cpuOf?.(index) : undefined;
   }
