@@ -1,7 +1,7 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
-import { expandCpuList, parseCpusAllowed } from '../../common/cpu-list.js';
+import { treeAffinity } from '../../bench/cpu.js';
+import { expandCpuList } from '../../common/cpu-list.js';
 import { allowedCpus } from '../../node-agent/hosts/cpu-affinity.js';
 import { startAgentProcess, type AgentProcess } from '../security/agent-process.js';
 
@@ -21,17 +21,14 @@ async function hosts(agent: AgentProcess): Promise<HostInfo[]> {
   return (await r.json() as { hosts: HostInfo[] }).hosts;
 }
 
-/** Every thread's allowed CPUs, as a list ("0,1"). */
-function threadCpus(pid: number): string[] {
-  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
-    try {
-      return [expandCpuList(parseCpusAllowed(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))!).join(',')];
-    } catch { return []; } // the thread exited meanwhile
-  });
+/**
+ * Where the threads of process `pid` may run (bench/cpu.ts's /proc walk): the CPU list ("0,1")
+ * when every thread has the same one, "mixed" when they differ; and how many threads it has.
+ */
+function threadsOn(pid: number): { cpus: string; threads: number } {
+  const a = treeAffinity(pid).find((x) => x.pid === pid)!;
+  return { cpus: a.threadsElsewhere === 0 ? expandCpuList(a.cpus).join(',') : 'mixed', threads: a.threads };
 }
-
-/** The distinct CPU lists of a process's threads: one when all of them are alike. */
-const cpuLists = (pid: number): Set<string> => new Set(threadCpus(pid));
 
 async function serveEveryWorker(agent: AgentProcess): Promise<void> {
   for (const ns of NAMESPACES) {
@@ -62,15 +59,15 @@ describe('isolate hosts pinned one per CPU (--pin-hosts on)', () => {
     const ordinary = hs.filter((h) => !h.cordon);
     expect(ordinary.map((h) => h.cpu)).toEqual([0, 1].map((i) => allowed[i % allowed.length]));
     for (const h of ordinary) {
-      const threads = threadCpus(h.pid);
+      const on = threadsOn(h.pid);
       // The main thread, V8's and libuv's, and isolated-vm's pool (started by the requests above).
-      expect(threads.length).toBeGreaterThan(4);
-      expect(new Set(threads), `host ${h.index}`).toEqual(new Set([String(h.cpu)]));
+      expect(on.threads).toBeGreaterThan(4);
+      expect(on.cpus, `host ${h.index}`).toBe(String(h.cpu));
     }
     const cordon = hs.find((h) => h.cordon)!;
     expect(cordon.cpu).toBeUndefined();
-    expect(cpuLists(cordon.pid)).toEqual(new Set([ALL]));
-    expect(cpuLists(agent().child.pid!)).toEqual(new Set([ALL]));
+    expect(threadsOn(cordon.pid).cpus).toBe(ALL);
+    expect(threadsOn(agent().child.pid!).cpus).toBe(ALL);
   });
 
   it('pins the process that replaces a crashed host to the same CPU', async () => {
@@ -83,7 +80,7 @@ describe('isolate hosts pinned one per CPU (--pin-hosts on)', () => {
     }, 30_000, 50);
     await serveEveryWorker(agent());
     expect(after!.cpu).toBe(before.cpu);
-    expect(cpuLists(after!.pid)).toEqual(new Set([String(before.cpu)]));
+    expect(threadsOn(after!.pid).cpus).toBe(String(before.cpu));
   });
 });
 
@@ -94,7 +91,7 @@ describe('isolate hosts that cannot be pinned', () => {
   it('serve unpinned and say so, in the log and in /status', async () => {
     for (const h of (await hosts(agent())).filter((x) => !x.cordon)) {
       expect(h.cpu, `host ${h.index}`).toBeUndefined();
-      expect(cpuLists(h.pid), `host ${h.index}`).toEqual(new Set([ALL]));
+      expect(threadsOn(h.pid).cpus, `host ${h.index}`).toBe(ALL);
     }
     expect(agent().output()).toContain('isolate host could not be pinned to its CPU; it runs unpinned');
   });
@@ -106,7 +103,7 @@ describe('--pin-hosts off', () => {
   it('leaves every host on every CPU the agent may use', async () => {
     for (const h of await hosts(agent())) {
       expect(h.cpu).toBeUndefined();
-      expect(cpuLists(h.pid), `host ${h.index}`).toEqual(new Set([ALL]));
+      expect(threadsOn(h.pid).cpus, `host ${h.index}`).toBe(ALL);
     }
   });
 });
