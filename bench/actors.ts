@@ -102,6 +102,17 @@ async function sequentialCalls(what: string, port: number, host: string | undefi
   return { summary: summarize(samples), samples, firstCount, lastCount: prev ?? NaN, ...(cpu ? { cpu: cpu() } : {}) };
 }
 
+/**
+ * The steady series: `cfg.actorSteadyAfterCalls` more unmeasured calls right after `first`,
+ * then `cfg.actorCalls` measured ones, the count continuing from `first`'s last.
+ */
+async function steadyCalls(cfg: BenchConfig, what: string, port: number, first: SeqResult, pids: Record<string, number>): Promise<SeqResult | undefined> {
+  if (cfg.actorSteadyAfterCalls === 0) return undefined;
+  const r = await sequentialCalls(what, port, HOST, '/', cfg.actorSteadyAfterCalls, cfg.actorCalls, true, pids);
+  if (r.firstCount !== first.lastCount + 1) throw new Error(`${what}: the calls started at ${r.firstCount}, not at ${first.lastCount + 1}`);
+  return r;
+}
+
 async function countNow(port: number, host: string | undefined, path: string): Promise<number> {
   const r = await httpRequest({ port, host, path, timeoutMs: 30_000 });
   const c = Number(r.body);
@@ -397,6 +408,8 @@ interface EdgeResult {
   owner: string;
   forwarder: string;
   same: SeqResult;
+  /** The same path again after cfg.actorSteadyAfterCalls more calls (absent when that is 0). */
+  steady?: SeqResult;
   forwarded: SeqResult;
   plain: SeqResult;
   throughput?: ThroughputResult | { error: string };
@@ -427,14 +440,16 @@ async function edgeSide(ctx: ActorCtx, d: string): Promise<EdgeResult> {
     for (const o of c.cluster.operators) pids.operator = o.proc.pid;
     for (const p of c.cluster.cp.processes) pids[p.name] = p.pid;
     const same = await sequentialCalls('agent, same agent', owner.port, HOST, '/', cfg.actorWarmupCalls, cfg.actorCalls, true, pids);
+    const steady = await steadyCalls(cfg, 'agent, same agent, steady', owner.port, same, pids);
+    const last = steady ?? same;
     const forwarded = await sequentialCalls('agent, through a forwarding agent', forwarder.port, HOST, '/', cfg.actorWarmupCalls, cfg.actorCalls, true, pids);
-    if (forwarded.firstCount !== same.lastCount + 1) throw new Error(`the forwarded calls started at ${forwarded.firstCount}, not at ${same.lastCount + 1}`);
+    if (forwarded.firstCount !== last.lastCount + 1) throw new Error(`the forwarded calls started at ${forwarded.firstCount}, not at ${last.lastCount + 1}`);
     const plain = await sequentialCalls('agent, worker without actor', owner.port, PLAIN_HOST, '/', cfg.actorWarmupCalls, cfg.actorCalls, false, pids);
-    for (const [what, r] of [['same agent', same], ['forwarded', forwarded]] as const) cpuNote(ctx, `agent ${what}`, r);
+    for (const [what, r] of [['same agent', same], ['same agent, steady', steady], ['forwarded', forwarded]] as const) if (r) cpuNote(ctx, `agent ${what}`, r);
     const after = await owners(c, ['bench']);
     if (after.get('bench') !== owner) throw new Error(`actor "bench" moved from ${owner.node} to ${after.get('bench')?.node ?? 'nowhere'} during the calls`);
-    log(`  agent: same agent p50 ${same.summary.p50.toFixed(2)} ms p99 ${same.summary.p99.toFixed(2)} ms; forwarded p50 ${forwarded.summary.p50.toFixed(2)} ms p99 ${forwarded.summary.p99.toFixed(2)} ms; worker without actor p50 ${plain.summary.p50.toFixed(2)} ms`);
-    const res: EdgeResult = { owner: owner.node, forwarder: forwarder.node, same, forwarded, plain };
+    log(`  agent: same agent p50 ${same.summary.p50.toFixed(2)} ms p99 ${same.summary.p99.toFixed(2)} ms${steady ? ` (steady: p50 ${steady.summary.p50.toFixed(2)} ms p99 ${steady.summary.p99.toFixed(2)} ms)` : ''}; forwarded p50 ${forwarded.summary.p50.toFixed(2)} ms p99 ${forwarded.summary.p99.toFixed(2)} ms; worker without actor p50 ${plain.summary.p50.toFixed(2)} ms`);
+    const res: EdgeResult = { owner: owner.node, forwarder: forwarder.node, same, ...(steady ? { steady } : {}), forwarded, plain };
     try {
       res.throughput = await throughput(ctx, 'agent, concurrent calls on the owner', owner.port, HOST, d);
     } catch (err) { log(`  agent throughput: FAILED: ${firstLine(err)}`); res.throughput = { error: (err as Error).message }; }
@@ -479,7 +494,7 @@ function workerdActorConfig(diskPath: string): string {
   ].join('\n');
 }
 
-interface WorkerdResult { seq: SeqResult; plain: SeqResult; throughput?: ThroughputResult | { error: string }; diskFiles: string[] }
+interface WorkerdResult { seq: SeqResult; steady?: SeqResult; plain: SeqResult; throughput?: ThroughputResult | { error: string }; diskFiles: string[] }
 
 async function workerdSide(ctx: ActorCtx, d: string): Promise<WorkerdResult> {
   const { cfg } = ctx;
@@ -491,10 +506,12 @@ async function workerdSide(ctx: ActorCtx, d: string): Promise<WorkerdResult> {
     const port = w.ports.get('counter') ?? 0;
     const pids = { workerd: w.proc.pid };
     const seq = await sequentialCalls('workerd', port, HOST, '/', cfg.actorWarmupCalls, cfg.actorCalls, true, pids);
+    const steady = await steadyCalls(cfg, 'workerd, steady', port, seq, pids);
     const plain = await sequentialCalls('workerd, worker without actor', w.ports.get('plain') ?? 0, PLAIN_HOST, '/', cfg.actorWarmupCalls, cfg.actorCalls, false, pids);
     cpuNote(ctx, 'workerd', seq);
-    log(`  workerd: p50 ${seq.summary.p50.toFixed(2)} ms p99 ${seq.summary.p99.toFixed(2)} ms; worker without actor p50 ${plain.summary.p50.toFixed(2)} ms`);
-    const res: WorkerdResult = { seq, plain, diskFiles: [] };
+    if (steady) cpuNote(ctx, 'workerd steady', steady);
+    log(`  workerd: p50 ${seq.summary.p50.toFixed(2)} ms p99 ${seq.summary.p99.toFixed(2)} ms${steady ? ` (steady: p50 ${steady.summary.p50.toFixed(2)} ms p99 ${steady.summary.p99.toFixed(2)} ms)` : ''}; worker without actor p50 ${plain.summary.p50.toFixed(2)} ms`);
+    const res: WorkerdResult = { seq, ...(steady ? { steady } : {}), plain, diskFiles: [] };
     try {
       res.throughput = await throughput(ctx, 'workerd, concurrent calls', port, HOST, d);
     } catch (err) { log(`  workerd throughput: FAILED: ${firstLine(err)}`); res.throughput = { error: (err as Error).message }; }
@@ -533,7 +550,7 @@ export async function actorsPhase(ctx: ActorCtx): Promise<Row[]> {
   ctx.raw.actors = {
     measures: 'client-side time of sequential calls over one keep-alive connection to a worker whose fetch calls one actor; the actor reads its count and puts count + 1 (one durable write per call)',
     source: COUNTER_SOURCE, regions: 1, agents: cfg.actorAgents, presenceTtlMs: PRESENCE_TTL_MS,
-    calls: cfg.actorCalls, warmupCalls: cfg.actorWarmupCalls, recoveryActors: cfg.actorRecoveryActors, pollMs: cfg.actorPollMs,
+    calls: cfg.actorCalls, warmupCalls: cfg.actorWarmupCalls, steadyAfterCalls: cfg.actorSteadyAfterCalls, recoveryActors: cfg.actorRecoveryActors, pollMs: cfg.actorPollMs,
     agent: edge, workerd: wd,
   };
 
@@ -557,7 +574,7 @@ export async function actorsPhase(ctx: ActorCtx): Promise<Row[]> {
   const term = 'same' in edge ? edge.term : undefined;
   return [
     {
-      metric: `actor call p50, one durable put per call, same agent (n=${n} sequential; workerd: one process, local disk)`, unit: 'ms', better: 'lower',
+      metric: `actor call p50, one durable put per call, same agent (n=${n} sequential after ${cfg.actorWarmupCalls}: the isolates' code still tiering up; workerd: one process, local disk)`, unit: 'ms', better: 'lower',
       agent: e((r) => r.same.summary.p50), workerd: w((r) => r.seq.summary.p50),
     },
     {
@@ -566,6 +583,17 @@ export async function actorsPhase(ctx: ActorCtx): Promise<Row[]> {
       // A p99 means something from 1,000 samples on (quick mode's 300 make it the 3rd slowest).
       ...(n >= 1000 ? { floor: { text: 'agent p99 <= 5 ms', check: (a: number | undefined) => a !== undefined && a <= 5 } } : {}),
     },
+    ...(cfg.actorSteadyAfterCalls > 0 ? ([
+      {
+        metric: `actor call p50, same agent, steady (the next n=${n} after ${cfg.actorSteadyAfterCalls} more calls)`, unit: 'ms', better: 'lower',
+        agent: e((r) => r.steady?.summary.p50), workerd: w((r) => r.steady?.summary.p50),
+      },
+      {
+        metric: 'actor call p99, same agent, steady (same samples)', unit: 'ms', better: 'lower',
+        agent: e((r) => r.steady?.summary.p99), workerd: w((r) => r.steady?.summary.p99),
+        ...(n >= 1000 ? { floor: { text: 'agent p99 <= 3 ms', check: (a: number | undefined) => a !== undefined && a <= 3 } } : {}),
+      },
+    ] satisfies Row[]) : []),
     {
       metric: `actor call p50, through a forwarding agent (n=${n}; workerd: the same one-process numbers)`, unit: 'ms', better: 'lower',
       agent: e((r) => r.forwarded.summary.p50), workerd: w((r) => r.seq.summary.p50),

@@ -55,6 +55,13 @@ export interface BenchConfig {
   actorCalls: number;
   /** Actors: unmeasured calls just before each measured series. */
   actorWarmupCalls: number;
+  /**
+   * Actors: unmeasured calls between the first series and a second, steady one (same agent
+   * and workerd; 0: no steady series). The first series after a short warm-up mostly
+   * measures V8 tiering the isolates' code up: TurboFan compiles on the host's own CPU for
+   * several thousand calls.
+   */
+  actorSteadyAfterCalls: number;
   /** Actors: agents (processes) in the one region. */
   actorAgents: number;
   /** Actors: actors activated before the busiest agent is killed (and, in a second round, drained). */
@@ -165,6 +172,7 @@ export function loadConfig(): BenchConfig {
     opTimeoutMs: num('BENCH_OP_TIMEOUT_S', 300, 5, 3600) * 1000,
     actorCalls: num('BENCH_ACTOR_CALLS', quick ? 300 : 2000, 10, 100_000),
     actorWarmupCalls: num('BENCH_ACTOR_WARMUP_CALLS', quick ? 50 : 200, 0, 100_000),
+    actorSteadyAfterCalls: num('BENCH_ACTOR_STEADY_AFTER_CALLS', quick ? 0 : 8000, 0, 1_000_000),
     actorAgents: num('BENCH_ACTOR_AGENTS', 3, 2, 8),
     actorRecoveryActors: num('BENCH_ACTOR_RECOVERY_ACTORS', quick ? 30 : 50, 3, 1000),
     actorPollMs: num('BENCH_ACTOR_POLL_MS', 10, 1, 1000),
