@@ -39,6 +39,8 @@ export interface BenchConfig {
   isolateHosts: number;
   /** Wait after a peer reports ready before RSS is read. */
   settleMs: number;
+  /** Memory: the idle agent's (and workerd's) base is read again this long after ready (0: not). */
+  memoryIdleS: number;
   /** Upper bound on a peer getting ready (1,000 workers take a while). */
   readyTimeoutMs: number;
   /** Operator, create to first response: EdgeWorkers created one after another. */
@@ -164,6 +166,7 @@ export function loadConfig(): BenchConfig {
     agentWarmIsolates: num('BENCH_AGENT_WARM_ISOLATES', 1, 1, 64),
     isolateHosts: num('BENCH_ISOLATE_HOSTS', 2, 1, 16),
     settleMs: num('BENCH_SETTLE_MS', quick ? 1000 : 2000, 0, 60000),
+    memoryIdleS: num('BENCH_MEMORY_IDLE_S', quick ? 0 : 40, 0, 600),
     readyTimeoutMs: num('BENCH_READY_TIMEOUT_S', 240, 5, 1800) * 1000,
     opCreateWorkers: num('BENCH_OP_CREATE_WORKERS', 20, 1, 500),
     opPollMs: num('BENCH_OP_POLL_MS', 5, 1, 1000),

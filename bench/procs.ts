@@ -28,8 +28,15 @@ export async function stopAll(procs: Iterable<Proc | undefined>): Promise<void> 
 }
 
 /** VmRSS in KiB of every process in process group `pgid` (the peer and any children). */
-export function groupRssKiB(pgid: number): { kib: number; processes: number } {
+/**
+ * The process group's memory: RSS summed over its processes, and PSS (/proc/N/smaps_rollup),
+ * where a page several processes share (the node binary's text, the same library) is split
+ * between them, so the group's sum counts it once, as the pod's memory cgroup does. For a
+ * group of one process the two differ only by what it shares with processes outside it.
+ */
+export function groupRssKiB(pgid: number): { kib: number; pssKiB: number; processes: number } {
   let kib = 0;
+  let pssKiB = 0;
   let processes = 0;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -40,17 +47,19 @@ export function groupRssKiB(pgid: number): { kib: number; processes: number } {
       if (Number(rest[2]) !== pgid) continue;
       const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'));
       if (!m) continue; // zombie or kernel thread
+      const pss = /^Pss:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${entry}/smaps_rollup`, 'utf8'));
       kib += Number(m[1]);
+      pssKiB += Number(pss?.[1] ?? m[1]);
       processes++;
     } catch { /* exited while we looked */ }
   }
-  return { kib, processes };
+  return { kib, pssKiB, processes };
 }
 
 /** Median RSS of `samples` reads `intervalMs` apart, after waiting `settleMs`. */
-export async function settledRssKiB(proc: Proc, settleMs: number, samples = 5, intervalMs = 200): Promise<{ kib: number; processes: number }> {
+export async function settledRssKiB(proc: Proc, settleMs: number, samples = 5, intervalMs = 200): Promise<{ kib: number; pssKiB: number; processes: number }> {
   await sleep(settleMs);
-  const reads: { kib: number; processes: number }[] = [];
+  const reads: { kib: number; pssKiB: number; processes: number }[] = [];
   for (let i = 0; i < samples; i++) {
     proc.assertRunning();
     reads.push(groupRssKiB(proc.pid));
