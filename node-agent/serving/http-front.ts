@@ -148,6 +148,48 @@ async function holdFor<T>(p: Promise<T>, ms: number): Promise<{ chunk: T } | und
 /** Idle keep-alive time of a Unix-socket listener (an isolate host's, which only its front reaches). */
 export const HOST_SOCKET_KEEPALIVE_MS = 120_000;
 
+/** The response a body is pumped into: node's ServerResponse, or the frame relay's look-alike. */
+export type PumpTarget = Pick<ServerResponse, 'write' | 'end' | 'once' | 'off' | 'writableFinished'>;
+
+/**
+ * Pumps a streamed response body into `res`, one pull at a time, waiting for 'drain' when
+ * the client reads slowly. `first` is the first pull, already started. The client going
+ * away cancels the body (its source, an actor's stream through stub.fetch(), is told).
+ * That is checked after every pull, not only before it: 'close' can come while a pull
+ * waits, and a write refused after it would wait for a 'drain' or 'close' that never comes
+ * again, so the body was never cancelled and an actor streaming it kept its input gate
+ * closed for good. Rejects when the body fails.
+ */
+export async function pumpResponseBody(res: PumpTarget, body: { pull(): Promise<Uint8Array | null>; cancel(reason: string): void }, discard: boolean, first: Promise<Uint8Array | null>): Promise<void> {
+  let clientGone = false;
+  const onClose = () => { if (!res.writableFinished) clientGone = true; };
+  res.once('close', onClose);
+  let next: Promise<Uint8Array | null> | undefined = first;
+  try {
+    for (;;) {
+      if (clientGone) { body.cancel('client closed the connection'); return; }
+      const chunk = await (next ?? body.pull());
+      next = undefined;
+      if (chunk === null) break;
+      if (discard) continue;
+      if (clientGone) { body.cancel('client closed the connection'); return; }
+      if (!res.write(chunk)) {
+        // The listener of whichever did not happen goes too: a long response waits for
+        // drain many times, and would pile up a listener per wait.
+        const ac = new AbortController();
+        try {
+          await Promise.race([once(res as ServerResponse, 'drain', { signal: ac.signal }), once(res as ServerResponse, 'close', { signal: ac.signal })]);
+        } finally {
+          ac.abort();
+        }
+      }
+    }
+    res.end();
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
 function plain(res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}): void {
   if (res.headersSent) { res.destroy(); return; }
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...extra });
@@ -630,40 +672,17 @@ export class HttpFront {
   }
 
   /**
-   * Streams the response body after its head. `first` is the first pull, already started.
-   * A body that fails now ends the response without its last chunk (no terminating
-   * zero-length chunk): the client sees a truncated transfer, never a clean end.
+   * Streams the response body after its head (pumpResponseBody). A body that fails now
+   * ends the response without its last chunk (no terminating zero-length chunk): the client
+   * sees a truncated transfer, never a clean end.
    */
   private async pumpResponseBody(res: ServerResponse, iso: WorkerIsolate, id: number, discard: boolean, first: Promise<Uint8Array | null>): Promise<void> {
-    let clientGone = false;
-    const onClose = () => { if (!res.writableFinished) clientGone = true; };
-    res.once('close', onClose);
-    let next: Promise<Uint8Array | null> | undefined = first;
     try {
-      for (;;) {
-        if (clientGone) { iso.cancel(id, 'client closed the connection'); return; }
-        const chunk = await (next ?? iso.pullBody(id));
-        next = undefined;
-        if (chunk === null) break;
-        if (discard) continue;
-        if (!res.write(chunk)) {
-          // The listener of whichever did not happen goes too: a long response waits for
-          // drain many times, and would pile up a listener per wait.
-          const ac = new AbortController();
-          try {
-            await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal })]);
-          } finally {
-            ac.abort();
-          }
-        }
-      }
-      res.end();
+      await pumpResponseBody(res, { pull: () => iso.pullBody(id), cancel: (reason) => iso.cancel(id, reason) }, discard, first);
     } catch (err) {
       // Headers are gone already: the only honest signal left is a truncated response.
       this.opts.log.warn('response body stream failed', { worker: iso.def.name, error: err });
       res.destroy();
-    } finally {
-      res.off('close', onClose);
     }
   }
 
