@@ -149,7 +149,7 @@ async function holdFor<T>(p: Promise<T>, ms: number): Promise<{ chunk: T } | und
 export const HOST_SOCKET_KEEPALIVE_MS = 120_000;
 
 /** The response a body is pumped into: node's ServerResponse, or the frame relay's look-alike. */
-export type PumpTarget = Pick<ServerResponse, 'write' | 'end' | 'once' | 'off' | 'writableFinished'>;
+export type PumpTarget = Pick<ServerResponse, 'write' | 'end' | 'writableFinished'> & NodeJS.EventEmitter;
 
 /**
  * Pumps a streamed response body into `res`, one pull at a time, waiting for 'drain' when
@@ -178,7 +178,7 @@ export async function pumpResponseBody(res: PumpTarget, body: { pull(): Promise<
         // drain many times, and would pile up a listener per wait.
         const ac = new AbortController();
         try {
-          await Promise.race([once(res as ServerResponse, 'drain', { signal: ac.signal }), once(res as ServerResponse, 'close', { signal: ac.signal })]);
+          await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal })]);
         } finally {
           ac.abort();
         }
