@@ -27,12 +27,12 @@ export async function stopAll(procs: Iterable<Proc | undefined>): Promise<void> 
   await Promise.all([...procs].map((p) => p?.stop()));
 }
 
-/** VmRSS in KiB of every process in process group `pgid` (the peer and any children). */
 /**
- * The process group's memory: RSS summed over its processes, and PSS (/proc/N/smaps_rollup),
- * where a page several processes share (the node binary's text, the same library) is split
- * between them, so the group's sum counts it once, as the pod's memory cgroup does. For a
- * group of one process the two differ only by what it shares with processes outside it.
+ * The memory of process group `pgid` (the peer and any children), in KiB: RSS summed over
+ * its processes, and PSS (/proc/N/smaps_rollup), where a page several processes share (the
+ * node binary's text, the same library) is split between them, so the group's sum counts it
+ * once, as the pod's memory cgroup does. For a group of one process the two differ only by
+ * what it shares with processes outside it.
  */
 export function groupRssKiB(pgid: number): { kib: number; pssKiB: number; processes: number } {
   let kib = 0;
