@@ -85,7 +85,9 @@ Host i listens for actor calls on the --peer-listen port + 1 + i (any free port 
 is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by (default 1).
 One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
 of namespaces that take more than their share of the node's CPU or keep hitting their CPU
-or memory limit, until they have behaved for 60 s (doubling per repeat); --no-cordon: none.
+or memory limit, until they have behaved for 60 s (doubling per repeat); its process starts
+at the first such namespace (from the spare) and stops once it has served none for 60 s;
+--no-cordon: none.
 --pin-hosts auto|on|off (default auto): pin host i to the i-th CPU this process may use
 (taskset), so a host's threads hand requests to each other on one CPU. auto pins when there
 are at least as many hosts as CPUs (a pod with a cpuset, --isolate-hosts set to the cores).

@@ -34,6 +34,10 @@ export interface HostSupervisorOptions<Config> {
   cpuOf?(index: number): number | undefined;
   /** Run a cordon host (index = count) for tenants over their CPU share (hosts/cordon.ts); undefined: none. */
   cordon?: CordonOptions;
+  /** How long the cordon host's process outlives the last namespace it serves (default CORDON_LINGER_MS). */
+  cordonLingerMs?: number;
+  /** How long a released namespace stays loaded in the cordon host (default RELEASE_GRACE_MS). */
+  releaseGraceMs?: number;
 }
 
 /** How often the cordon is evaluated besides on each usage report (releases, decay). */
@@ -43,6 +47,13 @@ const CORDON_TICK_MS = 500;
  * routing to it, so requests already on their way there are answered, not 404.
  */
 const RELEASE_GRACE_MS = 10_000;
+/**
+ * The cordon host's process runs only while it serves something: it is started (from a
+ * spare, when there is one) at the first cordon and stopped once it has served nothing for
+ * this long. Most of the time nobody is cordoned, and an idle host process is ~40 MiB of a
+ * node's memory (docs/agent.md, "Memory of an idle agent").
+ */
+const CORDON_LINGER_MS = 60_000;
 /** The longest a request waits for its cordoned worker to load in the cordon host; then its home host serves it. */
 const MOVE_WAIT_MS = 3_000;
 
@@ -194,6 +205,10 @@ export class HostSupervisor<Config> {
   private cordonTold = '';
   /** Workers on their way to the cordon host (see moving()). */
   private readonly moves = new Map<string, { promise: Promise<void>; resolve(): void; expired: boolean }>();
+  /** Since when the cordon host has had nothing to serve (see CORDON_LINGER_MS); undefined while it serves or is down. */
+  private cordonIdleSince: number | undefined;
+  /** Cordon host processes told to stop for having nothing to serve, until they exit (stop() waits for them too). */
+  private readonly retiring = new Set<HostProcess>();
 
   constructor(private readonly opts: HostSupervisorOptions<Config>) {
     const n = opts.count + (opts.cordon ? 1 : 0);
@@ -209,11 +224,11 @@ export class HostSupervisor<Config> {
 
   private get cordonSlot(): Slot | undefined { return this.cordon ? this.slots[this.opts.count] : undefined; }
 
-  /** Starts every host and the spares; resolves when each host has loaded its initial desired state. */
+  /** Starts every host (the cordon host waits for a cordon) and the spares; resolves when each host has loaded its initial desired state. */
   async start(): Promise<void> {
     // The spares boot beside the hosts: the first crash already finds one.
     this.fillSpares();
-    await Promise.all(this.slots.map(async (slot) => {
+    await Promise.all(this.slots.filter((s) => s !== this.cordonSlot).map(async (slot) => {
       let last: unknown;
       for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
         try {
@@ -229,8 +244,8 @@ export class HostSupervisor<Config> {
     }));
   }
 
-  /** Whether every host has served at least once (the front's /readyz). */
-  get ready(): boolean { return this.slots.every((s) => s.ready); }
+  /** Whether every host has served at least once (the front's /readyz); the cordon host is started only when needed. */
+  get ready(): boolean { return this.slots.every((s) => s.ready || s === this.cordonSlot); }
 
   /** The host that serves a request, by the route table the hosts reported; undefined = no route. */
   route(host: string, path: string): HostRoute | undefined {
@@ -247,7 +262,8 @@ export class HostSupervisor<Config> {
    */
   private moving(key: string): Promise<void> | undefined {
     const slot = this.cordonSlot;
-    if (!slot?.target || !this.cordon!.isCordoned(refNamespace(key))) return undefined;
+    // Held while the cordon host is up or starting; a cordon host that is down serves nobody.
+    if (!slot || !(slot.target || slot.pending) || !this.cordon!.isCordoned(refNamespace(key))) return undefined;
     let m = this.moves.get(key);
     if (!m) {
       let resolveMove!: () => void;
@@ -307,7 +323,7 @@ export class HostSupervisor<Config> {
     if (this.cordonTimer) clearInterval(this.cordonTimer);
     for (const m of this.moves.values()) { m.expired = true; m.resolve(); }
     for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
-    const procs = [...this.slots.flatMap((s) => s.proc ? [s.proc] : []), ...this.spares.splice(0)];
+    const procs = [...this.slots.flatMap((s) => s.proc ? [s.proc] : []), ...this.spares.splice(0), ...this.retiring];
     await Promise.all(procs.map(async (p) => {
       p.send({ type: 'stop' });
       const timer = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
@@ -421,11 +437,45 @@ export class HostSupervisor<Config> {
       this.logCordon(c);
       if (c.cordoned) this.released.delete(c.namespace); else this.released.set(c.namespace, now);
     }
-    for (const [ns, at] of this.released) if (now - at >= RELEASE_GRACE_MS) this.released.delete(ns);
+    for (const [ns, at] of this.released) if (now - at >= (this.opts.releaseGraceMs ?? RELEASE_GRACE_MS)) this.released.delete(ns);
     const cordoned = this.cordon.cordoned();
     this.opts.metrics.cordoned.set(cordoned.length);
     if (changes.length > 0) this.rebuildRouter();
     this.tellHosts();
+    this.scaleCordonHost(now, cordoned.length > 0 || this.released.size > 0);
+  }
+
+  /** Starts the cordon host when it has something to serve; stops it once it has had nothing for CORDON_LINGER_MS. */
+  private scaleCordonHost(now: number, serves: boolean): void {
+    const slot = this.cordonSlot;
+    if (!slot || this.stopping) return;
+    if (serves) {
+      this.cordonIdleSince = undefined;
+      // A crashed one is already being restarted (slot.pending); the first cordon starts it.
+      if (!slot.proc && !slot.pending) {
+        this.opts.log.info('starting the cordon host', { namespaces: this.cordon!.cordoned() });
+        this.scheduleRestart(slot, false);
+      }
+      return;
+    }
+    if (!slot.target || slot.pending) { this.cordonIdleSince = undefined; return; }
+    this.cordonIdleSince ??= now;
+    if (now - this.cordonIdleSince < (this.opts.cordonLingerMs ?? CORDON_LINGER_MS)) return;
+    this.cordonIdleSince = undefined;
+    const p = slot.proc!;
+    // Forgotten before it is told to stop: its exit is not a crash (exited() ignores it).
+    slot.proc = undefined;
+    closeTarget(slot.target);
+    slot.target = undefined;
+    slot.ready = false;
+    slot.routes = [];
+    this.rebuildRouter();
+    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    this.retiring.add(p);
+    p.send({ type: 'stop' });
+    const timer = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
+    void p.exited.then(() => { clearTimeout(timer); this.retiring.delete(p); });
+    this.opts.log.info('cordon host stopped: nothing to serve', { pid: p.pid, idleMs: this.opts.cordonLingerMs ?? CORDON_LINGER_MS });
   }
 
   /**
@@ -469,13 +519,19 @@ export class HostSupervisor<Config> {
     if (served) this.scheduleRestart(slot);
   }
 
-  /** Restarts a host: at once for the first few crashes in the window, then with doubling delays. */
-  private scheduleRestart(slot: Slot): void {
+  /**
+   * Restarts a host: at once for the first few crashes in the window, then with doubling
+   * delays. `crashed` false: the cordon host's start at a cordon (no crash to count).
+   */
+  private scheduleRestart(slot: Slot, crashed = true): void {
     if (this.stopping || slot.pending) return;
     slot.pending = true;
     const now = performance.now();
-    slot.crashes = [...slot.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
-    slot.restarts++;
+    slot.crashes = slot.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
+    if (crashed) {
+      slot.crashes.push(now);
+      slot.restarts++;
+    }
     const n = slot.crashes.length;
     const delay = n <= FREE_RESTARTS ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (n - FREE_RESTARTS - 1));
     if (delay > 0) this.opts.log.warn('isolate host keeps crashing; backing off', { host: slot.index, crashes: n, restartInMs: delay });

@@ -28,6 +28,30 @@ process.on('message', (m) => {
 process.send({ type: 'booted' });
 `;
 
+// Host 0 reports a limit hit of namespace "hot" whenever it is asked its status (the test's
+// way to make the front cordon "hot"); the cordon host (index = count) serves "hot/w".
+const CORDON_STUB = `
+const http = require('node:http');
+const path = require('node:path');
+process.on('disconnect', () => process.exit(0));
+process.on('message', (m) => {
+  if (m.type === 'stop') process.exit(0);
+  if (m.type === 'status') {
+    if (index === 0) process.send({ type: 'usage', usage: { hot: { cpuMs: 0, requests: 0, limitHits: 1 } } });
+    process.send({ type: 'status', id: m.id, status: { ready: true, workers: [], actors: [] } });
+  }
+  if (m.type !== 'start') return;
+  index = m.index;
+  const socketPath = path.join(m.socketDir, 'h' + m.index + '.' + process.pid + '.sock');
+  const key = m.index === m.count ? 'hot/w' : 'ns' + m.index + '/w';
+  http.createServer((req, res) => res.end('host ' + m.index)).listen(socketPath, () => {
+    process.send({ type: 'ready', socketPath, framesPath: socketPath + '.f', routes: [{ key, routes: [{ host: key.replace('/', '.') + '.test', pathPrefix: '/' }] }] });
+  });
+});
+let index = -1;
+process.send({ type: 'booted' });
+`;
+
 function get(socketPath: string): Promise<string> {
   return new Promise((resolveGet, reject) => {
     const req = request({ socketPath, path: '/' }, (res) => {
@@ -92,5 +116,59 @@ describe('HostSupervisor', () => {
     const pids = [...sup.hosts().map((h) => h.pid!)];
     await sup.stop();
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('HostSupervisor with a cordon', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-supervisor-cordon-'));
+  writeFileSync(join(dir, 'stub.cjs'), CORDON_STUB);
+  const logs: LogFields[] = [];
+  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
+  const sup = new HostSupervisor<object>({
+    count: 2, spares: 1, command: [process.execPath, join(dir, 'stub.cjs')], socketDir: dir, config: () => ({}), log, metrics: new FrontMetrics(),
+    cordon: { cores: 2, holdMs: 300, maxHoldMs: 300 }, releaseGraceMs: 200, cordonLingerMs: 500,
+  });
+  const cordonHost = () => sup.hosts().find((h) => h.cordon)!;
+  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+  afterAll(async () => {
+    await sup.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts no cordon host process until a namespace is cordoned, then starts one', async () => {
+    await sup.start();
+    expect(sup.ready).toBe(true);
+    expect(cordonHost()).toMatchObject({ index: 2, up: false, pid: undefined, restarts: 0 });
+    await sup.status(); // host 0 reports a limit hit of "hot"
+    await waitFor('the cordon host up', async () => cordonHost().up, 10_000, 10);
+    expect(sup.cordon!.cordoned()).toEqual(['hot']);
+    expect(cordonHost()).toMatchObject({ workers: ['hot/w'], restarts: 0 });
+    expect(sup.route('hot.w.test', '/')?.index).toBe(2);
+    expect(logs.some((l) => l.msg === 'starting the cordon host')).toBe(true);
+  });
+
+  it('stops the cordon host once it has served nothing for the linger time, not as a crash, and starts it again at the next cordon', async () => {
+    const pid = cordonHost().pid!;
+    // Hold 300 ms, release grace 200 ms, linger 500 ms, evaluated every 500 ms.
+    await waitFor('the cordon host stopped', async () => !cordonHost().up && !alive(pid), 10_000, 20);
+    expect(sup.cordon!.cordoned()).toEqual([]);
+    expect(cordonHost()).toMatchObject({ pid: undefined, restarts: 0 });
+    expect(logs.some((l) => l.msg === 'cordon host stopped: nothing to serve' && l.pid === pid)).toBe(true);
+    expect(logs.some((l) => l.msg === 'isolate host died; its workers answer 503 until it is back')).toBe(false);
+    // Nothing cordoned and no cordon host: "hot" goes nowhere, the ordinary hosts are untouched.
+    expect(sup.route('hot.w.test', '/')).toBeUndefined();
+    expect(sup.ready).toBe(true);
+    // The next cordon starts it again.
+    await sup.status();
+    await waitFor('the cordon host up again', async () => cordonHost().up, 10_000, 10);
+    expect(cordonHost().pid).not.toBe(pid);
+  });
+
+  it('stops every process, a lingering cordon host included', async () => {
+    const pids = sup.hosts().flatMap((h) => (h.pid !== undefined ? [h.pid] : []));
+    expect(pids).toHaveLength(3);
+    await sup.stop();
+    for (const p of pids) expect(alive(p)).toBe(false);
   });
 });

@@ -5,12 +5,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { countServed, sleep, startAgentProcess, type AgentProcess } from './agent-process.js';
 import { HOST_NICE } from '../../node-agent/isolate-host.js';
+import { treeAffinity } from '../../bench/cpu.js';
+import { expandCpuList } from '../../common/cpu-list.js';
+import { allowedCpus } from '../../node-agent/hosts/cpu-affinity.js';
 
 // Issue 12, the soak's p99 floor: a tenant that takes more than its share of the node's CPU,
 // or keeps hitting its limits, is moved to the agent's cordon host (node-agent/hosts/cordon.ts),
 // which runs at nice 19, so the kernel serves its neighbours first. The real `edge agent`
 // with its default isolate hosts; what is checked is where each worker runs, the priority
-// of the process it runs in, and that nobody's requests fail during the move. Speed is the
+// of the process it runs in, that the cordon host's process exists only once someone is
+// cordoned, and that nobody's requests fail during the move. Speed is the
 // soak's business (bench/soak.ts), never a test's.
 
 const ADMIN_TOKEN = 'cordon-test-admin-token';
@@ -51,13 +55,13 @@ describe('the cordon', () => {
   }, 90_000);
   afterAll(() => agent?.stop());
 
-  it('starts a cordon host beside the isolate hosts, empty, at the lowest CPU priority', async () => {
+  it('runs no cordon host process while nobody is cordoned; the isolate hosts one step below the front', async () => {
     const s = await status(agent);
     const cordon = s.hosts.find((h) => h.cordon);
-    expect(cordon, JSON.stringify(s.hosts)).toBeDefined();
-    expect(cordon!.workers).toEqual([]);
+    // Its slot is there, with no process: one starts at the first cordon (below).
+    expect(cordon, JSON.stringify(s.hosts)).toMatchObject({ up: false, workers: [] });
+    expect(cordon!.pid).toBeUndefined();
     expect(s.cordon?.namespaces).toEqual([]);
-    expect(new Set(niceValues(cordon!.pid))).toEqual(new Set([19]));
     for (const h of s.hosts.filter((x) => !x.cordon)) expect(new Set(niceValues(h.pid))).toEqual(new Set([HOST_NICE]));
     // The front stays at the default priority: its hosts and their tenants come after it.
     expect(new Set(niceValues(agent.child.pid!))).toEqual(new Set([0]));
@@ -86,6 +90,12 @@ describe('the cordon', () => {
     stop = true;
     await hammers;
     const neighbour = await calm;
+    // The cordon host started for it: every thread at the lowest priority, on every CPU the agent may use.
+    const cordonHost = (await status(agent)).hosts.find((h) => h.cordon)!;
+    expect(new Set(niceValues(cordonHost.pid))).toEqual(new Set([19]));
+    const affinity = treeAffinity(cordonHost.pid).find((x) => x.pid === cordonHost.pid)!;
+    expect(affinity.threadsElsewhere).toBe(0);
+    expect(expandCpuList(affinity.cpus)).toEqual(allowedCpus());
     expect(hogServed).toBeGreaterThan(before);
     expect(hogFailed).toEqual([]);
     expect(neighbour.failed).toBe(0);
