@@ -8,9 +8,9 @@ import { UsageError, parseFlags } from './flags.js';
 import { natsCredentialsFrom } from '../common/nats-auth.js';
 import { SecretSealer } from '../common/sealing.js';
 import { DEFAULT_PRESENCE_TTL_MS } from '../common/nats.js';
-import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, startAgent, type AgentConfig } from '../node-agent/agent.js';
-import { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/worker-server.js';
-import { STANDALONE_REGION } from '../node-agent/control/desired-state.js';
+import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, type AgentConfig, type RunningAgent } from '../node-agent/agent-config.js';
+import { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from '../node-agent/serving/defaults.js';
+import { STANDALONE_REGION } from '../node-agent/control/defaults.js';
 import { PIN_HOSTS_MODES } from '../node-agent/hosts/cpu-affinity.js';
 
 // `edge agent --workers DIR ...` (standalone) or `edge agent --nats URL --region R --node N ...`
@@ -238,4 +238,14 @@ export async function runAgent(argv: string[]): Promise<number> {
   await agent.drain();
   await agent.stop();
   return 0;
+}
+
+/**
+ * Its isolates in this process (Agent), or in isolate-host processes behind a front
+ * (AgentFront). Each is imported only when it is the one started: the front never loads the
+ * isolate runtime (isolated-vm, the Workers API shim, the bindings) that only its hosts run.
+ */
+async function startAgent(cfg: AgentConfig): Promise<RunningAgent> {
+  if ((cfg.isolateHosts ?? 0) > 0) return (await import('../node-agent/front.js')).AgentFront.start(cfg);
+  return (await import('../node-agent/agent.js')).Agent.start(cfg);
 }

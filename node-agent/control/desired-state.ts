@@ -13,14 +13,14 @@ import {
 import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
+import { STANDALONE_REGION } from './defaults.js';
 
 // The directory-backed DesiredStateSource (`edge agent --workers DIR`); the operator's
 // NATS-backed one (nats-source.ts) plugs in behind the same interface (serving/desired.ts).
 // Both resolve bindings the same way (common/resolve-bindings.ts): here the lookups are
 // answered from the manifests in the directory.
 
-/** The region a directory-mode agent takes when given none: it only names model-server Services. */
-export const STANDALONE_REGION = 'standalone';
+export { STANDALONE_REGION } from './defaults.js';
 
 export interface DirectorySourceOptions {
   /**

@@ -15,6 +15,7 @@ import { WorkerHost, type InternalRequest, type InternalResponse } from './worke
 import { type BindingsFactory, type IsolateHooks, type WorkerDefinition, type WorkerScriptError } from '../isolate/worker-isolate.js';
 import { EdgeError } from '../../common/errors.js';
 import { DEFAULT_SHARD_POLICY, LoadMeter, type ShardPolicy, type Shards } from './shard.js';
+import { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from './defaults.js';
 
 /** How often in-flight counts are folded into the published loads and shard sizes recomputed. */
 const SHARD_TICK_MS = 500;
@@ -23,14 +24,7 @@ const SHARD_TICK_MS = 500;
 // and swaps versions without dropping requests (the new version is loaded first; the old
 // one finishes what it has and is then disposed).
 
-/**
- * Each isolate runs one request at a time (so a request's CPU time is exactly the
- * isolate's), so a worker waiting on subrequests needs an isolate per request in flight.
- * Idle ones beyond minWarmIsolates are disposed after idleIsolateMs.
- */
-export const DEFAULT_MAX_ISOLATES_PER_WORKER = 16;
-/** Idle isolates above minWarmIsolates (every one outside the worker's shard) live this long (`edge agent --idle-isolate-ms`). */
-export const DEFAULT_IDLE_ISOLATE_MS = 60_000;
+export { DEFAULT_IDLE_ISOLATE_MS, DEFAULT_MAX_ISOLATES_PER_WORKER } from './defaults.js';
 /** Requests that may queue for a busy worker before the agent answers 503. */
 export const DEFAULT_MAX_QUEUED_PER_WORKER = 1000;
 

@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -77,6 +77,12 @@ describe('the built agent, without the dev dependencies or client-node', () => {
     expect(`${r.status} ${await r.text()}`).toBe('200 hello from /x');
     const html = await send(port, 'html.test', '/');
     expect(`${html.status} ${await html.text()}`).toBe('200 <b>built</b>');
+    // The front runs no isolate, so it never loads the isolate runtime (node-agent/front.ts:
+    // about 14 MiB of its memory); the isolate hosts that served the requests did.
+    const maps = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8');
+    expect(maps(agent.pid!)).not.toContain('isolated_vm.node');
+    const children = (await run('sh', ['-c', `pgrep -P ${agent.pid!} || true`])).stdout.split('\n').filter(Boolean).map(Number);
+    expect(children.filter((pid) => maps(pid).includes('isolated_vm.node')).length).toBeGreaterThanOrEqual(2);
   });
 
   it('falls back to the sources when one is newer than the build (here: to tsx, which is absent)', async () => {
