@@ -11,6 +11,7 @@ import { ACTOR_SUBJECTS, ACTORS_STREAM } from './nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from './actor-ops.js';
 import { EdgeError } from './errors.js';
 import { actorInstanceKeyOf, isActorId, isDnsLabel } from './keys.js';
+import { ArraySet } from './array-set.js';
 
 // The durable, fenced log of each actor, on JetStream (DESIGN.md sections 5 and 6).
 //
@@ -402,7 +403,7 @@ export class ActorLog {
   private connected = true;
   private readonly onReconnect = new Set<() => void>();
   /** Fails an in-flight request (see guarded()). */
-  private readonly inflight = new Set<(err: Error) => void>();
+  private readonly inflight = new ArraySet<(err: Error) => void>();
 
   private constructor(opts: ActorLogOptions, private readonly jsm: JetStreamManager) {
     this.nc = opts.nc;

@@ -11,6 +11,7 @@ import { NotHereError, type PeerRequest, type PeerResponse } from '../peer/proto
 import type { HibernationEvent } from '../sockets/hibernation.js';
 import { ACTOR_NAME_HEADER } from '../bindings/actor-binding.js';
 import { ActorIds } from '../bindings/actor-id.js';
+import { ArraySet } from '../../common/array-set.js';
 
 // The actors this agent hosts. Each live actor (an activation) has its own isolate, its
 // storage in memory and its claim on the actor's durable log. Requests, alarms and socket
@@ -146,7 +147,7 @@ class Activation {
   private inflight: Promise<number> | undefined;
   private queued: Promise<number> | undefined;
   /** Reads waiting for their barrier: a hand-over answers them before it releases. */
-  private readonly reads = new Set<Promise<unknown>>();
+  private readonly reads = new ArraySet<Promise<unknown>>();
   /** The newest commit not yet acknowledged (in flight, or waiting for the one in flight). */
   private tail: Promise<void> | undefined;
   /** The writes of the commit waiting for the one in flight: later writes fold into it. */

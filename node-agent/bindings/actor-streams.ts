@@ -99,6 +99,7 @@ export class ActorStreams {
   /** The request ended, or the isolate is gone: every body still open is cancelled. */
   closeAll(reason: string): void {
     this.gen += 1;
+    if (this.open.size === 0) return; // every request's end comes here
     for (const id of [...this.open.keys()]) this.cancel(id, reason);
   }
 

@@ -250,10 +250,15 @@ export class LoaderCalls {
   /** The request in flight ended: its load()s go, and numbers of workers gone are forgotten. */
   requestEnded(): void {
     this.loadsThisRequest = 0;
-    this.tickets.clear();
-    for (const w of this.oneOff) this.router?.release(w);
-    this.oneOff.clear();
-    for (const t of this.requestTokens.splice(0)) unlendEnv(t);
+    // Every request of every isolate ends here, and most loaded nothing: clear() and
+    // splice(0) allocate even when empty, a Map's new table in old space (docs/agent.md,
+    // "Old-space garbage per request").
+    if (this.tickets.size > 0) this.tickets.clear();
+    if (this.oneOff.size > 0) {
+      for (const w of this.oneOff) this.router?.release(w);
+      this.oneOff.clear();
+    }
+    if (this.requestTokens.length > 0) for (const t of this.requestTokens.splice(0)) unlendEnv(t);
     for (const [w, n] of this.numbers) {
       if (!w.dead) continue;
       this.numbers.delete(w);

@@ -216,20 +216,41 @@ const procCpu = (): bigint => (tickProcCpu ??= processCpuNs());
 /** Every isolate's time and the main thread's, for the share of the process's CPU each request is charged. */
 const ledger = new CpuLedger(() => performance.eventLoopUtilization().active);
 
-const active = new Set<WorkerIsolate>();
+/**
+ * The isolates with a request or a load in flight, for the watchdog: an array with each
+ * isolate's index on it (WorkerIsolate.activeAt), not a Set, which V8 rebuilt in old space
+ * at every request's end (docs/agent.md, "Old-space garbage per request").
+ */
+const active: WorkerIsolate[] = [];
+
+function addActive(w: WorkerIsolate): void {
+  if (w.activeAt >= 0) return;
+  w.activeAt = active.length;
+  active.push(w);
+}
+
+function removeActive(w: WorkerIsolate): void {
+  const at = w.activeAt;
+  if (at < 0) return;
+  const last = active.pop()!;
+  if (last !== w) { active[at] = last; last.activeAt = at; }
+  w.activeAt = -1;
+}
+
 let watchdog: NodeJS.Timeout | undefined;
 const WATCHDOG_MS = 5;
 
 function ensureWatchdog(): void {
   if (watchdog) return;
   watchdog = setInterval(() => {
-    if (active.size === 0) { clearInterval(watchdog); watchdog = undefined; return; }
+    if (active.length === 0) { clearInterval(watchdog); watchdog = undefined; return; }
     tickProcCpu = undefined;
     // Everyone's time first, so each request's share is taken against the same look.
     ledger.observeMain();
     for (const w of active) w.observeCpu();
     const now = performance.now();
-    for (const w of active) w.checkBudgets(now);
+    // Backwards: an isolate killed here leaves the list, and the one moved into its place was already checked.
+    for (let i = active.length - 1; i >= 0; i--) active[i]?.checkBudgets(now);
   }, WATCHDOG_MS);
   watchdog.unref();
 }
@@ -298,8 +319,15 @@ export class WorkerIsolate implements IsolateOwner {
   private socketOwner: SocketOwner | undefined;
   /** Sockets actors handed this isolate (by registry id): the only foreign ones it may return. */
   private readonly grantedSockets = new Set<number>();
-  /** Requests begun and not answered yet (answer(), the shim's respond callback): id -> their settlement. */
-  private readonly answers = new Map<number, { resolve(r: WireResponse): void; reject(err: unknown): void }>();
+  /**
+   * The request begun and not answered yet (answer(), the shim's respond callback): an
+   * isolate runs one at a time (begin() refuses a second). A field, not a Map keyed by id: a
+   * long-lived Map emptied at every request's end has V8 rebuild its table in old space each
+   * time (docs/agent.md, "Old-space garbage per request").
+   */
+  private unanswered: { id: number; resolve(r: WireResponse): void; reject(err: unknown): void } | undefined;
+  /** Where this isolate is in `active` (the watchdog's list); -1: not there. */
+  activeAt = -1;
   /** The streamed request body's demand (bodyDemand calls) for the request in flight. */
   private demand: { id: number; wanted: boolean; waiter?: ((ok: boolean) => void) | undefined } | undefined;
   readonly createdAt = performance.now();
@@ -348,9 +376,9 @@ export class WorkerIsolate implements IsolateOwner {
 
   /** The shim's answer to a request (IsolateOwner.answer): its rejection carries the exception as a dispatch rejection did. */
   answer(id: number, response: WireResponse | null, error: string | null, exception: string | null): void {
-    const a = this.answers.get(id);
-    if (!a) return;
-    this.answers.delete(id);
+    const a = this.unanswered;
+    if (a?.id !== id) return;
+    this.unanswered = undefined;
     if (error === null) { a.resolve(response as WireResponse); return; }
     const err = new Error(String(error));
     err.stack = EXCEPTION_MARK + String(exception);
@@ -362,10 +390,10 @@ export class WorkerIsolate implements IsolateOwner {
    * will answer them. `cause` reads as isolated-vm's own rejection did (failure() maps it).
    */
   private failUnanswered(cause: string): void {
-    if (this.answers.size === 0) return;
-    const pending = [...this.answers.values()];
-    this.answers.clear();
-    for (const a of pending) a.reject(new Error(cause));
+    const a = this.unanswered;
+    if (!a) return;
+    this.unanswered = undefined;
+    a.reject(new Error(cause));
   }
 
   /**
@@ -425,7 +453,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy`);
     const id = this.nextId++;
     this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, ...(budget ? { budget } : {}) };
-    active.add(this);
+    addActive(this);
     ensureWatchdog();
     try {
       return await this.warm.entry.__edgeActor.apply(undefined, [op, arg], {
@@ -464,7 +492,7 @@ export class WorkerIsolate implements IsolateOwner {
     const w = new WorkerIsolate(def, warm, hooks, actor);
     warm.owner.current = w;
     w.inflight = { id: 0, cpuStart: warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true, startup: true };
-    active.add(w);
+    addActive(w);
     ensureWatchdog();
     try {
       const filename = `worker:${def.name}.js`;
@@ -696,7 +724,7 @@ export class WorkerIsolate implements IsolateOwner {
     this.inflight = load
       ? { id, cpuStart: load.cpuStart, ...(load.procStart !== undefined ? { procStart: load.procStart } : {}), wallStart: load.wallStart, subrequests: 0, settled: false, depth: req.depth ?? 0, startup: true }
       : { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: false, depth: req.depth ?? 0 };
-    active.add(this);
+    addActive(this);
     ensureWatchdog();
     const head = encodeRequestHead(req);
     // Strings, numbers and null pass as they are; only a large body's ArrayBuffer is copied.
@@ -707,11 +735,11 @@ export class WorkerIsolate implements IsolateOwner {
     const decode = (r: WireResponse) => this.withSocket(this.settledIfDone(decodeResponse(r)));
     const failed = (err: unknown): never => { throw this.failure(err); };
     const dispatched = new Promise<WireResponse>((resolve, reject) => {
-      this.answers.set(id, { resolve, reject });
+      this.unanswered = { id, resolve, reject };
       try {
         this.warm.entry.__edgeDispatch.applyIgnored(undefined, args, argOpts);
       } catch (err) {
-        this.answers.delete(id);
+        this.unanswered = undefined;
         reject(err);
       }
     }).then(decode, failed);
@@ -763,7 +791,7 @@ export class WorkerIsolate implements IsolateOwner {
     if (this.inflight) throw new Error(`worker ${this.def.name}: isolate is busy; socket events wait for the request in flight`);
     const id = this.nextId++;
     this.inflight = { id, cpuStart: this.warm.isolate.cpuTime, wallStart: performance.now(), subrequests: 0, settled: true };
-    active.add(this);
+    addActive(this);
     ensureWatchdog();
     const args = event.type === 'message'
       ? [socket.local, 'message', typeof event.data === 'string' ? event.data : event.data.buffer.slice(event.data.byteOffset, event.data.byteOffset + event.data.byteLength), 0, '']
@@ -875,7 +903,7 @@ export class WorkerIsolate implements IsolateOwner {
     this.bindings.requestEnded();
     this.inflight = undefined;
     this.endDemand();
-    active.delete(this);
+    removeActive(this);
     this.lastUsed = performance.now();
   }
 
@@ -908,7 +936,7 @@ export class WorkerIsolate implements IsolateOwner {
   dispose(reason: DisposalReason): void {
     if (this.disposed) return;
     this.disposed = true;
-    active.delete(this);
+    removeActive(this);
     this.endDemand();
     this.bindings.dispose();
     // Nothing is left to answer the isolate's WebSockets: their clients see them close.

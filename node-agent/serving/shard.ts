@@ -66,17 +66,20 @@ export class LoadMeter {
 
   begin(worker: string): void { this.inflight.set(worker, (this.inflight.get(worker) ?? 0) + 1); }
 
+  // A worker's count stays at 0 between requests, dropped by sample() once its average has
+  // decayed: deleting it from the Map at every request's end made V8 rebuild the Map's table
+  // in old space each time (docs/agent.md, "Old-space garbage per request").
   end(worker: string): void {
-    const n = (this.inflight.get(worker) ?? 1) - 1;
-    if (n <= 0) this.inflight.delete(worker);
-    else this.inflight.set(worker, n);
+    const n = this.inflight.get(worker);
+    if (n !== undefined && n > 0) this.inflight.set(worker, n - 1);
   }
 
   /** Folds the in-flight counts into the averages (weight `alpha` for now). */
   sample(alpha = 0.2): void {
     for (const [w, a] of this.avg) {
-      const next = a * (1 - alpha) + (this.inflight.get(w) ?? 0) * alpha;
-      if (next < PUBLISHED_LOAD_FLOOR / 2 && !this.inflight.has(w)) this.avg.delete(w);
+      const now = this.inflight.get(w) ?? 0;
+      const next = a * (1 - alpha) + now * alpha;
+      if (next < PUBLISHED_LOAD_FLOOR / 2 && now === 0) { this.avg.delete(w); this.inflight.delete(w); }
       else this.avg.set(w, next);
     }
     for (const [w, n] of this.inflight) if (!this.avg.has(w)) this.avg.set(w, n * alpha);
