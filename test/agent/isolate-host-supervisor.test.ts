@@ -148,14 +148,27 @@ describe('HostSupervisor with a cordon', () => {
     expect(logs.some((l) => l.msg === 'starting the cordon host')).toBe(true);
   });
 
+  it('restarts a cordon host that dies while it serves, as any host', async () => {
+    await sup.status(); // "hot" offends again: still cordoned
+    const pid = cordonHost().pid!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor('a new cordon host', async () => {
+      await sup.status();
+      return cordonHost().up && cordonHost().pid !== pid;
+    }, 10_000, 20);
+    expect(cordonHost()).toMatchObject({ restarts: 1, workers: ['hot/w'] });
+    expect(logs.some((l) => l.msg === 'isolate host died; its workers answer 503 until it is back' && l.pid === pid)).toBe(true);
+  });
+
   it('stops the cordon host once it has served nothing for the linger time, not as a crash, and starts it again at the next cordon', async () => {
     const pid = cordonHost().pid!;
+    const died = logs.filter((l) => l.msg === 'isolate host died; its workers answer 503 until it is back').length;
     // Hold 300 ms, release grace 200 ms, linger 500 ms, evaluated every 500 ms.
     await waitFor('the cordon host stopped', async () => !cordonHost().up && !alive(pid), 10_000, 20);
     expect(sup.cordon!.cordoned()).toEqual([]);
-    expect(cordonHost()).toMatchObject({ pid: undefined, restarts: 0 });
+    expect(cordonHost()).toMatchObject({ pid: undefined, restarts: 1 });
     expect(logs.some((l) => l.msg === 'cordon host stopped: nothing to serve' && l.pid === pid)).toBe(true);
-    expect(logs.some((l) => l.msg === 'isolate host died; its workers answer 503 until it is back')).toBe(false);
+    expect(logs.filter((l) => l.msg === 'isolate host died; its workers answer 503 until it is back')).toHaveLength(died);
     // Nothing cordoned and no cordon host: "hot" goes nowhere, the ordinary hosts are untouched.
     expect(sup.route('hot.w.test', '/')).toBeUndefined();
     expect(sup.ready).toBe(true);
