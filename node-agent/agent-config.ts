@@ -132,6 +132,23 @@ export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefine
   }
 }
 
+/**
+ * Runs a start's steps; each step that started something pushes its undo. When a later step
+ * fails, what started is undone in reverse, so a failed start leaves no port, connection or
+ * timer behind, and the start's own error is what the caller sees.
+ */
+export async function startOrUndo<T>(steps: (undo: (() => unknown)[]) => Promise<T>): Promise<T> {
+  const undo: (() => unknown)[] = [];
+  try {
+    return await steps(undo);
+  } catch (err) {
+    for (const step of undo.reverse()) {
+      try { await step(); } catch { /* best effort: the start error is the one to report */ }
+    }
+    throw err;
+  }
+}
+
 /** A drain's clock: the bound on what follows the delay, shared by drain() and stop(). */
 export class DrainClock {
   private deadline: number | undefined;

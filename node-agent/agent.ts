@@ -25,7 +25,7 @@ import { SharedSource, servesShare } from './hosts/assignment.js';
 import type { DesiredStateSource } from './serving/desired.js';
 import { WorkerServer, DEFAULT_MAX_ISOLATES_PER_WORKER } from './serving/worker-server.js';
 import { DEFAULT_SHARD_POLICY, regionLoads, Shards } from './serving/shard.js';
-import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, DrainClock, sleep, within, type AgentConfig, type RunningAgent } from './agent-config.js';
+import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, DrainClock, sleep, startOrUndo, within, type AgentConfig, type RunningAgent } from './agent-config.js';
 
 // The composition root of an agent whose isolates run in this process (and of each isolate
 // host, which is one): the one place that builds every component, wires them together and
@@ -94,18 +94,8 @@ export class Agent implements RunningAgent {
    * console stream, the actor runtime and its peer port, the HTTP front (once the initial
    * desired state is loaded), and last the presence that tells the region this agent serves.
    */
-  static async start(cfg: AgentConfig): Promise<Agent> {
-    // What has started so far, undone in reverse when a later step fails, so a failed start
-    // leaves no port, connection or timer behind.
-    const undo: (() => unknown)[] = [];
-    try {
-      return await Agent.startSteps(cfg, undo);
-    } catch (err) {
-      for (const step of undo.reverse()) {
-        try { await step(); } catch { /* best effort: the start error is the one to report */ }
-      }
-      throw err;
-    }
+  static start(cfg: AgentConfig): Promise<Agent> {
+    return startOrUndo((undo) => Agent.startSteps(cfg, undo));
   }
 
   private static async startSteps(cfg: AgentConfig, undo: (() => unknown)[]): Promise<Agent> {

@@ -14,7 +14,7 @@ import { allowedCpus, hostCpuPlan } from './hosts/cpu-affinity.js';
 import { FrontMetrics } from './hosts/metrics.js';
 import { HostProxy } from './hosts/proxy.js';
 import { HostSupervisor } from './hosts/supervisor.js';
-import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, DrainClock, hostPeer, sleep, within, type AgentConfig, type IsolateHostConfig, type RunningAgent } from './agent-config.js';
+import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, DrainClock, hostPeer, sleep, startOrUndo, within, type AgentConfig, type IsolateHostConfig, type RunningAgent } from './agent-config.js';
 
 // The agent's front when its tenants' isolates run in isolate-host processes. This file
 // and what it imports are all that process loads: no isolated-vm, no shim, no bindings
@@ -54,16 +54,8 @@ export class AgentFront implements RunningAgent {
    * NATS (waited for, /readyz saying so), the hosts and a spare (each loads its initial
    * desired state), and last the presence.
    */
-  static async start(cfg: AgentConfig): Promise<AgentFront> {
-    const undo: (() => unknown)[] = [];
-    try {
-      return await AgentFront.startSteps(cfg, undo);
-    } catch (err) {
-      for (const step of undo.reverse()) {
-        try { await step(); } catch { /* best effort: the start error is the one to report */ }
-      }
-      throw err;
-    }
+  static start(cfg: AgentConfig): Promise<AgentFront> {
+    return startOrUndo((undo) => AgentFront.startSteps(cfg, undo));
   }
 
   private static async startSteps(cfg: AgentConfig, undo: (() => unknown)[]): Promise<AgentFront> {
