@@ -386,8 +386,8 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   /**
-   * Fails the requests still waiting for an answer once the isolate is gone: nothing in it
-   * will answer them. `cause` reads as isolated-vm's own rejection did (failure() maps it).
+   * Fails the request still waiting for an answer once the isolate is gone: nothing in it
+   * will answer it. `cause` reads as isolated-vm's own rejection did (failure() maps it).
    */
   private failUnanswered(cause: string): void {
     const a = this.unanswered;
