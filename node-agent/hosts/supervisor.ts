@@ -137,6 +137,19 @@ class HostProcess {
   kill(signal: NodeJS.Signals): void {
     if (this.running) this.child.kill(signal);
   }
+
+  private stopped: Promise<void> | undefined;
+
+  /** Tells it to stop, SIGKILL after STOP_GRACE_MS; resolves once it exited. Idempotent. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.send({ type: 'stop' });
+      const timer = setTimeout(() => this.kill('SIGKILL'), STOP_GRACE_MS);
+      await this.exited;
+      clearTimeout(timer);
+    })();
+    return this.stopped;
+  }
 }
 
 function describeExit(e: { code: number | null; signal: NodeJS.Signals | null } | undefined): string {
@@ -324,12 +337,7 @@ export class HostSupervisor<Config> {
     for (const m of this.moves.values()) { m.expired = true; m.resolve(); }
     for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
     const procs = [...this.slots.flatMap((s) => s.proc ? [s.proc] : []), ...this.spares.splice(0), ...this.retiring];
-    await Promise.all(procs.map(async (p) => {
-      p.send({ type: 'stop' });
-      const timer = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
-      await p.exited;
-      clearTimeout(timer);
-    }));
+    await Promise.all(procs.map((p) => p.stop()));
     for (const s of this.slots) closeTarget(s.target);
   }
 
@@ -392,7 +400,7 @@ export class HostSupervisor<Config> {
     slot.cpu = m.cpu;
     this.setRoutes(slot, m.routes);
     if (this.cordon) this.tellHosts(true);
-    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    this.countHostsUp();
     this.fillSpares();
     if (slot.downSince !== undefined) {
       this.opts.metrics.restartSeconds.observe((performance.now() - slot.downSince) / 1000);
@@ -401,6 +409,10 @@ export class HostSupervisor<Config> {
     } else {
       this.opts.log.info('isolate host ready', { host: slot.index, pid: p.pid, workers: m.routes.length });
     }
+  }
+
+  private countHostsUp(): void {
+    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
   }
 
   private setRoutes(slot: Slot, routes: ServedRoutes[]): void {
@@ -470,11 +482,9 @@ export class HostSupervisor<Config> {
     slot.ready = false;
     slot.routes = [];
     this.rebuildRouter();
-    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    this.countHostsUp();
     this.retiring.add(p);
-    p.send({ type: 'stop' });
-    const timer = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
-    void p.exited.then(() => { clearTimeout(timer); this.retiring.delete(p); });
+    void p.stop().then(() => this.retiring.delete(p));
     this.opts.log.info('cordon host stopped: nothing to serve', { pid: p.pid, idleMs: this.opts.cordonLingerMs ?? CORDON_LINGER_MS });
   }
 
@@ -506,7 +516,7 @@ export class HostSupervisor<Config> {
     slot.proc = undefined;
     closeTarget(slot.target);
     slot.target = undefined;
-    this.opts.metrics.hostsUp.set(this.slots.filter((s) => s.target).length);
+    this.countHostsUp();
     if (this.stopping) return;
     slot.downSince ??= performance.now();
     const reason = p.exit?.signal ?? `exit ${p.exit?.code ?? '?'}`;
