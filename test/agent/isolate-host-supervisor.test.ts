@@ -6,33 +6,20 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../cli/local/ports.js';
 import { createLogger, type LogFields } from '../../common/log.js';
 import { FrontMetrics } from '../../node-agent/hosts/metrics.js';
-import { HostSupervisor } from '../../node-agent/hosts/supervisor.js';
+import { HostSupervisor, type HostSupervisorOptions } from '../../node-agent/hosts/supervisor.js';
 
 // The supervisor on its own, with stand-in host processes that speak the IPC protocol
 // (node-agent/hosts/protocol.ts) and serve one route on their Unix socket: spares are
 // promoted, a host that keeps dying is backed off, routes stay known (503, not 404) while
 // a host is down, and stop() leaves no process behind.
 
+// Host i serves "ns<i>/w" at w<i>.test, the cordon host (index = count) "hot/w" at
+// hot.w.test. Host 0 reports a limit hit of namespace "hot" whenever it is asked its
+// status: the cordon tests' way to make the front cordon "hot".
 const STUB = `
 const http = require('node:http');
 const path = require('node:path');
-process.on('disconnect', () => process.exit(0));
-process.on('message', (m) => {
-  if (m.type === 'stop') process.exit(0);
-  if (m.type !== 'start') return;
-  const socketPath = path.join(m.socketDir, 'h' + m.index + '.' + process.pid + '.sock');
-  http.createServer((req, res) => res.end('host ' + m.index + ' pid ' + process.pid)).listen(socketPath, () => {
-    process.send({ type: 'ready', socketPath, routes: [{ key: 'ns' + m.index + '/w', routes: [{ host: 'w' + m.index + '.test', pathPrefix: '/' }] }] });
-  });
-});
-process.send({ type: 'booted' });
-`;
-
-// Host 0 reports a limit hit of namespace "hot" whenever it is asked its status (the test's
-// way to make the front cordon "hot"); the cordon host (index = count) serves "hot/w".
-const CORDON_STUB = `
-const http = require('node:http');
-const path = require('node:path');
+let index = -1;
 process.on('disconnect', () => process.exit(0));
 process.on('message', (m) => {
   if (m.type === 'stop') process.exit(0);
@@ -43,14 +30,29 @@ process.on('message', (m) => {
   if (m.type !== 'start') return;
   index = m.index;
   const socketPath = path.join(m.socketDir, 'h' + m.index + '.' + process.pid + '.sock');
-  const key = m.index === m.count ? 'hot/w' : 'ns' + m.index + '/w';
-  http.createServer((req, res) => res.end('host ' + m.index)).listen(socketPath, () => {
-    process.send({ type: 'ready', socketPath, framesPath: socketPath + '.f', routes: [{ key, routes: [{ host: key.replace('/', '.') + '.test', pathPrefix: '/' }] }] });
+  const route = m.index === m.count ? { key: 'hot/w', host: 'hot.w.test' } : { key: 'ns' + m.index + '/w', host: 'w' + m.index + '.test' };
+  http.createServer((req, res) => res.end('host ' + m.index + ' pid ' + process.pid)).listen(socketPath, () => {
+    process.send({ type: 'ready', socketPath, routes: [{ key: route.key, routes: [{ host: route.host, pathPrefix: '/' }] }] });
   });
 });
-let index = -1;
 process.send({ type: 'booted' });
 `;
+
+/** A supervisor of two stub hosts and a spare, its logs, and its directory removed after the block's tests. */
+function stubSupervisor(extra: Partial<HostSupervisorOptions<object>> = {}): { sup: HostSupervisor<object>; logs: LogFields[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'edge-supervisor-'));
+  writeFileSync(join(dir, 'stub.cjs'), STUB);
+  const logs: LogFields[] = [];
+  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
+  const sup = new HostSupervisor<object>({
+    count: 2, spares: 1, command: [process.execPath, join(dir, 'stub.cjs')], socketDir: dir, config: () => ({}), log, metrics: new FrontMetrics(), ...extra,
+  });
+  afterAll(async () => {
+    await sup.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { sup, logs };
+}
 
 function get(socketPath: string): Promise<string> {
   return new Promise((resolveGet, reject) => {
@@ -65,18 +67,7 @@ function get(socketPath: string): Promise<string> {
 }
 
 describe('HostSupervisor', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-supervisor-'));
-  writeFileSync(join(dir, 'stub.cjs'), STUB);
-  const logs: LogFields[] = [];
-  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const sup = new HostSupervisor<object>({
-    count: 2, spares: 1, command: [process.execPath, join(dir, 'stub.cjs')], socketDir: dir, config: () => ({}), log, metrics: new FrontMetrics(),
-  });
-
-  afterAll(async () => {
-    await sup.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { sup, logs } = stubSupervisor();
 
   it('starts the hosts, routes by what they report, and replaces a dead one with the spare', async () => {
     await sup.start();
@@ -120,21 +111,9 @@ describe('HostSupervisor', () => {
 });
 
 describe('HostSupervisor with a cordon', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'edge-supervisor-cordon-'));
-  writeFileSync(join(dir, 'stub.cjs'), CORDON_STUB);
-  const logs: LogFields[] = [];
-  const log = createLogger({}, (line) => { logs.push(JSON.parse(line) as LogFields); }, 'debug');
-  const sup = new HostSupervisor<object>({
-    count: 2, spares: 1, command: [process.execPath, join(dir, 'stub.cjs')], socketDir: dir, config: () => ({}), log, metrics: new FrontMetrics(),
-    cordon: { cores: 2, holdMs: 300, maxHoldMs: 300 }, releaseGraceMs: 200, cordonLingerMs: 500,
-  });
+  const { sup, logs } = stubSupervisor({ cordon: { cores: 2, holdMs: 300, maxHoldMs: 300 }, releaseGraceMs: 200, cordonLingerMs: 500 });
   const cordonHost = () => sup.hosts().find((h) => h.cordon)!;
   const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
-
-  afterAll(async () => {
-    await sup.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
 
   it('starts no cordon host process until a namespace is cordoned, then starts one', async () => {
     await sup.start();
