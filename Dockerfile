@@ -2,7 +2,7 @@
 # Images of the operator and the node agent, from one build:
 #   docker build --target operator -t edge-isolates/operator:0.1.0 .
 #   docker build --target agent    -t edge-isolates/agent:0.1.0 .
-# Both run the compiled JavaScript of `npm run build` (dist/, the Workers API shim prebuilt in
+# Both run the bundled JavaScript of `npm run build` (dist/, the Workers API shim prebuilt in
 # it) through bin/edge.mjs, with production dependencies only: no TypeScript sources, no tsx,
 # no esbuild. The agent's node_modules also leave out client-node, which only the operator
 # and the CLI's cluster commands load (test/agent/built-agent.test.ts runs the agent so).
@@ -12,7 +12,7 @@
 
 ARG NODE_MAJOR=20
 
-# ---- build: dist/ compiled with the dev dependencies (tsc, esbuild) ---------------------
+# ---- build: dist/ bundled with the dev dependencies (tsc, esbuild) ----------------------
 FROM node:${NODE_MAJOR}-bookworm AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

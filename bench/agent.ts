@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +38,22 @@ export function writeWorkerDir(dir: string, workers: AgentWorker[], perFile = 10
   for (let i = 0; i < workers.length; i += perFile) {
     const docs = workers.slice(i, i + perFile).map((w) => stringify(manifest(w), { lineWidth: 0 }));
     writeFileSync(join(dir, `workers-${String(i / perFile).padStart(3, '0')}.yaml`), docs.join('---\n'));
+  }
+}
+
+/**
+ * The agent as it ships: `npm run build` (type check, then the minified bundle) into dist/,
+ * which bin/edge.mjs then runs. Otherwise the first `edge` would make a --quick build, whose
+ * source maps every process of the agent parses (~25 MiB more PSS at idle, by hand). Not with
+ * BENCH_EDGE_ENTRY, whose entry is what it is.
+ */
+export function buildForBench(): string | null {
+  if (process.env.BENCH_EDGE_ENTRY) return null;
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.mjs')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000 });
+    return null;
+  } catch (err) {
+    return `npm run build failed: ${(err as { stderr?: Buffer }).stderr?.toString().trim().split('\n').slice(-3).join(' / ') ?? String(err)}`;
   }
 }
 

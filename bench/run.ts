@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { actorsPhase } from './actors.js';
 import { sqliteActorRows } from './actors-sqlite.js';
 import { hibernationPhase } from './hibernation.js';
-import { agentMetricSums, agentUnavailable, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
+import { agentMetricSums, agentUnavailable, buildForBench, startAgent, writeWorkerDir, type Agent, type AgentWorker } from './agent.js';
 import { loadConfig, PEER_PHASES, type BenchConfig, type PeerName } from './config.js';
 import { expectBody, httpRequest, keepAliveAgent, summarize, type Summary } from './http.js';
 import { pickLoadgen, runLoad, type LoadResult, type Loadgen, type LoadSpec } from './load.js';
@@ -627,7 +627,8 @@ async function main(): Promise<number> {
     } catch (err) { ctx.down.workerd = `workerd unavailable: ${(err as Error).message}`; }
   }
   if (cfg.peers.has('agent')) {
-    const why = await agentUnavailable();
+    log('bench: building dist/ as it ships (npm run build)');
+    const why = buildForBench() ?? await agentUnavailable();
     if (why) ctx.down.agent = `agent unavailable: ${why}`;
   }
   log(`bench: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}, ${wdVersion ?? 'no workerd'}, load generator ${tool}${cfg.quick ? ', QUICK mode' : ''}; logs in ${tmp}`);

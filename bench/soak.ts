@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { cpus, freemem, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { agentMetricSums, agentUnavailable, startAgent, type Agent } from './agent.js';
+import { agentMetricSums, agentUnavailable, buildForBench, startAgent, type Agent } from './agent.js';
 import { httpRequest } from './http.js';
 import { cpuTimes, freePort, killChildrenOnSignals, Proc, processCpuTicks, processTree, sleep, type TreeProcess } from './procs.js';
 import { writeResults } from './report.js';
@@ -223,7 +223,7 @@ export async function soakMain(): Promise<number> {
   const startedAt = new Date();
   const cfg = loadSoakConfig();
   const tmp = mkdtempSync(join(tmpdir(), 'edge-soak-'));
-  const why = await agentUnavailable();
+  const why = buildForBench() ?? await agentUnavailable();
   if (why) {
     process.stdout.write(`\n## soak (${startedAt.toISOString()})\n\nERROR: agent unavailable: ${why}\n\n`);
     return 1;

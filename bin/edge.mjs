@@ -2,10 +2,10 @@
 // The `edge` command. --no-node-snapshot is required by isolated-vm on Node >= 20 (the
 // shebang passes it, so do the Makefile, the Dockerfile and the chart).
 //
-// Runs the compiled JavaScript in dist/ when it is there and no source is newer than the
-// build. In a checkout where a source is newer (or there is no build), it first rebuilds
-// dist/ quickly (`scripts/build.mjs --quick`: esbuild, file by file, about a second, once per
-// edit) and runs that: loading tsx and transpiling on every run cost each command more CPU
+// Runs the bundled JavaScript in dist/ (dist/edge.js) when it is there and no source is
+// newer than the build. In a checkout where a source is newer (or there is no build), it
+// first rebuilds dist/ quickly (`scripts/build.mjs --quick`: esbuild without the type
+// check, about a second, once per edit) and runs that: loading tsx and transpiling on every run cost each command more CPU
 // than the command itself. The images carry dist/ and no sources, so they always run dist/.
 // Without esbuild (or scripts/), and with EDGE_FROM_SOURCE=1, it runs the sources through tsx.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -18,7 +18,9 @@ const DIST = join(ROOT, 'dist');
 // Written last by scripts/build.mjs, with the time the build started.
 const STAMP = join(DIST, '.built');
 // What dist/ is compiled or bundled from (scripts/build.mjs, tsconfig.build.json).
-const SOURCES = ['cli', 'common', 'node-agent', 'operator', 'tsconfig.json', 'tsconfig.build.json'];
+const SOURCES = ['cli', 'common', 'node-agent', 'operator', 'tsconfig.json', 'tsconfig.build.json', 'scripts/build.mjs'];
+// The bundle's entry (scripts/build.mjs ENTRY_FILE); a dist/ without it is an older layout.
+const ENTRY = join(DIST, 'edge.js');
 const BUILDER = join(ROOT, 'scripts', 'build.mjs');
 
 function newestMtime(path) {
@@ -31,7 +33,7 @@ function newestMtime(path) {
 }
 
 function distIsCurrent() {
-  if (!existsSync(STAMP)) return false;
+  if (!existsSync(STAMP) || !existsSync(ENTRY)) return false;
   const built = statSync(STAMP).mtimeMs;
   return SOURCES.every((s) => newestMtime(join(ROOT, s)) <= built);
 }
@@ -85,7 +87,7 @@ let main;
 if (process.env.EDGE_FROM_SOURCE !== '1' && (distIsCurrent() || await tryQuickBuild())) {
   // A quick build has source maps: stack traces then point at the TypeScript, as under tsx.
   if (readFileSync(STAMP, 'utf8') !== '') process.setSourceMapsEnabled(true);
-  ({ main } = await import('../dist/cli/main.js'));
+  ({ main } = await import(pathToFileURL(ENTRY).href));
 } else {
   const { register } = await import('tsx/esm/api');
   register();

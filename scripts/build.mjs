@@ -1,66 +1,110 @@
-// `npm run build`: the production code compiled to plain JavaScript, so `edge`, the images
-// and the chart start without tsx (and the agent without esbuild):
-//   1. tsc -p tsconfig.build.json: cli/, common/, node-agent/, operator/ into OUT/;
-//   2. the Workers API shim (node-agent/shim/) bundled into OUT/node-agent/isolate/, where
-//      the compiled shim-bundle.js reads it instead of running esbuild;
-//   3. OUT/.built, last, dated when the build began: bin/edge.mjs runs OUT/ only while no
+// `npm run build`: the production code as plain JavaScript, so `edge`, the images and the
+// chart start without tsx (and the agent without esbuild):
+//   1. tsc -p tsconfig.build.json --noEmit: cli/, common/, node-agent/, operator/ type-checked;
+//   2. esbuild bundles them from cli/main.ts into OUT/edge.js and the chunks beside it, one
+//      per set of entry points that share code (each command's dynamic imports load only its
+//      own), with the runtime dependencies inside except those in EXTERNAL;
+//   3. the Workers API shim (node-agent/shim/) bundled into OUT/, where the bundled
+//      shim-bundle.ts reads it instead of running esbuild;
+//   4. OUT/.built, last, dated when the build began: bin/edge.mjs runs OUT/ only while no
 //      source is newer than that (an edit made during the build counts as newer).
 // usage: node scripts/build.mjs [--quick] [OUT]   (default dist/; tests build into a temporary folder)
 //
-// --quick (what bin/edge.mjs runs when dist/ is older than the sources): step 1 by esbuild,
-// file by file, as tsx would transpile them (no type check: `npm run typecheck` does that),
-// in about a second instead of tsc's minute; with source maps, which bin/edge.mjs turns on
-// for such a build. The same files, so the same behaviour as tsc's build.
+// Why one bundle and not a file per module: every agent process (the front, each isolate
+// host, the spare) loads ~200 modules, zod alone 95. Node keeps each one's source text, its
+// module record and its compiled functions; bundled, tree-shaken and stripped of whitespace,
+// an idle agent's four processes took 129 MiB of PSS against 166 (docs/agent.md, "Memory
+// of an idle agent"). esbuild's keepNames would cost ~7 MiB of that back (a __name call per
+// function); what needs a name kept is a class (an error's `name` is its class's), and
+// esbuild renames one only when two modules in one chunk declare the same name, so the build
+// refuses such a bundle instead (renamedClasses). OUT/meta.json is esbuild's account of
+// which sources went into which file.
+//
+// --quick (what bin/edge.mjs runs when dist/ is older than the sources): no type check
+// (`npm run typecheck` does that), so about a second instead of tsc's minute; the same
+// bundle otherwise. Both write source maps; bin/edge.mjs turns them on for a quick build.
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { buildSync } from 'esbuild';
+import { build as esbuild, buildSync } from 'esbuild';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-/** What tsconfig.build.json compiles: these folders, less fake/ (test doubles). */
-const COMPILED = ['cli', 'common', 'node-agent', 'operator'];
 /** The stamp's content for a --quick build (bin/edge.mjs reads it). */
 export const QUICK_STAMP = 'quick\n';
+/** The bundle's entry, relative to OUT: what bin/edge.mjs imports. */
+export const ENTRY_FILE = 'edge.js';
 
-function tsFiles(dir) {
-  const out = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) { if (e.name !== 'fake' && e.name !== 'node_modules') out.push(...tsFiles(p)); }
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(p);
+/**
+ * Packages left to node_modules: a native addon; the build and dev tools (absent from the
+ * images); client-node, which only the operator and the CLI's cluster commands load (the
+ * agent's image leaves it out); those whose code finds files beside itself at run time
+ * (sql.js and html-rewriter-wasm their wasm); ws's optional native helpers.
+ */
+export const EXTERNAL = [
+  'isolated-vm', 'esbuild', 'tsx', 'typescript', '@kubernetes/client-node',
+  'sql.js', 'html-rewriter-wasm', 'bufferutil', 'utf-8-validate',
+];
+
+/**
+ * Classes of ours that the bundle renamed (esbuild suffixes a colliding top-level name with
+ * digits), as "Name -> Name2 (file)".
+ */
+export function renamedClasses(metafile) {
+  const ours = new Set();
+  for (const input of Object.keys(metafile.inputs)) {
+    if (input.includes('node_modules/') || !input.endsWith('.ts')) continue;
+    for (const m of readFileSync(join(ROOT, input), 'utf8').matchAll(/\bclass\s+([A-Za-z_$][\w$]*)/g)) ours.add(m[1]);
   }
-  return out;
+  const found = [];
+  for (const file of Object.keys(metafile.outputs).filter((f) => f.endsWith('.js'))) {
+    const text = readFileSync(resolve(ROOT, file), 'utf8');
+    for (const m of text.matchAll(/\bclass\s+([A-Za-z_$][\w$]*\d)\b|\b([A-Za-z_$][\w$]*\d)\s*=\s*class\b/g)) {
+      const name = m[1] ?? m[2];
+      if (ours.has(name)) continue;
+      const base = [...ours].find((c) => name.startsWith(c) && /^\d+$/.test(name.slice(c.length)));
+      if (base) found.push(`${base} -> ${name} (${file.slice(file.lastIndexOf('/') + 1)})`);
+    }
+  }
+  return found;
 }
 
 /** Builds into `out` (replacing it); throws when a step fails. */
 export async function build(out, { quick = false } = {}) {
   const began = new Date();
   rmSync(out, { recursive: true, force: true });
-  if (quick) {
-    buildSync({
-      entryPoints: COMPILED.flatMap((d) => tsFiles(join(ROOT, d))), outdir: out, outbase: ROOT,
-      format: 'esm', platform: 'node', target: 'es2022', bundle: false, sourcemap: 'linked', logLevel: 'silent',
-      tsconfig: join(ROOT, 'tsconfig.build.json'),
-    });
-  } else {
+  if (!quick) {
     const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-    const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out], { stdio: 'inherit' });
-    if (r.status !== 0) throw new Error(`tsc failed (exit ${r.status ?? r.signal}); ${out} is incomplete and will not be run`);
+    const r = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--noEmit'], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`tsc failed (exit ${r.status ?? r.signal}); nothing was built`);
   }
 
-  const { SHIM_BUILD_OPTIONS, SHIM_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
-  const bundled = buildSync({ ...SHIM_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/index.js')] });
-  writeFileSync(join(out, 'node-agent/isolate', SHIM_BUNDLE_FILE), bundled.outputFiles[0].text);
-  const { NODE_COMPAT_BUILD_OPTIONS, NODE_COMPAT_BUNDLE_FILE } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
-  const nodeCompat = buildSync({ ...NODE_COMPAT_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/node/index.js')] });
-  writeFileSync(join(out, 'node-agent/isolate', NODE_COMPAT_BUNDLE_FILE), nodeCompat.outputFiles[0].text);
+  const result = await esbuild({
+    // shim-bundle.js is an entry of its own only so that step 3 can import its options.
+    entryPoints: { [ENTRY_FILE.replace(/\.js$/, '')]: join(ROOT, 'cli/main.ts'), 'shim-bundle': join(ROOT, 'node-agent/isolate/shim-bundle.ts') },
+    outdir: out, absWorkingDir: ROOT, bundle: true, splitting: true, format: 'esm', platform: 'node', target: 'node20',
+    tsconfig: join(ROOT, 'tsconfig.build.json'), external: EXTERNAL,
+    minifyWhitespace: true, minifySyntax: true, legalComments: 'linked',
+    sourcemap: 'linked', metafile: true, logLevel: 'warning',
+    // The CommonJS packages inside (nats, prom-client) require Node's modules by name.
+    banner: { js: "import { createRequire as __edgeCreateRequire } from 'node:module'; const require = __edgeCreateRequire(import.meta.url);" },
+  });
+  writeFileSync(join(out, 'meta.json'), JSON.stringify(result.metafile));
+  const renamed = renamedClasses(result.metafile);
+  if (renamed.length > 0) {
+    throw new Error(`the bundle renamed ${renamed.join(', ')}: two modules in one chunk declare a class of that name, and a class's name is what an error's \`name\` says; rename one`);
+  }
+
+  const shim = await import(pathToFileURL(join(out, 'shim-bundle.js')).href);
+  const bundled = buildSync({ ...shim.SHIM_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/index.js')] });
+  writeFileSync(join(out, shim.SHIM_BUNDLE_FILE), bundled.outputFiles[0].text);
+  const nodeCompat = buildSync({ ...shim.NODE_COMPAT_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/node/index.js')] });
+  writeFileSync(join(out, shim.NODE_COMPAT_BUNDLE_FILE), nodeCompat.outputFiles[0].text);
   // The libraries the shim loads at first use (node-agent/isolate/libs.ts), each a script of its own.
-  const { SHIM_LIBS, libBuildOptions, libBundleFile, wrapLib } = await import(pathToFileURL(join(out, 'node-agent/isolate/shim-bundle.js')).href);
-  for (const name of Object.keys(SHIM_LIBS)) {
-    const lib = buildSync(libBuildOptions(name, join(ROOT, 'node-agent/shim')));
-    writeFileSync(join(out, 'node-agent/isolate', libBundleFile(name)), wrapLib(lib.outputFiles[0].text));
+  for (const name of Object.keys(shim.SHIM_LIBS)) {
+    const lib = buildSync(shim.libBuildOptions(name, join(ROOT, 'node-agent/shim')));
+    writeFileSync(join(out, shim.libBundleFile(name)), shim.wrapLib(lib.outputFiles[0].text));
   }
 
   const stamp = join(out, '.built');

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { join, relative, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_VERSION } from '../../common/api/index.js';
@@ -12,7 +12,7 @@ import { waitFor } from '../../cli/local/ports.js';
 import { crPath, KubeClient } from '../../operator/runtime/kube-client.js';
 import { freshNamespace, sharedControlPlane } from '../harness/shared.js';
 
-// What `edge status` loads, by module tracing (never by timing): it runs from dist/ (built on
+// What `edge status` loads, by module tracing (never by timing): it runs from dist/ (bundled on
 // first use when the sources are newer), with neither tsx nor esbuild, and talks to the
 // apiserver without client-node, zod or the NATS client. Each of those cost it tenths of a
 // second of CPU to a second; together they made it 2-3 s, against kubectl's 0.1.
@@ -57,10 +57,21 @@ export async function resolve(spec, ctx, next) {
   it('runs from dist/ without tsx, esbuild, client-node, zod or the NATS client', async () => {
     const { stdout } = await run(process.execPath, ['--no-node-snapshot', '--import', register, EDGE_BIN, 'status', '--namespace', ns, '--kubeconfig', kubeconfigPath], { env, cwd: REPO_ROOT });
     expect(stdout).toMatch(new RegExp(`^${ns}\\s+traced\\s`, 'm'));
-    const loaded = readFileSync(log, 'utf8').split('\n').filter((u) => u.startsWith('file:'));
-    expect(loaded).toContain(pathToFileURL(join(REPO_ROOT, 'dist/cli/status.js')).href);
-    const packages = new Set(loaded.map((u) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(u)?.[1]).filter((p): p is string => p !== undefined));
+    const loaded = readFileSync(log, 'utf8').split('\n').filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
+    const dist = join(REPO_ROOT, 'dist');
+    expect(loaded).toContain(join(dist, 'edge.js'));
+    // dist/ is a bundle: what went into each of its files is in esbuild's metafile.
+    const meta = JSON.parse(readFileSync(join(dist, 'meta.json'), 'utf8')) as { outputs: Record<string, { inputs: Record<string, unknown> }> };
+    const sources = loaded.filter((f) => f.startsWith(dist + sep)).flatMap((f) => {
+      const out = meta.outputs[relative(REPO_ROOT, f)];
+      if (!out) throw new Error(`${f} is not in dist/meta.json`);
+      return Object.keys(out.inputs);
+    });
+    expect(sources).toContain('cli/status.ts');
+    const packageOf = (path: string) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(path)?.[1];
+    const packages = new Set([...loaded, ...sources].map(packageOf).filter((p): p is string => p !== undefined));
     expect([...packages].filter((p) => HEAVY.includes(p))).toEqual([]);
-    expect(loaded.filter((u) => u.includes('/cli/') || u.includes('/common/') || u.includes('/operator/')).every((u) => u.endsWith('.js'))).toBe(true);
+    // Neither the TypeScript sources nor anything else of the checkout's outside dist/ and node_modules/.
+    expect(loaded.filter((f) => f.startsWith(REPO_ROOT + sep) && !f.startsWith(dist + sep) && !f.includes(`${sep}node_modules${sep}`) && f !== EDGE_BIN)).toEqual([]);
   });
 });
