@@ -75,6 +75,8 @@ stream (use 3 on a NATS cluster: an acknowledged write then survives a server lo
 database file) once this many statements were logged since the last snapshot, or 1 MiB
 of them (or half the database, if more), or statements that took 300 ms to run, so a
 new owner replays at most that much.
+--pool-size N (default 4): isolates made ready before any worker asks for one, for the node:
+each isolate host keeps N / --isolate-hosts of them (rounded up) and refills its own.
 --idle-isolate-ms N (default ${DEFAULT_IDLE_ISOLATE_MS}): an isolate idle this long is disposed, unless it is
 one of its worker's minWarmIsolates on a member of the worker's shard.
 --isolate-hosts N (default ${DEFAULT_ISOLATE_HOSTS}): run tenants' isolates in N child processes,

@@ -21,6 +21,11 @@ import { DEFAULT_DRAIN_DELAY_MS, DEFAULT_DRAIN_TIMEOUT_MS, DrainClock, hostPeer,
 // (`edge agent`, cli/agent.ts, imports it or agent.ts, whichever it starts;
 // test/agent/built-agent.test.ts checks the front's memory map).
 
+/** A host's share of the node's warm pool: `poolSize` over `hosts`, rounded up, so none is left without one. */
+export function hostPoolSize(poolSize: number, hosts: number): number {
+  return poolSize <= 0 ? 0 : Math.ceil(poolSize / Math.max(1, hosts));
+}
+
 /**
  * An agent whose tenants' isolates run in isolate-host processes (docs/isolate-hosts.md):
  * this process holds the public HTTP listener, the route table the hosts report, the admin
@@ -101,8 +106,10 @@ export class AgentFront implements RunningAgent {
       ...(cfg.isolateHostCordon !== false ? { cordon: { cores: availableParallelism() } } : {}),
       config: (index) => ({
         ...shared,
-        // The cordon host (index = count) starts empty and loads only cordoned namespaces.
-        ...(index === count ? { poolSize: Math.min(shared.poolSize, 1) } : {}),
+        // --pool-size is the node's: each host keeps its share ready (a host refills its own
+        // between cold starts), not the whole pool once per host. The cordon host (index =
+        // count) starts empty and loads only cordoned namespaces.
+        poolSize: index === count ? Math.min(shared.poolSize, 1) : hostPoolSize(shared.poolSize, count),
         agentName: isolateHostName(cfg.agentName, index),
         // The front waits out the drain delay; a host drains as soon as it is told.
         drainDelayMs: 0,

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, waitFor } from '../../cli/local/ports.js';
+import { DEFAULT_ISOLATE_HOSTS } from '../../cli/agent.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { send, workerManifest } from './agent-harness.js';
 
@@ -76,6 +77,26 @@ describe('edge agent (the binary)', () => {
     expect(metrics).toMatch(/edge_isolate_pool_ready \d+/);
     expect(metrics).toMatch(/edge_worker_isolates\{worker="default\/wild"\} 1/);
     expect(metrics).toMatch(/edge_agent_process_resident_memory_bytes \d+/);
+  });
+
+  it('splits the warm pool (--pool-size, default 4) over the isolate hosts instead of 4 per host', async () => {
+    expect(DEFAULT_ISOLATE_HOSTS).toBe(2);
+    // An agent of its own with no workers: a worker with another memory limit than the
+    // default gets a pool of 1 of its own on its host, which would blur the count.
+    const empty = mkdtempSync(join(tmpdir(), 'edge-agent-pool-'));
+    const [p, a] = await Promise.all([freePort(), freePort()]);
+    const other = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', empty, '--listen', `127.0.0.1:${p}`, '--admin', `127.0.0.1:${a}`], { stdio: 'ignore' });
+    try {
+      // The front's /metrics sums its hosts' series; each host fills its own share of 2.
+      const ready = async () => Number(/^edge_isolate_pool_ready (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${a}/metrics`)).text())?.[1]);
+      let last = NaN;
+      await waitFor('the pool filled', async () => (last = await ready()) === 4, 20_000, 50).catch((err: Error) => { throw new Error(`${err.message}; edge_isolate_pool_ready ${last}`); });
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await ready()).toBe(4);
+    } finally {
+      other.kill('SIGKILL');
+      rmSync(empty, { recursive: true, force: true });
+    }
   });
 
   it('picks up a new worker and an edited worker when the directory changes', async () => {
