@@ -18,7 +18,7 @@
 // function); what needs a name kept is a class (an error's `name` is its class's), and
 // esbuild renames one only when two modules in one chunk declare the same name, so the build
 // refuses such a bundle instead (renamedClasses). OUT/meta.json is esbuild's account of
-// which sources went into which file.
+// which sources went into which file (outputs named relative to OUT).
 //
 // --quick (what bin/edge.mjs runs when dist/ is older than the sources): no type check
 // (`npm run typecheck` does that), so about a second instead of tsc's minute; the same
@@ -27,7 +27,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build as esbuild, buildSync } from 'esbuild';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -40,11 +40,13 @@ export const ENTRY_FILE = 'edge.js';
  * Packages left to node_modules: a native addon; the build and dev tools (absent from the
  * images); client-node, which only the operator and the CLI's cluster commands load (the
  * agent's image leaves it out); those whose code finds files beside itself at run time
- * (sql.js and html-rewriter-wasm their wasm); ws's optional native helpers.
+ * (sql.js and html-rewriter-wasm their wasm); jsonc-parser, whose main is a UMD wrapper that
+ * requires its own files by computed paths esbuild cannot follow; ws's optional native
+ * helpers. test/unit/build-bundle.test.ts loads every file of a build, which finds another.
  */
 export const EXTERNAL = [
   'isolated-vm', 'esbuild', 'tsx', 'typescript', '@kubernetes/client-node',
-  'sql.js', 'html-rewriter-wasm', 'bufferutil', 'utf-8-validate',
+  'sql.js', 'html-rewriter-wasm', 'jsonc-parser', 'bufferutil', 'utf-8-validate',
 ];
 
 /**
@@ -90,7 +92,9 @@ export async function build(out, { quick = false } = {}) {
     // The CommonJS packages inside (nats, prom-client) require Node's modules by name.
     banner: { js: "import { createRequire as __edgeCreateRequire } from 'node:module'; const require = __edgeCreateRequire(import.meta.url);" },
   });
-  writeFileSync(join(out, 'meta.json'), JSON.stringify(result.metafile));
+  // Outputs named relative to OUT: bin/edge.mjs builds into a folder of its own and renames it.
+  const outputs = Object.fromEntries(Object.entries(result.metafile.outputs).map(([file, o]) => [relative(out, resolve(ROOT, file)), o]));
+  writeFileSync(join(out, 'meta.json'), JSON.stringify({ ...result.metafile, outputs }));
   const renamed = renamedClasses(result.metafile);
   if (renamed.length > 0) {
     throw new Error(`the bundle renamed ${renamed.join(', ')}: two modules in one chunk declare a class of that name, and a class's name is what an error's \`name\` says; rename one`);

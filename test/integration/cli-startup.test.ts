@@ -63,7 +63,7 @@ export async function resolve(spec, ctx, next) {
     // dist/ is a bundle: what went into each of its files is in esbuild's metafile.
     const meta = JSON.parse(readFileSync(join(dist, 'meta.json'), 'utf8')) as { outputs: Record<string, { inputs: Record<string, unknown> }> };
     const sources = loaded.filter((f) => f.startsWith(dist + sep)).flatMap((f) => {
-      const out = meta.outputs[relative(REPO_ROOT, f)];
+      const out = meta.outputs[relative(dist, f)];
       if (!out) throw new Error(`${f} is not in dist/meta.json`);
       return Object.keys(out.inputs);
     });

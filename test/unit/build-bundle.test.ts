@@ -1,6 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { buildSync } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../cli/local/tools.js';
@@ -12,6 +15,7 @@ import { renamedClasses } from '../../scripts/build.mjs';
 // refuses a bundle where that happened; this is the check, on a bundle made to collide.
 
 const check = renamedClasses as (meta: unknown) => string[];
+const run = promisify(execFile);
 
 describe('the bundle refuses renamed classes', () => {
   const dir = mkdtempSync(join(tmpdir(), 'edge-bundle-'));
@@ -35,4 +39,20 @@ describe('the bundle refuses renamed classes', () => {
     const meta = bundle('import { Sha256, Codec } from "./c.ts"; import { Codec2 } from "./d.ts"; console.log(new Sha256(), new Codec(), new Codec2());');
     expect(check(meta)).toEqual([]);
   });
+});
+
+describe('a build of dist/', () => {
+  // Inside the checkout (as dist/ is), so the packages left outside the bundle resolve.
+  const out = mkdtempSync(join(REPO_ROOT, '.dist-test-'));
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+  // A package can require its own files in ways esbuild cannot follow (a UMD wrapper did):
+  // such a chunk fails only when some command first loads it, so load every one of them.
+  it('loads every file it wrote, in a process of its own', async () => {
+    await run(process.execPath, [join(REPO_ROOT, 'scripts/build.mjs'), '--quick', out], { cwd: REPO_ROOT });
+    const files = readdirSync(out).filter((f) => f.endsWith('.js') && !f.endsWith('.bundle.js'));
+    expect(files).toContain('edge.js');
+    const script = `for (const f of ${JSON.stringify(files.map((f) => pathToFileURL(join(out, f)).href))}) await import(f);`;
+    await expect(run(process.execPath, ['--no-node-snapshot', '--input-type=module', '-e', script], { cwd: out })).resolves.toBeDefined();
+  }, 60_000);
 });
