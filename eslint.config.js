@@ -90,12 +90,18 @@ export default tseslint.config(
   {
     // A KV bucket is read through followBucket (common/kv-follower.ts), which restarts a
     // broken watch and re-lists; a bare kv.watch() stops following silently when it throws.
+    // zod as `import * as z`: esbuild then bundles only the zod the code uses
+    // (scripts/build.mjs); `import { z }` is one namespace object over all of zod, its 64
+    // locales included, which every process of the agent loaded (docs/agent.md).
     files: ['common/**/*.ts', 'node-agent/**/*.ts', 'operator/**/*.ts', 'cli/**/*.ts'],
     ignores: ['common/kv-follower.ts'],
     rules: {
       'no-restricted-syntax': ['error', {
         selector: "CallExpression[callee.type='MemberExpression'][callee.property.name='watch'][arguments.0.type='ObjectExpression']",
         message: 'read a KV bucket with followBucket() from common/kv-follower.ts, not kv.watch() (docs/architecture.md)',
+      }, {
+        selector: "ImportDeclaration[source.value='zod'][importKind!='type'] > ImportSpecifier[imported.name='z'][importKind!='type']",
+        message: "import * as z from 'zod': the bundle then holds only the zod this code uses (scripts/build.mjs)",
       }],
     },
   },

@@ -5,7 +5,7 @@ import {
   type JetStreamClient, type JetStreamManager, type JetStreamPublishOptions, type Msg, type MsgHdrs,
   type NatsConnection, type NatsError, type PurgeOpts, type StreamConfig, type StreamInfo,
 } from 'nats';
-import { z } from 'zod';
+import * as z from 'zod';
 import { errorMessage, type Logger } from './log.js';
 import { ACTOR_SUBJECTS, ACTORS_STREAM } from './nats.js';
 import { FencedError, type ActorAddress, type ActorState, type StorageOp } from './actor-ops.js';

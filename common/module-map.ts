@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { EdgeError, describeIssues } from './errors.js';
 
 // A worker made of several modules (wrangler's `--no-bundle` uploads, `find_additional_modules`,

@@ -1,7 +1,7 @@
 import {
   connect, DiscardPolicy, nanos, RetentionPolicy, StorageType, type ConnectionOptions, type JetStreamManager, type KV, type NatsConnection, type ObjectStore, type StreamConfig,
 } from 'nats';
-import { z } from 'zod';
+import * as z from 'zod';
 import { LimitsSchema, RouteSchema } from './api/edgeworker.js';
 import { EgressPolicySchema } from './api/policy.js';
 import { AI_TASKS } from './api/edgepolicy.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { DNS_LABEL_PATTERN, GROUP, VERSION } from './meta.js';
 import { EdgeWorkerSpecSchema, EdgeWorkerStatusSchema } from './edgeworker.js';
 import { DurableActorSpecSchema, DurableActorStatusSchema } from './durableactor.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { API_VERSION, ObjectMetaSchema, cel, conditionList, dnsLabel, jsIdentifier, observedGeneration, regionName } from './meta.js';
 
 // The DurableActor API: one actor class, like a Durable Object namespace.

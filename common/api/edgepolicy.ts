@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { API_VERSION, DNS_LABEL_PATTERN, ObjectMetaSchema, cel, conditionList, modelId, observedGeneration } from './meta.js';
 import { HOST_PATTERN, LIMIT_FIELDS, limitField, type LimitField } from './edgeworker.js';
 import { EgressPolicySchema } from './policy.js';

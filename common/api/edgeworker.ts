@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   API_VERSION, ObjectMetaSchema, cel, type CelRule, conditionList, dataKey, dnsLabel, dnsSubdomain, jsIdentifier, modelId, observedGeneration, regionName,
 } from './meta.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 // Shared building blocks of the edge.isolates.dev API. Patterns are the Kubernetes ones so
 // the apiserver and the runtime agree on what a valid name is.

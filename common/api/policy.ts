@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 // What a cluster admin decides for tenants, shared by the operator (which resolves it per
 // namespace and writes it into each worker's config) and the agent (which enforces it).

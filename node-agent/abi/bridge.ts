@@ -1,5 +1,5 @@
 import type ivm from 'isolated-vm';
-import { z } from 'zod';
+import * as z from 'zod';
 import { EdgeError } from '../../common/errors.js';
 
 // The boundary between the agent (host) and the Workers API shim inside each isolate.

@@ -7,7 +7,7 @@ import type { ActorRingPort } from './ring.js';
 import { NatsSocket } from '../sockets/nats-socket.js';
 import { HibernatableSocket } from '../sockets/hibernation.js';
 import { RelaySocket, type SocketMirror } from '../sockets/relay.js';
-import { z } from 'zod';
+import * as z from 'zod';
 import { bridge, type HostSocket, type SocketRegistry } from '../sockets/sockets.js';
 import { forwardToPeer, PeerUnreachableError } from '../peer/peer-server.js';
 import { ActorIds } from '../bindings/actor-id.js';

@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from 'nats';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { AgentView } from '../../common/agent-view.js';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import { untilNats, type Startup } from '../../common/nats-startup.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { AiRunResult, AiToolCall, AiUsage, WorkerEnv } from '../abi/bridge.js';
 import { MAX_SUBREQUEST_BODY_BYTES as MAX_AI_BYTES } from '../abi/bridge.js';
 import { describeIssues, EdgeError } from '../../common/errors.js';

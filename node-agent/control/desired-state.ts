@@ -3,7 +3,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { API_VERSION, EdgeModelSpecSchema, EdgeWorkerSchema, type AiBinding, type AiTaskType } from '../../common/api/index.js';
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';

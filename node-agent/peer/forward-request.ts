@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request, type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { z } from 'zod';
+import * as z from 'zod';
 import { spliceUpgrade } from '../../common/upgrade-splice.js';
 import { hasRequestBody } from '../../common/http-message.js';
 import { HEARTBEAT_HEADER, heartbeatFor } from './protocol.js';

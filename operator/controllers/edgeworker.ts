@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   API_VERSION, EdgeWorkerSchema, type Condition, type DurableActor, type EdgeModel, type EdgePolicy, type EdgeWorker, type EdgeWorkerStatus,
 } from '../../common/api/index.js';
