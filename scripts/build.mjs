@@ -33,6 +33,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** The stamp's content for a --quick build (bin/edge.mjs reads it). */
 export const QUICK_STAMP = 'quick\n';
+/**
+ * EDGE_BUILD_MINIFY=0 leaves the bundle's whitespace and syntax as written: for CPU profiles,
+ * which place a minified chunk's anonymous functions by line (a chunk is a few long lines).
+ */
+const MINIFY = process.env.EDGE_BUILD_MINIFY !== '0';
 /** The bundle's entry, relative to OUT: what bin/edge.mjs imports. */
 export const ENTRY_FILE = 'edge.js';
 
@@ -87,7 +92,7 @@ export async function build(out, { quick = false } = {}) {
     entryPoints: { [ENTRY_FILE.replace(/\.js$/, '')]: join(ROOT, 'cli/main.ts'), 'shim-bundle': join(ROOT, 'node-agent/isolate/shim-bundle.ts') },
     outdir: out, absWorkingDir: ROOT, bundle: true, splitting: true, format: 'esm', platform: 'node', target: 'node20',
     tsconfig: join(ROOT, 'tsconfig.build.json'), external: EXTERNAL,
-    minifyWhitespace: true, minifySyntax: true, legalComments: 'linked',
+    minifyWhitespace: MINIFY, minifySyntax: MINIFY, legalComments: 'linked',
     sourcemap: 'linked', metafile: true, logLevel: 'warning',
     // The CommonJS packages inside (nats, prom-client) require Node's modules by name.
     banner: { js: "import { createRequire as __edgeCreateRequire } from 'node:module'; const require = __edgeCreateRequire(import.meta.url);" },
