@@ -16,8 +16,8 @@
 // an idle agent's four processes took 129 MiB of PSS against 166 (docs/agent.md, "Memory
 // of an idle agent"). esbuild's keepNames would cost ~7 MiB of that back (a __name call per
 // function); what needs a name kept is a class (an error's `name` is its class's), and
-// esbuild renames one only when two modules in one chunk declare the same name, so the build
-// refuses such a bundle instead (renamedClasses). OUT/meta.json is esbuild's account of
+// esbuild renames one only when another top-level name in its chunk is the same, so the
+// build refuses such a bundle instead (renamedClasses). OUT/meta.json is esbuild's account of
 // which sources went into which file (outputs named relative to OUT).
 //
 // --quick (what bin/edge.mjs runs when dist/ is older than the sources): no type check
@@ -102,7 +102,7 @@ export async function build(out, { quick = false } = {}) {
   writeFileSync(join(out, 'meta.json'), JSON.stringify({ ...result.metafile, outputs }));
   const renamed = renamedClasses(result.metafile);
   if (renamed.length > 0) {
-    throw new Error(`the bundle renamed ${renamed.join(', ')}: two modules in one chunk declare a class of that name, and a class's name is what an error's \`name\` says; rename one`);
+    throw new Error(`the bundle renamed ${renamed.join(', ')}: another top-level name in its chunk is the same, and a class's name is what an error's \`name\` says; rename one of them`);
   }
 
   const shim = await import(pathToFileURL(join(out, 'shim-bundle.js')).href);
