@@ -5,9 +5,10 @@
 // Runs the bundled JavaScript in dist/ (dist/edge.js) when it is there and no source is
 // newer than the build. In a checkout where a source is newer (or there is no build), it
 // first rebuilds dist/ quickly (`scripts/build.mjs --quick`: esbuild without the type
-// check, about a second, once per edit) and runs that: loading tsx and transpiling on every run cost each command more CPU
-// than the command itself. The images carry dist/ and no sources, so they always run dist/.
-// Without esbuild (or scripts/), and with EDGE_FROM_SOURCE=1, it runs the sources through tsx.
+// check, about a second, once per edit) and runs that: loading tsx and transpiling on
+// every run cost each command more CPU than the command itself. The images carry dist/
+// and no sources, so they always run dist/. Without esbuild (or scripts/), and with
+// EDGE_FROM_SOURCE=1, it runs the sources through tsx.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
