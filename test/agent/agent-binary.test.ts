@@ -14,6 +14,9 @@ import { send, workerManifest } from './agent-harness.js';
 
 const respond = (text: string) => `export default { async fetch(request, env) { return new Response(${JSON.stringify(text)} + (env.SUFFIX ?? '')); } };`;
 
+/** `edge agent --workers DIR` on loopback ports, as node's argv. */
+const agentArgv = (dir: string, port: number, admin: number) => ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`];
+
 describe('edge agent (the binary)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'edge-agent-bin-'));
   let child: ChildProcess;
@@ -36,7 +39,7 @@ describe('edge agent (the binary)', () => {
     ].join('---\n'));
     writeFileSync(join(dir, 'notes.txt'), 'not a manifest');
     [port, admin] = await Promise.all([freePort(), freePort()]);
-    child = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', dir, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGE_ADMIN_TOKEN: adminToken } });
+    child = spawn(process.execPath, agentArgv(dir, port, admin), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGE_ADMIN_TOKEN: adminToken } });
     child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
     await waitFor('agent /readyz', async () => {
@@ -85,7 +88,7 @@ describe('edge agent (the binary)', () => {
     // default gets a pool of 1 of its own on its host, which would blur the count.
     const empty = mkdtempSync(join(tmpdir(), 'edge-agent-pool-'));
     const [p, a] = await Promise.all([freePort(), freePort()]);
-    const other = spawn(process.execPath, ['--no-node-snapshot', join(REPO_ROOT, 'bin/edge.mjs'), 'agent', '--workers', empty, '--listen', `127.0.0.1:${p}`, '--admin', `127.0.0.1:${a}`], { stdio: 'ignore' });
+    const other = spawn(process.execPath, agentArgv(empty, p, a), { stdio: 'ignore' });
     try {
       // The front's /metrics sums its hosts' series; each host fills its own share of 2.
       const ready = async () => Number(/^edge_isolate_pool_ready (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${a}/metrics`)).text())?.[1]);
