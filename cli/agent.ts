@@ -84,11 +84,12 @@ namespaces spread over them, this process keeping only the HTTP front, the admin
 the presence; a V8 fatal error then takes down one host's namespaces (answered 503 until it
 is restarted, in under a second), never the agent. 0 runs them in this process.
 Host i listens for actor calls on the --peer-listen port + 1 + i (any free port when that
-is 0). --isolate-host-spares: pre-booted processes a crashed host is replaced by (default 1).
+is 0). --isolate-host-spares N: pre-booted processes a crashed host is replaced by, kept at
+all times (default 0: one is booted after a crash and kept for 10 minutes after the latest).
 One more host, the cordon (peer port + 1 + N), runs at the lowest CPU priority the workers
 of namespaces that take more than their share of the node's CPU or keep hitting their CPU
 or memory limit, until they have behaved for 60 s (doubling per repeat); its process starts
-at the first such namespace (from the spare) and stops once it has served none for 60 s;
+at the first such namespace (from a spare when there is one) and stops once it has served none for 60 s;
 --no-cordon: none.
 --pin-hosts auto|on|off (default auto): pin host i to the i-th CPU this process may use
 (taskset), so a host's threads hand requests to each other on one CPU. auto pins when there
@@ -142,7 +143,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       'egress-allow': { type: 'string', multiple: true, default: [] },
       'dev-peer-token': { type: 'boolean', default: false },
       'isolate-hosts': { type: 'string', default: String(DEFAULT_ISOLATE_HOSTS) },
-      'isolate-host-spares': { type: 'string', default: '1' },
+      'isolate-host-spares': { type: 'string', default: '0' },
       'no-cordon': { type: 'boolean', default: false },
       'pin-hosts': { type: 'string', default: 'auto' },
       shards: { type: 'string', default: 'on' },

@@ -73,7 +73,10 @@ export interface AgentConfig {
    * front (docs/isolate-hosts.md); 0 or absent: in this process. `edge agent` (cli/agent.ts) picks.
    */
   isolateHosts?: number;
-  /** Pre-booted spare host processes, so a crashed host is replaced by a promotion (default 1). */
+  /**
+   * Pre-booted spare host processes kept at all times, so a crashed host is replaced by a
+   * promotion (default 0: one is kept only for 10 minutes after a crash; hosts/supervisor.ts).
+   */
   isolateHostSpares?: number;
   /** argv that starts an isolate-host process (`edge isolate-host`), the executable first. */
   isolateHostCommand?: readonly string[];

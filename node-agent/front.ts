@@ -98,7 +98,7 @@ export class AgentFront implements RunningAgent {
     const sup = new HostSupervisor<IsolateHostConfig>({
       count,
       ...(cpus ? { cpuOf: (index: number) => cpus[index] } : {}),
-      spares: cfg.isolateHostSpares ?? 1,
+      spares: cfg.isolateHostSpares ?? 0,
       command,
       socketDir,
       log,
@@ -140,6 +140,7 @@ export class AgentFront implements RunningAgent {
           workers: hosts.flatMap((h) => h.workers).sort((a, b) => a.key.localeCompare(b.key)),
           actors: hosts.flatMap((h) => h.actors),
           hosts: sup.hosts(),
+          spares: sup.spareProcesses(),
           ...(sup.cordon ? { cordon: { namespaces: sup.cordon.cordoned(), cpuCores: sup.cordon.rates(performance.now()) } } : {}),
         };
       },

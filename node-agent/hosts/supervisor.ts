@@ -12,15 +12,19 @@ import { asFromHost, type FromHost, type HostStatus, type MetricsJson, type ToHo
 // Keeps an agent's isolate-host processes running (docs/isolate-hosts.md): N hosts, each
 // serving the namespaces assigned to its index, plus pre-booted spares (processes that have
 // loaded every module and wait to be told which host to be), so replacing a crashed host is
-// a promotion rather than a cold process start. A host that keeps crashing is restarted
-// with exponential backoff; while a host is down its workers stay in the route table, so
-// the front answers 503 (not 404) for them.
+// a promotion rather than a cold process start. By default there is a spare only for a while
+// after a crash (CRASH_SPARE_MS): an idle spare is a fifth of an idle node's memory, and a
+// crash is rare until a tenant finds a way to crash its host, when the next ones come soon.
+// A host that keeps crashing is restarted with exponential backoff; while a host is down its
+// workers stay in the route table, so the front answers 503 (not 404) for them.
 
 export interface HostSupervisorOptions<Config> {
   /** How many hosts (namespaces are spread over them by common/isolate-hosts.ts). */
   count: number;
-  /** Pre-booted spare processes kept ready (0: every restart starts a process). */
+  /** Pre-booted spare processes kept ready at all times (0: only after a crash, see crashSpareMs). */
   spares: number;
+  /** How long after a host's crash one spare is kept even with `spares` 0 (default CRASH_SPARE_MS; 0: never). */
+  crashSpareMs?: number;
   /** argv of an isolate-host process (`edge isolate-host`): the executable first. */
   command: readonly string[];
   /** The private (0700) directory the hosts' Unix sockets go in. */
@@ -60,6 +64,13 @@ const MOVE_WAIT_MS = 3_000;
 /** Where a request goes; `moving`: wait for it, then ask again (its worker is moving to the cordon host). */
 export interface HostRoute { index: number; worker: string; moving?: Promise<void> }
 
+/**
+ * After a host crashes, one spare is kept booted this long (from the latest crash), so the
+ * crashes that follow are promotions: ~55 ms from the crash to serving again against
+ * ~250 ms for a fresh process, with one small worker and no NATS (by hand, 2-core machine).
+ * Then it is stopped: a booted spare holds ~17 MiB of private memory for nothing.
+ */
+const CRASH_SPARE_MS = 10 * 60_000;
 /** Crashes within this window count towards the backoff. */
 const CRASH_WINDOW_MS = 30_000;
 /** Crashes in the window restarted at once; each one after doubles the delay from BACKOFF_FIRST_MS. */
@@ -209,6 +220,8 @@ export class HostSupervisor<Config> {
   private stopping = false;
   private router = Router.build<number>([]);
   private spareTimer: NodeJS.Timeout | undefined;
+  /** Runs from a host's crash until CRASH_SPARE_MS after the latest: meanwhile one spare is kept. */
+  private crashSpareTimer: NodeJS.Timeout | undefined;
   /** Decides which namespaces the cordon host serves; undefined without one. */
   readonly cordon: CordonPolicy | undefined;
   private cordonTimer: NodeJS.Timeout | undefined;
@@ -239,7 +252,7 @@ export class HostSupervisor<Config> {
 
   /** Starts every host (the cordon host waits for a cordon) and the spares; resolves when each host has loaded its initial desired state. */
   async start(): Promise<void> {
-    // The spares boot beside the hosts: the first crash already finds one.
+    // Standing spares boot beside the hosts: the first crash already finds one.
     this.fillSpares();
     await Promise.all(this.slots.filter((s) => s !== this.cordonSlot).map(async (slot) => {
       let last: unknown;
@@ -333,6 +346,7 @@ export class HostSupervisor<Config> {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.spareTimer) clearTimeout(this.spareTimer);
+    if (this.crashSpareTimer) clearTimeout(this.crashSpareTimer);
     if (this.cordonTimer) clearInterval(this.cordonTimer);
     for (const m of this.moves.values()) { m.expired = true; m.resolve(); }
     for (const s of this.slots) if (s.timer) clearTimeout(s.timer);
@@ -347,9 +361,42 @@ export class HostSupervisor<Config> {
     return new HostProcess(child);
   }
 
+  /** The booted (or booting) spares' pids. */
+  spareProcesses(): number[] {
+    return this.spares.flatMap((p) => p.pid !== undefined ? [p.pid] : []);
+  }
+
+  /** The standing spares, plus one while a crash is recent (CRASH_SPARE_MS). */
+  private get sparesWanted(): number {
+    return Math.max(this.opts.spares, this.crashSpareTimer ? 1 : 0);
+  }
+
+  private get crashSpareMs(): number { return this.opts.crashSpareMs ?? CRASH_SPARE_MS; }
+
+  /** A host crashed: keep a spare from now until CRASH_SPARE_MS after the latest crash. */
+  private crashed(): void {
+    if (this.crashSpareMs <= 0) return;
+    if (this.crashSpareTimer) clearTimeout(this.crashSpareTimer);
+    this.crashSpareTimer = setTimeout(() => { this.crashSpareTimer = undefined; this.trimSpares(); }, this.crashSpareMs);
+    this.crashSpareTimer.unref();
+    // Spawned now only when no host is being replaced; otherwise once the replacement serves
+    // (launch), so the two do not compete for the CPU.
+    if (!this.slots.some((s) => s.pending)) this.fillSpares();
+  }
+
+  /** Stops the spares beyond what is wanted (the crash spare, once its time is over). */
+  private trimSpares(): void {
+    while (!this.stopping && this.spares.length > this.sparesWanted) {
+      const p = this.spares.pop()!;
+      this.retiring.add(p);
+      void p.stop().then(() => this.retiring.delete(p));
+      this.opts.log.info('spare isolate host stopped: no crash for a while', { pid: p.pid, afterMs: this.crashSpareMs });
+    }
+  }
+
   private fillSpares(): void {
     if (this.stopping) return;
-    while (this.spares.length < this.opts.spares) {
+    while (this.spares.length < this.sparesWanted) {
       const p = this.spawn();
       this.spares.push(p);
       void p.exited.then(() => {
@@ -527,6 +574,7 @@ export class HostSupervisor<Config> {
     });
     // A death before it served is a failed launch: launch()'s caller reschedules.
     if (served) this.scheduleRestart(slot);
+    this.crashed();
   }
 
   /**

@@ -110,6 +110,45 @@ describe('HostSupervisor', () => {
   });
 });
 
+describe('HostSupervisor with no standing spare', () => {
+  const { sup, logs } = stubSupervisor({ spares: 0, crashSpareMs: 5_000 });
+  const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+  it('boots a spare only after a crash, promotes it at the next, and stops it once crashes stop', async () => {
+    await sup.start();
+    expect(sup.spareProcesses()).toEqual([]);
+
+    const first = sup.hosts()[0]!.pid!;
+    process.kill(first, 'SIGKILL');
+    await waitFor('host 0 replaced', async () => sup.target(0) !== undefined && sup.hosts()[0]!.pid !== first, 10_000, 10);
+    // Spawned once the replacement serves, not beside it.
+    await waitFor('a spare booted', async () => sup.spareProcesses().length === 1, 10_000, 10);
+    const [spare] = sup.spareProcesses();
+
+    // The next crash (within the time) is a promotion: the spare becomes host 1.
+    const second = sup.hosts()[1]!.pid!;
+    process.kill(second, 'SIGKILL');
+    await waitFor('host 1 replaced', async () => sup.target(1) !== undefined && sup.hosts()[1]!.pid !== second, 10_000, 10);
+    expect(sup.hosts()[1]!.pid).toBe(spare);
+    await waitFor('a new spare', async () => sup.spareProcesses().length === 1 && sup.spareProcesses()[0] !== spare, 10_000, 10);
+    const [next] = sup.spareProcesses();
+
+    // crashSpareMs after the latest crash it is stopped, not respawned, and not taken for a crash.
+    await waitFor('the spare stopped', async () => sup.spareProcesses().length === 0 && !alive(next!), 10_000, 20);
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(sup.spareProcesses()).toEqual([]);
+    expect(logs.filter((l) => l.msg === 'spare isolate host stopped: no crash for a while')).toHaveLength(1);
+    expect(logs.some((l) => l.msg === 'spare isolate host exited')).toBe(false);
+    expect(sup.hosts().map((h) => h.restarts)).toEqual([1, 1]);
+
+    // A crash after that is a fresh process again, and keeps a spare again.
+    const third = sup.hosts()[0]!.pid!;
+    process.kill(third, 'SIGKILL');
+    await waitFor('host 0 replaced again', async () => sup.target(0) !== undefined && sup.hosts()[0]!.pid !== third, 10_000, 10);
+    await waitFor('a spare again', async () => sup.spareProcesses().length === 1, 10_000, 10);
+  });
+});
+
 describe('HostSupervisor with a cordon', () => {
   const { sup, logs } = stubSupervisor({ cordon: { cores: 2, holdMs: 300, maxHoldMs: 300 }, releaseGraceMs: 200, cordonLingerMs: 500 });
   const cordonHost = () => sup.hosts().find((h) => h.cordon)!;
