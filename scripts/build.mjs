@@ -14,11 +14,12 @@
 // host, the spare) loads ~200 modules, zod alone 95. Node keeps each one's source text, its
 // module record and its compiled functions; bundled, tree-shaken and stripped of whitespace,
 // an idle agent's four processes took 129 MiB of PSS against 166 (docs/agent.md, "Memory
-// of an idle agent"). esbuild's keepNames would cost ~7 MiB of that back (a __name call per
-// function); what needs a name kept is a class (an error's `name` is its class's), and
-// esbuild renames one only when another top-level name in its chunk is the same, so the
-// build refuses such a bundle instead (renamedClasses). OUT/meta.json is esbuild's account of
-// which sources went into which file (outputs named relative to OUT).
+// of an idle agent"). Identifiers are minified too (smaller source and scope tables in every
+// process); what needs a name kept is a class (an error's `name` is its class's), and
+// esbuild's keepNames would cost ~7 MiB for it (a __name call per function), so
+// pinClassNames gives each class of ours a static block that sets its name instead.
+// OUT/meta.json is esbuild's account of which sources went into which file (outputs named
+// relative to OUT).
 //
 // --quick (what bin/edge.mjs runs when dist/ is older than the sources): no type check
 // (`npm run typecheck` does that), so about a second instead of tsc's minute; the same
@@ -27,7 +28,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { build as esbuild, buildSync } from 'esbuild';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -54,28 +55,46 @@ export const EXTERNAL = [
   'sql.js', 'html-rewriter-wasm', 'jsonc-parser', 'bufferutil', 'utf-8-validate',
 ];
 
+/** Where a class declaration of ours starts: `export abstract class Name`, first on its line. */
+const CLASS_START = /^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:abstract[ \t]+)?class[ \t]+([A-Za-z_$][\w$]*)/gm;
+
 /**
- * Classes of ours that the bundle renamed (esbuild suffixes a colliding top-level name with
- * digits), as "Name -> Name2 (file)".
+ * `source` with each class declaration's name pinned: a static block first in its body sets
+ * the constructor's `name` to the declared one, which minified identifiers would otherwise
+ * change (an EdgeError's `name` is its class's, so the logs' `errorClass` and every
+ * `err.name` would read `Xe`). The body is the first `{` outside the head's type arguments
+ * (`extends Base<{ a: number }>`); a misplaced `static {}` block does not parse, so a head
+ * this misreads fails the build rather than the program.
  */
-export function renamedClasses(metafile) {
-  const ours = new Set();
-  for (const input of Object.keys(metafile.inputs)) {
-    if (input.includes('node_modules/') || !input.endsWith('.ts')) continue;
-    for (const m of readFileSync(join(ROOT, input), 'utf8').matchAll(/\bclass\s+([A-Za-z_$][\w$]*)/g)) ours.add(m[1]);
-  }
-  const found = [];
-  for (const file of Object.keys(metafile.outputs).filter((f) => f.endsWith('.js'))) {
-    const text = readFileSync(resolve(ROOT, file), 'utf8');
-    for (const m of text.matchAll(/\bclass\s+([A-Za-z_$][\w$]*\d)\b|\b([A-Za-z_$][\w$]*\d)\s*=\s*class\b/g)) {
-      const name = m[1] ?? m[2];
-      if (ours.has(name)) continue;
-      const base = [...ours].find((c) => name.startsWith(c) && /^\d+$/.test(name.slice(c.length)));
-      if (base) found.push(`${base} -> ${name} (${file.slice(file.lastIndexOf('/') + 1)})`);
+export function pinClassNames(source) {
+  let out = '';
+  let from = 0;
+  for (const m of source.matchAll(CLASS_START)) {
+    let angle = 0;
+    let i = m.index + m[0].length;
+    for (; i < source.length; i++) {
+      const c = source[i];
+      if (c === '<') angle++;
+      else if (c === '>' && source[i - 1] !== '=') angle--;
+      else if (c === '{' && angle === 0) break;
     }
+    if (i >= source.length) break;
+    out += `${source.slice(from, i + 1)} static { Object.defineProperty(this, "name", { value: ${JSON.stringify(m[1])}, configurable: true }); }`;
+    from = i + 1;
   }
-  return found;
+  return out + source.slice(from);
 }
+
+/** The esbuild plugin that runs pinClassNames over our TypeScript (not node_modules'). */
+export const pinClassNamesPlugin = {
+  name: 'pin-class-names',
+  setup(b) {
+    b.onLoad({ filter: /\.ts$/ }, (args) => {
+      if (args.path.includes(`${sep}node_modules${sep}`)) return undefined;
+      return { contents: pinClassNames(readFileSync(args.path, 'utf8')), loader: 'ts' };
+    });
+  },
+};
 
 /** Builds into `out` (replacing it); throws when a step fails. */
 export async function build(out, { quick = false } = {}) {
@@ -92,7 +111,7 @@ export async function build(out, { quick = false } = {}) {
     entryPoints: { [ENTRY_FILE.replace(/\.js$/, '')]: join(ROOT, 'cli/main.ts'), 'shim-bundle': join(ROOT, 'node-agent/isolate/shim-bundle.ts') },
     outdir: out, absWorkingDir: ROOT, bundle: true, splitting: true, format: 'esm', platform: 'node', target: 'node20',
     tsconfig: join(ROOT, 'tsconfig.build.json'), external: EXTERNAL,
-    minifyWhitespace: MINIFY, minifySyntax: MINIFY, legalComments: 'linked',
+    minifyWhitespace: MINIFY, minifySyntax: MINIFY, minifyIdentifiers: MINIFY, legalComments: 'linked', plugins: [pinClassNamesPlugin],
     sourcemap: 'linked', metafile: true, logLevel: 'warning',
     // The CommonJS packages inside (nats, prom-client) require Node's modules by name.
     banner: { js: "import { createRequire as __edgeCreateRequire } from 'node:module'; const require = __edgeCreateRequire(import.meta.url);" },
@@ -100,10 +119,6 @@ export async function build(out, { quick = false } = {}) {
   // Outputs named relative to OUT: bin/edge.mjs builds into a folder of its own and renames it.
   const outputs = Object.fromEntries(Object.entries(result.metafile.outputs).map(([file, o]) => [relative(out, resolve(ROOT, file)), o]));
   writeFileSync(join(out, 'meta.json'), JSON.stringify({ ...result.metafile, outputs }));
-  const renamed = renamedClasses(result.metafile);
-  if (renamed.length > 0) {
-    throw new Error(`the bundle renamed ${renamed.join(', ')}: another top-level name in its chunk is the same, and a class's name is what an error's \`name\` says; rename one of them`);
-  }
 
   const shim = await import(pathToFileURL(join(out, 'shim-bundle.js')).href);
   const bundled = buildSync({ ...shim.SHIM_BUILD_OPTIONS, entryPoints: [join(ROOT, 'node-agent/shim/index.js')] });
