@@ -4,7 +4,8 @@ import { join, relative, resolve } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { parseAllDocuments } from 'yaml';
 import { natsClientOptions } from '../common/nats-auth.js';
-import { decodeJson, LogLineSchema, SUBJECTS } from '../common/nats.js';
+import { SUBJECTS } from '../common/nats.js';
+import { decodeJson, LogLineSchema } from '../common/nats-messages.js';
 import { ConditionReasons } from '../common/reasons.js';
 import { KubeClient } from '../operator/runtime/kube-client.js';
 import {

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { connect, type ConnectionOptions, type NatsConnection } from 'nats';
 import { DNS_LABEL_PATTERN } from '../common/api/index.js';
-import { decodeJson, LOGS_MAX_AGE_MS, LOGS_MAX_PER_WORKER, LOGS_STREAM, LogLineSchema, SUBJECTS, type LogLine } from '../common/nats.js';
+import { LOGS_MAX_AGE_MS, LOGS_MAX_PER_WORKER, LOGS_STREAM, SUBJECTS, type LogLine } from '../common/nats.js';
+import { decodeJson, LogLineSchema } from '../common/nats-messages.js';
 import { readDevState, type DevState } from './cluster-client.js';
 import { resolveNats } from './nats-target.js';
 

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import {
-  createInbox, DiscardPolicy, headers as natsHeaders, RetentionPolicy, StorageType,
+  createInbox, headers as natsHeaders,
   type JetStreamClient, type JetStreamManager, type JetStreamPublishOptions, type Msg, type MsgHdrs,
-  type NatsConnection, type NatsError, type PurgeOpts, type StreamConfig, type StreamInfo,
+  type NatsConnection, type NatsError, type PurgeOpts,
 } from 'nats';
 import * as z from 'zod';
 import { errorMessage, type Logger } from './log.js';
@@ -12,6 +12,7 @@ import { FencedError, type ActorAddress, type ActorState, type StorageOp } from 
 import { EdgeError } from './errors.js';
 import { actorInstanceKeyOf, isActorId, isDnsLabel } from './keys.js';
 import { ArraySet } from './array-set.js';
+import { apiErrorOf, ensureActorStream } from './actor-stream.js';
 
 // The durable, fenced log of each actor, on JetStream (DESIGN.md sections 5 and 6).
 //
@@ -50,8 +51,6 @@ const DIRECT_GET = `$JS.API.DIRECT.GET.${ACTORS_STREAM}`;
 const DIRECT_BATCH = 1024;
 /** JetStream API error codes (nats-server errors.json). */
 const JS_WRONG_LAST_SEQUENCE = 10071;
-const JS_STREAM_NOT_FOUND = 10059;
-const JS_STREAM_NAME_IN_USE = 10058;
 
 /** Who owns an actor, as the log says. */
 export interface ActorOwner {
@@ -362,8 +361,6 @@ function decodeState(blob: Uint8Array): { state: ActorState; bytes: number } {
 // ---------------------------------------------------------------------------------------
 // NATS error classification.
 
-interface ApiError { code: number; err_code?: number; description?: string }
-const apiErrorOf = (err: unknown): ApiError | undefined => (err as { api_error?: ApiError } | null)?.api_error;
 const natsCodeOf = (err: unknown): string | undefined => {
   const c = (err as Partial<NatsError> | null)?.code;
   return typeof c === 'string' ? c : undefined;
@@ -827,54 +824,4 @@ function directGetError(m: Msg): Error {
   const code = m.headers?.code ?? 0;
   const msg = `JetStream direct get: ${code} ${m.headers?.description ?? ''}`.trim();
   return code === 503 ? new TransientError(msg) : new Error(msg);
-}
-
-/** The stream settings this module relies on. */
-export function actorStreamConfig(replicas: number): Partial<StreamConfig> {
-  return {
-    name: ACTORS_STREAM,
-    subjects: [...ACTOR_SUBJECTS.stream],
-    storage: StorageType.File,
-    retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
-    num_replicas: replicas,
-    max_age: 0,
-    max_msgs: -1,
-    max_bytes: -1,
-    max_msgs_per_subject: -1,
-    allow_rollup_hdrs: true,
-    allow_direct: true,
-    deny_delete: false,
-    deny_purge: false,
-  };
-}
-
-/** Creates the actor stream, or binds to it fixing the settings this module relies on (common/nats-provision.ts runs it first). */
-export async function ensureActorStream(jsm: JetStreamManager, replicas: number, log: Logger): Promise<StreamInfo> {
-  let info: StreamInfo;
-  try {
-    info = await jsm.streams.info(ACTORS_STREAM);
-  } catch (err) {
-    if (apiErrorOf(err)?.err_code !== JS_STREAM_NOT_FOUND) throw err;
-    try {
-      const created = await jsm.streams.add(actorStreamConfig(replicas));
-      log.info('created the actor stream', { stream: ACTORS_STREAM, replicas });
-      return created;
-    } catch (e) {
-      // Another agent created it at the same moment (with other settings, or we would have bound).
-      if (apiErrorOf(e)?.err_code !== JS_STREAM_NAME_IN_USE) throw e;
-      info = await jsm.streams.info(ACTORS_STREAM);
-    }
-  }
-  const c = info.config;
-  if (c.num_replicas !== replicas) log.info('the actor stream exists with another replica count; keeping it', { stream: ACTORS_STREAM, replicas: c.num_replicas, asked: replicas });
-  if (c.storage !== StorageType.File) log.warn('the actor stream is not on file storage: actor state does not survive a NATS restart', { stream: ACTORS_STREAM, storage: c.storage });
-  const missing = ACTOR_SUBJECTS.stream.filter((s) => !c.subjects?.includes(s));
-  if (!c.allow_rollup_hdrs || !c.allow_direct || c.deny_purge || missing.length > 0) {
-    log.info('updating the actor stream settings', { stream: ACTORS_STREAM, missingSubjects: missing });
-    info = await jsm.streams.update(ACTORS_STREAM, {
-      ...c, subjects: [...(c.subjects ?? []), ...missing], allow_rollup_hdrs: true, allow_direct: true, deny_purge: false,
-    });
-  }
-  return info;
 }

@@ -2,9 +2,8 @@ import type { NatsConnection } from 'nats';
 import { agentOf } from './isolate-hosts.js';
 import { followBucket, type BucketFollower } from './kv-follower.js';
 import type { Logger } from './log.js';
-import {
-  AgentReportSchema, decodeJson, PresenceSchema, type AgentReport, type EdgeBuckets, type Presence, type WorkerReport,
-} from './nats.js';
+import { type AgentReport, type EdgeBuckets, type Presence, type WorkerReport } from './nats.js';
+import { AgentReportSchema, decodeJson, PresenceSchema } from './nats-messages.js';
 
 // A view of the agents (presence, and optionally their per-worker reports), rebuilt from
 // NATS on every start (the watches replay the buckets), so a restarted operator knows

@@ -1,5 +1,5 @@
 import type { ActorAddress } from './actor-ops.js';
-import { DNS_LABEL_PATTERN } from './api/meta.js';
+import { DNS_LABEL_PATTERN } from './api/patterns.js';
 import { EdgeError } from './errors.js';
 
 // Every string key the system builds from names, and its inverse, in one place: KV keys

@@ -1,5 +1,5 @@
 import type { NatsConnection } from 'nats';
-import { ensureActorStream } from './actor-log.js';
+import { ensureActorStream } from './actor-stream.js';
 import { EdgeError } from './errors.js';
 import type { Logger } from './log.js';
 import {

@@ -1,18 +1,12 @@
 import * as z from 'zod';
+import { DATA_KEY_PATTERN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, JS_IDENTIFIER_PATTERN } from './patterns.js';
 
 // Shared building blocks of the edge.isolates.dev API. Patterns are the Kubernetes ones so
 // the apiserver and the runtime agree on what a valid name is.
 
 export { API_VERSION, GROUP, VERSION } from './group.js';
 
-/** RFC 1123 label: object names we use inside NATS keys, region names, ConfigMap keys of ours. */
-export const DNS_LABEL_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$';
-/** RFC 1123 subdomain: names of Kubernetes objects we only refer to (ConfigMaps, Secrets). */
-export const DNS_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
-/** A JavaScript identifier: binding names become `env.<name>`, class names are exports. */
-export const JS_IDENTIFIER_PATTERN = '^[A-Za-z_$][A-Za-z0-9_$]*$';
-/** ConfigMap and Secret data keys. */
-export const DATA_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
+export { DATA_KEY_PATTERN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, JS_IDENTIFIER_PATTERN };
 
 export const dnsLabel = () => z.string().min(1).max(63).regex(new RegExp(DNS_LABEL_PATTERN));
 export const dnsSubdomain = () => z.string().min(1).max(253).regex(new RegExp(DNS_SUBDOMAIN_PATTERN));

@@ -1,7 +1,8 @@
 import type { KV } from 'nats';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { ActorAlarmSchema, decodeJson, encodeJson, type ActorAlarm, type ActorConfig } from '../../common/nats.js';
+import { encodeJson, type ActorAlarm, type ActorConfig } from '../../common/nats.js';
+import { ActorAlarmSchema, decodeJson } from '../../common/nats-messages.js';
 import type { ActorRunner } from './host.js';
 import { actorInstanceKey, alarmKey } from '../../common/keys.js';
 import type { ActorRingPort } from './ring.js';

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { decodeJson, type EdgeBuckets, type WorkerConfig, WorkerConfigSchema } from '../../common/nats.js';
+import { type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
+import { decodeJson, WorkerConfigSchema } from '../../common/nats-messages.js';
 import { workerRef } from '../../common/keys.js';
 import { openEnv } from '../../common/resolve-bindings.js';
 import { SealedValueError, type SecretSealer } from '../../common/sealing.js';

@@ -2,7 +2,8 @@ import { API_VERSION, DurableActorSchema, type DurableActor, type DurableActorSt
 import { agentOf, servesNamespace } from '../../common/isolate-hosts.js';
 import type { AgentReports } from '../../common/agent-view.js';
 import type { KvStore } from '../../common/kv-store.js';
-import { decodeJson, encodeJson, ActorConfigSchema, type ActorConfig } from '../../common/nats.js';
+import { encodeJson, type ActorConfig } from '../../common/nats.js';
+import { decodeJson, ActorConfigSchema } from '../../common/nats-messages.js';
 import { actorClassKey, actorClassRef } from '../../common/keys.js';
 import { ConditionReasons as R, ConditionTypes as T } from '../../common/reasons.js';
 import { sameStatus, setConditions, transitions, type ConditionInput } from './conditions.js';

@@ -1,6 +1,7 @@
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import type { Logger } from '../../common/log.js';
-import { decodeJson, encodeJson, WorkerConfigSchema, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
+import { encodeJson, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
+import { decodeJson, WorkerConfigSchema } from '../../common/nats-messages.js';
 
 // The leader's writes to NATS: worker configs in KV and bundles in the object store.
 // Only the leader writes here, so an index of which worker uses which bundle, loaded

@@ -8,9 +8,8 @@ import { isolateHostIndex, isolateHostName } from '../../common/isolate-hosts.js
 import { followBucket, type BucketFollower } from '../../common/kv-follower.js';
 import { agentKey } from '../../common/keys.js';
 import { createLogger } from '../../common/log.js';
-import {
-  connectNats, decodeJson, encodeJson, PresenceSchema, type EdgeBuckets, type Presence, type WorkerConfig,
-} from '../../common/nats.js';
+import { connectNats, encodeJson, type EdgeBuckets, type Presence, type WorkerConfig } from '../../common/nats.js';
+import { decodeJson, PresenceSchema } from '../../common/nats-messages.js';
 import { freePort, waitFor } from '../../cli/local/ports.js';
 import { REPO_ROOT } from '../../cli/local/tools.js';
 import { startNats, type TestNats } from '../harness/nats.js';

@@ -5,10 +5,8 @@ import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EdgeWorker } from '../../common/api/index.js';
 import { workerKey } from '../../common/keys.js';
-import {
-  ACTOR_SUBJECTS, ACTORS_BUCKET, AGENTS_BUCKET, BUNDLES_BUCKET, decodeJson, encodeJson, openBuckets, SUBJECTS, WORKERS_BUCKET,
-  WorkerConfigSchema, type EdgeBuckets, type WorkerConfig,
-} from '../../common/nats.js';
+import { ACTOR_SUBJECTS, ACTORS_BUCKET, AGENTS_BUCKET, BUNDLES_BUCKET, encodeJson, openBuckets, SUBJECTS, WORKERS_BUCKET, type EdgeBuckets, type WorkerConfig } from '../../common/nats.js';
+import { decodeJson, WorkerConfigSchema } from '../../common/nats-messages.js';
 import { sha256Digest } from '../../common/resolve-bindings.js';
 import { LocalCluster, QUICK_FAILOVER } from '../../cli/local/cluster.js';
 import { waitFor } from '../../cli/local/ports.js';

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
@@ -69,4 +69,24 @@ describe('a build of dist/', () => {
     const script = `for (const f of ${JSON.stringify(files.map((f) => pathToFileURL(join(out, f)).href))}) await import(f);`;
     await expect(run(process.execPath, ['--no-node-snapshot', '--input-type=module', '-e', script], { cwd: out })).resolves.toBeDefined();
   }, 60_000);
+
+  // zod schemas are ~1.6 KiB of heap each in every process that evaluates their module; the
+  // front moves bytes and parses nothing, so it loads no zod (common/nats.ts builds no schema).
+  it("the agent's front loads no zod", () => {
+    interface Output { entryPoint?: string; inputs: Record<string, unknown>; imports: { path: string; kind: string }[] }
+    const { outputs } = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8')) as { outputs: Record<string, Output> };
+    const front = Object.keys(outputs).find((f) => outputs[f]!.entryPoint === 'node-agent/front.ts');
+    expect(front).toBeDefined();
+    // What evaluating the front's chunk evaluates: its static imports, transitively.
+    const seen = new Set<string>();
+    const visit = (f: string) => {
+      if (seen.has(f)) return;
+      seen.add(f);
+      for (const i of outputs[f]!.imports) if (i.kind === 'import-statement' && outputs[basename(i.path)]) visit(basename(i.path));
+    };
+    visit(front!);
+    const inputs = [...seen].flatMap((f) => Object.keys(outputs[f]!.inputs));
+    expect(inputs).toContain('node-agent/hosts/supervisor.ts');
+    expect(inputs.filter((i) => i.includes('node_modules/zod/'))).toEqual([]);
+  });
 });
