@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
-import { BUILTIN_LIMIT_DEFAULTS, MAX_SOURCE_BYTES, type AiBinding, type EdgeWorkerSpec, type EgressPolicy, type Limits } from './api/index.js';
+// The modules, not api/index.js: an agent's isolate host needs these schemas and not the
+// CRDs' (api/crd.ts, api/durableactor.ts), which index.js would build in it too.
+import { BUILTIN_LIMIT_DEFAULTS, MAX_SOURCE_BYTES, type AiBinding, type EdgeWorkerSpec, type Limits } from './api/edgeworker.js';
+import type { EgressPolicy } from './api/policy.js';
 import { EdgeError } from './errors.js';
 import type { WorkerConfig } from './nats.js';
 import { ConditionReasons } from './reasons.js';

@@ -4,7 +4,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import * as z from 'zod';
-import { API_VERSION, EdgeModelSpecSchema, EdgeWorkerSchema, type AiBinding, type AiTaskType } from '../../common/api/index.js';
+// The modules, not api/index.js, which would also build the CRDs' schemas (see resolve-bindings.ts).
+import { API_VERSION } from '../../common/api/group.js';
+import { EdgeWorkerSchema, type AiBinding } from '../../common/api/edgeworker.js';
+import { EdgeModelSpecSchema, type AiTaskType } from '../../common/api/edgepolicy.js';
 import type { Logger } from '../../common/log.js';
 import { modelServerRef } from '../../common/model-servers.js';
 import {
