@@ -34,10 +34,12 @@ export async function stopAll(procs: Iterable<Proc | undefined>): Promise<void> 
  * once, as the pod's memory cgroup does. For a group of one process the two differ only by
  * what it shares with processes outside it.
  */
-export function groupRssKiB(pgid: number): { kib: number; pssKiB: number; processes: number } {
+export function groupRssKiB(pgid: number): GroupMemory {
   let kib = 0;
   let pssKiB = 0;
   let processes = 0;
+  let privateKiB = 0;
+  const sharedByFile = new Map<string, number>();
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
@@ -48,18 +50,56 @@ export function groupRssKiB(pgid: number): { kib: number; pssKiB: number; proces
       const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'));
       if (!m) continue; // zombie or kernel thread
       const pss = /^Pss:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${entry}/smaps_rollup`, 'utf8'));
+      const own = ownPages(readFileSync(`/proc/${entry}/smaps`, 'utf8'));
       kib += Number(m[1]);
       pssKiB += Number(pss?.[1] ?? m[1]);
+      privateKiB += own.privateKiB;
+      for (const [file, k] of own.sharedByFile) sharedByFile.set(file, Math.max(sharedByFile.get(file) ?? 0, k));
       processes++;
     } catch { /* exited while we looked */ }
   }
-  return { kib, pssKiB, processes };
+  let ownKiB = privateKiB;
+  for (const k of sharedByFile.values()) ownKiB += k;
+  return { kib, pssKiB, ownKiB, processes };
+}
+
+export interface GroupMemory {
+  kib: number;
+  pssKiB: number;
+  /**
+   * The group counted on its own: every process's private pages, plus each file's shared
+   * pages once (the most any one process of the group has resident). PSS splits a shared
+   * page with every process that maps it, those outside the group too: three idle `node`
+   * processes beside an idle agent took 15 MiB off its PSS (the node binary's text), and the
+   * bench's own npm, tsx and harness are three. This does not depend on what else runs.
+   */
+  ownKiB: number;
+  processes: number;
+}
+
+/** One process's private pages, and its shared resident pages per mapped file (/proc/N/smaps). */
+function ownPages(smaps: string): { privateKiB: number; sharedByFile: Map<string, number> } {
+  let privateKiB = 0;
+  const sharedByFile = new Map<string, number>();
+  let file = '';
+  for (const line of smaps.split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (head) { file = head[1] ?? ''; continue; }
+    const f = /^(Private_Clean|Private_Dirty|Shared_Clean|Shared_Dirty):\s+(\d+) kB/.exec(line);
+    if (!f) continue;
+    const k = Number(f[2]);
+    if (f[1]!.startsWith('Private')) privateKiB += k;
+    // Anonymous shared pages (none in a tree of exec'd processes) are taken as the process's own.
+    else if (file === '' || file.startsWith('[')) privateKiB += k;
+    else sharedByFile.set(file, (sharedByFile.get(file) ?? 0) + k);
+  }
+  return { privateKiB, sharedByFile };
 }
 
 /** Median RSS of `samples` reads `intervalMs` apart, after waiting `settleMs`. */
-export async function settledRssKiB(proc: Proc, settleMs: number, samples = 5, intervalMs = 200): Promise<{ kib: number; pssKiB: number; processes: number }> {
+export async function settledRssKiB(proc: Proc, settleMs: number, samples = 5, intervalMs = 200): Promise<GroupMemory> {
   await sleep(settleMs);
-  const reads: { kib: number; pssKiB: number; processes: number }[] = [];
+  const reads: GroupMemory[] = [];
   for (let i = 0; i < samples; i++) {
     proc.assertRunning();
     reads.push(groupRssKiB(proc.pid));
