@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type * as Yaml from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import * as z from 'zod';
 // The modules, not api/index.js, which would also build the CRDs' schemas (see resolve-bindings.ts).
 import { API_VERSION } from '../../common/api/group.js';
@@ -17,16 +17,6 @@ import { workerRef } from '../../common/keys.js';
 import type { DesiredStateSource, DesiredWorker } from '../serving/desired.js';
 import { aiUrlFromTemplate, isolateWorkerEnv, type AiUrl } from './worker-env.js';
 import { STANDALONE_REGION } from './defaults.js';
-
-/**
- * yaml (160 KB of source) is imported at the first manifest read: an agent serving from NATS
- * never reads one, and its isolate hosts would otherwise hold the module in every process.
- */
-type YamlParser = Pick<typeof Yaml, 'parseAllDocuments'>;
-let yaml: Promise<YamlParser> | undefined;
-// yaml is CommonJS: imported dynamically, the bundle's namespace has only `default` (its
-// module.exports); Node's has it too, beside the named exports.
-const yamlModule = (): Promise<YamlParser> => (yaml ??= import('yaml').then((m) => m.default));
 
 // The directory-backed DesiredStateSource (`edge agent --workers DIR`); the operator's
 // NATS-backed one (nats-source.ts) plugs in behind the same interface (serving/desired.ts).
@@ -156,7 +146,7 @@ export class DirectorySource implements DesiredStateSource {
       try {
         const text = await readFile(join(this.dir, f), 'utf8');
         const docs: Doc[] = [];
-        for (const d of (await yamlModule()).parseAllDocuments(text)) {
+        for (const d of parseAllDocuments(text)) {
           if (d.errors.length > 0) throw new Error(d.errors[0]!.message);
           const value: unknown = d.toJSON();
           if (value === null) continue;
