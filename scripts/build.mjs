@@ -35,8 +35,9 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** The stamp's content for a --quick build (bin/edge.mjs reads it). */
 export const QUICK_STAMP = 'quick\n';
 /**
- * EDGE_BUILD_MINIFY=0 leaves the bundle's whitespace and syntax as written: for CPU profiles,
- * which place a minified chunk's anonymous functions by line (a chunk is a few long lines).
+ * EDGE_BUILD_MINIFY=0 leaves the bundle's whitespace, syntax and names as written: for CPU
+ * profiles and stack traces, which name a minified chunk's functions and classes as the
+ * minifier did and place them by line (a chunk is a few long lines).
  */
 const MINIFY = process.env.EDGE_BUILD_MINIFY !== '0';
 /** The bundle's entry, relative to OUT: what bin/edge.mjs imports. */
