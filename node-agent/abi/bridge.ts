@@ -1,4 +1,3 @@
-import type ivm from 'isolated-vm';
 import * as z from 'zod';
 import { EdgeError } from '../../common/errors.js';
 
@@ -54,6 +53,8 @@ import { EdgeError } from '../../common/errors.js';
 //     body still being pushed): the request is over without settle(); null: call settle()
 //   __edgeCancel(id: number, reason: string): void
 //   __edgeSettle(id: number): Promise<void>
+//   __edgeHostSettle(ticket: number, outcome: Settled): void  -- called with applyIgnored:
+//     the outcome of the asynchronous host callback that returned `ticket` (HostAsync below)
 //   __edgeActor(op: 'construct' | 'alarm' | 'gate' | 'sqlOpen' | 'sqlExport' | 'ws', arg): Promise<{ reset: string | null; error: string | null }>
 //     ('ws': an event of a hibernatable WebSocket, HibernationEvent in sockets/hibernation.ts)
 //     -- actor isolates only (InitOptions.actor): see node-agent/actor-isolate.ts.
@@ -74,7 +75,7 @@ import { EdgeError } from '../../common/errors.js';
 
 export const SHIM_GLOBALS = [
   '__edgeInstall', '__edgeInit', '__edgeDispatch', '__edgePushBody', '__edgePullBody', '__edgeCancel', '__edgeSettle', '__edgeActor',
-  '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm',
+  '__edgeHostSettle', '__edgeSocketEvent', '__edgeRpcLocal', '__edgeWarm',
 ] as const;
 
 /**
@@ -499,14 +500,18 @@ export const AiRunArgsSchema = z.tuple([z.string().min(1).max(256), z.string().m
 export const AiHandleSchema = z.number().int().min(1);
 
 /**
- * How an asynchronous host callback answers. An ivm.Callback copies its function's return
- * value, and a Promise cannot be copied (the isolate would get "#<Promise> could not be
- * cloned"), so sleep, fetch, aiRun and aiRead start their work and return a Reference to
- * a function giving a promise of the outcome. The shim applies it with
- * `result: { promise: true, copy: true }` and releases it. The promise never rejects (an error travels as
- * `{ ok: false }`), so nothing on the host is left with an unhandled rejection.
+ * How an asynchronous host callback answers: it starts the work and returns a ticket, a
+ * number unique in the isolate; when the work settles, the host calls
+ * `__edgeHostSettle(ticket, outcome)` with applyIgnored, and the shim's hostOutcome
+ * (shim/web/util.js) resolves the promise it keeps for that ticket. The outcome never
+ * rejects (an error travels as `{ ok: false }`), so nothing on the host is left with an
+ * unhandled rejection. Until 2026-12-05 the callback returned an ivm.Reference to a
+ * function giving a promise, which the shim applied with a promise result and released:
+ * three crossings of the boundary instead of two, and a weakly held handle on each side
+ * whose clean-up lengthened every garbage collection of the host (docs/agent.md, "Host
+ * calls by ticket").
  */
-export type HostAsync<T> = ivm.Reference<() => Promise<Settled<T>>>;
+export type HostAsync<_T> = number;
 /** `exception`: an exception an actor's code threw, which the shim rethrows as itself (ActorExceptionError). */
 export type Settled<T> = { ok: true; value: T } | { ok: false; error: string; exception?: ActorException };
 

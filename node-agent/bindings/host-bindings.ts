@@ -68,6 +68,7 @@ export function hostBindings(opts: HostBindingsOptions = {}): BindingsFactory {
     const outbound = ctx.def.env.outbound;
     const callbacks = hostCallbacks({
       workerName: ctx.def.name,
+      settleHost: ctx.settleHost,
       ai,
       subrequests,
       actors,

@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto';
-import ivm from 'isolated-vm';
 import { describeIssues } from '../../common/errors.js';
 import type { HostAsync, HostCallbacks, Settled, UrlRecord } from '../abi/bridge.js';
 import { ActorCallIdSchema, ActorExceptionError, AiHandleSchema, AiRunArgsSchema, SubrequestIdSchema, SubrequestInitSchema } from '../abi/bridge.js';
@@ -35,6 +34,11 @@ function urlRecord(u: URL): UrlRecord {
 
 export interface CallbackContext {
   workerName: string;
+  /**
+   * Hands the isolate the outcome of an asynchronous callback (`__edgeHostSettle`, see
+   * HostAsync in bridge.ts); drops it when the isolate is gone.
+   */
+  settleHost(ticket: number, outcome: Settled<unknown>): void;
   /** console output of the worker. */
   onLog(level: string, message: string): void;
   /** Called before each subrequest; throws when the request's budget is spent. */
@@ -76,18 +80,27 @@ export interface SocketCalls {
   close(socket: number, code: unknown, reason: unknown): void;
 }
 
-/** See HostAsync in bridge.ts: the work is already under way; the isolate awaits its outcome. */
-function hostAsync<T>(work: Promise<T>): HostAsync<T> {
-  const outcome = work.then(
-    (value): Settled<T> => ({ ok: true, value }),
-    (err: unknown): Settled<T> => err instanceof ActorExceptionError
-      ? { ok: false, error: err.exception.message, exception: err.exception }
-      : { ok: false, error: err instanceof Error ? err.message : String(err) },
-  );
-  return new ivm.Reference(() => outcome);
+/** The host's half of HostAsync (bridge.ts): tickets of one isolate, and the call that settles them. */
+class HostTickets {
+  private next = 0;
+  constructor(private readonly settle: (ticket: number, outcome: Settled<unknown>) => void) {}
+
+  /** The work is already under way: its ticket now, its outcome through settle() once it settles. */
+  start<T>(work: Promise<T>): HostAsync<T> {
+    const ticket = ++this.next;
+    work.then(
+      (value): Settled<T> => ({ ok: true, value }),
+      (err: unknown): Settled<T> => err instanceof ActorExceptionError
+        ? { ok: false, error: err.exception.message, exception: err.exception }
+        : { ok: false, error: err instanceof Error ? err.message : String(err) },
+    ).then((outcome) => this.settle(ticket, outcome));
+    return ticket;
+  }
 }
 
 export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'> {
+  const tickets = new HostTickets(ctx.settleHost);
+  const hostAsync = <T>(work: Promise<T>): HostAsync<T> => tickets.start(work);
   return {
     log(level, message) {
       ctx.onLog(String(level), String(message));

@@ -137,6 +137,7 @@ export function warmIsolate(memoryMiB: number): WarmIsolate {
       __edgePushBody: ref('__edgePushBody'),
       __edgePullBody: ref('__edgePullBody'), __edgeCancel: ref('__edgeCancel'), __edgeSettle: ref('__edgeSettle'),
       __edgeActor: ref('__edgeActor'),
+      __edgeHostSettle: ref('__edgeHostSettle'),
       __edgeSocketEvent: ref('__edgeSocketEvent'),
       __edgeRpcLocal: ref('__edgeRpcLocal'),
     };

@@ -1,4 +1,4 @@
-import { ActorExceptionError, EXCEPTION_MARK, decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
+import { ActorExceptionError, EXCEPTION_MARK, decodeResponse, encodeRequestHead, exceptionFromRejection, type ActorException, isolateEnv, wireBody, type DispatchRequest, type DispatchResponse, type HostCallbacks, type Settled, type WireResponse, type WorkerEnv } from '../abi/bridge.js';
 import type { Limits } from '../../common/api/index.js';
 import type { EgressPolicy } from '../../common/api/policy.js';
 import type { ActorInitOptions } from '../abi/bridge.js';
@@ -89,6 +89,8 @@ export interface BindingContext {
   requestDepth?(): number;
   /** Runs an RPC callee's call on a function or RpcTarget this isolate passed as an argument (WorkerIsolate.rpcLocal). */
   invokeLocal?(message: string): Promise<string>;
+  /** Hands the isolate an asynchronous callback's outcome (HostAsync in bridge.ts); dropped once the isolate is gone. */
+  settleHost(ticket: number, outcome: Settled<unknown>): void;
 }
 
 export interface IsolateBindings {
@@ -353,6 +355,7 @@ export class WorkerIsolate implements IsolateOwner {
       grantSocket: (id) => this.grantedSockets.add(id),
       requestDepth: () => this.inflight?.depth ?? 0,
       invokeLocal: (message) => this.rpcLocal(message),
+      settleHost: (ticket, outcome) => this.settleHost(ticket, outcome),
       onLog: (level, message) => hooks.onLog(def.name, level, message),
       countSubrequest: () => {
         const r = this.inflight;
@@ -373,6 +376,16 @@ export class WorkerIsolate implements IsolateOwner {
   }
 
   callbacks(): HostCallbacks { return this.cbs; }
+
+  private settleHost(ticket: number, outcome: Settled<unknown>): void {
+    if (this.dead) return;
+    try {
+      this.warm.entry.__edgeHostSettle.applyIgnored(undefined, [ticket, outcome], { arguments: { copy: true } });
+    } catch (err) {
+      // Disposed meanwhile (a limit): nobody waits for the outcome any more.
+      if (!this.warm.isolate.isDisposed) this.hooks.onLog(this.def.name, 'error', `an outcome of a host call could not be handed to the isolate: ${errorText(err)}`);
+    }
+  }
 
   /** The shim's answer to a request (IsolateOwner.answer): its rejection carries the exception as a dispatch rejection did. */
   answer(id: number, response: WireResponse | null, error: string | null, exception: string | null): void {

@@ -3,7 +3,7 @@
 // This file runs at snapshot time: it must not call a host callback at top level.
 import { setHost, host } from './host.js';
 import { installWebApis, abortRequest, bodyOf, bodyReader, fedStream, makeRequest, responseParts } from './web/index.js';
-import { DOMException } from './web/util.js';
+import { DOMException, settleHost } from './web/util.js';
 import { aiBinding } from './ai.js';
 import { actorNamespace, actorInit, actorEvent } from './durable.js';
 import { takeResponseSocket } from './web/response.js';
@@ -493,6 +493,8 @@ const exported = {
   __edgeInstall: install, __edgeInit: init, __edgeDispatch: answersThroughHost(dispatch), __edgePushBody: pushBody,
   __edgePullBody: rejectsPlainly(pullBody), __edgeCancel: cancel, __edgeSettle: rejectsPlainly(settle),
 };
+ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeHostSettle';
+exported.__edgeHostSettle = settleHost;
 // Actor isolates: __edgeActor(op, arg), see node-agent/shim/durable.js.
 ENTRY_POINTS[ENTRY_POINTS.length] = '__edgeActor';
 exported.__edgeActor = rejectsPlainly(actorEvent);

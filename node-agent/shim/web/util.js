@@ -1,6 +1,6 @@
 // Helpers shared by the Web API modules. Nothing here may call a host callback at load
 // time: this code runs once at snapshot time, before any isolate has callbacks.
-import { MapGet } from './primordials.js';
+import { MapDelete, MapGet, MapSet } from './primordials.js';
 
 /**
  * Passed as the first constructor argument by the shim itself to build objects that user
@@ -115,20 +115,39 @@ export function remoteException(x) {
   return e;
 }
 
+// Tickets of asynchronous host calls (HostAsync in node-agent/abi/bridge.ts): the resolver
+// of the promise awaiting each one's outcome, or the outcome when it came first (the host
+// may settle before the isolate has read the ticket of an async callback's promise).
+const pendingHost = new Map();
+// Captured: a worker may replace globalThis.Promise.
+const PromiseCtor = Promise;
+
+/** __edgeHostSettle(ticket, outcome): the host's answer to the call that returned `ticket`. */
+export function settleHost(ticket, outcome) {
+  const waiting = MapGet(pendingHost, ticket);
+  if (waiting === undefined) {
+    MapSet(pendingHost, ticket, outcome);
+    return;
+  }
+  MapDelete(pendingHost, ticket);
+  waiting(outcome);
+}
+
+/** How many host calls are settled but unread, or read but unsettled (tests). */
+export const pendingHostCalls = () => pendingHost.size;
+
 /**
  * The outcome of an asynchronous host callback (sleep, fetch): the callback gives (a
- * promise of) a Reference to a function returning a promise of {ok, value | error}
- * (HostAsync in node-agent/bridge.ts), because the bridge cannot copy a Promise itself.
+ * promise of) a ticket, and the host settles it with {ok, value | error} through
+ * settleHost (HostAsync in node-agent/abi/bridge.ts).
  */
 export async function hostOutcome(pending) {
-  const ref = await pending;
-  try {
-    const r = await ref.apply(undefined, [], { result: { promise: true, copy: true } });
-    if (!r.ok) throw r.exception ? remoteException(r.exception) : new Error(r.error);
-    return r.value;
-  } finally {
-    ref.release();
-  }
+  const ticket = await pending;
+  let r = MapGet(pendingHost, ticket);
+  if (r === undefined) r = await new PromiseCtor((resolve) => { MapSet(pendingHost, ticket, resolve); });
+  else MapDelete(pendingHost, ticket);
+  if (!r.ok) throw r.exception ? remoteException(r.exception) : new Error(r.error);
+  return r.value;
 }
 
 /**

@@ -184,7 +184,7 @@ describe('the namespace binding in a worker', () => {
     const recording = Object.fromEntries(Object.entries(cbs).map(([name, fn]) => [name, (...args: unknown[]) => {
       try {
         const r = (fn as (...a: unknown[]) => unknown)(...args);
-        try { returned.push(JSON.stringify(r) ?? ''); } catch { /* a Reference */ }
+        try { returned.push(JSON.stringify(r) ?? ''); } catch { /* not JSON */ }
         return r;
       } catch (err) {
         returned.push(String(err));

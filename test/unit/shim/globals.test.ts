@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { evaluate, evaluateError, runWorker, TestWorker } from './run-worker.js';
 
@@ -184,6 +184,36 @@ describe('timers', () => {
       await new Promise((r) => setTimeout(r, 30));
       return { order, waited: Date.now() - t0 >= 40, ids: typeof cancelled };
     `)).toEqual({ order: ['micro', 'first', 'tick1', 'timeout xy', 'tick2', 'tick3'], waited: true, ids: 'number' });
+  });
+
+  it('host calls settle by ticket: 300 timers and HMACs in flight at once, answered out of order, with Map and Promise replaced', async () => {
+    // Every asynchronous host call (timers, crypto.subtle, fetch, stub.fetch) comes back
+    // through __edgeHostSettle by its ticket (HostAsync in node-agent/abi/bridge.ts). The
+    // shim's table must not use what a worker can replace.
+    expect(await evaluate(`
+      const P = Promise;
+      const key = await crypto.subtle.importKey('raw', new TextEncoder().encode('k'), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+      const spin = () => { throw new Error('patched'); };
+      const M = Map.prototype, saved = [M.get, M.set, M.delete];
+      M.get = spin; M.set = spin; M.delete = spin;
+      globalThis.Promise = function Fake() { throw new Error('patched Promise'); };
+      const order = [];
+      const waits = [];
+      // The odd ones are asked first and answered last.
+      for (let i = 199; i >= 0; i--) waits.push(new P((r) => setTimeout(() => { order.push(i); r(); }, i % 2 ? 60 : 0)));
+      const macs = [];
+      for (let i = 0; i < 100; i++) macs.push(crypto.subtle.sign('HMAC', key, new TextEncoder().encode('n' + i)));
+      await P.all(waits);
+      const signed = await P.all(macs);
+      // Put back before returning: the shim's dispatch has Map lookups of its own.
+      [M.get, M.set, M.delete] = saved;
+      globalThis.Promise = P;
+      const hex = (b) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('');
+      return { fired: order.length, distinct: new Set(order).size, evensFirst: order.slice(0, 100).every((v) => v % 2 === 0), first: hex(signed[0]), last: hex(signed[99]) };
+    `)).toEqual({
+      fired: 200, distinct: 200, evensFirst: true,
+      first: createHmac('sha256', 'k').update('n0').digest('hex'), last: createHmac('sha256', 'k').update('n99').digest('hex'),
+    });
   });
 
   it('reports an exception thrown by a timer callback to the log', async () => {
