@@ -1,8 +1,5 @@
-import {
-  ApiException, CoordinationV1Api, Observable, V1MicroTime,
-  type ConfigurationOptions, type KubeConfig, type ObservableMiddleware, type V1Lease, type V1LeaseSpec,
-} from '@kubernetes/client-node';
 import { errorMessage, type Logger } from '../../common/log.js';
+import { KubeClient, KubeError, type KubeApi, type KubeCredentials } from './kube-client.js';
 
 // Lease-based leader election with client-go's semantics (tools/leaderelection):
 //
@@ -21,9 +18,15 @@ import { errorMessage, type Logger } from '../../common/log.js';
 // - After losing leadership the elector does not compete again; like client-go's
 //   RunOrDie, the process is expected to exit and start fresh.
 // - release() (ReleaseOnCancel) clears the holder so a successor takes over at once.
+//
+// The Lease is read and written through KubeClient, one keep-alive connection: client-node's
+// typed clients make a new https.Agent, so a new TLS connection, for every request, and a
+// leader renews every retryPeriod (two requests each time).
 
 export interface LeaderElectionOptions {
-  kc: KubeConfig;
+  kc: KubeCredentials;
+  /** The apiserver (default: a KubeClient of kc); a seam for tests. */
+  api?: KubeApi;
   namespace: string;
   /** Name of the Lease object. */
   name: string;
@@ -58,39 +61,52 @@ interface ObservedRecord {
 
 type AttemptResult = 'acquired' | 'held-by-other' | 'failed';
 
-/** HTTP status of an error from the typed client (ApiException.code), if it has one. */
-function apiStatus(err: unknown): number | undefined {
-  return err instanceof ApiException ? err.code : undefined;
-}
-
-/** The typed client reads MicroTime fields back as strings, but writes Dates: compare as text. */
-function timeText(v: unknown): string {
-  if (v instanceof Date) return v.toISOString();
-  return v === undefined || v === null ? '' : String(v);
-}
-
-/** Per-request options that make the typed client's fetch abortable. */
-function abortable(signal: AbortSignal): ConfigurationOptions<ObservableMiddleware> {
-  return {
-    middleware: [{
-      pre: (ctx) => { ctx.setSignal(signal); return new Observable(Promise.resolve(ctx)); },
-      post: (res) => new Observable(Promise.resolve(res)),
-    }],
-    middlewareMergeStrategy: 'append',
+/** The Lease fields the elector reads and writes (coordination.k8s.io/v1), as the apiserver's JSON has them. */
+interface Lease {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string; namespace?: string; resourceVersion?: string;
+    labels?: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: unknown[];
   };
+  spec?: LeaseSpec;
 }
+
+interface LeaseSpec {
+  holderIdentity?: string;
+  leaseDurationSeconds?: number;
+  /** MicroTime: RFC 3339 with exactly six fractional digits. */
+  acquireTime?: string;
+  renewTime?: string;
+  leaseTransitions?: number;
+  /** Fields of newer API versions are kept as they were read. */
+  [field: string]: unknown;
+}
+
+/** HTTP status of an error from the apiserver, if it has one. */
+function apiStatus(err: unknown): number | undefined {
+  return err instanceof KubeError ? err.code : undefined;
+}
+
+/** Now as a MicroTime (metav1.MicroTime parses exactly six fractional digits). */
+function microTimeNow(): string {
+  return new Date().toISOString().replace(/Z$/, '000Z');
+}
+
+const leasesPath = (namespace: string, name?: string) =>
+  `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases${name === undefined ? '' : `/${encodeURIComponent(name)}`}`;
 
 export class LeaderElector {
   readonly identity: string;
   private readonly opts: LeaderElectionOptions;
-  private readonly api: CoordinationV1Api;
+  private readonly api: KubeApi;
   private readonly log: Logger;
   private readonly leaseDurationMs: number;
   private readonly renewDeadlineMs: number;
   private readonly retryPeriodMs: number;
 
   private observed: ObservedRecord | undefined;
-  private lastLease: V1Lease | undefined;
+  private lastLease: Lease | undefined;
   /** performance.now() when `observed` last changed. */
   private observedAt = 0;
   private reportedLeader: string | undefined;
@@ -112,7 +128,7 @@ export class LeaderElector {
     this.renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
     this.log = opts.log.child({ lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
-    this.api = opts.kc.makeApiClient(CoordinationV1Api);
+    this.api = opts.api ?? new KubeClient(opts.kc);
     if (!opts.identity) throw new Error('leader election: identity must not be empty');
     if (!(this.leaseDurationMs > this.renewDeadlineMs)) {
       throw new Error(`leader election: leaseDurationMs (${this.leaseDurationMs}) must be greater than renewDeadlineMs (${this.renewDeadlineMs})`);
@@ -277,16 +293,15 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(signal: AbortSignal): Promise<AttemptResult> {
     const { namespace, name } = this.opts;
-    const opts = abortable(signal);
     const startedAt = performance.now();
-    let lease: V1Lease;
+    let lease: Lease;
     try {
-      lease = await this.api.readNamespacedLease({ name, namespace }, opts);
+      lease = await this.api.request<Lease>('GET', leasesPath(namespace, name), { signal });
     } catch (err) {
       if (apiStatus(err) !== 404) throw err;
-      const now = new V1MicroTime();
-      const created = await this.api.createNamespacedLease({
-        namespace,
+      const now = microTimeNow();
+      const created = await this.api.request<Lease>('POST', leasesPath(namespace), {
+        signal,
         body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
@@ -299,7 +314,7 @@ export class LeaderElector {
             leaseTransitions: 0,
           },
         },
-      }, opts);
+      });
       this.observe(created);
       this.lastRenewAt = startedAt;
       return 'acquired';
@@ -312,9 +327,9 @@ export class LeaderElector {
       const waitMs = Math.max(this.leaseDurationMs, rec.leaseDurationSeconds * 1000);
       if (performance.now() - this.observedAt < waitMs) return 'held-by-other';
     }
-    const old: V1LeaseSpec = lease.spec ?? {};
-    const now = new V1MicroTime();
-    const spec: V1LeaseSpec = {
+    const old: LeaseSpec = lease.spec ?? {};
+    const now = microTimeNow();
+    const spec: LeaseSpec = {
       ...old,
       holderIdentity: this.identity,
       leaseDurationSeconds: Math.ceil(this.leaseDurationMs / 1000),
@@ -323,7 +338,7 @@ export class LeaderElector {
       leaseTransitions: iAmHolder ? (old.leaseTransitions ?? 0) : (old.leaseTransitions ?? 0) + 1,
     };
     if (!iAmHolder) this.log.info('taking over the lease', { from: rec.holder || '(released)', leaseTransitions: spec.leaseTransitions });
-    const updated = await this.api.replaceNamespacedLease({ name, namespace, body: this.leaseBody(lease, spec) }, opts);
+    const updated = await this.api.request<Lease>('PUT', leasesPath(namespace, name), { signal, body: this.leaseBody(lease, spec) });
     this.observe(updated);
     this.lastRenewAt = startedAt;
     if (this.leading) this.armDeadline();
@@ -331,7 +346,7 @@ export class LeaderElector {
   }
 
   /** A PUT body from a read Lease: its identity and resourceVersion (the precondition), a new spec. */
-  private leaseBody(lease: V1Lease, spec: V1LeaseSpec): V1Lease {
+  private leaseBody(lease: Lease, spec: LeaseSpec): Lease {
     const m = lease.metadata ?? {};
     return {
       apiVersion: 'coordination.k8s.io/v1',
@@ -345,11 +360,11 @@ export class LeaderElector {
   }
 
   /** Records the Lease as seen now; the lease-duration clock restarts only when it changed. */
-  private observe(lease: V1Lease): void {
+  private observe(lease: Lease): void {
     this.lastLease = lease;
     const rec: ObservedRecord = {
       holder: lease.spec?.holderIdentity ?? '',
-      renewTime: timeText(lease.spec?.renewTime),
+      renewTime: lease.spec?.renewTime ?? '',
       resourceVersion: lease.metadata?.resourceVersion ?? '',
       leaseDurationSeconds: lease.spec?.leaseDurationSeconds ?? 0,
     };
@@ -373,12 +388,12 @@ export class LeaderElector {
   private async releaseLease(): Promise<void> {
     const { namespace, name } = this.opts;
     for (let i = 0; i < 3; i++) {
-      const opts = abortable(AbortSignal.timeout(Math.max(1, Math.ceil(this.renewDeadlineMs))));
+      const signal = AbortSignal.timeout(Math.max(1, Math.ceil(this.renewDeadlineMs)));
       try {
-        const lease = await this.api.readNamespacedLease({ name, namespace }, opts);
+        const lease = await this.api.request<Lease>('GET', leasesPath(namespace, name), { signal });
         if (lease.spec?.holderIdentity !== this.identity) return;
-        const now = new V1MicroTime();
-        const spec: V1LeaseSpec = {
+        const now = microTimeNow();
+        const spec: LeaseSpec = {
           ...lease.spec,
           holderIdentity: undefined,
           // client-go writes 1 s here: whoever reads the released record need not wait long.
@@ -386,7 +401,7 @@ export class LeaderElector {
           renewTime: now,
           acquireTime: now,
         };
-        const updated = await this.api.replaceNamespacedLease({ name, namespace, body: this.leaseBody(lease, spec) }, opts);
+        const updated = await this.api.request<Lease>('PUT', leasesPath(namespace, name), { signal, body: this.leaseBody(lease, spec) });
         this.observe(updated);
         this.log.info('released the lease');
         return;

@@ -206,6 +206,25 @@ describe('LeaderElector', () => {
     }
   });
 
+  it('renews over one kept-alive connection, not a TLS handshake per request', async () => {
+    // client-node's typed clients make a new https.Agent per request: at the bench's 250 ms
+    // retry period that was eight TLS handshakes a second, on the operator and the apiserver.
+    const proxy = await blackholeProxy(kc);
+    try {
+      const c = candidate('kept', 'kept', { kc: proxy.kc });
+      await c.le.start();
+      await waitForLeader('it leads');
+      const linesBefore = logLines.length;
+      await sleep(2000);
+      // ~10 renewals of two requests each in those 2 s (retry period 200 ms).
+      expect(c.le.isLeader).toBe(true);
+      expect(logLines.slice(linesBefore).filter((l) => l.candidate === 'kept' && l.level !== 'debug')).toEqual([]);
+      expect(proxy.connections()).toBeLessThanOrEqual(2);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('steps down at once when the Lease names someone else', async () => {
     startSampler();
     // A 4 s renew deadline: stepping down well before it shows the new holder was noticed,
@@ -261,13 +280,15 @@ describe('LeaderElector', () => {
  * A TCP proxy to the apiserver that can be switched into a black hole: block() cuts the
  * open connections and leaves new ones hanging unanswered, like a network partition.
  */
-async function blackholeProxy(target: KubeConfig): Promise<{ kc: KubeConfig; block(): void; unblock(): void; close(): Promise<void> }> {
+async function blackholeProxy(target: KubeConfig): Promise<{ kc: KubeConfig; connections(): number; block(): void; unblock(): void; close(): Promise<void> }> {
   const cluster = target.getCurrentCluster();
   if (!cluster) throw new Error('no current cluster');
   const upstream = new URL(cluster.server);
   let blocked = false;
+  let accepted = 0;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
+    accepted++;
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     client.on('error', () => client.destroy());
@@ -292,6 +313,7 @@ async function blackholeProxy(target: KubeConfig): Promise<{ kc: KubeConfig; blo
   });
   return {
     kc,
+    connections: () => accepted,
     block: () => { blocked = true; for (const s of sockets) s.destroy(); },
     unblock: () => { blocked = false; },
     close: async () => {
