@@ -8,7 +8,7 @@
 //
 // Runs at snapshot time: nothing here calls a host callback until used.
 import { host } from './host.js';
-import { hostOutcome } from './web/util.js';
+import { hostOutcome, settledOutcome } from './web/util.js';
 import { DOMException } from './web/util.js';
 import { encode, decode, lendToEnv, envRefStub } from './rpc.js';
 import { RpcTarget } from './workers-module.js';
@@ -141,10 +141,7 @@ function workerStub(binding, handle, warmCall = undefined) {
       const what = `env.${binding} dynamic worker${entrypoint ? ` entrypoint ${entrypoint}` : ''}`;
       if (warmCall === undefined) return internalStub(what, async (init) => host.loaderCall(await handle(), entrypoint, init, false));
       // internalStub settles what call() gives as a host outcome: the settled one is handed on as one.
-      return internalStub(what, async (init) => {
-        const value = await warmCall(entrypoint, init);
-        return { apply: async () => ({ ok: true, value }), release() {} };
-      });
+      return internalStub(what, async (init) => settledOutcome({ ok: true, value: await warmCall(entrypoint, init) }));
     },
   });
 }

@@ -133,19 +133,27 @@ export function settleHost(ticket, outcome) {
   waiting(outcome);
 }
 
+const SETTLED = Symbol('settled');
+/** An outcome already at hand, given to hostOutcome in place of a host call's ticket (a warm dynamic worker's answer). */
+export const settledOutcome = (outcome) => ({ [SETTLED]: outcome });
+
 /** How many host calls are settled but unread, or read but unsettled (tests). */
 export const pendingHostCalls = () => pendingHost.size;
 
 /**
  * The outcome of an asynchronous host callback (sleep, fetch): the callback gives (a
  * promise of) a ticket, and the host settles it with {ok, value | error} through
- * settleHost (HostAsync in node-agent/abi/bridge.ts).
+ * settleHost (HostAsync in node-agent/abi/bridge.ts); or settledOutcome's wrapper.
  */
 export async function hostOutcome(pending) {
   const ticket = await pending;
-  let r = MapGet(pendingHost, ticket);
-  if (r === undefined) r = await new PromiseCtor((resolve) => { MapSet(pendingHost, ticket, resolve); });
-  else MapDelete(pendingHost, ticket);
+  let r;
+  if (typeof ticket === 'object' && ticket !== null) r = ticket[SETTLED];
+  else {
+    r = MapGet(pendingHost, ticket);
+    if (r === undefined) r = await new PromiseCtor((resolve) => { MapSet(pendingHost, ticket, resolve); });
+    else MapDelete(pendingHost, ticket);
+  }
   if (!r.ok) throw r.exception ? remoteException(r.exception) : new Error(r.error);
   return r.value;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: the shim is plain JavaScript, run here outside an isolate.
-import { hostOutcome, pendingHostCalls, settleHost } from '../../../node-agent/shim/web/util.js';
+import { hostOutcome, pendingHostCalls, settledOutcome, settleHost } from '../../../node-agent/shim/web/util.js';
 
 // The shim's half of HostAsync (node-agent/abi/bridge.ts): an asynchronous host callback
 // returns a ticket, and __edgeHostSettle(ticket, outcome) answers it, before or after the
@@ -44,6 +44,12 @@ describe('host calls by ticket', () => {
     await tick();
     for (let i = 499; i >= 0; i--) settleHost(100 + i, { ok: true, value: i });
     expect(await Promise.all(ps)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+    expect(pendingHostCalls()).toBe(0);
+  });
+
+  it('an outcome already at hand (a warm dynamic worker\'s answer) passes through without a ticket', async () => {
+    expect(await hostOutcome(Promise.resolve(settledOutcome({ ok: true, value: 'warm' })))).toBe('warm');
+    await expect(hostOutcome(settledOutcome({ ok: false, error: 'gone' }))).rejects.toThrow(/^gone$/);
     expect(pendingHostCalls()).toBe(0);
   });
 });
