@@ -508,8 +508,8 @@ export const AiHandleSchema = z.number().int().min(1);
  * unhandled rejection. Until 2026-12-05 the callback returned an ivm.Reference to a
  * function giving a promise, which the shim applied with a promise result and released:
  * three crossings of the boundary instead of two, and a weakly held handle on each side
- * whose clean-up lengthened every garbage collection of the host (docs/agent.md, "Host
- * calls by ticket").
+ * whose clean-up lengthened every garbage collection of the host (docs/agent.md,
+ * "Asynchronous host calls answer by ticket").
  */
 export type HostAsync<_T> = number;
 /** `exception`: an exception an actor's code threw, which the shim rethrows as itself (ActorExceptionError). */
