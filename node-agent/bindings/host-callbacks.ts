@@ -80,27 +80,20 @@ export interface SocketCalls {
   close(socket: number, code: unknown, reason: unknown): void;
 }
 
-/** The host's half of HostAsync (bridge.ts): tickets of one isolate, and the call that settles them. */
-class HostTickets {
-  private next = 0;
-  constructor(private readonly settle: (ticket: number, outcome: Settled<unknown>) => void) {}
-
-  /** The work is already under way: its ticket now, its outcome through settle() once it settles. */
-  start<T>(work: Promise<T>): HostAsync<T> {
-    const ticket = ++this.next;
+export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'> {
+  // The host's half of HostAsync (bridge.ts): the work is already under way; its ticket
+  // now, its outcome through ctx.settleHost once it settles.
+  let lastTicket = 0;
+  const hostAsync = <T>(work: Promise<T>): HostAsync<T> => {
+    const ticket = ++lastTicket;
     work.then(
       (value): Settled<T> => ({ ok: true, value }),
       (err: unknown): Settled<T> => err instanceof ActorExceptionError
         ? { ok: false, error: err.exception.message, exception: err.exception }
         : { ok: false, error: err instanceof Error ? err.message : String(err) },
-    ).then((outcome) => this.settle(ticket, outcome));
+    ).then((outcome) => ctx.settleHost(ticket, outcome));
     return ticket;
-  }
-}
-
-export function hostCallbacks(ctx: CallbackContext): Omit<HostCallbacks, 'bodyDemand' | 'htmlRewriter' | 'lib'> {
-  const tickets = new HostTickets(ctx.settleHost);
-  const hostAsync = <T>(work: Promise<T>): HostAsync<T> => tickets.start(work);
+  };
   return {
     log(level, message) {
       ctx.onLog(String(level), String(message));
